@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Model loading: a Hugging Face-layout checkpoint (config.json plus model.safetensors, or shards
+ * listed in model.safetensors.index.json) of the Llama or MiniCPM family, and an optional
+ * Forecast file (model.layers.N.self_attn.q_future_proj.weight; q_curr_proj for layer 0).
+ * Tensors are mmap'ed, never copied on the host; a backend upload copies them once to the device.
+ * Every problem (missing key, bad JSON, truncated file, wrong dtype or shape, overlapping or
+ * out-of-file offsets, missing tensor) is an error whose message names the file, the tensor and
+ * the problem. Not thread safe.
+ */
+#ifndef SPARDA_COMPUTE_MODEL_H
+#define SPARDA_COMPUTE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+enum model_family { MODEL_FAMILY_LLAMA = 0, MODEL_FAMILY_MINICPM = 1 };
+
+struct model_config {
+	enum model_family family;
+	uint32_t vocab;
+	uint32_t hidden;
+	uint32_t n_layers;
+	uint32_t n_heads;
+	uint32_t n_kv_heads;
+	uint32_t head_dim;
+	uint32_t ffn;
+	uint32_t max_pos;
+	float rms_eps;
+	bool tie_embeddings;
+	struct kb_rope rope;   /* ext_factors points into model-owned memory */
+	/* muP (MiniCPM); 1.0 / 0 for Llama */
+	float scale_emb;       /* embedding multiplier */
+	float residual_scale;  /* scale_depth / sqrt(n_layers), 1.0 for Llama */
+	float logit_scale;     /* 1 / (hidden / dim_model_base), 1.0 for Llama */
+	/* sparse attention (config keys "sparse_config": {...}; paper defaults when absent) */
+	struct kb_sparse sparse;
+	uint32_t dense_len;    /* dense attention below this many tokens of context (8192) */
+};
+
+/* One tensor as mapped from a safetensors file (bf16 only; other dtypes are rejected). */
+struct model_tensor {
+	const uint16_t *data; /* host pointer into the mmap */
+	uint32_t rows, cols;  /* 2-D [out, in]; 1-D tensors have rows = 1 */
+};
+
+struct model_layer {
+	struct model_tensor attn_norm;  /* input_layernorm.weight [hidden] */
+	struct model_tensor wq, wk, wv; /* [n_heads*hd, hidden], [n_kv*hd, hidden] x2 */
+	struct model_tensor wo;         /* [hidden, n_heads*hd] */
+	struct model_tensor ffn_norm;   /* post_attention_layernorm.weight */
+	struct model_tensor w_gate, w_up, w_down;
+	struct model_tensor wf;         /* Forecast q_future_proj [n_kv*hd, hidden]; data NULL if absent */
+	struct model_tensor wfc;        /* layer 0 only: q_curr_proj; data NULL if absent */
+};
+
+struct model {
+	struct model_config cfg;
+	struct model_tensor embed;    /* [vocab, hidden] */
+	struct model_tensor norm;     /* final norm [hidden] */
+	struct model_tensor lm_head;  /* [vocab, hidden] (== embed when tied) */
+	struct model_layer *layers;   /* n_layers */
+	bool has_forecast;
+	void *priv;                   /* mappings */
+};
+
+/*
+ * Open a model directory (config.json + weights). forecast_path: a Forecast safetensors file,
+ * or NULL to use <dir>/forecast.safetensors when present. Returns 0 or -errno (-ENOENT,
+ * -EINVAL for bad content, -EIO); on error `err` holds a message naming file, tensor, problem.
+ */
+int model_open(const char *dir, const char *forecast_path, struct model **out, char *err,
+	       size_t err_len);
+void model_close(struct model *m);
+
+/* Parse only config.json (for tools that need shapes). */
+int model_config_load(const char *dir, struct model_config *cfg, char *err, size_t err_len);
+
+/*
+ * Synthetic model generator: writes config.json, model.safetensors and forecast.safetensors
+ * into dir (created if missing) with deterministic random bf16 weights (seed), for any
+ * geometry in cfg. Weight scales are chosen so activations stay O(1) through the layers.
+ * Returns 0 or -errno with a message in err.
+ */
+int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,
+		   size_t err_len);
+
+/* Named geometries: "tiny" (CPU tests and the demo), "minicpm4-8b", "llama3-8b". */
+int model_preset(const char *name, struct model_config *cfg);
+
+#endif
