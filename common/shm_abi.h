@@ -189,7 +189,12 @@ struct sp_ctl_header {
 	uint64_t unit_words_cap; /* capacity of the unit-word pool */
 	uint64_t seq_table_off;  /* struct sp_seq_desc[max_seqs] */
 	uint64_t unit_pool_off;  /* _Atomic uint64_t[unit_words_cap] */
-	uint64_t cq_off;         /* struct sp_ring_hdr, then entries of struct sp_cqe */
+	/*
+	 * Offset in ctl of the CQ ring, or 0 when the CQ lives in sub (sp_sub_header.cq_off).
+	 * The CQ's consumer (the client) must write the ring's head and consumer_sleeping, which
+	 * it cannot do in the read-only ctl mapping: memsvc places the CQ in sub and sets 0 here.
+	 */
+	uint64_t cq_off;
 	/* Set to 1 (release) by memsvc when the session is being torn down or the daemon drains. */
 	_Atomic uint32_t closing;
 	uint32_t reserved0;
@@ -206,6 +211,12 @@ struct sp_sub_header {
 	uint64_t daemon_epoch; /* copied by memsvc at creation; the client checks it */
 	uint64_t sq_off;       /* struct sp_ring_hdr, then entries of struct sp_sqe */
 	/*
+	 * CQ ring (struct sp_ring_hdr, then entries of struct sp_cqe) in this region: memsvc is
+	 * its producer (writes entries and tail), the client its consumer (writes head and
+	 * consumer_sleeping). memsvc treats the header as hostile (ring_attach/ring_space clamp).
+	 */
+	uint64_t cq_off;
+	/*
 	 * The client's epoch: the last decode step all of whose reads of arena slots have
 	 * completed. Client stores with release; memsvc loads with acquire before reusing a slot
 	 * leased at a step <= this value.
@@ -214,5 +225,6 @@ struct sp_sub_header {
 	uint8_t pad[SP_CACHELINE - 8];
 };
 _Static_assert(sizeof(struct sp_sub_header) == 2 * SP_CACHELINE, "sp_sub_header ABI");
+_Static_assert(offsetof(struct sp_sub_header, cq_off) == 32, "sp_sub_header cq_off");
 
 #endif
