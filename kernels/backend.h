@@ -284,6 +284,20 @@ struct kb_ops {
 			    uint32_t ld_kv, uint32_t t, uint32_t p0, uint32_t n_q, uint32_t n_kv,
 			    uint32_t d, float scale, const int32_t *sel, uint32_t topk,
 			    uint32_t block);
+
+	/*
+	 * Attention table from a selection, for n caches (cache i = sequence i / n_kv, KV head
+	 * i % n_kv) of k entries each. Block m = sel[i, j] (if sel is NULL, m = j: every block in
+	 * order). If map != NULL (a slot cache of n_slots slots per cache, as cache_diff keeps it):
+	 * unit_idx[i, j] = i * n_slots + s where map[i, s] == m; else (a resident store of n_slots
+	 * blocks per cache): unit_idx[i, j] = i * n_slots + m. unit_len[i, j] = rows of block m that
+	 * hold tokens: min(block, n_tokens[i / n_kv] - m * block). Entries with m < 0, m beyond the
+	 * sequence, or (with map) m not cached get unit_idx -1 and unit_len 0. The table keeps the
+	 * order of sel, so attention over it sums in ascending block order whatever the storage.
+	 */
+	int (*sel_units)(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *unit_len,
+			 const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
+			 uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t block);
 };
 
 struct kb {
