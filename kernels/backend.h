@@ -298,6 +298,20 @@ struct kb_ops {
 	int (*sel_units)(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *unit_len,
 			 const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
 			 uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t block);
+
+	/*
+	 * Turn cache_diff's load lists into copy_units index lists, reading arena slots from the
+	 * memsvc residency words (struct sp_unit_word in common/shm_abi.h; `words` is the unit-word
+	 * pool of the ctl region, registered so kernels can read it). For cache i and load j <
+	 * n_loads[i]: the unit word is words[word_base[i] + load_block[i, j]]; if its state is
+	 * RESIDENT, dst_idx[i * k + j] = i * n_slots + load_slot[i, j] and src_idx[i * k + j] = its
+	 * slot; otherwise (not resident, or j >= n_loads[i]) both are -1 and, for j < n_loads[i],
+	 * the load counts in *misses (a device int32 counter, added to). word_base is int64 [n].
+	 */
+	int (*resolve_loads)(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t *src_idx,
+			     int32_t *misses, const int32_t *load_slot, const int32_t *load_block,
+			     const int32_t *n_loads, const uint64_t *words, const int64_t *word_base,
+			     uint32_t n, uint32_t n_slots, uint32_t k);
 };
 
 struct kb {
