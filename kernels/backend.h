@@ -306,7 +306,9 @@ struct kb_ops {
 	 * n_loads[i]: the unit word is words[word_base[i] + load_block[i, j]]; if its state is
 	 * RESIDENT, dst_idx[i * k + j] = i * n_slots + load_slot[i, j] and src_idx[i * k + j] = its
 	 * slot; otherwise (not resident, or j >= n_loads[i]) both are -1 and, for j < n_loads[i],
-	 * the load counts in *misses (a device int32 counter, added to). word_base is int64 [n].
+	 * the load counts in *misses (a device int32 counter, added to) unless the unit is
+	 * ALLOCATED (a block this client is still writing: nothing to fetch). word_base is
+	 * int64 [n].
 	 */
 	int (*resolve_loads)(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t *src_idx,
 			     int32_t *misses, const int32_t *load_slot, const int32_t *load_block,
