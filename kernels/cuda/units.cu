@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+// CUDA versions of sel_units (selection -> attention unit table) and resolve_loads (load list
+// -> copy_units index lists through the memsvc residency words). One thread per entry.
+#include <cuda_runtime.h>
+#include <errno.h>
+#include <stdint.h>
+
+#include "shm_abi.h"
+
+__global__ void sel_units_kernel(int32_t *unit_idx, int32_t *unit_len, const int32_t *sel,
+				 const int32_t *map, const int32_t *n_tokens, uint32_t n,
+				 uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t block)
+{
+	uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (t >= (uint64_t)n * k)
+		return;
+	uint32_t i = (uint32_t)(t / k), j = (uint32_t)(t % k);
+	int64_t tokens = n_tokens[i / n_kv];
+	int64_t m = sel ? sel[t] : (int64_t)j;
+	int32_t idx = -1, len = 0;
+
+	if (m >= 0 && m * block < tokens && (map || m < n_slots)) {
+		if (map) {
+			for (uint32_t sl = 0; sl < n_slots; sl++) {
+				if (map[(size_t)i * n_slots + sl] == m) {
+					idx = (int32_t)(i * n_slots + sl);
+					break;
+				}
+			}
+		} else {
+			idx = (int32_t)(i * n_slots + m);
+		}
+		if (idx >= 0) {
+			int64_t rows = tokens - m * block;
+			len = (int32_t)(rows < block ? rows : block);
+		}
+	}
+	unit_idx[t] = idx;
+	unit_len[t] = len;
+}
+
+__global__ void resolve_loads_kernel(int32_t *dst_idx, int32_t *src_idx, int32_t *misses,
+				     const int32_t *load_slot, const int32_t *load_block,
+				     const int32_t *n_loads, const uint64_t *words,
+				     const int64_t *word_base, uint32_t n, uint32_t n_slots,
+				     uint32_t k)
+{
+	uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (t >= (uint64_t)n * k)
+		return;
+	uint32_t i = (uint32_t)(t / k), j = (uint32_t)(t % k);
+	dst_idx[t] = -1;
+	src_idx[t] = -1;
+	if (j >= (uint32_t)n_loads[i] || load_block[t] < 0 || load_slot[t] < 0)
+		return;
+	/* The word lives in mapped host memory written by memsvc with release stores; a volatile
+	 * 64-bit load reads it whole, and the gather that follows is ordered after it on the
+	 * stream. */
+	uint64_t w = *(const volatile uint64_t *)&words[word_base[i] + load_block[t]];
+	uint32_t st = (uint32_t)(w >> 56);
+	if (st == SP_UNIT_RESIDENT) {
+		dst_idx[t] = (int32_t)(i * n_slots + (uint32_t)load_slot[t]);
+		src_idx[t] = (int32_t)(uint32_t)w;
+	} else if (st != SP_UNIT_ALLOCATED && misses) {
+		atomicAdd(misses, 1);
+	}
+}
+
+static int launch_status(void)
+{
+	cudaError_t e = cudaGetLastError();
+	return e == cudaSuccess ? 0 : -EIO;
+}
+
+extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
+			      const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
+			      uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k,
+			      uint32_t block)
+{
+	if (!unit_idx || !unit_len || !n_tokens || !n_kv || !n_slots || !block)
+		return -EINVAL;
+	uint64_t total = (uint64_t)n * k;
+	if (!total)
+		return 0;
+	unsigned grid = (unsigned)((total + 255) / 256);
+	sel_units_kernel<<<grid, 256, 0, st>>>(unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
+					       n_slots, k, block);
+	return launch_status();
+}
+
+extern "C" int cuda_resolve_loads(cudaStream_t st, int32_t *dst_idx, int32_t *src_idx,
+				  int32_t *misses, const int32_t *load_slot,
+				  const int32_t *load_block, const int32_t *n_loads,
+				  const uint64_t *words, const int64_t *word_base, uint32_t n,
+				  uint32_t n_slots, uint32_t k)
+{
+	if (!dst_idx || !src_idx || !load_slot || !load_block || !n_loads || !words || !word_base)
+		return -EINVAL;
+	uint64_t total = (uint64_t)n * k;
+	if (!total)
+		return 0;
+	unsigned grid = (unsigned)((total + 255) / 256);
+	resolve_loads_kernel<<<grid, 256, 0, st>>>(dst_idx, src_idx, misses, load_slot,
+						   load_block, n_loads, words, word_base, n,
+						   n_slots, k);
+	return launch_status();
+}
