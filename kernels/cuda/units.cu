@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <stdint.h>
 
-#include "shm_abi.h"
+/* shm_abi.h is C11 (_Atomic) and cannot be included from C++; these mirror its
+ * enum sp_unit_state values and the word packing (state in bits 56..63, slot in 0..31). */
+enum { UNIT_ALLOCATED = 1, UNIT_RESIDENT = 2 };
 
 __global__ void sel_units_kernel(int32_t *unit_idx, int32_t *unit_len, const int32_t *sel,
 				 const int32_t *map, const int32_t *n_tokens, uint32_t n,
@@ -58,10 +60,10 @@ __global__ void resolve_loads_kernel(int32_t *dst_idx, int32_t *src_idx, int32_t
 	 * stream. */
 	uint64_t w = *(const volatile uint64_t *)&words[word_base[i] + load_block[t]];
 	uint32_t st = (uint32_t)(w >> 56);
-	if (st == SP_UNIT_RESIDENT) {
+	if (st == UNIT_RESIDENT) {
 		dst_idx[t] = (int32_t)(i * n_slots + (uint32_t)load_slot[t]);
 		src_idx[t] = (int32_t)(uint32_t)w;
-	} else if (st != SP_UNIT_ALLOCATED && misses) {
+	} else if (st != UNIT_ALLOCATED && misses) {
 		atomicAdd(misses, 1);
 	}
 }
