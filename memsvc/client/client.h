@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The memsvc client library: attach to a running sparda-memsvc (UNIX socket + SCM_RIGHTS), map
+ * the session's ctl/sub/arena regions, and talk to it over the shared-memory rings (hot path)
+ * and ZeroMQ (control path). Used by compute/ and by any other engine that wants the KV store.
+ * The protocol is docs/memsvc-protocol.md; the shared structures are common/shm_abi.h.
+ *
+ * Errors: every call returns 0 or -errno and never aborts or hangs past the handle's
+ * timeout_ms. A dead daemon (attach socket closed) is -ECONNRESET from then on; a draining
+ * daemon or a closing session (ctl.closing) is -ESHUTDOWN; a request that gets no answer in
+ * time is -ETIMEDOUT; a stale sequence handle is -ESTALE.
+ *
+ * Threads: a handle is NOT thread safe: one thread at a time per handle (the rings are SPSC
+ * and the ZeroMQ socket follows ZeroMQ's one-thread rule). Use one handle per thread.
+ */
+#ifndef SPARDA_MEMSVC_CLIENT_H
+#define SPARDA_MEMSVC_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm_abi.h"
+
+struct memclient;
+
+#define MEMCLIENT_NAME_MAX 64 /* tenant, client and stat names, NUL included */
+#define MEMCLIENT_TOKEN_BYTES 16
+
+struct memclient_opts {
+	/* Where the daemon listens: runtime_dir (attach.sock and ctl.ipc inside it), or the
+	 * explicit attach_path and ctl_endpoint (both then required; they win over runtime_dir).
+	 * NULL runtime_dir and attach_path: the default runtime dir of the protocol document. */
+	const char *runtime_dir;
+	const char *attach_path;
+	const char *ctl_endpoint;   /* "ipc://..." or "tcp://..." */
+	const char *tenant;         /* NULL: "default" */
+	const char *client_name;    /* NULL: "memclient" */
+	struct sp_geometry geom;    /* unit_bytes may be 0 (derived and checked) */
+	uint64_t arena_bytes;       /* wanted; the daemon sizes the arena in whole slots */
+	uint32_t max_seqs;          /* sequence rows wanted */
+	enum sp_wait_mode wait_mode;
+	int timeout_ms;             /* per request; <= 0: 5000 */
+};
+
+/* A sequence handle: a row of the session's sequence table and its generation. */
+struct memclient_seq {
+	uint32_t index;
+	uint32_t gen;
+};
+
+/* One unit: (sequence, layer, KV head, block). */
+struct memclient_unit {
+	struct memclient_seq seq;
+	uint32_t layer;
+	uint32_t head;
+	uint32_t block;
+};
+
+/* The answer for one unit: status 0 or -errno; slot valid when status is 0. */
+struct memclient_result {
+	int32_t status;
+	uint32_t slot;
+	uint32_t gen;
+};
+
+/* What the residency word of a unit says (memclient_lookup). */
+struct memclient_residency {
+	enum sp_unit_state state;
+	uint32_t slot; /* SP_UNIT_SLOT_NONE unless ALLOCATED, RESIDENT or LOADING */
+	uint32_t gen;
+};
+
+struct memclient_stat {
+	char name[MEMCLIENT_NAME_MAX];
+	uint64_t value;
+};
+
+/*
+ * Default runtime directory per the protocol document ($SPARDA_RUNTIME_DIR, else
+ * $XDG_RUNTIME_DIR/sparda, else /run/sparda for root, else /tmp/sparda-$UID) written to buf.
+ * Returns 0 or -ENAMETOOLONG.
+ */
+int memclient_default_runtime_dir(char *buf, size_t len);
+
+/*
+ * Attach: connect to attach.sock, send Hello, receive the five descriptors, map ctl read-only
+ * and sub/arena read-write, check both headers against the reply and the request (magic,
+ * layout version, daemon epoch, sizes, geometry), connect a ZeroMQ DEALER to the control
+ * endpoint. On success *out is owned by the caller (memclient_close).
+ * Returns 0, -EINVAL (bad opts or geometry), -ENOENT/-ECONNREFUSED (no daemon), -EACCES (uid
+ * not admitted by the tenant), -EDQUOT (tenant quota), -ENOMEM (daemon budget or local),
+ * -ETIMEDOUT, -EPROTO (headers or sizes do not match), -ESTALE (daemon epoch mismatch),
+ * -ESHUTDOWN (daemon draining), or another -errno of the daemon's reply or of a syscall.
+ */
+int memclient_open(const struct memclient_opts *o, struct memclient **out);
+
+/* Detach: the session ends when the attach socket closes (memsvc reclaims it all). NULL ok. */
+void memclient_close(struct memclient *c);
+
+/* ---- sequences and units over ZeroMQ ----------------------------------------------------- */
+
+/*
+ * Open a sequence of max_blocks blocks per (layer, head). Returns 0 (*out filled), -ENOSPC (no
+ * free row), -EDQUOT (tenant limit), -EINVAL, or a transport error (-ETIMEDOUT, -ECONNRESET,
+ * -ESHUTDOWN, -EPERM when the daemon no longer knows the session).
+ */
+int memclient_seq_open(struct memclient *c, uint64_t user_key, uint32_t max_blocks,
+		       struct memclient_seq *out);
+/* Close a sequence and free its units. Returns 0, -ESTALE, -EINVAL or a transport error. */
+int memclient_seq_close(struct memclient *c, struct memclient_seq seq);
+
+/*
+ * Batched unit requests over ZeroMQ (consecutive blocks are sent as ranges). results[i] is the
+ * answer for units[i] (caller-owned arrays of n, n <= MEMCLIENT_MAX_BATCH).
+ * Return 0 when the daemon answered (per-unit statuses in results: -EEXIST, -ENOSPC, -ESTALE,
+ * -EINVAL, -ENOENT ...), or the request's -errno (then results are unspecified).
+ * alloc: EMPTY -> ALLOCATED with a slot; the client then writes the slot's bytes.
+ * commit: ALLOCATED -> RESIDENT, leased until the client epoch passes step.
+ * free: any -> EMPTY.
+ * forecast_zmq: the Forecast request of memclient_forecast, carried over ZeroMQ.
+ */
+#define MEMCLIENT_MAX_BATCH 65536u
+int memclient_alloc(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		    struct memclient_result *results);
+int memclient_commit(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		     uint64_t step, struct memclient_result *results);
+int memclient_free_units(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			 struct memclient_result *results);
+int memclient_forecast_zmq(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			   uint64_t step, struct memclient_result *results);
+
+/* Liveness round trip. Returns 0 or a transport error. */
+int memclient_ping(struct memclient *c);
+
+/*
+ * Counters of the session, its tenant and the daemon. On 0, *out is a malloc'd array of *n
+ * entries owned by the caller (free()). Returns 0, -ENOMEM or a transport error.
+ */
+int memclient_stats(struct memclient *c, struct memclient_stat **out, uint32_t *n);
+/* Find name in a stats list; returns true and *value when present. */
+bool memclient_stat_find(const struct memclient_stat *s, uint32_t n, const char *name,
+			 uint64_t *value);
+
+/* ---- the hot path: shared-memory rings ---------------------------------------------------- */
+
+/*
+ * Push one FORECAST entry per unit onto the SQ and ring the doorbell when memsvc sleeps.
+ * results (n entries) receive the completions as memclient_forecast_reap pops them; units and
+ * results must stay valid until the request is reaped or has failed. *req_id names the
+ * request. At most MEMCLIENT_MAX_INFLIGHT requests are outstanding per handle.
+ * Returns 0, -EAGAIN (not enough SQ space or request slots: reap first; nothing pushed),
+ * -E2BIG (n larger than the rings), -EINVAL, -ECONNRESET, -ESHUTDOWN.
+ */
+#define MEMCLIENT_MAX_INFLIGHT 64u
+int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units,
+			      uint32_t n, uint64_t step, struct memclient_result *results,
+			      uint32_t *req_id);
+
+/*
+ * Pop completions until request req_id is complete or timeout_ms passes (< 0: the handle's
+ * timeout). Completions of other outstanding requests are filed into their results on the
+ * way; completions of abandoned requests are dropped. Poll mode spins; sleep mode spins
+ * briefly then sleeps on the CQ doorbell. Both watch the attach socket and ctl.closing.
+ * Returns 0 (results filled; a completion that does not match its unit has -EPROTO),
+ * -ETIMEDOUT (the request is abandoned), -ENOENT (unknown req_id), -ECONNRESET, -ESHUTDOWN.
+ */
+int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms);
+
+/*
+ * Blocking Forecast over the rings: submit (in pieces that fit the rings) and reap.
+ * Returns as memclient_forecast_reap; per-unit statuses in results (-ENOENT: miss).
+ */
+int memclient_forecast(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		       uint64_t step, struct memclient_result *results);
+
+/* Blocking COMMIT over the rings (same contract as memclient_commit). */
+int memclient_commit_ring(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			  uint64_t step, struct memclient_result *results);
+
+/*
+ * Publish the client epoch: every read of arena slots for decode steps <= step has completed
+ * (store-release into sub.client_epoch). Slots leased at a step <= step may then be reused.
+ */
+void memclient_epoch_publish(struct memclient *c, uint64_t step);
+
+/* ---- direct reads of the shared regions -------------------------------------------------- */
+
+/*
+ * Read a unit's residency word (acquire). Returns 0, -ESTALE (the sequence row's generation
+ * differs or the row is not open), -EINVAL (ids out of range).
+ */
+int memclient_lookup(struct memclient *c, const struct memclient_unit *u,
+		     struct memclient_residency *out);
+
+/* Bytes of an arena slot (unit_bytes long), or NULL when slot is out of range. */
+void *memclient_slot_ptr(struct memclient *c, uint32_t slot);
+/*
+ * Bytes of a unit that is ALLOCATED (to write) or RESIDENT (to read; stable only while
+ * leased), or NULL otherwise.
+ */
+void *memclient_unit_ptr(struct memclient *c, const struct memclient_unit *u);
+
+/* The arena mapping (for cudaHostRegister): base and size in bytes. Owned by the handle. */
+void memclient_arena(struct memclient *c, void **base, size_t *bytes);
+const struct sp_geometry *memclient_geometry(const struct memclient *c);
+uint64_t memclient_n_slots(const struct memclient *c);
+uint64_t memclient_daemon_epoch(const struct memclient *c);
+/* The session id and token of the attach reply (for tools that speak raw ZeroMQ). */
+uint64_t memclient_session_id(const struct memclient *c);
+void memclient_token(const struct memclient *c, uint8_t token[MEMCLIENT_TOKEN_BYTES]);
+/* The daemon's error text of the last failed request ("" when none). Owned by the handle. */
+const char *memclient_last_error(const struct memclient *c);
+/* Completions dropped because their request had been abandoned (timed out). */
+uint64_t memclient_late_completions(const struct memclient *c);
+
+#endif

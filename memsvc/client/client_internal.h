@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Inside the memsvc client library: the handle shared by client.c (attach, mappings),
+ * client_zmq.c (control requests) and client_ring.c (the shared-memory hot path).
+ * Never included from outside memsvc/client/.
+ */
+#ifndef SPARDA_MEMSVC_CLIENT_INTERNAL_H
+#define SPARDA_MEMSVC_CLIENT_INTERNAL_H
+
+#include "client.h"
+#include "err.h"
+#include "ring.h"
+#include "wire.h"
+
+/* An outstanding ring request: completions are filed into results in submission order. */
+struct memclient_pending {
+	bool used;
+	uint16_t op;
+	uint32_t req_id;
+	uint32_t n;
+	uint32_t done;
+	const struct memclient_unit *units;
+	struct memclient_result *results;
+};
+
+struct memclient {
+	struct sp_geometry geom;
+	enum sp_wait_mode wait_mode;
+	int timeout_ms;
+	int dead; /* 0, or the sticky -ECONNRESET / -ESHUTDOWN once the session is gone */
+
+	int attach_fd; /* the session lives as long as this socket */
+	int sq_doorbell;
+	int cq_doorbell;
+
+	void *ctl; /* read-only */
+	size_t ctl_bytes;
+	void *sub;
+	size_t sub_bytes;
+	uint8_t *arena;
+	size_t arena_bytes;
+	const struct sp_ctl_header *ctl_hdr;
+	struct sp_sub_header *sub_hdr;
+	struct ring sq; /* we produce */
+	struct ring cq; /* we consume */
+
+	uint64_t session_id;
+	uint8_t token[WIRE_TOKEN_BYTES];
+	uint64_t daemon_epoch;
+	uint64_t n_slots;
+	uint32_t max_seqs;
+	uint64_t unit_words_cap;
+
+	void *zctx;
+	void *zsock;
+	uint64_t next_zmq_id;
+	uint32_t next_req_id;
+	struct memclient_pending pending[MEMCLIENT_MAX_INFLIGHT];
+	uint64_t late;
+	char last_error[WIRE_ERROR_MAX + 64];
+};
+
+/*
+ * Is the session still alive? Checks the sticky state, ctl.closing and the attach socket
+ * (POLLHUP: the daemon is gone). Returns 0, -ESHUTDOWN or -ECONNRESET (then sticky).
+ */
+int memclient_health(struct memclient *c);
+/* Mark the session dead with err (sticky) and return err. */
+int memclient_set_dead(struct memclient *c, int err);
+
+/* ZeroMQ socket set-up and teardown (client_zmq.c). Returns 0 or -errno. */
+int memclient_zmq_connect(struct memclient *c, const char *endpoint);
+void memclient_zmq_close(struct memclient *c);
+
+/* Deadline in ns from a timeout in ms (< 0: the handle's). */
+uint64_t memclient_deadline(const struct memclient *c, int timeout_ms);
+
+#endif

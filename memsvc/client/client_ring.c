@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * memsvc client, hot path: requests as SQEs on the shared-memory SQ, answers as CQEs on the CQ.
+ * Up to MEMCLIENT_MAX_INFLIGHT requests are outstanding; each CQE is filed into its request's
+ * results in order and checked against the unit it answers. Waits never pass their deadline
+ * and watch the attach socket and ctl.closing, so a dead daemon is an error, never a hang.
+ */
+#include "client_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "timeutil.h"
+
+#define BATCH 64
+#define SLEEP_SPIN_NS 20000ull    /* sleep mode: spin this long before sleeping */
+#define HEALTH_EVERY 1024u        /* poll mode: check health every N spins */
+#define WAIT_SLICE_MS 100
+
+static struct memclient_pending *pending_find(struct memclient *c, uint32_t req_id)
+{
+	for (uint32_t i = 0; i < MEMCLIENT_MAX_INFLIGHT; i++)
+		if (c->pending[i].used && c->pending[i].req_id == req_id)
+			return &c->pending[i];
+	return NULL;
+}
+
+static struct memclient_pending *pending_get(struct memclient *c)
+{
+	for (uint32_t i = 0; i < MEMCLIENT_MAX_INFLIGHT; i++)
+		if (!c->pending[i].used)
+			return &c->pending[i];
+	return NULL;
+}
+
+static int submit(struct memclient *c, uint16_t op, const struct memclient_unit *u, uint32_t n,
+		  uint64_t step, struct memclient_result *res, uint32_t *req_id)
+{
+	struct sp_sqe batch[BATCH];
+	struct memclient_pending *p;
+	uint32_t id;
+	int rc;
+
+	if (!c || !u || !res || !req_id || !n)
+		return -EINVAL;
+	rc = memclient_health(c);
+	if (rc)
+		return rc;
+	if (n > c->sq.mask + 1 || n > c->cq.mask + 1)
+		return -E2BIG;
+	p = pending_get(c);
+	if (!p || ring_space(&c->sq) < n)
+		return -EAGAIN;
+	do
+		id = ++c->next_req_id;
+	while (!id || pending_find(c, id));
+	for (uint32_t i = 0; i < n; i += BATCH) {
+		uint32_t k = n - i < BATCH ? n - i : BATCH;
+
+		for (uint32_t j = 0; j < k; j++) {
+			const struct memclient_unit *x = &u[i + j];
+
+			batch[j] = (struct sp_sqe){
+				.op = op,
+				.flags = i + j == n - 1 ? SP_SQE_F_LAST : 0,
+				.req_id = id,
+				.seq_index = x->seq.index,
+				.seq_gen = x->seq.gen,
+				.layer = (uint16_t)x->layer,
+				.head = (uint16_t)x->head,
+				.block = x->block,
+				.step = step,
+			};
+		}
+		ring_push(&c->sq, batch, k); /* space was checked: all k fit */
+	}
+	*p = (struct memclient_pending){ .used = true, .op = op, .req_id = id, .n = n,
+					  .units = u, .results = res };
+	*req_id = id;
+	rc = ring_doorbell(&c->sq);
+	return rc;
+}
+
+int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units,
+			      uint32_t n, uint64_t step, struct memclient_result *results,
+			      uint32_t *req_id)
+{
+	return submit(c, SP_OP_FORECAST, units, n, step, results, req_id);
+}
+
+static void file_cqe(struct memclient *c, const struct sp_cqe *e)
+{
+	struct memclient_pending *p = pending_find(c, e->req_id);
+	const struct memclient_unit *u;
+	struct memclient_result *r;
+
+	if (!p || p->done >= p->n) {
+		c->late++; /* the request timed out and was abandoned */
+		return;
+	}
+	u = &p->units[p->done];
+	r = &p->results[p->done++];
+	r->status = e->status;
+	r->slot = e->slot;
+	r->gen = e->gen;
+	/* Never hand out a slot for another unit than the one asked for. */
+	if (e->op != p->op || e->seq_index != u->seq.index || e->layer != u->layer ||
+	    e->head != u->head || e->block != u->block || e->status > 0 ||
+	    (!e->status && p->op != SP_OP_FREE && e->slot >= c->n_slots)) {
+		r->status = -EPROTO;
+		r->slot = SP_UNIT_SLOT_NONE;
+	}
+}
+
+static void drain_cq(struct memclient *c)
+{
+	struct sp_cqe batch[BATCH];
+	uint32_t k;
+
+	while ((k = ring_pop(&c->cq, batch, BATCH)) > 0)
+		for (uint32_t i = 0; i < k; i++)
+			file_cqe(c, &batch[i]);
+}
+
+/* Sleep on the CQ doorbell (and the attach socket) for at most ms. */
+static int cq_sleep(struct memclient *c, int ms)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = c->cq_doorbell, .events = POLLIN },
+		{ .fd = c->attach_fd, .events = POLLRDHUP },
+	};
+	struct sp_ring_hdr *h = c->cq.hdr;
+	uint64_t v;
+	int pr;
+
+	/* seq_cst: pairs with memsvc's fence after publishing tail (see ring_doorbell). */
+	atomic_store_explicit(&h->consumer_sleeping, 1, memory_order_seq_cst);
+	if (ring_count(&c->cq)) {
+		atomic_store_explicit(&h->consumer_sleeping, 0, memory_order_relaxed);
+		return 0;
+	}
+	pr = poll(pfd, 2, ms);
+	atomic_store_explicit(&h->consumer_sleeping, 0, memory_order_relaxed);
+	if (pr < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (pfd[1].revents)
+		return memclient_set_dead(c, -ECONNRESET);
+	if (pfd[0].revents & POLLIN)
+		(void)!read(c->cq_doorbell, &v, sizeof(v));
+	return 0;
+}
+
+/* Wait until the CQ has entries, deadline_ns passes, or the session dies. */
+static int cq_wait(struct memclient *c, uint64_t deadline_ns)
+{
+	uint64_t now = time_now_ns();
+	uint64_t spin_until = c->wait_mode == SP_WAIT_POLL ? deadline_ns : now + SLEEP_SPIN_NS;
+	uint32_t spins = 0;
+	int rc;
+
+	for (;;) {
+		if (ring_count(&c->cq))
+			return 0;
+		now = time_now_ns();
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		if (now < spin_until) {
+			__builtin_ia32_pause();
+			if (++spins % HEALTH_EVERY == 0 && (rc = memclient_health(c)))
+				return rc;
+			continue;
+		}
+		uint64_t left_ms = (deadline_ns - now + 999999) / 1000000;
+		rc = cq_sleep(c, left_ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : (int)left_ms);
+		if (!rc)
+			rc = memclient_health(c);
+		if (rc)
+			return rc;
+	}
+}
+
+int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms)
+{
+	uint64_t deadline;
+	struct memclient_pending *p;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	p = pending_find(c, req_id);
+	if (!p)
+		return -ENOENT;
+	deadline = memclient_deadline(c, timeout_ms);
+	for (;;) {
+		drain_cq(c);
+		if (p->done == p->n) {
+			p->used = false;
+			return 0;
+		}
+		rc = cq_wait(c, deadline);
+		if (rc && rc != -ETIMEDOUT)
+			return rc; /* the session is gone: the request stays unanswered */
+		if (rc) {
+			drain_cq(c);
+			if (p->done == p->n) {
+				p->used = false;
+				return 0;
+			}
+			p->used = false; /* abandoned: its late completions are dropped */
+			return rc;
+		}
+	}
+}
+
+static int blocking(struct memclient *c, uint16_t op, const struct memclient_unit *u,
+		    uint32_t n, uint64_t step, struct memclient_result *res)
+{
+	uint32_t chunk, id;
+	int rc;
+
+	if (!c || !u || !res || !n)
+		return -EINVAL;
+	chunk = c->sq.mask + 1 < c->cq.mask + 1 ? c->sq.mask + 1 : c->cq.mask + 1;
+	for (uint32_t i = 0; i < n; i += chunk) {
+		uint32_t k = n - i < chunk ? n - i : chunk;
+		uint64_t deadline = memclient_deadline(c, -1);
+
+		/* -EAGAIN: memsvc has not consumed earlier entries yet; wait for it in time. */
+		while ((rc = submit(c, op, u + i, k, step, res + i, &id)) == -EAGAIN) {
+			if (time_now_ns() >= deadline)
+				return -ETIMEDOUT;
+			drain_cq(c);
+			__builtin_ia32_pause();
+		}
+		if (rc)
+			return rc;
+		rc = memclient_forecast_reap(c, id, -1);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int memclient_forecast(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		       uint64_t step, struct memclient_result *results)
+{
+	return blocking(c, SP_OP_FORECAST, units, n, step, results);
+}
+
+int memclient_commit_ring(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			  uint64_t step, struct memclient_result *results)
+{
+	return blocking(c, SP_OP_COMMIT, units, n, step, results);
+}
