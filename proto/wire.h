@@ -174,6 +174,8 @@ int wire_zmq_send(void *sock, const void *identity, size_t id_len, const void *p
  * Receive one message. For routers the first frame is the identity. Up to one data frame.
  * Extra frames are drained and the message rejected with -EBADMSG. Buffers are malloc'd and
  * owned by the caller (wire_frames_fini). Returns 0 or -errno (-EAGAIN with ZMQ_DONTWAIT).
+ * On error (-EBADMSG, -EMSGSIZE) a router's identity is kept so the sender can be answered:
+ * call wire_frames_fini after every call, whatever it returned.
  */
 struct wire_frames {
 	void *identity;
