@@ -1,0 +1,470 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tenants file parsing and per-tenant limits. A line that cannot be understood refuses the
+ * whole file with its line number and the key at fault: half-applied tenants would silently
+ * widen access.
+ */
+#include "tenant.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "err.h"
+
+#define TENANT_FILE_MAX (1u << 20)
+
+struct tenant {
+	char name[TENANT_NAME_MAX];
+	uid_t uids[TENANT_MAX_UIDS];
+	unsigned n_uids;
+	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
+	pthread_mutex_t lock; /* guards the use counters below */
+	uint64_t bytes, sessions, seqs, inflight, rejected;
+};
+
+struct tenant_key {
+	char z85[TENANT_KEY_Z85 + 1];
+	struct tenant *tn;
+};
+
+struct tenant_table {
+	struct tenant **v; /* pointers: a tenant never moves once handed out */
+	size_t n, cap;
+	struct tenant_key *keys;
+	size_t n_keys, cap_keys;
+};
+
+static int grow(void **v, size_t *cap, size_t need, size_t elem)
+{
+	size_t ncap = *cap ? *cap * 2 : 8;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	p = realloc(*v, ncap * elem);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = ncap;
+	return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return (errno || *end) ? -EINVAL : 0;
+}
+
+static int parse_uids(struct tenant *tn, char *v)
+{
+	char *save = NULL;
+
+	for (char *u = strtok_r(v, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+		uint64_t x;
+		if (parse_u64(u, &x) || x > (uid_t)-2 || tn->n_uids >= TENANT_MAX_UIDS)
+			return -EINVAL;
+		tn->uids[tn->n_uids++] = (uid_t)x;
+	}
+	return tn->n_uids ? 0 : -EINVAL;
+}
+
+/* One "key=value" word of a tenant line. */
+static int parse_attr(struct tenant *tn, char *word, bool *have_quota, const char **bad)
+{
+	char *eq = strchr(word, '=');
+	const char *k = word;
+	char *v;
+
+	*bad = word;
+	if (!eq)
+		return -EINVAL;
+	*eq = '\0';
+	v = eq + 1;
+	if (strcmp(k, "uid") == 0)
+		return parse_uids(tn, v);
+	if (strcmp(k, "quota") == 0) {
+		*have_quota = true;
+		return config_parse_size(v, &tn->quota_bytes) ? -EINVAL : 0;
+	}
+	if (strcmp(k, "max-sessions") == 0)
+		return parse_u64(v, &tn->max_sessions);
+	if (strcmp(k, "max-seqs") == 0)
+		return parse_u64(v, &tn->max_seqs);
+	if (strcmp(k, "max-inflight") == 0)
+		return parse_u64(v, &tn->max_inflight);
+	return -EINVAL;
+}
+
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= TENANT_NAME_MAX)
+		return false;
+	for (; *s; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+			return false;
+	}
+	return true;
+}
+
+static int add_tenant(struct tenant_table *t, const struct tenant *tmpl)
+{
+	struct tenant *tn;
+
+	if (grow((void **)&t->v, &t->cap, t->n + 1, sizeof(*t->v)))
+		return -ENOMEM;
+	tn = malloc(sizeof(*tn));
+	if (!tn)
+		return -ENOMEM;
+	*tn = *tmpl;
+	pthread_mutex_init(&tn->lock, NULL);
+	t->v[t->n++] = tn;
+	return 0;
+}
+
+static int parse_line(struct tenant_table *t, char *line, const char *where, char *err,
+		      size_t err_len)
+{
+	struct tenant tn = { 0 };
+	bool have_quota = false;
+	char *save = NULL;
+	const char *bad = NULL;
+	char *name = strtok_r(line, " \t\r", &save);
+
+	if (!name)
+		return 0;
+	if (!name_ok(name)) {
+		snprintf(err, err_len, "%s: bad tenant name '%.80s' (1-63 of [A-Za-z0-9._-])",
+			 where, name);
+		return -EINVAL;
+	}
+	if (tenant_find(t, name)) {
+		snprintf(err, err_len, "%s: duplicate tenant '%s'", where, name);
+		return -EINVAL;
+	}
+	snprintf(tn.name, sizeof(tn.name), "%s", name);
+	for (char *w = strtok_r(NULL, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+		char copy[128];
+		snprintf(copy, sizeof(copy), "%s", w);
+		if (parse_attr(&tn, w, &have_quota, &bad)) {
+			snprintf(err, err_len, "%s: tenant %s: bad attribute '%.100s'", where,
+				 tn.name, copy);
+			return -EINVAL;
+		}
+	}
+	if (!tn.n_uids || !have_quota) {
+		snprintf(err, err_len, "%s: tenant %s: missing %s", where, tn.name,
+			 tn.n_uids ? "quota=" : "uid=");
+		return -EINVAL;
+	}
+	return add_tenant(t, &tn);
+}
+
+/* Calls fn on each line of text with "source line N" as its name; stops at the first error. */
+static int for_each_line(struct tenant_table *t, const char *text, const char *source,
+			 int (*fn)(struct tenant_table *, char *, const char *, char *, size_t),
+			 char *err, size_t err_len)
+{
+	unsigned lineno = 0;
+	const char *p = text;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		char line[512], where[320];
+		char *hash;
+		int r;
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s line %u", source, lineno);
+		if (len >= sizeof(line)) {
+			snprintf(err, err_len, "%s: line too long", where);
+			return -EINVAL;
+		}
+		memcpy(line, p, len);
+		line[len] = '\0';
+		hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		r = fn(t, line, where, err, err_len);
+		if (r)
+			return r;
+		p = nl ? nl + 1 : p + len;
+	}
+	return 0;
+}
+
+int tenant_table_parse(const char *text, const char *source, struct tenant_table **out,
+		       char *err, size_t err_len)
+{
+	struct tenant_table *t = calloc(1, sizeof(*t));
+	int r;
+
+	*out = NULL;
+	if (!t)
+		return -ENOMEM;
+	r = for_each_line(t, text, source, parse_line, err, err_len);
+	if (r)
+		goto out_free;
+	if (t->n == 0) {
+		snprintf(err, err_len, "%s: no tenants defined", source);
+		r = -EINVAL;
+		goto out_free;
+	}
+	*out = t;
+	return 0;
+out_free:
+	tenant_table_free(t);
+	return r;
+}
+
+static int read_file(const char *path, char **text, char *err, size_t err_len)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+	char *buf;
+	int r = 0;
+
+	if (!f) {
+		r = err_from_errno();
+		snprintf(err, err_len, "file %s: %s", path, err_str(r));
+		return r;
+	}
+	buf = malloc(TENANT_FILE_MAX + 1);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	n = fread(buf, 1, TENANT_FILE_MAX + 1, f);
+	if (ferror(f) || n > TENANT_FILE_MAX) {
+		r = ferror(f) ? -EIO : -EFBIG;
+		snprintf(err, err_len, "file %s: %s", path, err_str(r));
+		free(buf);
+		buf = NULL;
+	} else {
+		buf[n] = '\0';
+	}
+	fclose(f);
+	*text = buf;
+	return r;
+}
+
+int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
+		      struct tenant_table **out, char *err, size_t err_len)
+{
+	struct tenant_table *t;
+	struct tenant tn = { .name = "default", .n_uids = 1, .quota_bytes = default_quota };
+	char source[300];
+	char *text = NULL;
+	int r;
+
+	if (path && path[0]) {
+		r = read_file(path, &text, err, err_len);
+		if (r)
+			return r;
+		snprintf(source, sizeof(source), "file %s", path);
+		r = tenant_table_parse(text, source, out, err, err_len);
+		free(text);
+		return r;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	tn.uids[0] = self_uid;
+	if (self_uid != 0)
+		tn.uids[tn.n_uids++] = 0;
+	r = add_tenant(t, &tn);
+	if (r) {
+		tenant_table_free(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+static bool z85_ok(const char *s)
+{
+	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				       ".-:+=^!/*?&<>()[]{}@%$#";
+
+	if (strlen(s) != TENANT_KEY_Z85)
+		return false;
+	for (; *s; s++)
+		if (!strchr(alphabet, *s))
+			return false;
+	return true;
+}
+
+static int parse_key_line(struct tenant_table *t, char *line, const char *where, char *err,
+			  size_t err_len)
+{
+	char *save = NULL;
+	char *name = strtok_r(line, " \t\r", &save);
+	char *key = name ? strtok_r(NULL, " \t\r", &save) : NULL;
+	struct tenant *tn;
+
+	if (!name)
+		return 0;
+	if (!key || strtok_r(NULL, " \t\r", &save)) {
+		snprintf(err, err_len, "%s: expected 'tenant z85-public-key'", where);
+		return -EINVAL;
+	}
+	tn = tenant_find(t, name);
+	if (!tn) {
+		snprintf(err, err_len, "%s: unknown tenant '%.64s'", where, name);
+		return -EINVAL;
+	}
+	if (!z85_ok(key)) {
+		snprintf(err, err_len, "%s: tenant %s: key is not 40 z85 characters", where, name);
+		return -EINVAL;
+	}
+	if (grow((void **)&t->keys, &t->cap_keys, t->n_keys + 1, sizeof(*t->keys)))
+		return -ENOMEM;
+	memcpy(t->keys[t->n_keys].z85, key, TENANT_KEY_Z85 + 1);
+	t->keys[t->n_keys].tn = tn;
+	t->n_keys++;
+	return 0;
+}
+
+int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source,
+			    char *err, size_t err_len)
+{
+	return for_each_line(t, text, source, parse_key_line, err, err_len);
+}
+
+void tenant_table_free(struct tenant_table *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		pthread_mutex_destroy(&t->v[i]->lock);
+		free(t->v[i]);
+	}
+	free(t->v);
+	free(t->keys);
+	free(t);
+}
+
+size_t tenant_count(const struct tenant_table *t)
+{
+	return t->n;
+}
+
+struct tenant *tenant_at(struct tenant_table *t, size_t i)
+{
+	return i < t->n ? t->v[i] : NULL;
+}
+
+struct tenant *tenant_find(struct tenant_table *t, const char *name)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (strcmp(t->v[i]->name, name) == 0)
+			return t->v[i];
+	return NULL;
+}
+
+struct tenant *tenant_find_key(struct tenant_table *t, const char *z85)
+{
+	for (size_t i = 0; i < t->n_keys; i++)
+		if (strcmp(t->keys[i].z85, z85) == 0)
+			return t->keys[i].tn;
+	return NULL;
+}
+
+const char *tenant_name(const struct tenant *tn)
+{
+	return tn->name;
+}
+
+bool tenant_admits_uid(const struct tenant *tn, uid_t uid)
+{
+	for (unsigned i = 0; i < tn->n_uids; i++)
+		if (tn->uids[i] == uid)
+			return true;
+	return false;
+}
+
+/* use + n within limit (0 = unlimited)? Takes it when so; counts a rejection otherwise. */
+static int take(struct tenant *tn, uint64_t *use, uint64_t n, uint64_t limit, int errnum)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&tn->lock);
+	if (limit && (*use + n > limit || *use + n < *use)) {
+		tn->rejected++;
+		r = errnum;
+	} else {
+		*use += n;
+	}
+	pthread_mutex_unlock(&tn->lock);
+	return r;
+}
+
+static void give(struct tenant *tn, uint64_t *use, uint64_t n)
+{
+	pthread_mutex_lock(&tn->lock);
+	*use = *use >= n ? *use - n : 0;
+	pthread_mutex_unlock(&tn->lock);
+}
+
+int tenant_session_acquire(struct tenant *tn, uint64_t bytes)
+{
+	int r = take(tn, &tn->sessions, 1, tn->max_sessions, -EDQUOT);
+
+	if (r)
+		return r;
+	r = take(tn, &tn->bytes, bytes, tn->quota_bytes, -EDQUOT);
+	if (r)
+		give(tn, &tn->sessions, 1);
+	return r;
+}
+
+void tenant_session_release(struct tenant *tn, uint64_t bytes)
+{
+	give(tn, &tn->bytes, bytes);
+	give(tn, &tn->sessions, 1);
+}
+
+int tenant_seq_acquire(struct tenant *tn)
+{
+	return take(tn, &tn->seqs, 1, tn->max_seqs, -EDQUOT);
+}
+
+void tenant_seq_release(struct tenant *tn)
+{
+	give(tn, &tn->seqs, 1);
+}
+
+int tenant_inflight_acquire(struct tenant *tn, uint64_t n)
+{
+	return take(tn, &tn->inflight, n, tn->max_inflight, -EBUSY);
+}
+
+void tenant_inflight_release(struct tenant *tn, uint64_t n)
+{
+	give(tn, &tn->inflight, n);
+}
+
+void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
+{
+	pthread_mutex_lock(&tn->lock);
+	*u = (struct tenant_usage){ .bytes = tn->bytes, .sessions = tn->sessions,
+				    .seqs = tn->seqs, .inflight = tn->inflight,
+				    .quota_bytes = tn->quota_bytes, .max_sessions = tn->max_sessions,
+				    .max_seqs = tn->max_seqs, .max_inflight = tn->max_inflight,
+				    .rejected = tn->rejected };
+	pthread_mutex_unlock(&tn->lock);
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tenants: who may attach (uids), and per-tenant limits with their current use: arena bytes,
+ * sessions, open sequences and in-flight ring entries. Loaded once from the tenants file (or
+ * the built-in "default" tenant); over a limit a caller gets -EDQUOT / -EBUSY and other tenants
+ * are unaffected. Also holds the tcp key allow-list (CURVE public key -> tenant).
+ */
+#ifndef SPARDA_MEMSVC_TENANT_H
+#define SPARDA_MEMSVC_TENANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TENANT_NAME_MAX 64 /* NUL included; same as WIRE_NAME_MAX */
+#define TENANT_MAX_UIDS 16
+#define TENANT_KEY_Z85 40   /* length of a z85 CURVE public key */
+
+struct tenant;
+struct tenant_table;
+
+struct tenant_usage {
+	uint64_t bytes, sessions, seqs, inflight;
+	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
+	uint64_t rejected; /* requests refused for a limit of this tenant */
+};
+
+/*
+ * Parse a tenants file text. Lines: `name uid=U[,U..] quota=BYTES [max-sessions=N]
+ * [max-seqs=N] [max-inflight=N]`; '#' starts a comment; blank lines ignored. source names the
+ * text in errors ("file /etc/sparda/tenants line 3: ..."). Returns 0 or -EINVAL (unknown key,
+ * bad number, duplicate name, missing uid= or quota=, name too long), -ENOMEM.
+ */
+int tenant_table_parse(const char *text, const char *source, struct tenant_table **out,
+		       char *err, size_t err_len);
+
+/*
+ * Load the tenants file at path, or, when path is NULL or empty, build the table with one
+ * tenant "default" that admits self_uid and root with quota default_quota (0 = unlimited).
+ * Returns 0, -ENOENT/-EACCES/-EIO (file), or a parse error as above.
+ */
+int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
+		      struct tenant_table **out, char *err, size_t err_len);
+
+/*
+ * Add the tcp allow-list from text (lines `tenant z85-public-key`); every tenant named must
+ * exist. Returns 0 or -EINVAL naming the line.
+ */
+int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source,
+			    char *err, size_t err_len);
+
+void tenant_table_free(struct tenant_table *t);
+
+size_t tenant_count(const struct tenant_table *t);
+struct tenant *tenant_at(struct tenant_table *t, size_t i);
+/* NULL when no tenant has that name. */
+struct tenant *tenant_find(struct tenant_table *t, const char *name);
+/* The tenant a z85 CURVE public key maps to, or NULL. */
+struct tenant *tenant_find_key(struct tenant_table *t, const char *z85);
+const char *tenant_name(const struct tenant *tn);
+bool tenant_admits_uid(const struct tenant *tn, uid_t uid);
+
+/*
+ * Limits. The acquire calls take the resource or return -EDQUOT (-EBUSY for in-flight) and
+ * count a rejection; release gives it back. Thread safe (a lock per table).
+ */
+int tenant_session_acquire(struct tenant *tn, uint64_t bytes);
+void tenant_session_release(struct tenant *tn, uint64_t bytes);
+int tenant_seq_acquire(struct tenant *tn);
+void tenant_seq_release(struct tenant *tn);
+int tenant_inflight_acquire(struct tenant *tn, uint64_t n);
+void tenant_inflight_release(struct tenant *tn, uint64_t n);
+void tenant_get_usage(struct tenant *tn, struct tenant_usage *u);
+
+#endif

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * memsvc tenants: the tenants file (good lines, each kind of bad line named in the error), the
+ * built-in default tenant, the tcp key list, and the per-tenant limits.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tenant.h"
+
+static const char good[] = "# tenants\n"
+			   "\n"
+			   "alice uid=1000,1001 quota=1G max-sessions=2 max-seqs=3 max-inflight=4\n"
+			   "bob   uid=2000 quota=512M   # trailing comment\n";
+
+static void test_parse_good(void **state)
+{
+	struct tenant_table *t;
+	struct tenant_usage u;
+	char err[256] = "";
+
+	assert_int_equal(tenant_table_parse(good, "test", &t, err, sizeof(err)), 0);
+	assert_int_equal(tenant_count(t), 2);
+	struct tenant *a = tenant_find(t, "alice");
+	struct tenant *b = tenant_find(t, "bob");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_null(tenant_find(t, "carol"));
+	assert_string_equal(tenant_name(a), "alice");
+	assert_true(tenant_admits_uid(a, 1001));
+	assert_false(tenant_admits_uid(a, 2000));
+	assert_true(tenant_admits_uid(b, 2000));
+	tenant_get_usage(a, &u);
+	assert_int_equal(u.quota_bytes, 1ull << 30);
+	assert_int_equal(u.max_sessions, 2);
+	assert_int_equal(u.max_seqs, 3);
+	assert_int_equal(u.max_inflight, 4);
+	tenant_get_usage(b, &u);
+	assert_int_equal(u.quota_bytes, 512ull << 20);
+	assert_int_equal(u.max_sessions, 0);
+	tenant_table_free(t);
+}
+
+/* Each bad text must be refused and the message must contain the expected words. */
+static void test_parse_bad_lines(void **state)
+{
+	static const struct {
+		const char *text, *want1, *want2;
+	} cases[] = {
+		{ "a uid=1 quota=1G\nb uid=x quota=1G\n", "line 2", "uid=x" },
+		{ "a uid=1 quota=lots\n", "line 1", "quota=lots" },
+		{ "a uid=1 quota=1G color=red\n", "line 1", "color=red" },
+		{ "a uid=1\n", "line 1", "missing quota=" },
+		{ "a quota=1G\n", "line 1", "missing uid=" },
+		{ "a uid=1 quota=1G\n\na uid=2 quota=1G\n", "line 3", "duplicate tenant 'a'" },
+		{ "bad/name uid=1 quota=1G\n", "line 1", "bad tenant name" },
+		{ "a uid=1 quota=1G max-seqs=-1\n", "line 1", "max-seqs=-1" },
+		{ "a uid=1 quota=1G max-sessions\n", "line 1", "max-sessions" },
+		{ "# nothing\n", "no tenants", "test" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tenant_table *t = (struct tenant_table *)1;
+		char err[256] = "";
+		int r = tenant_table_parse(cases[i].text, "test", &t, err, sizeof(err));
+		if (r != -EINVAL || !strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+			fail_msg("case %zu: r=%d err='%s'", i, r, err);
+		assert_null(t);
+	}
+}
+
+static void test_default_tenant(void **state)
+{
+	struct tenant_table *t;
+	struct tenant_usage u;
+	char err[256];
+
+	assert_int_equal(tenant_table_load(NULL, 1234, 4096, &t, err, sizeof(err)), 0);
+	assert_int_equal(tenant_count(t), 1);
+	struct tenant *d = tenant_find(t, "default");
+	assert_non_null(d);
+	assert_true(tenant_admits_uid(d, 1234));
+	assert_true(tenant_admits_uid(d, 0));
+	assert_false(tenant_admits_uid(d, 1235));
+	tenant_get_usage(d, &u);
+	assert_int_equal(u.quota_bytes, 4096);
+	tenant_table_free(t);
+}
+
+static void test_load_file(void **state)
+{
+	char path[] = "/tmp/test_memsvc_tenant_XXXXXX";
+	int fd = mkstemp(path);
+	struct tenant_table *t;
+	char err[512];
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, good, strlen(good)), (ssize_t)strlen(good));
+	close(fd);
+	assert_int_equal(tenant_table_load(path, 1, 0, &t, err, sizeof(err)), 0);
+	assert_non_null(tenant_find(t, "bob"));
+	tenant_table_free(t);
+	unlink(path);
+	assert_int_equal(tenant_table_load(path, 1, 0, &t, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, path));
+}
+
+static void test_keys(void **state)
+{
+	static const char key[] = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+	struct tenant_table *t;
+	char err[256], text[128];
+
+	assert_int_equal(tenant_table_parse(good, "test", &t, err, sizeof(err)), 0);
+	snprintf(text, sizeof(text), "alice %s\n", key);
+	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), 0);
+	assert_ptr_equal(tenant_find_key(t, key), tenant_find(t, "alice"));
+	assert_null(tenant_find_key(t, "nope"));
+	snprintf(text, sizeof(text), "alice %s\ncarol %s\n", key, key);
+	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "line 2"));
+	assert_non_null(strstr(err, "carol"));
+	assert_int_equal(tenant_table_parse_keys(t, "bob short\n", "keys", err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "40 z85"));
+	tenant_table_free(t);
+}
+
+static void test_limits(void **state)
+{
+	struct tenant_table *t;
+	struct tenant_usage u;
+	char err[256];
+
+	assert_int_equal(tenant_table_parse(good, "test", &t, err, sizeof(err)), 0);
+	struct tenant *a = tenant_find(t, "alice");
+	struct tenant *b = tenant_find(t, "bob");
+	/* bytes */
+	assert_int_equal(tenant_session_acquire(a, 1ull << 30), 0);
+	assert_int_equal(tenant_session_acquire(a, 1), -EDQUOT);
+	tenant_session_release(a, 1ull << 30);
+	/* sessions: 2 */
+	assert_int_equal(tenant_session_acquire(a, 10), 0);
+	assert_int_equal(tenant_session_acquire(a, 10), 0);
+	assert_int_equal(tenant_session_acquire(a, 10), -EDQUOT);
+	/* bob is unaffected by alice's limits */
+	assert_int_equal(tenant_session_acquire(b, 512ull << 20), 0);
+	assert_int_equal(tenant_session_acquire(b, 1), -EDQUOT);
+	/* seqs: 3 */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(tenant_seq_acquire(a), 0);
+	assert_int_equal(tenant_seq_acquire(a), -EDQUOT);
+	tenant_seq_release(a);
+	assert_int_equal(tenant_seq_acquire(a), 0);
+	/* in-flight: 4 */
+	assert_int_equal(tenant_inflight_acquire(a, 3), 0);
+	assert_int_equal(tenant_inflight_acquire(a, 2), -EBUSY);
+	tenant_inflight_release(a, 3);
+	assert_int_equal(tenant_inflight_acquire(a, 4), 0);
+	tenant_get_usage(a, &u);
+	assert_int_equal(u.sessions, 2);
+	assert_int_equal(u.bytes, 20);
+	assert_int_equal(u.seqs, 3);
+	assert_int_equal(u.inflight, 4);
+	assert_int_equal(u.rejected, 4); /* bob's refusal counts on bob */
+	tenant_session_release(a, 10);
+	tenant_session_release(a, 10);
+	tenant_get_usage(a, &u);
+	assert_int_equal(u.sessions, 0);
+	assert_int_equal(u.bytes, 0);
+	tenant_table_free(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_good),    cmocka_unit_test(test_parse_bad_lines),
+		cmocka_unit_test(test_default_tenant), cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_keys),          cmocka_unit_test(test_limits),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
