@@ -1,0 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
+# compute unit tests: safetensors, model loading and the synthetic model generator.
+sparda_test(test_safetensors SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_safetensors.c
+            LIBS sparda_compute_core)
