@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: a real sparda-memsvc, one client. Units are allocated, written through the
+ * arena mapping with a per-unit pattern, committed (ZeroMQ and ring), Forecast back (ring and
+ * ZeroMQ) and checked byte for byte, in both wait modes. Misses and stale handles are errors.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "memsvc_harness.h"
+
+#define MAX_BLOCKS 4
+#define KEY 0x5eedull
+
+/* Every (layer, head, block) of seq, in index order. */
+static uint32_t all_units(struct memclient_seq seq, struct memclient_unit *u)
+{
+	struct sp_geometry g = harness_geometry();
+	uint32_t n = 0;
+
+	for (uint32_t l = 0; l < g.n_layers; l++)
+		for (uint32_t h = 0; h < g.n_kv_heads; h++)
+			for (uint32_t b = 0; b < MAX_BLOCKS; b++)
+				u[n++] = (struct memclient_unit){ seq, l, h, b };
+	return n;
+}
+
+static size_t wrong_bytes(struct memclient *c, const struct memclient_unit *u,
+			  const struct memclient_result *r, const uint32_t *slots, uint32_t n)
+{
+	size_t ub = memclient_geometry(c)->unit_bytes, wrong = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(r[i].status, 0);
+		assert_int_equal(r[i].slot, slots[i]);
+		wrong += harness_check(memclient_slot_ptr(c, r[i].slot), ub, KEY, &u[i]);
+	}
+	return wrong;
+}
+
+static void write_units(struct memclient *c, struct memclient_seq seq,
+			struct memclient_unit *u, uint32_t *slots, uint32_t *n_out)
+{
+	struct memclient_result r[64];
+	struct memclient_residency res;
+	uint32_t n = all_units(seq, u);
+	size_t ub = memclient_geometry(c)->unit_bytes;
+
+	assert_int_equal(memclient_alloc(c, u, n, r), 0);
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(r[i].status, 0);
+		assert_true(r[i].slot < memclient_n_slots(c));
+		for (uint32_t j = 0; j < i; j++)
+			assert_int_not_equal(slots[j], r[i].slot);
+		slots[i] = r[i].slot;
+		assert_int_equal(memclient_lookup(c, &u[i], &res), 0);
+		assert_int_equal(res.state, SP_UNIT_ALLOCATED);
+		assert_int_equal(res.slot, slots[i]);
+		assert_ptr_equal(memclient_unit_ptr(c, &u[i]), memclient_slot_ptr(c, slots[i]));
+		harness_fill(memclient_slot_ptr(c, slots[i]), ub, KEY, &u[i]);
+	}
+	/* A second alloc of a unit that has a slot is refused per unit. */
+	assert_int_equal(memclient_alloc(c, u, 1, r), 0);
+	assert_int_equal(r[0].status, -EEXIST);
+	/* Half committed over ZeroMQ, half over the ring. */
+	assert_int_equal(memclient_commit(c, u, n / 2, 1, r), 0);
+	for (uint32_t i = 0; i < n / 2; i++)
+		assert_int_equal(r[i].status, 0);
+	assert_int_equal(memclient_commit_ring(c, u + n / 2, n - n / 2, 1, r + n / 2), 0);
+	for (uint32_t i = n / 2; i < n; i++)
+		assert_int_equal(r[i].status, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(memclient_lookup(c, &u[i], &res), 0);
+		assert_int_equal(res.state, SP_UNIT_RESIDENT);
+		assert_int_equal(res.slot, slots[i]);
+	}
+	*n_out = n;
+}
+
+static void readback(enum sp_wait_mode mode)
+{
+	struct memsvc_proc *p = harness_start(NULL);
+	struct memclient_unit u[64], miss;
+	struct memclient_result r[64];
+	struct memclient_residency res;
+	struct memclient_seq seq, empty;
+	uint32_t slots[64], n, id;
+	struct memclient *c;
+	int status;
+
+	assert_int_equal(harness_open(p, NULL, mode, 256 << 10, &c), 0);
+	assert_int_equal(memclient_ping(c), 0);
+	assert_int_equal(memclient_seq_open(c, 42, MAX_BLOCKS, &seq), 0);
+	write_units(c, seq, u, slots, &n);
+
+	memset(r, 0x5a, sizeof(r));
+	assert_int_equal(memclient_forecast(c, u, n, 2, r), 0);
+	assert_int_equal(wrong_bytes(c, u, r, slots, n), 0);
+	memset(r, 0x5a, sizeof(r));
+	assert_int_equal(memclient_forecast_zmq(c, u, n, 2, r), 0);
+	assert_int_equal(wrong_bytes(c, u, r, slots, n), 0);
+	/* Split submit/reap, two requests outstanding at once. */
+	assert_int_equal(memclient_forecast_submit(c, u, 5, 3, r, &id), 0);
+	uint32_t id2;
+	assert_int_equal(memclient_forecast_submit(c, u + 5, n - 5, 3, r + 5, &id2), 0);
+	assert_int_equal(memclient_forecast_reap(c, id2, -1), 0);
+	assert_int_equal(memclient_forecast_reap(c, id, -1), 0);
+	assert_int_equal(memclient_forecast_reap(c, id, -1), -ENOENT);
+	assert_int_equal(wrong_bytes(c, u, r, slots, n), 0);
+
+	/* A unit never written is a miss, on both paths. */
+	assert_int_equal(memclient_seq_open(c, 43, MAX_BLOCKS, &empty), 0);
+	miss = (struct memclient_unit){ empty, 1, 1, 2 };
+	assert_int_equal(memclient_forecast(c, &miss, 1, 4, r), 0);
+	assert_int_equal(r[0].status, -ENOENT);
+	assert_int_equal(memclient_forecast_zmq(c, &miss, 1, 4, r), 0);
+	assert_int_equal(r[0].status, -ENOENT);
+	/* Out-of-range ids are refused per unit. */
+	miss.block = MAX_BLOCKS;
+	assert_int_equal(memclient_forecast(c, &miss, 1, 4, r), 0);
+	assert_int_equal(r[0].status, -EINVAL);
+
+	/* After close the handle is stale everywhere. */
+	assert_int_equal(memclient_seq_close(c, seq), 0);
+	assert_int_equal(memclient_lookup(c, &u[0], &res), -ESTALE);
+	assert_null(memclient_unit_ptr(c, &u[0]));
+	assert_int_equal(memclient_forecast(c, u, 1, 5, r), 0);
+	assert_int_equal(r[0].status, -ESTALE);
+	assert_int_equal(memclient_seq_close(c, seq), -ESTALE);
+	memclient_epoch_publish(c, 5);
+
+	memclient_close(c);
+	assert_int_equal(memsvc_proc_stop(p, SIGTERM, 5000, &status), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	memsvc_proc_free(p);
+}
+
+static void test_readback_sleep(void **state)
+{
+	readback(SP_WAIT_SLEEP);
+}
+
+static void test_readback_poll(void **state)
+{
+	readback(SP_WAIT_POLL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_readback_sleep),
+		cmocka_unit_test(test_readback_poll),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
