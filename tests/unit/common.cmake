@@ -1,0 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
+# common unit tests: config table, fd passing, rings, CRC32C, histogram, logging.
+sparda_test(test_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_config.c
+            LIBS sparda_common TIMEOUT 60 LABELS unit common)
