@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `sparda`: the umbrella command for the common jobs. A table maps subcommand names to their
+ * functions (declared in sparda.h); `sparda help` lists them.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "sparda.h"
+
+struct subcommand {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *usage;
+};
+
+static int cmd_help(int argc, char **argv);
+
+static const struct subcommand subcommands[] = {
+	{ "help", cmd_help, "help                 this list" },
+	{ "bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ" },
+	{ "demo-memsvc", cmd_demo_memsvc,
+	  "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units" },
+};
+
+#define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
+
+static int cmd_help(int argc, char **argv)
+{
+	printf("usage: sparda <subcommand> [args]   (sparda <subcommand> --help for its flags)\n\n");
+	for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+		printf("  %s\n", subcommands[i].usage);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		cmd_help(0, NULL);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return cmd_help(argc - 1, argv + 1);
+	for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+		if (!strcmp(argv[1], subcommands[i].name))
+			return subcommands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "sparda: unknown subcommand '%s' (try: sparda help)\n", argv[1]);
+	return 2;
+}

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Subcommands of the `sparda` umbrella command. Each is `int cmd_x(int argc, char **argv)`
+ * with argv[0] the subcommand's name; it returns the process exit status (0 ok, 1 failure,
+ * 2 usage). Adding one: declare it here and add one line to the table in sparda.c.
+ */
+#ifndef SPARDA_TOOLS_SPARDA_H
+#define SPARDA_TOOLS_SPARDA_H
+
+/* `sparda bench memsvc [...]`: hot-path and ZeroMQ Forecast latency (bench_memsvc.c). */
+int cmd_bench(int argc, char **argv);
+/* `sparda demo-memsvc [...]`: daemon + client round trip with verified bytes (demo_memsvc.c). */
+int cmd_demo_memsvc(int argc, char **argv);
+
+#endif
