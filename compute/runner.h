@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The model runner: prefill and decode of a batch of sequences on one backend, in one of the
+ * six modes of DESIGN 3.5. One runtime; the mode decides where selection comes from (none,
+ * the original selector, or the Forecast one layer ahead), where KV lives (the backend's memory
+ * or the host store) and when misses are fetched (inside the layer, or overlapped on the copy
+ * stream). Not thread safe: one thread drives a runner.
+ */
+#ifndef SPARDA_COMPUTE_RUNNER_H
+#define SPARDA_COMPUTE_RUNNER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "kvhost.h"
+#include "model.h"
+
+enum runner_mode {
+	RUNNER_MODE_DENSE = 0,
+	RUNNER_MODE_SPARSE,
+	RUNNER_MODE_SPARSE_OFFLOAD,
+	RUNNER_MODE_SPARDA,
+	RUNNER_MODE_SPARDA_NOPREFETCH,
+	RUNNER_MODE_SPARDA_NOOFFLOAD,
+	RUNNER_MODE_COUNT,
+};
+const char *runner_mode_name(enum runner_mode m);
+int runner_mode_parse(const char *s, enum runner_mode *out);
+/* Modes whose KV lives in the host store (need a kvhost). */
+bool runner_mode_offloads(enum runner_mode m);
+/* Modes that select with the Forecast (need Forecast weights). */
+bool runner_mode_forecast(enum runner_mode m);
+
+struct runner_opts {
+	enum runner_mode mode;
+	uint32_t max_batch;  /* sequences decoded together */
+	uint32_t max_tokens; /* prompt + generated, per sequence */
+	uint32_t gather_ctas;/* CTAs of the gather kernel (CUDA), 0 = 16 */
+	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */
+	struct kvhost *host; /* required when runner_mode_offloads(mode); not owned */
+};
+
+struct runner_layer_stats {
+	uint64_t selected;  /* selected (sequence, head, block) units, summed over steps */
+	uint64_t hits;      /* of those, already in the GPU cache */
+	uint64_t loads;     /* units gathered from the host store */
+	uint64_t misses;    /* loads whose unit was not resident in the host store */
+	uint64_t late_steps;/* steps where attention waited for this layer's gather */
+	uint64_t late_units;/* units of those late gathers */
+	double late_ms;     /* total time attention waited */
+};
+
+struct runner_stats {
+	enum runner_mode mode;
+	uint32_t batch;
+	uint32_t n_layers;
+	double prefill_s;
+	uint64_t prefill_tokens;
+	double decode_s;
+	uint64_t decode_steps;
+	uint64_t decode_tokens;
+	uint64_t bytes_h2d; /* host store -> device (gathers) */
+	uint64_t bytes_d2h; /* device -> host store (prompt KV and filled blocks) */
+	uint64_t units_written;
+	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
+};
+
+struct runner_sampling {
+	float temperature; /* 0 = greedy */
+	uint32_t top_k;    /* 0 = whole vocabulary */
+	uint64_t seed;
+};
+
+struct runner;
+
+/*
+ * Build a runner: uploads the model's weights once, sizes every buffer for max_batch x
+ * max_tokens. Returns 0 or -errno with a message in err (-EINVAL: a mode the model cannot run,
+ * e.g. a Forecast mode without Forecast weights; -ENOMEM: device memory).
+ */
+int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *o,
+		struct runner **out, char *err, size_t err_len);
+void runner_close(struct runner *r);
+
+/*
+ * Generate n_new tokens for b sequences: prompt i is prompts[i][0 .. lens[i]). Writes
+ * tokens[i * n_new + j]; if logits != NULL also the logits of each generated token
+ * (logits[(i * n_new + j) * vocab + v]). Statistics are reset at the start. Returns 0 or -errno
+ * with a message in err (-ECONNRESET and friends when the host store fails mid-run).
+ */
+int runner_generate(struct runner *r, const int32_t *const *prompts, const uint32_t *lens,
+		    uint32_t b, uint32_t n_new, const struct runner_sampling *samp,
+		    int32_t *tokens, float *logits, char *err, size_t err_len);
+
+const struct runner_stats *runner_get_stats(const struct runner *r);
+
+#endif

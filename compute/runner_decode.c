@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One decode step for the batch (DESIGN 3.3). Per layer: fused QKVF, RoPE, compressed keys;
+ * selection for this layer (original selector) or PREP of layer l+1 (Forecast); the diff
+ * against the layer's GPU cache and the gather from the host store (inside the layer, at the
+ * start of the next layer, or overlapped on the copy stream); the token's K/V into the tail
+ * slot (written back and committed when its block fills); attention over the selected units in
+ * ascending block order; O projection and FFN.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "runner_internal.h"
+
+struct step {
+	uint32_t B, nc;
+	bool sparse;        /* selection restricts attention this step */
+	uint32_t k;         /* entries per cache in this step's selection */
+	uint32_t max_blk;   /* largest block count in the batch */
+	bool any_new_block, any_full_block;
+	bool *full;         /* [B] block of sequence i fills with this token */
+};
+
+static int upload_step(struct runner *r, struct step *s, const int32_t *ids)
+{
+	const struct kb_sparse *sp = &r->c.sparse;
+	uint32_t min_tok = UINT32_MAX;
+	int32_t *h = r->h_i32;
+	int rc;
+
+	s->max_blk = 0;
+	s->any_new_block = s->any_full_block = false;
+	for (uint32_t i = 0; i < s->B; i++) {
+		uint32_t pos = r->len[i], blk = pos / sp->block + 1;
+		min_tok = pos + 1 < min_tok ? pos + 1 : min_tok;
+		s->max_blk = blk > s->max_blk ? blk : s->max_blk;
+		s->full[i] = (pos + 1) % sp->block == 0;
+		s->any_full_block |= s->full[i];
+		s->any_new_block |= pos % sp->block == 0;
+	}
+	s->sparse = r->o.mode != RUNNER_MODE_DENSE && min_tok >= r->c.dense_len;
+	s->k = s->sparse ? sp->topk : (r->o.mode == RUNNER_MODE_DENSE ? s->max_blk : r->n_slots);
+	if (!s->sparse && r->o.mode != RUNNER_MODE_DENSE && s->max_blk > r->n_slots)
+		return runner_fail(r, -EINVAL, "dense step over %u blocks exceeds %u cache slots",
+				   s->max_blk, r->n_slots), -EINVAL;
+
+#define UP(dev, expr, n)                                                                       \
+	do {                                                                                   \
+		for (uint32_t i = 0; i < (n); i++)                                             \
+			h[i] = (expr);                                                         \
+		if ((rc = runner_upload_i32(r, (dev), h, (n))))                                \
+			return rc;                                                             \
+	} while (0)
+	UP(r->ids, ids[i], s->B);
+	UP(r->pos, (int32_t)r->len[i], s->B);
+	UP(r->n_tok, (int32_t)r->len[i] + 1, s->B);
+	UP(r->n_ent, (int32_t)kb_ck_entries(sp, r->len[i] + 1), s->B);
+	UP(r->n_ent0, (int32_t)kb_ck_entries(sp, r->len[i]), s->B);
+	UP(r->n_blk, (int32_t)(r->len[i] / sp->block + 1), s->B);
+	UP(r->tail_sel, (int32_t)(r->len[i / r->n_kv] / sp->block), s->nc);
+	UP(r->store_idx, (int32_t)(i * r->max_blocks + r->len[i / r->n_kv] / sp->block), s->nc);
+	if (!s->sparse && r->o.mode != RUNNER_MODE_DENSE) {
+		uint32_t n = s->nc * r->n_slots;
+		UP(r->iota, (int32_t)(i % r->n_slots) < (int32_t)(r->len[i / r->n_slots / r->n_kv] /
+								    sp->block + 1)
+				    ? (int32_t)(i % r->n_slots) : -1, n);
+	}
+#undef UP
+	/* the host scratch is reused by the next upload: make these copies land first */
+	return r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE);
+}
+
+/* New blocks start: give every offloaded (layer, head) an arena slot for them. */
+static int alloc_new_blocks(struct runner *r, struct step *s)
+{
+	const struct kb_sparse *sp = &r->c.sparse;
+	struct kvhost *h = r->o.host;
+	int rc;
+
+	for (uint32_t i = 0; i < s->B; i++) {
+		uint32_t pos = r->len[i];
+		if (pos % sp->block)
+			continue;
+		for (uint32_t l = 0; l < r->L; l++) {
+			if (r->kv[l].resident)
+				continue;
+			for (uint32_t g = 0; g < r->n_kv; g++) {
+				int32_t slot;
+				rc = h->ops->alloc(h, r->seq_handle[i], l, g, pos / sp->block, 1,
+						   &slot);
+				if (rc)
+					return runner_fail(r, rc, "host store: allocating block %u "
+							   "of layer %u failed", pos / sp->block,
+							   l), rc;
+				r->h_arena_tail[(size_t)l * r->n_caches + i * r->n_kv + g] = slot;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Scores + pooling + top-k into sel from queries q (Forecast or original selector). */
+static int select_into(struct runner *r, struct step *s, int32_t *sel, const uint16_t *q,
+		       uint32_t lck, const int32_t *n_ent, bool original)
+{
+	const struct kb_ops *k = r->kb->ops;
+	int rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->scores, q, r->qkvf_cols,
+				 r->kv[lck].ck, r->ck_cap, n_ent, s->B,
+				 original ? r->n_q : r->n_kv, r->n_kv, r->hd, original,
+				 r->attn_scale);
+	if (rc)
+		return rc;
+	return k->select_decode(r->kb, KB_STREAM_COMPUTE, sel, r->scores, r->ck_cap, n_ent,
+				r->n_blk, s->B, r->n_kv, &r->c.sparse);
+}
+
+/* The selection a layer attends over: its own array, or every block in dense steps. */
+static const int32_t *layer_sel(struct runner *r, struct step *s, uint32_t l)
+{
+	if (r->o.mode == RUNNER_MODE_DENSE)
+		return NULL;
+	return s->sparse ? r->kv[l].sel : r->iota;
+}
+
+/* Diff layer l's cache against its selection and resolve the loads to arena slots. */
+static int diff_and_resolve(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	int rc = k->cache_diff(r->kb, KB_STREAM_COMPUTE, kv->map, layer_sel(r, s, l), r->neg1,
+			       s->nc, r->n_slots, s->k, kv->load_slot, kv->load_block,
+			       kv->n_loads, kv->hits);
+	if (rc)
+		return rc;
+	return k->resolve_loads(r->kb, KB_STREAM_COMPUTE, kv->dst_idx, kv->src_idx, r->misses,
+				kv->load_slot, kv->load_block, kv->n_loads, r->words_dev,
+				kv->word_base, s->nc, r->n_slots, s->k);
+}
+
+static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	struct runner_lkv *kv = &r->kv[l];
+	kv->loaded = true;
+	return r->kb->ops->copy_units(r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx,
+				      s->nc * s->k, r->unit_bytes,
+				      r->o.gather_ctas ? r->o.gather_ctas : 16);
+}
+
+/* Selection (and fetch) work that happens inside layer l before its attention. */
+static int layer_select(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	enum runner_mode m = r->o.mode;
+	struct runner_lkv *kv = &r->kv[l];
+	int rc = 0;
+
+	if (m == RUNNER_MODE_SPARSE || m == RUNNER_MODE_SPARSE_OFFLOAD) {
+		if (s->sparse && (rc = select_into(r, s, kv->sel, r->qkvf, l, r->n_ent, true)))
+			return rc;
+	} else if (runner_mode_forecast(m) && l == 0 && s->sparse) {
+		rc = select_into(r, s, kv->sel, r->qkvf + r->fc_off, 0, r->n_ent, false);
+		if (rc)
+			return rc;
+	}
+	if (runner_mode_forecast(m) && l + 1 < r->L) { /* PREP(l+1) */
+		struct runner_lkv *nx = &r->kv[l + 1];
+		if (s->sparse && (rc = select_into(r, s, nx->sel, r->qkvf + r->f_off, l + 1,
+						   r->n_ent0, false)))
+			return rc;
+		if (m == RUNNER_MODE_SPARDA && !nx->resident) {
+			if ((rc = diff_and_resolve(r, s, l + 1)) ||
+			    (rc = k->event_record(r->kb, nx->ready, KB_STREAM_COMPUTE)) ||
+			    (rc = k->stream_wait(r->kb, KB_STREAM_COPY, nx->ready)) ||
+			    (rc = gather(r, s, l + 1, KB_STREAM_COPY)) ||
+			    (rc = k->event_record(r->kb, nx->done, KB_STREAM_COPY)))
+				return rc;
+		}
+	}
+	if (kv->resident)
+		return 0;
+	if (m == RUNNER_MODE_SPARSE_OFFLOAD || m == RUNNER_MODE_SPARDA_NOPREFETCH) {
+		if ((rc = diff_and_resolve(r, s, l)) || (rc = gather(r, s, l, KB_STREAM_COMPUTE)))
+			return rc;
+	} else if (m == RUNNER_MODE_SPARDA && kv->loaded) {
+		if ((rc = k->event_record(r->kb, kv->want, KB_STREAM_COMPUTE)) ||
+		    (rc = k->stream_wait(r->kb, KB_STREAM_COMPUTE, kv->done)))
+			return rc;
+	}
+	return 0;
+}
+
+/* This token's K/V into the layer's store or tail slot; write back blocks that fill. */
+static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	const uint16_t *kk = r->qkvf + r->q_cols, *vv = kk + r->kv_cols;
+	uint32_t blk = r->c.sparse.block;
+	uint32_t n_wb = 0;
+	int rc;
+
+	if (kv->resident)
+		return k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->store, r->store_idx, kk, vv,
+				   r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk);
+	if ((rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->tail_idx, r->tail_len, r->tail_sel,
+			       kv->map, r->n_tok, s->nc, r->n_kv, r->n_slots, 1, blk)) ||
+	    (rc = k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->cache, r->tail_idx, kk, vv,
+			      r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk)))
+		return rc;
+	if (!s->any_full_block)
+		return 0;
+	int32_t *h = r->h_i32;
+	for (uint32_t i = 0; i < s->nc; i++) {
+		bool wb = s->full[i / r->n_kv];
+		h[i] = wb ? r->h_arena_tail[(size_t)l * r->n_caches + i] : -1;
+		n_wb += wb;
+	}
+	if ((rc = runner_upload_i32(r, r->wb_dst, h, s->nc)) ||
+	    (rc = k->copy_units(r->kb, KB_STREAM_COMPUTE, r->arena_dev, kv->cache, r->wb_dst,
+				r->tail_idx, s->nc, r->unit_bytes,
+				r->o.gather_ctas ? r->o.gather_ctas : 16)) ||
+	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+		return rc;
+	r->st.bytes_d2h += (uint64_t)n_wb * r->unit_bytes;
+	r->st.units_written += n_wb;
+	return 0;
+}
+
+static int layer_attend(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	int rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len, layer_sel(r, s, l),
+			      kv->resident ? NULL : kv->map, r->n_tok, s->nc, r->n_kv,
+			      kv->resident ? r->max_blocks : r->n_slots, s->k, r->c.sparse.block);
+	if (rc)
+		return rc;
+	return k->attn_decode(r->kb, KB_STREAM_COMPUTE, r->attn, r->q_cols, r->qkvf, r->qkvf_cols,
+			      kv->resident ? kv->store : kv->cache, r->unit_idx, r->unit_len, s->k,
+			      s->B, r->n_q, r->n_kv, r->hd, r->c.sparse.block, r->attn_scale,
+			      r->attn_work);
+}
+
+static int decode_layer(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	const struct model_config *c = &r->c;
+	struct runner_lw *w = &r->lw[l];
+	uint32_t H = r->hidden, F = r->ffn, B = s->B, ld = r->qkvf_cols;
+
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, l ? r->tmp : NULL, H,
+				  c->residual_scale, w->attn_norm, r->xn, B, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, ld, H, r->xn, H, w->wqkvf, H, r->qkvf, ld,
+			   false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, r->qkvf, ld, B, r->n_q + r->n_kv, r->hd, r->pos,
+			   r->inv_freq, r->rope_mscale), fail);
+	if (r->has_f)
+		RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, r->qkvf + r->f_off, ld, B,
+				   l == 0 ? 2 * r->n_kv : r->n_kv, r->hd, r->pos, r->inv_freq,
+				   r->rope_mscale), fail);
+	RUN_TRY(r, k->ck_append(r->kb, KB_STREAM_COMPUTE, r->kv[l].ck, r->ck_cap, r->kv[l].ring,
+				r->qkvf + r->q_cols, ld, r->pos, B, r->n_kv, r->hd, &c->sparse),
+		fail);
+	RUN_TRY(r, layer_select(r, s, l), fail);
+	RUN_TRY(r, layer_store_kv(r, s, l), fail);
+	RUN_TRY(r, layer_attend(r, s, l), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, H, r->q_cols, r->attn, r->q_cols, w->wo,
+			   r->q_cols, r->tmp, H, false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, r->tmp, H, c->residual_scale,
+				  w->ffn_norm, r->xn, B, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, 2 * F, H, r->xn, H, w->wgu, H, r->gu, 2 * F,
+			   false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->swiglu(r->kb, KB_STREAM_COMPUTE, r->ffo, r->gu, B, F), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, H, F, r->ffo, F, w->wdown, F, r->tmp, H,
+			   false, 1.0f, 0.0f), fail);
+	return 0;
+fail:
+	return r->err_rc ? r->err_rc : -EIO;
+}
+
+static uint32_t count_nonneg(const int32_t *v, uint32_t n)
+{
+	uint32_t c = 0;
+	for (uint32_t i = 0; i < n; i++)
+		c += v[i] >= 0;
+	return c;
+}
+
+/* Per-layer hit/load/late figures of this step (reads small arrays back; after the sync). */
+static int collect_stats(struct runner *r, struct step *s)
+{
+	const struct kb_ops *k = r->kb->ops;
+	int32_t *h = r->h_i32, misses = 0;
+	uint32_t n = s->nc * s->k;
+	int rc;
+
+	for (uint32_t l = 0; l < r->L; l++) {
+		struct runner_layer_stats *ls = &r->st.layer[l];
+		struct runner_lkv *kv = &r->kv[l];
+		for (uint32_t i = 0; i < s->B; i++) {
+			uint32_t nb = r->len[i] / r->c.sparse.block + 1;
+			ls->selected += (uint64_t)r->n_kv * (nb < s->k ? nb : s->k);
+		}
+		if (kv->resident || !kv->loaded)
+			continue;
+		if ((rc = k->memcpy(r->kb, h, kv->hits, s->nc * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
+		    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+			return rc;
+		for (uint32_t i = 0; i < s->nc; i++)
+			ls->hits += (uint64_t)h[i];
+		if ((rc = k->memcpy(r->kb, h, kv->src_idx, (size_t)n * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
+		    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+			return rc;
+		uint32_t fetched = count_nonneg(h, n);
+		ls->loads += fetched;
+		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
+		if (r->o.mode == RUNNER_MODE_SPARDA) {
+			float ms = 0.0f;
+			if ((rc = k->event_elapsed(r->kb, kv->want, kv->done, &ms)))
+				return rc;
+			if (ms > 0.0f) {
+				ls->late_steps++;
+				ls->late_units += fetched;
+				ls->late_ms += ms;
+			}
+		}
+	}
+	if ((rc = k->memcpy(r->kb, &misses, r->misses, 4, KB_D2H, KB_STREAM_COMPUTE)) ||
+	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+		return rc;
+	if (misses)
+		return runner_fail(r, -ENODATA, "%d selected units were not resident in the host "
+				   "store", misses), -ENODATA;
+	return 0;
+}
+
+/* Commit the blocks that filled this step, now that their write-back copies completed. */
+static int commit_full_blocks(struct runner *r, struct step *s)
+{
+	struct kvhost *h = r->o.host;
+	int rc;
+
+	for (uint32_t i = 0; i < s->B && s->any_full_block; i++) {
+		if (!s->full[i])
+			continue;
+		for (uint32_t l = 0; l < r->L; l++) {
+			if (r->kv[l].resident)
+				continue;
+			for (uint32_t g = 0; g < r->n_kv; g++) {
+				rc = h->ops->commit(h, r->seq_handle[i], l, g,
+						    r->len[i] / r->c.sparse.block, 1);
+				if (rc)
+					return runner_fail(r, rc, "host store: commit of layer %u "
+							   "block %u failed", l,
+							   r->len[i] / r->c.sparse.block), rc;
+			}
+		}
+	}
+	return 0;
+}
+
+int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int32_t *next,
+		       float *logits_out, const struct runner_sampling *smp)
+{
+	const struct kb_ops *k = r->kb->ops;
+	const struct model_config *c = &r->c;
+	struct step s = { .B = batch, .nc = batch * r->n_kv, .full = r->full };
+	bool offload = runner_mode_offloads(r->o.mode);
+	int rc;
+
+	if (offload && (rc = r->o.host->ops->health(r->o.host)))
+		return runner_fail(r, rc, "host store (%s) is not available",
+				   r->o.host->ops->name), rc;
+	if ((rc = upload_step(r, &s, ids)) || (offload && (rc = alloc_new_blocks(r, &s))))
+		return rc;
+	RUN_TRY(r, k->memset(r->kb, r->misses, 0, 4, KB_STREAM_COMPUTE), fail);
+	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->resid, r->embed, r->ids, batch, r->hidden,
+			    r->vocab, c->scale_emb), fail);
+	for (uint32_t l = 0; l < r->L; l++)
+		r->kv[l].loaded = false;
+	for (uint32_t l = 0; l < r->L; l++)
+		if ((rc = decode_layer(r, &s, l)))
+			return rc;
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, r->tmp, r->hidden,
+				  c->residual_scale, r->norm, r->xn, batch, r->hidden, c->rms_eps),
+		fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, batch, r->vocab, r->hidden, r->xn, r->hidden,
+			   r->lm_head, r->hidden, r->logits, r->vocab, true, c->logit_scale, 0.0f),
+		fail);
+	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
+	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
+	if (offload) {
+		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)) ||
+		    (rc = r->o.host->ops->epoch(r->o.host, r->step)))
+			return rc;
+	} else if ((rc = collect_stats(r, &s))) {
+		return rc;
+	}
+	if (logits_out)
+		RUN_TRY(r, k->memcpy(r->kb, logits_out, r->logits, (size_t)batch * r->vocab * 4,
+				     KB_D2H, KB_STREAM_COMPUTE), fail);
+	r->step++;
+	return 0;
+fail:
+	return r->err_rc ? r->err_rc : -EIO;
+}

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The generation loop: open host-store sequences, prefill each prompt, decode the batch step by
+ * step, sample (greedy on the device, or seeded temperature/top-k on the host), close sequences.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runner_internal.h"
+#include "timeutil.h"
+
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static int32_t sample_row(const float *lg, uint32_t vocab, const struct runner_sampling *s,
+			  uint64_t *rng)
+{
+	uint32_t best = 0;
+	for (uint32_t v = 1; v < vocab; v++)
+		if (lg[v] > lg[best])
+			best = v;
+	if (!s || s->temperature <= 0.0f)
+		return (int32_t)best;
+	/* threshold for top-k: the k-th largest logit (O(vocab * k) is fine for small k) */
+	float thresh = -INFINITY;
+	if (s->top_k && s->top_k < vocab) {
+		float prev = INFINITY;
+		for (uint32_t i = 0; i < s->top_k; i++) {
+			float m = -INFINITY;
+			for (uint32_t v = 0; v < vocab; v++)
+				if (lg[v] < prev && lg[v] > m)
+					m = lg[v];
+			prev = m;
+		}
+		thresh = prev;
+	}
+	double sum = 0.0;
+	for (uint32_t v = 0; v < vocab; v++)
+		if (lg[v] >= thresh)
+			sum += exp((double)(lg[v] - lg[best]) / s->temperature);
+	double u = (double)(rng_next(rng) >> 11) * 0x1.0p-53 * sum, acc = 0.0;
+	for (uint32_t v = 0; v < vocab; v++) {
+		if (lg[v] < thresh)
+			continue;
+		acc += exp((double)(lg[v] - lg[best]) / s->temperature);
+		if (acc >= u)
+			return (int32_t)v;
+	}
+	return (int32_t)best;
+}
+
+/* Sample n rows of r->logits (device). Copies logits to the host only when needed. */
+int runner_sample(struct runner *r, const float *logits, uint32_t n, const struct runner_sampling *s,
+		  int32_t *out)
+{
+	const struct kb_ops *k = r->kb->ops;
+	static __thread uint64_t rng;
+	int rc;
+
+	if (!s || s->temperature <= 0.0f) {
+		if ((rc = k->argmax(r->kb, KB_STREAM_COMPUTE, r->argmax, logits, n, r->vocab)) ||
+		    (rc = k->memcpy(r->kb, out, r->argmax, (size_t)n * 4, KB_D2H, KB_STREAM_COMPUTE)))
+			return rc;
+		return k->sync(r->kb, KB_STREAM_COMPUTE);
+	}
+	if (!rng)
+		rng = s->seed ? s->seed : 1;
+	if ((rc = k->memcpy(r->kb, r->h_logits, logits, (size_t)n * r->vocab * 4, KB_D2H,
+			    KB_STREAM_COMPUTE)) ||
+	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+		return rc;
+	for (uint32_t i = 0; i < n; i++)
+		out[i] = sample_row(r->h_logits + (size_t)i * r->vocab, r->vocab, s, &rng);
+	return 0;
+}
+
+static void close_host_seqs(struct runner *r, uint32_t b)
+{
+	if (!runner_mode_offloads(r->o.mode))
+		return;
+	for (uint32_t i = 0; i < b; i++)
+		r->o.host->ops->seq_close(r->o.host, r->seq_handle[i]);
+}
+
+static int open_host_seqs(struct runner *r, uint32_t b)
+{
+	struct kvhost *h = r->o.host;
+	int rc;
+
+	if (!runner_mode_offloads(r->o.mode))
+		return 0;
+	for (uint32_t i = 0; i < b; i++) {
+		rc = h->ops->seq_open(h, i, r->max_blocks, &r->seq_handle[i], &r->seq_word_base[i]);
+		if (rc) {
+			close_host_seqs(r, i);
+			runner_fail(r, rc, "host store (%s): opening sequence %u failed",
+				    h->ops->name, i);
+			return rc;
+		}
+	}
+	int64_t *wb = calloc(r->n_caches, sizeof(int64_t));
+	if (!wb)
+		return -ENOMEM;
+	rc = 0;
+	for (uint32_t l = 0; l < r->L && !rc; l++) {
+		if (r->kv[l].resident)
+			continue;
+		for (uint32_t i = 0; i < b * r->n_kv; i++)
+			wb[i] = r->seq_word_base[i / r->n_kv] +
+				((int64_t)l * r->n_kv + i % r->n_kv) * r->max_blocks;
+		rc = runner_upload_i64(r, r->kv[l].word_base, wb, b * r->n_kv);
+		if (!rc)
+			rc = r->kb->ops->memset(r->kb, r->kv[l].map, 0xff,
+						(size_t)r->n_caches * r->n_slots * 4,
+						KB_STREAM_COMPUTE);
+	}
+	free(wb);
+	return rc;
+}
+
+static int check_inputs(struct runner *r, const int32_t *const *prompts, const uint32_t *lens,
+			uint32_t b, uint32_t n_new)
+{
+	if (!b || b > r->o.max_batch)
+		return runner_fail(r, -EINVAL, "batch %u outside 1..%u", b, r->o.max_batch), -EINVAL;
+	if (!n_new)
+		return runner_fail(r, -EINVAL, "nothing to generate (0 new tokens)"), -EINVAL;
+	for (uint32_t i = 0; i < b; i++) {
+		if (!lens[i] || (uint64_t)lens[i] + n_new > r->o.max_tokens)
+			return runner_fail(r, -EINVAL,
+					   "sequence %u: %u prompt + %u new tokens outside 1..%u",
+					   i, lens[i], n_new, r->o.max_tokens), -EINVAL;
+		for (uint32_t t = 0; t < lens[i]; t++)
+			if (prompts[i][t] < 0 || (uint32_t)prompts[i][t] >= r->vocab)
+				return runner_fail(r, -EINVAL,
+						   "sequence %u token %u: id %d outside the "
+						   "vocabulary (%u)", i, t, prompts[i][t],
+						   r->vocab), -EINVAL;
+	}
+	return 0;
+}
+
+static void reset_stats(struct runner *r, uint32_t b)
+{
+	struct runner_layer_stats *ls = r->st.layer;
+	memset(ls, 0, sizeof(*ls) * r->L);
+	memset(&r->st, 0, sizeof(r->st));
+	r->st.layer = ls;
+	r->st.mode = r->o.mode;
+	r->st.n_layers = r->L;
+	r->st.batch = b;
+}
+
+int runner_generate(struct runner *r, const int32_t *const *prompts, const uint32_t *lens,
+		    uint32_t b, uint32_t n_new, const struct runner_sampling *samp,
+		    int32_t *tokens, float *logits, char *err, size_t err_len)
+{
+	int32_t *cur = NULL, *next = NULL;
+	size_t V = r->vocab;
+	uint64_t t0;
+	int rc;
+
+	r->err = err;
+	r->err_len = err_len;
+	r->err_rc = 0;
+	if ((rc = check_inputs(r, prompts, lens, b, n_new)))
+		return rc;
+	reset_stats(r, b);
+	cur = calloc(b, sizeof(int32_t));
+	next = calloc(b, sizeof(int32_t));
+	if (!cur || !next) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((rc = open_host_seqs(r, b)))
+		goto out;
+	r->step = 0;
+	t0 = time_now_ns();
+	for (uint32_t i = 0; i < b; i++) {
+		rc = runner_prefill_seq(r, i, prompts[i], lens[i], &cur[i],
+					logits ? logits + (size_t)i * n_new * V : NULL, samp);
+		if (rc)
+			goto out_close;
+		tokens[(size_t)i * n_new] = cur[i];
+		r->len[i] = lens[i];
+		r->st.prefill_tokens += lens[i];
+	}
+	r->st.prefill_s = (double)(time_now_ns() - t0) * 1e-9;
+	t0 = time_now_ns();
+	for (uint32_t j = 1; j < n_new; j++) {
+		rc = runner_decode_step(r, b, cur, next, NULL, samp);
+		if (rc)
+			goto out_close;
+		for (uint32_t i = 0; i < b; i++) {
+			tokens[(size_t)i * n_new + j] = next[i];
+			if (logits) {
+				rc = r->kb->ops->memcpy(r->kb, logits + ((size_t)i * n_new + j) * V,
+							r->logits + (size_t)i * V, V * 4, KB_D2H,
+							KB_STREAM_COMPUTE);
+				if (rc)
+					goto out_close;
+			}
+			cur[i] = next[i];
+			r->len[i]++;
+		}
+		r->st.decode_steps++;
+		r->st.decode_tokens += b;
+	}
+	if (logits && (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+		goto out_close;
+	r->st.decode_s = (double)(time_now_ns() - t0) * 1e-9;
+out_close:
+	close_host_seqs(r, b);
+out:
+	free(cur);
+	free(next);
+	if (rc && !r->err_rc)
+		runner_fail(r, rc, "generation failed");
+	return rc;
+}

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The runner's private state, shared by runner.c (setup), runner_prefill.c and runner_decode.c. */
+#ifndef SPARDA_COMPUTE_RUNNER_INTERNAL_H
+#define SPARDA_COMPUTE_RUNNER_INTERNAL_H
+
+#include "runner.h"
+
+/* Check a backend call; on failure record a message and jump to the label. */
+#define RUN_TRY(r, call, label)                                                                \
+	do {                                                                                   \
+		int _rc = (call);                                                              \
+		if (_rc) {                                                                     \
+			runner_fail((r), _rc, "%s:%d: %s", __FILE__, __LINE__, #call);         \
+			goto label;                                                            \
+		}                                                                              \
+	} while (0)
+
+struct runner_lw { /* one layer's weights on the device */
+	uint16_t *attn_norm, *ffn_norm;
+	uint16_t *wqkvf; /* [qkvf_rows, hidden]: Q | K | V | F (| Fcurr) */
+	uint16_t *wo, *wgu, *wdown;
+};
+
+struct runner_lkv { /* one layer's KV state on the device */
+	bool resident;      /* full KV in `store`; else the slot cache */
+	uint16_t *store;    /* resident: [n_caches * max_blocks] units */
+	uint16_t *cache;    /* offloaded: [n_caches * n_slots] units */
+	int32_t *map;       /* offloaded: [n_caches * n_slots] block per slot */
+	uint16_t *ck;       /* [batch, n_kv, ck_cap, d] */
+	uint16_t *ring;     /* [batch, n_kv, ck_kernel, d] */
+	int32_t *sel;       /* [n_caches * sel_k] selection for this layer */
+	int32_t *load_slot, *load_block, *n_loads, *hits; /* cache_diff outputs */
+	int32_t *dst_idx, *src_idx;                        /* resolve_loads outputs */
+	int64_t *word_base; /* [n_caches] residency-word base of (seq, layer, head) */
+	struct kb_event *ready, *done, *want;
+	uint32_t sel_k;     /* entries per cache in sel this step */
+	bool loaded;        /* a gather was issued this step */
+};
+
+struct runner {
+	const struct model *m;
+	struct kb *kb;
+	struct runner_opts o;
+	struct model_config c;
+	uint32_t hd, n_q, n_kv, hidden, ffn, vocab, L;
+	uint32_t q_cols, kv_cols, f_off, fc_off, qkvf_cols; /* column layout of a qkvf row */
+	bool has_f;
+	uint32_t max_blocks, n_caches, n_slots, ck_cap, sel_cap;
+	size_t unit_bytes, unit_elems;
+	float attn_scale;
+
+	struct runner_lw *lw;
+	struct runner_lkv *kv;
+	uint16_t *embed, *norm, *lm_head;
+	float *inv_freq;
+	float rope_mscale;
+
+	/* decode activations [max_batch, ...] */
+	float *resid, *logits;
+	uint16_t *xn, *qkvf, *attn, *tmp, *gu, *ffo;
+	float *scores;
+	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
+	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;
+	int32_t *n_ent0;     /* compressed entries before this token (Forecast PREP of l+1) */
+	int32_t *iota;       /* [n_caches * n_slots]: every block of the sequence, -1 padded */
+	int32_t *neg1;       /* [n_caches] of -1 (no protected slot) */
+	void *attn_work;
+	/* prefill activations [max_tokens, ...] (FFN in chunks) */
+	float *p_resid;
+	uint16_t *p_xn, *p_qkvf[2], *p_attn, *p_tmp, *p_gu, *p_ffo;
+	int32_t *p_pos, *p_ids, *p_sel, *p_uidx;
+	void *p_work;
+	size_t p_work_bytes;
+	uint32_t chunk;
+
+	/* host mirrors */
+	int32_t *h_i32;      /* scratch for uploads */
+	int32_t *h_arena_tail; /* [L * n_caches] arena slot of each cache's tail block */
+	uint32_t *seq_handle;/* host-store sequence per batch row */
+	int64_t *seq_word_base;
+	uint32_t *len;       /* tokens so far per sequence */
+	bool *full;          /* [max_batch] per-step scratch: the sequence's block fills */
+	float *h_logits;
+	void *arena_dev;     /* host store arena as the backend sees it */
+	const uint64_t *words_dev;
+	bool arena_registered, words_registered;
+	uint64_t step;
+
+	struct runner_stats st;
+	char *err;
+	size_t err_len;
+	int err_rc;
+};
+
+void runner_fail(struct runner *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int runner_prefill_seq(struct runner *r, uint32_t b, const int32_t *prompt, uint32_t t,
+		       int32_t *first_token, float *first_logits, const struct runner_sampling *s);
+int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int32_t *next,
+		       float *logits_out, const struct runner_sampling *s);
+int runner_sample(struct runner *r, const float *logits, uint32_t n, const struct runner_sampling *s,
+		  int32_t *out);
+/* Upload n int32 from the host scratch to a device array. */
+int runner_upload_i32(struct runner *r, int32_t *dst, const int32_t *src, uint32_t n);
+int runner_upload_i64(struct runner *r, int64_t *dst, const int64_t *src, uint32_t n);
+
+#endif

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Prefill of one sequence, layer by layer over the whole prompt (DESIGN 3.4): fused QKVF
+ * projection, compressed keys of every layer, block-sparse attention selected by the original
+ * selector or by the Forecast of layer l-1, the prompt's KV packed into the GPU store or
+ * streamed to arena slots of the host store and committed, the FFN in row chunks.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "runner_internal.h"
+
+/* Resident layers: pack every block of the prompt into the sequence's store units. */
+static int store_resident(struct runner *r, uint32_t l, uint32_t b, const uint16_t *qkvf,
+			  uint32_t t)
+{
+	uint32_t nb = (t + r->c.sparse.block - 1) / r->c.sparse.block;
+	const uint16_t *k = qkvf + r->q_cols, *v = k + r->kv_cols;
+	int rc;
+
+	for (uint32_t m = 0; m < nb; m++)
+		for (uint32_t g = 0; g < r->n_kv; g++)
+			r->h_i32[m * r->n_kv + g] =
+				(int32_t)((b * r->n_kv + g) * r->max_blocks + m);
+	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)))
+		return rc;
+	return r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, r->kv[l].store, r->p_uidx, k, v,
+				   r->qkvf_cols, 0, t, r->n_kv, r->hd, r->c.sparse.block);
+}
+
+/* The partial last block also goes to slot 0 of the GPU cache, where decode appends to it. */
+static int stage_tail(struct runner *r, uint32_t l, uint32_t b, const uint16_t *qkvf, uint32_t t)
+{
+	uint32_t blk = r->c.sparse.block, tb = t / blk, rows = t - tb * blk;
+	const uint16_t *k = qkvf + (size_t)tb * blk * r->qkvf_cols + r->q_cols, *v = k + r->kv_cols;
+	struct runner_lkv *kv = &r->kv[l];
+	int rc;
+
+	for (uint32_t g = 0; g < r->n_kv; g++)
+		r->h_i32[g] = (int32_t)((b * r->n_kv + g) * r->n_slots);
+	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, r->n_kv)) ||
+	    (rc = r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, kv->cache, r->p_uidx, k, v,
+				      r->qkvf_cols, tb * blk, rows, r->n_kv, r->hd, blk)))
+		return rc;
+	for (uint32_t g = 0; g < r->n_kv; g++) {
+		int32_t one = (int32_t)tb;
+		size_t off = (size_t)(b * r->n_kv + g) * r->n_slots;
+		rc = r->kb->ops->memcpy(r->kb, kv->map + off, &one, 4, KB_H2D, KB_STREAM_COMPUTE);
+		if (rc)
+			return rc;
+		/* the host copy must live until the copy ran: sync (prefill is not a hot path) */
+		if ((rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Offloaded layers: allocate arena slots, stream the prompt's units, commit the full ones. */
+static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint16_t *qkvf,
+			   uint32_t t)
+{
+	struct kvhost *h = r->o.host;
+	uint32_t blk = r->c.sparse.block, nb = (t + blk - 1) / blk, full = t / blk;
+	const uint16_t *k = qkvf + r->q_cols, *v = k + r->kv_cols;
+	int32_t *slots = calloc(nb, sizeof(int32_t));
+	int rc = -ENOMEM;
+
+	if (!slots)
+		return rc;
+	for (uint32_t g = 0; g < r->n_kv; g++) {
+		rc = h->ops->alloc(h, r->seq_handle[b], l, g, 0, nb, slots);
+		if (rc) {
+			runner_fail(r, rc, "host store: allocating %u units of layer %u head %u "
+				    "failed", nb, l, g);
+			goto out;
+		}
+		for (uint32_t m = 0; m < nb; m++)
+			r->h_i32[m * r->n_kv + g] = slots[m];
+		r->h_arena_tail[(size_t)l * r->n_caches + b * r->n_kv + g] =
+			full < nb ? slots[nb - 1] : -1;
+	}
+	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)) ||
+	    (rc = r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, r->arena_dev, r->p_uidx, k, v,
+				      r->qkvf_cols, 0, t, r->n_kv, r->hd, blk)) ||
+	    (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+		goto out;
+	r->st.bytes_d2h += (uint64_t)nb * r->n_kv * r->unit_bytes;
+	r->st.units_written += (uint64_t)nb * r->n_kv;
+	for (uint32_t g = 0; g < r->n_kv && full; g++) {
+		rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, full);
+		if (rc) {
+			runner_fail(r, rc, "host store: committing layer %u head %u failed", l, g);
+			goto out;
+		}
+	}
+	rc = full < nb ? stage_tail(r, l, b, qkvf, t) : 0;
+out:
+	free(slots);
+	return rc;
+}
+
+static int prefill_select(struct runner *r, uint32_t l, uint32_t b, uint32_t t,
+			  const int32_t **sel)
+{
+	const struct kb_sparse *sp = &r->c.sparse;
+	const uint16_t *ck = r->kv[l].ck + (size_t)b * r->n_kv * r->ck_cap * r->hd;
+	const uint16_t *qsrc;
+	uint32_t nq;
+	bool original = !runner_mode_forecast(r->o.mode);
+
+	*sel = NULL;
+	if (r->o.mode == RUNNER_MODE_DENSE || t < r->c.dense_len)
+		return 0;
+	if (original) {
+		qsrc = r->p_qkvf[l & 1];
+		nq = r->n_q;
+	} else {
+		qsrc = l == 0 ? r->p_qkvf[0] + r->fc_off : r->p_qkvf[(l - 1) & 1] + r->f_off;
+		nq = r->n_kv;
+	}
+	*sel = r->p_sel;
+	return r->kb->ops->select_prefill(r->kb, KB_STREAM_COMPUTE, r->p_sel, qsrc, r->qkvf_cols, t,
+					  0, ck, r->ck_cap, nq, r->n_kv, r->hd, original,
+					  r->attn_scale, sp, r->p_work);
+}
+
+static int prefill_ffn(struct runner *r, uint32_t l, uint32_t t)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lw *w = &r->lw[l];
+	uint32_t H = r->hidden, F = r->ffn;
+	int rc;
+
+	for (uint32_t c0 = 0; c0 < t; c0 += r->chunk) {
+		uint32_t n = t - c0 < r->chunk ? t - c0 : r->chunk;
+		if ((rc = k->gemm(r->kb, KB_STREAM_COMPUTE, n, 2 * F, H, r->p_xn + (size_t)c0 * H,
+				  H, w->wgu, H, r->p_gu, 2 * F, false, 1.0f, 0.0f)) ||
+		    (rc = k->swiglu(r->kb, KB_STREAM_COMPUTE, r->p_ffo, r->p_gu, n, F)) ||
+		    (rc = k->gemm(r->kb, KB_STREAM_COMPUTE, n, H, F, r->p_ffo, F, w->wdown, F,
+				  r->p_tmp + (size_t)c0 * H, H, false, 1.0f, 0.0f)))
+			return rc;
+	}
+	return 0;
+}
+
+static int prefill_layer(struct runner *r, uint32_t l, uint32_t b, uint32_t t, bool first)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lw *w = &r->lw[l];
+	struct runner_lkv *kv = &r->kv[l];
+	uint16_t *qkvf = r->p_qkvf[l & 1];
+	uint32_t H = r->hidden, ld = r->qkvf_cols;
+	const struct model_config *c = &r->c;
+	const int32_t *sel;
+	int rc = 0;
+
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, first ? NULL : r->p_tmp, H,
+				  c->residual_scale, w->attn_norm, r->p_xn, t, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, t, ld, H, r->p_xn, H, w->wqkvf, H, qkvf, ld,
+			   false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, qkvf, ld, t, r->n_q + r->n_kv, r->hd, r->p_pos,
+			   r->inv_freq, r->rope_mscale), fail);
+	if (r->has_f)
+		RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, qkvf + r->f_off, ld, t,
+				   l == 0 ? 2 * r->n_kv : r->n_kv, r->hd, r->p_pos, r->inv_freq,
+				   r->rope_mscale), fail);
+	RUN_TRY(r, k->ck_prefill(r->kb, KB_STREAM_COMPUTE,
+				 kv->ck + (size_t)b * r->n_kv * r->ck_cap * r->hd, r->ck_cap,
+				 kv->ring + (size_t)b * r->n_kv * c->sparse.ck_kernel * r->hd,
+				 qkvf + r->q_cols, ld, t, r->n_kv, r->hd, &c->sparse), fail);
+	RUN_TRY(r, prefill_select(r, l, b, t, &sel), fail);
+	RUN_TRY(r, k->attn_prefill(r->kb, KB_STREAM_COMPUTE, r->p_attn, r->q_cols, qkvf, ld,
+				   qkvf + r->q_cols, qkvf + r->q_cols + r->kv_cols, ld, t, 0, r->n_q,
+				   r->n_kv, r->hd, r->attn_scale, sel, c->sparse.topk,
+				   c->sparse.block), fail);
+	RUN_TRY(r, kv->resident ? store_resident(r, l, b, qkvf, t) : store_offloaded(r, l, b, qkvf, t),
+		fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, t, H, r->q_cols, r->p_attn, r->q_cols, w->wo,
+			   r->q_cols, r->p_tmp, H, false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->p_tmp, H,
+				  c->residual_scale, w->ffn_norm, r->p_xn, t, H, c->rms_eps), fail);
+	RUN_TRY(r, prefill_ffn(r, l, t), fail);
+	return 0;
+fail:
+	return r->err_rc ? r->err_rc : -EIO;
+}
+
+int runner_prefill_seq(struct runner *r, uint32_t b, const int32_t *prompt, uint32_t t,
+		       int32_t *first_token, float *first_logits, const struct runner_sampling *s)
+{
+	const struct kb_ops *k = r->kb->ops;
+	const struct model_config *c = &r->c;
+	uint32_t H = r->hidden;
+	size_t last = (size_t)(t - 1) * H;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < t; i++)
+		r->h_i32[i] = prompt[i];
+	RUN_TRY(r, runner_upload_i32(r, r->p_ids, r->h_i32, t), fail);
+	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->embed, r->p_ids, t, H, r->vocab,
+			    c->scale_emb), fail);
+	for (uint32_t l = 0; l < r->L; l++)
+		if ((rc = prefill_layer(r, l, b, t, l == 0)))
+			return rc;
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid + last, r->p_tmp + last, H,
+				  c->residual_scale, r->norm, r->p_xn, 1, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, 1, r->vocab, H, r->p_xn, H, r->lm_head, H,
+			   r->logits, r->vocab, true, c->logit_scale, 0.0f), fail);
+	if (first_logits)
+		RUN_TRY(r, k->memcpy(r->kb, first_logits, r->logits, (size_t)r->vocab * 4, KB_D2H,
+				     KB_STREAM_COMPUTE), fail);
+	RUN_TRY(r, runner_sample(r, r->logits, 1, s, first_token), fail);
+	return 0;
+fail:
+	return r->err_rc ? r->err_rc : -EIO;
+}
