@@ -27,7 +27,9 @@ ssize_t fdpass_recv(int sock, void *buf, size_t cap, int *fds, int max_fds, int 
 int fdpass_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* Listening SOCK_SEQPACKET socket at path (an existing stale socket file is replaced;
- * mode applied with chmod). Returns fd or -errno. */
+ * mode applied with chmod). Returns fd or -errno: -EADDRINUSE when a live listener answers at
+ * path (its accept queue sees the probe as a connection that closes at once), -EEXIST when
+ * path exists and is not a socket, -ENAMETOOLONG. */
 int fdpass_listen(const char *path, int backlog, unsigned mode);
 /* Connect to path, with SOCK_CLOEXEC. Returns fd or -errno. */
 int fdpass_connect(const char *path);

@@ -2,3 +2,5 @@
 # common unit tests: config table, fd passing, rings, CRC32C, histogram, logging.
 sparda_test(test_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_config.c
             LIBS sparda_common TIMEOUT 60 LABELS unit common)
+sparda_test(test_fdpass SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_fdpass.c
+            LIBS sparda_common TIMEOUT 60 LABELS unit common)
