@@ -337,6 +337,11 @@ int kb_open(const struct kb_opts *o, struct kb **out);
 void kb_destroy(struct kb *kb);
 /* True when this build has the CUDA backend and a device is visible. */
 bool kb_cuda_available(void);
+/*
+ * Provided by the CUDA backend (kernels/cuda): true when a device is visible. Builds without
+ * CUDA get a fallback returning false (kernels/backend.c), as kb_cuda_open returns -ENODEV.
+ */
+bool kb_cuda_probe(void);
 
 /* Backend constructors (used by kb_open; also by conformance tests directly). */
 int kb_cpu_open(const struct kb_opts *o, struct kb **out);
