@@ -5,6 +5,7 @@
  * tests (every byte depends on the unit's identity, so a wrong slot shows at once).
  */
 #include "memsvc_harness.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -17,7 +18,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include <cmocka.h>
 
@@ -212,4 +215,52 @@ int harness_free_port(void)
 	port = ntohs(a.sin_port);
 	close(fd);
 	return port;
+}
+
+int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens,
+		int n_frames, struct wire_reply *rp, int timeout_ms)
+{
+	char ep[PATH_MAX + 16], err[WIRE_ERROR_MAX];
+	void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+	zmq_pollitem_t it = { .socket = s, .events = ZMQ_POLLIN };
+	int linger = 0, rc = -ETIMEDOUT;
+
+	snprintf(ep, sizeof(ep), "ipc://%s/ctl.ipc", memsvc_proc_runtime_dir(p));
+	zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+	assert_int_equal(zmq_connect(s, ep), 0);
+	for (int i = 0; i < n_frames; i++)
+		assert_true(zmq_send(s, frames[i], lens[i], i + 1 < n_frames ? ZMQ_SNDMORE : 0) >=
+			    0);
+	if (zmq_poll(&it, 1, timeout_ms) == 1) {
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		assert_true(zmq_msg_recv(&m, s, 0) >= 0);
+		rc = wire_reply_unpack(zmq_msg_data(&m), zmq_msg_size(&m), rp, err, sizeof(err));
+		zmq_msg_close(&m);
+	}
+	zmq_close(s);
+	zmq_ctx_term(ctx);
+	return rc;
+}
+
+char *harness_http_get(int port, const char *path)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	size_t cap = 1 << 20, len = 0;
+	char *buf = calloc(1, cap), req[256];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { .tv_sec = 5 };
+	ssize_t n;
+
+	assert_non_null(buf);
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	return buf;
 }

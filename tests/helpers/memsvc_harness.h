@@ -51,6 +51,18 @@ size_t harness_check(const void *buf, size_t len, uint64_t key, const struct mem
 /* Stat value by name from memclient_stats; fails the test when missing. */
 uint64_t harness_stat(struct memclient *c, const char *name);
 
+/*
+ * Send n_frames raw frames on a fresh DEALER connected to p's ctl.ipc and wait up to
+ * timeout_ms for one reply, decoded into *rp (caller finis it with wire_reply_fini).
+ * Returns 0, -ETIMEDOUT (no reply) or the decode error.
+ */
+struct wire_reply;
+int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens,
+		int n_frames, struct wire_reply *rp, int timeout_ms);
+
+/* HTTP GET of path on 127.0.0.1:port; returns the malloc'd response (headers + body). */
+char *harness_http_get(int port, const char *path);
+
 /* A TCP port that was free a moment ago on 127.0.0.1. */
 int harness_free_port(void);
 

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: processes dying. A client killed with SIGKILL has its memory returned to the
+ * pool (seen through stats); a memsvc killed with SIGKILL gives the client errors within its
+ * timeout, never a hang or a crash; SIGTERM drains (in-flight answered, exit 0).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "memsvc_harness.h"
+#include "timeutil.h"
+
+#define ARENA (512u << 10)
+#define TIMEOUT_MS 2000
+
+/* A stat that reflects bytes held by sessions (first name the daemon offers). */
+static const char *const bytes_stats[] = { "tenant.bytes", "daemon.arena_bytes",
+					   "daemon.bytes", NULL };
+
+static uint64_t held_bytes(struct memclient *c)
+{
+	struct memclient_stat *s = NULL;
+	uint32_t n = 0;
+	uint64_t v = 0;
+
+	assert_int_equal(memclient_stats(c, &s, &n), 0);
+	for (int i = 0; bytes_stats[i]; i++) {
+		if (memclient_stat_find(s, n, bytes_stats[i], &v)) {
+			free(s);
+			return v;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++)
+		fprintf(stderr, "  stat %s=%llu\n", s[i].name, (unsigned long long)s[i].value);
+	free(s);
+	fail_msg("no bytes-in-use stat");
+	return 0;
+}
+
+/* Child: attach, open a sequence, allocate and commit units, report, then wait to die. */
+static void child(struct memsvc_proc *p, int wfd)
+{
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u[8];
+	struct memclient_result r[8];
+	char ok = 'x';
+
+	if (!harness_open(p, NULL, SP_WAIT_SLEEP, ARENA, &c) &&
+	    !memclient_seq_open(c, 9, 8, &seq)) {
+		for (uint32_t i = 0; i < 8; i++)
+			u[i] = (struct memclient_unit){ seq, 0, 0, i };
+		if (!memclient_alloc(c, u, 8, r) && !memclient_commit(c, u, 8, 1, r))
+			ok = 'y';
+	}
+	(void)!write(wfd, &ok, 1);
+	for (;;)
+		pause();
+}
+
+static void test_client_sigkill(void **state)
+{
+	struct memsvc_proc *p = harness_start(NULL);
+	struct memclient *c;
+	uint64_t base, with, after = 0, deadline;
+	int fds[2], status;
+	char ok = 0;
+	pid_t pid;
+
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, 128 << 10, &c), 0);
+	base = held_bytes(c);
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		child(p, fds[1]);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &ok, 1), 1);
+	close(fds[0]);
+	assert_int_equal(ok, 'y');
+	with = held_bytes(c);
+	assert_true(with >= base + ARENA);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	deadline = time_now_ms() + 5000;
+	while (time_now_ms() < deadline && (after = held_bytes(c)) != base)
+		time_sleep_ns(20000000);
+	assert_int_equal(after, base);
+	assert_int_equal(memclient_ping(c), 0);
+	memclient_close(c);
+	memsvc_proc_free(p);
+}
+
+static void test_memsvc_sigkill(void **state)
+{
+	struct memsvc_proc *p = harness_start(NULL);
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u = { { 0, 0 }, 0, 0, 0 };
+	struct memclient_result r;
+	struct memclient_residency res;
+	uint64_t t0;
+	int rc;
+
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_POLL, 128 << 10, &c), 0);
+	assert_int_equal(memclient_seq_open(c, 1, 4, &seq), 0);
+	u.seq = seq;
+	assert_int_equal(memsvc_proc_kill9(p), 0);
+
+	t0 = time_now_ms();
+	rc = memclient_forecast(c, &u, 1, 1, &r);
+	assert_true(rc == -ECONNRESET || rc == -ESHUTDOWN);
+	rc = memclient_ping(c);
+	assert_true(rc == -ECONNRESET || rc == -ESHUTDOWN);
+	rc = memclient_seq_open(c, 2, 4, &seq);
+	assert_true(rc == -ECONNRESET || rc == -ESHUTDOWN);
+	assert_true(time_now_ms() - t0 < TIMEOUT_MS);
+	/* The mappings stay valid: reading them is safe. */
+	assert_int_equal(memclient_lookup(c, &u, &res), 0);
+	memclient_close(c);
+	memsvc_proc_free(p);
+
+	/* A fresh daemon: attaching to a dead runtime dir fails cleanly. */
+	struct memclient_opts o = { .runtime_dir = "/nonexistent/sparda", .geom = harness_geometry(),
+				    .arena_bytes = 1 << 16, .max_seqs = 1 };
+	assert_int_equal(memclient_open(&o, &c), -ENOENT);
+}
+
+static void test_sigterm_drain(void **state)
+{
+	struct memsvc_proc *p = harness_start(NULL);
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u[16];
+	struct memclient_result r[16];
+	uint32_t id;
+	int status, rc;
+
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, 128 << 10, &c), 0);
+	assert_int_equal(memclient_seq_open(c, 1, 16, &seq), 0);
+	for (uint32_t i = 0; i < 16; i++)
+		u[i] = (struct memclient_unit){ seq, 1, 0, i };
+	assert_int_equal(memclient_alloc(c, u, 16, r), 0);
+	assert_int_equal(memclient_commit(c, u, 16, 1, r), 0);
+	assert_int_equal(memclient_forecast_submit(c, u, 16, 2, r, &id), 0);
+	assert_int_equal(kill(memsvc_proc_pid(p), SIGTERM), 0);
+	/* In flight when the signal arrived: answered, not dropped. */
+	assert_int_equal(memclient_forecast_reap(c, id, TIMEOUT_MS), 0);
+	for (uint32_t i = 0; i < 16; i++)
+		assert_int_equal(r[i].status, 0);
+	assert_int_equal(memsvc_proc_stop(p, 0, 10000, &status), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	rc = memclient_ping(c);
+	assert_true(rc == -ECONNRESET || rc == -ESHUTDOWN);
+	memclient_close(c);
+	memsvc_proc_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_client_sigkill),
+		cmocka_unit_test(test_memsvc_sigkill),
+		cmocka_unit_test(test_sigterm_drain),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
