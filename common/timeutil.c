@@ -29,6 +29,9 @@ static uint64_t bucket_upper(unsigned b)
 {
 	if (b < 16)
 		return b;
+	/* The last bucket also holds everything past its range: its edge is the maximum. */
+	if (b == HIST_BUCKETS - 1)
+		return UINT64_MAX;
 	unsigned e = b / 16 + 3;
 	uint64_t m = b % 16;
 	if (e >= 63)
