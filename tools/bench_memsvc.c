@@ -22,7 +22,7 @@
 #include "timeutil.h"
 
 enum { PATH_SHM, PATH_ZMQ, N_PATHS };
-static const char *const path_names[N_PATHS] = { "shm", "zmq" };
+static const char *const path_names[N_PATHS] = {"shm", "zmq"};
 
 struct bench_opts {
 	const char *runtime_dir;
@@ -53,7 +53,11 @@ struct worker {
 };
 
 static const struct sp_geometry bench_geom = {
-	.n_layers = 4, .n_kv_heads = 2, .head_dim = 128, .block_tokens = 64, .dtype_bytes = 2,
+    .n_layers = 4,
+    .n_kv_heads = 2,
+    .head_dim = 128,
+    .block_tokens = 64,
+    .dtype_bytes = 2,
 };
 
 static int setup(struct worker *w, struct memclient **cp, struct memclient_unit **up,
@@ -64,9 +68,13 @@ static int setup(struct worker *w, struct memclient **cp, struct memclient_unit 
 	uint32_t max_blocks = (o->units + per_block - 1) / per_block;
 	uint64_t unit_bytes = 2ull * 64 * 128 * 2;
 	struct memclient_opts co = {
-		.runtime_dir = w->sh->rundir, .client_name = "bench", .geom = bench_geom,
-		.arena_bytes = (uint64_t)max_blocks * per_block * unit_bytes * 2, .max_seqs = 2,
-		.wait_mode = o->mode, .timeout_ms = 5000,
+	    .runtime_dir = w->sh->rundir,
+	    .client_name = "bench",
+	    .geom = bench_geom,
+	    .arena_bytes = (uint64_t)max_blocks * per_block * unit_bytes * 2,
+	    .max_seqs = 2,
+	    .wait_mode = o->mode,
+	    .timeout_ms = 5000,
 	};
 	struct memclient_seq seq;
 	struct memclient_unit *u;
@@ -80,9 +88,10 @@ static int setup(struct worker *w, struct memclient **cp, struct memclient_unit 
 	if (!rc)
 		rc = memclient_seq_open(*cp, (uint64_t)w->index, max_blocks, &seq);
 	for (uint32_t i = 0; !rc && i < o->units; i++) {
-		u[i] = (struct memclient_unit){ .seq = seq, .block = i / per_block,
-						.layer = i % per_block / bench_geom.n_kv_heads,
-						.head = i % bench_geom.n_kv_heads };
+		u[i] = (struct memclient_unit){.seq = seq,
+					       .block = i / per_block,
+					       .layer = i % per_block / bench_geom.n_kv_heads,
+					       .head = i % bench_geom.n_kv_heads};
 	}
 	if (!rc)
 		rc = memclient_alloc(*cp, u, o->units, *rp);
@@ -98,8 +107,8 @@ static int setup(struct worker *w, struct memclient **cp, struct memclient_unit 
 	return rc;
 }
 
-static int one_request(struct memclient *c, int path, const struct memclient_unit *u,
-		       uint32_t n, uint64_t step, struct memclient_result *r, uint64_t *errors)
+static int one_request(struct memclient *c, int path, const struct memclient_unit *u, uint32_t n,
+		       uint64_t step, struct memclient_result *r, uint64_t *errors)
 {
 	int rc = path == PATH_SHM ? memclient_forecast(c, u, n, step, r)
 				  : memclient_forecast_zmq(c, u, n, step, r);
@@ -120,8 +129,7 @@ static void run_path(struct worker *w, struct memclient *c, int path,
 	hist_reset(&w->hist[path]);
 	while (!w->rc && (o->requests ? w->done[path] < o->requests : time_now_ns() < end)) {
 		uint64_t t0 = time_now_ns();
-		int rc = one_request(c, path, u, o->units, ++w->step, r,
-				     &w->errors);
+		int rc = one_request(c, path, u, o->units, ++w->step, r, &w->errors);
 
 		if (rc) {
 			w->rc = rc;
@@ -164,9 +172,11 @@ static int write_json(const struct bench_opts *o, const struct hist *h, const do
 	for (int p = 0; p < N_PATHS; p++) {
 		char key[32];
 		snprintf(key, sizeof(key), "%s_p50_us", path_names[p]);
-		json_object_object_add(j, key, json_object_new_double(hist_percentile(&h[p], 50) / 1e3));
+		json_object_object_add(j, key,
+				       json_object_new_double(hist_percentile(&h[p], 50) / 1e3));
 		snprintf(key, sizeof(key), "%s_p99_us", path_names[p]);
-		json_object_object_add(j, key, json_object_new_double(hist_percentile(&h[p], 99) / 1e3));
+		json_object_object_add(j, key,
+				       json_object_new_double(hist_percentile(&h[p], 99) / 1e3));
 		snprintf(key, sizeof(key), "%s_p999_us", path_names[p]);
 		json_object_object_add(j, key,
 				       json_object_new_double(hist_percentile(&h[p], 99.9) / 1e3));
@@ -212,40 +222,53 @@ static void report(const struct bench_opts *o, struct worker *w, const uint64_t 
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: sparda bench memsvc [--runtime-dir DIR] [--clients N] [--units M]\n"
-		"                           [--mode poll|sleep] [--seconds S | --requests R]\n"
-		"                           [--json PATH]\n"
-		"  Without --runtime-dir a private sparda-memsvc (found next to sparda) is started.\n");
+	fprintf(
+	    stderr,
+	    "usage: sparda bench memsvc [--runtime-dir DIR] [--clients N] [--units M]\n"
+	    "                           [--mode poll|sleep] [--seconds S | --requests R]\n"
+	    "                           [--json PATH]\n"
+	    "  Without --runtime-dir a private sparda-memsvc (found next to sparda) is started.\n");
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o)
 {
 	static const struct option longopts[] = {
-		{ "runtime-dir", required_argument, NULL, 'd' },
-		{ "clients", required_argument, NULL, 'c' },
-		{ "units", required_argument, NULL, 'u' },
-		{ "mode", required_argument, NULL, 'm' },
-		{ "seconds", required_argument, NULL, 's' },
-		{ "requests", required_argument, NULL, 'r' },
-		{ "json", required_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
+	    {"runtime-dir", required_argument, NULL, 'd'},
+	    {"clients", required_argument, NULL, 'c'},
+	    {"units", required_argument, NULL, 'u'},
+	    {"mode", required_argument, NULL, 'm'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"requests", required_argument, NULL, 'r'},
+	    {"json", required_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	char *end;
 	int ch;
 
-	*o = (struct bench_opts){ .clients = 2, .units = 96, .mode = SP_WAIT_POLL, .seconds = 2 };
+	*o = (struct bench_opts){.clients = 2, .units = 96, .mode = SP_WAIT_POLL, .seconds = 2};
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		errno = 0;
 		switch (ch) {
-		case 'd': o->runtime_dir = optarg; break;
-		case 'c': o->clients = (int)strtol(optarg, &end, 10); break;
-		case 'u': o->units = (uint32_t)strtoul(optarg, &end, 10); break;
-		case 's': o->seconds = strtod(optarg, &end); break;
-		case 'r': o->requests = strtoull(optarg, &end, 10); break;
-		case 'j': o->json = optarg; continue;
+		case 'd':
+			o->runtime_dir = optarg;
+			break;
+		case 'c':
+			o->clients = (int)strtol(optarg, &end, 10);
+			break;
+		case 'u':
+			o->units = (uint32_t)strtoul(optarg, &end, 10);
+			break;
+		case 's':
+			o->seconds = strtod(optarg, &end);
+			break;
+		case 'r':
+			o->requests = strtoull(optarg, &end, 10);
+			break;
+		case 'j':
+			o->json = optarg;
+			continue;
 		case 'm':
 			if (!strcmp(optarg, "poll") || !strcmp(optarg, "sleep")) {
 				o->mode = optarg[0] == 'p' ? SP_WAIT_POLL : SP_WAIT_SLEEP;
@@ -253,8 +276,12 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			}
 			fprintf(stderr, "bench: --mode must be poll or sleep\n");
 			return -EINVAL;
-		case 'h': usage(); return 1;
-		default: usage(); return -EINVAL;
+		case 'h':
+			usage();
+			return 1;
+		default:
+			usage();
+			return -EINVAL;
 		}
 		if (errno || *end) {
 			fprintf(stderr, "bench: bad number '%s'\n", optarg);
@@ -271,7 +298,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 
 static int run_bench(const struct bench_opts *o, const char *rundir)
 {
-	struct bench_shared sh = { .o = o, .rundir = rundir };
+	struct bench_shared sh = {.o = o, .rundir = rundir};
 	struct worker *w = calloc((size_t)o->clients, sizeof(*w));
 	uint64_t wall[N_PATHS], t;
 	int failed = 0;
@@ -280,7 +307,7 @@ static int run_bench(const struct bench_opts *o, const char *rundir)
 		return 1;
 	pthread_barrier_init(&sh.barrier, NULL, (unsigned)o->clients + 1);
 	for (int i = 0; i < o->clients; i++) {
-		w[i] = (struct worker){ .sh = &sh, .index = i };
+		w[i] = (struct worker){.sh = &sh, .index = i};
 		if (pthread_create(&w[i].thread, NULL, worker_main, &w[i])) {
 			fprintf(stderr, "bench: cannot start thread %d\n", i);
 			exit(1); /* the barrier cannot be met any more */
@@ -320,7 +347,7 @@ static int bench_memsvc(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	if (!o.runtime_dir) {
-		struct memsvc_proc_opts po = { .binary = bin };
+		struct memsvc_proc_opts po = {.binary = bin};
 
 		rc = memsvc_proc_find_binary(bin, sizeof(bin));
 		if (!rc)

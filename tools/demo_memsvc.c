@@ -34,7 +34,11 @@ struct demo {
 };
 
 static const struct sp_geometry demo_geom = {
-	.n_layers = 4, .n_kv_heads = 2, .head_dim = 64, .block_tokens = 16, .dtype_bytes = 2,
+    .n_layers = 4,
+    .n_kv_heads = 2,
+    .head_dim = 64,
+    .block_tokens = 16,
+    .dtype_bytes = 2,
 };
 
 static void fill(uint8_t *b, size_t len, const struct memclient_unit *u)
@@ -101,29 +105,30 @@ static int open_seqs(struct demo *d)
 		if (rc)
 			return rc;
 		for (uint32_t i = 0; i < per * d->blocks; i++)
-			d->u[k++] = (struct memclient_unit){
-				.seq = d->seqs[s], .layer = i / d->blocks / demo_geom.n_kv_heads,
-				.head = i / d->blocks % demo_geom.n_kv_heads, .block = i % d->blocks
-			};
+			d->u[k++] =
+			    (struct memclient_unit){.seq = d->seqs[s],
+						    .layer = i / d->blocks / demo_geom.n_kv_heads,
+						    .head = i / d->blocks % demo_geom.n_kv_heads,
+						    .block = i % d->blocks};
 	}
 	return 0;
 }
 
 /* One demo step: time fn, print a row, count a failure. */
-#define STEP(d, name, bytes, expr, okexpr)                                                  \
-	do {                                                                               \
-		uint64_t t0_ = time_now_ns();                                               \
-		int rc_ = (expr);                                                           \
-		uint64_t dt_ = time_now_ns() - t0_;                                         \
-		char res_[128];                                                             \
-		if (!rc_ && !(okexpr))                                                      \
-			rc_ = -EPROTO;                                                      \
-		snprintf(res_, sizeof(res_), "%s", rc_ ? err_str(rc_) : "ok");              \
-		row(name, (d)->n, bytes, dt_, res_);                                        \
-		if (rc_) {                                                                  \
-			(d)->failures++;                                                    \
-			return rc_;                                                         \
-		}                                                                           \
+#define STEP(d, name, bytes, expr, okexpr)                                                         \
+	do {                                                                                       \
+		uint64_t t0_ = time_now_ns();                                                      \
+		int rc_ = (expr);                                                                  \
+		uint64_t dt_ = time_now_ns() - t0_;                                                \
+		char res_[128];                                                                    \
+		if (!rc_ && !(okexpr))                                                             \
+			rc_ = -EPROTO;                                                             \
+		snprintf(res_, sizeof(res_), "%s", rc_ ? err_str(rc_) : "ok");                     \
+		row(name, (d)->n, bytes, dt_, res_);                                               \
+		if (rc_) {                                                                         \
+			(d)->failures++;                                                           \
+			return rc_;                                                                \
+		}                                                                                  \
 	} while (0)
 
 static int write_units(struct demo *d)
@@ -182,16 +187,21 @@ static void print_stats(struct demo *d)
 	free(s);
 }
 
-static int run_client(const char *rundir, enum sp_wait_mode mode, uint32_t n_seqs,
-		      uint32_t blocks)
+static int run_client(const char *rundir, enum sp_wait_mode mode, uint32_t n_seqs, uint32_t blocks)
 {
 	uint32_t per_seq = demo_geom.n_layers * demo_geom.n_kv_heads * blocks;
-	struct demo d = { .n_seqs = n_seqs, .blocks = blocks, .n = n_seqs * per_seq,
-			  .unit_bytes = 2ull * 16 * 64 * 2 };
+	struct demo d = {.n_seqs = n_seqs,
+			 .blocks = blocks,
+			 .n = n_seqs * per_seq,
+			 .unit_bytes = 2ull * 16 * 64 * 2};
 	struct memclient_opts o = {
-		.runtime_dir = rundir, .client_name = "demo-memsvc", .geom = demo_geom,
-		.arena_bytes = (uint64_t)d.n * d.unit_bytes, .max_seqs = n_seqs,
-		.wait_mode = mode, .timeout_ms = 5000,
+	    .runtime_dir = rundir,
+	    .client_name = "demo-memsvc",
+	    .geom = demo_geom,
+	    .arena_bytes = (uint64_t)d.n * d.unit_bytes,
+	    .max_seqs = n_seqs,
+	    .wait_mode = mode,
+	    .timeout_ms = 5000,
 	};
 	int rc;
 
@@ -240,12 +250,12 @@ static void usage(void)
 int cmd_demo_memsvc(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "runtime-dir", required_argument, NULL, 'd' },
-		{ "mode", required_argument, NULL, 'm' },
-		{ "seqs", required_argument, NULL, 's' },
-		{ "blocks", required_argument, NULL, 'b' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
+	    {"runtime-dir", required_argument, NULL, 'd'},
+	    {"mode", required_argument, NULL, 'm'},
+	    {"seqs", required_argument, NULL, 's'},
+	    {"blocks", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	enum sp_wait_mode mode = SP_WAIT_SLEEP;
 	unsigned long seqs = 2, blocks = 8;
@@ -257,7 +267,9 @@ int cmd_demo_memsvc(int argc, char **argv)
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 'd': rundir = optarg; break;
+		case 'd':
+			rundir = optarg;
+			break;
 		case 'm':
 			if (strcmp(optarg, "poll") && strcmp(optarg, "sleep")) {
 				usage();
@@ -273,8 +285,12 @@ int cmd_demo_memsvc(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'h': usage(); return 0;
-		default: usage(); return 2;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			usage();
+			return 2;
 		}
 	}
 	if (optind != argc || !seqs || seqs > 64 || !blocks || blocks > 4096) {
@@ -282,13 +298,14 @@ int cmd_demo_memsvc(int argc, char **argv)
 		return 2;
 	}
 	if (!rundir) {
-		struct memsvc_proc_opts po = { .binary = bin };
+		struct memsvc_proc_opts po = {.binary = bin};
 
 		rc = memsvc_proc_find_binary(bin, sizeof(bin));
 		if (!rc)
 			rc = memsvc_proc_start(&po, &daemon);
 		if (rc) {
-			fprintf(stderr, "demo-memsvc: cannot start sparda-memsvc: %s\n", err_str(rc));
+			fprintf(stderr, "demo-memsvc: cannot start sparda-memsvc: %s\n",
+				err_str(rc));
 			memsvc_proc_free(daemon);
 			return 1;
 		}
@@ -303,7 +320,8 @@ int cmd_demo_memsvc(int argc, char **argv)
 		if (rc)
 			printf("sparda-memsvc: no exit within 10 s after SIGTERM (killed)\n");
 		else if (WIFEXITED(status))
-			printf("sparda-memsvc: exit status %d after SIGTERM\n", WEXITSTATUS(status));
+			printf("sparda-memsvc: exit status %d after SIGTERM\n",
+			       WEXITSTATUS(status));
 		else
 			printf("sparda-memsvc: killed by signal %d\n", WTERMSIG(status));
 		if (rc || !WIFEXITED(status) || WEXITSTATUS(status))

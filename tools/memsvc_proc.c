@@ -156,8 +156,8 @@ int memsvc_proc_start(const struct memsvc_proc_opts *o, struct memsvc_proc **out
 	*out = p;
 	if (o->no_wait)
 		return 0;
-	deadline = time_now_ns() + (uint64_t)(o->ready_timeout_ms > 0 ? o->ready_timeout_ms
-								      : 10000) * 1000000ull;
+	deadline = time_now_ns() +
+		   (uint64_t)(o->ready_timeout_ms > 0 ? o->ready_timeout_ms : 10000) * 1000000ull;
 	while (!endpoints_exist(p)) {
 		if (reap(p, WNOHANG))
 			return -ECHILD;

@@ -15,12 +15,12 @@
 struct memsvc_proc;
 
 struct memsvc_proc_opts {
-	const char *binary;      /* path of sparda-memsvc (see memsvc_proc_find_binary) */
+	const char *binary;	 /* path of sparda-memsvc (see memsvc_proc_find_binary) */
 	const char *runtime_dir; /* NULL: a fresh unique temp dir, removed by memsvc_proc_free */
 	const char *const *args; /* extra arguments, NULL-terminated (NULL: none) */
-	bool capture_stderr;     /* daemon stderr to <runtime_dir>/memsvc.log instead of ours */
-	bool no_wait;            /* do not wait for the endpoints (daemons expected to fail) */
-	int ready_timeout_ms;    /* <= 0: 10000 */
+	bool capture_stderr;	 /* daemon stderr to <runtime_dir>/memsvc.log instead of ours */
+	bool no_wait;		 /* do not wait for the endpoints (daemons expected to fail) */
+	int ready_timeout_ms;	 /* <= 0: 10000 */
 };
 
 /*

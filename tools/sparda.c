@@ -17,17 +17,18 @@ struct subcommand {
 static int cmd_help(int argc, char **argv);
 
 static const struct subcommand subcommands[] = {
-	{ "help", cmd_help, "help                 this list" },
-	{ "bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ" },
-	{ "demo-memsvc", cmd_demo_memsvc,
-	  "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units" },
+    {"help", cmd_help, "help                 this list"},
+    {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
+    {"demo-memsvc", cmd_demo_memsvc,
+     "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units"},
 };
 
 #define N_SUBCOMMANDS (sizeof(subcommands) / sizeof(subcommands[0]))
 
 static int cmd_help(int argc, char **argv)
 {
-	printf("usage: sparda <subcommand> [args]   (sparda <subcommand> --help for its flags)\n\n");
+	printf(
+	    "usage: sparda <subcommand> [args]   (sparda <subcommand> --help for its flags)\n\n");
 	for (size_t i = 0; i < N_SUBCOMMANDS; i++)
 		printf("  %s\n", subcommands[i].usage);
 	return 0;

@@ -57,7 +57,7 @@ int memclient_set_dead(struct memclient *c, int err)
 
 int memclient_health(struct memclient *c)
 {
-	struct pollfd pfd = { .fd = c->attach_fd, .events = POLLRDHUP };
+	struct pollfd pfd = {.fd = c->attach_fd, .events = POLLRDHUP};
 
 	if (c->dead)
 		return c->dead;
@@ -84,7 +84,7 @@ static int geometry_fill(struct sp_geometry *g)
 
 static int send_hello(struct memclient *c, const struct memclient_opts *o)
 {
-	struct wire_request rq = { 0 };
+	struct wire_request rq = {0};
 	void *buf = NULL;
 	size_t len = 0;
 	int rc;
@@ -125,8 +125,7 @@ static int recv_hello(struct memclient *c, struct wire_reply *rp, int *fds)
 
 	if (!buf)
 		return -ENOMEM;
-	n = fdpass_recv(c->attach_fd, buf, ATTACH_REPLY_CAP, fds, FD_COUNT, &n_fds,
-			c->timeout_ms);
+	n = fdpass_recv(c->attach_fd, buf, ATTACH_REPLY_CAP, fds, FD_COUNT, &n_fds, c->timeout_ms);
 	if (n <= 0) {
 		rc = n == 0 ? -ECONNRESET : (int)n;
 		goto out_free;

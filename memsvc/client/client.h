@@ -33,14 +33,14 @@ struct memclient_opts {
 	 * NULL runtime_dir and attach_path: the default runtime dir of the protocol document. */
 	const char *runtime_dir;
 	const char *attach_path;
-	const char *ctl_endpoint;   /* "ipc://..." or "tcp://..." */
-	const char *tenant;         /* NULL: "default" */
-	const char *client_name;    /* NULL: "memclient" */
-	struct sp_geometry geom;    /* unit_bytes may be 0 (derived and checked) */
-	uint64_t arena_bytes;       /* wanted; the daemon sizes the arena in whole slots */
-	uint32_t max_seqs;          /* sequence rows wanted */
+	const char *ctl_endpoint; /* "ipc://..." or "tcp://..." */
+	const char *tenant;	  /* NULL: "default" */
+	const char *client_name;  /* NULL: "memclient" */
+	struct sp_geometry geom;  /* unit_bytes may be 0 (derived and checked) */
+	uint64_t arena_bytes;	  /* wanted; the daemon sizes the arena in whole slots */
+	uint32_t max_seqs;	  /* sequence rows wanted */
 	enum sp_wait_mode wait_mode;
-	int timeout_ms;             /* per request; <= 0: 5000 */
+	int timeout_ms; /* per request; <= 0: 5000 */
 };
 
 /* A sequence handle: a row of the session's sequence table and its generation. */
@@ -153,9 +153,8 @@ bool memclient_stat_find(const struct memclient_stat *s, uint32_t n, const char 
  * -E2BIG (n larger than the rings), -EINVAL, -ECONNRESET, -ESHUTDOWN.
  */
 #define MEMCLIENT_MAX_INFLIGHT 64u
-int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units,
-			      uint32_t n, uint64_t step, struct memclient_result *results,
-			      uint32_t *req_id);
+int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			      uint64_t step, struct memclient_result *results, uint32_t *req_id);
 
 /*
  * Pop completions until request req_id is complete or timeout_ms passes (< 0: the handle's

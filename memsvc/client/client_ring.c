@@ -16,8 +16,8 @@
 #include "timeutil.h"
 
 #define BATCH 64
-#define SLEEP_SPIN_NS 20000ull    /* sleep mode: spin this long before sleeping */
-#define HEALTH_EVERY 1024u        /* poll mode: check health every N spins */
+#define SLEEP_SPIN_NS 20000ull /* sleep mode: spin this long before sleeping */
+#define HEALTH_EVERY 1024u     /* poll mode: check health every N spins */
 #define WAIT_SLICE_MS 100
 
 static struct memclient_pending *pending_find(struct memclient *c, uint32_t req_id)
@@ -64,29 +64,28 @@ static int submit(struct memclient *c, uint16_t op, const struct memclient_unit 
 			const struct memclient_unit *x = &u[i + j];
 
 			batch[j] = (struct sp_sqe){
-				.op = op,
-				.flags = i + j == n - 1 ? SP_SQE_F_LAST : 0,
-				.req_id = id,
-				.seq_index = x->seq.index,
-				.seq_gen = x->seq.gen,
-				.layer = (uint16_t)x->layer,
-				.head = (uint16_t)x->head,
-				.block = x->block,
-				.step = step,
+			    .op = op,
+			    .flags = i + j == n - 1 ? SP_SQE_F_LAST : 0,
+			    .req_id = id,
+			    .seq_index = x->seq.index,
+			    .seq_gen = x->seq.gen,
+			    .layer = (uint16_t)x->layer,
+			    .head = (uint16_t)x->head,
+			    .block = x->block,
+			    .step = step,
 			};
 		}
 		ring_push(&c->sq, batch, k); /* space was checked: all k fit */
 	}
-	*p = (struct memclient_pending){ .used = true, .op = op, .req_id = id, .n = n,
-					  .units = u, .results = res };
+	*p = (struct memclient_pending){
+	    .used = true, .op = op, .req_id = id, .n = n, .units = u, .results = res};
 	*req_id = id;
 	rc = ring_doorbell(&c->sq);
 	return rc;
 }
 
-int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units,
-			      uint32_t n, uint64_t step, struct memclient_result *results,
-			      uint32_t *req_id)
+int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			      uint64_t step, struct memclient_result *results, uint32_t *req_id)
 {
 	return submit(c, SP_OP_FORECAST, units, n, step, results, req_id);
 }
@@ -129,8 +128,8 @@ static void drain_cq(struct memclient *c)
 static int cq_sleep(struct memclient *c, int ms)
 {
 	struct pollfd pfd[2] = {
-		{ .fd = c->cq_doorbell, .events = POLLIN },
-		{ .fd = c->attach_fd, .events = POLLRDHUP },
+	    {.fd = c->cq_doorbell, .events = POLLIN},
+	    {.fd = c->attach_fd, .events = POLLRDHUP},
 	};
 	struct sp_ring_hdr *h = c->cq.hdr;
 	uint64_t v;
@@ -215,8 +214,8 @@ int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms
 	}
 }
 
-static int blocking(struct memclient *c, uint16_t op, const struct memclient_unit *u,
-		    uint32_t n, uint64_t step, struct memclient_result *res)
+static int blocking(struct memclient *c, uint16_t op, const struct memclient_unit *u, uint32_t n,
+		    uint64_t step, struct memclient_result *res)
 {
 	uint32_t chunk, id;
 	int rc;

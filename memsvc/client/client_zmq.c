@@ -75,10 +75,10 @@ static int recv_reply(struct memclient *c, uint64_t request_id, uint64_t deadlin
 
 	for (;;) {
 		zmq_pollitem_t items[2] = {
-			{ .socket = c->zsock, .events = ZMQ_POLLIN },
-			{ .fd = c->attach_fd, .events = ZMQ_POLLIN },
+		    {.socket = c->zsock, .events = ZMQ_POLLIN},
+		    {.fd = c->attach_fd, .events = ZMQ_POLLIN},
 		};
-		struct wire_frames f = { 0 };
+		struct wire_frames f = {0};
 		uint64_t now = time_now_ns();
 		long ms;
 		int rc;
@@ -144,7 +144,7 @@ static int call(struct memclient *c, struct wire_request *rq, struct wire_reply 
 
 int memclient_ping(struct memclient *c)
 {
-	struct wire_request rq = { .kind = WIRE_PING };
+	struct wire_request rq = {.kind = WIRE_PING};
 	struct wire_reply rp;
 	int rc = call(c, &rq, &rp);
 
@@ -156,7 +156,7 @@ int memclient_ping(struct memclient *c)
 int memclient_seq_open(struct memclient *c, uint64_t user_key, uint32_t max_blocks,
 		       struct memclient_seq *out)
 {
-	struct wire_request rq = { .kind = WIRE_SEQ_OPEN };
+	struct wire_request rq = {.kind = WIRE_SEQ_OPEN};
 	struct wire_reply rp;
 	int rc;
 
@@ -177,7 +177,7 @@ int memclient_seq_open(struct memclient *c, uint64_t user_key, uint32_t max_bloc
 
 int memclient_seq_close(struct memclient *c, struct memclient_seq seq)
 {
-	struct wire_request rq = { .kind = WIRE_SEQ_CLOSE };
+	struct wire_request rq = {.kind = WIRE_SEQ_CLOSE};
 	struct wire_reply rp;
 	int rc;
 
@@ -201,14 +201,14 @@ static struct wire_range *make_ranges(const struct memclient_unit *u, uint32_t n
 	for (uint32_t i = 0; i < n; i++) {
 		struct wire_range *p = k ? &r[k - 1] : NULL;
 
-		if (p && p->seq_index == u[i].seq.index &&
-		    p->seq_gen == u[i].seq.gen && p->layer == u[i].layer &&
-		    p->head == u[i].head && p->block + p->count == u[i].block) {
+		if (p && p->seq_index == u[i].seq.index && p->seq_gen == u[i].seq.gen &&
+		    p->layer == u[i].layer && p->head == u[i].head &&
+		    p->block + p->count == u[i].block) {
 			p->count++;
 			continue;
 		}
-		r[k++] = (struct wire_range){ u[i].seq.index, u[i].seq.gen, u[i].layer,
-					      u[i].head,      u[i].block,   1 };
+		r[k++] = (struct wire_range){u[i].seq.index, u[i].seq.gen, u[i].layer,
+					     u[i].head,	     u[i].block,   1};
 	}
 	*n_ranges = k;
 	return r;
@@ -223,7 +223,7 @@ static bool is_units_kind(enum wire_kind k)
 static int units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
 		      uint32_t n, uint64_t step, struct memclient_result *res)
 {
-	struct wire_request rq = { .kind = kind };
+	struct wire_request rq = {.kind = kind};
 	struct wire_reply rp;
 	int rc;
 
@@ -288,7 +288,7 @@ int memclient_forecast_zmq(struct memclient *c, const struct memclient_unit *uni
 
 int memclient_stats(struct memclient *c, struct memclient_stat **out, uint32_t *n)
 {
-	struct wire_request rq = { .kind = WIRE_STATS };
+	struct wire_request rq = {.kind = WIRE_STATS};
 	struct wire_reply rp;
 	struct memclient_stat *s;
 	int rc;

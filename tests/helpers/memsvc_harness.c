@@ -26,8 +26,8 @@
 
 struct sp_geometry harness_geometry(void)
 {
-	return (struct sp_geometry){ .n_layers = 2, .n_kv_heads = 2, .head_dim = 16,
-				     .block_tokens = 8, .dtype_bytes = 2 };
+	return (struct sp_geometry){
+	    .n_layers = 2, .n_kv_heads = 2, .head_dim = 16, .block_tokens = 8, .dtype_bytes = 2};
 }
 
 static void find_binary(char *buf, size_t len)
@@ -42,7 +42,7 @@ static void find_binary(char *buf, size_t len)
 struct memsvc_proc *harness_start(const char *const *args)
 {
 	char bin[PATH_MAX];
-	struct memsvc_proc_opts o = { .binary = bin, .args = args, .capture_stderr = true };
+	struct memsvc_proc_opts o = {.binary = bin, .args = args, .capture_stderr = true};
 	struct memsvc_proc *p = NULL;
 	int rc;
 
@@ -61,8 +61,8 @@ struct memsvc_proc *harness_start(const char *const *args)
 int harness_run_to_exit(const char *const *args, int timeout_ms, char *log, size_t log_len)
 {
 	char bin[PATH_MAX];
-	struct memsvc_proc_opts o = { .binary = bin, .args = args, .capture_stderr = true,
-				      .no_wait = true };
+	struct memsvc_proc_opts o = {
+	    .binary = bin, .args = args, .capture_stderr = true, .no_wait = true};
 	struct memsvc_proc *p = NULL;
 	int status = -1;
 	FILE *f;
@@ -120,14 +120,14 @@ int harness_open(struct memsvc_proc *p, const char *tenant, enum sp_wait_mode mo
 		 uint64_t arena_bytes, struct memclient **out)
 {
 	struct memclient_opts o = {
-		.runtime_dir = memsvc_proc_runtime_dir(p),
-		.tenant = tenant,
-		.client_name = "test",
-		.geom = harness_geometry(),
-		.arena_bytes = arena_bytes,
-		.max_seqs = 8,
-		.wait_mode = mode,
-		.timeout_ms = 3000,
+	    .runtime_dir = memsvc_proc_runtime_dir(p),
+	    .tenant = tenant,
+	    .client_name = "test",
+	    .geom = harness_geometry(),
+	    .arena_bytes = arena_bytes,
+	    .max_seqs = 8,
+	    .wait_mode = mode,
+	    .timeout_ms = 3000,
 	};
 	return memclient_open(&o, out);
 }
@@ -195,7 +195,8 @@ uint64_t harness_stat(struct memclient *c, const char *name)
 	assert_int_equal(memclient_stats(c, &s, &n), 0);
 	if (!memclient_stat_find(s, n, name, &v)) {
 		for (uint32_t i = 0; i < n; i++)
-			fprintf(stderr, "  stat %s=%llu\n", s[i].name, (unsigned long long)s[i].value);
+			fprintf(stderr, "  stat %s=%llu\n", s[i].name,
+				(unsigned long long)s[i].value);
 		free(s);
 		fail_msg("stat %s missing", name);
 	}
@@ -205,7 +206,7 @@ uint64_t harness_stat(struct memclient *c, const char *name)
 
 int harness_free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(a);
 	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -217,12 +218,12 @@ int harness_free_port(void)
 	return port;
 }
 
-int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens,
-		int n_frames, struct wire_reply *rp, int timeout_ms)
+int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens, int n_frames,
+		struct wire_reply *rp, int timeout_ms)
 {
 	char ep[PATH_MAX + 16], err[WIRE_ERROR_MAX];
 	void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
-	zmq_pollitem_t it = { .socket = s, .events = ZMQ_POLLIN };
+	zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
 	int linger = 0, rc = -ETIMEDOUT;
 
 	snprintf(ep, sizeof(ep), "ipc://%s/ctl.ipc", memsvc_proc_runtime_dir(p));
@@ -245,12 +246,13 @@ int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *
 
 char *harness_http_get(int port, const char *path)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	size_t cap = 1 << 20, len = 0;
 	char *buf = calloc(1, cap), req[256];
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = { .tv_sec = 5 };
+	struct timeval tv = {.tv_sec = 5};
 	ssize_t n;
 
 	assert_non_null(buf);

@@ -57,8 +57,8 @@ uint64_t harness_stat(struct memclient *c, const char *name);
  * Returns 0, -ETIMEDOUT (no reply) or the decode error.
  */
 struct wire_reply;
-int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens,
-		int n_frames, struct wire_reply *rp, int timeout_ms);
+int harness_raw(struct memsvc_proc *p, const void *const *frames, const size_t *lens, int n_frames,
+		struct wire_reply *rp, int timeout_ms);
 
 /* HTTP GET of path on 127.0.0.1:port; returns the malloc'd response (headers + body). */
 char *harness_http_get(int port, const char *path);

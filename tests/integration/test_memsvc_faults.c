@@ -24,8 +24,8 @@
 #define TIMEOUT_MS 2000
 
 /* A stat that reflects bytes held by sessions (first name the daemon offers). */
-static const char *const bytes_stats[] = { "tenant.bytes", "daemon.arena_bytes",
-					   "daemon.bytes", NULL };
+static const char *const bytes_stats[] = {"tenant.bytes", "daemon.arena_bytes", "daemon.bytes",
+					  NULL};
 
 static uint64_t held_bytes(struct memclient *c)
 {
@@ -59,7 +59,7 @@ static void child(struct memsvc_proc *p, int wfd)
 	if (!harness_open(p, NULL, SP_WAIT_SLEEP, ARENA, &c) &&
 	    !memclient_seq_open(c, 9, 8, &seq)) {
 		for (uint32_t i = 0; i < 8; i++)
-			u[i] = (struct memclient_unit){ seq, 0, 0, i };
+			u[i] = (struct memclient_unit){seq, 0, 0, i};
 		if (!memclient_alloc(c, u, 8, r) && !memclient_commit(c, u, 8, 1, r))
 			ok = 'y';
 	}
@@ -108,7 +108,7 @@ static void test_memsvc_sigkill(void **state)
 	struct memsvc_proc *p = harness_start(NULL);
 	struct memclient *c;
 	struct memclient_seq seq;
-	struct memclient_unit u = { { 0, 0 }, 0, 0, 0 };
+	struct memclient_unit u = {{0, 0}, 0, 0, 0};
 	struct memclient_result r;
 	struct memclient_residency res;
 	uint64_t t0;
@@ -133,8 +133,10 @@ static void test_memsvc_sigkill(void **state)
 	memsvc_proc_free(p);
 
 	/* A fresh daemon: attaching to a dead runtime dir fails cleanly. */
-	struct memclient_opts o = { .runtime_dir = "/nonexistent/sparda", .geom = harness_geometry(),
-				    .arena_bytes = 1 << 16, .max_seqs = 1 };
+	struct memclient_opts o = {.runtime_dir = "/nonexistent/sparda",
+				   .geom = harness_geometry(),
+				   .arena_bytes = 1 << 16,
+				   .max_seqs = 1};
 	assert_int_equal(memclient_open(&o, &c), -ENOENT);
 }
 
@@ -151,7 +153,7 @@ static void test_sigterm_drain(void **state)
 	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, 128 << 10, &c), 0);
 	assert_int_equal(memclient_seq_open(c, 1, 16, &seq), 0);
 	for (uint32_t i = 0; i < 16; i++)
-		u[i] = (struct memclient_unit){ seq, 1, 0, i };
+		u[i] = (struct memclient_unit){seq, 1, 0, i};
 	assert_int_equal(memclient_alloc(c, u, 16, r), 0);
 	assert_int_equal(memclient_commit(c, u, 16, 1, r), 0);
 	assert_int_equal(memclient_forecast_submit(c, u, 16, 2, r, &id), 0);
@@ -172,9 +174,9 @@ static void test_sigterm_drain(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_client_sigkill),
-		cmocka_unit_test(test_memsvc_sigkill),
-		cmocka_unit_test(test_sigterm_drain),
+	    cmocka_unit_test(test_client_sigkill),
+	    cmocka_unit_test(test_memsvc_sigkill),
+	    cmocka_unit_test(test_sigterm_drain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,8 +19,8 @@
 #include "memsvc_harness.h"
 #include "wire.h"
 
-static int raw_status(struct memsvc_proc *p, const void *const *frames, const size_t *lens,
-		      int n, uint64_t *request_id)
+static int raw_status(struct memsvc_proc *p, const void *const *frames, const size_t *lens, int n,
+		      uint64_t *request_id)
 {
 	struct wire_reply rp;
 	int rc = harness_raw(p, frames, lens, n, &rp, 3000);
@@ -36,9 +36,11 @@ static int raw_status(struct memsvc_proc *p, const void *const *frames, const si
 static void test_malformed(void **state)
 {
 	struct memsvc_proc *p = harness_start(NULL);
-	struct wire_request rq = { .protocol_version = SP_PROTOCOL_VERSION, .request_id = 5,
-				   .session_id = 1, .kind = WIRE_PING };
-	static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x99, 0x01 };
+	struct wire_request rq = {.protocol_version = SP_PROTOCOL_VERSION,
+				  .request_id = 5,
+				  .session_id = 1,
+				  .kind = WIRE_PING};
+	static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x99, 0x01};
 	struct memclient *c;
 	uint64_t id;
 	void *buf;
@@ -47,7 +49,7 @@ static void test_malformed(void **state)
 
 	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, 128 << 10, &c), 0);
 	/* Garbage. */
-	const void *g[] = { garbage };
+	const void *g[] = {garbage};
 	lens[0] = sizeof(garbage);
 	assert_int_equal(raw_status(p, g, lens, 1, &id), -EBADMSG);
 	assert_int_equal(id, 0);
@@ -55,7 +57,7 @@ static void test_malformed(void **state)
 	memclient_token(c, rq.token);
 	rq.session_id = memclient_session_id(c);
 	assert_int_equal(wire_request_pack(&rq, &buf, &len), 0);
-	const void *t[] = { buf };
+	const void *t[] = {buf};
 	lens[0] = len - 3;
 	rc = raw_status(p, t, lens, 1, &id);
 	assert_true(rc == -EBADMSG || rc == -EINVAL);
@@ -63,14 +65,14 @@ static void test_malformed(void **state)
 	lens[0] = 0;
 	assert_true(raw_status(p, t, lens, 1, &id) < 0);
 	/* Too many frames. */
-	const void *m[] = { buf, buf, buf, buf };
+	const void *m[] = {buf, buf, buf, buf};
 	lens[0] = lens[1] = lens[2] = lens[3] = len;
 	assert_true(raw_status(p, m, lens, 4, &id) < 0);
 	/* Oversized: past the message cap but under ZeroMQ's limit. */
 	size_t big_len = WIRE_MAX_MSG_BYTES + 4096;
 	void *big = calloc(1, big_len);
 	assert_non_null(big);
-	const void *b[] = { big };
+	const void *b[] = {big};
 	lens[0] = big_len;
 	assert_int_equal(raw_status(p, b, lens, 1, &id), -EMSGSIZE);
 	free(big);
@@ -89,8 +91,8 @@ static void test_malformed(void **state)
 
 static void test_bad_config(void **state)
 {
-	static const char *const unknown[] = { "--no-such-key", "1", NULL };
-	static const char *const bad_size[] = { "--ram-budget", "12Q", NULL };
+	static const char *const unknown[] = {"--no-such-key", "1", NULL};
+	static const char *const bad_size[] = {"--ram-budget", "12Q", NULL};
 	char log[8192];
 	int status;
 
@@ -130,14 +132,14 @@ static void test_metrics(void **state)
 	int pn = harness_free_port();
 	struct memclient *c;
 	struct memclient_seq seq;
-	struct memclient_unit u = { { 0, 0 }, 0, 0, 0 };
+	struct memclient_unit u = {{0, 0}, 0, 0, 0};
 	struct memclient_result r;
 	double before, after;
 	bool found;
 	char *text;
 
 	snprintf(port, sizeof(port), "%d", pn);
-	const char *args[] = { "--metrics-port", port, NULL };
+	const char *args[] = {"--metrics-port", port, NULL};
 	struct memsvc_proc *p = harness_start(args);
 
 	text = harness_http_get(pn, "/healthz");
@@ -166,9 +168,9 @@ static void test_metrics(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_bad_config),
-		cmocka_unit_test(test_metrics),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_bad_config),
+	    cmocka_unit_test(test_metrics),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,7 +29,7 @@ static uint32_t all_units(struct memclient_seq seq, struct memclient_unit *u)
 	for (uint32_t l = 0; l < g.n_layers; l++)
 		for (uint32_t h = 0; h < g.n_kv_heads; h++)
 			for (uint32_t b = 0; b < MAX_BLOCKS; b++)
-				u[n++] = (struct memclient_unit){ seq, l, h, b };
+				u[n++] = (struct memclient_unit){seq, l, h, b};
 	return n;
 }
 
@@ -46,8 +46,8 @@ static size_t wrong_bytes(struct memclient *c, const struct memclient_unit *u,
 	return wrong;
 }
 
-static void write_units(struct memclient *c, struct memclient_seq seq,
-			struct memclient_unit *u, uint32_t *slots, uint32_t *n_out)
+static void write_units(struct memclient *c, struct memclient_seq seq, struct memclient_unit *u,
+			uint32_t *slots, uint32_t *n_out)
 {
 	struct memclient_result r[64];
 	struct memclient_residency res;
@@ -118,7 +118,7 @@ static void readback(enum sp_wait_mode mode)
 
 	/* A unit never written is a miss, on both paths. */
 	assert_int_equal(memclient_seq_open(c, 43, MAX_BLOCKS, &empty), 0);
-	miss = (struct memclient_unit){ empty, 1, 1, 2 };
+	miss = (struct memclient_unit){empty, 1, 1, 2};
 	assert_int_equal(memclient_forecast(c, &miss, 1, 4, r), 0);
 	assert_int_equal(r[0].status, -ENOENT);
 	assert_int_equal(memclient_forecast_zmq(c, &miss, 1, 4, r), 0);
@@ -157,8 +157,8 @@ static void test_readback_poll(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_readback_sleep),
-		cmocka_unit_test(test_readback_poll),
+	    cmocka_unit_test(test_readback_sleep),
+	    cmocka_unit_test(test_readback_poll),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,12 +30,12 @@ struct fixture {
 
 static struct fixture start(const char *tenants_fmt)
 {
-	struct fixture f = { .dir = harness_tmpdir() };
+	struct fixture f = {.dir = harness_tmpdir()};
 	char text[512], *path;
 
 	snprintf(text, sizeof(text), tenants_fmt, (unsigned)getuid(), (unsigned)getuid());
 	path = harness_write_file(f.dir, "tenants", text);
-	const char *args[] = { "--tenants", path, NULL };
+	const char *args[] = {"--tenants", path, NULL};
 	f.p = harness_start(args);
 	free(path);
 	return f;
@@ -57,7 +57,7 @@ static uint32_t fill_seq(struct memclient *a, struct memclient_seq seq, struct m
 	for (uint32_t l = 0; l < g.n_layers; l++)
 		for (uint32_t h = 0; h < g.n_kv_heads; h++)
 			for (uint32_t b = 0; b < BLOCKS; b++)
-				u[n++] = (struct memclient_unit){ seq, l, h, b };
+				u[n++] = (struct memclient_unit){seq, l, h, b};
 	assert_int_equal(memclient_alloc(a, u, n, r), 0);
 	for (uint32_t i = 0; i < n; i++) {
 		assert_int_equal(r[i].status, 0);
@@ -71,8 +71,7 @@ static uint32_t fill_seq(struct memclient *a, struct memclient_seq seq, struct m
 }
 
 /* B's whole arena holds none of A's unit bytes. */
-static void assert_no_foreign_bytes(struct memclient *b, const struct memclient_unit *u,
-				    uint32_t n)
+static void assert_no_foreign_bytes(struct memclient *b, const struct memclient_unit *u, uint32_t n)
 {
 	size_t ub = memclient_geometry(b)->unit_bytes;
 	void *base;
@@ -81,7 +80,8 @@ static void assert_no_foreign_bytes(struct memclient *b, const struct memclient_
 	memclient_arena(b, &base, &bytes);
 	for (size_t off = 0; off + ub <= bytes; off += ub)
 		for (uint32_t i = 0; i < n; i++)
-			assert_true(harness_check((uint8_t *)base + off, ub, KEY_A, &u[i]) > ub / 2);
+			assert_true(harness_check((uint8_t *)base + off, ub, KEY_A, &u[i]) >
+				    ub / 2);
 }
 
 static void test_isolation(void **state)
@@ -112,7 +112,7 @@ static void test_isolation(void **state)
 	assert_int_equal(memclient_seq_open(b, 1, BLOCKS, &sb), 0);
 	for (uint32_t gen = 0; gen < 4; gen++) {
 		for (uint32_t idx = 0; idx < 8; idx++) {
-			struct memclient_unit g = { { idx, gen }, 1, 1, 2 };
+			struct memclient_unit g = {{idx, gen}, 1, 1, 2};
 			assert_int_equal(memclient_forecast_zmq(b, &g, 1, 3, r), 0);
 			assert_int_not_equal(r[0].status, 0);
 		}
@@ -139,8 +139,10 @@ static void test_isolation(void **state)
 
 static int raw_ping(struct memsvc_proc *p, uint64_t session, const uint8_t *token)
 {
-	struct wire_request rq = { .protocol_version = SP_PROTOCOL_VERSION, .request_id = 77,
-				   .session_id = session, .kind = WIRE_PING };
+	struct wire_request rq = {.protocol_version = SP_PROTOCOL_VERSION,
+				  .request_id = 77,
+				  .session_id = session,
+				  .kind = WIRE_PING};
 	struct wire_reply rp;
 	void *buf;
 	size_t len;
@@ -148,7 +150,7 @@ static int raw_ping(struct memsvc_proc *p, uint64_t session, const uint8_t *toke
 
 	memcpy(rq.token, token, WIRE_TOKEN_BYTES);
 	assert_int_equal(wire_request_pack(&rq, &buf, &len), 0);
-	const void *frames[] = { buf };
+	const void *frames[] = {buf};
 	assert_int_equal(harness_raw(p, frames, &len, 1, &rp, 3000), 0);
 	free(buf);
 	assert_int_equal(rp.request_id, 77);
@@ -206,9 +208,9 @@ static void test_quotas(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_isolation),
-		cmocka_unit_test(test_wrong_token),
-		cmocka_unit_test(test_quotas),
+	    cmocka_unit_test(test_isolation),
+	    cmocka_unit_test(test_wrong_token),
+	    cmocka_unit_test(test_quotas),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
