@@ -59,6 +59,31 @@ void log_set_process(const char *name)
 	g_proc = name;
 }
 
+/*
+ * Append msg escaped (\" \\ \n; other control bytes as '?') and the closing quote, so one
+ * call is always one parseable line. Returns the new length (at most cap).
+ */
+static size_t put_quoted(char *line, size_t n, size_t cap, const char *msg)
+{
+	for (const char *p = msg; *p && n + 3 < cap; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '"' || c == '\\') {
+			line[n++] = '\\';
+			line[n++] = (char)c;
+		} else if (c == '\n') {
+			line[n++] = '\\';
+			line[n++] = 'n';
+		} else {
+			line[n++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+		}
+	}
+	if (n < cap)
+		line[n++] = '"';
+	line[n] = '\0';
+	return n;
+}
+
 static void log_vwrite(enum log_level level, const char *tag, const char *msg,
 		       unsigned long suppressed, const char *fmt, va_list ap)
 {
@@ -71,16 +96,22 @@ static void log_vwrite(enum log_level level, const char *tag, const char *msg,
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	r = snprintf(line, sizeof(line),
-		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s%s%s comp=%s msg=\"%s\"",
+		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s%s%s comp=%s msg=\"",
 		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 		     tm.tm_sec, ts.tv_nsec / 1000000, log_level_name(level),
-		     g_proc ? " proc=" : "", g_proc ? g_proc : "", tag ? tag : "-", msg ? msg : "");
+		     g_proc ? " proc=" : "", g_proc ? g_proc : "", tag ? tag : "-");
 	n = r < 0 ? 0 : ((size_t)r < sizeof(line) ? (size_t)r : sizeof(line) - 1);
+	n = put_quoted(line, n, sizeof(line) - 1, msg ? msg : "");
 	if (fmt && fmt[0] && n < sizeof(line) - 2) {
+		size_t kv = n;
 		line[n++] = ' ';
 		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 		if (r > 0)
 			n += (size_t)r < sizeof(line) - n ? (size_t)r : sizeof(line) - n - 1;
+		/* A value with a newline (a path, a peer's text) must not split the line. */
+		for (size_t i = kv; i < n; i++)
+			if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+				line[i] = '?';
 	}
 	if (suppressed && n < sizeof(line) - 2) {
 		r = snprintf(line + n, sizeof(line) - n, " suppressed=%lu", suppressed);

@@ -10,3 +10,5 @@ sparda_test(test_crc32c SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_crc32c.c
             LIBS sparda_common TIMEOUT 60 LABELS unit common)
 sparda_test(test_hist SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_hist.c
             LIBS sparda_common TIMEOUT 60 LABELS unit common)
+sparda_test(test_log SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_log.c
+            LIBS sparda_common TIMEOUT 60 LABELS unit common)
