@@ -353,26 +353,64 @@ void memclient_close(struct memclient *c)
 	free(c);
 }
 
-/* The unit word of u, after checking the sequence row; NULL with *err set otherwise. */
-static const _Atomic uint64_t *unit_word(struct memclient *c, const struct memclient_unit *u,
-					 int *err)
+/* The open row of seq, or NULL with *err set (-EINVAL out of range, -ESTALE not open/gen). */
+static const struct sp_seq_desc *seq_row(struct memclient *c, struct memclient_seq seq, int *err)
 {
 	const struct sp_seq_desc *rows;
 	const struct sp_seq_desc *row;
-	uint64_t idx, words;
 
 	*err = -EINVAL;
-	if (u->seq.index >= c->max_seqs || u->layer >= c->geom.n_layers ||
-	    u->head >= c->geom.n_kv_heads)
+	if (seq.index >= c->max_seqs)
 		return NULL;
 	rows = (const void *)((const uint8_t *)c->ctl + c->ctl_hdr->seq_table_off);
-	row = &rows[u->seq.index];
+	row = &rows[seq.index];
 	/* Acquire: memsvc fills the row, then stores gen with release. */
-	if (atomic_load_explicit(&row->gen, memory_order_acquire) != u->seq.gen ||
+	if (atomic_load_explicit(&row->gen, memory_order_acquire) != seq.gen ||
 	    row->state != SP_SEQ_OPEN) {
 		*err = -ESTALE;
 		return NULL;
 	}
+	*err = 0;
+	return row;
+}
+
+void memclient_unit_words(struct memclient *c, const uint64_t **words, size_t *bytes)
+{
+	*words = (const uint64_t *)((const uint8_t *)c->ctl + c->ctl_hdr->unit_pool_off);
+	*bytes = c->unit_words_cap * sizeof(uint64_t);
+}
+
+int memclient_seq_word_base(struct memclient *c, struct memclient_seq seq, int64_t *word_base)
+{
+	const struct sp_seq_desc *row;
+	uint64_t pool = c->ctl_hdr->unit_pool_off, words;
+	int err;
+
+	row = seq_row(c, seq, &err);
+	if (!row)
+		return err;
+	words = (uint64_t)c->geom.n_layers * c->geom.n_kv_heads * row->max_blocks;
+	if (row->units_off < pool || (row->units_off - pool) % 8 ||
+	    (row->units_off - pool) / 8 + words > c->unit_words_cap)
+		return -EPROTO;
+	*word_base = (int64_t)((row->units_off - pool) / 8);
+	return 0;
+}
+
+/* The unit word of u, after checking the sequence row; NULL with *err set otherwise. */
+static const _Atomic uint64_t *unit_word(struct memclient *c, const struct memclient_unit *u,
+					 int *err)
+{
+	const struct sp_seq_desc *row;
+	uint64_t idx, words;
+
+	*err = -EINVAL;
+	if (u->layer >= c->geom.n_layers || u->head >= c->geom.n_kv_heads)
+		return NULL;
+	row = seq_row(c, u->seq, err);
+	if (!row)
+		return NULL;
+	*err = -EINVAL;
 	if (u->block >= row->max_blocks)
 		return NULL;
 	words = (uint64_t)c->geom.n_layers * c->geom.n_kv_heads * row->max_blocks;

@@ -200,6 +200,20 @@ void *memclient_slot_ptr(struct memclient *c, uint32_t slot);
  */
 void *memclient_unit_ptr(struct memclient *c, const struct memclient_unit *u);
 
+/*
+ * The unit-word pool of the ctl region (read-only; memsvc stores each word with release, so
+ * readers load with acquire or through a device mapping after a fence): base and size in
+ * bytes. Owned by the handle. For the gather kernel, which resolves slots itself.
+ */
+void memclient_unit_words(struct memclient *c, const uint64_t **words, size_t *bytes);
+/*
+ * Index in memclient_unit_words() of the word of (layer 0, head 0, block 0) of seq; the word
+ * of (l, h, b) is at that index + (l * n_kv_heads + h) * max_blocks + b.
+ * Returns 0, -ESTALE (the row is not open with seq.gen), -EINVAL (index out of range),
+ * -EPROTO (the row points outside the pool).
+ */
+int memclient_seq_word_base(struct memclient *c, struct memclient_seq seq, int64_t *word_base);
+
 /* The arena mapping (for cudaHostRegister): base and size in bytes. Owned by the handle. */
 void memclient_arena(struct memclient *c, void **base, size_t *bytes);
 const struct sp_geometry *memclient_geometry(const struct memclient *c);

@@ -101,6 +101,22 @@ static void readback(enum sp_wait_mode mode)
 	assert_int_equal(memclient_seq_open(c, 42, MAX_BLOCKS, &seq), 0);
 	write_units(c, seq, u, slots, &n);
 
+	/* The raw unit-word pool (what the gather kernel reads) agrees with lookups. */
+	const uint64_t *words;
+	size_t words_bytes;
+	int64_t base;
+	memclient_unit_words(c, &words, &words_bytes);
+	assert_int_equal(memclient_seq_word_base(c, seq, &base), 0);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t idx = (uint64_t)base +
+			       ((uint64_t)u[i].layer * harness_geometry().n_kv_heads + u[i].head) *
+				   MAX_BLOCKS +
+			       u[i].block;
+		assert_true((idx + 1) * 8 <= words_bytes);
+		assert_int_equal(sp_unit_word_state(words[idx]), SP_UNIT_RESIDENT);
+		assert_int_equal(sp_unit_word_slot(words[idx]), slots[i]);
+	}
+
 	memset(r, 0x5a, sizeof(r));
 	assert_int_equal(memclient_forecast(c, u, n, 2, r), 0);
 	assert_int_equal(wrong_bytes(c, u, r, slots, n), 0);
@@ -135,6 +151,7 @@ static void readback(enum sp_wait_mode mode)
 	assert_int_equal(memclient_forecast(c, u, 1, 5, r), 0);
 	assert_int_equal(r[0].status, -ESTALE);
 	assert_int_equal(memclient_seq_close(c, seq), -ESTALE);
+	assert_int_equal(memclient_seq_word_base(c, seq, &base), -ESTALE);
 	memclient_epoch_publish(c, 5);
 
 	memclient_close(c);
