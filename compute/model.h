@@ -71,24 +71,42 @@ struct model {
  * Open a model directory (config.json + weights). forecast_path: a Forecast safetensors file,
  * or NULL to use <dir>/forecast.safetensors when present. Returns 0 or -errno (-ENOENT,
  * -EINVAL for bad content, -EIO); on error `err` holds a message naming file, tensor, problem.
+ * Forecast tensors are looked up in the Forecast file first, then in the model's own files.
+ * When a Forecast file exists, or the model holds any Forecast tensor, every layer's
+ * q_future_proj (except the last layer's, which is optional: it predicts no layer) and layer
+ * 0's q_curr_proj must be present; has_forecast is then true. Without either, has_forecast is
+ * false and wf/wfc are NULL. *out is owned by the caller (model_close, which accepts NULL).
  */
 int model_open(const char *dir, const char *forecast_path, struct model **out, char *err,
 	       size_t err_len);
 void model_close(struct model *m);
 
-/* Parse only config.json (for tools that need shapes). */
+/*
+ * Parse only config.json (for tools that need shapes), with the same validation as model_open.
+ * cfg->rope.ext_factors is left NULL (longrope factors are checked, not kept).
+ */
 int model_config_load(const char *dir, struct model_config *cfg, char *err, size_t err_len);
 
 /*
  * Synthetic model generator: writes config.json, model.safetensors and forecast.safetensors
  * into dir (created if missing) with deterministic random bf16 weights (seed), for any
  * geometry in cfg. Weight scales are chosen so activations stay O(1) through the layers.
+ * Every element depends only on (seed, tensor name, index): same seed, same bytes.
+ * W_q and W_k are scaled x2 so attention is peaked; the Forecast W_F(l) is a noisy copy of
+ * layer l+1's grouped query projection (the mean of the W_q rows of each KV group's heads),
+ * q_curr the same from layer 0's W_q (the recipe is in modelgen.c). The geometry is checked
+ * by reading config.json back with model_config_load.
  * Returns 0 or -errno with a message in err.
  */
 int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,
 		   size_t err_len);
 
-/* Named geometries: "tiny" (CPU tests and the demo), "minicpm4-8b", "llama3-8b". */
+/*
+ * Named geometries: "tiny" (CPU tests and the demo: vocab 512, hidden 256, 4 layers, 8/2
+ * heads of 32, ffn 512, sparse block 16, ck 8/4, pool 5/4/1, sink 1, local 4, topk 12,
+ * dense_len 256), "minicpm4-8b" (MiniCPM muP, plain rope theta 10000), "llama3-8b" (llama3
+ * rope scaling). Returns 0, or -ENOENT for an unknown name.
+ */
 int model_preset(const char *name, struct model_config *cfg);
 
 #endif

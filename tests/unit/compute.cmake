@@ -2,3 +2,5 @@
 # compute unit tests: safetensors, model loading and the synthetic model generator.
 sparda_test(test_safetensors SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_safetensors.c
             LIBS sparda_compute_core)
+sparda_test(test_model SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_model.c
+            LIBS sparda_compute_core m)
