@@ -156,5 +156,11 @@ int mconfig_resolve(struct mconfig *c, char *err, size_t err_len)
 			 "curve-secret (tcp requires CURVE)", c->tcp);
 		return -EINVAL;
 	}
+	if (c->tcp[0]) {
+		/* Refuse rather than listen without the promised CURVE/ZAP protection. */
+		snprintf(err, err_len, "key tcp: the CURVE tcp endpoint is not available in this "
+			 "build; use the local ipc endpoint");
+		return -EOPNOTSUPP;
+	}
 	return 0;
 }

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ZeroMQ control requests: every message gets an answer (or, when not even the sender can be
+ * named, a counter): size and framing checked by wire_zmq_recv, fields by wire_request_unpack,
+ * the session and token here, unit ids by the store. Runs on the server thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "err.h"
+#include "log.h"
+#include "mconfig.h"
+#include "mstats.h"
+#include "server_internal.h"
+#include "session.h"
+#include "tenant.h"
+#include "timeutil.h"
+#include "wire.h"
+
+#define TAG "ctl"
+#define MAX_MSGS_PER_TURN 256 /* keep the loop responsive under a flood */
+
+static struct log_ratelimit rl_bad;
+
+static enum sp_op unit_op(enum wire_kind k)
+{
+	switch (k) {
+	case WIRE_ALLOC: return SP_OP_ALLOC;
+	case WIRE_COMMIT: return SP_OP_COMMIT;
+	case WIRE_FREE: return SP_OP_FREE;
+	default: return SP_OP_FORECAST;
+	}
+}
+
+/* Expand ranges to units and apply them; the reply owns the results array. */
+static int do_units(struct session *s, const struct wire_request *rq, struct wire_reply *rp)
+{
+	uint32_t n = rq->u.units.n_units, k = 0;
+	struct store_unit_id *ids = calloc(n ? n : 1, sizeof(*ids));
+	int32_t *st = calloc(n ? n : 1, sizeof(*st));
+	uint32_t *slot = calloc(n ? n : 1, sizeof(*slot));
+	uint32_t *gen = calloc(n ? n : 1, sizeof(*gen));
+	struct wire_unit_result *res = calloc(n ? n : 1, sizeof(*res));
+	int r = 0;
+
+	if (!ids || !st || !slot || !gen || !res) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	for (uint32_t i = 0; i < rq->u.units.n_ranges && k < n; i++) {
+		const struct wire_range *g = &rq->u.units.ranges[i];
+		for (uint32_t j = 0; j < g->count && k < n; j++, k++) {
+			/* A block past UINT32_MAX would wrap onto a valid one: make it invalid. */
+			uint64_t b = (uint64_t)g->block + j;
+			ids[k] = (struct store_unit_id){ g->seq_index, g->seq_gen, g->layer, g->head,
+							 b > UINT32_MAX ? UINT32_MAX : (uint32_t)b };
+		}
+	}
+	session_units_apply(s, unit_op(rq->kind), ids, k, rq->u.units.step, st, slot, gen);
+	for (uint32_t i = 0; i < k; i++)
+		res[i] = (struct wire_unit_result){ .status = st[i], .slot = slot[i], .gen = gen[i] };
+	rp->kind = WIRE_FORECAST; /* the units body */
+	rp->u.units.results = res;
+	rp->u.units.n = k;
+	res = NULL;
+out_free:
+	free(ids);
+	free(st);
+	free(slot);
+	free(gen);
+	free(res);
+	return r;
+}
+
+static void stat_add(struct wire_stat *v, uint32_t *n, const char *name, uint64_t value)
+{
+	if (*n >= WIRE_MAX_STATS)
+		return;
+	snprintf(v[*n].name, sizeof(v[*n].name), "%s", name);
+	v[*n].value = value;
+	(*n)++;
+}
+
+static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
+{
+	struct wire_stat *v = calloc(64, sizeof(*v));
+	struct store_stats st;
+	struct tenant_usage tu;
+	struct server_snapshot snap;
+	uint32_t n = 0;
+
+	if (!v)
+		return -ENOMEM;
+	session_get_stats(s, &st);
+	tenant_get_usage(session_tenant(s), &tu);
+	server_snapshot(sv, &snap);
+	stat_add(v, &n, "session.slots", st.n_slots);
+	stat_add(v, &n, "session.slots_free", st.slots_free);
+	stat_add(v, &n, "session.slots_used", st.slots_used);
+	stat_add(v, &n, "session.slots_deferred", st.slots_deferred);
+	stat_add(v, &n, "session.units_allocated", st.units_allocated);
+	stat_add(v, &n, "session.units_resident", st.units_resident);
+	stat_add(v, &n, "session.seqs_open", st.seqs_open);
+	stat_add(v, &n, "session.unit_words_used", st.unit_words_used);
+	stat_add(v, &n, "session.unit_words_cap", st.unit_words_cap);
+	stat_add(v, &n, "tenant.bytes", tu.bytes);
+	stat_add(v, &n, "tenant.quota_bytes", tu.quota_bytes);
+	stat_add(v, &n, "tenant.sessions", tu.sessions);
+	stat_add(v, &n, "tenant.seqs", tu.seqs);
+	stat_add(v, &n, "tenant.inflight", tu.inflight);
+	stat_add(v, &n, "tenant.rejected", tu.rejected);
+	stat_add(v, &n, "daemon.sessions", snap.sessions);
+	stat_add(v, &n, "daemon.budget_bytes", snap.budget_bytes);
+	stat_add(v, &n, "daemon.arena_bytes", snap.arena_bytes);
+	stat_add(v, &n, "daemon.draining", snap.draining);
+	for (int e = 0; e < MSTATS_ERR_MAX; e++) {
+		char name[WIRE_NAME_MAX];
+		snprintf(name, sizeof(name), "daemon.errors.%s", mstats_err_name(e));
+		stat_add(v, &n, name, mstats_errors(sv->stats, e));
+	}
+	rp->kind = WIRE_STATS;
+	rp->u.stats.stats = v;
+	rp->u.stats.n = n;
+	return 0;
+}
+
+/* Answer one decoded request into rp (status, error text, body). */
+static void dispatch(struct server *sv, const struct wire_request *rq, struct wire_reply *rp)
+{
+	struct conn *c;
+	struct session *s;
+	int r = 0;
+
+	if (rq->kind == WIRE_HELLO || rq->kind == WIRE_READ || rq->kind == WIRE_WRITE) {
+		wire_reply_error(rp, rq->request_id, -EOPNOTSUPP, "%s is not served on %s",
+				 wire_kind_name(rq->kind), sv->ctl_endpoint);
+		return;
+	}
+	c = server_find_session(sv, rq->session_id);
+	s = c ? c->s : NULL;
+	if (!s || c->bye || !session_token_ok(s, rq->token)) {
+		wire_reply_error(rp, rq->request_id, -EPERM, "unknown session %llu or wrong token",
+				 (unsigned long long)rq->session_id);
+		return;
+	}
+	switch (rq->kind) {
+	case WIRE_SEQ_OPEN:
+		if (sv->draining) {
+			wire_reply_error(rp, rq->request_id, -ESHUTDOWN, "daemon is draining");
+			return;
+		}
+		r = session_seq_open(s, rq->u.seq_open.user_key, rq->u.seq_open.max_blocks,
+				     &rp->u.seq_open.seq_index, &rp->u.seq_open.seq_gen);
+		if (!r)
+			rp->kind = WIRE_SEQ_OPEN;
+		break;
+	case WIRE_SEQ_CLOSE:
+		r = session_seq_close(s, rq->u.seq_close.seq_index, rq->u.seq_close.seq_gen);
+		break;
+	case WIRE_ALLOC: case WIRE_COMMIT: case WIRE_FREE: case WIRE_FORECAST:
+		r = do_units(s, rq, rp);
+		break;
+	case WIRE_STATS:
+		r = do_stats(sv, s, rp);
+		break;
+	case WIRE_DRAIN:
+		if (session_uid(s) != 0 && session_uid(s) != sv->self_uid) {
+			wire_reply_error(rp, rq->request_id, -EPERM,
+					 "drain is allowed for root and uid %u only",
+					 (unsigned)sv->self_uid);
+			return;
+		}
+		server_drain(sv, rq->u.drain.deadline_ms, "drain request");
+		break;
+	case WIRE_BYE:
+		c->bye = true; /* torn down after this reply is sent */
+		break;
+	case WIRE_PING:
+		break;
+	default:
+		r = -EBADMSG;
+	}
+	if (r) {
+		wire_reply_fini(rp);
+		wire_reply_error(rp, rq->request_id, r, "%s: %s", wire_kind_name(rq->kind),
+				 err_str(r));
+	}
+}
+
+static void send_reply(struct server *sv, const struct wire_frames *f, struct wire_reply *rp)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	int r = wire_reply_pack(rp, &buf, &len);
+
+	if (r) {
+		struct wire_reply e;
+		wire_reply_error(&e, rp->request_id, r, "reply could not be encoded: %s",
+				 err_str(r));
+		r = wire_reply_pack(&e, &buf, &len);
+	}
+	if (!r)
+		r = wire_zmq_send(sv->router, f->identity, f->id_len, buf, len, NULL, 0,
+				  ZMQ_DONTWAIT);
+	if (r)
+		mstats_error(sv->stats, MSTATS_ERR_DROPPED);
+	free(buf);
+}
+
+/* One message. Returns false when nothing was waiting. */
+static bool serve_one(struct server *sv)
+{
+	struct wire_frames f;
+	struct wire_request rq;
+	struct wire_reply rp = { 0 };
+	char err[WIRE_ERROR_MAX] = "";
+	uint64_t t0 = time_now_ns();
+	int r = wire_zmq_recv(sv->router, true, &f, ZMQ_DONTWAIT);
+
+	if (r == -EAGAIN)
+		return false;
+	if (r || f.data) {
+		if (!r)
+			r = -EBADMSG; /* local control messages carry no data frame */
+		mstats_errno(sv->stats, r);
+		if (f.identity) {
+			wire_reply_error(&rp, 0, r, "message refused: %s", err_str(r));
+			send_reply(sv, &f, &rp);
+		} else {
+			mstats_error(sv->stats, MSTATS_ERR_DROPPED);
+		}
+		wire_frames_fini(&f);
+		return true;
+	}
+	r = wire_request_unpack(f.payload, f.len, &rq, err, sizeof(err));
+	if (r) {
+		mstats_errno(sv->stats, r);
+		log_write_rl(&rl_bad, 1000, LOG_LEVEL_WARN, TAG, "bad request", "status=%s error=\"%s\"",
+			     err_name(r), err);
+		wire_reply_error(&rp, 0, r, "%s", err[0] ? err : err_str(r));
+		send_reply(sv, &f, &rp);
+		wire_frames_fini(&f);
+		return true;
+	}
+	dispatch(sv, &rq, &rp);
+	rp.request_id = rq.request_id;
+	send_reply(sv, &f, &rp);
+	if (rp.status)
+		mstats_errno(sv->stats, rp.status);
+	mstats_request(sv->stats, MSTATS_PATH_ZMQ, rq.kind, time_now_ns() - t0);
+	wire_reply_fini(&rp);
+	wire_request_fini(&rq);
+	wire_frames_fini(&f);
+	return true;
+}
+
+void ctlreq_serve(struct server *sv)
+{
+	for (int i = 0; i < MAX_MSGS_PER_TURN; i++) {
+		uint32_t events = 0;
+		size_t sz = sizeof(events);
+
+		if (zmq_getsockopt(sv->router, ZMQ_EVENTS, &events, &sz) != 0 ||
+		    !(events & ZMQ_POLLIN))
+			return;
+		if (!serve_one(sv))
+			return;
+	}
+}

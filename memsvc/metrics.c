@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Prometheus text rendering and the libmicrohttpd handler. Rendering takes a snapshot under
+ * the server's and each tenant's locks; nothing here blocks the hot path for longer than a
+ * histogram copy.
+ */
+#include "metrics.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mstats.h"
+#include "server.h"
+#include "tenant.h"
+#include "timeutil.h"
+#include "wire.h"
+
+struct metrics {
+	struct MHD_Daemon *d;
+	struct server *sv;
+	struct tenant_table *tenants;
+	struct mstats *stats;
+};
+
+/* Prometheus bucket bounds in nanoseconds (le labels are written in seconds). */
+static const uint64_t bounds_ns[] = {
+	1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000,
+	1000000, 2000000, 5000000, 10000000, 50000000, 100000000, 1000000000,
+};
+
+/*
+ * Upper edge of histogram bucket b; mirrors common/timeutil.c (16 sub-buckets per power of
+ * two) so the fine buckets fold exactly into the coarse Prometheus ones.
+ */
+static uint64_t fine_upper(unsigned b)
+{
+	unsigned e;
+
+	if (b < 16)
+		return b;
+	e = b / 16 + 3;
+	if (e >= 63)
+		return UINT64_MAX;
+	return ((16 + (uint64_t)(b % 16) + 1) << (e - 4)) - 1;
+}
+
+static void render_hist(FILE *out, const char *path, const char *op, const struct hist *h)
+{
+	unsigned b = 0;
+	uint64_t cum = 0;
+
+	for (size_t i = 0; i < sizeof(bounds_ns) / sizeof(bounds_ns[0]); i++) {
+		while (b < HIST_BUCKETS && fine_upper(b) <= bounds_ns[i])
+			cum += h->bucket[b++];
+		fprintf(out,
+			"sparda_memsvc_request_seconds_bucket{path=\"%s\",op=\"%s\",le=\"%g\"} "
+			"%llu\n", path, op, (double)bounds_ns[i] / 1e9, (unsigned long long)cum);
+	}
+	fprintf(out, "sparda_memsvc_request_seconds_bucket{path=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n",
+		path, op, (unsigned long long)h->count);
+	fprintf(out, "sparda_memsvc_request_seconds_sum{path=\"%s\",op=\"%s\"} %.9f\n", path, op,
+		(double)h->sum_ns / 1e9);
+	fprintf(out, "sparda_memsvc_request_seconds_count{path=\"%s\",op=\"%s\"} %llu\n", path, op,
+		(unsigned long long)h->count);
+}
+
+static void gauge(FILE *out, const char *name, const char *help, uint64_t v)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
+		(unsigned long long)v);
+}
+
+static void render_server(FILE *out, struct server *sv)
+{
+	struct server_snapshot s;
+
+	server_snapshot(sv, &s);
+	gauge(out, "sparda_memsvc_ram_budget_bytes", "RAM budget for all arenas", s.budget_bytes);
+	gauge(out, "sparda_memsvc_arena_bytes", "bytes of arenas handed out", s.arena_bytes);
+	gauge(out, "sparda_memsvc_arena_used_bytes", "bytes of slots in use or deferred",
+	      s.slots_total ? s.arena_bytes / s.slots_total * (s.slots_used + s.slots_deferred) : 0);
+	gauge(out, "sparda_memsvc_sessions", "attached sessions", s.sessions);
+	gauge(out, "sparda_memsvc_pending_attaches", "connections without a hello yet",
+	      s.pending_attaches);
+	gauge(out, "sparda_memsvc_seqs_open", "open sequences", s.seqs_open);
+	gauge(out, "sparda_memsvc_draining", "1 while draining", s.draining);
+	fprintf(out, "# HELP sparda_memsvc_slots arena slots by state\n"
+		"# TYPE sparda_memsvc_slots gauge\n");
+	fprintf(out, "sparda_memsvc_slots{state=\"free\"} %llu\n", (unsigned long long)s.slots_free);
+	fprintf(out, "sparda_memsvc_slots{state=\"used\"} %llu\n", (unsigned long long)s.slots_used);
+	fprintf(out, "sparda_memsvc_slots{state=\"deferred\"} %llu\n",
+		(unsigned long long)s.slots_deferred);
+	fprintf(out, "# HELP sparda_memsvc_units units by state\n# TYPE sparda_memsvc_units gauge\n");
+	fprintf(out, "sparda_memsvc_units{state=\"allocated\"} %llu\n",
+		(unsigned long long)s.units_allocated);
+	fprintf(out, "sparda_memsvc_units{state=\"resident\"} %llu\n",
+		(unsigned long long)s.units_resident);
+	fprintf(out, "# HELP sparda_memsvc_attaches_total attach attempts by result\n"
+		"# TYPE sparda_memsvc_attaches_total counter\n"
+		"sparda_memsvc_attaches_total{result=\"ok\"} %llu\n"
+		"sparda_memsvc_attaches_total{result=\"refused\"} %llu\n",
+		(unsigned long long)s.attaches_ok, (unsigned long long)s.attaches_refused);
+}
+
+static void render_tenants(FILE *out, struct tenant_table *t)
+{
+	gauge(out, "sparda_memsvc_tenants", "configured tenants", tenant_count(t));
+	fprintf(out, "# HELP sparda_memsvc_tenant_usage per-tenant use and limits (0 = none)\n"
+		"# TYPE sparda_memsvc_tenant_usage gauge\n");
+	for (size_t i = 0; i < tenant_count(t); i++) {
+		struct tenant *tn = tenant_at(t, i);
+		struct tenant_usage u;
+		const char *n = tenant_name(tn);
+		tenant_get_usage(tn, &u);
+		fprintf(out,
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"bytes\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"quota_bytes\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"sessions\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"seqs\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"inflight\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"rejected\"} %llu\n",
+			n, (unsigned long long)u.bytes, n, (unsigned long long)u.quota_bytes, n,
+			(unsigned long long)u.sessions, n, (unsigned long long)u.seqs, n,
+			(unsigned long long)u.inflight, n, (unsigned long long)u.rejected);
+	}
+}
+
+static void render_requests(FILE *out, struct mstats *st)
+{
+	struct hist *h = malloc(sizeof(*h));
+
+	fprintf(out, "# HELP sparda_memsvc_requests_total requests by path and op\n"
+		"# TYPE sparda_memsvc_requests_total counter\n");
+	for (int p = 0; p < MSTATS_PATH_MAX; p++)
+		for (int k = 1; k < WIRE_KIND_MAX; k++)
+			if (mstats_requests(st, p, k))
+				fprintf(out, "sparda_memsvc_requests_total{path=\"%s\",op=\"%s\"} %llu\n",
+					mstats_path_name(p), wire_kind_name(k),
+					(unsigned long long)mstats_requests(st, p, k));
+	fprintf(out, "# HELP sparda_memsvc_errors_total errors by kind\n"
+		"# TYPE sparda_memsvc_errors_total counter\n");
+	for (int e = 0; e < MSTATS_ERR_MAX; e++)
+		fprintf(out, "sparda_memsvc_errors_total{kind=\"%s\"} %llu\n", mstats_err_name(e),
+			(unsigned long long)mstats_errors(st, e));
+	if (!h)
+		return;
+	fprintf(out, "# HELP sparda_memsvc_request_seconds time to answer a request in memsvc\n"
+		"# TYPE sparda_memsvc_request_seconds histogram\n");
+	for (int p = 0; p < MSTATS_PATH_MAX; p++) {
+		for (int k = 1; k < WIRE_KIND_MAX; k++) {
+			mstats_hist(st, p, k, h);
+			if (h->count)
+				render_hist(out, mstats_path_name(p), wire_kind_name(k), h);
+		}
+	}
+	free(h);
+}
+
+void metrics_render(struct server *sv, struct tenant_table *tenants, struct mstats *stats,
+		    FILE *out)
+{
+	render_server(out, sv);
+	render_tenants(out, tenants);
+	render_requests(out, stats);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *body, size_t len,
+			     const char *type)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	if (!body)
+		return MHD_NO;
+	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", type);
+	ret = MHD_queue_response(conn, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version, const char *upload,
+			      size_t *upload_len, void **con_cls)
+{
+	struct metrics *m = cls;
+	char *body = NULL;
+	size_t len = 0;
+	FILE *out;
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return reply(conn, 405, strdup("method not allowed\n"), 19, "text/plain");
+	if (strcmp(url, "/healthz") == 0) {
+		struct server_snapshot s;
+		server_snapshot(m->sv, &s);
+		if (s.draining)
+			return reply(conn, 503, strdup("draining\n"), 9, "text/plain");
+		return reply(conn, 200, strdup("ok\n"), 3, "text/plain");
+	}
+	if (strcmp(url, "/metrics") != 0)
+		return reply(conn, 404, strdup("not found\n"), 10, "text/plain");
+	out = open_memstream(&body, &len);
+	if (!out)
+		return MHD_NO;
+	metrics_render(m->sv, m->tenants, m->stats, out);
+	fclose(out);
+	return reply(conn, 200, body, len, "text/plain; version=0.0.4");
+}
+
+int metrics_open(uint16_t port, struct server *sv, struct tenant_table *tenants,
+		 struct mstats *stats, struct metrics **out, char *err, size_t err_len)
+{
+	struct metrics *m = calloc(1, sizeof(*m));
+
+	*out = NULL;
+	if (!m)
+		return -ENOMEM;
+	m->sv = sv;
+	m->tenants = tenants;
+	m->stats = stats;
+	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, port, NULL, NULL, handle, m,
+				MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+				MHD_OPTION_END);
+	if (!m->d) {
+		snprintf(err, err_len, "metrics-port %u: cannot listen (in use?)", (unsigned)port);
+		free(m);
+		return -EADDRINUSE;
+	}
+	*out = m;
+	return 0;
+}
+
+void metrics_free(struct metrics *m)
+{
+	if (!m)
+		return;
+	MHD_stop_daemon(m->d);
+	free(m);
+}

@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The event loop and the session lifecycle: attach (SO_PEERCRED, tenant, quota, budget,
+ * session regions, descriptors over SCM_RIGHTS), teardown when the attach socket closes,
+ * housekeeping on a timer, and the drain that SIGTERM/SIGINT or a drain request starts.
+ */
+#include "server_internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "err.h"
+#include "fdpass.h"
+#include "hotpath.h"
+#include "log.h"
+#include "mconfig.h"
+#include "mstats.h"
+#include "notify.h"
+#include "session.h"
+#include "tenant.h"
+#include "timeutil.h"
+#include "wire.h"
+
+#define TAG "server"
+#define ATTACH_TIMEOUT_MS 5000 /* a connection that sends no Hello in this time is closed */
+#define ATTACH_MSG_MAX (64u << 10)
+
+/* ---- connections ------------------------------------------------------------------------- */
+
+static int conn_add(struct server *sv, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	int r = 0;
+
+	if (!c)
+		return -ENOMEM;
+	c->src.kind = SRC_CONN;
+	c->fd = fd;
+	c->accepted_ms = time_now_ms();
+	ev.data.ptr = &c->src;
+	pthread_mutex_lock(&sv->lock);
+	if (sv->n_conns == sv->cap_conns) {
+		size_t ncap = sv->cap_conns ? sv->cap_conns * 2 : 16;
+		void *p = realloc(sv->conns, ncap * sizeof(*sv->conns));
+		if (p) {
+			sv->conns = p;
+			sv->cap_conns = ncap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (!r && epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		r = err_from_errno();
+	if (!r)
+		sv->conns[sv->n_conns++] = c;
+	pthread_mutex_unlock(&sv->lock);
+	if (r)
+		free(c);
+	return r;
+}
+
+/* Close a connection; with a session, reclaim everything it held at once. */
+static void conn_close(struct server *sv, struct conn *c, const char *why)
+{
+	struct session *s = c->s;
+
+	if (s) {
+		hotpath_remove(sv->hp, s);
+		log_info(TAG, "session closed", "session=%llu tenant=%s pid=%d reason=%s",
+			 (unsigned long long)session_id(s), tenant_name(session_tenant(s)),
+			 (int)session_pid(s), why);
+	}
+	pthread_mutex_lock(&sv->lock);
+	for (size_t i = 0; i < sv->n_conns; i++) {
+		if (sv->conns[i] == c) {
+			sv->conns[i] = sv->conns[--sv->n_conns];
+			break;
+		}
+	}
+	if (s)
+		sv->budget_used -= session_arena_size(s);
+	pthread_mutex_unlock(&sv->lock);
+	if (s) {
+		tenant_session_release(session_tenant(s), session_arena_size(s));
+		session_destroy(s);
+	}
+	(void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	c->s = NULL;
+	c->next_dead = sv->dead;
+	sv->dead = c;
+}
+
+static void dead_sweep(struct server *sv)
+{
+	while (sv->dead) {
+		struct conn *c = sv->dead;
+		sv->dead = c->next_dead;
+		free(c);
+	}
+}
+
+struct conn *server_find_session(struct server *sv, uint64_t id)
+{
+	for (size_t i = 0; i < sv->n_conns; i++)
+		if (sv->conns[i]->s && session_id(sv->conns[i]->s) == id)
+			return sv->conns[i];
+	return NULL;
+}
+
+static size_t n_sessions(const struct server *sv)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sv->n_conns; i++)
+		n += sv->conns[i]->s != NULL;
+	return n;
+}
+
+/* ---- attach ------------------------------------------------------------------------------ */
+
+static void attach_refuse(struct server *sv, struct conn *c, uint64_t req_id, int status,
+			  const char *msg)
+{
+	struct wire_reply rp;
+	void *buf = NULL;
+	size_t len = 0;
+
+	wire_reply_error(&rp, req_id, status, "%s", msg);
+	if (wire_reply_pack(&rp, &buf, &len) == 0)
+		(void)fdpass_send(c->fd, buf, len, NULL, 0);
+	free(buf);
+	sv->attaches_refused++;
+	mstats_errno(sv->stats, status);
+	log_warn(TAG, "attach refused", "status=%s error=\"%s\"", err_name(status), msg);
+}
+
+/* Tenant, uid, geometry, arena size, quota and budget. On 0 the tenant holds the bytes. */
+static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
+			struct session_opts *so, char *err, size_t err_len)
+{
+	struct tenant *tn = tenant_find(sv->tenants, rq->u.hello.tenant);
+	int r;
+
+	if (sv->draining) {
+		snprintf(err, err_len, "daemon is draining");
+		return -ESHUTDOWN;
+	}
+	if (n_sessions(sv) >= sv->cfg->max_sessions) {
+		snprintf(err, err_len, "max-sessions (%llu) reached",
+			 (unsigned long long)sv->cfg->max_sessions);
+		return -EUSERS;
+	}
+	if (!tn || !tenant_admits_uid(tn, uid)) {
+		snprintf(err, err_len, "uid %u is not admitted by tenant '%s'", (unsigned)uid,
+			 rq->u.hello.tenant);
+		return -EACCES;
+	}
+	so->geom = rq->u.hello.geom;
+	r = wire_geometry_check(&so->geom, err, err_len);
+	if (r)
+		return r;
+	if (rq->u.hello.arena_bytes > sv->cfg->max_arena ||
+	    session_arena_bytes(&so->geom, rq->u.hello.arena_bytes, sv->cfg->huge_pages,
+				&so->arena_bytes, &(uint32_t){ 0 })) {
+		snprintf(err, err_len, "arena_bytes %llu: not 1 to 2^32-2 units of %u bytes "
+			 "within max-arena", (unsigned long long)rq->u.hello.arena_bytes,
+			 so->geom.unit_bytes);
+		return -EINVAL;
+	}
+	if (sv->budget_used + so->arena_bytes > sv->cfg->ram_budget) {
+		snprintf(err, err_len, "arena of %llu bytes exceeds the daemon's RAM budget "
+			 "(%llu of %llu used)", (unsigned long long)so->arena_bytes,
+			 (unsigned long long)sv->budget_used,
+			 (unsigned long long)sv->cfg->ram_budget);
+		return -ENOMEM;
+	}
+	if (tenant_session_acquire(tn, so->arena_bytes)) {
+		snprintf(err, err_len, "tenant '%s' over its quota (bytes or sessions)",
+			 tenant_name(tn));
+		return -EDQUOT;
+	}
+	so->tenant = tn;
+	return 0;
+}
+
+static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, struct session *s)
+{
+	struct wire_reply rp = { .request_id = req_id, .kind = WIRE_HELLO };
+	void *buf = NULL;
+	size_t len = 0;
+	int fds[5], r;
+
+	rp.u.hello.session_id = session_id(s);
+	memcpy(rp.u.hello.token, session_token(s), WIRE_TOKEN_BYTES);
+	rp.u.hello.daemon_epoch = sv->daemon_epoch;
+	rp.u.hello.arena_bytes = session_arena_size(s);
+	rp.u.hello.n_slots = session_arena_size(s) / session_geometry(s)->unit_bytes;
+	rp.u.hello.ctl_bytes = session_ctl_bytes(s);
+	rp.u.hello.sub_bytes = session_sub_bytes(s);
+	rp.u.hello.unit_words_cap = session_unit_words_cap(s);
+	rp.u.hello.max_seqs = session_max_seqs(s);
+	rp.u.hello.geom = *session_geometry(s);
+	r = wire_reply_pack(&rp, &buf, &len);
+	if (r)
+		return r;
+	session_fds(s, fds);
+	r = fdpass_send(c->fd, buf, len, fds, 5);
+	free(buf);
+	return r;
+}
+
+static int attach_build(struct server *sv, struct conn *c, struct wire_request *rq,
+			char *err, size_t err_len)
+{
+	struct session_opts so = { .daemon_epoch = sv->daemon_epoch };
+	struct session *s = NULL;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	int r = fdpass_peercred(c->fd, &pid, &uid, &gid);
+
+	if (r) {
+		snprintf(err, err_len, "SO_PEERCRED: %s", err_str(r));
+		return r;
+	}
+	r = attach_admit(sv, rq, uid, &so, err, err_len);
+	if (r)
+		return r;
+	so.id = sv->next_id++;
+	so.client_name = rq->u.hello.client_name;
+	so.uid = uid;
+	so.pid = pid;
+	so.max_seqs = rq->u.hello.max_seqs;
+	so.wait_mode = rq->u.hello.wait_mode;
+	so.ring_entries = (uint32_t)sv->cfg->sq_entries;
+	so.unit_words = (uint32_t)sv->cfg->unit_words;
+	so.huge_pages = sv->cfg->huge_pages;
+	r = session_create(&so, &s, err, err_len);
+	if (!r) {
+		r = attach_reply(sv, c, rq->request_id, s);
+		if (r)
+			snprintf(err, err_len, "sending the descriptors: %s", err_str(r));
+	}
+	if (!r) {
+		r = hotpath_add(sv->hp, s);
+		if (r)
+			snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
+	}
+	if (r) {
+		session_destroy(s);
+		tenant_session_release(so.tenant, so.arena_bytes);
+		return r;
+	}
+	pthread_mutex_lock(&sv->lock);
+	c->s = s;
+	sv->budget_used += so.arena_bytes;
+	sv->attaches_ok++;
+	pthread_mutex_unlock(&sv->lock);
+	log_info(TAG, "session attached",
+		 "session=%llu tenant=%s client=%s pid=%d uid=%u arena_bytes=%llu slots=%llu "
+		 "wait=%s", (unsigned long long)so.id, tenant_name(so.tenant), so.client_name,
+		 (int)pid, (unsigned)uid, (unsigned long long)so.arena_bytes,
+		 (unsigned long long)(so.arena_bytes / so.geom.unit_bytes),
+		 so.wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
+	return 0;
+}
+
+/* A pending connection became readable: its Hello (or its end). */
+static void attach_handle(struct server *sv, struct conn *c)
+{
+	struct wire_request rq;
+	char err[WIRE_ERROR_MAX] = "";
+	uint8_t *buf = malloc(ATTACH_MSG_MAX);
+	int n_fds = 0, r;
+	ssize_t n;
+
+	if (!buf)
+		return;
+	n = fdpass_recv(c->fd, buf, ATTACH_MSG_MAX, NULL, 0, &n_fds, 0);
+	if (n <= 0) {
+		free(buf);
+		if (n == 0 || (n != -EAGAIN && n != -ETIMEDOUT)) {
+			if (n < 0) {
+				attach_refuse(sv, c, 0, (int)n, "unreadable attach message");
+			}
+			conn_close(sv, c, "closed before hello");
+		}
+		return;
+	}
+	r = wire_request_unpack(buf, (size_t)n, &rq, err, sizeof(err));
+	free(buf);
+	if (!r && rq.kind != WIRE_HELLO) {
+		snprintf(err, sizeof(err), "expected hello on the attach socket, got %s",
+			 wire_kind_name(rq.kind));
+		r = -EBADMSG;
+	}
+	if (!r)
+		r = attach_build(sv, c, &rq, err, sizeof(err));
+	if (r) {
+		attach_refuse(sv, c, r == -EBADMSG || r == -EMSGSIZE ? 0 : rq.request_id, r, err);
+		if (rq.kind != WIRE_NONE)
+			wire_request_fini(&rq);
+		conn_close(sv, c, "attach refused");
+		return;
+	}
+	wire_request_fini(&rq);
+}
+
+static void conn_event(struct server *sv, struct conn *c, uint32_t events)
+{
+	char junk[256];
+	ssize_t n;
+
+	if (c->fd < 0)
+		return; /* closed earlier in this batch */
+	if (!c->s) {
+		attach_handle(sv, c);
+		return;
+	}
+	if (events & EPOLLIN) {
+		/* An attached client has nothing more to say here; a read of 0 is its exit. */
+		n = recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT);
+		if (n > 0)
+			return;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+	}
+	conn_close(sv, c, (events & (EPOLLHUP | EPOLLRDHUP)) ? "socket closed" : "socket error");
+}
+
+static void listen_event(struct server *sv)
+{
+	for (;;) {
+		int fd = accept4(sv->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn(TAG, "accept failed", "error=\"%s\"",
+					 err_str(err_from_errno()));
+			return;
+		}
+		if (conn_add(sv, fd)) {
+			mstats_error(sv->stats, MSTATS_ERR_DROPPED);
+			close(fd);
+		}
+	}
+}
+
+/* ---- drain, signals, housekeeping -------------------------------------------------------- */
+
+void server_drain(struct server *sv, uint64_t deadline_ms, const char *why)
+{
+	if (sv->draining)
+		return;
+	if (!deadline_ms || deadline_ms > sv->cfg->drain_timeout_ms)
+		deadline_ms = sv->cfg->drain_timeout_ms;
+	pthread_mutex_lock(&sv->lock);
+	sv->draining = true;
+	pthread_mutex_unlock(&sv->lock);
+	sv->drain_deadline_ms = time_now_ms() + deadline_ms;
+	(void)notify_send(sv->notify, "STOPPING=1");
+	/* Stop accepting: new attaches fail to connect at once instead of hanging. */
+	if (sv->listen_fd >= 0) {
+		(void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, sv->listen_fd, NULL);
+		close(sv->listen_fd);
+		sv->listen_fd = -1;
+		unlink(sv->attach_path);
+	}
+	for (size_t i = 0; i < sv->n_conns; i++)
+		if (sv->conns[i]->s)
+			session_mark_closing(sv->conns[i]->s);
+	log_info(TAG, "draining", "reason=%s sessions=%zu deadline_ms=%llu", why, n_sessions(sv),
+		 (unsigned long long)deadline_ms);
+}
+
+static void signal_event(struct server *sv)
+{
+	struct signalfd_siginfo si;
+
+	while (read(sv->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			server_drain(sv, 0, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	}
+}
+
+static void timer_event(struct server *sv)
+{
+	uint64_t ticks, now = time_now_ms();
+
+	(void)!read(sv->timer_fd, &ticks, sizeof(ticks));
+	notify_watchdog(sv->notify, now);
+	for (size_t i = 0; i < sv->n_conns; i++) {
+		struct conn *c = sv->conns[i];
+		if (c->s) {
+			session_reclaim(c->s);
+		} else if (now - c->accepted_ms > ATTACH_TIMEOUT_MS) {
+			conn_close(sv, c, "no hello");
+			i--;
+		}
+	}
+	/* ZMQ_FD only signals edges; a missed one must not strand a request. */
+	ctlreq_serve(sv);
+	if (sv->draining && (n_sessions(sv) == 0 || now >= sv->drain_deadline_ms))
+		sv->done = true;
+}
+
+static void bye_sweep(struct server *sv)
+{
+	for (size_t i = 0; i < sv->n_conns; i++) {
+		if (sv->conns[i]->bye) {
+			conn_close(sv, sv->conns[i], "bye");
+			i--;
+		}
+	}
+}
+
+int server_run(struct server *sv)
+{
+	struct epoll_event ev[32];
+
+	log_info(TAG, "ready", "runtime_dir=%s attach=%s ctl=%s budget_bytes=%llu tenants=%zu "
+		 "epoch=%016llx pid=%d", sv->cfg->runtime_dir, sv->attach_path, sv->ctl_endpoint,
+		 (unsigned long long)sv->cfg->ram_budget, tenant_count(sv->tenants),
+		 (unsigned long long)sv->daemon_epoch, (int)getpid());
+	(void)notify_send(sv->notify, "READY=1");
+	while (!sv->done) {
+		int n = epoll_wait(sv->epfd, ev, 32, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return err_from_errno();
+		for (int i = 0; i < n; i++) {
+			struct evsrc *src = ev[i].data.ptr;
+			switch (src->kind) {
+			case SRC_LISTEN: listen_event(sv); break;
+			case SRC_CONN: conn_event(sv, (struct conn *)src, ev[i].events); break;
+			case SRC_SIGNAL: signal_event(sv); break;
+			case SRC_TIMER: timer_event(sv); break;
+			case SRC_ZMQ: ctlreq_serve(sv); break;
+			}
+		}
+		bye_sweep(sv);
+		dead_sweep(sv);
+	}
+	log_info(TAG, "drained", "sessions_left=%zu", n_sessions(sv));
+	return 0;
+}
+
+/* ---- setup and teardown ------------------------------------------------------------------ */
+
+static int mkdir_p(const char *dir)
+{
+	char tmp[MCONFIG_PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return err_from_errno();
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+		return err_from_errno();
+	return 0;
+}
+
+static int epoll_add(struct server *sv, int fd, struct evsrc *src, enum src_kind kind)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = src };
+
+	src->kind = kind;
+	return epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? err_from_errno() : 0;
+}
+
+static int open_attach(struct server *sv, char *err, size_t err_len)
+{
+	int fd = fdpass_connect(sv->attach_path);
+
+	if (fd >= 0) {
+		close(fd);
+		snprintf(err, err_len, "%s: another sparda-memsvc is serving it", sv->attach_path);
+		return -EADDRINUSE;
+	}
+	sv->listen_fd = fdpass_listen(sv->attach_path, 64, 0666);
+	if (sv->listen_fd < 0) {
+		int r = sv->listen_fd;
+		snprintf(err, err_len, "listen %s: %s", sv->attach_path, err_str(r));
+		return r;
+	}
+	return epoll_add(sv, sv->listen_fd, &sv->listen_src, SRC_LISTEN);
+}
+
+static int open_zmq(struct server *sv, char *err, size_t err_len)
+{
+	size_t sz = sizeof(sv->zmq_fd);
+	int r;
+
+	sv->zctx = zmq_ctx_new();
+	sv->router = sv->zctx ? zmq_socket(sv->zctx, ZMQ_ROUTER) : NULL;
+	if (!sv->router) {
+		r = err_from_errno();
+		snprintf(err, err_len, "zmq socket: %s", zmq_strerror(-r));
+		return r;
+	}
+	r = wire_zmq_setup(sv->router, true);
+	if (!r && zmq_bind(sv->router, sv->ctl_endpoint) != 0)
+		r = -zmq_errno();
+	if (!r && zmq_getsockopt(sv->router, ZMQ_FD, &sv->zmq_fd, &sz) != 0)
+		r = -zmq_errno();
+	if (r) {
+		snprintf(err, err_len, "bind %s: %s", sv->ctl_endpoint, zmq_strerror(-r));
+		return r;
+	}
+	chmod(sv->ctl_endpoint + strlen("ipc://"), 0666);
+	return epoll_add(sv, sv->zmq_fd, &sv->zmq_src, SRC_ZMQ);
+}
+
+static int open_signals_timer(struct server *sv)
+{
+	sigset_t set;
+	uint64_t ms = sv->cfg->watchdog_ms;
+	struct itimerspec its = {
+		.it_interval = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 },
+	};
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	r = -pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (r)
+		return r;
+	its.it_value = its.it_interval;
+	sv->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	sv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (sv->sig_fd < 0 || sv->timer_fd < 0 || timerfd_settime(sv->timer_fd, 0, &its, NULL))
+		return err_from_errno();
+	r = epoll_add(sv, sv->sig_fd, &sv->sig_src, SRC_SIGNAL);
+	if (!r)
+		r = epoll_add(sv, sv->timer_fd, &sv->timer_src, SRC_TIMER);
+	return r;
+}
+
+static int open_paths(struct server *sv, char *err, size_t err_len)
+{
+	int r = mkdir_p(sv->cfg->runtime_dir);
+
+	if (r) {
+		snprintf(err, err_len, "runtime-dir %s: %s", sv->cfg->runtime_dir, err_str(r));
+		return r;
+	}
+	snprintf(sv->attach_path, sizeof(sv->attach_path), "%s/attach.sock", sv->cfg->runtime_dir);
+	snprintf(sv->ctl_endpoint, sizeof(sv->ctl_endpoint), "ipc://%s/ctl.ipc",
+		 sv->cfg->runtime_dir);
+	return 0;
+}
+
+int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct mstats *stats,
+		struct server **out, char *err, size_t err_len)
+{
+	struct hotpath_opts ho = { .spin_ns = cfg->poll_spin_us * 1000, .stats = stats };
+	struct server *sv = calloc(1, sizeof(*sv));
+	int r;
+
+	*out = NULL;
+	if (!sv)
+		return -ENOMEM;
+	sv->cfg = cfg;
+	sv->tenants = tenants;
+	sv->stats = stats;
+	sv->self_uid = geteuid();
+	sv->next_id = 1;
+	sv->listen_fd = sv->sig_fd = sv->timer_fd = sv->zmq_fd = -1;
+	pthread_mutex_init(&sv->lock, NULL);
+	if (getrandom(&sv->daemon_epoch, sizeof(sv->daemon_epoch), 0) != sizeof(sv->daemon_epoch))
+		sv->daemon_epoch = time_now_ns() ^ ((uint64_t)getpid() << 32);
+	sv->epfd = epoll_create1(EPOLL_CLOEXEC);
+	r = sv->epfd < 0 ? err_from_errno() : 0;
+	if (r)
+		snprintf(err, err_len, "epoll: %s", err_str(r));
+	if (!r) {
+		r = open_signals_timer(sv);
+		if (r)
+			snprintf(err, err_len, "signalfd/timerfd: %s", err_str(r));
+	}
+	if (!r)
+		r = open_paths(sv, err, err_len);
+	if (!r)
+		r = open_attach(sv, err, err_len);
+	if (!r)
+		r = open_zmq(sv, err, err_len);
+	if (!r && (r = notify_open(&sv->notify)))
+		snprintf(err, err_len, "notify: %s", err_str(r));
+	if (!r && (r = hotpath_open(&ho, &sv->hp)))
+		snprintf(err, err_len, "hot path threads: %s", err_str(r));
+	if (r) {
+		server_free(sv);
+		return r;
+	}
+	*out = sv;
+	return 0;
+}
+
+void server_free(struct server *sv)
+{
+	if (!sv)
+		return;
+	while (sv->n_conns)
+		conn_close(sv, sv->conns[0], "shutdown");
+	dead_sweep(sv);
+	hotpath_free(sv->hp);
+	notify_free(sv->notify);
+	if (sv->router)
+		zmq_close(sv->router);
+	if (sv->zctx)
+		zmq_ctx_term(sv->zctx);
+	if (sv->ctl_endpoint[0] && sv->router)
+		unlink(sv->ctl_endpoint + strlen("ipc://"));
+	if (sv->listen_fd >= 0) {
+		close(sv->listen_fd);
+		unlink(sv->attach_path);
+	}
+	if (sv->sig_fd >= 0)
+		close(sv->sig_fd);
+	if (sv->timer_fd >= 0)
+		close(sv->timer_fd);
+	if (sv->epfd >= 0)
+		close(sv->epfd);
+	free(sv->conns);
+	pthread_mutex_destroy(&sv->lock);
+	free(sv);
+}
+
+void server_snapshot(struct server *sv, struct server_snapshot *o)
+{
+	memset(o, 0, sizeof(*o));
+	pthread_mutex_lock(&sv->lock);
+	for (size_t i = 0; i < sv->n_conns; i++) {
+		struct session *s = sv->conns[i]->s;
+		struct store_stats st;
+		if (!s) {
+			o->pending_attaches++;
+			continue;
+		}
+		session_get_stats(s, &st);
+		o->sessions++;
+		o->arena_bytes += session_arena_size(s);
+		o->slots_total += st.n_slots;
+		o->slots_free += st.slots_free;
+		o->slots_used += st.slots_used;
+		o->slots_deferred += st.slots_deferred;
+		o->units_allocated += st.units_allocated;
+		o->units_resident += st.units_resident;
+		o->seqs_open += st.seqs_open;
+	}
+	o->budget_bytes = sv->cfg->ram_budget;
+	o->attaches_ok = sv->attaches_ok;
+	o->attaches_refused = sv->attaches_refused;
+	o->draining = sv->draining;
+	pthread_mutex_unlock(&sv->lock);
+}

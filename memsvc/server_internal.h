@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * State shared by the server's own files (server.c: loop, attach, drain; ctlreq.c: ZeroMQ
+ * requests). Never included outside memsvc/.
+ */
+#ifndef SPARDA_MEMSVC_SERVER_INTERNAL_H
+#define SPARDA_MEMSVC_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "server.h"
+
+struct hotpath;
+struct notify;
+struct session;
+
+enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_ZMQ };
+
+struct evsrc {
+	enum src_kind kind;
+};
+
+/* One accepted attach socket: pending (no session yet) or carrying a session. */
+struct conn {
+	struct evsrc src; /* first: epoll data.ptr points here */
+	int fd;
+	struct session *s;
+	uint64_t accepted_ms;
+	bool bye; /* the session asked to end (ZeroMQ bye): torn down after the reply */
+	struct conn *next_dead; /* closed in this loop turn; freed after the event batch */
+};
+
+struct server {
+	const struct mconfig *cfg;
+	struct tenant_table *tenants;
+	struct mstats *stats;
+	struct hotpath *hp;
+	struct notify *notify;
+	uint64_t daemon_epoch, next_id;
+	uid_t self_uid;
+	int epfd, listen_fd, sig_fd, timer_fd, zmq_fd;
+	struct evsrc listen_src, sig_src, timer_src, zmq_src;
+	void *zctx, *router;
+	char attach_path[300], ctl_endpoint[300]; /* runtime dir (<= 255) + file name */
+	/* Guards conns[] and the budget against the metrics thread; the loop is the only writer. */
+	pthread_mutex_t lock;
+	struct conn **conns;
+	struct conn *dead; /* closed conns whose memory a pending event may still name */
+	size_t n_conns, cap_conns;
+	uint64_t budget_used, attaches_ok, attaches_refused;
+	bool draining, done;
+	uint64_t drain_deadline_ms;
+};
+
+/* Serve every ZeroMQ message waiting on the router (ctlreq.c). */
+void ctlreq_serve(struct server *sv);
+/* The conn carrying session id, or NULL (loop thread). */
+struct conn *server_find_session(struct server *sv, uint64_t id);
+/* Start draining (idempotent); deadline_ms 0 = the configured drain timeout. */
+void server_drain(struct server *sv, uint64_t deadline_ms, const char *why);
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One attached client: its three memfds (ctl, sub, arena), two eventfds, the mapped rings, the
+ * block index (store) and the lock that serialises the ZeroMQ path and the ring consumer on
+ * it. Created from a validated Hello after the caller has checked tenant and budget; lives
+ * until its attach socket closes (the caller owns that socket and calls session_destroy).
+ */
+#ifndef SPARDA_MEMSVC_SESSION_H
+#define SPARDA_MEMSVC_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ring.h"
+#include "shm_abi.h"
+#include "store.h"
+
+struct session;
+struct tenant;
+
+#define SESSION_TOKEN_BYTES 16
+#define SESSION_DEFAULT_SEQS 64u
+
+struct session_opts {
+	uint64_t id;
+	uint64_t daemon_epoch;
+	struct tenant *tenant;      /* limits of sequences; not owned */
+	const char *client_name;
+	uid_t uid;
+	pid_t pid;
+	struct sp_geometry geom;    /* checked (wire_geometry_check) */
+	uint64_t arena_bytes;       /* from session_arena_bytes() */
+	uint32_t max_seqs;          /* 0 = SESSION_DEFAULT_SEQS */
+	uint32_t wait_mode;         /* enum sp_wait_mode */
+	uint32_t ring_entries;      /* SQ and CQ, power of two */
+	uint32_t unit_words;        /* unit words per slot (at least 65536 in all) */
+	bool huge_pages;
+};
+
+/*
+ * Size of the arena memfd for `want` bytes: whole slots, rounded up to 2 MiB for huge pages.
+ * Returns 0 (bytes in *arena, slots in *n_slots) or -EINVAL (fewer than one slot, or more
+ * than 2^32-2 slots).
+ */
+int session_arena_bytes(const struct sp_geometry *g, uint64_t want, bool huge, uint64_t *arena,
+			uint32_t *n_slots);
+
+/*
+ * Create the memfds (ctl sealed read-only for others, sub and arena sealed against resizing;
+ * the arena pre-faulted), map ctl and sub, format headers, rings and the store.
+ * Returns 0, -ENOMEM (no memory for the arena: the machine, not the budget), -EINVAL,
+ * -EOPNOTSUPP (huge pages asked but unavailable), or another -errno of a syscall; err names
+ * the step that failed. *out owned by the caller.
+ */
+int session_create(const struct session_opts *o, struct session **out, char *err,
+		   size_t err_len);
+
+/* Unmap, close every fd, free the store; gives back the tenant's sequences. NULL ok. */
+void session_destroy(struct session *s);
+
+/* The five descriptors to send, in protocol order: ctl, sub, arena, sq_doorbell, cq_doorbell. */
+void session_fds(const struct session *s, int fds[5]);
+
+uint64_t session_id(const struct session *s);
+const uint8_t *session_token(const struct session *s);
+/* Constant-time comparison with the session's token. */
+bool session_token_ok(const struct session *s, const uint8_t *token);
+struct tenant *session_tenant(const struct session *s);
+uid_t session_uid(const struct session *s);
+pid_t session_pid(const struct session *s);
+const char *session_client_name(const struct session *s);
+uint32_t session_wait_mode(const struct session *s);
+uint64_t session_arena_size(const struct session *s);
+uint32_t session_max_seqs(const struct session *s);
+uint64_t session_ctl_bytes(const struct session *s);
+uint64_t session_sub_bytes(const struct session *s);
+uint64_t session_unit_words_cap(const struct session *s);
+const struct sp_geometry *session_geometry(const struct session *s);
+
+/* Tell the client (ctl.closing, release) that the session or the daemon is going away. */
+void session_mark_closing(struct session *s);
+
+/*
+ * Control operations, serialised by the session lock. seq_open also takes one sequence from
+ * the tenant (-EDQUOT over its limit); seq_close gives it back. Errnos as in store.h.
+ */
+int session_seq_open(struct session *s, uint64_t user_key, uint32_t max_blocks,
+		     uint32_t *seq_index, uint32_t *seq_gen);
+int session_seq_close(struct session *s, uint32_t seq_index, uint32_t seq_gen);
+
+/*
+ * Apply one op (SP_OP_ALLOC, COMMIT, FREE, FORECAST) to n units under one lock hold.
+ * status[i], slot[i], gen[i] receive each unit's answer. Returns 0, or -EINVAL for an op
+ * that is not a unit op (then nothing is applied).
+ */
+int session_units_apply(struct session *s, enum sp_op op, const struct store_unit_id *ids,
+			uint32_t n, uint64_t step, int32_t *status, uint32_t *slot, uint32_t *gen);
+
+/*
+ * Apply ring entries: one CQE per SQE (same req_id, op and coordinates; slot, gen, status),
+ * all under one lock hold. An unknown op is answered -EINVAL. n may be 0.
+ */
+void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
+			struct sp_cqe *cqe);
+
+/* Move deferred slots whose lease the client epoch passed back to the free list. */
+void session_reclaim(struct session *s);
+void session_get_stats(struct session *s, struct store_stats *st);
+
+/*
+ * The ring consumer's view (used only by the hot path thread that serves the session): the
+ * SQ (consumer side, doorbell sq_doorbell) and the CQ (producer side, doorbell cq_doorbell).
+ */
+struct ring *session_sq(struct session *s);
+struct ring *session_cq(struct session *s);
+
+#endif
