@@ -54,8 +54,7 @@ static int inproc_seq_open(struct kvhost *h, uint64_t key, uint32_t max_blocks, 
 	for (uint32_t i = 0; i < p->max_seqs; i++) {
 		if (p->seqs[i].word_base >= 0)
 			continue;
-		/* Words are handed out bump-style; freed rows' words are not reused (tests only
-		 * open a bounded number of sequences). */
+		/* Words are handed out bump-style and reclaimed when no sequence is open. */
 		if (p->words_used + n > p->words_cap)
 			return -ENOSPC;
 		p->seqs[i] = (struct inproc_seq){ .max_blocks = max_blocks,
@@ -114,6 +113,10 @@ static int inproc_seq_close(struct kvhost *h, uint32_t seq)
 		return -ESTALE;
 	free_seq_slots(p, seq);
 	p->seqs[seq].word_base = -1;
+	for (uint32_t i = 0; i < p->max_seqs; i++)
+		if (p->seqs[i].word_base >= 0)
+			return 0;
+	p->words_used = 0; /* no sequence open: the word pool starts over */
 	return 0;
 }
 

@@ -152,7 +152,6 @@ static int prefill_layer(struct runner *r, uint32_t l, uint32_t b, uint32_t t, b
 	uint32_t H = r->hidden, ld = r->qkvf_cols;
 	const struct model_config *c = &r->c;
 	const int32_t *sel;
-	int rc = 0;
 
 	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, first ? NULL : r->p_tmp, H,
 				  c->residual_scale, w->attn_norm, r->p_xn, t, H, c->rms_eps), fail);

@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The sparda-compute job: config table, model (the embedded tiny model is generated on first
+ * use), backend choice, prompts, the host store, one runner per mode, and the results.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "job.h"
+#include "job_internal.h"
+#include "log.h"
+
+static const char *const backend_names[] = { "auto", "cpu", "cuda", NULL };
+static const char *const store_names[] = { "memsvc", "inproc", NULL };
+
+#define K(n, t, f, d, lo, hi, h)                                                               \
+	{ .name = n, .type = CONFIG_TYPE_##t, .offset = offsetof(struct job_config, f),         \
+	  .str_cap = sizeof(((struct job_config *)0)->f), .def = d, .min = lo, .max = hi,      \
+	  .help = h }
+static const struct config_key job_keys[] = {
+	K("model", STRING, model, "", 0, 0, "model directory (HF layout); empty: the embedded tiny model"),
+	K("forecast", STRING, forecast, "", 0, 0, "Forecast safetensors (default <model>/forecast.safetensors)"),
+	K("preset", STRING, preset, "tiny", 0, 0, "geometry of the embedded model when --model is empty"),
+	K("modes", STRING, modes, "sparda", 0, 0, "comma list of dense,sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload, or all"),
+	{ .name = "backend", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, backend),
+	  .def = "auto", .enum_names = backend_names, .help = "compute backend: auto (CUDA when a GPU is present), cpu, cuda" },
+	K("batch", UINT, batch, "1", 1, 4096, "sequences decoded together"),
+	K("prompt-tokens", UINT, prompt_tokens, "3072", 1, 1 << 22, "length of each synthetic prompt"),
+	K("prompt-file", STRING, prompt_file, "", 0, 0, "token ids, one sequence per line (overrides the synthetic prompt)"),
+	K("new-tokens", UINT, new_tokens, "32", 1, 1 << 20, "tokens to generate per sequence"),
+	K("seed", UINT, seed, "1", 0, 0, "seed of the synthetic prompts and of sampling"),
+	K("temperature", DOUBLE, temperature, "0", 0, 100, "sampling temperature (0 = greedy)"),
+	K("top-k", UINT, top_k, "0", 0, 1 << 20, "sample among the k most likely tokens (0 = all)"),
+	{ .name = "host-store", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, store),
+	  .def = "memsvc", .enum_names = store_names, .help = "where offloaded KV lives: memsvc (the daemon) or inproc" },
+	K("runtime-dir", STRING, runtime_dir, "", 0, 0, "sparda-memsvc runtime directory (default: the protocol's default)"),
+	K("tenant", STRING, tenant, "default", 0, 0, "memsvc tenant"),
+	K("arena-bytes", SIZE, arena_bytes, "0", 0, 0, "host arena to ask memsvc for (0 = sized from batch and tokens)"),
+	K("poll", BOOL, poll, "false", 0, 0, "memsvc hot path in polling mode"),
+	K("fallback", BOOL, fallback, "true", 0, 0, "sparda falls back to sparda-nooffload when memsvc is unavailable"),
+	K("gather-ctas", UINT, gather_ctas, "16", 1, 1024, "CTAs of the gather kernel (CUDA)"),
+	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),
+	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),
+	K("json", STRING, json, "", 0, 0, "write the results as JSON to this path"),
+	K("print-tokens", BOOL, print_tokens, "false", 0, 0, "print the generated token ids"),
+	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
+};
+#undef K
+
+const struct config_table job_config_table = {
+	.program = "sparda-compute",
+	.summary = "the SparDA compute process: prefill and decode with Forecast lookahead",
+	.keys = job_keys,
+	.n_keys = sizeof(job_keys) / sizeof(job_keys[0]),
+	.env_prefix = "SPARDA_COMPUTE_",
+};
+
+int job_default_model_dir(char *buf, size_t len)
+{
+	const char *base = getenv("XDG_CACHE_HOME");
+	int n;
+	if (base && base[0])
+		n = snprintf(buf, len, "%s/sparda/model-tiny", base);
+	else
+		n = snprintf(buf, len, "/tmp/sparda-model-tiny-%u", (unsigned)getuid());
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Generate the preset into a temp dir and rename it into place (concurrent jobs race safely). */
+static int ensure_model(const struct job_config *cfg, char *dir, size_t len, char *err,
+			size_t err_len)
+{
+	struct model_config mc;
+	char tmp[JOB_PATH_MAX + 32], probe[JOB_PATH_MAX + 16];
+	struct stat st;
+	int rc;
+
+	if (cfg->model[0]) {
+		snprintf(dir, len, "%s", cfg->model);
+		return 0;
+	}
+	if ((rc = job_default_model_dir(dir, len)))
+		return rc;
+	if (strcmp(cfg->preset, "tiny") != 0) {
+		size_t l = strlen(dir);
+		snprintf(dir + l - 4, len - l + 4, "%s", cfg->preset);
+	}
+	snprintf(probe, sizeof(probe), "%s/config.json", dir);
+	if (stat(probe, &st) == 0)
+		return 0;
+	if ((rc = model_preset(cfg->preset, &mc))) {
+		snprintf(err, err_len, "unknown model preset '%s'", cfg->preset);
+		return rc;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
+	log_info("job", "generating the embedded model", "preset=%s dir=%s", cfg->preset, dir);
+	if ((rc = model_generate(tmp, &mc, 1234, err, err_len)))
+		return rc;
+	if (rename(tmp, dir) != 0 && stat(probe, &st) != 0) {
+		rc = err_from_errno();
+		snprintf(err, err_len, "cannot move the generated model to %s: %s", dir, err_str(rc));
+		return rc;
+	}
+	return 0;
+}
+
+static int open_backend(const struct job_config *cfg, struct kb **kb, char *err, size_t err_len)
+{
+	struct kb_opts ko = { .kind = KB_KIND_CPU, .cpu_threads = (int)cfg->threads };
+	int rc;
+
+	if (cfg->backend == JOB_BACKEND_CUDA ||
+	    (cfg->backend == JOB_BACKEND_AUTO && kb_cuda_available()))
+		ko.kind = KB_KIND_CUDA;
+	rc = kb_open(&ko, kb);
+	if (rc && ko.kind == KB_KIND_CUDA && cfg->backend == JOB_BACKEND_AUTO) {
+		log_warn("job", "CUDA backend unavailable, using the CPU", "err=%s", err_name(rc));
+		ko.kind = KB_KIND_CPU;
+		rc = kb_open(&ko, kb);
+	}
+	if (rc)
+		snprintf(err, err_len, "cannot open the %s backend: %s",
+			 ko.kind == KB_KIND_CUDA ? "cuda" : "cpu", err_str(rc));
+	return rc;
+}
+
+int job_run(const struct job_config *cfg, FILE *out)
+{
+	struct job j = { .cfg = cfg, .out = out };
+	char dir[JOB_PATH_MAX];
+	int rc, status = 1;
+	enum log_level lvl;
+
+	if (log_level_parse(cfg->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	if ((rc = job_parse_modes(&j, j.err, sizeof(j.err))) ||
+	    (rc = ensure_model(cfg, dir, sizeof(dir), j.err, sizeof(j.err))))
+		goto out;
+	rc = model_open(dir, cfg->forecast[0] ? cfg->forecast : NULL, &j.model, j.err,
+			sizeof(j.err));
+	if (rc)
+		goto out;
+	if ((rc = open_backend(cfg, &j.kb, j.err, sizeof(j.err))) ||
+	    (rc = job_make_prompts(&j, j.err, sizeof(j.err))))
+		goto out;
+	rc = job_run_modes(&j);
+	if (!rc) {
+		job_print(&j);
+		if (cfg->json[0] && (rc = job_write_json(&j, cfg->json))) {
+			snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->json, err_str(rc));
+			goto out;
+		}
+		status = job_twins_equal(&j) ? 0 : 1;
+		if (status)
+			snprintf(j.err, sizeof(j.err), "a mode's tokens differ from its twin's");
+	}
+out:
+	if (status && j.err[0])
+		log_error("job", j.err, "rc=%s", err_name(rc));
+	job_free(&j);
+	return status;
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A generation job of sparda-compute: the process's config table, model and backend set-up,
+ * the host store (a memsvc session, or in-process), one runner per requested mode on the same
+ * prompts, the results table (with the twin-equality check of DESIGN 3.5) and its JSON.
+ */
+#ifndef SPARDA_COMPUTE_JOB_H
+#define SPARDA_COMPUTE_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "runner.h"
+
+#define JOB_PATH_MAX 512
+
+enum job_backend { JOB_BACKEND_AUTO = 0, JOB_BACKEND_CPU, JOB_BACKEND_CUDA };
+enum job_store { JOB_STORE_MEMSVC = 0, JOB_STORE_INPROC };
+
+struct job_config {
+	char model[JOB_PATH_MAX];     /* model directory; "" = the embedded tiny model */
+	char forecast[JOB_PATH_MAX];  /* Forecast safetensors; "" = <model>/forecast.safetensors */
+	char preset[32];              /* geometry generated when model is "" */
+	char modes[160];              /* comma list of modes, or "all" */
+	int backend;                  /* enum job_backend */
+	uint64_t batch;
+	uint64_t prompt_tokens;
+	char prompt_file[JOB_PATH_MAX];
+	uint64_t new_tokens;
+	uint64_t seed;
+	double temperature;
+	uint64_t top_k;
+	int store;                    /* enum job_store */
+	char runtime_dir[JOB_PATH_MAX];
+	char tenant[64];
+	uint64_t arena_bytes;         /* 0 = sized from batch and tokens */
+	bool poll;
+	bool fallback;                /* sparda -> sparda-nooffload when memsvc is unavailable */
+	uint64_t gather_ctas;
+	uint64_t threads;
+	uint64_t timeout_ms;
+	char json[JOB_PATH_MAX];
+	bool print_tokens;
+	char log_level[16];
+};
+
+extern const struct config_table job_config_table;
+
+/* Run the job; prints the table to out. Returns a process exit status (0 ok, 1 failure). */
+int job_run(const struct job_config *cfg, FILE *out);
+
+/* Where the embedded tiny model lives (generated on first use). */
+int job_default_model_dir(char *buf, size_t len);
+
+#endif

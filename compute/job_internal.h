@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* State of one sparda-compute job, shared by job.c, job_modes.c and job_report.c. */
+#ifndef SPARDA_COMPUTE_JOB_INTERNAL_H
+#define SPARDA_COMPUTE_JOB_INTERNAL_H
+
+#include "job.h"
+#include "model.h"
+
+struct job_result {
+	enum runner_mode mode;     /* what was asked */
+	enum runner_mode ran;      /* what ran (differs after a fallback) */
+	bool done;
+	struct runner_stats st;    /* layer points into `layers` */
+	struct runner_layer_stats *layers;
+	int32_t *tokens;           /* [batch * new_tokens] */
+	char note[320];
+};
+
+struct job {
+	const struct job_config *cfg;
+	FILE *out;
+	struct model *model;
+	struct kb *kb;
+	struct kvhost *host;
+	int host_rc;               /* why the host store could not be opened */
+	char host_err[256];
+	int32_t **prompts;
+	uint32_t *lens;
+	uint32_t batch;
+	enum runner_mode modes[RUNNER_MODE_COUNT];
+	uint32_t n_modes;
+	struct job_result res[RUNNER_MODE_COUNT];
+	char err[1024];
+};
+
+int job_parse_modes(struct job *j, char *err, size_t err_len);
+int job_make_prompts(struct job *j, char *err, size_t err_len);
+int job_run_modes(struct job *j);
+void job_print(struct job *j);
+/* Twin pairs of DESIGN 3.5 that both ran: do their tokens match? (true when none ran) */
+bool job_twins_equal(const struct job *j);
+int job_twin_state(const struct job *j, enum runner_mode m); /* 1 equal, 0 differ, -1 n/a */
+int job_write_json(const struct job *j, const char *path);
+void job_free(struct job *j);
+
+#endif

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The job's inputs and runs: the mode list, the prompts (a file of token ids, or synthetic
+ * prompts with repeated passages so attention has long-range structure), the host store, and
+ * one runner per mode over the same prompts.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "job_internal.h"
+#include "log.h"
+
+int job_parse_modes(struct job *j, char *err, size_t err_len)
+{
+	char buf[sizeof(j->cfg->modes)], *save = NULL;
+
+	if (strcmp(j->cfg->modes, "all") == 0) {
+		for (int m = 0; m < RUNNER_MODE_COUNT; m++)
+			j->modes[j->n_modes++] = (enum runner_mode)m;
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "%s", j->cfg->modes);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		enum runner_mode m;
+		if (runner_mode_parse(t, &m)) {
+			snprintf(err, err_len, "key modes: unknown mode '%s'", t);
+			return -EINVAL;
+		}
+		for (uint32_t i = 0; i < j->n_modes; i++)
+			if (j->modes[i] == m)
+				goto next;
+		j->modes[j->n_modes++] = m;
+next:;
+	}
+	if (!j->n_modes) {
+		snprintf(err, err_len, "key modes: no mode given");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static uint64_t mix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Passages of 48 tokens; half of them repeat an earlier passage (retrieval structure). */
+static void synth_prompt(int32_t *p, uint32_t n, uint32_t vocab, uint64_t seed)
+{
+	const uint32_t seg = 48;
+	uint64_t s = seed * 0x100000001b3ull + 7;
+
+	for (uint32_t i = 0; i < n; i += seg) {
+		uint32_t len = n - i < seg ? n - i : seg;
+		bool repeat = i >= 4 * seg && (mix(&s) & 1);
+		uint32_t src = repeat ? (uint32_t)(mix(&s) % (i / seg)) * seg : 0;
+		for (uint32_t t = 0; t < len; t++)
+			p[i + t] = repeat ? p[src + t] : (int32_t)(mix(&s) % vocab);
+	}
+}
+
+static int read_prompt_file(struct job *j, char *err, size_t err_len)
+{
+	FILE *f = fopen(j->cfg->prompt_file, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+
+	if (!f) {
+		rc = err_from_errno();
+		snprintf(err, err_len, "key prompt-file: cannot open %s: %s", j->cfg->prompt_file,
+			 err_str(rc));
+		return rc;
+	}
+	j->prompts = calloc(j->cfg->batch, sizeof(*j->prompts));
+	j->lens = calloc(j->cfg->batch, sizeof(*j->lens));
+	if (!j->prompts || !j->lens) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (j->batch < j->cfg->batch && getline(&line, &cap, f) > 0) {
+		uint32_t n = 0, cap_t = 1024;
+		int32_t *p = malloc(cap_t * sizeof(int32_t));
+		char *save = NULL;
+		if (!p) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (char *t = strtok_r(line, " \t\r\n,", &save); t; t = strtok_r(NULL, " \t\r\n,", &save)) {
+			char *end;
+			long v = strtol(t, &end, 10);
+			if (*end || v < 0 || v >= (long)j->model->cfg.vocab) {
+				snprintf(err, err_len, "prompt-file %s line %u: '%s' is not a token id "
+					 "in [0, %u)", j->cfg->prompt_file, j->batch + 1, t,
+					 j->model->cfg.vocab);
+				free(p);
+				rc = -EINVAL;
+				goto out;
+			}
+			if (n == cap_t) {
+				int32_t *np = realloc(p, (cap_t *= 2) * sizeof(int32_t));
+				if (!np) {
+					free(p);
+					rc = -ENOMEM;
+					goto out;
+				}
+				p = np;
+			}
+			p[n++] = (int32_t)v;
+		}
+		if (!n) {
+			free(p);
+			continue;
+		}
+		j->prompts[j->batch] = p;
+		j->lens[j->batch++] = n;
+	}
+	if (!j->batch) {
+		snprintf(err, err_len, "prompt-file %s holds no token ids", j->cfg->prompt_file);
+		rc = -EINVAL;
+	}
+out:
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+int job_make_prompts(struct job *j, char *err, size_t err_len)
+{
+	if (j->cfg->prompt_file[0])
+		return read_prompt_file(j, err, err_len);
+	j->batch = (uint32_t)j->cfg->batch;
+	j->prompts = calloc(j->batch, sizeof(*j->prompts));
+	j->lens = calloc(j->batch, sizeof(*j->lens));
+	if (!j->prompts || !j->lens)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < j->batch; i++) {
+		j->lens[i] = (uint32_t)j->cfg->prompt_tokens;
+		j->prompts[i] = malloc(sizeof(int32_t) * j->lens[i]);
+		if (!j->prompts[i])
+			return -ENOMEM;
+		synth_prompt(j->prompts[i], j->lens[i], j->model->cfg.vocab, j->cfg->seed + i);
+	}
+	return 0;
+}
+
+static uint32_t max_tokens(const struct job *j)
+{
+	uint32_t m = 0;
+	for (uint32_t i = 0; i < j->batch; i++)
+		m = j->lens[i] > m ? j->lens[i] : m;
+	return m + (uint32_t)j->cfg->new_tokens;
+}
+
+static int open_host(struct job *j)
+{
+	const struct model_config *c = &j->model->cfg;
+	uint32_t blk = c->sparse.block, maxb = (max_tokens(j) + blk - 1) / blk;
+	uint64_t units = (uint64_t)j->batch * maxb * c->n_layers * c->n_kv_heads;
+	struct kvhost_opts o = {
+		.geom = { .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads,
+			  .head_dim = c->head_dim, .block_tokens = blk, .dtype_bytes = 2 },
+		.max_seqs = j->batch + 1,
+		.max_units = units + 1,
+		.runtime_dir = j->cfg->runtime_dir[0] ? j->cfg->runtime_dir : NULL,
+		.tenant = j->cfg->tenant,
+		.poll = j->cfg->poll,
+		.timeout_ms = (uint32_t)j->cfg->timeout_ms,
+	};
+	o.geom.unit_bytes = 2 * blk * c->head_dim * 2;
+	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes
+					     : (units + units / 8 + 64) * o.geom.unit_bytes;
+	if (j->host || j->host_rc)
+		return j->host_rc;
+	if (j->cfg->store == JOB_STORE_INPROC)
+		j->host_rc = kvhost_inproc_open(&o, &j->host);
+	else
+		j->host_rc = kvhost_memsvc_open(&o, &j->host, j->host_err, sizeof(j->host_err));
+	if (j->host_rc && !j->host_err[0])
+		snprintf(j->host_err, sizeof(j->host_err), "host store: %s", err_str(j->host_rc));
+	return j->host_rc;
+}
+
+static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
+{
+	const struct job_config *cfg = j->cfg;
+	struct runner_opts ro = { .mode = mode, .max_batch = j->batch, .max_tokens = max_tokens(j),
+				  .gather_ctas = (uint32_t)cfg->gather_ctas };
+	struct runner_sampling smp = { .temperature = (float)cfg->temperature,
+				       .top_k = (uint32_t)cfg->top_k, .seed = cfg->seed };
+	struct runner *r = NULL;
+	int rc;
+
+	res->ran = mode;
+	if (runner_mode_offloads(mode)) {
+		if ((rc = open_host(j))) {
+			if (mode != RUNNER_MODE_SPARDA || !cfg->fallback) {
+				snprintf(j->err, sizeof(j->err), "mode %s: %s", runner_mode_name(mode),
+					 j->host_err);
+				return rc;
+			}
+			log_warn("job", "memsvc unavailable: sparda falls back to sparda-nooffload",
+				 "reason=\"%s\"", j->host_err);
+			snprintf(res->note, sizeof(res->note), "fell back to sparda-nooffload: %s",
+				 j->host_err);
+			res->ran = mode = ro.mode = RUNNER_MODE_SPARDA_NOOFFLOAD;
+		}
+		ro.host = runner_mode_offloads(mode) ? j->host : NULL;
+	}
+	rc = runner_open(j->model, j->kb, &ro, &r, j->err, sizeof(j->err));
+	if (rc)
+		return rc;
+	res->tokens = calloc((size_t)j->batch * cfg->new_tokens, sizeof(int32_t));
+	res->layers = calloc(j->model->cfg.n_layers, sizeof(*res->layers));
+	if (!res->tokens || !res->layers) {
+		runner_close(r);
+		return -ENOMEM;
+	}
+	rc = runner_generate(r, (const int32_t *const *)j->prompts, j->lens, j->batch,
+			     (uint32_t)cfg->new_tokens, &smp, res->tokens, NULL, j->err,
+			     sizeof(j->err));
+	if (!rc) {
+		res->st = *runner_get_stats(r);
+		memcpy(res->layers, res->st.layer, sizeof(*res->layers) * j->model->cfg.n_layers);
+		res->st.layer = res->layers;
+		res->done = true;
+	}
+	runner_close(r);
+	return rc;
+}
+
+int job_run_modes(struct job *j)
+{
+	for (uint32_t i = 0; i < j->n_modes; i++) {
+		struct job_result *res = &j->res[i];
+		res->mode = j->modes[i];
+		log_info("job", "running", "mode=%s batch=%u prompt=%u new=%llu backend=%s",
+			 runner_mode_name(res->mode), j->batch, j->lens[0],
+			 (unsigned long long)j->cfg->new_tokens, j->kb->ops->name);
+		int rc = run_one(j, res, res->mode);
+		if (rc) {
+			if (!j->err[0])
+				snprintf(j->err, sizeof(j->err), "mode %s failed: %s",
+					 runner_mode_name(res->mode), err_str(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+void job_free(struct job *j)
+{
+	for (uint32_t i = 0; i < RUNNER_MODE_COUNT; i++) {
+		free(j->res[i].tokens);
+		free(j->res[i].layers);
+	}
+	for (uint32_t i = 0; j->prompts && i < j->cfg->batch; i++)
+		free(j->prompts[i]);
+	free(j->prompts);
+	free(j->lens);
+	kvhost_close(j->host);
+	kb_destroy(j->kb);
+	model_close(j->model);
+}

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The job's results: one table row per mode (tokens/s, prefill, hit rate, bytes, late units,
+ * equality with its twin), a per-layer table, and the same figures as JSON (json-c).
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "job_internal.h"
+
+static enum runner_mode twin_of(enum runner_mode m)
+{
+	switch (m) {
+	case RUNNER_MODE_SPARSE_OFFLOAD:
+		return RUNNER_MODE_SPARSE;
+	case RUNNER_MODE_SPARDA:
+	case RUNNER_MODE_SPARDA_NOPREFETCH:
+		return RUNNER_MODE_SPARDA_NOOFFLOAD;
+	default:
+		return RUNNER_MODE_COUNT;
+	}
+}
+
+static const struct job_result *find(const struct job *j, enum runner_mode m)
+{
+	for (uint32_t i = 0; i < j->n_modes; i++)
+		if (j->res[i].done && j->res[i].mode == m)
+			return &j->res[i];
+	return NULL;
+}
+
+int job_twin_state(const struct job *j, enum runner_mode m)
+{
+	const struct job_result *a = find(j, m), *b = find(j, twin_of(m));
+	if (!a || !b)
+		return -1;
+	size_t n = (size_t)j->batch * j->cfg->new_tokens;
+	return memcmp(a->tokens, b->tokens, n * sizeof(int32_t)) == 0;
+}
+
+bool job_twins_equal(const struct job *j)
+{
+	for (uint32_t i = 0; i < j->n_modes; i++)
+		if (job_twin_state(j, j->modes[i]) == 0)
+			return false;
+	return true;
+}
+
+struct totals {
+	uint64_t hits, loads, late_units, selected;
+	double late_ms;
+	bool offloaded;
+};
+
+static struct totals sum_layers(const struct job *j, const struct job_result *r)
+{
+	struct totals t = { 0 };
+	for (uint32_t l = 0; l < r->st.n_layers; l++) {
+		const struct runner_layer_stats *ls = &r->st.layer[l];
+		t.hits += ls->hits;
+		t.loads += ls->loads;
+		t.late_units += ls->late_units;
+		t.late_ms += ls->late_ms;
+		t.selected += ls->selected;
+	}
+	t.offloaded = runner_mode_offloads(r->ran);
+	return t;
+}
+
+static double tok_per_s(const struct job_result *r)
+{
+	return r->st.decode_s > 0 ? (double)r->st.decode_tokens / r->st.decode_s : 0.0;
+}
+
+static double hit_rate(const struct totals *t)
+{
+	return t->hits + t->loads ? (double)t->hits / (double)(t->hits + t->loads) : 1.0;
+}
+
+void job_print(struct job *j)
+{
+	FILE *o = j->out;
+	fprintf(o, "\n%-18s %12s %10s %9s %12s %12s %10s %s\n", "mode", "decode tok/s",
+		"prefill s", "hit rate", "bytes H2D", "bytes D2H", "late units", "equals twin");
+	for (uint32_t i = 0; i < j->n_modes; i++) {
+		const struct job_result *r = &j->res[i];
+		struct totals t = sum_layers(j, r);
+		int tw = job_twin_state(j, r->mode);
+		char hr[16];
+		if (t.offloaded)
+			snprintf(hr, sizeof(hr), "%.3f", hit_rate(&t));
+		else
+			snprintf(hr, sizeof(hr), "-");
+		fprintf(o, "%-18s %12.1f %10.3f %9s %12llu %12llu %10llu %s%s%s\n",
+			runner_mode_name(r->mode), tok_per_s(r), r->st.prefill_s, hr,
+			(unsigned long long)r->st.bytes_h2d, (unsigned long long)r->st.bytes_d2h,
+			(unsigned long long)t.late_units,
+			tw < 0 ? "-" : tw ? "yes (" : "NO (",
+			tw < 0 ? "" : runner_mode_name(twin_of(r->mode)), tw < 0 ? "" : ")");
+		if (r->note[0])
+			fprintf(o, "  note: %s\n", r->note);
+	}
+	if (j->cfg->print_tokens) {
+		for (uint32_t i = 0; i < j->n_modes; i++) {
+			const struct job_result *r = &j->res[i];
+			for (uint32_t b = 0; b < j->batch; b++) {
+				fprintf(o, "%s[%u]:", runner_mode_name(r->mode), b);
+				for (uint64_t t = 0; t < j->cfg->new_tokens; t++)
+					fprintf(o, " %d", r->tokens[b * j->cfg->new_tokens + t]);
+				fprintf(o, "\n");
+			}
+		}
+	}
+	fflush(o);
+}
+
+static json_object *layers_json(const struct job_result *r)
+{
+	json_object *arr = json_object_new_array();
+	for (uint32_t l = 0; l < r->st.n_layers; l++) {
+		const struct runner_layer_stats *ls = &r->st.layer[l];
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "selected", json_object_new_int64((int64_t)ls->selected));
+		json_object_object_add(o, "hits", json_object_new_int64((int64_t)ls->hits));
+		json_object_object_add(o, "loads", json_object_new_int64((int64_t)ls->loads));
+		json_object_object_add(o, "late_units", json_object_new_int64((int64_t)ls->late_units));
+		json_object_object_add(o, "late_ms", json_object_new_double(ls->late_ms));
+		json_object_array_add(arr, o);
+	}
+	return arr;
+}
+
+static json_object *tokens_json(const struct job *j, const struct job_result *r)
+{
+	json_object *seqs = json_object_new_array();
+	for (uint32_t b = 0; b < j->batch; b++) {
+		json_object *a = json_object_new_array();
+		for (uint64_t t = 0; t < j->cfg->new_tokens; t++)
+			json_object_array_add(a, json_object_new_int(r->tokens[b * j->cfg->new_tokens + t]));
+		json_object_array_add(seqs, a);
+	}
+	return seqs;
+}
+
+static json_object *mode_json(const struct job *j, const struct job_result *r)
+{
+	struct totals t = sum_layers(j, r);
+	json_object *o = json_object_new_object();
+	int tw = job_twin_state(j, r->mode);
+
+	json_object_object_add(o, "ran", json_object_new_string(runner_mode_name(r->ran)));
+	json_object_object_add(o, "backend", json_object_new_string(j->kb->ops->name));
+	json_object_object_add(o, "batch", json_object_new_int((int)j->batch));
+	json_object_object_add(o, "prompt_tokens", json_object_new_int64((int64_t)r->st.prefill_tokens));
+	json_object_object_add(o, "decode_tokens", json_object_new_int64((int64_t)r->st.decode_tokens));
+	json_object_object_add(o, "decode_tokens_per_s", json_object_new_double(tok_per_s(r)));
+	json_object_object_add(o, "decode_step_ms",
+			       json_object_new_double(r->st.decode_steps ? r->st.decode_s * 1e3 /
+						      (double)r->st.decode_steps : 0.0));
+	json_object_object_add(o, "prefill_s", json_object_new_double(r->st.prefill_s));
+	json_object_object_add(o, "hit_rate", t.offloaded ? json_object_new_double(hit_rate(&t)) : NULL);
+	json_object_object_add(o, "units_selected", json_object_new_int64((int64_t)t.selected));
+	json_object_object_add(o, "units_fetched", json_object_new_int64((int64_t)t.loads));
+	json_object_object_add(o, "bytes_h2d", json_object_new_int64((int64_t)r->st.bytes_h2d));
+	json_object_object_add(o, "bytes_d2h", json_object_new_int64((int64_t)r->st.bytes_d2h));
+	json_object_object_add(o, "late_units", json_object_new_int64((int64_t)t.late_units));
+	json_object_object_add(o, "late_ms", json_object_new_double(t.late_ms));
+	json_object_object_add(o, "equals_twin", tw < 0 ? NULL : json_object_new_boolean(tw));
+	if (r->note[0])
+		json_object_object_add(o, "note", json_object_new_string(r->note));
+	json_object_object_add(o, "layers", layers_json(r));
+	json_object_object_add(o, "tokens", tokens_json(j, r));
+	return o;
+}
+
+int job_write_json(const struct job *j, const char *path)
+{
+	json_object *root = json_object_new_object();
+	int rc = 0;
+
+	for (uint32_t i = 0; i < j->n_modes; i++)
+		json_object_object_add(root, runner_mode_name(j->res[i].mode),
+				       mode_json(j, &j->res[i]));
+	if (json_object_to_file_ext(path, root, JSON_C_TO_STRING_PRETTY) != 0)
+		rc = -EIO;
+	json_object_put(root);
+	return rc;
+}
