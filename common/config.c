@@ -20,7 +20,7 @@
 #define CONFIG_SOURCE_MAX 320
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -50,8 +50,7 @@ static void env_name(const struct config_table *t, const struct config_key *k, c
 		buf[n] = '\0';
 }
 
-static const struct config_key *find_key(const struct config_table *t, const char *name,
-					 size_t len)
+static const struct config_key *find_key(const struct config_table *t, const char *name, size_t len)
 {
 	for (size_t i = 0; i < t->n_keys; i++) {
 		const char *kn = t->keys[i].name;
@@ -77,11 +76,24 @@ int config_parse_size(const char *s, uint64_t *out)
 	if (errno == ERANGE)
 		return -ERANGE;
 	switch (toupper((unsigned char)*end)) {
-	case 'K': shift = 10; end++; break;
-	case 'M': shift = 20; end++; break;
-	case 'G': shift = 30; end++; break;
-	case 'T': shift = 40; end++; break;
-	default: break;
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	default:
+		break;
 	}
 	/* Accept "4G", "4GB", "4GiB" and "4096B"; nothing else may follow. */
 	if (shift && (*end == 'i' || *end == 'I') && toupper((unsigned char)end[1]) == 'B')
@@ -100,8 +112,8 @@ int config_parse_size(const char *s, uint64_t *out)
 
 static int parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = { "true", "1", "yes", "on" };
-	static const char *const no[] = { "false", "0", "no", "off" };
+	static const char *const yes[] = {"true", "1", "yes", "on"};
+	static const char *const no[] = {"false", "0", "no", "off"};
 
 	for (size_t i = 0; i < 4; i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
@@ -122,13 +134,13 @@ static bool bounded(const struct config_key *k)
 }
 
 /* Bounds check shared by the numeric types; writes the message on failure. */
-static int check_bounds(const struct config_key *k, double v, const char *text,
-			const char *source, char *err, size_t err_len)
+static int check_bounds(const struct config_key *k, double v, const char *text, const char *source,
+			char *err, size_t err_len)
 {
 	if (!bounded(k) || (v >= k->min && v <= k->max))
 		return 0;
-	set_err(err, err_len, "%s: key %s: value '%s' out of range [%.15g, %.15g]", source,
-		k->name, text, k->min, k->max);
+	set_err(err, err_len, "%s: key %s: value '%s' out of range [%.15g, %.15g]", source, k->name,
+		text, k->min, k->max);
 	return -EINVAL;
 }
 
@@ -267,13 +279,26 @@ int config_set(const struct config_table *t, void *cfg, const char *key, const c
 static void zero_field(const struct config_key *k, void *field)
 {
 	switch (k->type) {
-	case CONFIG_TYPE_BOOL: *(bool *)field = false; break;
-	case CONFIG_TYPE_INT: *(int64_t *)field = 0; break;
+	case CONFIG_TYPE_BOOL:
+		*(bool *)field = false;
+		break;
+	case CONFIG_TYPE_INT:
+		*(int64_t *)field = 0;
+		break;
 	case CONFIG_TYPE_UINT: /* fall through */
-	case CONFIG_TYPE_SIZE: *(uint64_t *)field = 0; break;
-	case CONFIG_TYPE_DOUBLE: *(double *)field = 0.0; break;
-	case CONFIG_TYPE_STRING: if (k->str_cap) *(char *)field = '\0'; break;
-	case CONFIG_TYPE_ENUM: *(int *)field = 0; break;
+	case CONFIG_TYPE_SIZE:
+		*(uint64_t *)field = 0;
+		break;
+	case CONFIG_TYPE_DOUBLE:
+		*(double *)field = 0.0;
+		break;
+	case CONFIG_TYPE_STRING:
+		if (k->str_cap)
+			*(char *)field = '\0';
+		break;
+	case CONFIG_TYPE_ENUM:
+		*(int *)field = 0;
+		break;
 	}
 }
 
@@ -573,7 +598,8 @@ static int scan_args(const struct config_table *t, struct config_args *a, int ar
 		} else if (arg[1] != '-') {
 			a->rest[a->n_rest++] = argv[i];
 			if (!first)
-				set_err(err, err_len, "flag %s: unknown (flags are --key=value)", arg);
+				set_err(err, err_len, "flag %s: unknown (flags are --key=value)",
+					arg);
 			ret = -EINVAL;
 		} else {
 			ret = parse_flag(t, a, argc, argv, &i, first ? NULL : err,
@@ -606,7 +632,7 @@ static int apply_flags(void *cfg, const struct config_args *a, char *err, size_t
 int config_load(const struct config_table *t, void *cfg, const char *config_env, int argc,
 		char **argv, int *n_positional, FILE *out, char *err, size_t err_len)
 {
-	struct config_args a = { 0 };
+	struct config_args a = {0};
 	size_t n = argc > 0 ? (size_t)argc : 1;
 	int ret, scan;
 
@@ -768,12 +794,18 @@ void config_dump(const struct config_table *t, const void *cfg, FILE *out)
 static const char *type_hint(const struct config_key *k, char *buf, size_t cap)
 {
 	switch (k->type) {
-	case CONFIG_TYPE_BOOL: return "[=BOOL]";
-	case CONFIG_TYPE_INT: return "=INT";
-	case CONFIG_TYPE_UINT: return "=N";
-	case CONFIG_TYPE_SIZE: return "=SIZE";
-	case CONFIG_TYPE_DOUBLE: return "=NUM";
-	case CONFIG_TYPE_STRING: return "=STR";
+	case CONFIG_TYPE_BOOL:
+		return "[=BOOL]";
+	case CONFIG_TYPE_INT:
+		return "=INT";
+	case CONFIG_TYPE_UINT:
+		return "=N";
+	case CONFIG_TYPE_SIZE:
+		return "=SIZE";
+	case CONFIG_TYPE_DOUBLE:
+		return "=NUM";
+	case CONFIG_TYPE_STRING:
+		return "=STR";
 	case CONFIG_TYPE_ENUM:
 		buf[0] = '=';
 		enum_list(k, buf + 1, cap - 1);
@@ -801,9 +833,10 @@ static void help_write(const struct config_table *t, const char *config_env, FIL
 	fprintf(out, "Usage: %s [options]\n", t->program ? t->program : "sparda");
 	if (t->summary)
 		fprintf(out, "%s\n", t->summary);
-	fprintf(out, "\nEvery option is a flag --key=value (or --key value), an environment "
-		     "variable %sKEY,\nor a line 'key = value' in the config file. Precedence: "
-		     "defaults < file < env < flags.\nSizes take K/M/G/T suffixes (binary).\n\n",
+	fprintf(out,
+		"\nEvery option is a flag --key=value (or --key value), an environment "
+		"variable %sKEY,\nor a line 'key = value' in the config file. Precedence: "
+		"defaults < file < env < flags.\nSizes take K/M/G/T suffixes (binary).\n\n",
 		env_prefix(t));
 	fprintf(out, "  %-30s %s%s%s\n", "--config=PATH", "read a config file",
 		config_env ? "; env " : "", config_env ? config_env : "");

@@ -26,13 +26,12 @@ int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int n_fds
 		char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t n;
 
 	/* An empty message would read as "peer closed" on the other side. */
-	if (sock < 0 || !buf || len == 0 || n_fds < 0 || n_fds > FDPASS_MAX_FDS ||
-	    (n_fds && !fds))
+	if (sock < 0 || !buf || len == 0 || n_fds < 0 || n_fds > FDPASS_MAX_FDS || (n_fds && !fds))
 		return -EINVAL;
 	if (n_fds) {
 		struct cmsghdr *c;
@@ -58,7 +57,7 @@ int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int n_fds
 static int wait_readable(int sock, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms < 0 ? 0 : time_now_ms() + (uint64_t)timeout_ms;
-	struct pollfd pfd = { .fd = sock, .events = POLLIN };
+	struct pollfd pfd = {.fd = sock, .events = POLLIN};
 
 	for (;;) {
 		int ms = -1;
@@ -100,8 +99,8 @@ ssize_t fdpass_recv(int sock, void *buf, size_t cap, int *fds, int max_fds, int 
 		char buf[CMSG_SPACE(sizeof(int) * FDPASS_CMSG_FDS)];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = buf, .iov_len = cap };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct iovec iov = {.iov_base = buf, .iov_len = cap};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	int got[FDPASS_CMSG_FDS];
 	int n_got, ret;
 	ssize_t n;
@@ -229,7 +228,7 @@ out_close:
 
 static int finish_connect(int fd)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
 	socklen_t len = sizeof(int);
 	int r, soerr = 0;
 

@@ -15,7 +15,7 @@
 static _Atomic int g_level = -1;
 static const char *g_proc;
 
-static const char *const level_names[] = { "debug", "info", "warn", "error", "off" };
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
 const char *log_level_name(enum log_level level)
 {
@@ -97,9 +97,9 @@ static void log_vwrite(enum log_level level, const char *tag, const char *msg,
 	gmtime_r(&ts.tv_sec, &tm);
 	r = snprintf(line, sizeof(line),
 		     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s%s%s comp=%s msg=\"",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		     tm.tm_sec, ts.tv_nsec / 1000000, log_level_name(level),
-		     g_proc ? " proc=" : "", g_proc ? g_proc : "", tag ? tag : "-");
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     ts.tv_nsec / 1000000, log_level_name(level), g_proc ? " proc=" : "",
+		     g_proc ? g_proc : "", tag ? tag : "-");
 	n = r < 0 ? 0 : ((size_t)r < sizeof(line) ? (size_t)r : sizeof(line) - 1);
 	n = put_quoted(line, n, sizeof(line) - 1, msg ? msg : "");
 	if (fmt && fmt[0] && n < sizeof(line) - 2) {

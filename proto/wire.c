@@ -19,11 +19,11 @@
 #define WIRE_ERRNO_MAX 4095 /* statuses are 0 or -errno in [-4095, -1] */
 
 static const char *const kind_names[WIRE_KIND_MAX] = {
-	[WIRE_NONE] = "none",	  [WIRE_HELLO] = "hello",   [WIRE_SEQ_OPEN] = "seq_open",
-	[WIRE_SEQ_CLOSE] = "seq_close", [WIRE_ALLOC] = "alloc",   [WIRE_COMMIT] = "commit",
-	[WIRE_FREE] = "free",	  [WIRE_FORECAST] = "forecast", [WIRE_STATS] = "stats",
-	[WIRE_DRAIN] = "drain",	  [WIRE_BYE] = "bye",	    [WIRE_READ] = "read",
-	[WIRE_WRITE] = "write",	  [WIRE_PING] = "ping",
+    [WIRE_NONE] = "none",	    [WIRE_HELLO] = "hello",	  [WIRE_SEQ_OPEN] = "seq_open",
+    [WIRE_SEQ_CLOSE] = "seq_close", [WIRE_ALLOC] = "alloc",	  [WIRE_COMMIT] = "commit",
+    [WIRE_FREE] = "free",	    [WIRE_FORECAST] = "forecast", [WIRE_STATS] = "stats",
+    [WIRE_DRAIN] = "drain",	    [WIRE_BYE] = "bye",		  [WIRE_READ] = "read",
+    [WIRE_WRITE] = "write",	    [WIRE_PING] = "ping",
 };
 
 const char *wire_kind_name(enum wire_kind k)
@@ -32,7 +32,7 @@ const char *wire_kind_name(enum wire_kind k)
 }
 
 static int fail(char *err, size_t err_len, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(char *err, size_t err_len, int ret, const char *fmt, ...)
 {
@@ -267,8 +267,8 @@ static int reply_check(const struct wire_reply *r, char *err, size_t err_len)
 		return 0;
 	case WIRE_STATS:
 		if (r->u.stats.n > WIRE_MAX_STATS || (r->u.stats.n && !r->u.stats.stats))
-			return fail(err, err_len, -EINVAL, "stats: %u not in [0, %u]",
-				    r->u.stats.n, WIRE_MAX_STATS);
+			return fail(err, err_len, -EINVAL, "stats: %u not in [0, %u]", r->u.stats.n,
+				    WIRE_MAX_STATS);
 		for (uint32_t i = 0; i < r->u.stats.n; i++) {
 			snprintf(field, sizeof(field), "stats[%u].name", i);
 			ret = check_text(r->u.stats.stats[i].name, WIRE_NAME_MAX, field, err,
@@ -715,8 +715,8 @@ static int units_reply_from_pb(const Sparda__UnitsReply *u, struct wire_reply *o
 	if (u->n_results > WIRE_MAX_UNITS)
 		return fail(err, err_len, -EINVAL, "units.results: %zu over %u", u->n_results,
 			    WIRE_MAX_UNITS);
-	out->u.units.results = calloc(u->n_results ? u->n_results : 1,
-				      sizeof(*out->u.units.results));
+	out->u.units.results =
+	    calloc(u->n_results ? u->n_results : 1, sizeof(*out->u.units.results));
 	if (!out->u.units.results)
 		return fail(err, err_len, -ENOMEM, "units.results: out of memory");
 	out->u.units.n = (uint32_t)u->n_results;
@@ -759,8 +759,7 @@ static int stats_reply_from_pb(const Sparda__StatsReply *s, struct wire_reply *o
 	return 0;
 }
 
-static int reply_from_pb(const Sparda__Reply *m, struct wire_reply *out, char *err,
-			 size_t err_len)
+static int reply_from_pb(const Sparda__Reply *m, struct wire_reply *out, char *err, size_t err_len)
 {
 	int ret;
 
@@ -905,8 +904,8 @@ static int send_frame(void *sock, const void *p, size_t n, int flags)
 	return r < 0 ? zmq_err() : 0;
 }
 
-int wire_zmq_send(void *sock, const void *identity, size_t id_len, const void *payload,
-		  size_t len, const void *data, size_t data_len, int flags)
+int wire_zmq_send(void *sock, const void *identity, size_t id_len, const void *payload, size_t len,
+		  const void *data, size_t data_len, int flags)
 {
 	bool has_data = data != NULL || data_len > 0;
 	int ret;

@@ -31,35 +31,32 @@ struct tcfg {
 	int64_t nodef;
 };
 
-static const char *const modes[] = { "dense", "sparse", "sparda", NULL };
+static const char *const modes[] = {"dense", "sparse", "sparda", NULL};
 
 static const struct config_key keys[] = {
-	{ "verbose", CONFIG_TYPE_BOOL, offsetof(struct tcfg, verbose), 0, "false", 0, 0, NULL,
-	  "log more" },
-	{ "offset", CONFIG_TYPE_INT, offsetof(struct tcfg, offset), 0, "-3", -100, 100, NULL,
-	  "a signed value" },
-	{ "workers", CONFIG_TYPE_UINT, offsetof(struct tcfg, workers), 0, "4", 1, 64, NULL,
-	  "worker threads" },
-	{ "ram-budget", CONFIG_TYPE_SIZE, offsetof(struct tcfg, budget), 0, "1G", 4096,
-	  1099511627776.0, NULL, "bytes of RAM" },
-	{ "ratio", CONFIG_TYPE_DOUBLE, offsetof(struct tcfg, ratio), 0, "0.25", 0, 1, NULL,
-	  "a fraction" },
-	{ "name", CONFIG_TYPE_STRING, offsetof(struct tcfg, name), 16, "memsvc", 0, 0, NULL,
-	  "a name" },
-	{ "mode", CONFIG_TYPE_ENUM, offsetof(struct tcfg, mode), 0, "sparda", 0, 0, modes,
-	  "run mode" },
-	{ "metrics.port", CONFIG_TYPE_UINT, offsetof(struct tcfg, port), 0, "9464", 0, 65535,
-	  NULL, "metrics port" },
-	{ "nodef", CONFIG_TYPE_INT, offsetof(struct tcfg, nodef), 0, NULL, 0, 0, NULL,
-	  "no default" },
+    {"verbose", CONFIG_TYPE_BOOL, offsetof(struct tcfg, verbose), 0, "false", 0, 0, NULL,
+     "log more"},
+    {"offset", CONFIG_TYPE_INT, offsetof(struct tcfg, offset), 0, "-3", -100, 100, NULL,
+     "a signed value"},
+    {"workers", CONFIG_TYPE_UINT, offsetof(struct tcfg, workers), 0, "4", 1, 64, NULL,
+     "worker threads"},
+    {"ram-budget", CONFIG_TYPE_SIZE, offsetof(struct tcfg, budget), 0, "1G", 4096, 1099511627776.0,
+     NULL, "bytes of RAM"},
+    {"ratio", CONFIG_TYPE_DOUBLE, offsetof(struct tcfg, ratio), 0, "0.25", 0, 1, NULL,
+     "a fraction"},
+    {"name", CONFIG_TYPE_STRING, offsetof(struct tcfg, name), 16, "memsvc", 0, 0, NULL, "a name"},
+    {"mode", CONFIG_TYPE_ENUM, offsetof(struct tcfg, mode), 0, "sparda", 0, 0, modes, "run mode"},
+    {"metrics.port", CONFIG_TYPE_UINT, offsetof(struct tcfg, port), 0, "9464", 0, 65535, NULL,
+     "metrics port"},
+    {"nodef", CONFIG_TYPE_INT, offsetof(struct tcfg, nodef), 0, NULL, 0, 0, NULL, "no default"},
 };
 
 static const struct config_table table = {
-	.program = "tprog",
-	.summary = "a test program",
-	.keys = keys,
-	.n_keys = sizeof(keys) / sizeof(keys[0]),
-	.env_prefix = "TCFG_",
+    .program = "tprog",
+    .summary = "a test program",
+    .keys = keys,
+    .n_keys = sizeof(keys) / sizeof(keys[0]),
+    .env_prefix = "TCFG_",
 };
 
 static char g_path[64];
@@ -107,12 +104,12 @@ static int load(struct tcfg *c, FILE *out, int *npos, ...)
 	return config_load(&table, c, "TCFG_CONFIG", argc, argv, npos, out, g_err, sizeof(g_err));
 }
 
-#define assert_err_names(...)                                                                  \
-	do {                                                                                   \
-		const char *want_[] = { __VA_ARGS__ };                                         \
-		for (size_t i_ = 0; i_ < sizeof(want_) / sizeof(want_[0]); i_++)               \
-			if (!strstr(g_err, want_[i_]))                                         \
-				fail_msg("error '%s' lacks '%s'", g_err, want_[i_]);          \
+#define assert_err_names(...)                                                                      \
+	do {                                                                                       \
+		const char *want_[] = {__VA_ARGS__};                                               \
+		for (size_t i_ = 0; i_ < sizeof(want_) / sizeof(want_[0]); i_++)                   \
+			if (!strstr(g_err, want_[i_]))                                             \
+				fail_msg("error '%s' lacks '%s'", g_err, want_[i_]);               \
 	} while (0)
 
 static void test_defaults(void **state)
@@ -143,9 +140,9 @@ static void test_precedence(void **state)
 	setenv("TCFG_WORKERS", "16", 1);
 	setenv("TCFG_METRICS_PORT", "200", 1);
 	assert_int_equal(load(&c, stdout, NULL, flag, "--metrics.port", "300", NULL), 0);
-	assert_int_equal(c.offset, 10);  /* file over default */
+	assert_int_equal(c.offset, 10);	 /* file over default */
 	assert_int_equal(c.workers, 16); /* env over file */
-	assert_int_equal(c.port, 300);   /* flag over env */
+	assert_int_equal(c.port, 300);	 /* flag over env */
 
 	/* The file can also come from the config_env variable. */
 	setenv("TCFG_CONFIG", g_path, 1);
@@ -215,22 +212,22 @@ static void test_bad_values(void **state)
 		const char *arg;
 		const char *names[2];
 	} bad[] = {
-		{ "--verbose=maybe", { "key verbose", "flag --verbose" } },
-		{ "--offset=101", { "key offset", "out of range" } },
-		{ "--offset=12abc", { "key offset", "integer" } },
-		{ "--offset=99999999999999999999", { "key offset", "integer" } },
-		{ "--workers=-1", { "key workers", "unsigned" } },
-		{ "--workers=0", { "key workers", "out of range" } },
-		{ "--workers=65", { "key workers", "out of range" } },
-		{ "--ram-budget=4095", { "key ram-budget", "out of range" } },
-		{ "--ram-budget=2T", { "key ram-budget", "out of range" } },
-		{ "--ram-budget=lots", { "key ram-budget", "size" } },
-		{ "--ratio=1.5", { "key ratio", "out of range" } },
-		{ "--ratio=nan", { "key ratio", "number" } },
-		{ "--ratio=", { "key ratio", "number" } },
-		{ "--name=0123456789abcdef", { "key name", "longer" } },
-		{ "--mode=fast", { "key mode", "dense|sparse|sparda" } },
-		{ "--metrics.port=65536", { "key metrics.port", "flag --metrics.port" } },
+	    {"--verbose=maybe", {"key verbose", "flag --verbose"}},
+	    {"--offset=101", {"key offset", "out of range"}},
+	    {"--offset=12abc", {"key offset", "integer"}},
+	    {"--offset=99999999999999999999", {"key offset", "integer"}},
+	    {"--workers=-1", {"key workers", "unsigned"}},
+	    {"--workers=0", {"key workers", "out of range"}},
+	    {"--workers=65", {"key workers", "out of range"}},
+	    {"--ram-budget=4095", {"key ram-budget", "out of range"}},
+	    {"--ram-budget=2T", {"key ram-budget", "out of range"}},
+	    {"--ram-budget=lots", {"key ram-budget", "size"}},
+	    {"--ratio=1.5", {"key ratio", "out of range"}},
+	    {"--ratio=nan", {"key ratio", "number"}},
+	    {"--ratio=", {"key ratio", "number"}},
+	    {"--name=0123456789abcdef", {"key name", "longer"}},
+	    {"--mode=fast", {"key mode", "dense|sparse|sparda"}},
+	    {"--metrics.port=65536", {"key metrics.port", "flag --metrics.port"}},
 	};
 	struct tcfg c;
 
@@ -280,14 +277,14 @@ static void test_file_syntax(void **state)
 		const char *text;
 		const char *want;
 	} bad[] = {
-		{ "offset 7\n", "line 1: expected" },
-		{ "\n[metrics\n", "line 2: malformed section" },
-		{ "[a b]\n", "bad section name" },
-		{ "bad key = 1\n", "bad key name" },
-		{ "name = \"open\n", "malformed quoted" },
-		{ "name = \"x\" y\n", "malformed quoted" },
-		{ "[metrics]\noffset = 1\n", "unknown key metrics.offset" },
-		{ "workers = 0\n", "line 1: key workers" },
+	    {"offset 7\n", "line 1: expected"},
+	    {"\n[metrics\n", "line 2: malformed section"},
+	    {"[a b]\n", "bad section name"},
+	    {"bad key = 1\n", "bad key name"},
+	    {"name = \"open\n", "malformed quoted"},
+	    {"name = \"x\" y\n", "malformed quoted"},
+	    {"[metrics]\noffset = 1\n", "unknown key metrics.offset"},
+	    {"workers = 0\n", "line 1: key workers"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		write_file(bad[i].text);
@@ -303,13 +300,11 @@ static void test_flags_and_positionals(void **state)
 {
 	struct tcfg c;
 	int npos = -1;
-	char *argv[] = { "tprog", "in.bin", "--offset", "5", "out.bin", "--", "--not-a-flag",
-			 NULL };
+	char *argv[] = {"tprog", "in.bin", "--offset", "5", "out.bin", "--", "--not-a-flag", NULL};
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(config_load(&table, &c, NULL, 7, argv, &npos, stdout, g_err,
-				     sizeof(g_err)),
-			 0);
+	assert_int_equal(
+	    config_load(&table, &c, NULL, 7, argv, &npos, stdout, g_err, sizeof(g_err)), 0);
 	assert_int_equal(npos, 3);
 	assert_string_equal(argv[1], "in.bin");
 	assert_string_equal(argv[2], "out.bin");
@@ -416,8 +411,7 @@ static void test_config_set(void **state)
 	assert_int_equal(c.workers, 7);
 	assert_int_equal(config_set(&table, &c, "nope", "7", "test", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "test: unknown key nope"));
-	assert_int_equal(config_set(&table, &c, "workers", "70", "api", err, sizeof(err)),
-			 -EINVAL);
+	assert_int_equal(config_set(&table, &c, "workers", "70", "api", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "api: key workers"));
 	assert_int_equal(c.workers, 7); /* a refused value leaves the field alone */
 }
@@ -425,16 +419,16 @@ static void test_config_set(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_types, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_parse_size, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_file_syntax, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_flags_and_positionals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_help, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_dump_reparses, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_config_set, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_types, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_parse_size, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_file_syntax, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flags_and_positionals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_help, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dump_reparses, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_set, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,9 +73,9 @@ static void test_chaining(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vectors),
-		cmocka_unit_test(test_hw_equals_sw),
-		cmocka_unit_test(test_chaining),
+	    cmocka_unit_test(test_vectors),
+	    cmocka_unit_test(test_hw_equals_sw),
+	    cmocka_unit_test(test_chaining),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,7 @@ static void test_pass_and_use(void **state)
 	pair(sv);
 	assert_true(efd >= 0 && mfd >= 0);
 	assert_int_equal(ftruncate(mfd, 4096), 0);
-	int send_fds[2] = { efd, mfd };
+	int send_fds[2] = {efd, mfd};
 	assert_int_equal(fdpass_send(sv[0], "attach", 6, send_fds, 2), 0);
 	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), fds, FDPASS_MAX_FDS, &n_fds, 1000),
 			 6);
@@ -126,7 +126,7 @@ static void test_limits(void **state)
 	assert_int_equal(open_fds(), base);
 
 	/* More descriptors than the caller takes: -EBADMSG, none leak. */
-	int three[3] = { efd, efd, efd };
+	int three[3] = {efd, efd, efd};
 	assert_int_equal(fdpass_send(sv[0], "m", 1, three, 3), 0);
 	assert_int_equal(fdpass_recv(sv[1], buf, sizeof(buf), fds, 2, &n_fds, 1000), -EBADMSG);
 	assert_int_equal(fds[0], -1);
@@ -140,9 +140,11 @@ static void test_limits(void **state)
 		char b[CMSG_SPACE(sizeof(lots))];
 		struct cmsghdr a;
 	} ctl;
-	struct iovec iov = { .iov_base = "c", .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-			      .msg_controllen = sizeof(ctl.b) };
+	struct iovec iov = {.iov_base = "c", .iov_len = 1};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b)};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
@@ -228,10 +230,10 @@ static void test_listen_connect(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pass_and_use),
-		cmocka_unit_test(test_peercred),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_listen_connect),
+	    cmocka_unit_test(test_pass_and_use),
+	    cmocka_unit_test(test_peercred),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_listen_connect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

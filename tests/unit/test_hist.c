@@ -93,10 +93,10 @@ static void test_clock_and_sleep(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty_and_small),
-		cmocka_unit_test(test_percentiles),
-		cmocka_unit_test(test_merge),
-		cmocka_unit_test(test_clock_and_sleep),
+	    cmocka_unit_test(test_empty_and_small),
+	    cmocka_unit_test(test_percentiles),
+	    cmocka_unit_test(test_merge),
+	    cmocka_unit_test(test_clock_and_sleep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

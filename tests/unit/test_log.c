@@ -80,9 +80,9 @@ static void test_line_format(void **state)
 	assert_int_equal(capture_end(), 3);
 	assert_null(strstr(g_text, "hidden"));
 	assert_non_null(strstr(g_text, "level=info proc=tester comp=store msg=\"unit spilled\" "
-					"seq=3 layer=7\n"));
+				       "seq=3 layer=7\n"));
 	assert_non_null(strstr(g_text, "level=error proc=tester comp=wire "
-					"msg=\"bad \\\"quoted\\\"\\nmessage\" path=/tmp/a?b\n"));
+				       "msg=\"bad \\\"quoted\\\"\\nmessage\" path=/tmp/a?b\n"));
 	assert_non_null(strstr(g_text, "level=warn proc=tester comp=- msg=\"\""));
 	assert_int_equal(strncmp(g_text, "ts=", 3), 0);
 	log_set_process(NULL);
@@ -128,9 +128,9 @@ static void test_ratelimit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_levels),
-		cmocka_unit_test(test_line_format),
-		cmocka_unit_test(test_ratelimit),
+	    cmocka_unit_test(test_levels),
+	    cmocka_unit_test(test_line_format),
+	    cmocka_unit_test(test_ratelimit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

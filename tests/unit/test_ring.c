@@ -92,7 +92,7 @@ static void test_format_and_attach(void **state)
 	assert_int_equal(ring_format(mem, 16, 12), -EINVAL);
 	assert_int_equal(ring_format(mem, 16, 32), 0);
 	assert_int_equal(ring_attach(&r, mem, sizeof(*h) - 1, 32, -1), -EINVAL);
-	assert_int_equal(ring_attach(&r, mem, bytes, 64, -1), -EPROTO);	   /* entry size */
+	assert_int_equal(ring_attach(&r, mem, bytes, 64, -1), -EPROTO);	    /* entry size */
 	assert_int_equal(ring_attach(&r, mem, bytes - 1, 32, -1), -EPROTO); /* mapping short */
 	h->entries = 12;
 	assert_int_equal(ring_attach(&r, mem, bytes, 32, -1), -EPROTO);
@@ -140,7 +140,7 @@ static void test_spsc_stress(void **state)
 {
 	void *mem = ring_mem(256, sizeof(struct sp_sqe));
 	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	struct stress s = { 0 };
+	struct stress s = {0};
 	struct ring prod;
 	pthread_t t;
 	uint64_t want = 0;
@@ -196,9 +196,9 @@ static void test_doorbell_wakes_sleeper(void **state)
 {
 	void *mem = ring_mem(8, 32);
 	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	struct sleeper s = { .ret = 1 };
+	struct sleeper s = {.ret = 1};
 	struct ring prod;
-	struct sp_sqe e = { .req_id = 7 };
+	struct sp_sqe e = {.req_id = 7};
 	pthread_t t;
 	uint64_t v;
 
@@ -235,10 +235,10 @@ static void test_doorbell_wakes_sleeper(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_single_thread),
-		cmocka_unit_test(test_format_and_attach),
-		cmocka_unit_test(test_spsc_stress),
-		cmocka_unit_test(test_doorbell_wakes_sleeper),
+	    cmocka_unit_test(test_single_thread),
+	    cmocka_unit_test(test_format_and_attach),
+	    cmocka_unit_test(test_spsc_stress),
+	    cmocka_unit_test(test_doorbell_wakes_sleeper),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

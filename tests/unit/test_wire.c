@@ -42,7 +42,7 @@ static void pb_u(struct pb *p, unsigned field, uint64_t v)
 
 static void pb_s(struct pb *p, unsigned field, int32_t v) /* sint32: zigzag */
 {
-	pb_u(p, field, (uint32_t)((v << 1) ^ (v >> 31)));
+	pb_u(p, field, ((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
 }
 
 static void pb_bytes(struct pb *p, unsigned field, const void *d, size_t len)
@@ -58,7 +58,7 @@ static void pb_msg(struct pb *p, unsigned field, const struct pb *sub)
 	pb_bytes(p, field, sub->b, sub->n);
 }
 
-static const uint8_t token16[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+static const uint8_t token16[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 static void geom_pb(struct pb *g, uint32_t layers, uint32_t heads, uint32_t dim, uint32_t bt,
 		    uint32_t db)
@@ -100,19 +100,19 @@ static int rep_decode(const struct pb *p, char *err)
 	return ret;
 }
 
-#define assert_rejects(ret, want, err, field)                                                 \
-	do {                                                                                   \
-		assert_int_equal((ret), (want));                                               \
-		if (!strstr((err), (field)))                                                   \
-			fail_msg("error '%s' does not name '%s'", (err), (field));            \
+#define assert_rejects(ret, want, err, field)                                                      \
+	do {                                                                                       \
+		assert_int_equal((ret), (want));                                                   \
+		if (!strstr((err), (field)))                                                       \
+			fail_msg("error '%s' does not name '%s'", (err), (field));                 \
 	} while (0)
 
 /* ---- well-formed messages -------------------------------------------------------------- */
 
 static struct sp_geometry geom_8b(void)
 {
-	struct sp_geometry g = { .n_layers = 32, .n_kv_heads = 2, .head_dim = 128,
-				 .block_tokens = 64, .dtype_bytes = 2 };
+	struct sp_geometry g = {
+	    .n_layers = 32, .n_kv_heads = 2, .head_dim = 128, .block_tokens = 64, .dtype_bytes = 2};
 	return g;
 }
 
@@ -151,7 +151,7 @@ static void request_of_kind(struct wire_request *r, enum wire_kind k, struct wir
 	case WIRE_READ:
 	case WIRE_WRITE:
 		for (uint32_t i = 0; i < 3; i++)
-			rng[i] = (struct wire_range){ i, i + 1, 31, 1, 100 * i, 10 + i };
+			rng[i] = (struct wire_range){i, i + 1, 31, 1, 100 * i, 10 + i};
 		r->u.units.ranges = rng;
 		r->u.units.n_ranges = 3;
 		r->u.units.n_units = 10 + 11 + 12;
@@ -224,9 +224,9 @@ static void test_hello_without_token(void **state)
 }
 
 /* One reply of each body kind; stats and results arrays are static. */
-static struct wire_unit_result g_results[4] = { { 0, 7, 1 }, { -ENOENT, 0, 0 }, { 0, 9, 3 },
-						 { -ESTALE, 0, 0 } };
-static struct wire_stat g_stats[2] = { { "units_resident", 10 }, { "bytes_spilled", 1ull << 40 } };
+static struct wire_unit_result g_results[4] = {
+    {0, 7, 1}, {-ENOENT, 0, 0}, {0, 9, 3}, {-ESTALE, 0, 0}};
+static struct wire_stat g_stats[2] = {{"units_resident", 10}, {"bytes_spilled", 1ull << 40}};
 
 static void reply_of_kind(struct wire_reply *r, enum wire_kind k)
 {
@@ -265,8 +265,8 @@ static void reply_of_kind(struct wire_reply *r, enum wire_kind k)
 	}
 }
 
-static const enum wire_kind reply_kinds[] = { WIRE_NONE, WIRE_HELLO, WIRE_SEQ_OPEN,
-					      WIRE_FORECAST, WIRE_STATS };
+static const enum wire_kind reply_kinds[] = {WIRE_NONE, WIRE_HELLO, WIRE_SEQ_OPEN, WIRE_FORECAST,
+					     WIRE_STATS};
 
 static void test_reply_roundtrip(void **state)
 {
@@ -434,8 +434,8 @@ static void test_oversized(void **state)
 	/* A units reply at the count cap with large fields packs past the byte cap. */
 	struct wire_unit_result *res = calloc(WIRE_MAX_UNITS, sizeof(*res));
 	for (uint32_t i = 0; i < WIRE_MAX_UNITS; i++)
-		res[i] = (struct wire_unit_result){ -4095, UINT32_MAX - 1, UINT32_MAX - 1 };
-	struct wire_reply r = { .kind = WIRE_FORECAST };
+		res[i] = (struct wire_unit_result){-4095, UINT32_MAX - 1, UINT32_MAX - 1};
+	struct wire_reply r = {.kind = WIRE_FORECAST};
 	void *buf = NULL;
 	size_t len = 0;
 	r.u.units.results = res;
@@ -444,7 +444,7 @@ static void test_oversized(void **state)
 	assert_null(buf);
 	/* ... and with small fields it fits and decodes. */
 	for (uint32_t i = 0; i < WIRE_MAX_UNITS; i++)
-		res[i] = (struct wire_unit_result){ 0, i & 127, 1 };
+		res[i] = (struct wire_unit_result){0, i & 127, 1};
 	assert_int_equal(wire_reply_pack(&r, &buf, &len), 0);
 	assert_int_equal(wire_reply_unpack(buf, len, &rp, err, sizeof(err)), 0);
 	assert_int_equal(rp.u.units.n, WIRE_MAX_UNITS);
@@ -511,17 +511,17 @@ static void test_request_rules(void **state)
 		uint32_t v[5];
 		const char *field;
 	} bad_geom[] = {
-		{ { 0, 2, 128, 64, 2 }, "geometry.n_layers" },
-		{ { SP_MAX_LAYERS + 1, 2, 128, 64, 2 }, "geometry.n_layers" },
-		{ { 32, 0, 128, 64, 2 }, "geometry.n_kv_heads" },
-		{ { 32, SP_MAX_KV_HEADS + 1, 128, 64, 2 }, "geometry.n_kv_heads" },
-		{ { 32, 2, 0, 64, 2 }, "geometry.head_dim" },
-		{ { 32, 2, SP_MAX_HEAD_DIM + 1, 64, 2 }, "geometry.head_dim" },
-		{ { 32, 2, 128, 0, 2 }, "geometry.block_tokens" },
-		{ { 32, 2, 128, SP_MAX_BLOCK_TOKENS + 1, 2 }, "geometry.block_tokens" },
-		{ { 32, 2, 128, 64, 3 }, "geometry.dtype_bytes" },
-		{ { 32, 2, 128, 64, 0 }, "geometry.dtype_bytes" },
-		{ { 32, 2, 128, 64, 8 }, "geometry.dtype_bytes" },
+	    {{0, 2, 128, 64, 2}, "geometry.n_layers"},
+	    {{SP_MAX_LAYERS + 1, 2, 128, 64, 2}, "geometry.n_layers"},
+	    {{32, 0, 128, 64, 2}, "geometry.n_kv_heads"},
+	    {{32, SP_MAX_KV_HEADS + 1, 128, 64, 2}, "geometry.n_kv_heads"},
+	    {{32, 2, 0, 64, 2}, "geometry.head_dim"},
+	    {{32, 2, SP_MAX_HEAD_DIM + 1, 64, 2}, "geometry.head_dim"},
+	    {{32, 2, 128, 0, 2}, "geometry.block_tokens"},
+	    {{32, 2, 128, SP_MAX_BLOCK_TOKENS + 1, 2}, "geometry.block_tokens"},
+	    {{32, 2, 128, 64, 3}, "geometry.dtype_bytes"},
+	    {{32, 2, 128, 64, 0}, "geometry.dtype_bytes"},
+	    {{32, 2, 128, 64, 8}, "geometry.dtype_bytes"},
 	};
 	for (size_t i = 0; i < sizeof(bad_geom) / sizeof(bad_geom[0]); i++) {
 		const uint32_t *v = bad_geom[i].v;
@@ -613,8 +613,8 @@ static void test_reply_rules(void **state)
 			pb_msg(&g_sub, 10, &geom);
 		g_p.n = 0;
 		pb_msg(&g_p, 10, &g_sub);
-		static const char *const fields[] = { "hello.token", "hello.geometry",
-						      "hello.n_slots", "hello.max_seqs" };
+		static const char *const fields[] = {"hello.token", "hello.geometry",
+						     "hello.n_slots", "hello.max_seqs"};
 		assert_rejects(rep_decode(&g_p, err), -EINVAL, err, fields[c]);
 	}
 
@@ -729,9 +729,8 @@ static void test_zmq_pair(void **state)
 
 	/* router -> dealer: payload + data */
 	memset(data, 0xab, sizeof(data));
-	assert_int_equal(wire_zmq_send(router, f.identity, f.id_len, "re", 2, data, sizeof(data),
-				       0),
-			 0);
+	assert_int_equal(
+	    wire_zmq_send(router, f.identity, f.id_len, "re", 2, data, sizeof(data), 0), 0);
 	wire_frames_fini(&f);
 	assert_int_equal(wire_zmq_recv(dealer, false, &f, 0), 0);
 	assert_null(f.identity);
@@ -780,12 +779,12 @@ static void test_zmq_pair(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request_roundtrip), cmocka_unit_test(test_hello_without_token),
-		cmocka_unit_test(test_reply_roundtrip),	  cmocka_unit_test(test_truncated),
-		cmocka_unit_test(test_bit_flips),	  cmocka_unit_test(test_oversized),
-		cmocka_unit_test(test_request_rules),	  cmocka_unit_test(test_units_rules),
-		cmocka_unit_test(test_reply_rules),	  cmocka_unit_test(test_pack_validates),
-		cmocka_unit_test(test_reply_error),	  cmocka_unit_test(test_zmq_pair),
+	    cmocka_unit_test(test_request_roundtrip), cmocka_unit_test(test_hello_without_token),
+	    cmocka_unit_test(test_reply_roundtrip),   cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_bit_flips),	      cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_request_rules),     cmocka_unit_test(test_units_rules),
+	    cmocka_unit_test(test_reply_rules),	      cmocka_unit_test(test_pack_validates),
+	    cmocka_unit_test(test_reply_error),	      cmocka_unit_test(test_zmq_pair),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
