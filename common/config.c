@@ -553,8 +553,16 @@ static int parse_flag(const struct config_table *t, struct config_args *a, int a
 			name);
 		return -EINVAL;
 	}
-	if (!value && k && k->type == CONFIG_TYPE_BOOL)
-		value = "true";
+	if (!value && k && k->type == CONFIG_TYPE_BOOL) {
+		bool b;
+		/* "--verbose false" reads as written; "--verbose in.bin" leaves in.bin alone. */
+		if (*i + 1 < argc && parse_bool(argv[*i + 1], &b) == 0) {
+			value = argv[++*i];
+			a->rest[a->n_rest++] = argv[*i];
+		} else {
+			value = "true";
+		}
+	}
 	if (!value) {
 		if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0) {
 			set_err(err, err_len, "flag %s: missing value", arg);
@@ -773,7 +781,14 @@ static void put_value(const struct config_key *k, const void *cfg, FILE *out)
 		break;
 	case CONFIG_TYPE_ENUM:
 		e = *(const int *)field;
-		fputs(e >= 0 && k->enum_names ? k->enum_names[e] : "?", out);
+		for (int j = 0; k->enum_names && k->enum_names[j]; j++) {
+			if (j == e) {
+				fputs(k->enum_names[j], out);
+				break;
+			}
+			if (!k->enum_names[j + 1])
+				fputs("?", out); /* out of range: the dump will not re-parse */
+		}
 		break;
 	}
 }

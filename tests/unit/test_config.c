@@ -173,6 +173,13 @@ static void test_types(void **state)
 	assert_false(c.verbose);
 	assert_int_equal(load(&c, stdout, NULL, "--verbose=YES", NULL), 0);
 	assert_true(c.verbose);
+	int npos = -1;
+	assert_int_equal(load(&c, stdout, &npos, "--verbose", "false", NULL), 0);
+	assert_false(c.verbose);
+	assert_int_equal(npos, 0);
+	assert_int_equal(load(&c, stdout, &npos, "--verbose", "in.bin", NULL), 0);
+	assert_true(c.verbose);
+	assert_int_equal(npos, 1);
 	assert_int_equal(load(&c, stdout, NULL, "--ram-budget=4096", NULL), 0);
 	assert_true(c.budget == 4096);
 	assert_int_equal(load(&c, stdout, NULL, "--ram-budget=512MiB", NULL), 0);
