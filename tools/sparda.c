@@ -18,6 +18,7 @@ static int cmd_help(int argc, char **argv);
 
 static const struct subcommand subcommands[] = {
     {"help", cmd_help, "help                 this list"},
+    {"run", cmd_run, "run [...]            the main job: memsvc + compute, every mode, one table"},
     {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
     {"demo-memsvc", cmd_demo_memsvc,
      "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units"},

@@ -12,4 +12,7 @@ int cmd_bench(int argc, char **argv);
 /* `sparda demo-memsvc [...]`: daemon + client round trip with verified bytes (demo_memsvc.c). */
 int cmd_demo_memsvc(int argc, char **argv);
 
+/* `sparda run [...]`: start memsvc, run sparda-compute against it, drain (run_cmd.c). */
+int cmd_run(int argc, char **argv);
+
 #endif
