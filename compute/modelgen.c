@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -363,9 +364,11 @@ static int gen_write_config(const char *dir, const struct model_config *cfg, cha
 		rc = errno ? -errno : -EIO;
 		snprintf(err, err_len, "%s: cannot write: %s", path, strerror(-rc));
 	}
-	free(path);
 	/* reading it back validates the geometry with the loader's own rules */
-	return rc ? rc : model_config_load(dir, &back, err, err_len);
+	if (!rc && (rc = model_config_load(dir, &back, err, err_len)))
+		unlink(path);
+	free(path);
+	return rc;
 }
 
 int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * `sparda gen-model`: flags -> a model_config (preset plus overrides) -> model_generate.
+ * The override flags come from one table that also drives --help.
+ */
+#include "model_cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+enum { OPT_PRESET = 256, OPT_OUT, OPT_SEED, OPT_HELP, OPT_OVERRIDE };
+
+static const struct {
+	const char *flag;
+	size_t off;
+	uint32_t lo;
+	const char *help;
+} gen_overrides[] = {
+	{ "layers", offsetof(struct model_config, n_layers), 1, "decoder layers" },
+	{ "hidden", offsetof(struct model_config, hidden), 1, "hidden size" },
+	{ "heads", offsetof(struct model_config, n_heads), 1, "query heads" },
+	{ "kv-heads", offsetof(struct model_config, n_kv_heads), 1, "KV heads (GQA groups)" },
+	{ "head-dim", offsetof(struct model_config, head_dim), 2, "head dimension (even)" },
+	{ "ffn", offsetof(struct model_config, ffn), 1, "FFN intermediate size" },
+	{ "vocab", offsetof(struct model_config, vocab), 1, "vocabulary size" },
+	{ "max-pos", offsetof(struct model_config, max_pos), 1, "max_position_embeddings" },
+	{ "dense-len", offsetof(struct model_config, dense_len), 0, "dense below this context" },
+	{ "topk", offsetof(struct model_config, sparse.topk), 1, "selected blocks per KV head" },
+};
+#define GEN_N_OVERRIDES (sizeof(gen_overrides) / sizeof(gen_overrides[0]))
+
+static void gen_usage(FILE *fp)
+{
+	fprintf(fp, "usage: sparda gen-model --preset NAME --out DIR [--seed N] [overrides]\n"
+		    "  --preset NAME     tiny, minicpm4-8b or llama3-8b\n"
+		    "  --out DIR         output directory (created if missing)\n"
+		    "  --seed N          random seed (default 0)\n");
+	for (size_t i = 0; i < GEN_N_OVERRIDES; i++)
+		fprintf(fp, "  --%-11s N   %s\n", gen_overrides[i].flag, gen_overrides[i].help);
+}
+
+static int gen_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+struct gen_args {
+	const char *preset, *out;
+	uint64_t seed;
+	bool set[GEN_N_OVERRIDES];
+	uint32_t val[GEN_N_OVERRIDES];
+};
+
+static int gen_parse(int argc, char **argv, struct gen_args *a)
+{
+	struct option opts[GEN_N_OVERRIDES + 5] = {
+		{ "preset", required_argument, NULL, OPT_PRESET },
+		{ "out", required_argument, NULL, OPT_OUT },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "help", no_argument, NULL, OPT_HELP },
+	};
+	uint64_t v;
+	int c;
+
+	for (size_t i = 0; i < GEN_N_OVERRIDES; i++)
+		opts[4 + i] = (struct option){ gen_overrides[i].flag, required_argument, NULL,
+					       OPT_OVERRIDE + (int)i };
+	optind = 0; /* full reset: the umbrella command or a test may parse again */
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_PRESET) {
+			a->preset = optarg;
+		} else if (c == OPT_OUT) {
+			a->out = optarg;
+		} else if (c == OPT_SEED) {
+			if (gen_parse_u64(optarg, 0, UINT64_MAX, &a->seed)) {
+				fprintf(stderr, "gen-model: bad --seed '%s'\n", optarg);
+				return 2;
+			}
+		} else if (c == OPT_HELP) {
+			gen_usage(stdout);
+			return -1;
+		} else if (c >= OPT_OVERRIDE && c < OPT_OVERRIDE + (int)GEN_N_OVERRIDES) {
+			size_t i = (size_t)(c - OPT_OVERRIDE);
+
+			if (gen_parse_u64(optarg, gen_overrides[i].lo, UINT32_MAX, &v)) {
+				fprintf(stderr, "gen-model: bad --%s '%s'\n", gen_overrides[i].flag,
+					optarg);
+				return 2;
+			}
+			a->set[i] = true;
+			a->val[i] = (uint32_t)v;
+		} else {
+			gen_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc || !a->preset || !a->out) {
+		fprintf(stderr, "gen-model: --preset and --out are required\n");
+		gen_usage(stderr);
+		return 2;
+	}
+	return 0;
+}
+
+/* Apply overrides; MiniCPM keeps scale_depth and dim_model_base, not the derived scales. */
+static void gen_apply(struct model_config *c, const struct gen_args *a)
+{
+	double depth = c->residual_scale * sqrt((double)c->n_layers);
+	double base = c->logit_scale * (double)c->hidden;
+
+	for (size_t i = 0; i < GEN_N_OVERRIDES; i++) {
+		if (a->set[i])
+			*(uint32_t *)((char *)c + gen_overrides[i].off) = a->val[i];
+	}
+	if (c->family == MODEL_FAMILY_MINICPM) {
+		c->residual_scale = (float)(depth / sqrt((double)c->n_layers));
+		c->logit_scale = (float)(base / (double)c->hidden);
+	}
+	c->rope.head_dim = c->head_dim;
+	c->rope.max_pos = c->max_pos;
+}
+
+int model_gen_main(int argc, char **argv)
+{
+	struct gen_args a = { 0 };
+	struct model_config cfg;
+	char err[512];
+	int rc;
+
+	rc = gen_parse(argc, argv, &a);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (model_preset(a.preset, &cfg)) {
+		fprintf(stderr, "gen-model: unknown preset '%s' (tiny, minicpm4-8b, llama3-8b)\n",
+			a.preset);
+		return 2;
+	}
+	gen_apply(&cfg, &a);
+	rc = model_generate(a.out, &cfg, a.seed, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "gen-model: %s\n", err);
+		return 1;
+	}
+	printf("gen-model: wrote %s (preset %s, seed %" PRIu64 ", %u layers, hidden %u, "
+	       "%u/%u heads of %u, ffn %u, vocab %u)\n",
+	       a.out, a.preset, a.seed, cfg.n_layers, cfg.hidden, cfg.n_heads, cfg.n_kv_heads,
+	       cfg.head_dim, cfg.ffn, cfg.vocab);
+	return 0;
+}

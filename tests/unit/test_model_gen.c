@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Synthetic model generator: presets, byte-exact determinism (and per-tensor reproducibility),
+ * weight scales, an informative Forecast (a noisy copy of the next layer's grouped query) and
+ * the gen-model command line.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "model_cli.h"
+
+struct env {
+	char dir[64];
+	char err[512];
+	struct model_config tiny;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return -1;
+	strcpy(e->dir, "/tmp/sparda-gen-XXXXXX");
+	if (!mkdtemp(e->dir) || model_preset("tiny", &e->tiny))
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(e);
+	return 0;
+}
+
+static void sub(char *buf, size_t len, const struct env *e, const char *a, const char *b)
+{
+	snprintf(buf, len, "%s/%s%s%s", e->dir, a, b ? "/" : "", b ? b : "");
+}
+
+/* Whole-file comparison. */
+static bool same_file(const char *a, const char *b)
+{
+	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+	bool same = fa && fb;
+	int ca, cb;
+
+	while (same) {
+		ca = fgetc(fa);
+		cb = fgetc(fb);
+		same = ca == cb;
+		if (ca == EOF)
+			break;
+	}
+	if (fa)
+		fclose(fa);
+	if (fb)
+		fclose(fb);
+	return same;
+}
+
+static void test_presets(void **state)
+{
+	struct model_config c;
+
+	(void)state;
+	assert_int_equal(model_preset("nope", &c), -ENOENT);
+	assert_int_equal(model_preset("tiny", &c), 0);
+	assert_int_equal(c.vocab, 512);
+	assert_int_equal(c.hidden, 256);
+	assert_int_equal(c.n_layers, 4);
+	assert_int_equal(c.n_heads, 8);
+	assert_int_equal(c.n_kv_heads, 2);
+	assert_int_equal(c.head_dim, 32);
+	assert_int_equal(c.ffn, 512);
+	assert_int_equal(c.sparse.block, c.sparse.pool_stride * c.sparse.ck_stride);
+	assert_int_equal(c.sparse.topk, 12);
+	assert_int_equal(c.dense_len, 256);
+	assert_int_equal(model_preset("minicpm4-8b", &c), 0);
+	assert_int_equal(c.family, MODEL_FAMILY_MINICPM);
+	assert_int_equal(c.vocab, 73448);
+	assert_int_equal(c.ffn, 16384);
+	assert_int_equal(c.n_kv_heads, 2);
+	assert_true(c.scale_emb == 12.0f);
+	assert_true(fabsf(c.residual_scale - 1.4f / sqrtf(32.0f)) < 1e-6f);
+	assert_true(c.logit_scale == 1.0f / 16.0f);
+	assert_true(c.rope.theta == 10000.0);
+	assert_int_equal(c.sparse.topk, 96);
+	assert_int_equal(c.dense_len, 8192);
+	assert_int_equal(model_preset("llama3-8b", &c), 0);
+	assert_int_equal(c.family, MODEL_FAMILY_LLAMA);
+	assert_int_equal(c.vocab, 128256);
+	assert_int_equal(c.n_kv_heads, 8);
+	assert_int_equal(c.ffn, 14336);
+	assert_int_equal(c.rope.type, KB_ROPE_LLAMA3);
+	assert_true(c.rope.theta == 500000.0 && c.rope.factor == 8.0);
+	assert_true(c.rope.low_freq_factor == 1.0 && c.rope.high_freq_factor == 4.0);
+	assert_int_equal(c.rope.original_max_pos, 8192);
+	assert_int_equal(c.rope.head_dim, 128);
+}
+
+static void test_determinism(void **state)
+{
+	static const char *const files[] = { "config.json", "model.safetensors",
+					     "forecast.safetensors" };
+	struct env *e = *state;
+	char a[256], b[256], c[256];
+	struct model_config two = e->tiny;
+	struct model *m4, *m2;
+
+	sub(a, sizeof(a), e, "a", NULL);
+	sub(b, sizeof(b), e, "b", NULL);
+	sub(c, sizeof(c), e, "c", NULL);
+	assert_int_equal(model_generate(a, &e->tiny, 5, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_generate(b, &e->tiny, 5, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_generate(c, &e->tiny, 6, e->err, sizeof(e->err)), 0);
+	for (int i = 0; i < 3; i++) {
+		sub(a, sizeof(a), e, "a", files[i]);
+		sub(b, sizeof(b), e, "b", files[i]);
+		sub(c, sizeof(c), e, "c", files[i]);
+		assert_true(same_file(a, b));
+		assert_true(same_file(a, c) == (i == 0)); /* only config.json is seed-free */
+	}
+	/* any subset is reproducible: a 2-layer model shares the 4-layer model's tensors */
+	two.n_layers = 2;
+	sub(b, sizeof(b), e, "two", NULL);
+	sub(a, sizeof(a), e, "a", NULL);
+	assert_int_equal(model_generate(b, &two, 5, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(a, NULL, &m4, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(b, NULL, &m2, e->err, sizeof(e->err)), 0);
+	assert_memory_equal(m4->embed.data, m2->embed.data, 512 * 256 * 2);
+	assert_memory_equal(m4->layers[1].wk.data, m2->layers[1].wk.data, 64 * 256 * 2);
+	assert_memory_equal(m4->layers[0].wf.data, m2->layers[0].wf.data, 64 * 256 * 2);
+	assert_memory_equal(m4->layers[0].wfc.data, m2->layers[0].wfc.data, 64 * 256 * 2);
+	model_close(m2);
+	model_close(m4);
+}
+
+static double mean_of(const struct model_tensor *t, double *std)
+{
+	size_t n = (size_t)t->rows * t->cols;
+	double s = 0, s2 = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		double v = kb_bf16_to_f32(t->data[i]);
+
+		s += v;
+		s2 += v * v;
+	}
+	*std = sqrt(s2 / n - (s / n) * (s / n));
+	return s / n;
+}
+
+static void expect_near(double v, double want, double rel)
+{
+	if (fabs(v - want) > rel * fabs(want))
+		fail_msg("%g not within %g%% of %g", v, rel * 100, want);
+}
+
+static void test_scales(void **state)
+{
+	struct env *e = *state;
+	struct model *m;
+	double sd, mu;
+
+	assert_int_equal(model_generate(e->dir, &e->tiny, 3, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(e->dir, NULL, &m, e->err, sizeof(e->err)), 0);
+	mu = mean_of(&m->layers[1].attn_norm, &sd);
+	expect_near(mu, 1.0, 0.02);
+	expect_near(sd, 0.05, 0.3);
+	mean_of(&m->layers[1].wq, &sd);
+	expect_near(sd, 2.0 / 16.0, 0.05); /* x2 gain, 1/sqrt(256) */
+	mean_of(&m->layers[1].wk, &sd);
+	expect_near(sd, 2.0 / 16.0, 0.05);
+	mean_of(&m->layers[1].wv, &sd);
+	expect_near(sd, 1.0 / 16.0, 0.05);
+	mean_of(&m->layers[1].w_down, &sd);
+	expect_near(sd, 1.0 / sqrt(512.0), 0.05);
+	mu = mean_of(&m->embed, &sd);
+	assert_true(fabs(mu) < 0.02);
+	expect_near(sd, 1.0, 0.05);
+	model_close(m);
+}
+
+/* Pearson correlation of W_F(l) with the grouped mean of W_q(src). */
+static double forecast_corr(const struct model *m, const struct model_tensor *wf, uint32_t src)
+{
+	const struct model_config *c = &m->cfg;
+	uint32_t group = c->n_heads / c->n_kv_heads;
+	double sxy = 0, sxx = 0, syy = 0;
+
+	for (uint32_t r = 0; r < wf->rows; r++) {
+		uint32_t g = r / c->head_dim, i = r % c->head_dim;
+
+		for (uint32_t k = 0; k < c->hidden; k++) {
+			double x = kb_bf16_to_f32(wf->data[(size_t)r * c->hidden + k]), y = 0;
+
+			for (uint32_t h = g * group; h < (g + 1) * group; h++)
+				y += kb_bf16_to_f32(
+					m->layers[src].wq.data[((size_t)h * c->head_dim + i) * c->hidden + k]);
+			y /= group;
+			sxy += x * y;
+			sxx += x * x;
+			syy += y * y;
+		}
+	}
+	return sxy / sqrt(sxx * syy);
+}
+
+static void test_forecast_informative(void **state)
+{
+	struct env *e = *state;
+	struct model *m;
+
+	assert_int_equal(model_generate(e->dir, &e->tiny, 11, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(e->dir, NULL, &m, e->err, sizeof(e->err)), 0);
+	for (uint32_t l = 0; l + 1 < m->cfg.n_layers; l++) {
+		assert_true(forecast_corr(m, &m->layers[l].wf, l + 1) > 0.93);
+		assert_true(fabs(forecast_corr(m, &m->layers[l].wf, l)) < 0.1);
+	}
+	assert_true(forecast_corr(m, &m->layers[0].wfc, 0) > 0.93);
+	assert_true(fabs(forecast_corr(m, &m->layers[0].wfc, 1)) < 0.1);
+	model_close(m);
+}
+
+/* A shrunk MiniCPM: muP scales survive the config round trip; embeddings are 1/scale_emb. */
+static void test_minicpm_small(void **state)
+{
+	struct env *e = *state;
+	struct model_config c;
+	struct model *m;
+	double sd;
+
+	assert_int_equal(model_preset("minicpm4-8b", &c), 0);
+	c.vocab = 300;
+	c.hidden = 128;
+	c.n_layers = 2;
+	c.n_heads = 4;
+	c.n_kv_heads = 2;
+	c.head_dim = 32;
+	c.rope.head_dim = 32;
+	c.ffn = 64;
+	assert_int_equal(model_generate(e->dir, &c, 1, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(e->dir, NULL, &m, e->err, sizeof(e->err)), 0);
+	assert_int_equal(m->cfg.family, MODEL_FAMILY_MINICPM);
+	assert_true(m->cfg.scale_emb == 12.0f);
+	assert_true(fabsf(m->cfg.residual_scale - c.residual_scale) < 1e-6f);
+	assert_true(fabsf(m->cfg.logit_scale - c.logit_scale) < 1e-6f);
+	assert_false(m->cfg.tie_embeddings);
+	mean_of(&m->embed, &sd);
+	expect_near(sd, 1.0 / 12.0, 0.05);
+	model_close(m);
+}
+
+static void test_generate_errors(void **state)
+{
+	struct env *e = *state;
+	struct model_config c = e->tiny;
+	char p[256];
+
+	c.n_kv_heads = 3;
+	assert_int_equal(model_generate(e->dir, &c, 1, e->err, sizeof(e->err)), -EINVAL);
+	assert_non_null(strstr(e->err, "num_key_value_heads"));
+	c = e->tiny;
+	c.sparse.block = 32; /* != pool_stride * ck_stride */
+	assert_int_equal(model_generate(e->dir, &c, 1, e->err, sizeof(e->err)), -EINVAL);
+	assert_non_null(strstr(e->err, "sparse_config inconsistent"));
+	sub(p, sizeof(p), e, "model.safetensors", NULL);
+	assert_int_not_equal(access(p, F_OK), 0); /* nothing written past the bad config */
+	sub(p, sizeof(p), e, "file", NULL);
+	fclose(fopen(p, "w"));
+	sub(p, sizeof(p), e, "file", "sub");
+	assert_int_equal(model_generate(p, &e->tiny, 1, e->err, sizeof(e->err)), -ENOTDIR);
+}
+
+static int run_cli(int argc, const char *const *argv)
+{
+	return model_gen_main(argc, (char **)argv);
+}
+
+static void test_cli(void **state)
+{
+	struct env *e = *state;
+	struct model *m;
+	char out[256], p[256];
+
+	sub(out, sizeof(out), e, "cli", NULL);
+	{
+		const char *argv[] = { "gen-model", "--preset", "tiny", "--out", out, "--seed", "9",
+				       "--layers", "2", "--vocab", "1000", NULL };
+
+		assert_int_equal(run_cli(11, argv), 0);
+	}
+	assert_int_equal(model_open(out, NULL, &m, e->err, sizeof(e->err)), 0);
+	assert_int_equal(m->cfg.n_layers, 2);
+	assert_int_equal(m->cfg.vocab, 1000);
+	assert_int_equal(m->cfg.hidden, 256);
+	model_close(m);
+	/* same seed through the library: same bytes */
+	e->tiny.n_layers = 2;
+	e->tiny.vocab = 1000;
+	sub(p, sizeof(p), e, "lib", NULL);
+	assert_int_equal(model_generate(p, &e->tiny, 9, e->err, sizeof(e->err)), 0);
+	sub(p, sizeof(p), e, "lib", "model.safetensors");
+	sub(out, sizeof(out), e, "cli", "model.safetensors");
+	assert_true(same_file(p, out));
+	{
+		const char *bad1[] = { "gen-model", "--preset", "huge", "--out", out, NULL };
+		const char *bad2[] = { "gen-model", "--preset", "tiny", NULL };
+		const char *bad3[] = { "gen-model", "--preset", "tiny", "--out", out, "--layers",
+				       "x", NULL };
+		const char *bad4[] = { "gen-model", "--preset", "tiny", "--out", out, "--bogus",
+				       NULL };
+
+		assert_int_equal(run_cli(5, bad1), 2);
+		assert_int_equal(run_cli(3, bad2), 2);
+		assert_int_equal(run_cli(7, bad3), 2);
+		assert_int_equal(run_cli(6, bad4), 2);
+	}
+	/* a generation failure: the output directory lies under a regular file */
+	sub(p, sizeof(p), e, "lib", "model.safetensors/sub");
+	{
+		const char *argv[] = { "gen-model", "--preset", "tiny", "--out", p, NULL };
+
+		assert_int_equal(run_cli(5, argv), 1);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_presets),
+		cmocka_unit_test_setup_teardown(test_determinism, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scales, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forecast_informative, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_minicpm_small, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_generate_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
