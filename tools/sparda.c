@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "model_cli.h"
 #include "sparda.h"
 
 struct subcommand {
@@ -20,6 +21,8 @@ static const struct subcommand subcommands[] = {
     {"help", cmd_help, "help                 this list"},
     {"run", cmd_run, "run [...]            the main job: memsvc + compute, every mode, one table"},
     {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
+    {"gen-model", model_gen_main,
+     "gen-model [...]      write a synthetic model (preset + overrides) in HF safetensors layout"},
     {"demo-memsvc", cmd_demo_memsvc,
      "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units"},
 };
