@@ -24,17 +24,17 @@
 
 struct model_priv {
 	char *dir;
-	struct st_file **files;      /* model.safetensors, or the shards */
+	struct st_file **files; /* model.safetensors, or the shards */
 	uint32_t n_files;
 	struct json_object *index;   /* parsed model.safetensors.index.json, or NULL */
 	struct json_object *weights; /* its weight_map (borrowed from index) */
 	char *index_path;
-	struct st_file *fc;          /* Forecast file, or NULL */
-	float *ext_factors;          /* longrope long_factor */
+	struct st_file *fc; /* Forecast file, or NULL */
+	float *ext_factors; /* longrope long_factor */
 };
 
 __attribute__((format(printf, 4, 5))) static int model_fail(char *err, size_t err_len, int rc,
-							     const char *fmt, ...)
+							    const char *fmt, ...)
 {
 	va_list ap;
 
@@ -208,21 +208,23 @@ static int cfg_longrope_factors(struct cfg_ctx *c, struct json_object *rs,
 	struct json_object *lf = cfg_get(rs, "long_factor");
 	size_t n = cfg->head_dim / 2;
 
-	if (!lf || !json_object_is_type(lf, json_type_array) ||
-	    json_object_array_length(lf) != n)
-		return model_fail(c->err, c->err_len, -EINVAL,
-				  "%s: rope_scaling.long_factor must be an array of head_dim/2 = %zu "
-				  "numbers",
-				  c->path, n);
+	if (!lf || !json_object_is_type(lf, json_type_array) || json_object_array_length(lf) != n)
+		return model_fail(
+		    c->err, c->err_len, -EINVAL,
+		    "%s: rope_scaling.long_factor must be an array of head_dim/2 = %zu "
+		    "numbers",
+		    c->path, n);
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *v = json_object_array_get_idx(lf, i);
 		double x = json_object_get_double(v);
 
 		if ((!json_object_is_type(v, json_type_double) &&
-		     !json_object_is_type(v, json_type_int)) || !(x > 0) || !isfinite(x))
-			return model_fail(c->err, c->err_len, -EINVAL,
-					  "%s: rope_scaling.long_factor[%zu] must be a positive number",
-					  c->path, i);
+		     !json_object_is_type(v, json_type_int)) ||
+		    !(x > 0) || !isfinite(x))
+			return model_fail(
+			    c->err, c->err_len, -EINVAL,
+			    "%s: rope_scaling.long_factor[%zu] must be a positive number", c->path,
+			    i);
 		if (factors)
 			factors[i] = (float)x;
 	}
@@ -285,9 +287,10 @@ static int cfg_rope_scaled(struct cfg_ctx *c, struct json_object *rs, const char
 		p->ext_factors = factors;
 		return rc;
 	}
-	return model_fail(c->err, c->err_len, -EINVAL,
-			  "%s: rope_scaling type '%s' not supported (default, llama3, yarn, longrope)",
-			  c->path, type);
+	return model_fail(
+	    c->err, c->err_len, -EINVAL,
+	    "%s: rope_scaling type '%s' not supported (default, llama3, yarn, longrope)", c->path,
+	    type);
 }
 
 /* factors: room for head_dim / 2 longrope factors, or NULL to only check them. */
@@ -332,16 +335,16 @@ static const struct {
 	uint32_t def;
 	uint32_t lo;
 } cfg_sparse_keys[] = {
-	{ "block_size", offsetof(struct model_config, sparse.block), 64, 1 },
-	{ "kernel_size", offsetof(struct model_config, sparse.ck_kernel), 32, 1 },
-	{ "kernel_stride", offsetof(struct model_config, sparse.ck_stride), 16, 1 },
-	{ "pool_kernel", offsetof(struct model_config, sparse.pool_kernel), 5, 1 },
-	{ "pool_stride", offsetof(struct model_config, sparse.pool_stride), 4, 1 },
-	{ "pool_padding", offsetof(struct model_config, sparse.pool_pad), 1, 0 },
-	{ "init_blocks", offsetof(struct model_config, sparse.sink), 1, 0 },
-	{ "local_blocks", offsetof(struct model_config, sparse.local), 32, 0 },
-	{ "topk", offsetof(struct model_config, sparse.topk), 96, 1 },
-	{ "dense_len", offsetof(struct model_config, dense_len), 8192, 0 },
+    {"block_size", offsetof(struct model_config, sparse.block), 64, 1},
+    {"kernel_size", offsetof(struct model_config, sparse.ck_kernel), 32, 1},
+    {"kernel_stride", offsetof(struct model_config, sparse.ck_stride), 16, 1},
+    {"pool_kernel", offsetof(struct model_config, sparse.pool_kernel), 5, 1},
+    {"pool_stride", offsetof(struct model_config, sparse.pool_stride), 4, 1},
+    {"pool_padding", offsetof(struct model_config, sparse.pool_pad), 1, 0},
+    {"init_blocks", offsetof(struct model_config, sparse.sink), 1, 0},
+    {"local_blocks", offsetof(struct model_config, sparse.local), 32, 0},
+    {"topk", offsetof(struct model_config, sparse.topk), 96, 1},
+    {"dense_len", offsetof(struct model_config, dense_len), 8192, 0},
 };
 
 static int cfg_sparse(struct cfg_ctx *c, struct model_config *cfg)
@@ -378,10 +381,11 @@ static int cfg_sparse(struct cfg_ctx *c, struct model_config *cfg)
 static int cfg_check_shapes(struct cfg_ctx *c, const struct model_config *cfg)
 {
 	if (cfg->n_heads % cfg->n_kv_heads)
-		return model_fail(c->err, c->err_len, -EINVAL,
-				  "%s: num_attention_heads %u not a multiple of num_key_value_heads "
-				  "%u",
-				  c->path, cfg->n_heads, cfg->n_kv_heads);
+		return model_fail(
+		    c->err, c->err_len, -EINVAL,
+		    "%s: num_attention_heads %u not a multiple of num_key_value_heads "
+		    "%u",
+		    c->path, cfg->n_heads, cfg->n_kv_heads);
 	if (cfg->head_dim % 2 || cfg->head_dim / 2 > MODEL_MAX_FACTORS)
 		return model_fail(c->err, c->err_len, -EINVAL,
 				  "%s: head_dim %u must be even and at most %u", c->path,
@@ -421,7 +425,7 @@ static int cfg_read(const char *path, struct json_object **out, char *err, size_
 static int cfg_load(const char *dir, struct model_config *cfg, float *factors, char *err,
 		    size_t err_len)
 {
-	struct cfg_ctx c = { .prefix = "", .err = err, .err_len = err_len };
+	struct cfg_ctx c = {.prefix = "", .err = err, .err_len = err_len};
 	char *path;
 	int rc;
 
@@ -558,8 +562,8 @@ static int weights_open(struct model_priv *p, char *err, size_t err_len)
  * Find a tensor in the model's weights: *t is NULL when absent. An index entry whose shard
  * lacks the tensor is an error. *where names the file for messages.
  */
-static int weights_find(const struct model_priv *p, const char *name,
-			const struct st_tensor **t, const char **where, char *err, size_t err_len)
+static int weights_find(const struct model_priv *p, const char *name, const struct st_tensor **t,
+			const char **where, char *err, size_t err_len)
 {
 	struct json_object *v;
 	struct st_file *f;
@@ -652,15 +656,15 @@ static const struct {
 	size_t off;
 	enum layer_shape shape;
 } layer_tensors[] = {
-	{ "input_layernorm.weight", offsetof(struct model_layer, attn_norm), LS_NORM },
-	{ "self_attn.q_proj.weight", offsetof(struct model_layer, wq), LS_Q },
-	{ "self_attn.k_proj.weight", offsetof(struct model_layer, wk), LS_KV },
-	{ "self_attn.v_proj.weight", offsetof(struct model_layer, wv), LS_KV },
-	{ "self_attn.o_proj.weight", offsetof(struct model_layer, wo), LS_O },
-	{ "post_attention_layernorm.weight", offsetof(struct model_layer, ffn_norm), LS_NORM },
-	{ "mlp.gate_proj.weight", offsetof(struct model_layer, w_gate), LS_FFN_IN },
-	{ "mlp.up_proj.weight", offsetof(struct model_layer, w_up), LS_FFN_IN },
-	{ "mlp.down_proj.weight", offsetof(struct model_layer, w_down), LS_FFN_OUT },
+    {"input_layernorm.weight", offsetof(struct model_layer, attn_norm), LS_NORM},
+    {"self_attn.q_proj.weight", offsetof(struct model_layer, wq), LS_Q},
+    {"self_attn.k_proj.weight", offsetof(struct model_layer, wk), LS_KV},
+    {"self_attn.v_proj.weight", offsetof(struct model_layer, wv), LS_KV},
+    {"self_attn.o_proj.weight", offsetof(struct model_layer, wo), LS_O},
+    {"post_attention_layernorm.weight", offsetof(struct model_layer, ffn_norm), LS_NORM},
+    {"mlp.gate_proj.weight", offsetof(struct model_layer, w_gate), LS_FFN_IN},
+    {"mlp.up_proj.weight", offsetof(struct model_layer, w_up), LS_FFN_IN},
+    {"mlp.down_proj.weight", offsetof(struct model_layer, w_down), LS_FFN_OUT},
 };
 
 static void layer_shape_of(const struct model_config *c, enum layer_shape s, uint32_t *rows,
@@ -701,7 +705,7 @@ static int model_bind_layers(struct model *m, char *err, size_t err_len)
 	for (uint32_t l = 0; l < c->n_layers; l++) {
 		for (size_t i = 0; i < sizeof(layer_tensors) / sizeof(layer_tensors[0]); i++) {
 			struct model_tensor *t =
-				(struct model_tensor *)((char *)&m->layers[l] + layer_tensors[i].off);
+			    (struct model_tensor *)((char *)&m->layers[l] + layer_tensors[i].off);
 
 			snprintf(name, sizeof(name), "model.layers.%u.%s", l,
 				 layer_tensors[i].suffix);
@@ -731,9 +735,8 @@ static int model_bind_globals(struct model *m, char *err, size_t err_len)
 }
 
 /* A Forecast tensor: in the Forecast file first, then in the model's own files. */
-static int forecast_find(const struct model_priv *p, const char *name,
-			 const struct st_tensor **t, const char **where, char *err,
-			 size_t err_len)
+static int forecast_find(const struct model_priv *p, const char *name, const struct st_tensor **t,
+			 const char **where, char *err, size_t err_len)
 {
 	if (p->fc) {
 		*where = st_path(p->fc);
@@ -744,8 +747,7 @@ static int forecast_find(const struct model_priv *p, const char *name,
 	return weights_find(p, name, t, where, err, err_len);
 }
 
-static int forecast_open(struct model_priv *p, const char *forecast_path, char *err,
-			 size_t err_len)
+static int forecast_open(struct model_priv *p, const char *forecast_path, char *err, size_t err_len)
 {
 	char *def;
 	int rc = 0;
@@ -780,8 +782,8 @@ static int model_bind_forecast(struct model *m, char *err, size_t err_len)
 		struct model_tensor *out = l < c->n_layers ? &m->layers[l].wf : &m->layers[0].wfc;
 
 		if (l < c->n_layers)
-			snprintf(name, sizeof(name), "model.layers.%u.self_attn.q_future_proj.weight",
-				 l);
+			snprintf(name, sizeof(name),
+				 "model.layers.%u.self_attn.q_future_proj.weight", l);
 		else
 			snprintf(name, sizeof(name), "model.layers.0.self_attn.q_curr_proj.weight");
 		rc = forecast_find(p, name, &t, &where, err, err_len);

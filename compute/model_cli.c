@@ -24,16 +24,16 @@ static const struct {
 	uint32_t lo;
 	const char *help;
 } gen_overrides[] = {
-	{ "layers", offsetof(struct model_config, n_layers), 1, "decoder layers" },
-	{ "hidden", offsetof(struct model_config, hidden), 1, "hidden size" },
-	{ "heads", offsetof(struct model_config, n_heads), 1, "query heads" },
-	{ "kv-heads", offsetof(struct model_config, n_kv_heads), 1, "KV heads (GQA groups)" },
-	{ "head-dim", offsetof(struct model_config, head_dim), 2, "head dimension (even)" },
-	{ "ffn", offsetof(struct model_config, ffn), 1, "FFN intermediate size" },
-	{ "vocab", offsetof(struct model_config, vocab), 1, "vocabulary size" },
-	{ "max-pos", offsetof(struct model_config, max_pos), 1, "max_position_embeddings" },
-	{ "dense-len", offsetof(struct model_config, dense_len), 0, "dense below this context" },
-	{ "topk", offsetof(struct model_config, sparse.topk), 1, "selected blocks per KV head" },
+    {"layers", offsetof(struct model_config, n_layers), 1, "decoder layers"},
+    {"hidden", offsetof(struct model_config, hidden), 1, "hidden size"},
+    {"heads", offsetof(struct model_config, n_heads), 1, "query heads"},
+    {"kv-heads", offsetof(struct model_config, n_kv_heads), 1, "KV heads (GQA groups)"},
+    {"head-dim", offsetof(struct model_config, head_dim), 2, "head dimension (even)"},
+    {"ffn", offsetof(struct model_config, ffn), 1, "FFN intermediate size"},
+    {"vocab", offsetof(struct model_config, vocab), 1, "vocabulary size"},
+    {"max-pos", offsetof(struct model_config, max_pos), 1, "max_position_embeddings"},
+    {"dense-len", offsetof(struct model_config, dense_len), 0, "dense below this context"},
+    {"topk", offsetof(struct model_config, sparse.topk), 1, "selected blocks per KV head"},
 };
 #define GEN_N_OVERRIDES (sizeof(gen_overrides) / sizeof(gen_overrides[0]))
 
@@ -72,17 +72,17 @@ struct gen_args {
 static int gen_parse(int argc, char **argv, struct gen_args *a)
 {
 	struct option opts[GEN_N_OVERRIDES + 5] = {
-		{ "preset", required_argument, NULL, OPT_PRESET },
-		{ "out", required_argument, NULL, OPT_OUT },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "help", no_argument, NULL, OPT_HELP },
+	    {"preset", required_argument, NULL, OPT_PRESET},
+	    {"out", required_argument, NULL, OPT_OUT},
+	    {"seed", required_argument, NULL, OPT_SEED},
+	    {"help", no_argument, NULL, OPT_HELP},
 	};
 	uint64_t v;
 	int c;
 
 	for (size_t i = 0; i < GEN_N_OVERRIDES; i++)
-		opts[4 + i] = (struct option){ gen_overrides[i].flag, required_argument, NULL,
-					       OPT_OVERRIDE + (int)i };
+		opts[4 + i] = (struct option){gen_overrides[i].flag, required_argument, NULL,
+					      OPT_OVERRIDE + (int)i};
 	optind = 0; /* full reset: the umbrella command or a test may parse again */
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == OPT_PRESET) {
@@ -140,7 +140,7 @@ static void gen_apply(struct model_config *c, const struct gen_args *a)
 
 int model_gen_main(int argc, char **argv)
 {
-	struct gen_args a = { 0 };
+	struct gen_args a = {0};
 	struct model_config cfg;
 	char err[512];
 	int rc;

@@ -48,7 +48,7 @@ struct gen_tensor {
 	enum gen_kind kind;
 	uint32_t rows, cols; /* rows == 0: 1-D */
 	uint32_t src_layer;  /* GEN_FC: the layer whose W_q it copies */
-	uint64_t key;        /* hash of seed and name */
+	uint64_t key;	     /* hash of seed and name */
 };
 
 struct gen_ctx {
@@ -137,7 +137,7 @@ static int gen_fill(void *ctx, uint32_t idx, void *buf, uint64_t first, uint64_t
 
 static void gen_add(struct gen_tensor *t, uint32_t *n, uint64_t seed, enum gen_kind kind,
 		    uint32_t rows, uint32_t cols, const char *fmt, ...)
-	__attribute__((format(printf, 7, 8)));
+    __attribute__((format(printf, 7, 8)));
 
 static void gen_add(struct gen_tensor *t, uint32_t *n, uint64_t seed, enum gen_kind kind,
 		    uint32_t rows, uint32_t cols, const char *fmt, ...)
@@ -155,8 +155,7 @@ static void gen_add(struct gen_tensor *t, uint32_t *n, uint64_t seed, enum gen_k
 }
 
 /* The backbone's tensors in file order; returns the count (at most 3 + 9 * n_layers). */
-static uint32_t gen_model_tensors(const struct model_config *c, uint64_t seed,
-				  struct gen_tensor *t)
+static uint32_t gen_model_tensors(const struct model_config *c, uint64_t seed, struct gen_tensor *t)
 {
 	uint32_t n = 0, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
 	const char *p = "model.layers";
@@ -166,13 +165,16 @@ static uint32_t gen_model_tensors(const struct model_config *c, uint64_t seed,
 		gen_add(t, &n, seed, GEN_NORM, 0, c->hidden, "%s.%u.input_layernorm.weight", p, l);
 		gen_add(t, &n, seed, GEN_QK, q, c->hidden, "%s.%u.self_attn.q_proj.weight", p, l);
 		gen_add(t, &n, seed, GEN_QK, kv, c->hidden, "%s.%u.self_attn.k_proj.weight", p, l);
-		gen_add(t, &n, seed, GEN_PROJ, kv, c->hidden, "%s.%u.self_attn.v_proj.weight", p, l);
+		gen_add(t, &n, seed, GEN_PROJ, kv, c->hidden, "%s.%u.self_attn.v_proj.weight", p,
+			l);
 		gen_add(t, &n, seed, GEN_PROJ, c->hidden, q, "%s.%u.self_attn.o_proj.weight", p, l);
 		gen_add(t, &n, seed, GEN_NORM, 0, c->hidden,
 			"%s.%u.post_attention_layernorm.weight", p, l);
-		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.gate_proj.weight", p, l);
+		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.gate_proj.weight", p,
+			l);
 		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.up_proj.weight", p, l);
-		gen_add(t, &n, seed, GEN_PROJ, c->hidden, c->ffn, "%s.%u.mlp.down_proj.weight", p, l);
+		gen_add(t, &n, seed, GEN_PROJ, c->hidden, c->ffn, "%s.%u.mlp.down_proj.weight", p,
+			l);
 	}
 	gen_add(t, &n, seed, GEN_NORM, 0, c->hidden, "model.norm.weight");
 	if (!c->tie_embeddings)
@@ -202,7 +204,7 @@ static int gen_write(const char *path, struct gen_ctx *c, struct gen_tensor *t, 
 		     char *err, size_t err_len)
 {
 	struct st_wtensor *w = calloc(n, sizeof(*w));
-	struct st_fill fill = { .fn = gen_fill, .ctx = c };
+	struct st_fill fill = {.fn = gen_fill, .ctx = c};
 	int rc;
 
 	if (!w) {
@@ -240,7 +242,7 @@ static struct json_object *gen_rope_json(const struct model_config *c)
 {
 	const struct kb_rope *r = &c->rope;
 	struct json_object *o = json_object_new_object(), *lf, *sf;
-	static const char *const names[] = { "default", "llama3", "longrope", "yarn" };
+	static const char *const names[] = {"default", "llama3", "longrope", "yarn"};
 
 	json_object_object_add(o, "rope_type", json_object_new_string(names[r->type]));
 	json_object_object_add(o, "factor", gen_num(r->factor, 9));
@@ -290,8 +292,8 @@ static struct json_object *gen_config_json(const struct model_config *c)
 	struct json_object *o = json_object_new_object(), *arch = json_object_new_array();
 	bool cpm = c->family == MODEL_FAMILY_MINICPM;
 
-	json_object_array_add(arch, json_object_new_string(cpm ? "MiniCPMForCausalLM"
-							       : "LlamaForCausalLM"));
+	json_object_array_add(
+	    arch, json_object_new_string(cpm ? "MiniCPMForCausalLM" : "LlamaForCausalLM"));
 	json_object_object_add(o, "architectures", arch);
 	json_object_object_add(o, "model_type", json_object_new_string(cpm ? "minicpm" : "llama"));
 	gen_put_u32(o, "vocab_size", c->vocab);
@@ -303,7 +305,8 @@ static struct json_object *gen_config_json(const struct model_config *c)
 	gen_put_u32(o, "intermediate_size", c->ffn);
 	gen_put_u32(o, "max_position_embeddings", c->max_pos);
 	json_object_object_add(o, "rms_norm_eps", gen_num(c->rms_eps, 7));
-	json_object_object_add(o, "tie_word_embeddings", json_object_new_boolean(c->tie_embeddings));
+	json_object_object_add(o, "tie_word_embeddings",
+			       json_object_new_boolean(c->tie_embeddings));
 	json_object_object_add(o, "hidden_act", json_object_new_string("silu"));
 	json_object_object_add(o, "torch_dtype", json_object_new_string("bfloat16"));
 	json_object_object_add(o, "rope_theta", gen_num(c->rope.theta, 12));
@@ -374,7 +377,7 @@ static int gen_write_config(const char *dir, const struct model_config *cfg, cha
 int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,
 		   size_t err_len)
 {
-	struct gen_ctx c = { .cfg = cfg, .seed = seed };
+	struct gen_ctx c = {.cfg = cfg, .seed = seed};
 	struct gen_tensor *t = NULL;
 	char *path = NULL;
 	int rc;
@@ -428,11 +431,20 @@ static void preset_base(struct model_config *c)
 	c->scale_emb = 1.0f;
 	c->residual_scale = 1.0f;
 	c->logit_scale = 1.0f;
-	c->rope = (struct kb_rope){ .type = KB_ROPE_PLAIN, .theta = 10000.0, .factor = 1.0,
-				    .beta_fast = 32.0, .beta_slow = 1.0 };
-	c->sparse = (struct kb_sparse){ .block = 64, .ck_kernel = 32, .ck_stride = 16,
-					.pool_kernel = 5, .pool_stride = 4, .pool_pad = 1,
-					.sink = 1, .local = 32, .topk = 96 };
+	c->rope = (struct kb_rope){.type = KB_ROPE_PLAIN,
+				   .theta = 10000.0,
+				   .factor = 1.0,
+				   .beta_fast = 32.0,
+				   .beta_slow = 1.0};
+	c->sparse = (struct kb_sparse){.block = 64,
+				       .ck_kernel = 32,
+				       .ck_stride = 16,
+				       .pool_kernel = 5,
+				       .pool_stride = 4,
+				       .pool_pad = 1,
+				       .sink = 1,
+				       .local = 32,
+				       .topk = 96};
 	c->dense_len = 8192;
 }
 
@@ -448,9 +460,15 @@ static void preset_tiny(struct model_config *c)
 	c->ffn = 512;
 	c->max_pos = 32768;
 	/* block = pool_stride * ck_stride, as in the paper's 64 = 4 * 16 */
-	c->sparse = (struct kb_sparse){ .block = 16, .ck_kernel = 8, .ck_stride = 4,
-					.pool_kernel = 5, .pool_stride = 4, .pool_pad = 1,
-					.sink = 1, .local = 4, .topk = 12 };
+	c->sparse = (struct kb_sparse){.block = 16,
+				       .ck_kernel = 8,
+				       .ck_stride = 4,
+				       .pool_kernel = 5,
+				       .pool_stride = 4,
+				       .pool_pad = 1,
+				       .sink = 1,
+				       .local = 4,
+				       .topk = 12};
 	c->dense_len = 256;
 }
 
@@ -494,9 +512,9 @@ int model_preset(const char *name, struct model_config *cfg)
 		const char *name;
 		void (*fn)(struct model_config *c);
 	} presets[] = {
-		{ "tiny", preset_tiny },
-		{ "minicpm4-8b", preset_minicpm4_8b },
-		{ "llama3-8b", preset_llama3_8b },
+	    {"tiny", preset_tiny},
+	    {"minicpm4-8b", preset_minicpm4_8b},
+	    {"llama3-8b", preset_llama3_8b},
 	};
 
 	for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {

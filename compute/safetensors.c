@@ -26,7 +26,7 @@ struct st_file {
 	void *map;
 	size_t map_len;
 	struct json_object *root; /* owns the tensor names */
-	struct st_tensor *t;      /* sorted by name */
+	struct st_tensor *t;	  /* sorted by name */
 	uint32_t n;
 };
 
@@ -34,14 +34,14 @@ static const struct {
 	const char *name;
 	size_t size;
 } st_dtypes[ST_DTYPE_COUNT] = {
-	[ST_DTYPE_BOOL] = { "BOOL", 1 },    [ST_DTYPE_U8] = { "U8", 1 },
-	[ST_DTYPE_I8] = { "I8", 1 },        [ST_DTYPE_F8_E4M3] = { "F8_E4M3", 1 },
-	[ST_DTYPE_F8_E5M2] = { "F8_E5M2", 1 }, [ST_DTYPE_I16] = { "I16", 2 },
-	[ST_DTYPE_U16] = { "U16", 2 },      [ST_DTYPE_F16] = { "F16", 2 },
-	[ST_DTYPE_BF16] = { "BF16", 2 },    [ST_DTYPE_I32] = { "I32", 4 },
-	[ST_DTYPE_U32] = { "U32", 4 },      [ST_DTYPE_F32] = { "F32", 4 },
-	[ST_DTYPE_I64] = { "I64", 8 },      [ST_DTYPE_U64] = { "U64", 8 },
-	[ST_DTYPE_F64] = { "F64", 8 },
+    [ST_DTYPE_BOOL] = {"BOOL", 1},	 [ST_DTYPE_U8] = {"U8", 1},
+    [ST_DTYPE_I8] = {"I8", 1},		 [ST_DTYPE_F8_E4M3] = {"F8_E4M3", 1},
+    [ST_DTYPE_F8_E5M2] = {"F8_E5M2", 1}, [ST_DTYPE_I16] = {"I16", 2},
+    [ST_DTYPE_U16] = {"U16", 2},	 [ST_DTYPE_F16] = {"F16", 2},
+    [ST_DTYPE_BF16] = {"BF16", 2},	 [ST_DTYPE_I32] = {"I32", 4},
+    [ST_DTYPE_U32] = {"U32", 4},	 [ST_DTYPE_F32] = {"F32", 4},
+    [ST_DTYPE_I64] = {"I64", 8},	 [ST_DTYPE_U64] = {"U64", 8},
+    [ST_DTYPE_F64] = {"F64", 8},
 };
 
 const char *st_dtype_name(enum st_dtype d)
@@ -66,7 +66,7 @@ static int st_dtype_parse(const char *s, enum st_dtype *out)
 }
 
 __attribute__((format(printf, 4, 5))) static int st_fail(char *err, size_t err_len, int rc,
-							  const char *fmt, ...)
+							 const char *fmt, ...)
 {
 	va_list ap;
 
@@ -144,7 +144,8 @@ static int st_parse_entry(struct st_file *f, const char *name, struct json_objec
 	if (!json_object_is_type(v, json_type_object))
 		return st_fail(err, err_len, -EINVAL, "%s: %s: header entry is not an object",
 			       f->path, name);
-	if (!json_object_object_get_ex(v, "dtype", &dt) || !json_object_is_type(dt, json_type_string))
+	if (!json_object_object_get_ex(v, "dtype", &dt) ||
+	    !json_object_is_type(dt, json_type_string))
 		return st_fail(err, err_len, -EINVAL, "%s: %s: missing dtype", f->path, name);
 	if (st_dtype_parse(json_object_get_string(dt), &t->dtype))
 		return st_fail(err, err_len, -EINVAL, "%s: %s: unknown dtype '%s'", f->path, name,
@@ -154,17 +155,19 @@ static int st_parse_entry(struct st_file *f, const char *name, struct json_objec
 			       "%s: %s: missing or bad shape (at most %d non-negative integers)",
 			       f->path, name, ST_MAX_DIMS);
 	if (!json_object_object_get_ex(v, "data_offsets", &of) || st_parse_offsets(of, off))
-		return st_fail(err, err_len, -EINVAL,
-			       "%s: %s: missing or bad data_offsets (need [begin, end], begin <= end)",
-			       f->path, name);
+		return st_fail(
+		    err, err_len, -EINVAL,
+		    "%s: %s: missing or bad data_offsets (need [begin, end], begin <= end)",
+		    f->path, name);
 	if (off[1] > data_len)
 		return st_fail(err, err_len, -EINVAL,
 			       "%s: %s: data_offsets [%llu, %llu] beyond the end of the data "
 			       "(%llu bytes; file truncated?)",
-			       f->path, name, (unsigned long long)off[0], (unsigned long long)off[1],
-			       (unsigned long long)data_len);
+			       f->path, name, (unsigned long long)off[0],
+			       (unsigned long long)off[1], (unsigned long long)data_len);
 	if (!st_shape_bytes(t->shape, t->n_dims, st_dtype_size(t->dtype), &bytes))
-		return st_fail(err, err_len, -EINVAL, "%s: %s: shape size overflows", f->path, name);
+		return st_fail(err, err_len, -EINVAL, "%s: %s: shape size overflows", f->path,
+			       name);
 	if (bytes != off[1] - off[0])
 		return st_fail(err, err_len, -EINVAL,
 			       "%s: %s: shape needs %llu bytes of %s but data_offsets [%llu, %llu] "
@@ -205,16 +208,15 @@ static int st_check_overlap(struct st_file *f, const uint8_t *data, char *err, s
 			continue;
 		if (prev && (const uint8_t *)t->data < end)
 			return st_fail(err, err_len, -EINVAL,
-				       "%s: %s: data_offsets overlap those of %s", f->path,
-				       t->name, prev->name);
+				       "%s: %s: data_offsets overlap those of %s", f->path, t->name,
+				       prev->name);
 		end = (const uint8_t *)t->data + t->bytes;
 		prev = t;
 	}
 	return 0;
 }
 
-static int st_parse_json(struct st_file *f, const char *hdr, size_t len, char *err,
-			 size_t err_len)
+static int st_parse_json(struct st_file *f, const char *hdr, size_t len, char *err, size_t err_len)
 {
 	struct json_tokener *tok = json_tokener_new();
 	enum json_tokener_error je;
@@ -250,8 +252,8 @@ static int st_parse_header(struct st_file *f, char *err, size_t err_len)
 	int rc;
 
 	if (f->map_len < 8)
-		return st_fail(err, err_len, -EINVAL,
-			       "%s: file too short for a header (%zu bytes)", f->path, f->map_len);
+		return st_fail(err, err_len, -EINVAL, "%s: file too short for a header (%zu bytes)",
+			       f->path, f->map_len);
 	for (int b = 7; b >= 0; b--)
 		hlen = (hlen << 8) | p[b];
 	if (hlen < 2 || hlen > ST_MAX_HEADER)
@@ -369,15 +371,14 @@ const struct st_tensor *st_at(const struct st_file *f, uint32_t i)
 
 const struct st_tensor *st_find(const struct st_file *f, const char *name)
 {
-	struct st_tensor key = { .name = name };
+	struct st_tensor key = {.name = name};
 
 	return bsearch(&key, f->t, f->n, sizeof(*f->t), st_cmp_name);
 }
 
 /* ---- writer ---- */
 
-static struct json_object *st_header_entry(const struct st_wtensor *t, uint64_t begin,
-					   uint64_t end)
+static struct json_object *st_header_entry(const struct st_wtensor *t, uint64_t begin, uint64_t end)
 {
 	struct json_object *e = json_object_new_object(), *sh = json_object_new_array();
 	struct json_object *of = json_object_new_array();
@@ -415,9 +416,11 @@ static int st_build_header(const struct st_wtensor *t, uint32_t n, uint64_t *byt
 	for (i = 0; i < n; i++) {
 		struct json_object *e;
 
-		if (!t[i].name || !t[i].name[0] || json_object_object_get_ex(root, t[i].name, NULL) ||
+		if (!t[i].name || !t[i].name[0] ||
+		    json_object_object_get_ex(root, t[i].name, NULL) ||
 		    (unsigned)t[i].dtype >= ST_DTYPE_COUNT || t[i].n_dims > ST_MAX_DIMS ||
-		    !st_shape_bytes(t[i].shape, t[i].n_dims, st_dtype_size(t[i].dtype), &bytes[i]) ||
+		    !st_shape_bytes(t[i].shape, t[i].n_dims, st_dtype_size(t[i].dtype),
+				    &bytes[i]) ||
 		    __builtin_add_overflow(off, bytes[i], &off) || off > INT64_MAX)
 			goto out_inval;
 		e = st_header_entry(&t[i], off - bytes[i], off);
@@ -429,8 +432,10 @@ static int st_build_header(const struct st_wtensor *t, uint32_t n, uint64_t *byt
 	return 0;
 out_inval:
 	json_object_put(root);
-	return st_fail(err, err_len, -EINVAL, "tensor %u (%s): empty, reserved or duplicate name, "
-		       "or bad dtype or shape", i, t[i].name ? t[i].name : "(null)");
+	return st_fail(err, err_len, -EINVAL,
+		       "tensor %u (%s): empty, reserved or duplicate name, "
+		       "or bad dtype or shape",
+		       i, t[i].name ? t[i].name : "(null)");
 out_nomem:
 	json_object_put(root);
 	json_object_put(meta);
@@ -501,8 +506,8 @@ static int st_write_stream(FILE *fp, const char *tmp, const struct st_wtensor *t
 		rc = st_write_data(fp, &t[i], i, bytes[i], fill, buf);
 		if (rc) {
 			rc = st_io_rc(rc);
-			return st_fail(err, err_len, rc, "%s: %s: write failed: %s", tmp,
-				       t[i].name, strerror(-rc));
+			return st_fail(err, err_len, rc, "%s: %s: write failed: %s", tmp, t[i].name,
+				       strerror(-rc));
 		}
 	}
 	errno = 0;

@@ -43,7 +43,7 @@ struct st_tensor {
 	uint32_t n_dims;
 	uint64_t shape[ST_MAX_DIMS];
 	const void *data; /* into the read-only mapping; valid until st_close */
-	uint64_t bytes;   /* == product(shape) * st_dtype_size(dtype) */
+	uint64_t bytes;	  /* == product(shape) * st_dtype_size(dtype) */
 };
 
 struct st_file; /* opaque */

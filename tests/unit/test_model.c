@@ -100,11 +100,11 @@ static void expect_open_fail(struct env *e, const char *fc, int rc, const char *
 /* ---- config.json ---- */
 
 static const char *llama_cfg =
-	"{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 1000, \"hidden_size\": 512,"
-	" \"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"intermediate_size\": 1024,"
-	" \"rope_theta\": 500000.0, \"rms_norm_eps\": 1e-05, \"max_position_embeddings\": 131072,"
-	" \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,"
-	" \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}";
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 1000, \"hidden_size\": 512,"
+    " \"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"intermediate_size\": 1024,"
+    " \"rope_theta\": 500000.0, \"rms_norm_eps\": 1e-05, \"max_position_embeddings\": 131072,"
+    " \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0,"
+    " \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}";
 
 static void test_config_llama3(void **state)
 {
@@ -114,9 +114,9 @@ static void test_config_llama3(void **state)
 	write_text(e, "config.json", llama_cfg);
 	assert_int_equal(model_config_load(e->dir, &c, e->err, sizeof(e->err)), 0);
 	assert_int_equal(c.family, MODEL_FAMILY_LLAMA);
-	assert_int_equal(c.n_kv_heads, 8);  /* defaults to num_attention_heads */
-	assert_int_equal(c.head_dim, 64);   /* defaults to hidden / heads */
-	assert_false(c.tie_embeddings);     /* LlamaConfig default */
+	assert_int_equal(c.n_kv_heads, 8); /* defaults to num_attention_heads */
+	assert_int_equal(c.head_dim, 64);  /* defaults to hidden / heads */
+	assert_false(c.tie_embeddings);	   /* LlamaConfig default */
 	assert_int_equal(c.max_pos, 131072);
 	assert_true(fabsf(c.rms_eps - 1e-5f) < 1e-12f);
 	assert_int_equal(c.rope.type, KB_ROPE_LLAMA3);
@@ -146,10 +146,11 @@ static void test_config_sparse_defaults(void **state)
 	assert_int_equal(c.sparse.topk, 96);
 	assert_int_equal(c.dense_len, 8192);
 	/* a partial sparse_config keeps the defaults of the keys it leaves out */
-	write_text(e, "config.json",
-		   "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		   " \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 8,"
-		   " \"sparse_config\": {\"topk\": 64, \"dense_len\": 0}}");
+	write_text(
+	    e, "config.json",
+	    "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	    " \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 8,"
+	    " \"sparse_config\": {\"topk\": 64, \"dense_len\": 0}}");
 	assert_int_equal(model_config_load(e->dir, &c, e->err, sizeof(e->err)), 0);
 	assert_int_equal(c.sparse.topk, 64);
 	assert_int_equal(c.dense_len, 0);
@@ -188,36 +189,36 @@ static void test_config_errors(void **state)
 		const char *json;
 		const char *frag;
 	} cases[] = {
-		{ "{\"model_type\": \"llama\", ", "bad JSON" },
-		{ "[1]", "not an object" },
-		{ "{\"model_type\": \"gpt2\"}", "model_type 'gpt2' not supported" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10}", "missing key 'hidden_size'" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": \"64\"}",
-		  "key 'hidden_size' must be an integer" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"num_key_value_heads\": 3}",
-		  "not a multiple of num_key_value_heads" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}",
-		  "rope_scaling type 'dynamic' not supported" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}",
-		  "missing key 'low_freq_factor'" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"rope_scaling\": {\"rope_type\": \"longrope\", \"long_factor\": [1, 2]}}",
-		  "long_factor must be an array of head_dim/2 = 8" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"sparse_config\": {\"block_size\": 32}}",
-		  "sparse_config inconsistent" },
-		{ "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
-		  " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
-		  " \"sparse_config\": {\"topk\": -1}}",
-		  "key 'sparse_config.topk' must be an integer" },
+	    {"{\"model_type\": \"llama\", ", "bad JSON"},
+	    {"[1]", "not an object"},
+	    {"{\"model_type\": \"gpt2\"}", "model_type 'gpt2' not supported"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10}", "missing key 'hidden_size'"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": \"64\"}",
+	     "key 'hidden_size' must be an integer"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"num_key_value_heads\": 3}",
+	     "not a multiple of num_key_value_heads"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}",
+	     "rope_scaling type 'dynamic' not supported"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}",
+	     "missing key 'low_freq_factor'"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"rope_scaling\": {\"rope_type\": \"longrope\", \"long_factor\": [1, 2]}}",
+	     "long_factor must be an array of head_dim/2 = 8"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"sparse_config\": {\"block_size\": 32}}",
+	     "sparse_config inconsistent"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 64,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
+	     " \"sparse_config\": {\"topk\": -1}}",
+	     "key 'sparse_config.topk' must be an integer"},
 	};
 	struct env *e = *state;
 	struct model_config c;
@@ -252,7 +253,7 @@ struct mutation {
 static void copy_tensors(struct env *e, const char *out, const char *const *in, int n_in,
 			 const struct mutation *mu, bool (*keep)(uint32_t i, uint32_t n))
 {
-	struct st_file *f[4] = { NULL };
+	struct st_file *f[4] = {NULL};
 	struct st_wtensor w[128];
 	void *zero = calloc(1, 1 << 20);
 	uint32_t n = 0, total = 0, k = 0;
@@ -268,11 +269,14 @@ static void copy_tensors(struct env *e, const char *out, const char *const *in, 
 		for (uint32_t i = 0; i < st_count(f[j]); i++, k++) {
 			const struct st_tensor *t = st_at(f[j], i);
 
-			if ((keep && !keep(k, total)) || (mu && mu->drop && !strcmp(t->name, mu->name)))
+			if ((keep && !keep(k, total)) ||
+			    (mu && mu->drop && !strcmp(t->name, mu->name)))
 				continue;
 			assert_true(n < 128);
-			w[n] = (struct st_wtensor){ .name = t->name, .dtype = t->dtype,
-						    .n_dims = t->n_dims, .data = t->data };
+			w[n] = (struct st_wtensor){.name = t->name,
+						   .dtype = t->dtype,
+						   .n_dims = t->n_dims,
+						   .data = t->data};
 			memcpy(w[n].shape, t->shape, sizeof(w[n].shape));
 			if (mu && !mu->drop && !strcmp(t->name, mu->name)) {
 				w[n].dtype = mu->dtype;
@@ -292,7 +296,7 @@ static void copy_tensors(struct env *e, const char *out, const char *const *in, 
 
 static void rewrite(struct env *e, const char *file, const struct mutation *mu)
 {
-	const char *in[1] = { file };
+	const char *in[1] = {file};
 
 	copy_tensors(e, file, in, 1, mu, NULL);
 }
@@ -392,7 +396,7 @@ static bool keep_second_half(uint32_t i, uint32_t n)
 /* Split model.safetensors into two shards and an index (plus one extra index entry). */
 static void make_shards(struct env *e, const char *bad_entry)
 {
-	const char *in[1] = { "model.safetensors" };
+	const char *in[1] = {"model.safetensors"};
 	char *idx = calloc(1, 16384), p[256];
 	struct st_file *f;
 	size_t o;
@@ -404,8 +408,9 @@ static void make_shards(struct env *e, const char *bad_entry)
 	assert_int_equal(st_open(p, &f, e->err, sizeof(e->err)), 0);
 	o = (size_t)snprintf(idx, 16384, "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {");
 	for (uint32_t i = 0; i < st_count(f); i++)
-		o += (size_t)snprintf(idx + o, 16384 - o, "%s\"%s\": \"model-0000%u-of-00002.safetensors\"",
-				      i ? ", " : "", st_at(f, i)->name, i < st_count(f) / 2 ? 1 : 2);
+		o += (size_t)snprintf(
+		    idx + o, 16384 - o, "%s\"%s\": \"model-0000%u-of-00002.safetensors\"",
+		    i ? ", " : "", st_at(f, i)->name, i < st_count(f) / 2 ? 1 : 2);
 	if (bad_entry)
 		o += (size_t)snprintf(idx + o, 16384 - o, ", %s", bad_entry);
 	snprintf(idx + o, 16384 - o, "}}");
@@ -449,14 +454,15 @@ static void test_sharded(void **state)
 static void test_sharded_missing(void **state)
 {
 	struct env *e = *state;
-	const char *in[1] = { "model-00002-of-00002.safetensors" };
-	struct mutation drop = { .name = "model.norm.weight", .drop = true };
+	const char *in[1] = {"model-00002-of-00002.safetensors"};
+	struct mutation drop = {.name = "model.norm.weight", .drop = true};
 
 	gen_tiny(e);
 	make_shards(e, NULL);
 	copy_tensors(e, "model-00002-of-00002.safetensors", in, 1, &drop, NULL);
-	expect_open_fail(e, NULL, -EINVAL, "model-00002-of-00002.safetensors",
-			 "model.norm.weight: missing tensor (listed in model.safetensors.index.json)");
+	expect_open_fail(
+	    e, NULL, -EINVAL, "model-00002-of-00002.safetensors",
+	    "model.norm.weight: missing tensor (listed in model.safetensors.index.json)");
 	remove_file(e, "model-00001-of-00002.safetensors");
 	expect_open_fail(e, NULL, -ENOENT, "model-00001-of-00002.safetensors", "cannot open");
 }
@@ -466,10 +472,9 @@ static void test_sharded_missing(void **state)
 static void test_forecast_sources(void **state)
 {
 	struct env *e = *state;
-	const char *both[2] = { "model.safetensors", "forecast.safetensors" };
-	struct mutation drop_last = {
-		.name = "model.layers.3.self_attn.q_future_proj.weight", .drop = true
-	};
+	const char *both[2] = {"model.safetensors", "forecast.safetensors"};
+	struct mutation drop_last = {.name = "model.layers.3.self_attn.q_future_proj.weight",
+				     .drop = true};
 	struct model *m;
 	char p[256], moved[256];
 
@@ -509,13 +514,15 @@ static void test_forecast_sources(void **state)
 static void test_forecast_errors(void **state)
 {
 	struct env *e = *state;
-	struct mutation shape = { .name = "model.layers.2.self_attn.q_future_proj.weight",
-				  .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = { 128, 256 } };
-	struct mutation curr = { .name = "model.layers.0.self_attn.q_curr_proj.weight",
-				 .drop = true };
-	struct mutation mid = { .name = "model.layers.1.self_attn.q_future_proj.weight",
-				.drop = true };
-	const char *both[2] = { "model.safetensors", "forecast.safetensors" };
+	struct mutation shape = {.name = "model.layers.2.self_attn.q_future_proj.weight",
+				 .dtype = ST_DTYPE_BF16,
+				 .n_dims = 2,
+				 .shape = {128, 256}};
+	struct mutation curr = {.name = "model.layers.0.self_attn.q_curr_proj.weight",
+				.drop = true};
+	struct mutation mid = {.name = "model.layers.1.self_attn.q_future_proj.weight",
+			       .drop = true};
+	const char *both[2] = {"model.safetensors", "forecast.safetensors"};
 
 	gen_tiny(e);
 	rewrite(e, "forecast.safetensors", &shape);
@@ -530,8 +537,9 @@ static void test_forecast_errors(void **state)
 	gen_tiny(e);
 	copy_tensors(e, "model.safetensors", both, 2, &mid, NULL);
 	remove_file(e, "forecast.safetensors");
-	expect_open_fail(e, NULL, -EINVAL, "model.safetensors",
-			 "model.layers.1.self_attn.q_future_proj.weight: missing tensor (Forecast)");
+	expect_open_fail(
+	    e, NULL, -EINVAL, "model.safetensors",
+	    "model.layers.1.self_attn.q_future_proj.weight: missing tensor (Forecast)");
 }
 
 /* ---- bad weights ---- */
@@ -539,19 +547,24 @@ static void test_forecast_errors(void **state)
 static void test_weight_errors(void **state)
 {
 	struct env *e = *state;
-	struct mutation kshape = { .name = "model.layers.3.self_attn.k_proj.weight",
-				   .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = { 128, 256 } };
-	struct mutation dtype = { .name = "model.layers.1.self_attn.o_proj.weight",
-				  .dtype = ST_DTYPE_F32, .n_dims = 2, .shape = { 256, 256 } };
-	struct mutation norm1d = { .name = "model.norm.weight", .dtype = ST_DTYPE_BF16,
-				   .n_dims = 2, .shape = { 1, 256 } };
-	struct mutation drop = { .name = "model.layers.1.mlp.up_proj.weight", .drop = true };
-	struct mutation head = { .name = "lm_head.weight", .drop = true };
+	struct mutation kshape = {.name = "model.layers.3.self_attn.k_proj.weight",
+				  .dtype = ST_DTYPE_BF16,
+				  .n_dims = 2,
+				  .shape = {128, 256}};
+	struct mutation dtype = {.name = "model.layers.1.self_attn.o_proj.weight",
+				 .dtype = ST_DTYPE_F32,
+				 .n_dims = 2,
+				 .shape = {256, 256}};
+	struct mutation norm1d = {
+	    .name = "model.norm.weight", .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = {1, 256}};
+	struct mutation drop = {.name = "model.layers.1.mlp.up_proj.weight", .drop = true};
+	struct mutation head = {.name = "lm_head.weight", .drop = true};
 
 	gen_tiny(e);
 	rewrite(e, "model.safetensors", &kshape);
-	expect_open_fail(e, NULL, -EINVAL, "model.safetensors",
-			 "model.layers.3.self_attn.k_proj.weight: shape [128, 256] expected [64, 256]");
+	expect_open_fail(
+	    e, NULL, -EINVAL, "model.safetensors",
+	    "model.layers.3.self_attn.k_proj.weight: shape [128, 256] expected [64, 256]");
 	gen_tiny(e);
 	rewrite(e, "model.safetensors", &dtype);
 	expect_open_fail(e, NULL, -EINVAL, "model.safetensors",
@@ -598,18 +611,18 @@ static void test_file_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_config_llama3, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_config_sparse_defaults, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_config_minicpm, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_tiny, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tied_and_longrope, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sharded, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sharded_missing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_forecast_sources, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_forecast_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_weight_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_file_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_llama3, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_sparse_defaults, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_minicpm, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_tiny, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tied_and_longrope, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sharded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sharded_missing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forecast_sources, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forecast_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_weight_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_file_errors, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

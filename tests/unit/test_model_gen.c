@@ -119,8 +119,8 @@ static void test_presets(void **state)
 
 static void test_determinism(void **state)
 {
-	static const char *const files[] = { "config.json", "model.safetensors",
-					     "forecast.safetensors" };
+	static const char *const files[] = {"config.json", "model.safetensors",
+					    "forecast.safetensors"};
 	struct env *e = *state;
 	char a[256], b[256], c[256];
 	struct model_config two = e->tiny;
@@ -215,7 +215,8 @@ static double forecast_corr(const struct model *m, const struct model_tensor *wf
 
 			for (uint32_t h = g * group; h < (g + 1) * group; h++)
 				y += kb_bf16_to_f32(
-					m->layers[src].wq.data[((size_t)h * c->head_dim + i) * c->hidden + k]);
+				    m->layers[src]
+					.wq.data[((size_t)h * c->head_dim + i) * c->hidden + k]);
 			y /= group;
 			sxy += x * y;
 			sxx += x * x;
@@ -304,8 +305,8 @@ static void test_cli(void **state)
 
 	sub(out, sizeof(out), e, "cli", NULL);
 	{
-		const char *argv[] = { "gen-model", "--preset", "tiny", "--out", out, "--seed", "9",
-				       "--layers", "2", "--vocab", "1000", NULL };
+		const char *argv[] = {"gen-model", "--preset", "tiny", "--out",	  out,	  "--seed",
+				      "9",	   "--layers", "2",    "--vocab", "1000", NULL};
 
 		assert_int_equal(run_cli(11, argv), 0);
 	}
@@ -323,12 +324,12 @@ static void test_cli(void **state)
 	sub(out, sizeof(out), e, "cli", "model.safetensors");
 	assert_true(same_file(p, out));
 	{
-		const char *bad1[] = { "gen-model", "--preset", "huge", "--out", out, NULL };
-		const char *bad2[] = { "gen-model", "--preset", "tiny", NULL };
-		const char *bad3[] = { "gen-model", "--preset", "tiny", "--out", out, "--layers",
-				       "x", NULL };
-		const char *bad4[] = { "gen-model", "--preset", "tiny", "--out", out, "--bogus",
-				       NULL };
+		const char *bad1[] = {"gen-model", "--preset", "huge", "--out", out, NULL};
+		const char *bad2[] = {"gen-model", "--preset", "tiny", NULL};
+		const char *bad3[] = {"gen-model", "--preset", "tiny", "--out",
+				      out,	   "--layers", "x",    NULL};
+		const char *bad4[] = {"gen-model", "--preset", "tiny", "--out",
+				      out,	   "--bogus",  NULL};
 
 		assert_int_equal(run_cli(5, bad1), 2);
 		assert_int_equal(run_cli(3, bad2), 2);
@@ -338,7 +339,7 @@ static void test_cli(void **state)
 	/* a generation failure: the output directory lies under a regular file */
 	sub(p, sizeof(p), e, "lib", "model.safetensors/sub");
 	{
-		const char *argv[] = { "gen-model", "--preset", "tiny", "--out", p, NULL };
+		const char *argv[] = {"gen-model", "--preset", "tiny", "--out", p, NULL};
 
 		assert_int_equal(run_cli(5, argv), 1);
 	}
@@ -347,13 +348,13 @@ static void test_cli(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_presets),
-		cmocka_unit_test_setup_teardown(test_determinism, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_scales, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_forecast_informative, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_minicpm_small, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_generate_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
+	    cmocka_unit_test(test_presets),
+	    cmocka_unit_test_setup_teardown(test_determinism, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scales, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forecast_informative, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_minicpm_small, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_generate_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

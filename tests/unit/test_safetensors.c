@@ -89,12 +89,12 @@ static void expect_fail(struct st_env *e, int rc, const char *frag1, const char 
 static void test_round_trip(void **state)
 {
 	struct st_env *e = *state;
-	uint16_t a[6] = { 1, 2, 3, 4, 5, 6 };
-	float b[3] = { 1.5f, -2.0f, 3.25f };
+	uint16_t a[6] = {1, 2, 3, 4, 5, 6};
+	float b[3] = {1.5f, -2.0f, 3.25f};
 	struct st_wtensor w[3] = {
-		{ .name = "x.weight", .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = { 2, 3 }, .data = a },
-		{ .name = "b", .dtype = ST_DTYPE_F32, .n_dims = 1, .shape = { 3 }, .data = b },
-		{ .name = "empty", .dtype = ST_DTYPE_I8, .n_dims = 2, .shape = { 0, 7 }, .data = a },
+	    {.name = "x.weight", .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = {2, 3}, .data = a},
+	    {.name = "b", .dtype = ST_DTYPE_F32, .n_dims = 1, .shape = {3}, .data = b},
+	    {.name = "empty", .dtype = ST_DTYPE_I8, .n_dims = 2, .shape = {0, 7}, .data = a},
 	};
 	const struct st_tensor *t;
 	struct st_file *f;
@@ -150,10 +150,10 @@ static void test_fill_chunks(void **state)
 	struct st_env *e = *state;
 	/* 3.5M bf16 elements: several 4 MiB chunks */
 	struct st_wtensor w[2] = {
-		{ .name = "big", .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = { 1750, 2000 } },
-		{ .name = "small", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = { 5 } },
+	    {.name = "big", .dtype = ST_DTYPE_BF16, .n_dims = 2, .shape = {1750, 2000}},
+	    {.name = "small", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = {5}},
 	};
-	struct st_fill fill = { .fn = fill_pattern };
+	struct st_fill fill = {.fn = fill_pattern};
 	const struct st_tensor *t;
 	const uint16_t *p;
 	struct st_file *f;
@@ -181,10 +181,10 @@ static void test_fill_chunks(void **state)
 static void test_writer_errors(void **state)
 {
 	struct st_env *e = *state;
-	uint16_t a[2] = { 0 };
+	uint16_t a[2] = {0};
 	struct st_wtensor w[2] = {
-		{ .name = "dup", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = { 2 }, .data = a },
-		{ .name = "dup", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = { 2 }, .data = a },
+	    {.name = "dup", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = {2}, .data = a},
+	    {.name = "dup", .dtype = ST_DTYPE_BF16, .n_dims = 1, .shape = {2}, .data = a},
 	};
 	char bad[160];
 
@@ -252,7 +252,8 @@ static void test_entry_fields(void **state)
 	expect_fail(e, -EINVAL, "w: unknown dtype 'Q4_K'", NULL);
 	write_hdr(e->path, "{\"w\":{\"dtype\":\"BF16\",\"shape\":[-2],\"data_offsets\":[0,4]}}", 4);
 	expect_fail(e, -EINVAL, "w: missing or bad shape", NULL);
-	write_hdr(e->path, "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2.0],\"data_offsets\":[0,4]}}", 4);
+	write_hdr(e->path, "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2.0],\"data_offsets\":[0,4]}}",
+		  4);
 	expect_fail(e, -EINVAL, "w: missing or bad shape", NULL);
 	write_hdr(e->path, "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[4,0]}}", 4);
 	expect_fail(e, -EINVAL, "w: missing or bad data_offsets", NULL);
@@ -307,15 +308,15 @@ static void test_metadata_ignored(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fill_chunks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_writer_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_and_short, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_header_length, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_json, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_entry_fields, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_offsets_and_sizes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_metadata_ignored, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fill_chunks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_writer_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_missing_and_short, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_length, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_json, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_entry_fields, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_offsets_and_sizes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_metadata_ignored, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
