@@ -386,9 +386,9 @@ static int cfg_check_shapes(struct cfg_ctx *c, const struct model_config *cfg)
 		    "%s: num_attention_heads %u not a multiple of num_key_value_heads "
 		    "%u",
 		    c->path, cfg->n_heads, cfg->n_kv_heads);
-	if (cfg->head_dim % 2 || cfg->head_dim / 2 > MODEL_MAX_FACTORS)
+	if (!cfg->head_dim || cfg->head_dim % 2 || cfg->head_dim / 2 > MODEL_MAX_FACTORS)
 		return model_fail(c->err, c->err_len, -EINVAL,
-				  "%s: head_dim %u must be even and at most %u", c->path,
+				  "%s: head_dim %u must be even, > 0 and at most %u", c->path,
 				  cfg->head_dim, 2 * MODEL_MAX_FACTORS);
 	if ((uint64_t)cfg->n_heads * cfg->head_dim > UINT32_MAX)
 		return model_fail(c->err, c->err_len, -EINVAL,

@@ -54,7 +54,8 @@ struct st_file; /* opaque */
  * size (overflow-checked) equals end - begin, and data_offsets inside the file, not overlapping
  * another tensor's. Returns 0, -ENOENT (no file), -EINVAL (bad content), -ENOMEM or another
  * -errno of open/mmap; on error `err` (may be NULL) holds "<path>: [<tensor>: ]<problem>".
- * *out is owned by the caller and released with st_close.
+ * *out is owned by the caller and released with st_close (which accepts NULL). An open file
+ * is immutable: lookups from several threads are safe.
  */
 int st_open(const char *path, struct st_file **out, char *err, size_t err_len);
 void st_close(struct st_file *f);

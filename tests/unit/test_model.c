@@ -219,6 +219,9 @@ static void test_config_errors(void **state)
 	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8,"
 	     " \"sparse_config\": {\"topk\": -1}}",
 	     "key 'sparse_config.topk' must be an integer"},
+	    {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 2,"
+	     " \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8}",
+	     "head_dim 0 must be even, > 0"},
 	};
 	struct env *e = *state;
 	struct model_config c;
