@@ -6,6 +6,7 @@
 #ifndef SPARDA_TESTS_KERNELS_TEST_CPU_COMMON_H
 #define SPARDA_TESTS_KERNELS_TEST_CPU_COMMON_H
 
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -95,5 +96,37 @@ static inline void *test_alloc(size_t bytes)
 			fail_msg("got %.9g want %.9g", g_, w_);                            \
 		}                                                                          \
 	} while (0)
+
+/* out[c] = sum_j softmax(q . k_j * scale) v_j over the n keys in idx (rows `ld` apart). */
+static inline void test_naive_attend(double *out, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+			 size_t ld, const uint32_t *idx, uint32_t n, uint32_t d, float scale)
+{
+	double *z = test_alloc((n + 1) * 8), mx = -INFINITY, sum = 0;
+
+	for (uint32_t c = 0; c < d; c++)
+		out[c] = 0;
+	for (uint32_t j = 0; j < n; j++) {
+		z[j] = 0;
+		for (uint32_t c = 0; c < d; c++)
+			z[j] += (double)kb_bf16_to_f32(q[c]) * kb_bf16_to_f32(k[idx[j] * ld + c]);
+		z[j] *= scale;
+		mx = fmax(mx, z[j]);
+	}
+	for (uint32_t j = 0; j < n; j++)
+		sum += exp(z[j] - mx);
+	for (uint32_t j = 0; j < n; j++)
+		for (uint32_t c = 0; c < d; c++)
+			out[c] += exp(z[j] - mx) / sum * kb_bf16_to_f32(v[idx[j] * ld + c]);
+	free(z);
+}
+
+/* Attention output rows (bf16) against the double reference. */
+static inline void test_check_row(const uint16_t *got, const double *want, uint32_t d,
+				  const char *what, uint32_t a, uint32_t b)
+{
+	for (uint32_t c = 0; c < d; c++)
+		TEST_CLOSE(kb_bf16_to_f32(got[c]), want[c], 2e-3, 8e-3, "%s %u %u c=%u\n", what, a,
+			   b, c);
+}
 
 #endif
