@@ -40,6 +40,8 @@ struct runner_opts {
 	uint32_t gather_ctas;/* CTAs of the gather kernel (CUDA), 0 = 16 */
 	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */
 	struct kvhost *host; /* required when runner_mode_offloads(mode); not owned */
+	bool keep_sequences; /* leave host-store sequences open after runner_generate (for
+				runner_read_unit); they close at the next generate or runner_close */
 };
 
 struct runner_layer_stats {
@@ -95,5 +97,16 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		    int32_t *tokens, float *logits, char *err, size_t err_len);
 
 const struct runner_stats *runner_get_stats(const struct runner *r);
+
+/*
+ * Copy the stored K/V unit of (sequence b, layer, head, block) of the last generation into out
+ * (unit bytes: K rows then V rows, bf16): from the device store of resident layers, or from the
+ * host store (committed blocks; needs keep_sequences) or the GPU tail slot (the partial last
+ * block) of offloaded layers. Rows past the sequence's length are unspecified. Returns 0,
+ * -EINVAL (ids out of range), -ENOENT (not stored where it should be).
+ */
+int runner_read_unit(struct runner *r, uint32_t b, uint32_t layer, uint32_t head, uint32_t block,
+		     void *out);
+size_t runner_unit_bytes(const struct runner *r);
 
 #endif

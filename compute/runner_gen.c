@@ -81,12 +81,13 @@ int runner_sample(struct runner *r, const float *logits, uint32_t n, const struc
 	return 0;
 }
 
-static void close_host_seqs(struct runner *r, uint32_t b)
+void runner_close_host_seqs(struct runner *r)
 {
 	if (!runner_mode_offloads(r->o.mode))
 		return;
-	for (uint32_t i = 0; i < b; i++)
+	for (uint32_t i = 0; i < r->open_seqs; i++)
 		r->o.host->ops->seq_close(r->o.host, r->seq_handle[i]);
+	r->open_seqs = 0;
 }
 
 static int open_host_seqs(struct runner *r, uint32_t b)
@@ -94,12 +95,15 @@ static int open_host_seqs(struct runner *r, uint32_t b)
 	struct kvhost *h = r->o.host;
 	int rc;
 
+	runner_close_host_seqs(r);
 	if (!runner_mode_offloads(r->o.mode))
 		return 0;
 	for (uint32_t i = 0; i < b; i++) {
 		rc = h->ops->seq_open(h, i, r->max_blocks, &r->seq_handle[i], &r->seq_word_base[i]);
+		if (rc == 0)
+			r->open_seqs = i + 1;
 		if (rc) {
-			close_host_seqs(r, i);
+			runner_close_host_seqs(r);
 			runner_fail(r, rc, "host store (%s): opening sequence %u failed",
 				    h->ops->name, i);
 			return rc;
@@ -182,6 +186,7 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 	if ((rc = open_host_seqs(r, b)))
 		goto out;
 	r->step = 0;
+	r->batch = b;
 	t0 = time_now_ns();
 	for (uint32_t i = 0; i < b; i++) {
 		rc = runner_prefill_seq(r, i, prompts[i], lens[i], &cur[i],
@@ -217,11 +222,66 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		goto out_close;
 	r->st.decode_s = (double)(time_now_ns() - t0) * 1e-9;
 out_close:
-	close_host_seqs(r, b);
+	if (rc || !r->o.keep_sequences)
+		runner_close_host_seqs(r);
 out:
 	free(cur);
 	free(next);
 	if (rc && !r->err_rc)
 		runner_fail(r, rc, "generation failed");
 	return rc;
+}
+
+size_t runner_unit_bytes(const struct runner *r)
+{
+	return r->unit_bytes;
+}
+
+/* Find the GPU cache slot holding block of cache i (offloaded layers), or -1. */
+static int cache_slot(struct runner *r, uint32_t l, uint32_t i, uint32_t block)
+{
+	size_t n = r->n_slots;
+	int32_t *map = r->h_i32;
+	if (r->kb->ops->memcpy(r->kb, map, r->kv[l].map + i * n, n * 4, KB_D2H, KB_STREAM_COMPUTE) ||
+	    r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE))
+		return -1;
+	for (size_t s = 0; s < n; s++)
+		if (map[s] == (int32_t)block)
+			return (int)s;
+	return -1;
+}
+
+int runner_read_unit(struct runner *r, uint32_t b, uint32_t layer, uint32_t head, uint32_t block,
+		     void *out)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv;
+	uint32_t i = b * r->n_kv + head;
+	int rc;
+
+	if (b >= r->batch || layer >= r->L || head >= r->n_kv ||
+	    block * r->c.sparse.block >= r->len[b])
+		return -EINVAL;
+	kv = &r->kv[layer];
+	if (kv->resident) {
+		rc = k->memcpy(r->kb, out, kv->store + ((size_t)i * r->max_blocks + block) *
+			       r->unit_elems, r->unit_bytes, KB_D2H, KB_STREAM_COMPUTE);
+		return rc ? rc : k->sync(r->kb, KB_STREAM_COMPUTE);
+	}
+	if (b < r->open_seqs) {
+		int64_t w = r->seq_word_base[b] + ((int64_t)layer * r->n_kv + head) * r->max_blocks +
+			    block;
+		uint64_t word = __atomic_load_n(&r->o.host->words[w], __ATOMIC_ACQUIRE);
+		if (sp_unit_word_state(word) == SP_UNIT_RESIDENT) {
+			memcpy(out, (char *)r->o.host->arena +
+			       (size_t)sp_unit_word_slot(word) * r->unit_bytes, r->unit_bytes);
+			return 0;
+		}
+	}
+	int s = cache_slot(r, layer, i, block);
+	if (s < 0)
+		return -ENOENT;
+	rc = k->memcpy(r->kb, out, kv->cache + ((size_t)i * r->n_slots + (size_t)s) * r->unit_elems,
+		       r->unit_bytes, KB_D2H, KB_STREAM_COMPUTE);
+	return rc ? rc : k->sync(r->kb, KB_STREAM_COMPUTE);
 }

@@ -85,6 +85,8 @@ struct runner {
 	const uint64_t *words_dev;
 	bool arena_registered, words_registered;
 	uint64_t step;
+	uint32_t batch;      /* sequences of the last generation */
+	uint32_t open_seqs;  /* host-store sequences open (rows 0 .. open_seqs-1) */
 
 	struct runner_stats st;
 	char *err;
@@ -98,6 +100,7 @@ int runner_prefill_seq(struct runner *r, uint32_t b, const int32_t *prompt, uint
 		       int32_t *first_token, float *first_logits, const struct runner_sampling *s);
 int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int32_t *next,
 		       float *logits_out, const struct runner_sampling *s);
+void runner_close_host_seqs(struct runner *r);
 int runner_sample(struct runner *r, const float *logits, uint32_t n, const struct runner_sampling *s,
 		  int32_t *out);
 /* Upload n int32 from the host scratch to a device array. */

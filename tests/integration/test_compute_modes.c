@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The runner on the CPU backend with the tiny synthetic model: dense equals a naive forward
+ * pass, the offloaded modes equal their GPU-resident twins token for token, sparse attention
+ * that selects every block equals dense, and KV written to the host store reads back bit-exact.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "kvhost.h"
+#include "model.h"
+#include "runner.h"
+
+#define NEW 20
+
+static char g_dir[256];
+static struct model *g_model;
+static struct kb *g_kb;
+
+static int setup(void **state)
+{
+	struct model_config mc;
+	char err[512];
+	struct kb_opts ko = { .kind = KB_KIND_CPU };
+
+	snprintf(g_dir, sizeof(g_dir), "/tmp/sparda-test-modes-%d", (int)getpid());
+	if (model_preset("tiny", &mc) || model_generate(g_dir, &mc, 77, err, sizeof(err)) ||
+	    model_open(g_dir, NULL, &g_model, err, sizeof(err))) {
+		fprintf(stderr, "model: %s\n", err);
+		return -1;
+	}
+	return kb_open(&ko, &g_kb);
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+	model_close(g_model);
+	kb_destroy(g_kb);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
+{
+	uint64_t s = seed * 2654435761u + 1;
+	for (uint32_t i = 0; i < n; i++) {
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		/* repeat earlier passages so attention has long-range structure */
+		p[i] = i >= 128 && (s >> 60) < 6 ? p[i - 97] : (int32_t)((s >> 33) % 512);
+	}
+}
+
+struct run {
+	int32_t tokens[2 * NEW];
+	float *logits;
+	struct runner_stats st;
+	uint64_t selected, total_blocks, loads;
+};
+
+static struct kvhost *inproc(void)
+{
+	const struct model_config *c = &g_model->cfg;
+	struct kvhost_opts o = {
+		.geom = { .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim,
+			  .block_tokens = c->sparse.block, .dtype_bytes = 2 },
+		.arena_bytes = 64ull << 20, .max_seqs = 4, .max_units = 1 << 20,
+	};
+	struct kvhost *h = NULL;
+	o.geom.unit_bytes = 2 * c->sparse.block * c->head_dim * 2;
+	assert_int_equal(kvhost_inproc_open(&o, &h), 0);
+	return h;
+}
+
+/* Generate NEW tokens for 2 ragged prompts (600 and 530 tokens) in one mode. */
+static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, struct run *out,
+		     struct runner **keep_runner)
+{
+	static int32_t p0[600], p1[530];
+	const int32_t *prompts[2] = { p0, p1 };
+	uint32_t lens[2] = { 600, 530 };
+	struct runner_opts ro = { .mode = mode, .max_batch = 2, .max_tokens = 640,
+				  .host = runner_mode_offloads(mode) ? host : NULL,
+				  .keep_sequences = keep };
+	struct runner *r = NULL;
+	char err[512] = "";
+
+	memset(out, 0, sizeof(*out));
+	make_prompt(p0, 600, 1);
+	make_prompt(p1, 530, 2);
+	int rc = runner_open(g_model, g_kb, &ro, &r, err, sizeof(err));
+	if (rc)
+		fail_msg("runner_open(%s): %s", runner_mode_name(mode), err);
+	out->logits = calloc((size_t)2 * NEW * g_model->cfg.vocab, sizeof(float));
+	rc = runner_generate(r, prompts, lens, 2, NEW, NULL, out->tokens, out->logits, err,
+			     sizeof(err));
+	if (rc)
+		fail_msg("generate(%s): %s", runner_mode_name(mode), err);
+	out->st = *runner_get_stats(r);
+	for (uint32_t l = 0; l < out->st.n_layers; l++) {
+		out->selected += out->st.layer[l].selected;
+		out->loads += out->st.layer[l].loads;
+	}
+	if (keep_runner)
+		*keep_runner = r;
+	else
+		runner_close(r);
+}
+
+static void assert_same_tokens(const struct run *a, const struct run *b, const char *what)
+{
+	for (int i = 0; i < 2 * NEW; i++)
+		if (a->tokens[i] != b->tokens[i])
+			fail_msg("%s: token %d differs (%d vs %d)", what, i, a->tokens[i],
+				 b->tokens[i]);
+}
+
+static void test_twins(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run sp, spo, sd, sdn, sdo;
+
+	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
+	run_mode(RUNNER_MODE_SPARDA, h, false, &sd, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOPREFETCH, h, false, &sdn, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &sdo, NULL);
+	assert_same_tokens(&spo, &sp, "sparse-offload vs sparse");
+	assert_same_tokens(&sd, &sdo, "sparda vs sparda-nooffload");
+	assert_same_tokens(&sdn, &sdo, "sparda-noprefetch vs sparda-nooffload");
+	/* sparsity engaged: per step each (seq, head) selects topk of ~38 blocks */
+	uint64_t topk = g_model->cfg.sparse.topk;
+	uint64_t steps = NEW - 1, n_caches = 2 * g_model->cfg.n_kv_heads;
+	assert_int_equal(sd.selected, steps * n_caches * topk * g_model->cfg.n_layers);
+	/* the offloaded modes really moved data from the host store */
+	assert_true(spo.loads > 0 && sd.loads > 0 && sdn.loads > 0);
+	assert_true(spo.st.bytes_h2d > 0 && spo.st.bytes_d2h > 0);
+	assert_int_equal(sd.st.bytes_h2d, sdn.st.bytes_h2d);
+	struct run *all[] = { &sp, &spo, &sd, &sdn, &sdo };
+	for (int i = 0; i < 5; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+static void test_all_blocks_sparse_equals_dense(void **state)
+{
+	struct run dense, sparse;
+	struct kb_sparse saved = g_model->cfg.sparse;
+
+	run_mode(RUNNER_MODE_DENSE, NULL, false, &dense, NULL);
+	g_model->cfg.sparse.topk = 64; /* >= the 40 blocks of 640 tokens: every block selected */
+	run_mode(RUNNER_MODE_SPARSE, NULL, false, &sparse, NULL);
+	g_model->cfg.sparse = saved;
+	assert_same_tokens(&sparse, &dense, "sparse(all blocks) vs dense");
+	size_t n = (size_t)2 * NEW * g_model->cfg.vocab;
+	double md = 0;
+	for (size_t i = 0; i < n; i++)
+		md = fmax(md, fabs((double)dense.logits[i] - sparse.logits[i]));
+	assert_true(md < 0.05);
+	free(dense.logits);
+	free(sparse.logits);
+}
+
+/* ---- naive reference forward pass (double precision, one position) ---- */
+
+static double bf(const uint16_t *p, size_t i)
+{
+	return kb_bf16_to_f32(p[i]);
+}
+
+/* The runner stores activations between ops in bf16; the reference rounds at the same points
+ * (and nowhere else), so the comparison isolates the ops' arithmetic. */
+static double r16(double x)
+{
+	return kb_bf16_to_f32(kb_f32_to_bf16((float)x));
+}
+
+static void round16(double *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i] = r16(v[i]);
+}
+
+static void matvec(const struct model_tensor *w, const double *x, double *y)
+{
+	for (uint32_t r = 0; r < w->rows; r++) {
+		double s = 0;
+		for (uint32_t c = 0; c < w->cols; c++)
+			s += bf(w->data, (size_t)r * w->cols + c) * x[c];
+		y[r] = s;
+	}
+}
+
+static void rmsnorm(const double *x, const struct model_tensor *w, uint32_t n, float eps,
+		    double *y)
+{
+	double ss = 0;
+	for (uint32_t i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	double inv = 1.0 / sqrt(ss / n + eps);
+	for (uint32_t i = 0; i < n; i++)
+		y[i] = r16(x[i] * inv * bf(w->data, i));
+}
+
+static void rope(double *v, uint32_t heads, uint32_t d, uint32_t pos, const float *inv, float ms)
+{
+	for (uint32_t h = 0; h < heads; h++) {
+		double *x = v + (size_t)h * d;
+		for (uint32_t i = 0; i < d / 2; i++) {
+			double a = pos * (double)inv[i], c = cos(a) * ms, s = sin(a) * ms;
+			double x0 = x[i], x1 = x[i + d / 2];
+			x[i] = r16(x0 * c - x1 * s);
+			x[i + d / 2] = r16(x1 * c + x0 * s);
+		}
+	}
+}
+
+/* Logits of the last of n tokens. */
+static void naive_logits(const int32_t *tok, uint32_t n, double *logits)
+{
+	const struct model_config *c = &g_model->cfg;
+	uint32_t H = c->hidden, d = c->head_dim, nq = c->n_heads, nkv = c->n_kv_heads, F = c->ffn;
+	double *x = calloc((size_t)n * H, 8), *h = calloc(H, 8), *q = calloc(nq * d, 8);
+	double *K = calloc((size_t)n * nkv * d, 8), *V = calloc((size_t)n * nkv * d, 8);
+	double *att = calloc(nq * d, 8), *o = calloc(H, 8), *g = calloc(F, 8), *u = calloc(F, 8);
+	double *p = calloc(n, 8), *qall = calloc((size_t)n * nq * d, 8);
+	float inv[512], ms;
+
+	assert_int_equal(kb_rope_resolve(&c->rope, inv, &ms), 0);
+	for (uint32_t t = 0; t < n; t++)
+		for (uint32_t i = 0; i < H; i++)
+			x[(size_t)t * H + i] = bf(g_model->embed.data, (size_t)tok[t] * H + i) *
+					       c->scale_emb;
+	for (uint32_t l = 0; l < c->n_layers; l++) {
+		const struct model_layer *ml = &g_model->layers[l];
+		for (uint32_t t = 0; t < n; t++) {
+			rmsnorm(x + (size_t)t * H, &ml->attn_norm, H, c->rms_eps, h);
+			matvec(&ml->wq, h, qall + (size_t)t * nq * d);
+			matvec(&ml->wk, h, K + (size_t)t * nkv * d);
+			matvec(&ml->wv, h, V + (size_t)t * nkv * d);
+			round16(qall + (size_t)t * nq * d, (size_t)nq * d);
+			round16(K + (size_t)t * nkv * d, (size_t)nkv * d);
+			round16(V + (size_t)t * nkv * d, (size_t)nkv * d);
+			rope(qall + (size_t)t * nq * d, nq, d, t, inv, ms);
+			rope(K + (size_t)t * nkv * d, nkv, d, t, inv, ms);
+		}
+		for (uint32_t t = 0; t < n; t++) {
+			for (uint32_t hq = 0; hq < nq; hq++) {
+				uint32_t kvh = hq / (nq / nkv);
+				const double *qq = qall + ((size_t)t * nq + hq) * d;
+				double mx = -INFINITY, sum = 0;
+				for (uint32_t s = 0; s <= t; s++) {
+					double dot = 0;
+					for (uint32_t i = 0; i < d; i++)
+						dot += qq[i] * K[((size_t)s * nkv + kvh) * d + i];
+					p[s] = dot / sqrt((double)d);
+					mx = fmax(mx, p[s]);
+				}
+				for (uint32_t s = 0; s <= t; s++)
+					sum += (p[s] = exp(p[s] - mx));
+				for (uint32_t i = 0; i < d; i++) {
+					double acc = 0;
+					for (uint32_t s = 0; s <= t; s++)
+						acc += p[s] * V[((size_t)s * nkv + kvh) * d + i];
+					att[hq * d + i] = r16(acc / sum);
+				}
+			}
+			matvec(&ml->wo, att, o);
+			round16(o, H);
+			double *xt = x + (size_t)t * H;
+			for (uint32_t i = 0; i < H; i++)
+				xt[i] += c->residual_scale * o[i];
+			rmsnorm(xt, &ml->ffn_norm, H, c->rms_eps, h);
+			matvec(&ml->w_gate, h, g);
+			matvec(&ml->w_up, h, u);
+			round16(g, F);
+			round16(u, F);
+			for (uint32_t i = 0; i < F; i++)
+				g[i] = r16(g[i] / (1.0 + exp(-g[i])) * u[i]);
+			matvec(&ml->w_down, g, o);
+			round16(o, H);
+			for (uint32_t i = 0; i < H; i++)
+				xt[i] += c->residual_scale * o[i];
+		}
+	}
+	rmsnorm(x + (size_t)(n - 1) * H, &g_model->norm, H, c->rms_eps, h);
+	matvec(&g_model->lm_head, h, logits);
+	for (uint32_t v = 0; v < c->vocab; v++)
+		logits[v] *= c->logit_scale;
+	free(x), free(h), free(q), free(K), free(V), free(att), free(o), free(g), free(u), free(p);
+	free(qall);
+}
+
+static void test_dense_equals_naive(void **state)
+{
+	const uint32_t n = 300, steps = 6, V = g_model->cfg.vocab;
+	int32_t prompt[300 + 6], toks[6];
+	float *lg = calloc((size_t)steps * V, sizeof(float));
+	double *ref = calloc(V, sizeof(double));
+	const int32_t *pp[1] = { prompt };
+	struct runner_opts ro = { .mode = RUNNER_MODE_DENSE, .max_batch = 1, .max_tokens = 320 };
+	struct runner *r = NULL;
+	char err[512];
+
+	make_prompt(prompt, n, 5);
+	assert_int_equal(runner_open(g_model, g_kb, &ro, &r, err, sizeof(err)), 0);
+	assert_int_equal(runner_generate(r, pp, &n, 1, steps, NULL, toks, lg, err, sizeof(err)), 0);
+	runner_close(r);
+	for (uint32_t s = 0; s < steps; s++) {
+		naive_logits(prompt, n + s, ref);
+		double num = 0, den = 0, best = -INFINITY, second = -INFINITY;
+		uint32_t arg = 0;
+		for (uint32_t v = 0; v < V; v++) {
+			double dlt = lg[(size_t)s * V + v] - ref[v];
+			num += dlt * dlt;
+			den += ref[v] * ref[v];
+			if (ref[v] > best) {
+				second = best;
+				best = ref[v];
+				arg = v;
+			} else if (ref[v] > second) {
+				second = ref[v];
+			}
+		}
+		double rel = sqrt(num / den);
+		print_message("step %u: relative L2 difference %.4f\n", s, rel);
+		if (rel > 0.03)
+			fail_msg("step %u: logits differ from the naive pass by %.4f (L2, relative)", s,
+				 rel);
+		if (best - second > 0.05 * sqrt(den / V))
+			assert_int_equal(toks[s], (int)arg);
+		prompt[n + s] = toks[s]; /* the next reference sees the generated token */
+	}
+	free(lg);
+	free(ref);
+}
+
+static void test_kv_readback_bit_exact(void **state)
+{
+	struct kvhost *h = inproc();
+	struct runner *res = NULL, *off = NULL;
+	struct run a, b;
+	size_t ub;
+
+	run_mode(RUNNER_MODE_SPARSE, NULL, false, &a, &res);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, true, &b, &off);
+	ub = runner_unit_bytes(res);
+	uint8_t *u0 = malloc(ub), *u1 = malloc(ub);
+	const struct model_config *c = &g_model->cfg;
+	uint32_t lens[2] = { 600 + NEW - 1, 530 + NEW - 1 }, checked = 0;
+	for (uint32_t s = 0; s < 2; s++) {
+		for (uint32_t l = 0; l < c->n_layers; l++) {
+			for (uint32_t g = 0; g < c->n_kv_heads; g++) {
+				for (uint32_t m = 0; m * c->sparse.block < lens[s]; m++) {
+					uint32_t rows = lens[s] - m * c->sparse.block;
+					rows = rows > c->sparse.block ? c->sparse.block : rows;
+					size_t half = ub / 2, rb = (size_t)rows * c->head_dim * 2;
+					assert_int_equal(runner_read_unit(res, s, l, g, m, u0), 0);
+					assert_int_equal(runner_read_unit(off, s, l, g, m, u1), 0);
+					if (memcmp(u0, u1, rb) || memcmp(u0 + half, u1 + half, rb))
+						fail_msg("seq %u layer %u head %u block %u differs", s,
+							 l, g, m);
+					checked++;
+				}
+			}
+		}
+	}
+	assert_true(checked > 100);
+	free(u0);
+	free(u1);
+	free(a.logits);
+	free(b.logits);
+	runner_close(res);
+	runner_close(off);
+	kvhost_close(h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_twins),
+		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
+		cmocka_unit_test(test_dense_equals_naive),
+		cmocka_unit_test(test_kv_readback_bit_exact),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
