@@ -15,8 +15,8 @@
 /* Keys per chunk of dense attention (decode over a contiguous cache, dense prefill). */
 #define DENSE_CHUNK 64u
 
-void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb,
-	       uint32_t rows, uint32_t cols, uint32_t d, float alpha)
+void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb, uint32_t rows,
+	       uint32_t cols, uint32_t d, float alpha)
 {
 	for (uint32_t r = 0; r < rows; r++) {
 		float *sr = s + (size_t)r * lds;
@@ -39,13 +39,13 @@ void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t
 /* Online-softmax state of `rows` query rows; one allocation per thread. */
 struct flash {
 	uint32_t rows, d, chunk;
-	float *q;     /* [rows, d] queries */
-	float *m, *l; /* [rows] running max and denominator */
-	float *acc;   /* [rows, d] unnormalised output */
-	float *s;     /* [rows, chunk] scores of the current chunk */
-	float *kt;    /* [d, chunk] keys of the chunk, transposed */
-	float *vf;    /* [chunk, d] values of the chunk */
-	uint32_t *lim;/* [rows] keys of the chunk a row may see */
+	float *q;      /* [rows, d] queries */
+	float *m, *l;  /* [rows] running max and denominator */
+	float *acc;    /* [rows, d] unnormalised output */
+	float *s;      /* [rows, chunk] scores of the current chunk */
+	float *kt;     /* [d, chunk] keys of the chunk, transposed */
+	float *vf;     /* [chunk, d] values of the chunk */
+	uint32_t *lim; /* [rows] keys of the chunk a row may see */
 };
 
 static struct flash *flash_new(uint32_t rows, uint32_t d, uint32_t chunk)
@@ -156,7 +156,8 @@ static bool heads_ok(uint32_t n_q, uint32_t n_kv, uint32_t d)
 int cpu_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
 		    const uint16_t *q, uint32_t ld_q, const uint16_t *units,
 		    const int32_t *unit_idx, const int32_t *unit_len, uint32_t n_units, uint32_t b,
-		    uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work)
+		    uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block, float scale,
+		    void *work)
 {
 	uint32_t group;
 	int err = 0;
@@ -192,7 +193,8 @@ int cpu_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_
 				flash_step(f, unit_len[e], scale);
 			}
 			for (uint32_t r = 0; r < group; r++)
-				flash_store(f, r, out + (size_t)bi * ld_o + (size_t)(g * group + r) * d);
+				flash_store(f, r,
+					    out + (size_t)bi * ld_o + (size_t)(g * group + r) * d);
 		}
 		if (!f) {
 #pragma omp atomic write
@@ -203,8 +205,7 @@ int cpu_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_
 	return err;
 }
 
-size_t cpu_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
-			    uint32_t d)
+size_t cpu_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units, uint32_t d)
 {
 	return 0;
 }
@@ -217,8 +218,8 @@ int cpu_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *out, uint32
 	uint32_t group;
 	int err = 0;
 
-	if (!cpu_stream_ok(s) || !out || !q || !kc || !vc || !kv_len ||
-	    !heads_ok(n_q, n_kv, d) || ld_q < (uint64_t)n_q * d || ld_o < (uint64_t)n_q * d)
+	if (!cpu_stream_ok(s) || !out || !q || !kc || !vc || !kv_len || !heads_ok(n_q, n_kv, d) ||
+	    ld_q < (uint64_t)n_q * d || ld_o < (uint64_t)n_q * d)
 		return -EINVAL;
 	for (uint32_t i = 0; i < b; i++)
 		if (kv_len[i] < 0 || (uint32_t)kv_len[i] > t_cap)
@@ -246,7 +247,8 @@ int cpu_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *out, uint32
 				flash_step(f, kn, scale);
 			}
 			for (uint32_t r = 0; r < group; r++)
-				flash_store(f, r, out + (size_t)bi * ld_o + (size_t)(g * group + r) * d);
+				flash_store(f, r,
+					    out + (size_t)bi * ld_o + (size_t)(g * group + r) * d);
 		}
 		if (!f) {
 #pragma omp atomic write
@@ -295,7 +297,7 @@ static void prefill_tile(struct flash *f, const struct prefill *pp, uint32_t g, 
 		for (uint32_t i = 0; i < qn; i++)
 			cpu_row_to_f32(f->q + ((size_t)h * qn + i) * pp->d,
 				       pp->q + (size_t)(q0 + i) * pp->ld_q +
-					       (size_t)(g * group + h) * pp->d,
+					   (size_t)(g * group + h) * pp->d,
 				       pp->d);
 	if (pp->sel) {
 		const int32_t *row = pp->sel + ((size_t)g * pp->n_tiles + tile) * pp->topk;
@@ -317,7 +319,7 @@ static void prefill_tile(struct flash *f, const struct prefill *pp, uint32_t g, 
 		for (uint32_t i = 0; i < qn; i++)
 			flash_store(f, h * qn + i,
 				    pp->out + (size_t)(q0 + i) * pp->ld_o +
-					    (size_t)(g * group + h) * pp->d);
+					(size_t)(g * group + h) * pp->d);
 }
 
 static int prefill_run(struct kb *kb, const struct prefill *pp)
@@ -349,14 +351,27 @@ int cpu_attn_prefill(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld
 		     uint32_t d, float scale, const int32_t *sel, uint32_t topk, uint32_t block)
 {
 	struct prefill pp = {
-		.out = out, .q = q, .k = k, .v = v, .sel = sel, .ld_o = ld_o, .ld_q = ld_q,
-		.ld_kv = ld_kv, .t = t, .p0 = p0, .n_q = n_q, .n_kv = n_kv, .d = d, .topk = topk,
-		.block = block, .scale = scale,
+	    .out = out,
+	    .q = q,
+	    .k = k,
+	    .v = v,
+	    .sel = sel,
+	    .ld_o = ld_o,
+	    .ld_q = ld_q,
+	    .ld_kv = ld_kv,
+	    .t = t,
+	    .p0 = p0,
+	    .n_q = n_q,
+	    .n_kv = n_kv,
+	    .d = d,
+	    .topk = topk,
+	    .block = block,
+	    .scale = scale,
 	};
 
 	if (!cpu_stream_ok(s) || !out || !q || !k || !v || !heads_ok(n_q, n_kv, d) ||
-	    ld_q < (uint64_t)n_q * d || ld_o < (uint64_t)n_q * d ||
-	    ld_kv < (uint64_t)n_kv * d || (uint64_t)p0 + t > INT32_MAX)
+	    ld_q < (uint64_t)n_q * d || ld_o < (uint64_t)n_q * d || ld_kv < (uint64_t)n_kv * d ||
+	    (uint64_t)p0 + t > INT32_MAX)
 		return -EINVAL;
 	/* Sparse query blocks are aligned to absolute positions, hence p0 % block == 0. */
 	if (sel && (!block || !topk || p0 % block))

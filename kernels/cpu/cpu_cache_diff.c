@@ -97,8 +97,8 @@ static void diff_apply(int32_t *map, const int32_t *sel, uint32_t nsel, uint32_t
 }
 
 /* Check every row before touching any map, so an error leaves all caches as they were. */
-static int diff_check(const int32_t *map, const int32_t *sel, const int32_t *protect,
-		      uint32_t n, uint32_t n_slots, uint32_t k, uint8_t *found, uint8_t *keep)
+static int diff_check(const int32_t *map, const int32_t *sel, const int32_t *protect, uint32_t n,
+		      uint32_t n_slots, uint32_t k, uint8_t *found, uint8_t *keep)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		int32_t prot = protect ? protect[i] : -1;

@@ -47,9 +47,9 @@ static void gemm_tile(const float *af, const float *wf, uint32_t mt, uint32_t nt
 	}
 }
 
-int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k,
-	     const uint16_t *a, uint32_t lda, const uint16_t *w, uint32_t ldw, void *c, uint32_t ldc,
-	     bool c_f32, float alpha, float beta)
+int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k, const uint16_t *a,
+	     uint32_t lda, const uint16_t *w, uint32_t ldw, void *c, uint32_t ldc, bool c_f32,
+	     float alpha, float beta)
 {
 	uint32_t mt_max, nt_max;
 	float *af, *wf, *tmp;
@@ -78,7 +78,8 @@ int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k
 		for (uint32_t j0 = 0; j0 < n; j0 += nt_max) {
 			uint32_t nt = n - j0 < nt_max ? n - j0 : nt_max;
 			size_t off = (size_t)i0 * ldc + j0;
-			void *ct = c_f32 ? (void *)((float *)c + off) : (void *)((uint16_t *)c + off);
+			void *ct =
+			    c_f32 ? (void *)((float *)c + off) : (void *)((uint16_t *)c + off);
 
 			to_f32(kb, wf, w + (size_t)j0 * ldw, nt, k, ldw);
 			gemm_tile(af, wf, mt, nt, k, ct, ldc, c_f32, alpha, beta, tmp);

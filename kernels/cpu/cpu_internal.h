@@ -39,8 +39,8 @@ static inline void cpu_row_to_f32(float *dst, const uint16_t *src, uint32_t n)
  * transposed right operand [d, ldb] (columns [0, cols) used), s [rows, lds]. The sum runs over c
  * in ascending order (the inner loop over j vectorises without reassociation).
  */
-void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb,
-	       uint32_t rows, uint32_t cols, uint32_t d, float alpha);
+void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb, uint32_t rows,
+	       uint32_t cols, uint32_t d, float alpha);
 
 /* elementwise (cpu_elementwise.c) */
 int cpu_embed(struct kb *kb, enum kb_stream s, float *out, const uint16_t *table,
@@ -59,9 +59,9 @@ int cpu_argmax(struct kb *kb, enum kb_stream s, int32_t *out, const float *logit
 	       uint32_t vocab);
 
 /* GEMM (cpu_gemm.c) */
-int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k,
-	     const uint16_t *a, uint32_t lda, const uint16_t *w, uint32_t ldw, void *c, uint32_t ldc,
-	     bool c_f32, float alpha, float beta);
+int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k, const uint16_t *a,
+	     uint32_t lda, const uint16_t *w, uint32_t ldw, void *c, uint32_t ldc, bool c_f32,
+	     float alpha, float beta);
 
 /* compressed keys, scores, selection (cpu_select*.c), cache diff (cpu_cache_diff.c) */
 int cpu_ck_prefill(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap, uint16_t *ring,
@@ -70,9 +70,9 @@ int cpu_ck_prefill(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap, 
 int cpu_ck_append(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap, uint16_t *ring,
 		  const uint16_t *k, uint32_t ld, const int32_t *pos, uint32_t b, uint32_t n_kv,
 		  uint32_t d, const struct kb_sparse *sp);
-int cpu_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint16_t *q,
-		     uint32_t ld, const uint16_t *ck, uint32_t cap, const int32_t *n_entries,
-		     uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale);
+int cpu_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint16_t *q, uint32_t ld,
+		     const uint16_t *ck, uint32_t cap, const int32_t *n_entries, uint32_t b,
+		     uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale);
 int cpu_select_decode(struct kb *kb, enum kb_stream s, int32_t *sel, const float *scores,
 		      uint32_t cap, const int32_t *n_entries, const int32_t *n_blocks, uint32_t b,
 		      uint32_t n_kv, const struct kb_sparse *sp);
@@ -80,8 +80,8 @@ int cpu_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel, const uint
 		       uint32_t ld, uint32_t t, uint32_t p0, const uint16_t *ck, uint32_t cap,
 		       uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale,
 		       const struct kb_sparse *sp, void *work);
-size_t cpu_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q,
-			       uint32_t n_kv, const struct kb_sparse *sp);
+size_t cpu_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q, uint32_t n_kv,
+			       const struct kb_sparse *sp);
 int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
 		   const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
 		   int32_t *load_slot, int32_t *load_block, int32_t *n_loads, int32_t *hits);
@@ -121,9 +121,9 @@ int cpu_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t
 int cpu_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
 		    const uint16_t *q, uint32_t ld_q, const uint16_t *units,
 		    const int32_t *unit_idx, const int32_t *unit_len, uint32_t n_units, uint32_t b,
-		    uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work);
-size_t cpu_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
-			    uint32_t d);
+		    uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block, float scale,
+		    void *work);
+size_t cpu_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units, uint32_t d);
 int cpu_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
 			  const uint16_t *q, uint32_t ld_q, const uint16_t *kc, const uint16_t *vc,
 			  uint32_t t_cap, const int32_t *kv_len, uint32_t b, uint32_t n_q,

@@ -18,8 +18,8 @@ bool cpu_sparse_ok(const struct kb_sparse *sp)
 }
 
 /* out = bf16(mean of keys [t0, t0 + kernel)), summed in token order from rows `ld` apart. */
-static void ck_mean(uint16_t *out, const uint16_t *k, uint32_t ld, uint32_t kernel,
-		    uint32_t first, uint32_t d, float *acc)
+static void ck_mean(uint16_t *out, const uint16_t *k, uint32_t ld, uint32_t kernel, uint32_t first,
+		    uint32_t d, float *acc)
 {
 	for (uint32_t c = 0; c < d; c++)
 		acc[c] = 0.0f;
@@ -141,15 +141,15 @@ static void score_forecast(float *out, const uint16_t *q, const uint16_t *ck, ui
 	}
 }
 
-int cpu_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint16_t *q,
-		     uint32_t ld, const uint16_t *ck, uint32_t cap, const int32_t *n_entries,
-		     uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale)
+int cpu_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint16_t *q, uint32_t ld,
+		     const uint16_t *ck, uint32_t cap, const int32_t *n_entries, uint32_t b,
+		     uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale)
 {
 	uint32_t group;
 	int err = 0;
 
-	if (!cpu_stream_ok(s) || !scores || !q || !ck || !n_entries || !d || !n_kv ||
-	    n_q % n_kv || !n_q || (!original && n_q != n_kv) || ld < (uint64_t)n_q * d)
+	if (!cpu_stream_ok(s) || !scores || !q || !ck || !n_entries || !d || !n_kv || n_q % n_kv ||
+	    !n_q || (!original && n_q != n_kv) || ld < (uint64_t)n_q * d)
 		return -EINVAL;
 	for (uint32_t i = 0; i < b; i++)
 		if (n_entries[i] < 0 || (uint32_t)n_entries[i] > cap)
@@ -171,8 +171,8 @@ int cpu_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint1
 				score_original(scores + (size_t)task * cap, qg, cg, n_entries[bi],
 					       group, d, scale, qf, qf + d);
 			else
-				score_forecast(scores + (size_t)task * cap, qg, cg, n_entries[bi], d,
-					       qf);
+				score_forecast(scores + (size_t)task * cap, qg, cg, n_entries[bi],
+					       d, qf);
 		}
 		if (!qf) {
 #pragma omp atomic write

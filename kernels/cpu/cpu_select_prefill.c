@@ -38,8 +38,7 @@ static void heap_down(struct cpu_rank *h, uint32_t n, uint32_t i)
 }
 
 /* Max of the entries in block m's pooling window; -inf when none is valid (NaN ignored). */
-static float pool_block(const float *s, uint32_t n_entries, uint32_t m,
-			const struct kb_sparse *sp)
+static float pool_block(const float *s, uint32_t n_entries, uint32_t m, const struct kb_sparse *sp)
 {
 	int64_t lo = (int64_t)sp->pool_stride * m - sp->pool_pad, hi = lo + sp->pool_kernel;
 	float best = -INFINITY;
@@ -70,7 +69,7 @@ void cpu_select_row(int32_t *sel, const float *s, uint32_t n_entries, uint32_t n
 			sel[nf++] = (int32_t)m;
 	cap = sp->topk - nf;
 	for (uint32_t m = 0; m < n_blocks && cap; m++) {
-		struct cpu_rank r = { .id = (int32_t)m };
+		struct cpu_rank r = {.id = (int32_t)m};
 
 		if (m < sp->sink || (uint64_t)m + sp->local >= qb)
 			continue;
@@ -92,8 +91,8 @@ void cpu_select_row(int32_t *sel, const float *s, uint32_t n_entries, uint32_t n
 		sel[i] = -1;
 }
 
-size_t cpu_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q,
-			       uint32_t n_kv, const struct kb_sparse *sp)
+size_t cpu_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q, uint32_t n_kv,
+			       const struct kb_sparse *sp)
 {
 	return 0; /* scratch is allocated per call */
 }
@@ -127,9 +126,9 @@ static void sel_block_scores(const struct sel_prefill *sp, struct sel_scratch *w
 		memset(w->gsum, 0, (size_t)qn * lds * sizeof(float));
 	for (uint32_t h = 0; h < group; h++) {
 		for (uint32_t i = 0; i < qn; i++)
-			cpu_row_to_f32(w->qf + (size_t)i * d,
-				       sp->q + (size_t)(q0 + i) * sp->ld + (size_t)(g * group + h) * d,
-				       d);
+			cpu_row_to_f32(
+			    w->qf + (size_t)i * d,
+			    sp->q + (size_t)(q0 + i) * sp->ld + (size_t)(g * group + h) * d, d);
 		cpu_mm_tn(w->s, lds, w->qf, ckt, sp->ne_max, qn, ne_last, d,
 			  sp->original ? sp->scale : 1.0f);
 		for (uint32_t i = 0; sp->original && i < qn; i++) {
@@ -157,8 +156,7 @@ static void sel_block_scores(const struct sel_prefill *sp, struct sel_scratch *w
 	}
 }
 
-static void sel_task(const struct sel_prefill *sp, struct sel_scratch *w, uint32_t g,
-		     uint32_t qb)
+static void sel_task(const struct sel_prefill *sp, struct sel_scratch *w, uint32_t g, uint32_t qb)
 {
 	uint32_t block = sp->sp->block, q0 = qb * block;
 	uint32_t qn = sp->t - q0 < block ? sp->t - q0 : block;
@@ -178,7 +176,7 @@ static int sel_run(struct kb *kb, const struct sel_prefill *sp)
 
 #pragma omp parallel num_threads(cpu_threads(kb)) if (n_tasks > 1)
 	{
-		struct sel_scratch w = { .qf = malloc(nf * sizeof(float)) };
+		struct sel_scratch w = {.qf = malloc(nf * sizeof(float))};
 
 		w.heap = malloc((size_t)sp->sp->topk * sizeof(*w.heap));
 		if (w.qf) {
@@ -206,8 +204,17 @@ int cpu_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel, const uint
 		       const struct kb_sparse *sp, void *work)
 {
 	struct sel_prefill pp = {
-		.sel = sel, .q = q, .sp = sp, .ld = ld, .t = t, .p0 = p0, .n_q = n_q,
-		.n_kv = n_kv, .d = d, .original = original, .scale = scale,
+	    .sel = sel,
+	    .q = q,
+	    .sp = sp,
+	    .ld = ld,
+	    .t = t,
+	    .p0 = p0,
+	    .n_q = n_q,
+	    .n_kv = n_kv,
+	    .d = d,
+	    .original = original,
+	    .scale = scale,
 	};
 	float *ckt;
 	int err;
@@ -227,7 +234,7 @@ int cpu_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel, const uint
 		for (uint32_t j = 0; j < pp.ne_max; j++)
 			for (uint32_t c = 0; c < d; c++)
 				ckt[((size_t)g * d + c) * pp.ne_max + j] =
-					kb_bf16_to_f32(ck[((size_t)g * cap + j) * d + c]);
+				    kb_bf16_to_f32(ck[((size_t)g * cap + j) * d + c]);
 	pp.ckt = ckt;
 	err = sel_run(kb, &pp);
 	free(ckt);

@@ -104,8 +104,13 @@ struct dec_case {
 
 static void dec_setup(struct dec_case *c, uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d)
 {
-	*c = (struct dec_case){ .b = b, .n_q = n_q, .n_kv = n_kv, .d = d, .t_cap = 150,
-				.block = 16, .scale = 1.0f / sqrtf((float)d) };
+	*c = (struct dec_case){.b = b,
+			       .n_q = n_q,
+			       .n_kv = n_kv,
+			       .d = d,
+			       .t_cap = 150,
+			       .block = 16,
+			       .scale = 1.0f / sqrtf((float)d)};
 	c->q = test_alloc((size_t)b * n_q * d * 2);
 	c->kc = test_alloc((size_t)b * n_kv * c->t_cap * d * 2);
 	c->vc = test_alloc((size_t)b * n_kv * c->t_cap * d * 2);
@@ -157,13 +162,14 @@ static void dec_units(struct kb *kb, struct dec_case *c, bool all)
 			size_t cache = (size_t)i * c->n_kv + g;
 
 			for (uint32_t m = 0; m < nu; m++)
-				for (int32_t r = 0; ui[cache * nu + m] >= 0 && r < ul[cache * nu + m];
-				     r++)
+				for (int32_t r = 0;
+				     ui[cache * nu + m] >= 0 && r < ul[cache * nu + m]; r++)
 					keys[n++] = m * bs + (uint32_t)r;
 			test_naive_attend(want, c->q + ((size_t)i * c->n_q + h) * d,
-				     c->kc + cache * c->t_cap * d, c->vc + cache * c->t_cap * d, d,
-				     keys, n, d, c->scale);
-			test_check_row(c->out2 + ((size_t)i * c->n_q + h) * d, want, d, "units", i, h);
+					  c->kc + cache * c->t_cap * d,
+					  c->vc + cache * c->t_cap * d, d, keys, n, d, c->scale);
+			test_check_row(c->out2 + ((size_t)i * c->n_q + h) * d, want, d, "units", i,
+				       h);
 		}
 	}
 	free(units), free(ui), free(ul), free(keys);
@@ -178,17 +184,16 @@ static void decode_case(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_kv, 
 	dec_setup(&c, b, n_q, n_kv, d);
 	for (uint32_t j = 0; j < c.t_cap; j++)
 		keys[j] = j;
-	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, c.out, n_q * d, c.q, n_q * d, c.kc,
-						    c.vc, c.t_cap, c.len, b, n_q, n_kv, d, c.scale,
-						    NULL),
+	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, c.out, n_q * d, c.q, n_q * d, c.kc, c.vc,
+						    c.t_cap, c.len, b, n_q, n_kv, d, c.scale, NULL),
 			 0);
 	for (uint32_t i = 0; i < b; i++) {
 		for (uint32_t h = 0; h < n_q; h++) {
 			size_t cache = (size_t)i * n_kv + h / (n_q / n_kv);
 
 			test_naive_attend(want, c.q + ((size_t)i * n_q + h) * d,
-				     c.kc + cache * c.t_cap * d, c.vc + cache * c.t_cap * d, d, keys,
-				     (uint32_t)c.len[i], d, c.scale);
+					  c.kc + cache * c.t_cap * d, c.vc + cache * c.t_cap * d, d,
+					  keys, (uint32_t)c.len[i], d, c.scale);
 			test_check_row(c.out + ((size_t)i * n_q + h) * d, want, d, "dense", i, h);
 		}
 	}
@@ -199,9 +204,8 @@ static void decode_case(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_kv, 
 			   "units vs dense e=%zu\n", e);
 	dec_units(kb, &c, false); /* a subset of the blocks, with -1 entries */
 	c.len[0] = (int32_t)c.t_cap + 1;
-	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, c.out, n_q * d, c.q, n_q * d, c.kc,
-						    c.vc, c.t_cap, c.len, b, n_q, n_kv, d, c.scale,
-						    NULL),
+	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, c.out, n_q * d, c.q, n_q * d, c.kc, c.vc,
+						    c.t_cap, c.len, b, n_q, n_kv, d, c.scale, NULL),
 			 -EINVAL);
 	dec_free(&c);
 	free(keys);
@@ -220,9 +224,9 @@ static void test_attn_decode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_copy_units),
-		cmocka_unit_test(test_kv_pack_store),
-		cmocka_unit_test(test_attn_decode),
+	    cmocka_unit_test(test_copy_units),
+	    cmocka_unit_test(test_kv_pack_store),
+	    cmocka_unit_test(test_attn_decode),
 	};
 
 	test_seed("test_cpu_attention");

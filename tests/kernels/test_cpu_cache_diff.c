@@ -61,7 +61,8 @@ static void check_cache(const int32_t *old, const int32_t *map, const int32_t *s
 		bool kept = (int32_t)s == prot || (old[s] >= 0 && in_row(sel, nsel, old[s]));
 
 		if (kept)
-			assert_int_equal(map[s], old[s]); /* kept blocks stay; protected untouched */
+			assert_int_equal(map[s],
+					 old[s]); /* kept blocks stay; protected untouched */
 		else
 			fr[nf++] = (int32_t)s;
 	}
@@ -102,8 +103,8 @@ static void diff_case(struct kb *kb, uint32_t n, uint32_t n_slots, uint32_t k)
 	memcpy(old, map, n * n_slots * 4);
 	memset(ls, 0x55, n * k * 4);
 	memset(lb, 0x55, n * k * 4);
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, sel, prot, n, n_slots, k, ls, lb, nl, hits),
-			 0);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, sel, prot, n, n_slots, k, ls, lb, nl, hits), 0);
 	for (uint32_t i = 0; i < n; i++)
 		check_cache(old + i * n_slots, map + i * n_slots, sel + i * k, prot[i], n_slots, k,
 			    ls + i * k, lb + i * k, nl[i], hits[i]);
@@ -117,7 +118,8 @@ static void test_cache_diff_random(void **state)
 	for (int rep = 0; rep < 50; rep++) {
 		uint32_t n_slots = (uint32_t)test_int(1, 24);
 
-		diff_case(kb, (uint32_t)test_int(1, 6), n_slots, (uint32_t)test_int(1, (int)n_slots));
+		diff_case(kb, (uint32_t)test_int(1, 6), n_slots,
+			  (uint32_t)test_int(1, (int)n_slots));
 	}
 	diff_case(kb, 4, 96, 96);
 	kb_destroy(kb);
@@ -148,9 +150,9 @@ static void test_cache_diff_decode_run(void **state)
 		for (uint32_t s = 0; s < n_slots; s++)
 			if (map[s] == (int32_t)own)
 				prot = (int32_t)s;
-		assert_int_equal(kb->ops->cache_diff(kb, 0, map, sel, &prot, 1, n_slots, k, ls, lb,
-						     &nl, &hits),
-				 0);
+		assert_int_equal(
+		    kb->ops->cache_diff(kb, 0, map, sel, &prot, 1, n_slots, k, ls, lb, &nl, &hits),
+		    0);
 		for (int32_t j = 0; j < nl; j++)
 			shadow[ls[j]] = lb[j];
 		for (uint32_t s = 0; s < n_slots; s++)
@@ -167,17 +169,16 @@ static void test_cache_diff_decode_run(void **state)
 static void test_cache_diff_errors(void **state)
 {
 	struct kb *kb = test_cpu();
-	int32_t map[4] = { 5, 6, 7, 8 }, old[4], ls[4], lb[4], nl, hits;
-	int32_t full[4] = { 1, 2, 3, 4 }, unsorted[4] = { 2, 1, -1, -1 }, gap[4] = { 1, -1, 2, -1 };
-	int32_t prot = 0, map2[8] = { 1, -1, -1, -1, 5, 6, 7, 8 }, sel2[8] = { 1, -1, -1, -1 };
+	int32_t map[4] = {5, 6, 7, 8}, old[4], ls[4], lb[4], nl, hits;
+	int32_t full[4] = {1, 2, 3, 4}, unsorted[4] = {2, 1, -1, -1}, gap[4] = {1, -1, 2, -1};
+	int32_t prot = 0, map2[8] = {1, -1, -1, -1, 5, 6, 7, 8}, sel2[8] = {1, -1, -1, -1};
 
 	memcpy(old, map, sizeof(map));
 	/* 4 new blocks but the protected slot keeps block 5: no room. */
 	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, &prot, 1, 4, 4, ls, lb, &nl, &hits),
 			 -EINVAL);
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, unsorted, NULL, 1, 4, 4, ls, lb, &nl,
-					     &hits),
-			 -EINVAL);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, unsorted, NULL, 1, 4, 4, ls, lb, &nl, &hits), -EINVAL);
 	assert_int_equal(kb->ops->cache_diff(kb, 0, map, gap, NULL, 1, 4, 4, ls, lb, &nl, &hits),
 			 -EINVAL);
 	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, NULL, 1, 3, 4, ls, lb, &nl, &hits),
@@ -189,12 +190,12 @@ static void test_cache_diff_errors(void **state)
 	/* Cache 0 is fine, cache 1 does not fit: nothing is applied to either. */
 	memcpy(sel2 + 4, full, sizeof(full));
 	{
-		int32_t p2[2] = { -1, 0 }, ls2[8], lb2[8], nl2[2], h2[2], m2old[8];
+		int32_t p2[2] = {-1, 0}, ls2[8], lb2[8], nl2[2], h2[2], m2old[8];
 
 		memcpy(m2old, map2, sizeof(map2));
-		assert_int_equal(kb->ops->cache_diff(kb, 0, map2, sel2, p2, 2, 4, 4, ls2, lb2, nl2,
-						     h2),
-				 -EINVAL);
+		assert_int_equal(
+		    kb->ops->cache_diff(kb, 0, map2, sel2, p2, 2, 4, 4, ls2, lb2, nl2, h2),
+		    -EINVAL);
 		assert_memory_equal(map2, m2old, sizeof(map2));
 	}
 	/* Without protection the same selection fits and replaces everything. */
@@ -209,9 +210,9 @@ static void test_cache_diff_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cache_diff_random),
-		cmocka_unit_test(test_cache_diff_decode_run),
-		cmocka_unit_test(test_cache_diff_errors),
+	    cmocka_unit_test(test_cache_diff_random),
+	    cmocka_unit_test(test_cache_diff_decode_run),
+	    cmocka_unit_test(test_cache_diff_errors),
 	};
 
 	test_seed("test_cpu_cache_diff");

@@ -60,8 +60,8 @@ static inline void test_fill_bf16_int(uint16_t *x, size_t n, int lo, int hi)
 static inline void test_seed(const char *name)
 {
 	const char *env = getenv("SPARDA_TEST_SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 0)
-			    : (uint64_t)time(NULL) * 1000003ull ^ (uint64_t)getpid();
+	uint64_t seed =
+	    env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003ull ^ (uint64_t)getpid();
 
 	test_rng_state = seed;
 	printf("%s: seed=%llu (replay with SPARDA_TEST_SEED=%llu)\n", name,
@@ -71,7 +71,7 @@ static inline void test_seed(const char *name)
 
 static inline struct kb *test_cpu(void)
 {
-	struct kb_opts o = { .kind = KB_KIND_CPU, .cpu_threads = 2 };
+	struct kb_opts o = {.kind = KB_KIND_CPU, .cpu_threads = 2};
 	struct kb *kb = NULL;
 
 	assert_int_equal(kb_open(&o, &kb), 0);
@@ -88,18 +88,19 @@ static inline void *test_alloc(size_t bytes)
 }
 
 /* |got - want| <= atol + rtol * |want|, with a message naming the element. */
-#define TEST_CLOSE(got, want, atol, rtol, ...)                                              \
-	do {                                                                                \
-		double g_ = (got), w_ = (want);                                            \
-		if (!(fabs(g_ - w_) <= (atol) + (rtol) * fabs(w_))) {                      \
-			print_error(__VA_ARGS__);                                          \
-			fail_msg("got %.9g want %.9g", g_, w_);                            \
-		}                                                                          \
+#define TEST_CLOSE(got, want, atol, rtol, ...)                                                     \
+	do {                                                                                       \
+		double g_ = (got), w_ = (want);                                                    \
+		if (!(fabs(g_ - w_) <= (atol) + (rtol)*fabs(w_))) {                                \
+			print_error(__VA_ARGS__);                                                  \
+			fail_msg("got %.9g want %.9g", g_, w_);                                    \
+		}                                                                                  \
 	} while (0)
 
 /* out[c] = sum_j softmax(q . k_j * scale) v_j over the n keys in idx (rows `ld` apart). */
-static inline void test_naive_attend(double *out, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-			 size_t ld, const uint32_t *idx, uint32_t n, uint32_t d, float scale)
+static inline void test_naive_attend(double *out, const uint16_t *q, const uint16_t *k,
+				     const uint16_t *v, size_t ld, const uint32_t *idx, uint32_t n,
+				     uint32_t d, float scale)
 {
 	double *z = test_alloc((n + 1) * 8), mx = -INFINITY, sum = 0;
 

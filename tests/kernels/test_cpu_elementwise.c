@@ -12,8 +12,8 @@
 
 static void test_open_and_memory(void **state)
 {
-	struct kb_opts bad = { .kind = (enum kb_kind)7 };
-	struct kb_opts cuda = { .kind = KB_KIND_CUDA };
+	struct kb_opts bad = {.kind = (enum kb_kind)7};
+	struct kb_opts cuda = {.kind = KB_KIND_CUDA};
 	struct kb_event *a, *b;
 	struct kb *kb = test_cpu(), *kc = NULL;
 	size_t fr, tot;
@@ -61,7 +61,7 @@ static void test_open_and_memory(void **state)
 
 static void test_rope_resolve(void **state)
 {
-	struct kb_rope p = { .type = KB_ROPE_PLAIN, .head_dim = 128, .theta = 10000 };
+	struct kb_rope p = {.type = KB_ROPE_PLAIN, .head_dim = 128, .theta = 10000};
 	float f[64], ms = 0, ext[32];
 
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), 0);
@@ -70,9 +70,13 @@ static void test_rope_resolve(void **state)
 		TEST_CLOSE(f[i], pow(10000.0, -2.0 * i / 128), 0, 1e-6, "plain i=%d\n", i);
 
 	/* Llama-3.1: high band kept, low band / factor, medium pair 30 smoothed. */
-	p = (struct kb_rope){ .type = KB_ROPE_LLAMA3, .head_dim = 128, .theta = 500000,
-			      .factor = 8, .low_freq_factor = 1, .high_freq_factor = 4,
-			      .original_max_pos = 8192 };
+	p = (struct kb_rope){.type = KB_ROPE_LLAMA3,
+			     .head_dim = 128,
+			     .theta = 500000,
+			     .factor = 8,
+			     .low_freq_factor = 1,
+			     .high_freq_factor = 4,
+			     .original_max_pos = 8192};
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), 0);
 	TEST_CLOSE(f[0], 1.0, 0, 1e-6, "llama3 0\n");
 	TEST_CLOSE(f[30], 0.0013718935677611381, 0, 1e-6, "llama3 30\n");
@@ -80,8 +84,11 @@ static void test_rope_resolve(void **state)
 	assert_true(ms == 1.0f);
 
 	/* YaRN: correction range [10, 23] for these numbers, mscale 0.1 ln 4 + 1. */
-	p = (struct kb_rope){ .type = KB_ROPE_YARN, .head_dim = 64, .theta = 10000, .factor = 4,
-			      .original_max_pos = 4096 };
+	p = (struct kb_rope){.type = KB_ROPE_YARN,
+			     .head_dim = 64,
+			     .theta = 10000,
+			     .factor = 4,
+			     .original_max_pos = 4096};
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), 0);
 	TEST_CLOSE(f[0], 1.0, 0, 1e-6, "yarn 0\n");
 	TEST_CLOSE(f[5], 0.23713737056616555, 0, 1e-6, "yarn 5\n");
@@ -92,8 +99,12 @@ static void test_rope_resolve(void **state)
 	/* LongRoPE: per-pair factors divide the frequency; mscale from 4x extension. */
 	for (int i = 0; i < 32; i++)
 		ext[i] = 1.0f + 0.25f * (float)i;
-	p = (struct kb_rope){ .type = KB_ROPE_LONGROPE, .head_dim = 64, .theta = 10000,
-			      .ext_factors = ext, .original_max_pos = 32768, .max_pos = 131072 };
+	p = (struct kb_rope){.type = KB_ROPE_LONGROPE,
+			     .head_dim = 64,
+			     .theta = 10000,
+			     .ext_factors = ext,
+			     .original_max_pos = 32768,
+			     .max_pos = 131072};
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), 0);
 	for (int i = 0; i < 32; i++)
 		TEST_CLOSE(f[i], pow(10000.0, -2.0 * i / 64) / ext[i], 0, 1e-6, "longrope %d\n", i);
@@ -104,7 +115,7 @@ static void test_rope_resolve(void **state)
 
 	p.head_dim = 63;
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), -EINVAL);
-	p = (struct kb_rope){ .type = KB_ROPE_LLAMA3, .head_dim = 64, .theta = 10000 };
+	p = (struct kb_rope){.type = KB_ROPE_LLAMA3, .head_dim = 64, .theta = 10000};
 	assert_int_equal(kb_rope_resolve(&p, f, &ms), -EINVAL);
 }
 
@@ -140,8 +151,8 @@ static void test_embed_norm_residual(void **state)
 		}
 		for (uint32_t j = 0; j < h; j++)
 			TEST_CLOSE(kb_bf16_to_f32(out[i * h + j]),
-				   ref[i * h + j] / sqrt(ss / h + 1e-5) * kb_bf16_to_f32(w[j]), 1e-6,
-				   4e-3, "rmsnorm row %u col %u\n", i, j);
+				   ref[i * h + j] / sqrt(ss / h + 1e-5) * kb_bf16_to_f32(w[j]),
+				   1e-6, 4e-3, "rmsnorm row %u col %u\n", i, j);
 	}
 	/* No delta: a pure norm, resid unchanged; a large eps must show in the output. */
 	memcpy(ref, resid, n * h * 4);
@@ -171,7 +182,7 @@ static void test_rope_op(void **state)
 {
 	struct kb *kb = test_cpu();
 	const uint32_t n = 7, heads = 3, d = 32, ld = 100;
-	struct kb_rope rp = { .type = KB_ROPE_PLAIN, .head_dim = d, .theta = 10000 };
+	struct kb_rope rp = {.type = KB_ROPE_PLAIN, .head_dim = d, .theta = 10000};
 	uint16_t *x = test_alloc(n * ld * 2), *x0 = test_alloc(n * ld * 2);
 	float inv[16], ms;
 	int32_t pos[7];
@@ -262,9 +273,9 @@ static void gemm_case(struct kb *kb, uint32_t m, uint32_t n, uint32_t k, bool c_
 			 0);
 	for (uint32_t i = 0; i < m; i++) {
 		for (uint32_t j = 0; j < ldc; j++) {
-			double acc = 0, mag = 0, old = c_f32 ? c0[i * ldc + j]
-							    : kb_bf16_to_f32(kb_f32_to_bf16(
-								      c0[i * ldc + j]));
+			double acc = 0, mag = 0,
+			       old = c_f32 ? c0[i * ldc + j]
+					   : kb_bf16_to_f32(kb_f32_to_bf16(c0[i * ldc + j]));
 			double got = c_f32 ? c[i * ldc + j] : kb_bf16_to_f32(cb[i * ldc + j]);
 
 			if (j >= n) { /* padding columns are not written */
@@ -288,7 +299,7 @@ static void gemm_case(struct kb *kb, uint32_t m, uint32_t n, uint32_t k, bool c_
 static void test_gemm(void **state)
 {
 	struct kb *kb = test_cpu();
-	uint16_t x[4] = { 0 };
+	uint16_t x[4] = {0};
 
 	gemm_case(kb, 1, 37, 64, true, 1.0f, 0.0f);
 	gemm_case(kb, 9, 50, 33, true, 0.5f, 1.0f);
@@ -301,12 +312,9 @@ static void test_gemm(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open_and_memory),
-		cmocka_unit_test(test_rope_resolve),
-		cmocka_unit_test(test_embed_norm_residual),
-		cmocka_unit_test(test_rope_op),
-		cmocka_unit_test(test_swiglu_argmax),
-		cmocka_unit_test(test_gemm),
+	    cmocka_unit_test(test_open_and_memory),	cmocka_unit_test(test_rope_resolve),
+	    cmocka_unit_test(test_embed_norm_residual), cmocka_unit_test(test_rope_op),
+	    cmocka_unit_test(test_swiglu_argmax),	cmocka_unit_test(test_gemm),
 	};
 
 	test_seed("test_cpu_elementwise");

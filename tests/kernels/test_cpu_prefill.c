@@ -22,9 +22,15 @@ static void pf_setup(struct pf_case *c, uint32_t t, uint32_t p0, uint32_t n_q, u
 {
 	uint32_t n_keys = p0 + t;
 
-	*c = (struct pf_case){ .t = t, .p0 = p0, .n_q = n_q, .n_kv = n_kv, .d = d, .block = block,
-			       .ld_q = n_q * d + 2, .ld_kv = n_kv * d + 1,
-			       .scale = 1.0f / sqrtf((float)d) };
+	*c = (struct pf_case){.t = t,
+			      .p0 = p0,
+			      .n_q = n_q,
+			      .n_kv = n_kv,
+			      .d = d,
+			      .block = block,
+			      .ld_q = n_q * d + 2,
+			      .ld_kv = n_kv * d + 1,
+			      .scale = 1.0f / sqrtf((float)d)};
 	c->n_qb = (t + block - 1) / block;
 	c->topk = (n_keys + block - 1) / block + 1; /* room for every block, and padding */
 	c->q = test_alloc((size_t)t * c->ld_q * 2);
@@ -45,9 +51,9 @@ static void pf_free(struct pf_case *c)
 
 static int pf_run(struct kb *kb, struct pf_case *c, uint16_t *out, const int32_t *sel)
 {
-	return kb->ops->attn_prefill(kb, 0, out, c->n_q * c->d, c->q, c->ld_q, c->k, c->v,
-				     c->ld_kv, c->t, c->p0, c->n_q, c->n_kv, c->d, c->scale, sel,
-				     c->topk, c->block);
+	return kb->ops->attn_prefill(kb, 0, out, c->n_q * c->d, c->q, c->ld_q, c->k, c->v, c->ld_kv,
+				     c->t, c->p0, c->n_q, c->n_kv, c->d, c->scale, sel, c->topk,
+				     c->block);
 }
 
 /* Check out against the naive softmax over the keys each query may see (sel NULL: all). */
@@ -61,7 +67,8 @@ static void pf_check(const struct pf_case *c, const uint16_t *out, const int32_t
 
 		for (uint32_t h = 0; h < c->n_q; h++) {
 			uint32_t g = h / group, n = 0;
-			const int32_t *row = sel ? sel + ((size_t)g * c->n_qb + qb) * c->topk : NULL;
+			const int32_t *row =
+			    sel ? sel + ((size_t)g * c->n_qb + qb) * c->topk : NULL;
 
 			for (uint32_t kp = 0; kp <= p; kp++) {
 				bool in = !sel;
@@ -72,8 +79,8 @@ static void pf_check(const struct pf_case *c, const uint16_t *out, const int32_t
 					keys[n++] = kp;
 			}
 			test_naive_attend(want, c->q + (size_t)i * c->ld_q + (size_t)h * c->d,
-					  c->k + (size_t)g * c->d, c->v + (size_t)g * c->d, c->ld_kv,
-					  keys, n, c->d, c->scale);
+					  c->k + (size_t)g * c->d, c->v + (size_t)g * c->d,
+					  c->ld_kv, keys, n, c->d, c->scale);
 			test_check_row(out + ((size_t)i * c->n_q + h) * c->d, want, c->d,
 				       sel ? "sparse" : "dense", i, h);
 		}
@@ -150,11 +157,11 @@ static void test_prefill_sparse(void **state)
 	struct kb *kb = test_cpu();
 	struct pf_case c;
 
-	sparse_case(kb, 100, 0, 2, 2, 16, 16);  /* GQA 1, partial last block */
-	sparse_case(kb, 64, 32, 8, 2, 16, 16);  /* GQA 4, chunk at p0 > 0 */
-	sparse_case(kb, 37, 64, 16, 1, 8, 32);  /* GQA 16 */
+	sparse_case(kb, 100, 0, 2, 2, 16, 16);	/* GQA 1, partial last block */
+	sparse_case(kb, 64, 32, 8, 2, 16, 16);	/* GQA 4, chunk at p0 > 0 */
+	sparse_case(kb, 37, 64, 16, 1, 8, 32);	/* GQA 16 */
 	sparse_case(kb, 150, 64, 4, 4, 32, 64); /* paper block size */
-	pf_setup(&c, 20, 8, 2, 2, 8, 16);       /* sparse needs p0 % block == 0 */
+	pf_setup(&c, 20, 8, 2, 2, 8, 16);	/* sparse needs p0 % block == 0 */
 	random_sel(&c, true, false);
 	assert_int_equal(pf_run(kb, &c, c.out, c.sel), -EINVAL);
 	pf_free(&c);
@@ -184,10 +191,9 @@ static void test_prefill_last_row_is_decode(void **state)
 		}
 	assert_int_equal(pf_run(kb, &c, c.out, NULL), 0);
 	len = (int32_t)n_keys;
-	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, dec, n_q * d,
-						    c.q + (size_t)(c.t - 1) * c.ld_q, c.ld_q, kc,
-						    vc, n_keys, &len, 1, n_q, n_kv, d, c.scale,
-						    NULL),
+	assert_int_equal(kb->ops->attn_decode_dense(
+			     kb, 0, dec, n_q * d, c.q + (size_t)(c.t - 1) * c.ld_q, c.ld_q, kc, vc,
+			     n_keys, &len, 1, n_q, n_kv, d, c.scale, NULL),
 			 0);
 	for (uint32_t e = 0; e < n_q * d; e++)
 		TEST_CLOSE(kb_bf16_to_f32(dec[e]),
@@ -201,9 +207,9 @@ static void test_prefill_last_row_is_decode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_prefill_dense),
-		cmocka_unit_test(test_prefill_sparse),
-		cmocka_unit_test(test_prefill_last_row_is_decode),
+	    cmocka_unit_test(test_prefill_dense),
+	    cmocka_unit_test(test_prefill_sparse),
+	    cmocka_unit_test(test_prefill_last_row_is_decode),
 	};
 
 	test_seed("test_cpu_prefill");

@@ -12,24 +12,45 @@
 #include "test_cpu_common.h"
 
 static const struct kb_sparse sp_small = {
-	.block = 16, .ck_kernel = 8, .ck_stride = 4, .pool_kernel = 5, .pool_stride = 4,
-	.pool_pad = 1, .sink = 1, .local = 3, .topk = 8,
+    .block = 16,
+    .ck_kernel = 8,
+    .ck_stride = 4,
+    .pool_kernel = 5,
+    .pool_stride = 4,
+    .pool_pad = 1,
+    .sink = 1,
+    .local = 3,
+    .topk = 8,
 };
 /* No sink and no local window: only the own block is forced, so ranking decides the rest. */
 static const struct kb_sparse sp_edge = {
-	.block = 16, .ck_kernel = 8, .ck_stride = 4, .pool_kernel = 5, .pool_stride = 4,
-	.pool_pad = 1, .sink = 0, .local = 0, .topk = 3,
+    .block = 16,
+    .ck_kernel = 8,
+    .ck_stride = 4,
+    .pool_kernel = 5,
+    .pool_stride = 4,
+    .pool_pad = 1,
+    .sink = 0,
+    .local = 0,
+    .topk = 3,
 };
 static const struct kb_sparse sp_paper = {
-	.block = 64, .ck_kernel = 32, .ck_stride = 16, .pool_kernel = 5, .pool_stride = 4,
-	.pool_pad = 1, .sink = 1, .local = 32, .topk = 96,
+    .block = 64,
+    .ck_kernel = 32,
+    .ck_stride = 16,
+    .pool_kernel = 5,
+    .pool_stride = 4,
+    .pool_pad = 1,
+    .sink = 1,
+    .local = 32,
+    .topk = 96,
 };
 
 static void test_ck_prefill(void **state)
 {
 	struct kb *kb = test_cpu();
 	const uint32_t n_kv = 3, d = 16, ld = n_kv * d + 5, cap = 40;
-	const uint32_t ts[] = { 5, 8, 9, 12, 45, 64, 101 };
+	const uint32_t ts[] = {5, 8, 9, 12, 45, 64, 101};
 
 	for (size_t ti = 0; ti < sizeof(ts) / sizeof(ts[0]); ti++) {
 		uint32_t t = ts[ti], n_e = kb_ck_entries(&sp_small, t), kern = sp_small.ck_kernel;
@@ -39,9 +60,8 @@ static void test_ck_prefill(void **state)
 		test_fill_bf16(k, (size_t)t * ld, -2, 2);
 		memset(ck, 0xff, n_kv * cap * d * 2); /* poison: NaN patterns */
 		memset(ring, 0xff, n_kv * kern * d * 2);
-		assert_int_equal(kb->ops->ck_prefill(kb, 0, ck, cap, ring, k, ld, t, n_kv, d,
-						     &sp_small),
-				 0);
+		assert_int_equal(
+		    kb->ops->ck_prefill(kb, 0, ck, cap, ring, k, ld, t, n_kv, d, &sp_small), 0);
 		for (uint32_t g = 0; g < n_kv; g++) {
 			for (uint32_t j = 0; j < cap; j++) {
 				for (uint32_t c = 0; c < d; c++) {
@@ -53,7 +73,8 @@ static void test_ck_prefill(void **state)
 						continue;
 					}
 					for (uint32_t p = j * 4; p < j * 4 + kern; p++)
-						sum += kb_bf16_to_f32(k[(size_t)p * ld + g * d + c]);
+						sum +=
+						    kb_bf16_to_f32(k[(size_t)p * ld + g * d + c]);
 					TEST_CLOSE(kb_bf16_to_f32(got), sum / kern, 1e-3, 4e-3,
 						   "ck t=%u g=%u j=%u c=%u\n", t, g, j, c);
 				}
@@ -78,7 +99,7 @@ static void test_ck_append_matches_prefill(void **state)
 	const struct kb_sparse *sp = &sp_paper;
 	const uint32_t b = 3, n_kv = 2, d = 8, ld = n_kv * d, T = 300, cap = 20;
 	const uint32_t kern = sp->ck_kernel;
-	uint32_t t0[3] = { 0, 31, 77 };
+	uint32_t t0[3] = {0, 31, 77};
 	size_t ck_sz = (size_t)n_kv * cap * d, ring_sz = (size_t)n_kv * kern * d;
 	uint16_t *keys = test_alloc((size_t)b * T * ld * 2), *ck = test_alloc(b * ck_sz * 2);
 	uint16_t *ring = test_alloc(b * ring_sz * 2), *ref_ck = test_alloc(ck_sz * 2);
@@ -105,10 +126,10 @@ static void test_ck_append_matches_prefill(void **state)
 		for (uint32_t i = 0, j = 0; i < b; i++) {
 			if (p < t0[i])
 				continue;
-			assert_int_equal(kb->ops->ck_append(kb, 0, ck + i * ck_sz, cap,
-							    ring + i * ring_sz, step + (size_t)j * ld,
-							    ld, pos + j, 1, n_kv, d, sp),
-					 0);
+			assert_int_equal(
+			    kb->ops->ck_append(kb, 0, ck + i * ck_sz, cap, ring + i * ring_sz,
+					       step + (size_t)j * ld, ld, pos + j, 1, n_kv, d, sp),
+			    0);
 			j++;
 		}
 	}
@@ -149,7 +170,8 @@ static void score_case(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_kv, u
 		       bool original)
 {
 	const uint32_t cap = 37, ld = n_q * d + 3, group = n_q / n_kv;
-	uint16_t *q = test_alloc((size_t)b * ld * 2), *ck = test_alloc((size_t)b * n_kv * cap * d * 2);
+	uint16_t *q = test_alloc((size_t)b * ld * 2),
+		 *ck = test_alloc((size_t)b * n_kv * cap * d * 2);
 	float *sc = test_alloc((size_t)b * n_kv * cap * 4);
 	int32_t *ne = test_alloc(b * 4);
 	float scale = 1.0f / sqrtf((float)d);
@@ -159,17 +181,18 @@ static void score_case(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_kv, u
 	for (uint32_t i = 0; i < b; i++)
 		ne[i] = i == 0 ? (int32_t)cap : test_int(0, (int)cap);
 	memset(sc, 0x7f, (size_t)b * n_kv * cap * 4);
-	assert_int_equal(kb->ops->score_decode(kb, 0, sc, q, ld, ck, cap, ne, b, n_q, n_kv, d,
-					       original, scale),
-			 0);
+	assert_int_equal(
+	    kb->ops->score_decode(kb, 0, sc, q, ld, ck, cap, ne, b, n_q, n_kv, d, original, scale),
+	    0);
 	for (uint32_t i = 0; i < b; i++) {
 		for (uint32_t g = 0; g < n_kv; g++) {
 			const float *row = sc + ((size_t)i * n_kv + g) * cap;
 			const uint16_t *cg = ck + ((size_t)i * n_kv + g) * cap * d;
-			double want[37] = { 0 };
+			double want[37] = {0};
 
 			for (uint32_t h = 0; h < (original ? group : 1); h++) {
-				const uint16_t *qh = q + (size_t)i * ld + (size_t)(g * group + h) * d;
+				const uint16_t *qh =
+				    q + (size_t)i * ld + (size_t)(g * group + h) * d;
 				double z[37], mx = -INFINITY, sum = 0;
 
 				for (int32_t j = 0; j < ne[i]; j++) {
@@ -206,7 +229,7 @@ static void score_case(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_kv, u
 static void test_score_decode(void **state)
 {
 	struct kb *kb = test_cpu();
-	uint16_t x[64] = { 0 };
+	uint16_t x[64] = {0};
 	float s[4];
 	int32_t ne = 1;
 
@@ -241,7 +264,8 @@ static int bf_cmp(const void *pa, const void *pb)
 
 static int cmp_id(const void *a, const void *b)
 {
-	return (*(const int32_t *)a > *(const int32_t *)b) - (*(const int32_t *)a < *(const int32_t *)b);
+	return (*(const int32_t *)a > *(const int32_t *)b) -
+	       (*(const int32_t *)a < *(const int32_t *)b);
 }
 
 /* Brute-force selection of one row from block scores bs[n_blocks] (already pooled). */
@@ -274,8 +298,8 @@ static double brute_pool(const double *s, uint32_t n_e, uint32_t m, const struct
 	return best;
 }
 
-static void select_decode_case(struct kb *kb, const struct kb_sparse *sp, uint32_t b,
-			       uint32_t n_kv, uint32_t max_blocks, int levels)
+static void select_decode_case(struct kb *kb, const struct kb_sparse *sp, uint32_t b, uint32_t n_kv,
+			       uint32_t max_blocks, int levels)
 {
 	uint32_t cap = max_blocks * sp->pool_stride + 8, k = sp->topk;
 	float *sc = test_alloc((size_t)b * n_kv * cap * 4);
@@ -384,8 +408,8 @@ static void naive_block_scores(double *bs, const uint16_t *q, uint32_t ld, const
 	free(s), free(z);
 }
 
-static void select_prefill_case(struct kb *kb, const struct kb_sparse *sp, uint32_t t,
-				uint32_t p0, uint32_t n_q, uint32_t n_kv, uint32_t d, bool original)
+static void select_prefill_case(struct kb *kb, const struct kb_sparse *sp, uint32_t t, uint32_t p0,
+				uint32_t n_q, uint32_t n_kv, uint32_t d, bool original)
 {
 	uint32_t ne_max = kb_ck_entries(sp, p0 + t), cap = ne_max + 3, ld = n_q * d + 2;
 	uint32_t n_qb = (t + sp->block - 1) / sp->block, k = sp->topk;
@@ -417,9 +441,10 @@ static void select_prefill_case(struct kb *kb, const struct kb_sparse *sp, uint3
 				if (original && got[j] >= 0 && want[j] >= 0 &&
 				    fabs(bs[got[j]] - bs[want[j]]) <= 1e-5)
 					continue;
-				fail_msg("select_prefill t=%u p0=%u nq=%u nkv=%u orig=%d g=%u qb=%u "
-					 "j=%u: got %d want %d",
-					 t, p0, n_q, n_kv, original, g, qb, j, got[j], want[j]);
+				fail_msg(
+				    "select_prefill t=%u p0=%u nq=%u nkv=%u orig=%d g=%u qb=%u "
+				    "j=%u: got %d want %d",
+				    t, p0, n_q, n_kv, original, g, qb, j, got[j], want[j]);
 			}
 		}
 	}
@@ -463,15 +488,15 @@ static void test_select_prefill_usable_entries(void **state)
 static void test_select_prefill(void **state)
 {
 	struct kb *kb = test_cpu();
-	uint16_t x[64] = { 0 };
+	uint16_t x[64] = {0};
 	int32_t sel[8];
 
 	select_prefill_case(kb, &sp_small, 100, 0, 2, 2, 16, false);
-	select_prefill_case(kb, &sp_small, 37, 32, 3, 3, 8, false);  /* chunk at p0 > 0 */
+	select_prefill_case(kb, &sp_small, 37, 32, 3, 3, 8, false); /* chunk at p0 > 0 */
 	select_prefill_case(kb, &sp_small, 200, 16, 1, 1, 16, false);
-	select_prefill_case(kb, &sp_small, 90, 0, 2, 2, 16, true);   /* GQA 1 */
-	select_prefill_case(kb, &sp_small, 70, 16, 8, 2, 8, true);   /* GQA 4 */
-	select_prefill_case(kb, &sp_small, 50, 0, 16, 1, 8, true);   /* GQA 16 */
+	select_prefill_case(kb, &sp_small, 90, 0, 2, 2, 16, true); /* GQA 1 */
+	select_prefill_case(kb, &sp_small, 70, 16, 8, 2, 8, true); /* GQA 4 */
+	select_prefill_case(kb, &sp_small, 50, 0, 16, 1, 8, true); /* GQA 16 */
 	select_prefill_case(kb, &sp_paper, 700, 64, 2, 2, 16, false);
 	for (int rep = 0; rep < 3; rep++) { /* many more blocks than topk */
 		select_prefill_case(kb, &sp_edge, 300, 0, 2, 2, 8, false);
@@ -489,12 +514,12 @@ static void test_select_prefill(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ck_prefill),
-		cmocka_unit_test(test_ck_append_matches_prefill),
-		cmocka_unit_test(test_score_decode),
-		cmocka_unit_test(test_select_decode),
-		cmocka_unit_test(test_select_prefill),
-		cmocka_unit_test(test_select_prefill_usable_entries),
+	    cmocka_unit_test(test_ck_prefill),
+	    cmocka_unit_test(test_ck_append_matches_prefill),
+	    cmocka_unit_test(test_score_decode),
+	    cmocka_unit_test(test_select_decode),
+	    cmocka_unit_test(test_select_prefill),
+	    cmocka_unit_test(test_select_prefill_usable_entries),
 	};
 
 	test_seed("test_cpu_select");
