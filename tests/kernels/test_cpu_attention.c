@@ -44,13 +44,13 @@ static void test_copy_units(void **state)
 static void test_kv_pack_store(void **state)
 {
 	struct kb *kb = test_cpu();
-	const uint32_t n_kv = 2, d = 8, block = 16, ld = n_kv * d + 3, n_units = 16;
+	const uint32_t n_kv = 2, d = 8, block = 16, ld = n_kv * d + 3, n_units = 32;
 	const size_t usz = 2 * block * d;
 	uint32_t t0 = (uint32_t)test_int(0, 40), t = (uint32_t)test_int(1, 60);
 	uint32_t nbt = (t0 + t - 1) / block - t0 / block + 1;
 	uint16_t *k = test_alloc((size_t)t * ld * 2), *v = test_alloc((size_t)t * ld * 2);
 	uint16_t *units = test_alloc(n_units * usz * 2), *u2 = test_alloc(n_units * usz * 2);
-	int32_t idx[2 * 5], pos[1];
+	int32_t idx[2 * 8], pos[1]; /* at most 7 blocks touched */
 
 	test_fill_bf16(k, (size_t)t * ld, -1, 1);
 	test_fill_bf16(v, (size_t)t * ld, -1, 1);
