@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Flash-decoding. A CTA owns one KV head of one sequence and up to 16 of its query heads, and a
+ * contiguous range of 64-key tiles (its split). Per tile: scores for every (head, key) with
+ * 16-byte key loads, an online-softmax update per head, then P.V with each thread owning a
+ * column pair of up to 16 heads. Splits write unnormalised partials (o, m, l); a second kernel
+ * merges them. CUDA cores in fp32 (see NOTES.md for the tensor-core follow-up at GQA 16).
+ */
+#include "attn_decode.cuh"
+#include "kc_common.cuh"
+
+#define KC_AD_THREADS 128u
+#define KC_AD_TILE 64u
+#define KC_AD_HEADS 16u /* query heads per CTA */
+
+struct kc_ad_args {
+	const uint16_t *q;
+	uint32_t ld_q;
+	/* unit mode: tile u is unit unit_idx[b, g, u], rows unit_len[b, g, u] */
+	const uint16_t *units;
+	const int32_t *unit_idx, *unit_len;
+	uint32_t block;
+	/* dense mode (units == NULL): tile u is keys [64u, 64u + 64) of [0, kv_len[b]) */
+	const uint16_t *kc, *vc;
+	const int32_t *kv_len;
+	uint32_t t_cap;
+	uint32_t n_tiles, tiles_per_split, n_splits;
+	uint32_t n_q, n_kv, d, G, hchunks;
+	float scale;
+	float *part; /* [b, n_q, n_splits, d + 2] */
+};
+
+/* Scores, softmax update and P.V for rows [0, rows) of one K/V tile (row stride d). */
+static __device__ void kc_ad_tile(const struct kc_ad_args &a, const uint16_t *kt,
+				  const uint16_t *vt, uint32_t rows, uint32_t gh, const float *qs,
+				  float *sc, float *hm, float *hl, float *hal, float *acc)
+{
+	uint32_t tid = threadIdx.x, d = a.d;
+	{
+		uint32_t j = tid % KC_AD_TILE, hs = tid / KC_AD_TILE;
+		float s[KC_AD_HEADS / 2];
+#pragma unroll
+		for (int i = 0; i < KC_AD_HEADS / 2; i++)
+			s[i] = 0.0f;
+		if (j < rows) {
+			const uint16_t *kr = kt + (size_t)j * d;
+			for (uint32_t c = 0; c < d; c += 8) {
+				float f[8];
+				kc_unpack8(*(const uint4 *)(kr + c), f);
+#pragma unroll
+				for (int i = 0; i < KC_AD_HEADS / 2; i++) {
+					uint32_t hh = hs + 2 * i;
+					if (hh < gh) {
+						const float *qh = qs + hh * d + c;
+#pragma unroll
+						for (int e = 0; e < 8; e++)
+							s[i] += qh[e] * f[e];
+					}
+				}
+			}
+		}
+#pragma unroll
+		for (int i = 0; i < KC_AD_HEADS / 2; i++) {
+			uint32_t hh = hs + 2 * i;
+			if (hh < gh)
+				sc[hh * KC_AD_TILE + j] = j < rows ? s[i] : -INFINITY;
+		}
+	}
+	__syncthreads();
+	uint32_t lane = tid & 31, warp = tid >> 5;
+	for (uint32_t hh = warp; hh < gh; hh += KC_AD_THREADS / 32) {
+		float *row = sc + hh * KC_AD_TILE;
+		float v0 = row[lane], v1 = row[lane + 32];
+		float mt = kc_warp_max(fmaxf(v0, v1));
+		float mo = hm[hh], mn = fmaxf(mo, mt);
+		float alpha = mn == -INFINITY ? 1.0f : expf(mo - mn);
+		float p0 = mn == -INFINITY ? 0.0f : expf(v0 - mn);
+		float p1 = mn == -INFINITY ? 0.0f : expf(v1 - mn);
+		row[lane] = p0;
+		row[lane + 32] = p1;
+		float ps = kc_warp_sum(p0 + p1);
+		if (lane == 0) {
+			hm[hh] = mn;
+			hl[hh] = hl[hh] * alpha + ps;
+			hal[hh] = alpha;
+		}
+	}
+	__syncthreads();
+	uint32_t dp = d / 2, hset = tid / dp, hstep = KC_AD_THREADS / dp, c = (tid % dp) * 2;
+#pragma unroll
+	for (int i = 0; i < KC_AD_HEADS; i++) {
+		uint32_t hh = hset + i * hstep;
+		if (hh < gh) {
+			acc[2 * i] *= hal[hh];
+			acc[2 * i + 1] *= hal[hh];
+		}
+	}
+	for (uint32_t j = 0; j < rows; j++) {
+		uint32_t vv = *(const uint32_t *)(vt + (size_t)j * d + c);
+		float v0 = __uint_as_float(vv << 16), v1 = __uint_as_float(vv & 0xffff0000u);
+#pragma unroll
+		for (int i = 0; i < KC_AD_HEADS; i++) {
+			uint32_t hh = hset + i * hstep;
+			if (hh < gh) {
+				float p = sc[hh * KC_AD_TILE + j];
+				acc[2 * i] += p * v0;
+				acc[2 * i + 1] += p * v1;
+			}
+		}
+	}
+	__syncthreads();
+}
+
+__global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_split_kernel(struct kc_ad_args a)
+{
+	__shared__ float sc[KC_AD_HEADS * KC_AD_TILE];
+	__shared__ float hm[KC_AD_HEADS], hl[KC_AD_HEADS], hal[KC_AD_HEADS];
+	extern __shared__ float qs[]; /* [16][d], pre-scaled */
+	uint32_t split = blockIdx.x, g = blockIdx.y / a.hchunks, hc = blockIdx.y % a.hchunks;
+	uint32_t b = blockIdx.z, tid = threadIdx.x, d = a.d;
+	uint32_t h0 = g * a.G + hc * KC_AD_HEADS, gh = min(KC_AD_HEADS, a.G - hc * KC_AD_HEADS);
+	for (uint32_t i = tid; i < gh * d; i += blockDim.x)
+		qs[i] = kc_bf(a.q[(size_t)b * a.ld_q + (size_t)h0 * d + i]) * a.scale;
+	if (tid < KC_AD_HEADS) {
+		hm[tid] = -INFINITY;
+		hl[tid] = 0.0f;
+	}
+	float acc[2 * KC_AD_HEADS];
+#pragma unroll
+	for (int i = 0; i < 2 * KC_AD_HEADS; i++)
+		acc[i] = 0.0f;
+	__syncthreads();
+	uint32_t u0 = split * a.tiles_per_split, u1 = min(u0 + a.tiles_per_split, a.n_tiles);
+	for (uint32_t u = u0; u < u1; u++) {
+		if (a.units) {
+			size_t cell = ((size_t)b * a.n_kv + g) * a.n_tiles + u;
+			int32_t ui = a.unit_idx[cell], len = a.unit_len[cell];
+			if (ui < 0 || len <= 0)
+				continue;
+			uint32_t n = min((uint32_t)len, a.block);
+			const uint16_t *kt = a.units + (size_t)ui * 2 * a.block * d;
+			const uint16_t *vt = kt + (size_t)a.block * d;
+			for (uint32_t r0 = 0; r0 < n; r0 += KC_AD_TILE)
+				kc_ad_tile(a, kt + (size_t)r0 * d, vt + (size_t)r0 * d,
+					   min(KC_AD_TILE, n - r0), gh, qs, sc, hm, hl, hal, acc);
+		} else {
+			int32_t len = a.kv_len[b];
+			uint32_t k0 = u * KC_AD_TILE;
+			uint32_t n = len < 0 ? 0 : min((uint32_t)len, a.t_cap);
+			if (k0 >= n)
+				break;
+			size_t off = (((size_t)b * a.n_kv + g) * a.t_cap + k0) * d;
+			kc_ad_tile(a, a.kc + off, a.vc + off, min(KC_AD_TILE, n - k0), gh, qs, sc,
+				   hm, hl, hal, acc);
+		}
+	}
+	uint32_t dp = d / 2, hset = tid / dp, hstep = KC_AD_THREADS / dp, c = (tid % dp) * 2;
+	size_t pst = (size_t)d + 2;
+#pragma unroll
+	for (int i = 0; i < KC_AD_HEADS; i++) {
+		uint32_t hh = hset + i * hstep;
+		if (hh < gh) {
+			float *p = a.part + (((size_t)b * a.n_q + h0 + hh) * a.n_splits + split) * pst;
+			p[c] = acc[2 * i];
+			p[c + 1] = acc[2 * i + 1];
+		}
+	}
+	if (tid < gh) {
+		float *p = a.part + (((size_t)b * a.n_q + h0 + tid) * a.n_splits + split) * pst;
+		p[d] = hm[tid];
+		p[d + 1] = hl[tid];
+	}
+}
+
+__global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part,
+				   uint32_t n_q, uint32_t n_splits, uint32_t d)
+{
+	uint32_t b = blockIdx.x / n_q, h = blockIdx.x % n_q;
+	size_t pst = (size_t)d + 2;
+	const float *p = part + ((size_t)b * n_q + h) * n_splits * pst;
+	float mx = -INFINITY;
+	for (uint32_t s = 0; s < n_splits; s++)
+		mx = fmaxf(mx, p[s * pst + d]);
+	float l = 0.0f;
+	if (mx != -INFINITY)
+		for (uint32_t s = 0; s < n_splits; s++)
+			l += p[s * pst + d + 1] * expf(p[s * pst + d] - mx);
+	for (uint32_t c = threadIdx.x; c < d; c += blockDim.x) {
+		float o = 0.0f;
+		if (l > 0.0f) {
+			for (uint32_t s = 0; s < n_splits; s++) {
+				float ms = p[s * pst + d];
+				if (ms != -INFINITY)
+					o += p[s * pst + c] * expf(ms - mx);
+			}
+			o /= l;
+		}
+		out[(size_t)b * ld_o + (size_t)h * d + c] = kc_tobf(o);
+	}
+}
+
+static uint32_t kc_ad_tps(uint32_t b)
+{
+	return b >= 8 ? 8 : 2;
+}
+
+static bool kc_ad_dim_ok(uint32_t d)
+{
+	return d >= 16 && d <= 256 && d % 8 == 0 && KC_AD_THREADS % (d / 2) == 0;
+}
+
+extern "C" size_t kc_attn_decode_work(uint32_t b, uint32_t n_q, uint32_t n_units, uint32_t d)
+{
+	uint32_t splits = n_units ? kc_div_up(n_units, kc_ad_tps(b)) : 1;
+	return (size_t)b * n_q * splits * ((size_t)d + 2) * sizeof(float);
+}
+
+static int kc_ad_launch(cudaStream_t st, struct kc_ad_args *a, uint16_t *out, uint32_t ld_o,
+			uint32_t b)
+{
+	size_t smem = (size_t)KC_AD_HEADS * a->d * sizeof(float);
+	dim3 grid(a->n_splits, a->n_kv * a->hchunks, b);
+	kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
+	KC_LAUNCHED("attn_decode_split");
+	unsigned thr = a->d < 128 ? 64 : 128;
+	kc_ad_merge_kernel<<<b * a->n_q, thr, 0, st>>>(out, ld_o, a->part, a->n_q, a->n_splits,
+						       a->d);
+	KC_LAUNCHED("attn_decode_merge");
+	return 0;
+}
+
+static int kc_ad_common(struct kc_ad_args *a, const uint16_t *q, uint32_t ld_q, uint32_t n_q,
+			uint32_t n_kv, uint32_t d, float scale)
+{
+	if (n_kv == 0 || n_q % n_kv || !kc_ad_dim_ok(d) || ld_q % 8 || (uintptr_t)q % 16)
+		return -EINVAL;
+	a->q = q;
+	a->ld_q = ld_q;
+	a->n_q = n_q;
+	a->n_kv = n_kv;
+	a->d = d;
+	a->G = n_q / n_kv;
+	a->hchunks = kc_div_up(a->G, KC_AD_HEADS);
+	a->scale = scale;
+	return 0;
+}
+
+extern "C" int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
+			      uint32_t ld_q, const uint16_t *units, const int32_t *unit_idx,
+			      const int32_t *unit_len, uint32_t n_units, uint32_t b, uint32_t n_q,
+			      uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work)
+{
+	struct kc_ad_args a = {};
+	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
+	if (e)
+		return e;
+	if (block == 0 || !work || (uintptr_t)units % 16)
+		return -EINVAL;
+	if (b == 0 || n_q == 0)
+		return 0;
+	a.units = units;
+	a.unit_idx = unit_idx;
+	a.unit_len = unit_len;
+	a.block = block;
+	a.n_tiles = n_units;
+	a.tiles_per_split = kc_ad_tps(b);
+	a.n_splits = n_units ? kc_div_up(n_units, a.tiles_per_split) : 1;
+	a.part = (float *)work;
+	return kc_ad_launch(st, &a, out, ld_o, b);
+}
+
+/* Dense splits: about 4 CTAs per SM over the whole batch, at least one 64-key tile each. */
+static void kc_add_splits(uint32_t b, uint32_t n_kv, uint32_t hchunks, uint32_t t_cap,
+			  uint32_t *tiles, uint32_t *tps, uint32_t *splits)
+{
+	uint32_t nt = kc_div_up(t_cap, KC_AD_TILE);
+	uint32_t want = kc_div_up(528, (size_t)b * n_kv * hchunks);
+	if (want > nt)
+		want = nt;
+	if (want == 0)
+		want = 1;
+	*tiles = nt;
+	*tps = nt ? kc_div_up(nt, want) : 1;
+	*splits = nt ? kc_div_up(nt, *tps) : 1;
+}
+
+extern "C" size_t kc_attn_decode_dense_scratch(uint32_t b, uint32_t n_q, uint32_t n_kv,
+					       uint32_t t_cap, uint32_t d)
+{
+	uint32_t tiles, tps, splits;
+	if (n_kv == 0)
+		return 0;
+	kc_add_splits(b, n_kv, kc_div_up(n_q / n_kv, KC_AD_HEADS), t_cap, &tiles, &tps, &splits);
+	return (size_t)b * n_q * splits * ((size_t)d + 2) * sizeof(float);
+}
+
+extern "C" int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_o,
+				    const uint16_t *q, uint32_t ld_q, const uint16_t *kc,
+				    const uint16_t *vc, uint32_t t_cap, const int32_t *kv_len,
+				    uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
+				    void *scratch)
+{
+	struct kc_ad_args a = {};
+	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
+	if (e)
+		return e;
+	if (!scratch || ((uintptr_t)kc | (uintptr_t)vc) % 16)
+		return -EINVAL;
+	if (b == 0 || n_q == 0)
+		return 0;
+	a.kc = kc;
+	a.vc = vc;
+	a.kv_len = kv_len;
+	a.t_cap = t_cap;
+	kc_add_splits(b, n_kv, a.hchunks, t_cap, &a.n_tiles, &a.tiles_per_split, &a.n_splits);
+	a.part = (float *)scratch;
+	return kc_ad_launch(st, &a, out, ld_o, b);
+}

@@ -1,0 +1,537 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * CUDA backend: device setup, memory, streams and events, and the kb_ops table that forwards
+ * each op to its family (elementwise, gemm, ckeys, select, kvcache, attn_decode, attn_prefill)
+ * with the stream it names. CUDA errors become -errno here and in kc_err.
+ */
+#include <stdlib.h>
+
+#include "attn_decode.cuh"
+#include "attn_prefill.cuh"
+#include "ckeys.cuh"
+#include "cuda_backend.cuh"
+#include "elementwise.cuh"
+#include "gemm.cuh"
+#include "kc_common.cuh"
+#include "kvcache.cuh"
+#include "select.cuh"
+
+extern "C" {
+#include "log.h"
+}
+
+int kc_err(cudaError_t e, const char *what)
+{
+	static struct log_ratelimit rl;
+	log_write_rl(&rl, 1000, LOG_LEVEL_ERROR, "kcuda", "cuda call failed", "call=%s err=%s",
+		     what, cudaGetErrorString(e));
+	switch (e) {
+	case cudaErrorMemoryAllocation:
+		return -ENOMEM;
+	case cudaErrorInvalidValue:
+	case cudaErrorInvalidConfiguration:
+	case cudaErrorInvalidDevicePointer:
+	case cudaErrorInvalidMemcpyDirection:
+	case cudaErrorHostMemoryAlreadyRegistered:
+	case cudaErrorHostMemoryNotRegistered:
+		return -EINVAL;
+	case cudaErrorNoDevice:
+	case cudaErrorInsufficientDriver:
+	case cudaErrorInvalidDevice:
+		return -ENODEV;
+	default:
+		return -EIO;
+	}
+}
+
+static struct kc_backend *kc_of(struct kb *kb)
+{
+	return (struct kc_backend *)kb->priv;
+}
+
+static bool kc_stream_ok(enum kb_stream s)
+{
+	return (unsigned)s < KB_STREAM_COUNT;
+}
+
+#define KC_ST(kb, s) (kc_of(kb)->st[s])
+#define KC_NEED_STREAM(s)                  \
+	do {                               \
+		if (!kc_stream_ok(s))      \
+			return -EINVAL;    \
+	} while (0)
+
+/* Scratch of at least `bytes` for stream s; growing waits for the stream's earlier users. */
+static int kc_scratch(struct kb *kb, enum kb_stream s, size_t bytes, void **out)
+{
+	struct kc_backend *c = kc_of(kb);
+	if (c->scratch_bytes[s] < bytes) {
+		size_t n = bytes + bytes / 2 + 4096;
+		KC_CHECK(cudaStreamSynchronize(c->st[s]));
+		if (c->scratch[s])
+			KC_CHECK(cudaFree(c->scratch[s]));
+		c->scratch[s] = NULL;
+		c->scratch_bytes[s] = 0;
+		KC_CHECK(cudaMalloc(&c->scratch[s], n));
+		c->scratch_bytes[s] = n;
+	}
+	*out = c->scratch[s];
+	return 0;
+}
+
+/* ---- memory, streams, events ---- */
+
+static void kc_destroy(struct kb *kb)
+{
+	if (!kb)
+		return;
+	struct kc_backend *c = kc_of(kb);
+	cudaSetDevice(c->device);
+	for (int s = 0; s < KB_STREAM_COUNT; s++) {
+		if (c->st[s])
+			cudaStreamSynchronize(c->st[s]);
+		cudaFree(c->scratch[s]);
+	}
+	if (c->blas)
+		cublasDestroy(c->blas);
+	for (int s = 0; s < KB_STREAM_COUNT; s++)
+		if (c->st[s])
+			cudaStreamDestroy(c->st[s]);
+	free(c);
+}
+
+static int kc_alloc(struct kb *kb, size_t bytes, void **out)
+{
+	*out = NULL;
+	KC_CHECK(cudaMalloc(out, bytes ? bytes : 16));
+	return 0;
+}
+
+static void kc_free(struct kb *kb, void *p)
+{
+	if (p)
+		cudaFree(p);
+}
+
+static int kc_memcpy(struct kb *kb, void *dst, const void *src, size_t bytes,
+		     enum kb_copy_dir dir, enum kb_stream s)
+{
+	KC_NEED_STREAM(s);
+	if ((unsigned)dir > KB_H2H)
+		return -EINVAL;
+	if (bytes == 0)
+		return 0;
+	/* cudaMemcpyDefault lets UVA route registered host memory through its device view. */
+	KC_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, KC_ST(kb, s)));
+	return 0;
+}
+
+static int kc_memset(struct kb *kb, void *dst, int byte, size_t bytes, enum kb_stream s)
+{
+	KC_NEED_STREAM(s);
+	if (bytes == 0)
+		return 0;
+	KC_CHECK(cudaMemsetAsync(dst, byte, bytes, KC_ST(kb, s)));
+	return 0;
+}
+
+static int kc_host_register(struct kb *kb, void *host, size_t bytes, void **dev)
+{
+	KC_CHECK(cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable));
+	cudaError_t e = cudaHostGetDevicePointer(dev, host, 0);
+	if (e != cudaSuccess) {
+		cudaHostUnregister(host);
+		return kc_err(e, "cudaHostGetDevicePointer");
+	}
+	return 0;
+}
+
+static int kc_host_unregister(struct kb *kb, void *host)
+{
+	KC_CHECK(cudaHostUnregister(host));
+	return 0;
+}
+
+static int kc_sync(struct kb *kb, enum kb_stream s)
+{
+	KC_NEED_STREAM(s);
+	KC_CHECK(cudaStreamSynchronize(KC_ST(kb, s)));
+	return 0;
+}
+
+static int kc_event_new(struct kb *kb, struct kb_event **out)
+{
+	struct kb_event *e = (struct kb_event *)calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	cudaError_t r = cudaEventCreate(&e->ev);
+	if (r != cudaSuccess) {
+		free(e);
+		return kc_err(r, "cudaEventCreate");
+	}
+	*out = e;
+	return 0;
+}
+
+static void kc_event_free(struct kb *kb, struct kb_event *e)
+{
+	if (!e)
+		return;
+	cudaEventDestroy(e->ev);
+	free(e);
+}
+
+static int kc_event_record(struct kb *kb, struct kb_event *e, enum kb_stream s)
+{
+	KC_NEED_STREAM(s);
+	KC_CHECK(cudaEventRecord(e->ev, KC_ST(kb, s)));
+	return 0;
+}
+
+static int kc_stream_wait(struct kb *kb, enum kb_stream s, struct kb_event *e)
+{
+	KC_NEED_STREAM(s);
+	KC_CHECK(cudaStreamWaitEvent(KC_ST(kb, s), e->ev, 0));
+	return 0;
+}
+
+static int kc_event_sync(struct kb *kb, struct kb_event *e)
+{
+	KC_CHECK(cudaEventSynchronize(e->ev));
+	return 0;
+}
+
+static int kc_event_elapsed(struct kb *kb, struct kb_event *a, struct kb_event *b, float *ms)
+{
+	KC_CHECK(cudaEventElapsedTime(ms, a->ev, b->ev));
+	return 0;
+}
+
+static int kc_mem_info(struct kb *kb, size_t *free_bytes, size_t *total_bytes)
+{
+	KC_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+	return 0;
+}
+
+/* ---- op forwarding ---- */
+
+static int kc_op_embed(struct kb *kb, enum kb_stream s, float *out, const uint16_t *table,
+		       const int32_t *ids, uint32_t n, uint32_t hidden, uint32_t vocab, float scale)
+{
+	KC_NEED_STREAM(s);
+	return kc_embed(KC_ST(kb, s), out, table, ids, n, hidden, vocab, scale);
+}
+
+static int kc_op_add_rmsnorm(struct kb *kb, enum kb_stream s, float *resid,
+			     const uint16_t *delta, uint32_t ld_delta, float delta_scale,
+			     const uint16_t *w, uint16_t *out, uint32_t n, uint32_t hidden,
+			     float eps)
+{
+	KC_NEED_STREAM(s);
+	return kc_add_rmsnorm(KC_ST(kb, s), resid, delta, ld_delta, delta_scale, w, out, n,
+			      hidden, eps);
+}
+
+static int kc_op_add_residual(struct kb *kb, enum kb_stream s, float *resid,
+			      const uint16_t *delta, uint32_t ld_delta, float delta_scale,
+			      uint32_t n, uint32_t hidden)
+{
+	KC_NEED_STREAM(s);
+	return kc_add_residual(KC_ST(kb, s), resid, delta, ld_delta, delta_scale, n, hidden);
+}
+
+static int kc_op_rope(struct kb *kb, enum kb_stream s, uint16_t *x, uint32_t ld, uint32_t n,
+		      uint32_t n_heads, uint32_t head_dim, const int32_t *pos,
+		      const float *inv_freq, float mscale)
+{
+	KC_NEED_STREAM(s);
+	return kc_rope(KC_ST(kb, s), x, ld, n, n_heads, head_dim, pos, inv_freq, mscale);
+}
+
+static int kc_op_swiglu(struct kb *kb, enum kb_stream s, uint16_t *out, const uint16_t *gu,
+			uint32_t n, uint32_t ff)
+{
+	KC_NEED_STREAM(s);
+	return kc_swiglu(KC_ST(kb, s), out, gu, n, ff);
+}
+
+static int kc_op_argmax(struct kb *kb, enum kb_stream s, int32_t *out, const float *logits,
+			uint32_t n, uint32_t vocab)
+{
+	KC_NEED_STREAM(s);
+	return kc_argmax(KC_ST(kb, s), out, logits, n, vocab);
+}
+
+static int kc_op_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k,
+		      const uint16_t *a, uint32_t lda, const uint16_t *w, uint32_t ldw, void *c,
+		      uint32_t ldc, bool c_f32, float alpha, float beta)
+{
+	KC_NEED_STREAM(s);
+	return kc_gemm(kc_of(kb)->blas, KC_ST(kb, s), m, n, k, a, lda, w, ldw, c, ldc, c_f32,
+		       alpha, beta);
+}
+
+static int kc_op_ck_prefill(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap,
+			    uint16_t *ring, const uint16_t *k, uint32_t ld, uint32_t t,
+			    uint32_t n_kv, uint32_t d, const struct kb_sparse *sp)
+{
+	KC_NEED_STREAM(s);
+	return kc_ck_prefill(KC_ST(kb, s), ck, cap, ring, k, ld, t, n_kv, d, sp);
+}
+
+static int kc_op_ck_append(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap,
+			   uint16_t *ring, const uint16_t *k, uint32_t ld, const int32_t *pos,
+			   uint32_t b, uint32_t n_kv, uint32_t d, const struct kb_sparse *sp)
+{
+	KC_NEED_STREAM(s);
+	return kc_ck_append(KC_ST(kb, s), ck, cap, ring, k, ld, pos, b, n_kv, d, sp);
+}
+
+static int kc_op_score_decode(struct kb *kb, enum kb_stream s, float *scores, const uint16_t *q,
+			      uint32_t ld, const uint16_t *ck, uint32_t cap,
+			      const int32_t *n_entries, uint32_t b, uint32_t n_q, uint32_t n_kv,
+			      uint32_t d, bool original, float scale)
+{
+	void *scratch = NULL;
+	KC_NEED_STREAM(s);
+	if (original) {
+		int e = kc_scratch(kb, s, kc_score_decode_scratch(b, n_q, cap), &scratch);
+		if (e)
+			return e;
+	}
+	return kc_score_decode(KC_ST(kb, s), scratch, scores, q, ld, ck, cap, n_entries, b, n_q,
+			       n_kv, d, original, scale);
+}
+
+static int kc_op_select_decode(struct kb *kb, enum kb_stream s, int32_t *sel,
+			       const float *scores, uint32_t cap, const int32_t *n_entries,
+			       const int32_t *n_blocks, uint32_t b, uint32_t n_kv,
+			       const struct kb_sparse *sp)
+{
+	KC_NEED_STREAM(s);
+	return kc_select_decode(KC_ST(kb, s), sel, scores, cap, n_entries, n_blocks, b, n_kv, sp);
+}
+
+static int kc_op_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel,
+				const uint16_t *q, uint32_t ld, uint32_t t, uint32_t p0,
+				const uint16_t *ck, uint32_t cap, uint32_t n_q, uint32_t n_kv,
+				uint32_t d, bool original, float scale, const struct kb_sparse *sp,
+				void *work)
+{
+	KC_NEED_STREAM(s);
+	return kc_select_prefill(KC_ST(kb, s), sel, q, ld, t, p0, ck, cap, n_q, n_kv, d,
+				 original, scale, sp, work);
+}
+
+static size_t kc_op_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q,
+					uint32_t n_kv, const struct kb_sparse *sp)
+{
+	return kc_select_prefill_work(t, p0, n_q, n_kv, sp);
+}
+
+static int kc_op_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
+			    const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
+			    int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+			    int32_t *hits)
+{
+	KC_NEED_STREAM(s);
+	return kc_cache_diff(KC_ST(kb, s), map, sel, protect, n, n_slots, k, load_slot,
+			     load_block, n_loads, hits);
+}
+
+static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+			    const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
+			    size_t unit_bytes, uint32_t n_ctas)
+{
+	KC_NEED_STREAM(s);
+	return kc_copy_units(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
+}
+
+static int kc_op_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units,
+			 const int32_t *unit_idx, const uint16_t *k, const uint16_t *v,
+			 uint32_t ld, uint32_t t0, uint32_t t, uint32_t n_kv, uint32_t d,
+			 uint32_t block)
+{
+	KC_NEED_STREAM(s);
+	return kc_kv_pack(KC_ST(kb, s), units, unit_idx, k, v, ld, t0, t, n_kv, d, block);
+}
+
+static int kc_op_kv_store(struct kb *kb, enum kb_stream s, uint16_t *units,
+			  const int32_t *unit_idx, const uint16_t *k, const uint16_t *v,
+			  uint32_t ld, const int32_t *pos, uint32_t b, uint32_t n_kv, uint32_t d,
+			  uint32_t block)
+{
+	KC_NEED_STREAM(s);
+	return kc_kv_store(KC_ST(kb, s), units, unit_idx, k, v, ld, pos, b, n_kv, d, block);
+}
+
+static int kc_op_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
+			     const uint16_t *q, uint32_t ld_q, const uint16_t *units,
+			     const int32_t *unit_idx, const int32_t *unit_len, uint32_t n_units,
+			     uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block,
+			     float scale, void *work)
+{
+	KC_NEED_STREAM(s);
+	return kc_attn_decode(KC_ST(kb, s), out, ld_o, q, ld_q, units, unit_idx, unit_len,
+			      n_units, b, n_q, n_kv, d, block, scale, work);
+}
+
+static size_t kc_op_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
+				     uint32_t d)
+{
+	return kc_attn_decode_work(b, n_q, n_units, d);
+}
+
+static int kc_op_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
+				   const uint16_t *q, uint32_t ld_q, const uint16_t *kc,
+				   const uint16_t *vc, uint32_t t_cap, const int32_t *kv_len,
+				   uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
+				   void *work)
+{
+	void *scratch;
+	KC_NEED_STREAM(s);
+	if (n_kv == 0)
+		return -EINVAL;
+	/* The contract gives `work` no size, so the backend's own scratch holds the partials. */
+	int e = kc_scratch(kb, s, kc_attn_decode_dense_scratch(b, n_q, n_kv, t_cap, d), &scratch);
+	if (e)
+		return e;
+	return kc_attn_decode_dense(KC_ST(kb, s), out, ld_o, q, ld_q, kc, vc, t_cap, kv_len, b,
+				    n_q, n_kv, d, scale, scratch);
+}
+
+static int kc_op_attn_prefill(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
+			      const uint16_t *q, uint32_t ld_q, const uint16_t *k,
+			      const uint16_t *v, uint32_t ld_kv, uint32_t t, uint32_t p0,
+			      uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
+			      const int32_t *sel, uint32_t topk, uint32_t block)
+{
+	KC_NEED_STREAM(s);
+	return kc_attn_prefill(KC_ST(kb, s), out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
+			       scale, sel, topk, block);
+}
+
+/* Table ops implemented in units.cu (no header of their own there). */
+extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
+			      const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
+			      uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k,
+			      uint32_t block);
+extern "C" int cuda_resolve_loads(cudaStream_t st, int32_t *dst_idx, int32_t *src_idx,
+				  int32_t *misses, const int32_t *load_slot,
+				  const int32_t *load_block, const int32_t *n_loads,
+				  const uint64_t *words, const int64_t *word_base, uint32_t n,
+				  uint32_t n_slots, uint32_t k);
+
+static int kc_op_sel_units(struct kb *kb, enum kb_stream s, int32_t *unit_idx,
+			   int32_t *unit_len, const int32_t *sel, const int32_t *map,
+			   const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			   uint32_t k, uint32_t block)
+{
+	KC_NEED_STREAM(s);
+	return cuda_sel_units(KC_ST(kb, s), unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
+			      n_slots, k, block);
+}
+
+static int kc_op_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx,
+			       int32_t *src_idx, int32_t *misses, const int32_t *load_slot,
+			       const int32_t *load_block, const int32_t *n_loads,
+			       const uint64_t *words, const int64_t *word_base, uint32_t n,
+			       uint32_t n_slots, uint32_t k)
+{
+	KC_NEED_STREAM(s);
+	return cuda_resolve_loads(KC_ST(kb, s), dst_idx, src_idx, misses, load_slot, load_block,
+				  n_loads, words, word_base, n, n_slots, k);
+}
+
+static const struct kb_ops kc_ops = {
+	.name = "cuda",
+	.destroy = kc_destroy,
+	.alloc = kc_alloc,
+	.free = kc_free,
+	.memcpy = kc_memcpy,
+	.memset = kc_memset,
+	.host_register = kc_host_register,
+	.host_unregister = kc_host_unregister,
+	.sync = kc_sync,
+	.event_new = kc_event_new,
+	.event_free = kc_event_free,
+	.event_record = kc_event_record,
+	.stream_wait = kc_stream_wait,
+	.event_sync = kc_event_sync,
+	.event_elapsed = kc_event_elapsed,
+	.mem_info = kc_mem_info,
+	.embed = kc_op_embed,
+	.add_rmsnorm = kc_op_add_rmsnorm,
+	.add_residual = kc_op_add_residual,
+	.rope = kc_op_rope,
+	.swiglu = kc_op_swiglu,
+	.argmax = kc_op_argmax,
+	.gemm = kc_op_gemm,
+	.ck_prefill = kc_op_ck_prefill,
+	.ck_append = kc_op_ck_append,
+	.score_decode = kc_op_score_decode,
+	.select_decode = kc_op_select_decode,
+	.select_prefill = kc_op_select_prefill,
+	.select_prefill_work = kc_op_select_prefill_work,
+	.cache_diff = kc_op_cache_diff,
+	.copy_units = kc_op_copy_units,
+	.kv_pack = kc_op_kv_pack,
+	.kv_store = kc_op_kv_store,
+	.attn_decode = kc_op_attn_decode,
+	.attn_decode_work = kc_op_attn_decode_work,
+	.attn_decode_dense = kc_op_attn_decode_dense,
+	.attn_prefill = kc_op_attn_prefill,
+	.sel_units = kc_op_sel_units,
+	.resolve_loads = kc_op_resolve_loads,
+};
+
+extern "C" bool kb_cuda_probe(void)
+{
+	int n = 0;
+	if (cudaGetDeviceCount(&n) != cudaSuccess) {
+		cudaGetLastError(); /* clear the non-sticky error so later calls start clean */
+		return false;
+	}
+	return n > 0;
+}
+
+static int kc_setup(struct kc_backend *c)
+{
+	KC_CHECK(cudaSetDevice(c->device));
+	for (int s = 0; s < KB_STREAM_COUNT; s++)
+		KC_CHECK(cudaStreamCreateWithFlags(&c->st[s], cudaStreamNonBlocking));
+	cublasStatus_t bs = cublasCreate(&c->blas);
+	if (bs != CUBLAS_STATUS_SUCCESS) {
+		c->blas = NULL;
+		return kc_cublas_err(bs, "cublasCreate");
+	}
+	int e = kc_select_init();
+	return e ? e : kc_attn_prefill_init();
+}
+
+extern "C" int kb_cuda_open(const struct kb_opts *o, struct kb **out)
+{
+	int n = 0;
+	*out = NULL;
+	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+		cudaGetLastError();
+		return -ENODEV;
+	}
+	int dev = o ? o->device : 0;
+	if (dev < 0 || dev >= n)
+		return -ENODEV;
+	struct kc_backend *c = (struct kc_backend *)calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->device = dev;
+	c->kb.ops = &kc_ops;
+	c->kb.kind = KB_KIND_CUDA;
+	c->kb.priv = c;
+	int e = kc_setup(c);
+	if (e) {
+		kc_destroy(&c->kb);
+		return e;
+	}
+	*out = &c->kb;
+	return 0;
+}

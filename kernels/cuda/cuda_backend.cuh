@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The CUDA backend object: one device, a compute and a copy stream, a cuBLAS handle and a
+ * per-stream scratch buffer for ops whose contract passes no work buffer. kb_cuda_open builds
+ * it and fills struct kb_ops with the kc_* entry points of the op families in this folder.
+ */
+#ifndef SPARDA_KERNELS_CUDA_CUDA_BACKEND_CUH
+#define SPARDA_KERNELS_CUDA_CUDA_BACKEND_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdbool.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+struct kc_backend {
+	struct kb kb;
+	int device;
+	cudaStream_t st[KB_STREAM_COUNT];
+	cublasHandle_t blas;
+	void *scratch[KB_STREAM_COUNT]; /* grown on demand, never shrunk */
+	size_t scratch_bytes[KB_STREAM_COUNT];
+};
+
+struct kb_event {
+	cudaEvent_t ev;
+};
+
+extern "C" {
+/* True iff a CUDA device is visible and the runtime initialises (kb_cuda_available). */
+bool kb_cuda_probe(void);
+}
+
+#endif

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Block-cache diff (one CTA per cache; ranks of free slots and new blocks come from CTA-wide
+ * ballot scans, so slot order is exactly the CPU's), the persistent unit copy (CTA c copies
+ * units c, c + n_ctas, ...; four 16-byte loads in flight per thread before the stores, which
+ * keeps enough bytes in flight to cover PCIe latency when the source is mapped host memory),
+ * and the K/V packers.
+ */
+#include "kc_common.cuh"
+#include "kvcache.cuh"
+
+#define KC_CD_THREADS 128u
+#define KC_CU_THREADS 512u
+
+__global__ void __launch_bounds__(KC_CD_THREADS)
+	kc_cache_diff_kernel(int32_t *map, const int32_t *sel, const int32_t *protect,
+			     uint32_t n_slots, uint32_t k, int32_t *load_slot, int32_t *load_block,
+			     int32_t *n_loads, int32_t *hits)
+{
+	extern __shared__ int32_t cd_smem[];
+	__shared__ uint32_t wsum[KC_CD_THREADS / 32];
+	int32_t *old = cd_smem, *sl = old + n_slots, *nw = sl + k;
+	uint32_t c = blockIdx.x, tid = threadIdx.x, bd = blockDim.x;
+	int32_t *mp = map + (size_t)c * n_slots;
+	const int32_t *sc = sel + (size_t)c * k;
+	int32_t prot = protect ? protect[c] : -1;
+	for (uint32_t i = tid; i < n_slots; i += bd)
+		old[i] = mp[i];
+	for (uint32_t i = tid; i < k; i += bd)
+		sl[i] = sc[i];
+	__syncthreads();
+	/* New blocks (selected, not cached anywhere) compacted in selection (= block) order. */
+	uint32_t n_new = 0, n_hit = 0, tot;
+	for (uint32_t c0 = 0; c0 < k; c0 += bd) {
+		uint32_t i = c0 + tid;
+		int32_t blk = i < k ? sl[i] : -1;
+		bool cached = false;
+		if (blk >= 0)
+			for (uint32_t s = 0; s < n_slots && !cached; s++)
+				cached = old[s] == blk;
+		bool fresh = blk >= 0 && !cached;
+		uint32_t r = kc_block_scan(fresh, &tot, wsum);
+		if (fresh)
+			nw[n_new + r] = blk;
+		n_new += tot;
+		kc_block_scan(blk >= 0 && cached, &tot, wsum);
+		n_hit += tot;
+	}
+	__syncthreads();
+	/* Free slots in ascending order take the new blocks; the rest become empty. */
+	uint32_t n_free = 0;
+	for (uint32_t c0 = 0; c0 < n_slots; c0 += bd) {
+		uint32_t s = c0 + tid;
+		bool in = s < n_slots, kept = false;
+		if (in) {
+			int32_t blk = old[s];
+			kept = (int32_t)s == prot;
+			if (!kept && blk >= 0)
+				for (uint32_t i = 0; i < k && !kept; i++)
+					kept = sl[i] == blk;
+		}
+		bool fr = in && !kept;
+		uint32_t f = n_free + kc_block_scan(fr, &tot, wsum);
+		n_free += tot;
+		if (fr) {
+			int32_t nb = f < n_new ? nw[f] : -1;
+			mp[s] = nb;
+			if (f < n_new && f < k) {
+				load_slot[(size_t)c * k + f] = (int32_t)s;
+				load_block[(size_t)c * k + f] = nb;
+			}
+		}
+	}
+	uint32_t nl = min(n_new, n_free);
+	for (uint32_t i = nl + tid; i < k; i += bd) {
+		load_slot[(size_t)c * k + i] = -1;
+		load_block[(size_t)c * k + i] = -1;
+	}
+	if (tid == 0) {
+		n_loads[c] = (int32_t)nl;
+		hits[c] = (int32_t)n_hit;
+	}
+}
+
+extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, const int32_t *sel,
+			     const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
+			     int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+			     int32_t *hits)
+{
+	if (k > n_slots)
+		return -EINVAL;
+	if (n == 0 || n_slots == 0)
+		return 0;
+	size_t smem = ((size_t)n_slots + 2 * (size_t)k) * sizeof(int32_t);
+	if (smem > 48 * 1024)
+		return -EINVAL;
+	kc_cache_diff_kernel<<<n, KC_CD_THREADS, smem, st>>>(map, sel, protect, n_slots, k,
+							      load_slot, load_block, n_loads, hits);
+	KC_LAUNCHED("cache_diff");
+	return 0;
+}
+
+__global__ void __launch_bounds__(KC_CU_THREADS)
+	kc_copy_units_kernel(uint4 *dst, const uint4 *src, const int32_t *dst_idx,
+			     const int32_t *src_idx, uint32_t n, size_t vecs)
+{
+	for (uint32_t i = blockIdx.x; i < n; i += gridDim.x) {
+		int32_t di = dst_idx[i], si = src_idx[i];
+		if (di < 0 || si < 0)
+			continue;
+		uint4 *d = dst + (size_t)di * vecs;
+		const uint4 *s = src + (size_t)si * vecs;
+		size_t v = threadIdx.x, bd = blockDim.x;
+		for (; v + 3 * bd < vecs; v += 4 * bd) {
+			uint4 a0 = s[v], a1 = s[v + bd], a2 = s[v + 2 * bd], a3 = s[v + 3 * bd];
+			d[v] = a0;
+			d[v + bd] = a1;
+			d[v + 2 * bd] = a2;
+			d[v + 3 * bd] = a3;
+		}
+		for (; v < vecs; v += bd)
+			d[v] = s[v];
+	}
+}
+
+extern "C" int kc_copy_units(cudaStream_t st, void *dst, const void *src, const int32_t *dst_idx,
+			     const int32_t *src_idx, uint32_t n, size_t unit_bytes, uint32_t n_ctas)
+{
+	if (unit_bytes % 16 || ((uintptr_t)dst | (uintptr_t)src) % 16)
+		return -EINVAL;
+	if (n == 0 || unit_bytes == 0)
+		return 0;
+	if (n_ctas == 0)
+		n_ctas = 16;
+	if (n_ctas > n)
+		n_ctas = n;
+	kc_copy_units_kernel<<<n_ctas, KC_CU_THREADS, 0, st>>>((uint4 *)dst, (const uint4 *)src,
+							       dst_idx, src_idx, n,
+							       unit_bytes / 16);
+	KC_LAUNCHED("copy_units");
+	return 0;
+}
+
+/* One thread per (token, head, 8-column group) when everything is 16-byte aligned. */
+template <bool VEC>
+__global__ void kc_kv_pack_kernel(uint16_t *units, const int32_t *unit_idx, const uint16_t *k,
+				  const uint16_t *v, uint32_t ld, uint32_t t0, uint32_t t,
+				  uint32_t n_kv, uint32_t d, uint32_t block)
+{
+	uint32_t w = VEC ? 8 : 1, cpr = d / w;
+	size_t total = (size_t)t * n_kv * cpr;
+	size_t ustride = 2 * (size_t)block * d;
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		uint32_t cc = (uint32_t)(i % cpr) * w;
+		size_t th = i / cpr;
+		uint32_t h = (uint32_t)(th % n_kv), r = (uint32_t)(th / n_kv), p = t0 + r;
+		int32_t u = unit_idx[(size_t)(p / block - t0 / block) * n_kv + h];
+		if (u < 0)
+			continue;
+		uint16_t *dk = units + (size_t)u * ustride + (size_t)(p % block) * d + cc;
+		uint16_t *dv = dk + (size_t)block * d;
+		size_t so = (size_t)r * ld + (size_t)h * d + cc;
+		if (VEC) {
+			*(uint4 *)dk = *(const uint4 *)(k + so);
+			*(uint4 *)dv = *(const uint4 *)(v + so);
+		} else {
+			*dk = k[so];
+			*dv = v[so];
+		}
+	}
+}
+
+extern "C" int kc_kv_pack(cudaStream_t st, uint16_t *units, const int32_t *unit_idx,
+			  const uint16_t *k, const uint16_t *v, uint32_t ld, uint32_t t0,
+			  uint32_t t, uint32_t n_kv, uint32_t d, uint32_t block)
+{
+	if (block == 0)
+		return -EINVAL;
+	if (t == 0 || n_kv == 0 || d == 0)
+		return 0;
+	bool vec = d % 8 == 0 && ld % 8 == 0 &&
+		   ((uintptr_t)units | (uintptr_t)k | (uintptr_t)v) % 16 == 0;
+	size_t total = (size_t)t * n_kv * (vec ? d / 8 : d);
+	unsigned grid = kc_div_up(total, 256);
+	if (grid > 65535u * 4)
+		grid = 65535u * 4;
+	if (vec)
+		kc_kv_pack_kernel<true><<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t,
+							      n_kv, d, block);
+	else
+		kc_kv_pack_kernel<false><<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t,
+							       n_kv, d, block);
+	KC_LAUNCHED("kv_pack");
+	return 0;
+}
+
+__global__ void kc_kv_store_kernel(uint16_t *units, const int32_t *unit_idx, const uint16_t *k,
+				   const uint16_t *v, uint32_t ld, const int32_t *pos,
+				   uint32_t n_kv, uint32_t d, uint32_t block)
+{
+	uint32_t b = blockIdx.x / n_kv, h = blockIdx.x % n_kv;
+	int32_t u = unit_idx[blockIdx.x];
+	if (u < 0)
+		return;
+	uint32_t row = (uint32_t)pos[b] % block;
+	uint16_t *dk = units + (size_t)u * 2 * block * d + (size_t)row * d;
+	uint16_t *dv = dk + (size_t)block * d;
+	for (uint32_t c = threadIdx.x; c < d; c += blockDim.x) {
+		dk[c] = k[(size_t)b * ld + (size_t)h * d + c];
+		dv[c] = v[(size_t)b * ld + (size_t)h * d + c];
+	}
+}
+
+extern "C" int kc_kv_store(cudaStream_t st, uint16_t *units, const int32_t *unit_idx,
+			   const uint16_t *k, const uint16_t *v, uint32_t ld, const int32_t *pos,
+			   uint32_t b, uint32_t n_kv, uint32_t d, uint32_t block)
+{
+	if (block == 0)
+		return -EINVAL;
+	if (b == 0 || n_kv == 0 || d == 0)
+		return 0;
+	kc_kv_store_kernel<<<b * n_kv, 128, 0, st>>>(units, unit_idx, k, v, ld, pos, n_kv, d,
+						     block);
+	KC_LAUNCHED("kv_store");
+	return 0;
+}
