@@ -135,7 +135,7 @@ int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t 
 	for (uint32_t i = 0; !err && i < n; i++) {
 		int32_t *mi = map + (size_t)i * n_slots;
 		const int32_t *si = sel + (size_t)i * k;
-		uint32_t nsel;
+		uint32_t nsel = 0;
 
 		sel_count(si, k, &nsel);
 		diff_mark(mi, si, nsel, protect ? protect[i] : -1, n_slots, found, keep);
