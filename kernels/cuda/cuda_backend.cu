@@ -137,8 +137,16 @@ static int kc_memset(struct kb *kb, void *dst, int byte, size_t bytes, enum kb_s
 
 static int kc_host_register(struct kb *kb, void *host, size_t bytes, void **dev)
 {
-	KC_CHECK(cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable));
-	cudaError_t e = cudaHostGetDevicePointer(dev, host, 0);
+	unsigned flags = cudaHostRegisterMapped | cudaHostRegisterPortable;
+	cudaError_t e = cudaHostRegister(host, bytes, flags);
+	if (e != cudaSuccess) {
+		/* A read-only mapping (memsvc's ctl region) registers only as read-only. */
+		(void)cudaGetLastError();
+		e = cudaHostRegister(host, bytes, flags | cudaHostRegisterReadOnly);
+	}
+	if (e != cudaSuccess)
+		return kc_err(e, "cudaHostRegister");
+	e = cudaHostGetDevicePointer(dev, host, 0);
 	if (e != cudaSuccess) {
 		cudaHostUnregister(host);
 		return kc_err(e, "cudaHostGetDevicePointer");
