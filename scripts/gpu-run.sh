@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# On a CUDA host: unpack a bundle made by scripts/gpu-pack.sh, then run the kernel conformance
+# test, the main job with the CUDA backend (all modes, twin equality), and the decode/prefill
+# benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt).
+# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance tiny bench memsvc (default all)
+set -u
+pack=$1; shift
+what=${*:-conformance tiny bench memsvc}
+OUT=${OUT:-/tmp/sparda-gpu-out}
+work=/tmp/sparda-gpu
+res=$work/results
+mkdir -p "$OUT" "$res" && rm -rf "$work/b" && mkdir -p "$work/b"
+tar -xJf "$pack" -C "$work/b"
+b=$work/b
+export LD_LIBRARY_PATH=$b/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+sum=$OUT/summary.txt
+: >"$sum"
+log() { echo "$*" | tee -a "$sum"; }
+step() { # name timeout cmd...
+	local name=$1 t=$2; shift 2
+	local s=$(date +%s.%N)
+	timeout "$t" "$@" >"$res/$name.log" 2>&1
+	local rc=$?
+	log "step=$name rc=$rc seconds=$(awk "BEGIN{print $(date +%s.%N) - $s}")"
+	tail -n 25 "$res/$name.log" >>"$sum"
+	return $rc
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$sum"
+nproc | sed 's/^/cpus=/' | tee -a "$sum"
+
+for w in $what; do
+case $w in
+conformance)
+	step conformance 240 "$b/tests/test_conformance" ;;
+tiny)
+	step tiny_cuda 240 "$b/bin/sparda" run --backend=cuda --batch=2 --json="$res/tiny_cuda.json" ;;
+bench)
+	m=$work/minicpm-l${LAYERS:-8}
+	[ -f "$m/config.json" ] || step genmodel 300 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--layers "${LAYERS:-8}" --out "$m"
+	for ctx in ${CTXS:-32768}; do
+		for bs in ${BATCHES:-1}; do
+			step "bench_c${ctx}_b${bs}" 400 "$b/bin/sparda" run --backend=cuda --model="$m" \
+				--prompt-tokens="$ctx" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes="${MODES:-sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload}" \
+				--json="$res/bench_c${ctx}_b${bs}.json"
+		done
+	done ;;
+memsvc)
+	step bench_memsvc 120 "$b/bin/sparda" bench memsvc --clients=4 --units=96 --mode=poll \
+		--seconds=5 --json="$res/bench_memsvc.json" ;;
+esac
+done
+tar -czf "$OUT/results.tar.gz" -C "$work" results
