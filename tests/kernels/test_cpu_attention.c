@@ -221,12 +221,79 @@ static void test_attn_decode(void **state)
 	kb_destroy(kb);
 }
 
+/*
+ * The sparse decode path with every block selected equals dense decode: kv_pack into a
+ * resident store, select_decode with topk >= blocks, sel_units, attn_decode.
+ */
+static void test_sparse_decode_all_blocks_is_dense(void **state)
+{
+	struct kb *kb = test_cpu();
+	const struct kb_sparse sp = {.block = 16,
+				     .ck_kernel = 8,
+				     .ck_stride = 4,
+				     .pool_kernel = 5,
+				     .pool_stride = 4,
+				     .pool_pad = 1,
+				     .sink = 1,
+				     .local = 2,
+				     .topk = 10};
+	const uint32_t n_slots = 10, nk = 2 * 2, d = 16;
+	struct dec_case c;
+	size_t usz = 2 * 16 * d;
+	uint16_t *units = test_alloc(nk * n_slots * usz * 2), *krow, *vrow;
+	float *sc = test_alloc(nk * 40 * 4);
+	int32_t sel[4 * 10], ui[4 * 10], ul[4 * 10], ne[2], nb[2], pidx[10 * 2];
+
+	dec_setup(&c, 2, 8, 2, d);
+	c.len[0] = 150, c.len[1] = test_int(1, 149);
+	krow = test_alloc(150 * 2 * d * 2), vrow = test_alloc(150 * 2 * d * 2);
+	for (uint32_t i = 0; i < 2; i++) {
+		/* [t, n_kv * d] rows of sequence i, packed into units (i, g) * n_slots + m */
+		for (uint32_t p = 0; p < 150; p++)
+			for (uint32_t g = 0; g < 2; g++) {
+				size_t o = (((size_t)i * 2 + g) * c.t_cap + p) * d;
+
+				memcpy(krow + ((size_t)p * 2 + g) * d, c.kc + o, d * 2);
+				memcpy(vrow + ((size_t)p * 2 + g) * d, c.vc + o, d * 2);
+			}
+		for (uint32_t m = 0; m < 10; m++)
+			for (uint32_t g = 0; g < 2; g++)
+				pidx[m * 2 + g] = (int32_t)((i * 2 + g) * n_slots + m);
+		assert_int_equal(kb->ops->kv_pack(kb, 0, units, pidx, krow, vrow, 2 * d, 0,
+						  (uint32_t)c.len[i], 2, d, 16),
+				 0);
+		ne[i] = (int32_t)kb_ck_entries(&sp, (uint32_t)c.len[i]);
+		nb[i] = (c.len[i] + 15) / 16;
+	}
+	for (uint32_t e = 0; e < nk * 40; e++)
+		sc[e] = test_uniform(-1, 1);
+	assert_int_equal(kb->ops->select_decode(kb, 0, sel, sc, 40, ne, nb, 2, 2, &sp), 0);
+	for (uint32_t e = 0; e < nk; e++)
+		for (int32_t m = 0; m < nb[e / 2]; m++)
+			assert_int_equal(sel[e * 10 + (uint32_t)m], m); /* every block */
+	assert_int_equal(
+	    kb->ops->sel_units(kb, 0, ui, ul, sel, NULL, c.len, nk, 2, n_slots, 10, 16), 0);
+	assert_int_equal(kb->ops->attn_decode(kb, 0, c.out2, 8 * d, c.q, 8 * d, units, ui, ul, 10,
+					      2, 8, 2, d, 16, c.scale, NULL),
+			 0);
+	assert_int_equal(kb->ops->attn_decode_dense(kb, 0, c.out, 8 * d, c.q, 8 * d, c.kc, c.vc,
+						    c.t_cap, c.len, 2, 8, 2, d, c.scale, NULL),
+			 0);
+	for (uint32_t e = 0; e < 2 * 8 * d; e++)
+		TEST_CLOSE(kb_bf16_to_f32(c.out2[e]), kb_bf16_to_f32(c.out[e]), 1e-3, 8e-3,
+			   "sparse(all) vs dense e=%u\n", e);
+	dec_free(&c);
+	free(units), free(sc), free(krow), free(vrow);
+	kb_destroy(kb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_copy_units),
 	    cmocka_unit_test(test_kv_pack_store),
 	    cmocka_unit_test(test_attn_decode),
+	    cmocka_unit_test(test_sparse_decode_all_blocks_is_dense),
 	};
 
 	test_seed("test_cpu_attention");
