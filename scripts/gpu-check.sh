@@ -9,6 +9,8 @@
 #                       gzipped; default build-gpudeps/ when present, else -lopenblas)
 #      CUDA_ARCH        sm number to build for (default 90)
 #      SANITIZE=1       also run the test under compute-sanitizer memcheck
+#      BENCH=1          also build and run sparda-kbench (kbench.txt, kbench.json; timings
+#                       never change the exit status)
 #      SPARDA_TEST_SEED replay a seed
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +82,19 @@ if [ "${SANITIZE:-0}" = 1 ] && [ $rc -ne 77 ]; then
 	grep -E "ERROR SUMMARY|Invalid|out of bounds" "$logs/memcheck.log" | head -20 |
 		tee -a "$summary"
 	[ $rc -eq 0 ] && [ $mrc -ne 0 ] && rc=$mrc
+fi
+if [ "${BENCH:-0}" = 1 ] && [ $build_rc -eq 0 ]; then
+	objs=$(ls "$b"/obj/*.o | grep -v c_test_conformance.o)
+	if "$nvcc" -O3 -std=c++17 --expt-relaxed-constexpr -gencode arch=compute_$arch,code=sm_$arch \
+		$inc -o "$b/sparda-kbench" "$root/kernels/cuda/bench/kbench.cu" $objs $blas_lib \
+		-Xcompiler -fopenmp -lcublas -lm -lpthread >>"$logs/build.log" 2>&1; then
+		timeout ${BENCH_TIMEOUT:-200} ./sparda-kbench --json "$logs/kbench.json" \
+			>"$logs/kbench.txt" 2>&1
+		say "kbench rc=$?"
+		cat "$logs/kbench.txt"
+	else
+		say "kbench build failed (see build.log)"
+	fi
 fi
 [ $rc -eq 0 ] && [ $build_rc -ne 0 ] && rc=1
 exit $rc

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sparda-kbench: per-op timings of the CUDA backend at the 8B model's shapes, each with its
+ * bytes, FLOPs and the fraction of a ceiling measured in the same run (HBM device-to-device
+ * copy, cuBLAS bf16 GEMM, pinned host-to-device copy). Prints a table; --json FILE writes the
+ * same rows as JSON. A benchmark, not a test: it never fails on a timing.
+ * usage: sparda-kbench [--json FILE] [--quick]
+ */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+extern "C" {
+#include "backend.h"
+}
+
+#define CK(call)                                                                         \
+	do {                                                                             \
+		cudaError_t e_ = (call);                                                 \
+		if (e_ != cudaSuccess) {                                                 \
+			fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));      \
+			exit(1);                                                         \
+		}                                                                        \
+	} while (0)
+#define KB(call)                                                                         \
+	do {                                                                             \
+		int r_ = (call);                                                         \
+		if (r_) {                                                                \
+			fprintf(stderr, "%s: %d\n", #call, r_);                          \
+			exit(1);                                                         \
+		}                                                                        \
+	} while (0)
+
+struct row {
+	char name[48], params[96], ceil_name[16];
+	double us, bytes, flops, ceil;
+};
+
+static std::vector<row> rows;
+static struct kb *kb;
+static double hbm_gbs, gemm_tfs, h2d_gbs;
+
+static void add_row(const char *name, const char *params, double us, double bytes,
+		    double flops, const char *ceil_name)
+{
+	row r = {};
+	snprintf(r.name, sizeof(r.name), "%s", name);
+	snprintf(r.params, sizeof(r.params), "%s", params);
+	snprintf(r.ceil_name, sizeof(r.ceil_name), "%s", ceil_name);
+	r.us = us;
+	r.bytes = bytes;
+	r.flops = flops;
+	double ceil = !strcmp(ceil_name, "hbm")    ? bytes / (hbm_gbs * 1e3)
+		      : !strcmp(ceil_name, "gemm") ? flops / (gemm_tfs * 1e6)
+		      : !strcmp(ceil_name, "h2d")  ? bytes / (h2d_gbs * 1e3)
+						   : 0;
+	r.ceil = ceil > 0 ? ceil / us : 0; /* fraction of the ceiling reached */
+	rows.push_back(r);
+	printf("%-22s %-40s %10.2f us %9.3f GB/s %8.2f TF/s  %5.1f%% of %s\n", name, params, us,
+	       bytes / us / 1e3, flops / us / 1e6, 100 * r.ceil, ceil_name);
+	fflush(stdout);
+}
+
+__global__ void fill_bf16_kernel(uint16_t *x, size_t n, uint32_t seed, float amp)
+{
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+		h ^= h >> 15;
+		h *= 2246822519u;
+		h ^= h >> 13;
+		float f = ((float)(h & 0xffffff) / 16777216.0f * 2.0f - 1.0f) * amp;
+		x[i] = (uint16_t)(__float_as_uint(f) >> 16);
+	}
+}
+
+static void *dev(size_t bytes)
+{
+	void *p;
+	KB(kb->ops->alloc(kb, bytes, &p));
+	return p;
+}
+
+static uint16_t *dev_bf16(size_t n, float amp)
+{
+	static uint32_t seed = 1;
+	uint16_t *p = (uint16_t *)dev(n * 2);
+	fill_bf16_kernel<<<1024, 256>>>(p, n, seed++ * 0x9e3779b9u, amp);
+	CK(cudaGetLastError());
+	return p;
+}
+
+static void *dev_copy(const void *h, size_t bytes)
+{
+	void *p = dev(bytes);
+	KB(kb->ops->memcpy(kb, p, h, bytes, KB_H2D, KB_STREAM_COMPUTE));
+	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
+	return p;
+}
+
+/* Mean microseconds of one call over `iters` calls after two warm-ups, on stream s. */
+template <typename F> static double time_us(enum kb_stream s, int iters, F fn)
+{
+	struct kb_event *a, *b;
+	float ms;
+	KB(kb->ops->event_new(kb, &a));
+	KB(kb->ops->event_new(kb, &b));
+	fn();
+	fn();
+	KB(kb->ops->event_record(kb, a, s));
+	for (int i = 0; i < iters; i++)
+		fn();
+	KB(kb->ops->event_record(kb, b, s));
+	KB(kb->ops->event_sync(kb, b));
+	KB(kb->ops->event_elapsed(kb, a, b, &ms));
+	kb->ops->event_free(kb, a);
+	kb->ops->event_free(kb, b);
+	return ms * 1e3 / iters;
+}
+
+static void ceilings(void)
+{
+	size_t n = (size_t)1 << 30;
+	void *x = dev(n), *y = dev(n);
+	KB(kb->ops->memset(kb, x, 1, n, KB_STREAM_COMPUTE));
+	double us = time_us(KB_STREAM_COMPUTE, 10, [&] {
+		KB(kb->ops->memcpy(kb, y, x, n, KB_D2D, KB_STREAM_COMPUTE));
+	});
+	hbm_gbs = 2.0 * n / us / 1e3;
+	uint32_t g = 8192;
+	uint16_t *a = dev_bf16((size_t)g * g, 1), *w = dev_bf16((size_t)g * g, 1);
+	us = time_us(KB_STREAM_COMPUTE, 10, [&] {
+		KB(kb->ops->gemm(kb, KB_STREAM_COMPUTE, g, g, g, a, g, w, g, y, g, false, 1, 0));
+	});
+	gemm_tfs = 2.0 * g * g * g / us / 1e6;
+	void *h = aligned_alloc(4096, n), *hd;
+	memset(h, 1, n);
+	KB(kb->ops->host_register(kb, h, n, &hd));
+	us = time_us(KB_STREAM_COPY, 5, [&] {
+		KB(kb->ops->memcpy(kb, y, h, n, KB_H2D, KB_STREAM_COPY));
+	});
+	h2d_gbs = (double)n / us / 1e3;
+	KB(kb->ops->host_unregister(kb, h));
+	free(h);
+	kb->ops->free(kb, a);
+	kb->ops->free(kb, w);
+	kb->ops->free(kb, x);
+	kb->ops->free(kb, y);
+	printf("ceilings: HBM copy %.0f GB/s (read+write), bf16 GEMM %.0f TFLOP/s, pinned H2D "
+	       "%.1f GB/s\n",
+	       hbm_gbs, gemm_tfs, h2d_gbs);
+}
+
+/* Random 32 KiB units from registered host memory into a device unit cache, and back. */
+static void bench_gather(bool quick)
+{
+	const size_t unit = 32768, n_arena = quick ? 16384 : 65536, n_cache = 8192;
+	const uint32_t n = 2048;
+	size_t ab = unit * n_arena;
+	void *h = aligned_alloc(4096, ab), *hd;
+	memset(h, 3, ab); /* pre-fault */
+	KB(kb->ops->host_register(kb, h, ab, &hd));
+	void *cache = dev(unit * n_cache);
+	std::vector<int32_t> si(n), di(n);
+	std::vector<uint8_t> used(n_cache);
+	srand(7);
+	for (uint32_t i = 0; i < n; i++) {
+		si[i] = rand() % (int)n_arena;
+		int32_t d = rand() % (int)n_cache;
+		while (used[d])
+			d = (d + 1) % (int32_t)n_cache;
+		used[d] = 1;
+		di[i] = d;
+	}
+	int32_t *sid = (int32_t *)dev_copy(si.data(), n * 4), *did = (int32_t *)dev_copy(di.data(), n * 4);
+	char p[96];
+	for (uint32_t ctas : { 8u, 16u, 32u, 64u }) {
+		double us = time_us(KB_STREAM_COPY, 10, [&] {
+			KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did, sid, n, unit,
+					       ctas));
+		});
+		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
+		add_row("copy_units gather", p, us, (double)n * unit, 0, "h2d");
+	}
+	for (uint32_t ctas : { 16u, 32u }) {
+		double us = time_us(KB_STREAM_COPY, 10, [&] {
+			KB(kb->ops->copy_units(kb, KB_STREAM_COPY, hd, cache, sid, did, n, unit,
+					       ctas));
+		});
+		snprintf(p, sizeof(p), "d2h n=%u unit=32KiB ctas=%u", n, ctas);
+		add_row("copy_units scatter", p, us, (double)n * unit, 0, "h2d");
+	}
+	KB(kb->ops->sync(kb, KB_STREAM_COPY));
+	KB(kb->ops->host_unregister(kb, h));
+	free(h);
+	kb->ops->free(kb, cache);
+	kb->ops->free(kb, sid);
+	kb->ops->free(kb, did);
+}
+
+/* Decode attention over 96 cached blocks per (sequence, KV head), 8B shapes. */
+static void bench_attn_decode(void)
+{
+	const uint32_t n_q = 32, n_kv = 2, d = 128, block = 64, nu = 96;
+	for (uint32_t b : { 1u, 8u, 32u, 64u }) {
+		size_t units = (size_t)b * n_kv * nu;
+		uint16_t *u = dev_bf16(units * 2 * block * d, 1), *q = dev_bf16((size_t)b * n_q * d, 1);
+		uint16_t *o = (uint16_t *)dev((size_t)b * n_q * d * 2);
+		std::vector<int32_t> idx(units), len(units);
+		for (size_t i = 0; i < units; i++) {
+			idx[i] = (int32_t)((i * 7919) % units);
+			len[i] = i % nu == nu - 1 ? 40 : (int32_t)block;
+		}
+		int32_t *ui = (int32_t *)dev_copy(idx.data(), units * 4);
+		int32_t *ul = (int32_t *)dev_copy(len.data(), units * 4);
+		void *work = dev(kb->ops->attn_decode_work(kb, b, n_q, nu, d));
+		double us = time_us(KB_STREAM_COMPUTE, 20, [&] {
+			KB(kb->ops->attn_decode(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, u, ui,
+						ul, nu, b, n_q, n_kv, d, block, 0.0884f, work));
+		});
+		char p[96];
+		snprintf(p, sizeof(p), "b=%u heads=32/2 d=128 units=96", b);
+		double bytes = (double)units * 2 * block * d * 2;
+		add_row("attn_decode", p, us, bytes, 4.0 * b * n_q * d * nu * block, "hbm");
+		kb->ops->free(kb, u);
+		kb->ops->free(kb, q);
+		kb->ops->free(kb, o);
+		kb->ops->free(kb, ui);
+		kb->ops->free(kb, ul);
+		kb->ops->free(kb, work);
+	}
+}
+
+/* One layer's selection at 128K: Forecast scores, pooling + top-96, cache diff. */
+static void bench_selection(void)
+{
+	const struct kb_sparse sp = { 64, 32, 16, 5, 4, 1, 1, 32, 96 };
+	const uint32_t n_kv = 2, d = 128, tokens = 131072, n_slots = 96;
+	const uint32_t cap = kb_ck_entries(&sp, tokens), nb = tokens / 64;
+	for (uint32_t b : { 1u, 16u }) {
+		uint16_t *ck = dev_bf16((size_t)b * n_kv * cap * d, 1);
+		uint16_t *q = dev_bf16((size_t)b * 32 * d, 1);
+		float *sc = (float *)dev((size_t)b * n_kv * cap * 4);
+		int32_t *sel = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4);
+		std::vector<int32_t> ne(b, (int32_t)cap), nbl(b, (int32_t)nb), map(b * n_kv * n_slots),
+			prot(b * n_kv, (int32_t)n_slots - 1);
+		for (size_t i = 0; i < map.size(); i++)
+			map[i] = (int32_t)((i * 37) % nb);
+		int32_t *ned = (int32_t *)dev_copy(ne.data(), b * 4);
+		int32_t *nbd = (int32_t *)dev_copy(nbl.data(), b * 4);
+		int32_t *mapd = (int32_t *)dev_copy(map.data(), map.size() * 4);
+		int32_t *protd = (int32_t *)dev_copy(prot.data(), prot.size() * 4);
+		int32_t *ls = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4 * 2 + b * n_kv * 8);
+		int32_t *lb = ls + b * n_kv * sp.topk, *nl = lb + b * n_kv * sp.topk, *hits = nl + b * n_kv;
+		char p[96];
+		double us_s = time_us(KB_STREAM_COMPUTE, 20, [&] {
+			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, n_kv * d, ck, cap, ned, b,
+						 n_kv, n_kv, d, false, 1.0f));
+		});
+		snprintf(p, sizeof(p), "forecast b=%u C=%u kv=2 d=128", b, cap);
+		add_row("score_decode", p, us_s, (double)b * n_kv * cap * d * 2,
+			2.0 * b * n_kv * cap * d, "hbm");
+		double us_o = time_us(KB_STREAM_COMPUTE, 10, [&] {
+			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, 32 * d, ck, cap, ned, b,
+						 32, n_kv, d, true, 0.0884f));
+		});
+		snprintf(p, sizeof(p), "original b=%u C=%u heads=32/2", b, cap);
+		add_row("score_decode", p, us_o, (double)b * n_kv * cap * d * 2,
+			4.0 * b * 32 * cap * d, "hbm");
+		double us_k = time_us(KB_STREAM_COMPUTE, 20, [&] {
+			KB(kb->ops->select_decode(kb, KB_STREAM_COMPUTE, sel, sc, cap, ned, nbd, b, n_kv,
+						  &sp));
+		});
+		snprintf(p, sizeof(p), "b=%u blocks=%u topk=96", b, nb);
+		add_row("select_decode", p, us_k, (double)b * n_kv * cap * 4, 0, "hbm");
+		double us_d = time_us(KB_STREAM_COMPUTE, 20, [&] {
+			KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, mapd, sel, protd, b * n_kv,
+					       n_slots, sp.topk, ls, lb, nl, hits));
+		});
+		snprintf(p, sizeof(p), "caches=%u slots=96 k=96", b * n_kv);
+		add_row("cache_diff", p, us_d, 0, 0, "-");
+		snprintf(p, sizeof(p), "b=%u 128K: score+select+diff", b);
+		add_row("selection (layer)", p, us_s + us_k + us_d, 0, 0, "-");
+		kb->ops->free(kb, ck);
+		kb->ops->free(kb, q);
+		kb->ops->free(kb, sc);
+		kb->ops->free(kb, sel);
+		kb->ops->free(kb, ned);
+		kb->ops->free(kb, nbd);
+		kb->ops->free(kb, mapd);
+		kb->ops->free(kb, protd);
+		kb->ops->free(kb, ls);
+	}
+}
+
+static void bench_prefill(bool quick)
+{
+	const struct kb_sparse sp = { 64, 32, 16, 5, 4, 1, 1, 32, 96 };
+	const uint32_t n_q = 32, n_kv = 2, d = 128;
+	uint32_t t = quick ? 8192 : 32768;
+	uint32_t cap = kb_ck_entries(&sp, t);
+	uint16_t *q = dev_bf16((size_t)t * n_q * d, 1), *k = dev_bf16((size_t)t * n_kv * d, 1);
+	uint16_t *v = dev_bf16((size_t)t * n_kv * d, 1), *o = (uint16_t *)dev((size_t)t * n_q * d * 2);
+	uint16_t *ck = dev_bf16((size_t)n_kv * cap * d, 1), *f = dev_bf16((size_t)t * n_kv * d, 1);
+	uint32_t n_qb = t / 64;
+	int32_t *sel = (int32_t *)dev((size_t)n_kv * n_qb * sp.topk * 4);
+	void *work = dev(kb->ops->select_prefill_work(kb, t, 0, n_q, n_kv, &sp));
+	char p[96];
+	double us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->select_prefill(kb, KB_STREAM_COMPUTE, sel, f, n_kv * d, t, 0, ck, cap,
+					   n_kv, n_kv, d, false, 1.0f, &sp, work));
+	});
+	snprintf(p, sizeof(p), "forecast t=%u kv=2 d=128", t);
+	add_row("select_prefill", p, us, 0, 2.0 * n_kv * t * (double)cap * d / 2, "gemm");
+	us = time_us(KB_STREAM_COMPUTE, 1, [&] {
+		KB(kb->ops->select_prefill(kb, KB_STREAM_COMPUTE, sel, q, n_q * d, t, 0, ck, cap,
+					   n_q, n_kv, d, true, 0.0884f, &sp, work));
+	});
+	snprintf(p, sizeof(p), "original t=%u heads=32/2", t);
+	add_row("select_prefill", p, us, 0, 2 * 2.0 * n_q * t * (double)cap * d / 2, "gemm");
+	uint32_t td = quick ? 4096 : 8192;
+	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+					 n_kv * d, td, 0, n_q, n_kv, d, 0.0884f, NULL, 0, 64));
+	});
+	snprintf(p, sizeof(p), "dense causal t=%u heads=32/2", td);
+	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)td * td / 2, "gemm");
+	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk, 64));
+	});
+	snprintf(p, sizeof(p), "sparse t=%u topk=96 heads=32/2", t);
+	double kv = 0; /* keys each query sees: min(own prefix, 96 blocks) */
+	for (uint32_t qb = 0; qb < n_qb; qb++)
+		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
+	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
+	kb->ops->free(kb, q);
+	kb->ops->free(kb, k);
+	kb->ops->free(kb, v);
+	kb->ops->free(kb, o);
+	kb->ops->free(kb, ck);
+	kb->ops->free(kb, f);
+	kb->ops->free(kb, sel);
+	kb->ops->free(kb, work);
+}
+
+static void bench_dense_ops(void)
+{
+	const uint32_t hidden = 4096, m = 64, n = 4096 + 3 * 256;
+	uint16_t *a = dev_bf16((size_t)m * hidden, 1), *w = dev_bf16((size_t)n * hidden, 0.02f);
+	uint16_t *c = (uint16_t *)dev((size_t)m * n * 2), *wn = dev_bf16(hidden, 1);
+	float *resid = (float *)dev((size_t)m * hidden * 4);
+	KB(kb->ops->memset(kb, resid, 0, (size_t)m * hidden * 4, KB_STREAM_COMPUTE));
+	char p[96];
+	double us = time_us(KB_STREAM_COMPUTE, 20, [&] {
+		KB(kb->ops->gemm(kb, KB_STREAM_COMPUTE, m, n, hidden, a, hidden, w, hidden, c, n,
+				 false, 1, 0));
+	});
+	snprintf(p, sizeof(p), "qkvf m=%u n=%u k=%u", m, n, hidden);
+	add_row("gemm", p, us, (double)n * hidden * 2, 2.0 * m * n * hidden, "hbm");
+	us = time_us(KB_STREAM_COMPUTE, 20, [&] {
+		KB(kb->ops->add_rmsnorm(kb, KB_STREAM_COMPUTE, resid, a, hidden, 1.0f, wn, c, m,
+					hidden, 1e-5f));
+	});
+	snprintf(p, sizeof(p), "n=%u hidden=%u", m, hidden);
+	add_row("add_rmsnorm", p, us, (double)m * hidden * (4 + 4 + 2 + 2), 0, "hbm");
+	kb->ops->free(kb, a);
+	kb->ops->free(kb, w);
+	kb->ops->free(kb, c);
+	kb->ops->free(kb, wn);
+	kb->ops->free(kb, resid);
+}
+
+static void write_json(const char *path)
+{
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		return;
+	}
+	fprintf(f, "{\"ceilings\": {\"hbm_copy_gbs\": %.1f, \"gemm_bf16_tflops\": %.1f, "
+		   "\"pinned_h2d_gbs\": %.2f},\n \"ops\": [\n",
+		hbm_gbs, gemm_tfs, h2d_gbs);
+	for (size_t i = 0; i < rows.size(); i++) {
+		const row &r = rows[i];
+		fprintf(f,
+			"  {\"op\": \"%s\", \"params\": \"%s\", \"us\": %.3f, \"bytes\": %.0f, "
+			"\"flops\": %.0f, \"gbs\": %.3f, \"tflops\": %.3f, \"ceiling\": \"%s\", "
+			"\"fraction\": %.4f}%s\n",
+			r.name, r.params, r.us, r.bytes, r.flops, r.bytes / r.us / 1e3,
+			r.flops / r.us / 1e6, r.ceil_name, r.ceil, i + 1 < rows.size() ? "," : "");
+	}
+	fprintf(f, " ]}\n");
+	fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *json = NULL;
+	bool quick = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") && i + 1 < argc)
+			json = argv[++i];
+		else if (!strcmp(argv[i], "--quick"))
+			quick = true;
+		else {
+			fprintf(stderr, "usage: %s [--json FILE] [--quick]\n", argv[0]);
+			return 2;
+		}
+	}
+	struct kb_opts o = {};
+	o.kind = KB_KIND_CUDA;
+	int e = kb_open(&o, &kb);
+	if (e) {
+		fprintf(stderr, "no CUDA backend (%d)\n", e);
+		return 77;
+	}
+	ceilings();
+	bench_gather(quick);
+	bench_attn_decode();
+	bench_selection();
+	bench_dense_ops();
+	bench_prefill(quick);
+	if (json)
+		write_json(json);
+	kb_destroy(kb);
+	return 0;
+}
