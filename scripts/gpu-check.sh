@@ -92,6 +92,28 @@ if [ "${BENCH:-0}" = 1 ] && [ $build_rc -eq 0 ]; then
 			>"$logs/kbench.txt" 2>&1
 		say "kbench rc=$?"
 		cat "$logs/kbench.txt"
+		for o in attn_decode attn_prefill select; do
+			say "sass $o: HMMA=$("$cuda/bin/cuobjdump" --dump-sass "$b/obj/cu_$o.o" 2>/dev/null |
+				grep -c HMMA)"
+		done
+		# PyTorch's fused SDPA on the same dense prefill problem, where the image has it.
+		python3 - >"$logs/sdpa.txt" 2>&1 <<'PY' && cat "$logs/sdpa.txt" | tee -a "$summary"
+import torch, torch.nn.functional as F
+for t in (4096, 8192):
+    q = torch.randn(1, 32, t, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 2, t, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, 2, t, 128, device="cuda", dtype=torch.bfloat16)
+    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    f(); f(); torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(5):
+        f()
+    b.record(); b.synchronize()
+    ms = a.elapsed_time(b) / 5
+    print(f"sdpa dense causal t={t} heads=32/2 d=128: {ms*1e3:.1f} us "
+          f"{4*32*128*t*t/2/ms/1e9:.1f} TF/s")
+PY
 	else
 		say "kbench build failed (see build.log)"
 	fi

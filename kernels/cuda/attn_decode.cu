@@ -28,6 +28,7 @@ struct kc_ad_args {
 	uint32_t n_q, n_kv, d, G, hchunks;
 	float scale;
 	float *part; /* [b, n_q, n_splits, d + 2] */
+	bool mma;    /* tensor-core kernel (d 64 or 128) instead of the fp32 one */
 };
 
 /* Scores, softmax update and P.V for rows [0, rows) of one K/V tile (row stride d). */
@@ -172,6 +173,239 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_split_kernel(struct kc_ad
 	}
 }
 
+/* ---------------------------------------------------------------- tensor-core variant */
+/*
+ * The group's query heads are the 16 rows of an m16n8k16 bf16 MMA, a warp takes 16 keys at a
+ * time. Two permutations make every global load 16 bytes wide: along d, thread t of a quad
+ * holds dims [t*D/4, (t+1)*D/4) of Q and K (the same order on both sides, so the dot product is
+ * unchanged); for P.V the output columns are permuted so that the thread owning column group g
+ * reads dims [g*D/8, (g+1)*D/8) of each V row. Softmax is online in the log2 domain per warp;
+ * the 4 warps of a CTA merge through shared memory into the same partials as the fp32 kernel.
+ */
+static __device__ __forceinline__ uint32_t kc_word(const uint4 &v, int i)
+{
+	return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+static __device__ __forceinline__ uint32_t kc_pack_bf2(float lo, float hi)
+{
+	return (uint32_t)kc_tobf(lo) | ((uint32_t)kc_tobf(hi) << 16);
+}
+
+static __device__ __forceinline__ void kc_mma16816(float *c, const uint32_t *a, uint32_t b0,
+						   uint32_t b1)
+{
+#ifndef KC_NO_BF16_MMA
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+	__trap();
+#endif
+}
+
+struct kc_ad_warp {
+	float m0, m1, l0, l1; /* rows gr and gr + 8, log2 domain; l partial over the quad */
+};
+
+/* One warp, keys [0, n) (n <= 16) of a slab at kt / vt (row stride D). */
+template <int D>
+static __device__ __forceinline__ void kc_ad_slab(const uint16_t *kt, const uint16_t *vt,
+						  uint32_t n, const uint32_t (*qa)[4], float (*o)[4],
+						  struct kc_ad_warp &st, float sl2, uint32_t gr,
+						  uint32_t t)
+{
+	constexpr int KS = D / 16, KV = D / 32, NT = D / 8, VV = D / 64;
+	const uint4 z = make_uint4(0, 0, 0, 0);
+	float sc[2][4];
+#pragma unroll
+	for (int nt = 0; nt < 2; nt++) {
+		uint32_t key = nt * 8 + gr;
+		uint4 kv[KV];
+		const uint4 *kp = (const uint4 *)(kt + (size_t)key * D + t * (D / 4));
+#pragma unroll
+		for (int i = 0; i < KV; i++)
+			kv[i] = key < n ? kp[i] : z;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			sc[nt][i] = 0.0f;
+#pragma unroll
+		for (int s = 0; s < KS; s++)
+			kc_mma16816(sc[nt], qa[s], kc_word(kv[s / 2], (s & 1) * 2),
+				    kc_word(kv[s / 2], (s & 1) * 2 + 1));
+	}
+	/* V rows 2t, 2t+1, 2t+8, 2t+9 of the slab, dims [gr*D/8, (gr+1)*D/8) */
+	uint4 va[4][VV];
+#pragma unroll
+	for (int r = 0; r < 4; r++) {
+		uint32_t key = 2 * t + (r & 1) + (r >> 1) * 8;
+		const uint4 *vp = (const uint4 *)(vt + (size_t)key * D + gr * (D / 8));
+#pragma unroll
+		for (int i = 0; i < VV; i++)
+			va[r][i] = key < n ? vp[i] : z;
+	}
+	float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+	for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			uint32_t key = nt * 8 + 2 * t + (i & 1);
+			float v = key < n ? sc[nt][i] * sl2 : -INFINITY;
+			sc[nt][i] = v;
+			if (i < 2)
+				mx0 = fmaxf(mx0, v);
+			else
+				mx1 = fmaxf(mx1, v);
+		}
+#pragma unroll
+	for (int off = 1; off <= 2; off <<= 1) {
+		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+	}
+	float mn0 = fmaxf(st.m0, mx0), mn1 = fmaxf(st.m1, mx1);
+	float al0 = mn0 == -INFINITY ? 1.0f : exp2f(st.m0 - mn0);
+	float al1 = mn1 == -INFINITY ? 1.0f : exp2f(st.m1 - mn1);
+	float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+	for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			float mn = i < 2 ? mn0 : mn1;
+			float p = mn == -INFINITY ? 0.0f : exp2f(sc[nt][i] - mn);
+			sc[nt][i] = p;
+			if (i < 2)
+				ps0 += p;
+			else
+				ps1 += p;
+		}
+	st.l0 = st.l0 * al0 + ps0;
+	st.l1 = st.l1 * al1 + ps1;
+	st.m0 = mn0;
+	st.m1 = mn1;
+	uint32_t pa[4] = { kc_pack_bf2(sc[0][0], sc[0][1]), kc_pack_bf2(sc[0][2], sc[0][3]),
+			   kc_pack_bf2(sc[1][0], sc[1][1]), kc_pack_bf2(sc[1][2], sc[1][3]) };
+#pragma unroll
+	for (int i = 0; i < NT; i++) {
+		o[i][0] *= al0;
+		o[i][1] *= al0;
+		o[i][2] *= al1;
+		o[i][3] *= al1;
+		int vi = i / 8, wi = (i % 8) / 2;
+		uint32_t sel = (i & 1) ? 0x7632 : 0x5410;
+		uint32_t b0 = __byte_perm(kc_word(va[0][vi], wi), kc_word(va[1][vi], wi), sel);
+		uint32_t b1 = __byte_perm(kc_word(va[2][vi], wi), kc_word(va[3][vi], wi), sel);
+		kc_mma16816(o[i], pa, b0, b1);
+	}
+}
+
+template <int D>
+__global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_args a)
+{
+	constexpr int KS = D / 16, KV = D / 32, NT = D / 8;
+	__shared__ float ws[KC_AD_THREADS / 32][16][D + 2];
+	uint32_t split = blockIdx.x, g = blockIdx.y / a.hchunks, hc = blockIdx.y % a.hchunks;
+	uint32_t b = blockIdx.z, tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+	uint32_t gr = lane >> 2, t = lane & 3;
+	uint32_t h0 = g * a.G + hc * KC_AD_HEADS, gh = min(KC_AD_HEADS, a.G - hc * KC_AD_HEADS);
+	const float sl2 = a.scale * 1.4426950408889634f;
+	uint32_t qa[KS][4];
+	{
+		const uint4 z = make_uint4(0, 0, 0, 0);
+		const uint16_t *qb = a.q + (size_t)b * a.ld_q + t * (D / 4);
+		const uint4 *q0 = (const uint4 *)(qb + (size_t)(h0 + gr) * D);
+		const uint4 *q1 = (const uint4 *)(qb + (size_t)(h0 + gr + 8) * D);
+		uint4 r0[KV], r1[KV];
+#pragma unroll
+		for (int i = 0; i < KV; i++) {
+			r0[i] = gr < gh ? q0[i] : z;
+			r1[i] = gr + 8 < gh ? q1[i] : z;
+		}
+#pragma unroll
+		for (int s = 0; s < KS; s++) {
+			qa[s][0] = kc_word(r0[s / 2], (s & 1) * 2);
+			qa[s][1] = kc_word(r1[s / 2], (s & 1) * 2);
+			qa[s][2] = kc_word(r0[s / 2], (s & 1) * 2 + 1);
+			qa[s][3] = kc_word(r1[s / 2], (s & 1) * 2 + 1);
+		}
+	}
+	float o[NT][4];
+#pragma unroll
+	for (int i = 0; i < NT; i++)
+		o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+	struct kc_ad_warp st = { -INFINITY, -INFINITY, 0.0f, 0.0f };
+	uint32_t u0 = split * a.tiles_per_split, u1 = min(u0 + a.tiles_per_split, a.n_tiles);
+	for (uint32_t u = u0; u < u1; u++) {
+		const uint16_t *kt, *vt;
+		uint32_t n;
+		if (a.units) {
+			size_t cell = ((size_t)b * a.n_kv + g) * a.n_tiles + u;
+			int32_t ui = a.unit_idx[cell], len = a.unit_len[cell];
+			if (ui < 0 || len <= 0)
+				continue;
+			n = min((uint32_t)len, a.block);
+			kt = a.units + (size_t)ui * 2 * a.block * D;
+			vt = kt + (size_t)a.block * D;
+		} else {
+			int32_t len = a.kv_len[b];
+			uint32_t k0 = u * KC_AD_TILE, nn = len < 0 ? 0 : min((uint32_t)len, a.t_cap);
+			if (k0 >= nn)
+				break;
+			n = min(KC_AD_TILE, nn - k0);
+			size_t off = (((size_t)b * a.n_kv + g) * a.t_cap + k0) * D;
+			kt = a.kc + off;
+			vt = a.vc + off;
+		}
+		for (uint32_t sr = w * 16; sr < n; sr += KC_AD_TILE)
+			kc_ad_slab<D>(kt + (size_t)sr * D, vt + (size_t)sr * D, min(16u, n - sr), qa,
+				      o, st, sl2, gr, t);
+	}
+#pragma unroll
+	for (int off = 1; off <= 2; off <<= 1) {
+		st.l0 += __shfl_xor_sync(0xffffffffu, st.l0, off);
+		st.l1 += __shfl_xor_sync(0xffffffffu, st.l1, off);
+	}
+#pragma unroll
+	for (int i = 0; i < NT; i++) {
+		uint32_t c0 = 2 * t * (D / 8) + i, c1 = c0 + D / 8;
+		ws[w][gr][c0] = o[i][0];
+		ws[w][gr][c1] = o[i][1];
+		ws[w][gr + 8][c0] = o[i][2];
+		ws[w][gr + 8][c1] = o[i][3];
+	}
+	if (t == 0) {
+		ws[w][gr][D] = st.m0;
+		ws[w][gr][D + 1] = st.l0;
+		ws[w][gr + 8][D] = st.m1;
+		ws[w][gr + 8][D + 1] = st.l1;
+	}
+	__syncthreads();
+	size_t pst = (size_t)D + 2;
+	for (uint32_t idx = tid; idx < gh * (D + 2); idx += blockDim.x) {
+		uint32_t row = idx / (D + 2), c = idx % (D + 2);
+		float mx = -INFINITY;
+#pragma unroll
+		for (int v = 0; v < KC_AD_THREADS / 32; v++)
+			mx = fmaxf(mx, ws[v][row][D]);
+		float acc = 0.0f;
+		if (mx != -INFINITY) {
+#pragma unroll
+			for (int v = 0; v < KC_AD_THREADS / 32; v++) {
+				float mv = ws[v][row][D];
+				if (mv != -INFINITY)
+					acc += ws[v][row][c == D ? D + 1 : c] * exp2f(mv - mx);
+			}
+		}
+		float *p = a.part + (((size_t)b * a.n_q + h0 + row) * a.n_splits + split) * pst;
+		if (c < D)
+			p[c] = acc;
+		else if (c == D)
+			p[D] = mx == -INFINITY ? -INFINITY : mx * 0.6931471805599453f;
+		else
+			p[D + 1] = acc;
+	}
+}
+
 __global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part,
 				   uint32_t n_q, uint32_t n_splits, uint32_t d)
 {
@@ -220,7 +454,12 @@ static int kc_ad_launch(cudaStream_t st, struct kc_ad_args *a, uint16_t *out, ui
 {
 	size_t smem = (size_t)KC_AD_HEADS * a->d * sizeof(float);
 	dim3 grid(a->n_splits, a->n_kv * a->hchunks, b);
-	kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
+	if (a->mma && a->d == 128)
+		kc_ad_mma_kernel<128><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+	else if (a->mma && a->d == 64)
+		kc_ad_mma_kernel<64><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+	else
+		kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
 	KC_LAUNCHED("attn_decode_split");
 	unsigned thr = a->d < 128 ? 64 : 128;
 	kc_ad_merge_kernel<<<b * a->n_q, thr, 0, st>>>(out, ld_o, a->part, a->n_q, a->n_splits,
@@ -248,9 +487,11 @@ static int kc_ad_common(struct kc_ad_args *a, const uint16_t *q, uint32_t ld_q, 
 extern "C" int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
 			      uint32_t ld_q, const uint16_t *units, const int32_t *unit_idx,
 			      const int32_t *unit_len, uint32_t n_units, uint32_t b, uint32_t n_q,
-			      uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work)
+			      uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work,
+			      bool mma)
 {
 	struct kc_ad_args a = {};
+	a.mma = mma;
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;
@@ -298,9 +539,10 @@ extern "C" int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_
 				    const uint16_t *q, uint32_t ld_q, const uint16_t *kc,
 				    const uint16_t *vc, uint32_t t_cap, const int32_t *kv_len,
 				    uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
-				    void *scratch)
+				    void *scratch, bool mma)
 {
 	struct kc_ad_args a = {};
+	a.mma = mma;
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;

@@ -5,6 +5,7 @@
  * with the stream it names. CUDA errors become -errno here and in kc_err.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "attn_decode.cuh"
 #include "attn_prefill.cuh"
@@ -381,7 +382,7 @@ static int kc_op_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uin
 {
 	KC_NEED_STREAM(s);
 	return kc_attn_decode(KC_ST(kb, s), out, ld_o, q, ld_q, units, unit_idx, unit_len,
-			      n_units, b, n_q, n_kv, d, block, scale, work);
+			      n_units, b, n_q, n_kv, d, block, scale, work, kc_of(kb)->attn_mma);
 }
 
 static size_t kc_op_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
@@ -405,7 +406,7 @@ static int kc_op_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *ou
 	if (e)
 		return e;
 	return kc_attn_decode_dense(KC_ST(kb, s), out, ld_o, q, ld_q, kc, vc, t_cap, kv_len, b,
-				    n_q, n_kv, d, scale, scratch);
+				    n_q, n_kv, d, scale, scratch, kc_of(kb)->attn_mma);
 }
 
 static int kc_op_attn_prefill(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
@@ -532,6 +533,8 @@ extern "C" int kb_cuda_open(const struct kb_opts *o, struct kb **out)
 	if (!c)
 		return -ENOMEM;
 	c->device = dev;
+	const char *attn = getenv("SPARDA_KCUDA_ATTN");
+	c->attn_mma = attn ? !strcmp(attn, "mma") : false;
 	c->kb.ops = &kc_ops;
 	c->kb.kind = KB_KIND_CUDA;
 	c->kb.priv = c;

@@ -18,6 +18,8 @@ using namespace nvcuda;
 
 #define KC_SD_CHUNK 512u   /* compressed entries per CTA in score_decode */
 #define KC_SD_THREADS 256u
+#define KC_SDF_CHUNK 128u  /* entries per CTA for Forecast scores (more CTAs at batch 1) */
+#define KC_SDF_ROUNDS 4u   /* entry groups per warp with loads in flight together */
 #define KC_MAX_GROUP 16u   /* query heads per KV head supported by the original selector */
 #define KC_TK_THREADS 512u
 #define KC_TILE 64u        /* prefill tile: 64 queries x 64 entries */
@@ -43,36 +45,49 @@ static __device__ __forceinline__ void kc_ms_merge(float &m, float &s, float m2,
 
 /* ---------------------------------------------------------------- decode scores */
 
-__global__ void kc_sd_forecast_kernel(float *scores, const uint16_t *q, uint32_t ld,
-				      const uint16_t *ck, uint32_t cap, const int32_t *n_entries,
-				      uint32_t n_kv, uint32_t d)
+/*
+ * Forecast scores: each warp takes KC_SDF_ROUNDS groups of 32/L entries and issues all their
+ * loads before any reduction, so a warp has several independent 16-byte loads in flight.
+ */
+__global__ void __launch_bounds__(KC_SD_THREADS)
+	kc_sd_forecast_kernel(float *__restrict__ scores, const uint16_t *__restrict__ q,
+			      uint32_t ld, const uint16_t *__restrict__ ck, uint32_t cap,
+			      const int32_t *__restrict__ n_entries, uint32_t n_kv, uint32_t d)
 {
 	uint32_t bg = blockIdx.y, b = bg / n_kv, g = bg % n_kv;
 	int32_t ne_s = n_entries[b];
 	uint32_t ne = ne_s < 0 ? 0 : min((uint32_t)ne_s, cap);
-	uint32_t j0 = blockIdx.x * KC_SD_CHUNK;
+	uint32_t j0 = blockIdx.x * KC_SDF_CHUNK;
 	if (j0 >= ne)
 		return;
 	uint32_t L = d / 8, epw = 32 / L;
 	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	uint32_t sub = lane % L, e = lane / L;
-	float qv[8], f[8];
+	float qv[8];
 	kc_unpack8(*(const uint4 *)(q + (size_t)b * ld + (size_t)g * d + sub * 8), qv);
 	const uint16_t *base = ck + (size_t)bg * cap * d;
-	uint32_t jend = min(j0 + KC_SD_CHUNK, ne);
-	for (uint32_t jb = j0 + warp * epw; jb < jend; jb += (blockDim.x / 32) * epw) {
-		uint32_t j = jb + e;
-		float acc = 0.0f;
-		if (j < jend) {
-			kc_unpack8(*(const uint4 *)(base + (size_t)j * d + sub * 8), f);
+	uint32_t jend = min(j0 + KC_SDF_CHUNK, ne), step = (blockDim.x / 32) * epw * KC_SDF_ROUNDS;
+	for (uint32_t jb = j0 + warp * epw * KC_SDF_ROUNDS; jb < jend; jb += step) {
+		uint4 v[KC_SDF_ROUNDS];
+#pragma unroll
+		for (uint32_t r = 0; r < KC_SDF_ROUNDS; r++) {
+			uint32_t j = jb + r * epw + e;
+			v[r] = j < jend ? *(const uint4 *)(base + (size_t)j * d + sub * 8)
+					: make_uint4(0, 0, 0, 0);
+		}
+#pragma unroll
+		for (uint32_t r = 0; r < KC_SDF_ROUNDS; r++) {
+			uint32_t j = jb + r * epw + e;
+			float f[8], acc = 0.0f;
+			kc_unpack8(v[r], f);
 #pragma unroll
 			for (int i = 0; i < 8; i++)
 				acc += f[i] * qv[i];
+			for (uint32_t o = L / 2; o > 0; o >>= 1)
+				acc += __shfl_xor_sync(0xffffffffu, acc, o);
+			if (sub == 0 && j < jend)
+				scores[(size_t)bg * cap + j] = acc;
 		}
-		for (uint32_t o = L / 2; o > 0; o >>= 1)
-			acc += __shfl_xor_sync(0xffffffffu, acc, o);
-		if (sub == 0 && j < jend)
-			scores[(size_t)bg * cap + j] = acc;
 	}
 }
 
@@ -237,8 +252,9 @@ extern "C" int kc_score_decode(cudaStream_t st, void *scratch, float *scores, co
 	if (!original) {
 		if (n_q != n_kv)
 			return -EINVAL;
-		kc_sd_forecast_kernel<<<grid, KC_SD_THREADS, 0, st>>>(scores, q, ld, ck, cap,
-								      n_entries, n_kv, d);
+		dim3 fgrid(kc_div_up(cap, KC_SDF_CHUNK), b * n_kv);
+		kc_sd_forecast_kernel<<<fgrid, KC_SD_THREADS, 0, st>>>(scores, q, ld, ck, cap,
+								       n_entries, n_kv, d);
 		KC_LAUNCHED("score_decode_forecast");
 		return 0;
 	}

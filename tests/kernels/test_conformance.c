@@ -22,7 +22,7 @@
 
 static struct kb *cpu, *gpu;
 static int n_fail, n_check;
-static const char *cur_op;
+static const char *cur_op, *cur_variant = "";
 static char cur_case[160];
 
 /* ---- PRNG (splitmix64) ---- */
@@ -137,8 +137,8 @@ static void *g_get(const void *dev, size_t bytes)
 	if (!e)
 		e = gpu->ops->sync(gpu, KB_STREAM_COMPUTE);
 	if (e) {
-		fprintf(stderr, "FAIL %s [%s]: device error %d after the op\n", cur_op, cur_case,
-			e);
+		fprintf(stderr, "FAIL %s%s [%s]: device error %d after the op\n", cur_op,
+			cur_variant, cur_case, e);
 		n_fail++;
 		memset(h, 0xff, bytes);
 	}
@@ -169,7 +169,7 @@ static void fail(const char *fmt, ...)
 	va_list ap;
 
 	n_fail++;
-	fprintf(stderr, "FAIL %s [%s]: ", cur_op, cur_case);
+	fprintf(stderr, "FAIL %s%s [%s]: ", cur_op, cur_variant, cur_case);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -1107,6 +1107,26 @@ int main(void)
 	}
 	t_attn_decode(2, 1, 32, 128, 10, 64);
 	t_attn_decode(2, 2, 4, 128, 6, 128);
+	if (!self) { /* the tensor-core decode kernel, selected by SPARDA_KCUDA_ATTN */
+		kb_destroy(gpu);
+		setenv("SPARDA_KCUDA_ATTN", "mma", 1);
+		cur_variant = "(mma)";
+		e = kb_open(&og, &gpu);
+		if (e)
+			die("kb_open cuda (mma)", e);
+		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
+			t_attn_decode(1, 2, gq, 128, 7, 64);
+			t_attn_decode(3, 2, gq, 128, 20, 64);
+			t_attn_decode(9, 2, gq, 64, 33, 64);
+			t_attn_decode(2, 2, gq, 256, 5, 64); /* falls back to the fp32 kernel */
+			t_attn_decode_dense(3, 2, gq, 128, 300);
+			t_attn_decode_dense(2, 1, gq, 64, 64);
+		}
+		t_attn_decode(2, 1, 32, 128, 10, 64);
+		t_attn_decode(2, 2, 4, 128, 6, 128);
+		t_attn_decode(64, 2, 16, 128, 96, 64);
+		cur_variant = "";
+	}
 	t_attn_prefill(1, 0, 2, 4, 128, false, 0);
 	t_attn_prefill(300, 0, 2, 4, 256, false, 0);
 	t_attn_prefill(260, 64, 2, 4, 128, true, 96);

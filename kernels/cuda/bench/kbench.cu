@@ -202,7 +202,7 @@ static void bench_gather(bool quick)
 }
 
 /* Decode attention over 96 cached blocks per (sequence, KV head), 8B shapes. */
-static void bench_attn_decode(void)
+static void bench_attn_decode(const char *variant)
 {
 	const uint32_t n_q = 32, n_kv = 2, d = 128, block = 64, nu = 96;
 	for (uint32_t b : { 1u, 8u, 32u, 64u }) {
@@ -222,7 +222,7 @@ static void bench_attn_decode(void)
 						ul, nu, b, n_q, n_kv, d, block, 0.0884f, work));
 		});
 		char p[96];
-		snprintf(p, sizeof(p), "b=%u heads=32/2 d=128 units=96", b);
+		snprintf(p, sizeof(p), "%s b=%u heads=32/2 d=128 units=96", variant, b);
 		double bytes = (double)units * 2 * block * d * 2;
 		add_row("attn_decode", p, us, bytes, 4.0 * b * n_q * d * nu * block, "hbm");
 		kb->ops->free(kb, u);
@@ -420,7 +420,17 @@ int main(int argc, char **argv)
 	}
 	ceilings();
 	bench_gather(quick);
-	bench_attn_decode();
+	bench_attn_decode("simt");
+	{
+		/* the tensor-core decode kernel lives behind SPARDA_KCUDA_ATTN=mma */
+		struct kb *save = kb;
+		setenv("SPARDA_KCUDA_ATTN", "mma", 1);
+		KB(kb_open(&o, &kb));
+		bench_attn_decode("mma");
+		kb_destroy(kb);
+		kb = save;
+		unsetenv("SPARDA_KCUDA_ATTN");
+	}
 	bench_selection();
 	bench_dense_ops();
 	bench_prefill(quick);
