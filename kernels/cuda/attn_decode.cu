@@ -6,6 +6,8 @@
  * column pair of up to 16 heads. Splits write unnormalised partials (o, m, l); a second kernel
  * merges them. CUDA cores in fp32 (see NOTES.md for the tensor-core follow-up at GQA 16).
  */
+#include <stdlib.h>
+
 #include "attn_decode.cuh"
 #include "kc_common.cuh"
 
@@ -433,8 +435,12 @@ __global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *pa
 	}
 }
 
+/* 64-key tiles per split; SPARDA_KCUDA_TPS overrides it (kbench sweeps it). */
 static uint32_t kc_ad_tps(uint32_t b)
 {
+	const char *ov = getenv("SPARDA_KCUDA_TPS");
+	if (ov && atoi(ov) > 0)
+		return (uint32_t)atoi(ov);
 	return b >= 8 ? 8 : 2;
 }
 

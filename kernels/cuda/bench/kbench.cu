@@ -202,10 +202,16 @@ static void bench_gather(bool quick)
 }
 
 /* Decode attention over 96 cached blocks per (sequence, KV head), 8B shapes. */
-static void bench_attn_decode(const char *variant)
+static void bench_attn_decode(const char *variant, uint32_t tps)
 {
 	const uint32_t n_q = 32, n_kv = 2, d = 128, block = 64, nu = 96;
+	char tv[16];
+	snprintf(tv, sizeof(tv), "%u", tps);
+	if (tps)
+		setenv("SPARDA_KCUDA_TPS", tv, 1);
 	for (uint32_t b : { 1u, 8u, 32u, 64u }) {
+		if (tps && b == 32)
+			continue;
 		size_t units = (size_t)b * n_kv * nu;
 		uint16_t *u = dev_bf16(units * 2 * block * d, 1), *q = dev_bf16((size_t)b * n_q * d, 1);
 		uint16_t *o = (uint16_t *)dev((size_t)b * n_q * d * 2);
@@ -222,7 +228,8 @@ static void bench_attn_decode(const char *variant)
 						ul, nu, b, n_q, n_kv, d, block, 0.0884f, work));
 		});
 		char p[96];
-		snprintf(p, sizeof(p), "%s b=%u heads=32/2 d=128 units=96", variant, b);
+		snprintf(p, sizeof(p), "%s b=%u heads=32/2 d=128 units=96 tps=%s", variant, b,
+			 tps ? tv : "auto");
 		double bytes = (double)units * 2 * block * d * 2;
 		add_row("attn_decode", p, us, bytes, 4.0 * b * n_q * d * nu * block, "hbm");
 		kb->ops->free(kb, u);
@@ -232,6 +239,7 @@ static void bench_attn_decode(const char *variant)
 		kb->ops->free(kb, ul);
 		kb->ops->free(kb, work);
 	}
+	unsetenv("SPARDA_KCUDA_TPS");
 }
 
 /* One layer's selection at 128K: Forecast scores, pooling + top-96, cache diff. */
@@ -420,13 +428,15 @@ int main(int argc, char **argv)
 	}
 	ceilings();
 	bench_gather(quick);
-	bench_attn_decode("simt");
+	bench_attn_decode("simt", 0);
 	{
 		/* the tensor-core decode kernel lives behind SPARDA_KCUDA_ATTN=mma */
 		struct kb *save = kb;
 		setenv("SPARDA_KCUDA_ATTN", "mma", 1);
 		KB(kb_open(&o, &kb));
-		bench_attn_decode("mma");
+		bench_attn_decode("mma", 0);
+		for (uint32_t tps : { 1u, 2u, 4u, 16u })
+			bench_attn_decode("mma", tps);
 		kb_destroy(kb);
 		kb = save;
 		unsetenv("SPARDA_KCUDA_ATTN");
