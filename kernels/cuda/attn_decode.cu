@@ -4,7 +4,8 @@
  * contiguous range of 64-key tiles (its split). Per tile: scores for every (head, key) with
  * 16-byte key loads, an online-softmax update per head, then P.V with each thread owning a
  * column pair of up to 16 heads. Splits write unnormalised partials (o, m, l); a second kernel
- * merges them. CUDA cores in fp32 (see NOTES.md for the tensor-core follow-up at GQA 16).
+ * merges them. Two kernels write the same partials: the tensor-core one (default for d 64 and
+ * 128, below) and an fp32 CUDA-core one (other d, or SPARDA_KCUDA_ATTN=simt).
  */
 #include <stdlib.h>
 
@@ -435,13 +436,16 @@ __global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *pa
 	}
 }
 
-/* 64-key tiles per split; SPARDA_KCUDA_TPS overrides it (kbench sweeps it). */
+/*
+ * 64-key tiles per split, from the H200 sweep at 96 units (NOTES.md): 4 at batch 1, 8 up to 31,
+ * 16 from 32. SPARDA_KCUDA_TPS overrides it (kbench sweeps it).
+ */
 static uint32_t kc_ad_tps(uint32_t b)
 {
 	const char *ov = getenv("SPARDA_KCUDA_TPS");
 	if (ov && atoi(ov) > 0)
 		return (uint32_t)atoi(ov);
-	return b >= 8 ? 8 : 2;
+	return b >= 32 ? 16 : b >= 2 ? 8 : 4;
 }
 
 static bool kc_ad_dim_ok(uint32_t d)

@@ -534,7 +534,7 @@ extern "C" int kb_cuda_open(const struct kb_opts *o, struct kb **out)
 		return -ENOMEM;
 	c->device = dev;
 	const char *attn = getenv("SPARDA_KCUDA_ATTN");
-	c->attn_mma = attn ? !strcmp(attn, "mma") : false;
+	c->attn_mma = !(attn && !strcmp(attn, "simt")); /* tensor cores unless told otherwise */
 	c->kb.ops = &kc_ops;
 	c->kb.kind = KB_KIND_CUDA;
 	c->kb.priv = c;

@@ -1107,18 +1107,20 @@ int main(void)
 	}
 	t_attn_decode(2, 1, 32, 128, 10, 64);
 	t_attn_decode(2, 2, 4, 128, 6, 128);
-	if (!self) { /* the tensor-core decode kernel, selected by SPARDA_KCUDA_ATTN */
+	t_attn_decode(2, 2, 4, 256, 5, 64);    /* d 256: the fp32 kernel even by default */
+	t_attn_decode(40, 2, 16, 128, 96, 64); /* batch >= 32: 16 tiles per split */
+	if (!self) { /* the fp32 decode kernel, selected by SPARDA_KCUDA_ATTN=simt */
 		kb_destroy(gpu);
-		setenv("SPARDA_KCUDA_ATTN", "mma", 1);
-		cur_variant = "(mma)";
+		setenv("SPARDA_KCUDA_ATTN", "simt", 1);
+		cur_variant = "(simt)";
 		e = kb_open(&og, &gpu);
 		if (e)
-			die("kb_open cuda (mma)", e);
+			die("kb_open cuda (simt)", e);
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_decode(1, 2, gq, 128, 7, 64);
 			t_attn_decode(3, 2, gq, 128, 20, 64);
 			t_attn_decode(9, 2, gq, 64, 33, 64);
-			t_attn_decode(2, 2, gq, 256, 5, 64); /* falls back to the fp32 kernel */
+			t_attn_decode(2, 2, gq, 256, 5, 64);
 			t_attn_decode_dense(3, 2, gq, 128, 300);
 			t_attn_decode_dense(2, 1, gq, 64, 64);
 		}

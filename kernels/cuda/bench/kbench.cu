@@ -428,15 +428,15 @@ int main(int argc, char **argv)
 	}
 	ceilings();
 	bench_gather(quick);
-	bench_attn_decode("simt", 0);
+	bench_attn_decode("mma", 0);
+	for (uint32_t tps : { 2u, 4u, 8u, 16u })
+		bench_attn_decode("mma", tps);
 	{
-		/* the tensor-core decode kernel lives behind SPARDA_KCUDA_ATTN=mma */
+		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
 		struct kb *save = kb;
-		setenv("SPARDA_KCUDA_ATTN", "mma", 1);
+		setenv("SPARDA_KCUDA_ATTN", "simt", 1);
 		KB(kb_open(&o, &kb));
-		bench_attn_decode("mma", 0);
-		for (uint32_t tps : { 1u, 2u, 4u, 16u })
-			bench_attn_decode("mma", tps);
+		bench_attn_decode("simt", 0);
 		kb_destroy(kb);
 		kb = save;
 		unsetenv("SPARDA_KCUDA_ATTN");
