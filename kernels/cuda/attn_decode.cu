@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_split_kernel(struct kc_ad
 	for (int i = 0; i < KC_AD_HEADS; i++) {
 		uint32_t hh = hset + i * hstep;
 		if (hh < gh) {
-			float *p = a.part + (((size_t)b * a.n_q + h0 + hh) * a.n_splits + split) * pst;
+			float *p =
+			    a.part + (((size_t)b * a.n_q + h0 + hh) * a.n_splits + split) * pst;
 			p[c] = acc[2 * i];
 			p[c + 1] = acc[2 * i + 1];
 		}
@@ -214,10 +215,9 @@ struct kc_ad_warp {
 
 /* One warp, keys [0, n) (n <= 16) of a slab at kt / vt (row stride D). */
 template <int D>
-static __device__ __forceinline__ void kc_ad_slab(const uint16_t *kt, const uint16_t *vt,
-						  uint32_t n, const uint32_t (*qa)[4], float (*o)[4],
-						  struct kc_ad_warp &st, float sl2, uint32_t gr,
-						  uint32_t t)
+static __device__ __forceinline__ void
+kc_ad_slab(const uint16_t *kt, const uint16_t *vt, uint32_t n, const uint32_t (*qa)[4],
+	   float (*o)[4], struct kc_ad_warp &st, float sl2, uint32_t gr, uint32_t t)
 {
 	constexpr int KS = D / 16, KV = D / 32, NT = D / 8, VV = D / 64;
 	const uint4 z = make_uint4(0, 0, 0, 0);
@@ -286,8 +286,8 @@ static __device__ __forceinline__ void kc_ad_slab(const uint16_t *kt, const uint
 	st.l1 = st.l1 * al1 + ps1;
 	st.m0 = mn0;
 	st.m1 = mn1;
-	uint32_t pa[4] = { kc_pack_bf2(sc[0][0], sc[0][1]), kc_pack_bf2(sc[0][2], sc[0][3]),
-			   kc_pack_bf2(sc[1][0], sc[1][1]), kc_pack_bf2(sc[1][2], sc[1][3]) };
+	uint32_t pa[4] = {kc_pack_bf2(sc[0][0], sc[0][1]), kc_pack_bf2(sc[0][2], sc[0][3]),
+			  kc_pack_bf2(sc[1][0], sc[1][1]), kc_pack_bf2(sc[1][2], sc[1][3])};
 #pragma unroll
 	for (int i = 0; i < NT; i++) {
 		o[i][0] *= al0;
@@ -336,7 +336,7 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 #pragma unroll
 	for (int i = 0; i < NT; i++)
 		o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-	struct kc_ad_warp st = { -INFINITY, -INFINITY, 0.0f, 0.0f };
+	struct kc_ad_warp st = {-INFINITY, -INFINITY, 0.0f, 0.0f};
 	uint32_t u0 = split * a.tiles_per_split, u1 = min(u0 + a.tiles_per_split, a.n_tiles);
 	for (uint32_t u = u0; u < u1; u++) {
 		const uint16_t *kt, *vt;
@@ -351,7 +351,8 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 			vt = kt + (size_t)a.block * D;
 		} else {
 			int32_t len = a.kv_len[b];
-			uint32_t k0 = u * KC_AD_TILE, nn = len < 0 ? 0 : min((uint32_t)len, a.t_cap);
+			uint32_t k0 = u * KC_AD_TILE,
+				 nn = len < 0 ? 0 : min((uint32_t)len, a.t_cap);
 			if (k0 >= nn)
 				break;
 			n = min(KC_AD_TILE, nn - k0);
@@ -360,8 +361,8 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 			vt = a.vc + off;
 		}
 		for (uint32_t sr = w * 16; sr < n; sr += KC_AD_TILE)
-			kc_ad_slab<D>(kt + (size_t)sr * D, vt + (size_t)sr * D, min(16u, n - sr), qa,
-				      o, st, sl2, gr, t);
+			kc_ad_slab<D>(kt + (size_t)sr * D, vt + (size_t)sr * D, min(16u, n - sr),
+				      qa, o, st, sl2, gr, t);
 	}
 #pragma unroll
 	for (int off = 1; off <= 2; off <<= 1) {
@@ -409,8 +410,8 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 	}
 }
 
-__global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part,
-				   uint32_t n_q, uint32_t n_splits, uint32_t d)
+__global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part, uint32_t n_q,
+				   uint32_t n_splits, uint32_t d)
 {
 	uint32_t b = blockIdx.x / n_q, h = blockIdx.x % n_q;
 	size_t pst = (size_t)d + 2;
@@ -548,8 +549,8 @@ extern "C" size_t kc_attn_decode_dense_scratch(uint32_t b, uint32_t n_q, uint32_
 extern "C" int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_o,
 				    const uint16_t *q, uint32_t ld_q, const uint16_t *kc,
 				    const uint16_t *vc, uint32_t t_cap, const int32_t *kv_len,
-				    uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
-				    void *scratch, bool mma)
+				    uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d,
+				    float scale, void *scratch, bool mma)
 {
 	struct kc_ad_args a = {};
 	a.mma = mma;

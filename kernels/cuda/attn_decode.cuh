@@ -14,10 +14,10 @@
 
 extern "C" {
 size_t kc_attn_decode_work(uint32_t b, uint32_t n_q, uint32_t n_units, uint32_t d);
-int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
-		   uint32_t ld_q, const uint16_t *units, const int32_t *unit_idx,
-		   const int32_t *unit_len, uint32_t n_units, uint32_t b, uint32_t n_q,
-		   uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work, bool mma);
+int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q, uint32_t ld_q,
+		   const uint16_t *units, const int32_t *unit_idx, const int32_t *unit_len,
+		   uint32_t n_units, uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d,
+		   uint32_t block, float scale, void *work, bool mma);
 /*
  * mma: use the tensor-core kernel where it applies (d 64 or 128), else the fp32 one; both write
  * the same partials. kc_attn_decode_dense_scratch: the bytes attn_decode_dense needs (its
@@ -27,8 +27,8 @@ size_t kc_attn_decode_dense_scratch(uint32_t b, uint32_t n_q, uint32_t n_kv, uin
 				    uint32_t d);
 int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
 			 uint32_t ld_q, const uint16_t *kc, const uint16_t *vc, uint32_t t_cap,
-			 const int32_t *kv_len, uint32_t b, uint32_t n_q, uint32_t n_kv,
-			 uint32_t d, float scale, void *scratch, bool mma);
+			 const int32_t *kv_len, uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d,
+			 float scale, void *scratch, bool mma);
 }
 
 #endif

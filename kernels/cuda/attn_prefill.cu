@@ -15,7 +15,7 @@
 using namespace nvcuda;
 
 #define KC_AP_THREADS 128u
-#define KC_AP_T 64u  /* queries and keys per tile */
+#define KC_AP_T 64u   /* queries and keys per tile */
 #define KC_AP_SLD 68u /* fp32 score tile row stride */
 #define KC_AP_PLD 72u /* bf16 probability tile row stride */
 
@@ -96,14 +96,16 @@ static __device__ void kc_ap_tile(const struct kc_ap_args &a, const struct kc_ap
 		const __nv_bfloat16 *qb = (const __nv_bfloat16 *)s.qs;
 		const __nv_bfloat16 *kbs = (const __nv_bfloat16 *)s.ks;
 		for (uint32_t kk = 0; kk < d; kk += 16) {
-			wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+			wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>
+			    fa;
 			wmma::load_matrix_sync(fa, qb + (size_t)16 * w * s.ldt + kk, s.ldt);
 #pragma unroll
 			for (int n = 0; n < 4; n++) {
 				wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
 					       wmma::col_major>
-					fb;
-				wmma::load_matrix_sync(fb, kbs + (size_t)16 * n * s.ldt + kk, s.ldt);
+				    fb;
+				wmma::load_matrix_sync(fb, kbs + (size_t)16 * n * s.ldt + kk,
+						       s.ldt);
 				wmma::mma_sync(acc[n], fa, fb, acc[n]);
 			}
 		}
@@ -155,10 +157,10 @@ static __device__ void kc_ap_tile(const struct kc_ap_args &a, const struct kc_ap
 			for (uint32_t kk = 0; kk < KC_AP_T; kk += 16) {
 				wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
 					       wmma::row_major>
-					fa;
+				    fa;
 				wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
 					       wmma::row_major>
-					fb;
+				    fb;
 				wmma::load_matrix_sync(fa, pb + (size_t)16 * w * KC_AP_PLD + kk,
 						       KC_AP_PLD);
 				wmma::load_matrix_sync(fb, vbs + (size_t)kk * s.ldt + n, s.ldt);

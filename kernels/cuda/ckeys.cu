@@ -60,12 +60,12 @@ extern "C" int kc_ck_prefill(cudaStream_t st, uint16_t *ck, uint32_t cap, uint16
 	if (n_ent) {
 		size_t total = (size_t)n_kv * n_ent * d;
 		kc_ck_build_kernel<<<kc_flat_grid(total), 256, 0, st>>>(
-			ck, cap, k, ld, n_ent, n_kv, d, sp->ck_kernel, sp->ck_stride);
+		    ck, cap, k, ld, n_ent, n_kv, d, sp->ck_kernel, sp->ck_stride);
 		KC_LAUNCHED("ck_build");
 	}
 	uint32_t keep = t < sp->ck_kernel ? t : sp->ck_kernel;
 	kc_ck_ring_kernel<<<kc_flat_grid((size_t)keep * n_kv * d), 256, 0, st>>>(
-		ring, k, ld, t, n_kv, d, sp->ck_kernel);
+	    ring, k, ld, t, n_kv, d, sp->ck_kernel);
 	KC_LAUNCHED("ck_ring");
 	return 0;
 }
@@ -98,8 +98,9 @@ extern "C" int kc_ck_append(cudaStream_t st, uint16_t *ck, uint32_t cap, uint16_
 		return -EINVAL;
 	if (b == 0 || n_kv == 0 || d == 0)
 		return 0;
-	kc_ck_append_kernel<<<b * n_kv, d < 256 ? 128 : 256, 0, st>>>(
-		ck, cap, ring, k, ld, pos, n_kv, d, sp->ck_kernel, sp->ck_stride);
+	unsigned threads = d < 256 ? 128 : 256;
+	kc_ck_append_kernel<<<b * n_kv, threads, 0, st>>>(ck, cap, ring, k, ld, pos, n_kv, d,
+							  sp->ck_kernel, sp->ck_stride);
 	KC_LAUNCHED("ck_append");
 	return 0;
 }

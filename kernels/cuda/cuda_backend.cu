@@ -56,10 +56,10 @@ static bool kc_stream_ok(enum kb_stream s)
 }
 
 #define KC_ST(kb, s) (kc_of(kb)->st[s])
-#define KC_NEED_STREAM(s)                  \
-	do {                               \
-		if (!kc_stream_ok(s))      \
-			return -EINVAL;    \
+#define KC_NEED_STREAM(s)                                                                          \
+	do {                                                                                       \
+		if (!kc_stream_ok(s))                                                              \
+			return -EINVAL;                                                            \
 	} while (0)
 
 /* Scratch of at least `bytes` for stream s; growing waits for the stream's earlier users. */
@@ -114,8 +114,8 @@ static void kc_free(struct kb *kb, void *p)
 		cudaFree(p);
 }
 
-static int kc_memcpy(struct kb *kb, void *dst, const void *src, size_t bytes,
-		     enum kb_copy_dir dir, enum kb_stream s)
+static int kc_memcpy(struct kb *kb, void *dst, const void *src, size_t bytes, enum kb_copy_dir dir,
+		     enum kb_stream s)
 {
 	KC_NEED_STREAM(s);
 	if ((unsigned)dir > KB_H2H)
@@ -231,19 +231,17 @@ static int kc_op_embed(struct kb *kb, enum kb_stream s, float *out, const uint16
 	return kc_embed(KC_ST(kb, s), out, table, ids, n, hidden, vocab, scale);
 }
 
-static int kc_op_add_rmsnorm(struct kb *kb, enum kb_stream s, float *resid,
-			     const uint16_t *delta, uint32_t ld_delta, float delta_scale,
-			     const uint16_t *w, uint16_t *out, uint32_t n, uint32_t hidden,
-			     float eps)
+static int kc_op_add_rmsnorm(struct kb *kb, enum kb_stream s, float *resid, const uint16_t *delta,
+			     uint32_t ld_delta, float delta_scale, const uint16_t *w, uint16_t *out,
+			     uint32_t n, uint32_t hidden, float eps)
 {
 	KC_NEED_STREAM(s);
-	return kc_add_rmsnorm(KC_ST(kb, s), resid, delta, ld_delta, delta_scale, w, out, n,
-			      hidden, eps);
+	return kc_add_rmsnorm(KC_ST(kb, s), resid, delta, ld_delta, delta_scale, w, out, n, hidden,
+			      eps);
 }
 
-static int kc_op_add_residual(struct kb *kb, enum kb_stream s, float *resid,
-			      const uint16_t *delta, uint32_t ld_delta, float delta_scale,
-			      uint32_t n, uint32_t hidden)
+static int kc_op_add_residual(struct kb *kb, enum kb_stream s, float *resid, const uint16_t *delta,
+			      uint32_t ld_delta, float delta_scale, uint32_t n, uint32_t hidden)
 {
 	KC_NEED_STREAM(s);
 	return kc_add_residual(KC_ST(kb, s), resid, delta, ld_delta, delta_scale, n, hidden);
@@ -276,8 +274,8 @@ static int kc_op_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, u
 		      uint32_t ldc, bool c_f32, float alpha, float beta)
 {
 	KC_NEED_STREAM(s);
-	return kc_gemm(kc_of(kb)->blas, KC_ST(kb, s), m, n, k, a, lda, w, ldw, c, ldc, c_f32,
-		       alpha, beta);
+	return kc_gemm(kc_of(kb)->blas, KC_ST(kb, s), m, n, k, a, lda, w, ldw, c, ldc, c_f32, alpha,
+		       beta);
 }
 
 static int kc_op_ck_prefill(struct kb *kb, enum kb_stream s, uint16_t *ck, uint32_t cap,
@@ -312,24 +310,22 @@ static int kc_op_score_decode(struct kb *kb, enum kb_stream s, float *scores, co
 			       n_kv, d, original, scale);
 }
 
-static int kc_op_select_decode(struct kb *kb, enum kb_stream s, int32_t *sel,
-			       const float *scores, uint32_t cap, const int32_t *n_entries,
-			       const int32_t *n_blocks, uint32_t b, uint32_t n_kv,
-			       const struct kb_sparse *sp)
+static int kc_op_select_decode(struct kb *kb, enum kb_stream s, int32_t *sel, const float *scores,
+			       uint32_t cap, const int32_t *n_entries, const int32_t *n_blocks,
+			       uint32_t b, uint32_t n_kv, const struct kb_sparse *sp)
 {
 	KC_NEED_STREAM(s);
 	return kc_select_decode(KC_ST(kb, s), sel, scores, cap, n_entries, n_blocks, b, n_kv, sp);
 }
 
-static int kc_op_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel,
-				const uint16_t *q, uint32_t ld, uint32_t t, uint32_t p0,
-				const uint16_t *ck, uint32_t cap, uint32_t n_q, uint32_t n_kv,
-				uint32_t d, bool original, float scale, const struct kb_sparse *sp,
-				void *work)
+static int kc_op_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel, const uint16_t *q,
+				uint32_t ld, uint32_t t, uint32_t p0, const uint16_t *ck,
+				uint32_t cap, uint32_t n_q, uint32_t n_kv, uint32_t d,
+				bool original, float scale, const struct kb_sparse *sp, void *work)
 {
 	KC_NEED_STREAM(s);
-	return kc_select_prefill(KC_ST(kb, s), sel, q, ld, t, p0, ck, cap, n_q, n_kv, d,
-				 original, scale, sp, work);
+	return kc_select_prefill(KC_ST(kb, s), sel, q, ld, t, p0, ck, cap, n_q, n_kv, d, original,
+				 scale, sp, work);
 }
 
 static size_t kc_op_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q,
@@ -344,8 +340,8 @@ static int kc_op_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const
 			    int32_t *hits)
 {
 	KC_NEED_STREAM(s);
-	return kc_cache_diff(KC_ST(kb, s), map, sel, protect, n, n_slots, k, load_slot,
-			     load_block, n_loads, hits);
+	return kc_cache_diff(KC_ST(kb, s), map, sel, protect, n, n_slots, k, load_slot, load_block,
+			     n_loads, hits);
 }
 
 static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,
@@ -356,19 +352,17 @@ static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const vo
 	return kc_copy_units(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
 }
 
-static int kc_op_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units,
-			 const int32_t *unit_idx, const uint16_t *k, const uint16_t *v,
-			 uint32_t ld, uint32_t t0, uint32_t t, uint32_t n_kv, uint32_t d,
-			 uint32_t block)
+static int kc_op_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units, const int32_t *unit_idx,
+			 const uint16_t *k, const uint16_t *v, uint32_t ld, uint32_t t0, uint32_t t,
+			 uint32_t n_kv, uint32_t d, uint32_t block)
 {
 	KC_NEED_STREAM(s);
 	return kc_kv_pack(KC_ST(kb, s), units, unit_idx, k, v, ld, t0, t, n_kv, d, block);
 }
 
-static int kc_op_kv_store(struct kb *kb, enum kb_stream s, uint16_t *units,
-			  const int32_t *unit_idx, const uint16_t *k, const uint16_t *v,
-			  uint32_t ld, const int32_t *pos, uint32_t b, uint32_t n_kv, uint32_t d,
-			  uint32_t block)
+static int kc_op_kv_store(struct kb *kb, enum kb_stream s, uint16_t *units, const int32_t *unit_idx,
+			  const uint16_t *k, const uint16_t *v, uint32_t ld, const int32_t *pos,
+			  uint32_t b, uint32_t n_kv, uint32_t d, uint32_t block)
 {
 	KC_NEED_STREAM(s);
 	return kc_kv_store(KC_ST(kb, s), units, unit_idx, k, v, ld, pos, b, n_kv, d, block);
@@ -381,8 +375,8 @@ static int kc_op_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uin
 			     float scale, void *work)
 {
 	KC_NEED_STREAM(s);
-	return kc_attn_decode(KC_ST(kb, s), out, ld_o, q, ld_q, units, unit_idx, unit_len,
-			      n_units, b, n_q, n_kv, d, block, scale, work, kc_of(kb)->attn_mma);
+	return kc_attn_decode(KC_ST(kb, s), out, ld_o, q, ld_q, units, unit_idx, unit_len, n_units,
+			      b, n_q, n_kv, d, block, scale, work, kc_of(kb)->attn_mma);
 }
 
 static size_t kc_op_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
@@ -405,8 +399,8 @@ static int kc_op_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *ou
 	int e = kc_scratch(kb, s, kc_attn_decode_dense_scratch(b, n_q, n_kv, t_cap, d), &scratch);
 	if (e)
 		return e;
-	return kc_attn_decode_dense(KC_ST(kb, s), out, ld_o, q, ld_q, kc, vc, t_cap, kv_len, b,
-				    n_q, n_kv, d, scale, scratch, kc_of(kb)->attn_mma);
+	return kc_attn_decode_dense(KC_ST(kb, s), out, ld_o, q, ld_q, kc, vc, t_cap, kv_len, b, n_q,
+				    n_kv, d, scale, scratch, kc_of(kb)->attn_mma);
 }
 
 static int kc_op_attn_prefill(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
@@ -431,21 +425,19 @@ extern "C" int cuda_resolve_loads(cudaStream_t st, int32_t *dst_idx, int32_t *sr
 				  const uint64_t *words, const int64_t *word_base, uint32_t n,
 				  uint32_t n_slots, uint32_t k);
 
-static int kc_op_sel_units(struct kb *kb, enum kb_stream s, int32_t *unit_idx,
-			   int32_t *unit_len, const int32_t *sel, const int32_t *map,
-			   const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
-			   uint32_t k, uint32_t block)
+static int kc_op_sel_units(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *unit_len,
+			   const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
+			   uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t block)
 {
 	KC_NEED_STREAM(s);
 	return cuda_sel_units(KC_ST(kb, s), unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
 			      n_slots, k, block);
 }
 
-static int kc_op_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx,
-			       int32_t *src_idx, int32_t *misses, const int32_t *load_slot,
-			       const int32_t *load_block, const int32_t *n_loads,
-			       const uint64_t *words, const int64_t *word_base, uint32_t n,
-			       uint32_t n_slots, uint32_t k)
+static int kc_op_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t *src_idx,
+			       int32_t *misses, const int32_t *load_slot, const int32_t *load_block,
+			       const int32_t *n_loads, const uint64_t *words,
+			       const int64_t *word_base, uint32_t n, uint32_t n_slots, uint32_t k)
 {
 	KC_NEED_STREAM(s);
 	return cuda_resolve_loads(KC_ST(kb, s), dst_idx, src_idx, misses, load_slot, load_block,
@@ -453,45 +445,45 @@ static int kc_op_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx
 }
 
 static const struct kb_ops kc_ops = {
-	.name = "cuda",
-	.destroy = kc_destroy,
-	.alloc = kc_alloc,
-	.free = kc_free,
-	.memcpy = kc_memcpy,
-	.memset = kc_memset,
-	.host_register = kc_host_register,
-	.host_unregister = kc_host_unregister,
-	.sync = kc_sync,
-	.event_new = kc_event_new,
-	.event_free = kc_event_free,
-	.event_record = kc_event_record,
-	.stream_wait = kc_stream_wait,
-	.event_sync = kc_event_sync,
-	.event_elapsed = kc_event_elapsed,
-	.mem_info = kc_mem_info,
-	.embed = kc_op_embed,
-	.add_rmsnorm = kc_op_add_rmsnorm,
-	.add_residual = kc_op_add_residual,
-	.rope = kc_op_rope,
-	.swiglu = kc_op_swiglu,
-	.argmax = kc_op_argmax,
-	.gemm = kc_op_gemm,
-	.ck_prefill = kc_op_ck_prefill,
-	.ck_append = kc_op_ck_append,
-	.score_decode = kc_op_score_decode,
-	.select_decode = kc_op_select_decode,
-	.select_prefill = kc_op_select_prefill,
-	.select_prefill_work = kc_op_select_prefill_work,
-	.cache_diff = kc_op_cache_diff,
-	.copy_units = kc_op_copy_units,
-	.kv_pack = kc_op_kv_pack,
-	.kv_store = kc_op_kv_store,
-	.attn_decode = kc_op_attn_decode,
-	.attn_decode_work = kc_op_attn_decode_work,
-	.attn_decode_dense = kc_op_attn_decode_dense,
-	.attn_prefill = kc_op_attn_prefill,
-	.sel_units = kc_op_sel_units,
-	.resolve_loads = kc_op_resolve_loads,
+    .name = "cuda",
+    .destroy = kc_destroy,
+    .alloc = kc_alloc,
+    .free = kc_free,
+    .memcpy = kc_memcpy,
+    .memset = kc_memset,
+    .host_register = kc_host_register,
+    .host_unregister = kc_host_unregister,
+    .sync = kc_sync,
+    .event_new = kc_event_new,
+    .event_free = kc_event_free,
+    .event_record = kc_event_record,
+    .stream_wait = kc_stream_wait,
+    .event_sync = kc_event_sync,
+    .event_elapsed = kc_event_elapsed,
+    .mem_info = kc_mem_info,
+    .embed = kc_op_embed,
+    .add_rmsnorm = kc_op_add_rmsnorm,
+    .add_residual = kc_op_add_residual,
+    .rope = kc_op_rope,
+    .swiglu = kc_op_swiglu,
+    .argmax = kc_op_argmax,
+    .gemm = kc_op_gemm,
+    .ck_prefill = kc_op_ck_prefill,
+    .ck_append = kc_op_ck_append,
+    .score_decode = kc_op_score_decode,
+    .select_decode = kc_op_select_decode,
+    .select_prefill = kc_op_select_prefill,
+    .select_prefill_work = kc_op_select_prefill_work,
+    .cache_diff = kc_op_cache_diff,
+    .copy_units = kc_op_copy_units,
+    .kv_pack = kc_op_kv_pack,
+    .kv_store = kc_op_kv_store,
+    .attn_decode = kc_op_attn_decode,
+    .attn_decode_work = kc_op_attn_decode_work,
+    .attn_decode_dense = kc_op_attn_decode_dense,
+    .attn_prefill = kc_op_attn_prefill,
+    .sel_units = kc_op_sel_units,
+    .resolve_loads = kc_op_resolve_loads,
 };
 
 extern "C" bool kb_cuda_probe(void)

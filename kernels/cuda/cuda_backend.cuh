@@ -22,7 +22,8 @@ struct kc_backend {
 	cublasHandle_t blas;
 	void *scratch[KB_STREAM_COUNT]; /* grown on demand, never shrunk */
 	size_t scratch_bytes[KB_STREAM_COUNT];
-	bool attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
+	bool
+	    attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
 };
 
 struct kb_event {

@@ -75,7 +75,7 @@ extern "C" int kc_add_rmsnorm(cudaStream_t st, float *resid, const uint16_t *del
 	if (hidden == 0)
 		return -EINVAL;
 	kc_add_rmsnorm_kernel<<<n, 256, 0, st>>>(resid, delta, ld_delta, delta_scale, w, out,
-						hidden, eps);
+						 hidden, eps);
 	KC_LAUNCHED("add_rmsnorm");
 	return 0;
 }
@@ -101,7 +101,7 @@ extern "C" int kc_add_residual(cudaStream_t st, float *resid, const uint16_t *de
 	if (grid > 65535u * 4)
 		grid = 65535u * 4;
 	kc_add_residual_kernel<<<grid, 256, 0, st>>>(resid, delta, ld_delta, delta_scale, n,
-						    hidden);
+						     hidden);
 	KC_LAUNCHED("add_residual");
 	return 0;
 }

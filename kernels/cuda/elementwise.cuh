@@ -14,8 +14,8 @@ extern "C" {
 int kc_embed(cudaStream_t st, float *out, const uint16_t *table, const int32_t *ids, uint32_t n,
 	     uint32_t hidden, uint32_t vocab, float scale);
 int kc_add_rmsnorm(cudaStream_t st, float *resid, const uint16_t *delta, uint32_t ld_delta,
-		   float delta_scale, const uint16_t *w, uint16_t *out, uint32_t n,
-		   uint32_t hidden, float eps);
+		   float delta_scale, const uint16_t *w, uint16_t *out, uint32_t n, uint32_t hidden,
+		   float eps);
 int kc_add_residual(cudaStream_t st, float *resid, const uint16_t *delta, uint32_t ld_delta,
 		    float delta_scale, uint32_t n, uint32_t hidden);
 int kc_rope(cudaStream_t st, uint16_t *x, uint32_t ld, uint32_t n, uint32_t n_heads,

@@ -13,10 +13,10 @@ extern "C" {
 extern "C" int kc_cublas_err(cublasStatus_t s, const char *what)
 {
 	static struct log_ratelimit rl;
-	int e = s == CUBLAS_STATUS_ALLOC_FAILED	      ? -ENOMEM
-		: s == CUBLAS_STATUS_INVALID_VALUE    ? -EINVAL
-		: s == CUBLAS_STATUS_NOT_SUPPORTED    ? -EINVAL
-						      : -EIO;
+	int e = s == CUBLAS_STATUS_ALLOC_FAILED	   ? -ENOMEM
+		: s == CUBLAS_STATUS_INVALID_VALUE ? -EINVAL
+		: s == CUBLAS_STATUS_NOT_SUPPORTED ? -EINVAL
+						   : -EIO;
 	log_write_rl(&rl, 1000, LOG_LEVEL_ERROR, "kcuda", "cublas call failed", "call=%s status=%d",
 		     what, (int)s);
 	return e;

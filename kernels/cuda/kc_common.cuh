@@ -25,11 +25,11 @@
 int kc_err(cudaError_t e, const char *what);
 
 /* Evaluate a CUDA call; on failure return its translation from the enclosing function. */
-#define KC_CHECK(call)                                                                   \
-	do {                                                                             \
-		cudaError_t kc_e_ = (call);                                              \
-		if (kc_e_ != cudaSuccess)                                                \
-			return kc_err(kc_e_, #call);                                     \
+#define KC_CHECK(call)                                                                             \
+	do {                                                                                       \
+		cudaError_t kc_e_ = (call);                                                        \
+		if (kc_e_ != cudaSuccess)                                                          \
+			return kc_err(kc_e_, #call);                                               \
 	} while (0)
 
 /* After a kernel launch: report a bad configuration or a sticky device error. */
@@ -53,7 +53,7 @@ static __device__ __forceinline__ uint16_t kc_tobf(float f)
 /* Unpack 8 bf16 held in a 16-byte vector. */
 static __device__ __forceinline__ void kc_unpack8(uint4 v, float *f)
 {
-	const uint32_t w[4] = { v.x, v.y, v.z, v.w };
+	const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
 		f[2 * i] = __uint_as_float(w[i] << 16);
@@ -88,8 +88,7 @@ static __device__ __forceinline__ uint32_t kc_fkey(float f)
  * Exclusive prefix count of `f` over the CTA in thread order; *total gets the CTA's count.
  * Every thread must call it (it holds barriers); wsum holds blockDim.x / 32 words.
  */
-static __device__ __forceinline__ uint32_t kc_block_scan(bool f, uint32_t *total,
-							  uint32_t *wsum)
+static __device__ __forceinline__ uint32_t kc_block_scan(bool f, uint32_t *total, uint32_t *wsum)
 {
 	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
 	uint32_t bal = __ballot_sync(0xffffffffu, f);

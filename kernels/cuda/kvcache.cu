@@ -13,9 +13,9 @@
 #define KC_CU_THREADS 512u
 
 __global__ void __launch_bounds__(KC_CD_THREADS)
-	kc_cache_diff_kernel(int32_t *map, const int32_t *sel, const int32_t *protect,
-			     uint32_t n_slots, uint32_t k, int32_t *load_slot, int32_t *load_block,
-			     int32_t *n_loads, int32_t *hits)
+    kc_cache_diff_kernel(int32_t *map, const int32_t *sel, const int32_t *protect, uint32_t n_slots,
+			 uint32_t k, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+			 int32_t *hits)
 {
 	extern __shared__ int32_t cd_smem[];
 	__shared__ uint32_t wsum[KC_CD_THREADS / 32];
@@ -95,14 +95,14 @@ extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, const int32_t *sel,
 	if (smem > 48 * 1024)
 		return -EINVAL;
 	kc_cache_diff_kernel<<<n, KC_CD_THREADS, smem, st>>>(map, sel, protect, n_slots, k,
-							      load_slot, load_block, n_loads, hits);
+							     load_slot, load_block, n_loads, hits);
 	KC_LAUNCHED("cache_diff");
 	return 0;
 }
 
 __global__ void __launch_bounds__(KC_CU_THREADS)
-	kc_copy_units_kernel(uint4 *dst, const uint4 *src, const int32_t *dst_idx,
-			     const int32_t *src_idx, uint32_t n, size_t vecs)
+    kc_copy_units_kernel(uint4 *dst, const uint4 *src, const int32_t *dst_idx,
+			 const int32_t *src_idx, uint32_t n, size_t vecs)
 {
 	for (uint32_t i = blockIdx.x; i < n; i += gridDim.x) {
 		int32_t di = dst_idx[i], si = src_idx[i];
@@ -134,9 +134,8 @@ extern "C" int kc_copy_units(cudaStream_t st, void *dst, const void *src, const 
 		n_ctas = 16;
 	if (n_ctas > n)
 		n_ctas = n;
-	kc_copy_units_kernel<<<n_ctas, KC_CU_THREADS, 0, st>>>((uint4 *)dst, (const uint4 *)src,
-							       dst_idx, src_idx, n,
-							       unit_bytes / 16);
+	kc_copy_units_kernel<<<n_ctas, KC_CU_THREADS, 0, st>>>(
+	    (uint4 *)dst, (const uint4 *)src, dst_idx, src_idx, n, unit_bytes / 16);
 	KC_LAUNCHED("copy_units");
 	return 0;
 }
@@ -179,18 +178,18 @@ extern "C" int kc_kv_pack(cudaStream_t st, uint16_t *units, const int32_t *unit_
 		return -EINVAL;
 	if (t == 0 || n_kv == 0 || d == 0)
 		return 0;
-	bool vec = d % 8 == 0 && ld % 8 == 0 &&
-		   ((uintptr_t)units | (uintptr_t)k | (uintptr_t)v) % 16 == 0;
+	bool vec =
+	    d % 8 == 0 && ld % 8 == 0 && ((uintptr_t)units | (uintptr_t)k | (uintptr_t)v) % 16 == 0;
 	size_t total = (size_t)t * n_kv * (vec ? d / 8 : d);
 	unsigned grid = kc_div_up(total, 256);
 	if (grid > 65535u * 4)
 		grid = 65535u * 4;
 	if (vec)
-		kc_kv_pack_kernel<true><<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t,
-							      n_kv, d, block);
+		kc_kv_pack_kernel<true>
+		    <<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t, n_kv, d, block);
 	else
-		kc_kv_pack_kernel<false><<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t,
-							       n_kv, d, block);
+		kc_kv_pack_kernel<false>
+		    <<<grid, 256, 0, st>>>(units, unit_idx, k, v, ld, t0, t, n_kv, d, block);
 	KC_LAUNCHED("kv_pack");
 	return 0;
 }

@@ -16,14 +16,14 @@
 
 using namespace nvcuda;
 
-#define KC_SD_CHUNK 512u   /* compressed entries per CTA in score_decode */
+#define KC_SD_CHUNK 512u /* compressed entries per CTA in score_decode */
 #define KC_SD_THREADS 256u
-#define KC_SDF_CHUNK 128u  /* entries per CTA for Forecast scores (more CTAs at batch 1) */
-#define KC_SDF_ROUNDS 4u   /* entry groups per warp with loads in flight together */
-#define KC_MAX_GROUP 16u   /* query heads per KV head supported by the original selector */
+#define KC_SDF_CHUNK 128u /* entries per CTA for Forecast scores (more CTAs at batch 1) */
+#define KC_SDF_ROUNDS 4u  /* entry groups per warp with loads in flight together */
+#define KC_MAX_GROUP 16u  /* query heads per KV head supported by the original selector */
 #define KC_TK_THREADS 512u
-#define KC_TILE 64u        /* prefill tile: 64 queries x 64 entries */
-#define KC_SLD 68u         /* fp32 row stride of a score tile in shared memory */
+#define KC_TILE 64u /* prefill tile: 64 queries x 64 entries */
+#define KC_SLD 68u  /* fp32 row stride of a score tile in shared memory */
 #define KC_SP_THREADS 128u
 
 static __device__ __forceinline__ uint32_t kc_entries(const struct kb_sparse &sp, uint32_t n)
@@ -50,9 +50,9 @@ static __device__ __forceinline__ void kc_ms_merge(float &m, float &s, float m2,
  * loads before any reduction, so a warp has several independent 16-byte loads in flight.
  */
 __global__ void __launch_bounds__(KC_SD_THREADS)
-	kc_sd_forecast_kernel(float *__restrict__ scores, const uint16_t *__restrict__ q,
-			      uint32_t ld, const uint16_t *__restrict__ ck, uint32_t cap,
-			      const int32_t *__restrict__ n_entries, uint32_t n_kv, uint32_t d)
+    kc_sd_forecast_kernel(float *__restrict__ scores, const uint16_t *__restrict__ q, uint32_t ld,
+			  const uint16_t *__restrict__ ck, uint32_t cap,
+			  const int32_t *__restrict__ n_entries, uint32_t n_kv, uint32_t d)
 {
 	uint32_t bg = blockIdx.y, b = bg / n_kv, g = bg % n_kv;
 	int32_t ne_s = n_entries[b];
@@ -176,7 +176,7 @@ __global__ void kc_sd_stats_kernel(float2 *stats, const uint16_t *q, uint32_t ld
 			kc_ms_merge(mh, sh, red[w][h].x, red[w][h].y);
 		size_t n_q = (size_t)n_kv * G;
 		stats[((size_t)b * n_q + (size_t)g * G + h) * nchunk + blockIdx.x] =
-			make_float2(mh, sh);
+		    make_float2(mh, sh);
 	}
 }
 
@@ -265,9 +265,8 @@ extern "C" int kc_score_decode(cudaStream_t st, void *scratch, float *scores, co
 	kc_sd_stats_kernel<<<grid, KC_SD_THREADS, smem, st>>>((float2 *)scratch, q, ld, ck, cap,
 							      n_entries, n_kv, G, d, scale, nchunk);
 	KC_LAUNCHED("score_decode_stats");
-	kc_sd_orig_kernel<<<grid, KC_SD_THREADS, smem, st>>>(scores, (const float2 *)scratch, q,
-							     ld, ck, cap, n_entries, n_kv, G, d,
-							     scale, nchunk);
+	kc_sd_orig_kernel<<<grid, KC_SD_THREADS, smem, st>>>(
+	    scores, (const float2 *)scratch, q, ld, ck, cap, n_entries, n_kv, G, d, scale, nchunk);
 	KC_LAUNCHED("score_decode_original");
 	return 0;
 }
@@ -275,9 +274,9 @@ extern "C" int kc_score_decode(cudaStream_t st, void *scratch, float *scores, co
 /* ---------------------------------------------------------------- pooling + top-k */
 
 struct kc_topk_rows {
-	const float *scores;   /* row r at scores + r * row_stride */
+	const float *scores; /* row r at scores + r * row_stride */
 	size_t row_stride;
-	int32_t *sel;          /* row r at sel + r * topk */
+	int32_t *sel; /* row r at sel + r * topk */
 	/* decode: per-sequence counts, row r = seq * n_kv + g */
 	const int32_t *n_entries, *n_blocks;
 	uint32_t n_kv;
@@ -304,7 +303,7 @@ static __device__ __forceinline__ float kc_pool_at(const float *row, uint32_t m,
 }
 
 __global__ void __launch_bounds__(KC_TK_THREADS)
-	kc_topk_kernel(struct kc_topk_rows a, struct kb_sparse sp)
+    kc_topk_kernel(struct kc_topk_rows a, struct kb_sparse sp)
 {
 	__shared__ uint32_t hist[256];
 	__shared__ uint32_t wsum[32];
@@ -346,7 +345,8 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 		}
 		__syncthreads();
 		if (tid < 32) {
-			/* lane l scans bins 255-8l down to 248-8l; find the bin holding rank s_rem */
+			/* lane l scans bins 255-8l down to 248-8l; find the bin holding rank s_rem
+			 */
 			uint32_t c[8], tot = 0, rem = s_rem;
 #pragma unroll
 			for (int i = 0; i < 8; i++) {
@@ -458,7 +458,8 @@ static __device__ void kc_tile_qk(const uint16_t *qs, const uint16_t *ks, float 
 		wmma::load_matrix_sync(fa, qb + (size_t)16 * w * ldt + kk, ldt);
 #pragma unroll
 		for (int n = 0; n < 4; n++) {
-			wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+			wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>
+			    fb;
 			wmma::load_matrix_sync(fb, kb + (size_t)16 * n * ldt + kk, ldt);
 			wmma::mma_sync(acc[n], fa, fb, acc[n]);
 		}
@@ -471,8 +472,8 @@ static __device__ void kc_tile_qk(const uint16_t *qs, const uint16_t *ks, float 
 }
 
 struct kc_sp_args {
-	float *colmax;       /* [n_kv, n_qb, c_tot] */
-	float2 *stats;       /* [n_q, t] (original selector) */
+	float *colmax; /* [n_kv, n_qb, c_tot] */
+	float2 *stats; /* [n_q, t] (original selector) */
 	const uint16_t *q, *ck;
 	uint32_t ld, t, p0, cap, n_qb, c_tot, d, G;
 	float scale;
@@ -485,7 +486,7 @@ static __device__ __forceinline__ bool kc_usable(const struct kb_sparse &sp, uin
 }
 
 __global__ void __launch_bounds__(KC_SP_THREADS)
-	kc_sp_forecast_kernel(struct kc_sp_args a, struct kb_sparse sp)
+    kc_sp_forecast_kernel(struct kc_sp_args a, struct kb_sparse sp)
 {
 	extern __shared__ __align__(128) unsigned char smem[];
 	uint32_t ldt = a.d + 8;
@@ -496,8 +497,8 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 	uint32_t c_qb = kc_entries(sp, a.p0 + q_end), j0 = jt * KC_TILE;
 	if (j0 >= c_qb)
 		return;
-	kc_load_tile(ks, ldt, a.ck + ((size_t)g * a.cap + j0) * a.d, a.d, min(KC_TILE, a.c_tot - j0),
-		     a.d);
+	kc_load_tile(ks, ldt, a.ck + ((size_t)g * a.cap + j0) * a.d, a.d,
+		     min(KC_TILE, a.c_tot - j0), a.d);
 	float cm = -INFINITY;
 	for (uint32_t r0 = q_first; r0 < q_end; r0 += KC_TILE) {
 		__syncthreads();
@@ -519,7 +520,7 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 
 /* Original selector, pass 1: per (query, head) softmax max and sum over its usable entries. */
 __global__ void __launch_bounds__(KC_SP_THREADS)
-	kc_sp_stats_kernel(struct kc_sp_args a, struct kb_sparse sp)
+    kc_sp_stats_kernel(struct kc_sp_args a, struct kb_sparse sp)
 {
 	extern __shared__ __align__(128) unsigned char smem[];
 	uint32_t ldt = a.d + 8;
@@ -546,8 +547,8 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 			for (uint32_t cc = 0; cc < 32; cc++) {
 				uint32_t j = j0 + half * 32 + cc;
 				if (j < c_row)
-					kc_ms_merge(m, s, sf[rr * KC_SLD + half * 32 + cc] * a.scale,
-						    1.0f);
+					kc_ms_merge(
+					    m, s, sf[rr * KC_SLD + half * 32 + cc] * a.scale, 1.0f);
 			}
 		}
 		float m2 = __shfl_xor_sync(0xffffffffu, m, 1);
@@ -560,7 +561,7 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 
 /* Original selector, pass 2: sum over the group of normalised probabilities, column max. */
 __global__ void __launch_bounds__(KC_SP_THREADS)
-	kc_sp_orig_kernel(struct kc_sp_args a, struct kb_sparse sp)
+    kc_sp_orig_kernel(struct kc_sp_args a, struct kb_sparse sp)
 {
 	extern __shared__ __align__(128) unsigned char smem[];
 	uint32_t ldt = a.d + 8;
@@ -571,8 +572,8 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 	uint32_t c_qb = kc_entries(sp, a.p0 + q_end), j0 = jt * KC_TILE;
 	if (j0 >= c_qb)
 		return;
-	kc_load_tile(ks, ldt, a.ck + ((size_t)g * a.cap + j0) * a.d, a.d, min(KC_TILE, a.c_tot - j0),
-		     a.d);
+	kc_load_tile(ks, ldt, a.ck + ((size_t)g * a.cap + j0) * a.d, a.d,
+		     min(KC_TILE, a.c_tot - j0), a.d);
 	float cm = -INFINITY;
 	for (uint32_t r0 = q_first; r0 < q_end; r0 += KC_TILE) {
 		uint32_t rows = min(KC_TILE, q_end - r0);
@@ -592,7 +593,7 @@ __global__ void __launch_bounds__(KC_SP_THREADS)
 				if (r < rows && kc_usable(sp, a.p0, r0 + r, j0 + c)) {
 					float2 st = a.stats[(size_t)h * a.t + r0 + r];
 					pf[r * KC_SLD + c] +=
-						expf(sf[r * KC_SLD + c] * a.scale - st.x) / st.y;
+					    expf(sf[r * KC_SLD + c] * a.scale - st.x) / st.y;
 				}
 			}
 		}
@@ -676,8 +677,8 @@ extern "C" int kc_select_prefill(cudaStream_t st, int32_t *sel, const uint16_t *
 	if (a.c_tot) {
 		dim3 grid(kc_div_up(a.c_tot, KC_TILE), a.n_qb, n_kv);
 		if (!original) {
-			kc_sp_forecast_kernel<<<grid, KC_SP_THREADS, kc_sp_smem(d, false), st>>>(a,
-												 *sp);
+			kc_sp_forecast_kernel<<<grid, KC_SP_THREADS, kc_sp_smem(d, false), st>>>(
+			    a, *sp);
 			KC_LAUNCHED("select_prefill_forecast");
 		} else {
 			dim3 sgrid(a.n_qb, n_q);

@@ -277,8 +277,9 @@ static void t_embed(uint32_t n, uint32_t hidden, uint32_t vocab)
 		ids[i] = irand(0, (int)vocab - 1);
 	float *oc = h_out((size_t)n * hidden * 4), *og = g_out((size_t)n * hidden * 4);
 	int rc = cpu->ops->embed(cpu, KB_STREAM_COMPUTE, oc, table, ids, n, hidden, vocab, 12.0f);
-	int rg = gpu->ops->embed(gpu, KB_STREAM_COMPUTE, og, g_in(table, (size_t)vocab * hidden * 2),
-				 g_in(ids, n * 4), n, hidden, vocab, 12.0f);
+	int rg =
+	    gpu->ops->embed(gpu, KB_STREAM_COMPUTE, og, g_in(table, (size_t)vocab * hidden * 2),
+			    g_in(ids, n * 4), n, hidden, vocab, 12.0f);
 	if (rc_pair(rc, rg))
 		cmp_f32("out", oc, g_get(og, (size_t)n * hidden * 4), (size_t)n * hidden, 1e-6, 0);
 	case_end();
@@ -321,8 +322,8 @@ static void t_residual(uint32_t n, uint32_t hidden)
 		resid[i] = unif(-3, 3);
 	fill_bf16(delta, (size_t)n * ldd, -1, 1);
 	float *rg_ = g_in(resid, rb);
-	int rc = cpu->ops->add_residual(cpu, KB_STREAM_COMPUTE, resid, delta, ldd, 0.25f, n,
-					hidden);
+	int rc =
+	    cpu->ops->add_residual(cpu, KB_STREAM_COMPUTE, resid, delta, ldd, 0.25f, n, hidden);
 	int rg = gpu->ops->add_residual(gpu, KB_STREAM_COMPUTE, rg_,
 					g_in(delta, (size_t)n * ldd * 2), ldd, 0.25f, n, hidden);
 	if (rc_pair(rc, rg))
@@ -372,15 +373,16 @@ static void t_argmax(uint32_t n, uint32_t vocab)
 	for (size_t i = 0; i < (size_t)n * vocab; i++)
 		lg[i] = unif(-10, 10);
 	for (uint32_t r = 0; r < n; r++) { /* planted ties: the lower index must win */
-		uint32_t a = (uint32_t)irand(0, (int)vocab - 1), b = (uint32_t)irand(0, (int)vocab - 1);
+		uint32_t a = (uint32_t)irand(0, (int)vocab - 1),
+			 b = (uint32_t)irand(0, (int)vocab - 1);
 		lg[(size_t)r * vocab + a] = 20.0f;
 		if (r % 2)
 			lg[(size_t)r * vocab + b] = 20.0f;
 	}
 	int32_t *oc = h_out(n * 4), *og = g_out(n * 4);
 	int rc = cpu->ops->argmax(cpu, KB_STREAM_COMPUTE, oc, lg, n, vocab);
-	int rg = gpu->ops->argmax(gpu, KB_STREAM_COMPUTE, og, g_in(lg, (size_t)n * vocab * 4), n,
-				  vocab);
+	int rg =
+	    gpu->ops->argmax(gpu, KB_STREAM_COMPUTE, og, g_in(lg, (size_t)n * vocab * 4), n, vocab);
 	if (rc_pair(rc, rg))
 		cmp_i32("out", oc, g_get(og, n * 4), n);
 	case_end();
@@ -416,8 +418,8 @@ static void t_gemm(uint32_t m, uint32_t n, uint32_t k, bool c_f32, float beta)
 
 /* ---------------------------------------------------------------- compressed keys */
 
-static const struct kb_sparse sp_small = { 64, 32, 16, 5, 4, 1, 1, 4, 12 };
-static const struct kb_sparse sp_paper = { 64, 32, 16, 5, 4, 1, 1, 32, 96 };
+static const struct kb_sparse sp_small = {64, 32, 16, 5, 4, 1, 1, 4, 12};
+static const struct kb_sparse sp_paper = {64, 32, 16, 5, 4, 1, 1, 32, 96};
 
 static void t_ck_prefill(uint32_t t, uint32_t n_kv, uint32_t d)
 {
@@ -454,11 +456,11 @@ static void t_ck_append(uint32_t b, uint32_t n_kv, uint32_t d)
 			 : i % 2    ? (int32_t)(kern - 1 + sp->ck_stride * irand(0, (int)cap - 1))
 				    : irand(0, (int)(cap * sp->ck_stride));
 	uint16_t *ckg = g_in(ck, ckb), *rgg = g_in(ring, rgb);
-	int rc = cpu->ops->ck_append(cpu, KB_STREAM_COMPUTE, ck, cap, ring, k, ld, pos, b, n_kv, d,
-				     sp);
-	int rg = gpu->ops->ck_append(gpu, KB_STREAM_COMPUTE, ckg, cap, rgg,
-				     g_in(k, (size_t)b * ld * 2), ld, g_in(pos, b * 4), b, n_kv, d,
-				     sp);
+	int rc =
+	    cpu->ops->ck_append(cpu, KB_STREAM_COMPUTE, ck, cap, ring, k, ld, pos, b, n_kv, d, sp);
+	int rg =
+	    gpu->ops->ck_append(gpu, KB_STREAM_COMPUTE, ckg, cap, rgg, g_in(k, (size_t)b * ld * 2),
+				ld, g_in(pos, b * 4), b, n_kv, d, sp);
 	if (rc_pair(rc, rg)) {
 		cmp_bf16("ck", ck, g_get(ckg, ckb), ckb / 2, BF_RTOL, 1e-3);
 		cmp_bytes("ring", ring, g_get(rgg, rgb), rgb);
@@ -471,8 +473,8 @@ static void t_ck_append(uint32_t b, uint32_t n_kv, uint32_t d)
 static void t_score_decode(uint32_t b, uint32_t n_kv, uint32_t group, uint32_t d, uint32_t cap,
 			   bool original)
 {
-	case_begin("score_decode", "b=%u n_kv=%u group=%u d=%u cap=%u original=%d", b, n_kv,
-		   group, d, cap, original);
+	case_begin("score_decode", "b=%u n_kv=%u group=%u d=%u cap=%u original=%d", b, n_kv, group,
+		   d, cap, original);
 	uint32_t n_q = original ? n_kv * group : n_kv, ld = n_q * d + 8;
 	size_t ckb = (size_t)b * n_kv * cap * d * 2, sb = (size_t)b * n_kv * cap * 4;
 	uint16_t *q = h_alloc((size_t)b * ld * 2), *ck = h_alloc(ckb);
@@ -484,8 +486,8 @@ static void t_score_decode(uint32_t b, uint32_t n_kv, uint32_t group, uint32_t d
 	float *sc = h_out(sb), *sg = g_out(sb), scale = 1.0f / sqrtf((float)d);
 	int rc = cpu->ops->score_decode(cpu, KB_STREAM_COMPUTE, sc, q, ld, ck, cap, ne, b, n_q,
 					n_kv, d, original, scale);
-	int rg = gpu->ops->score_decode(gpu, KB_STREAM_COMPUTE, sg, g_in(q, (size_t)b * ld * 2),
-					ld, g_in(ck, ckb), cap, g_in(ne, b * 4), b, n_q, n_kv, d,
+	int rg = gpu->ops->score_decode(gpu, KB_STREAM_COMPUTE, sg, g_in(q, (size_t)b * ld * 2), ld,
+					g_in(ck, ckb), cap, g_in(ne, b * 4), b, n_q, n_kv, d,
 					original, scale);
 	if (rc_pair(rc, rg))
 		cmp_f32("scores", sc, g_get(sg, sb), sb / 4, 1e-3, 1e-4);
@@ -506,7 +508,9 @@ static void t_select_decode(uint32_t b, uint32_t n_kv, const struct kb_sparse *s
 	for (size_t i = 0; i < sb / 4; i++)
 		sc[i] = (float)irand(-4, 4) * 0.5f;
 	for (uint32_t i = 0; i < b; i++) {
-		uint32_t tok = i == 0 ? 1 : i == 1 ? max_tokens : (uint32_t)irand(1, (int)max_tokens);
+		uint32_t tok = i == 0	? 1
+			       : i == 1 ? max_tokens
+					: (uint32_t)irand(1, (int)max_tokens);
 		ne[i] = (int32_t)kb_ck_entries(sp, tok);
 		nb[i] = (int32_t)((tok + sp->block - 1) / sp->block);
 	}
@@ -523,9 +527,9 @@ static void t_select_decode(uint32_t b, uint32_t n_kv, const struct kb_sparse *s
  * Reference pooled block scores (double) of query block qb for the prefill selection, used to
  * accept top-k differences that are near-ties at the k-th score.
  */
-static void ref_prefill_blocks(double *bs, uint32_t nb, const uint16_t *q, uint32_t ld,
-			       uint32_t t, uint32_t p0, const uint16_t *ck, uint32_t cap,
-			       uint32_t n_q, uint32_t n_kv, uint32_t d, bool original, float scale,
+static void ref_prefill_blocks(double *bs, uint32_t nb, const uint16_t *q, uint32_t ld, uint32_t t,
+			       uint32_t p0, const uint16_t *ck, uint32_t cap, uint32_t n_q,
+			       uint32_t n_kv, uint32_t d, bool original, float scale,
 			       const struct kb_sparse *sp, uint32_t g, uint32_t qb)
 {
 	uint32_t G = n_q / n_kv, i0 = qb * sp->block, i1 = i0 + sp->block < t ? i0 + sp->block : t;
@@ -545,8 +549,9 @@ static void ref_prefill_blocks(double *bs, uint32_t nb, const uint16_t *q, uint3
 			for (uint32_t j = 0; j < ne; j++) {
 				double dot = 0;
 				for (uint32_t c = 0; c < d; c++)
-					dot += (double)kb_bf16_to_f32(q[(size_t)i * ld + h * d + c]) *
-					       kb_bf16_to_f32(ck[((size_t)g * cap + j) * d + c]);
+					dot +=
+					    (double)kb_bf16_to_f32(q[(size_t)i * ld + h * d + c]) *
+					    kb_bf16_to_f32(ck[((size_t)g * cap + j) * d + c]);
 				l[j] = original ? dot * scale : dot;
 				if (l[j] > mx)
 					mx = l[j];
@@ -581,8 +586,7 @@ static void ref_prefill_blocks(double *bs, uint32_t nb, const uint16_t *q, uint3
 }
 
 /* Same ids, or differences only among blocks whose score ties the k-th score (within tol). */
-static bool sel_equiv(const int32_t *a, const int32_t *b, uint32_t k, const double *bs,
-		      double tol)
+static bool sel_equiv(const int32_t *a, const int32_t *b, uint32_t k, const double *bs, double tol)
 {
 	double kth = INFINITY;
 	for (uint32_t i = 0; i < k; i++)
@@ -608,11 +612,11 @@ static bool sel_equiv(const int32_t *a, const int32_t *b, uint32_t k, const doub
 	return ca == cb;
 }
 
-static void t_select_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t group,
-			     uint32_t d, bool original, const struct kb_sparse *sp)
+static void t_select_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t group, uint32_t d,
+			     bool original, const struct kb_sparse *sp)
 {
-	case_begin("select_prefill", "t=%u p0=%u n_kv=%u group=%u d=%u original=%d topk=%u", t,
-		   p0, n_kv, group, d, original, sp->topk);
+	case_begin("select_prefill", "t=%u p0=%u n_kv=%u group=%u d=%u original=%d topk=%u", t, p0,
+		   n_kv, group, d, original, sp->topk);
 	uint32_t n_q = original ? n_kv * group : n_kv, ld = n_q * d + 8;
 	uint32_t cap = kb_ck_entries(sp, p0 + t) + 5, n_qb = (t + sp->block - 1) / sp->block;
 	size_t ckb = (size_t)n_kv * cap * d * 2, selb = (size_t)n_kv * n_qb * sp->topk * 4;
@@ -630,9 +634,9 @@ static void t_select_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t gr
 	int32_t *oc = h_out(selb), *og = g_out(selb);
 	int rc = cpu->ops->select_prefill(cpu, KB_STREAM_COMPUTE, oc, q, ld, t, p0, ck, cap, n_q,
 					  n_kv, d, original, scale, sp, h_alloc(wc));
-	int rg = gpu->ops->select_prefill(gpu, KB_STREAM_COMPUTE, og,
-					  g_in(q, (size_t)t * ld * 2), ld, t, p0, g_in(ck, ckb),
-					  cap, n_q, n_kv, d, original, scale, sp, g_alloc(wg));
+	int rg = gpu->ops->select_prefill(gpu, KB_STREAM_COMPUTE, og, g_in(q, (size_t)t * ld * 2),
+					  ld, t, p0, g_in(ck, ckb), cap, n_q, n_kv, d, original,
+					  scale, sp, g_alloc(wg));
 	if (!rc_pair(rc, rg)) {
 		case_end();
 		return;
@@ -654,7 +658,8 @@ static void t_select_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t gr
 			ref_prefill_blocks(bs, p0 / sp->block + qb + 1, q, ld, t, p0, ck, cap, n_q,
 					   n_kv, d, original, scale, sp, g, qb);
 			if (!sel_equiv(oc + o, got + o, sp->topk, bs, 1e-4)) {
-				fail("sel g=%u qb=%u differs beyond near-ties (first ids cpu %d cuda "
+				fail("sel g=%u qb=%u differs beyond near-ties (first ids cpu %d "
+				     "cuda "
 				     "%d)",
 				     g, qb, oc[o], got[o]);
 				g = n_kv;
@@ -685,7 +690,8 @@ static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_bl
 			}
 			map[(size_t)i * n_slots + s] = m;
 		}
-		/* selection: a random ascending subset; it fits because k < n_slots or no protect */
+		/* selection: a random ascending subset; it fits because k < n_slots or no protect
+		 */
 		uint32_t want = (uint32_t)irand(0, (int)k), got = 0;
 		memset(used, 0, n_blocks);
 		for (uint32_t c = 0; c < want; c++)
@@ -715,8 +721,8 @@ static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_bl
 }
 
 /* Gather from registered host memory (h2d) or scatter into it (!h2d). */
-static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst,
-			 uint32_t n_ctas, bool h2d)
+static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst, uint32_t n_ctas,
+			 bool h2d)
 {
 	case_begin("copy_units", "n=%u unit=%zu src_units=%u dst_units=%u ctas=%u h2d=%d", n, unit,
 		   n_src, n_dst, n_ctas, h2d);
@@ -782,8 +788,8 @@ static void t_kv_pack(uint32_t t0, uint32_t t, uint32_t n_kv, uint32_t d, uint32
 	uint16_t *uc = h_out(ub), *ug = g_out(ub);
 	int rc = cpu->ops->kv_pack(cpu, KB_STREAM_COMPUTE, uc, ui, k, v, ld, t0, t, n_kv, d, block);
 	int rg = gpu->ops->kv_pack(gpu, KB_STREAM_COMPUTE, ug, g_in(ui, (size_t)nbt * n_kv * 4),
-				   g_in(k, (size_t)t * ld * 2), g_in(v, (size_t)t * ld * 2), ld,
-				   t0, t, n_kv, d, block);
+				   g_in(k, (size_t)t * ld * 2), g_in(v, (size_t)t * ld * 2), ld, t0,
+				   t, n_kv, d, block);
 	if (rc_pair(rc, rg))
 		cmp_bytes("units", uc, g_get(ug, ub), ub);
 	case_end();
@@ -803,8 +809,8 @@ static void t_kv_store(uint32_t b, uint32_t n_kv, uint32_t d, uint32_t block)
 	for (uint32_t i = 0; i < b; i++)
 		pos[i] = irand(0, 100000);
 	uint16_t *uc = h_out(ub), *ug = g_out(ub);
-	int rc = cpu->ops->kv_store(cpu, KB_STREAM_COMPUTE, uc, ui, k, v, ld, pos, b, n_kv, d,
-				    block);
+	int rc =
+	    cpu->ops->kv_store(cpu, KB_STREAM_COMPUTE, uc, ui, k, v, ld, pos, b, n_kv, d, block);
 	int rg = gpu->ops->kv_store(gpu, KB_STREAM_COMPUTE, ug, g_in(ui, n_units * 4),
 				    g_in(k, (size_t)b * ld * 2), g_in(v, (size_t)b * ld * 2), ld,
 				    g_in(pos, b * 4), b, n_kv, d, block);
@@ -855,9 +861,10 @@ static void t_resolve_loads(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n
 		base[i] = (int64_t)(n - 1 - i) * n_blocks;
 		nl[i] = irand(0, (int)k);
 		for (uint32_t j = 0; j < k; j++) {
-			ls[(size_t)i * k + j] = j < (uint32_t)nl[i] ? irand(0, (int)n_slots - 1) : -1;
+			ls[(size_t)i * k + j] =
+			    j < (uint32_t)nl[i] ? irand(0, (int)n_slots - 1) : -1;
 			lbk[(size_t)i * k + j] =
-				j < (uint32_t)nl[i] ? irand(0, (int)n_blocks - 1) : -1;
+			    j < (uint32_t)nl[i] ? irand(0, (int)n_blocks - 1) : -1;
 		}
 	}
 	for (size_t i = 0; i < wb / 8; i++)
@@ -879,11 +886,11 @@ static void t_resolve_loads(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n
 
 /* ---------------------------------------------------------------- attention */
 
-static void t_attn_decode(uint32_t b, uint32_t n_kv, uint32_t group, uint32_t d,
-			  uint32_t n_units, uint32_t block)
+static void t_attn_decode(uint32_t b, uint32_t n_kv, uint32_t group, uint32_t d, uint32_t n_units,
+			  uint32_t block)
 {
-	case_begin("attn_decode", "b=%u n_kv=%u group=%u d=%u n_units=%u block=%u", b, n_kv,
-		   group, d, n_units, block);
+	case_begin("attn_decode", "b=%u n_kv=%u group=%u d=%u n_units=%u block=%u", b, n_kv, group,
+		   d, n_units, block);
 	uint32_t n_q = n_kv * group, ldq = n_q * d + 8, ldo = n_q * d + 16, pool = 2 * n_units + 1;
 	size_t ub = (size_t)pool * 2 * block * d * 2, tb = (size_t)b * n_kv * n_units * 4;
 	size_t ob = (size_t)b * ldo * 2;
@@ -904,10 +911,9 @@ static void t_attn_decode(uint32_t b, uint32_t n_kv, uint32_t group, uint32_t d,
 	size_t wg = gpu->ops->attn_decode_work(gpu, b, n_q, n_units, d);
 	int rc = cpu->ops->attn_decode(cpu, KB_STREAM_COMPUTE, oc, ldo, q, ldq, units, ui, ul,
 				       n_units, b, n_q, n_kv, d, block, scale, h_alloc(wc));
-	int rg = gpu->ops->attn_decode(gpu, KB_STREAM_COMPUTE, og, ldo,
-				       g_in(q, (size_t)b * ldq * 2), ldq, g_in(units, ub),
-				       g_in(ui, tb), g_in(ul, tb), n_units, b, n_q, n_kv, d, block,
-				       scale, g_alloc(wg));
+	int rg = gpu->ops->attn_decode(
+	    gpu, KB_STREAM_COMPUTE, og, ldo, g_in(q, (size_t)b * ldq * 2), ldq, g_in(units, ub),
+	    g_in(ui, tb), g_in(ul, tb), n_units, b, n_q, n_kv, d, block, scale, g_alloc(wg));
 	if (rc_pair(rc, rg))
 		cmp_bf16("out", oc, g_get(og, ob), ob / 2, BF_RTOL, 4e-3);
 	case_end();
@@ -931,10 +937,9 @@ static void t_attn_decode_dense(uint32_t b, uint32_t n_kv, uint32_t group, uint3
 	float scale = 1.0f / sqrtf((float)d);
 	int rc = cpu->ops->attn_decode_dense(cpu, KB_STREAM_COMPUTE, oc, ldo, q, ldq, kc, vc, t_cap,
 					     len, b, n_q, n_kv, d, scale, NULL);
-	int rg = gpu->ops->attn_decode_dense(gpu, KB_STREAM_COMPUTE, og, ldo,
-					     g_in(q, (size_t)b * ldq * 2), ldq, g_in(kc, cb),
-					     g_in(vc, cb), t_cap, g_in(len, b * 4), b, n_q, n_kv, d,
-					     scale, NULL);
+	int rg = gpu->ops->attn_decode_dense(
+	    gpu, KB_STREAM_COMPUTE, og, ldo, g_in(q, (size_t)b * ldq * 2), ldq, g_in(kc, cb),
+	    g_in(vc, cb), t_cap, g_in(len, b * 4), b, n_q, n_kv, d, scale, NULL);
 	if (rc_pair(rc, rg))
 		cmp_bf16("out", oc, g_get(og, ob), ob / 2, BF_RTOL, 4e-3);
 	case_end();
@@ -948,7 +953,8 @@ static void t_attn_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t grou
 		   n_kv, group, d, sparse, topk);
 	uint32_t n_q = n_kv * group, ldq = n_q * d + 8, ldkv = n_kv * d + 8, ldo = n_q * d;
 	uint32_t n_qb = (t + block - 1) / block;
-	size_t qb_ = (size_t)t * ldq * 2, kvb = (size_t)(p0 + t) * ldkv * 2, ob = (size_t)t * ldo * 2;
+	size_t qb_ = (size_t)t * ldq * 2, kvb = (size_t)(p0 + t) * ldkv * 2,
+	       ob = (size_t)t * ldo * 2;
 	size_t sb = (size_t)n_kv * n_qb * topk * 4;
 	uint16_t *q = h_alloc(qb_), *k = h_alloc(kvb), *v = h_alloc(kvb);
 	int32_t *sel = h_alloc(sb);
@@ -1018,14 +1024,14 @@ int main(void)
 		return 77;
 	}
 	const char *env = getenv("SPARDA_TEST_SEED");
-	uint64_t seed = env ? strtoull(env, NULL, 0)
-			    : (uint64_t)time(NULL) * 1000003ull ^ (uint64_t)getpid();
+	uint64_t seed =
+	    env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003ull ^ (uint64_t)getpid();
 	rng_state = seed;
 	printf("test_conformance: seed=%llu (replay with SPARDA_TEST_SEED=%llu)\n",
 	       (unsigned long long)seed, (unsigned long long)seed);
 	fflush(stdout);
-	struct kb_opts oc = { .kind = KB_KIND_CPU, .cpu_threads = 0 };
-	struct kb_opts og = { .kind = self ? KB_KIND_CPU : KB_KIND_CUDA, .device = 0 };
+	struct kb_opts oc = {.kind = KB_KIND_CPU, .cpu_threads = 0};
+	struct kb_opts og = {.kind = self ? KB_KIND_CPU : KB_KIND_CUDA, .device = 0};
 	int e = kb_open(&oc, &cpu);
 	if (e)
 		die("kb_open cpu", e);

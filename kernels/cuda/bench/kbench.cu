@@ -17,21 +17,21 @@ extern "C" {
 #include "backend.h"
 }
 
-#define CK(call)                                                                         \
-	do {                                                                             \
-		cudaError_t e_ = (call);                                                 \
-		if (e_ != cudaSuccess) {                                                 \
-			fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));      \
-			exit(1);                                                         \
-		}                                                                        \
+#define CK(call)                                                                                   \
+	do {                                                                                       \
+		cudaError_t e_ = (call);                                                           \
+		if (e_ != cudaSuccess) {                                                           \
+			fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));                \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
-#define KB(call)                                                                         \
-	do {                                                                             \
-		int r_ = (call);                                                         \
-		if (r_) {                                                                \
-			fprintf(stderr, "%s: %d\n", #call, r_);                          \
-			exit(1);                                                         \
-		}                                                                        \
+#define KB(call)                                                                                   \
+	do {                                                                                       \
+		int r_ = (call);                                                                   \
+		if (r_) {                                                                          \
+			fprintf(stderr, "%s: %d\n", #call, r_);                                    \
+			exit(1);                                                                   \
+		}                                                                                  \
 	} while (0)
 
 struct row {
@@ -43,8 +43,8 @@ static std::vector<row> rows;
 static struct kb *kb;
 static double hbm_gbs, gemm_tfs, h2d_gbs;
 
-static void add_row(const char *name, const char *params, double us, double bytes,
-		    double flops, const char *ceil_name)
+static void add_row(const char *name, const char *params, double us, double bytes, double flops,
+		    const char *ceil_name)
 {
 	row r = {};
 	snprintf(r.name, sizeof(r.name), "%s", name);
@@ -53,7 +53,7 @@ static void add_row(const char *name, const char *params, double us, double byte
 	r.us = us;
 	r.bytes = bytes;
 	r.flops = flops;
-	double ceil = !strcmp(ceil_name, "hbm")    ? bytes / (hbm_gbs * 1e3)
+	double ceil = !strcmp(ceil_name, "hbm")	   ? bytes / (hbm_gbs * 1e3)
 		      : !strcmp(ceil_name, "gemm") ? flops / (gemm_tfs * 1e6)
 		      : !strcmp(ceil_name, "h2d")  ? bytes / (h2d_gbs * 1e3)
 						   : 0;
@@ -126,9 +126,8 @@ static void ceilings(void)
 	size_t n = (size_t)1 << 30;
 	void *x = dev(n), *y = dev(n);
 	KB(kb->ops->memset(kb, x, 1, n, KB_STREAM_COMPUTE));
-	double us = time_us(KB_STREAM_COMPUTE, 10, [&] {
-		KB(kb->ops->memcpy(kb, y, x, n, KB_D2D, KB_STREAM_COMPUTE));
-	});
+	double us = time_us(KB_STREAM_COMPUTE, 10,
+			    [&] { KB(kb->ops->memcpy(kb, y, x, n, KB_D2D, KB_STREAM_COMPUTE)); });
 	hbm_gbs = 2.0 * n / us / 1e3;
 	uint32_t g = 8192;
 	uint16_t *a = dev_bf16((size_t)g * g, 1), *w = dev_bf16((size_t)g * g, 1);
@@ -139,9 +138,8 @@ static void ceilings(void)
 	void *h = aligned_alloc(4096, n), *hd;
 	memset(h, 1, n);
 	KB(kb->ops->host_register(kb, h, n, &hd));
-	us = time_us(KB_STREAM_COPY, 5, [&] {
-		KB(kb->ops->memcpy(kb, y, h, n, KB_H2D, KB_STREAM_COPY));
-	});
+	us = time_us(KB_STREAM_COPY, 5,
+		     [&] { KB(kb->ops->memcpy(kb, y, h, n, KB_H2D, KB_STREAM_COPY)); });
 	h2d_gbs = (double)n / us / 1e3;
 	KB(kb->ops->host_unregister(kb, h));
 	free(h);
@@ -175,9 +173,10 @@ static void bench_gather(bool quick)
 		used[d] = 1;
 		di[i] = d;
 	}
-	int32_t *sid = (int32_t *)dev_copy(si.data(), n * 4), *did = (int32_t *)dev_copy(di.data(), n * 4);
+	int32_t *sid = (int32_t *)dev_copy(si.data(), n * 4),
+		*did = (int32_t *)dev_copy(di.data(), n * 4);
 	char p[96];
-	for (uint32_t ctas : { 8u, 16u, 32u, 64u }) {
+	for (uint32_t ctas : {8u, 16u, 32u, 64u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
 			KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did, sid, n, unit,
 					       ctas));
@@ -185,7 +184,7 @@ static void bench_gather(bool quick)
 		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
 		add_row("copy_units gather", p, us, (double)n * unit, 0, "h2d");
 	}
-	for (uint32_t ctas : { 16u, 32u }) {
+	for (uint32_t ctas : {16u, 32u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
 			KB(kb->ops->copy_units(kb, KB_STREAM_COPY, hd, cache, sid, did, n, unit,
 					       ctas));
@@ -209,11 +208,12 @@ static void bench_attn_decode(const char *variant, uint32_t tps)
 	snprintf(tv, sizeof(tv), "%u", tps);
 	if (tps)
 		setenv("SPARDA_KCUDA_TPS", tv, 1);
-	for (uint32_t b : { 1u, 8u, 32u, 64u }) {
+	for (uint32_t b : {1u, 8u, 32u, 64u}) {
 		if (tps && b == 32)
 			continue;
 		size_t units = (size_t)b * n_kv * nu;
-		uint16_t *u = dev_bf16(units * 2 * block * d, 1), *q = dev_bf16((size_t)b * n_q * d, 1);
+		uint16_t *u = dev_bf16(units * 2 * block * d, 1),
+			 *q = dev_bf16((size_t)b * n_q * d, 1);
 		uint16_t *o = (uint16_t *)dev((size_t)b * n_q * d * 2);
 		std::vector<int32_t> idx(units), len(units);
 		for (size_t i = 0; i < units; i++) {
@@ -224,8 +224,8 @@ static void bench_attn_decode(const char *variant, uint32_t tps)
 		int32_t *ul = (int32_t *)dev_copy(len.data(), units * 4);
 		void *work = dev(kb->ops->attn_decode_work(kb, b, n_q, nu, d));
 		double us = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->attn_decode(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, u, ui,
-						ul, nu, b, n_q, n_kv, d, block, 0.0884f, work));
+			KB(kb->ops->attn_decode(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, u,
+						ui, ul, nu, b, n_q, n_kv, d, block, 0.0884f, work));
 		});
 		char p[96];
 		snprintf(p, sizeof(p), "%s b=%u heads=32/2 d=128 units=96 tps=%s", variant, b,
@@ -245,16 +245,16 @@ static void bench_attn_decode(const char *variant, uint32_t tps)
 /* One layer's selection at 128K: Forecast scores, pooling + top-96, cache diff. */
 static void bench_selection(void)
 {
-	const struct kb_sparse sp = { 64, 32, 16, 5, 4, 1, 1, 32, 96 };
+	const struct kb_sparse sp = {64, 32, 16, 5, 4, 1, 1, 32, 96};
 	const uint32_t n_kv = 2, d = 128, tokens = 131072, n_slots = 96;
 	const uint32_t cap = kb_ck_entries(&sp, tokens), nb = tokens / 64;
-	for (uint32_t b : { 1u, 16u }) {
+	for (uint32_t b : {1u, 16u}) {
 		uint16_t *ck = dev_bf16((size_t)b * n_kv * cap * d, 1);
 		uint16_t *q = dev_bf16((size_t)b * 32 * d, 1);
 		float *sc = (float *)dev((size_t)b * n_kv * cap * 4);
 		int32_t *sel = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4);
-		std::vector<int32_t> ne(b, (int32_t)cap), nbl(b, (int32_t)nb), map(b * n_kv * n_slots),
-			prot(b * n_kv, (int32_t)n_slots - 1);
+		std::vector<int32_t> ne(b, (int32_t)cap), nbl(b, (int32_t)nb),
+		    map(b * n_kv * n_slots), prot(b * n_kv, (int32_t)n_slots - 1);
 		for (size_t i = 0; i < map.size(); i++)
 			map[i] = (int32_t)((i * 37) % nb);
 		int32_t *ned = (int32_t *)dev_copy(ne.data(), b * 4);
@@ -262,25 +262,26 @@ static void bench_selection(void)
 		int32_t *mapd = (int32_t *)dev_copy(map.data(), map.size() * 4);
 		int32_t *protd = (int32_t *)dev_copy(prot.data(), prot.size() * 4);
 		int32_t *ls = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4 * 2 + b * n_kv * 8);
-		int32_t *lb = ls + b * n_kv * sp.topk, *nl = lb + b * n_kv * sp.topk, *hits = nl + b * n_kv;
+		int32_t *lb = ls + b * n_kv * sp.topk, *nl = lb + b * n_kv * sp.topk,
+			*hits = nl + b * n_kv;
 		char p[96];
 		double us_s = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, n_kv * d, ck, cap, ned, b,
-						 n_kv, n_kv, d, false, 1.0f));
+			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, n_kv * d, ck, cap,
+						 ned, b, n_kv, n_kv, d, false, 1.0f));
 		});
 		snprintf(p, sizeof(p), "forecast b=%u C=%u kv=2 d=128", b, cap);
 		add_row("score_decode", p, us_s, (double)b * n_kv * cap * d * 2,
 			2.0 * b * n_kv * cap * d, "hbm");
 		double us_o = time_us(KB_STREAM_COMPUTE, 10, [&] {
-			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, 32 * d, ck, cap, ned, b,
-						 32, n_kv, d, true, 0.0884f));
+			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, 32 * d, ck, cap, ned,
+						 b, 32, n_kv, d, true, 0.0884f));
 		});
 		snprintf(p, sizeof(p), "original b=%u C=%u heads=32/2", b, cap);
 		add_row("score_decode", p, us_o, (double)b * n_kv * cap * d * 2,
 			4.0 * b * 32 * cap * d, "hbm");
 		double us_k = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->select_decode(kb, KB_STREAM_COMPUTE, sel, sc, cap, ned, nbd, b, n_kv,
-						  &sp));
+			KB(kb->ops->select_decode(kb, KB_STREAM_COMPUTE, sel, sc, cap, ned, nbd, b,
+						  n_kv, &sp));
 		});
 		snprintf(p, sizeof(p), "b=%u blocks=%u topk=96", b, nb);
 		add_row("select_decode", p, us_k, (double)b * n_kv * cap * 4, 0, "hbm");
@@ -306,12 +307,13 @@ static void bench_selection(void)
 
 static void bench_prefill(bool quick)
 {
-	const struct kb_sparse sp = { 64, 32, 16, 5, 4, 1, 1, 32, 96 };
+	const struct kb_sparse sp = {64, 32, 16, 5, 4, 1, 1, 32, 96};
 	const uint32_t n_q = 32, n_kv = 2, d = 128;
 	uint32_t t = quick ? 8192 : 32768;
 	uint32_t cap = kb_ck_entries(&sp, t);
 	uint16_t *q = dev_bf16((size_t)t * n_q * d, 1), *k = dev_bf16((size_t)t * n_kv * d, 1);
-	uint16_t *v = dev_bf16((size_t)t * n_kv * d, 1), *o = (uint16_t *)dev((size_t)t * n_q * d * 2);
+	uint16_t *v = dev_bf16((size_t)t * n_kv * d, 1),
+		 *o = (uint16_t *)dev((size_t)t * n_q * d * 2);
 	uint16_t *ck = dev_bf16((size_t)n_kv * cap * d, 1), *f = dev_bf16((size_t)t * n_kv * d, 1);
 	uint32_t n_qb = t / 64;
 	int32_t *sel = (int32_t *)dev((size_t)n_kv * n_qb * sp.topk * 4);
@@ -389,8 +391,9 @@ static void write_json(const char *path)
 		perror(path);
 		return;
 	}
-	fprintf(f, "{\"ceilings\": {\"hbm_copy_gbs\": %.1f, \"gemm_bf16_tflops\": %.1f, "
-		   "\"pinned_h2d_gbs\": %.2f},\n \"ops\": [\n",
+	fprintf(f,
+		"{\"ceilings\": {\"hbm_copy_gbs\": %.1f, \"gemm_bf16_tflops\": %.1f, "
+		"\"pinned_h2d_gbs\": %.2f},\n \"ops\": [\n",
 		hbm_gbs, gemm_tfs, h2d_gbs);
 	for (size_t i = 0; i < rows.size(); i++) {
 		const row &r = rows[i];
@@ -429,7 +432,7 @@ int main(int argc, char **argv)
 	ceilings();
 	bench_gather(quick);
 	bench_attn_decode("mma", 0);
-	for (uint32_t tps : { 2u, 4u, 8u, 16u })
+	for (uint32_t tps : {2u, 4u, 8u, 16u})
 		bench_attn_decode("mma", tps);
 	{
 		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
