@@ -1133,6 +1133,22 @@ int main(void)
 		t_attn_decode(2, 1, 32, 128, 10, 64);
 		t_attn_decode(2, 2, 4, 128, 6, 128);
 		t_attn_decode(64, 2, 16, 128, 96, 64);
+		/* the parallel split merge (SPARDA_KCUDA_MERGE=par), on the default kernel */
+		kb_destroy(gpu);
+		unsetenv("SPARDA_KCUDA_ATTN");
+		setenv("SPARDA_KCUDA_MERGE", "par", 1);
+		cur_variant = "(merge=par)";
+		e = kb_open(&og, &gpu);
+		if (e)
+			die("kb_open cuda (merge=par)", e);
+		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
+			t_attn_decode(1, 2, gq, 128, 7, 64);
+			t_attn_decode(1, 2, gq, 128, 96, 64);
+			t_attn_decode(9, 2, gq, 64, 33, 64);
+			t_attn_decode_dense(3, 2, gq, 128, 300);
+		}
+		t_attn_decode(40, 2, 16, 128, 96, 64);
+		unsetenv("SPARDA_KCUDA_MERGE");
 		cur_variant = "";
 	}
 	t_attn_prefill(1, 0, 2, 4, 128, false, 0);
