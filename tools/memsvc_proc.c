@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 
 struct memsvc_proc {
 	pid_t pid;
+	pid_t parent; /* our pid, for the child's parent-death check */
 	bool reaped;
 	int status;
 	bool own_dir;
@@ -96,10 +98,16 @@ static void child_exec(const struct memsvc_proc_opts *o, struct memsvc_proc *p)
 		argv[n++] = "0";
 	}
 	argv[n] = NULL;
+	/* Never outlive the process that started us (a failed test, a killed tool). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != p->parent)
+		_exit(127);
 	if (p->log[0]) {
 		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd >= 0)
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO); /* nor hold our stdout pipe open */
 			dup2(fd, STDERR_FILENO);
+		}
 	}
 	execv(o->binary, (char *const *)argv);
 	_exit(127);
@@ -146,6 +154,7 @@ int memsvc_proc_start(const struct memsvc_proc_opts *o, struct memsvc_proc **out
 		goto out_free;
 	if (o->capture_stderr)
 		snprintf(p->log, sizeof(p->log), "%.*s/memsvc.log", PATH_MAX - 16, p->dir);
+	p->parent = getpid();
 	p->pid = fork();
 	if (p->pid < 0) {
 		rc = -errno;
