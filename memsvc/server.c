@@ -7,6 +7,7 @@
 #include "server_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@
 #define TAG "server"
 #define ATTACH_TIMEOUT_MS 5000 /* a connection that sends no Hello in this time is closed */
 #define ATTACH_MSG_MAX (64u << 10)
+
+static int open_attach(struct server *sv, char *err, size_t err_len);
 
 /* ---- connections ------------------------------------------------------------------------- */
 
@@ -430,7 +433,13 @@ static void bye_sweep(struct server *sv)
 int server_run(struct server *sv)
 {
 	struct epoll_event ev[32];
+	char err[512];
+	int r = open_attach(sv, err, sizeof(err));
 
+	if (r) {
+		log_error(TAG, "cannot listen", "status=%s error=\"%s\"", err_name(r), err);
+		return r;
+	}
 	log_info(TAG, "ready", "runtime_dir=%s attach=%s ctl=%s budget_bytes=%llu tenants=%zu "
 		 "epoch=%016llx pid=%d", sv->cfg->runtime_dir, sv->attach_path, sv->ctl_endpoint,
 		 (unsigned long long)sv->cfg->ram_budget, tenant_count(sv->tenants),
@@ -487,7 +496,7 @@ static int epoll_add(struct server *sv, int fd, struct evsrc *src, enum src_kind
 	return epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? err_from_errno() : 0;
 }
 
-static int open_attach(struct server *sv, char *err, size_t err_len)
+static int check_not_served(struct server *sv, char *err, size_t err_len)
 {
 	int fd = fdpass_connect(sv->attach_path);
 
@@ -496,12 +505,24 @@ static int open_attach(struct server *sv, char *err, size_t err_len)
 		snprintf(err, err_len, "%s: another sparda-memsvc is serving it", sv->attach_path);
 		return -EADDRINUSE;
 	}
+	return 0;
+}
+
+/*
+ * Bound last, from server_run: the socket file appearing is what clients and tests take as
+ * "ready", so every other endpoint (metrics included) must be up by then.
+ */
+static int open_attach(struct server *sv, char *err, size_t err_len)
+{
 	sv->listen_fd = fdpass_listen(sv->attach_path, 64, 0666);
 	if (sv->listen_fd < 0) {
 		int r = sv->listen_fd;
 		snprintf(err, err_len, "listen %s: %s", sv->attach_path, err_str(r));
 		return r;
 	}
+	/* listen_event accepts until EAGAIN: a blocking socket would stall the loop. */
+	if (fcntl(sv->listen_fd, F_SETFL, fcntl(sv->listen_fd, F_GETFL) | O_NONBLOCK) < 0)
+		return err_from_errno();
 	return epoll_add(sv, sv->listen_fd, &sv->listen_src, SRC_LISTEN);
 }
 
@@ -602,7 +623,7 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 	if (!r)
 		r = open_paths(sv, err, err_len);
 	if (!r)
-		r = open_attach(sv, err, err_len);
+		r = check_not_served(sv, err, err_len);
 	if (!r)
 		r = open_zmq(sv, err, err_len);
 	if (!r && (r = notify_open(&sv->notify)))

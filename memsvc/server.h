@@ -17,15 +17,19 @@ struct server;
 struct tenant_table;
 
 /*
- * Create the runtime dir, bind every endpoint, block SIGTERM/SIGINT/SIGPIPE for the process
- * (call before starting other threads). Nothing is owned but the server's own resources.
+ * Create the runtime dir, refuse when a live daemon serves it, bind the ZeroMQ endpoint,
+ * start the hot-path worker, block SIGTERM/SIGINT/SIGPIPE for the process (call before
+ * starting other threads). Nothing is owned but the server's own resources.
  * Returns 0, or -errno with err naming the endpoint or step (-EADDRINUSE: a live daemon
  * already serves this runtime dir).
  */
 int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct mstats *stats,
 		struct server **out, char *err, size_t err_len);
 
-/* Serve until a drain completes. Returns 0, or -errno of a fatal loop error. */
+/*
+ * Bind attach.sock (last: its appearance means every endpoint is up), log "ready", notify
+ * READY=1 and serve until a drain completes. Returns 0, or -errno of the bind or the loop.
+ */
 int server_run(struct server *sv);
 
 /* Close every session and endpoint (removes the socket files). NULL ok. */
