@@ -115,7 +115,7 @@ static int open_seqs(struct demo *d)
 }
 
 /* One demo step: time fn, print a row, count a failure. */
-#define STEP(d, name, bytes, expr, okexpr)                                                         \
+#define STEP(d, name, units, bytes, expr, okexpr)                                                  \
 	do {                                                                                       \
 		uint64_t t0_ = time_now_ns();                                                      \
 		int rc_ = (expr);                                                                  \
@@ -124,7 +124,7 @@ static int open_seqs(struct demo *d)
 		if (!rc_ && !(okexpr))                                                             \
 			rc_ = -EPROTO;                                                             \
 		snprintf(res_, sizeof(res_), "%s", rc_ ? err_str(rc_) : "ok");                     \
-		row(name, (d)->n, bytes, dt_, res_);                                               \
+		row(name, units, bytes, dt_, res_);                                                \
 		if (rc_) {                                                                         \
 			(d)->failures++;                                                           \
 			return rc_;                                                                \
@@ -148,19 +148,19 @@ static int run_units(struct demo *d)
 {
 	uint64_t bytes = (uint64_t)d->n * d->unit_bytes, wrong;
 
-	STEP(d, "seq_open", 0, open_seqs(d), true);
-	STEP(d, "alloc (zmq)", bytes, memclient_alloc(d->c, d->u, d->n, d->r),
+	STEP(d, "seq_open", d->n_seqs, 0, open_seqs(d), true);
+	STEP(d, "alloc (zmq)", d->n, bytes, memclient_alloc(d->c, d->u, d->n, d->r),
 	     !bad_results(d, false));
-	STEP(d, "write + crc32c", bytes, write_units(d), true);
-	STEP(d, "commit (ring)", bytes, memclient_commit_ring(d->c, d->u, d->n, 1, d->r),
+	STEP(d, "write + crc32c", d->n, bytes, write_units(d), true);
+	STEP(d, "commit (ring)", d->n, bytes, memclient_commit_ring(d->c, d->u, d->n, 1, d->r),
 	     !bad_results(d, true));
-	STEP(d, "forecast (ring)", bytes, memclient_forecast(d->c, d->u, d->n, 2, d->r),
+	STEP(d, "forecast (ring)", d->n, bytes, memclient_forecast(d->c, d->u, d->n, 2, d->r),
 	     !bad_results(d, true));
 	wrong = verify(d);
 	printf("%-18s %7u %10llu %10s  wrong_bytes=%llu\n", "verify (ring)", d->n,
 	       (unsigned long long)bytes, "-", (unsigned long long)wrong);
 	d->failures += wrong != 0;
-	STEP(d, "forecast (zmq)", bytes, memclient_forecast_zmq(d->c, d->u, d->n, 3, d->r),
+	STEP(d, "forecast (zmq)", d->n, bytes, memclient_forecast_zmq(d->c, d->u, d->n, 3, d->r),
 	     !bad_results(d, true));
 	wrong = verify(d);
 	printf("%-18s %7u %10llu %10s  wrong_bytes=%llu\n", "verify (zmq)", d->n,
