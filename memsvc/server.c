@@ -28,6 +28,7 @@
 #include "mconfig.h"
 #include "mstats.h"
 #include "notify.h"
+#include "ring.h"
 #include "session.h"
 #include "tenant.h"
 #include "timeutil.h"
@@ -399,6 +400,18 @@ static void signal_event(struct server *sv)
 	}
 }
 
+/*
+ * Drain is complete once no ring entry waits for an answer: ZeroMQ requests are answered as
+ * they arrive, so only the SQs can hold in-flight work. Clients saw ctl.closing already.
+ */
+static bool rings_idle(struct server *sv)
+{
+	for (size_t i = 0; i < sv->n_conns; i++)
+		if (sv->conns[i]->s && ring_count(session_sq(sv->conns[i]->s)))
+			return false;
+	return true;
+}
+
 static void timer_event(struct server *sv)
 {
 	uint64_t ticks, now = time_now_ms();
@@ -416,7 +429,7 @@ static void timer_event(struct server *sv)
 	}
 	/* ZMQ_FD only signals edges; a missed one must not strand a request. */
 	ctlreq_serve(sv);
-	if (sv->draining && (n_sessions(sv) == 0 || now >= sv->drain_deadline_ms))
+	if (sv->draining && (rings_idle(sv) || now >= sv->drain_deadline_ms))
 		sv->done = true;
 }
 
