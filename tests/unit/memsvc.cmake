@@ -6,3 +6,5 @@ sparda_test(test_memsvc_tenant SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_ten
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
 sparda_test(test_memsvc_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_config.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
+sparda_test(test_memsvc_session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_session.c
+            LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
