@@ -28,10 +28,14 @@ static struct log_ratelimit rl_bad;
 static enum sp_op unit_op(enum wire_kind k)
 {
 	switch (k) {
-	case WIRE_ALLOC: return SP_OP_ALLOC;
-	case WIRE_COMMIT: return SP_OP_COMMIT;
-	case WIRE_FREE: return SP_OP_FREE;
-	default: return SP_OP_FORECAST;
+	case WIRE_ALLOC:
+		return SP_OP_ALLOC;
+	case WIRE_COMMIT:
+		return SP_OP_COMMIT;
+	case WIRE_FREE:
+		return SP_OP_FREE;
+	default:
+		return SP_OP_FORECAST;
 	}
 }
 
@@ -55,13 +59,13 @@ static int do_units(struct session *s, const struct wire_request *rq, struct wir
 		for (uint32_t j = 0; j < g->count && k < n; j++, k++) {
 			/* A block past UINT32_MAX would wrap onto a valid one: make it invalid. */
 			uint64_t b = (uint64_t)g->block + j;
-			ids[k] = (struct store_unit_id){ g->seq_index, g->seq_gen, g->layer, g->head,
-							 b > UINT32_MAX ? UINT32_MAX : (uint32_t)b };
+			ids[k] = (struct store_unit_id){g->seq_index, g->seq_gen, g->layer, g->head,
+							b > UINT32_MAX ? UINT32_MAX : (uint32_t)b};
 		}
 	}
 	session_units_apply(s, unit_op(rq->kind), ids, k, rq->u.units.step, st, slot, gen);
 	for (uint32_t i = 0; i < k; i++)
-		res[i] = (struct wire_unit_result){ .status = st[i], .slot = slot[i], .gen = gen[i] };
+		res[i] = (struct wire_unit_result){.status = st[i], .slot = slot[i], .gen = gen[i]};
 	rp->kind = WIRE_FORECAST; /* the units body */
 	rp->u.units.results = res;
 	rp->u.units.n = k;
@@ -160,7 +164,10 @@ static void dispatch(struct server *sv, const struct wire_request *rq, struct wi
 	case WIRE_SEQ_CLOSE:
 		r = session_seq_close(s, rq->u.seq_close.seq_index, rq->u.seq_close.seq_gen);
 		break;
-	case WIRE_ALLOC: case WIRE_COMMIT: case WIRE_FREE: case WIRE_FORECAST:
+	case WIRE_ALLOC:
+	case WIRE_COMMIT:
+	case WIRE_FREE:
+	case WIRE_FORECAST:
 		r = do_units(s, rq, rp);
 		break;
 	case WIRE_STATS:
@@ -215,7 +222,7 @@ static bool serve_one(struct server *sv)
 {
 	struct wire_frames f;
 	struct wire_request rq;
-	struct wire_reply rp = { 0 };
+	struct wire_reply rp = {0};
 	char err[WIRE_ERROR_MAX] = "";
 	uint64_t t0 = time_now_ns();
 	int r = wire_zmq_recv(sv->router, true, &f, ZMQ_DONTWAIT);
@@ -238,8 +245,8 @@ static bool serve_one(struct server *sv)
 	r = wire_request_unpack(f.payload, f.len, &rq, err, sizeof(err));
 	if (r) {
 		mstats_errno(sv->stats, r);
-		log_write_rl(&rl_bad, 1000, LOG_LEVEL_WARN, TAG, "bad request", "status=%s error=\"%s\"",
-			     err_name(r), err);
+		log_write_rl(&rl_bad, 1000, LOG_LEVEL_WARN, TAG, "bad request",
+			     "status=%s error=\"%s\"", err_name(r), err);
 		wire_reply_error(&rp, 0, r, "%s", err[0] ? err : err_str(r));
 		send_reply(sv, &f, &rp);
 		wire_frames_fini(&f);

@@ -69,12 +69,15 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 		tenant_inflight_release(session_tenant(s), n);
 	} else {
 		for (uint32_t i = 0; i < n; i++)
-			cqe[i] = (struct sp_cqe){ .op = sqe[i].op, .flags = sqe[i].flags,
-						  .status = -EBUSY, .req_id = sqe[i].req_id,
-						  .slot = SP_UNIT_SLOT_NONE,
-						  .seq_index = sqe[i].seq_index,
-						  .layer = sqe[i].layer, .head = sqe[i].head,
-						  .block = sqe[i].block };
+			cqe[i] = (struct sp_cqe){.op = sqe[i].op,
+						 .flags = sqe[i].flags,
+						 .status = -EBUSY,
+						 .req_id = sqe[i].req_id,
+						 .slot = SP_UNIT_SLOT_NONE,
+						 .seq_index = sqe[i].seq_index,
+						 .layer = sqe[i].layer,
+						 .head = sqe[i].head,
+						 .block = sqe[i].block};
 	}
 	ring_push(cq, cqe, n);
 	(void)ring_doorbell(cq); /* a client that closed its eventfd only hurts itself */
@@ -247,7 +250,7 @@ static void wake(struct hotpath *hp)
 int hotpath_open(const struct hotpath_opts *o, struct hotpath **out)
 {
 	struct hotpath *hp = calloc(1, sizeof(*hp));
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	int r;
 
 	*out = NULL;
@@ -296,7 +299,7 @@ void hotpath_free(struct hotpath *hp)
 
 int hotpath_add(struct hotpath *hp, struct session *s)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	int fds[5];
 	int r;
 

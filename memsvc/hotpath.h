@@ -18,8 +18,8 @@ struct session;
 #define HOTPATH_BATCH 64u
 
 struct hotpath_opts {
-	uint64_t spin_ns;      /* sleep mode: spin this long after the last entry before sleeping */
-	struct mstats *stats;  /* not owned */
+	uint64_t spin_ns;     /* sleep mode: spin this long after the last entry before sleeping */
+	struct mstats *stats; /* not owned */
 };
 
 /* Start the sleep-mode worker. Returns 0, -ENOMEM or -errno of epoll/eventfd/pthread. */

@@ -16,52 +16,52 @@
 #define S(f) offsetof(struct mconfig, f), sizeof(((struct mconfig *)0)->f)
 #define N(f) offsetof(struct mconfig, f), 0
 
-static const char *const level_names[] = { "debug", "info", "warn", "error", "off", NULL };
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off", NULL};
 
 static const struct config_key keys[] = {
-	{ "runtime-dir", CONFIG_TYPE_STRING, S(runtime_dir), "", 0, 0, NULL,
-	  "directory of attach.sock and ctl.ipc (default $XDG_RUNTIME_DIR/sparda, /run/sparda "
-	  "or /tmp/sparda-$UID)" },
-	{ "ram-budget", CONFIG_TYPE_SIZE, N(ram_budget), "0", 0, 0, NULL,
-	  "bytes of RAM for all arenas; 0 = 50% of MemAvailable" },
-	{ "tenants", CONFIG_TYPE_STRING, S(tenants), "", 0, 0, NULL,
-	  "tenants file (name uid=U[,U] quota=BYTES [max-sessions=N] [max-seqs=N] "
-	  "[max-inflight=N]); empty = tenant 'default' for this uid and root" },
-	{ "default-quota", CONFIG_TYPE_SIZE, N(default_quota), "0", 0, 0, NULL,
-	  "arena bytes of the built-in 'default' tenant; 0 = the whole budget" },
-	{ "metrics-port", CONFIG_TYPE_UINT, N(metrics_port), "9464", 0, 65535, NULL,
-	  "HTTP port of /metrics and /healthz; 0 = off" },
-	{ "tcp", CONFIG_TYPE_STRING, S(tcp), "", 0, 0, NULL,
-	  "optional tcp://HOST:PORT control endpoint (requires CURVE: curve-secret and tcp-keys)" },
-	{ "tcp-keys", CONFIG_TYPE_STRING, S(tcp_keys), "", 0, 0, NULL,
-	  "allowed client keys for tcp: lines 'tenant z85-public-key'" },
-	{ "curve-secret", CONFIG_TYPE_STRING, S(curve_secret), "", 0, 0, NULL,
-	  "file holding the server's z85 CURVE secret key" },
-	{ "huge-pages", CONFIG_TYPE_BOOL, N(huge_pages), "false", 0, 0, NULL,
-	  "back arenas with huge pages (MFD_HUGETLB)" },
-	{ "max-sessions", CONFIG_TYPE_UINT, N(max_sessions), "64", 1, 4096, NULL,
-	  "attached sessions, all tenants" },
-	{ "max-arena", CONFIG_TYPE_SIZE, N(max_arena), "1T", 65536, 1125899906842624.0, NULL,
-	  "largest arena one session may request" },
-	{ "sq-entries", CONFIG_TYPE_UINT, N(sq_entries), "4096", 2, 1048576, NULL,
-	  "entries of each session's SQ and CQ rings (power of two)" },
-	{ "unit-words", CONFIG_TYPE_UINT, N(unit_words), "4", 1, 64, NULL,
-	  "unit words (index entries) per arena slot in each session's table" },
-	{ "drain-timeout-ms", CONFIG_TYPE_UINT, N(drain_timeout_ms), "5000", 0, 600000, NULL,
-	  "longest time a drain waits for sessions before exiting" },
-	{ "watchdog-ms", CONFIG_TYPE_UINT, N(watchdog_ms), "100", 10, 60000, NULL,
-	  "housekeeping period: deferred-slot reclaim, drain checks" },
-	{ "poll-spin-us", CONFIG_TYPE_UINT, N(poll_spin_us), "50", 0, 1000000, NULL,
-	  "sleep mode: spin this long on the SQ before sleeping on its doorbell" },
-	{ "log-level", CONFIG_TYPE_ENUM, N(log_level), "info", 0, 0, level_names,
-	  "debug, info, warn, error or off" },
+    {"runtime-dir", CONFIG_TYPE_STRING, S(runtime_dir), "", 0, 0, NULL,
+     "directory of attach.sock and ctl.ipc (default $XDG_RUNTIME_DIR/sparda, /run/sparda "
+     "or /tmp/sparda-$UID)"},
+    {"ram-budget", CONFIG_TYPE_SIZE, N(ram_budget), "0", 0, 0, NULL,
+     "bytes of RAM for all arenas; 0 = 50% of MemAvailable"},
+    {"tenants", CONFIG_TYPE_STRING, S(tenants), "", 0, 0, NULL,
+     "tenants file (name uid=U[,U] quota=BYTES [max-sessions=N] [max-seqs=N] "
+     "[max-inflight=N]); empty = tenant 'default' for this uid and root"},
+    {"default-quota", CONFIG_TYPE_SIZE, N(default_quota), "0", 0, 0, NULL,
+     "arena bytes of the built-in 'default' tenant; 0 = the whole budget"},
+    {"metrics-port", CONFIG_TYPE_UINT, N(metrics_port), "9464", 0, 65535, NULL,
+     "HTTP port of /metrics and /healthz; 0 = off"},
+    {"tcp", CONFIG_TYPE_STRING, S(tcp), "", 0, 0, NULL,
+     "optional tcp://HOST:PORT control endpoint (requires CURVE: curve-secret and tcp-keys)"},
+    {"tcp-keys", CONFIG_TYPE_STRING, S(tcp_keys), "", 0, 0, NULL,
+     "allowed client keys for tcp: lines 'tenant z85-public-key'"},
+    {"curve-secret", CONFIG_TYPE_STRING, S(curve_secret), "", 0, 0, NULL,
+     "file holding the server's z85 CURVE secret key"},
+    {"huge-pages", CONFIG_TYPE_BOOL, N(huge_pages), "false", 0, 0, NULL,
+     "back arenas with huge pages (MFD_HUGETLB)"},
+    {"max-sessions", CONFIG_TYPE_UINT, N(max_sessions), "64", 1, 4096, NULL,
+     "attached sessions, all tenants"},
+    {"max-arena", CONFIG_TYPE_SIZE, N(max_arena), "1T", 65536, 1125899906842624.0, NULL,
+     "largest arena one session may request"},
+    {"sq-entries", CONFIG_TYPE_UINT, N(sq_entries), "4096", 2, 1048576, NULL,
+     "entries of each session's SQ and CQ rings (power of two)"},
+    {"unit-words", CONFIG_TYPE_UINT, N(unit_words), "4", 1, 64, NULL,
+     "unit words (index entries) per arena slot in each session's table"},
+    {"drain-timeout-ms", CONFIG_TYPE_UINT, N(drain_timeout_ms), "5000", 0, 600000, NULL,
+     "longest time a drain waits for sessions before exiting"},
+    {"watchdog-ms", CONFIG_TYPE_UINT, N(watchdog_ms), "100", 10, 60000, NULL,
+     "housekeeping period: deferred-slot reclaim, drain checks"},
+    {"poll-spin-us", CONFIG_TYPE_UINT, N(poll_spin_us), "50", 0, 1000000, NULL,
+     "sleep mode: spin this long on the SQ before sleeping on its doorbell"},
+    {"log-level", CONFIG_TYPE_ENUM, N(log_level), "info", 0, 0, level_names,
+     "debug, info, warn, error or off"},
 };
 
 static const struct config_table table = {
-	.program = "sparda-memsvc",
-	.summary = "KV memory service: per-tenant shared-memory arenas, block index, rings",
-	.keys = keys,
-	.n_keys = sizeof(keys) / sizeof(keys[0]),
+    .program = "sparda-memsvc",
+    .summary = "KV memory service: per-tenant shared-memory arenas, block index, rings",
+    .keys = keys,
+    .n_keys = sizeof(keys) / sizeof(keys[0]),
 };
 
 const struct config_table *mconfig_table(void)
@@ -79,8 +79,7 @@ int mconfig_load(struct mconfig *c, int argc, char **argv, FILE *out, char *err,
 	if (r != 0)
 		return r;
 	if (n_pos > 0) {
-		snprintf(err, err_len, "unexpected argument '%s' (flags are --key=value)",
-			 argv[1]);
+		snprintf(err, err_len, "unexpected argument '%s' (flags are --key=value)", argv[1]);
 		return -EINVAL;
 	}
 	return 0;
@@ -149,16 +148,18 @@ int mconfig_resolve(struct mconfig *c, char *err, size_t err_len)
 			 (unsigned long long)c->sq_entries);
 		return -EINVAL;
 	}
-	if (c->tcp[0] && (strncmp(c->tcp, "tcp://", 6) != 0 || !c->tcp_keys[0] ||
-			  !c->curve_secret[0])) {
+	if (c->tcp[0] &&
+	    (strncmp(c->tcp, "tcp://", 6) != 0 || !c->tcp_keys[0] || !c->curve_secret[0])) {
 		snprintf(err, err_len,
 			 "key tcp: '%s' needs the form tcp://HOST:PORT and both tcp-keys and "
-			 "curve-secret (tcp requires CURVE)", c->tcp);
+			 "curve-secret (tcp requires CURVE)",
+			 c->tcp);
 		return -EINVAL;
 	}
 	if (c->tcp[0]) {
 		/* Refuse rather than listen without the promised CURVE/ZAP protection. */
-		snprintf(err, err_len, "key tcp: the CURVE tcp endpoint is not available in this "
+		snprintf(err, err_len,
+			 "key tcp: the CURVE tcp endpoint is not available in this "
 			 "build; use the local ipc endpoint");
 		return -EOPNOTSUPP;
 	}

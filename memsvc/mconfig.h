@@ -15,23 +15,23 @@
 #define MCONFIG_PATH_MAX 256
 
 struct mconfig {
-	char runtime_dir[MCONFIG_PATH_MAX]; /* "" = derived (see mconfig_resolve) */
-	uint64_t ram_budget;                /* bytes of arenas; 0 = 50% of MemAvailable */
-	char tenants[MCONFIG_PATH_MAX];     /* tenants file; "" = one tenant "default" */
-	uint64_t default_quota;             /* bytes for the built-in tenant; 0 = the budget */
-	uint64_t metrics_port;              /* 0 = no HTTP endpoint */
-	char tcp[128];                      /* "tcp://HOST:PORT" or "" (off) */
-	char tcp_keys[MCONFIG_PATH_MAX];    /* lines "tenant z85-public-key" */
+	char runtime_dir[MCONFIG_PATH_MAX];  /* "" = derived (see mconfig_resolve) */
+	uint64_t ram_budget;		     /* bytes of arenas; 0 = 50% of MemAvailable */
+	char tenants[MCONFIG_PATH_MAX];	     /* tenants file; "" = one tenant "default" */
+	uint64_t default_quota;		     /* bytes for the built-in tenant; 0 = the budget */
+	uint64_t metrics_port;		     /* 0 = no HTTP endpoint */
+	char tcp[128];			     /* "tcp://HOST:PORT" or "" (off) */
+	char tcp_keys[MCONFIG_PATH_MAX];     /* lines "tenant z85-public-key" */
 	char curve_secret[MCONFIG_PATH_MAX]; /* file holding the server's z85 secret key */
 	bool huge_pages;
 	uint64_t max_sessions;
-	uint64_t max_arena;        /* largest arena one session may ask for */
-	uint64_t sq_entries;       /* SQ and CQ ring entries per session */
-	uint64_t unit_words;       /* unit words per session = this x slots (at least 65536) */
+	uint64_t max_arena;  /* largest arena one session may ask for */
+	uint64_t sq_entries; /* SQ and CQ ring entries per session */
+	uint64_t unit_words; /* unit words per session = this x slots (at least 65536) */
 	uint64_t drain_timeout_ms;
-	uint64_t watchdog_ms;      /* period of the housekeeping timer (epoch reclaim, watchdog) */
-	uint64_t poll_spin_us;     /* SLEEP mode: spin this long before sleeping on the doorbell */
-	int log_level;             /* enum log_level */
+	uint64_t watchdog_ms;  /* period of the housekeeping timer (epoch reclaim, watchdog) */
+	uint64_t poll_spin_us; /* SLEEP mode: spin this long before sleeping on the doorbell */
+	int log_level;	       /* enum log_level */
 };
 
 /*

@@ -26,8 +26,8 @@ struct metrics {
 
 /* Prometheus bucket bounds in nanoseconds (le labels are written in seconds). */
 static const uint64_t bounds_ns[] = {
-	1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000,
-	1000000, 2000000, 5000000, 10000000, 50000000, 100000000, 1000000000,
+    1000,   2000,    5000,    10000,   20000,	 50000,	   100000,    200000,
+    500000, 1000000, 2000000, 5000000, 10000000, 50000000, 100000000, 1000000000,
 };
 
 /*
@@ -56,9 +56,11 @@ static void render_hist(FILE *out, const char *path, const char *op, const struc
 			cum += h->bucket[b++];
 		fprintf(out,
 			"sparda_memsvc_request_seconds_bucket{path=\"%s\",op=\"%s\",le=\"%g\"} "
-			"%llu\n", path, op, (double)bounds_ns[i] / 1e9, (unsigned long long)cum);
+			"%llu\n",
+			path, op, (double)bounds_ns[i] / 1e9, (unsigned long long)cum);
 	}
-	fprintf(out, "sparda_memsvc_request_seconds_bucket{path=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n",
+	fprintf(out,
+		"sparda_memsvc_request_seconds_bucket{path=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n",
 		path, op, (unsigned long long)h->count);
 	fprintf(out, "sparda_memsvc_request_seconds_sum{path=\"%s\",op=\"%s\"} %.9f\n", path, op,
 		(double)h->sum_ns / 1e9);
@@ -80,24 +82,29 @@ static void render_server(FILE *out, struct server *sv)
 	gauge(out, "sparda_memsvc_ram_budget_bytes", "RAM budget for all arenas", s.budget_bytes);
 	gauge(out, "sparda_memsvc_arena_bytes", "bytes of arenas handed out", s.arena_bytes);
 	gauge(out, "sparda_memsvc_arena_used_bytes", "bytes of slots in use or deferred",
-	      s.slots_total ? s.arena_bytes / s.slots_total * (s.slots_used + s.slots_deferred) : 0);
+	      s.slots_total ? s.arena_bytes / s.slots_total * (s.slots_used + s.slots_deferred)
+			    : 0);
 	gauge(out, "sparda_memsvc_sessions", "attached sessions", s.sessions);
 	gauge(out, "sparda_memsvc_pending_attaches", "connections without a hello yet",
 	      s.pending_attaches);
 	gauge(out, "sparda_memsvc_seqs_open", "open sequences", s.seqs_open);
 	gauge(out, "sparda_memsvc_draining", "1 while draining", s.draining);
 	fprintf(out, "# HELP sparda_memsvc_slots arena slots by state\n"
-		"# TYPE sparda_memsvc_slots gauge\n");
-	fprintf(out, "sparda_memsvc_slots{state=\"free\"} %llu\n", (unsigned long long)s.slots_free);
-	fprintf(out, "sparda_memsvc_slots{state=\"used\"} %llu\n", (unsigned long long)s.slots_used);
+		     "# TYPE sparda_memsvc_slots gauge\n");
+	fprintf(out, "sparda_memsvc_slots{state=\"free\"} %llu\n",
+		(unsigned long long)s.slots_free);
+	fprintf(out, "sparda_memsvc_slots{state=\"used\"} %llu\n",
+		(unsigned long long)s.slots_used);
 	fprintf(out, "sparda_memsvc_slots{state=\"deferred\"} %llu\n",
 		(unsigned long long)s.slots_deferred);
-	fprintf(out, "# HELP sparda_memsvc_units units by state\n# TYPE sparda_memsvc_units gauge\n");
+	fprintf(out,
+		"# HELP sparda_memsvc_units units by state\n# TYPE sparda_memsvc_units gauge\n");
 	fprintf(out, "sparda_memsvc_units{state=\"allocated\"} %llu\n",
 		(unsigned long long)s.units_allocated);
 	fprintf(out, "sparda_memsvc_units{state=\"resident\"} %llu\n",
 		(unsigned long long)s.units_resident);
-	fprintf(out, "# HELP sparda_memsvc_attaches_total attach attempts by result\n"
+	fprintf(out,
+		"# HELP sparda_memsvc_attaches_total attach attempts by result\n"
 		"# TYPE sparda_memsvc_attaches_total counter\n"
 		"sparda_memsvc_attaches_total{result=\"ok\"} %llu\n"
 		"sparda_memsvc_attaches_total{result=\"refused\"} %llu\n",
@@ -108,7 +115,7 @@ static void render_tenants(FILE *out, struct tenant_table *t)
 {
 	gauge(out, "sparda_memsvc_tenants", "configured tenants", tenant_count(t));
 	fprintf(out, "# HELP sparda_memsvc_tenant_usage per-tenant use and limits (0 = none)\n"
-		"# TYPE sparda_memsvc_tenant_usage gauge\n");
+		     "# TYPE sparda_memsvc_tenant_usage gauge\n");
 	for (size_t i = 0; i < tenant_count(t); i++) {
 		struct tenant *tn = tenant_at(t, i);
 		struct tenant_usage u;
@@ -132,22 +139,24 @@ static void render_requests(FILE *out, struct mstats *st)
 	struct hist *h = malloc(sizeof(*h));
 
 	fprintf(out, "# HELP sparda_memsvc_requests_total requests by path and op\n"
-		"# TYPE sparda_memsvc_requests_total counter\n");
+		     "# TYPE sparda_memsvc_requests_total counter\n");
 	for (int p = 0; p < MSTATS_PATH_MAX; p++)
 		for (int k = 1; k < WIRE_KIND_MAX; k++)
 			if (mstats_requests(st, p, k))
-				fprintf(out, "sparda_memsvc_requests_total{path=\"%s\",op=\"%s\"} %llu\n",
-					mstats_path_name(p), wire_kind_name(k),
-					(unsigned long long)mstats_requests(st, p, k));
+				fprintf(
+				    out,
+				    "sparda_memsvc_requests_total{path=\"%s\",op=\"%s\"} %llu\n",
+				    mstats_path_name(p), wire_kind_name(k),
+				    (unsigned long long)mstats_requests(st, p, k));
 	fprintf(out, "# HELP sparda_memsvc_errors_total errors by kind\n"
-		"# TYPE sparda_memsvc_errors_total counter\n");
+		     "# TYPE sparda_memsvc_errors_total counter\n");
 	for (int e = 0; e < MSTATS_ERR_MAX; e++)
 		fprintf(out, "sparda_memsvc_errors_total{kind=\"%s\"} %llu\n", mstats_err_name(e),
 			(unsigned long long)mstats_errors(st, e));
 	if (!h)
 		return;
 	fprintf(out, "# HELP sparda_memsvc_request_seconds time to answer a request in memsvc\n"
-		"# TYPE sparda_memsvc_request_seconds histogram\n");
+		     "# TYPE sparda_memsvc_request_seconds histogram\n");
 	for (int p = 0; p < MSTATS_PATH_MAX; p++) {
 		for (int k = 1; k < WIRE_KIND_MAX; k++) {
 			mstats_hist(st, p, k, h);
@@ -225,8 +234,8 @@ int metrics_open(uint16_t port, struct server *sv, struct tenant_table *tenants,
 	m->tenants = tenants;
 	m->stats = stats;
 	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, port, NULL, NULL, handle, m,
-				MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-				MHD_OPTION_END);
+				MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+				10u, MHD_OPTION_END);
 	if (!m->d) {
 		snprintf(err, err_len, "metrics-port %u: cannot listen (in use?)", (unsigned)port);
 		free(m);

@@ -57,22 +57,26 @@ void mstats_errno(struct mstats *m, int neg_errno)
 	switch (neg_errno) {
 	case 0:
 		return;
-	case -EBADMSG: case -EPROTONOSUPPORT:
+	case -EBADMSG:
+	case -EPROTONOSUPPORT:
 		mstats_error(m, MSTATS_ERR_BADMSG);
 		return;
 	case -EMSGSIZE:
 		mstats_error(m, MSTATS_ERR_TOOBIG);
 		return;
-	case -EPERM: case -EACCES:
+	case -EPERM:
+	case -EACCES:
 		mstats_error(m, MSTATS_ERR_AUTH);
 		return;
-	case -EDQUOT: case -ENOMEM:
+	case -EDQUOT:
+	case -ENOMEM:
 		mstats_error(m, MSTATS_ERR_QUOTA);
 		return;
 	case -EBUSY:
 		mstats_error(m, MSTATS_ERR_BUSY);
 		return;
-	case -EINVAL: case -EEXIST:
+	case -EINVAL:
+	case -EEXIST:
 		mstats_error(m, MSTATS_ERR_INVALID);
 		return;
 	case -ESTALE:
@@ -97,8 +101,8 @@ const char *mstats_path_name(enum mstats_path p)
 const char *mstats_err_name(enum mstats_err e)
 {
 	static const char *const names[MSTATS_ERR_MAX] = {
-		"badmsg", "toobig", "dropped", "auth", "quota", "busy",
-		"invalid", "stale", "nospc", "miss", "other",
+	    "badmsg",  "toobig", "dropped", "auth", "quota", "busy",
+	    "invalid", "stale",	 "nospc",   "miss", "other",
 	};
 	return (unsigned)e < MSTATS_ERR_MAX ? names[e] : "?";
 }
@@ -123,10 +127,15 @@ void mstats_hist(struct mstats *m, enum mstats_path p, enum wire_kind kind, stru
 enum wire_kind mstats_op_kind(unsigned op)
 {
 	switch (op) {
-	case SP_OP_FORECAST: return WIRE_FORECAST;
-	case SP_OP_COMMIT: return WIRE_COMMIT;
-	case SP_OP_ALLOC: return WIRE_ALLOC;
-	case SP_OP_FREE: return WIRE_FREE;
-	default: return WIRE_NONE;
+	case SP_OP_FORECAST:
+		return WIRE_FORECAST;
+	case SP_OP_COMMIT:
+		return WIRE_COMMIT;
+	case SP_OP_ALLOC:
+		return WIRE_ALLOC;
+	case SP_OP_FREE:
+		return WIRE_FREE;
+	default:
+		return WIRE_NONE;
 	}
 }

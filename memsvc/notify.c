@@ -51,7 +51,7 @@ void notify_free(struct notify *n)
 #ifndef HAVE_SYSTEMD
 static int send_dgram(const char *path, const char *state)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	size_t len = strlen(path);
 	socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
 	int fd, r = 0;

@@ -45,7 +45,7 @@ static int open_attach(struct server *sv, char *err, size_t err_len);
 static int conn_add(struct server *sv, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	int r = 0;
 
 	if (!c)
@@ -179,16 +179,18 @@ static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
 		return r;
 	if (rq->u.hello.arena_bytes > sv->cfg->max_arena ||
 	    session_arena_bytes(&so->geom, rq->u.hello.arena_bytes, sv->cfg->huge_pages,
-				&so->arena_bytes, &(uint32_t){ 0 })) {
-		snprintf(err, err_len, "arena_bytes %llu: not 1 to 2^32-2 units of %u bytes "
-			 "within max-arena", (unsigned long long)rq->u.hello.arena_bytes,
-			 so->geom.unit_bytes);
+				&so->arena_bytes, &(uint32_t){0})) {
+		snprintf(err, err_len,
+			 "arena_bytes %llu: not 1 to 2^32-2 units of %u bytes "
+			 "within max-arena",
+			 (unsigned long long)rq->u.hello.arena_bytes, so->geom.unit_bytes);
 		return -EINVAL;
 	}
 	if (sv->budget_used + so->arena_bytes > sv->cfg->ram_budget) {
-		snprintf(err, err_len, "arena of %llu bytes exceeds the daemon's RAM budget "
-			 "(%llu of %llu used)", (unsigned long long)so->arena_bytes,
-			 (unsigned long long)sv->budget_used,
+		snprintf(err, err_len,
+			 "arena of %llu bytes exceeds the daemon's RAM budget "
+			 "(%llu of %llu used)",
+			 (unsigned long long)so->arena_bytes, (unsigned long long)sv->budget_used,
 			 (unsigned long long)sv->cfg->ram_budget);
 		return -ENOMEM;
 	}
@@ -203,7 +205,7 @@ static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
 
 static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, struct session *s)
 {
-	struct wire_reply rp = { .request_id = req_id, .kind = WIRE_HELLO };
+	struct wire_reply rp = {.request_id = req_id, .kind = WIRE_HELLO};
 	void *buf = NULL;
 	size_t len = 0;
 	int fds[5], r;
@@ -227,10 +229,10 @@ static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, stru
 	return r;
 }
 
-static int attach_build(struct server *sv, struct conn *c, struct wire_request *rq,
-			char *err, size_t err_len)
+static int attach_build(struct server *sv, struct conn *c, struct wire_request *rq, char *err,
+			size_t err_len)
 {
-	struct session_opts so = { .daemon_epoch = sv->daemon_epoch };
+	struct session_opts so = {.daemon_epoch = sv->daemon_epoch};
 	struct session *s = NULL;
 	pid_t pid;
 	uid_t uid;
@@ -276,8 +278,9 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 	pthread_mutex_unlock(&sv->lock);
 	log_info(TAG, "session attached",
 		 "session=%llu tenant=%s client=%s pid=%d uid=%u arena_bytes=%llu slots=%llu "
-		 "wait=%s", (unsigned long long)so.id, tenant_name(so.tenant), so.client_name,
-		 (int)pid, (unsigned)uid, (unsigned long long)so.arena_bytes,
+		 "wait=%s",
+		 (unsigned long long)so.id, tenant_name(so.tenant), so.client_name, (int)pid,
+		 (unsigned)uid, (unsigned long long)so.arena_bytes,
 		 (unsigned long long)(so.arena_bytes / so.geom.unit_bytes),
 		 so.wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
 	return 0;
@@ -453,8 +456,10 @@ int server_run(struct server *sv)
 		log_error(TAG, "cannot listen", "status=%s error=\"%s\"", err_name(r), err);
 		return r;
 	}
-	log_info(TAG, "ready", "runtime_dir=%s attach=%s ctl=%s budget_bytes=%llu tenants=%zu "
-		 "epoch=%016llx pid=%d", sv->cfg->runtime_dir, sv->attach_path, sv->ctl_endpoint,
+	log_info(TAG, "ready",
+		 "runtime_dir=%s attach=%s ctl=%s budget_bytes=%llu tenants=%zu "
+		 "epoch=%016llx pid=%d",
+		 sv->cfg->runtime_dir, sv->attach_path, sv->ctl_endpoint,
 		 (unsigned long long)sv->cfg->ram_budget, tenant_count(sv->tenants),
 		 (unsigned long long)sv->daemon_epoch, (int)getpid());
 	(void)notify_send(sv->notify, "READY=1");
@@ -467,11 +472,21 @@ int server_run(struct server *sv)
 		for (int i = 0; i < n; i++) {
 			struct evsrc *src = ev[i].data.ptr;
 			switch (src->kind) {
-			case SRC_LISTEN: listen_event(sv); break;
-			case SRC_CONN: conn_event(sv, (struct conn *)src, ev[i].events); break;
-			case SRC_SIGNAL: signal_event(sv); break;
-			case SRC_TIMER: timer_event(sv); break;
-			case SRC_ZMQ: ctlreq_serve(sv); break;
+			case SRC_LISTEN:
+				listen_event(sv);
+				break;
+			case SRC_CONN:
+				conn_event(sv, (struct conn *)src, ev[i].events);
+				break;
+			case SRC_SIGNAL:
+				signal_event(sv);
+				break;
+			case SRC_TIMER:
+				timer_event(sv);
+				break;
+			case SRC_ZMQ:
+				ctlreq_serve(sv);
+				break;
 			}
 		}
 		bye_sweep(sv);
@@ -503,7 +518,7 @@ static int mkdir_p(const char *dir)
 
 static int epoll_add(struct server *sv, int fd, struct evsrc *src, enum src_kind kind)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = src };
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = src};
 
 	src->kind = kind;
 	return epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? err_from_errno() : 0;
@@ -569,7 +584,7 @@ static int open_signals_timer(struct server *sv)
 	sigset_t set;
 	uint64_t ms = sv->cfg->watchdog_ms;
 	struct itimerspec its = {
-		.it_interval = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 },
+	    .it_interval = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000},
 	};
 	int r;
 
@@ -608,7 +623,7 @@ static int open_paths(struct server *sv, char *err, size_t err_len)
 int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct mstats *stats,
 		struct server **out, char *err, size_t err_len)
 {
-	struct hotpath_opts ho = { .spin_ns = cfg->poll_spin_us * 1000, .stats = stats };
+	struct hotpath_opts ho = {.spin_ns = cfg->poll_spin_us * 1000, .stats = stats};
 	struct server *sv = calloc(1, sizeof(*sv));
 	int r;
 

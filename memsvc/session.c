@@ -124,8 +124,8 @@ static void fail(char *err, size_t len, const char *step, int r)
 static int ctl_create(struct session *s, char *err, size_t err_len)
 {
 	uint64_t seq_off = align_up(sizeof(struct sp_ctl_header), SP_CACHELINE);
-	uint64_t pool_off = align_up(seq_off + (uint64_t)s->o.max_seqs * sizeof(struct sp_seq_desc),
-				     SP_CACHELINE);
+	uint64_t pool_off =
+	    align_up(seq_off + (uint64_t)s->o.max_seqs * sizeof(struct sp_seq_desc), SP_CACHELINE);
 	struct sp_ctl_header *h;
 	int r;
 
@@ -139,13 +139,21 @@ static int ctl_create(struct session *s, char *err, size_t err_len)
 	}
 	h = s->ctl_hdr = s->ctl;
 	*h = (struct sp_ctl_header){
-		.magic = SP_SHM_MAGIC, .layout_version = SP_SHM_LAYOUT_VERSION,
-		.header_bytes = sizeof(*h), .daemon_epoch = s->o.daemon_epoch,
-		.session_id = s->o.id, .geom = s->o.geom, .wait_mode = s->o.wait_mode,
-		.max_seqs = s->o.max_seqs, .ctl_bytes = s->ctl_bytes,
-		.arena_bytes = s->o.arena_bytes, .n_slots = s->n_slots,
-		.unit_words_cap = s->unit_words_cap, .seq_table_off = seq_off,
-		.unit_pool_off = pool_off, .cq_off = 0,
+	    .magic = SP_SHM_MAGIC,
+	    .layout_version = SP_SHM_LAYOUT_VERSION,
+	    .header_bytes = sizeof(*h),
+	    .daemon_epoch = s->o.daemon_epoch,
+	    .session_id = s->o.id,
+	    .geom = s->o.geom,
+	    .wait_mode = s->o.wait_mode,
+	    .max_seqs = s->o.max_seqs,
+	    .ctl_bytes = s->ctl_bytes,
+	    .arena_bytes = s->o.arena_bytes,
+	    .n_slots = s->n_slots,
+	    .unit_words_cap = s->unit_words_cap,
+	    .seq_table_off = seq_off,
+	    .unit_pool_off = pool_off,
+	    .cq_off = 0,
 	};
 	return 0;
 }
@@ -200,8 +208,8 @@ static int sub_create(struct session *s, char *err, size_t err_len)
 		r = ring_attach(&s->sq, base + sq_off, cq_off - sq_off, sizeof(struct sp_sqe),
 				s->sq_bell);
 	if (!r)
-		r = ring_attach(&s->cq, base + cq_off, s->sub_bytes - cq_off,
-				sizeof(struct sp_cqe), s->cq_bell);
+		r = ring_attach(&s->cq, base + cq_off, s->sub_bytes - cq_off, sizeof(struct sp_cqe),
+				s->cq_bell);
 	if (r)
 		fail(err, err_len, "formatting rings", r);
 	return r;
@@ -230,12 +238,14 @@ static int store_create(struct session *s, char *err, size_t err_len)
 {
 	const struct sp_ctl_header *h = s->ctl_hdr;
 	struct store_opts so = {
-		.geom = s->o.geom, .max_seqs = s->o.max_seqs, .unit_words_cap = s->unit_words_cap,
-		.n_slots = s->n_slots,
-		.seqs = (struct sp_seq_desc *)((uint8_t *)s->ctl + h->seq_table_off),
-		.units = (_Atomic uint64_t *)((uint8_t *)s->ctl + h->unit_pool_off),
-		.units_ctl_off = h->unit_pool_off,
-		.client_epoch = &s->sub_hdr->client_epoch,
+	    .geom = s->o.geom,
+	    .max_seqs = s->o.max_seqs,
+	    .unit_words_cap = s->unit_words_cap,
+	    .n_slots = s->n_slots,
+	    .seqs = (struct sp_seq_desc *)((uint8_t *)s->ctl + h->seq_table_off),
+	    .units = (_Atomic uint64_t *)((uint8_t *)s->ctl + h->unit_pool_off),
+	    .units_ctl_off = h->unit_pool_off,
+	    .client_epoch = &s->sub_hdr->client_epoch,
 	};
 	int r = store_open(&so, &s->store);
 
@@ -254,7 +264,8 @@ static int opts_check(struct session *s, char *err, size_t err_len)
 	if (s->o.max_seqs > 65536 || s->o.wait_mode > SP_WAIT_POLL || s->o.ring_entries < 2 ||
 	    (s->o.ring_entries & (s->o.ring_entries - 1)) ||
 	    session_arena_bytes(&s->o.geom, s->o.arena_bytes, s->o.huge_pages, &arena,
-				&s->n_slots) || arena != s->o.arena_bytes) {
+				&s->n_slots) ||
+	    arena != s->o.arena_bytes) {
 		snprintf(err, err_len, "session: bad options (max_seqs, wait_mode, ring or arena)");
 		return -EINVAL;
 	}
@@ -265,8 +276,7 @@ static int opts_check(struct session *s, char *err, size_t err_len)
 	return 0;
 }
 
-int session_create(const struct session_opts *o, struct session **out, char *err,
-		   size_t err_len)
+int session_create(const struct session_opts *o, struct session **out, char *err, size_t err_len)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	int r;
@@ -275,7 +285,8 @@ int session_create(const struct session_opts *o, struct session **out, char *err
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
-	snprintf(s->client_name, sizeof(s->client_name), "%s", o->client_name ? o->client_name : "");
+	snprintf(s->client_name, sizeof(s->client_name), "%s",
+		 o->client_name ? o->client_name : "");
 	s->o.client_name = s->client_name;
 	s->ctl_fd = s->sub_fd = s->arena_fd = s->sq_bell = s->cq_bell = -1;
 	pthread_mutex_init(&s->lock, NULL);
@@ -314,7 +325,7 @@ out_destroy:
 
 void session_destroy(struct session *s)
 {
-	int *fds[] = { &s->ctl_fd, &s->sub_fd, &s->arena_fd, &s->sq_bell, &s->cq_bell };
+	int *fds[] = {&s->ctl_fd, &s->sub_fd, &s->arena_fd, &s->sq_bell, &s->cq_bell};
 
 	if (!s)
 		return;
@@ -343,21 +354,66 @@ void session_fds(const struct session *s, int fds[5])
 	fds[4] = s->cq_bell;
 }
 
-uint64_t session_id(const struct session *s) { return s->o.id; }
-const uint8_t *session_token(const struct session *s) { return s->token; }
-struct tenant *session_tenant(const struct session *s) { return s->o.tenant; }
-uid_t session_uid(const struct session *s) { return s->o.uid; }
-pid_t session_pid(const struct session *s) { return s->o.pid; }
-const char *session_client_name(const struct session *s) { return s->client_name; }
-uint32_t session_wait_mode(const struct session *s) { return s->o.wait_mode; }
-uint64_t session_arena_size(const struct session *s) { return s->o.arena_bytes; }
-uint32_t session_max_seqs(const struct session *s) { return s->o.max_seqs; }
-uint64_t session_ctl_bytes(const struct session *s) { return s->ctl_bytes; }
-uint64_t session_sub_bytes(const struct session *s) { return s->sub_bytes; }
-uint64_t session_unit_words_cap(const struct session *s) { return s->unit_words_cap; }
-const struct sp_geometry *session_geometry(const struct session *s) { return &s->o.geom; }
-struct ring *session_sq(struct session *s) { return &s->sq; }
-struct ring *session_cq(struct session *s) { return &s->cq; }
+uint64_t session_id(const struct session *s)
+{
+	return s->o.id;
+}
+const uint8_t *session_token(const struct session *s)
+{
+	return s->token;
+}
+struct tenant *session_tenant(const struct session *s)
+{
+	return s->o.tenant;
+}
+uid_t session_uid(const struct session *s)
+{
+	return s->o.uid;
+}
+pid_t session_pid(const struct session *s)
+{
+	return s->o.pid;
+}
+const char *session_client_name(const struct session *s)
+{
+	return s->client_name;
+}
+uint32_t session_wait_mode(const struct session *s)
+{
+	return s->o.wait_mode;
+}
+uint64_t session_arena_size(const struct session *s)
+{
+	return s->o.arena_bytes;
+}
+uint32_t session_max_seqs(const struct session *s)
+{
+	return s->o.max_seqs;
+}
+uint64_t session_ctl_bytes(const struct session *s)
+{
+	return s->ctl_bytes;
+}
+uint64_t session_sub_bytes(const struct session *s)
+{
+	return s->sub_bytes;
+}
+uint64_t session_unit_words_cap(const struct session *s)
+{
+	return s->unit_words_cap;
+}
+const struct sp_geometry *session_geometry(const struct session *s)
+{
+	return &s->o.geom;
+}
+struct ring *session_sq(struct session *s)
+{
+	return &s->sq;
+}
+struct ring *session_cq(struct session *s)
+{
+	return &s->cq;
+}
 
 bool session_token_ok(const struct session *s, const uint8_t *token)
 {
@@ -374,8 +430,8 @@ void session_mark_closing(struct session *s)
 	atomic_store_explicit(&s->ctl_hdr->closing, 1, memory_order_release);
 }
 
-int session_seq_open(struct session *s, uint64_t user_key, uint32_t max_blocks,
-		     uint32_t *seq_index, uint32_t *seq_gen)
+int session_seq_open(struct session *s, uint64_t user_key, uint32_t max_blocks, uint32_t *seq_index,
+		     uint32_t *seq_gen)
 {
 	int r = tenant_seq_acquire(s->o.tenant);
 
@@ -431,10 +487,9 @@ int session_units_apply(struct session *s, enum sp_op op, const struct store_uni
 	return 0;
 }
 
-static int32_t sqe_apply(struct session *s, const struct sp_sqe *e, uint32_t *slot,
-			 uint32_t *gen)
+static int32_t sqe_apply(struct session *s, const struct sp_sqe *e, uint32_t *slot, uint32_t *gen)
 {
-	struct store_unit_id u = { e->seq_index, e->seq_gen, e->layer, e->head, e->block };
+	struct store_unit_id u = {e->seq_index, e->seq_gen, e->layer, e->head, e->block};
 
 	switch (e->op) {
 	case SP_OP_FORECAST:
@@ -450,18 +505,21 @@ static int32_t sqe_apply(struct session *s, const struct sp_sqe *e, uint32_t *sl
 	}
 }
 
-void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
-			struct sp_cqe *cqe)
+void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n, struct sp_cqe *cqe)
 {
 	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct sp_sqe *e = &sqe[i];
 		struct sp_cqe *c = &cqe[i];
 
-		*c = (struct sp_cqe){ .op = e->op, .flags = e->flags, .req_id = e->req_id,
-				      .seq_index = e->seq_index, .layer = e->layer,
-				      .head = e->head, .block = e->block,
-				      .slot = SP_UNIT_SLOT_NONE };
+		*c = (struct sp_cqe){.op = e->op,
+				     .flags = e->flags,
+				     .req_id = e->req_id,
+				     .seq_index = e->seq_index,
+				     .layer = e->layer,
+				     .head = e->head,
+				     .block = e->block,
+				     .slot = SP_UNIT_SLOT_NONE};
 		c->status = sqe_apply(s, e, &c->slot, &c->gen);
 	}
 	pthread_mutex_unlock(&s->lock);

@@ -26,16 +26,16 @@ struct tenant;
 struct session_opts {
 	uint64_t id;
 	uint64_t daemon_epoch;
-	struct tenant *tenant;      /* limits of sequences; not owned */
+	struct tenant *tenant; /* limits of sequences; not owned */
 	const char *client_name;
 	uid_t uid;
 	pid_t pid;
-	struct sp_geometry geom;    /* checked (wire_geometry_check) */
-	uint64_t arena_bytes;       /* from session_arena_bytes() */
-	uint32_t max_seqs;          /* 0 = SESSION_DEFAULT_SEQS */
-	uint32_t wait_mode;         /* enum sp_wait_mode */
-	uint32_t ring_entries;      /* SQ and CQ, power of two */
-	uint32_t unit_words;        /* unit words per slot (at least 65536 in all) */
+	struct sp_geometry geom; /* checked (wire_geometry_check) */
+	uint64_t arena_bytes;	 /* from session_arena_bytes() */
+	uint32_t max_seqs;	 /* 0 = SESSION_DEFAULT_SEQS */
+	uint32_t wait_mode;	 /* enum sp_wait_mode */
+	uint32_t ring_entries;	 /* SQ and CQ, power of two */
+	uint32_t unit_words;	 /* unit words per slot (at least 65536 in all) */
 	bool huge_pages;
 };
 
@@ -54,8 +54,7 @@ int session_arena_bytes(const struct sp_geometry *g, uint64_t want, bool huge, u
  * -EOPNOTSUPP (huge pages asked but unavailable), or another -errno of a syscall; err names
  * the step that failed. *out owned by the caller.
  */
-int session_create(const struct session_opts *o, struct session **out, char *err,
-		   size_t err_len);
+int session_create(const struct session_opts *o, struct session **out, char *err, size_t err_len);
 
 /* Unmap, close every fd, free the store; gives back the tenant's sequences. NULL ok. */
 void session_destroy(struct session *s);
@@ -86,8 +85,8 @@ void session_mark_closing(struct session *s);
  * Control operations, serialised by the session lock. seq_open also takes one sequence from
  * the tenant (-EDQUOT over its limit); seq_close gives it back. Errnos as in store.h.
  */
-int session_seq_open(struct session *s, uint64_t user_key, uint32_t max_blocks,
-		     uint32_t *seq_index, uint32_t *seq_gen);
+int session_seq_open(struct session *s, uint64_t user_key, uint32_t max_blocks, uint32_t *seq_index,
+		     uint32_t *seq_gen);
 int session_seq_close(struct session *s, uint32_t seq_index, uint32_t seq_gen);
 
 /*

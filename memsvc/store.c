@@ -25,9 +25,9 @@ struct store {
 	/* rows */
 	uint32_t *row_gen;
 	uint8_t *row_open;
-	uint64_t *row_word;  /* first unit word of the row's sequence */
+	uint64_t *row_word;   /* first unit word of the row's sequence */
 	uint32_t *row_blocks; /* max_blocks of the sequence */
-	struct extent *ext;  /* open rows' word extents, sorted by start */
+	struct extent *ext;   /* open rows' word extents, sorted by start */
 	uint32_t n_ext;
 	/* slots */
 	uint8_t *slot_state;
@@ -73,7 +73,8 @@ int store_open(const struct store_opts *o, struct store **out)
 	s->n_free = o->n_slots;
 	memset(o->seqs, 0, (size_t)o->max_seqs * sizeof(*o->seqs));
 	for (uint64_t i = 0; i < o->unit_words_cap; i++)
-		atomic_store_explicit(&o->units[i], sp_unit_word(SP_UNIT_SLOT_NONE, 0, SP_UNIT_EMPTY),
+		atomic_store_explicit(&o->units[i],
+				      sp_unit_word(SP_UNIT_SLOT_NONE, 0, SP_UNIT_EMPTY),
 				      memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
 	*out = s;
@@ -185,11 +186,10 @@ static int words_find(const struct store *s, uint64_t need, uint64_t *start, uin
 	return 0;
 }
 
-static void words_insert(struct store *s, uint32_t pos, uint64_t start, uint64_t len,
-			 uint32_t row)
+static void words_insert(struct store *s, uint32_t pos, uint64_t start, uint64_t len, uint32_t row)
 {
 	memmove(&s->ext[pos + 1], &s->ext[pos], (s->n_ext - pos) * sizeof(*s->ext));
-	s->ext[pos] = (struct extent){ .start = start, .len = len, .row = row };
+	s->ext[pos] = (struct extent){.start = start, .len = len, .row = row};
 	s->n_ext++;
 }
 
@@ -259,8 +259,9 @@ static void word_clear(struct store *s, _Atomic uint64_t *w)
 
 	if (st == SP_UNIT_EMPTY)
 		return;
-	atomic_store_explicit(w, sp_unit_word(SP_UNIT_SLOT_NONE, sp_unit_word_gen(old),
-					      SP_UNIT_EMPTY), memory_order_release);
+	atomic_store_explicit(w,
+			      sp_unit_word(SP_UNIT_SLOT_NONE, sp_unit_word_gen(old), SP_UNIT_EMPTY),
+			      memory_order_release);
 	if (st == SP_UNIT_ALLOCATED)
 		s->n_allocated--;
 	else if (st == SP_UNIT_RESIDENT)
@@ -302,8 +303,8 @@ static int unit_word(struct store *s, const struct store_unit_id *u, _Atomic uin
 	if (u->layer >= s->o.geom.n_layers || u->head >= s->o.geom.n_kv_heads ||
 	    u->block >= s->row_blocks[u->seq_index])
 		return -EINVAL;
-	idx = ((uint64_t)u->layer * s->o.geom.n_kv_heads + u->head) *
-		      s->row_blocks[u->seq_index] + u->block;
+	idx = ((uint64_t)u->layer * s->o.geom.n_kv_heads + u->head) * s->row_blocks[u->seq_index] +
+	      u->block;
 	*w = &s->o.units[s->row_word[u->seq_index] + idx];
 	return 0;
 }
@@ -317,8 +318,7 @@ static void out_word(uint64_t w, uint32_t *slot, uint32_t *gen)
 	*gen = sp_unit_word_gen(w);
 }
 
-int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *slot,
-		     uint32_t *gen)
+int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *slot, uint32_t *gen)
 {
 	_Atomic uint64_t *w;
 	uint64_t old;
@@ -344,8 +344,8 @@ int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *s
 	return 0;
 }
 
-int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t step,
-		      uint32_t *slot, uint32_t *gen)
+int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t step, uint32_t *slot,
+		      uint32_t *gen)
 {
 	_Atomic uint64_t *w;
 	uint64_t old;
@@ -366,15 +366,13 @@ int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t s
 		return -EEXIST;
 	}
 	slot_lease(s, *slot, step);
-	atomic_store_explicit(w, sp_unit_word(*slot, *gen, SP_UNIT_RESIDENT),
-			      memory_order_release);
+	atomic_store_explicit(w, sp_unit_word(*slot, *gen, SP_UNIT_RESIDENT), memory_order_release);
 	s->n_allocated--;
 	s->n_resident++;
 	return 0;
 }
 
-int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *slot,
-		    uint32_t *gen)
+int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *slot, uint32_t *gen)
 {
 	_Atomic uint64_t *w;
 	uint64_t old;
@@ -415,14 +413,14 @@ int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t
 void store_get_stats(const struct store *s, struct store_stats *st)
 {
 	*st = (struct store_stats){
-		.n_slots = s->o.n_slots,
-		.slots_free = s->n_free,
-		.slots_deferred = s->n_deferred,
-		.slots_used = s->o.n_slots - s->n_free - s->n_deferred,
-		.units_allocated = s->n_allocated,
-		.units_resident = s->n_resident,
-		.seqs_open = s->n_ext,
-		.unit_words_used = s->words_used,
-		.unit_words_cap = s->o.unit_words_cap,
+	    .n_slots = s->o.n_slots,
+	    .slots_free = s->n_free,
+	    .slots_deferred = s->n_deferred,
+	    .slots_used = s->o.n_slots - s->n_free - s->n_deferred,
+	    .units_allocated = s->n_allocated,
+	    .units_resident = s->n_resident,
+	    .seqs_open = s->n_ext,
+	    .unit_words_used = s->words_used,
+	    .unit_words_cap = s->o.unit_words_cap,
 	};
 }

@@ -17,13 +17,13 @@
 struct store;
 
 struct store_opts {
-	struct sp_geometry geom;        /* checked by the caller (wire_geometry_check) */
-	uint32_t max_seqs;              /* rows of seqs[] */
-	uint64_t unit_words_cap;        /* words in units[] */
-	uint32_t n_slots;               /* arena slots, < SP_UNIT_SLOT_NONE */
-	struct sp_seq_desc *seqs;       /* in ctl; formatted by store_open */
-	_Atomic uint64_t *units;        /* in ctl; formatted by store_open */
-	uint64_t units_ctl_off;         /* byte offset of units[] in ctl, for sp_seq_desc */
+	struct sp_geometry geom;	      /* checked by the caller (wire_geometry_check) */
+	uint32_t max_seqs;		      /* rows of seqs[] */
+	uint64_t unit_words_cap;	      /* words in units[] */
+	uint32_t n_slots;		      /* arena slots, < SP_UNIT_SLOT_NONE */
+	struct sp_seq_desc *seqs;	      /* in ctl; formatted by store_open */
+	_Atomic uint64_t *units;	      /* in ctl; formatted by store_open */
+	uint64_t units_ctl_off;		      /* byte offset of units[] in ctl, for sp_seq_desc */
 	const _Atomic uint64_t *client_epoch; /* in sub; loaded with acquire */
 };
 
@@ -73,16 +73,15 @@ int store_seq_close(struct store *s, uint32_t seq_index, uint32_t seq_gen);
  *           -ENOENT when already EMPTY.
  * forecast: RESIDENT: extend the lease to step; -ENOENT (a miss) when not resident.
  */
-int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *slot,
-		     uint32_t *gen);
-int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t step,
-		      uint32_t *slot, uint32_t *gen);
-int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *slot,
-		    uint32_t *gen);
+int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *slot, uint32_t *gen);
+int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t step, uint32_t *slot,
+		      uint32_t *gen);
+int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *slot, uint32_t *gen);
 int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t step,
 			uint32_t *slot, uint32_t *gen);
 
-/* Move deferred slots whose lease the client epoch has passed to the free list; returns how many. */
+/* Move deferred slots whose lease the client epoch has passed to the free list; returns how many.
+ */
 uint32_t store_reclaim(struct store *s);
 
 void store_get_stats(const struct store *s, struct store_stats *st);

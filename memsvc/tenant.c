@@ -138,7 +138,7 @@ static int add_tenant(struct tenant_table *t, const struct tenant *tmpl)
 static int parse_line(struct tenant_table *t, char *line, const char *where, char *err,
 		      size_t err_len)
 {
-	struct tenant tn = { 0 };
+	struct tenant tn = {0};
 	bool have_quota = false;
 	char *save = NULL;
 	const char *bad = NULL;
@@ -207,8 +207,8 @@ static int for_each_line(struct tenant_table *t, const char *text, const char *s
 	return 0;
 }
 
-int tenant_table_parse(const char *text, const char *source, struct tenant_table **out,
-		       char *err, size_t err_len)
+int tenant_table_parse(const char *text, const char *source, struct tenant_table **out, char *err,
+		       size_t err_len)
 {
 	struct tenant_table *t = calloc(1, sizeof(*t));
 	int r;
@@ -266,7 +266,7 @@ int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
 		      struct tenant_table **out, char *err, size_t err_len)
 {
 	struct tenant_table *t;
-	struct tenant tn = { .name = "default", .n_uids = 1, .quota_bytes = default_quota };
+	struct tenant tn = {.name = "default", .n_uids = 1, .quota_bytes = default_quota};
 	char source[300];
 	char *text = NULL;
 	int r;
@@ -297,8 +297,9 @@ int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
 
 static bool z85_ok(const char *s)
 {
-	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				       ".-:+=^!/*?&<>()[]{}@%$#";
+	static const char alphabet[] =
+	    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    ".-:+=^!/*?&<>()[]{}@%$#";
 
 	if (strlen(s) != TENANT_KEY_Z85)
 		return false;
@@ -339,8 +340,8 @@ static int parse_key_line(struct tenant_table *t, char *line, const char *where,
 	return 0;
 }
 
-int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source,
-			    char *err, size_t err_len)
+int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source, char *err,
+			    size_t err_len)
 {
 	return for_each_line(t, text, source, parse_key_line, err, err_len);
 }
@@ -461,10 +462,14 @@ void tenant_inflight_release(struct tenant *tn, uint64_t n)
 void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
 {
 	pthread_mutex_lock(&tn->lock);
-	*u = (struct tenant_usage){ .bytes = tn->bytes, .sessions = tn->sessions,
-				    .seqs = tn->seqs, .inflight = tn->inflight,
-				    .quota_bytes = tn->quota_bytes, .max_sessions = tn->max_sessions,
-				    .max_seqs = tn->max_seqs, .max_inflight = tn->max_inflight,
-				    .rejected = tn->rejected };
+	*u = (struct tenant_usage){.bytes = tn->bytes,
+				   .sessions = tn->sessions,
+				   .seqs = tn->seqs,
+				   .inflight = tn->inflight,
+				   .quota_bytes = tn->quota_bytes,
+				   .max_sessions = tn->max_sessions,
+				   .max_seqs = tn->max_seqs,
+				   .max_inflight = tn->max_inflight,
+				   .rejected = tn->rejected};
 	pthread_mutex_unlock(&tn->lock);
 }

@@ -15,7 +15,7 @@
 
 #define TENANT_NAME_MAX 64 /* NUL included; same as WIRE_NAME_MAX */
 #define TENANT_MAX_UIDS 16
-#define TENANT_KEY_Z85 40   /* length of a z85 CURVE public key */
+#define TENANT_KEY_Z85 40 /* length of a z85 CURVE public key */
 
 struct tenant;
 struct tenant_table;
@@ -32,8 +32,8 @@ struct tenant_usage {
  * text in errors ("file /etc/sparda/tenants line 3: ..."). Returns 0 or -EINVAL (unknown key,
  * bad number, duplicate name, missing uid= or quota=, name too long), -ENOMEM.
  */
-int tenant_table_parse(const char *text, const char *source, struct tenant_table **out,
-		       char *err, size_t err_len);
+int tenant_table_parse(const char *text, const char *source, struct tenant_table **out, char *err,
+		       size_t err_len);
 
 /*
  * Load the tenants file at path, or, when path is NULL or empty, build the table with one
@@ -47,8 +47,8 @@ int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
  * Add the tcp allow-list from text (lines `tenant z85-public-key`); every tenant named must
  * exist. Returns 0 or -EINVAL naming the line.
  */
-int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source,
-			    char *err, size_t err_len);
+int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source, char *err,
+			    size_t err_len);
 
 void tenant_table_free(struct tenant_table *t);
 

@@ -27,7 +27,7 @@ static int load(struct mconfig *c, char *err, size_t len, int argc, char **argv)
 
 static void test_defaults(void **state)
 {
-	char *argv[] = { "sparda-memsvc", NULL };
+	char *argv[] = {"sparda-memsvc", NULL};
 	struct mconfig c;
 	char err[256] = "";
 
@@ -46,8 +46,8 @@ static void test_defaults(void **state)
 
 static void test_flags_and_env(void **state)
 {
-	char *argv[] = { "sparda-memsvc", "--runtime-dir", "/tmp/x", "--metrics-port=0",
-			 "--ram-budget=2G", "--huge-pages=true", NULL };
+	char *argv[] = {"sparda-memsvc",   "--runtime-dir",	"/tmp/x", "--metrics-port=0",
+			"--ram-budget=2G", "--huge-pages=true", NULL};
 	struct mconfig c;
 	char err[256] = "";
 
@@ -64,14 +64,12 @@ static void test_flags_and_env(void **state)
 static void test_bad_values_name_the_key(void **state)
 {
 	static const char *const bad[][2] = {
-		{ "--metrics-port=70000", "metrics-port" },
-		{ "--ram-budget=lots", "ram-budget" },
-		{ "--max-sessions=0", "max-sessions" },
-		{ "--log-level=chatty", "log-level" },
-		{ "--no-such-key=1", "no-such-key" },
+	    {"--metrics-port=70000", "metrics-port"}, {"--ram-budget=lots", "ram-budget"},
+	    {"--max-sessions=0", "max-sessions"},     {"--log-level=chatty", "log-level"},
+	    {"--no-such-key=1", "no-such-key"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *argv[] = { "sparda-memsvc", (char *)bad[i][0], NULL };
+		char *argv[] = {"sparda-memsvc", (char *)bad[i][0], NULL};
 		struct mconfig c;
 		char err[256] = "";
 		int r = load(&c, err, sizeof(err), 2, argv);
@@ -82,10 +80,10 @@ static void test_bad_values_name_the_key(void **state)
 
 static void test_resolve_rules(void **state)
 {
-	char *argv[] = { "sparda-memsvc", "--sq-entries=1000", "--ram-budget=1G",
-			 "--runtime-dir=/tmp/y", NULL };
-	char *argv2[] = { "sparda-memsvc", "--tcp=tcp://127.0.0.1:7000", "--ram-budget=1G",
-			  "--runtime-dir=/tmp/y", NULL };
+	char *argv[] = {"sparda-memsvc", "--sq-entries=1000", "--ram-budget=1G",
+			"--runtime-dir=/tmp/y", NULL};
+	char *argv2[] = {"sparda-memsvc", "--tcp=tcp://127.0.0.1:7000", "--ram-budget=1G",
+			 "--runtime-dir=/tmp/y", NULL};
 	struct mconfig c;
 	char err[256] = "";
 
@@ -102,7 +100,7 @@ static void test_config_file(void **state)
 	char path[] = "/tmp/test_memsvc_config_XXXXXX";
 	int fd = mkstemp(path);
 	char arg[64];
-	char *argv[] = { "sparda-memsvc", arg, NULL };
+	char *argv[] = {"sparda-memsvc", arg, NULL};
 	const char *text = "# memsvc\nmax-sessions = 9\nmetrics-port = 12x\n";
 	struct mconfig c;
 	char err[512] = "";
@@ -119,7 +117,7 @@ static void test_config_file(void **state)
 
 static void test_help_and_dump(void **state)
 {
-	char *argv[] = { "sparda-memsvc", "--dump-config", NULL };
+	char *argv[] = {"sparda-memsvc", "--dump-config", NULL};
 	char buf[16384] = "";
 	struct mconfig c;
 	char err[256] = "";
@@ -134,9 +132,12 @@ static void test_help_and_dump(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),          cmocka_unit_test(test_flags_and_env),
-		cmocka_unit_test(test_bad_values_name_the_key), cmocka_unit_test(test_resolve_rules),
-		cmocka_unit_test(test_config_file),       cmocka_unit_test(test_help_and_dump),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_flags_and_env),
+	    cmocka_unit_test(test_bad_values_name_the_key),
+	    cmocka_unit_test(test_resolve_rules),
+	    cmocka_unit_test(test_config_file),
+	    cmocka_unit_test(test_help_and_dump),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

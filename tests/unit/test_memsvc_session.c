@@ -34,7 +34,7 @@ struct fx {
 	struct mstats *stats;
 	struct session *s;
 	int fds[5];
-	void *sub;         /* the client's mapping of sub */
+	void *sub; /* the client's mapping of sub */
 	uint64_t sub_bytes;
 	struct ring sq, cq; /* the client's views */
 };
@@ -45,11 +45,22 @@ static int open_session(struct fx *f, uint32_t wait_mode, uint32_t ring_entries)
 {
 	char err[256];
 	struct session_opts o = {
-		.id = 7, .daemon_epoch = 0x1234, .client_name = "test", .uid = 0, .pid = 1,
-		.geom = { .n_layers = 2, .n_kv_heads = 2, .head_dim = 16, .block_tokens = 8,
-			  .dtype_bytes = 2, .unit_bytes = 512 },
-		.arena_bytes = 64 * 512, .max_seqs = 4, .wait_mode = wait_mode,
-		.ring_entries = ring_entries, .unit_words = 4,
+	    .id = 7,
+	    .daemon_epoch = 0x1234,
+	    .client_name = "test",
+	    .uid = 0,
+	    .pid = 1,
+	    .geom = {.n_layers = 2,
+		     .n_kv_heads = 2,
+		     .head_dim = 16,
+		     .block_tokens = 8,
+		     .dtype_bytes = 2,
+		     .unit_bytes = 512},
+	    .arena_bytes = 64 * 512,
+	    .max_seqs = 4,
+	    .wait_mode = wait_mode,
+	    .ring_entries = ring_entries,
+	    .unit_words = 4,
 	};
 	struct sp_sub_header *h;
 	int r;
@@ -64,7 +75,8 @@ static int open_session(struct fx *f, uint32_t wait_mode, uint32_t ring_entries)
 	assert_true(f->sub != MAP_FAILED);
 	h = f->sub;
 	assert_int_equal(ring_attach(&f->sq, (uint8_t *)f->sub + h->sq_off, h->cq_off - h->sq_off,
-				     sizeof(struct sp_sqe), f->fds[3]), 0);
+				     sizeof(struct sp_sqe), f->fds[3]),
+			 0);
 	assert_int_equal(ring_attach(&f->cq, (uint8_t *)f->sub + h->cq_off,
 				     f->sub_bytes - h->cq_off, sizeof(struct sp_cqe), f->fds[4]),
 			 0);
@@ -142,7 +154,7 @@ static void test_regions_and_seals(void **state)
 
 static void test_arena_size_rules(void **state)
 {
-	struct sp_geometry g = { .unit_bytes = 32768 };
+	struct sp_geometry g = {.unit_bytes = 32768};
 	uint64_t bytes;
 	uint32_t n;
 
@@ -158,8 +170,14 @@ static void test_arena_size_rules(void **state)
 static struct sp_sqe sqe(uint16_t op, uint32_t id, uint32_t idx, uint32_t gen, uint32_t block,
 			 uint64_t step)
 {
-	return (struct sp_sqe){ .op = op, .req_id = id, .seq_index = idx, .seq_gen = gen,
-				.layer = 1, .head = 1, .block = block, .step = step };
+	return (struct sp_sqe){.op = op,
+			       .req_id = id,
+			       .seq_index = idx,
+			       .seq_gen = gen,
+			       .layer = 1,
+			       .head = 1,
+			       .block = block,
+			       .step = step};
 }
 
 static void test_ring_ops(void **state)
@@ -261,7 +279,7 @@ static void round_trip(struct fx *f)
 static void test_threads(void **state)
 {
 	struct fx *f = *state;
-	struct hotpath_opts ho = { .spin_ns = 1000, .stats = f->stats };
+	struct hotpath_opts ho = {.spin_ns = 1000, .stats = f->stats};
 	struct hotpath *hp;
 
 	assert_int_equal(hotpath_open(&ho, &hp), 0);
@@ -279,11 +297,11 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_regions_and_seals, setup, teardown),
-		cmocka_unit_test(test_arena_size_rules),
-		cmocka_unit_test_setup_teardown(test_ring_ops, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_limits_and_backpressure, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_regions_and_seals, setup, teardown),
+	    cmocka_unit_test(test_arena_size_rules),
+	    cmocka_unit_test_setup_teardown(test_ring_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_limits_and_backpressure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,10 +27,16 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct store_opts o = {
-		.geom = { .n_layers = 2, .n_kv_heads = 2, .head_dim = 8, .block_tokens = 4,
-			  .dtype_bytes = 2, .unit_bytes = 128 },
-		.max_seqs = 4, .unit_words_cap = 256, .n_slots = 8,
-		.units_ctl_off = 4096,
+	    .geom = {.n_layers = 2,
+		     .n_kv_heads = 2,
+		     .head_dim = 8,
+		     .block_tokens = 4,
+		     .dtype_bytes = 2,
+		     .unit_bytes = 128},
+	    .max_seqs = 4,
+	    .unit_words_cap = 256,
+	    .n_slots = 8,
+	    .units_ctl_off = 4096,
 	};
 
 	assert_non_null(f);
@@ -52,15 +58,19 @@ static int teardown(void **state)
 
 static struct store_unit_id uid(uint32_t idx, uint32_t gen, uint32_t l, uint32_t h, uint32_t b)
 {
-	return (struct store_unit_id){ idx, gen, l, h, b };
+	return (struct store_unit_id){idx, gen, l, h, b};
 }
 
 static void test_open_rejects_bad_opts(void **state)
 {
 	struct fx *f = *state;
-	struct store_opts o = { .geom = { .n_layers = 1, .n_kv_heads = 1 }, .max_seqs = 1,
-				.unit_words_cap = 1, .n_slots = 0, .seqs = f->seqs,
-				.units = f->units, .client_epoch = &f->epoch };
+	struct store_opts o = {.geom = {.n_layers = 1, .n_kv_heads = 1},
+			       .max_seqs = 1,
+			       .unit_words_cap = 1,
+			       .n_slots = 0,
+			       .seqs = f->seqs,
+			       .units = f->units,
+			       .client_epoch = &f->epoch};
 	struct store *s = (struct store *)1;
 
 	assert_int_equal(store_open(&o, &s), -EINVAL);
@@ -188,7 +198,7 @@ static void test_arena_full(void **state)
 	struct fx *f = *state;
 	uint32_t idx, gen, slot, ugen;
 	struct store_unit_id u;
-	uint8_t seen[8] = { 0 };
+	uint8_t seen[8] = {0};
 
 	assert_int_equal(store_seq_open(f->s, 1, 16, &idx, &gen), 0);
 	for (uint32_t b = 0; b < 8; b++) {
@@ -240,7 +250,7 @@ static void test_deferred_free_respects_epoch(void **state)
 	assert_int_equal(store_seq_open(f->s, 1, 16, &idx, &gen), 0);
 	u = uid(idx, gen, 0, 0, 0);
 	assert_int_equal(store_unit_alloc(f->s, &u, &slot, &ugen), 0);
-	assert_int_equal(store_unit_commit(f->s, &u, 3, &slot, &ugen), 0); /* lease 3 <= 5 */
+	assert_int_equal(store_unit_commit(f->s, &u, 3, &slot, &ugen), 0);	/* lease 3 <= 5 */
 	assert_int_equal(store_unit_forecast(f->s, &u, 10, &leased, &ugen), 0); /* lease 10 */
 	assert_int_equal(store_unit_free(f->s, &u, &s2, &g2), 0);
 	store_get_stats(f->s, &st);
@@ -292,17 +302,15 @@ static void test_close_defers_leased_slots(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_rejects_bad_opts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_seq_open_publishes_row, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_alloc_commit_free_cycle, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stale_after_close_and_reopen, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_arena_full, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rows_and_words_run_out, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_deferred_free_respects_epoch, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_close_defers_leased_slots, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_rejects_bad_opts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_seq_open_publishes_row, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_alloc_commit_free_cycle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stale_after_close_and_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_arena_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rows_and_words_run_out, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deferred_free_respects_epoch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_defers_leased_slots, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

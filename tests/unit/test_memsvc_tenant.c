@@ -56,16 +56,16 @@ static void test_parse_bad_lines(void **state)
 	static const struct {
 		const char *text, *want1, *want2;
 	} cases[] = {
-		{ "a uid=1 quota=1G\nb uid=x quota=1G\n", "line 2", "uid=x" },
-		{ "a uid=1 quota=lots\n", "line 1", "quota=lots" },
-		{ "a uid=1 quota=1G color=red\n", "line 1", "color=red" },
-		{ "a uid=1\n", "line 1", "missing quota=" },
-		{ "a quota=1G\n", "line 1", "missing uid=" },
-		{ "a uid=1 quota=1G\n\na uid=2 quota=1G\n", "line 3", "duplicate tenant 'a'" },
-		{ "bad/name uid=1 quota=1G\n", "line 1", "bad tenant name" },
-		{ "a uid=1 quota=1G max-seqs=-1\n", "line 1", "max-seqs=-1" },
-		{ "a uid=1 quota=1G max-sessions\n", "line 1", "max-sessions" },
-		{ "# nothing\n", "no tenants", "test" },
+	    {"a uid=1 quota=1G\nb uid=x quota=1G\n", "line 2", "uid=x"},
+	    {"a uid=1 quota=lots\n", "line 1", "quota=lots"},
+	    {"a uid=1 quota=1G color=red\n", "line 1", "color=red"},
+	    {"a uid=1\n", "line 1", "missing quota="},
+	    {"a quota=1G\n", "line 1", "missing uid="},
+	    {"a uid=1 quota=1G\n\na uid=2 quota=1G\n", "line 3", "duplicate tenant 'a'"},
+	    {"bad/name uid=1 quota=1G\n", "line 1", "bad tenant name"},
+	    {"a uid=1 quota=1G max-seqs=-1\n", "line 1", "max-seqs=-1"},
+	    {"a uid=1 quota=1G max-sessions\n", "line 1", "max-sessions"},
+	    {"# nothing\n", "no tenants", "test"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct tenant_table *t = (struct tenant_table *)1;
@@ -182,9 +182,9 @@ static void test_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_good),    cmocka_unit_test(test_parse_bad_lines),
-		cmocka_unit_test(test_default_tenant), cmocka_unit_test(test_load_file),
-		cmocka_unit_test(test_keys),          cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_parse_good),	   cmocka_unit_test(test_parse_bad_lines),
+	    cmocka_unit_test(test_default_tenant), cmocka_unit_test(test_load_file),
+	    cmocka_unit_test(test_keys),	   cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
