@@ -5,6 +5,7 @@
  * timeout, never a hang or a crash; SIGTERM drains (in-flight answered, exit 0).
  */
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -129,6 +130,27 @@ static void test_memsvc_sigkill(void **state)
 	assert_true(time_now_ms() - t0 < TIMEOUT_MS);
 	/* The mappings stay valid: reading them is safe. */
 	assert_int_equal(memclient_lookup(c, &u, &res), 0);
+
+	/* A new daemon in the same runtime dir: the old handle stays dead (its session is gone
+	 * with the old epoch), a new handle attaches to the new epoch. */
+	char bin[PATH_MAX], sock[PATH_MAX + 16];
+	struct memsvc_proc_opts po = {
+	    .binary = bin, .runtime_dir = memsvc_proc_runtime_dir(p), .capture_stderr = true};
+	struct memsvc_proc *p2;
+	struct memclient *c2;
+
+	assert_int_equal(memsvc_proc_find_binary(bin, sizeof(bin)), 0);
+	snprintf(sock, sizeof(sock), "%s/attach.sock", memsvc_proc_runtime_dir(p));
+	assert_int_equal(unlink(sock), 0); /* so readiness means the new daemon's socket */
+	assert_int_equal(memsvc_proc_start(&po, &p2), 0);
+	assert_int_equal(memclient_ping(c), -ECONNRESET);
+	assert_int_equal(harness_open(p2, NULL, SP_WAIT_SLEEP, 128 << 10, &c2), 0);
+	assert_int_not_equal(memclient_daemon_epoch(c2), memclient_daemon_epoch(c));
+	assert_int_equal(memclient_ping(c2), 0);
+	rc = memclient_seq_open(c, 3, 4, &seq);
+	assert_true(rc == -ECONNRESET || rc == -ESHUTDOWN);
+	memclient_close(c2);
+	memsvc_proc_free(p2);
 	memclient_close(c);
 	memsvc_proc_free(p);
 
@@ -171,12 +193,61 @@ static void test_sigterm_drain(void **state)
 	memsvc_proc_free(p);
 }
 
+/*
+ * A daemon that stops answering (SIGSTOP) costs each request its timeout, never more; once it
+ * runs again, the late answers to abandoned requests are dropped, not taken for new ones.
+ */
+static void test_memsvc_stopped(void **state)
+{
+	struct memsvc_proc *p = harness_start(NULL);
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u[4];
+	struct memclient_result r[4], r2[4];
+	uint64_t t0, dt;
+	uint32_t id;
+
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, 128 << 10, &c), 0);
+	assert_int_equal(memclient_seq_open(c, 1, 4, &seq), 0);
+	for (uint32_t i = 0; i < 4; i++)
+		u[i] = (struct memclient_unit){seq, 0, 1, i};
+	assert_int_equal(memclient_alloc(c, u, 4, r), 0);
+	assert_int_equal(memclient_commit(c, u, 4, 1, r), 0);
+	assert_int_equal(kill(memsvc_proc_pid(p), SIGSTOP), 0);
+
+	t0 = time_now_ms();
+	assert_int_equal(memclient_ping(c), -ETIMEDOUT);
+	dt = time_now_ms() - t0;
+	assert_true(dt >= 2900 && dt < 3000 + 500); /* harness timeout is 3000 ms */
+	assert_int_equal(memclient_forecast_submit(c, u, 4, 2, r, &id), 0);
+	t0 = time_now_ms();
+	assert_int_equal(memclient_forecast_reap(c, id, 300), -ETIMEDOUT);
+	assert_true(time_now_ms() - t0 < 300 + 200);
+	assert_int_equal(memclient_forecast_reap(c, id, 300), -ENOENT); /* abandoned */
+
+	assert_int_equal(kill(memsvc_proc_pid(p), SIGCONT), 0);
+	/* The late ping reply and the abandoned ring completions are dropped. */
+	assert_int_equal(memclient_forecast_zmq(c, u, 4, 3, r2), 0);
+	for (uint32_t i = 0; i < 4; i++)
+		assert_int_equal(r2[i].status, 0);
+	memset(r2, 0, sizeof(r2));
+	assert_int_equal(memclient_forecast(c, u, 4, 4, r2), 0);
+	for (uint32_t i = 0; i < 4; i++) {
+		assert_int_equal(r2[i].status, 0);
+		assert_int_equal(r2[i].slot, r[i].slot);
+	}
+	assert_int_equal(memclient_late_completions(c), 4);
+	memclient_close(c);
+	memsvc_proc_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_client_sigkill),
 	    cmocka_unit_test(test_memsvc_sigkill),
 	    cmocka_unit_test(test_sigterm_drain),
+	    cmocka_unit_test(test_memsvc_stopped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
