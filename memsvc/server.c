@@ -292,12 +292,13 @@ static void attach_handle(struct server *sv, struct conn *c)
 	struct wire_request rq;
 	char err[WIRE_ERROR_MAX] = "";
 	uint8_t *buf = malloc(ATTACH_MSG_MAX);
-	int n_fds = 0, r;
+	int no_fds[1], n_fds = 0, r;
 	ssize_t n;
 
 	if (!buf)
 		return;
-	n = fdpass_recv(c->fd, buf, ATTACH_MSG_MAX, NULL, 0, &n_fds, 0);
+	/* No descriptors are accepted (max 0); fdpass copies into fds even then. */
+	n = fdpass_recv(c->fd, buf, ATTACH_MSG_MAX, no_fds, 0, &n_fds, 0);
 	if (n <= 0) {
 		free(buf);
 		if (n == 0 || (n != -EAGAIN && n != -ETIMEDOUT)) {
@@ -386,9 +387,6 @@ void server_drain(struct server *sv, uint64_t deadline_ms, const char *why)
 		sv->listen_fd = -1;
 		unlink(sv->attach_path);
 	}
-	for (size_t i = 0; i < sv->n_conns; i++)
-		if (sv->conns[i]->s)
-			session_mark_closing(sv->conns[i]->s);
 	log_info(TAG, "draining", "reason=%s sessions=%zu deadline_ms=%llu", why, n_sessions(sv),
 		 (unsigned long long)deadline_ms);
 }
@@ -405,7 +403,7 @@ static void signal_event(struct server *sv)
 
 /*
  * Drain is complete once no ring entry waits for an answer: ZeroMQ requests are answered as
- * they arrive, so only the SQs can hold in-flight work. Clients saw ctl.closing already.
+ * they arrive, so only the SQs can hold in-flight work.
  */
 static bool rings_idle(struct server *sv)
 {
@@ -432,8 +430,13 @@ static void timer_event(struct server *sv)
 	}
 	/* ZMQ_FD only signals edges; a missed one must not strand a request. */
 	ctlreq_serve(sv);
-	if (sv->draining && (rings_idle(sv) || now >= sv->drain_deadline_ms))
+	if (sv->draining && (rings_idle(sv) || now >= sv->drain_deadline_ms)) {
+		/* In-flight entries are answered: now tell the clients, then close. */
+		for (size_t i = 0; i < sv->n_conns; i++)
+			if (sv->conns[i]->s)
+				session_mark_closing(sv->conns[i]->s);
 		sv->done = true;
+	}
 }
 
 static void bye_sweep(struct server *sv)

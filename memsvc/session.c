@@ -325,10 +325,9 @@ out_destroy:
 
 void session_destroy(struct session *s)
 {
-	int *fds[] = {&s->ctl_fd, &s->sub_fd, &s->arena_fd, &s->sq_bell, &s->cq_bell};
-
 	if (!s)
 		return;
+	int *fds[] = {&s->ctl_fd, &s->sub_fd, &s->arena_fd, &s->sq_bell, &s->cq_bell};
 	if (s->ctl_hdr)
 		session_mark_closing(s);
 	for (uint64_t i = 0; i < s->seqs_open; i++)
