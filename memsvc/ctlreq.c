@@ -132,24 +132,35 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 }
 
 /* Answer one decoded request into rp (status, error text, body). */
-static void dispatch(struct server *sv, const struct wire_request *rq, struct wire_reply *rp)
+/* The request's session when its id and token match; else the error reply is written. */
+static struct conn *authenticate(struct server *sv, const struct wire_request *rq,
+				 struct wire_reply *rp)
 {
 	struct conn *c;
-	struct session *s;
-	int r = 0;
 
 	if (rq->kind == WIRE_HELLO || rq->kind == WIRE_READ || rq->kind == WIRE_WRITE) {
 		wire_reply_error(rp, rq->request_id, -EOPNOTSUPP, "%s is not served on %s",
 				 wire_kind_name(rq->kind), sv->ctl_endpoint);
-		return;
+		return NULL;
 	}
 	c = server_find_session(sv, rq->session_id);
-	s = c ? c->s : NULL;
-	if (!s || c->bye || !session_token_ok(s, rq->token)) {
+	if (!c || !c->s || c->bye || !session_token_ok(c->s, rq->token)) {
 		wire_reply_error(rp, rq->request_id, -EPERM, "unknown session %llu or wrong token",
 				 (unsigned long long)rq->session_id);
-		return;
+		return NULL;
 	}
+	return c;
+}
+
+static void dispatch(struct server *sv, const struct wire_request *rq, struct wire_reply *rp)
+{
+	struct conn *c = authenticate(sv, rq, rp);
+	struct session *s;
+	int r = 0;
+
+	if (!c)
+		return;
+	s = c->s;
 	switch (rq->kind) {
 	case WIRE_SEQ_OPEN:
 		if (sv->draining) {

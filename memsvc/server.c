@@ -147,7 +147,9 @@ static void attach_refuse(struct server *sv, struct conn *c, uint64_t req_id, in
 	if (wire_reply_pack(&rp, &buf, &len) == 0)
 		(void)fdpass_send(c->fd, buf, len, NULL, 0);
 	free(buf);
+	pthread_mutex_lock(&sv->lock);
 	sv->attaches_refused++;
+	pthread_mutex_unlock(&sv->lock);
 	mstats_errno(sv->stats, status);
 	log_warn(TAG, "attach refused", "status=%s error=\"%s\"", err_name(status), msg);
 }
