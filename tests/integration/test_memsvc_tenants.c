@@ -33,7 +33,9 @@ static struct fixture start(const char *tenants_fmt)
 	struct fixture f = {.dir = harness_tmpdir()};
 	char text[512], *path;
 
-	snprintf(text, sizeof(text), tenants_fmt, (unsigned)getuid(), (unsigned)getuid());
+	/* Formats name our uid twice, then a uid that is not ours. */
+	snprintf(text, sizeof(text), tenants_fmt, (unsigned)getuid(), (unsigned)getuid(),
+		 (unsigned)getuid() + 4242);
 	path = harness_write_file(f.dir, "tenants", text);
 	const char *args[] = {"--tenants", path, NULL};
 	f.p = harness_start(args);
@@ -184,7 +186,8 @@ static void test_wrong_token(void **state)
 
 static void test_quotas(void **state)
 {
-	struct fixture f = start("small uid=%u quota=256K max-seqs=1\nother uid=%u quota=4M\n");
+	struct fixture f = start("small uid=%u quota=256K max-seqs=1\nother uid=%u quota=4M\n"
+				 "locked uid=%u quota=4M\n");
 	struct memclient *s = NULL, *o;
 	struct memclient_seq q1, q2;
 
@@ -200,6 +203,10 @@ static void test_quotas(void **state)
 	/* An unknown tenant is refused. */
 	struct memclient *x = NULL;
 	assert_int_not_equal(harness_open(f.p, "nobody", SP_WAIT_SLEEP, 128 << 10, &x), 0);
+	assert_null(x);
+	/* A tenant that does not admit our uid refuses us. */
+	assert_int_equal(harness_open(f.p, "locked", SP_WAIT_SLEEP, 128 << 10, &x), -EACCES);
+	assert_null(x);
 	memclient_close(s);
 	memclient_close(o);
 	stop(&f);
