@@ -105,7 +105,7 @@ static int send_hello(struct memclient *c, const struct memclient_opts *o)
 		return rc;
 	rc = fdpass_send(c->attach_fd, buf, len, NULL, 0);
 	free(buf);
-	return rc;
+	return rc == -EPIPE ? -ECONNRESET : rc; /* the daemon closed on us */
 }
 
 static void close_fds(int *fds, int n)

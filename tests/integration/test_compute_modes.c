@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The runner on the CPU backend with the tiny synthetic model: dense equals a naive forward
- * pass, the offloaded modes equal their GPU-resident twins token for token, sparse attention
+ * The runner with the tiny synthetic model on the CPU backend (or CUDA with
+ * SPARDA_TEST_BACKEND=cuda): dense equals a naive forward pass, the offloaded modes equal their GPU-resident twins token for token, sparse attention
  * that selects every block equals dense, and KV written to the host store reads back bit-exact.
  */
 #include <math.h>
@@ -31,6 +31,15 @@ static int setup(void **state)
 	struct model_config mc;
 	char err[512];
 	struct kb_opts ko = { .kind = KB_KIND_CPU };
+	const char *be = getenv("SPARDA_TEST_BACKEND");
+
+	if (be && strcmp(be, "cuda") == 0) {
+		if (!kb_cuda_available()) {
+			fprintf(stderr, "skip: SPARDA_TEST_BACKEND=cuda and no CUDA device\n");
+			exit(77);
+		}
+		ko.kind = KB_KIND_CUDA;
+	}
 
 	snprintf(g_dir, sizeof(g_dir), "/tmp/sparda-test-modes-%d", (int)getpid());
 	if (model_preset("tiny", &mc) || model_generate(g_dir, &mc, 77, err, sizeof(err)) ||
