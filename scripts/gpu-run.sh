@@ -2,10 +2,10 @@
 # On a CUDA host: unpack a bundle made by scripts/gpu-pack.sh, then run the kernel conformance
 # test, the main job with the CUDA backend (all modes, twin equality), and the decode/prefill
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt).
-# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance tiny bench memsvc (default all)
+# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny bench memsvc (default all)
 set -u
 pack=$1; shift
-what=${*:-conformance tiny bench memsvc}
+what=${*:-conformance modes_cuda tiny bench memsvc}
 OUT=${OUT:-/tmp/sparda-gpu-out}
 work=/tmp/sparda-gpu
 res=$work/results
@@ -13,6 +13,12 @@ mkdir -p "$OUT" "$res" && rm -rf "$work/b" && mkdir -p "$work/b"
 tar -xJf "$pack" -C "$work/b"
 b=$work/b
 export LD_LIBRARY_PATH=$b/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# STORE=inproc runs sparda-compute alone with its in-process host store; default: sparda run
+if [ "${STORE:-memsvc}" = inproc ]; then
+	run="$b/bin/sparda-compute --host-store=inproc --modes=all"
+else
+	run="$b/bin/sparda run"
+fi
 sum=$OUT/summary.txt
 : >"$sum"
 log() { echo "$*" | tee -a "$sum"; }
@@ -32,15 +38,17 @@ for w in $what; do
 case $w in
 conformance)
 	step conformance 240 "$b/tests/test_conformance" ;;
+modes_cuda)
+	SPARDA_TEST_BACKEND=cuda step modes_cuda 240 "$b/tests/test_compute_modes" ;;
 tiny)
-	step tiny_cuda 240 "$b/bin/sparda" run --backend=cuda --batch=2 --json="$res/tiny_cuda.json" ;;
+	step tiny_cuda 240 $run --backend=cuda --batch=2 --json="$res/tiny_cuda.json" ;;
 bench)
 	m=$work/minicpm-l${LAYERS:-8}
 	[ -f "$m/config.json" ] || step genmodel 300 "$b/bin/sparda" gen-model --preset minicpm4-8b \
 		--layers "${LAYERS:-8}" --out "$m"
 	for ctx in ${CTXS:-32768}; do
 		for bs in ${BATCHES:-1}; do
-			step "bench_c${ctx}_b${bs}" 400 "$b/bin/sparda" run --backend=cuda --model="$m" \
+			step "bench_c${ctx}_b${bs}" 400 $run --backend=cuda --model="$m" \
 				--prompt-tokens="$ctx" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes="${MODES:-sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload}" \
 				--json="$res/bench_c${ctx}_b${bs}.json"
