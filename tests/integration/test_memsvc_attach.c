@@ -134,7 +134,7 @@ static void *fake_main(void *arg)
 	fd = accept(f->listen_fd, NULL, NULL);
 	if (fd < 0 || f->mode == FAKE_CLOSE)
 		goto out;
-	n = fdpass_recv(fd, buf, sizeof(buf), NULL, 0, &n_fds, 5000);
+	n = fdpass_recv(fd, buf, sizeof(buf), fds, 5, &n_fds, 5000); /* the hello has none */
 	if (n <= 0 || wire_request_unpack(buf, (size_t)n, &rq, err, sizeof(err)))
 		goto out;
 	if (f->mode == FAKE_SILENT) {
