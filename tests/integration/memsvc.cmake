@@ -18,7 +18,12 @@ endforeach()
 # bench smoke run checks that the JSON report has its keys (never a timing).
 add_test(NAME sparda_demo_memsvc COMMAND sparda demo-memsvc)
 set(_bench_json ${CMAKE_CURRENT_BINARY_DIR}/bench_memsvc_smoke.json)
-add_test(NAME sparda_bench_memsvc_smoke
-  COMMAND sh -c "$<TARGET_FILE:sparda> bench memsvc --clients 2 --requests 20 --json ${_bench_json} && for k in shm_p50_us shm_p99_us shm_p999_us zmq_p50_us zmq_p99_us shm_requests_per_s zmq_requests_per_s clients units mode; do grep -q \"\\\"$k\\\"\" ${_bench_json} || { echo missing $k; exit 1; }; done")
+set(_keys shm_p50_us shm_p99_us shm_p999_us zmq_p50_us zmq_p99_us shm_requests_per_s
+          zmq_requests_per_s clients units mode)
+string(REPLACE ";" " " _keys "${_keys}")
+set(_run "$<TARGET_FILE:sparda> bench memsvc --clients 2 --requests 20 --json ${_bench_json}")
+set(_grep "grep -q \"\\\"$k\\\"\" ${_bench_json}")
+set(_check "for k in ${_keys}; do ${_grep} || { echo missing $k; exit 1; }; done")
+add_test(NAME sparda_bench_memsvc_smoke COMMAND sh -c "${_run} && ${_check}")
 set_tests_properties(sparda_demo_memsvc sparda_bench_memsvc_smoke PROPERTIES TIMEOUT 60
                      LABELS integration)
