@@ -25,6 +25,15 @@
 
 static struct log_ratelimit rl_bad;
 
+/* One request in flight through dispatch: where it came from and what goes back. */
+struct req {
+	void *sock;	     /* the router it came on */
+	struct tenant *auth; /* tcp: the tenant its CURVE key maps to; NULL on ipc */
+	const struct wire_frames *f;
+	void *out_data; /* reply data frame (READ), malloc'd */
+	size_t out_len;
+};
+
 static enum sp_op unit_op(enum wire_kind k)
 {
 	switch (k) {
@@ -40,7 +49,8 @@ static enum sp_op unit_op(enum wire_kind k)
 }
 
 /* Expand ranges to units and apply them; the reply owns the results array. */
-static int do_units(struct session *s, const struct wire_request *rq, struct wire_reply *rp)
+static int do_units(struct session *s, const struct wire_request *rq, struct wire_reply *rp,
+		    struct req *q)
 {
 	uint32_t n = rq->u.units.n_units, k = 0;
 	struct store_unit_id *ids = calloc(n ? n : 1, sizeof(*ids));
@@ -63,7 +73,12 @@ static int do_units(struct session *s, const struct wire_request *rq, struct wir
 							b > UINT32_MAX ? UINT32_MAX : (uint32_t)b};
 		}
 	}
-	session_units_apply(s, unit_op(rq->kind), ids, k, rq->u.units.step, st, slot, gen);
+	if (rq->kind == WIRE_READ)
+		session_units_read(s, ids, k, rq->u.units.step, st, slot, gen, q->out_data);
+	else if (rq->kind == WIRE_WRITE)
+		session_units_write(s, ids, k, q->f->data, st, slot, gen);
+	else
+		session_units_apply(s, unit_op(rq->kind), ids, k, rq->u.units.step, st, slot, gen);
 	for (uint32_t i = 0; i < k; i++)
 		res[i] = (struct wire_unit_result){.status = st[i], .slot = slot[i], .gen = gen[i]};
 	rp->kind = WIRE_FORECAST; /* the units body */
@@ -133,31 +148,74 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 
 /* Answer one decoded request into rp (status, error text, body). */
 /* The request's session when its id and token match; else the error reply is written. */
-static struct conn *authenticate(struct server *sv, const struct wire_request *rq,
-				 struct wire_reply *rp)
+static struct conn *authenticate(struct server *sv, const struct req *q,
+				 const struct wire_request *rq, struct wire_reply *rp)
 {
-	struct conn *c;
+	struct conn *c = server_find_session(sv, rq->session_id);
 
-	if (rq->kind == WIRE_HELLO || rq->kind == WIRE_READ || rq->kind == WIRE_WRITE) {
-		wire_reply_error(rp, rq->request_id, -EOPNOTSUPP, "%s is not served on %s",
-				 wire_kind_name(rq->kind), sv->ctl_endpoint);
-		return NULL;
-	}
-	c = server_find_session(sv, rq->session_id);
-	if (!c || !c->s || c->bye || !session_token_ok(c->s, rq->token)) {
+	if (!c || !c->s || c->bye || !session_token_ok(c->s, rq->token) ||
+	    (q->auth && session_tenant(c->s) != q->auth)) {
 		wire_reply_error(rp, rq->request_id, -EPERM, "unknown session %llu or wrong token",
 				 (unsigned long long)rq->session_id);
 		return NULL;
 	}
+	if ((rq->kind == WIRE_READ || rq->kind == WIRE_WRITE) && !c->remote) {
+		wire_reply_error(rp, rq->request_id, -EOPNOTSUPP,
+				 "%s is for remote sessions; local ones map the arena",
+				 wire_kind_name(rq->kind));
+		return NULL;
+	}
+	c->last_ms = time_now_ms();
 	return c;
 }
 
-static void dispatch(struct server *sv, const struct wire_request *rq, struct wire_reply *rp)
+/* READ and WRITE of a remote session: unit bytes in the data frame, unit i at i*unit_bytes. */
+static int do_data(struct session *s, struct req *q, const struct wire_request *rq,
+		   struct wire_reply *rp)
 {
-	struct conn *c = authenticate(sv, rq, rp);
+	uint64_t ub = session_geometry(s)->unit_bytes;
+	uint64_t need = ub * rq->u.units.n_units;
+	int r;
+
+	if (need > WIRE_MAX_DATA_BYTES)
+		return -EMSGSIZE;
+	if (rq->kind == WIRE_WRITE && (!q->f->data || q->f->data_len != need))
+		return -EBADMSG;
+	if (rq->kind == WIRE_READ) {
+		q->out_data = malloc(need ? need : 1);
+		if (!q->out_data)
+			return -ENOMEM;
+		q->out_len = need;
+	}
+	r = do_units(s, rq, rp, q);
+	if (r) {
+		free(q->out_data);
+		q->out_data = NULL;
+		q->out_len = 0;
+	}
+	return r;
+}
+
+static void dispatch(struct server *sv, struct req *q, const struct wire_request *rq,
+		     struct wire_reply *rp)
+{
+	struct conn *c;
 	struct session *s;
 	int r = 0;
 
+	if (rq->kind == WIRE_HELLO) {
+		if (q->auth)
+			server_remote_hello(sv, q->auth, rq, rp);
+		else
+			wire_reply_error(rp, rq->request_id, -EOPNOTSUPP,
+					 "hello goes to attach.sock (local) or tcp (remote)");
+		return;
+	}
+	if (q->f->data && rq->kind != WIRE_WRITE) {
+		wire_reply_error(rp, rq->request_id, -EBADMSG, "unexpected data frame");
+		return;
+	}
+	c = authenticate(sv, q, rq, rp);
 	if (!c)
 		return;
 	s = c->s;
@@ -179,7 +237,11 @@ static void dispatch(struct server *sv, const struct wire_request *rq, struct wi
 	case WIRE_COMMIT:
 	case WIRE_FREE:
 	case WIRE_FORECAST:
-		r = do_units(s, rq, rp);
+		r = do_units(s, rq, rp, q);
+		break;
+	case WIRE_READ:
+	case WIRE_WRITE:
+		r = do_data(s, q, rq, rp);
 		break;
 	case WIRE_STATS:
 		r = do_stats(sv, s, rp);
@@ -208,7 +270,7 @@ static void dispatch(struct server *sv, const struct wire_request *rq, struct wi
 	}
 }
 
-static void send_reply(struct server *sv, const struct wire_frames *f, struct wire_reply *rp)
+static void send_reply(struct server *sv, struct req *q, struct wire_reply *rp)
 {
 	void *buf = NULL;
 	size_t len = 0;
@@ -221,70 +283,69 @@ static void send_reply(struct server *sv, const struct wire_frames *f, struct wi
 		r = wire_reply_pack(&e, &buf, &len);
 	}
 	if (!r)
-		r = wire_zmq_send(sv->router, f->identity, f->id_len, buf, len, NULL, 0,
+		r = wire_zmq_send(q->sock, q->f->identity, q->f->id_len, buf, len,
+				  rp->status ? NULL : q->out_data, rp->status ? 0 : q->out_len,
 				  ZMQ_DONTWAIT);
 	if (r)
 		mstats_error(sv->stats, MSTATS_ERR_DROPPED);
 	free(buf);
 }
 
-/* One message. Returns false when nothing was waiting. */
-static bool serve_one(struct server *sv)
+void ctlreq_handle(struct server *sv, void *sock, struct tenant *auth, struct wire_frames *f,
+		   int recv_status)
 {
-	struct wire_frames f;
+	struct req q = {.sock = sock, .auth = auth, .f = f};
 	struct wire_request rq;
 	struct wire_reply rp = {0};
 	char err[WIRE_ERROR_MAX] = "";
 	uint64_t t0 = time_now_ns();
-	int r = wire_zmq_recv(sv->router, true, &f, ZMQ_DONTWAIT);
+	int r = recv_status;
 
-	if (r == -EAGAIN)
-		return false;
-	if (r || f.data) {
-		if (!r)
-			r = -EBADMSG; /* local control messages carry no data frame */
+	if (r) {
 		mstats_errno(sv->stats, r);
-		if (f.identity) {
+		if (f->identity) {
 			wire_reply_error(&rp, 0, r, "message refused: %s", err_str(r));
-			send_reply(sv, &f, &rp);
+			send_reply(sv, &q, &rp);
 		} else {
 			mstats_error(sv->stats, MSTATS_ERR_DROPPED);
 		}
-		wire_frames_fini(&f);
-		return true;
+		return;
 	}
-	r = wire_request_unpack(f.payload, f.len, &rq, err, sizeof(err));
+	r = wire_request_unpack(f->payload, f->len, &rq, err, sizeof(err));
 	if (r) {
 		mstats_errno(sv->stats, r);
 		log_write_rl(&rl_bad, 1000, LOG_LEVEL_WARN, TAG, "bad request",
 			     "status=%s error=\"%s\"", err_name(r), err);
 		wire_reply_error(&rp, 0, r, "%s", err[0] ? err : err_str(r));
-		send_reply(sv, &f, &rp);
-		wire_frames_fini(&f);
-		return true;
+		send_reply(sv, &q, &rp);
+		return;
 	}
-	dispatch(sv, &rq, &rp);
+	dispatch(sv, &q, &rq, &rp);
 	rp.request_id = rq.request_id;
-	send_reply(sv, &f, &rp);
+	send_reply(sv, &q, &rp);
 	if (rp.status)
 		mstats_errno(sv->stats, rp.status);
 	mstats_request(sv->stats, MSTATS_PATH_ZMQ, rq.kind, time_now_ns() - t0);
+	free(q.out_data);
 	wire_reply_fini(&rp);
 	wire_request_fini(&rq);
-	wire_frames_fini(&f);
-	return true;
 }
 
 void ctlreq_serve(struct server *sv)
 {
 	for (int i = 0; i < MAX_MSGS_PER_TURN; i++) {
+		struct wire_frames f;
 		uint32_t events = 0;
 		size_t sz = sizeof(events);
+		int r;
 
 		if (zmq_getsockopt(sv->router, ZMQ_EVENTS, &events, &sz) != 0 ||
 		    !(events & ZMQ_POLLIN))
 			return;
-		if (!serve_one(sv))
+		r = wire_zmq_recv(sv->router, true, &f, ZMQ_DONTWAIT);
+		if (r == -EAGAIN)
 			return;
+		ctlreq_handle(sv, sv->router, NULL, &f, r);
+		wire_frames_fini(&f);
 	}
 }

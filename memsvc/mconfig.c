@@ -51,6 +51,8 @@ static const struct config_key keys[] = {
      "longest time a drain waits for sessions before exiting"},
     {"watchdog-ms", CONFIG_TYPE_UINT, N(watchdog_ms), "100", 10, 60000, NULL,
      "housekeeping period: deferred-slot reclaim, drain checks"},
+    {"remote-idle-ms", CONFIG_TYPE_UINT, N(remote_idle_ms), "60000", 100, 86400000, NULL,
+     "a remote (tcp) session that sends nothing this long is closed"},
     {"poll-spin-us", CONFIG_TYPE_UINT, N(poll_spin_us), "50", 0, 1000000, NULL,
      "sleep mode: spin this long on the SQ before sleeping on its doorbell"},
     {"log-level", CONFIG_TYPE_ENUM, N(log_level), "info", 0, 0, level_names,
@@ -155,13 +157,6 @@ int mconfig_resolve(struct mconfig *c, char *err, size_t err_len)
 			 "curve-secret (tcp requires CURVE)",
 			 c->tcp);
 		return -EINVAL;
-	}
-	if (c->tcp[0]) {
-		/* Refuse rather than listen without the promised CURVE/ZAP protection. */
-		snprintf(err, err_len,
-			 "key tcp: the CURVE tcp endpoint is not available in this "
-			 "build; use the local ipc endpoint");
-		return -EOPNOTSUPP;
 	}
 	return 0;
 }

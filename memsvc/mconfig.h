@@ -29,9 +29,10 @@ struct mconfig {
 	uint64_t sq_entries; /* SQ and CQ ring entries per session */
 	uint64_t unit_words; /* unit words per session = this x slots (at least 65536) */
 	uint64_t drain_timeout_ms;
-	uint64_t watchdog_ms;  /* period of the housekeeping timer (epoch reclaim, watchdog) */
-	uint64_t poll_spin_us; /* SLEEP mode: spin this long before sleeping on the doorbell */
-	int log_level;	       /* enum log_level */
+	uint64_t watchdog_ms;	 /* period of the housekeeping timer (epoch reclaim, watchdog) */
+	uint64_t remote_idle_ms; /* a remote (tcp) session with no request this long ends */
+	uint64_t poll_spin_us;	 /* SLEEP mode: spin this long before sleeping on the doorbell */
+	int log_level;		 /* enum log_level */
 };
 
 /*

@@ -28,6 +28,7 @@
 #include "mconfig.h"
 #include "mstats.h"
 #include "notify.h"
+#include "remote.h"
 #include "ring.h"
 #include "session.h"
 #include "tenant.h"
@@ -42,18 +43,11 @@ static int open_attach(struct server *sv, char *err, size_t err_len);
 
 /* ---- connections ------------------------------------------------------------------------- */
 
-static int conn_add(struct server *sv, int fd)
+/* Append c to conns[] (under the lock, for the metrics thread). */
+static int conns_push(struct server *sv, struct conn *c)
 {
-	struct conn *c = calloc(1, sizeof(*c));
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	int r = 0;
 
-	if (!c)
-		return -ENOMEM;
-	c->src.kind = SRC_CONN;
-	c->fd = fd;
-	c->accepted_ms = time_now_ms();
-	ev.data.ptr = &c->src;
 	pthread_mutex_lock(&sv->lock);
 	if (sv->n_conns == sv->cap_conns) {
 		size_t ncap = sv->cap_conns ? sv->cap_conns * 2 : 16;
@@ -65,11 +59,31 @@ static int conn_add(struct server *sv, int fd)
 			r = -ENOMEM;
 		}
 	}
-	if (!r && epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		r = err_from_errno();
 	if (!r)
 		sv->conns[sv->n_conns++] = c;
 	pthread_mutex_unlock(&sv->lock);
+	return r;
+}
+
+static int conn_add(struct server *sv, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	c->src.kind = SRC_CONN;
+	c->fd = fd;
+	c->accepted_ms = time_now_ms();
+	ev.data.ptr = &c->src;
+	r = conns_push(sv, c);
+	if (!r && epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		r = err_from_errno();
+		pthread_mutex_lock(&sv->lock);
+		sv->n_conns--;
+		pthread_mutex_unlock(&sv->lock);
+	}
 	if (r)
 		free(c);
 	return r;
@@ -80,8 +94,9 @@ static void conn_close(struct server *sv, struct conn *c, const char *why)
 {
 	struct session *s = c->s;
 
-	if (s) {
+	if (s && !c->remote)
 		hotpath_remove(sv->hp, s);
+	if (s) {
 		log_info(TAG, "session closed", "session=%llu tenant=%s pid=%d reason=%s",
 			 (unsigned long long)session_id(s), tenant_name(session_tenant(s)),
 			 (int)session_pid(s), why);
@@ -100,9 +115,12 @@ static void conn_close(struct server *sv, struct conn *c, const char *why)
 		tenant_session_release(session_tenant(s), session_arena_size(s));
 		session_destroy(s);
 	}
-	(void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	close(c->fd);
+	if (c->fd >= 0) {
+		(void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+	}
 	c->fd = -1;
+	c->dead = true;
 	c->s = NULL;
 	c->next_dead = sv->dead;
 	sv->dead = c;
@@ -155,10 +173,10 @@ static void attach_refuse(struct server *sv, struct conn *c, uint64_t req_id, in
 }
 
 /* Tenant, uid, geometry, arena size, quota and budget. On 0 the tenant holds the bytes. */
-static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
+static int attach_admit(struct server *sv, const struct wire_request *rq, uid_t uid,
 			struct session_opts *so, char *err, size_t err_len)
 {
-	struct tenant *tn = tenant_find(sv->tenants, rq->u.hello.tenant);
+	struct tenant *tn = so->tenant ? so->tenant : tenant_find(sv->tenants, rq->u.hello.tenant);
 	int r;
 
 	if (sv->draining) {
@@ -170,7 +188,12 @@ static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
 			 (unsigned long long)sv->cfg->max_sessions);
 		return -EUSERS;
 	}
-	if (!tn || !tenant_admits_uid(tn, uid)) {
+	if (so->tenant && strcmp(tenant_name(so->tenant), rq->u.hello.tenant) != 0) {
+		snprintf(err, err_len, "this tcp key belongs to tenant '%s', not '%s'",
+			 tenant_name(so->tenant), rq->u.hello.tenant);
+		return -EACCES;
+	}
+	if (!tn || (!so->tenant && !tenant_admits_uid(tn, uid))) {
 		snprintf(err, err_len, "uid %u is not admitted by tenant '%s'", (unsigned)uid,
 			 rq->u.hello.tenant);
 		return -EACCES;
@@ -205,23 +228,29 @@ static int attach_admit(struct server *sv, struct wire_request *rq, uid_t uid,
 	return 0;
 }
 
+static void hello_fill(struct server *sv, struct session *s, uint64_t req_id, struct wire_reply *rp)
+{
+	*rp = (struct wire_reply){.request_id = req_id, .kind = WIRE_HELLO};
+	rp->u.hello.session_id = session_id(s);
+	memcpy(rp->u.hello.token, session_token(s), WIRE_TOKEN_BYTES);
+	rp->u.hello.daemon_epoch = sv->daemon_epoch;
+	rp->u.hello.arena_bytes = session_arena_size(s);
+	rp->u.hello.n_slots = session_arena_size(s) / session_geometry(s)->unit_bytes;
+	rp->u.hello.ctl_bytes = session_ctl_bytes(s);
+	rp->u.hello.sub_bytes = session_sub_bytes(s);
+	rp->u.hello.unit_words_cap = session_unit_words_cap(s);
+	rp->u.hello.max_seqs = session_max_seqs(s);
+	rp->u.hello.geom = *session_geometry(s);
+}
+
 static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, struct session *s)
 {
-	struct wire_reply rp = {.request_id = req_id, .kind = WIRE_HELLO};
+	struct wire_reply rp;
 	void *buf = NULL;
 	size_t len = 0;
 	int fds[5], r;
 
-	rp.u.hello.session_id = session_id(s);
-	memcpy(rp.u.hello.token, session_token(s), WIRE_TOKEN_BYTES);
-	rp.u.hello.daemon_epoch = sv->daemon_epoch;
-	rp.u.hello.arena_bytes = session_arena_size(s);
-	rp.u.hello.n_slots = session_arena_size(s) / session_geometry(s)->unit_bytes;
-	rp.u.hello.ctl_bytes = session_ctl_bytes(s);
-	rp.u.hello.sub_bytes = session_sub_bytes(s);
-	rp.u.hello.unit_words_cap = session_unit_words_cap(s);
-	rp.u.hello.max_seqs = session_max_seqs(s);
-	rp.u.hello.geom = *session_geometry(s);
+	hello_fill(sv, s, req_id, &rp);
 	r = wire_reply_pack(&rp, &buf, &len);
 	if (r)
 		return r;
@@ -229,6 +258,69 @@ static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, stru
 	r = fdpass_send(c->fd, buf, len, fds, 5);
 	free(buf);
 	return r;
+}
+
+/* Session options from an admitted hello. */
+static void opts_fill(struct server *sv, const struct wire_request *rq, struct session_opts *so)
+{
+	so->id = sv->next_id++;
+	so->client_name = rq->u.hello.client_name;
+	so->max_seqs = rq->u.hello.max_seqs;
+	so->wait_mode = rq->u.hello.wait_mode;
+	so->ring_entries = (uint32_t)sv->cfg->sq_entries;
+	so->unit_words = (uint32_t)sv->cfg->unit_words;
+	so->huge_pages = sv->cfg->huge_pages;
+}
+
+void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
+			 struct wire_reply *rp)
+{
+	struct session_opts so = {.daemon_epoch = sv->daemon_epoch, .tenant = tn};
+	struct session *s = NULL;
+	struct conn *c = NULL;
+	char err[WIRE_ERROR_MAX] = "";
+	int r = attach_admit(sv, rq, (uid_t)-1, &so, err, sizeof(err));
+
+	if (r)
+		goto out_refuse;
+	opts_fill(sv, rq, &so);
+	so.uid = (uid_t)-1;
+	so.wait_mode = SP_WAIT_SLEEP; /* no rings for a remote client */
+	r = session_create(&so, &s, err, sizeof(err));
+	if (!r && (r = session_arena_map(s)))
+		snprintf(err, sizeof(err), "mapping the arena: %s", err_str(r));
+	c = r ? NULL : calloc(1, sizeof(*c));
+	if (!r && !c)
+		r = -ENOMEM;
+	if (!r) {
+		*c = (struct conn){.src.kind = SRC_CONN,
+				   .fd = -1,
+				   .s = s,
+				   .remote = true,
+				   .accepted_ms = time_now_ms(),
+				   .last_ms = time_now_ms()};
+		r = conns_push(sv, c);
+	}
+	if (r) {
+		free(c);
+		session_destroy(s);
+		tenant_session_release(tn, so.arena_bytes);
+		goto out_refuse;
+	}
+	pthread_mutex_lock(&sv->lock);
+	sv->budget_used += so.arena_bytes;
+	sv->attaches_ok++;
+	pthread_mutex_unlock(&sv->lock);
+	hello_fill(sv, s, rq->request_id, rp);
+	log_info(TAG, "remote session attached",
+		 "session=%llu tenant=%s client=%s arena_bytes=%llu", (unsigned long long)so.id,
+		 tenant_name(tn), so.client_name, (unsigned long long)so.arena_bytes);
+	return;
+out_refuse:
+	pthread_mutex_lock(&sv->lock);
+	sv->attaches_refused++;
+	pthread_mutex_unlock(&sv->lock);
+	wire_reply_error(rp, rq->request_id, r, "%s", err[0] ? err : err_str(r));
 }
 
 static int attach_build(struct server *sv, struct conn *c, struct wire_request *rq, char *err,
@@ -248,15 +340,9 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 	r = attach_admit(sv, rq, uid, &so, err, err_len);
 	if (r)
 		return r;
-	so.id = sv->next_id++;
-	so.client_name = rq->u.hello.client_name;
+	opts_fill(sv, rq, &so);
 	so.uid = uid;
 	so.pid = pid;
-	so.max_seqs = rq->u.hello.max_seqs;
-	so.wait_mode = rq->u.hello.wait_mode;
-	so.ring_entries = (uint32_t)sv->cfg->sq_entries;
-	so.unit_words = (uint32_t)sv->cfg->unit_words;
-	so.huge_pages = sv->cfg->huge_pages;
 	r = session_create(&so, &s, err, err_len);
 	if (!r) {
 		r = attach_reply(sv, c, rq->request_id, s);
@@ -335,7 +421,7 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 	char junk[256];
 	ssize_t n;
 
-	if (c->fd < 0)
+	if (c->dead)
 		return; /* closed earlier in this batch */
 	if (!c->s) {
 		attach_handle(sv, c);
@@ -423,7 +509,10 @@ static void timer_event(struct server *sv)
 	notify_watchdog(sv->notify, now);
 	for (size_t i = 0; i < sv->n_conns; i++) {
 		struct conn *c = sv->conns[i];
-		if (c->s) {
+		if (c->remote && now - c->last_ms > sv->cfg->remote_idle_ms) {
+			conn_close(sv, c, "remote idle");
+			i--;
+		} else if (c->s) {
 			session_reclaim(c->s);
 		} else if (now - c->accepted_ms > ATTACH_TIMEOUT_MS) {
 			conn_close(sv, c, "no hello");
@@ -432,6 +521,8 @@ static void timer_event(struct server *sv)
 	}
 	/* ZMQ_FD only signals edges; a missed one must not strand a request. */
 	ctlreq_serve(sv);
+	if (sv->remote)
+		remote_serve(sv->remote, sv);
 	if (sv->draining && (rings_idle(sv) || now >= sv->drain_deadline_ms)) {
 		/* In-flight entries are answered: now tell the clients, then close. */
 		for (size_t i = 0; i < sv->n_conns; i++)
@@ -491,6 +582,9 @@ int server_run(struct server *sv)
 				break;
 			case SRC_ZMQ:
 				ctlreq_serve(sv);
+				break;
+			case SRC_TCP:
+				remote_serve(sv->remote, sv);
 				break;
 			}
 		}
@@ -659,6 +753,11 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 		r = check_not_served(sv, err, err_len);
 	if (!r)
 		r = open_zmq(sv, err, err_len);
+	if (!r && cfg->tcp[0]) {
+		r = remote_open(sv->zctx, cfg, tenants, &sv->remote, err, err_len);
+		if (!r)
+			r = epoll_add(sv, remote_fd(sv->remote), &sv->tcp_src, SRC_TCP);
+	}
 	if (!r && (r = notify_open(&sv->notify)))
 		snprintf(err, err_len, "notify: %s", err_str(r));
 	if (!r && (r = hotpath_open(&ho, &sv->hp)))
@@ -680,6 +779,7 @@ void server_free(struct server *sv)
 	dead_sweep(sv);
 	hotpath_free(sv->hp);
 	notify_free(sv->notify);
+	remote_free(sv->remote);
 	if (sv->router)
 		zmq_close(sv->router);
 	if (sv->zctx)

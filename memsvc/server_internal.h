@@ -15,20 +15,31 @@
 
 struct hotpath;
 struct notify;
+struct remote;
 struct session;
+struct tenant;
+struct wire_frames;
+struct wire_reply;
+struct wire_request;
 
-enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_ZMQ };
+enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_ZMQ, SRC_TCP };
 
 struct evsrc {
 	enum src_kind kind;
 };
 
-/* One accepted attach socket: pending (no session yet) or carrying a session. */
+/*
+ * One accepted attach socket: pending (no session yet) or carrying a session; or a remote
+ * (tcp) session, which has no socket (fd -1) and ends on bye or after remote-idle-ms.
+ */
 struct conn {
 	struct evsrc src; /* first: epoll data.ptr points here */
 	int fd;
 	struct session *s;
 	uint64_t accepted_ms;
+	uint64_t last_ms; /* last request (remote sessions' idle clock) */
+	bool remote;
+	bool dead;
 	bool bye; /* the session asked to end (ZeroMQ bye): torn down after the reply */
 	struct conn *next_dead; /* closed in this loop turn; freed after the event batch */
 };
@@ -44,6 +55,8 @@ struct server {
 	int epfd, listen_fd, sig_fd, timer_fd, zmq_fd;
 	struct evsrc listen_src, sig_src, timer_src, zmq_src;
 	void *zctx, *router;
+	struct remote *remote; /* the tcp endpoint, or NULL */
+	struct evsrc tcp_src;
 	char attach_path[300], ctl_endpoint[300]; /* runtime dir (<= 255) + file name */
 	/* Guards conns[] and the budget against the metrics thread; the loop is the only writer. */
 	pthread_mutex_t lock;
@@ -55,8 +68,18 @@ struct server {
 	uint64_t drain_deadline_ms;
 };
 
-/* Serve every ZeroMQ message waiting on the router (ctlreq.c). */
+/* Serve every ZeroMQ message waiting on the ipc router (ctlreq.c). */
 void ctlreq_serve(struct server *sv);
+/*
+ * Answer one received message (ctlreq.c): recv_status is wire_zmq_recv's result; auth is the
+ * tenant of the sender's CURVE key on tcp (requests may then only name its sessions and a
+ * hello creates a remote session), NULL on ipc. f stays the caller's.
+ */
+void ctlreq_handle(struct server *sv, void *sock, struct tenant *auth, struct wire_frames *f,
+		   int recv_status);
+/* A hello on tcp: create a remote session for tenant tn and fill the reply (server.c). */
+void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
+			 struct wire_reply *rp);
 /* The conn carrying session id, or NULL (loop thread). */
 struct conn *server_find_session(struct server *sv, uint64_t id);
 /* Start draining (idempotent); deadline_ms 0 = the configured drain timeout. */

@@ -44,6 +44,7 @@ struct session {
 	struct sp_ctl_header *ctl_hdr;
 	struct sp_sub_header *sub_hdr;
 	struct ring sq, cq;
+	uint8_t *arena;	      /* mapped only for remote sessions (session_arena_map) */
 	pthread_mutex_t lock; /* the store and seqs_open */
 	struct store *store;
 	uint64_t seqs_open;
@@ -337,6 +338,8 @@ void session_destroy(struct session *s)
 		munmap(s->ctl, s->ctl_bytes);
 	if (s->sub)
 		munmap(s->sub, s->sub_bytes);
+	if (s->arena)
+		munmap(s->arena, s->o.arena_bytes);
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
@@ -520,6 +523,58 @@ void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
 				     .block = e->block,
 				     .slot = SP_UNIT_SLOT_NONE};
 		c->status = sqe_apply(s, e, &c->slot, &c->gen);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int session_arena_map(struct session *s)
+{
+	void *p;
+
+	if (s->arena)
+		return 0;
+	p = mmap(NULL, s->o.arena_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, s->arena_fd, 0);
+	if (p == MAP_FAILED)
+		return err_from_errno();
+	s->arena = p;
+	return 0;
+}
+
+void session_units_read(struct session *s, const struct store_unit_id *ids, uint32_t n,
+			uint64_t step, int32_t *status, uint32_t *slot, uint32_t *gen, uint8_t *out)
+{
+	size_t ub = s->o.geom.unit_bytes;
+
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		status[i] = s->arena
+				? store_unit_forecast(s->store, &ids[i], step, &slot[i], &gen[i])
+				: -EIO;
+		if (!status[i])
+			memcpy(out + i * ub, s->arena + (size_t)slot[i] * ub, ub);
+		else
+			memset(out + i * ub, 0, ub);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void session_units_write(struct session *s, const struct store_unit_id *ids, uint32_t n,
+			 const uint8_t *in, int32_t *status, uint32_t *slot, uint32_t *gen)
+{
+	size_t ub = s->o.geom.unit_bytes;
+	enum sp_unit_state st;
+
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		status[i] =
+		    s->arena ? store_unit_lookup(s->store, &ids[i], &st, &slot[i], &gen[i]) : -EIO;
+		if (status[i])
+			continue;
+		if (st != SP_UNIT_ALLOCATED) {
+			status[i] = st == SP_UNIT_EMPTY ? -ENOENT : -EEXIST;
+			continue;
+		}
+		memcpy(s->arena + (size_t)slot[i] * ub, in + i * ub, ub);
 	}
 	pthread_mutex_unlock(&s->lock);
 }

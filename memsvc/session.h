@@ -104,6 +104,21 @@ int session_units_apply(struct session *s, enum sp_op op, const struct store_uni
 void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
 			struct sp_cqe *cqe);
 
+/*
+ * Remote clients (no shared memory): memsvc maps the arena itself and copies unit bytes.
+ * session_arena_map: returns 0 or -errno of mmap; idempotent.
+ * session_units_read: each RESIDENT unit's bytes to out + i * unit_bytes (leased to step as a
+ *   forecast would); status -ENOENT (not resident) or an id error. Needs the arena mapped.
+ * session_units_write: in + i * unit_bytes into each ALLOCATED unit's slot; status -ENOENT
+ *   (EMPTY), -EEXIST (already committed) or an id error. The client commits afterwards.
+ */
+int session_arena_map(struct session *s);
+void session_units_read(struct session *s, const struct store_unit_id *ids, uint32_t n,
+			uint64_t step, int32_t *status, uint32_t *slot, uint32_t *gen,
+			uint8_t *out);
+void session_units_write(struct session *s, const struct store_unit_id *ids, uint32_t n,
+			 const uint8_t *in, int32_t *status, uint32_t *slot, uint32_t *gen);
+
 /* Move deferred slots whose lease the client epoch passed back to the free list. */
 void session_reclaim(struct session *s);
 void session_get_stats(struct session *s, struct store_stats *st);

@@ -410,6 +410,23 @@ int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t
 	return 0;
 }
 
+int store_unit_lookup(struct store *s, const struct store_unit_id *u, enum sp_unit_state *state,
+		      uint32_t *slot, uint32_t *gen)
+{
+	_Atomic uint64_t *w;
+	uint64_t v;
+	int r = unit_word(s, u, &w);
+
+	*slot = SP_UNIT_SLOT_NONE;
+	*gen = 0;
+	if (r)
+		return r;
+	v = atomic_load_explicit(w, memory_order_relaxed);
+	*state = sp_unit_word_state(v);
+	out_word(v, slot, gen);
+	return 0;
+}
+
 void store_get_stats(const struct store *s, struct store_stats *st)
 {
 	*st = (struct store_stats){

@@ -80,6 +80,13 @@ int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *sl
 int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t step,
 			uint32_t *slot, uint32_t *gen);
 
+/*
+ * Read a unit's state without changing it: 0 with *state, *slot (SP_UNIT_SLOT_NONE unless
+ * ALLOCATED or RESIDENT) and *gen, or -EINVAL / -ESTALE for a bad id.
+ */
+int store_unit_lookup(struct store *s, const struct store_unit_id *u, enum sp_unit_state *state,
+		      uint32_t *slot, uint32_t *gen);
+
 /* Move deferred slots whose lease the client epoch has passed to the free list; returns how many.
  */
 uint32_t store_reclaim(struct store *s);
