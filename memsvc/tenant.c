@@ -173,10 +173,13 @@ static int parse_line(struct tenant_table *t, char *line, const char *where, cha
 	return add_tenant(t, &tn);
 }
 
-/* Calls fn on each line of text with "source line N" as its name; stops at the first error. */
+/*
+ * Calls fn on each line of text with "source line N" as its name; stops at the first error.
+ * strip_hash: everything from a '#' is a comment (not for key lines: z85 uses '#').
+ */
 static int for_each_line(struct tenant_table *t, const char *text, const char *source,
 			 int (*fn)(struct tenant_table *, char *, const char *, char *, size_t),
-			 char *err, size_t err_len)
+			 bool strip_hash, char *err, size_t err_len)
 {
 	unsigned lineno = 0;
 	const char *p = text;
@@ -196,7 +199,8 @@ static int for_each_line(struct tenant_table *t, const char *text, const char *s
 		}
 		memcpy(line, p, len);
 		line[len] = '\0';
-		hash = strchr(line, '#');
+		/* Tenant lines have no '#'; key lines may (z85), so parse_key_line decides. */
+		hash = strip_hash ? strchr(line, '#') : NULL;
 		if (hash)
 			*hash = '\0';
 		r = fn(t, line, where, err, err_len);
@@ -216,7 +220,7 @@ int tenant_table_parse(const char *text, const char *source, struct tenant_table
 	*out = NULL;
 	if (!t)
 		return -ENOMEM;
-	r = for_each_line(t, text, source, parse_line, err, err_len);
+	r = for_each_line(t, text, source, parse_line, true, err, err_len);
 	if (r)
 		goto out_free;
 	if (t->n == 0) {
@@ -317,9 +321,11 @@ static int parse_key_line(struct tenant_table *t, char *line, const char *where,
 	char *key = name ? strtok_r(NULL, " \t\r", &save) : NULL;
 	struct tenant *tn;
 
-	if (!name)
-		return 0;
-	if (!key || strtok_r(NULL, " \t\r", &save)) {
+	char *extra = key ? strtok_r(NULL, " \t\r", &save) : NULL;
+
+	if (!name || name[0] == '#')
+		return 0; /* blank line or a comment line */
+	if (!key || (extra && extra[0] != '#')) {
 		snprintf(err, err_len, "%s: expected 'tenant z85-public-key'", where);
 		return -EINVAL;
 	}
@@ -343,7 +349,7 @@ static int parse_key_line(struct tenant_table *t, char *line, const char *where,
 int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char *source, char *err,
 			    size_t err_len)
 {
-	return for_each_line(t, text, source, parse_key_line, err, err_len);
+	return for_each_line(t, text, source, parse_key_line, false, err, err_len);
 }
 
 void tenant_table_free(struct tenant_table *t)

@@ -8,3 +8,9 @@ sparda_test(test_memsvc_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_con
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
 sparda_test(test_memsvc_session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_session.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
+# The tcp endpoint against the real daemon (skips with 77 until sparda-memsvc is built).
+sparda_test(test_memsvc_remote SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_remote.c
+            LIBS sparda_memsvc_core sparda_memsvc_proc TIMEOUT 60 LABELS unit memsvc)
+if(TARGET sparda-memsvc)
+  add_dependencies(test_memsvc_remote sparda-memsvc)
+endif()

@@ -124,6 +124,11 @@ static void test_keys(void **state)
 	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), 0);
 	assert_ptr_equal(tenant_find_key(t, key), tenant_find(t, "alice"));
 	assert_null(tenant_find_key(t, "nope"));
+	/* '#' is a z85 character: only a '#' that starts a word begins a comment. */
+	static const char hkey[] = "#q:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]y#7";
+	snprintf(text, sizeof(text), "bob %s # bob's laptop\n", hkey);
+	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), 0);
+	assert_ptr_equal(tenant_find_key(t, hkey), tenant_find(t, "bob"));
 	snprintf(text, sizeof(text), "alice %s\ncarol %s\n", key, key);
 	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "line 2"));
