@@ -20,7 +20,6 @@
 #include "timeutil.h"
 
 #define ATTACH_REPLY_CAP 4096
-#define DEFAULT_TIMEOUT_MS 5000
 
 enum { FD_CTL, FD_SUB, FD_ARENA, FD_SQ_DB, FD_CQ_DB, FD_COUNT };
 
@@ -59,7 +58,7 @@ int memclient_health(struct memclient *c)
 {
 	struct pollfd pfd = {.fd = c->attach_fd, .events = POLLRDHUP};
 
-	if (c->dead)
+	if (c->dead || c->remote)
 		return c->dead;
 	/* Acquire: pairs with memsvc's release store when it starts tearing the session down. */
 	if (atomic_load_explicit(&c->ctl_hdr->closing, memory_order_acquire))
@@ -69,7 +68,7 @@ int memclient_health(struct memclient *c)
 	return 0;
 }
 
-static int geometry_fill(struct sp_geometry *g)
+int memclient_geometry_fill(struct sp_geometry *g)
 {
 	uint64_t ub;
 
@@ -316,8 +315,8 @@ int memclient_open(const struct memclient_opts *o, struct memclient **out)
 	c->attach_fd = c->sq_doorbell = c->cq_doorbell = -1;
 	c->geom = o->geom;
 	c->wait_mode = o->wait_mode;
-	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
-	rc = geometry_fill(&c->geom);
+	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : MEMCLIENT_DEFAULT_TIMEOUT_MS;
+	rc = memclient_geometry_fill(&c->geom);
 	if (rc)
 		goto out_close;
 	rc = attach(c, o, path);
@@ -337,6 +336,8 @@ void memclient_close(struct memclient *c)
 {
 	if (!c)
 		return;
+	if (c->remote && c->session_id)
+		memclient_remote_bye(c);
 	memclient_zmq_close(c);
 	if (c->arena)
 		munmap(c->arena, c->arena_bytes);
@@ -359,8 +360,8 @@ static const struct sp_seq_desc *seq_row(struct memclient *c, struct memclient_s
 	const struct sp_seq_desc *rows;
 	const struct sp_seq_desc *row;
 
-	*err = -EINVAL;
-	if (seq.index >= c->max_seqs)
+	*err = c->remote ? -EOPNOTSUPP : -EINVAL;
+	if (c->remote || seq.index >= c->max_seqs)
 		return NULL;
 	rows = (const void *)((const uint8_t *)c->ctl + c->ctl_hdr->seq_table_off);
 	row = &rows[seq.index];
@@ -376,6 +377,11 @@ static const struct sp_seq_desc *seq_row(struct memclient *c, struct memclient_s
 
 void memclient_unit_words(struct memclient *c, const uint64_t **words, size_t *bytes)
 {
+	if (c->remote) {
+		*words = NULL;
+		*bytes = 0;
+		return;
+	}
 	*words = (const uint64_t *)((const uint8_t *)c->ctl + c->ctl_hdr->unit_pool_off);
 	*bytes = c->unit_words_cap * sizeof(uint64_t);
 }
@@ -404,8 +410,8 @@ static const _Atomic uint64_t *unit_word(struct memclient *c, const struct memcl
 	const struct sp_seq_desc *row;
 	uint64_t idx, words;
 
-	*err = -EINVAL;
-	if (u->layer >= c->geom.n_layers || u->head >= c->geom.n_kv_heads)
+	*err = c->remote ? -EOPNOTSUPP : -EINVAL;
+	if (c->remote || u->layer >= c->geom.n_layers || u->head >= c->geom.n_kv_heads)
 		return NULL;
 	row = seq_row(c, u->seq, err);
 	if (!row)
@@ -448,7 +454,7 @@ int memclient_lookup(struct memclient *c, const struct memclient_unit *u,
 
 void *memclient_slot_ptr(struct memclient *c, uint32_t slot)
 {
-	if (!c || slot >= c->n_slots)
+	if (!c || !c->arena || slot >= c->n_slots)
 		return NULL;
 	return c->arena + (size_t)slot * c->geom.unit_bytes;
 }
@@ -465,6 +471,8 @@ void *memclient_unit_ptr(struct memclient *c, const struct memclient_unit *u)
 
 void memclient_epoch_publish(struct memclient *c, uint64_t step)
 {
+	if (c->remote)
+		return; /* no shared sub region: nothing to publish into */
 	/* Release: our reads of leased slots happen-before memsvc reuses them. */
 	atomic_store_explicit(&c->sub_hdr->client_epoch, step, memory_order_release);
 }

@@ -95,7 +95,47 @@ int memclient_default_runtime_dir(char *buf, size_t len);
  */
 int memclient_open(const struct memclient_opts *o, struct memclient **out);
 
-/* Detach: the session ends when the attach socket closes (memsvc reclaims it all). NULL ok. */
+/*
+ * A remote session over tcp:// with CURVE (no shared memory: unit bytes travel with
+ * memclient_read / memclient_write; the ring, lookup and arena calls return -EOPNOTSUPP, NULL
+ * or empty). The Hello goes over ZeroMQ; the daemon's ZAP handler maps the client's public key
+ * to its tenant. Keys are z85 text (40 characters).
+ */
+struct memclient_remote_opts {
+	const char *endpoint;	/* "tcp://HOST:PORT" */
+	const char *server_key; /* the daemon's public key */
+	const char *public_key; /* this client's key pair */
+	const char *secret_key;
+	const char *tenant;	 /* NULL: "default" (the key decides; a mismatch is refused) */
+	const char *client_name; /* NULL: "memclient" */
+	struct sp_geometry geom;
+	uint64_t arena_bytes;
+	uint32_t max_seqs;
+	int timeout_ms; /* per request; <= 0: 5000 */
+};
+
+/*
+ * Open a remote session. Returns 0, -EINVAL (bad opts or keys), -ETIMEDOUT (no answer: also
+ * what a key the daemon does not admit looks like, since CURVE drops the connection),
+ * -EOPNOTSUPP (libzmq without CURVE), or the daemon's -errno (-EACCES, -EDQUOT, -ENOMEM ...).
+ */
+int memclient_open_remote(const struct memclient_remote_opts *o, struct memclient **out);
+/* Is this a remote session (no shared memory)? */
+bool memclient_is_remote(const struct memclient *c);
+
+/*
+ * Remote sessions: copy unit bytes. write: data holds n units back to back (n * unit_bytes),
+ * each unit must be ALLOCATED (write then commit). read: fills data the same way for RESIDENT
+ * units, leased like a Forecast with step. Per-unit statuses in results; returns 0 when the
+ * daemon answered, -EOPNOTSUPP on a local session, or a transport error.
+ */
+int memclient_write(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		    const void *data, struct memclient_result *results);
+int memclient_read(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+		   uint64_t step, void *data, struct memclient_result *results);
+
+/* Detach: the session ends when the attach socket closes (memsvc reclaims it all); a remote
+ * session sends bye. NULL ok. */
 void memclient_close(struct memclient *c);
 
 /* ---- sequences and units over ZeroMQ ----------------------------------------------------- */

@@ -27,7 +27,8 @@ struct memclient {
 	struct sp_geometry geom;
 	enum sp_wait_mode wait_mode;
 	int timeout_ms;
-	int dead; /* 0, or the sticky -ECONNRESET / -ESHUTDOWN once the session is gone */
+	int dead;    /* 0, or the sticky -ECONNRESET / -ESHUTDOWN once the session is gone */
+	bool remote; /* tcp session: no attach socket, no shared memory */
 
 	int attach_fd; /* the session lives as long as this socket */
 	int sq_doorbell;
@@ -68,9 +69,29 @@ int memclient_health(struct memclient *c);
 /* Mark the session dead with err (sticky) and return err. */
 int memclient_set_dead(struct memclient *c, int err);
 
+/*
+ * One control round trip with optional data frames (client_zmq.c). On 0 the caller finis *rp
+ * and *in (the reply's data frame, if any); on error both need nothing. A non-zero reply
+ * status is the result, its text kept in last_error.
+ */
+int memclient_call(struct memclient *c, struct wire_request *rq, const void *data, size_t data_len,
+		   struct wire_reply *rp, struct wire_frames *in);
+/* A units request (ranges built from u) with optional data frames; results into res. */
+int memclient_units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
+			 uint32_t n, uint64_t step, struct memclient_result *res, const void *data,
+			 size_t data_len, struct wire_frames *in);
+
+/* Remote sessions: tell the daemon we leave (best effort, bounded by the timeout). */
+void memclient_remote_bye(struct memclient *c);
+
 /* ZeroMQ socket set-up and teardown (client_zmq.c). Returns 0 or -errno. */
 int memclient_zmq_connect(struct memclient *c, const char *endpoint);
 void memclient_zmq_close(struct memclient *c);
+
+#define MEMCLIENT_DEFAULT_TIMEOUT_MS 5000
+
+/* Check a geometry's fields and derive unit_bytes (a non-zero one must match). 0 or -EINVAL. */
+int memclient_geometry_fill(struct sp_geometry *g);
 
 /* Deadline in ns from a timeout in ms (< 0: the handle's). */
 uint64_t memclient_deadline(const struct memclient *c, int timeout_ms);

@@ -46,6 +46,8 @@ static int submit(struct memclient *c, uint16_t op, const struct memclient_unit 
 
 	if (!c || !u || !res || !req_id || !n)
 		return -EINVAL;
+	if (c->remote)
+		return -EOPNOTSUPP;
 	rc = memclient_health(c);
 	if (rc)
 		return rc;
@@ -224,6 +226,8 @@ static int blocking(struct memclient *c, uint16_t op, const struct memclient_uni
 
 	if (!c || !u || !res || !n)
 		return -EINVAL;
+	if (c->remote)
+		return -EOPNOTSUPP;
 	chunk = c->sq.mask + 1 < c->cq.mask + 1 ? c->sq.mask + 1 : c->cq.mask + 1;
 	for (uint32_t i = 0; i < n; i += chunk) {
 		uint32_t k = n - i < chunk ? n - i : chunk;

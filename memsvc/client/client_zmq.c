@@ -49,7 +49,8 @@ void memclient_zmq_close(struct memclient *c)
 	c->zsock = c->zctx = NULL;
 }
 
-static int send_request(struct memclient *c, struct wire_request *rq)
+static int send_request(struct memclient *c, struct wire_request *rq, const void *data,
+			size_t data_len)
 {
 	void *buf = NULL;
 	size_t len = 0;
@@ -62,14 +63,17 @@ static int send_request(struct memclient *c, struct wire_request *rq)
 	rc = wire_request_pack(rq, &buf, &len);
 	if (rc)
 		return rc;
-	rc = wire_zmq_send(c->zsock, NULL, 0, buf, len, NULL, 0, 0);
+	rc = wire_zmq_send(c->zsock, NULL, 0, buf, len, data, data_len, 0);
 	free(buf);
 	return rc == -EAGAIN ? -ETIMEDOUT : rc;
 }
 
-/* Wait for the reply to request_id; drops others. On 0 the caller finis *rp. */
+/*
+ * Wait for the reply to request_id; drops others. On 0 the caller finis *rp and owns *data
+ * (the reply's data frame or NULL; free()).
+ */
 static int recv_reply(struct memclient *c, uint64_t request_id, uint64_t deadline,
-		      struct wire_reply *rp)
+		      struct wire_reply *rp, struct wire_frames *data)
 {
 	char err[WIRE_ERROR_MAX];
 
@@ -86,7 +90,9 @@ static int recv_reply(struct memclient *c, uint64_t request_id, uint64_t deadlin
 		if (now >= deadline)
 			return -ETIMEDOUT;
 		ms = (long)((deadline - now + 999999) / 1000000);
-		if (zmq_poll(items, 2, ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : ms) < 0) {
+		/* A remote session has no attach socket: only the deadline bounds it. */
+		if (zmq_poll(items, c->attach_fd >= 0 ? 2 : 1,
+			     ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : ms) < 0) {
 			if (zmq_errno() == EINTR)
 				continue;
 			return -zmq_errno();
@@ -102,44 +108,59 @@ static int recv_reply(struct memclient *c, uint64_t request_id, uint64_t deadlin
 		if (rc)
 			return rc;
 		rc = wire_reply_unpack(f.payload, f.len, rp, err, sizeof(err));
-		wire_frames_fini(&f);
 		if (rc) {
+			wire_frames_fini(&f);
 			snprintf(c->last_error, sizeof(c->last_error), "bad reply: %s", err);
 			return -EBADMSG;
 		}
-		if (rp->request_id == request_id)
+		if (rp->request_id == request_id) {
+			data->data = f.data;
+			data->data_len = f.data_len;
+			f.data = NULL;
+			wire_frames_fini(&f);
 			return 0;
+		}
+		wire_frames_fini(&f);
 		wire_reply_fini(rp); /* a late answer to an earlier, timed-out request */
 	}
 }
 
-/*
- * One round trip. On 0 the caller owns *rp (wire_reply_fini) and rp->status is 0; a non-zero
- * status is returned as the result (the error text is kept in last_error).
- */
-static int call(struct memclient *c, struct wire_request *rq, struct wire_reply *rp)
+int memclient_call(struct memclient *c, struct wire_request *rq, const void *data, size_t data_len,
+		   struct wire_reply *rp, struct wire_frames *in)
 {
 	uint64_t deadline = memclient_deadline(c, -1);
 	int rc;
 
 	memset(rp, 0, sizeof(*rp));
+	memset(in, 0, sizeof(*in));
 	rc = memclient_health(c);
 	if (rc)
 		return rc;
-	rc = send_request(c, rq);
+	rc = send_request(c, rq, data, data_len);
 	if (rc)
 		return rc;
-	rc = recv_reply(c, rq->request_id, deadline, rp);
+	rc = recv_reply(c, rq->request_id, deadline, rp, in);
 	if (rc)
 		return rc;
 	if (rp->status) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", rp->error);
 		rc = rp->status < 0 ? rp->status : -EPROTO;
 		wire_reply_fini(rp);
+		wire_frames_fini(in);
 		return rc;
 	}
 	c->last_error[0] = '\0';
 	return 0;
+}
+
+/* A round trip without data frames (one that comes back anyway is dropped). */
+static int call(struct memclient *c, struct wire_request *rq, struct wire_reply *rp)
+{
+	struct wire_frames in;
+	int rc = memclient_call(c, rq, NULL, 0, rp, &in);
+
+	wire_frames_fini(&in);
+	return rc;
 }
 
 int memclient_ping(struct memclient *c)
@@ -220,13 +241,15 @@ static bool is_units_kind(enum wire_kind k)
 	return k == WIRE_ALLOC || k == WIRE_COMMIT || k == WIRE_FREE || k == WIRE_FORECAST;
 }
 
-static int units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
-		      uint32_t n, uint64_t step, struct memclient_result *res)
+int memclient_units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
+			 uint32_t n, uint64_t step, struct memclient_result *res, const void *data,
+			 size_t data_len, struct wire_frames *in)
 {
 	struct wire_request rq = {.kind = kind};
 	struct wire_reply rp;
 	int rc;
 
+	memset(in, 0, sizeof(*in));
 	if (!c || !u || !res || !n || n > MEMCLIENT_MAX_BATCH)
 		return -EINVAL;
 	rq.u.units.ranges = make_ranges(u, n, &rq.u.units.n_ranges);
@@ -238,7 +261,7 @@ static int units_call(struct memclient *c, enum wire_kind kind, const struct mem
 	}
 	rq.u.units.n_units = n;
 	rq.u.units.step = step;
-	rc = call(c, &rq, &rp);
+	rc = memclient_call(c, &rq, data, data_len, &rp, in);
 	free(rq.u.units.ranges);
 	if (rc)
 		return rc;
@@ -259,6 +282,18 @@ static int units_call(struct memclient *c, enum wire_kind kind, const struct mem
 	}
 out:
 	wire_reply_fini(&rp);
+	if (rc)
+		wire_frames_fini(in);
+	return rc;
+}
+
+static int units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
+		      uint32_t n, uint64_t step, struct memclient_result *res)
+{
+	struct wire_frames in;
+	int rc = memclient_units_call(c, kind, u, n, step, res, NULL, 0, &in);
+
+	wire_frames_fini(&in);
 	return rc;
 }
 
