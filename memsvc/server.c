@@ -641,7 +641,20 @@ static int check_not_served(struct server *sv, char *err, size_t err_len)
  */
 static int open_attach(struct server *sv, char *err, size_t err_len)
 {
-	sv->listen_fd = fdpass_listen(sv->attach_path, 64, 0666);
+	char tmp[sizeof(sv->attach_path) + 8];
+
+	/*
+	 * Listen under a temporary name and rename: the path appears only once connect() works
+	 * (between bind and listen a client would get ECONNREFUSED).
+	 */
+	snprintf(tmp, sizeof(tmp), "%s.new", sv->attach_path);
+	sv->listen_fd = fdpass_listen(tmp, 64, 0666);
+	if (sv->listen_fd >= 0 && rename(tmp, sv->attach_path) < 0) {
+		int r = err_from_errno();
+		close(sv->listen_fd);
+		unlink(tmp);
+		sv->listen_fd = r;
+	}
 	if (sv->listen_fd < 0) {
 		int r = sv->listen_fd;
 		snprintf(err, err_len, "listen %s: %s", sv->attach_path, err_str(r));
