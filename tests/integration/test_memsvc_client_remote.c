@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: the client library's remote sessions against a real sparda-memsvc with a tcp
+ * endpoint (CURVE, ZAP allow-list): write, commit and read back unit bytes with zero wrong
+ * bytes; shared-memory calls refuse a remote session; an unlisted key times out cleanly, a
+ * listed key cannot claim another tenant. Exits 77 without CURVE or the daemon.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cmocka.h>
+
+#include "memsvc_harness.h"
+#include "timeutil.h"
+
+#define KEY 0x7e30ull
+
+struct keys {
+	char pub[41], sec[41];
+};
+
+struct fx {
+	char *dir;
+	struct memsvc_proc *p;
+	char endpoint[64];
+	struct keys server, alice, eve;
+};
+
+static void start(struct fx *f)
+{
+	char text[512], arg[4][PATH_MAX + 32];
+	char *tenants, *keys, *secret;
+
+	if (!zmq_has("curve")) {
+		fprintf(stderr, "skip: libzmq without CURVE\n");
+		exit(HARNESS_SKIP);
+	}
+	f->dir = harness_tmpdir();
+	assert_int_equal(zmq_curve_keypair(f->server.pub, f->server.sec), 0);
+	assert_int_equal(zmq_curve_keypair(f->alice.pub, f->alice.sec), 0);
+	assert_int_equal(zmq_curve_keypair(f->eve.pub, f->eve.sec), 0);
+	snprintf(text, sizeof(text), "alice uid=%u quota=1M\nbob uid=%u quota=1M\n",
+		 (unsigned)getuid(), (unsigned)getuid());
+	tenants = harness_write_file(f->dir, "tenants", text);
+	snprintf(text, sizeof(text), "alice %s\n", f->alice.pub);
+	keys = harness_write_file(f->dir, "keys", text);
+	snprintf(text, sizeof(text), "%s\n", f->server.sec);
+	secret = harness_write_file(f->dir, "secret", text);
+	snprintf(f->endpoint, sizeof(f->endpoint), "tcp://127.0.0.1:%d", harness_free_port());
+	snprintf(arg[0], sizeof(arg[0]), "--tcp=%s", f->endpoint);
+	snprintf(arg[1], sizeof(arg[1]), "--tenants=%s", tenants);
+	snprintf(arg[2], sizeof(arg[2]), "--tcp-keys=%s", keys);
+	snprintf(arg[3], sizeof(arg[3]), "--curve-secret=%s", secret);
+	const char *args[] = {arg[0], arg[1], arg[2], arg[3], NULL};
+	f->p = harness_start(args);
+	free(tenants);
+	free(keys);
+	free(secret);
+}
+
+static void stop(struct fx *f)
+{
+	memsvc_proc_free(f->p);
+	harness_rmdir(f->dir);
+}
+
+static int open_remote(struct fx *f, const struct keys *k, const char *tenant,
+		       struct memclient **out)
+{
+	struct memclient_remote_opts o = {
+	    .endpoint = f->endpoint,
+	    .server_key = f->server.pub,
+	    .public_key = k->pub,
+	    .secret_key = k->sec,
+	    .tenant = tenant,
+	    .client_name = "remote-test",
+	    .geom = harness_geometry(),
+	    .arena_bytes = 64 << 10,
+	    .max_seqs = 2,
+	    .timeout_ms = 1000,
+	};
+	return memclient_open_remote(&o, out);
+}
+
+static void test_remote_readback(void **state)
+{
+	struct fx f;
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u[8];
+	struct memclient_result r[8];
+	struct memclient_residency res;
+	uint8_t *data = calloc(8, 1024), *back = calloc(8, 1024); /* 1 KiB units at most */
+	size_t ub;
+	size_t wrong = 0;
+	uint32_t id;
+	void *base;
+	size_t bytes;
+
+	start(&f);
+	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), 0);
+	assert_true(memclient_is_remote(c));
+	ub = memclient_geometry(c)->unit_bytes;
+	assert_true(ub <= 1024);
+	assert_int_equal(memclient_ping(c), 0);
+	assert_int_equal(memclient_seq_open(c, 5, 8, &seq), 0);
+	for (uint32_t i = 0; i < 8; i++) {
+		u[i] = (struct memclient_unit){seq, i % 2, i / 4, i};
+		harness_fill(data + i * ub, ub, KEY, &u[i]);
+	}
+	assert_int_equal(memclient_alloc(c, u, 8, r), 0);
+	assert_int_equal(memclient_write(c, u, 8, data, r), 0);
+	for (uint32_t i = 0; i < 8; i++)
+		assert_int_equal(r[i].status, 0);
+	assert_int_equal(memclient_commit(c, u, 8, 1, r), 0);
+	assert_int_equal(memclient_forecast_zmq(c, u, 8, 2, r), 0);
+	for (uint32_t i = 0; i < 8; i++)
+		assert_int_equal(r[i].status, 0);
+	assert_int_equal(memclient_read(c, u, 8, 3, back, r), 0);
+	for (uint32_t i = 0; i < 8; i++) {
+		assert_int_equal(r[i].status, 0);
+		wrong += harness_check(back + i * ub, ub, KEY, &u[i]);
+	}
+	assert_int_equal(wrong, 0);
+
+	/* No shared memory in a remote session. */
+	assert_int_equal(memclient_forecast(c, u, 1, 4, r), -EOPNOTSUPP);
+	assert_int_equal(memclient_forecast_submit(c, u, 1, 4, r, &id), -EOPNOTSUPP);
+	assert_int_equal(memclient_lookup(c, &u[0], &res), -EOPNOTSUPP);
+	assert_null(memclient_slot_ptr(c, 0));
+	assert_null(memclient_unit_ptr(c, &u[0]));
+	memclient_arena(c, &base, &bytes);
+	assert_null(base);
+	memclient_close(c);
+	stop(&f);
+	free(data);
+	free(back);
+}
+
+static void test_remote_refused(void **state)
+{
+	struct fx f;
+	struct memclient *c = NULL;
+	uint64_t t0;
+	int rc;
+
+	start(&f);
+	/* A key the daemon does not list: CURVE drops us, the open times out. */
+	t0 = time_now_ms();
+	assert_int_equal(open_remote(&f, &f.eve, "alice", &c), -ETIMEDOUT);
+	assert_true(time_now_ms() - t0 < 1000 + 500);
+	assert_null(c);
+	/* A listed key claiming another tenant is refused by the daemon. */
+	rc = open_remote(&f, &f.alice, "bob", &c);
+	assert_true(rc == -EACCES || rc == -EPERM);
+	assert_null(c);
+	/* Bad options never reach the network. */
+	struct memclient_remote_opts o = {.endpoint = "ipc:///x",
+					  .server_key = f.server.pub,
+					  .public_key = f.alice.pub,
+					  .secret_key = f.alice.sec,
+					  .geom = harness_geometry(),
+					  .arena_bytes = 1 << 16,
+					  .max_seqs = 1};
+	assert_int_equal(memclient_open_remote(&o, &c), -EINVAL);
+	o.endpoint = f.endpoint;
+	o.server_key = "short";
+	assert_int_equal(memclient_open_remote(&o, &c), -EINVAL);
+	/* And the daemon still serves the right key. */
+	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), 0);
+	assert_int_equal(memclient_ping(c), 0);
+	memclient_close(c);
+	stop(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_remote_readback),
+	    cmocka_unit_test(test_remote_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
