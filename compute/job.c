@@ -67,9 +67,9 @@ int job_default_model_dir(char *buf, size_t len)
 	const char *base = getenv("XDG_CACHE_HOME");
 	int n;
 	if (base && base[0])
-		n = snprintf(buf, len, "%s/sparda/model-tiny", base);
+		n = snprintf(buf, len, "%s/sparda/model-tiny-v2", base);
 	else
-		n = snprintf(buf, len, "/tmp/sparda-model-tiny-%u", (unsigned)getuid());
+		n = snprintf(buf, len, "/tmp/sparda-model-tiny-v2-%u", (unsigned)getuid());
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
@@ -89,8 +89,10 @@ static int ensure_model(const struct job_config *cfg, char *dir, size_t len, cha
 	if ((rc = job_default_model_dir(dir, len)))
 		return rc;
 	if (strcmp(cfg->preset, "tiny") != 0) {
-		size_t l = strlen(dir);
-		snprintf(dir + l - 4, len - l + 4, "%s", cfg->preset);
+		char *t = strstr(dir, "model-tiny");
+		char rest[64];
+		snprintf(rest, sizeof(rest), "%s", t + strlen("model-tiny"));
+		snprintf(t, len - (size_t)(t - dir), "model-%s%s", cfg->preset, rest);
 	}
 	snprintf(probe, sizeof(probe), "%s/config.json", dir);
 	if (stat(probe, &st) == 0)

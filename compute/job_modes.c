@@ -235,8 +235,32 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 	return rc;
 }
 
+/* One untimed short generation so the first timed mode does not pay the device's lazy
+ * initialisation (module loading, library handles). */
+static int warm_up(struct job *j)
+{
+	struct job_result tmp = { 0 };
+	struct job_config c = *j->cfg;
+	const struct job_config *saved = j->cfg;
+	int rc;
+
+	c.new_tokens = 2;
+	j->cfg = &c;
+	log_info("job", "warm-up", "mode=%s", runner_mode_name(j->modes[0]));
+	rc = run_one(j, &tmp, j->modes[0]);
+	j->cfg = saved;
+	free(tmp.tokens);
+	free(tmp.layers);
+	return rc;
+}
+
 int job_run_modes(struct job *j)
 {
+	if (j->kb->kind == KB_KIND_CUDA) {
+		int rc = warm_up(j);
+		if (rc)
+			return rc;
+	}
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		struct job_result *res = &j->res[i];
 		res->mode = j->modes[i];

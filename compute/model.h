@@ -103,8 +103,8 @@ int model_generate(const char *dir, const struct model_config *cfg, uint64_t see
 
 /*
  * Named geometries: "tiny" (CPU tests and the demo: vocab 512, hidden 256, 4 layers, 8/2
- * heads of 32, ffn 512, sparse block 16, ck 8/4, pool 5/4/1, sink 1, local 4, topk 12,
- * dense_len 256), "minicpm4-8b" (MiniCPM muP, plain rope theta 10000), "llama3-8b" (llama3
+ * heads of 32, ffn 512, sparse block 64, ck 32/16, pool 5/4/1, sink 1, local 2, topk 8,
+ * dense_len 1024), "minicpm4-8b" (MiniCPM muP, plain rope theta 10000), "llama3-8b" (llama3
  * rope scaling). Returns 0, or -ENOENT for an unknown name.
  */
 int model_preset(const char *name, struct model_config *cfg);

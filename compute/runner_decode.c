@@ -286,32 +286,41 @@ static uint32_t count_nonneg(const int32_t *v, uint32_t n)
 	return c;
 }
 
-/* Per-layer hit/load/late figures of this step (reads small arrays back; after the sync). */
+/* Per-layer hit/load/late figures of this step: every layer's small arrays are copied back
+ * together and read after one sync. */
 static int collect_stats(struct runner *r, struct step *s)
 {
 	const struct kb_ops *k = r->kb->ops;
-	int32_t *h = r->h_i32, misses = 0;
-	uint32_t n = s->nc * s->k;
+	uint32_t n = s->nc * s->k, per = s->nc + n;
+	int32_t misses = 0;
 	int rc;
 
 	for (uint32_t l = 0; l < r->L; l++) {
+		struct runner_lkv *kv = &r->kv[l];
+		int32_t *h = r->h_stats + (size_t)l * per;
+		if (kv->resident || !kv->loaded)
+			continue;
+		if ((rc = k->memcpy(r->kb, h, kv->hits, s->nc * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
+		    (rc = k->memcpy(r->kb, h + s->nc, kv->src_idx, (size_t)n * 4, KB_D2H,
+				    KB_STREAM_COMPUTE)))
+			return rc;
+	}
+	if ((rc = k->memcpy(r->kb, &misses, r->misses, 4, KB_D2H, KB_STREAM_COMPUTE)) ||
+	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+		return rc;
+	for (uint32_t l = 0; l < r->L; l++) {
 		struct runner_layer_stats *ls = &r->st.layer[l];
 		struct runner_lkv *kv = &r->kv[l];
+		const int32_t *h = r->h_stats + (size_t)l * per;
 		for (uint32_t i = 0; i < s->B; i++) {
 			uint32_t nb = r->len[i] / r->c.sparse.block + 1;
 			ls->selected += (uint64_t)r->n_kv * (nb < s->k ? nb : s->k);
 		}
 		if (kv->resident || !kv->loaded)
 			continue;
-		if ((rc = k->memcpy(r->kb, h, kv->hits, s->nc * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
-		    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
-			return rc;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
-		if ((rc = k->memcpy(r->kb, h, kv->src_idx, (size_t)n * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
-		    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
-			return rc;
-		uint32_t fetched = count_nonneg(h, n);
+		uint32_t fetched = count_nonneg(h + s->nc, n);
 		ls->loads += fetched;
 		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
 		if (r->o.mode == RUNNER_MODE_SPARDA) {
@@ -325,9 +334,6 @@ static int collect_stats(struct runner *r, struct step *s)
 			}
 		}
 	}
-	if ((rc = k->memcpy(r->kb, &misses, r->misses, 4, KB_D2H, KB_STREAM_COMPUTE)) ||
-	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
-		return rc;
 	if (misses)
 		return runner_fail(r, -ENODATA, "%d selected units were not resident in the host "
 				   "store", misses), -ENODATA;
@@ -368,7 +374,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	bool offload = runner_mode_offloads(r->o.mode);
 	int rc;
 
-	if (offload && (rc = r->o.host->ops->health(r->o.host)))
+	/* A liveness round trip every 16 steps; block allocations and commits also notice. */
+	if (offload && r->step % 16 == 0 && (rc = r->o.host->ops->health(r->o.host)))
 		return runner_fail(r, rc, "host store (%s) is not available",
 				   r->o.host->ops->name), rc;
 	if ((rc = upload_step(r, &s, ids)) || (offload && (rc = alloc_new_blocks(r, &s))))

@@ -75,6 +75,7 @@ struct runner {
 
 	/* host mirrors */
 	int32_t *h_i32;      /* scratch for uploads */
+	int32_t *h_stats;    /* [L * n_caches * (1 + sel_cap)] per-step statistics read-back */
 	int32_t *h_arena_tail; /* [L * n_caches] arena slot of each cache's tail block */
 	uint32_t *seq_handle;/* host-store sequence per batch row */
 	int64_t *seq_word_base;

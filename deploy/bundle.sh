@@ -3,6 +3,7 @@
 # libprotobuf-c, liburing, json-c, microhttpd, OpenBLAS and their dependencies), found through
 # the binaries' rpath $ORIGIN/../lib. glibc, the C++ runtime and the CUDA libraries stay the
 # host's own. Usage: deploy/bundle.sh [BUILD_DIR] [OUT_DIR]   (defaults: build, dist/sparda)
+# EXTRA_BINS="a b": more executables whose libraries go into lib/ too (e.g. test binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -12,7 +13,7 @@ cmake --build "$build" -j"$(nproc)" --target sparda sparda-memsvc sparda-compute
 rm -rf "$out"
 cmake --install "$build" --prefix "$out" >/dev/null
 mkdir -p "$out/lib"
-for exe in "$out"/bin/*; do
+for exe in "$out"/bin/* ${EXTRA_BINS:-}; do
 	ldd "$exe" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do
 	case "${lib##*/}" in

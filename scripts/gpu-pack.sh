@@ -9,7 +9,8 @@ build=${2:-build-gpu}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build "$build" -j"$(nproc)" --target test_conformance test_compute_modes >/dev/null
 stage=$(mktemp -d)
-./deploy/bundle.sh "$build" "$stage" >/dev/null
+EXTRA_BINS="$build/tests/test_conformance $build/tests/test_compute_modes" \
+	./deploy/bundle.sh "$build" "$stage" >/dev/null
 mkdir -p "$stage/tests"
 cp "$build"/tests/test_conformance "$build"/tests/test_compute_modes "$stage/tests/"
 tar -cJf "$out" -C "$stage" .

@@ -330,9 +330,9 @@ static void test_open_tiny(void **state)
 	gen_tiny(e);
 	assert_int_equal(model_open(e->dir, NULL, &m, e->err, sizeof(e->err)), 0);
 	assert_int_equal(m->cfg.n_layers, 4);
-	assert_int_equal(m->cfg.sparse.block, 16);
-	assert_int_equal(m->cfg.sparse.topk, 12);
-	assert_int_equal(m->cfg.dense_len, 256);
+	assert_int_equal(m->cfg.sparse.block, 64);
+	assert_int_equal(m->cfg.sparse.topk, 8);
+	assert_int_equal(m->cfg.dense_len, 1024);
 	assert_true(m->cfg.rms_eps == c->rms_eps);
 	check_tensor(&m->embed, 512, 256);
 	check_tensor(&m->norm, 1, 256);

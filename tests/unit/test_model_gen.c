@@ -92,8 +92,8 @@ static void test_presets(void **state)
 	assert_int_equal(c.head_dim, 32);
 	assert_int_equal(c.ffn, 512);
 	assert_int_equal(c.sparse.block, c.sparse.pool_stride * c.sparse.ck_stride);
-	assert_int_equal(c.sparse.topk, 12);
-	assert_int_equal(c.dense_len, 256);
+	assert_int_equal(c.sparse.topk, 8);
+	assert_int_equal(c.dense_len, 1024);
 	assert_int_equal(model_preset("minicpm4-8b", &c), 0);
 	assert_int_equal(c.family, MODEL_FAMILY_MINICPM);
 	assert_int_equal(c.vocab, 73448);

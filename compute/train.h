@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Forecast training (DESIGN 4, METHOD 5): distil the original block selector of layer l+1 into
+ * the Forecast projection W_F(l) of a frozen model (and layer 0's own q_curr_proj), write the
+ * Forecast safetensors file and measure recall on held-out sequences against two baselines.
+ */
+#ifndef SPARDA_COMPUTE_TRAIN_H
+#define SPARDA_COMPUTE_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "calib.h"
+#include "model.h"
+
+enum train_phase { TRAIN_PHASE_COLLECT = 0, TRAIN_PHASE_FIT = 1, TRAIN_PHASE_EVAL = 2 };
+
+/* What the progress callback sees. `done` of `total` sequences (COLLECT, EVAL) or steps (FIT). */
+struct train_progress {
+	enum train_phase phase;
+	uint32_t done, total;
+	double loss;      /* FIT: mean KL over the layers of this step's batch */
+	double elapsed_s; /* since the phase began */
+	bool resumed;     /* FIT: the run continues from a checkpoint (first call only) */
+};
+
+struct train_opts {
+	const struct calib_set *train; /* calibration sequences the fit uses */
+	const struct calib_set *heldout; /* sequences for the report (never fitted) */
+	uint32_t steps;        /* AdamW steps (0: ridge initialisation only) */
+	uint32_t batch;        /* sequences per step (<= train->n_seqs) */
+	float lr;              /* AdamW learning rate (constant) */
+	float weight_decay;    /* AdamW decoupled weight decay (paper 0.01) */
+	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
+	float ridge;           /* ridge lambda relative to trace(X^T X) / hidden */
+	uint64_t seed;         /* batches and the untrained baseline's init */
+	uint32_t query_stride; /* every n-th query position is a training/eval sample */
+	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */
+	const char *checkpoint; /* NULL: none; else resumed from when present, written to */
+	uint32_t checkpoint_every; /* steps between checkpoints (0: only at the end) */
+	/*
+	 * Called on progress (may be NULL). Returning nonzero stops the run with -ECANCELED
+	 * after the last checkpoint written (how an interrupted run is simulated in tests).
+	 */
+	int (*progress)(void *ctx, const struct train_progress *p);
+	void *progress_ctx;
+};
+
+/* Held-out figures of one trained projection. Recall counts the true selector's scored
+ * (non-forced) blocks; KL is the training loss (METHOD 5) on the held-out queries. */
+struct train_layer_report {
+	uint32_t in_layer;  /* the layer whose RMSNorm output feeds the projection */
+	uint32_t tgt_layer; /* the layer whose selection it predicts */
+	bool curr;          /* q_curr_proj of layer 0 (in == tgt == 0) */
+	double kl_untrained, kl_ridge, kl_trained;
+	double recall_untrained, recall_ridge, recall_trained, recall_prev_step;
+};
+
+struct train_report {
+	uint32_t n_slots; /* projections trained: n_layers - 1 Forecasts + q_curr */
+	struct train_layer_report *layers; /* n_slots entries, owned (train_report_fini) */
+	uint32_t start_step, steps;        /* start_step > 0 when resumed from a checkpoint */
+	uint64_t train_queries, eval_queries; /* sampled query positions (per KV head x n_kv) */
+	uint32_t fine_kernel;              /* teacher grid: kernel fine_kernel, stride 1 */
+	double collect_s, fit_s, eval_s;
+};
+
+/* Defaults scaled for the tiny model (METHOD 5 lists the paper's). */
+void train_opts_default(struct train_opts *o);
+
+/*
+ * Train every Forecast projection of `m` (the backbone is read, never changed) on kb, write the
+ * Forecast file to out_path (bf16 [n_kv * head_dim, hidden]: q_future_proj of layers
+ * 0 .. n_layers-2 and q_curr_proj of layer 0) and fill *rep (caller frees with
+ * train_report_fini). Deterministic for a fixed seed, data and backend thread count.
+ * Returns 0 or -errno: -EINVAL (bad options, a sequence too short for the sparse config, a
+ * checkpoint made with other settings), -ENOMEM, -EIO (backend), -ECANCELED (progress asked to
+ * stop), errors of writing the files; `err` then says what failed.
+ */
+int train_forecast(struct kb *kb, const struct model *m, const struct train_opts *o,
+		   const char *out_path, struct train_report *rep, char *err, size_t err_len);
+void train_report_fini(struct train_report *rep);
+
+/* Mean over the projections of one report field (by offset into train_layer_report). */
+double train_report_mean(const struct train_report *rep, size_t field_offset);
+
+/*
+ * Fine teacher grid kernel for a sparse config: ck_kernel / 16, at least 2 (the paper's 32/16
+ * grid gives 2, the tiny model's 8/4 grid gives 2). The stride is always 1.
+ */
+uint32_t train_fine_kernel(const struct kb_sparse *sp);
+
+/*
+ * The loss of one query of one KV group and its gradient. f: the Forecast vector (post-RoPE,
+ * d floats); ck: the target layer's compressed keys of this group (n_ent rows of d, bf16);
+ * the teacher's gathered entries idx[n_g] with probabilities tp[n_g] and the rest bin t_rest
+ * (together summing to 1). Returns KL(teacher || student) with the student
+ * softmax(f . ck_j * scale) over the n_ent entries restricted to the same bins (each clamped to
+ * 1e-8 and renormalised). If gf != NULL it receives dKL/df (d floats). work holds 2 * n_ent
+ * doubles. Pure host function.
+ */
+double train_kl_grad(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d, float scale,
+		     const int32_t *idx, const float *tp, uint32_t n_g, float t_rest, float *gf,
+		     double *work);
+
+#endif
