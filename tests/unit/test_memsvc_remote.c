@@ -2,7 +2,8 @@
 /*
  * sparda-memsvc's tcp endpoint, against the real daemon: CURVE with the ZAP allow-list (an
  * unlisted key gets no answer at all, a listed key only its own tenant), remote sessions
- * (hello on tcp, write/commit/read of unit bytes in data frames, bad lengths, bye).
+ * (hello on tcp, write/commit/read of unit bytes in data frames, bad lengths, bye), and the
+ * drain request (refused for a remote session, obeyed for a local one of the daemon's uid).
  * Exits 77 when the daemon is not built or libzmq lacks CURVE.
  */
 #include <errno.h>
@@ -21,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "fdpass.h"
 #include "memsvc_proc.h"
 #include "wire.h"
 
@@ -168,6 +170,7 @@ static int rpc(struct fx *f, void *s, struct wire_request *rq, const void *data,
 struct sess {
 	uint64_t id;
 	uint8_t token[16];
+	int sock; /* local sessions: the attach socket */
 };
 
 static int hello(struct fx *f, void *s, const char *tenant, struct sess *out)
@@ -301,11 +304,86 @@ static void test_remote_auth(void **state)
 	zmq_close(e);
 }
 
+/* Attach locally over attach.sock; returns the session (descriptors closed again). */
+static void local_attach(struct fx *f, struct sess *out)
+{
+	struct wire_request rq = {.kind = WIRE_HELLO, .protocol_version = 1, .request_id = 1};
+	struct wire_reply rp;
+	char path[128], err[256];
+	uint8_t buf[4096];
+	int fds[5], n_fds = 0, sock;
+	void *msg;
+	size_t len;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/attach.sock", memsvc_proc_runtime_dir(f->p));
+	sock = fdpass_connect(path);
+	assert_true(sock >= 0);
+	snprintf(rq.u.hello.tenant, sizeof(rq.u.hello.tenant), "alice");
+	rq.u.hello.arena_bytes = 64 * UNIT;
+	rq.u.hello.geom = (struct sp_geometry){2, 2, 16, 8, 2, 0};
+	assert_int_equal(wire_request_pack(&rq, &msg, &len), 0);
+	assert_int_equal(fdpass_send(sock, msg, len, NULL, 0), 0);
+	free(msg);
+	n = fdpass_recv(sock, buf, sizeof(buf), fds, 5, &n_fds, TIMEOUT_MS);
+	assert_true(n > 0);
+	assert_int_equal(n_fds, 5);
+	for (int i = 0; i < 5; i++)
+		close(fds[i]);
+	assert_int_equal(wire_reply_unpack(buf, (size_t)n, &rp, err, sizeof(err)), 0);
+	assert_int_equal(rp.status, 0);
+	out->id = rp.u.hello.session_id;
+	memcpy(out->token, rp.u.hello.token, 16);
+	wire_reply_fini(&rp);
+	/* The session lives as long as this socket: keep it open until the daemon exits. */
+	out->sock = sock;
+}
+
+static void test_drain_request(void **state)
+{
+	struct fx *f = *state;
+	void *r = client(f, &f->alice), *l = zmq_socket(f->ctx, ZMQ_DEALER);
+	struct wire_request rq;
+	struct wire_reply rp;
+	struct sess remote, local;
+	char ep[160];
+	int linger = 0, status = -1;
+
+	/* A remote session has no uid: drain is refused and the daemon keeps serving. */
+	assert_int_equal(hello(f, r, "alice", &remote), 0);
+	request(&rq, &remote, WIRE_DRAIN);
+	assert_int_equal(rpc(f, r, &rq, NULL, 0, &rp, NULL, NULL, TIMEOUT_MS), 0);
+	assert_int_equal(rp.status, -EPERM);
+	request(&rq, &remote, WIRE_PING);
+	assert_int_equal(rpc(f, r, &rq, NULL, 0, &rp, NULL, NULL, TIMEOUT_MS), 0);
+	assert_int_equal(rp.status, 0);
+	/* A local session of the daemon's own uid may drain it: it exits 0 on its own. */
+	local_attach(f, &local);
+	zmq_setsockopt(l, ZMQ_LINGER, &linger, sizeof(linger));
+	snprintf(ep, sizeof(ep), "ipc://%s/ctl.ipc", memsvc_proc_runtime_dir(f->p));
+	assert_int_equal(zmq_connect(l, ep), 0);
+	request(&rq, &local, WIRE_DRAIN);
+	rq.u.drain.deadline_ms = 2000;
+	assert_int_equal(rpc(f, l, &rq, NULL, 0, &rp, NULL, NULL, TIMEOUT_MS), 0);
+	assert_int_equal(rp.status, 0);
+	request(&rq, &local, WIRE_SEQ_OPEN);
+	rq.u.seq_open.max_blocks = 1;
+	if (rpc(f, l, &rq, NULL, 0, &rp, NULL, NULL, 1000) == 0)
+		assert_int_equal(rp.status, -ESHUTDOWN); /* unless it is already gone */
+	assert_int_equal(memsvc_proc_stop(f->p, 0, 5000, &status), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	close(local.sock);
+	zmq_close(l);
+	zmq_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_remote_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_remote_auth, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_drain_request, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
