@@ -32,7 +32,8 @@ static const uint64_t bounds_ns[] = {
 
 /*
  * Upper edge of histogram bucket b; mirrors common/timeutil.c (16 sub-buckets per power of
- * two) so the fine buckets fold exactly into the coarse Prometheus ones.
+ * two). A fine bucket counts toward a Prometheus bound only when all of it lies below, so a
+ * sample within ~6% under a bound may show in the next one: latencies read high, never low.
  */
 static uint64_t fine_upper(unsigned b)
 {

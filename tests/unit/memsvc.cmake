@@ -14,3 +14,5 @@ sparda_test(test_memsvc_remote SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_rem
 if(TARGET sparda-memsvc)
   add_dependencies(test_memsvc_remote sparda-memsvc)
 endif()
+sparda_test(test_memsvc_metrics SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_metrics.c
+            LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
