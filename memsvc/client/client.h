@@ -207,7 +207,9 @@ int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *
 int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms);
 
 /*
- * Blocking Forecast over the rings: submit (in pieces that fit the rings) and reap.
+ * Blocking Forecast over the rings: submit (in pieces that fit the rings) and reap. Needs a
+ * free request slot: with MEMCLIENT_MAX_INFLIGHT submitted requests not yet reaped it waits
+ * for one until the timeout (-ETIMEDOUT).
  * Returns as memclient_forecast_reap; per-unit statuses in results (-ENOENT: miss).
  */
 int memclient_forecast(struct memclient *c, const struct memclient_unit *units, uint32_t n,
