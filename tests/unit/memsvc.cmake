@@ -16,3 +16,8 @@ if(TARGET sparda-memsvc)
 endif()
 sparda_test(test_memsvc_metrics SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_metrics.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
+sparda_test(test_memsvc_notify SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_notify.c
+            LIBS sparda_memsvc_proc TIMEOUT 60 LABELS unit memsvc)
+if(TARGET sparda-memsvc)
+  add_dependencies(test_memsvc_notify sparda-memsvc)
+endif()
