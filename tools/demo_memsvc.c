@@ -247,7 +247,14 @@ static void usage(void)
 			"                          [--runtime-dir DIR (use a running daemon)]\n");
 }
 
-int cmd_demo_memsvc(int argc, char **argv)
+struct demo_opts {
+	const char *rundir; /* NULL: start our own daemon */
+	enum sp_wait_mode mode;
+	unsigned long seqs, blocks;
+};
+
+/* Returns 0 (run), 1 (--help printed) or -EINVAL (usage printed). */
+static int parse(int argc, char **argv, struct demo_opts *o)
 {
 	static const struct option longopts[] = {
 	    {"runtime-dir", required_argument, NULL, 'd'},
@@ -257,47 +264,67 @@ int cmd_demo_memsvc(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	enum sp_wait_mode mode = SP_WAIT_SLEEP;
-	unsigned long seqs = 2, blocks = 8;
-	struct memsvc_proc *daemon = NULL;
-	const char *rundir = NULL;
-	char bin[PATH_MAX], *end;
-	int ch, rc, status = 0, ret;
+	char *end;
+	int ch;
 
+	*o = (struct demo_opts){.mode = SP_WAIT_SLEEP, .seqs = 2, .blocks = 8};
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'd':
-			rundir = optarg;
+			o->rundir = optarg;
 			break;
 		case 'm':
-			if (strcmp(optarg, "poll") && strcmp(optarg, "sleep")) {
-				usage();
-				return 2;
-			}
-			mode = optarg[0] == 'p' ? SP_WAIT_POLL : SP_WAIT_SLEEP;
+			if (strcmp(optarg, "poll") && strcmp(optarg, "sleep"))
+				goto out_usage;
+			o->mode = optarg[0] == 'p' ? SP_WAIT_POLL : SP_WAIT_SLEEP;
 			break;
 		case 's':
 		case 'b':
-			*(ch == 's' ? &seqs : &blocks) = strtoul(optarg, &end, 10);
-			if (*end || !*optarg) {
-				usage();
-				return 2;
-			}
+			*(ch == 's' ? &o->seqs : &o->blocks) = strtoul(optarg, &end, 10);
+			if (*end || !*optarg)
+				goto out_usage;
 			break;
 		case 'h':
 			usage();
-			return 0;
+			return 1;
 		default:
-			usage();
-			return 2;
+			goto out_usage;
 		}
 	}
-	if (optind != argc || !seqs || seqs > 64 || !blocks || blocks > 4096) {
-		usage();
-		return 2;
-	}
-	if (!rundir) {
+	if (optind == argc && o->seqs && o->seqs <= 64 && o->blocks && o->blocks <= 4096)
+		return 0;
+out_usage:
+	usage();
+	return -EINVAL;
+}
+
+/* SIGTERM our daemon and report how it ended; returns 0 for a clean exit 0. */
+static int stop_daemon(struct memsvc_proc *daemon)
+{
+	int status = 0, rc = memsvc_proc_stop(daemon, SIGTERM, 10000, &status);
+
+	if (rc)
+		printf("sparda-memsvc: no exit within 10 s after SIGTERM (killed)\n");
+	else if (WIFEXITED(status))
+		printf("sparda-memsvc: exit status %d after SIGTERM\n", WEXITSTATUS(status));
+	else
+		printf("sparda-memsvc: killed by signal %d\n", WTERMSIG(status));
+	memsvc_proc_free(daemon);
+	return rc || !WIFEXITED(status) || WEXITSTATUS(status) ? -EIO : 0;
+}
+
+int cmd_demo_memsvc(int argc, char **argv)
+{
+	struct memsvc_proc *daemon = NULL;
+	struct demo_opts o;
+	char bin[PATH_MAX];
+	int rc, ret;
+
+	rc = parse(argc, argv, &o);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	if (!o.rundir) {
 		struct memsvc_proc_opts po = {.binary = bin};
 
 		rc = memsvc_proc_find_binary(bin, sizeof(bin));
@@ -309,25 +336,13 @@ int cmd_demo_memsvc(int argc, char **argv)
 			memsvc_proc_free(daemon);
 			return 1;
 		}
-		rundir = memsvc_proc_runtime_dir(daemon);
+		o.rundir = memsvc_proc_runtime_dir(daemon);
 		printf("sparda-memsvc pid %d, runtime dir %s\n", (int)memsvc_proc_pid(daemon),
-		       rundir);
+		       o.rundir);
 	}
-	rc = run_client(rundir, mode, (uint32_t)seqs, (uint32_t)blocks);
-	ret = rc ? 1 : 0;
-	if (daemon) {
-		rc = memsvc_proc_stop(daemon, SIGTERM, 10000, &status);
-		if (rc)
-			printf("sparda-memsvc: no exit within 10 s after SIGTERM (killed)\n");
-		else if (WIFEXITED(status))
-			printf("sparda-memsvc: exit status %d after SIGTERM\n",
-			       WEXITSTATUS(status));
-		else
-			printf("sparda-memsvc: killed by signal %d\n", WTERMSIG(status));
-		if (rc || !WIFEXITED(status) || WEXITSTATUS(status))
-			ret = 1;
-		memsvc_proc_free(daemon);
-	}
+	ret = run_client(o.rundir, o.mode, (uint32_t)o.seqs, (uint32_t)o.blocks) ? 1 : 0;
+	if (daemon && stop_daemon(daemon))
+		ret = 1;
 	printf("demo-memsvc: %s\n", ret ? "FAILED" : "OK");
 	return ret;
 }
