@@ -231,7 +231,10 @@ static int arena_create(struct session *s, char *err, size_t err_len)
 	if (!r && fcntl(s->arena_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		r = err_from_errno();
 	if (r)
-		fail(err, err_len, "arena pre-fault/seal", r);
+		fail(err, err_len,
+		     s->o.huge_pages ? "arena pre-fault on huge pages (HugePages_Free too low?)"
+				     : "arena pre-fault/seal",
+		     r);
 	return r;
 }
 

@@ -167,6 +167,37 @@ static void test_arena_size_rules(void **state)
 	assert_int_equal(n, 3);
 }
 
+/* Huge pages work when the machine has them; otherwise a clear refusal, never a crash. */
+static void test_huge_pages(void **state)
+{
+	struct fx *f = *state;
+	struct session_opts o = {.id = 8,
+				 .tenant = tenant_find(f->tenants, "t"),
+				 .geom = {.n_layers = 1,
+					  .n_kv_heads = 1,
+					  .head_dim = 16,
+					  .block_tokens = 8,
+					  .dtype_bytes = 2,
+					  .unit_bytes = 512},
+				 .ring_entries = 8,
+				 .huge_pages = true};
+	struct session *s = NULL;
+	char err[256] = "";
+	int r;
+
+	assert_int_equal(session_arena_bytes(&o.geom, 4096, true, &o.arena_bytes, &(uint32_t){0}),
+			 0);
+	r = session_create(&o, &s, err, sizeof(err));
+	if (r == 0) {
+		assert_int_equal(session_arena_size(s), 2u << 20);
+		session_destroy(s);
+		return;
+	}
+	assert_true(r == -ENOMEM || r == -EOPNOTSUPP);
+	assert_null(s);
+	assert_non_null(strstr(err, "huge pages"));
+}
+
 static struct sp_sqe sqe(uint16_t op, uint32_t id, uint32_t idx, uint32_t gen, uint32_t block,
 			 uint64_t step)
 {
@@ -299,6 +330,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_regions_and_seals, setup, teardown),
 	    cmocka_unit_test(test_arena_size_rules),
+	    cmocka_unit_test_setup_teardown(test_huge_pages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ring_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits_and_backpressure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
