@@ -8,11 +8,11 @@ sparda_test(test_memsvc_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_con
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
 sparda_test(test_memsvc_session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_session.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
-# The tcp endpoint against the real daemon (skips with 77 until sparda-memsvc is built).
-sparda_test(test_memsvc_remote SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_remote.c
+# The real daemon: tcp/CURVE, remote sessions, drain, bad attach input (77 until it is built).
+sparda_test(test_memsvc_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_daemon.c
             LIBS sparda_memsvc_core sparda_memsvc_proc TIMEOUT 60 LABELS unit memsvc)
 if(TARGET sparda-memsvc)
-  add_dependencies(test_memsvc_remote sparda-memsvc)
+  add_dependencies(test_memsvc_daemon sparda-memsvc)
 endif()
 sparda_test(test_memsvc_metrics SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_metrics.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)

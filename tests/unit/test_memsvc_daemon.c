@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sparda-memsvc's tcp endpoint, against the real daemon: CURVE with the ZAP allow-list (an
- * unlisted key gets no answer at all, a listed key only its own tenant), remote sessions
- * (hello on tcp, write/commit/read of unit bytes in data frames, bad lengths, bye), and the
- * drain request (refused for a remote session, obeyed for a local one of the daemon's uid).
+ * The real sparda-memsvc daemon, driven by raw protocol messages: the tcp endpoint (CURVE and
+ * the ZAP allow-list: an unlisted key gets no answer, a listed key only its own tenant),
+ * remote sessions (hello on tcp, write/commit/read of unit bytes in data frames, bad lengths,
+ * bye), the drain request (refused for a remote session, obeyed for a local one of the
+ * daemon's uid), and bad attach messages (each refused with a reason; the daemon serves on).
  * Exits 77 when the daemon is not built or libzmq lacks CURVE.
  */
 #include <errno.h>
@@ -378,12 +379,77 @@ static void test_drain_request(void **state)
 	zmq_close(r);
 }
 
+/* Send one raw attach message (optionally with an fd) and return the reply's status. */
+static int attach_raw(struct fx *f, const void *msg, size_t len, int pass_fd)
+{
+	struct wire_reply rp;
+	char path[128], err[256];
+	uint8_t buf[4096];
+	int fds[5], n_fds = 0, sock, r;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/attach.sock", memsvc_proc_runtime_dir(f->p));
+	sock = fdpass_connect(path);
+	assert_true(sock >= 0);
+	assert_int_equal(fdpass_send(sock, msg, len, &pass_fd, pass_fd >= 0 ? 1 : 0), 0);
+	n = fdpass_recv(sock, buf, sizeof(buf), fds, 5, &n_fds, TIMEOUT_MS);
+	assert_true(n > 0);
+	assert_int_equal(n_fds, 0);
+	assert_int_equal(wire_reply_unpack(buf, (size_t)n, &rp, err, sizeof(err)), 0);
+	r = rp.status;
+	assert_true(rp.error[0] != '\0'); /* every refusal says why */
+	wire_reply_fini(&rp);
+	/* The daemon closes a refused connection. */
+	assert_int_equal(fdpass_recv(sock, buf, sizeof(buf), fds, 5, &n_fds, TIMEOUT_MS), 0);
+	close(sock);
+	return r;
+}
+
+static void test_attach_bad_input(void **state)
+{
+	struct fx *f = *state;
+	struct wire_request rq = {.kind = WIRE_PING, .protocol_version = 1, .request_id = 9};
+	static uint8_t big[100000];
+	struct sess ok;
+	void *msg;
+	size_t len;
+
+	assert_int_equal(attach_raw(f, "\xff\xff\xff garbage", 12, -1), -EBADMSG);
+	assert_int_equal(attach_raw(f, big, sizeof(big), -1), -EMSGSIZE);
+	rq.session_id = 1;
+	memset(rq.token, 1, sizeof(rq.token));
+	assert_int_equal(wire_request_pack(&rq, &msg, &len), 0);
+	assert_int_equal(attach_raw(f, msg, len, -1), -EBADMSG); /* not a hello */
+	free(msg);
+	memset(&rq, 0, sizeof(rq));
+	rq = (struct wire_request){.kind = WIRE_HELLO, .protocol_version = 1, .request_id = 3};
+	snprintf(rq.u.hello.tenant, sizeof(rq.u.hello.tenant), "alice");
+	rq.u.hello.arena_bytes = 64 * UNIT;
+	rq.u.hello.geom = (struct sp_geometry){2, 2, 16, 8, 2, 0};
+	assert_int_equal(wire_request_pack(&rq, &msg, &len), 0);
+	assert_int_equal(attach_raw(f, msg, len, 0), -EBADMSG); /* descriptors are not accepted */
+	free(msg);
+	rq.u.hello.arena_bytes = 1ull << 30; /* over the 16M budget */
+	assert_int_equal(wire_request_pack(&rq, &msg, &len), 0);
+	assert_int_equal(attach_raw(f, msg, len, -1), -ENOMEM);
+	free(msg);
+	snprintf(rq.u.hello.tenant, sizeof(rq.u.hello.tenant), "nobody");
+	rq.u.hello.arena_bytes = 64 * UNIT;
+	assert_int_equal(wire_request_pack(&rq, &msg, &len), 0);
+	assert_int_equal(attach_raw(f, msg, len, -1), -EACCES);
+	free(msg);
+	/* Still serving. */
+	local_attach(f, &ok);
+	close(ok.sock);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_remote_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_remote_auth, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_drain_request, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_attach_bad_input, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
