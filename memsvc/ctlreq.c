@@ -196,12 +196,60 @@ static int do_data(struct session *s, struct req *q, const struct wire_request *
 	return r;
 }
 
+/* The request's effect: 0 or -errno for the generic error reply, 1 when rp is written. */
+static int run(struct server *sv, struct conn *c, struct req *q, const struct wire_request *rq,
+	       struct wire_reply *rp)
+{
+	struct session *s = c->s;
+	int r = 0;
+
+	switch (rq->kind) {
+	case WIRE_SEQ_OPEN:
+		if (sv->draining) {
+			wire_reply_error(rp, rq->request_id, -ESHUTDOWN, "daemon is draining");
+			return 1;
+		}
+		r = session_seq_open(s, rq->u.seq_open.user_key, rq->u.seq_open.max_blocks,
+				     &rp->u.seq_open.seq_index, &rp->u.seq_open.seq_gen);
+		if (!r)
+			rp->kind = WIRE_SEQ_OPEN;
+		return r;
+	case WIRE_SEQ_CLOSE:
+		return session_seq_close(s, rq->u.seq_close.seq_index, rq->u.seq_close.seq_gen);
+	case WIRE_ALLOC:
+	case WIRE_COMMIT:
+	case WIRE_FREE:
+	case WIRE_FORECAST:
+		return do_units(s, rq, rp, q);
+	case WIRE_READ:
+	case WIRE_WRITE:
+		return do_data(s, q, rq, rp);
+	case WIRE_STATS:
+		return do_stats(sv, s, rp);
+	case WIRE_DRAIN:
+		if (session_uid(s) != 0 && session_uid(s) != sv->self_uid) {
+			wire_reply_error(rp, rq->request_id, -EPERM,
+					 "drain is allowed for root and uid %u only",
+					 (unsigned)sv->self_uid);
+			return 1;
+		}
+		server_drain(sv, rq->u.drain.deadline_ms, "drain request");
+		return 0;
+	case WIRE_BYE:
+		c->bye = true; /* torn down after this reply is sent */
+		return 0;
+	case WIRE_PING:
+		return 0;
+	default:
+		return -EBADMSG;
+	}
+}
+
 static void dispatch(struct server *sv, struct req *q, const struct wire_request *rq,
 		     struct wire_reply *rp)
 {
 	struct conn *c;
-	struct session *s;
-	int r = 0;
+	int r;
 
 	if (rq->kind == WIRE_HELLO) {
 		if (q->auth)
@@ -218,52 +266,8 @@ static void dispatch(struct server *sv, struct req *q, const struct wire_request
 	c = authenticate(sv, q, rq, rp);
 	if (!c)
 		return;
-	s = c->s;
-	switch (rq->kind) {
-	case WIRE_SEQ_OPEN:
-		if (sv->draining) {
-			wire_reply_error(rp, rq->request_id, -ESHUTDOWN, "daemon is draining");
-			return;
-		}
-		r = session_seq_open(s, rq->u.seq_open.user_key, rq->u.seq_open.max_blocks,
-				     &rp->u.seq_open.seq_index, &rp->u.seq_open.seq_gen);
-		if (!r)
-			rp->kind = WIRE_SEQ_OPEN;
-		break;
-	case WIRE_SEQ_CLOSE:
-		r = session_seq_close(s, rq->u.seq_close.seq_index, rq->u.seq_close.seq_gen);
-		break;
-	case WIRE_ALLOC:
-	case WIRE_COMMIT:
-	case WIRE_FREE:
-	case WIRE_FORECAST:
-		r = do_units(s, rq, rp, q);
-		break;
-	case WIRE_READ:
-	case WIRE_WRITE:
-		r = do_data(s, q, rq, rp);
-		break;
-	case WIRE_STATS:
-		r = do_stats(sv, s, rp);
-		break;
-	case WIRE_DRAIN:
-		if (session_uid(s) != 0 && session_uid(s) != sv->self_uid) {
-			wire_reply_error(rp, rq->request_id, -EPERM,
-					 "drain is allowed for root and uid %u only",
-					 (unsigned)sv->self_uid);
-			return;
-		}
-		server_drain(sv, rq->u.drain.deadline_ms, "drain request");
-		break;
-	case WIRE_BYE:
-		c->bye = true; /* torn down after this reply is sent */
-		break;
-	case WIRE_PING:
-		break;
-	default:
-		r = -EBADMSG;
-	}
-	if (r) {
+	r = run(sv, c, q, rq, rp);
+	if (r < 0) {
 		wire_reply_fini(rp);
 		wire_reply_error(rp, rq->request_id, r, "%s: %s", wire_kind_name(rq->kind),
 				 err_str(r));
