@@ -204,17 +204,15 @@ int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms
 			return 0;
 		}
 		rc = cq_wait(c, deadline);
-		if (rc && rc != -ETIMEDOUT)
-			return rc; /* the session is gone: the request stays unanswered */
-		if (rc) {
-			drain_cq(c);
-			if (p->done == p->n) {
-				p->used = false;
-				return 0;
-			}
-			p->used = false; /* abandoned: its late completions are dropped */
-			return rc;
-		}
+		if (!rc)
+			continue;
+		/*
+		 * Timed out, or the session is closing or gone. memsvc answers in-flight entries
+		 * before it sets ctl.closing, so look once more: an answered request is a success.
+		 */
+		drain_cq(c);
+		p->used = false; /* done, or abandoned: its late completions are dropped */
+		return p->done == p->n ? 0 : rc;
 	}
 }
 

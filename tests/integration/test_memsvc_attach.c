@@ -6,6 +6,7 @@
  * memclient_open within the timeout, never a crash, a hang or a half-open handle.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,12 +37,15 @@ enum fake_mode {
 	FAKE_BAD_GEOM,	/* reply geometry differs from the request */
 	FAKE_BAD_SIZE,	/* ctl memfd smaller than the reply says */
 	FAKE_GOOD,	/* a consistent session (then closes when the client does) */
+	FAKE_RING,	/* a consistent session whose ring answers are wrong, then closing */
 };
 
 struct fake {
 	enum fake_mode mode;
 	int listen_fd;
 	pthread_t thread;
+	char *dir;
+	char path[256];
 };
 
 #define CTL_BYTES 8192u
@@ -120,6 +124,48 @@ static void make_regions(enum fake_mode mode, const struct wire_request *rq, int
 		rp->u.hello.geom.n_layers++;
 }
 
+/*
+ * FAKE_RING: take the client's three SQEs and answer them: the first right, the second for
+ * another unit, the third with a slot outside the arena; then mark the session closing.
+ */
+static void serve_ring(int *fds)
+{
+	struct sp_ctl_header *ch = map(fds[0], CTL_BYTES);
+	uint8_t *sub = map(fds[1], SUB_BYTES);
+	uint64_t end = time_now_ms() + 3000;
+	struct sp_sqe e[3];
+	struct sp_cqe q[3];
+	struct ring sq, cq;
+	uint32_t got = 0;
+
+	assert_int_equal(ring_attach(&sq, sub + 128, 2048, sizeof(struct sp_sqe), fds[3]), 0);
+	assert_int_equal(
+	    ring_attach(&cq, sub + 2176, SUB_BYTES - 2176, sizeof(struct sp_cqe), fds[4]), 0);
+	while (got < 3 && time_now_ms() < end) {
+		got += ring_pop(&sq, e + got, 3 - got);
+		time_sleep_ns(100000);
+	}
+	for (uint32_t i = 0; i < got; i++)
+		q[i] = (struct sp_cqe){.op = e[i].op,
+				       .req_id = e[i].req_id,
+				       .slot = 0,
+				       .seq_index = e[i].seq_index,
+				       .layer = e[i].layer,
+				       .head = e[i].head,
+				       .block = e[i].block,
+				       .gen = 1};
+	if (got == 3) {
+		q[1].block++;	      /* the answer of another unit */
+		q[2].slot = 1u << 30; /* a slot outside the arena */
+	}
+	ring_push(&cq, q, got);
+	(void)ring_doorbell(&cq);
+	/* Release: the answers above are visible before the flag (as memsvc's drain does). */
+	atomic_store_explicit(&ch->closing, 1, memory_order_release);
+	munmap(ch, CTL_BYTES);
+	munmap(sub, SUB_BYTES);
+}
+
 static void *fake_main(void *arg)
 {
 	struct fake *f = arg;
@@ -149,6 +195,8 @@ static void *fake_main(void *arg)
 		fdpass_send(fd, out, len, fds, f->mode == FAKE_NO_FDS || fds[0] < 0 ? 0 : 5);
 		free(out);
 	}
+	if (f->mode == FAKE_RING)
+		serve_ring(fds);
 	(void)!read(fd, buf, sizeof(buf)); /* the session lasts until the client closes */
 out:
 	for (int i = 0; i < 5; i++)
@@ -159,37 +207,73 @@ out:
 	return NULL;
 }
 
-/* Attach to a fake daemon in mode; returns memclient_open's result and its duration. */
-static int attach(enum fake_mode mode, uint64_t *ms)
+static void fake_start(struct fake *f, enum fake_mode mode, struct memclient_opts *o)
 {
-	char *dir = harness_tmpdir(), path[256];
-	struct fake f = {.mode = mode};
-	struct memclient_opts o = {
-	    .attach_path = path,
+	*f = (struct fake){.mode = mode, .dir = harness_tmpdir()};
+	snprintf(f->path, sizeof(f->path), "%s/attach.sock", f->dir);
+	f->listen_fd = fdpass_listen(f->path, 4, 0600);
+	assert_true(f->listen_fd >= 0);
+	assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
+	*o = (struct memclient_opts){
+	    .attach_path = f->path,
 	    .ctl_endpoint = "inproc://none",
 	    .geom = harness_geometry(),
 	    .arena_bytes = 64 << 10,
 	    .max_seqs = 1,
 	    .timeout_ms = 500,
 	};
+}
+
+static void fake_finish(struct fake *f)
+{
+	pthread_join(f->thread, NULL);
+	close(f->listen_fd);
+	harness_rmdir(f->dir);
+}
+
+/* Attach to a fake daemon in mode; returns memclient_open's result and its duration. */
+static int attach(enum fake_mode mode, uint64_t *ms)
+{
+	struct memclient_opts o;
 	struct memclient *c = (void *)1;
+	struct fake f;
 	uint64_t t0;
 	int rc;
 
-	snprintf(path, sizeof(path), "%s/attach.sock", dir);
-	f.listen_fd = fdpass_listen(path, 4, 0600);
-	assert_true(f.listen_fd >= 0);
-	assert_int_equal(pthread_create(&f.thread, NULL, fake_main, &f), 0);
+	fake_start(&f, mode, &o);
 	t0 = time_now_ms();
 	rc = memclient_open(&o, &c);
 	*ms = time_now_ms() - t0;
 	if (rc)
 		assert_null(c);
 	memclient_close(rc ? NULL : c);
-	pthread_join(f.thread, NULL);
-	close(f.listen_fd);
-	harness_rmdir(dir);
+	fake_finish(&f);
 	return rc;
+}
+
+/* Ring answers are checked against the units asked for; closing ends the session. */
+static void test_ring_answers_checked(void **state)
+{
+	struct memclient_opts o;
+	struct memclient_unit u[3];
+	struct memclient_result r[3];
+	struct memclient *c;
+	struct fake f;
+
+	fake_start(&f, FAKE_RING, &o);
+	assert_int_equal(memclient_open(&o, &c), 0);
+	for (uint32_t i = 0; i < 3; i++)
+		u[i] = (struct memclient_unit){{0, 0}, 1, 0, i};
+	assert_int_equal(memclient_forecast(c, u, 3, 1, r), 0);
+	assert_int_equal(r[0].status, 0);
+	assert_int_equal(r[0].slot, 0);
+	assert_int_equal(r[1].status, -EPROTO);
+	assert_int_equal(r[1].slot, SP_UNIT_SLOT_NONE);
+	assert_int_equal(r[2].status, -EPROTO);
+	assert_int_equal(memclient_ping(c), -ESHUTDOWN);
+	assert_int_equal(memclient_forecast(c, u, 1, 2, r), -ESHUTDOWN);
+	memclient_close(c);
+	fake_finish(&f);
 }
 
 static void test_attach_failures(void **state)
@@ -242,6 +326,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_attach_failures),
+	    cmocka_unit_test(test_ring_answers_checked),
 	    cmocka_unit_test(test_bad_opts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
