@@ -202,7 +202,9 @@ int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *
  * way; completions of abandoned requests are dropped. Poll mode spins; sleep mode spins
  * briefly then sleeps on the CQ doorbell. Both watch the attach socket and ctl.closing.
  * Returns 0 (results filled; a completion that does not match its unit has -EPROTO),
- * -ETIMEDOUT (the request is abandoned), -ENOENT (unknown req_id), -ECONNRESET, -ESHUTDOWN.
+ * -ETIMEDOUT, -ECONNRESET or -ESHUTDOWN (completions already posted are still taken: a
+ * request fully answered before the session closed returns 0; otherwise it is abandoned),
+ * -ENOENT (unknown or already reaped req_id).
  */
 int memclient_forecast_reap(struct memclient *c, uint32_t req_id, int timeout_ms);
 
