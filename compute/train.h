@@ -21,6 +21,7 @@ enum train_phase { TRAIN_PHASE_COLLECT = 0, TRAIN_PHASE_FIT = 1, TRAIN_PHASE_EVA
 struct train_progress {
 	enum train_phase phase;
 	uint32_t done, total;
+	uint32_t start;   /* FIT: the step this run began at (> 0 when resumed) */
 	double loss;      /* FIT: mean KL over the layers of this step's batch */
 	double elapsed_s; /* since the phase began */
 	bool resumed;     /* FIT: the run continues from a checkpoint (first call only) */

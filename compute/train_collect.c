@@ -265,3 +265,104 @@ int train_fwd_seq(struct train_fwd *f, const int32_t *ids, struct train_seq *s, 
 	}
 	return 0;
 }
+
+/* Sampled positions of a t-token sequence and the per-layer arrays for them. */
+static int seq_alloc(struct train_ctx *c, struct train_seq *s, uint32_t t, bool eval)
+{
+	uint32_t nq = t > c->qstart ? (t - 1 - c->qstart) / c->o->query_stride + 1 : 0;
+	size_t qg = (size_t)nq * c->n_kv;
+
+	s->t = t;
+	s->nq = nq;
+	s->n_ent = kb_ck_entries(&c->sp, t);
+	s->pos = malloc(nq * sizeof(*s->pos));
+	s->ly = calloc(c->L, sizeof(*s->ly));
+	if (!s->pos || !s->ly)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nq; i++)
+		s->pos[i] = (int32_t)(c->qstart + i * c->o->query_stride);
+	for (uint32_t l = 0; l < c->L; l++) {
+		struct train_layer_data *ly = &s->ly[l];
+
+		ly->x = malloc((size_t)nq * c->H * 2);
+		ly->q_mean = malloc(qg * c->d * 2);
+		ly->ck = malloc((size_t)c->n_kv * s->n_ent * c->d * 2 + 2);
+		ly->tidx = malloc(qg * c->gmax * 4);
+		ly->tp = malloc(qg * c->gmax * 4);
+		ly->tn = malloc(qg * 4);
+		ly->trest = malloc(qg * 4);
+		if (!ly->x || !ly->q_mean || !ly->ck || !ly->tidx || !ly->tp || !ly->tn ||
+		    !ly->trest)
+			return -ENOMEM;
+		if (eval && (!(ly->sel_true = malloc(qg * c->topk * 4)) ||
+			     !(ly->sel_prev = malloc(qg * c->topk * 4))))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+void train_data_fini(struct train_ctx *c, struct train_data *data)
+{
+	for (uint32_t i = 0; data->seq && i < data->n; i++) {
+		struct train_seq *s = &data->seq[i];
+
+		for (uint32_t l = 0; s->ly && l < c->L; l++) {
+			struct train_layer_data *ly = &s->ly[l];
+
+			free(ly->x);
+			free(ly->q_mean);
+			free(ly->ck);
+			free(ly->tidx);
+			free(ly->tp);
+			free(ly->tn);
+			free(ly->trest);
+			free(ly->sel_true);
+			free(ly->sel_prev);
+		}
+		free(s->ly);
+		free(s->pos);
+	}
+	free(data->seq);
+	memset(data, 0, sizeof(*data));
+}
+
+int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
+		  struct train_data *data)
+{
+	struct train_progress pr = {.phase = eval ? TRAIN_PHASE_EVAL : TRAIN_PHASE_COLLECT,
+				    .total = set->n_seqs};
+	struct train_fwd f;
+	uint32_t tcap = 0;
+	int rc;
+
+	for (uint32_t i = 0; i < set->n_seqs; i++) {
+		if (set->len[i] <= c->qstart)
+			return train_fail(c, -EINVAL, "%s sequence %u has %u tokens; the sparse "
+					  "config needs more than %u (first sampled query)",
+					  eval ? "held-out" : "calibration", i, set->len[i],
+					  c->qstart);
+		tcap = set->len[i] > tcap ? set->len[i] : tcap;
+	}
+	data->seq = calloc(set->n_seqs, sizeof(*data->seq));
+	if (!data->seq)
+		return train_fail(c, -ENOMEM, "out of memory");
+	data->n = set->n_seqs;
+	if ((rc = train_fwd_open(&f, c, tcap)))
+		goto out;
+	for (uint32_t i = 0; i < set->n_seqs; i++) {
+		if ((rc = seq_alloc(c, &data->seq[i], set->len[i], eval)) ||
+		    (rc = train_fwd_seq(&f, set->ids + set->off[i], &data->seq[i], eval)))
+			goto out;
+		data->queries += data->seq[i].nq;
+		pr.done = i + 1;
+		if (c->o->progress && c->o->progress(c->o->progress_ctx, &pr)) {
+			rc = -ECANCELED;
+			goto out;
+		}
+	}
+out:
+	train_fwd_close(&f);
+	if (rc)
+		return train_fail(c, rc, "%s forward pass failed", eval ? "held-out" : "calibration");
+	return 0;
+}

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `sparda train-forecast`: flags from one table (which also drives --help) into train_opts,
+ * the model (given, or the embedded tiny one generated into a temporary directory), the
+ * calibration sets, the backend; then the run, the table and the JSON report.
+ */
+#include "train_cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "train.h"
+
+struct cli_args {
+	const char *model, *out, *calib, *ckpt, *json, *backend;
+	uint32_t seqs, heldout, seq_len, steps, batch, threads, qstride, every;
+	uint64_t seed;
+	double lr, ridge;
+	int quiet;
+	char tmp_dir[64];
+};
+
+enum cli_kind { CLI_STR, CLI_U32, CLI_U64, CLI_DBL, CLI_FLAG };
+
+static const struct cli_flag {
+	const char *name;
+	enum cli_kind kind;
+	size_t off;
+	const char *help;
+} cli_flags[] = {
+    {"out", CLI_STR, offsetof(struct cli_args, out), "Forecast safetensors to write (required)"},
+    {"model", CLI_STR, offsetof(struct cli_args, model),
+     "model directory (HF layout); default: the embedded tiny model"},
+    {"calib", CLI_STR, offsetof(struct cli_args, calib),
+     "token ids, one sequence per line (default: synthetic sequences)"},
+    {"seqs", CLI_U32, offsetof(struct cli_args, seqs), "synthetic training sequences (24)"},
+    {"heldout", CLI_U32, offsetof(struct cli_args, heldout),
+     "held-out sequences: synthetic, or the last N of --calib (4)"},
+    {"seq-len", CLI_U32, offsetof(struct cli_args, seq_len), "tokens per sequence (1024)"},
+    {"steps", CLI_U32, offsetof(struct cli_args, steps), "AdamW steps (200)"},
+    {"lr", CLI_DBL, offsetof(struct cli_args, lr), "learning rate (2e-3; paper 5e-4)"},
+    {"batch", CLI_U32, offsetof(struct cli_args, batch), "sequences per step (8; paper 32)"},
+    {"seed", CLI_U64, offsetof(struct cli_args, seed), "seed of data, batches, baseline (1)"},
+    {"threads", CLI_U32, offsetof(struct cli_args, threads), "CPU backend threads (0 = all)"},
+    {"query-stride", CLI_U32, offsetof(struct cli_args, qstride),
+     "every n-th query position past the dense region is a sample (8)"},
+    {"ridge", CLI_DBL, offsetof(struct cli_args, ridge), "ridge lambda, relative (1e-3)"},
+    {"backend", CLI_STR, offsetof(struct cli_args, backend), "auto, cpu or cuda (auto)"},
+    {"checkpoint", CLI_STR, offsetof(struct cli_args, ckpt),
+     "checkpoint file: resumed from when present, written during the run"},
+    {"checkpoint-every", CLI_U32, offsetof(struct cli_args, every),
+     "steps between checkpoints (50)"},
+    {"json", CLI_STR, offsetof(struct cli_args, json), "write the report as JSON here"},
+    {"quiet", CLI_FLAG, offsetof(struct cli_args, quiet), "no progress on stderr"},
+};
+#define CLI_N (sizeof(cli_flags) / sizeof(cli_flags[0]))
+
+static void cli_usage(FILE *fp)
+{
+	fprintf(fp, "usage: sparda train-forecast --out FILE [flags]\n");
+	for (size_t i = 0; i < CLI_N; i++)
+		fprintf(fp, "  --%-17s %s\n", cli_flags[i].name, cli_flags[i].help);
+}
+
+static int cli_value(const struct cli_flag *f, const char *s, struct cli_args *a)
+{
+	void *p = (char *)a + f->off;
+	char *end = NULL;
+
+	errno = 0;
+	if (f->kind == CLI_STR) {
+		*(const char **)p = s;
+		return 0;
+	}
+	if (!*s || *s == '-')
+		return -EINVAL;
+	if (f->kind == CLI_DBL) {
+		*(double *)p = strtod(s, &end);
+	} else {
+		unsigned long long v = strtoull(s, &end, 0);
+
+		if (f->kind == CLI_U32 && v > UINT32_MAX)
+			return -EINVAL;
+		if (f->kind == CLI_U32)
+			*(uint32_t *)p = (uint32_t)v;
+		else
+			*(uint64_t *)p = v;
+	}
+	return errno || *end ? -EINVAL : 0;
+}
+
+static int cli_parse(int argc, char **argv, struct cli_args *a)
+{
+	struct option opts[CLI_N + 2] = {{0}};
+	int c;
+
+	for (size_t i = 0; i < CLI_N; i++)
+		opts[i] = (struct option){cli_flags[i].name,
+					  cli_flags[i].kind == CLI_FLAG ? no_argument
+									: required_argument,
+					  NULL, 256 + (int)i};
+	opts[CLI_N] = (struct option){"help", no_argument, NULL, 'h'};
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'h') {
+			cli_usage(stdout);
+			return -1;
+		}
+		if (c < 256 || c >= 256 + (int)CLI_N) {
+			cli_usage(stderr);
+			return 2;
+		}
+		if (cli_flags[c - 256].kind == CLI_FLAG) {
+			*(int *)((char *)a + cli_flags[c - 256].off) = 1;
+		} else if (cli_value(&cli_flags[c - 256], optarg, a)) {
+			fprintf(stderr, "train-forecast: bad --%s '%s'\n", cli_flags[c - 256].name,
+				optarg);
+			return 2;
+		}
+	}
+	if (optind < argc || !a->out) {
+		fprintf(stderr, "train-forecast: --out is required\n");
+		cli_usage(stderr);
+		return 2;
+	}
+	return 0;
+}
+
+/* The embedded tiny model (as sparda-compute generates it: preset tiny, seed 1234). */
+static int cli_model(struct cli_args *a, struct model **m)
+{
+	struct model_config mc;
+	char err[512];
+	int rc;
+
+	if (!a->model) {
+		snprintf(a->tmp_dir, sizeof(a->tmp_dir), "%s/sparda-train-XXXXXX",
+			 getenv("TMPDIR") && strlen(getenv("TMPDIR")) < 32 ? getenv("TMPDIR")
+									: "/tmp");
+		if (!mkdtemp(a->tmp_dir)) {
+			fprintf(stderr, "train-forecast: cannot create %s: %s\n", a->tmp_dir,
+				strerror(errno));
+			a->tmp_dir[0] = '\0';
+			return -errno;
+		}
+		model_preset("tiny", &mc);
+		if ((rc = model_generate(a->tmp_dir, &mc, 1234, err, sizeof(err)))) {
+			fprintf(stderr, "train-forecast: generating the tiny model: %s\n", err);
+			return rc;
+		}
+		a->model = a->tmp_dir;
+	}
+	if ((rc = model_open(a->model, NULL, m, err, sizeof(err))))
+		fprintf(stderr, "train-forecast: cannot open the model: %s\n", err);
+	return rc;
+}
+
+static void cli_rm_tmp(struct cli_args *a)
+{
+	const char *files[] = {"config.json", "model.safetensors", "forecast.safetensors"};
+	char p[128];
+
+	if (!a->tmp_dir[0])
+		return;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", a->tmp_dir, files[i]);
+		unlink(p);
+	}
+	rmdir(a->tmp_dir);
+}
+
+static int cli_data(const struct cli_args *a, const struct model *m, uint32_t min_len,
+		    struct calib_set *tr, struct calib_set *ev)
+{
+	char err[512];
+	int rc;
+
+	if (a->calib) {
+		rc = calib_read(a->calib, m->cfg.vocab, min_len, a->seq_len, tr, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "train-forecast: calibration data: %s\n", err);
+			return rc;
+		}
+		if (tr->n_seqs <= a->heldout) {
+			fprintf(stderr, "train-forecast: %s holds %u sequences; --heldout %u leaves "
+				"none to train on\n", a->calib, tr->n_seqs, a->heldout);
+			return -EINVAL;
+		}
+	} else if ((rc = calib_synth(a->seqs + a->heldout, a->seq_len, m->cfg.vocab, a->seed,
+				     tr))) {
+		fprintf(stderr, "train-forecast: cannot generate calibration data: %s\n",
+			strerror(-rc));
+		return rc;
+	}
+	return calib_split(tr, a->heldout, ev);
+}
+
+struct cli_progress {
+	int quiet;
+	uint32_t every;
+};
+
+static int cli_progress(void *ctx, const struct train_progress *p)
+{
+	const struct cli_progress *cp = ctx;
+	static const char *const names[] = {"collect", "fit", "eval"};
+
+	if (cp->quiet)
+		return 0;
+	if (p->phase != TRAIN_PHASE_FIT) {
+		if (p->done == p->total)
+			fprintf(stderr, "train-forecast: %s: %u sequences through the model\n",
+				names[p->phase], p->total);
+		return 0;
+	}
+	if (p->resumed)
+		fprintf(stderr, "train-forecast: resumed from the checkpoint at step %u\n",
+			p->done - 1);
+	if (p->done % cp->every == 0 || p->done == p->total || p->resumed)
+		fprintf(stderr, "train-forecast: step %u/%u loss %.5f elapsed %.1fs eta %.1fs\n",
+			p->done, p->total, p->loss, p->elapsed_s,
+			p->elapsed_s / (p->done - p->start) * (p->total - p->done));
+	return 0;
+}
+
+#define FIELD(f) offsetof(struct train_layer_report, f)
+
+static void cli_table(const struct train_report *r)
+{
+	printf("%-16s %9s %9s %9s %9s %9s %9s %9s\n", "projection", "kl_untr", "kl_ridge",
+	       "kl_after", "rec_untr", "rec_ridge", "rec_prev", "rec_train");
+	for (uint32_t k = 0; k < r->n_slots; k++) {
+		const struct train_layer_report *l = &r->layers[k];
+		char name[32];
+
+		if (l->curr)
+			snprintf(name, sizeof(name), "L0 q_curr");
+		else
+			snprintf(name, sizeof(name), "L%u -> L%u", l->in_layer, l->tgt_layer);
+		printf("%-16s %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f\n", name, l->kl_untrained,
+		       l->kl_ridge, l->kl_trained, l->recall_untrained, l->recall_ridge,
+		       l->recall_prev_step, l->recall_trained);
+	}
+	printf("%-16s %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f\n", "mean",
+	       train_report_mean(r, FIELD(kl_untrained)), train_report_mean(r, FIELD(kl_ridge)),
+	       train_report_mean(r, FIELD(kl_trained)),
+	       train_report_mean(r, FIELD(recall_untrained)),
+	       train_report_mean(r, FIELD(recall_ridge)),
+	       train_report_mean(r, FIELD(recall_prev_step)),
+	       train_report_mean(r, FIELD(recall_trained)));
+}
+
+static const struct {
+	const char *key;
+	size_t off;
+} cli_keys[] = {
+    {"kl_before", FIELD(kl_untrained)},	    {"kl_ridge", FIELD(kl_ridge)},
+    {"kl_after", FIELD(kl_trained)},	    {"recall_untrained", FIELD(recall_untrained)},
+    {"recall_ridge", FIELD(recall_ridge)},   {"recall_prev_step", FIELD(recall_prev_step)},
+    {"recall_trained", FIELD(recall_trained)},
+};
+
+static int cli_json(const char *path, const struct train_report *r, const struct cli_args *a)
+{
+	json_object *o = json_object_new_object(), *arr = json_object_new_array();
+	int rc;
+
+	for (size_t i = 0; i < sizeof(cli_keys) / sizeof(cli_keys[0]); i++)
+		json_object_object_add(o, cli_keys[i].key,
+				       json_object_new_double(train_report_mean(r, cli_keys[i].off)));
+	for (uint32_t k = 0; k < r->n_slots; k++) {
+		json_object *l = json_object_new_object();
+
+		json_object_object_add(l, "in_layer", json_object_new_int(r->layers[k].in_layer));
+		json_object_object_add(l, "target_layer",
+				       json_object_new_int(r->layers[k].tgt_layer));
+		json_object_object_add(l, "q_curr", json_object_new_boolean(r->layers[k].curr));
+		for (size_t i = 0; i < sizeof(cli_keys) / sizeof(cli_keys[0]); i++)
+			json_object_object_add(
+			    l, cli_keys[i].key,
+			    json_object_new_double(
+				*(const double *)((const char *)&r->layers[k] + cli_keys[i].off)));
+		json_object_array_add(arr, l);
+	}
+	json_object_object_add(o, "layers", arr);
+	json_object_object_add(o, "steps", json_object_new_int64(r->steps));
+	json_object_object_add(o, "start_step", json_object_new_int64(r->start_step));
+	json_object_object_add(o, "lr", json_object_new_double(a->lr));
+	json_object_object_add(o, "batch", json_object_new_int64(a->batch));
+	json_object_object_add(o, "seed", json_object_new_int64((int64_t)a->seed));
+	json_object_object_add(o, "fine_kernel", json_object_new_int64(r->fine_kernel));
+	json_object_object_add(o, "train_queries", json_object_new_int64((int64_t)r->train_queries));
+	json_object_object_add(o, "eval_queries", json_object_new_int64((int64_t)r->eval_queries));
+	json_object_object_add(o, "collect_s", json_object_new_double(r->collect_s));
+	json_object_object_add(o, "fit_s", json_object_new_double(r->fit_s));
+	json_object_object_add(o, "eval_s", json_object_new_double(r->eval_s));
+	rc = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PRETTY) ? -EIO : 0;
+	json_object_put(o);
+	return rc;
+}
+
+static int cli_backend(const struct cli_args *a, struct kb **kb)
+{
+	struct kb_opts ko = {.kind = KB_KIND_CPU, .cpu_threads = (int)a->threads};
+	int rc;
+
+	if (strcmp(a->backend, "cuda") == 0 ||
+	    (strcmp(a->backend, "auto") == 0 && kb_cuda_available()))
+		ko.kind = KB_KIND_CUDA;
+	else if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "auto") != 0)
+		return -EINVAL;
+	rc = kb_open(&ko, kb);
+	if (rc && ko.kind == KB_KIND_CUDA && strcmp(a->backend, "auto") == 0) {
+		ko.kind = KB_KIND_CPU;
+		rc = kb_open(&ko, kb);
+	}
+	return rc;
+}
+
+static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
+{
+	struct calib_set tr = {0}, ev = {0};
+	struct train_opts o;
+	struct train_report rep = {0};
+	struct cli_progress cp = {.quiet = a->quiet, .every = a->steps / 20 ? a->steps / 20 : 1};
+	char err[512];
+	int rc;
+
+	train_opts_default(&o);
+	o.steps = a->steps;
+	o.batch = a->batch;
+	o.lr = (float)a->lr;
+	o.ridge = (float)a->ridge;
+	o.seed = a->seed;
+	o.query_stride = a->qstride;
+	o.checkpoint = a->ckpt;
+	o.checkpoint_every = a->every;
+	o.progress = cli_progress;
+	o.progress_ctx = &cp;
+	if ((rc = cli_data(a, m, m->cfg.sparse.topk * m->cfg.sparse.block + 2, &tr, &ev)))
+		goto out;
+	o.train = &tr;
+	o.heldout = &ev;
+	if ((rc = train_forecast(kb, m, &o, a->out, &rep, err, sizeof(err)))) {
+		fprintf(stderr, "train-forecast: %s\n", err);
+		goto out;
+	}
+	cli_table(&rep);
+	printf("train-forecast: wrote %s (%u projections, %u steps, %.1fs collect, %.1fs fit, "
+	       "%.1fs eval)\n", a->out, rep.n_slots, rep.steps, rep.collect_s, rep.fit_s,
+	       rep.eval_s);
+	if (a->json && (rc = cli_json(a->json, &rep, a)))
+		fprintf(stderr, "train-forecast: cannot write %s\n", a->json);
+out:
+	train_report_fini(&rep);
+	calib_fini(&tr);
+	calib_fini(&ev);
+	return rc;
+}
+
+int train_forecast_main(int argc, char **argv)
+{
+	struct cli_args a = {.seqs = 24, .heldout = 4, .seq_len = 1024, .steps = 200, .lr = 2e-3,
+			     .batch = 8, .seed = 1, .qstride = 8, .ridge = 1e-3, .every = 50,
+			     .backend = "auto"};
+	struct model *m = NULL;
+	struct kb *kb = NULL;
+	int rc = cli_parse(argc, argv, &a);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (!a.heldout || !a.seqs || !a.seq_len || !a.batch || !a.qstride) {
+		fprintf(stderr, "train-forecast: --seqs, --heldout, --seq-len, --batch and "
+			"--query-stride must be positive\n");
+		return 2;
+	}
+	if ((rc = cli_model(&a, &m)))
+		goto out;
+	if ((rc = cli_backend(&a, &kb))) {
+		fprintf(stderr, "train-forecast: cannot open the %s backend: %s\n", a.backend,
+			strerror(-rc));
+		goto out;
+	}
+	rc = cli_run(&a, m, kb);
+out:
+	kb_destroy(kb);
+	model_close(m);
+	cli_rm_tmp(&a);
+	return rc ? 1 : 0;
+}

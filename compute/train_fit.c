@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fitting the Forecast projections: a closed-form ridge regression onto the next layer's
+ * pre-RoPE group-mean query (the initial value), then AdamW on the KL loss with a global
+ * gradient-norm clip, batches drawn from (seed, step) so a resumed run repeats the same steps.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "train_internal.h"
+
+static uint64_t mix(uint64_t z)
+{
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void train_kaiming_init(const struct train_ctx *c, float *w, uint32_t slot)
+{
+	/* kaiming_uniform_ (gain sqrt(2), fan_in): U(-sqrt(6 / fan_in), +sqrt(6 / fan_in)) */
+	double b = sqrt(6.0 / c->H);
+	uint64_t x = mix(c->o->seed ^ 0x6b61696d696e67ull) ^ ((uint64_t)slot << 32);
+	size_t n = (size_t)c->dout * c->H;
+
+	for (size_t i = 0; i < n; i++) {
+		double u = (double)(mix(x + i) >> 11) / 9007199254740992.0;
+
+		w[i] = (float)((2.0 * u - 1.0) * b);
+	}
+}
+
+/*
+ * Accumulate A [rows_a, rows_b] += P^T . Q over every training row, where P and Q are bf16
+ * row sets (p of layer lp with width wp, either x or q_mean) through the backend GEMM.
+ */
+static int gram(struct train_ctx *c, bool p_is_q, uint32_t lp, bool q_is_q, uint32_t lq,
+		uint32_t wp, uint32_t wq, double *acc)
+{
+	const struct kb_ops *k = c->kb->ops;
+	uint32_t R = c->rows_cap, i = 0;
+	int rc;
+
+	while (i < c->tr.n) {
+		uint32_t rows = 0, i0 = i;
+
+		for (; i < c->tr.n && rows + c->tr.seq[i].nq <= R; i++)
+			rows += c->tr.seq[i].nq;
+		if (i == i0)
+			return -EINVAL;
+		for (uint32_t r = 0, s = i0; s < i; s++) {
+			const struct train_layer_data *ly = c->tr.seq[s].ly;
+			const uint16_t *p = p_is_q ? ly[lp].q_mean : ly[lp].x;
+			const uint16_t *q = q_is_q ? ly[lq].q_mean : ly[lq].x;
+
+			for (uint32_t n = 0; n < c->tr.seq[s].nq; n++, r++) {
+				for (uint32_t e = 0; e < wp; e++)
+					c->h_gt[(size_t)e * rows + r] = p[(size_t)n * wp + e];
+				for (uint32_t e = 0; e < wq; e++)
+					c->h_xt[(size_t)e * rows + r] = q[(size_t)n * wq + e];
+			}
+		}
+		if ((rc = k->memcpy(c->kb, c->d_gt, c->h_gt, (size_t)wp * rows * 2, KB_H2D,
+				    KB_STREAM_COMPUTE)) ||
+		    (rc = k->memcpy(c->kb, c->d_xt, c->h_xt, (size_t)wq * rows * 2, KB_H2D,
+				    KB_STREAM_COMPUTE)) ||
+		    (rc = k->gemm(c->kb, KB_STREAM_COMPUTE, wp, wq, rows, c->d_gt, rows, c->d_xt,
+				  rows, c->d_dw, wq, true, 1.0f, 0.0f)) ||
+		    (rc = k->memcpy(c->kb, c->h_u, c->d_dw, (size_t)wp * wq * 4, KB_D2H,
+				    KB_STREAM_COMPUTE)) ||
+		    (rc = k->sync(c->kb, KB_STREAM_COMPUTE)))
+			return rc;
+		for (size_t e = 0; e < (size_t)wp * wq; e++)
+			acc[e] += c->h_u[e];
+	}
+	return 0;
+}
+
+/* In-place Cholesky of the SPD matrix a [n, n] (lower triangle). */
+static int cholesky(double *a, uint32_t n)
+{
+	for (uint32_t j = 0; j < n; j++) {
+		double s = a[(size_t)j * n + j];
+
+		for (uint32_t k = 0; k < j; k++)
+			s -= a[(size_t)j * n + k] * a[(size_t)j * n + k];
+		if (s <= 0.0)
+			return -EDOM;
+		a[(size_t)j * n + j] = sqrt(s);
+		for (uint32_t i = j + 1; i < n; i++) {
+			double t = a[(size_t)i * n + j];
+
+			for (uint32_t k = 0; k < j; k++)
+				t -= a[(size_t)i * n + k] * a[(size_t)j * n + k];
+			a[(size_t)i * n + j] = t / a[(size_t)j * n + j];
+		}
+	}
+	return 0;
+}
+
+/* Solve L L^T x = b in place. */
+static void chol_solve(const double *l, uint32_t n, double *b)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		for (uint32_t k = 0; k < i; k++)
+			b[i] -= l[(size_t)i * n + k] * b[k];
+		b[i] /= l[(size_t)i * n + i];
+	}
+	for (uint32_t i = n; i-- > 0;) {
+		for (uint32_t k = i + 1; k < n; k++)
+			b[i] -= l[(size_t)k * n + i] * b[k];
+		b[i] /= l[(size_t)i * n + i];
+	}
+}
+
+int train_ridge_init(struct train_ctx *c, struct train_slot *s)
+{
+	uint32_t H = c->H, D = c->dout;
+	double *xtx = calloc((size_t)H * H, sizeof(double));
+	double *ytx = calloc((size_t)D * H, sizeof(double));
+	double tr = 0.0, lam;
+	int rc = -ENOMEM;
+
+	if (!xtx || !ytx)
+		goto out_free;
+	/* W = Y^T X (X^T X + lambda I)^-1, Y the target layer's pre-RoPE group-mean query */
+	if ((rc = gram(c, false, s->in, false, s->in, H, H, xtx)) ||
+	    (rc = gram(c, true, s->tgt, false, s->in, D, H, ytx)))
+		goto out_free;
+	for (uint32_t i = 0; i < H; i++)
+		tr += xtx[(size_t)i * H + i];
+	lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0);
+	for (uint32_t i = 0; i < H; i++)
+		xtx[(size_t)i * H + i] += lam;
+	if ((rc = cholesky(xtx, H))) {
+		rc = train_fail(c, -EINVAL, "ridge: X^T X + lambda I is not positive definite");
+		goto out_free;
+	}
+	for (uint32_t o = 0; o < D; o++) {
+		chol_solve(xtx, H, ytx + (size_t)o * H);
+		for (uint32_t e = 0; e < H; e++)
+			s->w[(size_t)o * H + e] = (float)ytx[(size_t)o * H + e];
+	}
+out_free:
+	free(ytx);
+	free(xtx);
+	return rc;
+}
+
+/* The step's batch: `batch` distinct training sequences drawn from (seed, step). */
+static void pick_batch(const struct train_ctx *c, uint32_t step, uint32_t *idx, uint32_t *n)
+{
+	uint32_t N = c->tr.n, B = c->o->batch < N ? c->o->batch : N;
+	uint64_t x = mix(c->o->seed) ^ mix((uint64_t)step + 0x7374657000000000ull);
+
+	for (uint32_t i = 0; i < N; i++)
+		idx[i] = i;
+	for (uint32_t i = 0; i < B; i++) {
+		uint32_t j = i + (uint32_t)(mix(x + i) % (N - i)), t = idx[i];
+
+		idx[i] = idx[j];
+		idx[j] = t;
+	}
+	*n = B;
+}
+
+static void adamw(const struct train_ctx *c, struct train_slot *s, double clip_mul, uint32_t t)
+{
+	const double b1 = 0.9, b2 = 0.95, eps = 1e-6, lr = c->o->lr;
+	double c1 = 1.0 - pow(b1, t), c2 = 1.0 - pow(b2, t);
+	size_t n = (size_t)c->dout * c->H;
+
+	for (size_t i = 0; i < n; i++) {
+		double g = s->g[i] * clip_mul, w = s->w[i];
+
+		w -= lr * c->o->weight_decay * w;
+		s->m[i] = (float)(b1 * s->m[i] + (1.0 - b1) * g);
+		s->v[i] = (float)(b2 * s->v[i] + (1.0 - b2) * g * g);
+		w -= lr * (s->m[i] / c1) / (sqrt(s->v[i] / c2) + eps);
+		s->w[i] = (float)w;
+	}
+}
+
+/* One step over every slot: gradients, global clip, AdamW. *loss gets the mean KL. */
+static int fit_step(struct train_ctx *c, uint32_t step, uint32_t *idx, double *loss)
+{
+	size_t n = (size_t)c->dout * c->H;
+	double sq = 0.0, sum = 0.0, mul = 1.0, l;
+	uint32_t nb;
+	int rc;
+
+	pick_batch(c, step, idx, &nb);
+	for (uint32_t k = 0; k < c->n_slots; k++) {
+		struct train_slot *s = &c->slots[k];
+
+		if ((rc = train_slot_loss(c, s, s->w, &c->tr, idx, nb, s->g, &l)))
+			return train_fail(c, rc, "step %u: loss of projection %u failed", step, k);
+		sum += l;
+		for (size_t i = 0; i < n; i++)
+			sq += (double)s->g[i] * s->g[i];
+	}
+	if (c->o->grad_clip > 0.0f && sqrt(sq) > c->o->grad_clip)
+		mul = c->o->grad_clip / sqrt(sq);
+	for (uint32_t k = 0; k < c->n_slots; k++)
+		adamw(c, &c->slots[k], mul, step + 1);
+	*loss = sum / c->n_slots;
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int train_fit(struct train_ctx *c, struct train_report *rep)
+{
+	const struct train_opts *o = c->o;
+	struct train_progress pr = {.phase = TRAIN_PHASE_FIT, .total = o->steps};
+	uint32_t start = 0, *idx = malloc(c->tr.n * sizeof(uint32_t));
+	double t0 = now_s();
+	int rc = 0;
+
+	if (!idx)
+		return train_fail(c, -ENOMEM, "out of memory");
+	if (o->checkpoint) {
+		rc = train_ckpt_load(c, o->checkpoint, &start);
+		if (rc == -ENOENT)
+			rc = 0;
+		else if (rc)
+			goto out;
+		else
+			pr.resumed = true;
+	}
+	rep->start_step = start;
+	pr.start = start;
+	rep->steps = o->steps > start ? o->steps : start;
+	for (uint32_t step = start; step < o->steps; step++) {
+		if ((rc = fit_step(c, step, idx, &pr.loss)))
+			goto out;
+		pr.done = step + 1;
+		pr.elapsed_s = now_s() - t0;
+		if (o->checkpoint && o->checkpoint_every && pr.done % o->checkpoint_every == 0 &&
+		    pr.done < o->steps && (rc = train_ckpt_save(c, o->checkpoint, pr.done)))
+			goto out;
+		if (o->progress && o->progress(o->progress_ctx, &pr)) {
+			rc = train_fail(c, -ECANCELED, "stopped at step %u", pr.done);
+			goto out;
+		}
+		pr.resumed = false;
+	}
+	if (o->checkpoint)
+		rc = train_ckpt_save(c, o->checkpoint, rep->steps);
+out:
+	free(idx);
+	return rc;
+}
