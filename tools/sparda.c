@@ -23,6 +23,8 @@ static const struct subcommand subcommands[] = {
     {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
     {"gen-model", model_gen_main,
      "gen-model [...]      write a synthetic model (preset + overrides) in HF safetensors layout"},
+    {"train-forecast", train_forecast_main,
+     "train-forecast [...] train the Forecast projections of a frozen model (distillation)"},
     {"demo-memsvc", cmd_demo_memsvc,
      "demo-memsvc [...]    start memsvc, write, commit, Forecast and verify units"},
 };

@@ -15,4 +15,7 @@ int cmd_demo_memsvc(int argc, char **argv);
 /* `sparda run [...]`: start memsvc, run sparda-compute against it, drain (run_cmd.c). */
 int cmd_run(int argc, char **argv);
 
+/* `sparda train-forecast [...]`: Forecast distillation (compute/train_cli.c, sparda_train). */
+int train_forecast_main(int argc, char **argv);
+
 #endif
