@@ -133,7 +133,8 @@ ssize_t fdpass_recv(int sock, void *buf, size_t cap, int *fds, int max_fds, int 
 			close(got[i]);
 		return (msg.msg_flags & MSG_TRUNC) ? -EMSGSIZE : -EBADMSG;
 	}
-	memcpy(fds, got, sizeof(int) * (size_t)n_got);
+	if (n_got)
+		memcpy(fds, got, sizeof(int) * (size_t)n_got);
 	if (n_fds)
 		*n_fds = n_got;
 	return n;
