@@ -16,6 +16,11 @@
 
 struct kvhost;
 
+/* One unit of a sequence opened on the store. */
+struct kvhost_unit {
+	uint32_t seq, layer, head, block;
+};
+
 struct kvhost_ops {
 	const char *name;
 	void (*close)(struct kvhost *h);
@@ -30,6 +35,10 @@ struct kvhost_ops {
 	/* Publish blocks [block, block + count) as resident (their bytes are in their slots). */
 	int (*commit)(struct kvhost *h, uint32_t seq, uint32_t layer, uint32_t head,
 		      uint32_t block, uint32_t count);
+	/* Many single units in one request (one control round trip): slots[i] for units[i]. */
+	int (*alloc_units)(struct kvhost *h, const struct kvhost_unit *units, uint32_t n,
+			   int32_t *slots);
+	int (*commit_units)(struct kvhost *h, const struct kvhost_unit *units, uint32_t n);
 	/* The client's epoch: all reads of slots for steps <= step have completed. */
 	int (*epoch)(struct kvhost *h, uint64_t step);
 	/* Live check of the service: 0, or -errno describing why it is gone. */

@@ -165,6 +165,27 @@ static int inproc_commit(struct kvhost *h, uint32_t seq, uint32_t layer, uint32_
 	return 0;
 }
 
+static int inproc_alloc_units(struct kvhost *h, const struct kvhost_unit *u, uint32_t n,
+			      int32_t *slots)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = inproc_alloc(h, u[i].seq, u[i].layer, u[i].head, u[i].block, 1, &slots[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int inproc_commit_units(struct kvhost *h, const struct kvhost_unit *u, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = inproc_commit(h, u[i].seq, u[i].layer, u[i].head, u[i].block, 1);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static int inproc_epoch(struct kvhost *h, uint64_t step)
 {
 	return 0; /* slots are only freed at sequence close, by this same thread */
@@ -182,6 +203,8 @@ static const struct kvhost_ops inproc_ops = {
 	.seq_close = inproc_seq_close,
 	.alloc = inproc_alloc,
 	.commit = inproc_commit,
+	.alloc_units = inproc_alloc_units,
+	.commit_units = inproc_commit_units,
 	.epoch = inproc_epoch,
 	.health = inproc_health,
 };

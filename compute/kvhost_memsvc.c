@@ -113,6 +113,42 @@ static int kvm_commit(struct kvhost *h, uint32_t seq, uint32_t layer, uint32_t h
 	return rc ? rc : first_error(p->res, count);
 }
 
+static int fill_list(struct kvm *p, const struct kvhost_unit *u, uint32_t n)
+{
+	if (n > p->batch_cap)
+		return -E2BIG;
+	for (uint32_t i = 0; i < n; i++) {
+		if (u[i].seq >= p->max_seqs)
+			return -EINVAL;
+		p->units[i] = (struct memclient_unit){ .seq = p->seqs[u[i].seq], .layer = u[i].layer,
+						       .head = u[i].head, .block = u[i].block };
+	}
+	return 0;
+}
+
+static int kvm_alloc_units(struct kvhost *h, const struct kvhost_unit *u, uint32_t n,
+			   int32_t *slots)
+{
+	struct kvm *p = to_kvm(h);
+	int rc = fill_list(p, u, n);
+	if (!rc)
+		rc = memclient_alloc(p->c, p->units, n, p->res);
+	if (!rc)
+		rc = first_error(p->res, n);
+	for (uint32_t i = 0; !rc && i < n; i++)
+		slots[i] = (int32_t)p->res[i].slot;
+	return rc;
+}
+
+static int kvm_commit_units(struct kvhost *h, const struct kvhost_unit *u, uint32_t n)
+{
+	struct kvm *p = to_kvm(h);
+	int rc = fill_list(p, u, n);
+	if (!rc)
+		rc = memclient_commit(p->c, p->units, n, 0, p->res);
+	return rc ? rc : first_error(p->res, n);
+}
+
 static int kvm_epoch(struct kvhost *h, uint64_t step)
 {
 	memclient_epoch_publish(to_kvm(h)->c, step);
@@ -131,6 +167,8 @@ static const struct kvhost_ops kvm_ops = {
 	.seq_close = kvm_seq_close,
 	.alloc = kvm_alloc,
 	.commit = kvm_commit,
+	.alloc_units = kvm_alloc_units,
+	.commit_units = kvm_commit_units,
 	.epoch = kvm_epoch,
 	.health = kvm_health,
 };

@@ -254,6 +254,9 @@ static int alloc_host(struct runner *r)
 		big = r->o.max_tokens;
 	r->h_i32 = calloc(big + 16, sizeof(int32_t));
 	r->h_arena_tail = calloc((size_t)r->L * r->n_caches, sizeof(int32_t));
+	r->h_blocks = calloc(r->o.max_batch, sizeof(uint32_t));
+	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
+	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
 	r->h_stats = calloc((size_t)r->L * r->n_caches * (1 + r->sel_cap), sizeof(int32_t));
 	r->seq_handle = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->seq_word_base = calloc(r->o.max_batch, sizeof(int64_t));
@@ -261,7 +264,7 @@ static int alloc_host(struct runner *r)
 	r->full = calloc(r->o.max_batch, sizeof(bool));
 	r->h_logits = calloc((size_t)r->o.max_batch * r->vocab, sizeof(float));
 	r->st.layer = calloc(r->L, sizeof(struct runner_layer_stats));
-	if (!r->h_i32 || !r->h_arena_tail || !r->h_stats || !r->seq_handle || !r->seq_word_base || !r->len ||
+	if (!r->h_i32 || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len ||
 	    !r->h_logits || !r->st.layer || !r->full)
 		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
 	return 0;
@@ -420,6 +423,9 @@ void runner_close(struct runner *r)
 	free(r->h_i32);
 	free(r->h_arena_tail);
 	free(r->h_stats);
+	free(r->h_units);
+	free(r->h_blocks);
+	free(r->h_flag);
 	free(r->seq_handle);
 	free(r->seq_word_base);
 	free(r->len);

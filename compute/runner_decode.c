@@ -70,31 +70,52 @@ static int upload_step(struct runner *r, struct step *s, const int32_t *ids)
 	return r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE);
 }
 
-/* New blocks start: give every offloaded (layer, head) an arena slot for them. */
-static int alloc_new_blocks(struct runner *r, struct step *s)
+/* The units (sequence i, offloaded layer, head, block) of every sequence whose flag is set. */
+static uint32_t list_block_units(struct runner *r, struct step *s, const bool *which,
+				 const uint32_t *block)
 {
-	const struct kb_sparse *sp = &r->c.sparse;
-	struct kvhost *h = r->o.host;
-	int rc;
-
+	uint32_t n = 0;
 	for (uint32_t i = 0; i < s->B; i++) {
-		uint32_t pos = r->len[i];
-		if (pos % sp->block)
+		if (!which[i])
 			continue;
 		for (uint32_t l = 0; l < r->L; l++) {
 			if (r->kv[l].resident)
 				continue;
-			for (uint32_t g = 0; g < r->n_kv; g++) {
-				int32_t slot;
-				rc = h->ops->alloc(h, r->seq_handle[i], l, g, pos / sp->block, 1,
-						   &slot);
-				if (rc)
-					return runner_fail(r, rc, "host store: allocating block %u "
-							   "of layer %u failed", pos / sp->block,
-							   l), rc;
-				r->h_arena_tail[(size_t)l * r->n_caches + i * r->n_kv + g] = slot;
-			}
+			for (uint32_t g = 0; g < r->n_kv; g++)
+				r->h_units[n++] = (struct kvhost_unit){ .seq = r->seq_handle[i],
+									.layer = l, .head = g,
+									.block = block[i] };
 		}
+	}
+	return n;
+}
+
+/* New blocks start: every offloaded (layer, head) gets an arena slot, in one request. */
+static int alloc_new_blocks(struct runner *r, struct step *s)
+{
+	const struct kb_sparse *sp = &r->c.sparse;
+	struct kvhost *h = r->o.host;
+	uint32_t *blocks = r->h_blocks;
+	bool *start = r->h_flag;
+	int rc;
+
+	if (!s->any_new_block)
+		return 0;
+	for (uint32_t i = 0; i < s->B; i++) {
+		start[i] = r->len[i] % sp->block == 0;
+		blocks[i] = r->len[i] / sp->block;
+	}
+	uint32_t n = list_block_units(r, s, start, blocks);
+	if (!n)
+		return 0;
+	if ((rc = h->ops->alloc_units(h, r->h_units, n, r->h_i32)))
+		return runner_fail(r, rc, "host store: allocating %u new blocks failed", n), rc;
+	for (uint32_t k = 0; k < n; k++) {
+		const struct kvhost_unit *u = &r->h_units[k];
+		uint32_t i = 0;
+		while (r->seq_handle[i] != u->seq)
+			i++;
+		r->h_arena_tail[(size_t)u->layer * r->n_caches + i * r->n_kv + u->head] = r->h_i32[k];
 	}
 	return 0;
 }
@@ -343,25 +364,16 @@ static int collect_stats(struct runner *r, struct step *s)
 /* Commit the blocks that filled this step, now that their write-back copies completed. */
 static int commit_full_blocks(struct runner *r, struct step *s)
 {
-	struct kvhost *h = r->o.host;
+	uint32_t *blocks = r->h_blocks;
 	int rc;
 
-	for (uint32_t i = 0; i < s->B && s->any_full_block; i++) {
-		if (!s->full[i])
-			continue;
-		for (uint32_t l = 0; l < r->L; l++) {
-			if (r->kv[l].resident)
-				continue;
-			for (uint32_t g = 0; g < r->n_kv; g++) {
-				rc = h->ops->commit(h, r->seq_handle[i], l, g,
-						    r->len[i] / r->c.sparse.block, 1);
-				if (rc)
-					return runner_fail(r, rc, "host store: commit of layer %u "
-							   "block %u failed", l,
-							   r->len[i] / r->c.sparse.block), rc;
-			}
-		}
-	}
+	if (!s->any_full_block)
+		return 0;
+	for (uint32_t i = 0; i < s->B; i++)
+		blocks[i] = r->len[i] / r->c.sparse.block;
+	uint32_t n = list_block_units(r, s, s->full, blocks);
+	if (n && (rc = r->o.host->ops->commit_units(r->o.host, r->h_units, n)))
+		return runner_fail(r, rc, "host store: committing %u filled blocks failed", n), rc;
 	return 0;
 }
 
