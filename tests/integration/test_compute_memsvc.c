@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sparda-compute as a process against a real sparda-memsvc: all modes agree with their twins
+ * through the daemon; with no daemon, sparda falls back to sparda-nooffload (or, with
+ * --fallback=false, fails with a message naming memsvc); memsvc killed mid-generation gives a
+ * clear error and no hang; bad model files and bad flags are refused with the problem named.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "memsvc_harness.h"
+
+static char g_compute[PATH_MAX];
+
+struct proc {
+	pid_t pid;
+	char log[PATH_MAX];
+};
+
+/* Start sparda-compute with args (NULL-terminated); stdout and stderr go to a log file. */
+static void spawn(struct proc *p, const char *const *args)
+{
+	const char *av[32];
+	int n = 0;
+
+	snprintf(p->log, sizeof(p->log), "/tmp/sparda-test-compute-%d-%ld.log", (int)getpid(),
+		 (long)time(NULL) + rand());
+	av[n++] = g_compute;
+	for (int i = 0; args && args[i] && n < 30; i++)
+		av[n++] = args[i];
+	av[n] = NULL;
+	p->pid = fork();
+	assert_true(p->pid >= 0);
+	if (p->pid == 0) {
+		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(g_compute, (char *const *)av);
+		_exit(127);
+	}
+}
+
+/* Wait up to timeout_ms; returns the exit code (or 128+signal); fails on a hang. */
+static int wait_exit(struct proc *p, int timeout_ms)
+{
+	int st;
+	for (int waited = 0; waited < timeout_ms; waited += 20) {
+		pid_t r = waitpid(p->pid, &st, WNOHANG);
+		if (r == p->pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		usleep(20000);
+	}
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, &st, 0);
+	fail_msg("sparda-compute did not exit within %d ms (log %s)", timeout_ms, p->log);
+	return -1;
+}
+
+static bool log_has(const struct proc *p, const char *needle)
+{
+	FILE *f = fopen(p->log, "r");
+	char buf[1 << 16];
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	return strstr(buf, needle) != NULL;
+}
+
+static void dump_log(const struct proc *p)
+{
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "tail -20 %s >&2", p->log);
+	(void)!system(cmd);
+}
+
+static int run_compute(const char *const *args, int timeout_ms, struct proc *p)
+{
+	spawn(p, args);
+	int rc = wait_exit(p, timeout_ms);
+	if (rc)
+		dump_log(p);
+	return rc;
+}
+
+static json_object *mode_obj(json_object *root, const char *mode)
+{
+	json_object *o = NULL;
+	if (!json_object_object_get_ex(root, mode, &o))
+		fail_msg("no '%s' in the JSON", mode);
+	return o;
+}
+
+static const char *str_of(json_object *o, const char *key)
+{
+	json_object *v;
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+static void test_modes_through_memsvc(void **state)
+{
+	struct memsvc_proc *d = harness_start(NULL);
+	char rd[PATH_MAX + 32], js[PATH_MAX];
+	struct proc p;
+
+	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
+	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+	const char *args[] = { rd, js, "--modes=all", "--batch=2", "--prompt-tokens=1500",
+			       "--new-tokens=24", NULL };
+	assert_int_equal(run_compute(args, 120000, &p), 0);
+	json_object *root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	const char *twins[] = { "sparse-offload", "sparda", "sparda-noprefetch" };
+	for (int i = 0; i < 3; i++) {
+		json_object *o = mode_obj(root, twins[i]), *eq, *h2d;
+		assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
+		assert_true(json_object_get_boolean(eq));
+		assert_true(json_object_object_get_ex(o, "bytes_h2d", &h2d));
+		assert_true(json_object_get_int64(h2d) > 0);
+		assert_string_equal(str_of(o, "ran"), twins[i]);
+	}
+	json_object_put(root);
+	/* compute detached: the daemon still serves and drains cleanly */
+	int st = 0;
+	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	memsvc_proc_free(d);
+	unlink(p.log);
+}
+
+static void test_no_memsvc_fallback(void **state)
+{
+	char *dir = harness_tmpdir(), rd[PATH_MAX + 32], js[PATH_MAX];
+	struct proc p;
+
+	snprintf(rd, sizeof(rd), "--runtime-dir=%s", dir);
+	snprintf(js, sizeof(js), "--json=%s/out.json", dir);
+	const char *args[] = { rd, js, "--modes=sparda", "--prompt-tokens=1200",
+			       "--new-tokens=8", "--timeout-ms=2000", NULL };
+	assert_int_equal(run_compute(args, 60000, &p), 0);
+	assert_true(log_has(&p, "falls back"));
+	json_object *root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	assert_string_equal(str_of(mode_obj(root, "sparda"), "ran"), "sparda-nooffload");
+	json_object_put(root);
+	unlink(p.log);
+
+	const char *strict[] = { rd, "--modes=sparda", "--prompt-tokens=1200", "--new-tokens=8",
+				 "--fallback=false", "--timeout-ms=2000", NULL };
+	spawn(&p, strict);
+	assert_int_equal(wait_exit(&p, 60000), 1);
+	assert_true(log_has(&p, "sparda-memsvc"));
+	unlink(p.log);
+	harness_rmdir(dir);
+}
+
+static void test_memsvc_killed_mid_run(void **state)
+{
+	struct memsvc_proc *d = harness_start(NULL);
+	char rd[PATH_MAX + 32];
+	struct proc p;
+
+	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
+	const char *args[] = { rd, "--modes=sparda", "--prompt-tokens=1100", "--new-tokens=100000",
+			       "--timeout-ms=2000", NULL };
+	spawn(&p, args);
+	/* wait until decoding runs (the job logs the mode), then kill the daemon */
+	for (int i = 0; i < 600 && !log_has(&p, "mode=sparda"); i++)
+		usleep(50000);
+	usleep(500000);
+	assert_int_equal(memsvc_proc_kill9(d), 0);
+	int rc = wait_exit(&p, 30000);
+	assert_int_equal(rc, 1);
+	assert_true(log_has(&p, "host store"));
+	memsvc_proc_free(d);
+	unlink(p.log);
+}
+
+static void test_bad_inputs(void **state)
+{
+	char *dir = harness_tmpdir(), md[PATH_MAX + 16], path[PATH_MAX + 32];
+	struct proc p;
+
+	/* a model directory whose config.json is not JSON */
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("{ not json", f);
+	fclose(f);
+	snprintf(md, sizeof(md), "--model=%s", dir);
+	const char *a1[] = { md, "--host-store=inproc", NULL };
+	spawn(&p, a1);
+	assert_int_equal(wait_exit(&p, 30000), 1);
+	assert_true(log_has(&p, "config.json"));
+	unlink(p.log);
+	/* a model directory that does not exist */
+	const char *a2[] = { "--model=/nonexistent/sparda-model", "--host-store=inproc", NULL };
+	spawn(&p, a2);
+	assert_int_equal(wait_exit(&p, 30000), 1);
+	assert_true(log_has(&p, "/nonexistent/sparda-model"));
+	unlink(p.log);
+	/* bad flags name the key */
+	const char *a3[] = { "--batch=zero", NULL };
+	spawn(&p, a3);
+	assert_int_equal(wait_exit(&p, 30000), 2);
+	assert_true(log_has(&p, "batch"));
+	unlink(p.log);
+	const char *a4[] = { "--modes=sparda,fast", "--host-store=inproc", NULL };
+	spawn(&p, a4);
+	assert_int_equal(wait_exit(&p, 30000), 1);
+	assert_true(log_has(&p, "unknown mode 'fast'"));
+	unlink(p.log);
+	harness_rmdir(dir);
+}
+
+int main(void)
+{
+	const char *bd = getenv("SPARDA_BUILD_DIR");
+	snprintf(g_compute, sizeof(g_compute), "%s/bin/sparda-compute", bd ? bd : ".");
+	if (access(g_compute, X_OK) != 0) {
+		fprintf(stderr, "skip: %s not built\n", g_compute);
+		return 77;
+	}
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_modes_through_memsvc),
+		cmocka_unit_test(test_no_memsvc_fallback),
+		cmocka_unit_test(test_memsvc_killed_mid_run),
+		cmocka_unit_test(test_bad_inputs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
