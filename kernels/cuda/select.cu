@@ -10,6 +10,8 @@
  * to a per-entry column max, so T x C scores never exist in memory.
  */
 #include <mma.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kc_common.cuh"
 #include "select.cuh"
@@ -227,6 +229,242 @@ __global__ void kc_sd_orig_kernel(float *scores, const float2 *stats, const uint
 	}
 }
 
+/*
+ * Original selector on tensor cores (m16n8k16 bf16, fp32 accumulate): the group's query heads
+ * are the 16 rows of A (rows >= G are zero), 8 compressed entries the 8 columns of B. The head
+ * dimension is permuted (the same permutation for Q and the keys, so the dot is unchanged) so
+ * that a lane's fragment words come from 16-byte loads: lane (gid, tig) holds vectors
+ * u * 4 + tig (u < NU = d / 32) of Q rows gid and gid + 8 and of entry gid of a tile; k-step s
+ * uses words 2s and 2s + 1 of those 4 NU words. Pass 1 (one CTA of 4 warps per 128 entries)
+ * writes the scaled logits to scratch and a per-chunk (max, sum-exp) per head; pass 2 merges the
+ * chunk statistics per head and writes sum_h exp(l_h - M_h) / S_h per entry.
+ */
+#define KC_SDM_WARPS 4u
+#define KC_SDM_CHUNK 128u /* entries per CTA in pass 1: 4 warps x 4 tiles of 8 */
+#define KC_SDM2_CHUNK 512u /* entries per CTA in pass 2 */
+#define KC_SDM2_THREADS 256u
+
+static __device__ __forceinline__ void kc_mma16816(float *c, const uint32_t *a, uint32_t b0,
+						   uint32_t b1)
+{
+#ifdef KC_NO_BF16_MMA
+	__trap();
+#else
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+		     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+static __host__ __device__ __forceinline__ uint32_t kc_sdm_ldl(uint32_t cap)
+{
+	return (cap + 3u) & ~3u; /* row stride of the logits scratch */
+}
+
+template <int NU>
+__global__ void __launch_bounds__(KC_SDM_WARPS * 32)
+    kc_sdm_pass1_kernel(float *__restrict__ logits, float2 *__restrict__ stats,
+			const uint16_t *__restrict__ q, uint32_t ld, const uint16_t *__restrict__ ck,
+			uint32_t cap, const int32_t *__restrict__ n_entries, uint32_t n_kv,
+			uint32_t G, float scale, uint32_t nchunk)
+{
+	constexpr int TG = NU >= 8 ? 2 : 4; /* tiles with loads in flight together */
+	constexpr uint32_t d = 32 * NU;
+	__shared__ float2 red[KC_SDM_WARPS][16];
+	uint32_t bg = blockIdx.y, b = bg / n_kv, g = bg % n_kv;
+	int32_t ne_s = n_entries[b];
+	uint32_t ne = ne_s < 0 ? 0 : min((uint32_t)ne_s, cap);
+	uint32_t j0 = blockIdx.x * KC_SDM_CHUNK;
+	if (j0 >= ne)
+		return;
+	uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+	uint32_t qa[2 * NU][4];
+	{
+		const uint16_t *qb = q + (size_t)b * ld + (size_t)g * G * d;
+#pragma unroll
+		for (int u = 0; u < NU; u++) {
+			uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+			if (gid < G)
+				x0 = *(const uint4 *)(qb + (size_t)gid * d + (u * 4 + tig) * 8);
+			if (gid + 8 < G)
+				x1 = *(const uint4 *)(qb + (size_t)(gid + 8) * d + (u * 4 + tig) * 8);
+			qa[2 * u][0] = x0.x;
+			qa[2 * u][1] = x1.x;
+			qa[2 * u][2] = x0.y;
+			qa[2 * u][3] = x1.y;
+			qa[2 * u + 1][0] = x0.z;
+			qa[2 * u + 1][1] = x1.z;
+			qa[2 * u + 1][2] = x0.w;
+			qa[2 * u + 1][3] = x1.w;
+		}
+	}
+	const uint16_t *base = ck + (size_t)bg * cap * d;
+	uint32_t ldl = kc_sdm_ldl(cap);
+	float *lrow0 = logits + ((size_t)bg * G + gid) * ldl; /* [b, n_kv, G, ldl] */
+	float *lrow1 = lrow0 + (size_t)8 * ldl;
+	float m0 = -INFINITY, s0 = 0.0f, m1 = -INFINITY, s1 = 0.0f;
+	uint32_t wj = j0 + warp * 32;
+#pragma unroll
+	for (int t0 = 0; t0 < 4; t0 += TG) {
+		uint4 kv[TG][NU];
+#pragma unroll
+		for (int t = 0; t < TG; t++) {
+			uint32_t je = wj + (t0 + t) * 8 + gid;
+#pragma unroll
+			for (int u = 0; u < NU; u++)
+				kv[t][u] = je < ne ? *(const uint4 *)(base + (size_t)je * d +
+								     (u * 4 + tig) * 8)
+						   : make_uint4(0, 0, 0, 0);
+		}
+#pragma unroll
+		for (int t = 0; t < TG; t++) {
+			float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+			for (int u = 0; u < NU; u++) {
+				kc_mma16816(c, qa[2 * u], kv[t][u].x, kv[t][u].y);
+				kc_mma16816(c, qa[2 * u + 1], kv[t][u].z, kv[t][u].w);
+			}
+			uint32_t j = wj + (t0 + t) * 8 + tig * 2;
+			float l[4] = {c[0] * scale, c[1] * scale, c[2] * scale, c[3] * scale};
+			if (j < ldl) { /* ldl is a multiple of 4 and j even: j + 1 < ldl too */
+				if (gid < G)
+					*(float2 *)(lrow0 + j) = make_float2(l[0], l[1]);
+				if (gid + 8 < G)
+					*(float2 *)(lrow1 + j) = make_float2(l[2], l[3]);
+			}
+			bool v0 = j < ne, v1 = j + 1 < ne;
+			float a0 = v0 ? l[0] : -INFINITY, a1 = v1 ? l[1] : -INFINITY;
+			float a2 = v0 ? l[2] : -INFINITY, a3 = v1 ? l[3] : -INFINITY;
+			kc_ms_merge(m0, s0, fmaxf(a0, a1),
+				    (v0 ? expf(a0 - fmaxf(a0, a1)) : 0.0f) +
+					(v1 ? expf(a1 - fmaxf(a0, a1)) : 0.0f));
+			kc_ms_merge(m1, s1, fmaxf(a2, a3),
+				    (v0 ? expf(a2 - fmaxf(a2, a3)) : 0.0f) +
+					(v1 ? expf(a3 - fmaxf(a2, a3)) : 0.0f));
+		}
+	}
+#pragma unroll
+	for (int o = 1; o <= 2; o <<= 1) {
+		float mm = __shfl_xor_sync(0xffffffffu, m0, o), ss = __shfl_xor_sync(0xffffffffu, s0, o);
+		kc_ms_merge(m0, s0, mm, ss);
+		mm = __shfl_xor_sync(0xffffffffu, m1, o);
+		ss = __shfl_xor_sync(0xffffffffu, s1, o);
+		kc_ms_merge(m1, s1, mm, ss);
+	}
+	if (tig == 0) {
+		red[warp][gid] = make_float2(m0, s0);
+		red[warp][gid + 8] = make_float2(m1, s1);
+	}
+	__syncthreads();
+	if (threadIdx.x < G) {
+		uint32_t h = threadIdx.x;
+		float mh = -INFINITY, sh = 0.0f;
+#pragma unroll
+		for (uint32_t w = 0; w < KC_SDM_WARPS; w++)
+			kc_ms_merge(mh, sh, red[w][h].x, red[w][h].y);
+		size_t n_q = (size_t)n_kv * G;
+		stats[((size_t)b * n_q + (size_t)g * G + h) * nchunk + blockIdx.x] =
+		    make_float2(mh, sh);
+	}
+}
+
+__global__ void __launch_bounds__(KC_SDM2_THREADS)
+    kc_sdm_pass2_kernel(float *__restrict__ scores, const float *__restrict__ logits,
+			const float2 *__restrict__ stats, uint32_t cap,
+			const int32_t *__restrict__ n_entries, uint32_t n_kv, uint32_t G,
+			uint32_t nchunk)
+{
+	__shared__ float2 ms[16];
+	uint32_t bg = blockIdx.y, b = bg / n_kv, g = bg % n_kv, tid = threadIdx.x;
+	int32_t ne_s = n_entries[b];
+	uint32_t ne = ne_s < 0 ? 0 : min((uint32_t)ne_s, cap);
+	uint32_t j0 = blockIdx.x * KC_SDM2_CHUNK;
+	if (j0 >= ne)
+		return;
+	{
+		/* 16 lanes per head merge that head's chunk statistics */
+		uint32_t h = tid >> 4, part = tid & 15, nc = (ne + KC_SDM_CHUNK - 1) / KC_SDM_CHUNK;
+		float mh = -INFINITY, sh = 0.0f;
+		if (h < G) {
+			size_t n_q = (size_t)n_kv * G;
+			const float2 *st = stats + ((size_t)b * n_q + (size_t)g * G + h) * nchunk;
+			for (uint32_t c = part; c < nc; c += 16) {
+				float2 v = st[c];
+				kc_ms_merge(mh, sh, v.x, v.y);
+			}
+		}
+#pragma unroll
+		for (int o = 8; o > 0; o >>= 1) {
+			float m2 = __shfl_xor_sync(0xffffffffu, mh, o);
+			float s2 = __shfl_xor_sync(0xffffffffu, sh, o);
+			kc_ms_merge(mh, sh, m2, s2);
+		}
+		if (part == 0 && h < G)
+			ms[h] = make_float2(mh, 1.0f / sh);
+	}
+	__syncthreads();
+	uint32_t ldl = kc_sdm_ldl(cap), jend = min(j0 + KC_SDM2_CHUNK, ne);
+	const float *lb = logits + (size_t)bg * G * ldl;
+	for (uint32_t j = j0 + tid; j < jend; j += KC_SDM2_THREADS) {
+		float acc = 0.0f;
+#pragma unroll
+		for (uint32_t h = 0; h < 16; h++)
+			if (h < G)
+				acc += expf(lb[(size_t)h * ldl + j] - ms[h].x) * ms[h].y;
+		scores[(size_t)bg * cap + j] = acc;
+	}
+}
+
+/*
+ * Tensor-core original selector when the shape allows it (else the SIMT kernels below);
+ * SPARDA_KCUDA_SCORE=mma selects it, =simt the SIMT kernels (read at each call).
+ */
+static bool kc_sd_use_mma(void)
+{
+	const char *e = getenv("SPARDA_KCUDA_SCORE");
+	return e && !strcmp(e, "mma");
+}
+
+static bool kc_sdm_ok(uint32_t d)
+{
+	return d == 32 || d == 64 || d == 128 || d == 256;
+}
+
+static int kc_sdm_launch(cudaStream_t st, void *scratch, float *scores, const uint16_t *q,
+			 uint32_t ld, const uint16_t *ck, uint32_t cap, const int32_t *n_entries,
+			 uint32_t b, uint32_t n_kv, uint32_t G, uint32_t d, float scale)
+{
+	uint32_t nchunk = kc_div_up(cap, KC_SDM_CHUNK);
+	float2 *stats = (float2 *)scratch;
+	float *logits = (float *)(stats + (size_t)b * n_kv * G * nchunk);
+	dim3 g1(nchunk, b * n_kv), g2(kc_div_up(cap, KC_SDM2_CHUNK), b * n_kv);
+	uint32_t th = KC_SDM_WARPS * 32;
+	switch (d) {
+	case 32:
+		kc_sdm_pass1_kernel<1><<<g1, th, 0, st>>>(logits, stats, q, ld, ck, cap, n_entries,
+							  n_kv, G, scale, nchunk);
+		break;
+	case 64:
+		kc_sdm_pass1_kernel<2><<<g1, th, 0, st>>>(logits, stats, q, ld, ck, cap, n_entries,
+							  n_kv, G, scale, nchunk);
+		break;
+	case 128:
+		kc_sdm_pass1_kernel<4><<<g1, th, 0, st>>>(logits, stats, q, ld, ck, cap, n_entries,
+							  n_kv, G, scale, nchunk);
+		break;
+	default:
+		kc_sdm_pass1_kernel<8><<<g1, th, 0, st>>>(logits, stats, q, ld, ck, cap, n_entries,
+							  n_kv, G, scale, nchunk);
+		break;
+	}
+	KC_LAUNCHED("score_decode_original_pass1");
+	kc_sdm_pass2_kernel<<<g2, KC_SDM2_THREADS, 0, st>>>(scores, logits, stats, cap, n_entries,
+							     n_kv, G, nchunk);
+	KC_LAUNCHED("score_decode_original_pass2");
+	return 0;
+}
+
 static bool kc_sd_dim_ok(uint32_t d)
 {
 	return d >= 8 && d <= 256 && d % 8 == 0 && 32 % (d / 8) == 0;
@@ -235,7 +473,11 @@ static bool kc_sd_dim_ok(uint32_t d)
 extern "C" size_t kc_score_decode_scratch(uint32_t b, uint32_t n_q, uint32_t cap)
 {
 	size_t nchunk = (cap + KC_SD_CHUNK - 1) / KC_SD_CHUNK;
-	return (size_t)b * n_q * nchunk * sizeof(float2);
+	size_t simt = (size_t)b * n_q * nchunk * sizeof(float2);
+	/* tensor-core path: chunk stats, then the logits [b, n_q, ldl] */
+	size_t mma = (size_t)b * n_q * ((cap + KC_SDM_CHUNK - 1) / KC_SDM_CHUNK) * sizeof(float2) +
+		     (size_t)b * n_q * kc_sdm_ldl(cap) * sizeof(float) + 16;
+	return simt > mma ? simt : mma;
 }
 
 extern "C" int kc_score_decode(cudaStream_t st, void *scratch, float *scores, const uint16_t *q,
@@ -261,6 +503,9 @@ extern "C" int kc_score_decode(cudaStream_t st, void *scratch, float *scores, co
 	if (n_q % n_kv || n_q / n_kv > KC_MAX_GROUP || !scratch)
 		return -EINVAL;
 	uint32_t G = n_q / n_kv;
+	if (kc_sd_use_mma() && kc_sdm_ok(d) && ld % 8 == 0)
+		return kc_sdm_launch(st, scratch, scores, q, ld, ck, cap, n_entries, b, n_kv, G, d,
+				     scale);
 	size_t smem = (size_t)G * d * sizeof(float);
 	kc_sd_stats_kernel<<<grid, KC_SD_THREADS, smem, st>>>((float2 *)scratch, q, ld, ck, cap,
 							      n_entries, n_kv, G, d, scale, nchunk);
@@ -282,6 +527,7 @@ struct kc_topk_rows {
 	uint32_t n_kv;
 	/* prefill (n_entries == NULL): row r = g * n_qb + qb */
 	uint32_t n_qb, t, p0;
+	uint32_t kcap; /* pooled keys that fit the dynamic shared memory (0: pool from global) */
 };
 
 /* Pooled score of block m: forced +inf, else max of the valid entries of its window. */
@@ -308,6 +554,7 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 	__shared__ uint32_t hist[256];
 	__shared__ uint32_t wsum[32];
 	__shared__ uint32_t s_prefix, s_mask, s_rem;
+	extern __shared__ uint32_t skeys[]; /* the pooled keys, pooled once when nb <= kcap */
 	uint32_t r = blockIdx.x, ne, nb;
 	if (a.n_entries) {
 		uint32_t seq = r / a.n_kv;
@@ -333,13 +580,17 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 		s_mask = 0;
 		s_rem = k1;
 	}
+	bool cached = nb <= a.kcap;
+	if (cached)
+		for (uint32_t m = tid; m < nb; m += bd)
+			skeys[m] = kc_fkey(kc_pool_at(row, m, own, ne, sp));
 	for (int shift = 24; shift >= 0; shift -= 8) {
 		for (uint32_t i = tid; i < 256; i += bd)
 			hist[i] = 0;
 		__syncthreads();
 		uint32_t prefix = s_prefix, mask = s_mask;
 		for (uint32_t m = tid; m < nb; m += bd) {
-			uint32_t key = kc_fkey(kc_pool_at(row, m, own, ne, sp));
+			uint32_t key = cached ? skeys[m] : kc_fkey(kc_pool_at(row, m, own, ne, sp));
 			if ((key & mask) == prefix)
 				atomicAdd(&hist[(key >> shift) & 255u], 1u);
 		}
@@ -380,7 +631,7 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 		uint32_t m = cs + tid, key = 0, tot;
 		bool in = m < nb;
 		if (in)
-			key = kc_fkey(kc_pool_at(row, m, own, ne, sp));
+			key = cached ? skeys[m] : kc_fkey(kc_pool_at(row, m, own, ne, sp));
 		bool eq = in && key == thr;
 		uint32_t eqrank = eqbase + kc_block_scan(eq, &tot, wsum);
 		eqbase += tot;
@@ -390,6 +641,20 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 		if (take)
 			out[rank] = (int32_t)m;
 	}
+}
+
+/*
+ * Keys to cache in shared memory for rows of at most nb_bound blocks (a row with more pools
+ * from global memory in each pass); 0 (always from global) unless SPARDA_KCUDA_TOPK=smem.
+ */
+#define KC_TK_KMAX 12288u /* 48 KiB: no opt-in needed */
+static uint32_t kc_topk_kcap(const struct kb_sparse *sp, size_t nb_bound)
+{
+	(void)sp;
+	const char *e = getenv("SPARDA_KCUDA_TOPK");
+	if (!e || strcmp(e, "smem"))
+		return 0;
+	return nb_bound < KC_TK_KMAX ? (uint32_t)nb_bound : KC_TK_KMAX;
 }
 
 static int kc_sparse_ok(const struct kb_sparse *sp)
@@ -418,7 +683,8 @@ extern "C" int kc_select_decode(cudaStream_t st, int32_t *sel, const float *scor
 	a.n_entries = n_entries;
 	a.n_blocks = n_blocks;
 	a.n_kv = n_kv;
-	kc_topk_kernel<<<b * n_kv, KC_TK_THREADS, 0, st>>>(a, *sp);
+	a.kcap = kc_topk_kcap(sp, (cap + sp->pool_pad) / (sp->pool_stride ? sp->pool_stride : 1) + 2);
+	kc_topk_kernel<<<b * n_kv, KC_TK_THREADS, a.kcap * 4, st>>>(a, *sp);
 	KC_LAUNCHED("select_decode");
 	return 0;
 }
@@ -696,7 +962,8 @@ extern "C" int kc_select_prefill(cudaStream_t st, int32_t *sel, const uint16_t *
 	r.n_qb = a.n_qb;
 	r.t = t;
 	r.p0 = p0;
-	kc_topk_kernel<<<n_kv * a.n_qb, KC_TK_THREADS, 0, st>>>(r, *sp);
+	r.kcap = kc_topk_kcap(sp, p0 / sp->block + a.n_qb);
+	kc_topk_kernel<<<n_kv * a.n_qb, KC_TK_THREADS, r.kcap * 4, st>>>(r, *sp);
 	KC_LAUNCHED("select_prefill_topk");
 	return 0;
 }

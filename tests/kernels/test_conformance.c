@@ -1075,6 +1075,30 @@ int main(void)
 	t_select_decode(5, 2, &sp_paper, 131072);
 	t_select_decode(3, 8, &sp_paper, 9000);
 	t_select_decode(2, 2, &sp_small, 200);
+	if (!self) { /* switches read at each call: tensor-core scores, shared-memory top-k */
+		setenv("SPARDA_KCUDA_SCORE", "mma", 1);
+		setenv("SPARDA_KCUDA_TOPK", "smem", 1);
+		cur_variant = "(score=mma topk=smem)";
+		for (int orig = 0; orig < 2; orig++) {
+			t_score_decode(3, 2, 16, 128, 70, orig);
+			t_score_decode(4, 2, 4, 128, 1100, orig);
+			t_score_decode(2, 8, 1, 64, 300, orig);
+			t_score_decode(2, 1, 16, 256, 600, orig);
+			t_score_decode(2, 2, 8, 32, 333, orig);
+			t_score_decode(17, 2, 16, 128, 2049, orig);
+		}
+		t_select_decode(4, 2, &sp_small, 1000);
+		t_select_decode(5, 2, &sp_paper, 131072);
+		t_select_decode(3, 8, &sp_paper, 9000);
+		t_select_decode(2, 2, &sp_small, 200);
+		for (int orig = 0; orig < 2; orig++) {
+			t_select_prefill(300, 0, 2, 4, 128, orig, &sp_small);
+			t_select_prefill(700, 2048, 2, 1, 128, orig, &sp_paper);
+		}
+		unsetenv("SPARDA_KCUDA_SCORE");
+		unsetenv("SPARDA_KCUDA_TOPK");
+		cur_variant = "";
+	}
 	for (int orig = 0; orig < 2; orig++) {
 		t_select_prefill(64, 0, 2, 4, 64, orig, &sp_small);
 		t_select_prefill(300, 0, 2, 4, 128, orig, &sp_small);

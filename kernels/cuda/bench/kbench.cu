@@ -242,67 +242,98 @@ static void bench_attn_decode(const char *variant, uint32_t tps)
 	unsetenv("SPARDA_KCUDA_TPS");
 }
 
-/* One layer's selection at 128K: Forecast scores, pooling + top-96, cache diff. */
+/*
+ * One layer's selection at 32K and 128K: scores (Forecast; original selector on the SIMT kernels
+ * and on tensor cores), pooling + top-96 (pooling from global memory in each radix pass, or
+ * once into shared memory), cache diff. The switches are read at each call.
+ */
 static void bench_selection(void)
 {
 	const struct kb_sparse sp = {64, 32, 16, 5, 4, 1, 1, 32, 96};
-	const uint32_t n_kv = 2, d = 128, tokens = 131072, n_slots = 96;
-	const uint32_t cap = kb_ck_entries(&sp, tokens), nb = tokens / 64;
-	for (uint32_t b : {1u, 16u}) {
-		uint16_t *ck = dev_bf16((size_t)b * n_kv * cap * d, 1);
-		uint16_t *q = dev_bf16((size_t)b * 32 * d, 1);
-		float *sc = (float *)dev((size_t)b * n_kv * cap * 4);
-		int32_t *sel = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4);
-		std::vector<int32_t> ne(b, (int32_t)cap), nbl(b, (int32_t)nb),
-		    map(b * n_kv * n_slots), prot(b * n_kv, (int32_t)n_slots - 1);
-		for (size_t i = 0; i < map.size(); i++)
-			map[i] = (int32_t)((i * 37) % nb);
-		int32_t *ned = (int32_t *)dev_copy(ne.data(), b * 4);
-		int32_t *nbd = (int32_t *)dev_copy(nbl.data(), b * 4);
-		int32_t *mapd = (int32_t *)dev_copy(map.data(), map.size() * 4);
-		int32_t *protd = (int32_t *)dev_copy(prot.data(), prot.size() * 4);
-		int32_t *ls = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4 * 2 + b * n_kv * 8);
-		int32_t *lb = ls + b * n_kv * sp.topk, *nl = lb + b * n_kv * sp.topk,
-			*hits = nl + b * n_kv;
-		char p[96];
-		double us_s = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, n_kv * d, ck, cap,
-						 ned, b, n_kv, n_kv, d, false, 1.0f));
-		});
-		snprintf(p, sizeof(p), "forecast b=%u C=%u kv=2 d=128", b, cap);
-		add_row("score_decode", p, us_s, (double)b * n_kv * cap * d * 2,
-			2.0 * b * n_kv * cap * d, "hbm");
-		double us_o = time_us(KB_STREAM_COMPUTE, 10, [&] {
-			KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, 32 * d, ck, cap, ned,
-						 b, 32, n_kv, d, true, 0.0884f));
-		});
-		snprintf(p, sizeof(p), "original b=%u C=%u heads=32/2", b, cap);
-		add_row("score_decode", p, us_o, (double)b * n_kv * cap * d * 2,
-			4.0 * b * 32 * cap * d, "hbm");
-		double us_k = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->select_decode(kb, KB_STREAM_COMPUTE, sel, sc, cap, ned, nbd, b,
-						  n_kv, &sp));
-		});
-		snprintf(p, sizeof(p), "b=%u blocks=%u topk=96", b, nb);
-		add_row("select_decode", p, us_k, (double)b * n_kv * cap * 4, 0, "hbm");
-		double us_d = time_us(KB_STREAM_COMPUTE, 20, [&] {
-			KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, mapd, sel, protd, b * n_kv,
-					       n_slots, sp.topk, ls, lb, nl, hits));
-		});
-		snprintf(p, sizeof(p), "caches=%u slots=96 k=96", b * n_kv);
-		add_row("cache_diff", p, us_d, 0, 0, "-");
-		snprintf(p, sizeof(p), "b=%u 128K: score+select+diff", b);
-		add_row("selection (layer)", p, us_s + us_k + us_d, 0, 0, "-");
-		kb->ops->free(kb, ck);
-		kb->ops->free(kb, q);
-		kb->ops->free(kb, sc);
-		kb->ops->free(kb, sel);
-		kb->ops->free(kb, ned);
-		kb->ops->free(kb, nbd);
-		kb->ops->free(kb, mapd);
-		kb->ops->free(kb, protd);
-		kb->ops->free(kb, ls);
-	}
+	const uint32_t n_kv = 2, d = 128, n_slots = 96;
+	for (uint32_t tokens : {32768u, 131072u})
+		for (uint32_t b : {1u, 16u}) {
+			const uint32_t cap = kb_ck_entries(&sp, tokens), nb = tokens / 64;
+			uint16_t *ck = dev_bf16((size_t)b * n_kv * cap * d, 1);
+			uint16_t *q = dev_bf16((size_t)b * 32 * d, 1);
+			float *sc = (float *)dev((size_t)b * n_kv * cap * 4);
+			int32_t *sel = (int32_t *)dev((size_t)b * n_kv * sp.topk * 4);
+			std::vector<int32_t> ne(b, (int32_t)cap), nbl(b, (int32_t)nb),
+			    map(b * n_kv * n_slots), prot(b * n_kv, (int32_t)n_slots - 1);
+			for (size_t i = 0; i < map.size(); i++)
+				map[i] = (int32_t)((i * 37) % nb);
+			int32_t *ned = (int32_t *)dev_copy(ne.data(), b * 4);
+			int32_t *nbd = (int32_t *)dev_copy(nbl.data(), b * 4);
+			int32_t *mapd = (int32_t *)dev_copy(map.data(), map.size() * 4);
+			int32_t *protd = (int32_t *)dev_copy(prot.data(), prot.size() * 4);
+			int32_t *ls =
+			    (int32_t *)dev((size_t)b * n_kv * sp.topk * 4 * 2 + b * n_kv * 8);
+			int32_t *lb = ls + b * n_kv * sp.topk, *nl = lb + b * n_kv * sp.topk,
+				*hits = nl + b * n_kv;
+			char p[96];
+			double us_s = time_us(KB_STREAM_COMPUTE, 20, [&] {
+				KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, n_kv * d, ck,
+							 cap, ned, b, n_kv, n_kv, d, false, 1.0f));
+			});
+			snprintf(p, sizeof(p), "forecast b=%u C=%u kv=2 d=128", b, cap);
+			add_row("score_decode", p, us_s, (double)b * n_kv * cap * d * 2,
+				2.0 * b * n_kv * cap * d, "hbm");
+			double us_o[2];
+			const char *sv[2] = {"simt", "mma"};
+			for (int v = 0; v < 2; v++) {
+				setenv("SPARDA_KCUDA_SCORE", sv[v], 1);
+				us_o[v] = time_us(KB_STREAM_COMPUTE, v ? 20 : 5, [&] {
+					KB(kb->ops->score_decode(kb, KB_STREAM_COMPUTE, sc, q, 32 * d,
+								 ck, cap, ned, b, 32, n_kv, d,
+								 true, 0.0884f));
+				});
+				snprintf(p, sizeof(p), "original %s b=%u C=%u heads=32/2", sv[v], b,
+					 cap);
+				add_row("score_decode", p, us_o[v],
+					(double)b * n_kv * cap * d * 2 + (double)b * n_kv * cap * 4,
+					2.0 * b * 32 * cap * d, "hbm");
+			}
+			unsetenv("SPARDA_KCUDA_SCORE");
+			double us_k[2];
+			const char *tv[2] = {"global", "smem"};
+			for (int v = 0; v < 2; v++) {
+				setenv("SPARDA_KCUDA_TOPK", tv[v], 1);
+				us_k[v] = time_us(KB_STREAM_COMPUTE, 20, [&] {
+					KB(kb->ops->select_decode(kb, KB_STREAM_COMPUTE, sel, sc, cap,
+								  ned, nbd, b, n_kv, &sp));
+				});
+				snprintf(p, sizeof(p), "pool=%s b=%u blocks=%u topk=96", tv[v], b,
+					 nb);
+				add_row("select_decode", p, us_k[v], (double)b * n_kv * cap * 4, 0,
+					"hbm");
+			}
+			unsetenv("SPARDA_KCUDA_TOPK");
+			double us_d = time_us(KB_STREAM_COMPUTE, 20, [&] {
+				KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, mapd, sel, protd,
+						       b * n_kv, n_slots, sp.topk, ls, lb, nl,
+						       hits));
+			});
+			snprintf(p, sizeof(p), "caches=%u slots=96 k=96", b * n_kv);
+			add_row("cache_diff", p, us_d, 0, 0, "-");
+			snprintf(p, sizeof(p), "forecast b=%u %uK: score+select(smem)+diff", b,
+				 tokens / 1024);
+			add_row("selection (layer)", p, us_s + us_k[1] + us_d, 0, 0, "-");
+			snprintf(p, sizeof(p), "original b=%u %uK: simt score+global select+diff",
+				 b, tokens / 1024);
+			add_row("selection (layer)", p, us_o[0] + us_k[0] + us_d, 0, 0, "-");
+			snprintf(p, sizeof(p), "original b=%u %uK: mma score+smem select+diff", b,
+				 tokens / 1024);
+			add_row("selection (layer)", p, us_o[1] + us_k[1] + us_d, 0, 0, "-");
+			kb->ops->free(kb, ck);
+			kb->ops->free(kb, q);
+			kb->ops->free(kb, sc);
+			kb->ops->free(kb, sel);
+			kb->ops->free(kb, ned);
+			kb->ops->free(kb, nbd);
+			kb->ops->free(kb, mapd);
+			kb->ops->free(kb, protd);
+			kb->ops->free(kb, ls);
+		}
 }
 
 static void bench_prefill(bool quick)
