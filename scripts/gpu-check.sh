@@ -92,7 +92,7 @@ if [ "${BENCH:-0}" = 1 ] && [ $build_rc -eq 0 ]; then
 			>"$logs/kbench.txt" 2>&1
 		say "kbench rc=$?"
 		cat "$logs/kbench.txt"
-		for o in attn_decode attn_prefill select; do
+		for o in attn_decode attn_prefill attn_prefill_fa2 select; do
 			say "sass $o: HMMA=$("$cuda/bin/cuobjdump" --dump-sass "$b/obj/cu_$o.o" 2>/dev/null |
 				grep -c HMMA)"
 		done

@@ -9,7 +9,11 @@
  */
 #include <mma.h>
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "attn_prefill.cuh"
+#include "attn_prefill_fa2.cuh"
 #include "kc_common.cuh"
 
 using namespace nvcuda;
@@ -216,7 +220,15 @@ extern "C" int kc_attn_prefill_init(void)
 {
 	KC_CHECK(cudaFuncSetAttribute(kc_ap_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				      (int)kc_ap_smem_bytes(256)));
-	return 0;
+	return kc_fa2_init();
+}
+
+/* The FlashAttention-2 kernel (attn_prefill_fa2.cu) when SPARDA_KCUDA_PREFILL=fa2 (read at each
+ * call) and the shape allows; else this file's WMMA kernel. */
+static bool kc_ap_use_fa2(void)
+{
+	const char *e = getenv("SPARDA_KCUDA_PREFILL");
+	return e && !strcmp(e, "fa2");
 }
 
 extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
@@ -231,6 +243,9 @@ extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, co
 		return -EINVAL;
 	if (t == 0 || n_q == 0)
 		return 0;
+	if (kc_ap_use_fa2() && kc_fa2_ok(d, sel, topk, block))
+		return kc_fa2_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d, scale,
+				     sel, topk, block);
 	struct kc_ap_args a = {};
 	a.out = out;
 	a.q = q;

@@ -1178,6 +1178,23 @@ int main(void)
 	t_attn_prefill(1, 0, 2, 4, 128, false, 0);
 	t_attn_prefill(300, 0, 2, 4, 256, false, 0);
 	t_attn_prefill(260, 64, 2, 4, 128, true, 96);
+	if (!self) { /* the FlashAttention-2 kernel (SPARDA_KCUDA_PREFILL=fa2, read per call) */
+		setenv("SPARDA_KCUDA_PREFILL", "fa2", 1);
+		cur_variant = "(prefill=fa2)";
+		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
+			t_attn_prefill(100, 0, 2, gq, 128, false, 0);
+			t_attn_prefill(70, 37, 2, gq, 64, false, 0);
+			t_attn_prefill(200, 128, 2, gq, 128, true, 5);
+			t_attn_prefill(64, 0, 1, gq, 64, true, 3);
+		}
+		t_attn_prefill(1, 0, 2, 4, 128, false, 0);
+		t_attn_prefill(1, 77, 2, 4, 128, false, 0);
+		t_attn_prefill(520, 200, 2, 4, 128, false, 0);
+		t_attn_prefill(260, 64, 2, 4, 128, true, 96);
+		t_attn_prefill(330, 0, 1, 2, 32, false, 0); /* d 32: the WMMA fallback */
+		unsetenv("SPARDA_KCUDA_PREFILL");
+		cur_variant = "";
+	}
 
 	kb_destroy(gpu);
 	kb_destroy(cpu);

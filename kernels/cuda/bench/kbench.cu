@@ -378,6 +378,25 @@ static void bench_prefill(bool quick)
 	for (uint32_t qb = 0; qb < n_qb; qb++)
 		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
 	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
+	setenv("SPARDA_KCUDA_PREFILL", "fa2", 1); /* read at each call */
+	for (uint32_t tf : {4096u, 8192u}) {
+		if (quick && tf > 4096)
+			continue;
+		us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+			KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k,
+						 v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f, NULL, 0,
+						 64));
+		});
+		snprintf(p, sizeof(p), "fa2 dense causal t=%u heads=32/2", tf);
+		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
+	}
+	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk, 64));
+	});
+	snprintf(p, sizeof(p), "fa2 sparse t=%u topk=96 heads=32/2", t);
+	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
+	unsetenv("SPARDA_KCUDA_PREFILL");
 	kb->ops->free(kb, q);
 	kb->ops->free(kb, k);
 	kb->ops->free(kb, v);

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * FlashAttention-2 style prefill attention: one CTA of 4 warps per (64-query tile, query head),
+ * each warp owning 16 query rows. Q is loaded once (cp.async) and kept as mma A fragments in
+ * registers; K/V tiles of 64 keys are double-buffered in shared memory with cp.async (rows padded
+ * by 16 bytes, so ldmatrix is conflict-free); S = Q.K^T and O += P.V are mma.sync m16n8k16 bf16
+ * with fp32 accumulators; the online softmax (base 2) runs on the S accumulators, whose layout is
+ * the A fragment layout of P, so P never leaves registers. Only the diagonal tile is masked.
+ * Block-sparse: warp 0 first lists the 64-key tiles of the query block's selected KV blocks
+ * (in sel order, clipped causally) in shared memory; the tile loop walks that list.
+ */
+#include "attn_prefill_fa2.cuh"
+#include "kc_common.cuh"
+
+#define KC_FA_THREADS 128u
+#define KC_FA_BM 64u      /* queries per CTA */
+#define KC_FA_BN 64u      /* keys per tile */
+#define KC_FA_MAXT 1024u  /* listed tiles per query block (block-sparse) */
+
+struct kc_fa_args {
+	uint16_t *out;
+	const uint16_t *q, *k, *v;
+	const int32_t *sel;
+	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, topk, block, n_qb, n_qt;
+	float sl2; /* scale * log2(e) */
+};
+
+static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, bool ok)
+{
+	uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src),
+		     "r"(ok ? 16 : 0));
+}
+static __device__ __forceinline__ void kc_cp_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+static __device__ __forceinline__ void kc_ldm4(uint32_t *r, const void *p)
+{
+	uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(a));
+}
+static __device__ __forceinline__ void kc_ldm4t(uint32_t *r, const void *p)
+{
+	uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(a));
+}
+
+static __device__ __forceinline__ void kc_mma(float *c, const uint32_t *a, uint32_t b0,
+					      uint32_t b1)
+{
+#ifdef KC_NO_BF16_MMA
+	__trap();
+#else
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+		     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+/* Two floats to a bf16 pair (round to nearest even, as kc_tobf), lo in the low half. */
+static __device__ __forceinline__ uint32_t kc_pack_bf2(float lo, float hi)
+{
+	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+	return *(uint32_t *)&v;
+}
+
+/*
+ * Copy 64 rows of D bf16 into a padded tile (row stride D + 8): tile row r is source row
+ * r0 + r (stride lds) when lo <= r < hi, else zeros.
+ */
+template <int D>
+static __device__ __forceinline__ void kc_fa_load(uint16_t *dst, const uint16_t *src, size_t lds,
+						  int64_t r0, uint32_t lo, uint32_t hi)
+{
+	constexpr uint32_t VPR = D / 8, LDS = D + 8;
+#pragma unroll
+	for (uint32_t i = 0; i < KC_FA_BM * VPR / KC_FA_THREADS; i++) {
+		uint32_t idx = threadIdx.x + i * KC_FA_THREADS, r = idx / VPR, c = (idx % VPR) * 8;
+		bool ok = r >= lo && r < hi;
+		const uint16_t *s = ok ? src + (size_t)(r0 + r) * lds + c : src;
+		kc_cp16(dst + r * LDS + c, s, ok);
+	}
+}
+
+/* The key position where tile i starts (dense: 64 i; sparse: from the list). */
+static __device__ __forceinline__ uint32_t kc_fa_tile(const int32_t *tl, bool sparse, uint32_t i)
+{
+	return sparse ? (uint32_t)tl[i] : i * KC_FA_BN;
+}
+
+/* Warp 0 lists the 64-key tiles of the selected blocks that start at or before `last`. */
+static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, uint32_t qb,
+				      uint32_t last, int32_t *tl)
+{
+	uint32_t lane = threadIdx.x & 31, sub = a.block / KC_FA_BN, n = 0;
+	const int32_t *sl = a.sel + ((size_t)g * a.n_qb + qb) * a.topk;
+	for (uint32_t base = 0; base < a.topk; base += 32) {
+		uint32_t i = base + lane, cnt = 0;
+		int32_t blk = i < a.topk ? sl[i] : -1;
+		uint64_t b0 = blk >= 0 ? (uint64_t)blk * a.block : 0;
+		if (blk >= 0 && b0 <= last)
+			cnt = min(sub, (uint32_t)((last - b0) / KC_FA_BN) + 1);
+		uint32_t inc = cnt;
+#pragma unroll
+		for (int o = 1; o < 32; o <<= 1) {
+			uint32_t x = __shfl_up_sync(0xffffffffu, inc, o);
+			if ((int)lane >= o)
+				inc += x;
+		}
+		uint32_t off = n + inc - cnt;
+		for (uint32_t j = 0; j < cnt; j++)
+			if (off + j < KC_FA_MAXT)
+				tl[off + j] = (int32_t)(b0 + j * KC_FA_BN);
+		n += __shfl_sync(0xffffffffu, inc, 31);
+	}
+	return min(n, KC_FA_MAXT);
+}
+
+template <int D>
+__global__ void __launch_bounds__(KC_FA_THREADS, 2) kc_fa_kernel(struct kc_fa_args a)
+{
+	constexpr uint32_t LDS = D + 8, TILE = KC_FA_BM * LDS, KS = D / 16, ON = D / 8;
+	extern __shared__ __align__(128) uint16_t fsm[];
+	__shared__ int32_t tl[KC_FA_MAXT];
+	__shared__ uint32_t s_nt;
+	uint16_t *qs = fsm, *ks = fsm + TILE, *vs = fsm + 3 * TILE; /* K, V: two stages each */
+	uint32_t qt = a.n_qt - 1 - blockIdx.x; /* the longest rows first */
+	uint32_t h = blockIdx.y, g = h / (a.n_q / a.n_kv), tid = threadIdx.x;
+	uint32_t lane = tid & 31, w = tid >> 5, gid = lane >> 2, tig = lane & 3;
+	/* Query tiles sit on 64-aligned positions so a tile never straddles a KV block. */
+	uint32_t q0 = a.p0 - a.p0 % KC_FA_BM + qt * KC_FA_BM;
+	uint32_t lo = q0 < a.p0 ? a.p0 - q0 : 0, hi = min(KC_FA_BM, a.p0 + a.t - q0);
+	uint32_t last = q0 + hi - 1;
+	bool sparse = a.sel != NULL;
+	uint32_t nt;
+	if (sparse) {
+		if (w == 0) {
+			uint32_t n = kc_fa_list(a, g, q0 / a.block - a.p0 / a.block, last, tl);
+			if (lane == 0)
+				s_nt = n;
+		}
+		__syncthreads();
+		nt = s_nt;
+	} else {
+		nt = last / KC_FA_BN + 1;
+	}
+	const uint16_t *kg = a.k + (size_t)g * D, *vg = a.v + (size_t)g * D;
+	kc_fa_load<D>(qs, a.q + (size_t)h * D, a.ld_q, (int64_t)q0 - a.p0, lo, hi);
+	if (nt) {
+		uint32_t kp = kc_fa_tile(tl, sparse, 0), rows = min(KC_FA_BN, last + 1 - kp);
+		kc_fa_load<D>(ks, kg, a.ld_kv, kp, 0, rows);
+		kc_fa_load<D>(vs, vg, a.ld_kv, kp, 0, rows);
+	}
+	kc_cp_commit();
+
+	uint32_t qf[KS][4];
+	float o[ON][4];
+#pragma unroll
+	for (uint32_t n = 0; n < ON; n++)
+		o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+	float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+	uint32_t r0 = w * 16 + gid; /* this lane's rows: r0 and r0 + 8 of the tile */
+	uint32_t lrow = lane & 7, lmat = lane >> 3;
+
+	for (uint32_t it = 0; it < nt; it++) {
+		uint32_t st = it & 1, kp = kc_fa_tile(tl, sparse, it);
+		if (it + 1 < nt) {
+			uint32_t kn = kc_fa_tile(tl, sparse, it + 1),
+				 rows = min(KC_FA_BN, last + 1 - kn);
+			kc_fa_load<D>(ks + (st ^ 1) * TILE, kg, a.ld_kv, kn, 0, rows);
+			kc_fa_load<D>(vs + (st ^ 1) * TILE, vg, a.ld_kv, kn, 0, rows);
+		}
+		kc_cp_commit();
+		kc_cp_wait<1>();
+		__syncthreads();
+		if (it == 0) {
+#pragma unroll
+			for (uint32_t kk = 0; kk < KS; kk++)
+				kc_ldm4(qf[kk], qs + (w * 16 + lrow + (lmat & 1) * 8) * LDS + kk * 16 +
+							(lmat >> 1) * 8);
+		}
+		const uint16_t *kt = ks + st * TILE, *vt = vs + st * TILE;
+		float s[8][4];
+#pragma unroll
+		for (uint32_t n = 0; n < 8; n++)
+			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+		for (uint32_t kk = 0; kk < KS; kk++) {
+#pragma unroll
+			for (uint32_t np = 0; np < 4; np++) {
+				uint32_t b[4];
+				kc_ldm4(b, kt + (np * 16 + lrow + (lmat >> 1) * 8) * LDS + kk * 16 +
+					       (lmat & 1) * 8);
+				kc_mma(s[2 * np], qf[kk], b[0], b[1]);
+				kc_mma(s[2 * np + 1], qf[kk], b[2], b[3]);
+			}
+		}
+		/* scale to base 2, mask the diagonal tile (keys after the row's position) */
+		bool diag = kp + KC_FA_BN > q0;
+		float t0 = -INFINITY, t1 = -INFINITY;
+#pragma unroll
+		for (uint32_t n = 0; n < 8; n++)
+#pragma unroll
+			for (uint32_t e = 0; e < 4; e++) {
+				uint32_t c = n * 8 + tig * 2 + (e & 1), r = r0 + (e >> 1) * 8;
+				float x = s[n][e] * a.sl2;
+				if (diag && kp + c > q0 + r)
+					x = -INFINITY;
+				s[n][e] = x;
+				if (e < 2)
+					t0 = fmaxf(t0, x);
+				else
+					t1 = fmaxf(t1, x);
+			}
+#pragma unroll
+		for (int of = 1; of <= 2; of <<= 1) {
+			t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, of));
+			t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, of));
+		}
+		float mn0 = fmaxf(m0, t0), mn1 = fmaxf(m1, t1);
+		float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+		float al0 = exp2f(m0 - mu0), al1 = exp2f(m1 - mu1);
+		m0 = mn0;
+		m1 = mn1;
+		float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+		for (uint32_t n = 0; n < 8; n++) {
+			s[n][0] = exp2f(s[n][0] - mu0);
+			s[n][1] = exp2f(s[n][1] - mu0);
+			s[n][2] = exp2f(s[n][2] - mu1);
+			s[n][3] = exp2f(s[n][3] - mu1);
+			ps0 += s[n][0] + s[n][1];
+			ps1 += s[n][2] + s[n][3];
+		}
+		l0 = l0 * al0 + ps0;
+		l1 = l1 * al1 + ps1;
+#pragma unroll
+		for (uint32_t n = 0; n < ON; n++) {
+			o[n][0] *= al0;
+			o[n][1] *= al0;
+			o[n][2] *= al1;
+			o[n][3] *= al1;
+		}
+#pragma unroll
+		for (uint32_t j = 0; j < 4; j++) {
+			uint32_t pa[4] = {kc_pack_bf2(s[2 * j][0], s[2 * j][1]),
+					  kc_pack_bf2(s[2 * j][2], s[2 * j][3]),
+					  kc_pack_bf2(s[2 * j + 1][0], s[2 * j + 1][1]),
+					  kc_pack_bf2(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+			for (uint32_t dp = 0; dp < D / 16; dp++) {
+				uint32_t b[4];
+				kc_ldm4t(b, vt + (j * 16 + lrow + (lmat & 1) * 8) * LDS + dp * 16 +
+						(lmat >> 1) * 8);
+				kc_mma(o[2 * dp], pa, b[0], b[1]);
+				kc_mma(o[2 * dp + 1], pa, b[2], b[3]);
+			}
+		}
+		__syncthreads(); /* this stage is refilled by the next iteration's prefetch */
+	}
+	kc_cp_wait<0>();
+#pragma unroll
+	for (int of = 1; of <= 2; of <<= 1) {
+		l0 += __shfl_xor_sync(0xffffffffu, l0, of);
+		l1 += __shfl_xor_sync(0xffffffffu, l1, of);
+	}
+	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+	uint32_t ra = r0, rb = r0 + 8;
+	uint16_t *oa = a.out + (size_t)(q0 + ra - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
+	uint16_t *ob = a.out + (size_t)(q0 + rb - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
+	bool va = ra >= lo && ra < hi, vb = rb >= lo && rb < hi;
+#pragma unroll
+	for (uint32_t n = 0; n < ON; n++) {
+		if (va) {
+			oa[n * 8] = kc_tobf(o[n][0] * i0);
+			oa[n * 8 + 1] = kc_tobf(o[n][1] * i0);
+		}
+		if (vb) {
+			ob[n * 8] = kc_tobf(o[n][2] * i1);
+			ob[n * 8 + 1] = kc_tobf(o[n][3] * i1);
+		}
+	}
+}
+
+static size_t kc_fa_smem(uint32_t d)
+{
+	return 5 * (size_t)KC_FA_BM * (d + 8) * sizeof(uint16_t);
+}
+
+int kc_fa2_init(void)
+{
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<64>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)kc_fa_smem(64)));
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<128>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)kc_fa_smem(128)));
+	return 0;
+}
+
+bool kc_fa2_ok(uint32_t d, const int32_t *sel, uint32_t topk, uint32_t block)
+{
+	if (d != 64 && d != 128)
+		return false;
+	if (sel && (block % KC_FA_BN || (size_t)topk * (block / KC_FA_BN) > KC_FA_MAXT))
+		return false;
+	return true;
+}
+
+int kc_fa2_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
+		  uint32_t ld_q, const uint16_t *k, const uint16_t *v, uint32_t ld_kv, uint32_t t,
+		  uint32_t p0, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
+		  const int32_t *sel, uint32_t topk, uint32_t block)
+{
+	struct kc_fa_args a = {};
+	a.out = out;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.sel = sel;
+	a.ld_o = ld_o;
+	a.ld_q = ld_q;
+	a.ld_kv = ld_kv;
+	a.t = t;
+	a.p0 = p0;
+	a.n_q = n_q;
+	a.n_kv = n_kv;
+	a.topk = topk;
+	a.block = block;
+	a.n_qb = block ? (p0 + t - 1) / block - p0 / block + 1 : 0;
+	a.n_qt = kc_div_up(p0 % KC_FA_BM + t, KC_FA_BM);
+	a.sl2 = scale * 1.4426950408889634f;
+	dim3 grid(a.n_qt, n_q);
+	if (d == 64)
+		kc_fa_kernel<64><<<grid, KC_FA_THREADS, kc_fa_smem(64), st>>>(a);
+	else
+		kc_fa_kernel<128><<<grid, KC_FA_THREADS, kc_fa_smem(128), st>>>(a);
+	KC_LAUNCHED("attn_prefill_fa2");
+	return 0;
+}
