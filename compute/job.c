@@ -50,6 +50,8 @@ static const struct config_key job_keys[] = {
 	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),
 	K("json", STRING, json, "", 0, 0, "write the results as JSON to this path"),
 	K("print-tokens", BOOL, print_tokens, "false", 0, 0, "print the generated token ids"),
+	K("layer-table", BOOL, layer_table, "false", 0, 0, "print per-layer statistics of every mode"),
+	K("logits-out", STRING, logits_out, "", 0, 0, "write the logits of every generated token (float32, [mode][batch][new][vocab] in --modes order)"),
 	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
 };
 #undef K
@@ -157,6 +159,11 @@ int job_run(const struct job_config *cfg, FILE *out)
 		job_print(&j);
 		if (cfg->json[0] && (rc = job_write_json(&j, cfg->json))) {
 			snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->json, err_str(rc));
+			goto out;
+		}
+		if (cfg->logits_out[0] && (rc = job_write_logits(&j, cfg->logits_out))) {
+			snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->logits_out,
+				 err_str(rc));
 			goto out;
 		}
 		status = job_twins_equal(&j) ? 0 : 1;

@@ -43,6 +43,8 @@ struct job_config {
 	uint64_t timeout_ms;
 	char json[JOB_PATH_MAX];
 	bool print_tokens;
+	bool layer_table;             /* print the per-layer statistics of every mode */
+	char logits_out[JOB_PATH_MAX];/* raw float32 logits [mode][batch][new][vocab], or "" */
 	char log_level[16];
 };
 

@@ -13,6 +13,7 @@ struct job_result {
 	struct runner_stats st;    /* layer points into `layers` */
 	struct runner_layer_stats *layers;
 	int32_t *tokens;           /* [batch * new_tokens] */
+	float *logits;             /* [batch * new_tokens * vocab] with --logits-out, else NULL */
 	char note[320];
 };
 
@@ -41,6 +42,7 @@ void job_print(struct job *j);
 bool job_twins_equal(const struct job *j);
 int job_twin_state(const struct job *j, enum runner_mode m); /* 1 equal, 0 differ, -1 n/a */
 int job_write_json(const struct job *j, const char *path);
+int job_write_logits(const struct job *j, const char *path);
 void job_free(struct job *j);
 
 #endif

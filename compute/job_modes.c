@@ -217,13 +217,21 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 	if (rc)
 		return rc;
 	res->tokens = calloc((size_t)j->batch * cfg->new_tokens, sizeof(int32_t));
+	if (cfg->logits_out[0]) {
+		res->logits = calloc((size_t)j->batch * cfg->new_tokens * j->model->cfg.vocab,
+				     sizeof(float));
+		if (!res->logits) {
+			runner_close(r);
+			return -ENOMEM;
+		}
+	}
 	res->layers = calloc(j->model->cfg.n_layers, sizeof(*res->layers));
 	if (!res->tokens || !res->layers) {
 		runner_close(r);
 		return -ENOMEM;
 	}
 	rc = runner_generate(r, (const int32_t *const *)j->prompts, j->lens, j->batch,
-			     (uint32_t)cfg->new_tokens, &smp, res->tokens, NULL, j->err,
+			     (uint32_t)cfg->new_tokens, &smp, res->tokens, res->logits, j->err,
 			     sizeof(j->err));
 	if (!rc) {
 		res->st = *runner_get_stats(r);
@@ -251,6 +259,7 @@ static int warm_up(struct job *j)
 	j->cfg = saved;
 	free(tmp.tokens);
 	free(tmp.layers);
+	free(tmp.logits);
 	return rc;
 }
 
@@ -283,6 +292,7 @@ void job_free(struct job *j)
 	for (uint32_t i = 0; i < RUNNER_MODE_COUNT; i++) {
 		free(j->res[i].tokens);
 		free(j->res[i].layers);
+		free(j->res[i].logits);
 	}
 	for (uint32_t i = 0; j->prompts && i < j->cfg->batch; i++)
 		free(j->prompts[i]);

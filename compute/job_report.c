@@ -102,6 +102,24 @@ void job_print(struct job *j)
 		if (r->note[0])
 			fprintf(o, "  note: %s\n", r->note);
 	}
+	if (j->cfg->layer_table) {
+		for (uint32_t i = 0; i < j->n_modes; i++) {
+			const struct job_result *r = &j->res[i];
+			fprintf(o, "\n%s per layer:\n%5s %10s %10s %10s %8s %10s %10s %10s\n",
+				runner_mode_name(r->mode), "layer", "selected", "hits", "fetched",
+				"hit rate", "late", "late ms", "fetch ms");
+			for (uint32_t l = 0; l < r->st.n_layers; l++) {
+				const struct runner_layer_stats *ls = &r->st.layer[l];
+				double hr = ls->hits + ls->loads
+						    ? (double)ls->hits / (double)(ls->hits + ls->loads)
+						    : 1.0;
+				fprintf(o, "%5u %10llu %10llu %10llu %8.3f %10llu %10.3f %10.3f\n", l,
+					(unsigned long long)ls->selected, (unsigned long long)ls->hits,
+					(unsigned long long)ls->loads, hr,
+					(unsigned long long)ls->late_units, ls->late_ms, ls->fetch_ms);
+			}
+		}
+	}
 	if (j->cfg->print_tokens) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
@@ -127,6 +145,7 @@ static json_object *layers_json(const struct job_result *r)
 		json_object_object_add(o, "loads", json_object_new_int64((int64_t)ls->loads));
 		json_object_object_add(o, "late_units", json_object_new_int64((int64_t)ls->late_units));
 		json_object_object_add(o, "late_ms", json_object_new_double(ls->late_ms));
+		json_object_object_add(o, "fetch_ms", json_object_new_double(ls->fetch_ms));
 		json_object_array_add(arr, o);
 	}
 	return arr;
@@ -186,5 +205,21 @@ int job_write_json(const struct job *j, const char *path)
 	if (json_object_to_file_ext(path, root, JSON_C_TO_STRING_PRETTY) != 0)
 		rc = -EIO;
 	json_object_put(root);
+	return rc;
+}
+
+int job_write_logits(const struct job *j, const char *path)
+{
+	FILE *f = fopen(path, "wb");
+	size_t n = (size_t)j->batch * j->cfg->new_tokens * j->model->cfg.vocab;
+	int rc = 0;
+
+	if (!f)
+		return -errno;
+	for (uint32_t i = 0; i < j->n_modes && !rc; i++)
+		if (j->res[i].logits && fwrite(j->res[i].logits, sizeof(float), n, f) != n)
+			rc = -EIO;
+	if (fclose(f) != 0 && !rc)
+		rc = -EIO;
 	return rc;
 }

@@ -52,6 +52,7 @@ struct runner_layer_stats {
 	uint64_t late_steps;/* steps where attention waited for this layer's gather */
 	uint64_t late_units;/* units of those late gathers */
 	double late_ms;     /* total time attention waited */
+	double fetch_ms;    /* device time of this layer's diff, resolve and gather */
 };
 
 struct runner_stats {

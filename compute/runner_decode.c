@@ -200,7 +200,9 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 	if (kv->resident)
 		return 0;
 	if (m == RUNNER_MODE_SPARSE_OFFLOAD || m == RUNNER_MODE_SPARDA_NOPREFETCH) {
-		if ((rc = diff_and_resolve(r, s, l)) || (rc = gather(r, s, l, KB_STREAM_COMPUTE)))
+		if ((rc = k->event_record(r->kb, kv->ready, KB_STREAM_COMPUTE)) ||
+		    (rc = diff_and_resolve(r, s, l)) || (rc = gather(r, s, l, KB_STREAM_COMPUTE)) ||
+		    (rc = k->event_record(r->kb, kv->done, KB_STREAM_COMPUTE)))
 			return rc;
 	} else if (m == RUNNER_MODE_SPARDA && kv->loaded) {
 		if ((rc = k->event_record(r->kb, kv->want, KB_STREAM_COMPUTE)) ||
@@ -339,6 +341,10 @@ static int collect_stats(struct runner *r, struct step *s)
 		}
 		if (kv->resident || !kv->loaded)
 			continue;
+		float fetch = 0.0f;
+		if ((rc = k->event_elapsed(r->kb, kv->ready, kv->done, &fetch)))
+			return rc;
+		ls->fetch_ms += fetch > 0.0f ? fetch : 0.0f;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
 		uint32_t fetched = count_nonneg(h + s->nc, n);
