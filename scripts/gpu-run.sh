@@ -2,10 +2,10 @@
 # On a CUDA host: unpack a bundle made by scripts/gpu-pack.sh, then run the kernel conformance
 # test, the main job with the CUDA backend (all modes, twin equality), and the decode/prefill
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt).
-# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny bench memsvc (default all)
+# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny hf diag bench memsvc
 set -u
 pack=$1; shift
-what=${*:-conformance modes_cuda tiny bench memsvc}
+what=${*:-conformance modes_cuda tiny hf memsvc bench}
 OUT=${OUT:-/tmp/sparda-gpu-out}
 work=/tmp/sparda-gpu
 res=$work/results
@@ -53,6 +53,16 @@ bench)
 				--modes="${MODES:-sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload}" \
 				--json="$res/bench_c${ctx}_b${bs}.json"
 		done
+	done ;;
+hf)
+	step hf_compare 300 python3 "$(dirname "$0")/hf-compare.py" --compute "$b/bin/sparda-compute" \
+		--work "$work/hf" --backend cuda ;;
+diag)
+	cat /sys/devices/system/clocksource/clocksource0/current_clocksource | sed 's/^/clocksource=/' |
+		tee -a "$sum"
+	for m in poll sleep; do
+		step "bench_memsvc_1_$m" 60 "$b/bin/sparda" bench memsvc --clients=1 --units=96 \
+			--mode=$m --seconds=3 --json="$res/bench_memsvc_1_$m.json"
 	done ;;
 memsvc)
 	step bench_memsvc 120 "$b/bin/sparda" bench memsvc --clients=4 --units=96 --mode=poll \
