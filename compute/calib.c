@@ -49,8 +49,8 @@ static int ids_reserve(struct calib_set *s, uint64_t *cap, uint64_t need)
 }
 
 /* Parse one line into ids at s->ids + base; *n gets the count kept (<= max_len). */
-static int parse_line(struct calib_set *s, uint64_t *cap, uint64_t base, char *line,
-		      uint32_t vocab, uint32_t max_len, uint32_t *n, char *bad, size_t bad_len)
+static int parse_line(struct calib_set *s, uint64_t *cap, uint64_t base, char *line, uint32_t vocab,
+		      uint32_t max_len, uint32_t *n, char *bad, size_t bad_len)
 {
 	char *p = line, *end;
 	uint32_t cnt = 0;
@@ -125,7 +125,8 @@ int calib_read(const char *path, uint32_t vocab, uint32_t min_len, uint32_t max_
 		snprintf(err, err_len, "%s: read error", path);
 	} else if (!s.n_seqs) {
 		rc = -EINVAL;
-		snprintf(err, err_len, "%s: no sequence (one line of token ids per sequence)", path);
+		snprintf(err, err_len, "%s: no sequence (one line of token ids per sequence)",
+			 path);
 	}
 out_free:
 	free(line);

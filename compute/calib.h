@@ -12,8 +12,8 @@
 
 struct calib_set {
 	uint32_t n_seqs;
-	uint32_t *len;    /* tokens of sequence i */
-	uint64_t *off;    /* sequence i starts at ids + off[i] */
+	uint32_t *len; /* tokens of sequence i */
+	uint64_t *off; /* sequence i starts at ids + off[i] */
 	int32_t *ids;
 };
 

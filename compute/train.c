@@ -20,12 +20,12 @@ void train_opts_default(struct train_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->steps = 200;
 	o->batch = 8;
-	o->lr = 2e-3f;
+	o->lr = 5e-4f;
 	o->weight_decay = 0.01f;
 	o->grad_clip = 0.5f;
 	o->ridge = 1e-3f;
 	o->seed = 1;
-	o->query_stride = 8;
+	o->query_stride = 4;
 	o->checkpoint_every = 50;
 }
 
@@ -57,16 +57,20 @@ static int ctx_check(struct train_ctx *c)
 		return train_fail(c, -EINVAL, "calibration and held-out sets must not be empty");
 	if (!o->batch || !o->query_stride || !(o->lr > 0.0f) || o->weight_decay < 0.0f ||
 	    o->ridge < 0.0f || o->grad_clip < 0.0f)
-		return train_fail(c, -EINVAL, "bad options: batch, query stride and lr must be "
+		return train_fail(c, -EINVAL,
+				  "bad options: batch, query stride and lr must be "
 				  "positive; weight decay, ridge and clip not negative");
 	if (mc->head_dim > 512 || mc->head_dim % 2 || !mc->n_kv_heads ||
 	    mc->n_heads % mc->n_kv_heads)
-		return train_fail(c, -EINVAL, "unsupported geometry: head_dim %u (even, <= 512), "
-				  "%u/%u heads", mc->head_dim, mc->n_heads, mc->n_kv_heads);
+		return train_fail(c, -EINVAL,
+				  "unsupported geometry: head_dim %u (even, <= 512), "
+				  "%u/%u heads",
+				  mc->head_dim, mc->n_heads, mc->n_kv_heads);
 	if (mc->sparse.block != mc->sparse.pool_stride * mc->sparse.ck_stride)
-		return train_fail(c, -EINVAL, "sparse config: block %u != pool_stride %u x "
-				  "ck_stride %u", mc->sparse.block, mc->sparse.pool_stride,
-				  mc->sparse.ck_stride);
+		return train_fail(c, -EINVAL,
+				  "sparse config: block %u != pool_stride %u x "
+				  "ck_stride %u",
+				  mc->sparse.block, mc->sparse.pool_stride, mc->sparse.ck_stride);
 	return 0;
 }
 
@@ -161,6 +165,7 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 {
 	size_t n = (size_t)c->dout * c->H;
 	float *w0 = malloc(n * sizeof(float));
+	struct train_eval u, r;
 	int rc = 0;
 
 	if (!w0)
@@ -173,11 +178,18 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		lr->tgt_layer = s->tgt;
 		lr->curr = s->curr;
 		train_kaiming_init(c, w0, k);
-		if ((rc = train_eval_slot(c, s, w0, &lr->kl_untrained, &lr->recall_untrained,
-					  &lr->recall_prev_step)) ||
-		    (rc = train_ridge_init(c, s)) ||
-		    (rc = train_eval_slot(c, s, s->w, &lr->kl_ridge, &lr->recall_ridge, NULL)))
+		if ((rc = train_eval_slot(c, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
+		    (rc = train_eval_slot(c, s, s->w, &r))) {
 			rc = train_fail(c, rc, "evaluating the initial projection %u failed", k);
+			break;
+		}
+		lr->kl_untrained = u.kl;
+		lr->recall_untrained = u.recall;
+		lr->recall_prev_step = u.recall_prev;
+		lr->teacher_recall_untrained = u.recall_teacher;
+		lr->kl_ridge = r.kl;
+		lr->recall_ridge = r.recall;
+		lr->teacher_recall_ridge = r.recall_teacher;
 	}
 	free(w0);
 	return rc;
@@ -185,14 +197,17 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 
 static int eval_trained(struct train_ctx *c, struct train_report *rep)
 {
+	struct train_eval e;
 	int rc;
 
 	for (uint32_t k = 0; k < c->n_slots; k++) {
 		struct train_layer_report *lr = &rep->layers[k];
 
-		if ((rc = train_eval_slot(c, &c->slots[k], c->slots[k].w, &lr->kl_trained,
-					  &lr->recall_trained, NULL)))
+		if ((rc = train_eval_slot(c, &c->slots[k], c->slots[k].w, &e)))
 			return train_fail(c, rc, "evaluating the trained projection %u failed", k);
+		lr->kl_trained = e.kl;
+		lr->recall_trained = e.recall;
+		lr->teacher_recall_trained = e.recall_teacher;
 	}
 	return 0;
 }

@@ -21,25 +21,25 @@ enum train_phase { TRAIN_PHASE_COLLECT = 0, TRAIN_PHASE_FIT = 1, TRAIN_PHASE_EVA
 struct train_progress {
 	enum train_phase phase;
 	uint32_t done, total;
-	uint32_t start;   /* FIT: the step this run began at (> 0 when resumed) */
-	double loss;      /* FIT: mean KL over the layers of this step's batch */
+	uint32_t start;	  /* FIT: the step this run began at (> 0 when resumed) */
+	double loss;	  /* FIT: mean KL over the layers of this step's batch */
 	double elapsed_s; /* since the phase began */
-	bool resumed;     /* FIT: the run continues from a checkpoint (first call only) */
+	bool resumed;	  /* FIT: the run continues from a checkpoint (first call only) */
 };
 
 struct train_opts {
-	const struct calib_set *train; /* calibration sequences the fit uses */
+	const struct calib_set *train;	 /* calibration sequences the fit uses */
 	const struct calib_set *heldout; /* sequences for the report (never fitted) */
-	uint32_t steps;        /* AdamW steps (0: ridge initialisation only) */
-	uint32_t batch;        /* sequences per step (<= train->n_seqs) */
-	float lr;              /* AdamW learning rate (constant) */
-	float weight_decay;    /* AdamW decoupled weight decay (paper 0.01) */
-	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
-	float ridge;           /* ridge lambda relative to trace(X^T X) / hidden */
-	uint64_t seed;         /* batches and the untrained baseline's init */
-	uint32_t query_stride; /* every n-th query position is a training/eval sample */
-	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */
-	const char *checkpoint; /* NULL: none; else resumed from when present, written to */
+	uint32_t steps;			 /* AdamW steps (0: ridge initialisation only) */
+	uint32_t batch;			 /* sequences per step (<= train->n_seqs) */
+	float lr;			 /* AdamW learning rate (constant) */
+	float weight_decay;		 /* AdamW decoupled weight decay (paper 0.01) */
+	float grad_clip;		 /* global gradient-norm clip (paper 0.5; 0 = none) */
+	float ridge;			 /* ridge lambda relative to trace(X^T X) / hidden */
+	uint64_t seed;			 /* batches and the untrained baseline's init */
+	uint32_t query_stride;		 /* every n-th query position is a training/eval sample */
+	uint32_t query_start;	   /* first sampled position (0: max(dense_len, topk * block)) */
+	const char *checkpoint;	   /* NULL: none; else resumed from when present, written to */
 	uint32_t checkpoint_every; /* steps between checkpoints (0: only at the end) */
 	/*
 	 * Called on progress (may be NULL). Returning nonzero stops the run with -ECANCELED
@@ -54,17 +54,19 @@ struct train_opts {
 struct train_layer_report {
 	uint32_t in_layer;  /* the layer whose RMSNorm output feeds the projection */
 	uint32_t tgt_layer; /* the layer whose selection it predicts */
-	bool curr;          /* q_curr_proj of layer 0 (in == tgt == 0) */
+	bool curr;	    /* q_curr_proj of layer 0 (in == tgt == 0) */
 	double kl_untrained, kl_ridge, kl_trained;
 	double recall_untrained, recall_ridge, recall_trained, recall_prev_step;
+	/* recall against the teacher's scored top-k blocks (the fine grid the KL distils) */
+	double teacher_recall_untrained, teacher_recall_ridge, teacher_recall_trained;
 };
 
 struct train_report {
 	uint32_t n_slots; /* projections trained: n_layers - 1 Forecasts + q_curr */
-	struct train_layer_report *layers; /* n_slots entries, owned (train_report_fini) */
-	uint32_t start_step, steps;        /* start_step > 0 when resumed from a checkpoint */
+	struct train_layer_report *layers;    /* n_slots entries, owned (train_report_fini) */
+	uint32_t start_step, steps;	      /* start_step > 0 when resumed from a checkpoint */
 	uint64_t train_queries, eval_queries; /* sampled query positions (per KV head x n_kv) */
-	uint32_t fine_kernel;              /* teacher grid: kernel fine_kernel, stride 1 */
+	uint32_t fine_kernel;		      /* teacher grid: kernel fine_kernel, stride 1 */
 	double collect_s, fit_s, eval_s;
 };
 

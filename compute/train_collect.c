@@ -73,8 +73,10 @@ static int fwd_weights(struct train_fwd *f, const struct model *m)
 
 		if ((rc = upload_fused(f, &w->wqkv, qkv, 3)) ||
 		    (rc = upload_fused(f, &w->wgu, gu, 2)) ||
-		    (rc = upload_fused(f, &w->n1, n1, 1)) || (rc = upload_fused(f, &w->n2, n2, 1)) ||
-		    (rc = upload_fused(f, &w->wo, wo, 1)) || (rc = upload_fused(f, &w->wdown, wd, 1)))
+		    (rc = upload_fused(f, &w->n1, n1, 1)) ||
+		    (rc = upload_fused(f, &w->n2, n2, 1)) ||
+		    (rc = upload_fused(f, &w->wo, wo, 1)) ||
+		    (rc = upload_fused(f, &w->wdown, wd, 1)))
 			return rc;
 	}
 	{
@@ -118,7 +120,8 @@ int train_fwd_open(struct train_fwd *f, struct train_ctx *c, uint32_t tcap)
 	    (rc = dev_alloc(f, (void **)&f->ffo, (size_t)f->chunk * mc->ffn * 2)) ||
 	    (rc = dev_alloc(f, (void **)&f->ck, (size_t)c->n_kv * f->cap * d * 2)) ||
 	    (rc = dev_alloc(f, (void **)&f->ckf, (size_t)c->n_kv * f->capf * d * 2)) ||
-	    (rc = dev_alloc(f, (void **)&f->ring, (size_t)c->n_kv * mc->sparse.ck_kernel * d * 2)) ||
+	    (rc =
+		 dev_alloc(f, (void **)&f->ring, (size_t)c->n_kv * mc->sparse.ck_kernel * d * 2)) ||
 	    (rc = dev_alloc(f, (void **)&f->ringf, (size_t)c->n_kv * c->kf * d * 2)) ||
 	    (rc = dev_alloc(f, (void **)&f->scores,
 			    (size_t)c->n_kv * (f->capf > f->cap ? f->capf : f->cap) * 4)) ||
@@ -143,8 +146,8 @@ void train_fwd_close(struct train_fwd *f)
 	if (!kb)
 		return;
 	for (uint32_t l = 0; f->lw && l < f->c->L; l++) {
-		void *p[] = {f->lw[l].wqkv, f->lw[l].wgu, f->lw[l].n1, f->lw[l].n2, f->lw[l].wo,
-			     f->lw[l].wdown};
+		void *p[] = {f->lw[l].wqkv, f->lw[l].wgu, f->lw[l].n1,
+			     f->lw[l].n2,   f->lw[l].wo,  f->lw[l].wdown};
 
 		for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
 			if (p[i])
@@ -152,9 +155,9 @@ void train_fwd_close(struct train_fwd *f)
 	}
 	free(f->lw);
 	{
-		void *p[] = {f->embed, f->resid, f->xn,	    f->qkv,  f->attn, f->tmp, f->gu,
-			     f->ffo,   f->ck,	 f->ckf,    f->ring, f->ringf, f->scores, f->sel,
-			     f->ids,   f->pos,	 f->nn,	    f->inv_freq, f->q1};
+		void *p[] = {f->embed, f->resid, f->xn,	 f->qkv,      f->attn,	f->tmp,	   f->gu,
+			     f->ffo,   f->ck,	 f->ckf, f->ring,     f->ringf, f->scores, f->sel,
+			     f->ids,   f->pos,	 f->nn,	 f->inv_freq, f->q1};
 
 		for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
 			if (p[i])
@@ -234,8 +237,8 @@ static int fwd_attn_ffn(struct train_fwd *f, uint32_t l, uint32_t t)
 	int rc;
 
 	if ((rc = k->attn_prefill(f->kb, KB_STREAM_COMPUTE, f->attn, qc, f->qkv, ld, f->qkv + qc,
-				  f->qkv + qc + c->n_kv * d, ld, t, 0, c->n_q, c->n_kv, d,
-				  c->scale, NULL, c->topk, c->sp.block)) ||
+				  f->qkv + qc + c->n_kv * d, ld, t, 0, c->n_q, c->n_kv, d, c->scale,
+				  NULL, c->topk, c->sp.block)) ||
 	    (rc = k->gemm(f->kb, KB_STREAM_COMPUTE, t, H, qc, f->attn, qc, f->lw[l].wo, qc, f->tmp,
 			  H, false, 1.0f, 0.0f)) ||
 	    (rc = k->add_rmsnorm(f->kb, KB_STREAM_COMPUTE, f->resid, f->tmp, H, mc->residual_scale,
@@ -337,7 +340,8 @@ int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
 
 	for (uint32_t i = 0; i < set->n_seqs; i++) {
 		if (set->len[i] <= c->qstart)
-			return train_fail(c, -EINVAL, "%s sequence %u has %u tokens; the sparse "
+			return train_fail(c, -EINVAL,
+					  "%s sequence %u has %u tokens; the sparse "
 					  "config needs more than %u (first sampled query)",
 					  eval ? "held-out" : "calibration", i, set->len[i],
 					  c->qstart);
@@ -363,6 +367,7 @@ int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
 out:
 	train_fwd_close(&f);
 	if (rc)
-		return train_fail(c, rc, "%s forward pass failed", eval ? "held-out" : "calibration");
+		return train_fail(c, rc, "%s forward pass failed",
+				  eval ? "held-out" : "calibration");
 	return 0;
 }

@@ -15,7 +15,7 @@ struct train_fwd_layer {
 struct train_fwd {
 	struct kb *kb;
 	struct train_ctx *c;
-	struct kb_sparse spf;    /* the teacher's fine grid: kernel c->kf, stride 1 */
+	struct kb_sparse spf; /* the teacher's fine grid: kernel c->kf, stride 1 */
 	uint32_t tcap, cap, capf, chunk;
 	struct train_fwd_layer *lw;
 	uint16_t *embed;

@@ -18,6 +18,24 @@ struct eval_buf {
 	float *u;
 };
 
+/* The teacher's scored blocks of query row `at` (from its gathered entries) that pred holds. */
+static void teacher_count(const struct train_ctx *c, const struct train_layer_data *tl, size_t at,
+			  const int32_t *pred, uint64_t *hit, uint64_t *total)
+{
+	for (int32_t e = 0; e < tl->tn[at]; e++) {
+		int32_t blk = tl->tidx[at * c->gmax + e] / (int32_t)c->sp.pool_stride;
+
+		if (e && blk == tl->tidx[at * c->gmax + e - 1] / (int32_t)c->sp.pool_stride)
+			continue; /* entries of one block are gathered together */
+		(*total)++;
+		for (uint32_t j = 0; j < c->topk; j++)
+			if (pred[j] == blk) {
+				(*hit)++;
+				break;
+			}
+	}
+}
+
 /* Scored (non-forced) blocks of `truth` that `pred` also holds; *total gets their count. */
 static void recall_count(const struct kb_sparse *sp, const int32_t *truth, const int32_t *pred,
 			 uint32_t qb, uint64_t *hit, uint64_t *total)
@@ -64,7 +82,7 @@ static int forecast_select(struct train_ctx *c, struct eval_buf *b, const struct
 }
 
 static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_slot *s,
-		    const float *w, const struct train_seq *sq, uint64_t cnt[4])
+		    const float *w, const struct train_seq *sq, uint64_t cnt[6])
 {
 	const struct train_layer_data *tl = &sq->ly[s->tgt];
 	size_t row = (size_t)c->n_kv * c->topk;
@@ -86,18 +104,20 @@ static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_
 				     &cnt[1]);
 			recall_count(&c->sp, truth, tl->sel_prev + i * row + (size_t)g * c->topk,
 				     qb, &cnt[2], &cnt[3]);
+			teacher_count(c, tl, (size_t)i * c->n_kv + g,
+				      b->h_sel + (size_t)g * c->topk, &cnt[4], &cnt[5]);
 		}
 	}
 	return 0;
 }
 
 int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float *w,
-		    double *kl, double *recall, double *recall_prev)
+		    struct train_eval *out)
 {
 	struct kb *kb = c->kb;
 	struct eval_buf b = {0};
 	uint32_t max_ent = 1, max_nq = 1, *all = malloc((c->ev.n + 1) * sizeof(uint32_t));
-	uint64_t cnt[4] = {0};
+	uint64_t cnt[6] = {0};
 	int rc = -ENOMEM;
 
 	for (uint32_t i = 0; i < c->ev.n; i++) {
@@ -117,22 +137,21 @@ int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float
 	    (rc = kb->ops->alloc(kb, (size_t)c->n_kv * c->topk * 4, (void **)&b.sel)) ||
 	    (rc = kb->ops->alloc(kb, 16, (void **)&b.nn)))
 		goto out_free;
-	if ((rc = train_slot_loss(c, s, w, &c->ev, all, c->ev.n, NULL, kl)))
+	if ((rc = train_slot_loss(c, s, w, &c->ev, all, c->ev.n, NULL, &out->kl)))
 		goto out_free;
 	for (uint32_t i = 0; i < c->ev.n; i++)
 		if ((rc = eval_seq(c, &b, s, w, &c->ev.seq[i], cnt)))
 			goto out_free;
-	*recall = cnt[1] ? (double)cnt[0] / (double)cnt[1] : 0.0;
-	if (recall_prev)
-		*recall_prev = cnt[3] ? (double)cnt[2] / (double)cnt[3] : 0.0;
-out_free:
-	{
-		void *p[] = {b.ck, b.q, b.scores, b.sel, b.nn};
+	out->recall = cnt[1] ? (double)cnt[0] / (double)cnt[1] : 0.0;
+	out->recall_prev = cnt[3] ? (double)cnt[2] / (double)cnt[3] : 0.0;
+	out->recall_teacher = cnt[5] ? (double)cnt[4] / (double)cnt[5] : 0.0;
+out_free : {
+	void *p[] = {b.ck, b.q, b.scores, b.sel, b.nn};
 
-		for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
-			if (p[i])
-				kb->ops->free(kb, p[i]);
-	}
+	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++)
+		if (p[i])
+			kb->ops->free(kb, p[i]);
+}
 	free(b.h_q);
 	free(b.h_sel);
 	free(b.u);

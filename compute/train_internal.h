@@ -11,20 +11,20 @@
 
 /* What one sequence yields for one layer at its sampled query positions. */
 struct train_layer_data {
-	uint16_t *x;         /* [nq, hidden] the RMSNorm output feeding Q/K/V/F of the layer */
-	uint16_t *ck;        /* [n_kv, n_ent, d] compressed keys (inference grid, post-RoPE) */
-	int32_t *tidx;       /* [nq, n_kv, gmax] entries of the teacher's top-k blocks */
-	float *tp;           /* [nq, n_kv, gmax] teacher probabilities of those entries */
-	int32_t *tn;         /* [nq, n_kv] entries gathered */
-	float *trest;        /* [nq, n_kv] the rest bin */
-	int32_t *sel_true;   /* held-out: [nq, n_kv, topk] the original selector's blocks */
-	int32_t *sel_prev;   /* held-out: the same for the previous token (previous decode step) */
-	uint16_t *q_mean;    /* [nq, n_kv * d] pre-RoPE group-mean query (ridge target) */
+	uint16_t *x;	   /* [nq, hidden] the RMSNorm output feeding Q/K/V/F of the layer */
+	uint16_t *ck;	   /* [n_kv, n_ent, d] compressed keys (inference grid, post-RoPE) */
+	int32_t *tidx;	   /* [nq, n_kv, gmax] entries of the teacher's top-k blocks */
+	float *tp;	   /* [nq, n_kv, gmax] teacher probabilities of those entries */
+	int32_t *tn;	   /* [nq, n_kv] entries gathered */
+	float *trest;	   /* [nq, n_kv] the rest bin */
+	int32_t *sel_true; /* held-out: [nq, n_kv, topk] the original selector's blocks */
+	int32_t *sel_prev; /* held-out: the same for the previous token (previous decode step) */
+	uint16_t *q_mean;  /* [nq, n_kv * d] pre-RoPE group-mean query (ridge target) */
 };
 
 struct train_seq {
 	uint32_t t, nq, n_ent; /* tokens, sampled queries, compressed entries of all t tokens */
-	int32_t *pos;          /* [nq] sampled positions */
+	int32_t *pos;	       /* [nq] sampled positions */
 	struct train_layer_data *ly; /* [n_layers] */
 };
 
@@ -48,7 +48,7 @@ struct train_ctx {
 	uint32_t L, H, d, n_kv, n_q, dout, gmax, kf, topk, qstart;
 	struct kb_sparse sp;
 	float scale, mscale;
-	float *inv_freq;     /* host [d / 2] */
+	float *inv_freq; /* host [d / 2] */
 	struct train_data tr, ev;
 	uint32_t n_slots;
 	struct train_slot *slots;
@@ -57,14 +57,14 @@ struct train_ctx {
 	uint16_t *d_x, *d_w, *d_gt, *d_xt;
 	float *d_u, *d_dw;
 	uint16_t *h_xt, *h_gt; /* host staging [hidden or dout, rows_cap] */
-	float *h_u;            /* [rows_cap, dout] */
+	float *h_u;	       /* [rows_cap, dout] */
 	char *err;
 	size_t err_len;
 };
 
 /* Record a message (printf-style) in ctx->err and return rc. */
 int train_fail(struct train_ctx *c, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* train_collect.c: run the frozen model over a set, filling data (eval: also selections). */
 int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
@@ -84,17 +84,22 @@ int train_slot_loss(struct train_ctx *c, const struct train_slot *s, const float
 		    const struct train_data *data, const uint32_t *seqs, uint32_t n, float *grad,
 		    double *loss);
 /* Project the rows of one sequence: u [nq, dout] = x . bf16(w)^T through the backend. */
-int train_project(struct train_ctx *c, const uint16_t *x, uint32_t rows, const float *w,
-		  float *u);
+int train_project(struct train_ctx *c, const uint16_t *x, uint32_t rows, const float *w, float *u);
 
 /* train_fit.c */
 int train_ridge_init(struct train_ctx *c, struct train_slot *s);
 void train_kaiming_init(const struct train_ctx *c, float *w, uint32_t slot);
 int train_fit(struct train_ctx *c, struct train_report *rep);
 
-/* train_eval.c: held-out KL and recall of weight w of slot s; prev-step recall if prev != 0 */
+/* train_eval.c: held-out figures of weight w for slot s */
+struct train_eval {
+	double kl;
+	double recall;	       /* vs the original selector's scored blocks */
+	double recall_prev;    /* the previous token's original selection vs the same */
+	double recall_teacher; /* vs the teacher's scored top-k blocks (what the KL trains) */
+};
 int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float *w,
-		    double *kl, double *recall, double *recall_prev);
+		    struct train_eval *out);
 
 /* train_io.c */
 uint64_t train_fingerprint(const struct train_ctx *c);

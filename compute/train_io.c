@@ -40,7 +40,7 @@ uint64_t train_fingerprint(const struct train_ctx *c)
 int train_ckpt_save(struct train_ctx *c, const char *path, uint32_t step)
 {
 	struct st_wtensor *t = calloc(3 * c->n_slots + 1, sizeof(*t));
-	char (*names)[32] = calloc(3 * c->n_slots, sizeof(*names));
+	char(*names)[32] = calloc(3 * c->n_slots, sizeof(*names));
 	int64_t state[3] = {step, (int64_t)train_fingerprint(c), c->n_slots};
 	char err[256];
 	int rc = -ENOMEM;
@@ -72,7 +72,8 @@ static int ckpt_take(struct train_ctx *c, struct st_file *f, const char *name, f
 
 	if (!t || t->dtype != ST_DTYPE_F32 || t->n_dims != 2 || t->shape[0] != c->dout ||
 	    t->shape[1] != c->H)
-		return train_fail(c, -EINVAL, "checkpoint %s: tensor %s missing or of another shape",
+		return train_fail(c, -EINVAL,
+				  "checkpoint %s: tensor %s missing or of another shape",
 				  st_path(f), name);
 	memcpy(dst, t->data, (size_t)c->dout * c->H * 4);
 	return 0;
@@ -98,8 +99,10 @@ int train_ckpt_load(struct train_ctx *c, const char *path, uint32_t *step)
 	memcpy(state, st->data, sizeof(state));
 	if ((uint64_t)state[1] != train_fingerprint(c) || state[2] != c->n_slots || state[0] < 0 ||
 	    state[0] > UINT32_MAX) {
-		rc = train_fail(c, -EINVAL, "checkpoint %s was written by a run with other settings, "
-				"data or model", path);
+		rc = train_fail(c, -EINVAL,
+				"checkpoint %s was written by a run with other settings, "
+				"data or model",
+				path);
 		goto out_close;
 	}
 	for (uint32_t k = 0; k < c->n_slots && !rc; k++) {
@@ -120,7 +123,7 @@ int train_write_forecast(struct train_ctx *c, const char *path)
 {
 	size_t n = (size_t)c->dout * c->H;
 	struct st_wtensor *t = calloc(c->n_slots, sizeof(*t));
-	char (*names)[80] = calloc(c->n_slots, sizeof(*names));
+	char(*names)[80] = calloc(c->n_slots, sizeof(*names));
 	uint16_t *w = malloc(n * c->n_slots * 2);
 	char err[256];
 	int rc = -ENOMEM;

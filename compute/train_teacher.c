@@ -23,14 +23,16 @@ int train_keep_inputs(struct train_fwd *f, struct train_seq *s, uint32_t l)
 		uint32_t p = (uint32_t)s->pos[i];
 
 		memcpy(ly->x + (size_t)i * H, f->h_xn + (size_t)p * H, (size_t)H * 2);
-		if ((rc = train_download(f, f->h_q, f->qkv + (size_t)p * ld, (size_t)c->n_q * d * 2)))
+		if ((rc = train_download(f, f->h_q, f->qkv + (size_t)p * ld,
+					 (size_t)c->n_q * d * 2)))
 			return rc;
 		for (uint32_t g = 0; g < c->n_kv; g++)
 			for (uint32_t e = 0; e < d; e++) {
 				float acc = 0.0f;
 
 				for (uint32_t h = 0; h < group; h++)
-					acc += kb_bf16_to_f32(f->h_q[(size_t)(g * group + h) * d + e]);
+					acc +=
+					    kb_bf16_to_f32(f->h_q[(size_t)(g * group + h) * d + e]);
 				ly->q_mean[((size_t)i * c->n_kv + g) * d + e] =
 				    kb_f32_to_bf16(acc / (float)group);
 			}
@@ -45,8 +47,8 @@ int train_keep_keys(struct train_fwd *f, struct train_seq *s, uint32_t l)
 	int rc;
 
 	for (uint32_t g = 0; g < c->n_kv; g++)
-		if ((rc = train_download(f, s->ly[l].ck + g * row, f->ck + (size_t)g * f->cap * c->d,
-					 row * 2)))
+		if ((rc = train_download(f, s->ly[l].ck + g * row,
+					 f->ck + (size_t)g * f->cap * c->d, row * 2)))
 			return rc;
 	return 0;
 }
@@ -62,9 +64,9 @@ static int true_select(struct train_fwd *f, uint32_t row, uint32_t n_ent, uint32
 	int rc;
 
 	if ((rc = train_upload(f, f->nn, nn, sizeof(nn))) ||
-	    (rc = k->score_decode(f->kb, KB_STREAM_COMPUTE, f->scores, f->qkv + (size_t)row * ld,
-				  ld, f->ck, f->cap, f->nn, 1, c->n_q, c->n_kv, c->d, true,
-				  c->scale)) ||
+	    (rc =
+		 k->score_decode(f->kb, KB_STREAM_COMPUTE, f->scores, f->qkv + (size_t)row * ld, ld,
+				 f->ck, f->cap, f->nn, 1, c->n_q, c->n_kv, c->d, true, c->scale)) ||
 	    (rc = k->select_decode(f->kb, KB_STREAM_COMPUTE, f->sel, f->scores, f->cap, f->nn,
 				   f->nn + 1, 1, c->n_kv, &c->sp)))
 		return rc;
