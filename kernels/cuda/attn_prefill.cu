@@ -223,12 +223,12 @@ extern "C" int kc_attn_prefill_init(void)
 	return kc_fa2_init();
 }
 
-/* The FlashAttention-2 kernel (attn_prefill_fa2.cu) when SPARDA_KCUDA_PREFILL=fa2 (read at each
- * call) and the shape allows; else this file's WMMA kernel. */
+/* The FlashAttention-2 kernel (attn_prefill_fa2.cu) when the shape allows, unless
+ * SPARDA_KCUDA_PREFILL=wmma (read at each call); else this file's WMMA kernel. */
 static bool kc_ap_use_fa2(void)
 {
 	const char *e = getenv("SPARDA_KCUDA_PREFILL");
-	return e && !strcmp(e, "fa2");
+	return !(e && !strcmp(e, "wmma"));
 }
 
 extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,

@@ -9,12 +9,13 @@
  * Block-sparse: warp 0 first lists the 64-key tiles of the query block's selected KV blocks
  * (in sel order, clipped causally) in shared memory; the tile loop walks that list.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "attn_prefill_fa2.cuh"
 #include "kc_common.cuh"
 
-#define KC_FA_THREADS 128u
-#define KC_FA_BM 64u      /* queries per CTA */
-#define KC_FA_BN 64u      /* keys per tile */
+#define KC_FA_BN 64u      /* keys per tile; also the query rows of a 4-warp CTA */
 #define KC_FA_MAXT 1024u  /* listed tiles per query block (block-sparse) */
 
 struct kc_fa_args {
@@ -76,17 +77,17 @@ static __device__ __forceinline__ uint32_t kc_pack_bf2(float lo, float hi)
 }
 
 /*
- * Copy 64 rows of D bf16 into a padded tile (row stride D + 8): tile row r is source row
- * r0 + r (stride lds) when lo <= r < hi, else zeros.
+ * Copy ROWS rows of D bf16 into a padded tile (row stride D + 8) with NT threads: tile row r is
+ * source row r0 + r (stride lds) when lo <= r < hi, else zeros.
  */
-template <int D>
+template <int D, uint32_t ROWS, uint32_t NT>
 static __device__ __forceinline__ void kc_fa_load(uint16_t *dst, const uint16_t *src, size_t lds,
 						  int64_t r0, uint32_t lo, uint32_t hi)
 {
 	constexpr uint32_t VPR = D / 8, LDS = D + 8;
 #pragma unroll
-	for (uint32_t i = 0; i < KC_FA_BM * VPR / KC_FA_THREADS; i++) {
-		uint32_t idx = threadIdx.x + i * KC_FA_THREADS, r = idx / VPR, c = (idx % VPR) * 8;
+	for (uint32_t i = 0; i < ROWS * VPR / NT; i++) {
+		uint32_t idx = threadIdx.x + i * NT, r = idx / VPR, c = (idx % VPR) * 8;
 		bool ok = r >= lo && r < hi;
 		const uint16_t *s = ok ? src + (size_t)(r0 + r) * lds + c : src;
 		kc_cp16(dst + r * LDS + c, s, ok);
@@ -127,20 +128,23 @@ static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, ui
 	return min(n, KC_FA_MAXT);
 }
 
-template <int D>
-__global__ void __launch_bounds__(KC_FA_THREADS, 2) kc_fa_kernel(struct kc_fa_args a)
+/* W warps of 16 query rows (W = 8 only for dense: a 128-row tile spans two 64-key blocks). */
+template <int D, int W>
+__global__ void __launch_bounds__(W * 32, 8 / W) kc_fa_kernel(struct kc_fa_args a)
 {
-	constexpr uint32_t LDS = D + 8, TILE = KC_FA_BM * LDS, KS = D / 16, ON = D / 8;
+	constexpr uint32_t LDS = D + 8, TILE = KC_FA_BN * LDS, KS = D / 16, ON = D / 8;
+	constexpr uint32_t BM = 16 * W, NT = 32 * W;
 	extern __shared__ __align__(128) uint16_t fsm[];
 	__shared__ int32_t tl[KC_FA_MAXT];
 	__shared__ uint32_t s_nt;
-	uint16_t *qs = fsm, *ks = fsm + TILE, *vs = fsm + 3 * TILE; /* K, V: two stages each */
+	/* Q [BM], then K and V tiles of 64 rows, two stages each */
+	uint16_t *qs = fsm, *ks = fsm + BM * LDS, *vs = ks + 2 * TILE;
 	uint32_t qt = a.n_qt - 1 - blockIdx.x; /* the longest rows first */
 	uint32_t h = blockIdx.y, g = h / (a.n_q / a.n_kv), tid = threadIdx.x;
 	uint32_t lane = tid & 31, w = tid >> 5, gid = lane >> 2, tig = lane & 3;
 	/* Query tiles sit on 64-aligned positions so a tile never straddles a KV block. */
-	uint32_t q0 = a.p0 - a.p0 % KC_FA_BM + qt * KC_FA_BM;
-	uint32_t lo = q0 < a.p0 ? a.p0 - q0 : 0, hi = min(KC_FA_BM, a.p0 + a.t - q0);
+	uint32_t q0 = a.p0 - a.p0 % BM + qt * BM;
+	uint32_t lo = q0 < a.p0 ? a.p0 - q0 : 0, hi = min(BM, a.p0 + a.t - q0);
 	uint32_t last = q0 + hi - 1;
 	bool sparse = a.sel != NULL;
 	uint32_t nt;
@@ -156,11 +160,11 @@ __global__ void __launch_bounds__(KC_FA_THREADS, 2) kc_fa_kernel(struct kc_fa_ar
 		nt = last / KC_FA_BN + 1;
 	}
 	const uint16_t *kg = a.k + (size_t)g * D, *vg = a.v + (size_t)g * D;
-	kc_fa_load<D>(qs, a.q + (size_t)h * D, a.ld_q, (int64_t)q0 - a.p0, lo, hi);
+	kc_fa_load<D, BM, NT>(qs, a.q + (size_t)h * D, a.ld_q, (int64_t)q0 - a.p0, lo, hi);
 	if (nt) {
 		uint32_t kp = kc_fa_tile(tl, sparse, 0), rows = min(KC_FA_BN, last + 1 - kp);
-		kc_fa_load<D>(ks, kg, a.ld_kv, kp, 0, rows);
-		kc_fa_load<D>(vs, vg, a.ld_kv, kp, 0, rows);
+		kc_fa_load<D, KC_FA_BN, NT>(ks, kg, a.ld_kv, kp, 0, rows);
+		kc_fa_load<D, KC_FA_BN, NT>(vs, vg, a.ld_kv, kp, 0, rows);
 	}
 	kc_cp_commit();
 
@@ -178,8 +182,8 @@ __global__ void __launch_bounds__(KC_FA_THREADS, 2) kc_fa_kernel(struct kc_fa_ar
 		if (it + 1 < nt) {
 			uint32_t kn = kc_fa_tile(tl, sparse, it + 1),
 				 rows = min(KC_FA_BN, last + 1 - kn);
-			kc_fa_load<D>(ks + (st ^ 1) * TILE, kg, a.ld_kv, kn, 0, rows);
-			kc_fa_load<D>(vs + (st ^ 1) * TILE, vg, a.ld_kv, kn, 0, rows);
+			kc_fa_load<D, KC_FA_BN, NT>(ks + (st ^ 1) * TILE, kg, a.ld_kv, kn, 0, rows);
+			kc_fa_load<D, KC_FA_BN, NT>(vs + (st ^ 1) * TILE, vg, a.ld_kv, kn, 0, rows);
 		}
 		kc_cp_commit();
 		kc_cp_wait<1>();
@@ -293,20 +297,33 @@ __global__ void __launch_bounds__(KC_FA_THREADS, 2) kc_fa_kernel(struct kc_fa_ar
 	}
 }
 
-static size_t kc_fa_smem(uint32_t d)
+static size_t kc_fa_smem(uint32_t d, uint32_t warps)
 {
-	return 5 * (size_t)KC_FA_BM * (d + 8) * sizeof(uint16_t);
+	return (16 * (size_t)warps + 4 * KC_FA_BN) * (d + 8) * sizeof(uint16_t);
 }
 
 int kc_fa2_init(void)
 {
-	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<64>,
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<64, 4>,
 				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_fa_smem(64)));
-	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<128>,
+				      (int)kc_fa_smem(64, 4)));
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<128, 4>,
 				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_fa_smem(128)));
+				      (int)kc_fa_smem(128, 4)));
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<64, 8>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)kc_fa_smem(64, 8)));
+	KC_CHECK(cudaFuncSetAttribute(kc_fa_kernel<128, 8>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)kc_fa_smem(128, 8)));
 	return 0;
+}
+
+/* 128-query CTAs of 8 warps for dense prefill when SPARDA_KCUDA_FA2_BM=128 (read per call). */
+static uint32_t kc_fa_warps(const int32_t *sel)
+{
+	const char *e = getenv("SPARDA_KCUDA_FA2_BM");
+	return !sel && e && !strcmp(e, "128") ? 8 : 4;
 }
 
 bool kc_fa2_ok(uint32_t d, const int32_t *sel, uint32_t topk, uint32_t block)
@@ -339,13 +356,22 @@ int kc_fa2_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t 
 	a.topk = topk;
 	a.block = block;
 	a.n_qb = block ? (p0 + t - 1) / block - p0 / block + 1 : 0;
-	a.n_qt = kc_div_up(p0 % KC_FA_BM + t, KC_FA_BM);
+	uint32_t w = kc_fa_warps(sel), bm = 16 * w;
+	a.n_qt = kc_div_up(p0 % bm + t, bm);
 	a.sl2 = scale * 1.4426950408889634f;
 	dim3 grid(a.n_qt, n_q);
-	if (d == 64)
-		kc_fa_kernel<64><<<grid, KC_FA_THREADS, kc_fa_smem(64), st>>>(a);
-	else
-		kc_fa_kernel<128><<<grid, KC_FA_THREADS, kc_fa_smem(128), st>>>(a);
+	size_t sm = kc_fa_smem(d, w);
+	if (w == 8) {
+		if (d == 64)
+			kc_fa_kernel<64, 8><<<grid, 256, sm, st>>>(a);
+		else
+			kc_fa_kernel<128, 8><<<grid, 256, sm, st>>>(a);
+	} else {
+		if (d == 64)
+			kc_fa_kernel<64, 4><<<grid, 128, sm, st>>>(a);
+		else
+			kc_fa_kernel<128, 4><<<grid, 128, sm, st>>>(a);
+	}
 	KC_LAUNCHED("attn_prefill_fa2");
 	return 0;
 }

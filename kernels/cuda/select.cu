@@ -418,12 +418,12 @@ __global__ void __launch_bounds__(KC_SDM2_THREADS)
 
 /*
  * Tensor-core original selector when the shape allows it (else the SIMT kernels below);
- * SPARDA_KCUDA_SCORE=mma selects it, =simt the SIMT kernels (read at each call).
+ * SPARDA_KCUDA_SCORE=simt forces the SIMT kernels (read at each call).
  */
 static bool kc_sd_use_mma(void)
 {
 	const char *e = getenv("SPARDA_KCUDA_SCORE");
-	return e && !strcmp(e, "mma");
+	return !(e && !strcmp(e, "simt"));
 }
 
 static bool kc_sdm_ok(uint32_t d)
@@ -645,14 +645,14 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
 
 /*
  * Keys to cache in shared memory for rows of at most nb_bound blocks (a row with more pools
- * from global memory in each pass); 0 (always from global) unless SPARDA_KCUDA_TOPK=smem.
+ * from global memory in each pass); 0 (always from global) when SPARDA_KCUDA_TOPK=global.
  */
 #define KC_TK_KMAX 12288u /* 48 KiB: no opt-in needed */
 static uint32_t kc_topk_kcap(const struct kb_sparse *sp, size_t nb_bound)
 {
 	(void)sp;
 	const char *e = getenv("SPARDA_KCUDA_TOPK");
-	if (!e || strcmp(e, "smem"))
+	if (e && !strcmp(e, "global"))
 		return 0;
 	return nb_bound < KC_TK_KMAX ? (uint32_t)nb_bound : KC_TK_KMAX;
 }

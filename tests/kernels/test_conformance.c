@@ -1075,10 +1075,11 @@ int main(void)
 	t_select_decode(5, 2, &sp_paper, 131072);
 	t_select_decode(3, 8, &sp_paper, 9000);
 	t_select_decode(2, 2, &sp_small, 200);
-	if (!self) { /* switches read at each call: tensor-core scores, shared-memory top-k */
-		setenv("SPARDA_KCUDA_SCORE", "mma", 1);
-		setenv("SPARDA_KCUDA_TOPK", "smem", 1);
-		cur_variant = "(score=mma topk=smem)";
+	if (!self) { /* switches read at each call: SIMT original-selector scores, top-k pooling
+		      * from global memory (the defaults are tensor cores and shared memory) */
+		setenv("SPARDA_KCUDA_SCORE", "simt", 1);
+		setenv("SPARDA_KCUDA_TOPK", "global", 1);
+		cur_variant = "(score=simt topk=global)";
 		for (int orig = 0; orig < 2; orig++) {
 			t_score_decode(3, 2, 16, 128, 70, orig);
 			t_score_decode(4, 2, 4, 128, 1100, orig);
@@ -1157,14 +1158,14 @@ int main(void)
 		t_attn_decode(2, 1, 32, 128, 10, 64);
 		t_attn_decode(2, 2, 4, 128, 6, 128);
 		t_attn_decode(64, 2, 16, 128, 96, 64);
-		/* the parallel split merge (SPARDA_KCUDA_MERGE=par), on the default kernel */
+		/* the serial split merge (SPARDA_KCUDA_MERGE=serial), on the default kernel */
 		kb_destroy(gpu);
 		unsetenv("SPARDA_KCUDA_ATTN");
-		setenv("SPARDA_KCUDA_MERGE", "par", 1);
-		cur_variant = "(merge=par)";
+		setenv("SPARDA_KCUDA_MERGE", "serial", 1);
+		cur_variant = "(merge=serial)";
 		e = kb_open(&og, &gpu);
 		if (e)
-			die("kb_open cuda (merge=par)", e);
+			die("kb_open cuda (merge=serial)", e);
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_decode(1, 2, gq, 128, 7, 64);
 			t_attn_decode(1, 2, gq, 128, 96, 64);
@@ -1178,9 +1179,27 @@ int main(void)
 	t_attn_prefill(1, 0, 2, 4, 128, false, 0);
 	t_attn_prefill(300, 0, 2, 4, 256, false, 0);
 	t_attn_prefill(260, 64, 2, 4, 128, true, 96);
-	if (!self) { /* the FlashAttention-2 kernel (SPARDA_KCUDA_PREFILL=fa2, read per call) */
-		setenv("SPARDA_KCUDA_PREFILL", "fa2", 1);
-		cur_variant = "(prefill=fa2)";
+	t_attn_prefill(1, 77, 2, 4, 128, false, 0);
+	t_attn_prefill(520, 200, 2, 4, 128, false, 0);
+	t_attn_prefill(330, 0, 1, 2, 32, false, 0); /* d 32: the WMMA kernel */
+	t_attn_prefill(130, 0, 2, 16, 128, true, 4);
+	if (!self) { /* 128-query FlashAttention-2 CTAs for dense (SPARDA_KCUDA_FA2_BM=128) */
+		setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
+		cur_variant = "(fa2 bm=128)";
+		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
+			t_attn_prefill(100, 0, 2, gq, 128, false, 0);
+			t_attn_prefill(70, 37, 2, gq, 64, false, 0);
+			t_attn_prefill(200, 128, 2, gq, 128, true, 5);
+		}
+		t_attn_prefill(1, 77, 2, 4, 128, false, 0);
+		t_attn_prefill(520, 200, 2, 4, 128, false, 0);
+		t_attn_prefill(300, 64, 2, 2, 64, false, 0);
+		unsetenv("SPARDA_KCUDA_FA2_BM");
+		cur_variant = "";
+	}
+	if (!self) { /* the WMMA kernel (SPARDA_KCUDA_PREFILL=wmma, read per call) */
+		setenv("SPARDA_KCUDA_PREFILL", "wmma", 1);
+		cur_variant = "(prefill=wmma)";
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_prefill(100, 0, 2, gq, 128, false, 0);
 			t_attn_prefill(70, 37, 2, gq, 64, false, 0);

@@ -363,22 +363,23 @@ static void bench_prefill(bool quick)
 	snprintf(p, sizeof(p), "original t=%u heads=32/2", t);
 	add_row("select_prefill", p, us, 0, 2 * 2.0 * n_q * t * (double)cap * d / 2, "gemm");
 	uint32_t td = quick ? 4096 : 8192;
+	setenv("SPARDA_KCUDA_PREFILL", "wmma", 1); /* the old kernel; read at each call */
 	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
 		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
 					 n_kv * d, td, 0, n_q, n_kv, d, 0.0884f, NULL, 0, 64));
 	});
-	snprintf(p, sizeof(p), "dense causal t=%u heads=32/2", td);
+	snprintf(p, sizeof(p), "wmma dense causal t=%u heads=32/2", td);
 	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)td * td / 2, "gemm");
 	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
 		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
 					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk, 64));
 	});
-	snprintf(p, sizeof(p), "sparse t=%u topk=96 heads=32/2", t);
+	snprintf(p, sizeof(p), "wmma sparse t=%u topk=96 heads=32/2", t);
 	double kv = 0; /* keys each query sees: min(own prefix, 96 blocks) */
 	for (uint32_t qb = 0; qb < n_qb; qb++)
 		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
 	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
-	setenv("SPARDA_KCUDA_PREFILL", "fa2", 1); /* read at each call */
+	unsetenv("SPARDA_KCUDA_PREFILL"); /* the default: FlashAttention-2 */
 	for (uint32_t tf : {4096u, 8192u}) {
 		if (quick && tf > 4096)
 			continue;
@@ -388,6 +389,15 @@ static void bench_prefill(bool quick)
 						 64));
 		});
 		snprintf(p, sizeof(p), "fa2 dense causal t=%u heads=32/2", tf);
+		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
+		setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
+		us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+			KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k,
+						 v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f, NULL, 0,
+						 64));
+		});
+		unsetenv("SPARDA_KCUDA_FA2_BM");
+		snprintf(p, sizeof(p), "fa2 bm=128 dense causal t=%u heads=32/2", tf);
 		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
 	}
 	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
@@ -484,9 +494,9 @@ int main(int argc, char **argv)
 	bench_attn_decode("mma", 0);
 	for (uint32_t tps : {2u, 4u, 8u, 16u})
 		bench_attn_decode("mma", tps);
-	setenv("SPARDA_KCUDA_MERGE", "par", 1); /* read at each call */
-	for (uint32_t tps : {0u, 1u, 2u, 4u})
-		bench_attn_decode("mma merge=par", tps);
+	setenv("SPARDA_KCUDA_MERGE", "serial", 1); /* read at each call */
+	for (uint32_t tps : {0u, 4u, 8u})
+		bench_attn_decode("mma merge=serial", tps);
 	unsetenv("SPARDA_KCUDA_MERGE");
 	{
 		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
