@@ -71,6 +71,12 @@ fi
 execargs() { # UNIT: the arguments of ExecStart= (after the binary)
 	sed -n 's/^ExecStart=[^ ]*//p' "$units/$1"
 }
+for pair in sparda-memsvc:memsvc.env sparda-compute:compute.env; do # no misspelled variable
+	known=$("$bin/${pair%%:*}" --help | grep -o 'env SPARDA_[A-Z_]*' | cut -d' ' -f2)
+	for k in $(grep -v '^#' "$units/${pair#*:}" | grep = | cut -d= -f1); do
+		echo "$known" | grep -qx "$k" || fail "${pair#*:}: $k is not a ${pair%%:*} variable"
+	done
+done
 dump=$(env -i PATH="$PATH" bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$units/memsvc.env" \
 	"$bin/sparda-memsvc" $(execargs sparda-memsvc.service) --dump-config 2>&1) ||
 	fail "memsvc refused the unit's flags or memsvc.env: $dump"
