@@ -1158,14 +1158,14 @@ int main(void)
 		t_attn_decode(2, 1, 32, 128, 10, 64);
 		t_attn_decode(2, 2, 4, 128, 6, 128);
 		t_attn_decode(64, 2, 16, 128, 96, 64);
-		/* the serial split merge (SPARDA_KCUDA_MERGE=serial), on the default kernel */
+		/* the parallel split merge (SPARDA_KCUDA_MERGE=par), on the default kernel */
 		kb_destroy(gpu);
 		unsetenv("SPARDA_KCUDA_ATTN");
-		setenv("SPARDA_KCUDA_MERGE", "serial", 1);
-		cur_variant = "(merge=serial)";
+		setenv("SPARDA_KCUDA_MERGE", "par", 1);
+		cur_variant = "(merge=par)";
 		e = kb_open(&og, &gpu);
 		if (e)
-			die("kb_open cuda (merge=serial)", e);
+			die("kb_open cuda (merge=par)", e);
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_decode(1, 2, gq, 128, 7, 64);
 			t_attn_decode(1, 2, gq, 128, 96, 64);

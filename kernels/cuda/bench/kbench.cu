@@ -494,9 +494,9 @@ int main(int argc, char **argv)
 	bench_attn_decode("mma", 0);
 	for (uint32_t tps : {2u, 4u, 8u, 16u})
 		bench_attn_decode("mma", tps);
-	setenv("SPARDA_KCUDA_MERGE", "serial", 1); /* read at each call */
-	for (uint32_t tps : {0u, 4u, 8u})
-		bench_attn_decode("mma merge=serial", tps);
+	setenv("SPARDA_KCUDA_MERGE", "par", 1); /* read at each call */
+	for (uint32_t tps : {0u, 2u, 4u, 8u})
+		bench_attn_decode("mma merge=par", tps);
 	unsetenv("SPARDA_KCUDA_MERGE");
 	{
 		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
