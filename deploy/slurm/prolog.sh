@@ -37,7 +37,7 @@ if [ -n "${SPARDA_JOB_QUOTA_PER_GPU:-}" ] && [ -n "${SLURM_JOB_GPUS:-}" ]; then
 fi
 
 dir=$base/job$id
-mkdir -p -m 0755 "$base"
+install -d -m 0755 "$base"
 rm -rf "$dir"
 mkdir -m 0755 "$dir"
 mkdir -m 0700 "$dir/rt"

@@ -73,16 +73,18 @@ execargs() { # UNIT: the arguments of ExecStart= (after the binary)
 }
 for pair in sparda-memsvc:memsvc.env sparda-compute:compute.env; do # no misspelled variable
 	known=$("$bin/${pair%%:*}" --help | grep -o 'env SPARDA_[A-Z_]*' | cut -d' ' -f2)
-	for k in $(grep -v '^#' "$units/${pair#*:}" | grep = | cut -d= -f1); do
+	for k in $(grep -v '^#' "$units/${pair#*:}" | grep '=' | cut -d= -f1); do
 		echo "$known" | grep -qx "$k" || fail "${pair#*:}: $k is not a ${pair%%:*} variable"
 	done
 done
+read -r -a margs <<<"$(execargs sparda-memsvc.service)"
+read -r -a cargs <<<"$(execargs sparda-compute@.service)"
 dump=$(env -i PATH="$PATH" bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$units/memsvc.env" \
-	"$bin/sparda-memsvc" $(execargs sparda-memsvc.service) --dump-config 2>&1) ||
+	"$bin/sparda-memsvc" "${margs[@]}" --dump-config 2>&1) ||
 	fail "memsvc refused the unit's flags or memsvc.env: $dump"
 echo "$dump" | grep -Eq '^runtime-dir *= *"?/run/sparda' || fail "runtime-dir not /run/sparda: $dump"
 dump=$(env -i PATH="$PATH" bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$units/compute.env" \
-	"$bin/sparda-compute" $(execargs sparda-compute@.service) --dump-config 2>&1) ||
+	"$bin/sparda-compute" "${cargs[@]}" --dump-config 2>&1) ||
 	fail "compute refused the unit's flags or compute.env: $dump"
 echo "$dump" | grep -Eq '^runtime-dir *= *"?/run/sparda' || fail "compute runtime-dir: $dump"
 echo "ok: ExecStart flags and env files accepted"
