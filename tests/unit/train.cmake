@@ -1,7 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 # Forecast training: the loss gradient against finite differences, and end-to-end runs on the
-# tiny model (held-out KL and recall, determinism, checkpoint resume, bad inputs).
+# tiny model, in two binaries so each stays near a minute on two cores: test_train (data,
+# bad inputs, loss, held-out KL and recall) and test_train_files (determinism, resume).
 sparda_test(test_train_grad SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train_grad.c
             LIBS sparda_train m TIMEOUT 30)
 sparda_test(test_train SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train.c
             LIBS sparda_train m TIMEOUT 120)
+target_compile_definitions(test_train PRIVATE TEST_TRAIN_PART=1)
+sparda_test(test_train_files SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train.c
+            LIBS sparda_train m TIMEOUT 120)
+target_compile_definitions(test_train_files PRIVATE TEST_TRAIN_PART=2)
