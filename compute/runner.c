@@ -257,7 +257,12 @@ static int alloc_host(struct runner *r)
 	r->h_blocks = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
 	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
-	r->h_stats = calloc((size_t)r->L * r->n_caches * (1 + r->sel_cap), sizeof(int32_t));
+	r->h_stats_bytes = ((size_t)r->L * r->n_caches * (1 + r->sel_cap) + 1) * sizeof(int32_t);
+	r->h_stats_bytes = (r->h_stats_bytes + 4095) & ~(size_t)4095; /* whole pages to pin */
+	if (posix_memalign((void **)&r->h_stats, 4096, r->h_stats_bytes))
+		r->h_stats = NULL;
+	else
+		memset(r->h_stats, 0, r->h_stats_bytes);
 	r->seq_handle = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->seq_word_base = calloc(r->o.max_batch, sizeof(int64_t));
 	r->len = calloc(r->o.max_batch, sizeof(uint32_t));
@@ -359,6 +364,13 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 	if ((rc = alloc_activations(r)) || (rc = setup_rope_and_globals(r)) ||
 	    (rc = register_host_store(r)))
 		goto out_close;
+	/* Pinned, so the per-step statistics copies run asynchronously behind the step. */
+	void *unused;
+	if ((rc = kb->ops->host_register(kb, r->h_stats, r->h_stats_bytes, &unused))) {
+		runner_fail(r, rc, "registering the statistics buffer failed");
+		goto out_close;
+	}
+	r->stats_registered = true;
 	if ((rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
 		goto out_close;
 	r->st.mode = o->mode;
@@ -418,6 +430,8 @@ void runner_close(struct runner *r)
 		k->host_unregister(r->kb, r->o.host->arena);
 	if (r->words_registered)
 		k->host_unregister(r->kb, (void *)r->o.host->words);
+	if (r->stats_registered)
+		k->host_unregister(r->kb, r->h_stats);
 	free(r->lw);
 	free(r->kv);
 	free(r->h_i32);

@@ -309,13 +309,12 @@ static uint32_t count_nonneg(const int32_t *v, uint32_t n)
 	return c;
 }
 
-/* Per-layer hit/load/late figures of this step: every layer's small arrays are copied back
- * together and read after one sync. */
-static int collect_stats(struct runner *r, struct step *s)
+/* Queue the read-back of this step's per-layer figures (into the pinned h_stats) behind the
+ * step's work, so it completes with the sampling sync instead of costing syncs of its own. */
+static int enqueue_stats(struct runner *r, struct step *s)
 {
 	const struct kb_ops *k = r->kb->ops;
 	uint32_t n = s->nc * s->k, per = s->nc + n;
-	int32_t misses = 0;
 	int rc;
 
 	for (uint32_t l = 0; l < r->L; l++) {
@@ -328,9 +327,21 @@ static int collect_stats(struct runner *r, struct step *s)
 				    KB_STREAM_COMPUTE)))
 			return rc;
 	}
-	if ((rc = k->memcpy(r->kb, &misses, r->misses, 4, KB_D2H, KB_STREAM_COMPUTE)) ||
-	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+	return k->memcpy(r->kb, r->h_stats + (size_t)r->L * per, r->misses, 4, KB_D2H,
+			 KB_STREAM_COMPUTE);
+}
+
+/* Per-layer hit/load/late figures of this step, once the step (and enqueue_stats) is done. */
+static int collect_stats(struct runner *r, struct step *s)
+{
+	const struct kb_ops *k = r->kb->ops;
+	uint32_t n = s->nc * s->k, per = s->nc + n;
+	int32_t misses;
+	int rc;
+
+	if ((rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
+	misses = r->h_stats[(size_t)r->L * per];
 	for (uint32_t l = 0; l < r->L; l++) {
 		struct runner_layer_stats *ls = &r->st.layer[l];
 		struct runner_lkv *kv = &r->kv[l];
@@ -412,6 +423,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, batch, r->vocab, r->hidden, r->xn, r->hidden,
 			   r->lm_head, r->hidden, r->logits, r->vocab, true, c->logit_scale, 0.0f),
 		fail);
+	RUN_TRY(r, enqueue_stats(r, &s), fail);
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {

@@ -78,7 +78,10 @@ struct runner {
 	uint32_t *h_blocks;  /* [max_batch] scratch: a block per sequence */
 	bool *h_flag;        /* [max_batch] scratch: a flag per sequence */
 	struct kvhost_unit *h_units; /* [max_batch * L * n_kv] block units of one request */
-	int32_t *h_stats;    /* [L * n_caches * (1 + sel_cap)] per-step statistics read-back */
+	int32_t *h_stats;    /* [L * n_caches * (1 + sel_cap) + 1] per-step statistics read-back
+				(host-registered; the last entry is the miss counter) */
+	size_t h_stats_bytes;
+	bool stats_registered;
 	int32_t *h_arena_tail; /* [L * n_caches] arena slot of each cache's tail block */
 	uint32_t *seq_handle;/* host-store sequence per batch row */
 	int64_t *seq_word_base;
