@@ -2,7 +2,7 @@
 # On a CUDA host: unpack a bundle made by scripts/gpu-pack.sh, then run the kernel conformance
 # test, the main job with the CUDA backend (all modes, twin equality), and the decode/prefill
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt).
-# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny hf diag bench memsvc
+# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny hf diag memsvc bench bench32
 set -u
 pack=$1; shift
 what=${*:-conformance modes_cuda tiny hf memsvc bench}
@@ -29,6 +29,7 @@ step() { # name timeout cmd...
 	local rc=$?
 	log "step=$name rc=$rc seconds=$(awk "BEGIN{print $(date +%s.%N) - $s}")"
 	tail -n 25 "$res/$name.log" >>"$sum"
+	tar -czf "$OUT/results.tar.gz" -C "$work" results # keep what is done if the call is cut
 	return $rc
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$sum"
@@ -63,6 +64,18 @@ diag)
 	for m in poll sleep; do
 		step "bench_memsvc_1_$m" 60 "$b/bin/sparda" bench memsvc --clients=1 --units=96 \
 			--mode=$m --seconds=3 --json="$res/bench_memsvc_1_$m.json"
+	done ;;
+bench32)
+	m=$work/minicpm-l32
+	[ -f "$m/config.json" ] || step genmodel32 400 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--out "$m"
+	for ctx in ${CTXS32:-131072}; do
+		for bs in ${BATCHES32:-1}; do
+			step "bench32_c${ctx}_b${bs}" 400 $run --backend=cuda --model="$m" \
+				--prompt-tokens="$ctx" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes="${MODES:-sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload}" \
+				--json="$res/bench32_c${ctx}_b${bs}.json"
+		done
 	done ;;
 memsvc)
 	step bench_memsvc 120 "$b/bin/sparda" bench memsvc --clients=4 --units=96 --mode=poll \
