@@ -120,8 +120,8 @@ static void test_modes_through_memsvc(void **state)
 
 	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
 	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
-	const char *args[] = { rd, js, "--modes=all", "--batch=2", "--prompt-tokens=1500",
-			       "--new-tokens=24", NULL };
+	const char *args[] = { rd, js, "--modes=all", "--batch=2", "--prompt-tokens=1100",
+			       "--new-tokens=16", NULL };
 	assert_int_equal(run_compute(args, 120000, &p), 0);
 	json_object *root = json_object_from_file(js + strlen("--json="));
 	assert_non_null(root);
