@@ -122,7 +122,7 @@ static void test_modes_through_memsvc(void **state)
 	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
 	const char *args[] = { rd, js, "--modes=all", "--batch=2", "--prompt-tokens=1100",
 			       "--new-tokens=16", NULL };
-	assert_int_equal(run_compute(args, 120000, &p), 0);
+	assert_int_equal(run_compute(args, 240000, &p), 0);
 	json_object *root = json_object_from_file(js + strlen("--json="));
 	assert_non_null(root);
 	const char *twins[] = { "sparse-offload", "sparda", "sparda-noprefetch" };
