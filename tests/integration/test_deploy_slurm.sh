@@ -16,6 +16,8 @@ for t in munged munge slurmctld slurmd sbatch squeue scontrol scancel python3; d
 	command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
 done
 
+# shellcheck disable=SC2046 # a job's variables (if the test itself runs under Slurm) must go
+unset $(compgen -e | grep '^SLURM_') 2>/dev/null || true
 tmp=$(mktemp -d /tmp/sparda-slurm.XXXXXX)
 chmod 0711 "$tmp" # munged wants every directory above its socket searchable
 me=$(id -un)
@@ -43,8 +45,8 @@ our_memsvcs() { # sparda-memsvc processes serving a runtime dir under $tmp
 cleanup() {
 	local j p
 	if alive "$(pid_of "$tmp/state/slurmctld.pid")"; then
-		for j in $(squeue -h -o %i 2>/dev/null); do scancel "$j" 2>/dev/null; done
-		for _ in $(seq 50); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+		for j in $(timeout 5 squeue -h -o %i 2>/dev/null); do timeout 5 scancel "$j" 2>/dev/null; done
+		for _ in $(seq 50); do [ -z "$(timeout 5 squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
 		timeout 10 scontrol shutdown >/dev/null 2>&1
 	fi
 	for p in "$tmp/state/slurmd.pid" "$tmp/state/slurmctld.pid" "$tmp/munge/munged.pid"; do
