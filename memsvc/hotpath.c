@@ -53,6 +53,7 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 	struct ring *sq = session_sq(s), *cq = session_cq(s);
 	struct sp_sqe sqe[HOTPATH_BATCH];
 	struct sp_cqe cqe[HOTPATH_BATCH];
+	enum wire_kind kinds[HOTPATH_BATCH];
 	uint32_t n = ring_count(sq), space = ring_space(cq);
 	uint64_t t0, per;
 
@@ -83,9 +84,10 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 	(void)ring_doorbell(cq); /* a client that closed its eventfd only hurts itself */
 	per = (time_now_ns() - t0) / n;
 	for (uint32_t i = 0; i < n; i++) {
-		mstats_request(stats, MSTATS_PATH_SHM, mstats_op_kind(cqe[i].op), per);
+		kinds[i] = mstats_op_kind(cqe[i].op);
 		mstats_errno(stats, cqe[i].status);
 	}
+	mstats_request_batch(stats, MSTATS_PATH_SHM, kinds, n, per);
 	return n;
 }
 

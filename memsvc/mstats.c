@@ -46,6 +46,22 @@ void mstats_request(struct mstats *m, enum mstats_path p, enum wire_kind kind, u
 	pthread_mutex_unlock(&m->lock);
 }
 
+void mstats_request_batch(struct mstats *m, enum mstats_path p, const enum wire_kind *kinds,
+			  uint32_t n, uint64_t ns)
+{
+	if ((unsigned)p >= MSTATS_PATH_MAX)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
+			atomic_fetch_add_explicit(&m->requests[p][kinds[i]], 1,
+						  memory_order_relaxed);
+	pthread_mutex_lock(&m->lock);
+	for (uint32_t i = 0; i < n; i++)
+		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
+			hist_add(&m->lat[p][kinds[i]], ns);
+	pthread_mutex_unlock(&m->lock);
+}
+
 void mstats_error(struct mstats *m, enum mstats_err e)
 {
 	if ((unsigned)e < MSTATS_ERR_MAX)

@@ -37,6 +37,12 @@ void mstats_free(struct mstats *m);
 
 /* Count one request (kind: enum wire_kind) that took ns; count n units too. */
 void mstats_request(struct mstats *m, enum mstats_path p, enum wire_kind kind, uint64_t ns);
+/*
+ * n requests of the kinds kinds[i] that took ns each, under one acquisition of the histogram
+ * lock (the hot path records a whole ring batch at once so pollers do not contend per entry).
+ */
+void mstats_request_batch(struct mstats *m, enum mstats_path p, const enum wire_kind *kinds,
+			  uint32_t n, uint64_t ns);
 /* Count an error by kind, or by a -errno (mapped to a kind). */
 void mstats_error(struct mstats *m, enum mstats_err e);
 void mstats_errno(struct mstats *m, int neg_errno);
