@@ -21,6 +21,7 @@ KINDS = {  # (apiVersion, kind) -> model
     ("apps/v1", "DaemonSet"): client.V1DaemonSet,
     ("apps/v1", "Deployment"): client.V1Deployment,
     ("batch/v1", "Job"): client.V1Job,
+    ("scheduling.k8s.io/v1", "PriorityClass"): client.V1PriorityClass,
 }
 PRIMITIVE = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
@@ -89,7 +90,7 @@ def pod_spec(doc):
     return None
 
 
-def cross_checks(ck, name, doc, configmaps):
+def cross_checks(ck, name, doc, configmaps, priorities):
     kind = doc.get("kind")
     spec = doc.get("spec") or {}
     if kind in ("Deployment", "DaemonSet"):
@@ -104,6 +105,9 @@ def cross_checks(ck, name, doc, configmaps):
     if ps is None:
         return
     vols = {v.get("name") for v in ps.get("volumes") or []}
+    pc = ps.get("priorityClassName")
+    if pc and pc not in priorities | {"system-node-critical", "system-cluster-critical"}:
+        ck.err(name, "priorityClassName '%s' is not defined" % pc)
     for c in (ps.get("initContainers") or []) + (ps.get("containers") or []):
         cw = "%s container %s" % (name, c.get("name"))
         if not c.get("image"):
@@ -154,6 +158,8 @@ def main(paths):
             ck.err(path, str(e))
     configmaps = {(d.get("metadata") or {}).get("name") for _, d in docs
                   if isinstance(d, dict) and d.get("kind") == "ConfigMap"}
+    priorities = {(d.get("metadata") or {}).get("name") for _, d in docs
+                  if isinstance(d, dict) and d.get("kind") == "PriorityClass"}
     for where, d in docs:
         if not isinstance(d, dict):
             ck.err(where, "not an object")
@@ -167,7 +173,7 @@ def main(paths):
         if not (d.get("metadata") or {}).get("name"):
             ck.err(name, "metadata.name is required")
         ck.model(name, cls, d)
-        cross_checks(ck, name, d, configmaps)
+        cross_checks(ck, name, d, configmaps, priorities)
     for e in ck.errors:
         print("error:", e)
     print("%d documents, %d errors" % (len(docs), len(ck.errors)))

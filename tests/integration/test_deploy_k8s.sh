@@ -75,6 +75,9 @@ mutate no-configmap configmap.yaml "configMapRef 'sparda-compute' is not defined
 	'docs[1]["metadata"]["name"] = "sparda-compute-x"'
 mutate probe-port memsvc-daemonset.yaml "livenessProbe port 'metric'" \
 	'ctr(docs[0])["livenessProbe"]["httpGet"]["port"] = "metric"'
+mutate no-priority-value namespace.yaml "value.*must not be .None" 'del docs[1]["value"]'
+mutate no-priorityclass memsvc-daemonset.yaml "priorityClassName 'sparda-memsv' is not defined" \
+	'pod(docs[0])["priorityClassName"] = "sparda-memsv"'
 mutate selector-labels compute-deployment.yaml "does not match the pod template labels" \
 	'docs[0]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "x"'
 
