@@ -498,9 +498,14 @@ extern "C" bool kb_cuda_probe(void)
 
 static int kc_setup(struct kc_backend *c)
 {
+	int lo = 0, hi = 0;
 	KC_CHECK(cudaSetDevice(c->device));
+	KC_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+	/* The copy stream's gather is small and on the critical path of the next layer: its CTAs
+	 * are scheduled ahead of the compute stream's (greatest priority = numerically lowest). */
 	for (int s = 0; s < KB_STREAM_COUNT; s++)
-		KC_CHECK(cudaStreamCreateWithFlags(&c->st[s], cudaStreamNonBlocking));
+		KC_CHECK(cudaStreamCreateWithPriority(&c->st[s], cudaStreamNonBlocking,
+						      s == KB_STREAM_COPY ? hi : lo));
 	cublasStatus_t bs = cublasCreate(&c->blas);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		c->blas = NULL;
