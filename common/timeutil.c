@@ -46,11 +46,18 @@ void hist_reset(struct hist *h)
 
 void hist_add(struct hist *h, uint64_t ns)
 {
-	h->count++;
-	h->sum_ns += ns;
+	hist_add_n(h, ns, 1);
+}
+
+void hist_add_n(struct hist *h, uint64_t ns, uint64_t n)
+{
+	if (!n)
+		return;
+	h->count += n;
+	h->sum_ns += ns * n;
 	if (ns > h->max_ns)
 		h->max_ns = ns;
-	h->bucket[bucket_of(ns)]++;
+	h->bucket[bucket_of(ns)] += n;
 }
 
 void hist_merge(struct hist *dst, const struct hist *src)

@@ -34,6 +34,8 @@ struct hist {
 };
 void hist_reset(struct hist *h);
 void hist_add(struct hist *h, uint64_t ns);
+/* n samples of the same value (one update instead of n). */
+void hist_add_n(struct hist *h, uint64_t ns, uint64_t n);
 void hist_merge(struct hist *dst, const struct hist *src);
 /* p in [0, 100]; returns 0 for an empty histogram. */
 uint64_t hist_percentile(const struct hist *h, double p);

@@ -55,10 +55,16 @@ void mstats_request_batch(struct mstats *m, enum mstats_path p, const enum wire_
 		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
 			atomic_fetch_add_explicit(&m->requests[p][kinds[i]], 1,
 						  memory_order_relaxed);
+	/* Every entry of a batch took the same time: count runs of one kind as one update. */
 	pthread_mutex_lock(&m->lock);
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n;) {
+		uint32_t j = i;
+		while (j < n && kinds[j] == kinds[i])
+			j++;
 		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
-			hist_add(&m->lat[p][kinds[i]], ns);
+			hist_add_n(&m->lat[p][kinds[i]], ns, j - i);
+		i = j;
+	}
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -81,6 +81,23 @@ static void test_merge(void **state)
 		assert_int_equal(hist_percentile(&g_a, p), hist_percentile(&g_h, p));
 }
 
+/* hist_add_n(v, n) is n calls of hist_add(v): same buckets, count, sum and max. */
+static void test_add_n(void **state)
+{
+	static struct hist a, b;
+	const uint64_t vals[] = { 0, 7, 15, 16, 1000, 123456, 5000000000ull };
+
+	hist_reset(&a);
+	hist_reset(&b);
+	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		hist_add_n(&a, vals[i], i + 1);
+		for (size_t k = 0; k <= i; k++)
+			hist_add(&b, vals[i]);
+	}
+	hist_add_n(&a, 99, 0); /* no samples: no change */
+	assert_memory_equal(&a, &b, sizeof(a));
+}
+
 static void test_clock_and_sleep(void **state)
 {
 	uint64_t t0 = time_now_ns();
@@ -96,6 +113,7 @@ int main(void)
 	    cmocka_unit_test(test_empty_and_small),
 	    cmocka_unit_test(test_percentiles),
 	    cmocka_unit_test(test_merge),
+	    cmocka_unit_test(test_add_n),
 	    cmocka_unit_test(test_clock_and_sleep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
