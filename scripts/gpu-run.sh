@@ -56,8 +56,10 @@ bench)
 		done
 	done ;;
 hf)
-	step hf_compare 300 python3 "$(dirname "$0")/hf-compare.py" --compute "$b/bin/sparda-compute" \
-		--work "$work/hf" --backend cuda ;;
+	for be in ${HF_BACKENDS:-cuda}; do
+		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
+			--compute "$b/bin/sparda-compute" --work "$work/hf-$be" --backend "$be"
+	done ;;
 diag)
 	cat /sys/devices/system/clocksource/clocksource0/current_clocksource | sed 's/^/clocksource=/' |
 		tee -a "$sum"

@@ -511,6 +511,15 @@ static int kc_setup(struct kc_backend *c)
 		c->blas = NULL;
 		return kc_cublas_err(bs, "cublasCreate");
 	}
+	/* bf16 GEMMs accumulate and reduce in fp32 (split-K partials too), like the CPU reference;
+	 * SPARDA_KCUDA_GEMM_REDUCED=1 lets cuBLAS reduce in bf16 where it is faster. */
+	const char *red = getenv("SPARDA_KCUDA_GEMM_REDUCED");
+	if (!(red && red[0] == '1')) {
+		bs = cublasSetMathMode(c->blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+						CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+		if (bs != CUBLAS_STATUS_SUCCESS)
+			return kc_cublas_err(bs, "cublasSetMathMode");
+	}
 	int e = kc_select_init();
 	return e ? e : kc_attn_prefill_init();
 }
