@@ -298,8 +298,18 @@ static int cfg_rope(struct cfg_ctx *c, struct model_config *cfg, float *factors)
 {
 	struct kb_rope *p = &cfg->rope;
 	struct json_object *rs = cfg_get(c->root, "rope_scaling"), *t;
+	/* Newer transformers write theta and the scaling together as "rope_parameters". */
+	struct json_object *rp = cfg_get(c->root, "rope_parameters");
+	struct json_object *theta_src = c->root;
 	const char *type;
 	int rc;
+
+	if (rp && json_object_is_type(rp, json_type_object)) {
+		if (!cfg_get(c->root, "rope_theta"))
+			theta_src = rp;
+		if (!rs)
+			rs = rp;
+	}
 
 	memset(p, 0, sizeof(*p));
 	p->type = KB_ROPE_PLAIN;
@@ -308,7 +318,7 @@ static int cfg_rope(struct cfg_ctx *c, struct model_config *cfg, float *factors)
 	p->factor = 1.0;
 	p->beta_fast = 32.0;
 	p->beta_slow = 1.0;
-	rc = cfg_f64(c, c->root, "rope_theta", false, 10000.0, &p->theta);
+	rc = cfg_f64(c, theta_src, "rope_theta", false, 10000.0, &p->theta);
 	if (rc)
 		return rc;
 	if (!(p->theta > 0))

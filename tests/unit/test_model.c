@@ -128,6 +128,28 @@ static void test_config_llama3(void **state)
 	assert_true(c.scale_emb == 1.0f && c.residual_scale == 1.0f && c.logit_scale == 1.0f);
 }
 
+/* The layout newer transformers write: theta and scaling together under rope_parameters. */
+static const char *llama_cfg_rope_parameters =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 1000, \"hidden_size\": 512,"
+    " \"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"intermediate_size\": 1024,"
+    " \"rms_norm_eps\": 1e-05, \"max_position_embeddings\": 131072,"
+    " \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0,"
+    " \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0,"
+    " \"original_max_position_embeddings\": 8192}}";
+
+static void test_config_rope_parameters(void **state)
+{
+	struct env *e = *state;
+	struct model_config c;
+
+	write_text(e, "config.json", llama_cfg_rope_parameters);
+	assert_int_equal(model_config_load(e->dir, &c, e->err, sizeof(e->err)), 0);
+	assert_int_equal(c.rope.type, KB_ROPE_LLAMA3);
+	assert_true(c.rope.theta == 500000.0);
+	assert_true(c.rope.factor == 8.0);
+	assert_int_equal(c.rope.original_max_pos, 8192);
+}
+
 static void test_config_sparse_defaults(void **state)
 {
 	struct env *e = *state;
@@ -615,6 +637,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_config_llama3, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_config_rope_parameters, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_config_sparse_defaults, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_config_minicpm, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
