@@ -2,7 +2,8 @@
 # Build a relocatable bundle: bin/ (sparda, sparda-memsvc, sparda-compute) and lib/ (libzmq,
 # libprotobuf-c, liburing, json-c, microhttpd, OpenBLAS and their dependencies), found through
 # the binaries' rpath $ORIGIN/../lib. glibc, the C++ runtime and the CUDA libraries stay the
-# host's own. Usage: deploy/bundle.sh [BUILD_DIR] [OUT_DIR]   (defaults: build, dist/sparda)
+# host's own. Usage: deploy/bundle.sh [BUILD_DIR] [OUT_DIR] [TARBALL]
+# (defaults: build, dist/sparda, no tarball; TARBALL is a .tar.gz of OUT_DIR's contents)
 # EXTRA_BINS="a b": more executables whose libraries go into lib/ too (e.g. test binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +31,7 @@ for exe in "$out"/bin/*; do
 	fi
 done
 echo "bundle: $out ($(du -sh "$out" | cut -f1)): $(ls "$out/bin" | tr '\n' ' ')"
+if [ -n "${3:-}" ]; then
+	tar -czf "$3" -C "$out" .
+	echo "bundle: $3"
+fi
