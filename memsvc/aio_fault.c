@@ -63,7 +63,7 @@ uint64_t aio_fault_hits(const struct aio_fault *f)
 }
 
 /* Count one transfer; returns the action to apply to it. */
-static enum aio_fault_action fault_decide(struct aio_fault *f, enum aio_op_kind op)
+static enum aio_fault_action fault_decide(struct aio_fault *f, enum aio_op_kind op, uint32_t len)
 {
 	const struct aio_fault_rule *r = &f->rule;
 	uint32_t bit = op == AIO_OP_READ ? AIO_FAULT_MATCH_READ : AIO_FAULT_MATCH_WRITE;
@@ -71,10 +71,12 @@ static enum aio_fault_action fault_decide(struct aio_fault *f, enum aio_op_kind 
 	f->ops++;
 	if (r->action == AIO_FAULT_OFF || (r->match && !(r->match & bit)))
 		return AIO_FAULT_OFF;
+	/* kinds the action cannot apply to do not match: corrupting a write, shortening by all */
+	if ((r->action == AIO_FAULT_CORRUPT && op != AIO_OP_READ) ||
+	    (r->action == AIO_FAULT_SHORT && r->short_by >= len))
+		return AIO_FAULT_OFF;
 	f->matched++;
 	if (r->nth ? f->matched != r->nth : (r->times && f->hits >= r->times))
-		return AIO_FAULT_OFF;
-	if (r->action == AIO_FAULT_CORRUPT && op != AIO_OP_READ)
 		return AIO_FAULT_OFF;
 	f->hits++;
 	return r->action;
@@ -89,7 +91,7 @@ static int fault_prep(struct aio_backend *b, enum aio_op_kind op, uint32_t file,
 		      uint32_t len, uint64_t off, uint32_t id)
 {
 	struct fault_be *w = (struct fault_be *)b;
-	enum aio_fault_action act = fault_decide(w->f, op);
+	enum aio_fault_action act = fault_decide(w->f, op, len);
 	uint32_t short_by = w->f->rule.short_by;
 
 	w->op[id] = (struct fault_op){.act = act, .buf = buf};
@@ -97,8 +99,8 @@ static int fault_prep(struct aio_backend *b, enum aio_op_kind op, uint32_t file,
 		w->synth[w->n_synth++] = (struct aio_raw_cqe){.id = id, .res = -w->f->rule.err};
 		return 0;
 	}
-	if (act == AIO_FAULT_SHORT && len > 1)
-		len -= short_by < len ? short_by : len - 1;
+	if (act == AIO_FAULT_SHORT)
+		len -= short_by;
 	return w->inner->ops->prep(w->inner, op, file, buf, len, off, id);
 }
 

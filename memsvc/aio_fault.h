@@ -16,7 +16,7 @@
 enum aio_fault_action {
 	AIO_FAULT_OFF = 0,
 	AIO_FAULT_ERRNO = 1,   /* the operation is not performed; completes with -err */
-	AIO_FAULT_SHORT = 2,   /* performed for len - short_by bytes (at least 1) */
+	AIO_FAULT_SHORT = 2,   /* performed for len - short_by bytes (only transfers > short_by) */
 	AIO_FAULT_CORRUPT = 3, /* reads only: one byte of the data read is flipped */
 	AIO_FAULT_DELAY = 4,   /* the completion is held back delay_ms */
 };

@@ -1,0 +1,495 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * memsvc NVMe tier storage: many units written and read back against an oracle (zero wrong
+ * bytes) over each aio backend; a byte corrupted on disk, a wrong identity or generation, and
+ * injected EIO / short reads / EAGAIN / corruption are misses, never wrong bytes; ENOSPC (a real
+ * small tmpfs where mounting is allowed, and injected) degrades the tier and it recovers; a hung
+ * write times out without freeing its buffer; a fault loop fails the Nth I/O for N = 1, 2, ...
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "aio_fault.h"
+#include "crc32c.h"
+#include "tier_nvme.h"
+#include "timeutil.h"
+
+#define UNIT 32768u
+#define NUNITS 512u
+
+static const enum aio_kind k_uring = AIO_KIND_URING, k_sync = AIO_KIND_SYNC;
+
+struct fx {
+	enum aio_kind kind;
+	char dir[64];
+	const char *dirs[1];
+	struct aio_fault *fault;
+	struct tier_nvme_opts o;
+	struct tier_nvme *t;
+	uint8_t *units;  /* NUNITS * UNIT, the data written */
+	uint8_t *out;	 /* NUNITS * UNIT, read back */
+	uint32_t crc[NUNITS];
+	struct tier_nvme_wreq w[NUNITS];
+	struct tier_nvme_rreq r[NUNITS];
+};
+
+static struct tier_nvme_key key_of(uint32_t i)
+{
+	return (struct tier_nvme_key){.tenant = 3, .session = 0x100000000ull + 7, .seq = i / 64,
+				      .layer = (i / 8) % 8, .head = i % 2, .block = i % 64,
+				      .gen = 1 + i % 5};
+}
+
+static void fill_units(struct fx *f, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+
+	for (size_t i = 0; i < (size_t)NUNITS * UNIT; i += 8) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		memcpy(f->units + i, &x, 8);
+	}
+	for (uint32_t i = 0; i < NUNITS; i++)
+		f->crc[i] = crc32c(0, f->units + (size_t)i * UNIT, UNIT);
+}
+
+static int open_tier(struct fx *f)
+{
+	int rc = tier_nvme_open(&f->o, &f->t);
+
+	if (rc < 0 && f->kind == AIO_KIND_URING &&
+	    (rc == -ENOSYS || rc == -EPERM || rc == -EACCES || rc == -ENOMEM)) {
+		printf("SKIP uring: io_uring unavailable here (%d)\n", rc);
+		skip();
+	}
+	return rc;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	f->kind = *(const enum aio_kind *)*state;
+	*state = f;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sparda-tiern-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->dirs[0] = f->dir;
+	f->fault = aio_fault_new();
+	f->units = malloc((size_t)NUNITS * UNIT);
+	f->out = malloc((size_t)NUNITS * UNIT);
+	assert_non_null(f->units);
+	assert_non_null(f->out);
+	fill_units(f, 1);
+	f->o = (struct tier_nvme_opts){.dirs = f->dirs, .n_dirs = 1, .file_bytes = 32ull << 20,
+				       .grow_bytes = 4u << 20, .unit_bytes = UNIT,
+				       .batch_bytes = 1u << 20, .queue_depth = 16,
+				       .aio_kind = f->kind, .backoff_ms = 50,
+				       .io_timeout_ms = 5000, .fault = f->fault};
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	tier_nvme_free(f->t);
+	aio_fault_free(f->fault);
+	rmdir(f->dir);
+	free(f->units);
+	free(f->out);
+	free(f);
+	return 0;
+}
+
+/* Write units [from, from+n); returns how many were stored. */
+static int write_units(struct fx *f, uint32_t from, uint32_t n)
+{
+	for (uint32_t i = from; i < from + n; i++)
+		f->w[i] = (struct tier_nvme_wreq){.key = key_of(i),
+						  .unit = f->units + (size_t)i * UNIT};
+	return tier_nvme_write(f->t, f->w + from, n);
+}
+
+/* Read units [from, from+n) into out (poisoned first); returns the hits. */
+static int read_units(struct fx *f, uint32_t from, uint32_t n)
+{
+	memset(f->out + (size_t)from * UNIT, 0xee, (size_t)n * UNIT);
+	for (uint32_t i = from; i < from + n; i++)
+		f->r[i] = (struct tier_nvme_rreq){.key = key_of(i), .extent = f->w[i].extent,
+						  .dst = f->out + (size_t)i * UNIT};
+	return tier_nvme_read(f->t, f->r + from, n);
+}
+
+/* A hit must be the bytes written; a miss must leave the poison. Returns wrong units. */
+static uint32_t check_units(const struct fx *f, uint32_t from, uint32_t n)
+{
+	uint32_t wrong = 0;
+
+	for (uint32_t i = from; i < from + n; i++) {
+		const uint8_t *got = f->out + (size_t)i * UNIT;
+		if (f->r[i].res == 0)
+			wrong += crc32c(0, got, UNIT) != f->crc[i] ||
+				 memcmp(got, f->units + (size_t)i * UNIT, UNIT) != 0;
+		else
+			wrong += got[0] != 0xee || got[UNIT - 1] != 0xee;
+	}
+	return wrong;
+}
+
+static void test_roundtrip_many(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	assert_int_equal(open_tier(f), 0);
+	printf("aio=%s direct=%d\n", tier_nvme_aio_name(f->t), tier_nvme_direct(f->t));
+	assert_int_equal(write_units(f, 0, NUNITS), NUNITS);
+	/* read in a different grouping than written: odd batches of 37 */
+	for (uint32_t i = 0; i < NUNITS; i += 37) {
+		uint32_t n = NUNITS - i < 37 ? NUNITS - i : 37;
+		assert_int_equal(read_units(f, i, n), (int)n);
+	}
+	assert_int_equal(check_units(f, 0, NUNITS), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.units_written, NUNITS);
+	assert_int_equal(st.units_read, NUNITS);
+	assert_int_equal(st.extents_used, NUNITS);
+	assert_true(st.write_ios < NUNITS / 8); /* consecutive extents went out together */
+	assert_int_equal(st.crc_failures + st.io_errors + st.id_mismatches, 0);
+	for (uint32_t i = 0; i < NUNITS; i++)
+		assert_int_equal(tier_nvme_extent_free(f->t, f->w[i].extent), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.extents_used, 0);
+}
+
+static void test_odd_unit_size(void **state)
+{
+	struct fx *f = *state;
+
+	f->o.unit_bytes = 5000; /* not a multiple of 4 KiB: the extent pads it */
+	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(tier_nvme_extent_bytes(f->t), 4096 + 8192);
+	for (uint32_t i = 0; i < 40; i++) {
+		f->w[i] = (struct tier_nvme_wreq){.key = key_of(i),
+						  .unit = f->units + (size_t)i * UNIT};
+	}
+	assert_int_equal(tier_nvme_write(f->t, f->w, 40), 40);
+	for (uint32_t i = 0; i < 40; i++)
+		f->r[i] = (struct tier_nvme_rreq){.key = key_of(i), .extent = f->w[i].extent,
+						  .dst = f->out + (size_t)i * UNIT};
+	assert_int_equal(tier_nvme_read(f->t, f->r, 40), 40);
+	for (uint32_t i = 0; i < 40; i++)
+		assert_memory_equal(f->out + (size_t)i * UNIT, f->units + (size_t)i * UNIT, 5000);
+}
+
+/* Flip one byte of a file at off through a plain descriptor. */
+static void flip_on_disk(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= 0x01;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+}
+
+static void test_corrupt_on_disk(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+	char path[256];
+	uint64_t off;
+
+	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(write_units(f, 0, 16), 16);
+	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[3].extent, path, sizeof(path), &off), 0);
+	flip_on_disk(path, off + 4096 + 12345); /* data byte */
+	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[9].extent, path, sizeof(path), &off), 0);
+	flip_on_disk(path, off + 20); /* header byte (session) */
+	assert_int_equal(read_units(f, 0, 16), 14);
+	assert_int_equal(f->r[3].res, -EBADMSG);
+	assert_int_equal(f->r[9].res, -EBADMSG);
+	assert_int_equal(check_units(f, 0, 16), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.crc_failures, 2);
+	assert_int_equal(st.units_read, 14);
+}
+
+static void test_identity(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(write_units(f, 0, 4), 4);
+	memset(f->out, 0xee, UNIT);
+	struct tier_nvme_rreq r = {.key = key_of(0), .extent = f->w[0].extent, .dst = f->out};
+	r.key.gen++; /* stale generation */
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 0);
+	assert_int_equal(r.res, -EBADMSG);
+	r.key = key_of(0);
+	r.key.tenant++; /* another tenant's name for the same extent */
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 0);
+	assert_int_equal(r.res, -EBADMSG);
+	r.key = key_of(1); /* another unit's extent */
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 0);
+	assert_int_equal(r.res, -EBADMSG);
+	assert_int_equal(f->out[0], 0xee);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.id_mismatches, 3);
+	assert_int_equal(st.crc_failures, 0);
+	assert_int_equal(tier_nvme_extent_free(f->t, f->w[0].extent), 0);
+	assert_int_equal(tier_nvme_extent_free(f->t, f->w[0].extent), -ENOENT);
+	r.key = key_of(0);
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 0);
+	assert_int_equal(r.res, -ENOENT);
+	assert_int_equal(tier_nvme_extent_free(f->t, 1ull << 40), -EINVAL);
+	r.extent = 1ull << 40;
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 0);
+	assert_int_equal(r.res, -EINVAL);
+}
+
+/* Read 32 units with one fault rule; returns hits; every unit is right or a clean miss. */
+static int read_with(struct fx *f, struct aio_fault_rule rule)
+{
+	int hits;
+
+	aio_fault_set(f->fault, &rule);
+	hits = read_units(f, 0, 32);
+	assert_int_equal(check_units(f, 0, 32), 0);
+	assert_true(aio_fault_hits(f->fault) > 0);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){0});
+	return hits;
+}
+
+static void test_injected_read_faults(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	f->o.batch_bytes = 4 * (4096 + UNIT); /* several read ops per call */
+	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(write_units(f, 0, 32), 32);
+	assert_int_equal(read_with(f, (struct aio_fault_rule){.action = AIO_FAULT_ERRNO,
+							       .err = EIO, .nth = 2}),
+			 28);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.io_errors, 1);
+	assert_int_equal(read_with(f, (struct aio_fault_rule){.action = AIO_FAULT_SHORT,
+							       .short_by = 4096, .times = 5}),
+			 32);
+	assert_int_equal(read_with(f, (struct aio_fault_rule){.action = AIO_FAULT_ERRNO,
+							       .err = EAGAIN, .times = 3}),
+			 32);
+	assert_int_equal(read_with(f, (struct aio_fault_rule){.action = AIO_FAULT_CORRUPT,
+							       .nth = 3}),
+			 31);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.crc_failures, 1);
+	assert_int_equal(st.io_errors, 1);
+}
+
+static void test_injected_write_eio(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	f->o.batch_bytes = 4 * (4096 + UNIT);
+	assert_int_equal(open_tier(f), 0);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){.action = AIO_FAULT_ERRNO, .err = EIO,
+							  .nth = 2});
+	assert_int_equal(write_units(f, 0, 16), 12);
+	for (uint32_t i = 4; i < 8; i++)
+		assert_int_equal(f->w[i].res, -EIO);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.extents_used, 12);
+	assert_int_equal(st.io_errors, 1);
+	assert_false(st.degraded);
+}
+
+static void test_injected_enospc(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+	uint64_t ops;
+
+	assert_int_equal(open_tier(f), 0);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){.action = AIO_FAULT_ERRNO,
+							  .err = ENOSPC,
+							  .match = AIO_FAULT_MATCH_WRITE});
+	assert_int_equal(write_units(f, 0, 8), 0);
+	assert_int_equal(f->w[0].res, -ENOSPC);
+	assert_true(tier_nvme_degraded(f->t));
+	ops = aio_fault_ops(f->fault);
+	assert_int_equal(write_units(f, 8, 8), 0); /* inside the back-off: no I/O at all */
+	assert_int_equal(aio_fault_ops(f->fault), ops);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){0});
+	time_sleep_ns(60 * 1000000ull);
+	assert_int_equal(write_units(f, 8, 8), 8);
+	assert_false(tier_nvme_degraded(f->t));
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.degraded_entries, 1);
+	assert_int_equal(st.recoveries, 1);
+	assert_true(st.enospc_events >= 1);
+	assert_int_equal(st.extents_used, 8);
+	assert_int_equal(read_units(f, 8, 8), 8);
+	assert_int_equal(check_units(f, 8, 8), 0);
+}
+
+static void test_hung_write(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	f->o.io_timeout_ms = 40;
+	assert_int_equal(open_tier(f), 0);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){.action = AIO_FAULT_DELAY,
+							  .delay_ms = 250, .times = 1});
+	assert_int_equal(write_units(f, 0, 4), 0);
+	assert_int_equal(f->w[0].res, -ETIMEDOUT);
+	assert_int_equal(write_units(f, 4, 4), -EBUSY); /* the staging buffer is still the I/O's */
+	assert_int_equal(f->w[4].res, -EBUSY);
+	time_sleep_ns(300 * 1000000ull);
+	assert_int_equal(write_units(f, 4, 4), 4);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.extents_used, 4); /* the timed-out extents came back */
+	assert_int_equal(read_units(f, 4, 4), 4);
+	assert_int_equal(check_units(f, 4, 4), 0);
+}
+
+/* One run of the fault loop: write, read, free; a clean error and no leak whatever fails. */
+static void fault_loop_run(struct fx *f)
+{
+	struct tier_nvme_stats st;
+	uint32_t stored = 0;
+
+	assert_int_equal(open_tier(f), 0);
+	assert_true(write_units(f, 0, 8) >= 0);
+	assert_true(write_units(f, 8, 8) >= 0);
+	for (uint32_t i = 0; i < 16; i++) {
+		assert_true(f->w[i].res == 0 || f->w[i].res == -EIO);
+		stored += f->w[i].res == 0;
+	}
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.extents_used, stored);
+	read_units(f, 0, 16);
+	for (uint32_t i = 0; i < 16; i++)
+		if (f->w[i].res != 0)
+			f->r[i].res = -1, f->out[(size_t)i * UNIT] = 0xee,
+			f->out[(size_t)i * UNIT + UNIT - 1] = 0xee;
+	assert_int_equal(check_units(f, 0, 16), 0);
+	for (uint32_t i = 0; i < 16; i++)
+		if (f->w[i].res == 0)
+			assert_int_equal(tier_nvme_extent_free(f->t, f->w[i].extent), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.extents_used, 0);
+	tier_nvme_free(f->t);
+	f->t = NULL;
+}
+
+static void test_fault_loop(void **state)
+{
+	struct fx *f = *state;
+	uint64_t n;
+
+	f->o.batch_bytes = 3 * (4096 + UNIT);
+	for (n = 1; n < 1000; n++) {
+		aio_fault_set(f->fault, &(struct aio_fault_rule){.action = AIO_FAULT_ERRNO,
+								  .err = EIO, .nth = n});
+		fault_loop_run(f);
+		if (aio_fault_hits(f->fault) == 0)
+			break;
+	}
+	printf("fault loop: clean after %llu runs\n", (unsigned long long)n);
+	assert_true(n > 4 && n < 1000);
+}
+
+/* ENOSPC from a real filesystem: a 2 MiB tmpfs, filled up, then emptied. */
+static void test_real_enospc(void **state)
+{
+	struct fx *f = *state;
+	char filler[96];
+	uint8_t *chunk = calloc(1, 64 * 1024);
+	int fd, stored;
+
+	if (mount("tmpfs", f->dir, "tmpfs", 0, "size=2m") < 0) {
+		printf("SKIP real ENOSPC: cannot mount tmpfs (%s); injected ENOSPC is tested\n",
+		       strerror(errno));
+		free(chunk);
+		skip();
+	}
+	f->o.grow_bytes = 256u << 10;
+	f->o.file_bytes = 8u << 20;
+	assert_int_equal(open_tier(f), 0);
+	snprintf(filler, sizeof(filler), "%s/filler", f->dir);
+	fd = open(filler, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	while (write(fd, chunk, 64 * 1024) > 0)
+		;
+	close(fd);
+	stored = write_units(f, 0, 64);
+	assert_true(stored < 64);
+	assert_true(tier_nvme_degraded(f->t));
+	assert_int_equal(f->w[63].res, -ENOSPC);
+	assert_int_equal(read_units(f, 0, (uint32_t)stored), stored); /* what was stored is intact */
+	assert_int_equal(check_units(f, 0, (uint32_t)stored), 0);
+	unlink(filler);
+	time_sleep_ns(60 * 1000000ull);
+	assert_int_equal(write_units(f, 64, 16), 16);
+	assert_false(tier_nvme_degraded(f->t));
+	tier_nvme_free(f->t);
+	f->t = NULL;
+	assert_int_equal(umount2(f->dir, MNT_DETACH), 0); /* ring teardown is async */
+	free(chunk);
+}
+
+static void test_open_args(void **state)
+{
+	struct fx *f = *state;
+	const char *nodir[1] = {"/nonexistent-sparda-dir"};
+
+	f->o.unit_bytes = 0;
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
+	f->o.unit_bytes = UNIT;
+	f->o.file_bytes = 1000; /* smaller than one extent */
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
+	f->o.file_bytes = 1 << 20;
+	f->o.n_dirs = 0;
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
+	f->o.n_dirs = 1;
+	f->o.dirs = nodir;
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -ENOENT);
+	assert_null(f->t);
+	tier_nvme_free(NULL);
+}
+
+#define BOTH(fn)                                                                                   \
+	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_uring),           \
+	    cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_sync)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    BOTH(test_roundtrip_many),	     BOTH(test_odd_unit_size),
+	    BOTH(test_corrupt_on_disk),	     BOTH(test_identity),
+	    BOTH(test_injected_read_faults), BOTH(test_injected_write_eio),
+	    BOTH(test_injected_enospc),	     BOTH(test_hung_write),
+	    BOTH(test_fault_loop),	     BOTH(test_real_enospc),
+	    cmocka_unit_test_prestate_setup_teardown(test_open_args, setup, teardown,
+						     (void *)&k_sync),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
