@@ -61,7 +61,6 @@ int runner_sample(struct runner *r, const float *logits, uint32_t n, const struc
 		  int32_t *out)
 {
 	const struct kb_ops *k = r->kb->ops;
-	static __thread uint64_t rng;
 	int rc;
 
 	if (!s || s->temperature <= 0.0f) {
@@ -70,14 +69,12 @@ int runner_sample(struct runner *r, const float *logits, uint32_t n, const struc
 			return rc;
 		return k->sync(r->kb, KB_STREAM_COMPUTE);
 	}
-	if (!rng)
-		rng = s->seed ? s->seed : 1;
 	if ((rc = k->memcpy(r->kb, r->h_logits, logits, (size_t)n * r->vocab * 4, KB_D2H,
 			    KB_STREAM_COMPUTE)) ||
 	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
 	for (uint32_t i = 0; i < n; i++)
-		out[i] = sample_row(r->h_logits + (size_t)i * r->vocab, r->vocab, s, &rng);
+		out[i] = sample_row(r->h_logits + (size_t)i * r->vocab, r->vocab, s, &r->rng);
 	return 0;
 }
 
@@ -187,6 +184,7 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		goto out;
 	r->step = 0;
 	r->batch = b;
+	r->rng = samp && samp->seed ? samp->seed : 1; /* every generation samples the same way */
 	t0 = time_now_ns();
 	for (uint32_t i = 0; i < b; i++) {
 		rc = runner_prefill_seq(r, i, prompts[i], lens[i], &cur[i],

@@ -92,6 +92,7 @@ struct runner {
 	const uint64_t *words_dev;
 	bool arena_registered, words_registered;
 	uint64_t step;
+	uint64_t rng;        /* sampling state, reset from the seed by each generation */
 	uint32_t batch;      /* sequences of the last generation */
 	uint32_t open_seqs;  /* host-store sequences open (rows 0 .. open_seqs-1) */
 

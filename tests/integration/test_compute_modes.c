@@ -23,6 +23,7 @@
 #define NEW 20
 
 static char g_dir[256];
+static const struct runner_sampling *g_samp; /* sampling of run_mode (NULL: greedy) */
 static struct model *g_model;
 static struct kb *g_kb;
 
@@ -115,7 +116,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 	if (rc)
 		fail_msg("runner_open(%s): %s", runner_mode_name(mode), err);
 	out->logits = calloc((size_t)2 * NEW * g_model->cfg.vocab, sizeof(float));
-	rc = runner_generate(r, prompts, lens, 2, NEW, NULL, out->tokens, out->logits, err,
+	rc = runner_generate(r, prompts, lens, 2, NEW, g_samp, out->tokens, out->logits, err,
 			     sizeof(err));
 	if (rc)
 		fail_msg("generate(%s): %s", runner_mode_name(mode), err);
@@ -162,6 +163,28 @@ static void test_twins(void **state)
 	struct run *all[] = { &sp, &spo, &sd, &sdn, &sdo };
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/* Seeded sampling is reproducible and the same in a mode and its twin; another seed differs. */
+static void test_seeded_sampling(void **state)
+{
+	struct kvhost *h = inproc();
+	struct runner_sampling a = { .temperature = 0.9f, .top_k = 40, .seed = 11 };
+	struct runner_sampling b = { .temperature = 0.9f, .top_k = 40, .seed = 12 };
+	struct run x, y, z, w;
+
+	g_samp = &a;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &x, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &y, NULL);
+	run_mode(RUNNER_MODE_SPARDA, h, false, &z, NULL);
+	g_samp = &b;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &w, NULL);
+	g_samp = NULL;
+	assert_same_tokens(&x, &y, "sampled sparda vs sparda-nooffload");
+	assert_same_tokens(&x, &z, "sampled sparda twice");
+	assert_memory_not_equal(x.tokens, w.tokens, sizeof(x.tokens));
+	free(x.logits), free(y.logits), free(z.logits), free(w.logits);
 	kvhost_close(h);
 }
 
@@ -408,6 +431,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_twins),
+		cmocka_unit_test(test_seeded_sampling),
 		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 		cmocka_unit_test(test_dense_equals_naive),
 		cmocka_unit_test(test_kv_readback_bit_exact),
