@@ -243,6 +243,32 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 	return rc;
 }
 
+/*
+ * sparda lost its host store during the run (the daemon died or stopped answering): with
+ * --fallback, regenerate from the prompts with every layer's KV on the device. Returns true when
+ * the caller should rerun the result in sparda-nooffload.
+ */
+static bool fall_back_mid_run(struct job *j, struct job_result *res)
+{
+	int hrc;
+
+	if (res->mode != RUNNER_MODE_SPARDA || res->ran != RUNNER_MODE_SPARDA || !j->cfg->fallback ||
+	    !j->host || !(hrc = j->host->ops->health(j->host)))
+		return false;
+	log_warn("job", "memsvc failed mid-run: sparda regenerates in sparda-nooffload",
+		 "reason=\"%s\" health=%s", j->err, err_name(hrc));
+	snprintf(res->note, sizeof(res->note),
+		 "memsvc failed mid-run (%.200s); regenerated in sparda-nooffload", j->err);
+	free(res->tokens);
+	free(res->logits);
+	free(res->layers);
+	res->tokens = NULL;
+	res->logits = NULL;
+	res->layers = NULL;
+	j->err[0] = 0;
+	return true;
+}
+
 /* One untimed short generation so the first timed mode does not pay the device's lazy
  * initialisation (module loading, library handles). */
 static int warm_up(struct job *j)
@@ -277,6 +303,8 @@ int job_run_modes(struct job *j)
 			 runner_mode_name(res->mode), j->batch, j->lens[0],
 			 (unsigned long long)j->cfg->new_tokens, j->kb->ops->name);
 		int rc = run_one(j, res, res->mode);
+		if (rc && fall_back_mid_run(j, res))
+			rc = run_one(j, res, RUNNER_MODE_SPARDA_NOOFFLOAD);
 		if (rc) {
 			if (!j->err[0])
 				snprintf(j->err, sizeof(j->err), "mode %s failed: %s",

@@ -169,26 +169,45 @@ static void test_no_memsvc_fallback(void **state)
 	harness_rmdir(dir);
 }
 
-static void test_memsvc_killed_mid_run(void **state)
+/* Start compute against a fresh daemon, kill the daemon once decoding runs; returns the exit. */
+static int kill_mid_run(struct proc *p, const char *fallback, const char *json)
 {
 	struct memsvc_proc *d = harness_start(NULL);
 	char rd[PATH_MAX + 32];
-	struct proc p;
 
 	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
-	const char *args[] = { rd, "--modes=sparda", "--prompt-tokens=1100", "--new-tokens=100000",
-			       "--timeout-ms=2000", NULL };
-	spawn(&p, args);
-	/* wait until decoding runs (the job logs the mode), then kill the daemon */
-	for (int i = 0; i < 600 && !log_has(&p, "mode=sparda"); i++)
+	const char *args[] = { rd, "--modes=sparda", "--prompt-tokens=1100", "--new-tokens=4000",
+			       "--timeout-ms=2000", fallback, json, NULL };
+	spawn(p, args);
+	/* wait until the sparda run started, then kill the daemon under it */
+	for (int i = 0; i < 600 && !log_has(p, "mode=sparda"); i++)
 		usleep(50000);
 	usleep(500000);
 	assert_int_equal(memsvc_proc_kill9(d), 0);
-	int rc = wait_exit(&p, 30000);
-	assert_int_equal(rc, 1);
-	assert_true(log_has(&p, "host store"));
+	int rc = wait_exit(p, 240000);
 	memsvc_proc_free(d);
+	return rc;
+}
+
+static void test_memsvc_killed_mid_run(void **state)
+{
+	char *dir = harness_tmpdir(), js[PATH_MAX];
+	struct proc p;
+
+	/* without fallback: a clear error naming the host store, no hang */
+	assert_int_equal(kill_mid_run(&p, "--fallback=false", "--print-tokens=false"), 1);
+	assert_true(log_has(&p, "host store"));
 	unlink(p.log);
+	/* with fallback: sparda regenerates with device-resident KV and finishes */
+	snprintf(js, sizeof(js), "--json=%s/out.json", dir);
+	assert_int_equal(kill_mid_run(&p, "--fallback=true", js), 0);
+	assert_true(log_has(&p, "memsvc failed mid-run"));
+	json_object *root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	assert_string_equal(str_of(mode_obj(root, "sparda"), "ran"), "sparda-nooffload");
+	json_object_put(root);
+	unlink(p.log);
+	harness_rmdir(dir);
 }
 
 static void test_bad_inputs(void **state)
