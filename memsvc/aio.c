@@ -157,8 +157,8 @@ static int aio_slot_issue(struct aio *a, uint32_t id)
 				s->off + s->done, id);
 }
 
-int aio_prep(struct aio *a, enum aio_op_kind op, uint32_t file, void *buf, size_t len,
-	     uint64_t off, uint64_t tag)
+int aio_prep(struct aio *a, enum aio_op_kind op, uint32_t file, void *buf, size_t len, uint64_t off,
+	     uint64_t tag)
 {
 	struct aio_slot *s;
 	uint32_t id;
@@ -170,8 +170,13 @@ int aio_prep(struct aio *a, enum aio_op_kind op, uint32_t file, void *buf, size_
 		return -EBUSY;
 	id = a->free_ids[--a->n_free];
 	s = &a->slots[id];
-	*s = (struct aio_slot){.tag = tag, .buf = buf, .off = off, .len = (uint32_t)len,
-			       .file = file, .op = op, .busy = true};
+	*s = (struct aio_slot){.tag = tag,
+			       .buf = buf,
+			       .off = off,
+			       .len = (uint32_t)len,
+			       .file = file,
+			       .op = op,
+			       .busy = true};
 	rc = aio_slot_issue(a, id);
 	if (rc < 0) {
 		s->busy = false;

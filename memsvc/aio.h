@@ -24,10 +24,10 @@ enum aio_kind {
 enum aio_op_kind { AIO_OP_READ = 0, AIO_OP_WRITE = 1 };
 
 struct aio_opts {
-	uint32_t depth;	   /* most operations in flight at once (1..4096) */
-	const int *fds;	   /* files, named by their index in this array; registered as fixed */
-	uint32_t n_fds;	   /* 1..64 */
-	bool sqpoll;	   /* uring: IORING_SETUP_SQPOLL (falls back to a plain ring if refused) */
+	uint32_t depth; /* most operations in flight at once (1..4096) */
+	const int *fds; /* files, named by their index in this array; registered as fixed */
+	uint32_t n_fds; /* 1..64 */
+	bool sqpoll;	/* uring: IORING_SETUP_SQPOLL (falls back to a plain ring if refused) */
 	struct aio_fault *fault; /* tests: wrap the backend with this fault injector (borrowed) */
 };
 
@@ -75,8 +75,8 @@ int aio_buffers_unregister(struct aio *a);
  * operation keeps its buffer forever rather than letting the kernel write into freed memory).
  * Returns 0, -EINVAL (file out of range, len 0 or > INT32_MAX), -EBUSY (depth in flight).
  */
-int aio_prep(struct aio *a, enum aio_op_kind op, uint32_t file, void *buf, size_t len,
-	     uint64_t off, uint64_t tag);
+int aio_prep(struct aio *a, enum aio_op_kind op, uint32_t file, void *buf, size_t len, uint64_t off,
+	     uint64_t tag);
 /* Start every queued operation. Returns 0 or -errno of the submit call. */
 int aio_submit(struct aio *a);
 

@@ -30,8 +30,8 @@ struct fault_be {
 	struct aio_backend *inner;
 	struct aio_fault *f;
 	uint32_t depth;
-	struct fault_op *op;		/* by operation id */
-	struct aio_raw_cqe *synth;	/* injected errors waiting for reap */
+	struct fault_op *op;	   /* by operation id */
+	struct aio_raw_cqe *synth; /* injected errors waiting for reap */
 	uint32_t n_synth;
 	char name[32];
 };

@@ -34,7 +34,7 @@ struct tn_file {
 struct tn_group {
 	uint32_t file, n;
 	uint64_t first_ext;
-	uint32_t k0;  /* first staging slot */
+	uint32_t k0; /* first staging slot */
 	bool write;
 	bool pending; /* submitted, completion not reaped */
 };
@@ -339,8 +339,8 @@ static int tn_timeout(struct tier_nvme *t, uint32_t next, uint32_t ng)
 	}
 	t->st.io_errors++;
 	t->stuck = true;
-	log_warn(TN_TAG, "spill I/O timed out", "in_flight=%u timeout_ms=%d",
-		 aio_inflight(t->aio), t->o.io_timeout_ms);
+	log_warn(TN_TAG, "spill I/O timed out", "in_flight=%u timeout_ms=%d", aio_inflight(t->aio),
+		 t->o.io_timeout_ms);
 	return -ETIMEDOUT;
 }
 
@@ -611,8 +611,11 @@ static int tn_alloc_tables(struct tier_nvme *t)
 static int tn_open_aio(struct tier_nvme *t)
 {
 	int fds[TN_MAX_FILES];
-	struct aio_opts ao = {.depth = t->o.queue_depth, .fds = fds, .n_fds = t->n_files,
-			      .sqpoll = t->o.sqpoll, .fault = t->o.fault};
+	struct aio_opts ao = {.depth = t->o.queue_depth,
+			      .fds = fds,
+			      .n_fds = t->n_files,
+			      .sqpoll = t->o.sqpoll,
+			      .fault = t->o.fault};
 	int rc;
 
 	for (uint32_t i = 0; i < t->n_files; i++)
@@ -646,7 +649,8 @@ int tier_nvme_open(const struct tier_nvme_opts *o, struct tier_nvme **out)
 		rc = tn_open_aio(t);
 	if (rc < 0)
 		goto out_free;
-	log_info(TN_TAG, "spill tier open", "aio=%s direct=%s files=%u extents=%llu extent_bytes=%llu",
+	log_info(TN_TAG, "spill tier open",
+		 "aio=%s direct=%s files=%u extents=%llu extent_bytes=%llu",
 		 aio_backend_name(t->aio), t->direct ? "yes" : "no(filesystem refused O_DIRECT)",
 		 t->n_files, (unsigned long long)t->n_ext, (unsigned long long)t->ext_bytes);
 	*out = t;

@@ -45,13 +45,13 @@ struct aio_fault;
 struct tier_nvme_opts {
 	const char *const *dirs; /* spill directories (1..16); files are created and unlinked */
 	uint32_t n_dirs;
-	uint32_t files_per_dir;	 /* default 1 */
-	uint64_t file_bytes;	 /* capacity of each file; at least one extent */
-	uint64_t grow_bytes;	 /* fallocate step as extents are first used (default 64 MiB) */
-	uint32_t unit_bytes;	 /* 1..SP_MAX_UNIT_BYTES */
-	uint32_t batch_bytes;	 /* staging buffer (default 4 MiB, at least one extent) */
-	uint32_t queue_depth;	 /* aio depth (default 64) */
-	enum aio_kind aio_kind;	 /* default AIO_KIND_URING; AIO_KIND_AUTO falls back to sync */
+	uint32_t files_per_dir; /* default 1 */
+	uint64_t file_bytes;	/* capacity of each file; at least one extent */
+	uint64_t grow_bytes;	/* fallocate step as extents are first used (default 64 MiB) */
+	uint32_t unit_bytes;	/* 1..SP_MAX_UNIT_BYTES */
+	uint32_t batch_bytes;	/* staging buffer (default 4 MiB, at least one extent) */
+	uint32_t queue_depth;	/* aio depth (default 64) */
+	enum aio_kind aio_kind; /* default AIO_KIND_URING; AIO_KIND_AUTO falls back to sync */
 	bool sqpoll;
 	bool no_direct;		 /* never open O_DIRECT */
 	uint32_t backoff_ms;	 /* degraded: next spill attempt after this (default 1000) */

@@ -157,7 +157,8 @@ static void test_roundtrip(void **state)
 {
 	struct fx *f = *state;
 
-	assert_non_null(strstr(aio_backend_name(f->a), f->kind == AIO_KIND_URING ? "uring" : "sync"));
+	assert_non_null(
+	    strstr(aio_backend_name(f->a), f->kind == AIO_KIND_URING ? "uring" : "sync"));
 	roundtrip(f);
 }
 
@@ -227,8 +228,8 @@ static void test_eagain_forever_fails(void **state)
 static void test_eio_per_op(void **state)
 {
 	struct fx *f = *state;
-	struct aio_fault_rule r = {.action = AIO_FAULT_ERRNO, .err = EIO, .nth = 5,
-				   .match = AIO_FAULT_MATCH_READ};
+	struct aio_fault_rule r = {
+	    .action = AIO_FAULT_ERRNO, .err = EIO, .nth = 5, .match = AIO_FAULT_MATCH_READ};
 	int32_t res[NBLK];
 
 	fill(f);
@@ -330,9 +331,15 @@ static void test_open_args(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    BOTH(test_roundtrip),	   BOTH(test_fixed_buffers), BOTH(test_short_continued),
-	    BOTH(test_eagain_retried),	   BOTH(test_eagain_forever_fails), BOTH(test_eio_per_op),
-	    BOTH(test_corrupt_read),	   BOTH(test_delay),	     BOTH(test_eof_and_args),
+	    BOTH(test_roundtrip),
+	    BOTH(test_fixed_buffers),
+	    BOTH(test_short_continued),
+	    BOTH(test_eagain_retried),
+	    BOTH(test_eagain_forever_fails),
+	    BOTH(test_eio_per_op),
+	    BOTH(test_corrupt_read),
+	    BOTH(test_delay),
+	    BOTH(test_eof_and_args),
 	    cmocka_unit_test(test_open_args),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
