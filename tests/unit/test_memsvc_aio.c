@@ -324,6 +324,19 @@ static void test_open_args(void **state)
 	aio_free(NULL);
 }
 
+/* SQPOLL where the kernel grants it (the ring falls back to plain otherwise): same results. */
+static void test_sqpoll(void **state)
+{
+	struct fx *f = *state;
+	struct aio_opts o = {.depth = 16, .fds = &f->fd, .n_fds = 1, .sqpoll = true};
+
+	aio_free(f->a);
+	f->a = NULL;
+	assert_int_equal(aio_open(f->kind, &o, &f->a), 0);
+	printf("sqpoll requested: backend %s\n", aio_backend_name(f->a));
+	roundtrip(f);
+}
+
 #define BOTH(fn)                                                                                   \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_uring),           \
 	    cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_sync)
@@ -340,6 +353,7 @@ int main(void)
 	    BOTH(test_corrupt_read),
 	    BOTH(test_delay),
 	    BOTH(test_eof_and_args),
+	    BOTH(test_sqpoll),
 	    cmocka_unit_test(test_open_args),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
