@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ static const enum aio_kind k_uring = AIO_KIND_URING, k_sync = AIO_KIND_SYNC;
 struct fx {
 	enum aio_kind kind;
 	char dir[64];
+	bool mounted; /* a tmpfs on dir: teardown detaches it, also after a skip or failure */
 	const char *dirs[1];
 	struct aio_fault *fault;
 	struct tier_nvme_opts o;
@@ -114,6 +116,8 @@ static int teardown(void **state)
 
 	tier_nvme_free(f->t);
 	aio_fault_free(f->fault);
+	if (f->mounted) /* lazy: the ring's file references go away asynchronously */
+		umount2(f->dir, MNT_DETACH);
 	rmdir(f->dir);
 	free(f->units);
 	free(f->out);
@@ -443,6 +447,7 @@ static void test_real_enospc(void **state)
 		free(chunk);
 		skip();
 	}
+	f->mounted = true;
 	f->o.grow_bytes = 256u << 10;
 	f->o.file_bytes = 8u << 20;
 	assert_int_equal(open_tier(f), 0);
@@ -456,16 +461,13 @@ static void test_real_enospc(void **state)
 	assert_true(stored < 64);
 	assert_true(tier_nvme_degraded(f->t));
 	assert_int_equal(f->w[63].res, -ENOSPC);
-	assert_int_equal(read_units(f, 0, (uint32_t)stored),
-			 stored); /* what was stored is intact */
+	/* what was stored before the filesystem filled up is intact */
+	assert_int_equal(read_units(f, 0, (uint32_t)stored), stored);
 	assert_int_equal(check_units(f, 0, (uint32_t)stored), 0);
 	unlink(filler);
 	time_sleep_ns(60 * 1000000ull);
 	assert_int_equal(write_units(f, 64, 16), 16);
 	assert_false(tier_nvme_degraded(f->t));
-	tier_nvme_free(f->t);
-	f->t = NULL;
-	assert_int_equal(umount2(f->dir, MNT_DETACH), 0); /* ring teardown is async */
 	free(chunk);
 }
 
