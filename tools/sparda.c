@@ -20,6 +20,11 @@ static int cmd_help(int argc, char **argv);
 static const struct subcommand subcommands[] = {
     {"help", cmd_help, "help                 this list"},
     {"run", cmd_run, "run [...]            the main job: memsvc + compute, every mode, one table"},
+    {"up", cmd_up, "up [...]             start sparda-memsvc as a daemon in a runtime dir"},
+    {"down", cmd_down, "down [...]           drain and stop the daemon that `up` started"},
+    {"status", cmd_status, "status [...]         is it running, healthy; sessions, arena, errors"},
+    {"stats", cmd_stats, "stats [...]          every stats name/value pair of the daemon"},
+    {"config", cmd_config, "config --dump memsvc|compute [flags]   the effective config"},
     {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
     {"gen-model", model_gen_main,
      "gen-model [...]      write a synthetic model (preset + overrides) in HF safetensors layout"},

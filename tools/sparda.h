@@ -15,6 +15,15 @@ int cmd_demo_memsvc(int argc, char **argv);
 /* `sparda run [...]`: start memsvc, run sparda-compute against it, drain (run_cmd.c). */
 int cmd_run(int argc, char **argv);
 
+/* Operator commands for a detached sparda-memsvc in a runtime dir (ops_*.c): `sparda up`
+ * starts it, `down` drains and stops it, `status` and `stats` ask it, `config --dump` prints
+ * the effective config of either process. */
+int cmd_up(int argc, char **argv);
+int cmd_down(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+
 /* `sparda train-forecast [...]`: Forecast distillation (compute/train_cli.c, sparda_train). */
 int train_forecast_main(int argc, char **argv);
 

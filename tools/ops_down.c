@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `sparda down`: stop the sparda-memsvc that `sparda up` started in a runtime dir. SIGTERM
+ * makes it drain (finish in-flight requests, close sessions, exit 0); after --timeout-ms it
+ * is killed with SIGKILL and the command says so. The exit status comes from the line the
+ * monitor of `sparda up` writes to the log.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "ops_cmd.h"
+#include "sparda.h"
+#include "timeutil.h"
+
+static const char down_usage[] =
+    "usage: sparda down [--runtime-dir DIR] [--timeout-ms N]\n"
+    "Stop the sparda-memsvc that `sparda up` started in DIR: SIGTERM (it drains: in-flight\n"
+    "requests are answered, sessions closed), wait up to --timeout-ms (default 15000), then\n"
+    "SIGKILL. Removes DIR/" OPS_PID_FILE ".\n"
+    "Exit status: 0 drained and exited 0; 1 nothing runs there (no or stale pid file), it had\n"
+    "to be killed, or it exited with an error; 2 usage.\n";
+
+/* Wait until pid is no longer a running sparda-memsvc. Returns true when it is gone. */
+static bool wait_gone(pid_t pid, int timeout_ms)
+{
+	uint64_t deadline = time_now_ms() + (uint64_t)timeout_ms;
+
+	while (ops_pid_is_memsvc(pid)) {
+		if (time_now_ms() >= deadline)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
+/*
+ * The exit line the monitor wrote for pid ("exit=N" or "signal=N"), waiting up to 2 s for it.
+ * Returns 0 with *code (exit status, or 128 + signal), or -ENOENT.
+ */
+static int exit_status_from_log(const char *dir, pid_t pid, int *code)
+{
+	char path[PATH_MAX], line[1024], key[32];
+	uint64_t deadline = time_now_ms() + 2000;
+	size_t klen = (size_t)snprintf(key, sizeof(key), "pid=%d ", (int)pid);
+
+	if (ops_path(dir, OPS_LOG_FILE, path, sizeof(path)))
+		return -ENAMETOOLONG;
+	do {
+		FILE *f = fopen(path, "re");
+		int found = 0;
+		while (f && fgets(line, sizeof(line), f)) {
+			const char *p = strstr(line, key);
+			if (!p || !strstr(line, "msg=\"sparda-memsvc exited\""))
+				continue;
+			if (sscanf(p + klen, "exit=%d", code) == 1)
+				found = 1;
+			else if (sscanf(p + klen, "signal=%d", code) == 1)
+				*code += 128, found = 1;
+		}
+		if (f)
+			fclose(f);
+		if (found)
+			return 0;
+		usleep(20000);
+	} while (time_now_ms() < deadline);
+	return -ENOENT;
+}
+
+/* No live daemon behind the pid file: say why, remove a stale one. Returns exit status 1. */
+static int down_nothing(const char *dir, int rc, pid_t pid)
+{
+	char path[PATH_MAX];
+
+	if (rc == -ENOENT && ops_socket_live(dir)) {
+		fprintf(stderr,
+			"sparda down: a sparda-memsvc answers on %s/attach.sock but there is no pid "
+			"file: it was not started by `sparda up`; stop it where it was started\n",
+			dir);
+		return 1;
+	}
+	if (rc == -ENOENT) {
+		fprintf(stderr, "sparda down: nothing runs in %s (no %s)\n", dir, OPS_PID_FILE);
+		return 1;
+	}
+	if (!ops_path(dir, OPS_PID_FILE, path, sizeof(path)))
+		unlink(path);
+	if (rc)
+		fprintf(stderr, "sparda down: unreadable pid file %s (%s): removed it\n", path,
+			err_str(rc));
+	else
+		fprintf(stderr,
+			"sparda down: stale pid file %s: pid %d is not a running sparda-memsvc; "
+			"removed it, nothing to stop\n",
+			path, (int)pid);
+	return 1;
+}
+
+int cmd_down(int argc, char **argv)
+{
+	const char *dir_arg = NULL, *v;
+	char dir[PATH_MAX], path[PATH_MAX];
+	int timeout_ms = 15000, rc, m, code = -1;
+	bool killed = false;
+	uint64_t t0;
+	pid_t pid = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(down_usage, stdout);
+			return 0;
+		}
+		if ((m = ops_flag(argc, argv, &i, "--runtime-dir", &v)) > 0)
+			dir_arg = v;
+		else if (!m && (m = ops_flag(argc, argv, &i, "--timeout-ms", &v)) > 0)
+			timeout_ms = atoi(v);
+		if (m <= 0 || timeout_ms <= 0) {
+			fprintf(stderr, "sparda down: bad argument '%s'\n%s", argv[i], down_usage);
+			return 2;
+		}
+	}
+	if ((rc = ops_runtime_dir(dir_arg, dir, sizeof(dir))) ||
+	    (rc = ops_path(dir, OPS_PID_FILE, path, sizeof(path)))) {
+		fprintf(stderr, "sparda down: runtime dir: %s\n", err_str(rc));
+		return 1;
+	}
+	rc = ops_pid_read(dir, &pid);
+	if (rc || !ops_pid_is_memsvc(pid))
+		return down_nothing(dir, rc, pid);
+	t0 = time_now_ms();
+	if (kill(pid, SIGTERM)) {
+		fprintf(stderr, "sparda down: cannot signal pid %d: %s\n", (int)pid,
+			strerror(errno));
+		return 1;
+	}
+	printf("sparda down: SIGTERM sent to sparda-memsvc (pid %d), draining...\n", (int)pid);
+	fflush(stdout);
+	if (!wait_gone(pid, timeout_ms)) {
+		fprintf(stderr,
+			"sparda down: sparda-memsvc (pid %d) did not exit within %d ms of SIGTERM; "
+			"sent SIGKILL\n",
+			(int)pid, timeout_ms);
+		kill(pid, SIGKILL);
+		killed = true;
+		if (!wait_gone(pid, 5000)) {
+			fprintf(stderr, "sparda down: pid %d survives SIGKILL\n", (int)pid);
+			return 1;
+		}
+	}
+	unlink(path);
+	if (exit_status_from_log(dir, pid, &code))
+		code = -1;
+	printf("sparda-memsvc (pid %d) %s after %llu ms, ", (int)pid,
+	       killed ? "killed" : "stopped", (unsigned long long)(time_now_ms() - t0));
+	if (code < 0)
+		printf("exit status unknown (no exit line in %s)\n", OPS_LOG_FILE);
+	else
+		printf("exit status %d\n", code);
+	return killed || code != 0 ? 1 : 0;
+}
