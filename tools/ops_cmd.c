@@ -121,10 +121,10 @@ static char proc_state(pid_t pid, unsigned long long *start_ticks)
 	if (!p || sscanf(p + 1, " %c", &st) != 1)
 		return 0;
 	/* Field 22 (starttime) is the 20th after the name: state is field 3. */
-	if (start_ticks &&
-	    sscanf(p + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
-			  "%*s %*s %*s %llu",
-		   start_ticks) != 1)
+	if (start_ticks && sscanf(p + 2,
+				  "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+				  "%*s %*s %*s %llu",
+				  start_ticks) != 1)
 		*start_ticks = 0;
 	return st;
 }
@@ -151,13 +151,13 @@ bool ops_pid_is_memsvc(pid_t pid)
 
 bool ops_socket_live(const char *dir)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	bool live;
 	int fd;
 
 	if (ops_path(dir, "attach.sock", sa.sun_path, sizeof(sa.sun_path)))
 		return false;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0); /* as fdpass.c */
 	if (fd < 0)
 		return false;
 	live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
@@ -186,14 +186,17 @@ double ops_uptime_s(pid_t pid)
 int ops_attach(const char *dir, int timeout_ms, struct memclient **out)
 {
 	struct memclient_opts o = {
-		.runtime_dir = dir,
-		.client_name = "sparda-status",
-		.geom = { .n_layers = 1, .n_kv_heads = 1, .head_dim = 16, .block_tokens = 16,
-			  .dtype_bytes = 2 },
-		.arena_bytes = 65536,
-		.max_seqs = 1,
-		.wait_mode = SP_WAIT_SLEEP,
-		.timeout_ms = timeout_ms,
+	    .runtime_dir = dir,
+	    .client_name = "sparda-status",
+	    .geom = {.n_layers = 1,
+		     .n_kv_heads = 1,
+		     .head_dim = 16,
+		     .block_tokens = 16,
+		     .dtype_bytes = 2},
+	    .arena_bytes = 65536,
+	    .max_seqs = 1,
+	    .wait_mode = SP_WAIT_SLEEP,
+	    .timeout_ms = timeout_ms,
 	};
 
 	return memclient_open(&o, out);

@@ -77,10 +77,11 @@ static int down_nothing(const char *dir, int rc, pid_t pid)
 	char path[PATH_MAX];
 
 	if (rc == -ENOENT && ops_socket_live(dir)) {
-		fprintf(stderr,
-			"sparda down: a sparda-memsvc answers on %s/attach.sock but there is no pid "
-			"file: it was not started by `sparda up`; stop it where it was started\n",
-			dir);
+		fprintf(
+		    stderr,
+		    "sparda down: a sparda-memsvc answers on %s/attach.sock but there is no pid "
+		    "file: it was not started by `sparda up`; stop it where it was started\n",
+		    dir);
 		return 1;
 	}
 	if (rc == -ENOENT) {
@@ -154,8 +155,8 @@ int cmd_down(int argc, char **argv)
 	unlink(path);
 	if (exit_status_from_log(dir, pid, &code))
 		code = -1;
-	printf("sparda-memsvc (pid %d) %s after %llu ms, ", (int)pid,
-	       killed ? "killed" : "stopped", (unsigned long long)(time_now_ms() - t0));
+	printf("sparda-memsvc (pid %d) %s after %llu ms, ", (int)pid, killed ? "killed" : "stopped",
+	       (unsigned long long)(time_now_ms() - t0));
 	if (code < 0)
 		printf("exit status unknown (no exit line in %s)\n", OPS_LOG_FILE);
 	else

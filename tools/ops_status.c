@@ -177,8 +177,8 @@ static const char status_usage[] =
 
 int cmd_status(int argc, char **argv)
 {
-	struct query_args a = { 0 };
-	struct ops_query q = { 0 };
+	struct query_args a = {0};
+	struct ops_query q = {0};
 	int rc = query_parse("status", argc, argv, &a, status_usage);
 
 	if (rc)
@@ -204,7 +204,8 @@ static void add_metrics(const struct ops_query *q, int timeout_ms, json_object *
 	int rc = port > 0 ? ops_metrics_fetch(port, timeout_ms, &body) : port ? port : -ENOTCONN;
 
 	if (rc) {
-		fprintf(stderr, "sparda stats: no /metrics (%s): counters of the stats reply only\n",
+		fprintf(stderr,
+			"sparda stats: no /metrics (%s): counters of the stats reply only\n",
 			rc == -ENOTCONN ? "the daemon runs with --metrics-port=0" : err_str(rc));
 		json_object_put(m);
 		return;
@@ -236,8 +237,8 @@ static const char stats_usage[] =
 
 int cmd_stats(int argc, char **argv)
 {
-	struct query_args a = { 0 };
-	struct ops_query q = { 0 };
+	struct query_args a = {0};
+	struct ops_query q = {0};
 	int rc = query_parse("stats", argc, argv, &a, stats_usage);
 
 	if (rc)

@@ -40,8 +40,8 @@ static const char up_usage[] =
     "usage: sparda up [--runtime-dir DIR] [--config FILE] [--timeout-ms N] [memsvc flags...]\n"
     "Start sparda-memsvc (found next to sparda) as a detached daemon serving DIR (default: the\n"
     "protocol's runtime dir: $SPARDA_RUNTIME_DIR, $XDG_RUNTIME_DIR/sparda, /run/sparda or\n"
-    "/tmp/sparda-$UID). Its output goes to DIR/" OPS_LOG_FILE ", its pid to DIR/" OPS_PID_FILE
-    ".\n"
+    "/tmp/sparda-$UID). Its output is appended to DIR/" OPS_LOG_FILE ", its pid goes to\n"
+    "DIR/" OPS_PID_FILE ".\n"
     "Returns once the daemon answers a ping (at most --timeout-ms, default 10000). Refuses\n"
     "when a sparda-memsvc already runs there. Other flags go to sparda-memsvc (see\n"
     "`sparda-memsvc --help`; e.g. --ram-budget=8G --metrics-port=0); --config is its config\n"
@@ -133,7 +133,7 @@ static void up_monitor(const char *bin, const char *dir, const char *log, const 
 	signal(SIGHUP, SIG_IGN);
 	if (fd >= 0)
 		dup2(fd, STDIN_FILENO);
-	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
 		_exit(126);
 	dup2(fd, STDOUT_FILENO);
@@ -158,8 +158,7 @@ static void up_monitor(const char *bin, const char *dir, const char *log, const 
 		log_write(code ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO, "up", "sparda-memsvc exited",
 			  "pid=%d exit=%d", (int)pid, code);
 	else
-		log_error("up", "sparda-memsvc exited", "pid=%d signal=%d", (int)pid,
-			  WTERMSIG(st));
+		log_error("up", "sparda-memsvc exited", "pid=%d signal=%d", (int)pid, WTERMSIG(st));
 	if (!ops_pid_read(dir, &cur) && cur == pid) {
 		char path[PATH_MAX];
 		if (!ops_path(dir, OPS_PID_FILE, path, sizeof(path)))
@@ -193,6 +192,7 @@ static int up_wait_ready(pid_t monitor, const char *dir, int timeout_ms, int *st
 	uint64_t deadline = time_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	char sock[PATH_MAX];
 	struct stat sb;
+	pid_t pid;
 
 	if (ops_path(dir, "attach.sock", sock, sizeof(sock)))
 		return -ENAMETOOLONG;
@@ -202,10 +202,12 @@ static int up_wait_ready(pid_t monitor, const char *dir, int timeout_ms, int *st
 
 		if (waitpid(monitor, status, WNOHANG) == monitor)
 			return -ECHILD;
-		if (!stat(sock, &sb) && !ops_attach(dir, 1000, &c)) {
+		/* Ours: the pid the monitor recorded is the daemon, and the socket answers. */
+		if (!ops_pid_read(dir, &pid) && ops_pid_is_memsvc(pid) && !stat(sock, &sb) &&
+		    !ops_attach(dir, 1000, &c)) {
 			rc = memclient_ping(c);
 			memclient_close(c);
-			if (!rc)
+			if (!rc && waitpid(monitor, status, WNOHANG) == 0)
 				return 0;
 		}
 		usleep(POLL_US);
@@ -260,7 +262,7 @@ static int up_start(const struct up_args *a, const char *bin, const char *dir, c
 
 int cmd_up(int argc, char **argv)
 {
-	struct up_args a = { 0 };
+	struct up_args a = {0};
 	char dir[PATH_MAX], bin[PATH_MAX], log[PATH_MAX];
 	int rc;
 

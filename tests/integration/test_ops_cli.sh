@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The operator subcommands against a real daemon in a temp runtime dir: sparda up (ready,
+# refuses a second start, over a live socket and after a failed start), status and stats
+# (numbers, counters that move after a sparda-compute job), down (drain with exit 0 in the log,
+# SIGKILL of a stuck daemon, nothing to stop, stale and unreadable pid files) and config --dump.
+set -euo pipefail
+build=${SPARDA_BUILD_DIR:?}
+sparda=$build/bin/sparda
+work=$(mktemp -d /tmp/sparda-ops-XXXXXX) # short: socket paths must fit sun_path
+dir=$work/run
+started=()
+
+cleanup() {
+	# Kill whatever daemon this test started, whatever happened.
+	local p
+	set +e
+	started+=("$(cat "$dir/memsvc.pid" 2>/dev/null)")
+	for p in "${started[@]}"; do
+		if [ -n "$p" ] && [ "$(readlink "/proc/$p/exe" 2>/dev/null)" != "" ] &&
+			readlink "/proc/$p/exe" | grep -q sparda-memsvc; then
+			kill -9 "$p" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*"
+	[ -f "$dir/memsvc.log" ] && tail -5 "$dir/memsvc.log"
+	exit 1
+}
+
+# expect STATUS CMD...: run, keep stdout+stderr in $work/out, check the exit status.
+expect() {
+	local want=$1 rc=0
+	shift
+	"$@" >"$work/out" 2>&1 || rc=$?
+	[ "$rc" = "$want" ] || { cat "$work/out"; fail "'$*' exited $rc, expected $want"; }
+}
+
+stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+
+metric_sum() { # sum of the /metrics samples whose name starts with $1
+	awk -v k="$1" 'index($1, k) == 1 { s += $2 } END { printf "%d\n", s }' "$2"
+}
+
+# Every subcommand has --help.
+for c in up down status stats config; do
+	expect 0 "$sparda" "$c" --help
+	grep -q "usage: sparda $c" "$work/out" || fail "$c --help"
+done
+grep -q "batch job" <("$sparda" up --help) || fail "up --help does not say compute is a batch job"
+
+# A daemon with a bad flag: up fails and shows why.
+expect 1 "$sparda" up --runtime-dir "$dir" --no-such-key=1
+grep -q "exited before it was ready" "$work/out" || fail "failed start not reported"
+grep -q "no-such-key" "$work/out" || fail "the log tail does not name the bad key"
+[ ! -e "$dir/memsvc.pid" ] || fail "pid file left by a failed start"
+
+# up on a free port for /metrics (retry on a collision).
+for try in 1 2 3 4 5; do
+	port=$((20000 + RANDOM % 40000))
+	rc=0
+	"$sparda" up --runtime-dir "$dir" --metrics-port="$port" --ram-budget=256M \
+		>"$work/up.out" 2>&1 || rc=$?
+	[ "$rc" = 0 ] && break
+done
+[ "$rc" = 0 ] || { cat "$work/up.out"; fail "sparda up"; }
+pid=$(cat "$dir/memsvc.pid")
+started+=("$pid")
+grep -q "running: pid $pid, runtime dir $dir" "$work/up.out" || fail "up does not say where"
+readlink "/proc/$pid/exe" | grep -q sparda-memsvc || fail "pid file does not name the daemon"
+[ "$(ps -o sid= -p "$pid" | tr -d ' ')" != "$(ps -o sid= -p $$ | tr -d ' ')" ] ||
+	fail "the daemon is in our session (no setsid)"
+
+expect 0 "$sparda" status --runtime-dir "$dir"
+grep -q "running" "$work/out" && grep -q "pid  *$pid" "$work/out" || fail "status: running/pid"
+grep -Eq "health  *ok \(ping [0-9.]+ ms\)" "$work/out" || fail "status: health"
+expect 0 "$sparda" status --runtime-dir "$dir" --json
+if command -v python3 >/dev/null; then
+	python3 - "$work/out" "$pid" <<-'EOF' || fail "status --json"
+		import json, sys
+		d = json.load(open(sys.argv[1]))
+		assert d["running"] and d["healthy"] and d["pid"] == int(sys.argv[2])
+		assert d["stats"]["daemon.budget_bytes"] == 256 << 20 and d["ping_ms"] > 0
+	EOF
+fi
+
+expect 0 "$sparda" stats --runtime-dir "$dir"
+cp "$work/out" "$work/stats0"
+[ "$(stat_of daemon.budget_bytes "$work/stats0")" = $((256 << 20)) ] || fail "stats: budget"
+awk 'NF < 2 || $NF !~ /^[0-9.e+-]+$/ { bad = 1; print } END { exit bad }' "$work/stats0" ||
+	fail "stats: a line that is not name/number"
+grep -q '^sparda_memsvc_attaches_total{result="ok"}' "$work/stats0" || fail "stats: no /metrics"
+
+# A second up refuses, by pid file and by live socket.
+expect 1 "$sparda" up --runtime-dir "$dir" --metrics-port=0
+grep -q "already runs in $dir (pid $pid)" "$work/out" || fail "second up: message"
+mv "$dir/memsvc.pid" "$work/pid.saved"
+expect 1 "$sparda" up --runtime-dir "$dir" --metrics-port=0
+grep -q "already answers on $dir/attach.sock" "$work/out" || fail "up over a live socket"
+mv "$work/pid.saved" "$dir/memsvc.pid"
+
+# A compute job against it; the counters move.
+expect 0 "$build/bin/sparda-compute" --runtime-dir="$dir" --modes=sparda --prompt-tokens=1100 \
+	--new-tokens=4
+expect 0 "$sparda" stats --runtime-dir "$dir"
+cp "$work/out" "$work/stats1"
+for m in 'sparda_memsvc_attaches_total{result="ok"}' 'sparda_memsvc_requests_total'; do
+	a=$(metric_sum "$m" "$work/stats0")
+	b=$(metric_sum "$m" "$work/stats1")
+	[ "$b" -gt "$a" ] || fail "$m did not move ($a -> $b)"
+done
+grep -q 'client=sparda-compute' "$dir/memsvc.log" || fail "compute never attached"
+
+# down drains; the monitor logged exit 0.
+expect 0 "$sparda" down --runtime-dir "$dir"
+grep -q "stopped after .* exit status 0" "$work/out" || fail "down: message"
+grep -q 'msg="drained"' "$dir/memsvc.log" || fail "no drain in the log"
+grep -q "msg=\"sparda-memsvc exited\" pid=$pid exit=0" "$dir/memsvc.log" || fail "exit line"
+[ ! -e "$dir/memsvc.pid" ] || fail "pid file left after down"
+! kill -0 "$pid" 2>/dev/null || fail "daemon still alive"
+expect 3 "$sparda" status --runtime-dir "$dir"
+grep -q "not running" "$work/out" || fail "status after down"
+expect 1 "$sparda" stats --runtime-dir "$dir"
+expect 1 "$sparda" down --runtime-dir "$dir"
+grep -q "nothing runs in $dir" "$work/out" || fail "second down: message"
+
+# Stale pid files: a live process that is not the daemon, then garbage.
+echo $$ >"$dir/memsvc.pid"
+expect 3 "$sparda" status --runtime-dir "$dir"
+grep -q "stale pid file: pid $$" "$work/out" || fail "status: stale pid file"
+expect 1 "$sparda" down --runtime-dir "$dir"
+grep -q "stale pid file .* removed it" "$work/out" || fail "down: stale pid file"
+[ ! -e "$dir/memsvc.pid" ] || fail "stale pid file not removed"
+echo garbage >"$dir/memsvc.pid"
+expect 1 "$sparda" down --runtime-dir "$dir"
+grep -q "unreadable pid file" "$work/out" || fail "down: unreadable pid file"
+
+# up over a stale pid file; a stopped daemon is killed after the timeout, and down says so.
+echo $$ >"$dir/memsvc.pid"
+expect 0 "$sparda" up --runtime-dir "$dir" --metrics-port=0 --ram-budget=64M
+grep -q "removing stale pid file" "$work/out" || fail "up: stale pid file not mentioned"
+pid=$(cat "$dir/memsvc.pid")
+started+=("$pid")
+[ "$pid" != $$ ] || fail "up kept the stale pid"
+kill -STOP "$pid"
+expect 1 "$sparda" down --runtime-dir "$dir" --timeout-ms 300
+grep -q "did not exit within 300 ms of SIGTERM; sent SIGKILL" "$work/out" || fail "SIGKILL note"
+grep -q "killed after" "$work/out" || fail "down: killed"
+! kill -0 "$pid" 2>/dev/null || fail "stopped daemon survives"
+grep -q "pid=$pid signal=9" "$dir/memsvc.log" || fail "monitor did not log the SIGKILL"
+
+# config --dump of both processes, flags applied; a bad key fails.
+expect 0 "$sparda" config --dump memsvc --ram-budget=3G --log-level=warn
+grep -Eq '^ram-budget *= *"?3(G|221225472)' "$work/out" || fail "config memsvc: ram-budget"
+grep -Eq '^log-level *= *"?warn' "$work/out" || fail "config memsvc: log-level"
+grep -q '^drain-timeout-ms' "$work/out" || fail "config memsvc: keys"
+expect 0 "$sparda" config --dump compute --new-tokens=7
+grep -Eq '^new-tokens *= *"?7' "$work/out" || fail "config compute: new-tokens"
+grep -q '^modes' "$work/out" || fail "config compute: keys"
+expect 2 "$sparda" config --dump memsvc --no-such-key=1
+expect 2 "$sparda" config --dump nothing
+echo "ops cli: up, status, stats, down, stale pid files and config --dump behave"
