@@ -101,6 +101,30 @@ static int down_nothing(const char *dir, int rc, pid_t pid)
 	return 1;
 }
 
+/* SIGTERM, wait up to timeout_ms, then SIGKILL (*killed). Returns 0 once pid is gone. */
+static int down_signal(pid_t pid, int timeout_ms, bool *killed)
+{
+	if (kill(pid, SIGTERM)) {
+		int rc = -errno;
+		fprintf(stderr, "sparda down: cannot signal pid %d: %s\n", (int)pid, err_str(rc));
+		return rc;
+	}
+	printf("sparda down: SIGTERM sent to sparda-memsvc (pid %d), draining...\n", (int)pid);
+	fflush(stdout);
+	if (wait_gone(pid, timeout_ms))
+		return 0;
+	fprintf(stderr,
+		"sparda down: sparda-memsvc (pid %d) did not exit within %d ms of SIGTERM; "
+		"sent SIGKILL\n",
+		(int)pid, timeout_ms);
+	kill(pid, SIGKILL);
+	*killed = true;
+	if (wait_gone(pid, 5000))
+		return 0;
+	fprintf(stderr, "sparda down: pid %d survives SIGKILL\n", (int)pid);
+	return -ETIMEDOUT;
+}
+
 int cmd_down(int argc, char **argv)
 {
 	const char *dir_arg = NULL, *v;
@@ -133,25 +157,8 @@ int cmd_down(int argc, char **argv)
 	if (rc || !ops_pid_is_memsvc(pid))
 		return down_nothing(dir, rc, pid);
 	t0 = time_now_ms();
-	if (kill(pid, SIGTERM)) {
-		fprintf(stderr, "sparda down: cannot signal pid %d: %s\n", (int)pid,
-			strerror(errno));
+	if ((rc = down_signal(pid, timeout_ms, &killed)))
 		return 1;
-	}
-	printf("sparda down: SIGTERM sent to sparda-memsvc (pid %d), draining...\n", (int)pid);
-	fflush(stdout);
-	if (!wait_gone(pid, timeout_ms)) {
-		fprintf(stderr,
-			"sparda down: sparda-memsvc (pid %d) did not exit within %d ms of SIGTERM; "
-			"sent SIGKILL\n",
-			(int)pid, timeout_ms);
-		kill(pid, SIGKILL);
-		killed = true;
-		if (!wait_gone(pid, 5000)) {
-			fprintf(stderr, "sparda down: pid %d survives SIGKILL\n", (int)pid);
-			return 1;
-		}
-	}
 	unlink(path);
 	if (exit_status_from_log(dir, pid, &code))
 		code = -1;
