@@ -6,6 +6,8 @@
  * keeps enough bytes in flight to cover PCIe latency when the source is mapped host memory),
  * and the K/V packers.
  */
+#include <stdlib.h>
+
 #include "kc_common.cuh"
 #include "kvcache.cuh"
 
@@ -134,7 +136,15 @@ extern "C" int kc_copy_units(cudaStream_t st, void *dst, const void *src, const 
 		n_ctas = 16;
 	if (n_ctas > n)
 		n_ctas = n;
-	kc_copy_units_kernel<<<n_ctas, KC_CU_THREADS, 0, st>>>(
+	/* Threads per CTA: 512 by default; SPARDA_KCUDA_GATHER_THREADS (64..512, a multiple of 32)
+	 * trades per-CTA bandwidth for co-residency with the compute stream's kernels. */
+	static unsigned threads;
+	if (!threads) {
+		const char *e = getenv("SPARDA_KCUDA_GATHER_THREADS");
+		unsigned v = e ? (unsigned)strtoul(e, NULL, 10) : 0;
+		threads = v >= 64 && v <= KC_CU_THREADS && v % 32 == 0 ? v : KC_CU_THREADS;
+	}
+	kc_copy_units_kernel<<<n_ctas, threads, 0, st>>>(
 	    (uint4 *)dst, (const uint4 *)src, dst_idx, src_idx, n, unit_bytes / 16);
 	KC_LAUNCHED("copy_units");
 	return 0;
