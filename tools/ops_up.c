@@ -139,6 +139,7 @@ static void up_monitor(const char *bin, const char *dir, const char *log, const 
 	dup2(fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
 	log_set_process("sparda-up");
+	log_set_level(LOG_LEVEL_INFO); /* the exit line is what `sparda down` reads */
 	pid = fork();
 	if (pid == 0) {
 		execv(bin, (char *const *)av);

@@ -7,6 +7,10 @@
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
 sparda=$build/bin/sparda
+# The checks read the daemon's log and defaults: no SPARDA_* setting from the caller.
+for v in $(compgen -e | grep '^SPARDA_'); do
+	case $v in SPARDA_BUILD_DIR | SPARDA_SOURCE_DIR) ;; *) unset "$v" ;; esac
+done
 work=$(mktemp -d /tmp/sparda-ops-XXXXXX) # short: socket paths must fit sun_path
 dir=$work/run
 started=()
@@ -72,8 +76,8 @@ pid=$(cat "$dir/memsvc.pid")
 started+=("$pid")
 grep -q "running: pid $pid, runtime dir $dir" "$work/up.out" || fail "up does not say where"
 readlink "/proc/$pid/exe" | grep -q sparda-memsvc || fail "pid file does not name the daemon"
-[ "$(ps -o sid= -p "$pid" | tr -d ' ')" != "$(ps -o sid= -p $$ | tr -d ' ')" ] ||
-	fail "the daemon is in our session (no setsid)"
+sid() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $4 }'; }
+[ "$(sid "$pid")" != "$(sid $$)" ] || fail "the daemon is in our session (no setsid)"
 
 expect 0 "$sparda" status --runtime-dir "$dir"
 grep -q "running" "$work/out" && grep -q "pid  *$pid" "$work/out" || fail "status: running/pid"
