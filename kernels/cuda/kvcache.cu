@@ -136,13 +136,15 @@ extern "C" int kc_copy_units(cudaStream_t st, void *dst, const void *src, const 
 		n_ctas = 16;
 	if (n_ctas > n)
 		n_ctas = n;
-	/* Threads per CTA: 512 by default; SPARDA_KCUDA_GATHER_THREADS (64..512, a multiple of 32)
-	 * trades per-CTA bandwidth for co-residency with the compute stream's kernels. */
+	/* Threads per CTA: 128 by default, small enough to share SMs with the compute stream's
+	 * kernels (docs/perf-notes.md: at 128K, batch 1, sparda's step fell from 2.85 to 2.64 ms
+	 * against 512 threads, at the same gather rate); SPARDA_KCUDA_GATHER_THREADS (64..512, a
+	 * multiple of 32) overrides it. */
 	static unsigned threads;
 	if (!threads) {
 		const char *e = getenv("SPARDA_KCUDA_GATHER_THREADS");
 		unsigned v = e ? (unsigned)strtoul(e, NULL, 10) : 0;
-		threads = v >= 64 && v <= KC_CU_THREADS && v % 32 == 0 ? v : KC_CU_THREADS;
+		threads = v >= 64 && v <= KC_CU_THREADS && v % 32 == 0 ? v : 128u;
 	}
 	kc_copy_units_kernel<<<n_ctas, threads, 0, st>>>(
 	    (uint4 *)dst, (const uint4 *)src, dst_idx, src_idx, n, unit_bytes / 16);
