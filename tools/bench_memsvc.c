@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "bench_cmds.h"
 #include "client.h"
 #include "err.h"
 #include "memsvc_proc.h"
@@ -374,6 +375,10 @@ int cmd_bench(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "memsvc"))
 		return bench_memsvc(argc - 1, argv + 1);
-	fprintf(stderr, "usage: sparda bench memsvc [--help]\n");
+	if (argc >= 2 && !strcmp(argv[1], "sweep"))
+		return bench_sweep(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "report"))
+		return bench_report(argc - 1, argv + 1);
+	fprintf(stderr, "usage: sparda bench memsvc|sweep|report [--help]\n");
 	return 2;
 }
