@@ -77,6 +77,43 @@ static void row_result(json_object *res, struct report_row *w)
 	w->equals_twin = -1;
 	if (json_object_object_get_ex(res, "equals_twin", &v) && v)
 		w->equals_twin = json_object_get_boolean(v);
+	if (json_object_object_get_ex(res, "tokens", &v) && v)
+		w->tokens = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+static const char *twin_of(const char *mode)
+{
+	if (!strcmp(mode, "sparse-offload"))
+		return "sparse";
+	if (!strcmp(mode, "sparda") || !strcmp(mode, "sparda-noprefetch"))
+		return "sparda-nooffload";
+	return NULL;
+}
+
+/*
+ * Each configuration ran one mode, so compute could not compare it with its twin: compare the
+ * token ids of the twin's record of the same model, context and batch instead.
+ */
+static void report_twins(struct report *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		struct report_row *w = &r->rows[i];
+		const char *twin = twin_of(w->mode);
+		const struct report_row *t;
+
+		if (!w->ok || w->equals_twin >= 0 || !twin || !w->tokens)
+			continue;
+		t = report_find(r, w->model, w->context, w->batch, twin);
+		if (t && t->tokens)
+			w->equals_twin = !strcmp(w->tokens, t->tokens);
+	}
+}
+
+static void report_free(struct report *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->rows[i].tokens);
+	free(r->rows);
 }
 
 /* Parse one record; -EINVAL when it is not a sweep record. */
@@ -140,6 +177,7 @@ static int report_load(const char *out, struct report *r)
 	closedir(d);
 	if (r->n)
 		qsort(r->rows, r->n, sizeof(*r->rows), row_cmp);
+	report_twins(r);
 	return rc;
 }
 
@@ -464,12 +502,12 @@ int bench_report(int argc, char **argv)
 	if ((rc = report_load(out, &r)) || (mkdir(dir, 0755) && errno != EEXIST && (rc = -errno)) ||
 	    (rc = report_write(&r, out))) {
 		fprintf(stderr, "sparda bench report: %s: %s\n", out, err_str(rc));
-		free(r.rows);
+		report_free(&r);
 		return 1;
 	}
 	rc = report_plot(&r);
 	printf("report: %zu configurations -> %s/report.md, %s/summary.json%s\n", r.n, dir, dir,
 	       rc == -ENOENT ? " (gnuplot not found: no plots)" : rc ? " (gnuplot failed)" : ", PNGs");
-	free(r.rows);
+	report_free(&r);
 	return rc && rc != -ENOENT ? 1 : 0;
 }

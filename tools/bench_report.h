@@ -16,6 +16,7 @@ struct report_row {
 	double tok_s, step_ms, prefill_s, prefill_tok_s, hit_rate; /* hit_rate < 0: none */
 	double h2d_gbs, late_units;
 	int equals_twin; /* -1: no twin */
+	char *tokens;	 /* generated token ids as JSON text (owned), NULL when absent */
 };
 
 struct report {

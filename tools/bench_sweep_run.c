@@ -204,14 +204,16 @@ static const char *classify(const struct outcome *o, const char *compute_log)
 	return "error";
 }
 
-/* The mode's object from compute's JSON, without the token ids. New reference or NULL. */
+/*
+ * The mode's object from compute's JSON (token ids kept: the report compares each mode with its
+ * twin's record, since every configuration runs one mode). New reference or NULL.
+ */
 static json_object *mode_result(const char *json, const char *mode)
 {
 	json_object *root = json_object_from_file(json), *m = NULL;
 
 	if (root && json_object_object_get_ex(root, mode, &m)) {
 		json_object_get(m);
-		json_object_object_del(m, "tokens");
 	} else {
 		m = NULL;
 	}
