@@ -24,7 +24,7 @@ struct step {
 static int upload_step(struct runner *r, struct step *s, const int32_t *ids)
 {
 	const struct kb_sparse *sp = &r->c.sparse;
-	uint32_t min_tok = UINT32_MAX;
+	uint32_t max_tok = 0;
 	int32_t *h = r->h_i32;
 	int rc;
 
@@ -32,13 +32,16 @@ static int upload_step(struct runner *r, struct step *s, const int32_t *ids)
 	s->any_new_block = s->any_full_block = false;
 	for (uint32_t i = 0; i < s->B; i++) {
 		uint32_t pos = r->len[i], blk = pos / sp->block + 1;
-		min_tok = pos + 1 < min_tok ? pos + 1 : min_tok;
+		max_tok = pos + 1 > max_tok ? pos + 1 : max_tok;
 		s->max_blk = blk > s->max_blk ? blk : s->max_blk;
 		s->full[i] = (pos + 1) % sp->block == 0;
 		s->any_full_block |= s->full[i];
 		s->any_new_block |= pos % sp->block == 0;
 	}
-	s->sparse = r->o.mode != RUNNER_MODE_DENSE && min_tok >= r->c.dense_len;
+	/* A batch attends sparsely once its longest sequence reaches dense_len: shorter ones then
+	 * select top-k too (all their blocks while they have no more than top-k), so a ragged
+	 * batch never needs more cache slots than top-k. */
+	s->sparse = r->o.mode != RUNNER_MODE_DENSE && max_tok >= r->c.dense_len;
 	s->k = s->sparse ? sp->topk : (r->o.mode == RUNNER_MODE_DENSE ? s->max_blk : r->n_slots);
 	if (!s->sparse && r->o.mode != RUNNER_MODE_DENSE && s->max_blk > r->n_slots)
 		return runner_fail(r, -EINVAL, "dense step over %u blocks exceeds %u cache slots",

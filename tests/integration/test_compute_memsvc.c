@@ -210,6 +210,33 @@ static void test_memsvc_killed_mid_run(void **state)
 	harness_rmdir(dir);
 }
 
+/* A ragged batch (one prompt below dense_len, one above) runs every mode and twins agree. */
+static void test_ragged_prompt_file(void **state)
+{
+	char *dir = harness_tmpdir(), pf[PATH_MAX + 32], path[PATH_MAX + 16];
+	struct proc p;
+
+	snprintf(path, sizeof(path), "%s/prompts.txt", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 300; i++)
+		fprintf(f, "%d ", (i * 7) % 500);
+	fputc('\n', f);
+	for (int i = 0; i < 1500; i++)
+		fprintf(f, "%d ", (i * 13 + i / 97) % 500);
+	fputc('\n', f);
+	fclose(f);
+	snprintf(pf, sizeof(pf), "--prompt-file=%s", path);
+	const char *args[] = { pf, "--batch=2", "--new-tokens=8", "--host-store=inproc",
+			       "--modes=sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload",
+			       NULL };
+	assert_int_equal(run_compute(args, 120000, &p), 0);
+	assert_true(log_has(&p, "yes (sparse)"));
+	assert_true(log_has(&p, "yes (sparda-nooffload)"));
+	unlink(p.log);
+	harness_rmdir(dir);
+}
+
 static void test_bad_inputs(void **state)
 {
 	char *dir = harness_tmpdir(), md[PATH_MAX + 16], path[PATH_MAX + 32];
@@ -259,6 +286,7 @@ int main(void)
 		cmocka_unit_test(test_modes_through_memsvc),
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
+		cmocka_unit_test(test_ragged_prompt_file),
 		cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
