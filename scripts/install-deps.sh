@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
       liburing-dev libcmocka-dev libmicrohttpd-dev libjson-c-dev libopenblas-dev
-      libsystemd-dev curl python3 systemd slurm-wlm munge python3-kubernetes python3-yaml)
+      libsystemd-dev curl python3 systemd slurm-wlm munge python3-kubernetes python3-yaml
+      gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

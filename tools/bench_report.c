@@ -17,8 +17,8 @@
 #include "bench_report.h"
 #include "err.h"
 
-static const char *const mode_order[] = { "dense", "sparse", "sparse-offload", "sparda",
-					  "sparda-noprefetch", "sparda-nooffload" };
+static const char *const mode_order[] = {
+    "dense", "sparse", "sparse-offload", "sparda", "sparda-noprefetch", "sparda-nooffload"};
 
 static int mode_rank(const char *m)
 {
@@ -201,8 +201,8 @@ int report_feasible(const struct report *r, const char *model, int context, cons
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
-		if (w->ok && w->context == context && w->batch > best &&
-		    !strcmp(w->model, model) && !strcmp(w->mode, mode))
+		if (w->ok && w->context == context && w->batch > best && !strcmp(w->model, model) &&
+		    !strcmp(w->mode, mode))
 			best = w->batch;
 	}
 	return best;
@@ -265,13 +265,15 @@ static void md_row(FILE *f, const struct report_row *w)
 	char b[8][32];
 	bool ok = w->ok;
 
-	fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-		w->model, w->context, w->batch, w->mode,
-		cell(b[0], 32, "%.1f", w->tok_s, ok), cell(b[1], 32, "%.3f", w->step_ms, ok),
-		cell(b[2], 32, "%.3f", w->prefill_s, ok), cell(b[3], 32, "%.0f", w->prefill_tok_s, ok),
+	fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w->model,
+		w->context, w->batch, w->mode, cell(b[0], 32, "%.1f", w->tok_s, ok),
+		cell(b[1], 32, "%.3f", w->step_ms, ok), cell(b[2], 32, "%.3f", w->prefill_s, ok),
+		cell(b[3], 32, "%.0f", w->prefill_tok_s, ok),
 		cell(b[4], 32, "%.3f", w->hit_rate, ok && w->hit_rate >= 0),
 		cell(b[5], 32, "%.2f", w->h2d_gbs, ok), cell(b[6], 32, "%.0f", w->late_units, ok),
-		!ok || w->equals_twin < 0 ? "-" : w->equals_twin ? "yes" : "NO",
+		!ok || w->equals_twin < 0 ? "-"
+		: w->equals_twin	  ? "yes"
+					  : "NO",
 		ok ? "ok" : w->status);
 }
 
@@ -326,7 +328,8 @@ static void md_feasible(FILE *f, const struct report *r, json_object *arr)
 		json_object_object_add(o, "context", json_object_new_int(w->context));
 		json_object_object_add(o, "mode", json_object_new_string(w->mode));
 		json_object_object_add(o, "feasible_batch", json_object_new_int(fb));
-		json_object_object_add(o, "limited_by", lim[0] ? json_object_new_string(lim) : NULL);
+		json_object_object_add(o, "limited_by",
+				       lim[0] ? json_object_new_string(lim) : NULL);
 		json_object_array_add(arr, o);
 	}
 }
@@ -338,13 +341,12 @@ struct ratio {
 
 static struct ratio ratio_of(double num_v, double den_v, bool have)
 {
-	return (struct ratio){ .v = have && den_v > 0 ? num_v / den_v : 0,
-			       .have = have && den_v > 0 };
+	return (struct ratio){.v = have && den_v > 0 ? num_v / den_v : 0,
+			      .have = have && den_v > 0};
 }
 
 /* Ratios measured at one (model, context, batch); tok/s and prefill as speedups. */
-static void ratios_at(FILE *f, const struct report *r, const struct report_row *w,
-		      json_object *arr)
+static void ratios_at(FILE *f, const struct report *r, const struct report_row *w, json_object *arr)
 {
 	const struct report_row *a = report_find(r, w->model, w->context, w->batch, "sparda");
 	const struct report_row *so =
@@ -395,8 +397,9 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 	char b[4][32];
 
 	fprintf(f, "\n## Throughput at the largest feasible batch (sparda vs sparse)\n\n");
-	fprintf(f, "| model | context | sparda batch | sparda tok/s | sparse batch | sparse tok/s | "
-		   "ratio | sparda limited by | sparse limited by |\n");
+	fprintf(f,
+		"| model | context | sparda batch | sparda tok/s | sparse batch | sparse tok/s | "
+		"ratio | sparda limited by | sparse limited by |\n");
 	fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i], *a, *s;
@@ -424,8 +427,10 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 		json_object_object_add(o, "sparda_batch", json_object_new_int(fa));
 		json_object_object_add(o, "sparse_batch", json_object_new_int(fs));
 		json_object_object_add(o, "ratio", jnum(q.v, q.have));
-		json_object_object_add(o, "sparda_limited_by", la[0] ? json_object_new_string(la) : NULL);
-		json_object_object_add(o, "sparse_limited_by", ls[0] ? json_object_new_string(ls) : NULL);
+		json_object_object_add(o, "sparda_limited_by",
+				       la[0] ? json_object_new_string(la) : NULL);
+		json_object_object_add(o, "sparse_limited_by",
+				       ls[0] ? json_object_new_string(ls) : NULL);
 		json_object_array_add(arr, o);
 	}
 }
@@ -463,8 +468,10 @@ static int report_write(const struct report *r, const char *out)
 		rc = -errno;
 		goto out_put;
 	}
-	fprintf(f, "# Sweep results (%s)\n\nWritten by `sparda bench report --out %s` from %zu "
-		   "configuration records.\n", out, out, r->n);
+	fprintf(f,
+		"# Sweep results (%s)\n\nWritten by `sparda bench report --out %s` from %zu "
+		"configuration records.\n",
+		out, out, r->n);
 	md_rows(f, r, rows);
 	md_feasible(f, r, feas);
 	md_ratios(f, r, rat);
@@ -481,7 +488,7 @@ out_put:
 
 int bench_report(int argc, char **argv)
 {
-	struct report r = { 0 };
+	struct report r = {0};
 	char dir[PATH_MAX];
 	const char *out = NULL;
 	int rc;
@@ -493,8 +500,9 @@ int bench_report(int argc, char **argv)
 			out = argv[i] + 6;
 	}
 	if (!out) {
-		fprintf(stderr, "usage: sparda bench report --out DIR (a `sparda bench sweep` dir)\n"
-				"Writes DIR/report/report.md, summary.json and gnuplot PNGs.\n");
+		fprintf(stderr,
+			"usage: sparda bench report --out DIR (a `sparda bench sweep` dir)\n"
+			"Writes DIR/report/report.md, summary.json and gnuplot PNGs.\n");
 		return 2;
 	}
 	snprintf(dir, sizeof(dir), "%s/report", out);
@@ -507,7 +515,9 @@ int bench_report(int argc, char **argv)
 	}
 	rc = report_plot(&r);
 	printf("report: %zu configurations -> %s/report.md, %s/summary.json%s\n", r.n, dir, dir,
-	       rc == -ENOENT ? " (gnuplot not found: no plots)" : rc ? " (gnuplot failed)" : ", PNGs");
+	       rc == -ENOENT ? " (gnuplot not found: no plots)"
+	       : rc	     ? " (gnuplot failed)"
+			     : ", PNGs");
 	report_free(&r);
 	return rc && rc != -ENOENT ? 1 : 0;
 }

@@ -38,9 +38,11 @@ static void stem_of(const char *model, char *buf, size_t len)
 	size_t i = 0;
 
 	for (; model[i] && i + 1 < len; i++)
-		buf[i] = (model[i] == '-' || model[i] == '.' ||
-			  (model[i] >= '0' && model[i] <= '9') || (model[i] >= 'a' && model[i] <= 'z') ||
-			  (model[i] >= 'A' && model[i] <= 'Z')) ? model[i] : '_';
+		buf[i] =
+		    (model[i] == '-' || model[i] == '.' || (model[i] >= '0' && model[i] <= '9') ||
+		     (model[i] >= 'a' && model[i] <= 'z') || (model[i] >= 'A' && model[i] <= 'Z'))
+			? model[i]
+			: '_';
 	buf[i] = 0;
 }
 
@@ -109,8 +111,9 @@ static bool first_of_mode(const struct report *r, size_t i)
 static void plot_header(FILE *gp, const char *dir, const char *png, const char *title,
 			const char *ylabel)
 {
-	fprintf(gp, "set output '%s/%s'\nset title '%s' noenhanced\nset xlabel 'batch'\n"
-		    "set ylabel '%s'\nset key left top noenhanced\nset grid\n",
+	fprintf(gp,
+		"set output '%s/%s'\nset title '%s' noenhanced\nset xlabel 'batch'\n"
+		"set ylabel '%s'\nset key left top noenhanced\nset grid\n",
 		dir, png, title, ylabel);
 }
 
@@ -131,8 +134,8 @@ static void plot_decode(FILE *gp, const struct report *r)
 			 w->context);
 		plot_header(gp, r->dir, png, title, "decode tokens/s");
 		for (size_t j = 0; j < r->n; j++)
-			if (r->rows[j].context == w->context && !strcmp(r->rows[j].model, w->model) &&
-			    first_of_mode(r, j))
+			if (r->rows[j].context == w->context &&
+			    !strcmp(r->rows[j].model, w->model) && first_of_mode(r, j))
 				plot_series(gp, r, w, r->rows[j].mode, false, &count);
 		fprintf(gp, count ? "\n" : "set output\n");
 	}

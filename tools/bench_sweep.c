@@ -63,44 +63,59 @@ static bool parse_uint(const char *s, unsigned *out)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: sparda bench sweep --out DIR [options]\n"
-		"  --models LIST       preset[:layers],... (default tiny: the embedded model)\n"
-		"  --model-dir DIR     where preset:layers models live (default OUT/models);\n"
-		"                      missing ones are made with `sparda gen-model`\n"
-		"  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
-		"  --batches LIST      batch sizes (default 1,4,8)\n"
-		"  --modes LIST        compute modes (default sparse,sparse-offload,sparda,"
-		"sparda-nooffload)\n"
-		"  --new-tokens N      tokens generated per sequence (default 18)\n"
-		"  --backend B         auto, cpu or cuda (default auto)\n"
-		"  --part K/N          run only configurations K, K+N, K+2N, ... (1-based)\n"
-		"  --timeout-s S       kill and record a configuration running longer (default 600)\n"
-		"  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
-		"  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
-		"Writes OUT/<model>_c<ctx>_b<batch>_<mode>.json per configuration and skips those that\n"
-		"exist; a failed run is recorded with its reason (gpu-oom, host-oom, timeout, error).\n"
-		"Then: sparda bench report --out DIR\n");
+	fprintf(
+	    f,
+	    "usage: sparda bench sweep --out DIR [options]\n"
+	    "  --models LIST       preset[:layers],... (default tiny: the embedded model)\n"
+	    "  --model-dir DIR     where preset:layers models live (default OUT/models);\n"
+	    "                      missing ones are made with `sparda gen-model`\n"
+	    "  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
+	    "  --batches LIST      batch sizes (default 1,4,8)\n"
+	    "  --modes LIST        compute modes (default sparse,sparse-offload,sparda,"
+	    "sparda-nooffload)\n"
+	    "  --new-tokens N      tokens generated per sequence (default 18)\n"
+	    "  --backend B         auto, cpu or cuda (default auto)\n"
+	    "  --part K/N          run only configurations K, K+N, K+2N, ... (1-based)\n"
+	    "  --timeout-s S       kill and record a configuration running longer (default 600)\n"
+	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
+	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
+	    "Writes OUT/<model>_c<ctx>_b<batch>_<mode>.json per configuration, skipping those\n"
+	    "that exist; a failed run is recorded with its reason (gpu-oom, host-oom, timeout,\n"
+	    "error).\n"
+	    "Then: sparda bench report --out DIR\n");
 }
 
-enum { OPT_MODELS = 256, OPT_MODEL_DIR, OPT_CONTEXTS, OPT_BATCHES, OPT_MODES, OPT_NEW, OPT_OUT,
-       OPT_BACKEND, OPT_PART, OPT_TIMEOUT, OPT_MEMSVC, OPT_COMPUTE, OPT_HELP };
+enum {
+	OPT_MODELS = 256,
+	OPT_MODEL_DIR,
+	OPT_CONTEXTS,
+	OPT_BATCHES,
+	OPT_MODES,
+	OPT_NEW,
+	OPT_OUT,
+	OPT_BACKEND,
+	OPT_PART,
+	OPT_TIMEOUT,
+	OPT_MEMSVC,
+	OPT_COMPUTE,
+	OPT_HELP
+};
 
 static const struct option long_opts[] = {
-	{ "models", required_argument, NULL, OPT_MODELS },
-	{ "model-dir", required_argument, NULL, OPT_MODEL_DIR },
-	{ "contexts", required_argument, NULL, OPT_CONTEXTS },
-	{ "batches", required_argument, NULL, OPT_BATCHES },
-	{ "modes", required_argument, NULL, OPT_MODES },
-	{ "new-tokens", required_argument, NULL, OPT_NEW },
-	{ "out", required_argument, NULL, OPT_OUT },
-	{ "backend", required_argument, NULL, OPT_BACKEND },
-	{ "part", required_argument, NULL, OPT_PART },
-	{ "timeout-s", required_argument, NULL, OPT_TIMEOUT },
-	{ "memsvc-arg", required_argument, NULL, OPT_MEMSVC },
-	{ "compute-arg", required_argument, NULL, OPT_COMPUTE },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ NULL, 0, NULL, 0 },
+    {"models", required_argument, NULL, OPT_MODELS},
+    {"model-dir", required_argument, NULL, OPT_MODEL_DIR},
+    {"contexts", required_argument, NULL, OPT_CONTEXTS},
+    {"batches", required_argument, NULL, OPT_BATCHES},
+    {"modes", required_argument, NULL, OPT_MODES},
+    {"new-tokens", required_argument, NULL, OPT_NEW},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"backend", required_argument, NULL, OPT_BACKEND},
+    {"part", required_argument, NULL, OPT_PART},
+    {"timeout-s", required_argument, NULL, OPT_TIMEOUT},
+    {"memsvc-arg", required_argument, NULL, OPT_MEMSVC},
+    {"compute-arg", required_argument, NULL, OPT_COMPUTE},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 static int parse_part(struct sweep_opts *o, const char *s)
@@ -120,15 +135,27 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 	char *end;
 
 	switch (c) {
-	case OPT_MODELS: return list_parse(&o->models, arg);
-	case OPT_CONTEXTS: return list_parse(&o->contexts, arg);
-	case OPT_BATCHES: return list_parse(&o->batches, arg);
-	case OPT_MODES: return list_parse(&o->modes, arg);
-	case OPT_MODEL_DIR: o->model_dir = arg; return 0;
-	case OPT_OUT: o->out = arg; return 0;
-	case OPT_BACKEND: o->backend = arg; return 0;
-	case OPT_NEW: return parse_uint(arg, &o->new_tokens) ? 0 : -EINVAL;
-	case OPT_PART: return parse_part(o, arg);
+	case OPT_MODELS:
+		return list_parse(&o->models, arg);
+	case OPT_CONTEXTS:
+		return list_parse(&o->contexts, arg);
+	case OPT_BATCHES:
+		return list_parse(&o->batches, arg);
+	case OPT_MODES:
+		return list_parse(&o->modes, arg);
+	case OPT_MODEL_DIR:
+		o->model_dir = arg;
+		return 0;
+	case OPT_OUT:
+		o->out = arg;
+		return 0;
+	case OPT_BACKEND:
+		o->backend = arg;
+		return 0;
+	case OPT_NEW:
+		return parse_uint(arg, &o->new_tokens) ? 0 : -EINVAL;
+	case OPT_PART:
+		return parse_part(o, arg);
 	case OPT_TIMEOUT:
 		o->timeout_s = strtod(arg, &end);
 		return *end || o->timeout_s < 0 ? -EINVAL : 0;
@@ -142,7 +169,8 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 			return -E2BIG;
 		o->compute_args[o->n_compute++] = arg;
 		return 0;
-	default: return -EINVAL;
+	default:
+		return -EINVAL;
 	}
 }
 
@@ -151,7 +179,8 @@ static int parse_args(int argc, char **argv, struct sweep_opts *o)
 {
 	int c, rc = 0;
 
-	if (list_parse(&o->models, "tiny") || list_parse(&o->contexts, "32768,65536,98304,131072") ||
+	if (list_parse(&o->models, "tiny") ||
+	    list_parse(&o->contexts, "32768,65536,98304,131072") ||
 	    list_parse(&o->batches, "1,4,8") ||
 	    list_parse(&o->modes, "sparse,sparse-offload,sparda,sparda-nooffload"))
 		return -ENOMEM;
@@ -295,9 +324,12 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 
 static int sweep_grid(const struct sweep_opts *o, struct model *models, struct tally *t)
 {
-	struct sweep_cfg c = { .new_tokens = o->new_tokens, .backend = o->backend, .out = o->out,
-			       .timeout_s = o->timeout_s, .memsvc_args = o->memsvc_args,
-			       .compute_args = o->compute_args };
+	struct sweep_cfg c = {.new_tokens = o->new_tokens,
+			      .backend = o->backend,
+			      .out = o->out,
+			      .timeout_s = o->timeout_s,
+			      .memsvc_args = o->memsvc_args,
+			      .compute_args = o->compute_args};
 	int rc;
 
 	for (int mi = 0; mi < o->models.n; mi++)
@@ -338,10 +370,10 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 
 int bench_sweep(int argc, char **argv)
 {
-	struct sweep_opts o = { .backend = "auto", .new_tokens = 18, .part = 1, .parts = 1,
-				.timeout_s = 600 };
+	struct sweep_opts o = {
+	    .backend = "auto", .new_tokens = 18, .part = 1, .parts = 1, .timeout_s = 600};
 	struct model models[LIST_MAX];
-	struct tally t = { 0 };
+	struct tally t = {0};
 	int rc = parse_args(argc, argv, &o), code = 2;
 
 	if (rc)

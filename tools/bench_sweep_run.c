@@ -125,7 +125,7 @@ static int wait_limited(pid_t pid, double timeout_s, struct outcome *o)
 			kill(pid, SIGKILL);
 			o->timed_out = true;
 		}
-		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
 	}
 	o->wall_s = (double)(time_now_ns() - t0) / 1e9;
 	o->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -260,8 +260,8 @@ static int record_write(const struct sweep_cfg *c, json_object *r)
 static int start_memsvc(const struct sweep_cfg *c, struct memsvc_proc **p, struct outcome *o)
 {
 	char bin[PATH_MAX];
-	struct memsvc_proc_opts po = { .binary = bin, .args = c->memsvc_args,
-				       .capture_stderr = true };
+	struct memsvc_proc_opts po = {
+	    .binary = bin, .args = c->memsvc_args, .capture_stderr = true};
 	int rc = memsvc_proc_find_binary(bin, sizeof(bin));
 
 	if (!rc)
@@ -275,7 +275,7 @@ static int start_memsvc(const struct sweep_cfg *c, struct memsvc_proc **p, struc
 int sweep_run_one(const struct sweep_cfg *c, bool *ok)
 {
 	char json[PATH_MAX], log[PATH_MAX], mlog[PATH_MAX];
-	struct outcome o = { .exit_status = -1 };
+	struct outcome o = {.exit_status = -1};
 	struct memsvc_proc *p = NULL;
 	json_object *result = NULL, *rec;
 	const char *status;

@@ -68,7 +68,8 @@ feas = {(f["context"], f["mode"]): f for f in s["feasible"]}
 for ctx in (1100, 1300):
     assert feas[(ctx, "sparda")]["feasible_batch"] == 1, feas
     assert feas[(ctx, "sparda")]["limited_by"] == "host-oom", feas
-    assert feas[(ctx, "sparse")]["feasible_batch"] == 2 and feas[(ctx, "sparse")]["limited_by"] is None
+    sparse = feas[(ctx, "sparse")]
+    assert sparse["feasible_batch"] == 2 and sparse["limited_by"] is None, sparse
 mb = {m["context"]: m for m in s["max_batch"]}
 assert mb[1100]["sparda_batch"] == 1 and mb[1100]["sparse_batch"] == 2 and mb[1100]["ratio"] > 0
 rat = {(x["context"], x["batch"]): x for x in s["ratios"]}
