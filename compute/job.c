@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "job.h"
+#include "cmetrics.h"
 #include "job_internal.h"
 #include "log.h"
 
@@ -53,6 +54,7 @@ static const struct config_key job_keys[] = {
 	K("layer-table", BOOL, layer_table, "false", 0, 0, "print per-layer statistics of every mode"),
 	K("logits-out", STRING, logits_out, "", 0, 0, "write the logits of every generated token (float32, [mode][batch][new][vocab] in --modes order)"),
 	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
+	K("metrics-port", UINT, metrics_port, "0", 0, 65535, "serve /metrics and /healthz (Prometheus text) on this port during the run; 0 = off"),
 };
 #undef K
 
@@ -150,6 +152,10 @@ int job_run(const struct job_config *cfg, FILE *out)
 	rc = model_open(dir, cfg->forecast[0] ? cfg->forecast : NULL, &j.model, j.err,
 			sizeof(j.err));
 	if (rc)
+		goto out;
+	if (cfg->metrics_port &&
+	    (rc = cmetrics_open((uint16_t)cfg->metrics_port, j.model->cfg.n_layers, &j.metrics,
+				j.err, sizeof(j.err))))
 		goto out;
 	if ((rc = open_backend(cfg, &j.kb, j.err, sizeof(j.err))) ||
 	    (rc = job_make_prompts(&j, j.err, sizeof(j.err))))

@@ -23,6 +23,7 @@ struct job {
 	struct model *model;
 	struct kb *kb;
 	struct kvhost *host;
+	struct cmetrics *metrics;  /* --metrics-port, or NULL */
 	int host_rc;               /* why the host store could not be opened */
 	char host_err[256];
 	int32_t **prompts;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "cmetrics.h"
 #include "job_internal.h"
 #include "log.h"
 
@@ -187,11 +188,18 @@ static int open_host(struct job *j)
 	return j->host_rc;
 }
 
+static void publish_step(void *ctx, enum runner_mode mode, const struct runner_stats *st)
+{
+	struct job *j = ctx;
+	cmetrics_update(j->metrics, mode, st);
+}
+
 static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 {
 	const struct job_config *cfg = j->cfg;
 	struct runner_opts ro = { .mode = mode, .max_batch = j->batch, .max_tokens = max_tokens(j),
-				  .gather_ctas = (uint32_t)cfg->gather_ctas };
+				  .gather_ctas = (uint32_t)cfg->gather_ctas,
+				  .on_step = j->metrics ? publish_step : NULL, .on_step_ctx = j };
 	struct runner_sampling smp = { .temperature = (float)cfg->temperature,
 				       .top_k = (uint32_t)cfg->top_k, .seed = cfg->seed };
 	struct runner *r = NULL;
@@ -327,6 +335,7 @@ void job_free(struct job *j)
 	free(j->prompts);
 	free(j->lens);
 	kvhost_close(j->host);
+	cmetrics_free(j->metrics);
 	kb_destroy(j->kb);
 	model_close(j->model);
 }

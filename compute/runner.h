@@ -33,6 +33,8 @@ bool runner_mode_offloads(enum runner_mode m);
 /* Modes that select with the Forecast (need Forecast weights). */
 bool runner_mode_forecast(enum runner_mode m);
 
+struct runner_stats;
+
 struct runner_opts {
 	enum runner_mode mode;
 	uint32_t max_batch;  /* sequences decoded together */
@@ -42,6 +44,10 @@ struct runner_opts {
 	struct kvhost *host; /* required when runner_mode_offloads(mode); not owned */
 	bool keep_sequences; /* leave host-store sequences open after runner_generate (for
 				runner_read_unit); they close at the next generate or runner_close */
+	/* Called on the runner's thread after the prefill and after every decode step with the
+	 * statistics so far (e.g. to publish them as metrics); NULL: none. */
+	void (*on_step)(void *ctx, enum runner_mode mode, const struct runner_stats *st);
+	void *on_step_ctx;
 };
 
 struct runner_layer_stats {

@@ -196,6 +196,8 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		r->st.prefill_tokens += lens[i];
 	}
 	r->st.prefill_s = (double)(time_now_ns() - t0) * 1e-9;
+	if (r->o.on_step)
+		r->o.on_step(r->o.on_step_ctx, r->o.mode, &r->st);
 	t0 = time_now_ns();
 	for (uint32_t j = 1; j < n_new; j++) {
 		rc = runner_decode_step(r, b, cur, next, NULL, samp);
@@ -215,6 +217,10 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		}
 		r->st.decode_steps++;
 		r->st.decode_tokens += b;
+		if (r->o.on_step) {
+			r->st.decode_s = (double)(time_now_ns() - t0) * 1e-9;
+			r->o.on_step(r->o.on_step_ctx, r->o.mode, &r->st);
+		}
 	}
 	if (logits && (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
 		goto out_close;

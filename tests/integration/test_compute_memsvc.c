@@ -20,6 +20,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -237,6 +240,71 @@ static void test_ragged_prompt_file(void **state)
 	harness_rmdir(dir);
 }
 
+/* Value of the first sample of `name{labels...}` in a Prometheus text body, or -1. */
+static double sample(const char *body, const char *prefix)
+{
+	const char *p = body;
+	while ((p = strstr(p, prefix))) {
+		if (p == body || p[-1] == '\n') {
+			const char *sp = strchr(p, ' ');
+			return sp ? strtod(sp + 1, NULL) : -1;
+		}
+		p++;
+	}
+	return -1;
+}
+
+static bool port_open(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* --metrics-port serves the run's counters while it runs; they parse and move. */
+static void test_compute_metrics(void **state)
+{
+	int port = harness_free_port();
+	char mp[64];
+	struct proc p;
+
+	snprintf(mp, sizeof(mp), "--metrics-port=%d", port);
+	const char *args[] = { mp, "--host-store=inproc", "--modes=sparda", "--prompt-tokens=1100",
+			       "--new-tokens=100000", NULL };
+	spawn(&p, args);
+	for (int i = 0; i < 600 && !port_open(port); i++)
+		usleep(50000);
+	double steps[2] = { -1, -1 };
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i < 600 && steps[k] <= (k ? steps[0] : 0); i++) {
+			char *body = harness_http_get(port, "/metrics");
+			if (body) {
+				steps[k] = sample(body, "sparda_compute_decode_steps_total{mode=\"sparda\"}");
+				if (k == 1) {
+					assert_true(sample(body, "sparda_compute_bytes_total{mode=\"sparda\","
+								 "direction=\"h2d\"}") > 0);
+					assert_true(sample(body, "sparda_compute_layer_fetched_units_total{"
+								 "mode=\"sparda\",layer=\"1\"}") > 0);
+				}
+				free(body);
+			}
+			usleep(100000);
+		}
+	}
+	char *health = harness_http_get(port, "/healthz");
+	kill(p.pid, SIGKILL);
+	waitpid(p.pid, NULL, 0);
+	assert_true(steps[0] > 0 && steps[1] > steps[0]);
+	assert_non_null(health);
+	assert_non_null(strstr(health, "ok"));
+	free(health);
+	unlink(p.log);
+}
+
 static void test_bad_inputs(void **state)
 {
 	char *dir = harness_tmpdir(), md[PATH_MAX + 16], path[PATH_MAX + 32];
@@ -287,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
 		cmocka_unit_test(test_ragged_prompt_file),
+		cmocka_unit_test(test_compute_metrics),
 		cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
