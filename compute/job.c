@@ -35,7 +35,7 @@ static const struct config_key job_keys[] = {
 	K("batch", UINT, batch, "1", 1, 4096, "sequences decoded together"),
 	K("prompt-tokens", UINT, prompt_tokens, "3072", 1, 1 << 22, "length of each synthetic prompt"),
 	K("prompt-file", STRING, prompt_file, "", 0, 0, "token ids, one sequence per line (overrides the synthetic prompt)"),
-	K("new-tokens", UINT, new_tokens, "32", 1, 1 << 20, "tokens to generate per sequence"),
+	K("new-tokens", UINT, new_tokens, "128", 1, 1 << 20, "tokens to generate per sequence"),
 	K("seed", UINT, seed, "1", 0, 0, "seed of the synthetic prompts and of sampling"),
 	K("temperature", DOUBLE, temperature, "0", 0, 100, "sampling temperature (0 = greedy)"),
 	K("top-k", UINT, top_k, "0", 0, 1 << 20, "sample among the k most likely tokens (0 = all)"),

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +51,8 @@ static void spawn(struct proc *p, const char *const *args)
 	p->pid = fork();
 	assert_true(p->pid >= 0);
 	if (p->pid == 0) {
+		/* a failed assertion must not leave a generation running: die with the test */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		dup2(fd, 1);
 		dup2(fd, 2);
