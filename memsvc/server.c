@@ -261,8 +261,17 @@ static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, stru
 }
 
 /* Session options from an admitted hello. */
+/* Called between pre-fault chunks of a large arena: keep systemd's watchdog fed. */
+static void prefault_progress(void *ctx)
+{
+	struct server *sv = ctx;
+	notify_watchdog(sv->notify, time_now_ms());
+}
+
 static void opts_fill(struct server *sv, const struct wire_request *rq, struct session_opts *so)
 {
+	so->progress = prefault_progress;
+	so->progress_ctx = sv;
 	so->id = sv->next_id++;
 	so->client_name = rq->u.hello.client_name;
 	so->max_seqs = rq->u.hello.max_seqs;

@@ -88,21 +88,34 @@ static int memfd_sized(const char *name, uint64_t bytes, unsigned flags, int *ou
 	return 0;
 }
 
-/* Allocate every page now: first touch is slow in VMs, and a short machine fails here. */
-static int prefault(int fd, uint64_t bytes)
+/*
+ * Allocate every page now: first touch is slow in VMs, and a short machine fails here. Chunked,
+ * with a progress call after each chunk (see struct session_opts).
+ */
+static int prefault(int fd, uint64_t bytes, const struct session_opts *o)
 {
-	void *p;
+	uint64_t chunk = o->prefault_chunk ? o->prefault_chunk : (1ull << 30);
+	bool use_mmap = false;
 
-	if (fallocate(fd, 0, 0, (off_t)bytes) == 0)
-		return 0;
-	if (errno == ENOSPC || errno == ENOMEM)
-		return -ENOMEM;
-	if (errno != EOPNOTSUPP)
-		return err_from_errno();
-	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-	if (p == MAP_FAILED)
-		return err_from_errno();
-	munmap(p, bytes);
+	for (uint64_t off = 0; off < bytes; off += chunk) {
+		uint64_t len = bytes - off < chunk ? bytes - off : chunk;
+		if (!use_mmap && fallocate(fd, 0, (off_t)off, (off_t)len) != 0) {
+			if (errno == ENOSPC || errno == ENOMEM)
+				return -ENOMEM;
+			if (errno != EOPNOTSUPP)
+				return err_from_errno();
+			use_mmap = true; /* e.g. hugetlbfs: touch the pages through a mapping */
+		}
+		if (use_mmap) {
+			void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+				       fd, (off_t)off);
+			if (p == MAP_FAILED)
+				return err_from_errno();
+			munmap(p, len);
+		}
+		if (o->progress)
+			o->progress(o->progress_ctx);
+	}
 	return 0;
 }
 
@@ -227,7 +240,7 @@ static int arena_create(struct session *s, char *err, size_t err_len)
 		fail(err, err_len, s->o.huge_pages ? "arena memfd (huge pages)" : "arena memfd", r);
 		return r;
 	}
-	r = prefault(s->arena_fd, s->o.arena_bytes);
+	r = prefault(s->arena_fd, s->o.arena_bytes, &s->o);
 	if (!r && fcntl(s->arena_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		r = err_from_errno();
 	if (r)

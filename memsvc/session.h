@@ -37,6 +37,14 @@ struct session_opts {
 	uint32_t ring_entries;	 /* SQ and CQ, power of two */
 	uint32_t unit_words;	 /* unit words per slot (at least 65536 in all) */
 	bool huge_pages;
+	/*
+	 * Pre-faulting a large arena takes seconds: it is done in chunks of prefault_chunk bytes
+	 * (0 = 1 GiB) and progress(progress_ctx) is called after each, so the daemon can keep its
+	 * watchdog fed. progress may be NULL.
+	 */
+	uint64_t prefault_chunk;
+	void (*progress)(void *ctx);
+	void *progress_ctx;
 };
 
 /*

@@ -198,6 +198,39 @@ static void test_huge_pages(void **state)
 	assert_non_null(strstr(err, "huge pages"));
 }
 
+static void count_progress(void *ctx)
+{
+	(*(int *)ctx)++;
+}
+
+/* A large arena is pre-faulted in chunks with a progress call after each (watchdog pings). */
+static void test_prefault_progress(void **state)
+{
+	struct fx *f = *state;
+	int calls = 0;
+	struct session_opts o = {.id = 9,
+				 .tenant = tenant_find(f->tenants, "t"),
+				 .geom = {.n_layers = 1,
+					  .n_kv_heads = 1,
+					  .head_dim = 16,
+					  .block_tokens = 8,
+					  .dtype_bytes = 2,
+					  .unit_bytes = 512},
+				 .ring_entries = 8,
+				 .prefault_chunk = 4u << 20,
+				 .progress = count_progress,
+				 .progress_ctx = &calls};
+	struct session *s = NULL;
+	char err[256] = "";
+
+	assert_int_equal(session_arena_bytes(&o.geom, 18u << 20, false, &o.arena_bytes,
+					     &(uint32_t){0}),
+			 0);
+	assert_int_equal(session_create(&o, &s, err, sizeof(err)), 0);
+	assert_int_equal(calls, 5); /* 18 MiB in 4 MiB chunks */
+	session_destroy(s);
+}
+
 static struct sp_sqe sqe(uint16_t op, uint32_t id, uint32_t idx, uint32_t gen, uint32_t block,
 			 uint64_t step)
 {
@@ -331,6 +364,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_regions_and_seals, setup, teardown),
 	    cmocka_unit_test(test_arena_size_rules),
 	    cmocka_unit_test_setup_teardown(test_huge_pages, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prefault_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ring_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits_and_backpressure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
