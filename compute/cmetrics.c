@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* sparda-compute's Prometheus endpoint: per-mode snapshots of the runner's statistics. */
 #include <errno.h>
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -9,9 +8,10 @@
 #include <string.h>
 
 #include "cmetrics.h"
+#include "httpd.h"
 
 struct cmetrics {
-	struct MHD_Daemon *d;
+	struct httpd *http;
 	pthread_mutex_t lock;
 	uint32_t n_layers;
 	bool seen[RUNNER_MODE_COUNT];
@@ -108,52 +108,18 @@ void cmetrics_render(struct cmetrics *m, FILE *out)
 	pthread_mutex_unlock(&m->lock);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *body, size_t len,
-			     const char *type)
+static void render(void *ctx, FILE *out)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	if (!body)
-		return MHD_NO;
-	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	ret = MHD_queue_response(conn, code, r);
-	MHD_destroy_response(r);
-	return ret;
+	cmetrics_render(ctx, out);
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
-			      const char *method, const char *version, const char *upload,
-			      size_t *upload_len, void **con_cls)
-{
-	struct cmetrics *m = cls;
-	char *body = NULL;
-	size_t len = 0;
-	FILE *out;
-
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(conn, 405, strdup("method not allowed\n"), 19, "text/plain");
-	if (strcmp(url, "/healthz") == 0)
-		return reply(conn, 200, strdup("ok\n"), 3, "text/plain");
-	if (strcmp(url, "/metrics") != 0)
-		return reply(conn, 404, strdup("not found\n"), 10, "text/plain");
-	out = open_memstream(&body, &len);
-	if (!out)
-		return MHD_NO;
-	cmetrics_render(m, out);
-	fclose(out);
-	return reply(conn, 200, body, len, "text/plain; version=0.0.4");
-}
+static const struct httpd_ops cmetrics_http = { .metrics = render };
 
 int cmetrics_open(uint16_t port, uint32_t n_layers, struct cmetrics **out, char *err,
 		  size_t err_len)
 {
 	struct cmetrics *m = calloc(1, sizeof(*m));
+	int r;
 
 	*out = NULL;
 	if (!m)
@@ -165,16 +131,15 @@ int cmetrics_open(uint16_t port, uint32_t n_layers, struct cmetrics **out, char 
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&m->lock, NULL);
-	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, port, NULL, NULL, handle, m,
-				MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT,
-				10u, MHD_OPTION_END);
-	if (!m->d) {
-		snprintf(err, err_len, "key metrics-port: port %u: cannot listen (in use?)",
-			 (unsigned)port);
+	r = httpd_open(port, 16, &cmetrics_http, m, &m->http);
+	if (r) {
+		if (r == -EADDRINUSE)
+			snprintf(err, err_len, "key metrics-port: port %u: cannot listen (in use?)",
+				 (unsigned)port);
 		pthread_mutex_destroy(&m->lock);
 		free(m->layers);
 		free(m);
-		return -EADDRINUSE;
+		return r;
 	}
 	*out = m;
 	return 0;
@@ -184,7 +149,7 @@ void cmetrics_free(struct cmetrics *m)
 {
 	if (!m)
 		return;
-	MHD_stop_daemon(m->d);
+	httpd_free(m->http);
 	pthread_mutex_destroy(&m->lock);
 	free(m->layers);
 	free(m);

@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Prometheus text rendering and the libmicrohttpd handler. Rendering takes a snapshot under
+ * Prometheus text rendering for the daemon's /metrics endpoint (common/httpd). Rendering takes a snapshot under
  * the server's and each tenant's locks; nothing here blocks the hot path for longer than a
  * histogram copy.
  */
 #include "metrics.h"
 
 #include <errno.h>
-#include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "httpd.h"
 #include "mstats.h"
 #include "server.h"
 #include "tenant.h"
@@ -18,7 +18,7 @@
 #include "wire.h"
 
 struct metrics {
-	struct MHD_Daemon *d;
+	struct httpd *http;
 	struct server *sv;
 	struct tenant_table *tenants;
 	struct mstats *stats;
@@ -176,57 +176,29 @@ void metrics_render(struct server *sv, struct tenant_table *tenants, struct msta
 	render_requests(out, stats);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, char *body, size_t len,
-			     const char *type)
+static void render(void *ctx, FILE *out)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	if (!body)
-		return MHD_NO;
-	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	ret = MHD_queue_response(conn, code, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
-			      const char *method, const char *version, const char *upload,
-			      size_t *upload_len, void **con_cls)
-{
-	struct metrics *m = cls;
-	char *body = NULL;
-	size_t len = 0;
-	FILE *out;
-
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply(conn, 405, strdup("method not allowed\n"), 19, "text/plain");
-	if (strcmp(url, "/healthz") == 0) {
-		struct server_snapshot s;
-		server_snapshot(m->sv, &s);
-		if (s.draining)
-			return reply(conn, 503, strdup("draining\n"), 9, "text/plain");
-		return reply(conn, 200, strdup("ok\n"), 3, "text/plain");
-	}
-	if (strcmp(url, "/metrics") != 0)
-		return reply(conn, 404, strdup("not found\n"), 10, "text/plain");
-	out = open_memstream(&body, &len);
-	if (!out)
-		return MHD_NO;
+	struct metrics *m = ctx;
 	metrics_render(m->sv, m->tenants, m->stats, out);
-	fclose(out);
-	return reply(conn, 200, body, len, "text/plain; version=0.0.4");
 }
+
+static bool healthy(void *ctx, const char **why)
+{
+	struct metrics *m = ctx;
+	struct server_snapshot s;
+
+	server_snapshot(m->sv, &s);
+	*why = "draining\n";
+	return !s.draining;
+}
+
+static const struct httpd_ops metrics_http = { .metrics = render, .healthy = healthy };
 
 int metrics_open(uint16_t port, struct server *sv, struct tenant_table *tenants,
 		 struct mstats *stats, struct metrics **out, char *err, size_t err_len)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
+	int r;
 
 	*out = NULL;
 	if (!m)
@@ -234,13 +206,13 @@ int metrics_open(uint16_t port, struct server *sv, struct tenant_table *tenants,
 	m->sv = sv;
 	m->tenants = tenants;
 	m->stats = stats;
-	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, port, NULL, NULL, handle, m,
-				MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
-				10u, MHD_OPTION_END);
-	if (!m->d) {
-		snprintf(err, err_len, "metrics-port %u: cannot listen (in use?)", (unsigned)port);
+	r = httpd_open(port, 64, &metrics_http, m, &m->http);
+	if (r) {
+		if (r == -EADDRINUSE)
+			snprintf(err, err_len, "metrics-port %u: cannot listen (in use?)",
+				 (unsigned)port);
 		free(m);
-		return -EADDRINUSE;
+		return r;
 	}
 	*out = m;
 	return 0;
@@ -250,6 +222,6 @@ void metrics_free(struct metrics *m)
 {
 	if (!m)
 		return;
-	MHD_stop_daemon(m->d);
+	httpd_free(m->http);
 	free(m);
 }
