@@ -371,7 +371,7 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 		goto out_close;
 	}
 	r->stats_registered = true;
-	if ((rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
+	if ((rc = runner_recall_open(r)) || (rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
 		goto out_close;
 	r->st.mode = o->mode;
 	r->st.n_layers = r->L;
@@ -417,6 +417,8 @@ void runner_close(struct runner *r)
 			if (ev[i])
 				k->event_free(r->kb, ev[i]);
 	}
+	if (r->f_read)
+		k->event_free(r->kb, r->f_read);
 	void *gp[] = { r->embed, r->norm, r->lm_head == r->embed ? NULL : r->lm_head, r->inv_freq,
 		       r->resid, r->logits, r->xn, r->qkvf, r->attn, r->tmp, r->gu, r->ffo,
 		       r->scores, r->pos, r->n_tok, r->n_ent, r->n_blk, r->tail_sel, r->tail_idx,
@@ -432,6 +434,7 @@ void runner_close(struct runner *r)
 		k->host_unregister(r->kb, (void *)r->o.host->words);
 	if (r->stats_registered)
 		k->host_unregister(r->kb, r->h_stats);
+	runner_recall_close(r);
 	free(r->lw);
 	free(r->kv);
 	free(r->h_i32);

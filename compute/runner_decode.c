@@ -124,18 +124,17 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 }
 
 /* Scores + pooling + top-k into sel from queries q (Forecast or original selector). */
-static int select_into(struct runner *r, struct step *s, int32_t *sel, const uint16_t *q,
-		       uint32_t lck, const int32_t *n_ent, bool original)
+static int select_into(struct runner *r, struct step *s, enum kb_stream st, int32_t *sel,
+		       const uint16_t *q, uint32_t lck, const int32_t *n_ent, bool original)
 {
 	const struct kb_ops *k = r->kb->ops;
-	int rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->scores, q, r->qkvf_cols,
-				 r->kv[lck].ck, r->ck_cap, n_ent, s->B,
-				 original ? r->n_q : r->n_kv, r->n_kv, r->hd, original,
-				 r->attn_scale);
+	int rc = k->score_decode(r->kb, st, r->scores, q, r->qkvf_cols, r->kv[lck].ck, r->ck_cap,
+				 n_ent, s->B, original ? r->n_q : r->n_kv, r->n_kv, r->hd,
+				 original, r->attn_scale);
 	if (rc)
 		return rc;
-	return k->select_decode(r->kb, KB_STREAM_COMPUTE, sel, r->scores, r->ck_cap, n_ent,
-				r->n_blk, s->B, r->n_kv, &r->c.sparse);
+	return k->select_decode(r->kb, st, sel, r->scores, r->ck_cap, n_ent, r->n_blk, s->B,
+				r->n_kv, &r->c.sparse);
 }
 
 /* The selection a layer attends over: its own array, or every block in dense steps. */
@@ -147,16 +146,16 @@ static const int32_t *layer_sel(struct runner *r, struct step *s, uint32_t l)
 }
 
 /* Diff layer l's cache against its selection and resolve the loads to arena slots. */
-static int diff_and_resolve(struct runner *r, struct step *s, uint32_t l)
+static int diff_and_resolve(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	const struct kb_ops *k = r->kb->ops;
 	struct runner_lkv *kv = &r->kv[l];
-	int rc = k->cache_diff(r->kb, KB_STREAM_COMPUTE, kv->map, layer_sel(r, s, l), r->neg1,
+	int rc = k->cache_diff(r->kb, st, kv->map, layer_sel(r, s, l), r->neg1,
 			       s->nc, r->n_slots, s->k, kv->load_slot, kv->load_block,
 			       kv->n_loads, kv->hits);
 	if (rc)
 		return rc;
-	return k->resolve_loads(r->kb, KB_STREAM_COMPUTE, kv->dst_idx, kv->src_idx, r->misses,
+	return k->resolve_loads(r->kb, st, kv->dst_idx, kv->src_idx, r->misses,
 				kv->load_slot, kv->load_block, kv->n_loads, r->words_dev,
 				kv->word_base, s->nc, r->n_slots, s->k);
 }
@@ -170,6 +169,37 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 				      r->o.gather_ctas ? r->o.gather_ctas : 16);
 }
 
+/*
+ * PREP(l+1) on the copy stream: the Forecast selection of layer l+1 from layer l's F, then (in
+ * sparda) the diff, the resolve and the gather, all off the compute stream's critical path.
+ * Layer l+1 waits `done` before its attention; the next QKVF GEMM waits f_read, after which F
+ * may be overwritten. The compressed keys of l+1 it reads (entries before this token) are not
+ * the ones layer l+1's ck_append writes this step.
+ */
+static int prep_side(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *nx = &r->kv[l + 1];
+	bool fetch = r->o.mode == RUNNER_MODE_SPARDA && !nx->resident;
+	int rc;
+
+	if ((rc = k->event_record(r->kb, r->f_read, KB_STREAM_COMPUTE)) ||
+	    (rc = k->stream_wait(r->kb, KB_STREAM_COPY, r->f_read)))
+		return rc;
+	if (s->sparse && (rc = select_into(r, s, KB_STREAM_COPY, nx->sel, r->qkvf + r->f_off,
+					   l + 1, r->n_ent0, false)))
+		return rc;
+	if ((rc = k->event_record(r->kb, r->f_read, KB_STREAM_COPY)))
+		return rc;
+	r->f_pending = true;
+	if (fetch && ((rc = k->event_record(r->kb, nx->ready, KB_STREAM_COPY)) ||
+		      (rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COPY)) ||
+		      (rc = gather(r, s, l + 1, KB_STREAM_COPY))))
+		return rc;
+	nx->prepped = true;
+	return k->event_record(r->kb, nx->done, KB_STREAM_COPY);
+}
+
 /* Selection (and fetch) work that happens inside layer l before its attention. */
 static int layer_select(struct runner *r, struct step *s, uint32_t l)
 {
@@ -179,35 +209,46 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 	int rc = 0;
 
 	if (m == RUNNER_MODE_SPARSE || m == RUNNER_MODE_SPARSE_OFFLOAD) {
-		if (s->sparse && (rc = select_into(r, s, kv->sel, r->qkvf, l, r->n_ent, true)))
+		if (s->sparse && (rc = select_into(r, s, KB_STREAM_COMPUTE, kv->sel, r->qkvf, l,
+						   r->n_ent, true)))
 			return rc;
 	} else if (runner_mode_forecast(m) && l == 0 && s->sparse) {
-		rc = select_into(r, s, kv->sel, r->qkvf + r->fc_off, 0, r->n_ent, false);
+		rc = select_into(r, s, KB_STREAM_COMPUTE, kv->sel, r->qkvf + r->fc_off, 0,
+				 r->n_ent, false);
 		if (rc)
 			return rc;
 	}
 	if (runner_mode_forecast(m) && l + 1 < r->L) { /* PREP(l+1) */
 		struct runner_lkv *nx = &r->kv[l + 1];
-		if (s->sparse && (rc = select_into(r, s, nx->sel, r->qkvf + r->f_off, l + 1,
-						   r->n_ent0, false)))
-			return rc;
-		if (m == RUNNER_MODE_SPARDA && !nx->resident) {
-			if ((rc = diff_and_resolve(r, s, l + 1)) ||
-			    (rc = k->event_record(r->kb, nx->ready, KB_STREAM_COMPUTE)) ||
-			    (rc = k->stream_wait(r->kb, KB_STREAM_COPY, nx->ready)) ||
-			    (rc = gather(r, s, l + 1, KB_STREAM_COPY)) ||
-			    (rc = k->event_record(r->kb, nx->done, KB_STREAM_COPY)))
+		if (r->prep_side &&
+		    (m == RUNNER_MODE_SPARDA || m == RUNNER_MODE_SPARDA_NOOFFLOAD)) {
+			if ((rc = prep_side(r, s, l)))
 				return rc;
+		} else {
+			if (s->sparse && (rc = select_into(r, s, KB_STREAM_COMPUTE, nx->sel,
+							   r->qkvf + r->f_off, l + 1, r->n_ent0,
+							   false)))
+				return rc;
+			if (m == RUNNER_MODE_SPARDA && !nx->resident) {
+				if ((rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COMPUTE)) ||
+				    (rc = k->event_record(r->kb, nx->ready, KB_STREAM_COMPUTE)) ||
+				    (rc = k->stream_wait(r->kb, KB_STREAM_COPY, nx->ready)) ||
+				    (rc = gather(r, s, l + 1, KB_STREAM_COPY)) ||
+				    (rc = k->event_record(r->kb, nx->done, KB_STREAM_COPY)))
+					return rc;
+				nx->prepped = true;
+			}
 		}
 	}
-	if (kv->resident)
-		return 0;
 	if (m == RUNNER_MODE_SPARSE_OFFLOAD || m == RUNNER_MODE_SPARDA_NOPREFETCH) {
+		if (kv->resident)
+			return 0;
 		if ((rc = k->event_record(r->kb, kv->ready, KB_STREAM_COMPUTE)) ||
-		    (rc = diff_and_resolve(r, s, l)) || (rc = gather(r, s, l, KB_STREAM_COMPUTE)) ||
+		    (rc = diff_and_resolve(r, s, l, KB_STREAM_COMPUTE)) ||
+		    (rc = gather(r, s, l, KB_STREAM_COMPUTE)) ||
 		    (rc = k->event_record(r->kb, kv->done, KB_STREAM_COMPUTE)))
 			return rc;
-	} else if (m == RUNNER_MODE_SPARDA && kv->loaded) {
+	} else if (kv->prepped) {
 		if ((rc = k->event_record(r->kb, kv->want, KB_STREAM_COMPUTE)) ||
 		    (rc = k->stream_wait(r->kb, KB_STREAM_COMPUTE, kv->done)))
 			return rc;
@@ -274,6 +315,11 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 	struct runner_lw *w = &r->lw[l];
 	uint32_t H = r->hidden, F = r->ffn, B = s->B, ld = r->qkvf_cols;
 
+	if (r->f_pending) { /* the copy stream may still read the previous layer's F */
+		RUN_TRY(r, k->stream_wait(r->kb, KB_STREAM_COMPUTE, r->f_read), fail);
+		r->f_pending = false;
+	}
+
 	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, l ? r->tmp : NULL, H,
 				  c->residual_scale, w->attn_norm, r->xn, B, H, c->rms_eps), fail);
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, ld, H, r->xn, H, w->wqkvf, H, r->qkvf, ld,
@@ -288,6 +334,7 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 				r->qkvf + r->q_cols, ld, r->pos, B, r->n_kv, r->hd, &c->sparse),
 		fail);
 	RUN_TRY(r, layer_select(r, s, l), fail);
+	RUN_TRY(r, runner_recall_layer(r, l, B, s->sparse), fail);
 	RUN_TRY(r, layer_store_kv(r, s, l), fail);
 	RUN_TRY(r, layer_attend(r, s, l), fail);
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, H, r->q_cols, r->attn, r->q_cols, w->wo,
@@ -416,7 +463,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->resid, r->embed, r->ids, batch, r->hidden,
 			    r->vocab, c->scale_emb), fail);
 	for (uint32_t l = 0; l < r->L; l++)
-		r->kv[l].loaded = false;
+		r->kv[l].loaded = r->kv[l].prepped = false;
+	r->f_pending = false;
 	for (uint32_t l = 0; l < r->L; l++)
 		if ((rc = decode_layer(r, &s, l)))
 			return rc;

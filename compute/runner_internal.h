@@ -35,6 +35,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	struct kb_event *ready, *done, *want;
 	uint32_t sel_k;     /* entries per cache in sel this step */
 	bool loaded;        /* a gather was issued this step */
+	bool prepped;       /* its PREP ran on the copy stream this step: wait `done` */
 };
 
 struct runner {
@@ -59,6 +60,10 @@ struct runner {
 	float *resid, *logits;
 	uint16_t *xn, *qkvf, *attn, *tmp, *gu, *ffo;
 	float *scores;
+	/* PREP of layer l+1 on the copy stream (default): it reads layer l's F from qkvf, so the
+	 * next layer's QKVF GEMM waits f_read; SPARDA_PREP_STREAM=compute keeps it inline. */
+	bool prep_side, f_pending;
+	struct kb_event *f_read;
 	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
 	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;
 	int32_t *n_ent0;     /* compressed entries before this token (Forecast PREP of l+1) */
@@ -96,6 +101,15 @@ struct runner {
 	uint32_t batch;      /* sequences of the last generation */
 	uint32_t open_seqs;  /* host-store sequences open (rows 0 .. open_seqs-1) */
 
+	/* Forecast recall sampling (runner_recall.c; NULL/false when off) */
+	int32_t *rc_sel;     /* [n_caches * topk] the original selector's choice of one layer */
+	int32_t *rc_host;    /* pinned [L][2][n_caches * topk]: Forecast's choice, original's */
+	size_t rc_bytes;
+	bool rc_registered, rc_any;
+	bool *rc_pending;    /* [L] copies queued this step */
+	uint32_t *rc_mark;   /* [max_blocks] scratch marks, valid when equal to rc_stamp */
+	uint32_t rc_stamp;
+
 	struct runner_stats st;
 	char *err;
 	size_t err_len;
@@ -111,6 +125,14 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 void runner_close_host_seqs(struct runner *r);
 int runner_sample(struct runner *r, const float *logits, uint32_t n, const struct runner_sampling *s,
 		  int32_t *out);
+/* Forecast recall (runner_recall.c). open/close size and free the buffers (nothing when
+ * recall_every is 0 or the mode has no Forecast). runner_recall_layer, called in layer l after
+ * its selection, queues the original selector's choice for layer l and the copies of both
+ * choices on sampled sparse steps; runner_recall_collect, after the step, accumulates them. */
+int runner_recall_open(struct runner *r);
+void runner_recall_close(struct runner *r);
+int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool sparse);
+int runner_recall_collect(struct runner *r, uint32_t batch);
 /* Upload n int32 from the host scratch to a device array. */
 int runner_upload_i32(struct runner *r, int32_t *dst, const int32_t *src, uint32_t n);
 int runner_upload_i64(struct runner *r, int64_t *dst, const int64_t *src, uint32_t n);
