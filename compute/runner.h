@@ -48,6 +48,11 @@ struct runner_opts {
 	 * statistics so far (e.g. to publish them as metrics); NULL: none. */
 	void (*on_step)(void *ctx, enum runner_mode mode, const struct runner_stats *st);
 	void *on_step_ctx;
+	/* Forecast modes: every this many decode steps, also run the original selector in each
+	 * layer and count how many of its (non-forced) blocks the Forecast picked (the recall
+	 * figures of runner_layer_stats). Adds one scoring per layer on those steps; tokens are
+	 * unchanged. 0 = off. */
+	uint32_t recall_every;
 };
 
 struct runner_layer_stats {
@@ -59,6 +64,9 @@ struct runner_layer_stats {
 	uint64_t late_units;/* units of those late gathers */
 	double late_ms;     /* total time attention waited */
 	double fetch_ms;    /* device time of this layer's diff, resolve and gather */
+	uint64_t recall_true;/* sampled steps: non-forced blocks the original selector chose,
+				summed over (sequence, KV head) */
+	uint64_t recall_hits;/* of those, blocks the Forecast had selected for this layer */
 };
 
 struct runner_stats {
@@ -73,6 +81,7 @@ struct runner_stats {
 	uint64_t bytes_h2d; /* host store -> device (gathers) */
 	uint64_t bytes_d2h; /* device -> host store (prompt KV and filled blocks) */
 	uint64_t units_written;
+	uint64_t recall_samples; /* decode steps whose recall was measured */
 	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
 };
 
@@ -104,6 +113,11 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		    int32_t *tokens, float *logits, char *err, size_t err_len);
 
 const struct runner_stats *runner_get_stats(const struct runner *r);
+
+/* Forecast recall of one layer (layer >= 0) or of all layers (layer < 0): recall_hits /
+ * recall_true; -1.0 when nothing was measured (a mode without Forecast, recall off, or no
+ * sampled sparse step). */
+double runner_recall_value(const struct runner_stats *st, int layer);
 
 /*
  * Copy the stored K/V unit of (sequence b, layer, head, block) of the last generation into out

@@ -201,6 +201,8 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 	t0 = time_now_ns();
 	for (uint32_t j = 1; j < n_new; j++) {
 		rc = runner_decode_step(r, b, cur, next, NULL, samp);
+		if (!rc)
+			rc = runner_recall_collect(r, b);
 		if (rc)
 			goto out_close;
 		for (uint32_t i = 0; i < b; i++) {

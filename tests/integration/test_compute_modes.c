@@ -24,6 +24,7 @@
 
 static char g_dir[256];
 static const struct runner_sampling *g_samp; /* sampling of run_mode (NULL: greedy) */
+static uint32_t g_recall_every;               /* recall sampling of run_mode (0: off) */
 static struct model *g_model;
 static struct kb *g_kb;
 
@@ -78,6 +79,7 @@ struct run {
 	int32_t tokens[2 * NEW];
 	float *logits;
 	struct runner_stats st;
+	struct runner_layer_stats layer[8]; /* st.layer points here */
 	uint64_t selected, total_blocks, loads;
 };
 
@@ -105,7 +107,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 	uint32_t lens[2] = { 700, 630 };
 	struct runner_opts ro = { .mode = mode, .max_batch = 2, .max_tokens = 760,
 				  .host = runner_mode_offloads(mode) ? host : NULL,
-				  .keep_sequences = keep };
+				  .keep_sequences = keep, .recall_every = g_recall_every };
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -121,6 +123,9 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 	if (rc)
 		fail_msg("generate(%s): %s", runner_mode_name(mode), err);
 	out->st = *runner_get_stats(r);
+	assert_true(out->st.n_layers <= 8);
+	memcpy(out->layer, out->st.layer, out->st.n_layers * sizeof(out->layer[0]));
+	out->st.layer = out->layer;
 	for (uint32_t l = 0; l < out->st.n_layers; l++) {
 		out->selected += out->st.layer[l].selected;
 		out->loads += out->st.layer[l].loads;
@@ -146,8 +151,11 @@ static void test_twins(void **state)
 
 	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
 	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
+	g_recall_every = 1; /* measuring recall must not change the tokens */
 	run_mode(RUNNER_MODE_SPARDA, h, false, &sd, NULL);
+	g_recall_every = 3;
 	run_mode(RUNNER_MODE_SPARDA_NOPREFETCH, h, false, &sdn, NULL);
+	g_recall_every = 0;
 	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &sdo, NULL);
 	assert_same_tokens(&spo, &sp, "sparse-offload vs sparse");
 	assert_same_tokens(&sd, &sdo, "sparda vs sparda-nooffload");
@@ -160,6 +168,16 @@ static void test_twins(void **state)
 	assert_true(spo.loads > 0 && sd.loads > 0 && sdn.loads > 0);
 	assert_true(spo.st.bytes_h2d > 0 && spo.st.bytes_d2h > 0);
 	assert_int_equal(sd.st.bytes_h2d, sdn.st.bytes_h2d);
+	/* recall: every step sampled in sparda, every third in sparda-noprefetch, none when off */
+	assert_int_equal(sd.st.recall_samples, steps);
+	assert_int_equal(sdn.st.recall_samples, (steps + 2) / 3);
+	assert_int_equal(sdo.st.recall_samples, 0);
+	assert_true(runner_recall_value(&sdo.st, -1) < 0.0);
+	for (int l = -1; l < (int)sd.st.n_layers; l++) {
+		double v = runner_recall_value(&sd.st, l);
+		print_message("sparda recall layer %d: %.3f\n", l, v);
+		assert_true(v >= 0.0 && v <= 1.0);
+	}
 	struct run *all[] = { &sp, &spo, &sd, &sdn, &sdo };
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
