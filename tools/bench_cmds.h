@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The evaluation sweep of `sparda bench`: `sweep` runs memsvc + compute over a grid of models,
- * contexts, batches and modes (one JSON per configuration), `report` aggregates those JSON
- * files into Markdown, a summary JSON and gnuplot PNGs. Internal to tools/.
+ * contexts and batches, the modes of a configuration in one run (one JSON per configuration),
+ * `report` aggregates those JSON files into Markdown, a summary JSON and gnuplot PNGs.
+ * Internal to tools/.
  */
 #ifndef SPARDA_TOOLS_BENCH_CMDS_H
 #define SPARDA_TOOLS_BENCH_CMDS_H
@@ -15,27 +16,51 @@ int bench_sweep(int argc, char **argv);
 /* `sparda bench report --out DIR` (bench_report.c). Returns the process exit code. */
 int bench_report(int argc, char **argv);
 
-/* One configuration of the grid and how to run it (bench_sweep_run.c). */
+/* A mode left out of a configuration, and why ("gpu-oom at batch 4"). */
+struct sweep_skip {
+	const char *mode;
+	char why[96];
+};
+
+/*
+ * One configuration of the grid, (model, context, batch) with a store, and how to run it
+ * (bench_sweep_run.c): every mode of the configuration in one sparda-compute process.
+ */
 struct sweep_cfg {
 	const char *model_spec; /* as given: "preset" or "preset:layers" */
 	const char *preset;
 	unsigned layers;       /* 0: the preset's own (embedded model) */
 	const char *model_dir; /* "" : the embedded model (--preset) */
 	unsigned context, batch, new_tokens;
-	const char *mode, *backend;
-	const char *name; /* file stem: <model>_c<ctx>_b<batch>_<mode> */
-	const char *out;  /* output directory */
-	double timeout_s;
+	const char *backend;
+	const char *store;	  /* "memsvc" (a fresh daemon) or "inproc" (in-process arena) */
+	const char *const *modes; /* modes to run, n_modes of them */
+	int n_modes;
+	const struct sweep_skip *skips; /* modes not run (recorded with the reason), n_skips */
+	int n_skips;
+	const char *name;		/* file stem: <model>_c<ctx>_b<batch>[_inproc] */
+	const char *out;		/* output directory */
+	double timeout_s;		/* for the whole configuration, reruns included */
 	const char *const *memsvc_args; /* NULL-terminated pass-through */
 	const char *const *compute_args;
 };
 
+/* What a configuration came to, mode by mode. */
+struct sweep_outcome {
+	int ok, failed, runs;
+};
+
 /*
- * Run one configuration (a fresh sparda-memsvc, then sparda-compute against it) and write
- * <out>/<name>.json, success or failure. Returns 0 when the record was written (*ok says
- * whether the run succeeded), or -errno when it could not be (nothing written).
+ * Run one configuration and write <out>/<name>.json, success or failure. The modes run in one
+ * sparda-compute process; when that process fails, the mode it failed in is recorded with the
+ * reason (gpu-oom, host-oom, timeout, error) and the remaining modes run again in one process.
+ * Returns 0 when the record was written (*o says how the modes fared), or -errno when it could
+ * not be (nothing written).
  */
-int sweep_run_one(const struct sweep_cfg *c, bool *ok);
+int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *o);
+
+/* Is the mode one whose KV lives in the host store? */
+bool sweep_mode_offloads(const char *mode);
 
 /* Path of a binary next to the running sparda. 0, -ENOENT or -ENAMETOOLONG. */
 int sweep_sibling(const char *name, char *buf, size_t len);

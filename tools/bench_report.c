@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `sparda bench report --out DIR`: reads every configuration record a sweep wrote into DIR and
- * writes DIR/report/report.md (a table per model, feasible batches, the headline ratios),
+ * `sparda bench report --out DIR`: reads every configuration record a sweep (and the
+ * transformers peers) wrote into DIR and writes DIR/report/report.md (a table per model and
+ * context, feasible batches, the headline ratios, the process boundary, the peers),
  * DIR/report/summary.json (every figure) and, when gnuplot is installed, PNG plots.
  */
 #include <dirent.h>
@@ -17,8 +18,14 @@
 #include "bench_report.h"
 #include "err.h"
 
-static const char *const mode_order[] = {
-    "dense", "sparse", "sparse-offload", "sparda", "sparda-noprefetch", "sparda-nooffload"};
+static const char *const mode_order[] = {"dense",
+					 "sparse",
+					 "sparse-offload",
+					 "sparda",
+					 "sparda-noprefetch",
+					 "sparda-nooffload",
+					 "hf-dynamic",
+					 "hf-offloaded"};
 
 static int mode_rank(const char *m)
 {
@@ -39,6 +46,8 @@ static int row_cmp(const void *a, const void *b)
 		return x->context < y->context ? -1 : 1;
 	if (x->batch != y->batch)
 		return x->batch < y->batch ? -1 : 1;
+	if (report_inproc(x) != report_inproc(y))
+		return report_inproc(x) ? 1 : -1;
 	if (mode_rank(x->mode) != mode_rank(y->mode))
 		return mode_rank(x->mode) < mode_rank(y->mode) ? -1 : 1;
 	return strcmp(x->mode, y->mode);
@@ -48,7 +57,7 @@ static double num(json_object *o, const char *key, double def)
 {
 	json_object *v;
 
-	if (!json_object_object_get_ex(o, key, &v) || !v)
+	if (!o || !json_object_object_get_ex(o, key, &v) || !v)
 		return def;
 	return json_object_get_double(v);
 }
@@ -61,24 +70,54 @@ static void str(json_object *o, const char *key, char *buf, size_t len)
 		snprintf(buf, len, "%s", json_object_get_string(v));
 }
 
-static void row_result(json_object *res, struct report_row *w)
+static double gib(double bytes)
 {
-	json_object *v;
-	double decode_s;
+	return bytes >= 0 ? bytes / (1024.0 * 1024.0 * 1024.0) : -1;
+}
+
+/* The GB/s compute reported, else bytes over the decode time. */
+static double gbps(json_object *res, const char *key, const char *bytes_key, double decode_s)
+{
+	double v = num(res, key, -1);
+
+	if (v >= 0)
+		return v;
+	return decode_s > 0 ? num(res, bytes_key, 0) / decode_s / 1e9 : -1;
+}
+
+/* The figures of a successful mode; entry holds the per-process figures of its run. */
+static void row_result(json_object *res, json_object *entry, struct report_row *w)
+{
+	json_object *v, *copy = NULL;
+	double decode_s, host;
 
 	w->tok_s = num(res, "decode_tokens_per_s", 0);
 	w->step_ms = num(res, "decode_step_ms", 0);
 	w->prefill_s = num(res, "prefill_s", 0);
 	w->prefill_tok_s = w->prefill_s > 0 ? num(res, "prompt_tokens", 0) / w->prefill_s : 0;
 	w->hit_rate = num(res, "hit_rate", -1);
+	w->recall = num(res, "recall", -1);
 	decode_s = w->tok_s > 0 ? num(res, "decode_tokens", 0) / w->tok_s : 0;
-	w->h2d_gbs = decode_s > 0 ? num(res, "bytes_h2d", 0) / decode_s / 1e9 : 0;
-	w->late_units = num(res, "late_units", 0);
+	w->h2d_gbs = gbps(res, "pcie_h2d_gbps", "bytes_h2d", decode_s);
+	w->d2h_gbs = gbps(res, "pcie_d2h_gbps", "bytes_d2h", decode_s);
+	w->late_units = num(res, "late_units", -1);
+	w->gpu_gib = gib(num(res, "gpu_mem_peak_bytes", -1));
+	host = num(res, "host_rss_peak_bytes", -1);
+	w->host_gib = gib(host >= 0 ? host : num(entry, "compute_maxrss_bytes", -1));
+	w->memsvc_gib = gib(num(entry, "memsvc_rss_peak_bytes", -1));
+	w->compute_ms = num(res, "decode_compute_ms", -1);
+	w->fetch_ms = num(res, "decode_fetch_ms", -1);
+	w->fetch_exposed_ms = num(res, "decode_fetch_exposed_ms", -1);
 	w->equals_twin = -1;
 	if (json_object_object_get_ex(res, "equals_twin", &v) && v)
 		w->equals_twin = json_object_get_boolean(v);
 	if (json_object_object_get_ex(res, "tokens", &v) && v)
 		w->tokens = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	/* every figure goes to the summary, the token ids excepted */
+	if (json_object_deep_copy(res, &copy, NULL) == 0) {
+		json_object_object_del(copy, "tokens");
+		w->result = copy;
+	}
 }
 
 static const char *twin_of(const char *mode)
@@ -91,8 +130,8 @@ static const char *twin_of(const char *mode)
 }
 
 /*
- * Each configuration ran one mode, so compute could not compare it with its twin: compare the
- * token ids of the twin's record of the same model, context and batch instead.
+ * A mode whose twin ran in another process of its configuration (the first failed) has no
+ * equals_twin from compute: compare the token ids of the twin's row instead.
  */
 static void report_twins(struct report *r)
 {
@@ -103,39 +142,70 @@ static void report_twins(struct report *r)
 
 		if (!w->ok || w->equals_twin >= 0 || !twin || !w->tokens)
 			continue;
-		t = report_find(r, w->model, w->context, w->batch, twin);
-		if (t && t->tokens)
+		t = report_find(r, w->store, w->model, w->context, w->batch, twin);
+		if (t && t->tokens && !strcmp(t->store, w->store))
 			w->equals_twin = !strcmp(w->tokens, t->tokens);
 	}
 }
 
 static void report_free(struct report *r)
 {
-	for (size_t i = 0; i < r->n; i++)
+	for (size_t i = 0; i < r->n; i++) {
 		free(r->rows[i].tokens);
+		json_object_put(r->rows[i].result);
+	}
 	free(r->rows);
 }
 
-/* Parse one record; -EINVAL when it is not a sweep record. */
-static int row_load(const char *path, struct report_row *w)
+static int rows_grow(struct report *r, size_t *cap)
 {
-	json_object *o = json_object_from_file(path), *res;
-	int rc = -EINVAL;
+	void *p;
 
-	memset(w, 0, sizeof(*w));
-	if (!o || !json_object_object_get_ex(o, "mode", NULL) ||
+	if (r->n < *cap)
+		return 0;
+	if (!(p = realloc(r->rows, (*cap = *cap ? 2 * *cap : 64) * sizeof(*r->rows))))
+		return -ENOMEM;
+	r->rows = p;
+	return 0;
+}
+
+/* The rows of one configuration record (one per mode, skipped modes left out). */
+static int record_load(const char *path, struct report *r, size_t *cap)
+{
+	json_object *o = json_object_from_file(path), *modes, *res;
+	char model[128] = "", store[8] = "memsvc";
+	int rc = 0;
+
+	if (!o || !json_object_object_get_ex(o, "modes", &modes) ||
 	    !json_object_object_get_ex(o, "context", NULL))
-		goto out_put;
-	str(o, "model", w->model, sizeof(w->model));
-	str(o, "mode", w->mode, sizeof(w->mode));
-	str(o, "status", w->status, sizeof(w->status));
-	str(o, "error", w->error, sizeof(w->error));
-	w->context = (int)num(o, "context", 0);
-	w->batch = (int)num(o, "batch", 0);
-	w->ok = !strcmp(w->status, "ok");
-	if (w->ok && json_object_object_get_ex(o, "result", &res) && res)
-		row_result(res, w);
-	rc = 0;
+		goto out_put; /* not a configuration record */
+	str(o, "model", model, sizeof(model));
+	str(o, "store", store, sizeof(store));
+	json_object_object_foreach(modes, mode, entry)
+	{
+		struct report_row *w;
+
+		if (!entry ||
+		    !strcmp(json_object_get_string(json_object_object_get(entry, "status")),
+			    "skipped"))
+			continue;
+		if ((rc = rows_grow(r, cap)))
+			break;
+		w = &r->rows[r->n++];
+		memset(w, 0, sizeof(*w));
+		snprintf(w->model, sizeof(w->model), "%s", model);
+		snprintf(w->store, sizeof(w->store), "%s", store);
+		snprintf(w->mode, sizeof(w->mode), "%s", mode);
+		str(entry, "status", w->status, sizeof(w->status));
+		str(entry, "error", w->error, sizeof(w->error));
+		w->context = (int)num(o, "context", 0);
+		w->batch = (int)num(o, "batch", 0);
+		w->run = (int)num(entry, "run", -1);
+		w->ok = !strcmp(w->status, "ok");
+		w->equals_twin = -1;
+		if (w->ok && json_object_object_get_ex(entry, "result", &res) && res)
+			row_result(res, entry, w);
+	}
 out_put:
 	json_object_put(o);
 	return rc;
@@ -158,21 +228,11 @@ static int report_load(const char *out, struct report *r)
 
 	if (!d)
 		return -errno;
-	while ((e = readdir(d))) {
+	while (!rc && (e = readdir(d))) {
 		if (!is_record(e->d_name))
 			continue;
-		if (r->n == cap) {
-			void *p = realloc(r->rows, (cap = cap ? 2 * cap : 64) * sizeof(*r->rows));
-
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			r->rows = p;
-		}
 		snprintf(path, sizeof(path), "%s/%s", out, e->d_name);
-		if (row_load(path, &r->rows[r->n]) == 0)
-			r->n++;
+		rc = record_load(path, r, &cap);
 	}
 	closedir(d);
 	if (r->n)
@@ -181,14 +241,22 @@ static int report_load(const char *out, struct report *r)
 	return rc;
 }
 
-const struct report_row *report_find(const struct report *r, const char *model, int context,
-				     int batch, const char *mode)
+bool report_inproc(const struct report_row *w)
 {
+	return !strcmp(w->store, "inproc");
+}
+
+const struct report_row *report_find(const struct report *r, const char *store, const char *model,
+				     int context, int batch, const char *mode)
+{
+	bool inproc = store && !strcmp(store, "inproc");
+
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
 		if (w->ok && w->context == context && w->batch == batch &&
-		    !strcmp(w->model, model) && !strcmp(w->mode, mode))
+		    report_inproc(w) == inproc && !strcmp(w->model, model) &&
+		    !strcmp(w->mode, mode))
 			return w;
 	}
 	return NULL;
@@ -201,8 +269,8 @@ int report_feasible(const struct report *r, const char *model, int context, cons
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
-		if (w->ok && w->context == context && w->batch > best && !strcmp(w->model, model) &&
-		    !strcmp(w->mode, mode))
+		if (w->ok && !report_inproc(w) && w->context == context && w->batch > best &&
+		    !strcmp(w->model, model) && !strcmp(w->mode, mode))
 			best = w->batch;
 	}
 	return best;
@@ -217,12 +285,22 @@ static const char *limited_by(const struct report *r, const char *model, int con
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
-		if (!w->ok && w->context == context && w->batch > feasible &&
+		if (!w->ok && !report_inproc(w) && w->context == context && w->batch > feasible &&
 		    !strcmp(w->model, model) && !strcmp(w->mode, mode) &&
 		    (!f || w->batch < f->batch))
 			f = w;
 	}
 	return f ? f->status : "";
+}
+
+/* Which memory a failure status names. */
+static const char *memory_of(const char *status)
+{
+	if (!strcmp(status, "gpu-oom"))
+		return "GPU memory";
+	if (!strcmp(status, "host-oom"))
+		return "host memory";
+	return NULL;
 }
 
 static const char *cell(char *buf, size_t len, const char *fmt, double v, bool have)
@@ -238,57 +316,84 @@ static json_object *jnum(double v, bool have)
 	return have ? json_object_new_double(v) : NULL;
 }
 
+static json_object *jstr(const char *s)
+{
+	return s && s[0] ? json_object_new_string(s) : NULL;
+}
+
 static json_object *row_json(const struct report_row *w)
 {
 	json_object *o = json_object_new_object();
+	bool ok = w->ok;
 
 	json_object_object_add(o, "model", json_object_new_string(w->model));
 	json_object_object_add(o, "context", json_object_new_int(w->context));
 	json_object_object_add(o, "batch", json_object_new_int(w->batch));
 	json_object_object_add(o, "mode", json_object_new_string(w->mode));
+	json_object_object_add(o, "store", json_object_new_string(w->store));
+	json_object_object_add(o, "run", w->run >= 0 ? json_object_new_int(w->run) : NULL);
 	json_object_object_add(o, "status", json_object_new_string(w->status));
-	json_object_object_add(o, "error", w->ok ? NULL : json_object_new_string(w->error));
-	json_object_object_add(o, "decode_tokens_per_s", jnum(w->tok_s, w->ok));
-	json_object_object_add(o, "decode_step_ms", jnum(w->step_ms, w->ok));
-	json_object_object_add(o, "prefill_s", jnum(w->prefill_s, w->ok));
-	json_object_object_add(o, "prefill_tokens_per_s", jnum(w->prefill_tok_s, w->ok));
-	json_object_object_add(o, "hit_rate", jnum(w->hit_rate, w->ok && w->hit_rate >= 0));
-	json_object_object_add(o, "h2d_gb_per_s", jnum(w->h2d_gbs, w->ok));
-	json_object_object_add(o, "late_units", jnum(w->late_units, w->ok));
+	json_object_object_add(o, "error", ok ? NULL : jstr(w->error));
+	json_object_object_add(o, "decode_tokens_per_s", jnum(w->tok_s, ok));
+	json_object_object_add(o, "decode_step_ms", jnum(w->step_ms, ok));
+	json_object_object_add(o, "prefill_s", jnum(w->prefill_s, ok));
+	json_object_object_add(o, "prefill_tokens_per_s", jnum(w->prefill_tok_s, ok));
+	json_object_object_add(o, "hit_rate", jnum(w->hit_rate, ok && w->hit_rate >= 0));
+	json_object_object_add(o, "recall", jnum(w->recall, ok && w->recall >= 0));
+	json_object_object_add(o, "h2d_gb_per_s", jnum(w->h2d_gbs, ok && w->h2d_gbs >= 0));
+	json_object_object_add(o, "d2h_gb_per_s", jnum(w->d2h_gbs, ok && w->d2h_gbs >= 0));
+	json_object_object_add(o, "gpu_gib", jnum(w->gpu_gib, ok && w->gpu_gib >= 0));
+	json_object_object_add(o, "host_gib", jnum(w->host_gib, ok && w->host_gib >= 0));
+	json_object_object_add(o, "memsvc_gib", jnum(w->memsvc_gib, ok && w->memsvc_gib >= 0));
+	json_object_object_add(o, "late_units", jnum(w->late_units, ok && w->late_units >= 0));
 	json_object_object_add(o, "equals_twin",
 			       w->equals_twin < 0 ? NULL : json_object_new_boolean(w->equals_twin));
+	json_object_object_add(o, "result", w->result ? json_object_get(w->result) : NULL);
 	return o;
 }
 
 static void md_row(FILE *f, const struct report_row *w)
 {
-	char b[8][32];
+	char b[13][32], mode[48];
 	bool ok = w->ok;
 
-	fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w->model,
-		w->context, w->batch, w->mode, cell(b[0], 32, "%.1f", w->tok_s, ok),
+	snprintf(mode, sizeof(mode), "%s%s", w->mode, report_inproc(w) ? " (inproc)" : "");
+	fprintf(f,
+		"| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | "
+		"%s |\n",
+		w->batch, mode, cell(b[0], 32, "%.1f", w->tok_s, ok),
 		cell(b[1], 32, "%.3f", w->step_ms, ok), cell(b[2], 32, "%.3f", w->prefill_s, ok),
 		cell(b[3], 32, "%.0f", w->prefill_tok_s, ok),
 		cell(b[4], 32, "%.3f", w->hit_rate, ok && w->hit_rate >= 0),
-		cell(b[5], 32, "%.2f", w->h2d_gbs, ok), cell(b[6], 32, "%.0f", w->late_units, ok),
+		cell(b[5], 32, "%.3f", w->recall, ok && w->recall >= 0),
+		cell(b[6], 32, "%.2f", w->h2d_gbs, ok && w->h2d_gbs >= 0),
+		cell(b[7], 32, "%.2f", w->d2h_gbs, ok && w->d2h_gbs >= 0),
+		cell(b[8], 32, "%.2f", w->gpu_gib, ok && w->gpu_gib >= 0),
+		cell(b[9], 32, "%.2f", w->host_gib, ok && w->host_gib >= 0),
+		cell(b[10], 32, "%.2f", w->memsvc_gib, ok && w->memsvc_gib >= 0),
+		cell(b[11], 32, "%.0f", w->late_units, ok && w->late_units >= 0),
 		!ok || w->equals_twin < 0 ? "-"
 		: w->equals_twin	  ? "yes"
 					  : "NO",
-		ok ? "ok" : w->status);
+		cell(b[12], 32, "%.0f", w->run + 1.0, w->run >= 0), ok ? "ok" : w->status);
 }
 
-/* One table per model, every configuration in (context, batch, mode) order. */
+/* One table per (model, context): batch x mode, every configuration record's rows. */
 static void md_rows(FILE *f, const struct report *r, json_object *arr)
 {
 	for (size_t i = 0; i < r->n; i++) {
-		const struct report_row *w = &r->rows[i];
+		const struct report_row *w = &r->rows[i], *p = i ? &r->rows[i - 1] : NULL;
 
-		if (i == 0 || strcmp(w->model, r->rows[i - 1].model)) {
-			fprintf(f, "\n## %s\n\n", w->model);
-			fprintf(f, "| model | context | batch | mode | decode tok/s | step ms | "
-				   "prefill s | prefill tok/s | hit rate | H2D GB/s | late units | "
-				   "equals twin | status |\n");
-			fprintf(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+		if (!p || strcmp(w->model, p->model) || w->context != p->context) {
+			fprintf(f, "\n## %s, context %d\n\n", w->model, w->context);
+			fprintf(
+			    f,
+			    "| batch | mode | decode tok/s | step ms | prefill s | prefill tok/s "
+			    "| hit rate | recall | H2D GB/s | D2H GB/s | GPU GiB | host GiB | "
+			    "memsvc GiB | late units | equals twin | run | status |\n");
+			fprintf(f,
+				"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+				"---|\n");
 		}
 		md_row(f, w);
 		json_object_array_add(arr, row_json(w));
@@ -301,75 +406,112 @@ static bool seen_before(const struct report *r, size_t i, bool with_mode)
 
 	for (size_t j = 0; j < i; j++)
 		if (r->rows[j].context == w->context && !strcmp(r->rows[j].model, w->model) &&
-		    (!with_mode || !strcmp(r->rows[j].mode, w->mode)))
+		    (!with_mode || (!strcmp(r->rows[j].mode, w->mode) &&
+				    report_inproc(&r->rows[j]) == report_inproc(w))))
 			return true;
 	return false;
 }
 
 static void md_feasible(FILE *f, const struct report *r, json_object *arr)
 {
-	fprintf(f, "\n## Feasible batch (largest batch that ran)\n\n");
-	fprintf(f, "| model | context | mode | feasible batch | next batch failed with |\n");
-	fprintf(f, "|---|---|---|---|---|\n");
+	fprintf(f, "\n## Feasible batch (largest batch that ran)\n\n"
+		   "A mode that ran out of memory is not run at larger batches.\n\n");
+	fprintf(f,
+		"| model | context | mode | feasible batch | next batch failed with | memory |\n");
+	fprintf(f, "|---|---|---|---|---|---|\n");
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
-		int fb;
-		const char *lim;
+		const char *lim, *mem;
 		json_object *o;
+		int fb;
 
-		if (seen_before(r, i, true))
+		if (report_inproc(w) || seen_before(r, i, true))
 			continue;
 		fb = report_feasible(r, w->model, w->context, w->mode);
 		lim = limited_by(r, w->model, w->context, w->mode, fb);
-		fprintf(f, "| %s | %d | %s | %d | %s |\n", w->model, w->context, w->mode, fb,
-			lim[0] ? lim : "-");
+		mem = memory_of(lim);
+		fprintf(f, "| %s | %d | %s | %d | %s | %s |\n", w->model, w->context, w->mode, fb,
+			lim[0] ? lim : "-", mem ? mem : "-");
 		o = json_object_new_object();
 		json_object_object_add(o, "model", json_object_new_string(w->model));
 		json_object_object_add(o, "context", json_object_new_int(w->context));
 		json_object_object_add(o, "mode", json_object_new_string(w->mode));
 		json_object_object_add(o, "feasible_batch", json_object_new_int(fb));
-		json_object_object_add(o, "limited_by",
-				       lim[0] ? json_object_new_string(lim) : NULL);
+		json_object_object_add(o, "limited_by", jstr(lim));
+		json_object_object_add(o, "memory", jstr(mem));
 		json_object_array_add(arr, o);
 	}
 }
 
 struct ratio {
 	double v;
-	bool have;
+	bool have, one_run; /* one_run: both figures from one compute process */
 };
 
-static struct ratio ratio_of(double num_v, double den_v, bool have)
+static struct ratio ratio_of(const struct report_row *a, double num_v, const struct report_row *b,
+			     double den_v)
 {
-	return (struct ratio){.v = have && den_v > 0 ? num_v / den_v : 0,
-			      .have = have && den_v > 0};
+	bool have = a && b && den_v > 0;
+
+	return (struct ratio){.v = have ? num_v / den_v : 0,
+			      .have = have,
+			      .one_run = have && a->run >= 0 && a->run == b->run &&
+					 !strcmp(a->store, b->store)};
 }
+
+static const char *rcell(char *buf, size_t len, struct ratio q)
+{
+	if (!q.have)
+		return "-";
+	snprintf(buf, len, "%.2fx%s", q.v, q.one_run ? "" : " (2 runs)");
+	return buf;
+}
+
+static void jratio(json_object *o, const char *key, struct ratio q)
+{
+	char k[96];
+
+	json_object_object_add(o, key, jnum(q.v, q.have));
+	snprintf(k, sizeof(k), "%s_one_run", key);
+	json_object_object_add(o, k, q.have ? json_object_new_boolean(q.one_run) : NULL);
+}
+
+static json_object *at_json(const struct report_row *w)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "model", json_object_new_string(w->model));
+	json_object_object_add(o, "context", json_object_new_int(w->context));
+	json_object_object_add(o, "batch", json_object_new_int(w->batch));
+	return o;
+}
+
+#define FIND(mode) report_find(r, "memsvc", w->model, w->context, w->batch, mode)
 
 /* Ratios measured at one (model, context, batch); tok/s and prefill as speedups. */
 static void ratios_at(FILE *f, const struct report *r, const struct report_row *w, json_object *arr)
 {
-	const struct report_row *a = report_find(r, w->model, w->context, w->batch, "sparda");
-	const struct report_row *so =
-	    report_find(r, w->model, w->context, w->batch, "sparse-offload");
-	const struct report_row *s = report_find(r, w->model, w->context, w->batch, "sparse");
-	const struct report_row *n =
-	    report_find(r, w->model, w->context, w->batch, "sparda-nooffload");
-	struct ratio d = ratio_of(a ? a->tok_s : 0, so ? so->tok_s : 0, a && so);
-	struct ratio p = ratio_of(s ? s->prefill_s : 0, a ? a->prefill_s : 0, a && s);
-	struct ratio st = ratio_of(a ? a->step_ms : 0, n ? n->step_ms : 0, a && n);
-	json_object *o = json_object_new_object();
-	char b[3][32];
+	const struct report_row *a = FIND("sparda"), *so = FIND("sparse-offload"),
+				*s = FIND("sparse"), *n = FIND("sparda-nooffload");
+	struct ratio d = ratio_of(a, a ? a->tok_s : 0, so, so ? so->tok_s : 0);
+	struct ratio p = ratio_of(s, s ? s->prefill_s : 0, a, a ? a->prefill_s : 0);
+	struct ratio st = ratio_of(a, a ? a->step_ms : 0, n, n ? n->step_ms : 0);
+	json_object *o = at_json(w);
+	char b[3][48];
 
 	fprintf(f, "| %s | %d | %d | %s | %s | %s |\n", w->model, w->context, w->batch,
-		cell(b[0], 32, "%.2fx", d.v, d.have), cell(b[1], 32, "%.2fx", p.v, p.have),
-		cell(b[2], 32, "%.2fx", st.v, st.have));
-	json_object_object_add(o, "model", json_object_new_string(w->model));
-	json_object_object_add(o, "context", json_object_new_int(w->context));
-	json_object_object_add(o, "batch", json_object_new_int(w->batch));
-	json_object_object_add(o, "decode_sparda_vs_sparse_offload", jnum(d.v, d.have));
-	json_object_object_add(o, "prefill_sparda_vs_sparse", jnum(p.v, p.have));
-	json_object_object_add(o, "step_sparda_vs_nooffload", jnum(st.v, st.have));
+		rcell(b[0], 48, d), rcell(b[1], 48, p), rcell(b[2], 48, st));
+	jratio(o, "decode_sparda_vs_sparse_offload", d);
+	jratio(o, "prefill_sparda_vs_sparse", p);
+	jratio(o, "step_sparda_vs_nooffload", st);
 	json_object_array_add(arr, o);
+}
+
+static bool first_at(const struct report *r, size_t i)
+{
+	const struct report_row *w = &r->rows[i], *p = i ? &r->rows[i - 1] : NULL;
+
+	return !p || p->context != w->context || p->batch != w->batch || strcmp(p->model, w->model);
 }
 
 static void md_ratios(FILE *f, const struct report *r, json_object *arr)
@@ -377,17 +519,53 @@ static void md_ratios(FILE *f, const struct report *r, json_object *arr)
 	fprintf(f, "\n## Headline ratios\n\n"
 		   "Decode: `sparda` tok/s over `sparse-offload` tok/s. Prefill: `sparse` prefill "
 		   "time over `sparda`'s. Step: `sparda` step time over `sparda-nooffload`'s (the "
-		   "cost of offloading through the memory service; 1.00x = free).\n\n");
+		   "cost of offloading through the memory service; 1.00x = free). Each ratio comes "
+		   "from one compute process unless marked (2 runs): then a mode of the "
+		   "configuration failed and the others ran again.\n\n");
 	fprintf(f, "| model | context | batch | decode sparda / sparse-offload | "
 		   "prefill sparda vs sparse | step sparda / sparda-nooffload |\n");
 	fprintf(f, "|---|---|---|---|---|---|\n");
-	for (size_t i = 0; i < r->n; i++) {
-		const struct report_row *w = &r->rows[i], *p = i ? &r->rows[i - 1] : NULL;
+	for (size_t i = 0; i < r->n; i++)
+		if (first_at(r, i))
+			ratios_at(f, r, &r->rows[i], arr);
+}
 
-		if (p && p->context == w->context && p->batch == w->batch &&
-		    !strcmp(p->model, w->model))
+/* Decode step with memsvc over the same mode with the in-process arena, per configuration. */
+static void md_boundary(FILE *f, const struct report *r, json_object *arr)
+{
+	char b[3][32];
+	bool head = false;
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *in = &r->rows[i], *m;
+		struct ratio q;
+		json_object *o;
+
+		if (!in->ok || !report_inproc(in) ||
+		    !(m = report_find(r, "memsvc", in->model, in->context, in->batch, in->mode)))
 			continue;
-		ratios_at(f, r, w, arr);
+		if (!head) {
+			fprintf(
+			    f,
+			    "\n## Process boundary (memsvc vs in-process arena)\n\n"
+			    "Decode step time with `sparda-memsvc` over the step time of the "
+			    "same configuration with `--host-store=inproc` (separate runs; "
+			    "target <= 1.02x).\n\n"
+			    "| model | context | batch | mode | step ms memsvc | step ms inproc | "
+			    "cost |\n|---|---|---|---|---|---|---|\n");
+			head = true;
+		}
+		q = ratio_of(m, m->step_ms, in, in->step_ms);
+		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s |\n", in->model, in->context,
+			in->batch, in->mode, cell(b[0], 32, "%.3f", m->step_ms, true),
+			cell(b[1], 32, "%.3f", in->step_ms, true),
+			cell(b[2], 32, "%.3fx", q.v, q.have));
+		o = at_json(in);
+		json_object_object_add(o, "mode", json_object_new_string(in->mode));
+		json_object_object_add(o, "step_ms_memsvc", json_object_new_double(m->step_ms));
+		json_object_object_add(o, "step_ms_inproc", json_object_new_double(in->step_ms));
+		json_object_object_add(o, "step_memsvc_vs_inproc", jnum(q.v, q.have));
+		json_object_array_add(arr, o);
 	}
 }
 
@@ -405,35 +583,87 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 		const struct report_row *w = &r->rows[i], *a, *s;
 		int fa, fs;
 		struct ratio q;
-		const char *la, *ls;
+		const char *la, *ls, *ma, *ms;
 		json_object *o;
 
 		if (seen_before(r, i, false))
 			continue;
 		fa = report_feasible(r, w->model, w->context, "sparda");
 		fs = report_feasible(r, w->model, w->context, "sparse");
-		a = report_find(r, w->model, w->context, fa, "sparda");
-		s = report_find(r, w->model, w->context, fs, "sparse");
-		q = ratio_of(a ? a->tok_s : 0, s ? s->tok_s : 0, a && s);
+		a = report_find(r, "memsvc", w->model, w->context, fa, "sparda");
+		s = report_find(r, "memsvc", w->model, w->context, fs, "sparse");
+		q = ratio_of(a, a ? a->tok_s : 0, s, s ? s->tok_s : 0);
 		la = limited_by(r, w->model, w->context, "sparda", fa);
 		ls = limited_by(r, w->model, w->context, "sparse", fs);
+		ma = memory_of(la);
+		ms = memory_of(ls);
 		fprintf(f, "| %s | %d | %d | %s | %d | %s | %s | %s | %s |\n", w->model, w->context,
 			fa, cell(b[0], 32, "%.1f", a ? a->tok_s : 0, a), fs,
 			cell(b[1], 32, "%.1f", s ? s->tok_s : 0, s),
-			cell(b[2], 32, "%.2fx", q.v, q.have), la[0] ? la : "-", ls[0] ? ls : "-");
+			cell(b[2], 32, "%.2fx", q.v, q.have),
+			ma	? ma
+			: la[0] ? la
+				: "-",
+			ms	? ms
+			: ls[0] ? ls
+				: "-");
 		o = json_object_new_object();
 		json_object_object_add(o, "model", json_object_new_string(w->model));
 		json_object_object_add(o, "context", json_object_new_int(w->context));
 		json_object_object_add(o, "sparda_batch", json_object_new_int(fa));
 		json_object_object_add(o, "sparse_batch", json_object_new_int(fs));
 		json_object_object_add(o, "ratio", jnum(q.v, q.have));
-		json_object_object_add(o, "sparda_limited_by",
-				       la[0] ? json_object_new_string(la) : NULL);
-		json_object_object_add(o, "sparse_limited_by",
-				       ls[0] ? json_object_new_string(ls) : NULL);
+		json_object_object_add(o, "sparda_limited_by", jstr(la));
+		json_object_object_add(o, "sparse_limited_by", jstr(ls));
+		json_object_object_add(o, "sparda_memory", jstr(ma));
+		json_object_object_add(o, "sparse_memory", jstr(ms));
 		json_object_array_add(arr, o);
 	}
 }
+
+/* sparda next to transformers' dynamic and offloaded caches, where the peers ran. */
+static void md_peers(FILE *f, const struct report *r, json_object *arr)
+{
+	char b[10][32];
+	bool head = false;
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *w = &r->rows[i], *a = FIND("sparda"),
+					*hd = FIND("hf-dynamic"), *ho = FIND("hf-offloaded");
+		struct ratio qd = ratio_of(a, a ? a->tok_s : 0, hd, hd ? hd->tok_s : 0);
+		struct ratio qo = ratio_of(a, a ? a->tok_s : 0, ho, ho ? ho->tok_s : 0);
+		struct ratio pd = ratio_of(hd, hd ? hd->prefill_s : 0, a, a ? a->prefill_s : 0);
+		json_object *o;
+
+		if (!first_at(r, i) || (!hd && !ho))
+			continue;
+		if (!head) {
+			fprintf(
+			    f, "\n## Peers: Hugging Face transformers on the same checkpoint\n\n"
+			       "| model | context | batch | sparda tok/s | hf-dynamic tok/s | "
+			       "hf-offloaded tok/s | sparda / hf-dynamic | sparda / hf-offloaded | "
+			       "sparda prefill s | hf-dynamic prefill s | prefill speedup |\n"
+			       "|---|---|---|---|---|---|---|---|---|---|---|\n");
+			head = true;
+		}
+		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", w->model,
+			w->context, w->batch, cell(b[0], 32, "%.1f", a ? a->tok_s : 0, a),
+			cell(b[1], 32, "%.1f", hd ? hd->tok_s : 0, hd),
+			cell(b[2], 32, "%.1f", ho ? ho->tok_s : 0, ho),
+			cell(b[3], 32, "%.2fx", qd.v, qd.have),
+			cell(b[4], 32, "%.2fx", qo.v, qo.have),
+			cell(b[5], 32, "%.3f", a ? a->prefill_s : 0, a),
+			cell(b[6], 32, "%.3f", hd ? hd->prefill_s : 0, hd),
+			cell(b[7], 32, "%.2fx", pd.v, pd.have));
+		o = at_json(w);
+		json_object_object_add(o, "decode_sparda_vs_hf_dynamic", jnum(qd.v, qd.have));
+		json_object_object_add(o, "decode_sparda_vs_hf_offloaded", jnum(qo.v, qo.have));
+		json_object_object_add(o, "prefill_sparda_vs_hf_dynamic", jnum(pd.v, pd.have));
+		json_object_array_add(arr, o);
+	}
+}
+
+#undef FIND
 
 static json_object *summary_new(const struct report *r, const char *out)
 {
@@ -443,7 +673,7 @@ static json_object *summary_new(const struct report *r, const char *out)
 	for (size_t i = 0; i < r->n; i++)
 		ok += r->rows[i].ok;
 	json_object_object_add(s, "out", json_object_new_string(out));
-	json_object_object_add(s, "configurations", json_object_new_int64((int64_t)r->n));
+	json_object_object_add(s, "results", json_object_new_int64((int64_t)r->n));
 	json_object_object_add(s, "ok", json_object_new_int64((int64_t)ok));
 	json_object_object_add(s, "failed", json_object_new_int64((int64_t)(r->n - ok)));
 	return s;
@@ -455,7 +685,8 @@ static int report_write(const struct report *r, const char *out)
 	char path[PATH_MAX];
 	json_object *s = summary_new(r, out), *rows = json_object_new_array(),
 		    *feas = json_object_new_array(), *rat = json_object_new_array(),
-		    *maxb = json_object_new_array();
+		    *maxb = json_object_new_array(), *bound = json_object_new_array(),
+		    *peers = json_object_new_array();
 	FILE *f;
 	int rc = 0;
 
@@ -463,6 +694,8 @@ static int report_write(const struct report *r, const char *out)
 	json_object_object_add(s, "feasible", feas);
 	json_object_object_add(s, "ratios", rat);
 	json_object_object_add(s, "max_batch", maxb);
+	json_object_object_add(s, "process_boundary", bound);
+	json_object_object_add(s, "peers", peers);
 	snprintf(path, sizeof(path), "%s/report.md", r->dir);
 	if (!(f = fopen(path, "w"))) {
 		rc = -errno;
@@ -470,12 +703,14 @@ static int report_write(const struct report *r, const char *out)
 	}
 	fprintf(f,
 		"# Sweep results (%s)\n\nWritten by `sparda bench report --out %s` from %zu "
-		"configuration records.\n",
+		"mode results.\n",
 		out, out, r->n);
 	md_rows(f, r, rows);
 	md_feasible(f, r, feas);
 	md_ratios(f, r, rat);
+	md_boundary(f, r, bound);
 	md_max_batch(f, r, maxb);
+	md_peers(f, r, peers);
 	if (fclose(f))
 		rc = -EIO;
 	snprintf(path, sizeof(path), "%s/summary.json", r->dir);
@@ -514,7 +749,7 @@ int bench_report(int argc, char **argv)
 		return 1;
 	}
 	rc = report_plot(&r);
-	printf("report: %zu configurations -> %s/report.md, %s/summary.json%s\n", r.n, dir, dir,
+	printf("report: %zu mode results -> %s/report.md, %s/summary.json%s\n", r.n, dir, dir,
 	       rc == -ENOENT ? " (gnuplot not found: no plots)"
 	       : rc	     ? " (gnuplot failed)"
 			     : ", PNGs");

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The rows `sparda bench report` reads back from a sweep's records, shared by the tables
- * (bench_report.c) and the gnuplot plots (bench_report_plot.c). Internal to tools/.
+ * The rows `sparda bench report` reads back from a sweep's configuration records (one row per
+ * mode of a configuration), shared by the loader and tables (bench_report.c) and the gnuplot
+ * plots (bench_report_plot.c). Internal to tools/.
  */
 #ifndef SPARDA_TOOLS_BENCH_REPORT_H
 #define SPARDA_TOOLS_BENCH_REPORT_H
@@ -9,14 +10,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct json_object;
+
 struct report_row {
-	char model[128], mode[32], status[16], error[512];
+	char model[128], mode[32], status[16], store[8], error[512];
 	int context, batch;
+	int run; /* index of the compute process within its configuration; -1: none */
 	bool ok;
-	double tok_s, step_ms, prefill_s, prefill_tok_s, hit_rate; /* hit_rate < 0: none */
-	double h2d_gbs, late_units;
-	int equals_twin; /* -1: no twin */
-	char *tokens;	 /* generated token ids as JSON text (owned), NULL when absent */
+	double tok_s, step_ms, prefill_s, prefill_tok_s;
+	/* < 0: not reported */
+	double hit_rate, recall, h2d_gbs, d2h_gbs, late_units;
+	double gpu_gib, host_gib, memsvc_gib;
+	double compute_ms, fetch_ms, fetch_exposed_ms;
+	int equals_twin;	    /* -1: no twin */
+	char *tokens;		    /* generated token ids as JSON text (owned), NULL when absent */
+	struct json_object *result; /* the mode's figures without tokens (owned), NULL on failure */
 };
 
 struct report {
@@ -25,17 +33,24 @@ struct report {
 	const char *dir; /* <out>/report */
 };
 
-/* The successful row of a configuration, or NULL. */
-const struct report_row *report_find(const struct report *r, const char *model, int context,
-				     int batch, const char *mode);
+/*
+ * The successful row of a configuration, or NULL. store "inproc" finds the in-process arena's
+ * rows; any other value the sweep's own (memsvc) and the peers' rows.
+ */
+const struct report_row *report_find(const struct report *r, const char *store, const char *model,
+				     int context, int batch, const char *mode);
 
-/* Largest successful batch of (model, context, mode); 0 when none. */
+/* Largest successful batch of (model, context, mode) outside the in-process rows; 0 when none. */
 int report_feasible(const struct report *r, const char *model, int context, const char *mode);
 
+/* Is the row one of the in-process arena's? */
+bool report_inproc(const struct report_row *w);
+
 /*
- * Draw decode tok/s against batch per mode and context, and step time sparda vs
- * sparda-nooffload, as PNGs in r->dir with gnuplot. Returns 0, -ENOENT (gnuplot absent: nothing
- * drawn) or -EIO (gnuplot failed).
+ * Draw, as PNGs in r->dir with gnuplot: decode tok/s against batch per mode and context; the
+ * decode step split into compute, exposed fetch and the rest per mode and batch; step time of
+ * sparda vs sparda-nooffload; prefill speedup of sparda over sparse against context. Returns 0,
+ * -ENOENT (gnuplot absent: nothing drawn) or -EIO (gnuplot failed).
  */
 int report_plot(const struct report *r);
 

@@ -2,7 +2,11 @@
 /*
  * The plots of `sparda bench report`: one gnuplot script plus data files under
  * <out>/report/data, run once. decode_<model>_c<ctx>.png: decode tok/s against batch, a line
- * per mode; step_<model>.png: step time of sparda and sparda-nooffload against batch.
+ * per mode (transformers peers included); breakdown_<model>_c<ctx>.png: the decode step split
+ * into compute, exposed fetch and the rest, a stacked bar per mode and batch;
+ * step_<model>.png: step time of sparda and sparda-nooffload against batch;
+ * prefill_<model>.png: prefill speedup of sparda over sparse against context, a line per batch.
+ * The in-process arena's rows are left out (the report's table compares them).
  */
 #include <errno.h>
 #include <limits.h>
@@ -58,8 +62,8 @@ static int series(const struct report *r, const char *model, int context, const 
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
-		if (!w->ok || w->context != context || strcmp(w->model, model) ||
-		    strcmp(w->mode, mode))
+		if (!w->ok || report_inproc(w) || w->context != context ||
+		    strcmp(w->model, model) || strcmp(w->mode, mode))
 			continue;
 		fprintf(f, "%d %.6g\n", w->batch, step ? w->step_ms : w->tok_s);
 		n++;
@@ -133,11 +137,12 @@ static void plot_decode(FILE *gp, const struct report *r)
 		snprintf(title, sizeof(title), "%s, context %d: decode throughput", w->model,
 			 w->context);
 		plot_header(gp, r->dir, png, title, "decode tokens/s");
+		fprintf(gp, "set logscale x 2\n");
 		for (size_t j = 0; j < r->n; j++)
-			if (r->rows[j].context == w->context &&
+			if (r->rows[j].context == w->context && !report_inproc(&r->rows[j]) &&
 			    !strcmp(r->rows[j].model, w->model) && first_of_mode(r, j))
 				plot_series(gp, r, w, r->rows[j].mode, false, &count);
-		fprintf(gp, count ? "\n" : "set output\n");
+		fprintf(gp, count ? "\nunset logscale x\n" : "set output\nunset logscale x\n");
 	}
 }
 
@@ -167,7 +172,128 @@ static void plot_step(FILE *gp, const struct report *r)
 	}
 }
 
-static int run_gnuplot(const char *script)
+/* "label compute exposed-fetch rest" per successful row that reports the split. */
+static int breakdown_data(const struct report *r, const struct report_row *w, const char *path)
+{
+	FILE *f = fopen(path, "w");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *x = &r->rows[i];
+		double exposed, rest;
+
+		if (!x->ok || report_inproc(x) || x->compute_ms < 0 || x->context != w->context ||
+		    strcmp(x->model, w->model))
+			continue;
+		exposed = x->fetch_exposed_ms > 0 ? x->fetch_exposed_ms : 0;
+		rest = x->step_ms - x->compute_ms - exposed;
+		fprintf(f, "\"%s B=%d\" %.6g %.6g %.6g\n", x->mode, x->batch, x->compute_ms,
+			exposed, rest > 0 ? rest : 0);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* The decode step as stacked bars (compute, exposed fetch, rest) per (model, context). */
+static void plot_breakdown(FILE *gp, const struct report *r)
+{
+	char stem[128], png[256], title[256], path[PATH_MAX];
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *w = &r->rows[i];
+
+		if (!first_of(r, i, true))
+			continue;
+		stem_of(w->model, stem, sizeof(stem));
+		snprintf(path, sizeof(path), "%s/data/%s_c%d_breakdown.dat", r->dir, stem,
+			 w->context);
+		if (!breakdown_data(r, w, path))
+			continue;
+		snprintf(png, sizeof(png), "breakdown_%s_c%d.png", stem, w->context);
+		snprintf(title, sizeof(title), "%s, context %d: decode step breakdown", w->model,
+			 w->context);
+		plot_header(gp, r->dir, png, title, "ms per decode step");
+		fprintf(
+		    gp,
+		    "set style data histograms\nset style histogram rowstacked\n"
+		    "set style fill solid 0.8 border -1\nset boxwidth 0.7\n"
+		    "set xtics rotate by -40 noenhanced\nset xlabel 'mode, batch'\n"
+		    "set key outside right top\n"
+		    "plot '%s' using 2:xtic(1) title 'compute', '' using 3 title 'exposed fetch', "
+		    "'' using 4 title 'other'\n"
+		    "unset style data\nset style data points\nset xtics norotate\n"
+		    "set style fill empty\nset key left top\n",
+		    path);
+	}
+}
+
+/* "context speedup" of sparse's prefill time over sparda's at one batch; points written. */
+static int prefill_data(const struct report *r, const char *model, int batch, const char *path)
+{
+	FILE *f = fopen(path, "w");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *a = &r->rows[i], *s;
+
+		if (!a->ok || report_inproc(a) || a->batch != batch || strcmp(a->mode, "sparda") ||
+		    strcmp(a->model, model) || a->prefill_s <= 0 ||
+		    !(s = report_find(r, "memsvc", model, a->context, batch, "sparse")))
+			continue;
+		fprintf(f, "%d %.6g\n", a->context, s->prefill_s / a->prefill_s);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static bool first_batch(const struct report *r, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (r->rows[j].batch == r->rows[i].batch &&
+		    !strcmp(r->rows[j].model, r->rows[i].model))
+			return false;
+	return true;
+}
+
+/* Prefill speedup of sparda over sparse against context, a line per batch, per model. */
+static void plot_prefill(FILE *gp, const struct report *r)
+{
+	char stem[128], png[256], title[256], path[PATH_MAX];
+
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *w = &r->rows[i];
+		int count = 0;
+
+		if (!first_of(r, i, false))
+			continue;
+		stem_of(w->model, stem, sizeof(stem));
+		snprintf(png, sizeof(png), "prefill_%s.png", stem);
+		snprintf(title, sizeof(title), "%s: prefill speedup, sparse time / sparda time",
+			 w->model);
+		plot_header(gp, r->dir, png, title, "speedup (x)");
+		fprintf(gp, "set xlabel 'context (tokens)'\n");
+		for (size_t j = i; j < r->n; j++) {
+			if (strcmp(r->rows[j].model, w->model) || !first_batch(r, j))
+				continue;
+			snprintf(path, sizeof(path), "%s/data/%s_b%d_prefill.dat", r->dir, stem,
+				 r->rows[j].batch);
+			if (!prefill_data(r, w->model, r->rows[j].batch, path))
+				continue;
+			fprintf(gp, "%s'%s' using 1:2 with linespoints title 'batch %d'",
+				count++ ? ", " : "plot ", path, r->rows[j].batch);
+		}
+		fprintf(gp, count ? "\n" : "set output\n");
+	}
+}
+
+/* gnuplot's warnings (an axis of one point) go to <dir>/gnuplot.log, not the terminal. */
+static int run_gnuplot(const char *script, const char *log)
 {
 	int status;
 	pid_t pid = fork();
@@ -175,6 +301,8 @@ static int run_gnuplot(const char *script)
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		if (!freopen(log, "w", stderr))
+			_exit(127);
 		execlp("gnuplot", "gnuplot", script, (char *)NULL);
 		_exit(127);
 	}
@@ -186,7 +314,7 @@ static int run_gnuplot(const char *script)
 
 int report_plot(const struct report *r)
 {
-	char data[PATH_MAX], script[PATH_MAX];
+	char data[PATH_MAX], script[PATH_MAX], log[PATH_MAX];
 	FILE *gp;
 
 	if (!gnuplot_present())
@@ -200,8 +328,11 @@ int report_plot(const struct report *r)
 	fprintf(gp, "set terminal png size 900,560\n");
 	plot_decode(gp, r);
 	plot_step(gp, r);
+	plot_prefill(gp, r);
+	plot_breakdown(gp, r);
 	if (fclose(gp))
 		return -EIO;
 	fflush(NULL);
-	return run_gnuplot(script);
+	snprintf(log, sizeof(log), "%s/gnuplot.log", r->dir);
+	return run_gnuplot(script, log);
 }

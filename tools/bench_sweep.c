@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `sparda bench sweep`: the evaluation grid (models x contexts x modes x batches), each
- * configuration one memsvc + compute run recorded as <out>/<name>.json. Resumable (existing
- * records are skipped), splittable (--part K/N) and failure-tolerant (a failed run is recorded).
+ * `sparda bench sweep`: the evaluation grid (models x contexts x batches), each configuration
+ * one memsvc + compute run of all its modes recorded as <out>/<name>.json. Resumable (existing
+ * records are skipped), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
+ * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,8 +15,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "bench_cmds.h"
 #include "err.h"
+#include "timeutil.h"
 
 enum { LIST_MAX = 64, PASS_MAX = 32 };
 
@@ -26,10 +30,13 @@ struct list {
 };
 
 struct sweep_opts {
-	struct list models, contexts, batches, modes;
+	struct list models, contexts, batches, modes, inproc;
 	const char *model_dir, *out, *backend;
-	unsigned new_tokens, part, parts;
-	double timeout_s;
+	unsigned new_tokens, part, parts, batch_max;
+	unsigned ladder[LIST_MAX]; /* the batches, then doublings up to batch_max */
+	int n_ladder;
+	double timeout_s, budget_s;
+	uint64_t t0;
 	const char *memsvc_args[PASS_MAX + 1], *compute_args[PASS_MAX + 1];
 	int n_memsvc, n_compute;
 };
@@ -71,17 +78,25 @@ static void usage(FILE *f)
 	    "                      missing ones are made with `sparda gen-model`\n"
 	    "  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
 	    "  --batches LIST      batch sizes (default 1,4,8)\n"
-	    "  --modes LIST        compute modes (default sparse,sparse-offload,sparda,"
-	    "sparda-nooffload)\n"
+	    "  --batch-max N       after the list, double the last batch up to N (default 0: no)\n"
+	    "  --modes LIST        compute modes, run in one process per configuration\n"
+	    "                      (default sparse,sparse-offload,sparda,sparda-nooffload)\n"
+	    "  --inproc-modes LIST also run these modes with the in-process arena\n"
+	    "                      (--host-store=inproc) per configuration: "
+	    "OUT/<config>_inproc.json\n"
 	    "  --new-tokens N      tokens generated per sequence (default 18)\n"
 	    "  --backend B         auto, cpu or cuda (default auto)\n"
-	    "  --part K/N          run only configurations K, K+N, K+2N, ... (1-based)\n"
+	    "  --part K/N          run only the K-th of N contiguous slices of the grid, which\n"
+	    "                      goes batch by batch (run parts in order 1..N)\n"
 	    "  --timeout-s S       kill and record a configuration running longer (default 600)\n"
+	    "  --budget-s S        start no configuration that could end after S seconds; exit 3\n"
+	    "                      when some are left (run the same command again)\n"
 	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
 	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
-	    "Writes OUT/<model>_c<ctx>_b<batch>_<mode>.json per configuration, skipping those\n"
-	    "that exist; a failed run is recorded with its reason (gpu-oom, host-oom, timeout,\n"
-	    "error).\n"
+	    "Writes OUT/<model>_c<ctx>_b<batch>.json per configuration, skipping those that\n"
+	    "exist; a failed mode is recorded with its reason (gpu-oom, host-oom, timeout, error)\n"
+	    "and the others run again in one process; a mode that ran out of memory is not run at\n"
+	    "larger batches of the same model and context.\n"
 	    "Then: sparda bench report --out DIR\n");
 }
 
@@ -98,6 +113,9 @@ enum {
 	OPT_TIMEOUT,
 	OPT_MEMSVC,
 	OPT_COMPUTE,
+	OPT_BATCH_MAX,
+	OPT_INPROC,
+	OPT_BUDGET,
 	OPT_HELP
 };
 
@@ -114,6 +132,9 @@ static const struct option long_opts[] = {
     {"timeout-s", required_argument, NULL, OPT_TIMEOUT},
     {"memsvc-arg", required_argument, NULL, OPT_MEMSVC},
     {"compute-arg", required_argument, NULL, OPT_COMPUTE},
+    {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
+    {"inproc-modes", required_argument, NULL, OPT_INPROC},
+    {"budget-s", required_argument, NULL, OPT_BUDGET},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -143,6 +164,13 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 		return list_parse(&o->batches, arg);
 	case OPT_MODES:
 		return list_parse(&o->modes, arg);
+	case OPT_INPROC:
+		return list_parse(&o->inproc, arg);
+	case OPT_BATCH_MAX:
+		return parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
+	case OPT_BUDGET:
+		o->budget_s = strtod(arg, &end);
+		return *end || o->budget_s < 0 ? -EINVAL : 0;
 	case OPT_MODEL_DIR:
 		o->model_dir = arg;
 		return 0;
@@ -282,28 +310,110 @@ static int mkdir_p(const char *path)
 }
 
 struct tally {
-	unsigned total, selected, skipped, ok, failed;
+	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left;
+	bool stopped; /* the budget ran out */
 };
 
-/* Run (or skip) one grid point. Returns 0, or -errno when its record cannot be written. */
-static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
-		       struct tally *t)
+/* Status of mode in the record <out>/<stem>_c<ctx>_b<batch><suffix>.json ("" when none). */
+static void record_status(const struct sweep_opts *o, const char *stem, unsigned ctx,
+			  unsigned batch, const char *suffix, const char *mode, char *buf,
+			  size_t len)
+{
+	char path[PATH_MAX];
+	json_object *r, *modes, *m, *st;
+
+	buf[0] = 0;
+	snprintf(path, sizeof(path), "%s/%s_c%u_b%u%s.json", o->out, stem, ctx, batch, suffix);
+	if (access(path, F_OK) || !(r = json_object_from_file(path)))
+		return;
+	if (json_object_object_get_ex(r, "modes", &modes) &&
+	    json_object_object_get_ex(modes, mode, &m) &&
+	    json_object_object_get_ex(m, "status", &st))
+		snprintf(buf, len, "%s", json_object_get_string(st));
+	json_object_put(r);
+}
+
+static bool is_oom(const char *status)
+{
+	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom");
+}
+
+/*
+ * Which modes of a configuration run and which are skipped: a mode that ran out of memory at a
+ * smaller batch of the ladder; for the in-process run, a mode that did not run with memsvc.
+ */
+static void plan_modes(const struct sweep_opts *o, const struct model *m, struct sweep_cfg *c,
+		       int bi, bool inproc, const char **run, struct sweep_skip *skip)
+{
+	const struct list *l = inproc ? &o->inproc : &o->modes;
+	const char *suffix = inproc ? "_inproc" : "";
+	char st[32];
+
+	c->n_modes = c->n_skips = 0;
+	for (int i = 0; i < l->n; i++) {
+		const char *mode = l->v[i];
+		struct sweep_skip *sk = &skip[c->n_skips];
+
+		sk->why[0] = 0;
+		for (int b = 0; b < bi && !sk->why[0]; b++) {
+			record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st,
+				      sizeof(st));
+			if (is_oom(st))
+				snprintf(sk->why, sizeof(sk->why), "%s at batch %u", st,
+					 o->ladder[b]);
+		}
+		if (inproc && !sk->why[0]) {
+			record_status(o, m->stem, c->context, c->batch, "", mode, st, sizeof(st));
+			if (strcmp(st, "ok"))
+				snprintf(sk->why, sizeof(sk->why), "with memsvc: %s",
+					 st[0] ? st : "not run");
+		}
+		if (sk->why[0]) {
+			sk->mode = mode;
+			c->n_skips++;
+		} else {
+			run[c->n_modes++] = mode;
+		}
+	}
+	c->modes = run;
+	c->skips = skip;
+}
+
+/* Would a configuration started now overrun the budget? */
+static bool over_budget(const struct sweep_opts *o)
+{
+	double el = (double)(time_now_ns() - o->t0) / 1e9;
+
+	return o->budget_s > 0 && el + (o->timeout_s > 0 ? o->timeout_s : 0) > o->budget_s;
+}
+
+/* Run (or skip) one configuration. Returns 0, or -errno when its record cannot be written. */
+static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c, int bi,
+		       bool inproc, struct tally *t)
 {
 	char name[256], path[PATH_MAX];
-	bool ok = false;
+	const char *run[LIST_MAX];
+	struct sweep_skip skip[LIST_MAX];
+	struct sweep_outcome so = {0};
 	int rc;
 
-	snprintf(name, sizeof(name), "%s_c%u_b%u_%s", m->stem, c->context, c->batch, c->mode);
+	snprintf(name, sizeof(name), "%s_c%u_b%u%s", m->stem, c->context, c->batch,
+		 inproc ? "_inproc" : "");
 	snprintf(path, sizeof(path), "%s/%s.json", o->out, name);
 	c->name = name;
-	t->selected++;
+	c->store = inproc ? "inproc" : "memsvc";
 	if (access(path, F_OK) == 0) {
 		t->skipped++;
 		printf("[%u] %s: exists, skipped\n", t->total, name);
 		return 0;
 	}
-	if ((rc = model_ensure(m, o->out))) {
-		t->failed++;
+	plan_modes(o, m, c, bi, inproc, run, skip);
+	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o)))) {
+		t->left++;
+		return 0;
+	}
+	if (c->n_modes && (rc = model_ensure(m, o->out))) {
+		t->modes_failed += (unsigned)c->n_modes;
 		printf("[%u] %s: model %s unavailable (%s), not recorded\n", t->total, name,
 		       m->spec, err_str(rc));
 		return 0;
@@ -312,12 +422,15 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	c->preset = m->preset;
 	c->layers = m->layers;
 	c->model_dir = m->dir;
-	if ((rc = sweep_run_one(c, &ok))) {
+	if ((rc = sweep_run_config(c, &so))) {
 		fprintf(stderr, "sparda bench sweep: cannot write %s: %s\n", path, err_str(rc));
 		return rc;
 	}
-	ok ? t->ok++ : t->failed++;
-	printf("[%u] %s: %s\n", t->total, name, ok ? "ok" : "FAILED (see its record)");
+	t->ran++;
+	t->modes_ok += (unsigned)so.ok;
+	t->modes_failed += (unsigned)so.failed;
+	printf("[%u] %s: %d modes ok, %d failed, %d skipped, in %d run%s\n", t->total, name, so.ok,
+	       so.failed, c->n_skips, so.runs, so.runs == 1 ? "" : "s");
 	fflush(stdout);
 	return 0;
 }
@@ -330,20 +443,43 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 			      .timeout_s = o->timeout_s,
 			      .memsvc_args = o->memsvc_args,
 			      .compute_args = o->compute_args};
+	unsigned n = (unsigned)(o->n_ladder * o->models.n * o->contexts.n);
+	unsigned lo = (o->part - 1) * n / o->parts, hi = o->part * n / o->parts;
 	int rc;
 
-	for (int mi = 0; mi < o->models.n; mi++)
-		for (int ci = 0; ci < o->contexts.n; ci++)
-			for (int di = 0; di < o->modes.n; di++)
-				for (int bi = 0; bi < o->batches.n; bi++) {
-					if (t->total++ % o->parts != o->part - 1)
-						continue;
-					parse_uint(o->contexts.v[ci], &c.context);
-					parse_uint(o->batches.v[bi], &c.batch);
-					c.mode = o->modes.v[di];
-					if ((rc = sweep_point(o, &models[mi], &c, t)))
-						return rc;
-				}
+	/* batch outermost: a part's configurations are contiguous in this order, so parts run in
+	 * order 1..N see every smaller batch of a (model, context) recorded before a larger one */
+	for (int bi = 0; bi < o->n_ladder; bi++)
+		for (int mi = 0; mi < o->models.n; mi++)
+			for (int ci = 0; ci < o->contexts.n; ci++) {
+				unsigned idx = t->total++;
+
+				if (idx < lo || idx >= hi)
+					continue;
+				t->selected++;
+				parse_uint(o->contexts.v[ci], &c.context);
+				c.batch = o->ladder[bi];
+				if ((rc = sweep_point(o, &models[mi], &c, bi, false, t)))
+					return rc;
+				if (o->inproc.n &&
+				    (rc = sweep_point(o, &models[mi], &c, bi, true, t)))
+					return rc;
+			}
+	return 0;
+}
+
+/* The batch list, then the last batch doubled while it stays <= batch_max. */
+static int make_ladder(struct sweep_opts *o)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < o->batches.n; i++) {
+		if (!parse_uint(o->batches.v[i], &v) || (i && v <= o->ladder[i - 1]))
+			return -EINVAL; /* ascending: the search relies on it */
+		o->ladder[o->n_ladder++] = v;
+	}
+	while (o->batch_max && v <= o->batch_max / 2 && o->n_ladder < LIST_MAX)
+		o->ladder[o->n_ladder++] = v *= 2;
 	return 0;
 }
 
@@ -356,9 +492,8 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 	for (int i = 0; i < o->contexts.n; i++)
 		if (!parse_uint(o->contexts.v[i], &v))
 			return -EINVAL;
-	for (int i = 0; i < o->batches.n; i++)
-		if (!parse_uint(o->batches.v[i], &v))
-			return -EINVAL;
+	if ((rc = make_ladder(o)))
+		return rc;
 	snprintf(dir, sizeof(dir), "%s/models", o->out);
 	for (int i = 0; i < o->models.n; i++)
 		if ((rc = model_parse(o->models.v[i], o->model_dir ? o->model_dir : dir,
@@ -370,8 +505,12 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 
 int bench_sweep(int argc, char **argv)
 {
-	struct sweep_opts o = {
-	    .backend = "auto", .new_tokens = 18, .part = 1, .parts = 1, .timeout_s = 600};
+	struct sweep_opts o = {.backend = "auto",
+			       .new_tokens = 18,
+			       .part = 1,
+			       .parts = 1,
+			       .timeout_s = 600,
+			       .t0 = time_now_ns()};
 	struct model models[LIST_MAX];
 	struct tally t = {0};
 	int rc = parse_args(argc, argv, &o), code = 2;
@@ -382,16 +521,21 @@ int bench_sweep(int argc, char **argv)
 		fprintf(stderr, "sparda bench sweep: bad grid or output dir: %s\n", err_str(rc));
 		goto out_free;
 	}
-	printf("sweep: %d models x %d contexts x %d modes x %d batches, part %u/%u, out %s\n",
-	       o.models.n, o.contexts.n, o.modes.n, o.batches.n, o.part, o.parts, o.out);
+	printf("sweep: %d models x %d contexts x %d batches (%d modes%s), part %u/%u, out %s\n",
+	       o.models.n, o.contexts.n, o.n_ladder, o.modes.n,
+	       o.inproc.n ? ", in-process arena too" : "", o.part, o.parts, o.out);
 	rc = sweep_grid(&o, models, &t);
-	printf("sweep: %u of %u configurations in this part: %u ok, %u failed, %u skipped\n",
-	       t.selected, t.total, t.ok, t.failed, t.skipped);
-	code = rc ? 1 : 0;
+	printf("sweep: %u of %u configurations in this part: %u ran (%u modes ok, %u failed), "
+	       "%u skipped, %u left\n",
+	       t.selected, t.total, t.ran, t.modes_ok, t.modes_failed, t.skipped, t.left);
+	if (t.left)
+		printf("sweep: budget of %.0f s reached: run the same command again\n", o.budget_s);
+	code = rc ? 1 : t.left ? 3 : 0;
 out_free:
 	free(o.models.buf);
 	free(o.contexts.buf);
 	free(o.batches.buf);
 	free(o.modes.buf);
+	free(o.inproc.buf);
 	return rc == 1 ? 0 : code;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * One configuration of `sparda bench sweep`: what `sparda run` does (a fresh sparda-memsvc,
- * sparda-compute against it, drain) with a wall-clock limit, logs kept under <out>/logs, and a
- * record JSON that says why a run failed: GPU or host memory, timeout, or another error.
+ * One configuration of `sparda bench sweep`: its modes in one sparda-compute process (against
+ * a fresh sparda-memsvc, or with the in-process arena), with a wall-clock limit, logs kept under
+ * <out>/logs, and a record JSON that says per mode what it measured or why it failed: GPU or
+ * host memory, timeout, or another error. A failed process is rerun without the mode it failed in.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,14 +23,19 @@
 #include "memsvc_proc.h"
 #include "timeutil.h"
 
-enum { MAX_ARGS = 48 };
+enum { MAX_ARGS = 48, MODES_MAX = 16 };
 
+/* One sparda-compute process of a configuration. */
 struct outcome {
 	int exit_status; /* exit code, 128+signal, or -1 when not started */
 	bool timed_out;
 	double wall_s;
-	char error[512];  /* last error line of the compute log */
-	char memsvc[512]; /* last refusal line of the memsvc log */
+	long long compute_maxrss;	    /* bytes, from wait4 */
+	long long memsvc_hwm, memsvc_shmem; /* bytes, from /proc before the drain; -1: none */
+	char error[512];		    /* last error line of the compute log */
+	char memsvc[512];		    /* last refusal line of the memsvc log */
+	char failed_mode[32];		    /* the mode running when it failed ("" unknown) */
+	const char *status;		    /* see classify() */
 };
 
 int sweep_sibling(const char *name, char *buf, size_t len)
@@ -46,6 +53,12 @@ int sweep_sibling(const char *name, char *buf, size_t len)
 	if ((size_t)snprintf(buf, len, "%s/%s", self, name) >= len)
 		return -ENAMETOOLONG;
 	return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+}
+
+bool sweep_mode_offloads(const char *mode)
+{
+	return !strcmp(mode, "sparse-offload") || !strcmp(mode, "sparda") ||
+	       !strcmp(mode, "sparda-noprefetch");
 }
 
 static void copy_str(char *buf, size_t len, const char *src)
@@ -74,13 +87,32 @@ static void last_line(const char *path, const char *needle, char *buf, size_t le
 	fclose(f);
 }
 
-static int build_argv(const struct sweep_cfg *c, const char *bin, const char *rundir,
-		      const char *json, char store[][PATH_MAX + 32], char **av)
+/* The mode compute last announced (`msg="running" mode=X` or the warm-up's) in its log. */
+static void last_mode(const char *log, char *buf, size_t len)
 {
-	int n = 0, k = 0;
+	char run[1024] = "", warm[1024] = "", *m;
+
+	last_line(log, "msg=\"running\" mode=", run, sizeof(run));
+	if (!run[0])
+		last_line(log, "msg=\"warm-up\" mode=", warm, sizeof(warm));
+	m = strstr(run[0] ? run : warm, " mode=");
+	if (!m)
+		return;
+	m += 6;
+	snprintf(buf, len, "%.*s", (int)strcspn(m, " \t"), m);
+}
+
+static void build_argv(const struct sweep_cfg *c, const char *const *modes, int n_modes,
+		       const char *bin, const char *rundir, const char *json,
+		       char store[][PATH_MAX + 32], char **av)
+{
+	int n = 0, k = 0, off;
 
 	av[n++] = (char *)bin;
-	snprintf(store[k], sizeof(store[k]), "--runtime-dir=%s", rundir);
+	if (rundir)
+		snprintf(store[k], sizeof(store[k]), "--runtime-dir=%s", rundir);
+	else
+		snprintf(store[k], sizeof(store[k]), "--host-store=inproc");
 	av[n++] = store[k++];
 	if (c->model_dir[0])
 		snprintf(store[k], sizeof(store[k]), "--model=%s", c->model_dir);
@@ -93,7 +125,10 @@ static int build_argv(const struct sweep_cfg *c, const char *bin, const char *ru
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--new-tokens=%u", c->new_tokens);
 	av[n++] = store[k++];
-	snprintf(store[k], sizeof(store[k]), "--modes=%s", c->mode);
+	off = snprintf(store[k], sizeof(store[k]), "--modes=");
+	for (int i = 0; i < n_modes; i++)
+		off += snprintf(store[k] + off, sizeof(store[k]) - (size_t)off, "%s%s",
+				i ? "," : "", modes[i]);
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--backend=%s", c->backend);
 	av[n++] = store[k++];
@@ -104,17 +139,17 @@ static int build_argv(const struct sweep_cfg *c, const char *bin, const char *ru
 	for (int i = 0; c->compute_args && c->compute_args[i] && n < MAX_ARGS - 1; i++)
 		av[n++] = (char *)c->compute_args[i];
 	av[n] = NULL;
-	return 0;
 }
 
 /* Wait for pid, killing it when timeout_s passes (0: no limit). Stores the exit status. */
 static int wait_limited(pid_t pid, double timeout_s, struct outcome *o)
 {
 	uint64_t t0 = time_now_ns();
+	struct rusage ru = {0};
 	int status;
 
 	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
+		pid_t r = wait4(pid, &status, WNOHANG, &ru);
 
 		if (r < 0 && errno != EINTR)
 			return -errno;
@@ -129,20 +164,16 @@ static int wait_limited(pid_t pid, double timeout_s, struct outcome *o)
 	}
 	o->wall_s = (double)(time_now_ns() - t0) / 1e9;
 	o->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	o->compute_maxrss = (long long)ru.ru_maxrss * 1024;
 	return 0;
 }
 
-static int run_compute(const struct sweep_cfg *c, const char *rundir, const char *json,
-		       const char *log, struct outcome *o)
+static int run_compute(const char *bin, char **av, double timeout_s, const char *log,
+		       struct outcome *o)
 {
-	char bin[PATH_MAX], store[10][PATH_MAX + 32];
-	char *av[MAX_ARGS];
 	int rc, fd;
 	pid_t pid;
 
-	if ((rc = sweep_sibling("sparda-compute", bin, sizeof(bin))))
-		return rc;
-	build_argv(c, bin, rundir, json, store, av);
 	if ((fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
 		return -errno;
 	fflush(NULL);
@@ -160,7 +191,27 @@ static int run_compute(const struct sweep_cfg *c, const char *rundir, const char
 		_exit(127);
 	}
 	close(fd);
-	return wait_limited(pid, c->timeout_s, o);
+	return wait_limited(pid, timeout_s, o);
+}
+
+/* A "Key:   N kB" line of /proc/<pid>/status in bytes, or -1. */
+static long long proc_status_kb(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	long long v = -1;
+	size_t n = strlen(key);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':') {
+			v = strtoll(line + n + 1, NULL, 10) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
 }
 
 /* Copy the daemon's log out of its runtime dir before memsvc_proc_free removes it. */
@@ -193,6 +244,8 @@ static const char *classify(const struct outcome *o, const char *compute_log)
 		return "timeout";
 	if (o->exit_status == 0)
 		return "ok";
+	if (o->exit_status == -1)
+		return "error";
 	last_line(compute_log, "out of memory", oom, sizeof(oom));
 	if (oom[0] || has(o->error, "cudaErrorMemoryAllocation"))
 		return "gpu-oom";
@@ -204,59 +257,7 @@ static const char *classify(const struct outcome *o, const char *compute_log)
 	return "error";
 }
 
-/*
- * The mode's object from compute's JSON (token ids kept: the report compares each mode with its
- * twin's record, since every configuration runs one mode). New reference or NULL.
- */
-static json_object *mode_result(const char *json, const char *mode)
-{
-	json_object *root = json_object_from_file(json), *m = NULL;
-
-	if (root && json_object_object_get_ex(root, mode, &m)) {
-		json_object_get(m);
-	} else {
-		m = NULL;
-	}
-	json_object_put(root);
-	return m;
-}
-
-static json_object *record_new(const struct sweep_cfg *c, const struct outcome *o,
-			       const char *status, json_object *result)
-{
-	json_object *r = json_object_new_object();
-
-	json_object_object_add(r, "model", json_object_new_string(c->model_spec));
-	json_object_object_add(r, "preset", json_object_new_string(c->preset));
-	json_object_object_add(r, "layers", c->layers ? json_object_new_int((int)c->layers) : NULL);
-	json_object_object_add(r, "context", json_object_new_int((int)c->context));
-	json_object_object_add(r, "batch", json_object_new_int((int)c->batch));
-	json_object_object_add(r, "mode", json_object_new_string(c->mode));
-	json_object_object_add(r, "new_tokens", json_object_new_int((int)c->new_tokens));
-	json_object_object_add(r, "backend", json_object_new_string(c->backend));
-	json_object_object_add(r, "ok", json_object_new_boolean(!strcmp(status, "ok")));
-	json_object_object_add(r, "status", json_object_new_string(status));
-	json_object_object_add(r, "exit_status", json_object_new_int(o->exit_status));
-	json_object_object_add(r, "error", o->error[0] ? json_object_new_string(o->error) : NULL);
-	json_object_object_add(r, "memsvc_error",
-			       o->memsvc[0] ? json_object_new_string(o->memsvc) : NULL);
-	json_object_object_add(r, "wall_s", json_object_new_double(o->wall_s));
-	json_object_object_add(r, "result", result);
-	return r;
-}
-
-/* Write the record atomically (tmp + rename) so a killed sweep never leaves a half file. */
-static int record_write(const struct sweep_cfg *c, json_object *r)
-{
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
-
-	snprintf(path, sizeof(path), "%s/%s.json", c->out, c->name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if (json_object_to_file_ext(tmp, r, JSON_C_TO_STRING_PRETTY))
-		return -EIO;
-	return rename(tmp, path) ? -errno : 0;
-}
-
+/* Start a daemon for a memsvc run; its failure is recorded as the run's error. */
 static int start_memsvc(const struct sweep_cfg *c, struct memsvc_proc **p, struct outcome *o)
 {
 	char bin[PATH_MAX];
@@ -272,43 +273,225 @@ static int start_memsvc(const struct sweep_cfg *c, struct memsvc_proc **p, struc
 	return rc;
 }
 
-int sweep_run_one(const struct sweep_cfg *c, bool *ok)
+/*
+ * One process over the given modes. *root gets compute's JSON (new reference) when it wrote
+ * one, which it does whenever every mode ran (even when twins disagree).
+ */
+static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_modes, int k,
+		     double timeout_s, struct outcome *o, json_object **root)
 {
-	char json[PATH_MAX], log[PATH_MAX], mlog[PATH_MAX];
-	struct outcome o = {.exit_status = -1};
+	char json[PATH_MAX], log[PATH_MAX], mlog[PATH_MAX], bin[PATH_MAX];
+	char store[10][PATH_MAX + 32], *av[MAX_ARGS];
 	struct memsvc_proc *p = NULL;
-	json_object *result = NULL, *rec;
-	const char *status;
+	bool memsvc = strcmp(c->store, "inproc") != 0;
 	int rc;
 
-	snprintf(json, sizeof(json), "%s/logs/%s.compute.json", c->out, c->name);
-	snprintf(log, sizeof(log), "%s/logs/%s.log", c->out, c->name);
-	snprintf(mlog, sizeof(mlog), "%s/logs/%s.memsvc.log", c->out, c->name);
+	*o = (struct outcome){.exit_status = -1, .memsvc_hwm = -1, .memsvc_shmem = -1};
+	snprintf(json, sizeof(json), "%s/logs/%s.r%d.compute.json", c->out, c->name, k);
+	snprintf(log, sizeof(log), "%s/logs/%s.r%d.log", c->out, c->name, k);
+	snprintf(mlog, sizeof(mlog), "%s/logs/%s.r%d.memsvc.log", c->out, c->name, k);
 	unlink(json);
-	if ((rc = start_memsvc(c, &p, &o)))
-		goto out_record;
-	rc = run_compute(c, memsvc_proc_runtime_dir(p), json, log, &o);
-	memsvc_proc_stop(p, SIGTERM, 10000, NULL);
-	keep_log(memsvc_proc_log_path(p), mlog, &o);
+	if ((rc = sweep_sibling("sparda-compute", bin, sizeof(bin)))) {
+		snprintf(o->error, sizeof(o->error), "sparda-compute not found: %s", err_str(rc));
+		return;
+	}
+	if (memsvc && start_memsvc(c, &p, o))
+		goto out_free;
+	build_argv(c, modes, n_modes, bin, p ? memsvc_proc_runtime_dir(p) : NULL, json, store, av);
+	rc = run_compute(bin, av, timeout_s, log, o);
+	if (p) {
+		o->memsvc_hwm = proc_status_kb(memsvc_proc_pid(p), "VmHWM");
+		o->memsvc_shmem = proc_status_kb(memsvc_proc_pid(p), "RssShmem");
+		memsvc_proc_stop(p, SIGTERM, 10000, NULL);
+		keep_log(memsvc_proc_log_path(p), mlog, o);
+	}
 	if (rc) {
-		snprintf(o.error, sizeof(o.error), "cannot run sparda-compute: %s", err_str(rc));
-		goto out_record;
+		snprintf(o->error, sizeof(o->error), "cannot run sparda-compute: %s", err_str(rc));
+		goto out_free;
 	}
-	last_line(log, "level=error", o.error, sizeof(o.error));
-	if (o.exit_status && !o.error[0])
-		last_line(log, NULL, o.error, sizeof(o.error));
-	if (o.exit_status == 0 && !(result = mode_result(json, c->mode))) {
-		o.exit_status = -1;
-		snprintf(o.error, sizeof(o.error), "no result for mode %s in compute's JSON",
-			 c->mode);
-	}
-out_record:
+	last_line(log, "level=error", o->error, sizeof(o->error));
+	if (o->exit_status && !o->error[0])
+		last_line(log, NULL, o->error, sizeof(o->error));
+	if (!o->timed_out)
+		*root = json_object_from_file(json);
+	if (!*root)
+		last_mode(log, o->failed_mode, sizeof(o->failed_mode));
+	if (o->timed_out)
+		snprintf(o->error, sizeof(o->error), "killed after the %.0f s timeout", timeout_s);
+out_free:
 	memsvc_proc_free(p);
-	status = o.exit_status == -1 && !o.timed_out ? "error" : classify(&o, log);
-	if (o.timed_out)
-		snprintf(o.error, sizeof(o.error), "killed after the %.0f s timeout", c->timeout_s);
-	rec = record_new(c, &o, status, result);
-	*ok = !strcmp(status, "ok");
+	o->status = classify(o, log);
+}
+
+static json_object *jstr(const char *s)
+{
+	return s && s[0] ? json_object_new_string(s) : NULL;
+}
+
+static json_object *jbytes(long long v)
+{
+	return v >= 0 ? json_object_new_int64(v) : NULL;
+}
+
+static json_object *run_json(const struct outcome *o, const char *const *modes, int n, int k)
+{
+	json_object *r = json_object_new_object(), *m = json_object_new_array();
+
+	for (int i = 0; i < n; i++)
+		json_object_array_add(m, json_object_new_string(modes[i]));
+	json_object_object_add(r, "run", json_object_new_int(k));
+	json_object_object_add(r, "modes", m);
+	json_object_object_add(r, "status", json_object_new_string(o->status));
+	json_object_object_add(r, "exit_status", json_object_new_int(o->exit_status));
+	json_object_object_add(r, "wall_s", json_object_new_double(o->wall_s));
+	json_object_object_add(r, "error", jstr(o->error));
+	json_object_object_add(r, "memsvc_error", jstr(o->memsvc));
+	json_object_object_add(r, "failed_mode", jstr(o->failed_mode));
+	json_object_object_add(r, "compute_maxrss_bytes",
+			       o->compute_maxrss > 0 ? jbytes(o->compute_maxrss) : NULL);
+	json_object_object_add(r, "memsvc_rss_peak_bytes", jbytes(o->memsvc_hwm));
+	json_object_object_add(r, "memsvc_rss_shmem_bytes", jbytes(o->memsvc_shmem));
+	return r;
+}
+
+/* Per-mode entry: its status, the run it belongs to (-1: none), why it failed, its figures. */
+static void mode_add(json_object *modes, const char *mode, const char *status, int run,
+		     const char *error, json_object *result, const struct outcome *o)
+{
+	json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "status", json_object_new_string(status));
+	json_object_object_add(m, "run", run >= 0 ? json_object_new_int(run) : NULL);
+	json_object_object_add(m, "error", jstr(error));
+	json_object_object_add(m, "compute_maxrss_bytes",
+			       o && o->compute_maxrss > 0 ? jbytes(o->compute_maxrss) : NULL);
+	json_object_object_add(m, "memsvc_rss_peak_bytes", o ? jbytes(o->memsvc_hwm) : NULL);
+	json_object_object_add(m, "result", result ? json_object_get(result) : NULL);
+	json_object_object_add(modes, mode, m);
+}
+
+static int find_mode(const char *const *modes, int n, const char *mode)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(modes[i], mode))
+			return i;
+	return -1;
+}
+
+/*
+ * Record the modes of a failed run: the mode it failed in, or every mode when it cannot be
+ * told (timeout, failure before the first mode), or every offloading mode when the host store
+ * was refused (they share it). Removes them from todo; returns how many are left.
+ */
+static int fail_modes(json_object *modes, const char **todo, int n, const struct outcome *o, int k)
+{
+	int at = o->timed_out ? -1 : find_mode(todo, n, o->failed_mode), left = 0;
+	bool host = at >= 0 && !strcmp(o->status, "host-oom") && sweep_mode_offloads(todo[at]);
+
+	for (int i = 0; i < n; i++) {
+		bool fails = at < 0 || i == at || (host && sweep_mode_offloads(todo[i]));
+
+		if (fails)
+			mode_add(modes, todo[i], o->status, k, o->error, NULL, o);
+		else
+			todo[left++] = todo[i];
+	}
+	return left;
+}
+
+/* All todo modes from compute's JSON; a mode missing from it is an error. */
+static void take_results(json_object *modes, json_object *root, const char *const *todo, int n,
+			 const struct outcome *o, int k)
+{
+	for (int i = 0; i < n; i++) {
+		json_object *m = NULL;
+
+		if (json_object_object_get_ex(root, todo[i], &m) && m)
+			mode_add(modes, todo[i], "ok", k, NULL, m, o);
+		else
+			mode_add(modes, todo[i], "error", k,
+				 "no result for the mode in compute's JSON", NULL, o);
+	}
+}
+
+static json_object *record_new(const struct sweep_cfg *c)
+{
+	json_object *r = json_object_new_object(), *asked = json_object_new_array();
+
+	for (int i = 0; i < c->n_modes; i++)
+		json_object_array_add(asked, json_object_new_string(c->modes[i]));
+	for (int i = 0; i < c->n_skips; i++)
+		json_object_array_add(asked, json_object_new_string(c->skips[i].mode));
+	json_object_object_add(r, "kind", json_object_new_string("sweep-config"));
+	json_object_object_add(r, "model", json_object_new_string(c->model_spec));
+	json_object_object_add(r, "preset", json_object_new_string(c->preset));
+	json_object_object_add(r, "layers", c->layers ? json_object_new_int((int)c->layers) : NULL);
+	json_object_object_add(r, "context", json_object_new_int((int)c->context));
+	json_object_object_add(r, "batch", json_object_new_int((int)c->batch));
+	json_object_object_add(r, "new_tokens", json_object_new_int((int)c->new_tokens));
+	json_object_object_add(r, "backend", json_object_new_string(c->backend));
+	json_object_object_add(r, "store", json_object_new_string(c->store));
+	json_object_object_add(r, "modes_asked", asked);
+	return r;
+}
+
+/* Write the record atomically (tmp + rename) so a killed sweep never leaves a half file. */
+static int record_write(const struct sweep_cfg *c, json_object *r)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+
+	snprintf(path, sizeof(path), "%s/%s.json", c->out, c->name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (json_object_to_file_ext(tmp, r, JSON_C_TO_STRING_PRETTY))
+		return -EIO;
+	return rename(tmp, path) ? -errno : 0;
+}
+
+int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
+{
+	const char *todo[MODES_MAX];
+	json_object *rec = record_new(c), *runs = json_object_new_array(),
+		    *modes = json_object_new_object();
+	uint64_t t0 = time_now_ns();
+	int n = c->n_modes < MODES_MAX ? c->n_modes : MODES_MAX, rc;
+
+	memcpy(todo, c->modes, sizeof(*todo) * (size_t)n);
+	for (int k = 0; n > 0; k++) {
+		double left = c->timeout_s - (double)(time_now_ns() - t0) / 1e9;
+		json_object *root = NULL;
+		struct outcome o;
+
+		if (c->timeout_s > 0 && left <= 1) {
+			for (int i = 0; i < n; i++)
+				mode_add(modes, todo[i], "timeout", -1,
+					 "no time left in the configuration's limit for a rerun",
+					 NULL, NULL);
+			break;
+		}
+		run_once(c, todo, n, k, c->timeout_s > 0 ? left : 0, &o, &root);
+		json_object_array_add(runs, run_json(&o, todo, n, k));
+		so->runs++;
+		if (root) {
+			take_results(modes, root, todo, n, &o, k);
+			json_object_put(root);
+			break;
+		}
+		n = fail_modes(modes, todo, n, &o, k);
+	}
+	for (int i = 0; i < c->n_skips; i++)
+		mode_add(modes, c->skips[i].mode, "skipped", -1, c->skips[i].why, NULL, NULL);
+	json_object_object_foreach(modes, key, val)
+	{
+		json_object *st = json_object_object_get(val, "status");
+
+		(void)key;
+		if (!strcmp(json_object_get_string(st), "ok"))
+			so->ok++;
+		else if (strcmp(json_object_get_string(st), "skipped"))
+			so->failed++;
+	}
+	json_object_object_add(rec, "runs", runs);
+	json_object_object_add(rec, "modes", modes);
 	rc = record_write(c, rec);
 	json_object_put(rec);
 	return rc;

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The evaluation sweep on the CPU backend with the embedded tiny model (2 contexts x 2 batches x
-# 4 modes): --part 1/2 then 2/2 cover the grid, a third run skips everything, batch 2 of the
-# offloading modes exceeds a 2 MiB memsvc RAM budget and is recorded as host-oom without
-# stopping the sweep, a 1 ms --timeout-s is recorded as a timeout, and `bench report` writes the
-# Markdown table, a summary JSON with the feasible batches and, with gnuplot, PNG plots.
+# The evaluation sweep on the CPU backend with the embedded tiny model (2 contexts x batches
+# 1, 2 and the doubling to 4; 4 modes in one compute process per configuration, sparda also with
+# the in-process arena): --part 1/2 then 2/2 cover the grid; batch 2 of the offloading modes
+# exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
+# one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
+# skips everything; a 1 ms --timeout-s and a 1 s --budget-s are recorded / stop the sweep.
+# `bench report` writes the tables, the summary JSON (checked against hand-made records for the
+# ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
+# scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
+src=${SPARDA_SOURCE_DIR:?}
 sparda=$build/bin/sparda
 for v in $(compgen -e | grep '^SPARDA_'); do
 	case $v in SPARDA_BUILD_DIR | SPARDA_SOURCE_DIR) ;; *) unset "$v" ;; esac
@@ -19,30 +24,59 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 sweep() { # extra args...
 	"$sparda" bench sweep --out "$out" --backend cpu --models tiny --contexts 1100,1300 \
-		--batches 1,2 --modes sparda,sparda-nooffload,sparse,sparse-offload --new-tokens 4 \
-		--timeout-s 120 --memsvc-arg=--ram-budget=2M --compute-arg=--threads=2 "$@"
+		--batches 1,2 --batch-max 4 --modes sparda,sparda-nooffload,sparse,sparse-offload \
+		--inproc-modes sparda --new-tokens 3 --timeout-s 120 --memsvc-arg=--ram-budget=2M \
+		--compute-arg=--threads=2 "$@"
 }
 records() { find "$out" -maxdepth 1 -name '*.json' | wc -l; }
 
-# Part 1 of 2 takes every other configuration: batch is the innermost axis, so batch 1 only.
+# 2 contexts x 3 batches, batch outermost: part 1/2 takes batch 1 of both contexts and batch 2
+# of context 1100; each configuration also has its _inproc record.
 sweep --part 1/2 >"$work/p1.log" || fail "part 1/2 exited $?"
-[ "$(records)" -eq 8 ] || fail "part 1/2 wrote $(records) records, want 8"
-[ -z "$(find "$out" -maxdepth 1 -name '*_b2_*.json')" ] || fail "part 1/2 ran a batch-2 config"
+[ "$(records)" -eq 6 ] || fail "part 1/2 wrote $(records) records, want 6"
 sweep --part 2/2 >"$work/p2.log" || fail "part 2/2 exited $?"
-[ "$(records)" -eq 16 ] || fail "parts 1/2 + 2/2 wrote $(records) records, want 16"
-grep -q "8 of 16 configurations in this part: 4 ok, 4 failed, 0 skipped" "$work/p2.log" ||
+[ "$(records)" -eq 12 ] || fail "parts 1/2 + 2/2 wrote $(records) records, want 12"
+grep -q "3 of 6 configurations in this part: 6 ran" "$work/p2.log" ||
 	fail "part 2/2 summary: $(tail -1 "$work/p2.log")"
 
 # Resumable: everything exists, nothing runs, nothing is rewritten.
 before=$(stat -c %Y.%s "$out"/*.json | md5sum)
 sweep >"$work/all.log" || fail "resumed sweep exited $?"
-grep -q "16 of 16 configurations in this part: 0 ok, 0 failed, 16 skipped" "$work/all.log" ||
-	fail "resume did not skip: $(tail -1 "$work/all.log")"
+grep -q "6 of 6 configurations in this part: 0 ran (0 modes ok, 0 failed), 12 skipped, 0 left" \
+	"$work/all.log" || fail "resume did not skip: $(tail -1 "$work/all.log")"
 [ "$before" = "$(stat -c %Y.%s "$out"/*.json | md5sum)" ] || fail "resume rewrote records"
 
-# A 1 ms limit kills the run and says so (its own output dir).
+# A 1 ms limit kills the run and says so; a 1 s budget starts nothing and exits 3.
 "$sparda" bench sweep --out "$work/to" --backend cpu --models tiny --contexts 1100 --batches 1 \
-	--modes sparse --new-tokens 4 --timeout-s 0.001 >"$work/to.log" || fail "timeout sweep failed"
+	--modes sparse,sparda --new-tokens 3 --timeout-s 0.001 >"$work/to.log" ||
+	fail "timeout sweep failed"
+rc=0
+"$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
+	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
+[ "$rc" -eq 3 ] && grep -q "0 ran .* 1 left" "$work/bu.log" || fail "budget: rc $rc $(cat "$work/bu.log")"
+[ -z "$(find "$work/bu" -maxdepth 1 -name '*.json')" ] || fail "budget: a record was written"
+
+# Hand-made records of another model: exact ratios, the step breakdown and the peers.
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def res(tok_s, step, prefill, **kw):
+    r = {"decode_tokens_per_s": tok_s, "decode_step_ms": step, "prefill_s": prefill,
+         "prompt_tokens": 4096, "decode_tokens": 17, "bytes_h2d": 0, "late_units": 0}
+    r.update(kw)
+    return {"status": "ok", "run": 0, "error": None, "result": r}
+split = dict(decode_compute_ms=2.0, decode_fetch_ms=1.0, decode_fetch_exposed_ms=0.5,
+             recall=0.9, gpu_mem_peak_bytes=2 * 2**30, host_rss_peak_bytes=2**30,
+             pcie_h2d_gbps=40.0, pcie_d2h_gbps=1.5)
+base = {"kind": "sweep-config", "model": "synth", "context": 4096, "batch": 1}
+json.dump(dict(base, store="memsvc", modes={
+    "sparda": res(300.0, 3.0, 1.0, **split), "sparse-offload": res(200.0, 5.0, 2.0),
+    "sparse": res(400.0, 2.5, 2.5), "sparda-nooffload": res(450.0, 2.0, 1.0, **split)}),
+    open(os.path.join(out, "synth_c4096_b1.json"), "w"))
+json.dump(dict(base, store="hf", modes={
+    "hf-dynamic": res(100.0, 10.0, 5.0), "hf-offloaded": res(60.0, 16.0, 5.5)}),
+    open(os.path.join(out, "synth_c4096_b1_hf.json"), "w"))
+PY
 
 "$sparda" bench report --out "$out" >"$work/report.log" || fail "report exited $?"
 python3 - "$out" "$work/to" <<'PY'
@@ -50,58 +84,125 @@ import json, os, sys
 out, to = sys.argv[1], sys.argv[2]
 def rec(name, d=out):
     return json.load(open(os.path.join(d, name + ".json")))
-r = rec("tiny_c1300_b2_sparda")
-assert not r["ok"] and r["status"] == "host-oom", r
-assert r["exit_status"] != 0 and "ENOMEM" in r["error"] and "RAM budget" in r["memsvc_error"], r
-for mode in ("sparda", "sparda-nooffload", "sparse", "sparse-offload"):
-    ok = rec("tiny_c1300_b1_" + mode)
-    assert ok["ok"] and ok["result"]["ran"] == mode and ok["result"]["decode_tokens_per_s"] > 0, ok
-for mode in ("sparse", "sparda-nooffload"):
-    assert rec("tiny_c1100_b2_" + mode)["ok"], mode
-t = rec("tiny_c1100_b1_sparse", to)
-assert t["status"] == "timeout" and not t["ok"], t
+modes4 = ["sparda", "sparda-nooffload", "sparse", "sparse-offload"]
+for ctx in (1100, 1300):
+    # batch 1: every mode in one compute process, twins equal within it
+    r = rec(f"tiny_c{ctx}_b1")
+    assert len(r["runs"]) == 1 and r["runs"][0]["modes"] == modes4, r["runs"]
+    for m in modes4:
+        e = r["modes"][m]
+        assert e["status"] == "ok" and e["run"] == 0, (m, e)
+        assert e["result"]["ran"] == m and e["result"]["decode_tokens_per_s"] > 0, e
+    assert r["modes"]["sparda"]["result"]["equals_twin"] is True
+    assert r["runs"][0]["memsvc_rss_peak_bytes"] > 0 and r["runs"][0]["compute_maxrss_bytes"] > 0
+    # batch 2: the host store is refused in run 0 (both offloading modes), the rest run again
+    r = rec(f"tiny_c{ctx}_b2")
+    assert [x["status"] for x in r["runs"]] == ["host-oom", "ok"], r["runs"]
+    assert r["runs"][0]["failed_mode"] == "sparda" and r["runs"][1]["modes"] == [
+        "sparda-nooffload", "sparse"], r["runs"]
+    assert "RAM budget" in r["runs"][0]["memsvc_error"], r["runs"][0]
+    for m in ("sparda", "sparse-offload"):
+        assert r["modes"][m]["status"] == "host-oom" and "ENOMEM" in r["modes"][m]["error"]
+    for m in ("sparda-nooffload", "sparse"):
+        assert r["modes"][m]["status"] == "ok" and r["modes"][m]["run"] == 1
+    # batch 4: the search stopped the offloading modes at their first out-of-memory batch
+    r = rec(f"tiny_c{ctx}_b4")
+    assert len(r["runs"]) == 1 and r["runs"][0]["modes"] == ["sparda-nooffload", "sparse"]
+    for m in ("sparda", "sparse-offload"):
+        assert r["modes"][m] == dict(r["modes"][m], status="skipped",
+                                     error="host-oom at batch 2"), r["modes"][m]
+    # the in-process arena: sparda alone, where it ran with memsvc
+    r = rec(f"tiny_c{ctx}_b1_inproc")
+    assert r["store"] == "inproc" and r["runs"][0]["modes"] == ["sparda"], r
+    assert r["modes"]["sparda"]["status"] == "ok" and r["runs"][0]["memsvc_rss_peak_bytes"] is None
+    assert rec(f"tiny_c{ctx}_b2_inproc")["runs"] == []
+t = rec("tiny_c1100_b1", to)
+assert [t["modes"][m]["status"] for m in ("sparse", "sparda")] == ["timeout"] * 2, t
 
 s = json.load(open(os.path.join(out, "report", "summary.json")))
-assert (s["configurations"], s["ok"], s["failed"]) == (16, 12, 4), s
-assert len(s["rows"]) == 16
-feas = {(f["context"], f["mode"]): f for f in s["feasible"]}
+# tiny: 2 contexts x (4 + 4 + 2 modes + 1 inproc); synth: 4 + 2 hf
+assert (s["results"], s["failed"]) == (28, 4), {k: s[k] for k in ("results", "ok", "failed")}
+feas = {(f["model"], f["context"], f["mode"]): f for f in s["feasible"]}
 for ctx in (1100, 1300):
-    assert feas[(ctx, "sparda")]["feasible_batch"] == 1, feas
-    assert feas[(ctx, "sparda")]["limited_by"] == "host-oom", feas
-    sparse = feas[(ctx, "sparse")]
-    assert sparse["feasible_batch"] == 2 and sparse["limited_by"] is None, sparse
-mb = {m["context"]: m for m in s["max_batch"]}
-assert mb[1100]["sparda_batch"] == 1 and mb[1100]["sparse_batch"] == 2 and mb[1100]["ratio"] > 0
-rat = {(x["context"], x["batch"]): x for x in s["ratios"]}
-assert rat[(1100, 1)]["decode_sparda_vs_sparse_offload"] > 0
-assert rat[(1100, 2)]["decode_sparda_vs_sparse_offload"] is None
-rows = {(x["context"], x["batch"], x["mode"]): x for x in s["rows"]}
-assert rows[(1100, 1, "sparda")]["equals_twin"] is True, rows[(1100, 1, "sparda")]
-assert rows[(1100, 1, "sparse-offload")]["equals_twin"] is True
-assert rows[(1100, 1, "sparse")]["hit_rate"] is None
+    f = feas[("tiny", ctx, "sparda")]
+    assert (f["feasible_batch"], f["limited_by"], f["memory"]) == (1, "host-oom", "host memory")
+    f = feas[("tiny", ctx, "sparse")]
+    assert (f["feasible_batch"], f["limited_by"]) == (4, None), f
+mb = {(m["model"], m["context"]): m for m in s["max_batch"]}
+m = mb[("tiny", 1100)]
+assert (m["sparda_batch"], m["sparse_batch"], m["sparda_memory"]) == (1, 4, "host memory"), m
+assert m["ratio"] > 0
+rat = {(x["model"], x["context"], x["batch"]): x for x in s["ratios"]}
+x = rat[("tiny", 1100, 1)]
+assert x["decode_sparda_vs_sparse_offload"] > 0 and x["decode_sparda_vs_sparse_offload_one_run"]
+assert rat[("tiny", 1100, 2)]["decode_sparda_vs_sparse_offload"] is None
+x = rat[("synth", 4096, 1)]
+assert (x["decode_sparda_vs_sparse_offload"], x["prefill_sparda_vs_sparse"],
+        x["step_sparda_vs_nooffload"]) == (1.5, 2.5, 1.5), x
+b = {(x["model"], x["context"], x["batch"]): x for x in s["process_boundary"]}
+assert set(b) == {("tiny", 1100, 1), ("tiny", 1300, 1)}, b
+assert b[("tiny", 1100, 1)]["step_memsvc_vs_inproc"] > 0
+(p,) = s["peers"]
+assert (p["decode_sparda_vs_hf_dynamic"], p["decode_sparda_vs_hf_offloaded"],
+        p["prefill_sparda_vs_hf_dynamic"]) == (3.0, 5.0, 5.0), p
+rows = {(x["model"], x["context"], x["batch"], x["mode"], x["store"]): x for x in s["rows"]}
+w = rows[("synth", 4096, 1, "sparda", "memsvc")]
+assert (w["recall"], w["h2d_gb_per_s"], w["gpu_gib"], w["host_gib"]) == (0.9, 40.0, 2.0, 1.0), w
+assert w["result"]["decode_fetch_exposed_ms"] == 0.5
+w = rows[("tiny", 1100, 2, "sparse", "memsvc")]
+assert w["run"] == 1 and w["host_gib"] > 0 and w["memsvc_gib"] > 0, w
+assert rows[("tiny", 1100, 1, "sparse-offload", "memsvc")]["equals_twin"] is True
+assert rows[("tiny", 1100, 1, "sparse", "memsvc")]["hit_rate"] is None
+assert "tokens" not in rows[("tiny", 1100, 1, "sparda", "memsvc")]["result"]
 
 md = open(os.path.join(out, "report", "report.md")).read().splitlines()
-table = [l for l in md if l.startswith("| tiny | 1")]
-main = [l.split(" | ") for l in table if l.count("|") == 14]
-assert len(main) == 16, main
-failed = [c for c in main if c[-1].rstrip(" |") == "host-oom"]
-assert sorted((c[1], c[2], c[3]) for c in failed) == sorted(
-    (str(c), "2", m) for c in (1100, 1300) for m in ("sparda", "sparse-offload")), failed
-for c in main:
-    if c[-1].rstrip(" |") == "ok":
-        assert float(c[4]) > 0 and float(c[5]) > 0, c
-        if c[3] == "sparda":
-            assert c[11] == "yes", c
-assert any(l.startswith("| tiny | 1100 | sparda | 1 | host-oom |") for l in md), md
-assert any(l.startswith("## Headline ratios") for l in md)
+for title in ("## tiny, context 1100", "## tiny, context 1300", "## synth, context 4096",
+              "## Headline ratios", "## Process boundary (memsvc vs in-process arena)",
+              "## Peers: Hugging Face transformers on the same checkpoint"):
+    assert title in md, title
+start = md.index("## tiny, context 1100") + 4
+end = next(i for i in range(start, len(md)) if md[i].startswith("## "))
+first = [l.split(" | ") for l in md[start:end] if l.startswith("| ")]
+assert len(first) == 11 and all(len(c) == 17 for c in first), first
+st = {(c[0][2:], c[1]): c[-1].rstrip(" |") for c in first}
+assert st[("2", "sparda")] == "host-oom" and st[("4", "sparse")] == "ok", st
+assert ("4", "sparda") not in st and st[("1", "sparda (inproc)")] == "ok", st
+assert any(l.startswith("| tiny | 1100 | sparda | 1 | host-oom | host memory |") for l in md)
+assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
+assert "| synth | 4096 | 1 | 300.0 | 100.0 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
 PY
+
 if command -v gnuplot >/dev/null; then
-	for p in decode_tiny_c1100 decode_tiny_c1300 step_tiny; do
+	for p in decode_tiny_c1100 decode_tiny_c1300 step_tiny prefill_tiny breakdown_synth_c4096 \
+		decode_synth_c4096; do
 		f=$out/report/$p.png
 		[ -s "$f" ] || fail "$f missing or empty"
 		[ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "$f is not a PNG"
 	done
+	[ ! -e "$out/report/breakdown_tiny_c1100.png" ] || fail "breakdown drawn without the split"
 else
 	echo "gnuplot absent: plots not checked"
 fi
+
+# The peers script: --dry-run checks arguments and the checkpoint, prints the plan (with the
+# batch search: a gpu-oom at batch 1 skips that mode at batch 2) and writes nothing.
+peers=$src/scripts/hf-peers.py
+"$sparda" gen-model --preset tiny --layers 2 --out "$work/m" >/dev/null || fail "gen-model"
+mkdir "$work/hf"
+echo '{"kind": "sweep-config", "modes": {"hf-offloaded": {"status": "gpu-oom"}}}' \
+	>"$work/hf/tiny-l2_c1100_b1_hf.json"
+before=$(find "$work/hf" "$work/m" -type f | xargs md5sum | sort | md5sum)
+python3 "$peers" --model-dir "$work/m" --model-name tiny:2 --out "$work/hf" --contexts 1100 \
+	--batches 1,2 --new-tokens 3 --dry-run >"$work/peers.log" || fail "peers dry-run exited $?"
+grep -q "tiny-l2_c1100_b1_hf.json: exists, skipped" "$work/peers.log" || fail "$(cat "$work/peers.log")"
+grep -q "tiny-l2_c1100_b2_hf.json: would run hf-dynamic (skipped: .*gpu-oom at batch 1" \
+	"$work/peers.log" || fail "peers plan: $(cat "$work/peers.log")"
+[ "$before" = "$(find "$work/hf" "$work/m" -type f | xargs md5sum | sort | md5sum)" ] ||
+	fail "peers --dry-run wrote something"
+for bad in "--model-dir $work/hf" "--model-dir $work/m --modes hf-x" "--model-dir $work/m --batches 4,1"; do
+	rc=0
+	# shellcheck disable=SC2086
+	python3 "$peers" $bad --model-name tiny:2 --out "$work/hf" --dry-run >/dev/null 2>&1 || rc=$?
+	[ "$rc" -eq 2 ] || fail "peers $bad: exit $rc, want 2"
+done
 echo "bench sweep: ok"
