@@ -10,7 +10,8 @@
 #      CUDA_ARCH        sm number to build for (default 90)
 #      SANITIZE=1       also run the test under compute-sanitizer memcheck
 #      BENCH=1          also build and run sparda-kbench (kbench.txt, kbench.json; timings
-#                       never change the exit status)
+#                       never change the exit status); KBENCH_ARGS adds its options (e.g.
+#                       "--only decode,select")
 #      SPARDA_TEST_SEED replay a seed
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,11 +89,11 @@ if [ "${BENCH:-0}" = 1 ] && [ $build_rc -eq 0 ]; then
 	if "$nvcc" -O3 -std=c++17 --expt-relaxed-constexpr -gencode arch=compute_$arch,code=sm_$arch \
 		$inc -o "$b/sparda-kbench" "$root/kernels/cuda/bench/kbench.cu" $objs $blas_lib \
 		-Xcompiler -fopenmp -lcublas -lm -lpthread >>"$logs/build.log" 2>&1; then
-		timeout ${BENCH_TIMEOUT:-200} ./sparda-kbench --json "$logs/kbench.json" \
+		timeout ${BENCH_TIMEOUT:-200} ./sparda-kbench --json "$logs/kbench.json" ${KBENCH_ARGS:-} \
 			>"$logs/kbench.txt" 2>&1
 		say "kbench rc=$?"
 		cat "$logs/kbench.txt"
-		for o in attn_decode attn_prefill attn_prefill_fa2 select; do
+		for o in attn_decode attn_decode_cp attn_prefill attn_prefill_fa2 select; do
 			say "sass $o: HMMA=$("$cuda/bin/cuobjdump" --dump-sass "$b/obj/cu_$o.o" 2>/dev/null |
 				grep -c HMMA)"
 		done

@@ -11,30 +11,8 @@
 #include <string.h>
 
 #include "attn_decode.cuh"
+#include "attn_decode_split.cuh"
 #include "kc_common.cuh"
-
-#define KC_AD_THREADS 128u
-#define KC_AD_TILE 64u
-#define KC_AD_HEADS 16u /* query heads per CTA */
-
-struct kc_ad_args {
-	const uint16_t *q;
-	uint32_t ld_q;
-	/* unit mode: tile u is unit unit_idx[b, g, u], rows unit_len[b, g, u] */
-	const uint16_t *units;
-	const int32_t *unit_idx, *unit_len;
-	uint32_t block;
-	/* dense mode (units == NULL): tile u is keys [64u, 64u + 64) of [0, kv_len[b]) */
-	const uint16_t *kc, *vc;
-	const int32_t *kv_len;
-	uint32_t t_cap;
-	uint32_t n_tiles, tiles_per_split, n_splits;
-	uint32_t n_q, n_kv, d, G, hchunks;
-	float scale;
-	float *part;	/* [b, n_q, n_splits, d + 2] */
-	bool mma;	/* tensor-core kernel (d 64 or 128) instead of the fp32 one */
-	bool merge_par; /* the parallel split merge (SPARDA_KCUDA_MERGE=par) */
-};
 
 /* Scores, softmax update and P.V for rows [0, rows) of one K/V tile (row stride d). */
 static __device__ void kc_ad_tile(const struct kc_ad_args &a, const uint16_t *kt,
@@ -410,6 +388,8 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 		else
 			p[D + 1] = acc;
 	}
+	if (a.cnt)
+		kc_ad_fused_merge(a, b, h0, gh, D);
 }
 
 __global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part, uint32_t n_q,
@@ -452,20 +432,53 @@ static uint32_t kc_ad_tps(uint32_t b)
 }
 
 /*
- * The parallel split merge only when SPARDA_KCUDA_MERGE=par (read at each call): it passes
- * conformance, but compute-sanitizer memcheck flagged a shared-memory read past wgt[n_splits]
- * (12 bytes at the end of an 8-byte allocation, n_splits 2); the allocation is now padded, not
- * yet re-run under memcheck.
+ * How the splits are merged, SPARDA_KCUDA_MERGE (read at each call): "par" (default) the
+ * parallel merge kernel, "serial" the serial one, "fused" the last CTA of each group inside
+ * the tensor-core split kernels (no second launch; falls back to "par" where it cannot).
  */
-static bool kc_ad_merge_par(void)
+enum kc_ad_merge { KC_AD_MERGE_PAR, KC_AD_MERGE_SERIAL, KC_AD_MERGE_FUSED };
+
+static enum kc_ad_merge kc_ad_merge_mode(void)
 {
 	const char *m = getenv("SPARDA_KCUDA_MERGE");
-	return m && !strcmp(m, "par");
+	if (m && !strcmp(m, "serial"))
+		return KC_AD_MERGE_SERIAL;
+	if (m && !strcmp(m, "fused"))
+		return KC_AD_MERGE_FUSED;
+	return KC_AD_MERGE_PAR;
+}
+
+/*
+ * Which tensor-core split kernel: the cp.async-pipelined one (attn_decode_cp.cu, 2 stages per
+ * warp) below batch 32, the register-staged one below from 32 (the faster of the two at each
+ * batch on the H200, NOTES.md). SPARDA_KCUDA_ADK=reg / cp2 / cp3 (read at each call) forces
+ * one. Returns the stages, 0 for the register kernel.
+ */
+static uint32_t kc_ad_stages(uint32_t b)
+{
+	const char *k = getenv("SPARDA_KCUDA_ADK");
+	if (k && !strcmp(k, "reg"))
+		return 0;
+	if (k && !strcmp(k, "cp2"))
+		return 2;
+	if (k && !strcmp(k, "cp3"))
+		return 3;
+	return b < 32 ? 2 : 0;
 }
 
 static bool kc_ad_dim_ok(uint32_t d)
 {
 	return d >= 16 && d <= 256 && d % 8 == 0 && KC_AD_THREADS % (d / 2) == 0;
+}
+
+extern "C" int kc_attn_decode_init(void)
+{
+	return kc_ad_cp_init();
+}
+
+extern "C" size_t kc_attn_decode_counters(uint32_t b, uint32_t n_q, uint32_t n_kv)
+{
+	return n_kv ? (size_t)b * n_kv * kc_div_up(n_q / n_kv, KC_AD_HEADS) : 0;
 }
 
 extern "C" size_t kc_attn_decode_work(uint32_t b, uint32_t n_q, uint32_t n_units, uint32_t d)
@@ -477,7 +490,7 @@ extern "C" size_t kc_attn_decode_work(uint32_t b, uint32_t n_q, uint32_t n_units
 /*
  * Merge with the splits read in parallel: the CTA finds the max and the weights of all splits
  * first (one load per split per thread), then each output column sums its splits from the
- * weights in shared memory. Behind SPARDA_KCUDA_MERGE=par (see kc_ad_merge_par); the serial
+ * weights in shared memory (the default, kc_ad_merge_mode); the serial
  * merge above costs ~0.25 us per split at batch 1.
  */
 __global__ void kc_ad_merge_par_kernel(uint16_t *out, uint32_t ld_o, const float *part,
@@ -526,16 +539,28 @@ static int kc_ad_launch(cudaStream_t st, struct kc_ad_args *a, uint16_t *out, ui
 {
 	size_t smem = (size_t)KC_AD_HEADS * a->d * sizeof(float);
 	dim3 grid(a->n_splits, a->n_kv * a->hchunks, b);
-	if (a->mma && a->d == 128)
-		kc_ad_mma_kernel<128><<<grid, KC_AD_THREADS, 0, st>>>(*a);
-	else if (a->mma && a->d == 64)
-		kc_ad_mma_kernel<64><<<grid, KC_AD_THREADS, 0, st>>>(*a);
-	else
-		kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
-	KC_LAUNCHED("attn_decode_split");
+	if (a->cnt && (!a->mma || (a->d != 128 && a->d != 64) || a->n_splits > KC_AD_FUSED_MAX))
+		a->cnt = NULL; /* the parallel merge kernel instead */
+	a->out = out;
+	a->ld_o = ld_o;
+	if (a->mma && a->stages && (a->d == 128 || a->d == 64)) {
+		int e = kc_ad_cp_launch(st, a, grid);
+		if (e)
+			return e;
+	} else {
+		if (a->mma && a->d == 128)
+			kc_ad_mma_kernel<128><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+		else if (a->mma && a->d == 64)
+			kc_ad_mma_kernel<64><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+		else
+			kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
+		KC_LAUNCHED("attn_decode_split");
+	}
 	unsigned thr = a->d < 128 ? 64 : 128;
 	/* padded: the unrolled column loop was seen reading past n_splits floats (memcheck) */
 	size_t wsm = (((size_t)a->n_splits + 3) & ~(size_t)3) * sizeof(float) + 16;
+	if (a->cnt)
+		return 0; /* merged by the split kernel's last CTAs */
 	if (a->merge_par && wsm <= 32 * 1024)
 		kc_ad_merge_par_kernel<<<b * a->n_q, thr, wsm, st>>>(out, ld_o, a->part, a->n_q,
 								     a->n_splits, a->d);
@@ -566,11 +591,14 @@ extern "C" int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, con
 			      uint32_t ld_q, const uint16_t *units, const int32_t *unit_idx,
 			      const int32_t *unit_len, uint32_t n_units, uint32_t b, uint32_t n_q,
 			      uint32_t n_kv, uint32_t d, uint32_t block, float scale, void *work,
-			      bool mma)
+			      bool mma, uint32_t *cnt)
 {
 	struct kc_ad_args a = {};
 	a.mma = mma;
-	a.merge_par = kc_ad_merge_par();
+	enum kc_ad_merge mm = kc_ad_merge_mode();
+	a.merge_par = mm != KC_AD_MERGE_SERIAL;
+	a.cnt = mm == KC_AD_MERGE_FUSED ? cnt : NULL;
+	a.stages = kc_ad_stages(b);
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;
@@ -618,11 +646,14 @@ extern "C" int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_
 				    const uint16_t *q, uint32_t ld_q, const uint16_t *kc,
 				    const uint16_t *vc, uint32_t t_cap, const int32_t *kv_len,
 				    uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d,
-				    float scale, void *scratch, bool mma)
+				    float scale, void *scratch, bool mma, uint32_t *cnt)
 {
 	struct kc_ad_args a = {};
 	a.mma = mma;
-	a.merge_par = kc_ad_merge_par();
+	enum kc_ad_merge mm = kc_ad_merge_mode();
+	a.merge_par = mm != KC_AD_MERGE_SERIAL;
+	a.cnt = mm == KC_AD_MERGE_FUSED ? cnt : NULL;
+	a.stages = kc_ad_stages(b);
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;

@@ -80,6 +80,28 @@ static int kc_scratch(struct kb *kb, enum kb_stream s, size_t bytes, void **out)
 	return 0;
 }
 
+/*
+ * At least n zeroed arrival counters for stream s (kernels that use them leave them zeroed);
+ * growing waits for the stream's earlier users.
+ */
+static int kc_counters(struct kb *kb, enum kb_stream s, size_t n, uint32_t **out)
+{
+	struct kc_backend *c = kc_of(kb);
+	if (c->counters_n[s] < n) {
+		size_t m = n + n / 2 + 256;
+		KC_CHECK(cudaStreamSynchronize(c->st[s]));
+		if (c->counters[s])
+			KC_CHECK(cudaFree(c->counters[s]));
+		c->counters[s] = NULL;
+		c->counters_n[s] = 0;
+		KC_CHECK(cudaMalloc(&c->counters[s], m * sizeof(uint32_t)));
+		KC_CHECK(cudaMemset(c->counters[s], 0, m * sizeof(uint32_t)));
+		c->counters_n[s] = m;
+	}
+	*out = c->counters[s];
+	return 0;
+}
+
 /* ---- memory, streams, events ---- */
 
 static void kc_destroy(struct kb *kb)
@@ -92,6 +114,7 @@ static void kc_destroy(struct kb *kb)
 		if (c->st[s])
 			cudaStreamSynchronize(c->st[s]);
 		cudaFree(c->scratch[s]);
+		cudaFree(c->counters[s]);
 	}
 	if (c->blas)
 		cublasDestroy(c->blas);
@@ -374,9 +397,13 @@ static int kc_op_attn_decode(struct kb *kb, enum kb_stream s, uint16_t *out, uin
 			     uint32_t b, uint32_t n_q, uint32_t n_kv, uint32_t d, uint32_t block,
 			     float scale, void *work)
 {
+	uint32_t *cnt;
 	KC_NEED_STREAM(s);
+	int e = kc_counters(kb, s, kc_attn_decode_counters(b, n_q, n_kv), &cnt);
+	if (e)
+		return e;
 	return kc_attn_decode(KC_ST(kb, s), out, ld_o, q, ld_q, units, unit_idx, unit_len, n_units,
-			      b, n_q, n_kv, d, block, scale, work, kc_of(kb)->attn_mma);
+			      b, n_q, n_kv, d, block, scale, work, kc_of(kb)->attn_mma, cnt);
 }
 
 static size_t kc_op_attn_decode_work(struct kb *kb, uint32_t b, uint32_t n_q, uint32_t n_units,
@@ -396,11 +423,14 @@ static int kc_op_attn_decode_dense(struct kb *kb, enum kb_stream s, uint16_t *ou
 	if (n_kv == 0)
 		return -EINVAL;
 	/* The contract gives `work` no size, so the backend's own scratch holds the partials. */
+	uint32_t *cnt;
 	int e = kc_scratch(kb, s, kc_attn_decode_dense_scratch(b, n_q, n_kv, t_cap, d), &scratch);
+	if (!e)
+		e = kc_counters(kb, s, kc_attn_decode_counters(b, n_q, n_kv), &cnt);
 	if (e)
 		return e;
 	return kc_attn_decode_dense(KC_ST(kb, s), out, ld_o, q, ld_q, kc, vc, t_cap, kv_len, b, n_q,
-				    n_kv, d, scale, scratch, kc_of(kb)->attn_mma);
+				    n_kv, d, scale, scratch, kc_of(kb)->attn_mma, cnt);
 }
 
 static int kc_op_attn_prefill(struct kb *kb, enum kb_stream s, uint16_t *out, uint32_t ld_o,
@@ -521,6 +551,8 @@ static int kc_setup(struct kc_backend *c)
 			return kc_cublas_err(bs, "cublasSetMathMode");
 	}
 	int e = kc_select_init();
+	if (!e)
+		e = kc_attn_decode_init();
 	return e ? e : kc_attn_prefill_init();
 }
 

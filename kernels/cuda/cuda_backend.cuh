@@ -22,6 +22,8 @@ struct kc_backend {
 	cublasHandle_t blas;
 	void *scratch[KB_STREAM_COUNT]; /* grown on demand, never shrunk */
 	size_t scratch_bytes[KB_STREAM_COUNT];
+	uint32_t *counters[KB_STREAM_COUNT]; /* zeroed arrival counters, grown on demand */
+	size_t counters_n[KB_STREAM_COUNT];
 	bool
 	    attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
 };

@@ -647,7 +647,7 @@ __global__ void __launch_bounds__(KC_TK_THREADS)
  * Keys to cache in shared memory for rows of at most nb_bound blocks (a row with more pools
  * from global memory in each pass); 0 (always from global) when SPARDA_KCUDA_TOPK=global.
  */
-#define KC_TK_KMAX 12288u /* 48 KiB: no opt-in needed */
+#define KC_TK_KMAX 12288u /* 48 KiB of keys (opted in at init: static arrays come on top) */
 static uint32_t kc_topk_kcap(const struct kb_sparse *sp, size_t nb_bound)
 {
 	(void)sp;
@@ -906,6 +906,10 @@ extern "C" int kc_select_init(void)
 				      cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
 	KC_CHECK(cudaFuncSetAttribute(kc_sp_orig_kernel,
 				      cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+	/* 48 KiB of pooled keys plus the static arrays pass the no-opt-in limit (rows of more
+	 * than 12288 blocks, i.e. contexts past 786K tokens at block 64, failed to launch) */
+	KC_CHECK(cudaFuncSetAttribute(kc_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+				      (int)(KC_TK_KMAX * sizeof(uint32_t))));
 	return 0;
 }
 

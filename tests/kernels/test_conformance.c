@@ -1075,6 +1075,7 @@ int main(void)
 	t_select_decode(5, 2, &sp_paper, 131072);
 	t_select_decode(3, 8, &sp_paper, 9000);
 	t_select_decode(2, 2, &sp_small, 200);
+	t_select_decode(1, 2, &sp_paper, 1000000); /* rows past 12288 blocks: global pooling */
 	if (!self) { /* switches read at each call: SIMT original-selector scores, top-k pooling
 		      * from global memory (the defaults are tensor cores and shared memory) */
 		setenv("SPARDA_KCUDA_SCORE", "simt", 1);
@@ -1158,14 +1159,14 @@ int main(void)
 		t_attn_decode(2, 1, 32, 128, 10, 64);
 		t_attn_decode(2, 2, 4, 128, 6, 128);
 		t_attn_decode(64, 2, 16, 128, 96, 64);
-		/* the parallel split merge (SPARDA_KCUDA_MERGE=par), on the default kernel */
+		/* the serial split merge (SPARDA_KCUDA_MERGE=serial), on the default kernels */
 		kb_destroy(gpu);
 		unsetenv("SPARDA_KCUDA_ATTN");
-		setenv("SPARDA_KCUDA_MERGE", "par", 1);
-		cur_variant = "(merge=par)";
+		setenv("SPARDA_KCUDA_MERGE", "serial", 1);
+		cur_variant = "(merge=serial)";
 		e = kb_open(&og, &gpu);
 		if (e)
-			die("kb_open cuda (merge=par)", e);
+			die("kb_open cuda (merge=serial)", e);
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_decode(1, 2, gq, 128, 7, 64);
 			t_attn_decode(1, 2, gq, 128, 96, 64);
@@ -1173,6 +1174,32 @@ int main(void)
 			t_attn_decode_dense(3, 2, gq, 128, 300);
 		}
 		t_attn_decode(40, 2, 16, 128, 96, 64);
+		/* each tensor-core split kernel (SPARDA_KCUDA_ADK: register-staged, cp.async with 2
+		 * and 3 stages) with the parallel and the fused merge (both read at each call) */
+		static const char *adk[3] = {"reg", "cp2", "cp3"};
+		static char vname[48];
+		for (int v = 0; v < 6; v++) {
+			setenv("SPARDA_KCUDA_ADK", adk[v / 2], 1);
+			setenv("SPARDA_KCUDA_MERGE", v & 1 ? "fused" : "par", 1);
+			snprintf(vname, sizeof(vname), "(adk=%s merge=%s)", adk[v / 2],
+				 v & 1 ? "fused" : "par");
+			cur_variant = vname;
+			for (uint32_t gq = 1; gq <= 16; gq *= 4) {
+				t_attn_decode(1, 2, gq, 128, 7, 64);
+				t_attn_decode(3, 2, gq, 128, 20, 64);
+				t_attn_decode(1, 2, gq, 128, 96, 64);
+				t_attn_decode(9, 2, gq, 64, 33, 64);
+				t_attn_decode_dense(3, 2, gq, 128, 300);
+				t_attn_decode_dense(2, 1, gq, 64, 64);
+			}
+			t_attn_decode(2, 1, 32, 128, 10, 64);
+			t_attn_decode(2, 2, 4, 128, 6, 128);
+			t_attn_decode(2, 2, 4, 64, 5, 192);
+			t_attn_decode(40, 2, 16, 128, 96, 64);
+			t_attn_decode(64, 2, 16, 128, 96, 64);
+			t_attn_decode_dense(1, 1, 4, 128, 8192); /* 128 splits: merge kernel */
+		}
+		unsetenv("SPARDA_KCUDA_ADK");
 		unsetenv("SPARDA_KCUDA_MERGE");
 		cur_variant = "";
 	}

@@ -4,7 +4,7 @@
  * bytes, FLOPs and the fraction of a ceiling measured in the same run (HBM device-to-device
  * copy, cuBLAS bf16 GEMM, pinned host-to-device copy). Prints a table; --json FILE writes the
  * same rows as JSON. A benchmark, not a test: it never fails on a timing.
- * usage: sparda-kbench [--json FILE] [--quick]
+ * usage: sparda-kbench [--json FILE] [--quick] [--only SECTIONS] [--long-t TOKENS]
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -39,7 +39,13 @@ struct row {
 	double us, bytes, flops, ceil;
 };
 
+struct ratio {
+	char name[96];
+	double value;
+};
+
 static std::vector<row> rows;
+static std::vector<ratio> ratios;
 static struct kb *kb;
 static double hbm_gbs, gemm_tfs, h2d_gbs;
 
@@ -61,6 +67,17 @@ static void add_row(const char *name, const char *params, double us, double byte
 	rows.push_back(r);
 	printf("%-22s %-40s %10.2f us %9.3f GB/s %8.2f TF/s  %5.1f%% of %s\n", name, params, us,
 	       bytes / us / 1e3, flops / us / 1e6, 100 * r.ceil, ceil_name);
+	fflush(stdout);
+}
+
+/* A speed ratio between two rows of this run (printed, and written to the JSON). */
+static void add_ratio(const char *name, double value)
+{
+	ratio r = {};
+	snprintf(r.name, sizeof(r.name), "%s", name);
+	r.value = value;
+	ratios.push_back(r);
+	printf("ratio  %-64s %8.2fx\n", name, value);
 	fflush(stdout);
 }
 
@@ -209,8 +226,6 @@ static void bench_attn_decode(const char *variant, uint32_t tps)
 	if (tps)
 		setenv("SPARDA_KCUDA_TPS", tv, 1);
 	for (uint32_t b : {1u, 8u, 32u, 64u}) {
-		if (tps && b == 32)
-			continue;
 		size_t units = (size_t)b * n_kv * nu;
 		uint16_t *u = dev_bf16(units * 2 * block * d, 1),
 			 *q = dev_bf16((size_t)b * n_q * d, 1);
@@ -324,6 +339,16 @@ static void bench_selection(void)
 			snprintf(p, sizeof(p), "original b=%u %uK: mma score+smem select+diff", b,
 				 tokens / 1024);
 			add_row("selection (layer)", p, us_o[1] + us_k[1] + us_d, 0, 0, "-");
+			snprintf(p, sizeof(p), "original/forecast score_decode b=%u %uK", b,
+				 tokens / 1024);
+			add_ratio(p, us_o[1] / us_s);
+			snprintf(p, sizeof(p),
+				 "original/forecast selection (score+select+diff) b=%u %uK", b,
+				 tokens / 1024);
+			add_ratio(p, (us_o[1] + us_k[1] + us_d) / (us_s + us_k[1] + us_d));
+			snprintf(p, sizeof(p), "original/forecast score+select (no diff) b=%u %uK",
+				 b, tokens / 1024);
+			add_ratio(p, (us_o[1] + us_k[1]) / (us_s + us_k[1]));
 			kb->ops->free(kb, ck);
 			kb->ops->free(kb, q);
 			kb->ops->free(kb, sc);
@@ -417,6 +442,63 @@ static void bench_prefill(bool quick)
 	kb->ops->free(kb, work);
 }
 
+/*
+ * A 128K prompt (or --long-t): select_prefill Forecast against the original selector, and
+ * block-sparse prefill attention (top-96 of the Forecast selection) against dense causal.
+ */
+static void bench_prefill_long(uint32_t t)
+{
+	const struct kb_sparse sp = {64, 32, 16, 5, 4, 1, 1, 32, 96};
+	const uint32_t n_q = 32, n_kv = 2, d = 128, n_qb = t / 64;
+	uint32_t cap = kb_ck_entries(&sp, t);
+	uint16_t *q = dev_bf16((size_t)t * n_q * d, 1), *k = dev_bf16((size_t)t * n_kv * d, 1);
+	uint16_t *v = dev_bf16((size_t)t * n_kv * d, 1),
+		 *o = (uint16_t *)dev((size_t)t * n_q * d * 2);
+	uint16_t *ck = dev_bf16((size_t)n_kv * cap * d, 1), *f = dev_bf16((size_t)t * n_kv * d, 1);
+	int32_t *sel = (int32_t *)dev((size_t)n_kv * n_qb * sp.topk * 4);
+	void *work = dev(kb->ops->select_prefill_work(kb, t, 0, n_q, n_kv, &sp));
+	char p[96];
+	double us_o = time_us(KB_STREAM_COMPUTE, 1, [&] {
+		KB(kb->ops->select_prefill(kb, KB_STREAM_COMPUTE, sel, q, n_q * d, t, 0, ck, cap,
+					   n_q, n_kv, d, true, 0.0884f, &sp, work));
+	});
+	snprintf(p, sizeof(p), "original t=%u heads=32/2", t);
+	add_row("select_prefill", p, us_o, 0, 2 * 2.0 * n_q * t * (double)cap * d / 2, "gemm");
+	double us_f = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->select_prefill(kb, KB_STREAM_COMPUTE, sel, f, n_kv * d, t, 0, ck, cap,
+					   n_kv, n_kv, d, false, 1.0f, &sp, work));
+	});
+	snprintf(p, sizeof(p), "forecast t=%u kv=2 d=128", t);
+	add_row("select_prefill", p, us_f, 0, 2.0 * n_kv * t * (double)cap * d / 2, "gemm");
+	snprintf(p, sizeof(p), "original/forecast select_prefill t=%u", t);
+	add_ratio(p, us_o / us_f);
+	double us_d = time_us(KB_STREAM_COMPUTE, 1, [&] {
+		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, NULL, 0, 64));
+	});
+	snprintf(p, sizeof(p), "fa2 dense causal t=%u heads=32/2", t);
+	add_row("attn_prefill", p, us_d, 0, 4.0 * n_q * d * (double)t * t / 2, "gemm");
+	double us_s = time_us(KB_STREAM_COMPUTE, 3, [&] {
+		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk, 64));
+	});
+	double kv = 0; /* keys each query sees: min(own prefix, 96 blocks) */
+	for (uint32_t qb = 0; qb < n_qb; qb++)
+		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
+	snprintf(p, sizeof(p), "fa2 sparse t=%u topk=96 heads=32/2", t);
+	add_row("attn_prefill", p, us_s, 0, 4.0 * n_q * d * kv, "gemm");
+	snprintf(p, sizeof(p), "dense/sparse attn_prefill t=%u", t);
+	add_ratio(p, us_d / us_s);
+	kb->ops->free(kb, q);
+	kb->ops->free(kb, k);
+	kb->ops->free(kb, v);
+	kb->ops->free(kb, o);
+	kb->ops->free(kb, ck);
+	kb->ops->free(kb, f);
+	kb->ops->free(kb, sel);
+	kb->ops->free(kb, work);
+}
+
 static void bench_dense_ops(void)
 {
 	const uint32_t hidden = 4096, m = 64, n = 4096 + 3 * 256;
@@ -464,24 +546,74 @@ static void write_json(const char *path)
 			r.name, r.params, r.us, r.bytes, r.flops, r.bytes / r.us / 1e3,
 			r.flops / r.us / 1e6, r.ceil_name, r.ceil, i + 1 < rows.size() ? "," : "");
 	}
+	fprintf(f, " ],\n \"ratios\": [\n");
+	for (size_t i = 0; i < ratios.size(); i++)
+		fprintf(f, "  {\"name\": \"%s\", \"value\": %.3f}%s\n", ratios[i].name,
+			ratios[i].value, i + 1 < ratios.size() ? "," : "");
 	fprintf(f, " ]}\n");
 	fclose(f);
 }
 
+/*
+ * Decode attention: the defaults, the serial merge, then the register-staged and the cp.async
+ * (2 stages) split kernels (SPARDA_KCUDA_ADK) with the parallel and the fused merge
+ * (SPARDA_KCUDA_MERGE) over tiles per split, then the fp32 kernel. The switches are read at
+ * each call.
+ */
+static void bench_decode_variants(const struct kb_opts *o)
+{
+	bench_attn_decode("default", 0);
+	setenv("SPARDA_KCUDA_MERGE", "serial", 1);
+	bench_attn_decode("merge=serial", 0);
+	const char *kv[2] = {"reg", "cp2"}, *mv[2] = {"par", "fused"};
+	char name[48];
+	for (int k = 0; k < 2; k++) {
+		setenv("SPARDA_KCUDA_ADK", kv[k], 1);
+		for (int m = 0; m < 2; m++) {
+			setenv("SPARDA_KCUDA_MERGE", mv[m], 1);
+			snprintf(name, sizeof(name), "adk=%s merge=%s", kv[k], mv[m]);
+			for (uint32_t tps : {0u, 4u, 8u, 16u})
+				bench_attn_decode(name, tps);
+		}
+	}
+	unsetenv("SPARDA_KCUDA_ADK");
+	unsetenv("SPARDA_KCUDA_MERGE");
+	{
+		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
+		struct kb *save = kb;
+		setenv("SPARDA_KCUDA_ATTN", "simt", 1);
+		KB(kb_open(o, &kb));
+		bench_attn_decode("simt", 0);
+		kb_destroy(kb);
+		kb = save;
+		unsetenv("SPARDA_KCUDA_ATTN");
+	}
+}
+
 int main(int argc, char **argv)
 {
-	const char *json = NULL;
+	const char *json = NULL, *only = NULL;
 	bool quick = false;
+	uint32_t long_t = 131072;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json") && i + 1 < argc)
 			json = argv[++i];
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only = argv[++i];
+		else if (!strcmp(argv[i], "--long-t") && i + 1 < argc)
+			long_t = (uint32_t)atoi(argv[++i]) / 64 * 64;
 		else if (!strcmp(argv[i], "--quick"))
 			quick = true;
 		else {
-			fprintf(stderr, "usage: %s [--json FILE] [--quick]\n", argv[0]);
+			fprintf(stderr,
+				"usage: %s [--json FILE] [--quick] [--only gather,decode,select,"
+				"dense,prefill,long] [--long-t TOKENS]\n",
+				argv[0]);
 			return 2;
 		}
 	}
+	/* a section runs when --only is absent or names it */
+	auto on = [&](const char *sec) { return !only || strstr(only, sec) != NULL; };
 	struct kb_opts o = {};
 	o.kind = KB_KIND_CUDA;
 	int e = kb_open(&o, &kb);
@@ -490,27 +622,18 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	ceilings();
-	bench_gather(quick);
-	bench_attn_decode("mma", 0);
-	for (uint32_t tps : {2u, 4u, 8u, 16u})
-		bench_attn_decode("mma", tps);
-	setenv("SPARDA_KCUDA_MERGE", "par", 1); /* read at each call */
-	for (uint32_t tps : {0u, 2u, 4u, 8u})
-		bench_attn_decode("mma merge=par", tps);
-	unsetenv("SPARDA_KCUDA_MERGE");
-	{
-		/* the fp32 decode kernel lives behind SPARDA_KCUDA_ATTN=simt */
-		struct kb *save = kb;
-		setenv("SPARDA_KCUDA_ATTN", "simt", 1);
-		KB(kb_open(&o, &kb));
-		bench_attn_decode("simt", 0);
-		kb_destroy(kb);
-		kb = save;
-		unsetenv("SPARDA_KCUDA_ATTN");
-	}
-	bench_selection();
-	bench_dense_ops();
-	bench_prefill(quick);
+	if (on("gather"))
+		bench_gather(quick);
+	if (on("decode"))
+		bench_decode_variants(&o);
+	if (on("select"))
+		bench_selection();
+	if (on("dense"))
+		bench_dense_ops();
+	if (on("prefill"))
+		bench_prefill(quick);
+	if (on("long") && !quick && long_t)
+		bench_prefill_long(long_t);
 	if (json)
 		write_json(json);
 	kb_destroy(kb);
