@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # On a CUDA host: unpack a bundle made by scripts/gpu-pack.sh, then run the kernel conformance
 # test, the main job with the CUDA backend (all modes, twin equality), and the decode/prefill
-# benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt).
-# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]   what: conformance modes_cuda tiny hf diag memsvc bench bench32
+# benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
+# sweep's records, logs and report as sweep.tar.gz).
+# Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
+#   what: conformance modes_cuda tiny hf diag memsvc bench bench32 sweep peers
+# sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
+#   (default 480) so a call stays under ten minutes; call again until summary.txt says
+#   sweep_left=0. RESUME=sweep.tar.gz (a previous call's) restores the records on a fresh host.
+#   Env (defaults): MODELS (minicpm4-8b:32,llama3-8b:32) CTXS (32768 65536 98304 131072)
+#   BATCHES (1 4 8) BATCH_MAX (0: the list only; N: double up to N) MODES
+#   (sparse,sparse-offload,sparda,sparda-nooffload) INPROC (sparda) NEW (18) TIMEOUT_S (300)
+#   PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
+# peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
+#   same CTXS/BATCHES/NEW, into the same directory, within BUDGET_S; PEER_MODELS (llama3-8b:32).
 set -u
 pack=$1; shift
 what=${*:-conformance modes_cuda tiny hf memsvc bench}
@@ -79,6 +90,43 @@ bench32)
 				--json="$res/bench32_c${ctx}_b${bs}.json"
 		done
 	done ;;
+sweep)
+	sw=$work/sweep
+	mkdir -p "$sw"
+	[ -n "${RESUME:-}" ] && [ -f "$RESUME" ] && tar -xzkf "$RESUME" -C "$work" 2>/dev/null
+	csv() { echo "$*" | tr ' ' ','; }
+	# shellcheck disable=SC2086
+	step sweep $((${BUDGET_S:-480} + 60)) "$b/bin/sparda" bench sweep --out "$sw" \
+		--backend cuda --models "${MODELS:-minicpm4-8b:32,llama3-8b:32}" \
+		--contexts "$(csv ${CTXS:-32768 65536 98304 131072})" \
+		--batches "$(csv ${BATCHES:-1 4 8})" --batch-max "${BATCH_MAX:-0}" \
+		--modes "${MODES:-sparse,sparse-offload,sparda,sparda-nooffload}" \
+		--inproc-modes "${INPROC:-sparda}" --new-tokens "${NEW:-18}" \
+		--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}" \
+		--part "${PART:-1/1}" ${SWEEP_ARGS:-}
+	rc=$? left=0
+	[ $rc -eq 3 ] && left=$(grep -o '[0-9]* left' "$res/sweep.log" | tail -1 | cut -d' ' -f1)
+	log "sweep_rc=$rc sweep_left=$left (0 and rc 0: the grid is done)"
+	"$b/bin/sparda" bench report --out "$sw" >>"$res/sweep.log" 2>&1
+	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
+peers)
+	sw=$work/sweep
+	mkdir -p "$sw"
+	[ -n "${RESUME:-}" ] && [ -f "$RESUME" ] && tar -xzkf "$RESUME" -C "$work" 2>/dev/null
+	for m in ${PEER_MODELS:-llama3-8b:32}; do
+		md=$sw/models/${m/:/-l}
+		[ -f "$md/config.json" ] || step "genmodel_${m%%:*}" 400 "$b/bin/sparda" gen-model \
+			--preset "${m%%:*}" --layers "${m##*:}" --out "$md"
+		# shellcheck disable=SC2086
+		step "peers_${m%%:*}" $((${BUDGET_S:-480} + 60)) python3 "$(dirname "$0")/hf-peers.py" \
+			--model-dir "$md" --model-name "$m" --out "$sw" \
+			--contexts "$(echo ${CTXS:-32768 65536 98304 131072} | tr ' ' ',')" \
+			--batches "$(echo ${BATCHES:-1 4 8} | tr ' ' ',')" --new-tokens "${NEW:-18}" \
+			--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}"
+		log "peers_${m%%:*}_rc=$? (3: configurations left, call again)"
+	done
+	"$b/bin/sparda" bench report --out "$sw" >>"$res/peers.log" 2>&1
+	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
 memsvc)
 	step bench_memsvc 120 "$b/bin/sparda" bench memsvc --clients=4 --units=96 --mode=poll \
 		--seconds=5 --json="$res/bench_memsvc.json" ;;

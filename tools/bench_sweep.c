@@ -166,8 +166,9 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 		return list_parse(&o->modes, arg);
 	case OPT_INPROC:
 		return list_parse(&o->inproc, arg);
-	case OPT_BATCH_MAX:
-		return parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
+	case OPT_BATCH_MAX: /* 0: the list only */
+		o->batch_max = 0;
+		return !strcmp(arg, "0") || parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
 	case OPT_BUDGET:
 		o->budget_s = strtod(arg, &end);
 		return *end || o->budget_s < 0 ? -EINVAL : 0;
@@ -407,6 +408,14 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		printf("[%u] %s: exists, skipped\n", t->total, name);
 		return 0;
 	}
+	if (inproc) { /* after the memsvc record of the configuration, which it is compared with */
+		snprintf(path, sizeof(path), "%s/%s_c%u_b%u.json", o->out, m->stem, c->context,
+			 c->batch);
+		if (access(path, F_OK)) {
+			t->left += t->stopped;
+			return 0;
+		}
+	}
 	plan_modes(o, m, c, bi, inproc, run, skip);
 	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o)))) {
 		t->left++;
@@ -416,6 +425,10 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		t->modes_failed += (unsigned)c->n_modes;
 		printf("[%u] %s: model %s unavailable (%s), not recorded\n", t->total, name,
 		       m->spec, err_str(rc));
+		return 0;
+	}
+	if (c->n_modes && (t->stopped = over_budget(o))) { /* generating the model took long */
+		t->left++;
 		return 0;
 	}
 	c->model_spec = m->spec;
