@@ -235,7 +235,11 @@ static bool has(const char *s, const char *needle)
 	return strstr(s, needle) != NULL;
 }
 
-/* "ok", "timeout", "gpu-oom" (device allocation), "host-oom" (memsvc budget/quota) or "error". */
+/*
+ * "ok", "timeout", "gpu-oom" (a device allocation failed), "host-oom" (memsvc's budget or a
+ * tenant quota, a failed pinned-host allocation, or a SIGKILL that was not ours: the kernel's
+ * OOM killer) or "error".
+ */
 static const char *classify(const struct outcome *o, const char *compute_log)
 {
 	char oom[512] = "";
@@ -246,13 +250,21 @@ static const char *classify(const struct outcome *o, const char *compute_log)
 		return "ok";
 	if (o->exit_status == -1)
 		return "error";
-	last_line(compute_log, "out of memory", oom, sizeof(oom));
-	if (oom[0] || has(o->error, "cudaErrorMemoryAllocation"))
+	if (o->exit_status == 128 + SIGKILL)
+		return "host-oom";
+	/* the CUDA backend logs "cuda call failed call=X err=out of memory" */
+	last_line(compute_log, "err=out of memory", oom, sizeof(oom));
+	if (oom[0])
+		return has(oom, "cudaHostRegister") || has(oom, "cudaHostAlloc") ||
+			       has(oom, "cudaMallocHost")
+			   ? "host-oom"
+			   : "gpu-oom";
+	if (has(o->error, "cudaErrorMemoryAllocation"))
 		return "gpu-oom";
 	if (has(o->memsvc, "ENOMEM") || has(o->memsvc, "EDQUOT") || has(o->error, "EDQUOT") ||
 	    (has(o->error, "memsvc") && has(o->error, "ENOMEM")))
 		return "host-oom";
-	if (has(o->error, "ENOMEM"))
+	if (has(o->error, "ENOMEM") || has(o->error, "out of memory"))
 		return has(o->error, "device") || has(o->error, "cuda") ? "gpu-oom" : "host-oom";
 	return "error";
 }
@@ -318,6 +330,9 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 		last_mode(log, o->failed_mode, sizeof(o->failed_mode));
 	if (o->timed_out)
 		snprintf(o->error, sizeof(o->error), "killed after the %.0f s timeout", timeout_s);
+	else if (o->exit_status == 128 + SIGKILL)
+		snprintf(o->error, sizeof(o->error),
+			 "killed by SIGKILL, not by the sweep (the kernel's OOM killer?)");
 out_free:
 	memsvc_proc_free(p);
 	o->status = classify(o, log);
