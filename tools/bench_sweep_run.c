@@ -29,6 +29,7 @@ enum { MAX_ARGS = 48, MODES_MAX = 16 };
 struct outcome {
 	int exit_status; /* exit code, 128+signal, or -1 when not started */
 	bool timed_out;
+	bool memsvc_killed; /* the daemon died of a SIGKILL during the run */
 	double wall_s;
 	long long compute_maxrss;	    /* bytes, from wait4 */
 	long long memsvc_hwm, memsvc_shmem; /* bytes, from /proc before the drain; -1: none */
@@ -250,7 +251,7 @@ static const char *classify(const struct outcome *o, const char *compute_log)
 		return "ok";
 	if (o->exit_status == -1)
 		return "error";
-	if (o->exit_status == 128 + SIGKILL)
+	if (o->exit_status == 128 + SIGKILL || o->memsvc_killed)
 		return "host-oom";
 	/* the CUDA backend logs "cuda call failed call=X err=out of memory" */
 	last_line(compute_log, "err=out of memory", oom, sizeof(oom));
@@ -296,7 +297,7 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	char store[10][PATH_MAX + 32], *av[MAX_ARGS];
 	struct memsvc_proc *p = NULL;
 	bool memsvc = strcmp(c->store, "inproc") != 0;
-	int rc;
+	int rc, st;
 
 	*o = (struct outcome){.exit_status = -1, .memsvc_hwm = -1, .memsvc_shmem = -1};
 	snprintf(json, sizeof(json), "%s/logs/%s.r%d.compute.json", c->out, c->name, k);
@@ -314,6 +315,9 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	if (p) {
 		o->memsvc_hwm = proc_status_kb(memsvc_proc_pid(p), "VmHWM");
 		o->memsvc_shmem = proc_status_kb(memsvc_proc_pid(p), "RssShmem");
+		if (!memsvc_proc_running(p) && memsvc_proc_stop(p, 0, 0, &st) == 0 &&
+		    WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+			o->memsvc_killed = true; /* died during the run, not by our drain */
 		memsvc_proc_stop(p, SIGTERM, 10000, NULL);
 		keep_log(memsvc_proc_log_path(p), mlog, o);
 	}
@@ -333,6 +337,10 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	else if (o->exit_status == 128 + SIGKILL)
 		snprintf(o->error, sizeof(o->error),
 			 "killed by SIGKILL, not by the sweep (the kernel's OOM killer?)");
+	else if (o->memsvc_killed && o->exit_status)
+		snprintf(o->error + strlen(o->error), sizeof(o->error) - strlen(o->error),
+			 "%ssparda-memsvc was killed by SIGKILL (the kernel's OOM killer?)",
+			 o->error[0] ? "; " : "");
 out_free:
 	memsvc_proc_free(p);
 	o->status = classify(o, log);
