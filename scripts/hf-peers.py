@@ -108,6 +108,7 @@ def record_path(a, ctx, batch):
 
 def load_model(a, cfg, ctx):
     import torch
+    import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
 
     keep = {k: cfg[k] for k in NEEDED + ("rms_norm_eps", "rope_theta", "rope_scaling",
@@ -118,9 +119,11 @@ def load_model(a, cfg, ctx):
     keep["max_position_embeddings"] = max(keep.get("max_position_embeddings", 0),
                                           ctx + a.new_tokens + 64)
     lc = LlamaConfig(**keep)
-    model = LlamaForCausalLM.from_pretrained(a.model_dir, config=lc, torch_dtype=torch.bfloat16,
-                                             attn_implementation="sdpa")
-    return model.to("cuda").eval(), lc
+    major = int(transformers.__version__.split(".")[0])
+    kw = {"dtype" if major >= 5 else "torch_dtype": torch.bfloat16}  # renamed in 5.0
+    model = LlamaForCausalLM.from_pretrained(a.model_dir, config=lc, attn_implementation="sdpa",
+                                             **kw)
+    return model.to(device="cuda", dtype=torch.bfloat16).eval(), lc
 
 
 class Clock:
