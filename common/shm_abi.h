@@ -59,7 +59,8 @@ enum sp_unit_state {
 	SP_UNIT_ALLOCATED = 1, /* slot assigned; client writing; not readable yet */
 	SP_UNIT_RESIDENT = 2,  /* committed and in its RAM slot */
 	SP_UNIT_SPILLED = 3,   /* committed, on the NVMe tier only (slot field invalid) */
-	SP_UNIT_LOADING = 4,   /* being restored from NVMe into the slot field's slot */
+	SP_UNIT_LOADING = 4,   /* being restored from NVMe into the slot field's slot (or
+				  SP_UNIT_SLOT_NONE while it waits for one); not readable yet */
 };
 #define SP_UNIT_SLOT_NONE 0xffffffffu
 
@@ -112,6 +113,16 @@ enum sp_op {
 };
 
 #define SP_SQE_F_LAST 0x1u /* last entry of a request: memsvc may post the request's summary */
+/*
+ * CQEs come in submission order, one per SQE, with two exceptions for a FORECAST of a SPILLED
+ * or LOADING unit (NVMe tier): its in-order CQE carries SP_CQE_F_PENDING and status
+ * -EINPROGRESS (restore under way), and a second CQE with SP_CQE_F_DEFERRED follows once the
+ * unit is resident (status 0, leased) or lost (-ENOENT: its copy failed verification or I/O),
+ * possibly after CQEs of later entries. Clients match a DEFERRED CQE to the PENDING unit of
+ * the same req_id with the same coordinates.
+ */
+#define SP_CQE_F_PENDING 0x200u
+#define SP_CQE_F_DEFERRED 0x100u
 
 /* Submission entry (client -> memsvc), one per unit. 32 bytes. */
 struct sp_sqe {
@@ -132,7 +143,9 @@ struct sp_cqe {
 	uint16_t op;
 	uint16_t flags;
 	int32_t status; /* 0, or -errno: -ENOENT miss, -ESTALE stale handle, -EINVAL bad ids,
-			   -EDQUOT quota, -ENOSPC no free slot, -EIO tier failure */
+			   -EDQUOT quota, -ENOSPC no free slot, -EAGAIN no free slot yet
+			   (eviction to the NVMe tier under way: retry), -EBUSY too many
+			   deferred answers, -EIO tier failure */
 	uint32_t req_id;
 	uint32_t slot; /* RAM slot (SP_UNIT_SLOT_NONE on error) */
 	uint32_t seq_index;

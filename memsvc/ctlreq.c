@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mconfig.h"
 #include "mstats.h"
+#include "spill.h"
 #include "server_internal.h"
 #include "session.h"
 #include "tenant.h"
@@ -103,9 +104,54 @@ static void stat_add(struct wire_stat *v, uint32_t *n, const char *name, uint64_
 	(*n)++;
 }
 
+/* The NVMe tier's counters as daemon.spill.* (nothing when no spill dir is configured). */
+static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
+{
+	struct spill_stats *t = malloc(sizeof(*t));
+
+	if (!t || !server_spill_stats(sv, t)) {
+		free(t);
+		return;
+	}
+	const struct {
+		const char *name;
+		uint64_t value;
+	} *x, rows[] = {
+	    {"daemon.spill.enabled", 1},
+	    {"daemon.spill.sessions", t->sessions},
+	    {"daemon.spill.units_spilled", t->units_spilled},
+	    {"daemon.spill.bytes_spilled", t->bytes_spilled},
+	    {"daemon.spill.units_dropped", t->units_dropped},
+	    {"daemon.spill.spill_failures", t->spill_failures},
+	    {"daemon.spill.units_restored", t->units_restored},
+	    {"daemon.spill.bytes_restored", t->bytes_restored},
+	    {"daemon.spill.restore_misses", t->restore_misses},
+	    {"daemon.spill.answers_deferred", t->answers_deferred},
+	    {"daemon.spill.answers_late", t->answers_late},
+	    {"daemon.spill.crc_failures", t->crc_failures},
+	    {"daemon.spill.id_mismatches", t->id_mismatches},
+	    {"daemon.spill.io_errors", t->io_errors},
+	    {"daemon.spill.enospc_events", t->enospc_events},
+	    {"daemon.spill.degraded", t->degraded_now},
+	    {"daemon.spill.degraded_entries", t->degraded_entries},
+	    {"daemon.spill.recoveries", t->recoveries},
+	    {"daemon.spill.write_ios", t->write_ios},
+	    {"daemon.spill.read_ios", t->read_ios},
+	    {"daemon.spill.extents_used", t->extents_used},
+	    {"daemon.spill.extents_total", t->extents_total},
+	    {"daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50)},
+	    {"daemon.spill.restore_p99_ns", hist_percentile(&t->restore_ns, 99)},
+	    {"daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0},
+	};
+
+	for (x = rows; x < rows + sizeof(rows) / sizeof(rows[0]); x++)
+		stat_add(v, n, x->name, x->value);
+	free(t);
+}
+
 static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 {
-	struct wire_stat *v = calloc(64, sizeof(*v));
+	struct wire_stat *v = calloc(128, sizeof(*v));
 	struct store_stats st;
 	struct tenant_usage tu;
 	struct server_snapshot snap;
@@ -122,6 +168,10 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 	stat_add(v, &n, "session.slots_deferred", st.slots_deferred);
 	stat_add(v, &n, "session.units_allocated", st.units_allocated);
 	stat_add(v, &n, "session.units_resident", st.units_resident);
+	stat_add(v, &n, "session.units_spilled", st.units_spilled);
+	stat_add(v, &n, "session.units_loading", st.units_loading);
+	stat_add(v, &n, "session.units_lost", st.units_lost);
+	stat_add(v, &n, "session.extents", st.extents);
 	stat_add(v, &n, "session.seqs_open", st.seqs_open);
 	stat_add(v, &n, "session.unit_words_used", st.unit_words_used);
 	stat_add(v, &n, "session.unit_words_cap", st.unit_words_cap);
@@ -135,6 +185,7 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 	stat_add(v, &n, "daemon.budget_bytes", snap.budget_bytes);
 	stat_add(v, &n, "daemon.arena_bytes", snap.arena_bytes);
 	stat_add(v, &n, "daemon.draining", snap.draining);
+	spill_stats_add(sv, v, &n);
 	for (int e = 0; e < MSTATS_ERR_MAX; e++) {
 		char name[WIRE_NAME_MAX];
 		snprintf(name, sizeof(name), "daemon.errors.%s", mstats_err_name(e));

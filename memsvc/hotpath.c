@@ -54,19 +54,26 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 	struct sp_sqe sqe[HOTPATH_BATCH];
 	struct sp_cqe cqe[HOTPATH_BATCH];
 	enum wire_kind kinds[HOTPATH_BATCH];
-	uint32_t n = ring_count(sq), space = ring_space(cq);
+	uint32_t n, m, space;
 	uint64_t t0, per;
 
+	session_cq_lock(s);
+	/* Deferred answers first: they are older than anything still on the SQ. */
+	(void)session_outbox_flush_locked(s);
+	n = ring_count(sq);
+	space = ring_space(cq);
 	if (n > space)
 		n = space; /* never take an entry we cannot answer */
 	if (n > HOTPATH_BATCH)
 		n = HOTPATH_BATCH;
-	if (!n)
+	if (!n) {
+		session_cq_unlock(s);
 		return 0;
+	}
 	n = ring_pop(sq, sqe, n);
 	t0 = time_now_ns();
 	if (tenant_inflight_acquire(session_tenant(s), n) == 0) {
-		session_sqes_apply(s, sqe, n, cqe);
+		m = session_sqes_apply(s, sqe, n, cqe);
 		tenant_inflight_release(session_tenant(s), n);
 	} else {
 		for (uint32_t i = 0; i < n; i++)
@@ -79,15 +86,19 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 						 .layer = sqe[i].layer,
 						 .head = sqe[i].head,
 						 .block = sqe[i].block};
+		m = n;
 	}
-	ring_push(cq, cqe, n);
-	(void)ring_doorbell(cq); /* a client that closed its eventfd only hurts itself */
+	ring_push(cq, cqe, m);
+	session_cq_unlock(s);
+	if (m)
+		(void)ring_doorbell(cq); /* a client that closed its eventfd only hurts itself */
 	per = (time_now_ns() - t0) / n;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < m; i++) {
 		kinds[i] = mstats_op_kind(cqe[i].op);
-		mstats_errno(stats, cqe[i].status);
+		if (cqe[i].status != -EINPROGRESS) /* a restore under way is no error */
+			mstats_errno(stats, cqe[i].status);
 	}
-	mstats_request_batch(stats, MSTATS_PATH_SHM, kinds, n, per);
+	mstats_request_batch(stats, MSTATS_PATH_SHM, kinds, m, per);
 	return n;
 }
 

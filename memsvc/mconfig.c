@@ -17,6 +17,8 @@
 #define N(f) offsetof(struct mconfig, f), 0
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off", NULL};
+/* In enum aio_kind order. */
+static const char *const aio_names[] = {"uring", "sync", "auto", NULL};
 
 static const struct config_key keys[] = {
     {"runtime-dir", CONFIG_TYPE_STRING, S(runtime_dir), "", 0, 0, NULL,
@@ -57,6 +59,30 @@ static const struct config_key keys[] = {
      "sleep mode: spin this long on the SQ before sleeping on its doorbell"},
     {"log-level", CONFIG_TYPE_ENUM, N(log_level), "info", 0, 0, level_names,
      "debug, info, warn, error or off"},
+    {"spill-dirs", CONFIG_TYPE_STRING, S(spill_dirs), "", 0, 0, NULL,
+     "NVMe tier: comma-separated spill directories; empty = RAM only"},
+    {"spill-bytes", CONFIG_TYPE_SIZE, N(spill_bytes), "0", 0, 0, NULL,
+     "spill file bytes per directory for all sessions together; 0 = no cap"},
+    {"spill-session-bytes", CONFIG_TYPE_SIZE, N(spill_session_bytes), "0", 0, 0, NULL,
+     "spill file bytes per session and directory; 0 = 4 x the session's arena"},
+    {"spill-aio", CONFIG_TYPE_ENUM, N(spill_aio), "auto", 0, 0, aio_names,
+     "spill I/O: uring, sync (pread/pwrite) or auto (uring, else sync)"},
+    {"spill-sqpoll", CONFIG_TYPE_BOOL, N(spill_sqpoll), "false", 0, 0, NULL,
+     "io_uring SQPOLL for spill I/O (falls back to a plain ring if refused)"},
+    {"spill-direct", CONFIG_TYPE_BOOL, N(spill_direct), "true", 0, 0, NULL,
+     "open spill files O_DIRECT where the filesystem accepts it"},
+    {"spill-batch-bytes", CONFIG_TYPE_SIZE, N(spill_batch_bytes), "4M", 4096, 1073741824.0, NULL,
+     "staging buffer of each session's tier: the largest write and read batch"},
+    {"spill-queue-depth", CONFIG_TYPE_UINT, N(spill_queue_depth), "64", 1, 4096, NULL,
+     "spill I/O operations in flight per session"},
+    {"spill-high-water", CONFIG_TYPE_DOUBLE, N(spill_high_water), "0.9", 0, 1, NULL,
+     "evict to disk when a session's arena slots in use pass this fraction"},
+    {"spill-low-water", CONFIG_TYPE_DOUBLE, N(spill_low_water), "0.75", 0, 1, NULL,
+     "... down to this fraction (oldest last-selected step first)"},
+    {"spill-io-timeout-ms", CONFIG_TYPE_UINT, N(spill_io_timeout_ms), "30000", 100, 600000, NULL,
+     "a spill or restore batch whose I/O takes longer fails (its buffer stays with the I/O)"},
+    {"spill-backoff-ms", CONFIG_TYPE_UINT, N(spill_backoff_ms), "1000", 10, 600000, NULL,
+     "after ENOSPC the tier is RAM-only; it tries to spill again after this"},
 };
 
 static const struct config_table table = {
@@ -148,6 +174,11 @@ int mconfig_resolve(struct mconfig *c, char *err, size_t err_len)
 	if (c->sq_entries & (c->sq_entries - 1)) {
 		snprintf(err, err_len, "key sq-entries: %llu is not a power of two",
 			 (unsigned long long)c->sq_entries);
+		return -EINVAL;
+	}
+	if (c->spill_low_water > c->spill_high_water) {
+		snprintf(err, err_len, "key spill-low-water: %g is above spill-high-water %g",
+			 c->spill_low_water, c->spill_high_water);
 		return -EINVAL;
 	}
 	if (c->tcp[0] &&

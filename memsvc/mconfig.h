@@ -33,6 +33,17 @@ struct mconfig {
 	uint64_t remote_idle_ms; /* a remote (tcp) session with no request this long ends */
 	uint64_t poll_spin_us;	 /* SLEEP mode: spin this long before sleeping on the doorbell */
 	int log_level;		 /* enum log_level */
+	/* NVMe tier (off while spill_dirs is empty) */
+	char spill_dirs[1024];	      /* comma-separated directories */
+	uint64_t spill_bytes;	      /* spill file bytes per directory, all sessions; 0 = no cap */
+	uint64_t spill_session_bytes; /* per session and directory; 0 = 4 x its arena */
+	int spill_aio;		      /* enum aio_kind: uring, sync, auto */
+	bool spill_sqpoll;
+	bool spill_direct; /* O_DIRECT where the filesystem takes it */
+	uint64_t spill_batch_bytes;
+	uint64_t spill_queue_depth;
+	double spill_high_water, spill_low_water; /* fractions of each arena's slots */
+	uint64_t spill_io_timeout_ms, spill_backoff_ms;
 };
 
 /*

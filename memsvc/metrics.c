@@ -13,6 +13,7 @@
 #include "httpd.h"
 #include "mstats.h"
 #include "server.h"
+#include "spill.h"
 #include "tenant.h"
 #include "timeutil.h"
 #include "wire.h"
@@ -104,12 +105,107 @@ static void render_server(FILE *out, struct server *sv)
 		(unsigned long long)s.units_allocated);
 	fprintf(out, "sparda_memsvc_units{state=\"resident\"} %llu\n",
 		(unsigned long long)s.units_resident);
+	fprintf(out, "sparda_memsvc_units{state=\"spilled\"} %llu\n",
+		(unsigned long long)s.units_spilled);
+	fprintf(out, "sparda_memsvc_units{state=\"loading\"} %llu\n",
+		(unsigned long long)s.units_loading);
 	fprintf(out,
 		"# HELP sparda_memsvc_attaches_total attach attempts by result\n"
 		"# TYPE sparda_memsvc_attaches_total counter\n"
 		"sparda_memsvc_attaches_total{result=\"ok\"} %llu\n"
 		"sparda_memsvc_attaches_total{result=\"refused\"} %llu\n",
 		(unsigned long long)s.attaches_ok, (unsigned long long)s.attaches_refused);
+}
+
+static void counter(FILE *out, const char *name, const char *help, const char *labels,
+		    uint64_t v)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s%s %llu\n", name, help, name, name, labels,
+		(unsigned long long)v);
+}
+
+static void render_hist_ns(FILE *out, const char *name, const struct hist *h)
+{
+	unsigned b = 0;
+	uint64_t cum = 0;
+
+	fprintf(out, "# TYPE %s histogram\n", name);
+	for (size_t i = 0; i < sizeof(bounds_ns) / sizeof(bounds_ns[0]); i++) {
+		while (b < HIST_BUCKETS && fine_upper(b) <= bounds_ns[i])
+			cum += h->bucket[b++];
+		fprintf(out, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds_ns[i] / 1e9,
+			(unsigned long long)cum);
+	}
+	fprintf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9f\n%s_count %llu\n", name,
+		(unsigned long long)h->count, name, (double)h->sum_ns / 1e9, name,
+		(unsigned long long)h->count);
+}
+
+/* The NVMe tier: units and bytes per tier and direction, failures, degraded state, backend. */
+static void render_spill(FILE *out, struct server *sv)
+{
+	struct spill_stats *t = malloc(sizeof(*t));
+	char lab[64];
+
+	if (!t || !server_spill_stats(sv, t)) {
+		free(t);
+		return;
+	}
+	snprintf(lab, sizeof(lab), "{backend=\"%s\"}", t->aio);
+	fprintf(out, "# HELP sparda_memsvc_spill_aio_backend spill I/O backend in use\n"
+		     "# TYPE sparda_memsvc_spill_aio_backend gauge\n"
+		     "sparda_memsvc_spill_aio_backend%s 1\n", lab);
+	gauge(out, "sparda_memsvc_spill_sessions", "sessions with spill files", t->sessions);
+	gauge(out, "sparda_memsvc_spill_degraded", "spill tiers RAM-only after ENOSPC now",
+	      t->degraded_now);
+	gauge(out, "sparda_memsvc_spill_extents_used", "spill extents holding a unit",
+	      t->extents_used);
+	gauge(out, "sparda_memsvc_spill_bytes_used", "bytes of spill extents in use",
+	      t->extents_used * t->extent_bytes);
+	gauge(out, "sparda_memsvc_spill_bytes_reserved", "spill file bytes reserved by sessions",
+	      t->disk_bytes_reserved);
+	fprintf(out, "# HELP sparda_memsvc_tier_units_total units moved between tiers\n"
+		     "# TYPE sparda_memsvc_tier_units_total counter\n"
+		     "sparda_memsvc_tier_units_total{direction=\"spill\"} %llu\n"
+		     "sparda_memsvc_tier_units_total{direction=\"restore\"} %llu\n"
+		     "sparda_memsvc_tier_units_total{direction=\"drop\"} %llu\n",
+		(unsigned long long)t->units_spilled, (unsigned long long)t->units_restored,
+		(unsigned long long)t->units_dropped);
+	fprintf(out, "# HELP sparda_memsvc_tier_bytes_total bytes moved between tiers\n"
+		     "# TYPE sparda_memsvc_tier_bytes_total counter\n"
+		     "sparda_memsvc_tier_bytes_total{direction=\"spill\"} %llu\n"
+		     "sparda_memsvc_tier_bytes_total{direction=\"restore\"} %llu\n",
+		(unsigned long long)t->bytes_spilled, (unsigned long long)t->bytes_restored);
+	fprintf(out, "# HELP sparda_memsvc_spill_errors_total spill/restore failures by kind\n"
+		     "# TYPE sparda_memsvc_spill_errors_total counter\n"
+		     "sparda_memsvc_spill_errors_total{kind=\"crc\"} %llu\n"
+		     "sparda_memsvc_spill_errors_total{kind=\"identity\"} %llu\n"
+		     "sparda_memsvc_spill_errors_total{kind=\"io\"} %llu\n"
+		     "sparda_memsvc_spill_errors_total{kind=\"enospc\"} %llu\n"
+		     "sparda_memsvc_spill_errors_total{kind=\"write_failed\"} %llu\n",
+		(unsigned long long)t->crc_failures, (unsigned long long)t->id_mismatches,
+		(unsigned long long)t->io_errors, (unsigned long long)t->enospc_events,
+		(unsigned long long)t->spill_failures);
+	counter(out, "sparda_memsvc_restore_misses_total",
+		"restores that failed verification or I/O (answered as misses)", "",
+		t->restore_misses);
+	counter(out, "sparda_memsvc_restore_late_total",
+		"restored units answered after the client epoch passed their step", "",
+		t->answers_late);
+	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only",
+		"", t->degraded_entries);
+	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",
+		t->recoveries);
+	counter(out, "sparda_memsvc_spill_ios_total", "spill I/O operations", "{op=\"write\"}",
+		t->write_ios);
+	fprintf(out, "sparda_memsvc_spill_ios_total{op=\"read\"} %llu\n",
+		(unsigned long long)t->read_ios);
+	fprintf(out, "# HELP sparda_memsvc_restore_seconds ring Forecast of a spilled unit to "
+		     "its answer\n");
+	render_hist_ns(out, "sparda_memsvc_restore_seconds", &t->restore_ns);
+	fprintf(out, "# HELP sparda_memsvc_spill_batch_seconds one eviction write batch\n");
+	render_hist_ns(out, "sparda_memsvc_spill_batch_seconds", &t->spill_ns);
+	free(t);
 }
 
 static void render_tenants(FILE *out, struct tenant_table *t)
@@ -172,6 +268,7 @@ void metrics_render(struct server *sv, struct tenant_table *tenants, struct msta
 		    FILE *out)
 {
 	render_server(out, sv);
+	render_spill(out, sv);
 	render_tenants(out, tenants);
 	render_requests(out, stats);
 }

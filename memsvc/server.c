@@ -31,6 +31,7 @@
 #include "remote.h"
 #include "ring.h"
 #include "session.h"
+#include "spill.h"
 #include "tenant.h"
 #include "timeutil.h"
 #include "wire.h"
@@ -96,6 +97,8 @@ static void conn_close(struct server *sv, struct conn *c, const char *why)
 
 	if (s && !c->remote)
 		hotpath_remove(sv->hp, s);
+	if (s && sv->spill)
+		spill_session_remove(sv->spill, s); /* waits for its disk work; files go */
 	if (s) {
 		log_info(TAG, "session closed", "session=%llu tenant=%s pid=%d reason=%s",
 			 (unsigned long long)session_id(s), tenant_name(session_tenant(s)),
@@ -281,12 +284,52 @@ static void opts_fill(struct server *sv, const struct wire_request *rq, struct s
 	so->huge_pages = sv->cfg->huge_pages;
 }
 
+/*
+ * Reserve the session's disk (the tier is sized before the session exists). No room: the
+ * session is RAM only, with one log line. Returns the bytes reserved per directory.
+ */
+static uint64_t tier_reserve(struct server *sv, struct session_opts *so)
+{
+	uint64_t bytes = 0;
+
+	if (!sv->spill)
+		return 0;
+	if (spill_reserve(sv->spill, so->arena_bytes, so->geom.unit_bytes, &bytes)) {
+		log_warn(TAG, "spill-bytes exhausted: session is RAM only",
+			 "arena_bytes=%llu", (unsigned long long)so->arena_bytes);
+		return 0;
+	}
+	so->tiered = true;
+	so->high_water = sv->cfg->spill_high_water;
+	so->low_water = sv->cfg->spill_low_water;
+	so->tier_kick = spill_kick;
+	so->tier_ctx = sv->spill;
+	return bytes;
+}
+
+/* Open a tiered session's spill files; on error the reservation is returned. */
+static int tier_attach(struct server *sv, struct session *s, uint64_t bytes, char *err,
+		       size_t err_len)
+{
+	int r;
+
+	if (!bytes)
+		return 0;
+	r = spill_session_add(sv->spill, s, bytes);
+	if (r) {
+		spill_unreserve(sv->spill, bytes);
+		snprintf(err, err_len, "opening the session's spill files: %s", err_str(r));
+	}
+	return r;
+}
+
 void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
 			 struct wire_reply *rp)
 {
 	struct session_opts so = {.daemon_epoch = sv->daemon_epoch, .tenant = tn};
 	struct session *s = NULL;
 	struct conn *c = NULL;
+	uint64_t tier_bytes = 0;
 	char err[WIRE_ERROR_MAX] = "";
 	int r = attach_admit(sv, rq, (uid_t)-1, &so, err, sizeof(err));
 
@@ -295,9 +338,14 @@ void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire
 	opts_fill(sv, rq, &so);
 	so.uid = (uid_t)-1;
 	so.wait_mode = SP_WAIT_SLEEP; /* no rings for a remote client */
+	tier_bytes = tier_reserve(sv, &so);
 	r = session_create(&so, &s, err, sizeof(err));
+	if (r && tier_bytes)
+		spill_unreserve(sv->spill, tier_bytes);
 	if (!r && (r = session_arena_map(s)))
 		snprintf(err, sizeof(err), "mapping the arena: %s", err_str(r));
+	if (!r && (r = tier_attach(sv, s, tier_bytes, err, sizeof(err))))
+		tier_bytes = 0;
 	c = r ? NULL : calloc(1, sizeof(*c));
 	if (!r && !c)
 		r = -ENOMEM;
@@ -312,6 +360,8 @@ void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire
 	}
 	if (r) {
 		free(c);
+		if (s && sv->spill)
+			spill_session_remove(sv->spill, s);
 		session_destroy(s);
 		tenant_session_release(tn, so.arena_bytes);
 		goto out_refuse;
@@ -337,6 +387,7 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 {
 	struct session_opts so = {.daemon_epoch = sv->daemon_epoch};
 	struct session *s = NULL;
+	uint64_t tier_bytes;
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
@@ -352,7 +403,12 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 	opts_fill(sv, rq, &so);
 	so.uid = uid;
 	so.pid = pid;
+	tier_bytes = tier_reserve(sv, &so);
 	r = session_create(&so, &s, err, err_len);
+	if (r && tier_bytes)
+		spill_unreserve(sv->spill, tier_bytes);
+	if (!r)
+		r = tier_attach(sv, s, tier_bytes, err, err_len);
 	if (!r) {
 		r = attach_reply(sv, c, rq->request_id, s);
 		if (r)
@@ -364,6 +420,8 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 			snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
 	}
 	if (r) {
+		if (s && sv->spill)
+			spill_session_remove(sv->spill, s);
 		session_destroy(s);
 		tenant_session_release(so.tenant, so.arena_bytes);
 		return r;
@@ -741,6 +799,26 @@ static int open_paths(struct server *sv, char *err, size_t err_len)
 	return 0;
 }
 
+static int open_spill(struct server *sv, char *err, size_t err_len)
+{
+	const struct mconfig *c = sv->cfg;
+	struct spill_opts so = {
+	    .dirs = c->spill_dirs,
+	    .dir_bytes = c->spill_bytes,
+	    .session_bytes = c->spill_session_bytes,
+	    .aio_kind = (enum aio_kind)c->spill_aio,
+	    .sqpoll = c->spill_sqpoll,
+	    .direct = c->spill_direct,
+	    .batch_bytes = (uint32_t)c->spill_batch_bytes,
+	    .queue_depth = (uint32_t)c->spill_queue_depth,
+	    .io_timeout_ms = (int)c->spill_io_timeout_ms,
+	    .backoff_ms = (uint32_t)c->spill_backoff_ms,
+	    .test_fault = getenv("SPARDA_MEMSVC_TEST_AIO_FAULT"),
+	};
+
+	return spill_open(&so, &sv->spill, err, err_len);
+}
+
 int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct mstats *stats,
 		struct server **out, char *err, size_t err_len)
 {
@@ -784,6 +862,8 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 		snprintf(err, err_len, "notify: %s", err_str(r));
 	if (!r && (r = hotpath_open(&ho, &sv->hp)))
 		snprintf(err, err_len, "hot path threads: %s", err_str(r));
+	if (!r && cfg->spill_dirs[0])
+		r = open_spill(sv, err, err_len);
 	if (r) {
 		server_free(sv);
 		return r;
@@ -799,6 +879,7 @@ void server_free(struct server *sv)
 	while (sv->n_conns)
 		conn_close(sv, sv->conns[0], "shutdown");
 	dead_sweep(sv);
+	spill_free(sv->spill);
 	hotpath_free(sv->hp);
 	notify_free(sv->notify);
 	remote_free(sv->remote);
@@ -843,6 +924,9 @@ void server_snapshot(struct server *sv, struct server_snapshot *o)
 		o->slots_deferred += st.slots_deferred;
 		o->units_allocated += st.units_allocated;
 		o->units_resident += st.units_resident;
+		o->units_spilled += st.units_spilled;
+		o->units_loading += st.units_loading;
+		o->units_lost += st.units_lost;
 		o->seqs_open += st.seqs_open;
 	}
 	o->budget_bytes = sv->cfg->ram_budget;
@@ -850,4 +934,12 @@ void server_snapshot(struct server *sv, struct server_snapshot *o)
 	o->attaches_refused = sv->attaches_refused;
 	o->draining = sv->draining;
 	pthread_mutex_unlock(&sv->lock);
+}
+
+bool server_spill_stats(struct server *sv, struct spill_stats *out)
+{
+	if (!sv->spill)
+		return false;
+	spill_get_stats(sv->spill, out);
+	return true;
 }

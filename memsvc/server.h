@@ -40,9 +40,14 @@ struct server_snapshot {
 	uint64_t sessions, pending_attaches, budget_bytes, arena_bytes;
 	uint64_t slots_total, slots_free, slots_used, slots_deferred;
 	uint64_t units_allocated, units_resident, seqs_open;
+	uint64_t units_spilled, units_loading, units_lost;
 	uint64_t attaches_ok, attaches_refused;
 	bool draining;
 };
 void server_snapshot(struct server *sv, struct server_snapshot *out);
+
+/* The NVMe tier's counters; false (and nothing written) when no spill dir is configured. */
+struct spill_stats;
+bool server_spill_stats(struct server *sv, struct spill_stats *out);
 
 #endif

@@ -17,6 +17,7 @@ struct hotpath;
 struct notify;
 struct remote;
 struct session;
+struct spill;
 struct tenant;
 struct wire_frames;
 struct wire_reply;
@@ -56,6 +57,7 @@ struct server {
 	struct evsrc listen_src, sig_src, timer_src, zmq_src;
 	void *zctx, *router;
 	struct remote *remote; /* the tcp endpoint, or NULL */
+	struct spill *spill;   /* the NVMe tier, or NULL (RAM only) */
 	struct evsrc tcp_src;
 	char attach_path[300], ctl_endpoint[300]; /* runtime dir (<= 255) + file name */
 	/* Guards conns[] and the budget against the metrics thread; the loop is the only writer. */

@@ -4,7 +4,7 @@
  * per-session lock around the store. The client maps ctl read-only (F_SEAL_FUTURE_WRITE is
  * added once memsvc holds its writable mapping), so the index it reads is ours alone to write.
  */
-#include "session.h"
+#include "session_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,23 +32,6 @@
 #define HUGE_PAGE (2ull << 20)
 #define MIN_UNIT_WORDS 65536ull
 #define MAX_UNIT_WORDS (1ull << 26)
-
-struct session {
-	struct session_opts o;
-	char client_name[64];
-	uint8_t token[SESSION_TOKEN_BYTES];
-	int ctl_fd, sub_fd, arena_fd, sq_bell, cq_bell;
-	void *ctl, *sub;
-	uint64_t ctl_bytes, sub_bytes, unit_words_cap;
-	uint32_t n_slots;
-	struct sp_ctl_header *ctl_hdr;
-	struct sp_sub_header *sub_hdr;
-	struct ring sq, cq;
-	uint8_t *arena;	      /* mapped only for remote sessions (session_arena_map) */
-	pthread_mutex_t lock; /* the store and seqs_open */
-	struct store *store;
-	uint64_t seqs_open;
-};
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -263,11 +246,29 @@ static int store_create(struct session *s, char *err, size_t err_len)
 	    .units = (_Atomic uint64_t *)((uint8_t *)s->ctl + h->unit_pool_off),
 	    .units_ctl_off = h->unit_pool_off,
 	    .client_epoch = &s->sub_hdr->client_epoch,
+	    .tiered = s->o.tiered,
+	    .high_slots = (uint32_t)(s->n_slots * s->o.high_water),
+	    .low_slots = (uint32_t)(s->n_slots * s->o.low_water),
 	};
 	int r = store_open(&so, &s->store);
 
 	if (r)
 		fail(err, err_len, "store", r);
+	return r;
+}
+
+/* The tier reads and writes unit bytes through memsvc's own mapping of the arena. */
+static int tier_create(struct session *s, char *err, size_t err_len)
+{
+	int r = session_arena_map(s);
+
+	s->max_deferred = 4 * s->o.ring_entries;
+	s->waiters = r ? NULL : calloc(s->max_deferred, sizeof(*s->waiters));
+	s->outbox = r ? NULL : calloc(s->max_deferred, sizeof(*s->outbox));
+	if (!r && (!s->waiters || !s->outbox))
+		r = -ENOMEM;
+	if (r)
+		fail(err, err_len, "tier buffers", r);
 	return r;
 }
 
@@ -282,7 +283,9 @@ static int opts_check(struct session *s, char *err, size_t err_len)
 	    (s->o.ring_entries & (s->o.ring_entries - 1)) ||
 	    session_arena_bytes(&s->o.geom, s->o.arena_bytes, s->o.huge_pages, &arena,
 				&s->n_slots) ||
-	    arena != s->o.arena_bytes) {
+	    arena != s->o.arena_bytes ||
+	    (s->o.tiered && !(s->o.low_water >= 0 && s->o.low_water <= s->o.high_water &&
+			      s->o.high_water <= 1))) {
 		snprintf(err, err_len, "session: bad options (max_seqs, wait_mode, ring or arena)");
 		return -EINVAL;
 	}
@@ -307,6 +310,7 @@ int session_create(const struct session_opts *o, struct session **out, char *err
 	s->o.client_name = s->client_name;
 	s->ctl_fd = s->sub_fd = s->arena_fd = s->sq_bell = s->cq_bell = -1;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->cq_lock, NULL);
 	r = opts_check(s, err, err_len);
 	if (r)
 		goto out_destroy;
@@ -331,6 +335,8 @@ int session_create(const struct session_opts *o, struct session **out, char *err
 		r = ctl_seal(s, err, err_len);
 	if (!r)
 		r = arena_create(s, err, err_len);
+	if (!r && s->o.tiered)
+		r = tier_create(s, err, err_len);
 	if (r)
 		goto out_destroy;
 	*out = s;
@@ -360,6 +366,9 @@ void session_destroy(struct session *s)
 		if (*fds[i] >= 0)
 			close(*fds[i]);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->cq_lock);
+	free(s->waiters);
+	free(s->outbox);
 	free(s);
 }
 
@@ -498,14 +507,18 @@ int session_units_apply(struct session *s, enum sp_op op, const struct store_uni
 			break;
 		default:
 			status[i] = store_unit_forecast(s->store, &ids[i], step, &slot[i], &gen[i]);
+			if (status[i] == -EINPROGRESS)
+				status[i] = -EAGAIN; /* restore started: ask again */
 			break;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	session_tier_kick(s);
 	return 0;
 }
 
-static int32_t sqe_apply(struct session *s, const struct sp_sqe *e, uint32_t *slot, uint32_t *gen)
+int32_t session_sqe_apply_locked(struct session *s, const struct sp_sqe *e, uint32_t *slot,
+				 uint32_t *gen)
 {
 	struct store_unit_id u = {e->seq_index, e->seq_gen, e->layer, e->head, e->block};
 
@@ -521,26 +534,6 @@ static int32_t sqe_apply(struct session *s, const struct sp_sqe *e, uint32_t *sl
 	default:
 		return -EINVAL;
 	}
-}
-
-void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n, struct sp_cqe *cqe)
-{
-	pthread_mutex_lock(&s->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		const struct sp_sqe *e = &sqe[i];
-		struct sp_cqe *c = &cqe[i];
-
-		*c = (struct sp_cqe){.op = e->op,
-				     .flags = e->flags,
-				     .req_id = e->req_id,
-				     .seq_index = e->seq_index,
-				     .layer = e->layer,
-				     .head = e->head,
-				     .block = e->block,
-				     .slot = SP_UNIT_SLOT_NONE};
-		c->status = sqe_apply(s, e, &c->slot, &c->gen);
-	}
-	pthread_mutex_unlock(&s->lock);
 }
 
 int session_arena_map(struct session *s)
@@ -566,12 +559,15 @@ void session_units_read(struct session *s, const struct store_unit_id *ids, uint
 		status[i] = s->arena
 				? store_unit_forecast(s->store, &ids[i], step, &slot[i], &gen[i])
 				: -EIO;
+		if (status[i] == -EINPROGRESS)
+			status[i] = -EAGAIN; /* restore started: ask again */
 		if (!status[i])
 			memcpy(out + i * ub, s->arena + (size_t)slot[i] * ub, ub);
 		else
 			memset(out + i * ub, 0, ub);
 	}
 	pthread_mutex_unlock(&s->lock);
+	session_tier_kick(s);
 }
 
 void session_units_write(struct session *s, const struct store_unit_id *ids, uint32_t n,

@@ -45,6 +45,16 @@ struct session_opts {
 	uint64_t prefault_chunk;
 	void (*progress)(void *ctx);
 	void *progress_ctx;
+	/*
+	 * NVMe tier: units may spill (memsvc maps the arena). Slots in use above high_water x
+	 * slots are evicted down to low_water x slots (0 <= low <= high <= 1). tier_kick(tier_ctx)
+	 * is called (from any thread, without session locks) when the session has tier work:
+	 * eviction wanted, restores queued.
+	 */
+	bool tiered;
+	double high_water, low_water;
+	void (*tier_kick)(void *ctx);
+	void *tier_ctx;
 };
 
 /*
@@ -108,9 +118,53 @@ int session_units_apply(struct session *s, enum sp_op op, const struct store_uni
 /*
  * Apply ring entries: one CQE per SQE (same req_id, op and coordinates; slot, gen, status),
  * all under one lock hold. An unknown op is answered -EINVAL. n may be 0.
+ * Tiered: a FORECAST of a SPILLED or LOADING unit gets a PENDING CQE (-EINPROGRESS) now and
+ * its answer later (SP_CQE_F_DEFERRED) through the outbox, or -EBUSY at once when too many
+ * deferred answers wait. Returns the number of CQEs written to cqe (n).
+ * The caller holds the CQ producer side (session_cq_lock) from its space check to its push.
  */
-void session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
-			struct sp_cqe *cqe);
+uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
+			    struct sp_cqe *cqe);
+
+/* The CQ's producer lock: the hot path and the tier thread both post CQEs. */
+void session_cq_lock(struct session *s);
+void session_cq_unlock(struct session *s);
+/*
+ * Post deferred CQEs that wait in the outbox, as many as the CQ has room for (caller holds
+ * the CQ lock); rings the doorbell when any was posted. Returns how many are still waiting.
+ */
+uint32_t session_outbox_flush_locked(struct session *s);
+
+/* ---- the NVMe tier's hooks (memsvc/spill.c, its thread) ---------------------------------- */
+
+/* Call tier_kick when the session has tier work (cheap when it has none). */
+void session_tier_kick(struct session *s);
+bool session_tiered(const struct session *s);
+/* Base of memsvc's mapping of the arena (tiered sessions), slot i at i * unit_bytes. */
+uint8_t *session_arena_base(struct session *s);
+/* Store calls under the session lock: see store.h (store_evict_*, store_load_*). */
+uint32_t session_evict_pick(struct session *s, struct store_io *io, uint32_t cap,
+			    uint32_t *dropped);
+uint32_t session_evict_done(struct session *s, struct store_io *io, uint32_t n);
+uint32_t session_load_pick(struct session *s, struct store_io *io, uint32_t cap);
+uint32_t session_load_done(struct session *s, struct store_io *io, uint32_t n);
+uint32_t session_ext_take(struct session *s, uint64_t *out, uint32_t cap);
+void session_tier_set_degraded(struct session *s, bool degraded);
+
+/* What answering deferred Forecasts found (session_waiters_complete). */
+struct session_tier_done {
+	uint32_t answered, hits, misses, late; /* late: the client epoch had passed the step */
+	uint64_t latency_ns[64];	       /* of the first (up to 64) answered */
+	uint32_t n_latency;
+};
+/*
+ * Answer waiting Forecasts whose unit is no longer LOADING (RESIDENT: leased, status 0; else
+ * -ENOENT) into the outbox and flush it. Returns how many are still waiting (waiters plus
+ * outbox), so the caller knows whether to come back.
+ */
+uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d);
+/* Tier work pending: eviction wanted, restores queued, answers waiting. */
+bool session_tier_busy(struct session *s);
 
 /*
  * Remote clients (no shared memory): memsvc maps the arena itself and copies unit bytes.

@@ -5,40 +5,12 @@
  * arrays are the authority (the client can read but never write ctl, still we never trust a
  * value we can keep ourselves).
  */
-#include "store.h"
+#include "store_internal.h"
 
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum slot_state { SLOT_FREE = 0, SLOT_USED = 1, SLOT_DEFERRED = 2 };
-
-struct extent {
-	uint64_t start, len; /* in unit words */
-	uint32_t row;
-};
-
-struct store {
-	struct store_opts o;
-	uint32_t units_per_block_row; /* n_layers * n_kv_heads */
-	/* rows */
-	uint32_t *row_gen;
-	uint8_t *row_open;
-	uint64_t *row_word;   /* first unit word of the row's sequence */
-	uint32_t *row_blocks; /* max_blocks of the sequence */
-	struct extent *ext;   /* open rows' word extents, sorted by start */
-	uint32_t n_ext;
-	/* slots */
-	uint8_t *slot_state;
-	uint64_t *slot_lease; /* slot reusable once client_epoch >= this */
-	uint32_t *free_stack;
-	uint32_t n_free;
-	uint32_t *deferred;
-	uint32_t n_deferred;
-	uint32_t gen_counter; /* last unit generation handed out (24 bits, never 0) */
-	uint64_t n_allocated, n_resident, words_used;
-};
 
 int store_open(const struct store_opts *o, struct store **out)
 {
@@ -62,8 +34,18 @@ int store_open(const struct store_opts *o, struct store **out)
 	s->slot_lease = calloc(o->n_slots, sizeof(*s->slot_lease));
 	s->free_stack = malloc((size_t)o->n_slots * sizeof(*s->free_stack));
 	s->deferred = malloc((size_t)o->n_slots * sizeof(*s->deferred));
+	if (o->tiered) {
+		s->word_ext = malloc(o->unit_words_cap * sizeof(*s->word_ext));
+		s->word_step = calloc(o->unit_words_cap, sizeof(*s->word_step));
+		s->slot_word = calloc(o->n_slots, sizeof(*s->slot_word));
+		s->cand = malloc((size_t)o->n_slots * 2 * sizeof(*s->cand));
+		if (s->word_ext)
+			for (uint64_t i = 0; i < o->unit_words_cap; i++)
+				s->word_ext[i] = STORE_EXTENT_NONE;
+	}
 	if (!s->row_gen || !s->row_open || !s->row_word || !s->row_blocks || !s->ext ||
-	    !s->slot_state || !s->slot_lease || !s->free_stack || !s->deferred) {
+	    !s->slot_state || !s->slot_lease || !s->free_stack || !s->deferred ||
+	    (o->tiered && (!s->word_ext || !s->word_step || !s->slot_word || !s->cand))) {
 		store_free(s);
 		return -ENOMEM;
 	}
@@ -94,12 +76,18 @@ void store_free(struct store *s)
 	free(s->slot_lease);
 	free(s->free_stack);
 	free(s->deferred);
+	free(s->word_ext);
+	free(s->word_step);
+	free(s->slot_word);
+	free(s->loadq);
+	free(s->ext_free);
+	free(s->cand);
 	free(s);
 }
 
 /* ---- slots ------------------------------------------------------------------------------- */
 
-static uint64_t client_epoch(const struct store *s)
+uint64_t store_client_epoch(const struct store *s)
 {
 	/* Acquire: the client's reads of the slots it retired happen before its epoch store. */
 	return atomic_load_explicit(s->o.client_epoch, memory_order_acquire);
@@ -107,7 +95,7 @@ static uint64_t client_epoch(const struct store *s)
 
 uint32_t store_reclaim(struct store *s)
 {
-	uint64_t epoch = client_epoch(s);
+	uint64_t epoch = store_client_epoch(s);
 	uint32_t kept = 0, freed = 0;
 
 	for (uint32_t i = 0; i < s->n_deferred; i++) {
@@ -125,12 +113,14 @@ uint32_t store_reclaim(struct store *s)
 	return freed;
 }
 
-static int slot_get(struct store *s, uint32_t *slot)
+int store_slot_get(struct store *s, uint32_t *slot)
 {
 	if (!s->n_free && s->n_deferred)
 		store_reclaim(s);
+	if (!s->n_free && s->o.tiered)
+		store_drop_clean(s, 1);
 	if (!s->n_free)
-		return -ENOSPC;
+		return s->o.tiered && !s->degraded ? -EAGAIN : -ENOSPC;
 	*slot = s->free_stack[--s->n_free];
 	s->slot_state[*slot] = SLOT_USED;
 	s->slot_lease[*slot] = 0;
@@ -138,11 +128,11 @@ static int slot_get(struct store *s, uint32_t *slot)
 }
 
 /* Give a slot back: at once, or after the client epoch passes its last lease. */
-static void slot_put(struct store *s, uint32_t slot)
+void store_slot_put(struct store *s, uint32_t slot)
 {
 	if (slot >= s->o.n_slots || s->slot_state[slot] != SLOT_USED)
 		return; /* invariant: only used slots come back; never double-free */
-	if (client_epoch(s) >= s->slot_lease[slot]) {
+	if (store_client_epoch(s) >= s->slot_lease[slot]) {
 		s->slot_state[slot] = SLOT_FREE;
 		s->slot_lease[slot] = 0;
 		s->free_stack[s->n_free++] = slot;
@@ -152,7 +142,7 @@ static void slot_put(struct store *s, uint32_t slot)
 	}
 }
 
-static void slot_lease(struct store *s, uint32_t slot, uint64_t step)
+void store_slot_lease(struct store *s, uint32_t slot, uint64_t step)
 {
 	if (step > s->slot_lease[slot])
 		s->slot_lease[slot] = step;
@@ -256,17 +246,32 @@ static void word_clear(struct store *s, _Atomic uint64_t *w)
 {
 	uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
 	enum sp_unit_state st = sp_unit_word_state(old);
+	uint32_t slot = sp_unit_word_slot(old);
 
 	if (st == SP_UNIT_EMPTY)
 		return;
 	atomic_store_explicit(w,
 			      sp_unit_word(SP_UNIT_SLOT_NONE, sp_unit_word_gen(old), SP_UNIT_EMPTY),
 			      memory_order_release);
-	if (st == SP_UNIT_ALLOCATED)
+	if (s->o.tiered)
+		store_word_ext_drop(s, (uint64_t)(w - s->o.units));
+	switch (st) {
+	case SP_UNIT_ALLOCATED:
 		s->n_allocated--;
-	else if (st == SP_UNIT_RESIDENT)
+		break;
+	case SP_UNIT_RESIDENT:
 		s->n_resident--;
-	slot_put(s, sp_unit_word_slot(old));
+		break;
+	case SP_UNIT_SPILLED:
+		s->n_spilled--;
+		return; /* no slot */
+	case SP_UNIT_LOADING:
+		s->n_loading--;
+		return; /* a slot in SLOT_LOADING returns in store_load_done, after the read */
+	default:
+		break;
+	}
+	store_slot_put(s, slot);
 }
 
 int store_seq_close(struct store *s, uint32_t seq_index, uint32_t seq_gen)
@@ -334,11 +339,15 @@ int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *s
 		out_word(old, slot, gen);
 		return -EEXIST;
 	}
-	r = slot_get(s, &sl);
+	r = store_slot_get(s, &sl);
 	if (r)
 		return r;
 	*slot = sl;
 	*gen = next_gen(s);
+	if (s->o.tiered) {
+		s->slot_word[sl] = (uint64_t)(w - s->o.units);
+		s->word_step[w - s->o.units] = 0;
+	}
 	atomic_store_explicit(w, sp_unit_word(sl, *gen, SP_UNIT_ALLOCATED), memory_order_release);
 	s->n_allocated++;
 	return 0;
@@ -365,7 +374,9 @@ int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t s
 	default:
 		return -EEXIST;
 	}
-	slot_lease(s, *slot, step);
+	store_slot_lease(s, *slot, step);
+	if (s->o.tiered)
+		s->word_step[w - s->o.units] = step;
 	atomic_store_explicit(w, sp_unit_word(*slot, *gen, SP_UNIT_RESIDENT), memory_order_release);
 	s->n_allocated--;
 	s->n_resident++;
@@ -390,6 +401,33 @@ int store_unit_free(struct store *s, const struct store_unit_id *u, uint32_t *sl
 	return 0;
 }
 
+/* A Forecast of a SPILLED unit: LOADING without a slot, queued for the tier's owner. */
+static int forecast_restore(struct store *s, _Atomic uint64_t *w, uint64_t old)
+{
+	uint64_t word = (uint64_t)(w - s->o.units);
+
+	if (s->loadq_head + s->loadq_n == s->loadq_cap) {
+		if (s->loadq_head) {
+			memmove(s->loadq, s->loadq + s->loadq_head, s->loadq_n * sizeof(*s->loadq));
+			s->loadq_head = 0;
+		} else {
+			uint64_t ncap = s->loadq_cap ? s->loadq_cap * 2 : 64;
+			uint64_t *p = realloc(s->loadq, ncap * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			s->loadq = p;
+			s->loadq_cap = ncap;
+		}
+	}
+	s->loadq[s->loadq_head + s->loadq_n++] = word;
+	atomic_store_explicit(
+	    w, sp_unit_word(SP_UNIT_SLOT_NONE, sp_unit_word_gen(old), SP_UNIT_LOADING),
+	    memory_order_release);
+	s->n_spilled--;
+	s->n_loading++;
+	return -EINPROGRESS;
+}
+
 int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t step,
 			uint32_t *slot, uint32_t *gen)
 {
@@ -403,10 +441,20 @@ int store_unit_forecast(struct store *s, const struct store_unit_id *u, uint64_t
 		return r;
 	old = atomic_load_explicit(w, memory_order_relaxed);
 	*gen = sp_unit_word_gen(old);
+	if (s->o.tiered) {
+		enum sp_unit_state st = sp_unit_word_state(old);
+		if (st == SP_UNIT_RESIDENT || st == SP_UNIT_SPILLED || st == SP_UNIT_LOADING)
+			if (step > s->word_step[w - s->o.units])
+				s->word_step[w - s->o.units] = step;
+		if (st == SP_UNIT_SPILLED)
+			return forecast_restore(s, w, old);
+		if (st == SP_UNIT_LOADING)
+			return -EINPROGRESS;
+	}
 	if (sp_unit_word_state(old) != SP_UNIT_RESIDENT)
 		return -ENOENT;
 	*slot = sp_unit_word_slot(old);
-	slot_lease(s, *slot, step);
+	store_slot_lease(s, *slot, step);
 	return 0;
 }
 
@@ -436,6 +484,10 @@ void store_get_stats(const struct store *s, struct store_stats *st)
 	    .slots_used = s->o.n_slots - s->n_free - s->n_deferred,
 	    .units_allocated = s->n_allocated,
 	    .units_resident = s->n_resident,
+	    .units_spilled = s->n_spilled,
+	    .units_loading = s->n_loading,
+	    .extents = s->n_extents,
+	    .units_lost = s->lost,
 	    .seqs_open = s->n_ext,
 	    .unit_words_used = s->words_used,
 	    .unit_words_cap = s->o.unit_words_cap,

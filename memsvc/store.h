@@ -3,7 +3,10 @@
  * The block index of one session: its sequence table and unit words (both inside the session's
  * ctl region, which memsvc alone writes, with release stores) and the allocator of its arena
  * slots, with a deferred list that keeps a freed slot out of circulation until the client's
- * published epoch passes the step of its last lease.
+ * published epoch passes the step of its last lease. With a tier (opts.tiered) it also keeps,
+ * per unit, the last step that selected it and its NVMe extent, picks eviction victims (oldest
+ * step first) and tracks restores (SPILLED -> LOADING -> RESIDENT); the I/O itself is the
+ * caller's (memsvc/spill.c), done without the store's lock.
  * Thread safety: none; the session serialises callers with its own mutex.
  */
 #ifndef SPARDA_MEMSVC_STORE_H
@@ -25,6 +28,21 @@ struct store_opts {
 	_Atomic uint64_t *units;	      /* in ctl; formatted by store_open */
 	uint64_t units_ctl_off;		      /* byte offset of units[] in ctl, for sp_seq_desc */
 	const _Atomic uint64_t *client_epoch; /* in sub; loaded with acquire */
+	bool tiered;			      /* units may spill to an NVMe tier */
+	uint32_t high_slots, low_slots;	      /* tiered: evict above high, down to low */
+};
+
+#define STORE_EXTENT_NONE UINT64_MAX
+
+/* A unit on its way to (evict) or from (load) the tier; filled by the store. */
+struct store_io {
+	uint64_t word;	   /* index of its unit word */
+	uint64_t word_val; /* the word when the I/O was picked: unchanged means still that unit */
+	uint64_t step;	   /* evict: last-selected step when picked */
+	uint64_t extent;   /* load: where it is; evict: out, where the tier put it */
+	uint32_t slot, gen;
+	uint32_t seq, layer, head, block;
+	int res; /* out: the tier's result for this unit */
 };
 
 /* A unit as the client names it (validated by every call that takes one). */
@@ -36,6 +54,7 @@ struct store_unit_id {
 struct store_stats {
 	uint64_t n_slots, slots_free, slots_used, slots_deferred;
 	uint64_t units_allocated, units_resident; /* by state */
+	uint64_t units_spilled, units_loading, extents, units_lost;
 	uint64_t seqs_open, unit_words_used, unit_words_cap;
 };
 
@@ -72,6 +91,9 @@ int store_seq_close(struct store *s, uint32_t seq_index, uint32_t seq_gen);
  * free:     any -> EMPTY; the slot returns now or, if leased past the client epoch, later.
  *           -ENOENT when already EMPTY.
  * forecast: RESIDENT: extend the lease to step; -ENOENT (a miss) when not resident.
+ *           Tiered: SPILLED -> LOADING (queued for store_load_pick) and LOADING answer
+ *           -EINPROGRESS: ask again once store_load_done has run.
+ * Tiered, alloc answers -EAGAIN instead of -ENOSPC (eviction will free slots).
  */
 int store_unit_alloc(struct store *s, const struct store_unit_id *u, uint32_t *slot, uint32_t *gen);
 int store_unit_commit(struct store *s, const struct store_unit_id *u, uint64_t step, uint32_t *slot,
@@ -92,5 +114,44 @@ int store_unit_lookup(struct store *s, const struct store_unit_id *u, enum sp_un
 uint32_t store_reclaim(struct store *s);
 
 void store_get_stats(const struct store *s, struct store_stats *st);
+
+/* ---- the tier (opts.tiered; all calls under the session lock, I/O between them) ---------- */
+
+/*
+ * Units to evict now: slots in use above high_slots down to low_slots, or enough for queued
+ * restores when no slot is free. 0 when not tiered.
+ */
+uint32_t store_evict_want(struct store *s);
+/*
+ * Pick up to want RESIDENT victims, oldest last-selected step first. Units already on disk
+ * (restored, unchanged) become SPILLED at once (counted in *dropped); the others fill io
+ * (at most cap) for the caller to write. Returns how many io entries were filled.
+ */
+uint32_t store_evict_pick(struct store *s, uint32_t want, struct store_io *io, uint32_t cap,
+			  uint32_t *dropped);
+/*
+ * After the writes: a unit still unchanged with res 0 records its extent and becomes SPILLED
+ * (its slot returns under the epoch rule) unless a Forecast selected it meanwhile (then it
+ * stays RESIDENT, now also on disk). Extents of units that changed go to the release list.
+ * Returns how many became SPILLED.
+ */
+uint32_t store_evict_done(struct store *s, struct store_io *io, uint32_t n);
+/*
+ * Give queued LOADING units a slot (free, reclaimed, or taken from a clean resident unit) and
+ * describe their reads in io (at most cap). Returns the count; units without a slot wait.
+ */
+uint32_t store_load_pick(struct store *s, struct store_io *io, uint32_t cap);
+/* Units still queued for a slot. */
+uint64_t store_load_queued(const struct store *s);
+/*
+ * After the reads: res 0 -> RESIDENT (still on disk: a later eviction costs no write); an
+ * error -> the unit is lost (EMPTY, a miss from now on, counted). A unit freed meanwhile just
+ * gives its slot back. Returns how many failed.
+ */
+uint32_t store_load_done(struct store *s, struct store_io *io, uint32_t n);
+/* The tier is RAM-only for now (ENOSPC): alloc in a full arena answers -ENOSPC, not -EAGAIN. */
+void store_set_degraded(struct store *s, bool degraded);
+/* Move up to cap extents of dropped units to out (the tier's owner frees them). */
+uint32_t store_ext_take(struct store *s, uint64_t *out, uint32_t cap);
 
 #endif

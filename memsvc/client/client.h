@@ -170,6 +170,18 @@ int memclient_free_units(struct memclient *c, const struct memclient_unit *units
 int memclient_forecast_zmq(struct memclient *c, const struct memclient_unit *units, uint32_t n,
 			   uint64_t step, struct memclient_result *results);
 
+/*
+ * With the NVMe tier (docs/memsvc-protocol.md), alloc answers -EAGAIN for a unit when no slot
+ * is free yet while eviction to disk is under way, and forecast_zmq answers -EAGAIN for a
+ * unit being restored. These variants resend such units until they get another answer or
+ * timeout_ms passes (< 0: the handle's timeout; then -ETIMEDOUT).
+ */
+int memclient_alloc_wait(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			 struct memclient_result *results, int timeout_ms);
+int memclient_forecast_zmq_wait(struct memclient *c, const struct memclient_unit *units,
+				uint32_t n, uint64_t step, struct memclient_result *results,
+				int timeout_ms);
+
 /* Liveness round trip. Returns 0 or a transport error. */
 int memclient_ping(struct memclient *c);
 
@@ -199,7 +211,9 @@ int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *
 /*
  * Pop completions until request req_id is complete or timeout_ms passes (< 0: the handle's
  * timeout). Completions of other outstanding requests are filed into their results on the
- * way; completions of abandoned requests are dropped. Poll mode spins; sleep mode spins
+ * way; completions of abandoned requests are dropped. Completions are matched to units by
+ * coordinates: a unit restored from the NVMe tier is answered after later ones
+ * (SP_CQE_F_DEFERRED), status 0 once resident or -ENOENT when its copy could not be read. Poll mode spins; sleep mode spins
  * briefly then sleeps on the CQ doorbell. Both watch the attach socket and ctl.closing.
  * Returns 0 (results filled; a completion that does not match its unit has -EPROTO),
  * -ETIMEDOUT, -ECONNRESET or -ESHUTDOWN (completions already posted are still taken: a

@@ -12,13 +12,19 @@
 #include "ring.h"
 #include "wire.h"
 
-/* An outstanding ring request: completions are filed into results in submission order. */
+/*
+ * An outstanding ring request. Completions come in submission order, one per unit; a PENDING
+ * one (a unit being restored) leaves its result MEMCLIENT_AWAITING until the DEFERRED answer
+ * naming that unit arrives.
+ */
+#define MEMCLIENT_AWAITING INT32_MIN
 struct memclient_pending {
 	bool used;
 	uint16_t op;
 	uint32_t req_id;
 	uint32_t n;
-	uint32_t done;
+	uint32_t done; /* final answers filed */
+	uint32_t next; /* in-order answers filed (PENDING ones included) */
 	const struct memclient_unit *units;
 	struct memclient_result *results;
 };

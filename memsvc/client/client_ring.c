@@ -94,28 +94,65 @@ int memclient_forecast_submit(struct memclient *c, const struct memclient_unit *
 	return submit(c, SP_OP_FORECAST, units, n, step, results, req_id);
 }
 
+static bool cqe_names(const struct sp_cqe *e, const struct memclient_unit *u)
+{
+	return e->seq_index == u->seq.index && e->layer == u->layer && e->head == u->head &&
+	       e->block == u->block;
+}
+
+/* A deferred answer: the unit it names that got a PENDING answer; false when none did. */
+static bool file_deferred(struct memclient_pending *p, const struct sp_cqe *e, uint32_t *i)
+{
+	for (uint32_t k = 0; k < p->next; k++) {
+		if (p->results[k].status == MEMCLIENT_AWAITING && cqe_names(e, &p->units[k])) {
+			*i = k;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void file_cqe(struct memclient *c, const struct sp_cqe *e)
 {
 	struct memclient_pending *p = pending_find(c, e->req_id);
 	const struct memclient_unit *u;
 	struct memclient_result *r;
+	uint32_t i;
 
 	if (!p || p->done >= p->n) {
 		c->late++; /* the request timed out and was abandoned */
 		return;
 	}
-	u = &p->units[p->done];
-	r = &p->results[p->done++];
+	if (e->flags & SP_CQE_F_DEFERRED) {
+		if (!file_deferred(p, e, &i)) {
+			c->late++; /* answers no unit waiting for one: dropped */
+			return;
+		}
+	} else {
+		if (p->next >= p->n) {
+			c->late++;
+			return;
+		}
+		i = p->next++;
+	}
+	u = &p->units[i];
+	r = &p->results[i];
 	r->status = e->status;
 	r->slot = e->slot;
 	r->gen = e->gen;
 	/* Never hand out a slot for another unit than the one asked for. */
-	if (e->op != p->op || e->seq_index != u->seq.index || e->layer != u->layer ||
-	    e->head != u->head || e->block != u->block || e->status > 0 ||
+	if (e->op != p->op || !cqe_names(e, u) || e->status > 0 ||
+	    e->status == MEMCLIENT_AWAITING ||
 	    (!e->status && p->op != SP_OP_FREE && e->slot >= c->n_slots)) {
 		r->status = -EPROTO;
 		r->slot = SP_UNIT_SLOT_NONE;
+	} else if ((e->flags & SP_CQE_F_PENDING) && e->status == -EINPROGRESS &&
+		   !(e->flags & SP_CQE_F_DEFERRED)) {
+		r->status = MEMCLIENT_AWAITING; /* the answer follows */
+		r->slot = SP_UNIT_SLOT_NONE;
+		return;
 	}
+	p->done++;
 }
 
 static void drain_cq(struct memclient *c)

@@ -8,6 +8,7 @@
 #include "client_internal.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +302,57 @@ int memclient_alloc(struct memclient *c, const struct memclient_unit *units, uin
 		    struct memclient_result *results)
 {
 	return units_call(c, WIRE_ALLOC, units, n, 0, results);
+}
+
+/*
+ * Retry the units answered -EAGAIN (no free slot yet, or a restore under way) until none is
+ * left or the deadline passes; the others keep their first answer.
+ */
+static int retry_eagain(struct memclient *c, enum wire_kind kind,
+			const struct memclient_unit *units, uint32_t n, uint64_t step,
+			struct memclient_result *results, int timeout_ms)
+{
+	uint64_t deadline = memclient_deadline(c, timeout_ms);
+	struct memclient_unit *u = malloc((size_t)n * sizeof(*u));
+	struct memclient_result *r = malloc((size_t)n * sizeof(*r));
+	uint32_t *idx = malloc((size_t)n * sizeof(*idx));
+	int rc = u && r && idx ? units_call(c, kind, units, n, step, results) : -ENOMEM;
+
+	while (!rc) {
+		uint32_t k = 0;
+		for (uint32_t i = 0; i < n; i++)
+			if (results[i].status == -EAGAIN) {
+				u[k] = units[i];
+				idx[k++] = i;
+			}
+		if (!k)
+			break;
+		if (time_now_ns() >= deadline) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		usleep(200);
+		rc = units_call(c, kind, u, k, step, r);
+		for (uint32_t j = 0; !rc && j < k; j++)
+			results[idx[j]] = r[j];
+	}
+	free(u);
+	free(r);
+	free(idx);
+	return rc;
+}
+
+int memclient_alloc_wait(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+			 struct memclient_result *results, int timeout_ms)
+{
+	return retry_eagain(c, WIRE_ALLOC, units, n, 0, results, timeout_ms);
+}
+
+int memclient_forecast_zmq_wait(struct memclient *c, const struct memclient_unit *units,
+				uint32_t n, uint64_t step, struct memclient_result *results,
+				int timeout_ms)
+{
+	return retry_eagain(c, WIRE_FORECAST, units, n, step, results, timeout_ms);
 }
 
 int memclient_commit(struct memclient *c, const struct memclient_unit *units, uint32_t n,

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A session's side of the NVMe tier: ring entries applied with deferred answers for units
+ * on their way back from disk, the outbox that posts those answers when the CQ has room, and
+ * the store calls the tier thread makes under the session lock. Lock order: cq_lock before
+ * lock, everywhere (the hot path holds the CQ across a batch).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ring.h"
+#include "session_internal.h"
+#include "timeutil.h"
+
+void session_cq_lock(struct session *s)
+{
+	pthread_mutex_lock(&s->cq_lock);
+}
+
+void session_cq_unlock(struct session *s)
+{
+	pthread_mutex_unlock(&s->cq_lock);
+}
+
+bool session_tiered(const struct session *s)
+{
+	return s->o.tiered;
+}
+
+uint8_t *session_arena_base(struct session *s)
+{
+	return s->arena;
+}
+
+static struct sp_cqe cqe_of(const struct sp_sqe *e)
+{
+	return (struct sp_cqe){.op = e->op,
+			       .flags = e->flags,
+			       .req_id = e->req_id,
+			       .seq_index = e->seq_index,
+			       .layer = e->layer,
+			       .head = e->head,
+			       .block = e->block,
+			       .slot = SP_UNIT_SLOT_NONE};
+}
+
+uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
+			    struct sp_cqe *cqe)
+{
+	uint32_t m = 0;
+	bool deferred = false;
+
+	pthread_mutex_lock(&s->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		struct sp_cqe *c = &cqe[m];
+
+		*c = cqe_of(&sqe[i]);
+		c->status = session_sqe_apply_locked(s, &sqe[i], &c->slot, &c->gen);
+		m++;
+		if (c->status != -EINPROGRESS)
+			continue;
+		/* Outbox entries count too: every waiter must find room there later. */
+		if (s->n_waiters + s->n_outbox >= s->max_deferred) {
+			c->status = -EBUSY;
+			continue;
+		}
+		c->flags |= SP_CQE_F_PENDING;
+		s->waiters[s->n_waiters++] =
+		    (struct session_waiter){.sqe = sqe[i], .t0_ns = time_now_ns()};
+		deferred = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (deferred || s->o.tiered)
+		session_tier_kick(s);
+	return m;
+}
+
+uint32_t session_outbox_flush_locked(struct session *s)
+{
+	uint32_t k;
+
+	if (!s->n_outbox)
+		return 0;
+	k = ring_push(&s->cq, s->outbox, s->n_outbox);
+	if (k) {
+		memmove(s->outbox, s->outbox + k, (s->n_outbox - k) * sizeof(*s->outbox));
+		s->n_outbox -= k;
+		(void)ring_doorbell(&s->cq);
+	}
+	return s->n_outbox;
+}
+
+void session_tier_kick(struct session *s)
+{
+	bool work;
+
+	if (!s->o.tiered || !s->o.tier_kick)
+		return;
+	pthread_mutex_lock(&s->lock);
+	work = s->n_waiters || store_evict_want(s->store) || store_load_queued(s->store);
+	pthread_mutex_unlock(&s->lock);
+	if (work)
+		s->o.tier_kick(s->o.tier_ctx);
+}
+
+bool session_tier_busy(struct session *s)
+{
+	bool busy;
+
+	pthread_mutex_lock(&s->lock);
+	busy = s->n_waiters || store_evict_want(s->store) || store_load_queued(s->store);
+	pthread_mutex_unlock(&s->lock);
+	if (busy)
+		return true;
+	pthread_mutex_lock(&s->cq_lock);
+	busy = s->n_outbox != 0;
+	pthread_mutex_unlock(&s->cq_lock);
+	return busy;
+}
+
+uint32_t session_evict_pick(struct session *s, struct store_io *io, uint32_t cap,
+			    uint32_t *dropped)
+{
+	uint32_t k;
+
+	pthread_mutex_lock(&s->lock);
+	k = store_evict_pick(s->store, store_evict_want(s->store), io, cap, dropped);
+	pthread_mutex_unlock(&s->lock);
+	return k;
+}
+
+uint32_t session_evict_done(struct session *s, struct store_io *io, uint32_t n)
+{
+	uint32_t k;
+
+	pthread_mutex_lock(&s->lock);
+	k = store_evict_done(s->store, io, n);
+	pthread_mutex_unlock(&s->lock);
+	return k;
+}
+
+uint32_t session_load_pick(struct session *s, struct store_io *io, uint32_t cap)
+{
+	uint32_t k;
+
+	pthread_mutex_lock(&s->lock);
+	k = store_load_pick(s->store, io, cap);
+	pthread_mutex_unlock(&s->lock);
+	return k;
+}
+
+uint32_t session_load_done(struct session *s, struct store_io *io, uint32_t n)
+{
+	uint32_t k;
+
+	pthread_mutex_lock(&s->lock);
+	k = store_load_done(s->store, io, n);
+	pthread_mutex_unlock(&s->lock);
+	return k;
+}
+
+uint32_t session_ext_take(struct session *s, uint64_t *out, uint32_t cap)
+{
+	uint32_t k;
+
+	pthread_mutex_lock(&s->lock);
+	k = store_ext_take(s->store, out, cap);
+	pthread_mutex_unlock(&s->lock);
+	return k;
+}
+
+void session_tier_set_degraded(struct session *s, bool degraded)
+{
+	pthread_mutex_lock(&s->lock);
+	store_set_degraded(s->store, degraded);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Under the lock: move answered waiters to done[] (at most cap). */
+static uint32_t waiters_answer(struct session *s, struct sp_cqe *done, uint32_t cap,
+			       struct session_tier_done *d)
+{
+	uint64_t now = time_now_ns();
+	uint64_t epoch = atomic_load_explicit(&s->sub_hdr->client_epoch, memory_order_acquire);
+	uint32_t kept = 0, m = 0;
+
+	for (uint32_t i = 0; i < s->n_waiters; i++) {
+		struct session_waiter *w = &s->waiters[i];
+		struct sp_cqe c = cqe_of(&w->sqe);
+
+		if (m == cap) {
+			s->waiters[kept++] = *w;
+			continue;
+		}
+		c.status = session_sqe_apply_locked(s, &w->sqe, &c.slot, &c.gen);
+		if (c.status == -EINPROGRESS) {
+			s->waiters[kept++] = *w;
+			continue;
+		}
+		c.flags |= SP_CQE_F_DEFERRED;
+		done[m++] = c;
+		d->answered++;
+		if (c.status == 0) {
+			d->hits++;
+			/* The client already retired this step: the unit came too late for it. */
+			if (w->sqe.step && epoch >= w->sqe.step)
+				d->late++;
+		} else {
+			d->misses++;
+		}
+		if (d->n_latency < sizeof(d->latency_ns) / sizeof(d->latency_ns[0]))
+			d->latency_ns[d->n_latency++] = now - w->t0_ns;
+	}
+	s->n_waiters = kept;
+	return m;
+}
+
+uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d)
+{
+	struct sp_cqe done[64];
+	uint32_t m, left;
+
+	memset(d, 0, sizeof(*d));
+	do {
+		pthread_mutex_lock(&s->cq_lock);
+		pthread_mutex_lock(&s->lock);
+		m = waiters_answer(s, done, 64, d);
+		/* Room is guaranteed: waiters + outbox never exceed max_deferred. */
+		memcpy(s->outbox + s->n_outbox, done, m * sizeof(*done));
+		s->n_outbox += m;
+		left = s->n_waiters;
+		pthread_mutex_unlock(&s->lock);
+		left += session_outbox_flush_locked(s);
+		pthread_mutex_unlock(&s->cq_lock);
+	} while (m == 64);
+	return left;
+}
