@@ -260,40 +260,6 @@ static int model_parse(const char *spec, const char *model_dir, struct model *m)
 	return 0;
 }
 
-/* `sparda gen-model --preset P --layers L --out DIR` unless DIR/config.json exists. */
-static int model_ensure(struct model *m, const char *out)
-{
-	char self[PATH_MAX], probe[PATH_MAX + 16], layers[16], log[PATH_MAX];
-	int status;
-	pid_t pid;
-
-	snprintf(probe, sizeof(probe), "%s/config.json", m->dir);
-	if (m->ready)
-		return m->ready < 0 ? m->ready : 0;
-	if (access(probe, F_OK) == 0)
-		return m->ready = 1, 0;
-	if (sweep_sibling("sparda", self, sizeof(self)))
-		return m->ready = -ENOENT;
-	snprintf(layers, sizeof(layers), "%u", m->layers);
-	snprintf(log, sizeof(log), "%s/logs/gen-%s.log", out, m->stem);
-	printf("generating %s into %s (log %s)\n", m->spec, m->dir, log);
-	fflush(stdout);
-	if ((pid = fork()) < 0)
-		return m->ready = -errno;
-	if (pid == 0) {
-		if (!freopen(log, "w", stdout) || dup2(fileno(stdout), STDERR_FILENO) < 0)
-			_exit(127);
-		execl(self, self, "gen-model", "--preset", m->preset, "--layers", layers, "--out",
-		      m->dir, (char *)NULL);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return m->ready = -errno;
-	m->ready = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : -EIO;
-	return m->ready < 0 ? m->ready : 0;
-}
-
 static int mkdir_p(const char *path)
 {
 	char buf[PATH_MAX];
@@ -308,6 +274,53 @@ static int mkdir_p(const char *path)
 		*s = '/';
 	}
 	return mkdir(buf, 0755) && errno != EEXIST ? -errno : 0;
+}
+
+/*
+ * `sparda gen-model --preset P --layers L --out DIR.part`, then DIR.part -> DIR, unless
+ * DIR/config.json exists (a generation cut short never leaves a DIR that looks complete).
+ */
+static int model_ensure(struct model *m, const char *out)
+{
+	char self[PATH_MAX], probe[PATH_MAX + 16], layers[16], log[PATH_MAX], part[PATH_MAX + 8];
+	char *slash;
+	int status;
+	pid_t pid;
+
+	snprintf(probe, sizeof(probe), "%s/config.json", m->dir);
+	if (m->ready)
+		return m->ready < 0 ? m->ready : 0;
+	if (access(probe, F_OK) == 0)
+		return m->ready = 1, 0;
+	if (sweep_sibling("sparda", self, sizeof(self)))
+		return m->ready = -ENOENT;
+	snprintf(layers, sizeof(layers), "%u", m->layers);
+	snprintf(log, sizeof(log), "%s/logs/gen-%s.log", out, m->stem);
+	snprintf(part, sizeof(part), "%s.part", m->dir);
+	snprintf(probe, sizeof(probe), "%s", m->dir);
+	if ((slash = strrchr(probe, '/')) && slash != probe) {
+		*slash = 0;
+		if ((status = mkdir_p(probe)))
+			return m->ready = status;
+	}
+	printf("generating %s into %s (log %s)\n", m->spec, m->dir, log);
+	fflush(stdout);
+	if ((pid = fork()) < 0)
+		return m->ready = -errno;
+	if (pid == 0) {
+		if (!freopen(log, "w", stdout) || dup2(fileno(stdout), STDERR_FILENO) < 0)
+			_exit(127);
+		execl(self, self, "gen-model", "--preset", m->preset, "--layers", layers, "--out",
+		      part, (char *)NULL);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return m->ready = -errno;
+	m->ready = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : -EIO;
+	if (m->ready == 1 && rename(part, m->dir))
+		m->ready = -errno;
+	return m->ready < 0 ? m->ready : 0;
 }
 
 struct tally {

@@ -47,9 +47,12 @@ grep -q "6 of 6 configurations in this part: 0 ran (0 modes ok, 0 failed), 12 sk
 [ "$before" = "$(stat -c %Y.%s "$out"/*.json | md5sum)" ] || fail "resume rewrote records"
 
 # A 1 ms limit kills the run and says so; a 1 s budget starts nothing and exits 3.
-"$sparda" bench sweep --out "$work/to" --backend cpu --models tiny --contexts 1100 --batches 1 \
-	--modes sparse,sparda --new-tokens 3 --timeout-s 0.001 >"$work/to.log" ||
+# (the model given as preset:layers is generated first, into OUT/models)
+"$sparda" bench sweep --out "$work/to" --backend cpu --models tiny:2 --contexts 1100 \
+	--batches 1 --modes sparse,sparda --new-tokens 3 --timeout-s 0.001 >"$work/to.log" ||
 	fail "timeout sweep failed"
+[ -f "$work/to/models/tiny-l2/config.json" ] && [ ! -e "$work/to/models/tiny-l2.part" ] ||
+	fail "model not generated: $(ls -R "$work/to")"
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
@@ -116,7 +119,8 @@ for ctx in (1100, 1300):
     assert r["store"] == "inproc" and r["runs"][0]["modes"] == ["sparda"], r
     assert r["modes"]["sparda"]["status"] == "ok" and r["runs"][0]["memsvc_rss_peak_bytes"] is None
     assert rec(f"tiny_c{ctx}_b2_inproc")["runs"] == []
-t = rec("tiny_c1100_b1", to)
+t = rec("tiny-l2_c1100_b1", to)
+assert t["model"] == "tiny:2" and t["layers"] == 2, t
 assert [t["modes"][m]["status"] for m in ("sparse", "sparda")] == ["timeout"] * 2, t
 
 s = json.load(open(os.path.join(out, "report", "summary.json")))
