@@ -78,7 +78,50 @@ static const struct {
 	  LAYER_FIELD(late_ms), true },
 	{ "sparda_compute_layer_fetch_seconds_total", "device time of diff, resolve and gather",
 	  LAYER_FIELD(fetch_ms), true },
+	{ "sparda_compute_layer_recall_blocks_total", "sampled steps: non-forced blocks the "
+	  "original selector chose", LAYER_FIELD(recall_true), false },
+	{ "sparda_compute_layer_recall_hits_total", "sampled steps: of those, blocks the Forecast "
+	  "had selected", LAYER_FIELD(recall_hits), false },
 };
+
+static void gauge(FILE *o, const char *name, const char *help)
+{
+	fprintf(o, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+}
+
+/* Recall gauges of the modes that measured it (Forecast modes with recall sampling on). */
+static void render_recall(struct cmetrics *m, FILE *o)
+{
+	counter(o, "sparda_compute_recall_samples_total", "decode steps whose Forecast recall was "
+		"measured");
+	for (int i = 0; i < RUNNER_MODE_COUNT; i++)
+		if (m->seen[i])
+			fprintf(o, "sparda_compute_recall_samples_total{mode=\"%s\"} %llu\n",
+				runner_mode_name((enum runner_mode)i),
+				(unsigned long long)m->st[i].recall_samples);
+	gauge(o, "sparda_compute_forecast_recall", "share of the original selector's non-forced "
+	      "blocks that the Forecast selected, all layers");
+	gauge(o, "sparda_compute_layer_forecast_recall", "the same per layer");
+	for (int i = 0; i < RUNNER_MODE_COUNT; i++) {
+		const char *mode = runner_mode_name((enum runner_mode)i);
+		double v = m->seen[i] ? runner_recall_value(&m->st[i], -1) : -1.0;
+		if (v < 0)
+			continue;
+		fprintf(o, "sparda_compute_forecast_recall{mode=\"%s\"} %.6f\n", mode, v);
+		for (uint32_t l = 0; l < m->n_layers; l++) {
+			double lv = runner_recall_value(&m->st[i], (int)l);
+			if (lv >= 0)
+				fprintf(o, "sparda_compute_layer_forecast_recall{mode=\"%s\","
+					"layer=\"%u\"} %.6f\n", mode, l, lv);
+		}
+	}
+	gauge(o, "sparda_compute_gpu_mem_peak_bytes", "device memory in use at its peak (CUDA)");
+	for (int i = 0; i < RUNNER_MODE_COUNT; i++)
+		if (m->seen[i])
+			fprintf(o, "sparda_compute_gpu_mem_peak_bytes{mode=\"%s\"} %llu\n",
+				runner_mode_name((enum runner_mode)i),
+				(unsigned long long)m->st[i].gpu_mem_peak_bytes);
+}
 
 static void render_layers(struct cmetrics *m, FILE *o)
 {
@@ -105,6 +148,7 @@ void cmetrics_render(struct cmetrics *m, FILE *out)
 	pthread_mutex_lock(&m->lock);
 	render_totals(m, out);
 	render_layers(m, out);
+	render_recall(m, out);
 	pthread_mutex_unlock(&m->lock);
 }
 

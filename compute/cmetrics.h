@@ -2,7 +2,8 @@
 /*
  * The metrics endpoint of sparda-compute: Prometheus text over HTTP (libmicrohttpd) with the
  * runner's statistics per mode (steps, tokens, bytes per direction, and per layer the selected,
- * cached and fetched units, late units and fetch time), updated after every step, and /healthz.
+ * cached and fetched units, late units, fetch time and Forecast recall), updated after every
+ * step, and /healthz.
  * Thread safe: the runner thread updates a snapshot under a lock; the HTTP thread renders it.
  */
 #ifndef SPARDA_COMPUTE_CMETRICS_H

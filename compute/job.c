@@ -54,6 +54,7 @@ static const struct config_key job_keys[] = {
 	K("layer-table", BOOL, layer_table, "false", 0, 0, "print per-layer statistics of every mode"),
 	K("logits-out", STRING, logits_out, "", 0, 0, "write the logits of every generated token (float32, [mode][batch][new][vocab] in --modes order)"),
 	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
+	K("recall-every", UINT, recall_every, "8", 0, 1 << 20, "Forecast modes: measure the Forecast's recall against the original selector every N decode steps (0 = off)"),
 	K("metrics-port", UINT, metrics_port, "0", 0, 65535, "serve /metrics and /healthz (Prometheus text) on this port during the run; 0 = off"),
 };
 #undef K

@@ -47,6 +47,7 @@ struct job_config {
 	char logits_out[JOB_PATH_MAX];/* raw float32 logits [mode][batch][new][vocab], or "" */
 	char log_level[16];
 	uint64_t metrics_port;        /* Prometheus endpoint during the run, 0 = off */
+	uint64_t recall_every;        /* Forecast recall every N decode steps, 0 = off */
 };
 
 extern const struct config_table job_config_table;

@@ -14,6 +14,7 @@ struct job_result {
 	struct runner_layer_stats *layers;
 	int32_t *tokens;           /* [batch * new_tokens] */
 	float *logits;             /* [batch * new_tokens * vocab] with --logits-out, else NULL */
+	uint64_t host_rss_peak;    /* bytes: the process's peak resident set during this mode */
 	char note[320];
 };
 

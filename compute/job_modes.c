@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "err.h"
 #include "cmetrics.h"
@@ -194,12 +195,41 @@ static void publish_step(void *ctx, enum runner_mode mode, const struct runner_s
 	cmetrics_update(j->metrics, mode, st);
 }
 
+/* Reset the peak resident set (Linux: "5" to clear_refs), so each mode reports its own. */
+static void rss_peak_reset(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	if (!f)
+		return;
+	fputs("5", f);
+	fclose(f);
+}
+
+/* Peak resident set since the last reset (VmHWM), else the process's (ru_maxrss). */
+static uint64_t rss_peak_bytes(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long kb = 0;
+	struct rusage ru;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	if (!kb && getrusage(RUSAGE_SELF, &ru) == 0)
+		kb = (unsigned long long)ru.ru_maxrss;
+	return (uint64_t)kb * 1024;
+}
+
 static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 {
 	const struct job_config *cfg = j->cfg;
 	struct runner_opts ro = { .mode = mode, .max_batch = j->batch, .max_tokens = max_tokens(j),
 				  .gather_ctas = (uint32_t)cfg->gather_ctas,
-				  .on_step = j->metrics ? publish_step : NULL, .on_step_ctx = j };
+				  .on_step = j->metrics ? publish_step : NULL, .on_step_ctx = j,
+				  .recall_every = (uint32_t)cfg->recall_every };
 	struct runner_sampling smp = { .temperature = (float)cfg->temperature,
 				       .top_k = (uint32_t)cfg->top_k, .seed = cfg->seed };
 	struct runner *r = NULL;
@@ -221,6 +251,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 		}
 		ro.host = runner_mode_offloads(mode) ? j->host : NULL;
 	}
+	rss_peak_reset();
 	rc = runner_open(j->model, j->kb, &ro, &r, j->err, sizeof(j->err));
 	if (rc)
 		return rc;
@@ -245,6 +276,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 		res->st = *runner_get_stats(r);
 		memcpy(res->layers, res->st.layer, sizeof(*res->layers) * j->model->cfg.n_layers);
 		res->st.layer = res->layers;
+		res->host_rss_peak = rss_peak_bytes();
 		res->done = true;
 	}
 	runner_close(r);

@@ -50,7 +50,7 @@ bool job_twins_equal(const struct job *j)
 
 struct totals {
 	uint64_t hits, loads, late_units, selected;
-	double late_ms;
+	double late_ms, fetch_ms;
 	bool offloaded;
 };
 
@@ -63,6 +63,7 @@ static struct totals sum_layers(const struct job *j, const struct job_result *r)
 		t.loads += ls->loads;
 		t.late_units += ls->late_units;
 		t.late_ms += ls->late_ms;
+		t.fetch_ms += ls->fetch_ms;
 		t.selected += ls->selected;
 	}
 	t.offloaded = runner_mode_offloads(r->ran);
@@ -79,24 +80,60 @@ static double hit_rate(const struct totals *t)
 	return t->hits + t->loads ? (double)t->hits / (double)(t->hits + t->loads) : 1.0;
 }
 
+/* Time the compute stream waited for fetches: sparda overlaps them on the copy stream (the
+ * waits are its late time); sparse-offload and sparda-noprefetch fetch inside the layer. */
+static double fetch_exposed_ms(const struct job_result *r, const struct totals *t)
+{
+	if (r->ran == RUNNER_MODE_SPARDA)
+		return t->late_ms;
+	return t->offloaded ? t->fetch_ms : 0.0;
+}
+
+/* GB/s (1e9 bytes) of bytes moved during decode, over the decode wall time. */
+static double gbps(const struct job_result *r, uint64_t bytes)
+{
+	return r->st.decode_s > 0 ? (double)bytes / r->st.decode_s * 1e-9 : 0.0;
+}
+
+static void fmt_recall(char *buf, size_t len, double v)
+{
+	if (v < 0)
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.3f", v);
+}
+
+static void print_layer(FILE *o, uint32_t l, const struct runner_layer_stats *ls, double hr,
+			double recall)
+{
+	char rc[16];
+	fmt_recall(rc, sizeof(rc), recall);
+	fprintf(o, "%5u %10llu %10llu %10llu %8.3f %10llu %10.3f %10.3f %7s\n", l,
+		(unsigned long long)ls->selected, (unsigned long long)ls->hits,
+		(unsigned long long)ls->loads, hr, (unsigned long long)ls->late_units, ls->late_ms,
+		ls->fetch_ms, rc);
+}
+
 void job_print(struct job *j)
 {
 	FILE *o = j->out;
-	fprintf(o, "\n%-18s %12s %10s %9s %12s %12s %10s %s\n", "mode", "decode tok/s",
-		"prefill s", "hit rate", "bytes H2D", "bytes D2H", "late units", "equals twin");
+	fprintf(o, "\n%-18s %12s %10s %9s %12s %12s %10s %7s %s\n", "mode", "decode tok/s",
+		"prefill s", "hit rate", "bytes H2D", "bytes D2H", "late units", "recall",
+		"equals twin");
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
 		struct totals t = sum_layers(j, r);
 		int tw = job_twin_state(j, r->mode);
-		char hr[16];
+		char hr[16], rc[16];
+		fmt_recall(rc, sizeof(rc), runner_recall_value(&r->st, -1));
 		if (t.offloaded)
 			snprintf(hr, sizeof(hr), "%.3f", hit_rate(&t));
 		else
 			snprintf(hr, sizeof(hr), "-");
-		fprintf(o, "%-18s %12.1f %10.3f %9s %12llu %12llu %10llu %s%s%s\n",
+		fprintf(o, "%-18s %12.1f %10.3f %9s %12llu %12llu %10llu %7s %s%s%s\n",
 			runner_mode_name(r->mode), tok_per_s(r), r->st.prefill_s, hr,
 			(unsigned long long)r->st.bytes_h2d, (unsigned long long)r->st.bytes_d2h,
-			(unsigned long long)t.late_units,
+			(unsigned long long)t.late_units, rc,
 			tw < 0 ? "-" : tw ? "yes (" : "NO (",
 			tw < 0 ? "" : runner_mode_name(twin_of(r->mode)), tw < 0 ? "" : ")");
 		if (r->note[0])
@@ -105,18 +142,15 @@ void job_print(struct job *j)
 	if (j->cfg->layer_table) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
-			fprintf(o, "\n%s per layer:\n%5s %10s %10s %10s %8s %10s %10s %10s\n",
+			fprintf(o, "\n%s per layer:\n%5s %10s %10s %10s %8s %10s %10s %10s %7s\n",
 				runner_mode_name(r->mode), "layer", "selected", "hits", "fetched",
-				"hit rate", "late", "late ms", "fetch ms");
+				"hit rate", "late", "late ms", "fetch ms", "recall");
 			for (uint32_t l = 0; l < r->st.n_layers; l++) {
 				const struct runner_layer_stats *ls = &r->st.layer[l];
 				double hr = ls->hits + ls->loads
 						    ? (double)ls->hits / (double)(ls->hits + ls->loads)
 						    : 1.0;
-				fprintf(o, "%5u %10llu %10llu %10llu %8.3f %10llu %10.3f %10.3f\n", l,
-					(unsigned long long)ls->selected, (unsigned long long)ls->hits,
-					(unsigned long long)ls->loads, hr,
-					(unsigned long long)ls->late_units, ls->late_ms, ls->fetch_ms);
+				print_layer(o, l, ls, hr, runner_recall_value(&r->st, (int)l));
 			}
 		}
 	}
@@ -146,9 +180,55 @@ static json_object *layers_json(const struct job_result *r)
 		json_object_object_add(o, "late_units", json_object_new_int64((int64_t)ls->late_units));
 		json_object_object_add(o, "late_ms", json_object_new_double(ls->late_ms));
 		json_object_object_add(o, "fetch_ms", json_object_new_double(ls->fetch_ms));
+		json_object_object_add(o, "recall_true",
+				       json_object_new_int64((int64_t)ls->recall_true));
+		json_object_object_add(o, "recall_hits",
+				       json_object_new_int64((int64_t)ls->recall_hits));
 		json_object_array_add(arr, o);
 	}
 	return arr;
+}
+
+static json_object *opt_double(double v)
+{
+	return v < 0 ? NULL : json_object_new_double(v);
+}
+
+/* recall, recall_per_layer (null where nothing was measured) and recall_samples. */
+static void recall_json(json_object *o, const struct job_result *r)
+{
+	double all = runner_recall_value(&r->st, -1);
+	json_object *arr = NULL;
+
+	if (all >= 0) {
+		arr = json_object_new_array();
+		for (uint32_t l = 0; l < r->st.n_layers; l++)
+			json_object_array_add(arr, opt_double(runner_recall_value(&r->st, (int)l)));
+	}
+	json_object_object_add(o, "recall", opt_double(all));
+	json_object_object_add(o, "recall_per_layer", arr);
+	json_object_object_add(o, "recall_samples",
+			       json_object_new_int64((int64_t)r->st.recall_samples));
+}
+
+/* Memory, PCIe rates and the decode time split into compute and fetch. */
+static void resources_json(json_object *o, const struct job_result *r, const struct totals *t)
+{
+	double exposed = fetch_exposed_ms(r, t), compute = r->st.decode_s * 1e3 - exposed;
+
+	json_object_object_add(o, "gpu_mem_peak_bytes",
+			       json_object_new_int64((int64_t)r->st.gpu_mem_peak_bytes));
+	json_object_object_add(o, "host_rss_peak_bytes",
+			       json_object_new_int64((int64_t)r->host_rss_peak));
+	json_object_object_add(o, "pcie_h2d_gbps",
+			       json_object_new_double(gbps(r, r->st.bytes_h2d)));
+	json_object_object_add(o, "pcie_d2h_gbps",
+			       json_object_new_double(gbps(r, r->st.bytes_d2h_decode)));
+	json_object_object_add(o, "decode_s", json_object_new_double(r->st.decode_s));
+	json_object_object_add(o, "decode_compute_ms",
+			       json_object_new_double(compute > 0 ? compute : 0.0));
+	json_object_object_add(o, "decode_fetch_ms", json_object_new_double(t->fetch_ms));
+	json_object_object_add(o, "decode_fetch_exposed_ms", json_object_new_double(exposed));
 }
 
 static json_object *tokens_json(const struct job *j, const struct job_result *r)
@@ -187,6 +267,8 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "late_units", json_object_new_int64((int64_t)t.late_units));
 	json_object_object_add(o, "late_ms", json_object_new_double(t.late_ms));
 	json_object_object_add(o, "equals_twin", tw < 0 ? NULL : json_object_new_boolean(tw));
+	recall_json(o, r);
+	resources_json(o, r, &t);
 	if (r->note[0])
 		json_object_object_add(o, "note", json_object_new_string(r->note));
 	json_object_object_add(o, "layers", layers_json(r));

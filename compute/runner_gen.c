@@ -148,6 +148,17 @@ static int check_inputs(struct runner *r, const int32_t *const *prompts, const u
 	return 0;
 }
 
+/* Device memory in use now (CUDA), kept as the generation's peak. */
+static void sample_mem(struct runner *r)
+{
+	size_t free_b = 0, total_b = 0;
+	if (r->kb->kind != KB_KIND_CUDA || r->kb->ops->mem_info(r->kb, &free_b, &total_b) ||
+	    total_b < free_b)
+		return;
+	if (total_b - free_b > r->st.gpu_mem_peak_bytes)
+		r->st.gpu_mem_peak_bytes = total_b - free_b;
+}
+
 static void reset_stats(struct runner *r, uint32_t b)
 {
 	struct runner_layer_stats *ls = r->st.layer;
@@ -165,7 +176,7 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 {
 	int32_t *cur = NULL, *next = NULL;
 	size_t V = r->vocab;
-	uint64_t t0;
+	uint64_t t0, d2h0;
 	int rc;
 
 	r->err = err;
@@ -196,6 +207,8 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		r->st.prefill_tokens += lens[i];
 	}
 	r->st.prefill_s = (double)(time_now_ns() - t0) * 1e-9;
+	sample_mem(r);
+	d2h0 = r->st.bytes_d2h;
 	if (r->o.on_step)
 		r->o.on_step(r->o.on_step_ctx, r->o.mode, &r->st);
 	t0 = time_now_ns();
@@ -219,6 +232,9 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		}
 		r->st.decode_steps++;
 		r->st.decode_tokens += b;
+		r->st.bytes_d2h_decode = r->st.bytes_d2h - d2h0;
+		if (j == 1 || j + 1 == n_new) /* lazily allocated workspaces exist after one step */
+			sample_mem(r);
 		if (r->o.on_step) {
 			r->st.decode_s = (double)(time_now_ns() - t0) * 1e-9;
 			r->o.on_step(r->o.on_step_ctx, r->o.mode, &r->st);

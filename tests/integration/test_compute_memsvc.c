@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -118,6 +119,56 @@ static const char *str_of(json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
 }
 
+static double num_of(json_object *o, const char *key)
+{
+	json_object *v;
+	if (!json_object_object_get_ex(o, key, &v))
+		fail_msg("no '%s' in the JSON", key);
+	return json_object_get_double(v);
+}
+
+/* Recall is a number in [0, 1] (with one per layer) in the Forecast modes, null elsewhere; the
+ * resource figures exist and are consistent with the bytes and the decode time. */
+static void check_recall_and_resources(json_object *root)
+{
+	const char *modes[] = { "dense", "sparse", "sparse-offload", "sparda", "sparda-noprefetch",
+				"sparda-nooffload" };
+	for (int i = 0; i < 6; i++) {
+		json_object *o = mode_obj(root, modes[i]), *rc, *per;
+		bool forecast = i >= 3;
+		assert_true(json_object_object_get_ex(o, "recall", &rc));
+		assert_true(json_object_object_get_ex(o, "recall_per_layer", &per));
+		if (forecast) {
+			double v = json_object_get_double(rc);
+			assert_true(json_object_is_type(rc, json_type_double) && v >= 0 && v <= 1);
+			assert_true(json_object_is_type(per, json_type_array));
+			assert_true(json_object_array_length(per) == 4);
+			for (size_t l = 0; l < 4; l++) {
+				json_object *lv = json_object_array_get_idx(per, l);
+				assert_true(json_object_get_double(lv) >= 0);
+				assert_true(json_object_get_double(lv) <= 1);
+			}
+			assert_true(num_of(o, "recall_samples") >= 1);
+		} else {
+			assert_null(rc);
+			assert_null(per);
+			assert_true(num_of(o, "recall_samples") == 0);
+		}
+		assert_true(num_of(o, "host_rss_peak_bytes") > 0);
+		assert_true(num_of(o, "gpu_mem_peak_bytes") >= 0);
+		double ds = num_of(o, "decode_s"), h2d = num_of(o, "bytes_h2d");
+		double g = num_of(o, "pcie_h2d_gbps");
+		assert_true(fabs(g - h2d / ds * 1e-9) <= 1e-9 + 1e-6 * g);
+		assert_true(num_of(o, "pcie_d2h_gbps") >= 0);
+		double comp = num_of(o, "decode_compute_ms"), fetch = num_of(o, "decode_fetch_ms");
+		double exposed = num_of(o, "decode_fetch_exposed_ms");
+		assert_true(comp >= 0 && exposed >= 0 && exposed <= ds * 1e3 + 1e-6);
+		assert_true(fabs(comp + exposed - ds * 1e3) < 1e-3 || comp == 0);
+		/* fetch time exists exactly where KV is fetched from the host store */
+		assert_true((fetch > 0) == (i == 2 || i == 3 || i == 4));
+	}
+}
+
 static void test_modes_through_memsvc(void **state)
 {
 	struct memsvc_proc *d = harness_start(NULL);
@@ -140,6 +191,7 @@ static void test_modes_through_memsvc(void **state)
 		assert_true(json_object_get_int64(h2d) > 0);
 		assert_string_equal(str_of(o, "ran"), twins[i]);
 	}
+	check_recall_and_resources(root);
 	json_object_put(root);
 	/* compute detached: the daemon still serves and drains cleanly */
 	int st = 0;
@@ -277,17 +329,25 @@ static void test_compute_metrics(void **state)
 
 	snprintf(mp, sizeof(mp), "--metrics-port=%d", port);
 	const char *args[] = { mp, "--host-store=inproc", "--modes=sparda", "--prompt-tokens=1100",
-			       "--new-tokens=100000", NULL };
+			       "--new-tokens=100000", "--recall-every=1", NULL };
 	spawn(&p, args);
 	for (int i = 0; i < 600 && !port_open(port); i++)
 		usleep(50000);
-	double steps[2] = { -1, -1 };
+	double steps[2] = { -1, -1 }, recall_blocks[2] = { -1, -1 };
 	for (int k = 0; k < 2; k++) {
 		for (int i = 0; i < 600 && steps[k] <= (k ? steps[0] : 0); i++) {
 			char *body = harness_http_get(port, "/metrics");
 			if (body) {
 				steps[k] = sample(body, "sparda_compute_decode_steps_total{mode=\"sparda\"}");
+				recall_blocks[k] = sample(body, "sparda_compute_layer_recall_"
+							  "blocks_total{mode=\"sparda\",layer=\"2\"}");
 				if (k == 1) {
+					double v = sample(body, "sparda_compute_forecast_recall{"
+							  "mode=\"sparda\"}");
+					assert_true(v >= 0 && v <= 1);
+					v = sample(body, "sparda_compute_layer_forecast_recall{"
+						   "mode=\"sparda\",layer=\"1\"}");
+					assert_true(v >= 0 && v <= 1);
 					assert_true(sample(body, "sparda_compute_bytes_total{mode=\"sparda\","
 								 "direction=\"h2d\"}") > 0);
 					assert_true(sample(body, "sparda_compute_layer_fetched_units_total{"
@@ -302,6 +362,8 @@ static void test_compute_metrics(void **state)
 	kill(p.pid, SIGKILL);
 	waitpid(p.pid, NULL, 0);
 	assert_true(steps[0] > 0 && steps[1] > steps[0]);
+	/* the recall counters move with the steps (every step sampled) */
+	assert_true(recall_blocks[0] >= 0 && recall_blocks[1] > recall_blocks[0]);
 	assert_non_null(health);
 	assert_non_null(strstr(health, "ok"));
 	free(health);
