@@ -282,8 +282,13 @@ kc_ad_slab(const uint16_t *kt, const uint16_t *vt, uint32_t n, const uint32_t (*
 	}
 }
 
-template <int D>
-__global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_args a)
+/*
+ * MINB: CTAs per SM the registers must allow (d 128: 3, the ~166 registers ptxas picks on its
+ * own; 4 caps them at 128 and spills ~200 bytes, SPARDA_KCUDA_ADK=reg4; d 64: 5). FUSED: with
+ * the fused merge, its own instantiation so that the plain kernel keeps its registers.
+ */
+template <int D, int MINB, bool FUSED>
+__global__ void __launch_bounds__(KC_AD_THREADS, MINB) kc_ad_mma_kernel(struct kc_ad_args a)
 {
 	constexpr int KS = D / 16, KV = D / 32, NT = D / 8;
 	__shared__ float ws[KC_AD_THREADS / 32][16][D + 2];
@@ -388,8 +393,17 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_ad_mma_kernel(struct kc_ad_a
 		else
 			p[D + 1] = acc;
 	}
-	if (a.cnt)
+	if (FUSED)
 		kc_ad_fused_merge(a, b, h0, gh, D);
+}
+
+template <int D, int MINB>
+static void kc_ad_mma_go(cudaStream_t st, dim3 grid, const struct kc_ad_args *a)
+{
+	if (a->cnt)
+		kc_ad_mma_kernel<D, MINB, true><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+	else
+		kc_ad_mma_kernel<D, MINB, false><<<grid, KC_AD_THREADS, 0, st>>>(*a);
 }
 
 __global__ void kc_ad_merge_kernel(uint16_t *out, uint32_t ld_o, const float *part, uint32_t n_q,
@@ -451,19 +465,26 @@ static enum kc_ad_merge kc_ad_merge_mode(void)
 /*
  * Which tensor-core split kernel: the cp.async-pipelined one (attn_decode_cp.cu, 2 stages per
  * warp) below batch 32, the register-staged one below from 32 (the faster of the two at each
- * batch on the H200, NOTES.md). SPARDA_KCUDA_ADK=reg / cp2 / cp3 (read at each call) forces
- * one. Returns the stages, 0 for the register kernel.
+ * batch on the H200, NOTES.md). SPARDA_KCUDA_ADK=reg / reg4 / cp2 / cp3 (read at each call)
+ * forces one. Returns the stages, 0 for the register kernel.
  */
 static uint32_t kc_ad_stages(uint32_t b)
 {
 	const char *k = getenv("SPARDA_KCUDA_ADK");
-	if (k && !strcmp(k, "reg"))
+	if (k && (!strcmp(k, "reg") || !strcmp(k, "reg4")))
 		return 0;
 	if (k && !strcmp(k, "cp2"))
 		return 2;
 	if (k && !strcmp(k, "cp3"))
 		return 3;
 	return b < 32 ? 2 : 0;
+}
+
+/* The register kernel capped at 128 registers (d 128) when SPARDA_KCUDA_ADK=reg4. */
+static bool kc_ad_reg4(void)
+{
+	const char *k = getenv("SPARDA_KCUDA_ADK");
+	return k && !strcmp(k, "reg4");
 }
 
 static bool kc_ad_dim_ok(uint32_t d)
@@ -548,10 +569,12 @@ static int kc_ad_launch(cudaStream_t st, struct kc_ad_args *a, uint16_t *out, ui
 		if (e)
 			return e;
 	} else {
-		if (a->mma && a->d == 128)
-			kc_ad_mma_kernel<128><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+		if (a->mma && a->d == 128 && a->reg4)
+			kc_ad_mma_go<128, 4>(st, grid, a);
+		else if (a->mma && a->d == 128)
+			kc_ad_mma_go<128, 3>(st, grid, a);
 		else if (a->mma && a->d == 64)
-			kc_ad_mma_kernel<64><<<grid, KC_AD_THREADS, 0, st>>>(*a);
+			kc_ad_mma_go<64, 5>(st, grid, a);
 		else
 			kc_ad_split_kernel<<<grid, KC_AD_THREADS, smem, st>>>(*a);
 		KC_LAUNCHED("attn_decode_split");
@@ -599,6 +622,7 @@ extern "C" int kc_attn_decode(cudaStream_t st, uint16_t *out, uint32_t ld_o, con
 	a.merge_par = mm != KC_AD_MERGE_SERIAL;
 	a.cnt = mm == KC_AD_MERGE_FUSED ? cnt : NULL;
 	a.stages = kc_ad_stages(b);
+	a.reg4 = kc_ad_reg4();
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;
@@ -654,6 +678,7 @@ extern "C" int kc_attn_decode_dense(cudaStream_t st, uint16_t *out, uint32_t ld_
 	a.merge_par = mm != KC_AD_MERGE_SERIAL;
 	a.cnt = mm == KC_AD_MERGE_FUSED ? cnt : NULL;
 	a.stages = kc_ad_stages(b);
+	a.reg4 = kc_ad_reg4();
 	int e = kc_ad_common(&a, q, ld_q, n_q, n_kv, d, scale);
 	if (e)
 		return e;

@@ -182,7 +182,8 @@ static __device__ void kc_adc_store(const struct kc_ad_args &a, const uint16_t *
 	}
 }
 
-template <int D, int S>
+/* FUSED: with the fused merge (its own instantiation: the plain kernel keeps its registers) */
+template <int D, int S, bool FUSED>
 __global__ void __launch_bounds__(KC_AD_THREADS) kc_adc_kernel(struct kc_ad_args a)
 {
 	constexpr uint32_t LDS = D + 8, SLAB = 16 * LDS, KS = D / 16, NT = D / 8;
@@ -262,7 +263,7 @@ __global__ void __launch_bounds__(KC_AD_THREADS) kc_adc_kernel(struct kc_ad_args
 	}
 	__syncthreads();
 	kc_adc_store<D, S>(a, adsm, b, h0, gh);
-	if (a.cnt)
+	if (FUSED)
 		kc_ad_fused_merge(a, b, h0, gh, D);
 }
 
@@ -271,34 +272,46 @@ static size_t kc_adc_smem(uint32_t d, uint32_t stages)
 	return (size_t)(KC_AD_THREADS / 32) * stages * 2 * 16 * (d + 8) * sizeof(uint16_t);
 }
 
+template <int D, int S> static int kc_adc_attr(void)
+{
+	int sm = (int)kc_adc_smem(D, S);
+	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<D, S, false>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<D, S, true>,
+				      cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+	return 0;
+}
+
 int kc_ad_cp_init(void)
 {
-	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<128, 2>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_adc_smem(128, 2)));
-	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<128, 3>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_adc_smem(128, 3)));
-	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<64, 2>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_adc_smem(64, 2)));
-	KC_CHECK(cudaFuncSetAttribute(kc_adc_kernel<64, 3>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_adc_smem(64, 3)));
-	return 0;
+	int e = kc_adc_attr<128, 2>();
+	if (!e)
+		e = kc_adc_attr<128, 3>();
+	if (!e)
+		e = kc_adc_attr<64, 2>();
+	return e ? e : kc_adc_attr<64, 3>();
+}
+
+template <int D, int S>
+static void kc_adc_go(cudaStream_t st, dim3 grid, size_t sm, const struct kc_ad_args *a)
+{
+	if (a->cnt)
+		kc_adc_kernel<D, S, true><<<grid, KC_AD_THREADS, sm, st>>>(*a);
+	else
+		kc_adc_kernel<D, S, false><<<grid, KC_AD_THREADS, sm, st>>>(*a);
 }
 
 int kc_ad_cp_launch(cudaStream_t st, const struct kc_ad_args *a, dim3 grid)
 {
 	size_t sm = kc_adc_smem(a->d, a->stages);
 	if (a->d == 128 && a->stages == 3)
-		kc_adc_kernel<128, 3><<<grid, KC_AD_THREADS, sm, st>>>(*a);
+		kc_adc_go<128, 3>(st, grid, sm, a);
 	else if (a->d == 128)
-		kc_adc_kernel<128, 2><<<grid, KC_AD_THREADS, sm, st>>>(*a);
+		kc_adc_go<128, 2>(st, grid, sm, a);
 	else if (a->stages == 3)
-		kc_adc_kernel<64, 3><<<grid, KC_AD_THREADS, sm, st>>>(*a);
+		kc_adc_go<64, 3>(st, grid, sm, a);
 	else
-		kc_adc_kernel<64, 2><<<grid, KC_AD_THREADS, sm, st>>>(*a);
+		kc_adc_go<64, 2>(st, grid, sm, a);
 	KC_LAUNCHED("attn_decode_cp");
 	return 0;
 }

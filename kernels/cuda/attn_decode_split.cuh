@@ -34,6 +34,7 @@ struct kc_ad_args {
 	bool mma;	 /* tensor-core kernel (d 64 or 128) instead of the fp32 one */
 	bool merge_par;	 /* the parallel split merge (SPARDA_KCUDA_MERGE=par) */
 	uint32_t stages; /* the cp.async kernel's stages per warp (2 or 3); 0: the register one */
+	bool reg4;	 /* the register kernel capped at 128 registers (4 CTAs per SM) */
 	/* fused merge (cnt != NULL): the last CTA of a (sequence, KV head, head chunk) to finish
 	 * merges its splits into out; cnt holds one zeroed arrival counter per such group, and
 	 * that CTA zeroes it again for the next call on the stream */

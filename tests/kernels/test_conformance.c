@@ -1175,10 +1175,11 @@ int main(void)
 		}
 		t_attn_decode(40, 2, 16, 128, 96, 64);
 		/* each tensor-core split kernel (SPARDA_KCUDA_ADK: register-staged, cp.async with 2
-		 * and 3 stages) with the parallel and the fused merge (both read at each call) */
-		static const char *adk[3] = {"reg", "cp2", "cp3"};
+		 * and 3 stages, register-staged at 128 registers) with the parallel and the fused
+		 * merge (both read at each call) */
+		static const char *adk[4] = {"reg", "cp2", "cp3", "reg4"};
 		static char vname[48];
-		for (int v = 0; v < 6; v++) {
+		for (int v = 0; v < 8; v++) {
 			setenv("SPARDA_KCUDA_ADK", adk[v / 2], 1);
 			setenv("SPARDA_KCUDA_MERGE", v & 1 ? "fused" : "par", 1);
 			snprintf(vname, sizeof(vname), "(adk=%s merge=%s)", adk[v / 2],

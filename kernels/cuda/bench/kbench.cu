@@ -555,8 +555,9 @@ static void write_json(const char *path)
 }
 
 /*
- * Decode attention: the defaults, the serial merge, then the register-staged and the cp.async
- * (2 stages) split kernels (SPARDA_KCUDA_ADK) with the parallel and the fused merge
+ * Decode attention: the defaults, the serial merge, then the register-staged, the cp.async
+ * (2 stages) and the 128-register split kernels (SPARDA_KCUDA_ADK) with the parallel and the
+ * fused merge
  * (SPARDA_KCUDA_MERGE) over tiles per split, then the fp32 kernel. The switches are read at
  * each call.
  */
@@ -565,14 +566,14 @@ static void bench_decode_variants(const struct kb_opts *o)
 	bench_attn_decode("default", 0);
 	setenv("SPARDA_KCUDA_MERGE", "serial", 1);
 	bench_attn_decode("merge=serial", 0);
-	const char *kv[2] = {"reg", "cp2"}, *mv[2] = {"par", "fused"};
+	const char *kv[3] = {"reg", "cp2", "reg4"}, *mv[2] = {"par", "fused"};
 	char name[48];
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < 3; k++) {
 		setenv("SPARDA_KCUDA_ADK", kv[k], 1);
 		for (int m = 0; m < 2; m++) {
 			setenv("SPARDA_KCUDA_MERGE", mv[m], 1);
 			snprintf(name, sizeof(name), "adk=%s merge=%s", kv[k], mv[m]);
-			for (uint32_t tps : {0u, 4u, 8u, 16u})
+			for (uint32_t tps : {0u, 4u, 8u, 12u, 16u})
 				bench_attn_decode(name, tps);
 		}
 	}
