@@ -27,15 +27,23 @@ def main():
     ap.add_argument("--backend", default="cuda")
     ap.add_argument("--prompt", type=int, default=300)
     ap.add_argument("--new", type=int, default=8)
+    ap.add_argument("--attn-gain", type=float, default=1.0,
+                    help="scale q/k/v projections so attention is peaked and matters to logits "
+                         "(random small weights give near-uniform attention that hides errors)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    mdir = os.path.join(a.work, "hf-llama")
+    mdir = os.path.join(a.work, f"hf-llama-g{a.attn_gain:g}")
     cfg = LlamaConfig(vocab_size=1024, hidden_size=512, intermediate_size=1024,
                       num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                       max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5,
                       tie_word_embeddings=False, initializer_range=0.05)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                p.weight.mul_(a.attn_gain)
+    model = model.to(torch.bfloat16).eval()
     model.save_pretrained(mdir, safe_serialization=True)
     prompt = torch.randint(0, cfg.vocab_size, (a.prompt,)).tolist()
     pfile = os.path.join(a.work, "prompt.txt")
