@@ -464,7 +464,7 @@ static enum kc_ad_merge kc_ad_merge_mode(void)
 
 /*
  * Which tensor-core split kernel: the cp.async-pipelined one (attn_decode_cp.cu, 2 stages per
- * warp) below batch 32, the register-staged one below from 32 (the faster of the two at each
+ * warp) below batch 32, the register-staged one from batch 32 (the faster of the two at each
  * batch on the H200, NOTES.md). SPARDA_KCUDA_ADK=reg / reg4 / cp2 / cp3 (read at each call)
  * forces one. Returns the stages, 0 for the register kernel.
  */
