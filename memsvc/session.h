@@ -163,6 +163,11 @@ struct session_tier_done {
  * outbox), so the caller knows whether to come back.
  */
 uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d);
+/*
+ * No slot can be had for restores (the tier is RAM-only, the arena full of units not on
+ * disk): queued restores are dropped and their Forecasts answered -ENOSPC. Returns how many.
+ */
+uint32_t session_load_starved(struct session *s);
 /* Tier work pending: eviction wanted, restores queued, answers waiting. */
 bool session_tier_busy(struct session *s);
 

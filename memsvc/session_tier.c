@@ -177,9 +177,21 @@ void session_tier_set_degraded(struct session *s, bool degraded)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* Under the lock: move answered waiters to done[] (at most cap). */
+/*
+ * Under the lock: move answered waiters to done[] (at most cap). fail: answer waiters of
+ * SPILLED units with this status instead of restoring them (0: restore).
+ */
+static bool waiter_spilled(struct session *s, const struct sp_sqe *e)
+{
+	struct store_unit_id u = {e->seq_index, e->seq_gen, e->layer, e->head, e->block};
+	enum sp_unit_state st;
+	uint32_t slot, gen;
+
+	return store_unit_lookup(s->store, &u, &st, &slot, &gen) == 0 && st == SP_UNIT_SPILLED;
+}
+
 static uint32_t waiters_answer(struct session *s, struct sp_cqe *done, uint32_t cap,
-			       struct session_tier_done *d)
+			       struct session_tier_done *d, int fail)
 {
 	uint64_t now = time_now_ns();
 	uint64_t epoch = atomic_load_explicit(&s->sub_hdr->client_epoch, memory_order_acquire);
@@ -193,7 +205,10 @@ static uint32_t waiters_answer(struct session *s, struct sp_cqe *done, uint32_t 
 			s->waiters[kept++] = *w;
 			continue;
 		}
-		c.status = session_sqe_apply_locked(s, &w->sqe, &c.slot, &c.gen);
+		if (fail && waiter_spilled(s, &w->sqe))
+			c.status = fail;
+		else
+			c.status = session_sqe_apply_locked(s, &w->sqe, &c.slot, &c.gen);
 		if (c.status == -EINPROGRESS) {
 			s->waiters[kept++] = *w;
 			continue;
@@ -216,16 +231,18 @@ static uint32_t waiters_answer(struct session *s, struct sp_cqe *done, uint32_t 
 	return m;
 }
 
-uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d)
+static uint32_t complete(struct session *s, struct session_tier_done *d, bool starved)
 {
 	struct sp_cqe done[64];
-	uint32_t m, left;
+	uint32_t m, left, cancelled = 0;
 
 	memset(d, 0, sizeof(*d));
 	do {
 		pthread_mutex_lock(&s->cq_lock);
 		pthread_mutex_lock(&s->lock);
-		m = waiters_answer(s, done, 64, d);
+		if (starved)
+			cancelled += store_load_cancel(s->store);
+		m = waiters_answer(s, done, 64, d, starved ? -ENOSPC : 0);
 		/* Room is guaranteed: waiters + outbox never exceed max_deferred. */
 		memcpy(s->outbox + s->n_outbox, done, m * sizeof(*done));
 		s->n_outbox += m;
@@ -234,5 +251,17 @@ uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d
 		left += session_outbox_flush_locked(s);
 		pthread_mutex_unlock(&s->cq_lock);
 	} while (m == 64);
-	return left;
+	return starved ? cancelled : left;
+}
+
+uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d)
+{
+	return complete(s, d, false);
+}
+
+uint32_t session_load_starved(struct session *s)
+{
+	struct session_tier_done d;
+
+	return complete(s, &d, true);
 }

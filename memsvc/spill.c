@@ -187,6 +187,10 @@ static bool serve(struct spill *sp, struct entry *e)
 	if (moved)
 		for (int i = 0; i < SPILL_LOAD_ROUNDS && restore_batch(sp, e); i++)
 			;
+	/* RAM-only and nothing could be evicted: restores get -ENOSPC rather than wait. */
+	if (!moved && degraded && session_load_starved(e->s))
+		log_warn(TAG, "restores refused: tier RAM-only and arena full",
+			 "session=%llu", (unsigned long long)session_id(e->s));
 	release_extents(e);
 	answer(sp, e);
 	return moved && session_tier_busy(e->s);
@@ -440,12 +444,14 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .n_dirs = sp->n_dirs,
 	    .files_per_dir = 1,
 	    .file_bytes = file_bytes,
+	    .grow_bytes = sp->o.batch_bytes, /* reserve disk a batch at a time */
 	    .unit_bytes = session_geometry(s)->unit_bytes,
 	    .batch_bytes = sp->o.batch_bytes,
 	    .queue_depth = sp->o.queue_depth,
 	    .aio_kind = sp->o.aio_kind,
 	    .sqpoll = sp->o.sqpoll,
 	    .no_direct = !sp->o.direct,
+	    .unlink_early = true, /* a killed daemon leaves no spill file behind */
 	    .backoff_ms = sp->o.backoff_ms,
 	    .io_timeout_ms = sp->o.io_timeout_ms,
 	    .fault = sp->fault,

@@ -141,6 +141,11 @@ uint32_t store_evict_done(struct store *s, struct store_io *io, uint32_t n);
  * describe their reads in io (at most cap). Returns the count; units without a slot wait.
  */
 uint32_t store_load_pick(struct store *s, struct store_io *io, uint32_t cap);
+/*
+ * No slot can be had (the tier is RAM-only and the arena holds only units not on disk):
+ * queued units go back to SPILLED. Returns how many.
+ */
+uint32_t store_load_cancel(struct store *s);
 /* Units still queued for a slot. */
 uint64_t store_load_queued(const struct store *s);
 /*

@@ -279,3 +279,22 @@ void store_set_degraded(struct store *s, bool degraded)
 {
 	s->degraded = degraded;
 }
+
+uint32_t store_load_cancel(struct store *s)
+{
+	uint32_t k = 0;
+
+	for (uint64_t i = 0; i < s->loadq_n; i++) {
+		uint64_t word = s->loadq[s->loadq_head + i];
+		uint64_t w = word_load(s, word);
+		if (sp_unit_word_state(w) != SP_UNIT_LOADING ||
+		    sp_unit_word_slot(w) != SP_UNIT_SLOT_NONE)
+			continue;
+		word_set(s, word, SP_UNIT_SLOT_NONE, sp_unit_word_gen(w), SP_UNIT_SPILLED);
+		s->n_loading--;
+		s->n_spilled++;
+		k++;
+	}
+	s->loadq_head = s->loadq_n = 0;
+	return k;
+}

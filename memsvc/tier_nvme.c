@@ -27,6 +27,7 @@
 struct tn_file {
 	int fd;
 	char *path;
+	bool unlinked; /* opts.unlink_early: the name is gone already */
 	uint64_t alloc_bytes; /* fallocated (or truncated) so far */
 };
 
@@ -555,6 +556,8 @@ static int tn_file_create(struct tier_nvme *t, const char *dir, struct tn_file *
 			return err_from_errno();
 		}
 	}
+	if (t->o.unlink_early && unlink(f->path) == 0)
+		f->unlinked = true;
 	rc = tn_file_reserve(t, (uint64_t)(f - t->files) * t->per_file);
 	return rc;
 }
@@ -668,7 +671,7 @@ void tier_nvme_free(struct tier_nvme *t)
 	for (uint32_t i = 0; t->files && i < t->n_files; i++) {
 		if (t->files[i].fd >= 0)
 			close(t->files[i].fd);
-		if (t->files[i].path && t->files[i].fd >= 0)
+		if (t->files[i].path && t->files[i].fd >= 0 && !t->files[i].unlinked)
 			unlink(t->files[i].path);
 		free(t->files[i].path);
 	}

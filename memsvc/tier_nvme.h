@@ -6,7 +6,7 @@
  * a bad header or CRC32C, another identity or generation never reaches the caller's buffer.
  * ENOSPC while spilling puts the tier in a degraded (RAM-only) state that retries after a
  * back-off and recovers by itself when space returns.
- * Not wired into the store yet (see docs/memsvc-protocol.md, "NVMe tier (storage layer)").
+ * The daemon drives it from memsvc/spill.c, one instance per tiered session.
  * Thread safety: none; one owner thread per instance.
  */
 #ifndef SPARDA_MEMSVC_TIER_NVME_H
@@ -54,6 +54,7 @@ struct tier_nvme_opts {
 	enum aio_kind aio_kind; /* default AIO_KIND_URING; AIO_KIND_AUTO falls back to sync */
 	bool sqpoll;
 	bool no_direct;		 /* never open O_DIRECT */
+	bool unlink_early;	 /* unlink each file once open: nothing outlives a crash */
 	uint32_t backoff_ms;	 /* degraded: next spill attempt after this (default 1000) */
 	int io_timeout_ms;	 /* a call waits this long for its I/O (default 30000) */
 	struct aio_fault *fault; /* tests: fault injection under the tier (borrowed) */
@@ -120,7 +121,7 @@ bool tier_nvme_direct(const struct tier_nvme *t);
 /* Bytes of one extent (header block + unit rounded up to TIER_NVME_ALIGN). */
 uint64_t tier_nvme_extent_bytes(const struct tier_nvme *t);
 /*
- * For tests and tools: the file path and byte offset of an extent. Returns 0, -EINVAL,
+ * For tests and tools: the file path (gone with opts.unlink_early) and byte offset of an extent. Returns 0, -EINVAL,
  * -ENAMETOOLONG (cap too small).
  */
 int tier_nvme_extent_locate(const struct tier_nvme *t, uint64_t extent, char *path, size_t cap,

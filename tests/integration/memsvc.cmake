@@ -5,7 +5,7 @@
 set(_h ${CMAKE_CURRENT_LIST_DIR}/../helpers/memsvc_harness.c)
 set(_libs sparda_memclient sparda_memsvc_proc)
 
-foreach(_t readback tenants faults input attach client_remote)
+foreach(_t readback tenants faults input attach client_remote spill)
   sparda_test(test_memsvc_${_t}
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_${_t}.c ${_h}
     LIBS ${_libs} TIMEOUT 90 LABELS integration)

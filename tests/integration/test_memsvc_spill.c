@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: sparda-memsvc with an NVMe tier and an arena four times smaller than the data.
+ * Every unit is written with a per-unit pattern, spilled, read back through ring Forecasts and
+ * checked byte for byte (zero wrong bytes), with io_uring and with the pread/pwrite fallback;
+ * then corrupt spill files, injected EIO/EAGAIN/short transfers, ENOSPC (injected, and a small
+ * tmpfs when mounting is allowed) and SIGKILL while spilling: misses and counters, never wrong
+ * bytes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "memsvc_harness.h"
+#include "timeutil.h"
+
+#define SLOTS 64u
+#define UNIT 512u /* harness_geometry: 2 x 8 tokens x 16 x bf16 */
+#define BLOCKS 64u /* 2 layers x 2 heads x 64 blocks = 256 units = 4 x the arena */
+#define BATCH 16u
+#define KEY 0x5b111ull
+#define FAULT_ENV "SPARDA_MEMSVC_TEST_AIO_FAULT"
+
+struct fx {
+	char *dir;
+	struct memsvc_proc *p;
+	struct memclient *c;
+	struct memclient_seq seq;
+	struct memclient_unit u[2 * 2 * BLOCKS];
+	uint32_t n;
+	uint64_t step;
+	uint32_t enospc, nospc_answers;
+};
+
+static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const char *extra)
+{
+	char a0[PATH_MAX + 16], a1[32];
+	const char *args[] = {a0, a1, "--spill-high-water=0.75", "--spill-low-water=0.5",
+			      "--spill-backoff-ms=100", "--spill-batch-bytes=64K", extra, NULL};
+
+	snprintf(a0, sizeof(a0), "--spill-dirs=%s", dir);
+	snprintf(a1, sizeof(a1), "--spill-aio=%s", aio);
+	return harness_start(args);
+}
+
+static void fx_start(struct fx *f, const char *aio, enum sp_wait_mode mode, const char *extra)
+{
+	struct sp_geometry g = harness_geometry();
+
+	if (!f->dir)
+		f->dir = harness_tmpdir();
+	f->p = start_daemon(f->dir, aio, extra);
+	assert_int_equal(harness_open(f->p, NULL, mode, SLOTS * (uint64_t)UNIT, &f->c), 0);
+	assert_int_equal(memclient_n_slots(f->c), SLOTS);
+	assert_int_equal(memclient_seq_open(f->c, KEY, BLOCKS, &f->seq), 0);
+	f->n = 0;
+	for (uint32_t l = 0; l < g.n_layers; l++)
+		for (uint32_t h = 0; h < g.n_kv_heads; h++)
+			for (uint32_t b = 0; b < BLOCKS; b++)
+				f->u[f->n++] = (struct memclient_unit){f->seq, l, h, b};
+}
+
+static void fx_stop(struct fx *f)
+{
+	memclient_close(f->c);
+	f->c = NULL;
+	memsvc_proc_free(f->p);
+	f->p = NULL;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (f) {
+		fx_stop(f);
+		harness_rmdir(f->dir);
+		free(f);
+	}
+	unsetenv(FAULT_ENV);
+	return 0;
+}
+
+static int setup(void **state)
+{
+	*state = calloc(1, sizeof(struct fx));
+	return *state ? 0 : -1;
+}
+
+/*
+ * Allocate a batch, waiting while eviction frees slots; with a RAM-only (degraded) tier a full
+ * arena answers -ENOSPC, which is retried until the tier recovers.
+ */
+static void alloc_batch(struct fx *f, uint32_t i, struct memclient_result *r)
+{
+	uint64_t end = time_now_ms() + 20000;
+	struct memclient_result one;
+
+	assert_int_equal(memclient_alloc_wait(f->c, f->u + i, BATCH, r, 20000), 0);
+	for (uint32_t j = 0; j < BATCH; j++) {
+		while (r[j].status == -ENOSPC && time_now_ms() < end) {
+			f->enospc++;
+			time_sleep_ns(20000000);
+			assert_int_equal(memclient_alloc_wait(f->c, &f->u[i + j], 1, &one, 20000),
+					 0);
+			r[j] = one;
+		}
+	}
+}
+
+/* Allocate, fill with the pattern, commit: all units. */
+static void write_all(struct fx *f)
+{
+	struct memclient_result r[BATCH];
+	size_t ub = memclient_geometry(f->c)->unit_bytes;
+
+	for (uint32_t i = 0; i < f->n; i += BATCH) {
+		alloc_batch(f, i, r);
+		for (uint32_t j = 0; j < BATCH; j++) {
+			assert_int_equal(r[j].status, 0);
+			harness_fill(memclient_slot_ptr(f->c, r[j].slot), ub, KEY, &f->u[i + j]);
+		}
+		assert_int_equal(memclient_commit(f->c, f->u + i, BATCH, 0, r), 0);
+		for (uint32_t j = 0; j < BATCH; j++)
+			assert_int_equal(r[j].status, 0);
+	}
+}
+
+/*
+ * Forecast every unit back over the ring, a batch per step, checking the bytes of each hit
+ * and publishing the step after. Returns the wrong bytes; *misses counts -ENOENT answers.
+ */
+static size_t read_all(struct fx *f, uint32_t *misses)
+{
+	struct memclient_result r[BATCH];
+	size_t ub = memclient_geometry(f->c)->unit_bytes, wrong = 0;
+
+	*misses = 0;
+	for (uint32_t i = 0; i < f->n; i += BATCH) {
+		f->step++;
+		assert_int_equal(memclient_forecast(f->c, f->u + i, BATCH, f->step, r), 0);
+		for (uint32_t j = 0; j < BATCH; j++) {
+			if (r[j].status == -ENOENT) {
+				(*misses)++;
+				continue;
+			}
+			if (r[j].status == -ENOSPC) { /* RAM-only tier, arena full */
+				f->nospc_answers++;
+				continue;
+			}
+			assert_int_equal(r[j].status, 0);
+			wrong += harness_check(memclient_slot_ptr(f->c, r[j].slot), ub, KEY,
+					       &f->u[i + j]);
+		}
+		memclient_epoch_publish(f->c, f->step);
+	}
+	return wrong;
+}
+
+/* Wait until the daemon has spilled at least n units. */
+static void wait_spilled(struct fx *f, uint64_t n)
+{
+	uint64_t end = time_now_ms() + 10000;
+
+	while (harness_stat(f->c, "daemon.spill.units_spilled") < n && time_now_ms() < end)
+		time_sleep_ns(10000000);
+	assert_true(harness_stat(f->c, "daemon.spill.units_spilled") >= n);
+}
+
+static void readback(void **state, const char *aio, enum sp_wait_mode mode)
+{
+	struct fx *f = *state;
+	uint32_t misses;
+
+	fx_start(f, aio, mode, NULL);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.enabled"), 1);
+	write_all(f);
+	wait_spilled(f, f->n - SLOTS);
+	assert_true(harness_stat(f->c, "session.units_spilled") >= f->n - SLOTS);
+	/* Twice: the second pass restores units that were restored and evicted again. */
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(read_all(f, &misses), 0);
+		assert_int_equal(misses, 0);
+	}
+	assert_true(harness_stat(f->c, "daemon.spill.units_restored") >= f->n - SLOTS);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.restore_misses"), 0);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.aio_uring"), !strcmp(aio, "uring"));
+	/* Closing the sequence frees its extents. */
+	assert_int_equal(memclient_seq_close(f->c, f->seq), 0);
+	assert_int_equal(harness_stat(f->c, "session.extents"), 0);
+}
+
+static void test_readback_uring(void **state)
+{
+	readback(state, "uring", SP_WAIT_POLL);
+}
+
+static void test_readback_sync(void **state)
+{
+	readback(state, "sync", SP_WAIT_SLEEP);
+}
+
+/* Flip bytes in the unit part of every extent of the daemon's (unlinked) spill files. */
+static uint32_t corrupt_spill_files(pid_t pid)
+{
+	char path[64], link[PATH_MAX];
+	uint32_t files = 0;
+	struct dirent *d;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	assert_non_null(dir);
+	while ((d = readdir(dir))) {
+		char fd_path[400];
+		struct stat st;
+		ssize_t n;
+		int fd;
+
+		snprintf(fd_path, sizeof(fd_path), "%s/%s", path, d->d_name);
+		n = readlink(fd_path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (!strstr(link, "sparda-spill-"))
+			continue;
+		fd = open(fd_path, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(fstat(fd, &st), 0);
+		/* Extents of a 512-byte unit are 8 KiB: header block, then the unit. */
+		for (off_t off = 0; off + 8192 <= st.st_size; off += 8192)
+			assert_int_equal(pwrite(fd, "\xde\xad\xbe\xef", 4, off + 4096 + 100), 4);
+		assert_int_equal(fsync(fd), 0);
+		close(fd);
+		files++;
+	}
+	closedir(dir);
+	return files;
+}
+
+static void test_corrupt_file(void **state)
+{
+	struct fx *f = *state;
+	uint32_t misses;
+
+	fx_start(f, "auto", SP_WAIT_SLEEP, NULL);
+	write_all(f);
+	wait_spilled(f, f->n - SLOTS);
+	assert_true(corrupt_spill_files(memsvc_proc_pid(f->p)) >= 1);
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_true(misses >= f->n - SLOTS);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), misses);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.restore_misses"), misses);
+	/* A lost unit stays a miss. */
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_true(misses >= f->n - SLOTS);
+}
+
+/* One daemon with a fault rule on its spill I/O; returns the misses of a full read-back. */
+static uint32_t faulty_run(struct fx *f, const char *rule)
+{
+	uint32_t misses;
+
+	setenv(FAULT_ENV, rule, 1);
+	fx_start(f, "uring", SP_WAIT_SLEEP, NULL);
+	unsetenv(FAULT_ENV);
+	assert_true(harness_log_contains(f->p, "TEST fault injection"));
+	write_all(f);
+	wait_spilled(f, f->n - SLOTS);
+	assert_int_equal(read_all(f, &misses), 0);
+	return misses;
+}
+
+static void test_faults_io(void **state)
+{
+	struct fx *f = *state;
+
+	/* EIO on every read: every spilled unit is a miss, counted as an I/O error. */
+	assert_true(faulty_run(f, "action=errno,err=EIO,match=read") >= f->n - SLOTS);
+	assert_true(harness_stat(f->c, "daemon.spill.io_errors") > 0);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
+	fx_stop(f);
+	/* EAGAIN and short transfers are retried below the tier: nothing is lost. */
+	assert_int_equal(faulty_run(f, "action=errno,err=EAGAIN,match=read,times=5"), 0);
+	fx_stop(f);
+	assert_int_equal(faulty_run(f, "action=short,short_by=512,times=5"), 0);
+	fx_stop(f);
+	/* A byte flipped in a read: the CRC catches it. */
+	assert_int_equal(faulty_run(f, "action=corrupt,match=read,nth=2"), 1);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 1);
+}
+
+/* Writes fail with ENOSPC: the tier degrades to RAM only, then recovers by itself. */
+static void test_enospc_injected(void **state)
+{
+	struct fx *f = *state;
+	uint32_t misses;
+
+	setenv(FAULT_ENV, "action=errno,err=ENOSPC,match=write,times=3", 1);
+	fx_start(f, "sync", SP_WAIT_SLEEP, NULL);
+	unsetenv(FAULT_ENV);
+	write_all(f);
+	assert_true(f->enospc > 0); /* the RAM-only arena filled before recovery */
+	wait_spilled(f, f->n - SLOTS);
+	assert_true(harness_stat(f->c, "daemon.spill.enospc_events") >= 1);
+	assert_true(harness_stat(f->c, "daemon.spill.degraded_entries") >= 1);
+	assert_true(harness_stat(f->c, "daemon.spill.recoveries") >= 1);
+	assert_true(harness_log_contains(f->p, "degraded to RAM-only"));
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_int_equal(misses, 0);
+	assert_int_equal(f->nospc_answers, 0);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.degraded"), 0);
+}
+
+/*
+ * A real full filesystem: a 512 KiB tmpfs (skipped where mounting is not allowed) holds 64
+ * extents of 8 KiB, fewer than the 192 units that must spill. The tier goes RAM-only: a full
+ * arena answers -ENOSPC, restores that cannot get a slot answer -ENOSPC, nothing hangs and
+ * every answered unit has its own bytes.
+ */
+static void test_enospc_tmpfs(void **state)
+{
+	struct fx *f = *state;
+	struct memclient_result r[BATCH];
+	uint32_t done = 0, misses;
+	size_t ub;
+
+	f->dir = harness_tmpdir();
+	if (mount("sparda-spill-test", f->dir, "tmpfs", 0, "size=512k") != 0) {
+		fprintf(stderr, "skip: cannot mount a tmpfs: %s\n", strerror(errno));
+		skip();
+	}
+	fx_start(f, "sync", SP_WAIT_SLEEP, "--spill-session-bytes=4M");
+	ub = memclient_geometry(f->c)->unit_bytes;
+	for (uint32_t i = 0; i < f->n; i += BATCH) {
+		assert_int_equal(memclient_alloc_wait(f->c, f->u + i, BATCH, r, 20000), 0);
+		if (r[0].status)
+			break;
+		for (uint32_t j = 0; j < BATCH; j++) {
+			assert_int_equal(r[j].status, 0);
+			harness_fill(memclient_slot_ptr(f->c, r[j].slot), ub, KEY, &f->u[i + j]);
+		}
+		assert_int_equal(memclient_commit(f->c, f->u + i, BATCH, 0, r), 0);
+		done = i + BATCH;
+	}
+	assert_true(done < f->n);
+	assert_int_equal(r[0].status, -ENOSPC);
+	assert_true(harness_stat(f->c, "daemon.spill.degraded") >= 1);
+	assert_true(harness_stat(f->c, "daemon.spill.enospc_events") >= 1);
+	f->n = done;
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_int_equal(misses, 0);
+	fx_stop(f);
+	(void)umount(f->dir);
+}
+
+/* SIGKILL while spilling: no spill file outlives the daemon, a new one serves nothing old. */
+static void test_sigkill_restart(void **state)
+{
+	struct fx *f = *state;
+	struct memclient_result r[BATCH];
+	struct memclient_residency res;
+	uint32_t misses;
+	DIR *dir;
+	struct dirent *d;
+	int files = 0;
+
+	fx_start(f, "uring", SP_WAIT_SLEEP, NULL);
+	write_all(f);
+	assert_int_equal(memsvc_proc_kill9(f->p), 0);
+	assert_int_equal(memclient_forecast(f->c, f->u, BATCH, 1, r), -ECONNRESET);
+	fx_stop(f);
+	dir = opendir(f->dir);
+	assert_non_null(dir);
+	while ((d = readdir(dir)))
+		files += d->d_name[0] != '.';
+	closedir(dir);
+	assert_int_equal(files, 0); /* unlinked at creation */
+	/* A new daemon: the old units do not exist; new ones round-trip. */
+	fx_start(f, "uring", SP_WAIT_SLEEP, NULL);
+	assert_int_equal(memclient_lookup(f->c, &f->u[0], &res), 0);
+	assert_int_equal(res.state, SP_UNIT_EMPTY);
+	assert_int_equal(memclient_forecast(f->c, f->u, BATCH, 1, r), 0);
+	for (uint32_t j = 0; j < BATCH; j++)
+		assert_int_equal(r[j].status, -ENOENT);
+	write_all(f);
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_int_equal(misses, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_readback_uring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readback_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_faults_io, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_enospc_injected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_enospc_tmpfs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sigkill_restart, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
