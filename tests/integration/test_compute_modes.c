@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The runner with the tiny synthetic model on the CPU backend (or CUDA with
- * SPARDA_TEST_BACKEND=cuda): dense equals a naive forward pass, the offloaded modes equal their GPU-resident twins token for token, sparse attention
- * that selects every block equals dense, and KV written to the host store reads back bit-exact.
+ * SPARDA_TEST_BACKEND=cuda): dense equals a naive forward pass, the offloaded modes equal their
+ * GPU-resident twins token for token (with Forecast recall measured or not), sparse attention
+ * that selects every block equals dense, recall is 1.0 for a Forecast equal to the selector's
+ * query, and KV written to the host store reads back bit-exact.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -223,6 +225,45 @@ static void test_all_blocks_sparse_equals_dense(void **state)
 	assert_true(md < 0.05);
 	free(dense.logits);
 	free(sparse.logits);
+}
+
+/*
+ * Recall is exact where the Forecast is exactly the selector's query: with one query head per
+ * KV head, the original selector's per-head softmax ranks blocks as the raw dot product does,
+ * so a layer-0 Forecast (q_curr) equal to layer 0's W_q selects the same blocks (recall 1.0);
+ * the generated model's noisy q_curr does not.
+ */
+static void test_recall_exact_forecast(void **state)
+{
+	struct model *saved = g_model, *m = NULL;
+	struct model_config mc;
+	char dir[300], err[512];
+	struct run noisy, exact;
+
+	snprintf(dir, sizeof(dir), "%s-mha", g_dir);
+	assert_int_equal(model_preset("tiny", &mc), 0);
+	mc.n_heads = mc.n_kv_heads;
+	if (model_generate(dir, &mc, 78, err, sizeof(err)) ||
+	    model_open(dir, NULL, &m, err, sizeof(err)))
+		fail_msg("model: %s", err);
+	m->cfg.dense_len = 256;
+	m->cfg.sparse.topk = 6;
+	g_model = m;
+	g_recall_every = 1;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, NULL, false, &noisy, NULL);
+	m->layers[0].wfc.data = m->layers[0].wq.data; /* same shape: n_heads == n_kv_heads */
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, NULL, false, &exact, NULL);
+	g_recall_every = 0;
+	g_model = saved;
+	assert_true(exact.layer[0].recall_true > 0);
+	assert_int_equal(exact.layer[0].recall_hits, exact.layer[0].recall_true);
+	assert_true(runner_recall_value(&exact.st, 0) == 1.0);
+	assert_true(runner_recall_value(&noisy.st, 0) < 1.0);
+	free(noisy.logits);
+	free(exact.logits);
+	model_close(m);
+	snprintf(err, sizeof(err), "rm -rf %s", dir);
+	assert_int_equal(system(err), 0);
 }
 
 /* ---- naive reference forward pass (double precision, one position) ---- */
@@ -451,6 +492,7 @@ int main(void)
 		cmocka_unit_test(test_twins),
 		cmocka_unit_test(test_seeded_sampling),
 		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
+		cmocka_unit_test(test_recall_exact_forecast),
 		cmocka_unit_test(test_dense_equals_naive),
 		cmocka_unit_test(test_kv_readback_bit_exact),
 	};
