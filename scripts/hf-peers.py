@@ -8,9 +8,9 @@ decode separately (a streamer that synchronises the device at every token). Each
 is one child process running both modes; it writes OUT/<model>_c<ctx>_b<batch>_hf.json in the
 shape of the sweep's records, so `sparda bench report` puts the peers next to the sweep's modes.
 
-A mode that runs out of GPU memory is recorded as gpu-oom and not run at larger batches; a child
-killed by the kernel (host memory) is recorded as host-oom for the mode it was running, and the
-other modes run again. Existing records are skipped (resumable). A non-Llama config (MiniCPM's,
+A mode that runs out of GPU memory is recorded as gpu-oom and not run at larger batches (nor is
+one that ran out of time); a child killed by the kernel (host memory) is recorded as host-oom for
+the mode it was running, and the other modes run again. Existing records are skipped (resumable). A non-Llama config (MiniCPM's,
 whose modeling code is not part of transformers) is loaded as a Llama model of the same geometry:
 the muP scales are left out, which changes the numbers but not the work per token.
 
@@ -282,12 +282,13 @@ def run_config(a, ctx, batch, modes, skips, deadline):
 
 
 def plan(a, ctx, bi):
-    """Modes to run at batch index bi, and those skipped after an OOM at a smaller batch."""
+    """Modes to run at batch index bi, and those skipped after an OOM (or a timeout) at a smaller
+    batch."""
     run, skips = [], {}
     for m in a.modes:
         for b in a.batches[:bi]:
             st = status_of(load_json(record_path(a, ctx, b)), m)
-            if st in ("gpu-oom", "host-oom"):
+            if st in ("gpu-oom", "host-oom", "timeout"):
                 skips[m] = f"{st} at batch {b}"
                 break
         else:

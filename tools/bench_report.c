@@ -415,7 +415,7 @@ static bool seen_before(const struct report *r, size_t i, bool with_mode)
 static void md_feasible(FILE *f, const struct report *r, json_object *arr)
 {
 	fprintf(f, "\n## Feasible batch (largest batch that ran)\n\n"
-		   "A mode that ran out of memory is not run at larger batches.\n\n");
+		   "A mode that ran out of memory (or time) is not run at larger batches.\n\n");
 	fprintf(f,
 		"| model | context | mode | feasible batch | next batch failed with | memory |\n");
 	fprintf(f, "|---|---|---|---|---|---|\n");

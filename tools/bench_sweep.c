@@ -95,8 +95,8 @@ static void usage(FILE *f)
 	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
 	    "Writes OUT/<model>_c<ctx>_b<batch>.json per configuration, skipping those that\n"
 	    "exist; a failed mode is recorded with its reason (gpu-oom, host-oom, timeout, error)\n"
-	    "and the others run again in one process; a mode that ran out of memory is not run at\n"
-	    "larger batches of the same model and context.\n"
+	    "and the others run again in one process; a mode that ran out of memory (or time) is\n"
+	    "not run at larger batches of the same model and context.\n"
 	    "Then: sparda bench report --out DIR\n");
 }
 
@@ -347,14 +347,18 @@ static void record_status(const struct sweep_opts *o, const char *stem, unsigned
 	json_object_put(r);
 }
 
-static bool is_oom(const char *status)
+/* Does a failure end a mode's batch search? Out of memory does, and so does the time limit: a
+ * larger batch would only run out of it again. */
+static bool ends_search(const char *status)
 {
-	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom");
+	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom") ||
+	       !strcmp(status, "timeout");
 }
 
 /*
- * Which modes of a configuration run and which are skipped: a mode that ran out of memory at a
- * smaller batch of the ladder; for the in-process run, a mode that did not run with memsvc.
+ * Which modes of a configuration run and which are skipped: a mode that ran out of memory (or
+ * time) at a smaller batch of the ladder; for the in-process run, a mode that did not run with
+ * memsvc.
  */
 static void plan_modes(const struct sweep_opts *o, const struct model *m, struct sweep_cfg *c,
 		       int bi, bool inproc, const char **run, struct sweep_skip *skip)
@@ -372,7 +376,7 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 		for (int b = 0; b < bi && !sk->why[0]; b++) {
 			record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st,
 				      sizeof(st));
-			if (is_oom(st))
+			if (ends_search(st))
 				snprintf(sk->why, sizeof(sk->why), "%s at batch %u", st,
 					 o->ladder[b]);
 		}

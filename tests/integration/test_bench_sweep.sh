@@ -5,7 +5,8 @@
 # the in-process arena): --part 1/2 then 2/2 cover the grid; batch 2 of the offloading modes
 # exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
 # one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
-# skips everything; a 1 ms --timeout-s and a 1 s --budget-s are recorded / stop the sweep.
+# skips everything; a 1 ms --timeout-s is recorded (and ends the batch search), a 1 s --budget-s
+# stops the sweep.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
@@ -49,7 +50,7 @@ grep -q "6 of 6 configurations in this part: 0 ran (0 modes ok, 0 failed), 12 sk
 # A 1 ms limit kills the run and says so; a 1 s budget starts nothing and exits 3.
 # (the model given as preset:layers is generated first, into OUT/models)
 "$sparda" bench sweep --out "$work/to" --backend cpu --models tiny:2 --contexts 1100 \
-	--batches 1 --modes sparse,sparda --new-tokens 3 --timeout-s 0.001 >"$work/to.log" ||
+	--batches 1,2 --modes sparse,sparda --new-tokens 3 --timeout-s 0.001 >"$work/to.log" ||
 	fail "timeout sweep failed"
 [ -f "$work/to/models/tiny-l2/config.json" ] && [ ! -e "$work/to/models/tiny-l2.part" ] ||
 	fail "model not generated: $(ls -R "$work/to")"
@@ -122,6 +123,9 @@ for ctx in (1100, 1300):
 t = rec("tiny-l2_c1100_b1", to)
 assert t["model"] == "tiny:2" and t["layers"] == 2, t
 assert [t["modes"][m]["status"] for m in ("sparse", "sparda")] == ["timeout"] * 2, t
+t = rec("tiny-l2_c1100_b2", to)  # out of time at batch 1: not run at batch 2
+assert t["runs"] == [] and {m: e["error"] for m, e in t["modes"].items()} == {
+    "sparse": "timeout at batch 1", "sparda": "timeout at batch 1"}, t
 
 s = json.load(open(os.path.join(out, "report", "summary.json")))
 # tiny: 2 contexts x (4 + 4 + 2 modes + 1 inproc); synth: 4 + 2 hf
