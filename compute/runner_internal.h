@@ -103,6 +103,7 @@ struct runner {
 
 	/* Forecast recall sampling (runner_recall.c; NULL/false when off) */
 	int32_t *rc_sel;     /* [n_caches * topk] the original selector's choice of one layer */
+	float *rc_scores;    /* [n_caches * ck_cap] its scores (not r->scores: see runner_recall.c) */
 	int32_t *rc_host;    /* pinned [L][2][n_caches * topk]: Forecast's choice, original's */
 	size_t rc_bytes;
 	bool rc_registered, rc_any;

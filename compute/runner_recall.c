@@ -4,7 +4,8 @@
  * runs the original selector with its real query (the selection `sparse` mode would make) and
  * the share of those blocks that the Forecast had picked is accumulated per layer. Forced
  * blocks (sink and local window) are left out of both sets. The generated tokens are unchanged:
- * the extra selection writes only this module's buffers and the scratch scores.
+ * the extra selection writes only this module's buffers (its own scores too: the copy stream
+ * may be scoring the next layer's Forecast into r->scores at the same time).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ int runner_recall_open(struct runner *r)
 	r->rc_mark = calloc(r->max_blocks, sizeof(uint32_t));
 	if (!r->rc_pending || !r->rc_mark)
 		return runner_fail(r, -ENOMEM, "recall buffers: host allocation failed"), -ENOMEM;
-	if ((rc = k->alloc(r->kb, per * sizeof(int32_t), (void **)&r->rc_sel)))
+	if ((rc = k->alloc(r->kb, per * sizeof(int32_t), (void **)&r->rc_sel)) ||
+	    (rc = k->alloc(r->kb, (size_t)r->n_caches * r->ck_cap * sizeof(float),
+			   (void **)&r->rc_scores)))
 		return runner_fail(r, rc, "recall buffers: device allocation failed"), rc;
 	/* Pinned, so the per-layer copies run asynchronously behind the step. */
 	if ((rc = k->host_register(r->kb, r->rc_host, r->rc_bytes, &unused)))
@@ -46,6 +49,8 @@ void runner_recall_close(struct runner *r)
 		r->kb->ops->host_unregister(r->kb, r->rc_host);
 	if (r->rc_sel)
 		r->kb->ops->free(r->kb, r->rc_sel);
+	if (r->rc_scores)
+		r->kb->ops->free(r->kb, r->rc_scores);
 	free(r->rc_host);
 	free(r->rc_pending);
 	free(r->rc_mark);
@@ -62,10 +67,10 @@ int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool spars
 	if (!r->rc_sel || !sparse || r->step % r->o.recall_every)
 		return 0;
 	/* The original selector over this layer's entries including this token (as `sparse`). */
-	if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->scores, r->qkvf, r->qkvf_cols,
+	if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->rc_scores, r->qkvf, r->qkvf_cols,
 				  r->kv[l].ck, r->ck_cap, r->n_ent, batch, r->n_q, r->n_kv, r->hd,
 				  true, r->attn_scale)) ||
-	    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->scores, r->ck_cap,
+	    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->rc_scores, r->ck_cap,
 				   r->n_ent, r->n_blk, batch, r->n_kv, &r->c.sparse)) ||
 	    (rc = k->memcpy(r->kb, h, r->kv[l].sel, (size_t)nc * topk * 4, KB_D2H,
 			    KB_STREAM_COMPUTE)) ||
