@@ -36,6 +36,7 @@ struct sweep_opts {
 	unsigned ladder[LIST_MAX]; /* the batches, then doublings up to batch_max */
 	int n_ladder;
 	double timeout_s, budget_s;
+	bool dry_run;
 	uint64_t t0;
 	const char *memsvc_args[PASS_MAX + 1], *compute_args[PASS_MAX + 1];
 	int n_memsvc, n_compute;
@@ -89,6 +90,7 @@ static void usage(FILE *f)
 	    "  --part K/N          run only the K-th of N contiguous slices of the grid, which\n"
 	    "                      goes batch by batch (run parts in order 1..N)\n"
 	    "  --timeout-s S       kill and record a configuration running longer (default 600)\n"
+	    "  --dry-run           print which configurations and modes would run; run nothing\n"
 	    "  --budget-s S        start no configuration that could end after S seconds; exit 3\n"
 	    "                      when some are left (run the same command again)\n"
 	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
@@ -116,6 +118,7 @@ enum {
 	OPT_BATCH_MAX,
 	OPT_INPROC,
 	OPT_BUDGET,
+	OPT_DRY_RUN,
 	OPT_HELP
 };
 
@@ -135,6 +138,7 @@ static const struct option long_opts[] = {
     {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
     {"inproc-modes", required_argument, NULL, OPT_INPROC},
     {"budget-s", required_argument, NULL, OPT_BUDGET},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -169,6 +173,9 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 	case OPT_BATCH_MAX: /* 0: the list only */
 		o->batch_max = 0;
 		return !strcmp(arg, "0") || parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
+	case OPT_DRY_RUN:
+		o->dry_run = true;
+		return 0;
 	case OPT_BUDGET:
 		o->budget_s = strtod(arg, &end);
 		return *end || o->budget_s < 0 ? -EINVAL : 0;
@@ -324,7 +331,7 @@ static int model_ensure(struct model *m, const char *out)
 }
 
 struct tally {
-	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left;
+	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left, planned;
 	bool stopped; /* the budget ran out */
 };
 
@@ -397,6 +404,18 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 	c->skips = skip;
 }
 
+static void print_plan(unsigned i, const char *name, const struct sweep_cfg *c)
+{
+	printf("[%u] %s: would run", i, name);
+	for (int k = 0; k < c->n_modes; k++)
+		printf("%s%s", k ? "," : " ", c->modes[k]);
+	if (!c->n_modes)
+		printf(" nothing");
+	for (int k = 0; k < c->n_skips; k++)
+		printf("%s%s (%s)", k ? ", " : "; skipped: ", c->skips[k].mode, c->skips[k].why);
+	printf("\n");
+}
+
 /* Would a configuration started now overrun the budget? */
 static bool over_budget(const struct sweep_opts *o)
 {
@@ -430,10 +449,20 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 			 c->batch);
 		if (access(path, F_OK)) {
 			t->left += t->stopped;
+			if (o->dry_run)
+				printf(
+				    "[%u] %s: would run after %s_c%u_b%u, with the modes that run "
+				    "there\n",
+				    t->total, name, m->stem, c->context, c->batch);
 			return 0;
 		}
 	}
 	plan_modes(o, m, c, bi, inproc, run, skip);
+	if (o->dry_run) {
+		t->planned += c->n_modes > 0;
+		print_plan(t->total, name, c);
+		return 0;
+	}
 	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o)))) {
 		t->left++;
 		return 0;
@@ -530,7 +559,7 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 				      &models[i])))
 			return rc;
 	snprintf(dir, sizeof(dir), "%s/logs", o->out);
-	return mkdir_p(dir);
+	return o->dry_run ? 0 : mkdir_p(dir);
 }
 
 int bench_sweep(int argc, char **argv)
@@ -560,6 +589,8 @@ int bench_sweep(int argc, char **argv)
 	       t.selected, t.total, t.ran, t.modes_ok, t.modes_failed, t.skipped, t.left);
 	if (t.left)
 		printf("sweep: budget of %.0f s reached: run the same command again\n", o.budget_s);
+	if (o.dry_run)
+		printf("sweep: dry run: %u configurations would run\n", t.planned);
 	code = rc ? 1 : t.left ? 3 : 0;
 out_free:
 	free(o.models.buf);

@@ -5,7 +5,7 @@
 # the in-process arena): --part 1/2 then 2/2 cover the grid; batch 2 of the offloading modes
 # exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
 # one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
-# skips everything; a 1 ms --timeout-s is recorded (and ends the batch search), a 1 s --budget-s
+# skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch search), a 1 s --budget-s
 # stops the sweep.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
@@ -46,6 +46,13 @@ sweep >"$work/all.log" || fail "resumed sweep exited $?"
 grep -q "6 of 6 configurations in this part: 0 ran (0 modes ok, 0 failed), 12 skipped, 0 left" \
 	"$work/all.log" || fail "resume did not skip: $(tail -1 "$work/all.log")"
 [ "$before" = "$(stat -c %Y.%s "$out"/*.json | md5sum)" ] || fail "resume rewrote records"
+
+# --dry-run prints the plan of a larger ladder (the search applied) and writes nothing.
+sweep --batch-max 8 --dry-run >"$work/dry.log" || fail "dry run exited $?"
+grep -q "tiny_c1300_b8: would run sparda-nooffload,sparse; skipped: sparda (host-oom at batch 2)" \
+	"$work/dry.log" || fail "dry run plan: $(cat "$work/dry.log")"
+grep -q "dry run: 2 configurations would run" "$work/dry.log" || fail "$(tail -1 "$work/dry.log")"
+[ "$(records)" -eq 12 ] && [ ! -e "$out/logs/tiny_c1100_b8.r0.log" ] || fail "dry run wrote files"
 
 # A 1 ms limit kills the run and says so; a 1 s budget starts nothing and exits 3.
 # (the model given as preset:layers is generated first, into OUT/models)
