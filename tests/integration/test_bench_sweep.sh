@@ -5,8 +5,8 @@
 # the in-process arena): --part 1/2 then 2/2 cover the grid; batch 2 of the offloading modes
 # exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
 # one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
-# skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch search), a 1 s --budget-s
-# stops the sweep.
+# skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch
+# search), a 1 s --budget-s stops the sweep.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
