@@ -141,6 +141,8 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	    {"daemon.spill.extents_total", t->extents_total},
 	    {"daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50)},
 	    {"daemon.spill.restore_p99_ns", hist_percentile(&t->restore_ns, 99)},
+	    {"daemon.spill.spill_busy_ns", t->spill_ns.sum_ns},
+	    {"daemon.spill.restore_busy_ns", t->read_ns.sum_ns},
 	    {"daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0},
 	};
 

@@ -101,6 +101,7 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 	size_t ub = session_geometry(e->s)->unit_bytes;
 	uint8_t *arena = session_arena_base(e->s);
 	uint32_t k = session_load_pick(e->s, e->io, SPILL_BATCH), ok = 0;
+	uint64_t t0 = time_now_ns();
 	int rc;
 
 	if (!k)
@@ -125,6 +126,7 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 	sp->st.units_restored += ok;
 	sp->st.bytes_restored += (uint64_t)ok * ub;
 	sp->st.restore_misses += k - ok;
+	hist_add(&sp->st.read_ns, time_now_ns() - t0);
 	pthread_mutex_unlock(&sp->lock);
 	answer(sp, e);
 	return true;

@@ -55,6 +55,7 @@ struct spill_stats {
 	uint64_t disk_bytes_reserved;
 	struct hist restore_ns; /* Forecast of a spilled unit -> its answer */
 	struct hist spill_ns;	/* one eviction write batch */
+	struct hist read_ns;	/* one restore read batch */
 	char aio[24];		/* backend of the tiers ("uring", "sync", ...) */
 };
 

@@ -15,6 +15,8 @@
 int bench_sweep(int argc, char **argv);
 /* `sparda bench report --out DIR` (bench_report.c). Returns the process exit code. */
 int bench_report(int argc, char **argv);
+/* `sparda bench spill --dir DIR [...]` (bench_spill.c). Returns the process exit code. */
+int bench_spill(int argc, char **argv);
 
 /* A mode left out of a configuration, and why ("gpu-oom at batch 4"). */
 struct sweep_skip {

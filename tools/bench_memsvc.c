@@ -379,6 +379,8 @@ int cmd_bench(int argc, char **argv)
 		return bench_sweep(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "report"))
 		return bench_report(argc - 1, argv + 1);
-	fprintf(stderr, "usage: sparda bench memsvc|sweep|report [--help]\n");
+	if (argc >= 2 && !strcmp(argv[1], "spill"))
+		return bench_spill(argc - 1, argv + 1);
+	fprintf(stderr, "usage: sparda bench memsvc|sweep|report|spill [--help]\n");
 	return 2;
 }

@@ -25,7 +25,7 @@ static const struct subcommand subcommands[] = {
     {"status", cmd_status, "status [...]         is it running, healthy; sessions, arena, errors"},
     {"stats", cmd_stats, "stats [...]          every stats name/value pair of the daemon"},
     {"config", cmd_config, "config --dump memsvc|compute [flags]   the effective config"},
-    {"bench", cmd_bench, "bench memsvc [...]   Forecast latency over shm rings and ZeroMQ"},
+    {"bench", cmd_bench, "bench memsvc|spill  Forecast latency over shm rings and ZeroMQ; NVMe tier rates"},
     {"gen-model", model_gen_main,
      "gen-model [...]      write a synthetic model (preset + overrides) in HF safetensors layout"},
     {"train-forecast", train_forecast_main,

@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `sparda bench spill --dir DIR`: the NVMe tier against its disk. First the raw io_uring rates
+ * of DIR (sequential 1 MiB O_DIRECT writes, random 32 KiB O_DIRECT reads at queue depth 32),
+ * then memsvc's own path: a daemon with a small arena spilling to DIR, a client writing more
+ * than the arena holds and reading every unit back through ring Forecasts. Prints both and
+ * their ratio; --json writes them. A benchmark, never a test.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aio.h"
+#include "bench_cmds.h"
+#include "client.h"
+#include "err.h"
+#include "memsvc_proc.h"
+#include "timeutil.h"
+
+#define RAW_WRITE (1u << 20)
+#define RAW_READ (32u << 10)
+#define RAW_DEPTH 32u
+#define REQ_UNITS 128u
+#define REQ_INFLIGHT 8u
+
+struct spill_bench_opts {
+	const char *dir, *json, *aio;
+	uint64_t size; /* raw test file */
+	uint64_t ram;  /* memsvc arena */
+	uint32_t factor; /* units written = factor x arena slots */
+};
+
+struct spill_bench_result {
+	double raw_write_gbps, raw_read_gbps;
+	double spill_gbps, restore_gbps, ingest_gbps, restore_io_gbps;
+	uint64_t units, units_spilled, units_restored, misses, wrong;
+	char aio[16];
+};
+
+static const struct sp_geometry geom = {
+    .n_layers = 4, .n_kv_heads = 2, .head_dim = 128, .block_tokens = 64, .dtype_bytes = 2};
+
+static double gbps(uint64_t bytes, uint64_t ns)
+{
+	return ns ? (double)bytes / (double)ns : 0;
+}
+
+/* ---- raw: the disk through io_uring ------------------------------------------------------ */
+
+/* Keep depth operations of len bytes in flight until n are done; offsets from next_off. */
+static int raw_run(struct aio *a, enum aio_op_kind op, uint8_t *buf, uint32_t len, uint64_t n,
+		   uint64_t size, uint64_t *elapsed)
+{
+	uint64_t issued = 0, done = 0, t0 = time_now_ns(), rnd = 0x9e3779b97f4a7c15ull;
+	struct aio_cqe c[RAW_DEPTH];
+	uint32_t free_bufs[RAW_DEPTH], n_free = RAW_DEPTH;
+	int r;
+
+	for (uint32_t i = 0; i < RAW_DEPTH; i++)
+		free_bufs[i] = i;
+	while (done < n) {
+		while (n_free && issued < n) {
+			uint32_t b = free_bufs[--n_free];
+			uint64_t off;
+			if (op == AIO_OP_WRITE) {
+				off = issued * len;
+			} else {
+				rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+				off = rnd % (size / len) * len;
+			}
+			r = aio_prep(a, op, 0, buf + (size_t)b * len, len, off, b);
+			if (r)
+				return r;
+			issued++;
+		}
+		r = aio_submit(a);
+		if (r)
+			return r;
+		r = aio_reap(a, c, RAW_DEPTH, -1);
+		if (r < 0)
+			return r;
+		for (int i = 0; i < r; i++) {
+			if (c[i].res != (int32_t)len)
+				return c[i].res < 0 ? c[i].res : -EIO;
+			free_bufs[n_free++] = (uint32_t)c[i].tag;
+		}
+		done += (uint64_t)r;
+	}
+	*elapsed = time_now_ns() - t0;
+	return 0;
+}
+
+static int raw_phase(const struct spill_bench_opts *o, struct spill_bench_result *res)
+{
+	char path[PATH_MAX];
+	struct aio *a = NULL;
+	uint8_t *buf = NULL;
+	uint64_t t_w = 0, t_r = 0;
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/sparda-bench-raw-XXXXXX", o->dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return err_from_errno();
+	close(fd);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
+	unlink(path);
+	if (fd < 0) {
+		fprintf(stderr, "bench: %s: O_DIRECT refused (%s)\n", o->dir, strerror(errno));
+		return -EINVAL;
+	}
+	r = fallocate(fd, 0, 0, (off_t)o->size) ? err_from_errno() : 0;
+	if (!r && posix_memalign((void **)&buf, 4096, (size_t)RAW_DEPTH * RAW_WRITE))
+		r = -ENOMEM;
+	if (!r) {
+		for (size_t i = 0; i < (size_t)RAW_DEPTH * RAW_WRITE; i++)
+			buf[i] = (uint8_t)(i * 131 + 7);
+		r = aio_open(AIO_KIND_URING, &(struct aio_opts){.depth = RAW_DEPTH, .fds = &fd,
+								 .n_fds = 1},
+			     &a);
+	}
+	if (!r)
+		(void)aio_buffers_register(a, buf, (size_t)RAW_DEPTH * RAW_WRITE);
+	if (!r)
+		r = raw_run(a, AIO_OP_WRITE, buf, RAW_WRITE, o->size / RAW_WRITE, o->size, &t_w);
+	if (!r) {
+		uint64_t t0 = time_now_ns();
+		r = fdatasync(fd) ? err_from_errno() : 0;
+		t_w += time_now_ns() - t0;
+	}
+	if (!r)
+		r = raw_run(a, AIO_OP_READ, buf, RAW_READ, o->size / RAW_READ, o->size, &t_r);
+	aio_free(a);
+	free(buf);
+	close(fd);
+	if (r)
+		return r;
+	res->raw_write_gbps = gbps(o->size / RAW_WRITE * RAW_WRITE, t_w);
+	res->raw_read_gbps = gbps(o->size / RAW_READ * RAW_READ, t_r);
+	return 0;
+}
+
+/* ---- memsvc: spill and restore through the daemon ---------------------------------------- */
+
+static uint64_t stat_of(struct memclient *c, const char *name)
+{
+	struct memclient_stat *s = NULL;
+	uint32_t n = 0;
+	uint64_t v = 0;
+
+	if (memclient_stats(c, &s, &n) == 0)
+		(void)memclient_stat_find(s, n, name, &v);
+	free(s);
+	return v;
+}
+
+/* Allocate, tag and commit every unit, REQ_UNITS at a time. */
+static int write_units(struct memclient *c, const struct memclient_unit *u, uint32_t n)
+{
+	struct memclient_result r[REQ_UNITS];
+	size_t ub = geom.block_tokens * geom.head_dim * geom.dtype_bytes * 2;
+
+	for (uint32_t i = 0; i < n; i += REQ_UNITS) {
+		uint32_t k = n - i < REQ_UNITS ? n - i : REQ_UNITS;
+		int rc = memclient_alloc_wait(c, u + i, k, r, 60000);
+		for (uint32_t j = 0; !rc && j < k; j++) {
+			uint8_t *p = memclient_slot_ptr(c, r[j].slot);
+			if (r[j].status)
+				return r[j].status;
+			memset(p, (int)(i + j), ub);
+			memcpy(p, &(uint64_t){i + j}, sizeof(uint64_t));
+		}
+		if (!rc)
+			rc = memclient_commit(c, u + i, k, 0, r);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Forecast every unit back, REQ_INFLIGHT requests in flight; check each unit's tag. */
+static int read_units(struct memclient *c, const struct memclient_unit *u, uint32_t n,
+		      struct spill_bench_result *res)
+{
+	struct memclient_result *r = calloc(n, sizeof(*r));
+	uint32_t ids[REQ_INFLIGHT], first[REQ_INFLIGHT], head = 0, tail = 0, next = 0;
+	uint64_t step = 0;
+	int rc = r ? 0 : -ENOMEM;
+
+	while (!rc && (next < n || head != tail)) {
+		if (next < n && tail - head < REQ_INFLIGHT) {
+			uint32_t k = n - next < REQ_UNITS ? n - next : REQ_UNITS;
+			rc = memclient_forecast_submit(c, u + next, k, ++step, r + next,
+						       &ids[tail % REQ_INFLIGHT]);
+			if (rc == -EAGAIN) {
+				rc = 0;
+			} else if (!rc) {
+				first[tail++ % REQ_INFLIGHT] = next;
+				next += k;
+				continue;
+			}
+		}
+		if (rc || head == tail)
+			break;
+		rc = memclient_forecast_reap(c, ids[head % REQ_INFLIGHT], 60000);
+		uint32_t f = first[head % REQ_INFLIGHT];
+		uint32_t k = n - f < REQ_UNITS ? n - f : REQ_UNITS;
+		for (uint32_t j = 0; !rc && j < k; j++) {
+			uint64_t tag;
+			if (r[f + j].status) {
+				res->misses++;
+				continue;
+			}
+			memcpy(&tag, memclient_slot_ptr(c, r[f + j].slot), sizeof(tag));
+			res->wrong += tag != f + j;
+		}
+		head++;
+		/* The oldest request's reads are done: its leases may go. */
+		memclient_epoch_publish(c, step - (tail - head));
+	}
+	free(r);
+	return rc;
+}
+
+/* Wait until the daemon stops evicting (the spilled count holds still). */
+static void settle(struct memclient *c)
+{
+	uint64_t last = UINT64_MAX, end = time_now_ms() + 60000;
+
+	while (time_now_ms() < end) {
+		uint64_t v = stat_of(c, "daemon.spill.units_spilled");
+		if (v == last)
+			return;
+		last = v;
+		time_sleep_ns(200000000);
+	}
+}
+
+static int client_phase(const char *rundir, const struct spill_bench_opts *o,
+			struct spill_bench_result *res)
+{
+	struct memclient_opts mo = {.runtime_dir = rundir,
+				    .client_name = "bench-spill",
+				    .geom = geom,
+				    .arena_bytes = o->ram,
+				    .max_seqs = 4,
+				    .wait_mode = SP_WAIT_SLEEP,
+				    .timeout_ms = 60000};
+	struct memclient *c = NULL;
+	struct memclient_unit *u = NULL;
+	struct memclient_seq seq;
+	uint32_t n, per_block;
+	uint64_t t0, t_write, t_read, ub, r0, b0;
+	int rc = memclient_open(&mo, &c);
+
+	if (rc)
+		return rc;
+	ub = memclient_geometry(c)->unit_bytes;
+	per_block = geom.n_layers * geom.n_kv_heads;
+	n = (uint32_t)(memclient_n_slots(c) * o->factor) / per_block * per_block;
+	u = calloc(n, sizeof(*u));
+	rc = u ? memclient_seq_open(c, 1, n / per_block, &seq) : -ENOMEM;
+	for (uint32_t i = 0; !rc && i < n; i++) /* block-major: the order a decode writes */
+		u[i] = (struct memclient_unit){seq, i % per_block / geom.n_kv_heads,
+					       i % geom.n_kv_heads, i / per_block};
+	t0 = time_now_ns();
+	if (!rc)
+		rc = write_units(c, u, n);
+	t_write = time_now_ns() - t0;
+	if (!rc) {
+		settle(c);
+		r0 = stat_of(c, "daemon.spill.units_restored");
+		b0 = stat_of(c, "daemon.spill.restore_busy_ns");
+		t0 = time_now_ns();
+		rc = read_units(c, u, n, res);
+		t_read = time_now_ns() - t0;
+		res->units = n;
+		res->units_spilled = stat_of(c, "daemon.spill.units_spilled");
+		res->units_restored = stat_of(c, "daemon.spill.units_restored") - r0;
+		res->ingest_gbps = gbps(n * ub, t_write);
+		res->spill_gbps = gbps(stat_of(c, "daemon.spill.bytes_spilled"),
+				       stat_of(c, "daemon.spill.spill_busy_ns"));
+		res->restore_gbps = gbps(res->units_restored * ub, t_read);
+		res->restore_io_gbps = gbps(res->units_restored * ub,
+					    stat_of(c, "daemon.spill.restore_busy_ns") - b0);
+		snprintf(res->aio, sizeof(res->aio), "%s",
+			 stat_of(c, "daemon.spill.aio_uring") ? "uring" : "sync");
+	}
+	free(u);
+	memclient_close(c);
+	return rc;
+}
+
+static int memsvc_phase(const struct spill_bench_opts *o, struct spill_bench_result *res)
+{
+	char bin[PATH_MAX], a_dir[PATH_MAX + 16], a_aio[32], a_budget[48], a_sess[48];
+	const char *args[] = {a_dir, a_aio, a_budget, a_sess, "--unit-words=8", NULL};
+	struct memsvc_proc_opts po = {.binary = bin, .args = args, .capture_stderr = true};
+	struct memsvc_proc *p = NULL;
+	uint64_t ext = 4096 + (uint64_t)geom.block_tokens * geom.head_dim * geom.dtype_bytes * 2;
+	int rc, status = 0;
+
+	snprintf(a_dir, sizeof(a_dir), "--spill-dirs=%s", o->dir);
+	snprintf(a_aio, sizeof(a_aio), "--spill-aio=%s", o->aio);
+	snprintf(a_budget, sizeof(a_budget), "--ram-budget=%llu", (unsigned long long)o->ram * 2);
+	snprintf(a_sess, sizeof(a_sess), "--spill-session-bytes=%llu",
+		 (unsigned long long)(o->ram / (ext - 4096) * o->factor * ext + (64u << 20)));
+	rc = memsvc_proc_find_binary(bin, sizeof(bin));
+	if (!rc)
+		rc = memsvc_proc_start(&po, &p);
+	if (!rc)
+		rc = client_phase(memsvc_proc_runtime_dir(p), o, res);
+	if (p) {
+		if (rc) {
+			char cmd[PATH_MAX + 32];
+			snprintf(cmd, sizeof(cmd), "tail -5 %s >&2", memsvc_proc_log_path(p));
+			(void)!system(cmd);
+		}
+		(void)memsvc_proc_stop(p, SIGTERM, 10000, &status);
+		memsvc_proc_free(p);
+	}
+	return rc;
+}
+
+/* ---- report ------------------------------------------------------------------------------ */
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+static void print(const struct spill_bench_result *r)
+{
+	printf("NVMe tier (%s)          GB/s\n", r->aio);
+	printf("  raw write (1 MiB seq)   %8.3f\n", r->raw_write_gbps);
+	printf("  raw read (32 KiB rand)  %8.3f\n", r->raw_read_gbps);
+	printf("  memsvc spill            %8.3f   %5.1f%% of raw write\n", r->spill_gbps,
+	       100 * ratio(r->spill_gbps, r->raw_write_gbps));
+	printf("  memsvc restore          %8.3f   %5.1f%% of raw read (end to end)\n",
+	       r->restore_gbps, 100 * ratio(r->restore_gbps, r->raw_read_gbps));
+	printf("  memsvc restore I/O      %8.3f   (spill thread busy time)\n",
+	       r->restore_io_gbps);
+	printf("  client ingest           %8.3f   (write phase, arena x%llu smaller)\n",
+	       r->ingest_gbps, (unsigned long long)(r->units ? r->units : 0));
+	printf("units %llu spilled %llu restored %llu misses %llu wrong %llu\n",
+	       (unsigned long long)r->units, (unsigned long long)r->units_spilled,
+	       (unsigned long long)r->units_restored, (unsigned long long)r->misses,
+	       (unsigned long long)r->wrong);
+}
+
+static int write_json(const char *path, const struct spill_bench_result *r)
+{
+	json_object *j = json_object_new_object();
+	int rc;
+
+	json_object_object_add(j, "raw_write_gbps", json_object_new_double(r->raw_write_gbps));
+	json_object_object_add(j, "raw_read_gbps", json_object_new_double(r->raw_read_gbps));
+	json_object_object_add(j, "spill_gbps", json_object_new_double(r->spill_gbps));
+	json_object_object_add(j, "restore_gbps", json_object_new_double(r->restore_gbps));
+	json_object_object_add(j, "restore_io_gbps", json_object_new_double(r->restore_io_gbps));
+	json_object_object_add(j, "ingest_gbps", json_object_new_double(r->ingest_gbps));
+	json_object_object_add(j, "spill_ratio",
+			       json_object_new_double(ratio(r->spill_gbps, r->raw_write_gbps)));
+	json_object_object_add(j, "restore_ratio",
+			       json_object_new_double(ratio(r->restore_gbps, r->raw_read_gbps)));
+	json_object_object_add(j, "units", json_object_new_int64((int64_t)r->units));
+	json_object_object_add(j, "units_restored",
+			       json_object_new_int64((int64_t)r->units_restored));
+	json_object_object_add(j, "misses", json_object_new_int64((int64_t)r->misses));
+	json_object_object_add(j, "wrong_units", json_object_new_int64((int64_t)r->wrong));
+	json_object_object_add(j, "aio", json_object_new_string(r->aio));
+	rc = json_object_to_file_ext(path, j, JSON_C_TO_STRING_PRETTY) ? -EIO : 0;
+	json_object_put(j);
+	return rc;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: sparda bench spill --dir DIR [--json PATH] [--size BYTES] [--ram BYTES]\n"
+		"                          [--factor N] [--aio uring|sync|auto]\n"
+		"  --size   raw test file (default 1G; larger than the page cache where possible)\n"
+		"  --ram    memsvc arena (default 256M); --factor N: write N x the arena (4)\n");
+}
+
+static int parse(int argc, char **argv, struct spill_bench_opts *o)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},  {"json", required_argument, NULL, 'j'},
+	    {"size", required_argument, NULL, 's'}, {"ram", required_argument, NULL, 'r'},
+	    {"factor", required_argument, NULL, 'f'}, {"aio", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0}};
+	char *end = NULL;
+	int ch;
+
+	*o = (struct spill_bench_opts){.size = 1ull << 30, .ram = 256ull << 20, .factor = 4,
+				       .aio = "uring"};
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		unsigned long long v = 0;
+		end = (char *)"";
+		if (ch == 's' || ch == 'r' || ch == 'f') {
+			v = strtoull(optarg, &end, 10);
+			v <<= *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+			end += *end == 'K' || *end == 'M' || *end == 'G';
+		}
+		if (*end) {
+			fprintf(stderr, "bench: bad number '%s'\n", optarg);
+			return -EINVAL;
+		}
+		switch (ch) {
+		case 'd': o->dir = optarg; break;
+		case 'j': o->json = optarg; break;
+		case 's': o->size = v; break;
+		case 'r': o->ram = v; break;
+		case 'f': o->factor = (uint32_t)v; break;
+		case 'a': o->aio = optarg; break;
+		case 'h': usage(); return 1;
+		default: usage(); return -EINVAL;
+		}
+	}
+	if (!o->dir || optind != argc || o->size < RAW_WRITE || o->ram < (1u << 20) ||
+	    o->factor < 2 || o->factor > 64) {
+		usage();
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int bench_spill(int argc, char **argv)
+{
+	struct spill_bench_opts o;
+	struct spill_bench_result res = {0};
+	int rc = parse(argc, argv, &o);
+
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	rc = raw_phase(&o, &res);
+	if (rc) {
+		fprintf(stderr, "bench: raw io_uring on %s: %s\n", o.dir, err_str(rc));
+		return 1;
+	}
+	rc = memsvc_phase(&o, &res);
+	if (rc) {
+		fprintf(stderr, "bench: memsvc spill/restore: %s\n", err_str(rc));
+		return 1;
+	}
+	print(&res);
+	if (o.json && write_json(o.json, &res)) {
+		fprintf(stderr, "bench: cannot write %s\n", o.json);
+		return 1;
+	}
+	return res.wrong || res.misses ? 1 : 0;
+}
