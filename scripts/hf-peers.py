@@ -10,9 +10,10 @@ shape of the sweep's records, so `sparda bench report` puts the peers next to th
 
 A mode that runs out of GPU memory is recorded as gpu-oom and not run at larger batches (nor is
 one that ran out of time); a child killed by the kernel (host memory) is recorded as host-oom for
-the mode it was running, and the other modes run again. Existing records are skipped (resumable). A non-Llama config (MiniCPM's,
-whose modeling code is not part of transformers) is loaded as a Llama model of the same geometry:
-the muP scales are left out, which changes the numbers but not the work per token.
+the mode it was running, and the other modes run again. Existing records are skipped
+(resumable). A non-Llama config (MiniCPM's, whose modeling code is not part of transformers) is
+loaded as a Llama model of the same geometry: the muP scales are left out, which changes the
+numbers but not the work per token.
 
 Needs python3 + torch + transformers only. --dry-run checks the arguments and the checkpoint's
 config and prints the plan without importing torch or writing anything.

@@ -64,7 +64,8 @@ grep -q "dry run: 2 configurations would run" "$work/dry.log" || fail "$(tail -1
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
-[ "$rc" -eq 3 ] && grep -q "0 ran .* 1 left" "$work/bu.log" || fail "budget: rc $rc $(cat "$work/bu.log")"
+[ "$rc" -eq 3 ] && grep -q "0 ran .* 1 left" "$work/bu.log" ||
+	fail "budget: rc $rc $(cat "$work/bu.log")"
 [ -z "$(find "$work/bu" -maxdepth 1 -name '*.json')" ] || fail "budget: a record was written"
 
 # Hand-made records of another model: exact ratios, the step breakdown and the peers.
@@ -209,12 +210,14 @@ echo '{"kind": "sweep-config", "modes": {"hf-offloaded": {"status": "gpu-oom"}}}
 before=$(find "$work/hf" "$work/m" -type f | xargs md5sum | sort | md5sum)
 python3 "$peers" --model-dir "$work/m" --model-name tiny:2 --out "$work/hf" --contexts 1100 \
 	--batches 1,2 --new-tokens 3 --dry-run >"$work/peers.log" || fail "peers dry-run exited $?"
-grep -q "tiny-l2_c1100_b1_hf.json: exists, skipped" "$work/peers.log" || fail "$(cat "$work/peers.log")"
+grep -q "tiny-l2_c1100_b1_hf.json: exists, skipped" "$work/peers.log" ||
+	fail "$(cat "$work/peers.log")"
 grep -q "tiny-l2_c1100_b2_hf.json: would run hf-dynamic (skipped: .*gpu-oom at batch 1" \
 	"$work/peers.log" || fail "peers plan: $(cat "$work/peers.log")"
 [ "$before" = "$(find "$work/hf" "$work/m" -type f | xargs md5sum | sort | md5sum)" ] ||
 	fail "peers --dry-run wrote something"
-for bad in "--model-dir $work/hf" "--model-dir $work/m --modes hf-x" "--model-dir $work/m --batches 4,1"; do
+for bad in "--model-dir $work/hf" "--model-dir $work/m --modes hf-x" \
+	"--model-dir $work/m --batches 4,1"; do
 	rc=0
 	# shellcheck disable=SC2086
 	python3 "$peers" $bad --model-name tiny:2 --out "$work/hf" --dry-run >/dev/null 2>&1 || rc=$?
