@@ -71,7 +71,7 @@ static const struct config_key keys[] = {
      "io_uring SQPOLL for spill I/O (falls back to a plain ring if refused)"},
     {"spill-direct", CONFIG_TYPE_BOOL, N(spill_direct), "true", 0, 0, NULL,
      "open spill files O_DIRECT where the filesystem accepts it"},
-    {"spill-batch-bytes", CONFIG_TYPE_SIZE, N(spill_batch_bytes), "4M", 4096, 1073741824.0, NULL,
+    {"spill-batch-bytes", CONFIG_TYPE_SIZE, N(spill_batch_bytes), "16M", 4096, 1073741824.0, NULL,
      "staging buffer of each session's tier: the largest write and read batch"},
     {"spill-queue-depth", CONFIG_TYPE_UINT, N(spill_queue_depth), "64", 1, 4096, NULL,
      "spill I/O operations in flight per session"},

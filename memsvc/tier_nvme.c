@@ -391,7 +391,9 @@ static uint32_t tn_make_groups(struct tier_nvme *t, const uint64_t *ext, uint32_
 
 	for (uint32_t k = 0; k < ns; k++) {
 		struct tn_group *g = ng ? &t->groups[ng - 1] : NULL;
-		if (g && ext[k] == g->first_ext + g->n && ext[k] / t->per_file == g->file) {
+		/* Runs are cut at max_io_bytes: several operations in flight beat one long one. */
+		if (g && ext[k] == g->first_ext + g->n && ext[k] / t->per_file == g->file &&
+		    (uint64_t)(g->n + 1) * t->ext_bytes <= t->o.max_io_bytes) {
 			g->n++;
 			continue;
 		}
@@ -575,6 +577,8 @@ static int tn_opts_check(struct tier_nvme_opts *o)
 		o->grow_bytes = 64ull << 20;
 	if (o->batch_bytes == 0)
 		o->batch_bytes = 4u << 20;
+	if (o->max_io_bytes == 0)
+		o->max_io_bytes = 1u << 20;
 	if (o->queue_depth == 0)
 		o->queue_depth = 64;
 	if (o->backoff_ms == 0)

@@ -50,6 +50,7 @@ struct tier_nvme_opts {
 	uint64_t grow_bytes;	/* fallocate step as extents are first used (default 64 MiB) */
 	uint32_t unit_bytes;	/* 1..SP_MAX_UNIT_BYTES */
 	uint32_t batch_bytes;	/* staging buffer (default 4 MiB, at least one extent) */
+	uint32_t max_io_bytes;	/* longest single operation (default 1 MiB; one extent at least) */
 	uint32_t queue_depth;	/* aio depth (default 64) */
 	enum aio_kind aio_kind; /* default AIO_KIND_URING; AIO_KIND_AUTO falls back to sync */
 	bool sqpoll;
