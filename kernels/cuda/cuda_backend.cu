@@ -11,6 +11,7 @@
 #include "attn_prefill.cuh"
 #include "ckeys.cuh"
 #include "cuda_backend.cuh"
+#include "green.cuh"
 #include "elementwise.cuh"
 #include "gemm.cuh"
 #include "kc_common.cuh"
@@ -118,9 +119,12 @@ static void kc_destroy(struct kb *kb)
 	}
 	if (c->blas)
 		cublasDestroy(c->blas);
-	for (int s = 0; s < KB_STREAM_COUNT; s++)
-		if (c->st[s])
-			cudaStreamDestroy(c->st[s]);
+	if (c->green)
+		kc_green_free(c->green); /* owns the streams */
+	else
+		for (int s = 0; s < KB_STREAM_COUNT; s++)
+			if (c->st[s])
+				cudaStreamDestroy(c->st[s]);
 	free(c);
 }
 
@@ -526,6 +530,8 @@ extern "C" bool kb_cuda_probe(void)
 	return n > 0;
 }
 
+static int kc_setup_rest(struct kc_backend *c);
+
 static int kc_setup(struct kc_backend *c)
 {
 	int lo = 0, hi = 0;
@@ -533,9 +539,29 @@ static int kc_setup(struct kc_backend *c)
 	KC_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
 	/* The copy stream's gather is small and on the critical path of the next layer: its CTAs
 	 * are scheduled ahead of the compute stream's (greatest priority = numerically lowest). */
+	/* SPARDA_KCUDA_GATHER_SMS=N: the copy stream gets its own group of >= N SMs and the
+	 * compute stream the rest (green contexts), so gather and compute CTAs never share an SM. */
+	const char *gs = getenv("SPARDA_KCUDA_GATHER_SMS");
+	unsigned n_sms = gs ? (unsigned)strtoul(gs, NULL, 10) : 0;
+	if (n_sms) {
+		int e = kc_green_open(c->device, n_sms, hi, lo, &c->green, &c->st[KB_STREAM_COPY],
+				      &c->st[KB_STREAM_COMPUTE]);
+		if (e)
+			return e;
+		unsigned a, b;
+		kc_green_sms(c->green, &a, &b);
+		log_info("kcuda", "SM partition", "copy_sms=%u compute_sms=%u", a, b);
+		return kc_setup_rest(c);
+	}
 	for (int s = 0; s < KB_STREAM_COUNT; s++)
 		KC_CHECK(cudaStreamCreateWithPriority(&c->st[s], cudaStreamNonBlocking,
 						      s == KB_STREAM_COPY ? hi : lo));
+	return kc_setup_rest(c);
+}
+
+/* cuBLAS and the kernels' one-time settings, once the streams exist. */
+static int kc_setup_rest(struct kc_backend *c)
+{
 	cublasStatus_t bs = cublasCreate(&c->blas);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		c->blas = NULL;

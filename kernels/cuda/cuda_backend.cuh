@@ -19,6 +19,7 @@ struct kc_backend {
 	struct kb kb;
 	int device;
 	cudaStream_t st[KB_STREAM_COUNT];
+	struct kc_green *green; /* SM partition of the streams (SPARDA_KCUDA_GATHER_SMS) or NULL */
 	cublasHandle_t blas;
 	void *scratch[KB_STREAM_COUNT]; /* grown on demand, never shrunk */
 	size_t scratch_bytes[KB_STREAM_COUNT];
