@@ -330,8 +330,12 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 		last_line(log, NULL, o->error, sizeof(o->error));
 	if (!o->timed_out)
 		*root = json_object_from_file(json);
-	if (!*root)
+	if (!*root && o->exit_status == 0) { /* every mode ran, but their figures are lost */
+		o->exit_status = -1;
+		snprintf(o->error, sizeof(o->error), "sparda-compute exited 0 without its JSON");
+	} else if (!*root) {
 		last_mode(log, o->failed_mode, sizeof(o->failed_mode));
+	}
 	if (o->timed_out)
 		snprintf(o->error, sizeof(o->error), "killed after the %.0f s timeout", timeout_s);
 	else if (o->exit_status == 128 + SIGKILL)
