@@ -103,7 +103,8 @@ struct runner {
 
 	/* Forecast recall sampling (runner_recall.c; NULL/false when off) */
 	int32_t *rc_sel;     /* [n_caches * topk] the original selector's choice of one layer */
-	float *rc_scores;    /* [n_caches * ck_cap] its scores (not r->scores: see runner_recall.c) */
+	float *rc_scores;    /* [n_caches * ck_cap] its scores (r->scores may be busy) */
+	uint16_t *rc_q;      /* [L][max_batch][qkvf_cols] each sampled layer's QKVF rows */
 	int32_t *rc_host;    /* pinned [L][2][n_caches * topk]: Forecast's choice, original's */
 	size_t rc_bytes;
 	bool rc_registered, rc_any;
@@ -128,8 +129,8 @@ int runner_sample(struct runner *r, const float *logits, uint32_t n, const struc
 		  int32_t *out);
 /* Forecast recall (runner_recall.c). open/close size and free the buffers (nothing when
  * recall_every is 0 or the mode has no Forecast). runner_recall_layer, called in layer l after
- * its selection, queues the original selector's choice for layer l and the copies of both
- * choices on sampled sparse steps; runner_recall_collect, after the step, accumulates them. */
+ * its selection, copies layer l's query rows and the Forecast's choice on sampled sparse steps;
+ * runner_recall_collect, after the step, runs the original selector on them and accumulates. */
 int runner_recall_open(struct runner *r);
 void runner_recall_close(struct runner *r);
 int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool sparse);

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Forecast recall at run time: on sampled decode steps of the Forecast modes, each layer also
- * runs the original selector with its real query (the selection `sparse` mode would make) and
- * the share of those blocks that the Forecast had picked is accumulated per layer. Forced
- * blocks (sink and local window) are left out of both sets. The generated tokens are unchanged:
- * the extra selection writes only this module's buffers (its own scores too: the copy stream
- * may be scoring the next layer's Forecast into r->scores at the same time).
+ * Forecast recall at run time: on sampled decode steps of the Forecast modes, each layer's
+ * real query and Forecast selection are copied aside; after the step the original selector
+ * runs on them (the selection `sparse` mode would make) and the share of its blocks that the
+ * Forecast had picked is accumulated per layer. Forced blocks (sink and local window) are left
+ * out of both sets. The generated tokens are unchanged: the extra selection writes only this
+ * module's buffers, and the pipeline's timing is not disturbed beyond two small copies a layer.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,7 +34,9 @@ int runner_recall_open(struct runner *r)
 		return runner_fail(r, -ENOMEM, "recall buffers: host allocation failed"), -ENOMEM;
 	if ((rc = k->alloc(r->kb, per * sizeof(int32_t), (void **)&r->rc_sel)) ||
 	    (rc = k->alloc(r->kb, (size_t)r->n_caches * r->ck_cap * sizeof(float),
-			   (void **)&r->rc_scores)))
+			   (void **)&r->rc_scores)) ||
+	    (rc = k->alloc(r->kb, (size_t)r->L * r->o.max_batch * r->qkvf_cols * 2,
+			   (void **)&r->rc_q)))
 		return runner_fail(r, rc, "recall buffers: device allocation failed"), rc;
 	/* Pinned, so the per-layer copies run asynchronously behind the step. */
 	if ((rc = k->host_register(r->kb, r->rc_host, r->rc_bytes, &unused)))
@@ -51,6 +53,8 @@ void runner_recall_close(struct runner *r)
 		r->kb->ops->free(r->kb, r->rc_sel);
 	if (r->rc_scores)
 		r->kb->ops->free(r->kb, r->rc_scores);
+	if (r->rc_q)
+		r->kb->ops->free(r->kb, r->rc_q);
 	free(r->rc_host);
 	free(r->rc_pending);
 	free(r->rc_mark);
@@ -61,25 +65,46 @@ int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool spars
 	const struct kb_ops *k = r->kb->ops;
 	uint32_t topk = r->c.sparse.topk, nc = batch * r->n_kv;
 	size_t per = (size_t)r->n_caches * topk;
-	int32_t *h = r->rc_host + (size_t)l * 2 * per;
 	int rc;
 
 	if (!r->rc_sel || !sparse || r->step % r->o.recall_every)
 		return 0;
-	/* The original selector over this layer's entries including this token (as `sparse`). */
-	if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->rc_scores, r->qkvf, r->qkvf_cols,
-				  r->kv[l].ck, r->ck_cap, r->n_ent, batch, r->n_q, r->n_kv, r->hd,
-				  true, r->attn_scale)) ||
-	    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->rc_scores, r->ck_cap,
-				   r->n_ent, r->n_blk, batch, r->n_kv, &r->c.sparse)) ||
-	    (rc = k->memcpy(r->kb, h, r->kv[l].sel, (size_t)nc * topk * 4, KB_D2H,
-			    KB_STREAM_COMPUTE)) ||
-	    (rc = k->memcpy(r->kb, h + per, r->rc_sel, (size_t)nc * topk * 4, KB_D2H,
-			    KB_STREAM_COMPUTE)))
+	/* Only copies here: the layer's QKVF row (its real query) and the Forecast's selection;
+	 * the original selector runs after the step, off the pipeline being measured. */
+	if ((rc = k->memcpy(r->kb, r->rc_q + (size_t)l * r->o.max_batch * r->qkvf_cols, r->qkvf,
+			    (size_t)batch * r->qkvf_cols * 2, KB_D2D, KB_STREAM_COMPUTE)) ||
+	    (rc = k->memcpy(r->kb, r->rc_host + (size_t)l * 2 * per, r->kv[l].sel,
+			    (size_t)nc * topk * 4, KB_D2H, KB_STREAM_COMPUTE)))
 		return rc;
 	r->rc_pending[l] = true;
 	r->rc_any = true;
 	return 0;
+}
+
+/* The original selector of every sampled layer, over that layer's compressed keys including
+ * this step's token (the selection `sparse` makes), into the host buffer. */
+static int select_original(struct runner *r, uint32_t batch)
+{
+	const struct kb_ops *k = r->kb->ops;
+	uint32_t topk = r->c.sparse.topk, nc = batch * r->n_kv;
+	size_t per = (size_t)r->n_caches * topk;
+	int rc;
+
+	for (uint32_t l = 0; l < r->L; l++) {
+		if (!r->rc_pending[l])
+			continue;
+		if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->rc_scores,
+					  r->rc_q + (size_t)l * r->o.max_batch * r->qkvf_cols,
+					  r->qkvf_cols, r->kv[l].ck, r->ck_cap, r->n_ent, batch,
+					  r->n_q, r->n_kv, r->hd, true, r->attn_scale)) ||
+		    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->rc_scores,
+					   r->ck_cap, r->n_ent, r->n_blk, batch, r->n_kv,
+					   &r->c.sparse)) ||
+		    (rc = k->memcpy(r->kb, r->rc_host + (size_t)l * 2 * per + per, r->rc_sel,
+				    (size_t)nc * topk * 4, KB_D2H, KB_STREAM_COMPUTE)))
+			return rc;
+	}
+	return r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE);
 }
 
 /* Forced blocks: the sink and the local window up to the query's own block qb. */
@@ -98,7 +123,7 @@ int runner_recall_collect(struct runner *r, uint32_t batch)
 	if (!r->rc_any)
 		return 0;
 	r->rc_any = false;
-	if ((rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+	if ((rc = select_original(r, batch)))
 		return rc;
 	r->st.recall_samples++;
 	for (uint32_t l = 0; l < r->L; l++) {
@@ -120,7 +145,8 @@ int runner_recall_collect(struct runner *r, uint32_t batch)
 			}
 			for (uint32_t j = 0; j < topk; j++) {
 				int32_t b = tr[(size_t)i * topk + j];
-				if (b < 0 || (uint32_t)b >= r->max_blocks || forced(sp, (uint32_t)b, qb))
+				if (b < 0 || (uint32_t)b >= r->max_blocks ||
+				    forced(sp, (uint32_t)b, qb))
 					continue;
 				ls->recall_true++;
 				ls->recall_hits += r->rc_mark[b] == r->rc_stamp;
