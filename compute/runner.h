@@ -50,8 +50,8 @@ struct runner_opts {
 	void *on_step_ctx;
 	/* Forecast modes: every this many decode steps, also run the original selector in each
 	 * layer and count how many of its (non-forced) blocks the Forecast picked (the recall
-	 * figures of runner_layer_stats). Adds one scoring per layer on those steps; tokens are
-	 * unchanged. 0 = off. */
+	 * figures of runner_layer_stats). That selection runs after the step on copies of the
+	 * queries and is not counted in decode_s; tokens are unchanged. 0 = off. */
 	uint32_t recall_every;
 };
 
