@@ -27,3 +27,15 @@ set(_check "for k in ${_keys}; do ${_grep} || { echo missing $k; exit 1; }; done
 add_test(NAME sparda_bench_memsvc_smoke COMMAND sh -c "${_run} && ${_check}")
 set_tests_properties(sparda_demo_memsvc sparda_bench_memsvc_smoke PROPERTIES TIMEOUT 60
                      LABELS integration)
+
+# The NVMe tier benchmark, tiny: it runs and its JSON has the keys (never a timing).
+set(_spill_dir ${CMAKE_CURRENT_BINARY_DIR}/bench_spill_dir)
+set(_spill_json ${CMAKE_CURRENT_BINARY_DIR}/bench_spill_smoke.json)
+set(_keys raw_read_gbps raw_write_gbps restore_gbps spill_gbps spill_ratio restore_ratio)
+string(REPLACE ";" " " _keys "${_keys}")
+set(_run "mkdir -p ${_spill_dir} && $<TARGET_FILE:sparda> bench spill --dir ${_spill_dir} \
+--size 16M --ram 4M --json ${_spill_json}")
+set(_grep "grep -q \"\\\"$k\\\"\" ${_spill_json}")
+set(_check "for k in ${_keys}; do ${_grep} || { echo missing $k; exit 1; }; done")
+add_test(NAME sparda_bench_spill_smoke COMMAND sh -c "${_run} && ${_check}")
+set_tests_properties(sparda_bench_spill_smoke PROPERTIES TIMEOUT 120 LABELS integration)
