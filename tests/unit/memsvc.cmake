@@ -2,6 +2,8 @@
 # memsvc unit tests: the store (index + slot allocator), tenants file and quotas, config table.
 sparda_test(test_memsvc_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_store.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
+sparda_test(test_memsvc_store_tier SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_store_tier.c
+            LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
 sparda_test(test_memsvc_tenant SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_tenant.c
             LIBS sparda_memsvc_core TIMEOUT 60 LABELS unit memsvc)
 sparda_test(test_memsvc_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_memsvc_config.c
