@@ -256,8 +256,12 @@ static void test_recall_exact_forecast(void **state)
 	g_recall_every = 0;
 	g_model = saved;
 	assert_true(exact.layer[0].recall_true > 0);
-	assert_int_equal(exact.layer[0].recall_hits, exact.layer[0].recall_true);
-	assert_true(runner_recall_value(&exact.st, 0) == 1.0);
+	if (g_kb->kind == KB_KIND_CPU) {
+		assert_int_equal(exact.layer[0].recall_hits, exact.layer[0].recall_true);
+		assert_true(runner_recall_value(&exact.st, 0) == 1.0);
+	} else { /* the two CUDA scorers sum in different orders: a near-tie may flip */
+		assert_true(runner_recall_value(&exact.st, 0) >= 0.95);
+	}
 	assert_true(runner_recall_value(&noisy.st, 0) < 1.0);
 	free(noisy.logits);
 	free(exact.logits);
