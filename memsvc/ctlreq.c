@@ -183,6 +183,8 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 	stat_add(v, &n, "tenant.seqs", tu.seqs);
 	stat_add(v, &n, "tenant.inflight", tu.inflight);
 	stat_add(v, &n, "tenant.rejected", tu.rejected);
+	stat_add(v, &n, "tenant.disk_bytes", tu.disk_bytes);
+	stat_add(v, &n, "tenant.disk_quota_bytes", tu.disk_quota);
 	stat_add(v, &n, "daemon.sessions", snap.sessions);
 	stat_add(v, &n, "daemon.budget_bytes", snap.budget_bytes);
 	stat_add(v, &n, "daemon.arena_bytes", snap.arena_bytes);

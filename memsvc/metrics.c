@@ -224,10 +224,13 @@ static void render_tenants(FILE *out, struct tenant_table *t)
 			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"sessions\"} %llu\n"
 			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"seqs\"} %llu\n"
 			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"inflight\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"rejected\"} %llu\n",
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"rejected\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_bytes\"} %llu\n"
+			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_quota_bytes\"} %llu\n",
 			n, (unsigned long long)u.bytes, n, (unsigned long long)u.quota_bytes, n,
 			(unsigned long long)u.sessions, n, (unsigned long long)u.seqs, n,
-			(unsigned long long)u.inflight, n, (unsigned long long)u.rejected);
+			(unsigned long long)u.inflight, n, (unsigned long long)u.rejected, n,
+			(unsigned long long)u.disk_bytes, n, (unsigned long long)u.disk_quota);
 	}
 }
 

@@ -90,6 +90,13 @@ static int conn_add(struct server *sv, int fd)
 	return r;
 }
 
+/* Stop a session's spill work (waits for its disk I/O; its files go) and give its disk back. */
+static void tier_detach(struct server *sv, struct session *s)
+{
+	if (s && sv->spill && spill_session_remove(sv->spill, s))
+		tenant_disk_release(session_tenant(s), session_tier_bytes(s));
+}
+
 /* Close a connection; with a session, reclaim everything it held at once. */
 static void conn_close(struct server *sv, struct conn *c, const char *why)
 {
@@ -97,8 +104,7 @@ static void conn_close(struct server *sv, struct conn *c, const char *why)
 
 	if (s && !c->remote)
 		hotpath_remove(sv->hp, s);
-	if (s && sv->spill)
-		spill_session_remove(sv->spill, s); /* waits for its disk work; files go */
+	tier_detach(sv, s);
 	if (s) {
 		log_info(TAG, "session closed", "session=%llu tenant=%s pid=%d reason=%s",
 			 (unsigned long long)session_id(s), tenant_name(session_tenant(s)),
@@ -299,12 +305,26 @@ static uint64_t tier_reserve(struct server *sv, struct session_opts *so)
 			 "arena_bytes=%llu", (unsigned long long)so->arena_bytes);
 		return 0;
 	}
+	if (tenant_disk_acquire(so->tenant, bytes * spill_n_dirs(sv->spill))) {
+		log_warn(TAG, "tenant disk-quota reached: session is RAM only",
+			 "tenant=%s spill_bytes=%llu", tenant_name(so->tenant),
+			 (unsigned long long)(bytes * spill_n_dirs(sv->spill)));
+		spill_unreserve(sv->spill, bytes);
+		return 0;
+	}
 	so->tiered = true;
+	so->tier_bytes = bytes * spill_n_dirs(sv->spill);
 	so->high_water = sv->cfg->spill_high_water;
 	so->low_water = sv->cfg->spill_low_water;
 	so->tier_kick = spill_kick;
 	so->tier_ctx = sv->spill;
 	return bytes;
+}
+
+static void tier_unreserve(struct server *sv, const struct session_opts *so, uint64_t bytes)
+{
+	spill_unreserve(sv->spill, bytes);
+	tenant_disk_release(so->tenant, so->tier_bytes);
 }
 
 /* Open a tiered session's spill files; on error the reservation is returned. */
@@ -318,6 +338,7 @@ static int tier_attach(struct server *sv, struct session *s, uint64_t bytes, cha
 	r = spill_session_add(sv->spill, s, bytes);
 	if (r) {
 		spill_unreserve(sv->spill, bytes);
+		tenant_disk_release(session_tenant(s), session_tier_bytes(s));
 		snprintf(err, err_len, "opening the session's spill files: %s", err_str(r));
 	}
 	return r;
@@ -341,7 +362,7 @@ void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire
 	tier_bytes = tier_reserve(sv, &so);
 	r = session_create(&so, &s, err, sizeof(err));
 	if (r && tier_bytes)
-		spill_unreserve(sv->spill, tier_bytes);
+		tier_unreserve(sv, &so, tier_bytes);
 	if (!r && (r = session_arena_map(s)))
 		snprintf(err, sizeof(err), "mapping the arena: %s", err_str(r));
 	if (!r && (r = tier_attach(sv, s, tier_bytes, err, sizeof(err))))
@@ -360,8 +381,7 @@ void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire
 	}
 	if (r) {
 		free(c);
-		if (s && sv->spill)
-			spill_session_remove(sv->spill, s);
+		tier_detach(sv, s);
 		session_destroy(s);
 		tenant_session_release(tn, so.arena_bytes);
 		goto out_refuse;
@@ -406,7 +426,7 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 	tier_bytes = tier_reserve(sv, &so);
 	r = session_create(&so, &s, err, err_len);
 	if (r && tier_bytes)
-		spill_unreserve(sv->spill, tier_bytes);
+		tier_unreserve(sv, &so, tier_bytes);
 	if (!r)
 		r = tier_attach(sv, s, tier_bytes, err, err_len);
 	if (!r) {
@@ -420,8 +440,7 @@ static int attach_build(struct server *sv, struct conn *c, struct wire_request *
 			snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
 	}
 	if (r) {
-		if (s && sv->spill)
-			spill_session_remove(sv->spill, s);
+		tier_detach(sv, s);
 		session_destroy(s);
 		tenant_session_release(so.tenant, so.arena_bytes);
 		return r;

@@ -52,6 +52,7 @@ struct session_opts {
 	 * eviction wanted, restores queued.
 	 */
 	bool tiered;
+	uint64_t tier_bytes; /* spill file bytes reserved for it (all directories), for the owner */
 	double high_water, low_water;
 	void (*tier_kick)(void *ctx);
 	void *tier_ctx;
@@ -140,6 +141,7 @@ uint32_t session_outbox_flush_locked(struct session *s);
 /* Call tier_kick when the session has tier work (cheap when it has none). */
 void session_tier_kick(struct session *s);
 bool session_tiered(const struct session *s);
+uint64_t session_tier_bytes(const struct session *s);
 /* Base of memsvc's mapping of the arena (tiered sessions), slot i at i * unit_bytes. */
 uint8_t *session_arena_base(struct session *s);
 /* Store calls under the session lock: see store.h (store_evict_*, store_load_*). */

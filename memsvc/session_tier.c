@@ -28,6 +28,11 @@ bool session_tiered(const struct session *s)
 	return s->o.tiered;
 }
 
+uint64_t session_tier_bytes(const struct session *s)
+{
+	return s->o.tier_bytes;
+}
+
 uint8_t *session_arena_base(struct session *s)
 {
 	return s->arena;

@@ -392,7 +392,7 @@ void spill_free(struct spill *sp)
 		pthread_join(sp->thread, NULL);
 	}
 	while (sp->n_ents)
-		spill_session_remove(sp, sp->ents[0]->s);
+		(void)spill_session_remove(sp, sp->ents[0]->s);
 	if (sp->efd >= 0)
 		close(sp->efd);
 	aio_fault_free(sp->fault);
@@ -437,6 +437,11 @@ void spill_unreserve(struct spill *sp, uint64_t file_bytes)
 	pthread_mutex_lock(&sp->lock);
 	sp->reserved -= file_bytes <= sp->reserved ? file_bytes : sp->reserved;
 	pthread_mutex_unlock(&sp->lock);
+}
+
+uint32_t spill_n_dirs(const struct spill *sp)
+{
+	return sp->n_dirs;
 }
 
 int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
@@ -503,7 +508,7 @@ static void stats_add(struct tier_nvme_stats *a, const struct tier_nvme_stats *b
 	a->recoveries += b->recoveries;
 }
 
-void spill_session_remove(struct spill *sp, struct session *s)
+bool spill_session_remove(struct spill *sp, struct session *s)
 {
 	struct entry *e = NULL;
 
@@ -522,7 +527,7 @@ void spill_session_remove(struct spill *sp, struct session *s)
 	}
 	pthread_mutex_unlock(&sp->lock);
 	if (!e)
-		return;
+		return false;
 	tier_nvme_get_stats(e->tier, &e->tst);
 	tier_nvme_free(e->tier); /* waits for its I/O; the files go with every extent */
 	pthread_mutex_lock(&sp->lock);
@@ -530,6 +535,7 @@ void spill_session_remove(struct spill *sp, struct session *s)
 	sp->reserved -= e->file_bytes <= sp->reserved ? e->file_bytes : sp->reserved;
 	pthread_mutex_unlock(&sp->lock);
 	free(e);
+	return true;
 }
 
 void spill_get_stats(struct spill *sp, struct spill_stats *st)

@@ -76,6 +76,8 @@ void spill_free(struct spill *sp);
 int spill_reserve(struct spill *sp, uint64_t arena_bytes, uint32_t unit_bytes,
 		  uint64_t *file_bytes);
 void spill_unreserve(struct spill *sp, uint64_t file_bytes);
+/* Number of spill directories (a session reserves file_bytes in each). */
+uint32_t spill_n_dirs(const struct spill *sp);
 
 /*
  * Open the session's tier (files in every directory) and start serving it; the session must
@@ -85,9 +87,10 @@ void spill_unreserve(struct spill *sp, uint64_t file_bytes);
 int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes);
 /*
  * Stop serving the session: waits until the thread is done with it, then closes its tier
- * (its files go, with every extent). Call before session_destroy. Unknown s: no-op.
+ * (its files go, with every extent). Call before session_destroy. Returns false (nothing done)
+ * for a session that was not added.
  */
-void spill_session_remove(struct spill *sp, struct session *s);
+bool spill_session_remove(struct spill *sp, struct session *s);
 
 /* Wake the thread (callable from any thread; ctx is the struct spill). */
 void spill_kick(void *ctx);

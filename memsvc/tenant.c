@@ -22,8 +22,9 @@ struct tenant {
 	uid_t uids[TENANT_MAX_UIDS];
 	unsigned n_uids;
 	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
+	uint64_t disk_quota;					    /* 0 = unlimited */
 	pthread_mutex_t lock; /* guards the use counters below */
-	uint64_t bytes, sessions, seqs, inflight, rejected;
+	uint64_t bytes, sessions, seqs, inflight, rejected, disk_bytes;
 };
 
 struct tenant_key {
@@ -103,6 +104,8 @@ static int parse_attr(struct tenant *tn, char *word, bool *have_quota, const cha
 		return parse_u64(v, &tn->max_seqs);
 	if (strcmp(k, "max-inflight") == 0)
 		return parse_u64(v, &tn->max_inflight);
+	if (strcmp(k, "disk-quota") == 0)
+		return config_parse_size(v, &tn->disk_quota) ? -EINVAL : 0;
 	return -EINVAL;
 }
 
@@ -465,6 +468,16 @@ void tenant_inflight_release(struct tenant *tn, uint64_t n)
 	give(tn, &tn->inflight, n);
 }
 
+int tenant_disk_acquire(struct tenant *tn, uint64_t bytes)
+{
+	return take(tn, &tn->disk_bytes, bytes, tn->disk_quota, -EDQUOT);
+}
+
+void tenant_disk_release(struct tenant *tn, uint64_t bytes)
+{
+	give(tn, &tn->disk_bytes, bytes);
+}
+
 void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
 {
 	pthread_mutex_lock(&tn->lock);
@@ -476,6 +489,8 @@ void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
 				   .max_sessions = tn->max_sessions,
 				   .max_seqs = tn->max_seqs,
 				   .max_inflight = tn->max_inflight,
+				   .disk_bytes = tn->disk_bytes,
+				   .disk_quota = tn->disk_quota,
 				   .rejected = tn->rejected};
 	pthread_mutex_unlock(&tn->lock);
 }

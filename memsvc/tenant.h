@@ -24,11 +24,12 @@ struct tenant_usage {
 	uint64_t bytes, sessions, seqs, inflight;
 	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
 	uint64_t rejected; /* requests refused for a limit of this tenant */
+	uint64_t disk_bytes, disk_quota; /* spill file bytes reserved by its sessions; 0 = none */
 };
 
 /*
  * Parse a tenants file text. Lines: `name uid=U[,U..] quota=BYTES [max-sessions=N]
- * [max-seqs=N] [max-inflight=N]`; '#' starts a comment; blank lines ignored. source names the
+ * [max-seqs=N] [max-inflight=N] [disk-quota=BYTES]` (disk-quota: spill file bytes); '#' starts a comment; blank lines ignored. source names the
  * text in errors ("file /etc/sparda/tenants line 3: ..."). Returns 0 or -EINVAL (unknown key,
  * bad number, duplicate name, missing uid= or quota=, name too long), -ENOMEM.
  */
@@ -71,6 +72,9 @@ int tenant_seq_acquire(struct tenant *tn);
 void tenant_seq_release(struct tenant *tn);
 int tenant_inflight_acquire(struct tenant *tn, uint64_t n);
 void tenant_inflight_release(struct tenant *tn, uint64_t n);
+/* Spill file bytes of the tenant's sessions (NVMe tier): -EDQUOT over disk-quota. */
+int tenant_disk_acquire(struct tenant *tn, uint64_t bytes);
+void tenant_disk_release(struct tenant *tn, uint64_t bytes);
 void tenant_get_usage(struct tenant *tn, struct tenant_usage *u);
 
 #endif

@@ -401,6 +401,34 @@ static void test_sigkill_restart(void **state)
 	assert_int_equal(misses, 0);
 }
 
+/* Per-tenant disk quota: a session over it is RAM only; one within it reserves its files. */
+static void test_disk_quota(void **state)
+{
+	struct fx *f = *state;
+	struct memclient *c2 = NULL;
+	char text[256], arg[PATH_MAX + 16], tenants_arg[PATH_MAX + 16];
+	char *tenants;
+	const char *args[] = {arg, tenants_arg, NULL};
+
+	f->dir = harness_tmpdir();
+	snprintf(text, sizeof(text),
+		 "small uid=%u quota=1M disk-quota=64K\nbig uid=%u quota=1M disk-quota=1G\n",
+		 (unsigned)getuid(), (unsigned)getuid());
+	tenants = harness_write_file(f->dir, "tenants", text);
+	snprintf(arg, sizeof(arg), "--spill-dirs=%s", f->dir);
+	snprintf(tenants_arg, sizeof(tenants_arg), "--tenants=%s", tenants);
+	f->p = harness_start(args);
+	assert_int_equal(harness_open(f->p, "small", SP_WAIT_SLEEP, SLOTS * UNIT, &f->c), 0);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.sessions"), 0);
+	assert_int_equal(harness_stat(f->c, "tenant.disk_bytes"), 0);
+	assert_true(harness_log_contains(f->p, "disk-quota reached"));
+	assert_int_equal(harness_open(f->p, "big", SP_WAIT_SLEEP, SLOTS * UNIT, &c2), 0);
+	assert_int_equal(harness_stat(c2, "daemon.spill.sessions"), 1);
+	assert_true(harness_stat(c2, "tenant.disk_bytes") > 0);
+	memclient_close(c2);
+	free(tenants);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -411,6 +439,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_enospc_injected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enospc_tmpfs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sigkill_restart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_quota, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
