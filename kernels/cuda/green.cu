@@ -46,7 +46,7 @@ static int kc_drv_load(struct kc_drv *d)
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		cudaDriverEntryPointQueryResult q;
-		if (cudaGetDriverEntryPointByVersion(t[i].name, t[i].fn, 12040, cudaEnableDefault,
+		if (cudaGetDriverEntryPointByVersion(t[i].name, t[i].fn, CUDA_VERSION, cudaEnableDefault,
 						     &q) != cudaSuccess ||
 		    q != cudaDriverEntryPointSuccess || !*t[i].fn) {
 			cudaGetLastError();
