@@ -37,6 +37,7 @@ struct tn_group {
 	uint64_t first_ext;
 	uint32_t k0; /* first staging slot */
 	bool write;
+	bool staged;  /* write: its units are in the staging buffer */
 	bool pending; /* submitted, completion not reaped */
 };
 
@@ -345,6 +346,21 @@ static int tn_timeout(struct tier_nvme *t, uint32_t next, uint32_t ng)
 	return -ETIMEDOUT;
 }
 
+/*
+ * Copy a write group's units (header, CRC32C) into its staging slots just before it is
+ * submitted, so staging the next group overlaps the I/O of the ones before it.
+ */
+static void tn_stage_group(struct tier_nvme *t, struct tn_group *g)
+{
+	if (!g->write || g->staged || !t->cur_w)
+		return;
+	for (uint32_t m = 0; m < g->n; m++) {
+		const struct tier_nvme_wreq *w = &t->cur_w[t->slot_req[g->k0 + m]];
+		tn_stage_unit(t, g->k0 + m, &w->key, g->first_ext + m, w->unit);
+	}
+	g->staged = true;
+}
+
 static int tn_run_groups(struct tier_nvme *t, uint32_t ng)
 {
 	uint32_t next = 0, done = 0;
@@ -354,6 +370,7 @@ static int tn_run_groups(struct tier_nvme *t, uint32_t ng)
 	while (done < ng) {
 		for (; next < ng; next++) {
 			struct tn_group *g = &t->groups[next];
+			tn_stage_group(t, g);
 			int rc = aio_prep(t->aio, g->write ? AIO_OP_WRITE : AIO_OP_READ, g->file,
 					  tn_slot(t, g->k0), (size_t)g->n * t->ext_bytes,
 					  tn_ext_off(t, g->first_ext), t->call_id << 32 | next);
@@ -363,6 +380,8 @@ static int tn_run_groups(struct tier_nvme *t, uint32_t ng)
 			if (rc < 0) {
 				tn_group_done(t, next, rc);
 				done++;
+			} else if (g->write) {
+				aio_submit(t->aio); /* start it while the next group is staged */
 			}
 		}
 		aio_submit(t->aio); /* an error here shows again in aio_reap */
@@ -432,8 +451,7 @@ static int tn_write_chunk(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint
 		reqs[j].res = tn_write_alloc(t, &reqs[j].extent);
 		if (reqs[j].res < 0)
 			continue;
-		tn_stage_unit(t, ns, &reqs[j].key, reqs[j].extent, reqs[j].unit);
-		t->slot_req[ns] = j;
+		t->slot_req[ns] = j; /* staged by tn_run_groups, group by group */
 		ext[ns++] = reqs[j].extent;
 	}
 	t->cur_w = reqs;
