@@ -251,12 +251,12 @@ static uint32_t corrupt_spill_files(pid_t pid)
 	return files;
 }
 
-static void test_corrupt_file(void **state)
+static void corrupt_file(void **state, const char *aio)
 {
 	struct fx *f = *state;
 	uint32_t misses;
 
-	fx_start(f, "auto", SP_WAIT_SLEEP, NULL);
+	fx_start(f, aio, SP_WAIT_SLEEP, NULL);
 	write_all(f);
 	wait_spilled(f, f->n - SLOTS);
 	assert_true(corrupt_spill_files(memsvc_proc_pid(f->p)) >= 1);
@@ -269,13 +269,23 @@ static void test_corrupt_file(void **state)
 	assert_true(misses >= f->n - SLOTS);
 }
 
+static void test_corrupt_file_uring(void **state)
+{
+	corrupt_file(state, "uring");
+}
+
+static void test_corrupt_file_sync(void **state)
+{
+	corrupt_file(state, "sync");
+}
+
 /* One daemon with a fault rule on its spill I/O; returns the misses of a full read-back. */
-static uint32_t faulty_run(struct fx *f, const char *rule)
+static uint32_t faulty_run(struct fx *f, const char *aio, const char *rule)
 {
 	uint32_t misses;
 
 	setenv(FAULT_ENV, rule, 1);
-	fx_start(f, "uring", SP_WAIT_SLEEP, NULL);
+	fx_start(f, aio, SP_WAIT_SLEEP, NULL);
 	unsetenv(FAULT_ENV);
 	assert_true(harness_log_contains(f->p, "TEST fault injection"));
 	write_all(f);
@@ -284,23 +294,37 @@ static uint32_t faulty_run(struct fx *f, const char *rule)
 	return misses;
 }
 
-static void test_faults_io(void **state)
+static void faults_io(void **state, const char *aio)
 {
 	struct fx *f = *state;
 
 	/* EIO on every read: every spilled unit is a miss, counted as an I/O error. */
-	assert_true(faulty_run(f, "action=errno,err=EIO,match=read") >= f->n - SLOTS);
+	assert_true(faulty_run(f, aio, "action=errno,err=EIO,match=read") >= f->n - SLOTS);
 	assert_true(harness_stat(f->c, "daemon.spill.io_errors") > 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
 	fx_stop(f);
 	/* EAGAIN and short transfers are retried below the tier: nothing is lost. */
-	assert_int_equal(faulty_run(f, "action=errno,err=EAGAIN,match=read,times=5"), 0);
+	assert_int_equal(faulty_run(f, aio, "action=errno,err=EAGAIN,match=read,times=5"), 0);
 	fx_stop(f);
-	assert_int_equal(faulty_run(f, "action=short,short_by=512,times=5"), 0);
+	assert_int_equal(faulty_run(f, aio, "action=short,short_by=512,times=5"), 0);
+	fx_stop(f);
+	/* EIO on a write: the units stay in RAM and are spilled by a later batch. */
+	assert_int_equal(faulty_run(f, aio, "action=errno,err=EIO,match=write,nth=2"), 0);
+	assert_true(harness_stat(f->c, "daemon.spill.spill_failures") > 0);
 	fx_stop(f);
 	/* A byte flipped in a read: the CRC catches it. */
-	assert_int_equal(faulty_run(f, "action=corrupt,match=read,nth=2"), 1);
+	assert_int_equal(faulty_run(f, aio, "action=corrupt,match=read,nth=2"), 1);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 1);
+}
+
+static void test_faults_io_uring(void **state)
+{
+	faults_io(state, "uring");
+}
+
+static void test_faults_io_sync(void **state)
+{
+	faults_io(state, "sync");
 }
 
 /* Writes fail with ENOSPC: the tier degrades to RAM only, then recovers by itself. */
@@ -367,7 +391,10 @@ static void test_enospc_tmpfs(void **state)
 	(void)umount(f->dir);
 }
 
-/* SIGKILL while spilling: no spill file outlives the daemon, a new one serves nothing old. */
+/*
+ * SIGKILL while spilling (writes held back 50 ms each, so some are in flight): no spill file
+ * outlives the daemon, and a new one serves nothing old.
+ */
 static void test_sigkill_restart(void **state)
 {
 	struct fx *f = *state;
@@ -378,8 +405,11 @@ static void test_sigkill_restart(void **state)
 	struct dirent *d;
 	int files = 0;
 
+	setenv(FAULT_ENV, "action=delay,match=write,delay_ms=50,times=1000", 1);
 	fx_start(f, "uring", SP_WAIT_SLEEP, NULL);
+	unsetenv(FAULT_ENV);
 	write_all(f);
+	assert_true(harness_stat(f->c, "session.units_resident") > 0);
 	assert_int_equal(memsvc_proc_kill9(f->p), 0);
 	assert_int_equal(memclient_forecast(f->c, f->u, BATCH, 1, r), -ECONNRESET);
 	fx_stop(f);
@@ -434,8 +464,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_readback_uring, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readback_sync, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_faults_io, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_file_uring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_file_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_faults_io_uring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_faults_io_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enospc_injected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enospc_tmpfs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sigkill_restart, setup, teardown),
