@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "runner_internal.h"
 #include "timeutil.h"
 
@@ -371,6 +372,19 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 		goto out_close;
 	}
 	r->stats_registered = true;
+	/* PREP of the next layer runs on the copy stream unless told to stay inline (A/B runs). */
+	const char *ps = getenv("SPARDA_PREP_STREAM");
+	r->prep_side = !(ps && strcmp(ps, "compute") == 0);
+	/* Timing experiments only: every offload step but the gather's copies (wrong tokens). */
+	const char *sg = getenv("SPARDA_BENCH_SKIP_GATHER");
+	r->skip_gather = sg && sg[0] == '1';
+	if (r->skip_gather)
+		log_warn("runner", "gather disabled for a timing experiment",
+			 "env=SPARDA_BENCH_SKIP_GATHER tokens=wrong");
+	if ((rc = kb->ops->event_new(kb, &r->f_read))) {
+		runner_fail(r, rc, "event creation failed");
+		goto out_close;
+	}
 	if ((rc = runner_recall_open(r)) || (rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
 		goto out_close;
 	r->st.mode = o->mode;

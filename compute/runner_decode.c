@@ -164,6 +164,8 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 {
 	struct runner_lkv *kv = &r->kv[l];
 	kv->loaded = true;
+	if (r->skip_gather) /* measurement only: everything but the copies (tokens will differ) */
+		return 0;
 	return r->kb->ops->copy_units(r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx,
 				      s->nc * s->k, r->unit_bytes,
 				      r->o.gather_ctas ? r->o.gather_ctas : 16);

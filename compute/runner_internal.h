@@ -63,6 +63,7 @@ struct runner {
 	/* PREP of layer l+1 on the copy stream (default): it reads layer l's F from qkvf, so the
 	 * next layer's QKVF GEMM waits f_read; SPARDA_PREP_STREAM=compute keeps it inline. */
 	bool prep_side, f_pending;
+	bool skip_gather;    /* SPARDA_BENCH_SKIP_GATHER=1: no gather copies (timing experiments) */
 	struct kb_event *f_read;
 	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
 	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;
