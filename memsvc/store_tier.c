@@ -270,6 +270,8 @@ uint32_t store_ext_take(struct store *s, uint64_t *out, uint32_t cap)
 {
 	uint32_t k = s->ext_free_n < cap ? (uint32_t)s->ext_free_n : cap;
 
+	if (!k)
+		return 0;
 	memcpy(out, s->ext_free + (s->ext_free_n - k), k * sizeof(*out));
 	s->ext_free_n -= k;
 	return k;

@@ -329,7 +329,14 @@ static int memsvc_phase(const struct spill_bench_opts *o, struct spill_bench_res
 			snprintf(cmd, sizeof(cmd), "tail -5 %s >&2", memsvc_proc_log_path(p));
 			(void)!system(cmd);
 		}
-		(void)memsvc_proc_stop(p, SIGTERM, 10000, &status);
+		if (memsvc_proc_stop(p, SIGTERM, 10000, &status) || !WIFEXITED(status) ||
+		    WEXITSTATUS(status)) {
+			char cmd[PATH_MAX + 32];
+			fprintf(stderr, "bench: sparda-memsvc did not exit cleanly\n");
+			snprintf(cmd, sizeof(cmd), "tail -20 %s >&2", memsvc_proc_log_path(p));
+			(void)!system(cmd);
+			rc = rc ? rc : -EIO;
+		}
 		memsvc_proc_free(p);
 	}
 	return rc;
