@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
       liburing-dev libcmocka-dev libmicrohttpd-dev libjson-c-dev libopenblas-dev
-      libsystemd-dev curl python3 systemd slurm-wlm munge python3-kubernetes python3-yaml
+      libsystemd-dev curl python3 python3-numpy systemd slurm-wlm munge python3-kubernetes python3-yaml
       gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
