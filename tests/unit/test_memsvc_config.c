@@ -95,6 +95,31 @@ static void test_resolve_rules(void **state)
 	assert_non_null(strstr(err, "key tcp"));
 }
 
+/* The NVMe tier keys: off by default; watermarks checked; backends by name. */
+static void test_spill_keys(void **state)
+{
+	char *argv[] = {"sparda-memsvc", "--spill-dirs=/a,/b", "--spill-aio=sync",
+			"--spill-high-water=0.5", "--spill-low-water=0.6", "--ram-budget=1G",
+			"--runtime-dir=/tmp/y", NULL};
+	char *argv0[] = {"sparda-memsvc", NULL};
+	struct mconfig c;
+	char err[256] = "";
+
+	assert_int_equal(load(&c, err, sizeof(err), 1, argv0), 0);
+	assert_string_equal(c.spill_dirs, "");
+	assert_int_equal(c.spill_aio, 2); /* auto */
+	assert_true(c.spill_direct);
+	assert_true(c.spill_low_water < c.spill_high_water);
+	assert_int_equal(load(&c, err, sizeof(err), 7, argv), 0);
+	assert_string_equal(c.spill_dirs, "/a,/b");
+	assert_int_equal(c.spill_aio, 1); /* sync */
+	assert_int_equal(mconfig_resolve(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "spill-low-water"));
+	argv[1] = "--spill-aio=posix";
+	assert_int_equal(load(&c, err, sizeof(err), 2, argv), -EINVAL);
+	assert_non_null(strstr(err, "spill-aio"));
+}
+
 static void test_config_file(void **state)
 {
 	char path[] = "/tmp/test_memsvc_config_XXXXXX";
@@ -136,6 +161,7 @@ int main(void)
 	    cmocka_unit_test(test_flags_and_env),
 	    cmocka_unit_test(test_bad_values_name_the_key),
 	    cmocka_unit_test(test_resolve_rules),
+	    cmocka_unit_test(test_spill_keys),
 	    cmocka_unit_test(test_config_file),
 	    cmocka_unit_test(test_help_and_dump),
 	};
