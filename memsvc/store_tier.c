@@ -118,6 +118,7 @@ uint32_t store_drop_clean(struct store *s, uint32_t want)
 {
 	uint32_t n = candidates(s, true);
 
+	s->cand_n = s->cand_pos = 0; /* the eviction list was overwritten */
 	if (want > n)
 		want = n;
 	for (uint32_t i = 0; i < want; i++)
@@ -139,24 +140,47 @@ uint32_t store_evict_want(struct store *s)
 	return want > UINT32_MAX ? UINT32_MAX : (uint32_t)want;
 }
 
+/* Is the cached candidate i still a RESIDENT unit whose step has not moved since the scan? */
+static bool cand_valid(struct store *s, uint32_t i)
+{
+	uint32_t slot = (uint32_t)s->cand[2 * i + 1];
+	uint64_t word, w;
+
+	if (s->slot_state[slot] != SLOT_USED)
+		return false;
+	word = s->slot_word[slot];
+	w = word_load(s, word);
+	return sp_unit_word_state(w) == SP_UNIT_RESIDENT && sp_unit_word_slot(w) == slot &&
+	       s->word_step[word] == s->cand[2 * i];
+}
+
 uint32_t store_evict_pick(struct store *s, uint32_t want, struct store_io *io, uint32_t cap,
 			  uint32_t *dropped)
 {
-	uint32_t n = s->o.tiered && want ? candidates(s, false) : 0, k = 0;
+	uint32_t k = 0;
 
 	*dropped = 0;
-	if (want > n)
-		want = n;
-	for (uint32_t i = 0; i < want; i++) {
-		uint32_t slot = (uint32_t)s->cand[2 * i + 1];
+	if (!s->o.tiered || !want)
+		return 0;
+	/*
+	 * One scan and sort serves several batches: later picks walk the same list, skipping
+	 * units freed, restored or selected since (units newer than the scan are not candidates
+	 * before it runs out, and they are the newest anyway).
+	 */
+	if (s->cand_pos + want > s->cand_n) {
+		s->cand_n = candidates(s, false);
+		s->cand_pos = 0;
+	}
+	for (; s->cand_pos < s->cand_n && *dropped + k < want && k < cap; s->cand_pos++) {
+		uint32_t slot = (uint32_t)s->cand[2 * s->cand_pos + 1];
 		uint64_t word = s->slot_word[slot];
+		if (!cand_valid(s, s->cand_pos))
+			continue;
 		if (s->word_ext[word] != STORE_EXTENT_NONE) {
 			drop_one(s, slot);
 			(*dropped)++;
 			continue;
 		}
-		if (k == cap)
-			continue;
 		io[k] = (struct store_io){.word = word,
 					  .word_val = word_load(s, word),
 					  .step = s->word_step[word],
