@@ -23,7 +23,8 @@
 #include "tier_nvme.h"
 
 #define TAG "spill"
-#define SPILL_BATCH 256u
+#define SPILL_MAX_BATCH 1024u /* units per restore or eviction batch, at most */
+#define SPILL_MIN_BATCH 16u
 #define SPILL_IDLE_MS 20
 #define SPILL_LOAD_ROUNDS 8
 
@@ -33,10 +34,11 @@ struct entry {
 	uint64_t file_bytes;
 	bool busy, removing, degraded;
 	struct tier_nvme_stats tst; /* last copy, for spill_get_stats */
-	struct store_io io[SPILL_BATCH];
-	struct tier_nvme_wreq w[SPILL_BATCH];
-	struct tier_nvme_rreq r[SPILL_BATCH];
-	uint64_t ext[SPILL_BATCH];
+	uint32_t batch; /* units per batch: what one staging buffer holds */
+	struct store_io *io;
+	struct tier_nvme_wreq *w;
+	struct tier_nvme_rreq *r;
+	uint64_t *ext;
 };
 
 struct spill {
@@ -75,7 +77,7 @@ static void release_extents(struct entry *e)
 {
 	uint32_t k;
 
-	while ((k = session_ext_take(e->s, e->ext, SPILL_BATCH)) > 0)
+	while ((k = session_ext_take(e->s, e->ext, e->batch)) > 0)
 		for (uint32_t i = 0; i < k; i++)
 			(void)tier_nvme_extent_free(e->tier, e->ext[i]);
 }
@@ -100,7 +102,7 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 {
 	size_t ub = session_geometry(e->s)->unit_bytes;
 	uint8_t *arena = session_arena_base(e->s);
-	uint32_t k = session_load_pick(e->s, e->io, SPILL_BATCH), ok = 0;
+	uint32_t k = session_load_pick(e->s, e->io, e->batch), ok = 0;
 	uint64_t t0 = time_now_ns();
 	int rc;
 
@@ -141,7 +143,7 @@ static bool evict_batch(struct spill *sp, struct entry *e)
 	uint64_t t0;
 	int rc;
 
-	k = session_evict_pick(e->s, e->io, SPILL_BATCH, &dropped);
+	k = session_evict_pick(e->s, e->io, e->batch, &dropped);
 	if (!k) {
 		if (dropped) {
 			pthread_mutex_lock(&sp->lock);
@@ -402,6 +404,8 @@ void spill_free(struct spill *sp)
 	free(sp);
 }
 
+static void entry_free(struct entry *e);
+
 static uint64_t extent_bytes(uint32_t unit_bytes)
 {
 	return TIER_NVME_ALIGN + ((uint64_t)unit_bytes + TIER_NVME_ALIGN - 1) / TIER_NVME_ALIGN *
@@ -464,8 +468,21 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .fault = sp->fault,
 	};
 	struct entry *e = calloc(1, sizeof(*e));
+	uint64_t batch = sp->o.batch_bytes / extent_bytes(to.unit_bytes);
 	int r = e ? 0 : -ENOMEM;
 
+	if (!r) {
+		/* A batch is what one staging buffer holds: one tier call, no drain in between. */
+		e->batch = batch < SPILL_MIN_BATCH   ? SPILL_MIN_BATCH
+			   : batch > SPILL_MAX_BATCH ? SPILL_MAX_BATCH
+						     : (uint32_t)batch;
+		e->io = calloc(e->batch, sizeof(*e->io));
+		e->w = calloc(e->batch, sizeof(*e->w));
+		e->r = calloc(e->batch, sizeof(*e->r));
+		e->ext = calloc(e->batch, sizeof(*e->ext));
+		if (!e->io || !e->w || !e->r || !e->ext)
+			r = -ENOMEM;
+	}
 	if (!r)
 		r = tier_nvme_open(&to, &e->tier);
 	pthread_mutex_lock(&sp->lock);
@@ -488,12 +505,22 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	}
 	pthread_mutex_unlock(&sp->lock);
 	if (r) {
-		if (e)
-			tier_nvme_free(e->tier);
-		free(e);
+		entry_free(e);
 		return r;
 	}
 	return 0;
+}
+
+static void entry_free(struct entry *e)
+{
+	if (!e)
+		return;
+	tier_nvme_free(e->tier); /* waits for its I/O; the files go with every extent */
+	free(e->io);
+	free(e->w);
+	free(e->r);
+	free(e->ext);
+	free(e);
 }
 
 static void stats_add(struct tier_nvme_stats *a, const struct tier_nvme_stats *b)
@@ -529,12 +556,11 @@ bool spill_session_remove(struct spill *sp, struct session *s)
 	if (!e)
 		return false;
 	tier_nvme_get_stats(e->tier, &e->tst);
-	tier_nvme_free(e->tier); /* waits for its I/O; the files go with every extent */
 	pthread_mutex_lock(&sp->lock);
 	stats_add(&sp->closed, &e->tst);
 	sp->reserved -= e->file_bytes <= sp->reserved ? e->file_bytes : sp->reserved;
 	pthread_mutex_unlock(&sp->lock);
-	free(e);
+	entry_free(e);
 	return true;
 }
 
