@@ -27,6 +27,7 @@ void train_opts_default(struct train_opts *o)
 	o->seed = 1;
 	o->query_stride = 4;
 	o->checkpoint_every = 50;
+	o->val_every = 25;
 }
 
 uint32_t train_fine_kernel(const struct kb_sparse *sp)
@@ -53,8 +54,10 @@ static int ctx_check(struct train_ctx *c)
 	const struct train_opts *o = c->o;
 	const struct model_config *mc = &c->m->cfg;
 
-	if (!o->train || !o->heldout || !o->train->n_seqs || !o->heldout->n_seqs)
-		return train_fail(c, -EINVAL, "calibration and held-out sets must not be empty");
+	if (!o->train || !o->heldout || !o->train->n_seqs || !o->heldout->n_seqs ||
+	    (o->val && !o->val->n_seqs))
+		return train_fail(c, -EINVAL,
+				  "calibration, held-out and validation sets must not be empty");
 	if (!o->batch || !o->query_stride || !(o->lr > 0.0f) || o->weight_decay < 0.0f ||
 	    o->ridge < 0.0f || o->grad_clip < 0.0f)
 		return train_fail(c, -EINVAL,
@@ -91,7 +94,12 @@ static int ctx_init(struct train_ctx *c)
 	c->sp = mc->sparse;
 	c->topk = c->sp.topk;
 	c->gmax = c->topk * c->sp.pool_stride;
-	c->kf = train_fine_kernel(&c->sp);
+	c->kf = c->o->teacher_kernel ? c->o->teacher_kernel : train_fine_kernel(&c->sp);
+	c->kst = 1;
+	if (c->o->teacher_kernel == TRAIN_TEACHER_SELECTOR) {
+		c->kf = c->sp.ck_kernel;
+		c->kst = c->sp.ck_stride;
+	}
 	c->scale = 1.0f / sqrtf((float)c->d);
 	c->qstart = c->o->query_start;
 	if (!c->qstart) {
@@ -120,7 +128,8 @@ static int ctx_init(struct train_ctx *c)
 		s->m = calloc(n, 4);
 		s->v = calloc(n, 4);
 		s->g = calloc(n, 4);
-		if (!s->w || !s->m || !s->v || !s->g)
+		s->best = c->o->val ? calloc(n, 4) : NULL;
+		if (!s->w || !s->m || !s->v || !s->g || (c->o->val && !s->best))
 			return -ENOMEM;
 	}
 	return 0;
@@ -131,11 +140,13 @@ static void ctx_fini(struct train_ctx *c)
 	train_grad_close(c);
 	train_data_fini(c, &c->tr);
 	train_data_fini(c, &c->ev);
+	train_data_fini(c, &c->va);
 	for (uint32_t k = 0; c->slots && k < c->n_slots; k++) {
 		free(c->slots[k].w);
 		free(c->slots[k].m);
 		free(c->slots[k].v);
 		free(c->slots[k].g);
+		free(c->slots[k].best);
 	}
 	free(c->slots);
 	free(c->inv_freq);
@@ -157,7 +168,8 @@ static uint32_t rows_needed(const struct train_ctx *c)
 	for (uint32_t i = 0; i < c->tr.n; i++)
 		mx = c->tr.seq[i].nq > mx ? c->tr.seq[i].nq : mx;
 	r = mx * (c->o->batch < c->tr.n ? c->o->batch : c->tr.n);
-	return c->ev.queries > r ? (uint32_t)c->ev.queries : r;
+	r = c->ev.queries > r ? (uint32_t)c->ev.queries : r;
+	return c->va.queries > r ? (uint32_t)c->va.queries : r;
 }
 
 /* Untrained (Kaiming) and ridge figures, with the ridge weights left in the slots. */
@@ -178,8 +190,8 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		lr->tgt_layer = s->tgt;
 		lr->curr = s->curr;
 		train_kaiming_init(c, w0, k);
-		if ((rc = train_eval_slot(c, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
-		    (rc = train_eval_slot(c, s, s->w, &r))) {
+		if ((rc = train_eval_slot(c, &c->ev, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
+		    (rc = train_eval_slot(c, &c->ev, s, s->w, &r))) {
 			rc = train_fail(c, rc, "evaluating the initial projection %u failed", k);
 			break;
 		}
@@ -190,6 +202,7 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		lr->kl_ridge = r.kl;
 		lr->recall_ridge = r.recall;
 		lr->teacher_recall_ridge = r.recall_teacher;
+		lr->teacher_agreement = u.teacher_vs_true;
 	}
 	free(w0);
 	return rc;
@@ -203,11 +216,12 @@ static int eval_trained(struct train_ctx *c, struct train_report *rep)
 	for (uint32_t k = 0; k < c->n_slots; k++) {
 		struct train_layer_report *lr = &rep->layers[k];
 
-		if ((rc = train_eval_slot(c, &c->slots[k], c->slots[k].w, &e)))
+		if ((rc = train_eval_slot(c, &c->ev, &c->slots[k], c->slots[k].w, &e)))
 			return train_fail(c, rc, "evaluating the trained projection %u failed", k);
 		lr->kl_trained = e.kl;
 		lr->recall_trained = e.recall;
 		lr->teacher_recall_trained = e.recall_teacher;
+		lr->best_step = c->slots[k].best ? c->slots[k].best_step : c->o->steps;
 	}
 	return 0;
 }
@@ -228,20 +242,24 @@ int train_forecast(struct kb *kb, const struct model *m, const struct train_opts
 		goto out;
 	rep->n_slots = c.n_slots;
 	rep->fine_kernel = c.kf;
+	rep->fine_stride = c.kst;
 	rep->layers = calloc(c.n_slots, sizeof(*rep->layers));
 	if (!rep->layers) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	if ((rc = train_collect(&c, o->train, false, &c.tr)) ||
-	    (rc = train_collect(&c, o->heldout, true, &c.ev)))
+	    (rc = train_collect(&c, o->heldout, true, &c.ev)) ||
+	    (o->val && (rc = train_collect(&c, o->val, true, &c.va))))
 		goto out;
 	rep->train_queries = c.tr.queries * c.n_kv;
 	rep->eval_queries = c.ev.queries * c.n_kv;
+	rep->host_bytes = c.tr.bytes + c.ev.bytes;
 	rep->collect_s = now_s() - t0;
 	t0 = now_s();
-	if ((rc = train_grad_open(&c, rows_needed(&c))) || (rc = eval_baselines(&c, rep)) ||
-	    (rc = train_fit(&c, rep)))
+	if ((rc = train_grad_open(&c, rows_needed(&c))) || (rc = eval_baselines(&c, rep)))
+		goto out;
+	if ((rc = train_fit(&c, rep)))
 		goto out;
 	rep->fit_s = now_s() - t0;
 	t0 = now_s();

@@ -15,6 +15,19 @@
 #include "calib.h"
 #include "model.h"
 
+#define TRAIN_TEACHER_SELECTOR UINT32_MAX
+
+/*
+ * The KL's bins (PAPER is the default). All three gather the teacher's scored top-k blocks
+ * plus one rest bin.
+ *  PAPER:   compressed entries, the forced blocks' entries in both softmaxes and their mass
+ *           in the rest bin (the reference implementation, METHOD 5);
+ *  SCORED:  compressed entries of the blocks the runtime ranks only (forced blocks are
+ *           selected whatever their scores);
+ *  BLOCKS:  the runtime's block scores (max-pooled entry scores) of the blocks it ranks.
+ */
+enum train_loss { TRAIN_LOSS_PAPER = 0, TRAIN_LOSS_SCORED = 1, TRAIN_LOSS_BLOCKS = 2 };
+
 enum train_phase { TRAIN_PHASE_COLLECT = 0, TRAIN_PHASE_FIT = 1, TRAIN_PHASE_EVAL = 2 };
 
 /* What the progress callback sees. `done` of `total` sequences (COLLECT, EVAL) or steps (FIT). */
@@ -30,15 +43,29 @@ struct train_progress {
 struct train_opts {
 	const struct calib_set *train;	 /* calibration sequences the fit uses */
 	const struct calib_set *heldout; /* sequences for the report (never fitted) */
-	uint32_t steps;			 /* AdamW steps (0: ridge initialisation only) */
-	uint32_t batch;			 /* sequences per step (<= train->n_seqs) */
-	float lr;			 /* AdamW learning rate (constant) */
-	float weight_decay;		 /* AdamW decoupled weight decay (paper 0.01) */
-	float grad_clip;		 /* global gradient-norm clip (paper 0.5; 0 = none) */
-	float ridge;			 /* ridge lambda relative to trace(X^T X) / hidden */
-	uint64_t seed;			 /* batches and the untrained baseline's init */
-	uint32_t query_stride;		 /* every n-th query position is a training/eval sample */
-	uint32_t query_start;	   /* first sampled position (0: max(dense_len, topk * block)) */
+	/*
+	 * Validation sequences (NULL: none). With them, each projection's recall on them is
+	 * measured at the ridge start and every val_every steps (and at the last), and the
+	 * weight of the best one (the earliest on ties) is the one written: the AdamW phase
+	 * never ends below the ridge start on these sequences.
+	 */
+	const struct calib_set *val;
+	uint32_t val_every;
+	uint32_t steps;	       /* AdamW steps (0: ridge initialisation only) */
+	uint32_t batch;	       /* sequences per step (<= train->n_seqs) */
+	float lr;	       /* AdamW learning rate (constant) */
+	float weight_decay;    /* AdamW decoupled weight decay (paper 0.01) */
+	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
+	float ridge;	       /* ridge lambda relative to trace(X^T X) / hidden */
+	uint64_t seed;	       /* batches and the untrained baseline's init */
+	uint32_t query_stride; /* every n-th query position is a training/eval sample */
+	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */
+	uint32_t max_queries;  /* per sequence (0: no cap; else evenly spread, jittered) */
+	uint32_t host_threads; /* host threads of the per-query loss (0: online CPUs) */
+	enum train_loss loss;  /* what the KL compares (TRAIN_LOSS_*) */
+	/* teacher grid: kernel teacher_kernel, stride 1 (0: train_fine_kernel, the paper's);
+	 * TRAIN_TEACHER_SELECTOR: the inference grid, i.e. the runtime's original selector */
+	uint32_t teacher_kernel;
 	const char *checkpoint;	   /* NULL: none; else resumed from when present, written to */
 	uint32_t checkpoint_every; /* steps between checkpoints (0: only at the end) */
 	/*
@@ -59,6 +86,9 @@ struct train_layer_report {
 	double recall_untrained, recall_ridge, recall_trained, recall_prev_step;
 	/* recall against the teacher's scored top-k blocks (the fine grid the KL distils) */
 	double teacher_recall_untrained, teacher_recall_ridge, teacher_recall_trained;
+	/* the teacher's scored blocks that the original selector also picks */
+	double teacher_agreement;
+	uint32_t best_step; /* the step whose weight was written (steps without validation) */
 };
 
 struct train_report {
@@ -66,8 +96,10 @@ struct train_report {
 	struct train_layer_report *layers;    /* n_slots entries, owned (train_report_fini) */
 	uint32_t start_step, steps;	      /* start_step > 0 when resumed from a checkpoint */
 	uint64_t train_queries, eval_queries; /* sampled query positions (per KV head x n_kv) */
-	uint32_t fine_kernel;		      /* teacher grid: kernel fine_kernel, stride 1 */
+	uint64_t host_bytes;		      /* host memory of the collected data */
+	uint32_t fine_kernel, fine_stride;    /* the teacher's grid */
 	double collect_s, fit_s, eval_s;
+	double step_s; /* mean seconds per AdamW step run here (0 when none ran) */
 };
 
 /* Defaults scaled for the tiny model (METHOD 5 lists the paper's). */
@@ -107,5 +139,16 @@ uint32_t train_fine_kernel(const struct kb_sparse *sp);
 double train_kl_grad(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d, float scale,
 		     const int32_t *idx, const float *tp, uint32_t n_g, float t_rest, float *gf,
 		     double *work);
+
+/*
+ * The same loss over the runtime's block scores: block m's student logit is the max of its
+ * pooling window's entry logits (kernel pool_kernel, stride pool_stride, padding pool_pad of
+ * sp); the softmax covers blocks [m0, m1) (every block must have an entry below n_ent); idx are
+ * block ids minus m0. work holds 3 * n_ent + 3 doubles.
+ */
+double train_kl_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d,
+			    float scale, const struct kb_sparse *sp, uint32_t m0, uint32_t m1,
+			    const int32_t *idx, const float *tp, uint32_t n_g, float t_rest,
+			    float *gf, double *work);
 
 #endif

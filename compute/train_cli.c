@@ -18,8 +18,9 @@
 #include "train.h"
 
 struct cli_args {
-	const char *model, *out, *calib, *ckpt, *json, *backend;
-	uint32_t seqs, heldout, seq_len, steps, batch, threads, qstride, every;
+	const char *model, *out, *calib, *ckpt, *json, *backend, *teacher, *loss;
+	uint32_t seqs, heldout, val, val_every, seq_len, steps, batch, threads, qstride, qstart,
+	    max_q, every;
 	uint64_t seed;
 	double lr, ridge;
 	int quiet;
@@ -42,15 +43,30 @@ static const struct cli_flag {
     {"seqs", CLI_U32, offsetof(struct cli_args, seqs), "synthetic training sequences (24)"},
     {"heldout", CLI_U32, offsetof(struct cli_args, heldout),
      "held-out sequences: synthetic, or the last N of --calib (4)"},
+    {"val", CLI_U32, offsetof(struct cli_args, val),
+     "validation sequences (synthetic, or the N lines of --calib before the held-out ones) "
+     "choosing the step whose weight is written; 0: the last step's (4)"},
+    {"val-every", CLI_U32, offsetof(struct cli_args, val_every), "steps between validations (25)"},
     {"seq-len", CLI_U32, offsetof(struct cli_args, seq_len), "tokens per sequence (2048)"},
     {"steps", CLI_U32, offsetof(struct cli_args, steps), "AdamW steps (200)"},
     {"lr", CLI_DBL, offsetof(struct cli_args, lr), "learning rate (5e-4, the paper's)"},
     {"batch", CLI_U32, offsetof(struct cli_args, batch), "sequences per step (8; paper 32)"},
     {"seed", CLI_U64, offsetof(struct cli_args, seed), "seed of data, batches, baseline (1)"},
-    {"threads", CLI_U32, offsetof(struct cli_args, threads), "CPU backend threads (0 = all)"},
+    {"threads", CLI_U32, offsetof(struct cli_args, threads),
+     "CPU backend and host loss threads (0 = all)"},
     {"query-stride", CLI_U32, offsetof(struct cli_args, qstride),
      "every n-th query position past the dense region is a sample (4)"},
+    {"query-start", CLI_U32, offsetof(struct cli_args, qstart),
+     "first sampled position (0: max(dense_len, topk x block))"},
+    {"max-queries", CLI_U32, offsetof(struct cli_args, max_q),
+     "at most N sampled positions per sequence, spread evenly (0: no cap)"},
     {"ridge", CLI_DBL, offsetof(struct cli_args, ridge), "ridge lambda, relative (1e-3)"},
+    {"teacher", CLI_STR, offsetof(struct cli_args, teacher),
+     "teacher grid: fine (kernel ck_kernel/16, at least 2, stride 1: the paper's), "
+     "selector (the inference grid: the runtime's original selector) or a kernel N, stride 1"},
+    {"loss", CLI_STR, offsetof(struct cli_args, loss),
+     "KL bins: paper (compressed entries, forced blocks in the rest bin; default), scored "
+     "(the entries of the blocks the runtime ranks) or blocks (their max-pooled block scores)"},
     {"backend", CLI_STR, offsetof(struct cli_args, backend), "auto, cpu or cuda (auto)"},
     {"checkpoint", CLI_STR, offsetof(struct cli_args, ckpt),
      "checkpoint file: resumed from when present, written during the run"},
@@ -176,7 +192,7 @@ static void cli_rm_tmp(struct cli_args *a)
 }
 
 static int cli_data(const struct cli_args *a, const struct model *m, uint32_t min_len,
-		    struct calib_set *tr, struct calib_set *ev)
+		    struct calib_set *tr, struct calib_set *ev, struct calib_set *va)
 {
 	char err[512];
 	int rc;
@@ -187,20 +203,57 @@ static int cli_data(const struct cli_args *a, const struct model *m, uint32_t mi
 			fprintf(stderr, "train-forecast: calibration data: %s\n", err);
 			return rc;
 		}
-		if (tr->n_seqs <= a->heldout) {
+		if (tr->n_seqs <= a->heldout + a->val) {
 			fprintf(stderr,
-				"train-forecast: %s holds %u sequences; --heldout %u leaves "
-				"none to train on\n",
-				a->calib, tr->n_seqs, a->heldout);
+				"train-forecast: %s holds %u sequences; --heldout %u and --val %u "
+				"leave none to train on\n",
+				a->calib, tr->n_seqs, a->heldout, a->val);
 			return -EINVAL;
 		}
-	} else if ((rc =
-			calib_synth(a->seqs + a->heldout, a->seq_len, m->cfg.vocab, a->seed, tr))) {
+	} else if ((rc = calib_synth(a->seqs + a->val + a->heldout, a->seq_len, m->cfg.vocab,
+				     a->seed, tr))) {
 		fprintf(stderr, "train-forecast: cannot generate calibration data: %s\n",
 			strerror(-rc));
 		return rc;
 	}
-	return calib_split(tr, a->heldout, ev);
+	if ((rc = calib_split(tr, a->heldout, ev)))
+		return rc;
+	return a->val ? calib_split(tr, a->val, va) : 0;
+}
+
+static int cli_teacher(const struct cli_args *a, struct train_opts *o)
+{
+	char *end = NULL;
+	unsigned long k;
+
+	static const char *const losses[] = {"paper", "scored", "blocks"}; /* enum train_loss */
+	uint32_t i = 0;
+
+	while (i < 3 && strcmp(a->loss, losses[i]))
+		i++;
+	if (i == 3) {
+		fprintf(stderr, "train-forecast: --loss is blocks, scored or paper, not '%s'\n",
+			a->loss);
+		return -EINVAL;
+	}
+	o->loss = (enum train_loss)i;
+	if (strcmp(a->teacher, "fine") == 0)
+		return 0;
+	if (strcmp(a->teacher, "selector") == 0) {
+		o->teacher_kernel = TRAIN_TEACHER_SELECTOR;
+		return 0;
+	}
+	errno = 0;
+	k = strtoul(a->teacher, &end, 10);
+	if (errno || *end || a->teacher[0] == '-' || k < 1 || k > 4096) {
+		fprintf(stderr,
+			"train-forecast: --teacher is fine, selector or a kernel in [1, 4096], "
+			"not '%s'\n",
+			a->teacher);
+		return -EINVAL;
+	}
+	o->teacher_kernel = (uint32_t)k;
+	return 0;
 }
 
 struct cli_progress {
@@ -261,6 +314,12 @@ static void cli_table(const struct train_report *r)
 	       train_report_mean(r, FIELD(teacher_recall_untrained)),
 	       train_report_mean(r, FIELD(teacher_recall_ridge)),
 	       train_report_mean(r, FIELD(teacher_recall_trained)));
+	printf("the teacher's blocks that the original selector also picks: %.4f\n",
+	       train_report_mean(r, FIELD(teacher_agreement)));
+	printf("step written per projection:");
+	for (uint32_t k = 0; k < r->n_slots; k++)
+		printf(" %u", r->layers[k].best_step);
+	printf("\n");
 }
 
 static const struct {
@@ -277,6 +336,7 @@ static const struct {
     {"teacher_recall_untrained", FIELD(teacher_recall_untrained)},
     {"teacher_recall_ridge", FIELD(teacher_recall_ridge)},
     {"teacher_recall_trained", FIELD(teacher_recall_trained)},
+    {"teacher_agreement", FIELD(teacher_agreement)},
 };
 
 static int cli_json(const char *path, const struct train_report *r, const struct cli_args *a)
@@ -295,6 +355,8 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 		json_object_object_add(l, "target_layer",
 				       json_object_new_int(r->layers[k].tgt_layer));
 		json_object_object_add(l, "q_curr", json_object_new_boolean(r->layers[k].curr));
+		json_object_object_add(l, "best_step",
+				       json_object_new_int64(r->layers[k].best_step));
 		for (size_t i = 0; i < sizeof(cli_keys) / sizeof(cli_keys[0]); i++)
 			json_object_object_add(
 			    l, cli_keys[i].key,
@@ -309,12 +371,20 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	json_object_object_add(o, "batch", json_object_new_int64(a->batch));
 	json_object_object_add(o, "seed", json_object_new_int64((int64_t)a->seed));
 	json_object_object_add(o, "fine_kernel", json_object_new_int64(r->fine_kernel));
+	json_object_object_add(o, "teacher_kernel", json_object_new_int64(r->fine_kernel));
+	json_object_object_add(o, "teacher_stride", json_object_new_int64(r->fine_stride));
+	json_object_object_add(o, "loss", json_object_new_string(a->loss));
 	json_object_object_add(o, "train_queries",
 			       json_object_new_int64((int64_t)r->train_queries));
 	json_object_object_add(o, "eval_queries", json_object_new_int64((int64_t)r->eval_queries));
 	json_object_object_add(o, "collect_s", json_object_new_double(r->collect_s));
 	json_object_object_add(o, "fit_s", json_object_new_double(r->fit_s));
 	json_object_object_add(o, "eval_s", json_object_new_double(r->eval_s));
+	json_object_object_add(o, "step_s", json_object_new_double(r->step_s));
+	json_object_object_add(o, "val", json_object_new_int64(a->val));
+	json_object_object_add(o, "host_bytes", json_object_new_int64((int64_t)r->host_bytes));
+	json_object_object_add(o, "max_queries", json_object_new_int64(a->max_q));
+	json_object_object_add(o, "query_stride", json_object_new_int64(a->qstride));
 	rc = json_object_to_file_ext(path, o, JSON_C_TO_STRING_PRETTY) ? -EIO : 0;
 	json_object_put(o);
 	return rc;
@@ -340,7 +410,7 @@ static int cli_backend(const struct cli_args *a, struct kb **kb)
 
 static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 {
-	struct calib_set tr = {0}, ev = {0};
+	struct calib_set tr = {0}, ev = {0}, va = {0};
 	struct train_opts o;
 	struct train_report rep = {0};
 	struct cli_progress cp = {.quiet = a->quiet, .every = a->steps / 20 ? a->steps / 20 : 1};
@@ -354,28 +424,37 @@ static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 	o.ridge = (float)a->ridge;
 	o.seed = a->seed;
 	o.query_stride = a->qstride;
+	o.query_start = a->qstart;
+	o.max_queries = a->max_q;
+	o.host_threads = a->threads;
+	if ((rc = cli_teacher(a, &o)))
+		goto out;
 	o.checkpoint = a->ckpt;
 	o.checkpoint_every = a->every;
 	o.progress = cli_progress;
 	o.progress_ctx = &cp;
-	if ((rc = cli_data(a, m, m->cfg.sparse.topk * m->cfg.sparse.block + 2, &tr, &ev)))
+	if ((rc = cli_data(a, m, m->cfg.sparse.block + 2, &tr, &ev, &va)))
 		goto out;
 	o.train = &tr;
 	o.heldout = &ev;
+	o.val = a->val ? &va : NULL;
+	o.val_every = a->val_every;
 	if ((rc = train_forecast(kb, m, &o, a->out, &rep, err, sizeof(err)))) {
 		fprintf(stderr, "train-forecast: %s\n", err);
 		goto out;
 	}
 	cli_table(&rep);
 	printf("train-forecast: wrote %s (%u projections, %u steps, %.1fs collect, %.1fs fit, "
-	       "%.1fs eval)\n",
-	       a->out, rep.n_slots, rep.steps, rep.collect_s, rep.fit_s, rep.eval_s);
+	       "%.3fs per step, %.1fs eval, %.2f GiB collected)\n",
+	       a->out, rep.n_slots, rep.steps, rep.collect_s, rep.fit_s, rep.step_s, rep.eval_s,
+	       (double)rep.host_bytes / (1u << 30));
 	if (a->json && (rc = cli_json(a->json, &rep, a)))
 		fprintf(stderr, "train-forecast: cannot write %s\n", a->json);
 out:
 	train_report_fini(&rep);
 	calib_fini(&tr);
 	calib_fini(&ev);
+	calib_fini(&va);
 	return rc;
 }
 
@@ -383,6 +462,8 @@ int train_forecast_main(int argc, char **argv)
 {
 	struct cli_args a = {.seqs = 24,
 			     .heldout = 4,
+			     .val = 4,
+			     .val_every = 25,
 			     .seq_len = 2048,
 			     .steps = 200,
 			     .lr = 5e-4,
@@ -391,7 +472,9 @@ int train_forecast_main(int argc, char **argv)
 			     .qstride = 4,
 			     .ridge = 1e-3,
 			     .every = 50,
-			     .backend = "auto"};
+			     .backend = "auto",
+			     .teacher = "fine",
+			     .loss = "paper"};
 	struct model *m = NULL;
 	struct kb *kb = NULL;
 	int rc = cli_parse(argc, argv, &a);

@@ -100,7 +100,7 @@ int train_fwd_open(struct train_fwd *f, struct train_ctx *c, uint32_t tcap)
 	f->cap = kb_ck_entries(&c->sp, tcap);
 	f->spf = c->sp;
 	f->spf.ck_kernel = c->kf;
-	f->spf.ck_stride = 1;
+	f->spf.ck_stride = c->kst;
 	f->capf = kb_ck_entries(&f->spf, tcap);
 	f->chunk = tcap < 512 ? tcap : 512;
 	f->h_xn = malloc(T * H * 2);
@@ -269,21 +269,58 @@ int train_fwd_seq(struct train_fwd *f, const int32_t *ids, struct train_seq *s, 
 	return 0;
 }
 
-/* Sampled positions of a t-token sequence and the per-layer arrays for them. */
-static int seq_alloc(struct train_ctx *c, struct train_seq *s, uint32_t t, bool eval)
+static uint64_t pos_mix(uint64_t z)
 {
-	uint32_t nq = t > c->qstart ? (t - 1 - c->qstart) / c->o->query_stride + 1 : 0;
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/*
+ * The sampled positions of a t-token sequence: every query_stride-th from qstart, or, when
+ * that is more than max_queries, max_queries positions spread evenly over [qstart, t), each
+ * at a seeded offset inside its stretch (so every position inside a block is sampled).
+ */
+static uint32_t seq_positions(const struct train_ctx *c, uint32_t t, int32_t *pos)
+{
+	uint32_t stride = c->o->query_stride, cap = c->o->max_queries;
+	uint32_t nq = t > c->qstart ? (t - 1 - c->qstart) / stride + 1 : 0;
+	double step;
+
+	if (!cap || nq <= cap) {
+		for (uint32_t i = 0; pos && i < nq; i++)
+			pos[i] = (int32_t)(c->qstart + i * stride);
+		return nq;
+	}
+	step = (double)(t - c->qstart) / cap;
+	for (uint32_t i = 0; pos && i < cap; i++) {
+		uint32_t at = (uint32_t)(i * step), span = (uint32_t)((i + 1) * step) - at;
+		uint64_t h = pos_mix(c->o->seed ^ pos_mix(((uint64_t)t << 32) | i));
+
+		pos[i] = (int32_t)(c->qstart + at + (span > 1 ? (uint32_t)(h % span) : 0));
+	}
+	return cap;
+}
+
+/* Sampled positions of a t-token sequence and the per-layer arrays for them. */
+static int seq_alloc(struct train_ctx *c, struct train_seq *s, uint32_t t, bool eval,
+		     uint64_t *bytes)
+{
+	uint32_t nq = seq_positions(c, t, NULL);
 	size_t qg = (size_t)nq * c->n_kv;
 
 	s->t = t;
 	s->nq = nq;
 	s->n_ent = kb_ck_entries(&c->sp, t);
-	s->pos = malloc(nq * sizeof(*s->pos));
+	s->pos = malloc((nq + 1) * sizeof(*s->pos));
 	s->ly = calloc(c->L, sizeof(*s->ly));
 	if (!s->pos || !s->ly)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nq; i++)
-		s->pos[i] = (int32_t)(c->qstart + i * c->o->query_stride);
+	seq_positions(c, t, s->pos);
+	*bytes += (uint64_t)c->L * (nq * (uint64_t)c->H * 2 + qg * c->d * 2 +
+				    (uint64_t)c->n_kv * s->n_ent * c->d * 2 + qg * c->gmax * 8 +
+				    qg * 8 + (eval ? qg * c->topk * 8 : 0));
 	for (uint32_t l = 0; l < c->L; l++) {
 		struct train_layer_data *ly = &s->ly[l];
 
@@ -354,7 +391,7 @@ int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
 	if ((rc = train_fwd_open(&f, c, tcap)))
 		goto out;
 	for (uint32_t i = 0; i < set->n_seqs; i++) {
-		if ((rc = seq_alloc(c, &data->seq[i], set->len[i], eval)) ||
+		if ((rc = seq_alloc(c, &data->seq[i], set->len[i], eval, &data->bytes)) ||
 		    (rc = train_fwd_seq(&f, set->ids + set->off[i], &data->seq[i], eval)))
 			goto out;
 		data->queries += data->seq[i].nq;

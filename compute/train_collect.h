@@ -50,4 +50,50 @@ static inline bool train_forced(const struct kb_sparse *sp, uint32_t m, uint32_t
 	return m < sp->sink || (uint64_t)m + sp->local >= qb;
 }
 
+/*
+ * The entries the loss sees for a query at position p with ne complete entries: all of them
+ * when the forced blocks stay in the loss (the reference implementation), else only those the
+ * runtime ranks: from the last entry pooled into the first scored block (max-pool padding 1)
+ * to the last entry before the local window.
+ */
+static inline void train_loss_range(const struct kb_sparse *sp, bool forced_in_loss, uint32_t p,
+				    uint32_t ne, uint32_t *j0, uint32_t *j1)
+{
+	uint32_t qb = p / sp->block, ps = sp->pool_stride;
+
+	*j0 = 0;
+	*j1 = ne;
+	if (forced_in_loss)
+		return;
+	*j1 = qb > sp->local ? (qb - sp->local) * ps : 0;
+	*j1 = *j1 < ne ? *j1 : ne;
+	*j0 = sp->sink ? sp->sink * ps - 1 : 0;
+	*j0 = *j0 < *j1 ? *j0 : *j1;
+}
+
+/* Block m's pooled value of the entry values v[ne] (the runtime's max-pool window). */
+static inline double train_pool_max(const struct kb_sparse *sp, const float *v, uint32_t ne,
+				    uint32_t m)
+{
+	uint32_t lo = m * sp->pool_stride, hi = lo + sp->pool_kernel - sp->pool_pad;
+	double mx = 0.0;
+
+	lo = lo > sp->pool_pad ? lo - sp->pool_pad : 0;
+	for (uint32_t j = lo; j < hi && j < ne; j++)
+		mx = v[j] > mx ? v[j] : mx;
+	return mx;
+}
+
+/* The blocks the runtime ranks for a query at position p with ne complete entries: past the
+ * sink, before the local window, with at least one entry in their pooling window. */
+static inline void train_block_range(const struct kb_sparse *sp, uint32_t p, uint32_t ne,
+				     uint32_t *m0, uint32_t *m1)
+{
+	uint32_t qb = p / sp->block, nb = ne ? (ne + sp->pool_pad - 1) / sp->pool_stride + 1 : 0;
+
+	*m1 = qb > sp->local ? qb - sp->local : 0;
+	*m1 = *m1 < nb ? *m1 : nb;
+	*m0 = sp->sink < *m1 ? sp->sink : *m1;
+}
+
 #endif

@@ -22,10 +22,12 @@ struct eval_buf {
 static void teacher_count(const struct train_ctx *c, const struct train_layer_data *tl, size_t at,
 			  const int32_t *pred, uint64_t *hit, uint64_t *total)
 {
-	for (int32_t e = 0; e < tl->tn[at]; e++) {
-		int32_t blk = tl->tidx[at * c->gmax + e] / (int32_t)c->sp.pool_stride;
+	int32_t per = c->o->loss == TRAIN_LOSS_BLOCKS ? 1 : (int32_t)c->sp.pool_stride;
 
-		if (e && blk == tl->tidx[at * c->gmax + e - 1] / (int32_t)c->sp.pool_stride)
+	for (int32_t e = 0; e < tl->tn[at]; e++) {
+		int32_t blk = tl->tidx[at * c->gmax + e] / per;
+
+		if (e && blk == tl->tidx[at * c->gmax + e - 1] / per)
 			continue; /* entries of one block are gathered together */
 		(*total)++;
 		for (uint32_t j = 0; j < c->topk; j++)
@@ -82,7 +84,7 @@ static int forecast_select(struct train_ctx *c, struct eval_buf *b, const struct
 }
 
 static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_slot *s,
-		    const float *w, const struct train_seq *sq, uint64_t cnt[6])
+		    const float *w, const struct train_seq *sq, uint64_t cnt[8])
 {
 	const struct train_layer_data *tl = &sq->ly[s->tgt];
 	size_t row = (size_t)c->n_kv * c->topk;
@@ -106,23 +108,24 @@ static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_
 				     qb, &cnt[2], &cnt[3]);
 			teacher_count(c, tl, (size_t)i * c->n_kv + g,
 				      b->h_sel + (size_t)g * c->topk, &cnt[4], &cnt[5]);
+			teacher_count(c, tl, (size_t)i * c->n_kv + g, truth, &cnt[6], &cnt[7]);
 		}
 	}
 	return 0;
 }
 
-int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float *w,
-		    struct train_eval *out)
+int train_eval_slot(struct train_ctx *c, const struct train_data *set, const struct train_slot *s,
+		    const float *w, struct train_eval *out)
 {
 	struct kb *kb = c->kb;
 	struct eval_buf b = {0};
-	uint32_t max_ent = 1, max_nq = 1, *all = malloc((c->ev.n + 1) * sizeof(uint32_t));
-	uint64_t cnt[6] = {0};
+	uint32_t max_ent = 1, max_nq = 1, *all = malloc((set->n + 1) * sizeof(uint32_t));
+	uint64_t cnt[8] = {0};
 	int rc = -ENOMEM;
 
-	for (uint32_t i = 0; i < c->ev.n; i++) {
-		max_ent = c->ev.seq[i].n_ent > max_ent ? c->ev.seq[i].n_ent : max_ent;
-		max_nq = c->ev.seq[i].nq > max_nq ? c->ev.seq[i].nq : max_nq;
+	for (uint32_t i = 0; i < set->n; i++) {
+		max_ent = set->seq[i].n_ent > max_ent ? set->seq[i].n_ent : max_ent;
+		max_nq = set->seq[i].nq > max_nq ? set->seq[i].nq : max_nq;
 		if (all)
 			all[i] = i;
 	}
@@ -137,14 +140,15 @@ int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float
 	    (rc = kb->ops->alloc(kb, (size_t)c->n_kv * c->topk * 4, (void **)&b.sel)) ||
 	    (rc = kb->ops->alloc(kb, 16, (void **)&b.nn)))
 		goto out_free;
-	if ((rc = train_slot_loss(c, s, w, &c->ev, all, c->ev.n, NULL, &out->kl)))
+	if ((rc = train_slot_loss(c, s, w, set, all, set->n, NULL, &out->kl)))
 		goto out_free;
-	for (uint32_t i = 0; i < c->ev.n; i++)
-		if ((rc = eval_seq(c, &b, s, w, &c->ev.seq[i], cnt)))
+	for (uint32_t i = 0; i < set->n; i++)
+		if ((rc = eval_seq(c, &b, s, w, &set->seq[i], cnt)))
 			goto out_free;
 	out->recall = cnt[1] ? (double)cnt[0] / (double)cnt[1] : 0.0;
 	out->recall_prev = cnt[3] ? (double)cnt[2] / (double)cnt[3] : 0.0;
 	out->recall_teacher = cnt[5] ? (double)cnt[4] / (double)cnt[5] : 0.0;
+	out->teacher_vs_true = cnt[7] ? (double)cnt[6] / (double)cnt[7] : 0.0;
 out_free : {
 	void *p[] = {b.ck, b.q, b.scores, b.sel, b.nn};
 

@@ -211,6 +211,28 @@ static int fit_step(struct train_ctx *c, uint32_t step, uint32_t *idx, double *l
 	return 0;
 }
 
+/* Validation recall of every slot's current weight; keep it where it beats the best so far. */
+static int val_check(struct train_ctx *c, uint32_t step)
+{
+	size_t n = (size_t)c->dout * c->H;
+	struct train_eval e;
+	int rc;
+
+	for (uint32_t k = 0; k < c->n_slots; k++) {
+		struct train_slot *s = &c->slots[k];
+
+		if ((rc = train_eval_slot(c, &c->va, s, s->w, &e)))
+			return train_fail(c, rc, "step %u: validation of projection %u failed",
+					  step, k);
+		if (step == 0 || e.recall > s->best_recall) {
+			s->best_recall = e.recall;
+			s->best_step = step;
+			memcpy(s->best, s->w, n * sizeof(float));
+		}
+	}
+	return 0;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -224,7 +246,7 @@ int train_fit(struct train_ctx *c, struct train_report *rep)
 	const struct train_opts *o = c->o;
 	struct train_progress pr = {.phase = TRAIN_PHASE_FIT, .total = o->steps};
 	uint32_t start = 0, *idx = malloc(c->tr.n * sizeof(uint32_t));
-	double t0 = now_s();
+	double t0 = now_s(), t_loop = t0, t_val = 0.0;
 	int rc = 0;
 
 	if (!idx)
@@ -240,11 +262,22 @@ int train_fit(struct train_ctx *c, struct train_report *rep)
 	}
 	rep->start_step = start;
 	pr.start = start;
+	if (o->val && start == 0 && (rc = val_check(c, 0)))
+		goto out;
+	t_loop = now_s();
 	rep->steps = o->steps > start ? o->steps : start;
 	for (uint32_t step = start; step < o->steps; step++) {
 		if ((rc = fit_step(c, step, idx, &pr.loss)))
 			goto out;
 		pr.done = step + 1;
+		if (o->val &&
+		    (pr.done == o->steps || (o->val_every && pr.done % o->val_every == 0))) {
+			double tv = now_s();
+
+			if ((rc = val_check(c, pr.done)))
+				goto out;
+			t_val += now_s() - tv;
+		}
 		pr.elapsed_s = now_s() - t0;
 		if (o->checkpoint && o->checkpoint_every && pr.done % o->checkpoint_every == 0 &&
 		    pr.done < o->steps && (rc = train_ckpt_save(c, o->checkpoint, pr.done)))
@@ -255,8 +288,12 @@ int train_fit(struct train_ctx *c, struct train_report *rep)
 		}
 		pr.resumed = false;
 	}
-	if (o->checkpoint)
-		rc = train_ckpt_save(c, o->checkpoint, rep->steps);
+	if (o->steps > start)
+		rep->step_s = (now_s() - t_loop - t_val) / (o->steps - start);
+	if (o->checkpoint && (rc = train_ckpt_save(c, o->checkpoint, rep->steps)))
+		goto out;
+	for (uint32_t k = 0; o->val && k < c->n_slots; k++) /* what is written: the best */
+		memcpy(c->slots[k].w, c->slots[k].best, (size_t)c->dout * c->H * sizeof(float));
 out:
 	free(idx);
 	return rc;

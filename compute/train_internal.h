@@ -32,6 +32,7 @@ struct train_data {
 	uint32_t n;
 	struct train_seq *seq;
 	uint64_t queries; /* sum of nq */
+	uint64_t bytes;	  /* host memory the collected arrays hold */
 };
 
 /* One trained projection: the Forecast of in_layer predicting tgt_layer (or q_curr). */
@@ -39,17 +40,20 @@ struct train_slot {
 	uint32_t in, tgt;
 	bool curr;
 	float *w, *m, *v, *g; /* [dout, hidden] fp32 master weight, AdamW moments, gradient */
+	float *best;	      /* with validation: the weight of the best validation recall */
+	double best_recall;
+	uint32_t best_step;
 };
 
 struct train_ctx {
 	struct kb *kb;
 	const struct model *m;
 	const struct train_opts *o;
-	uint32_t L, H, d, n_kv, n_q, dout, gmax, kf, topk, qstart;
+	uint32_t L, H, d, n_kv, n_q, dout, gmax, kf, kst, topk, qstart; /* kf/kst: teacher grid */
 	struct kb_sparse sp;
 	float scale, mscale;
-	float *inv_freq; /* host [d / 2] */
-	struct train_data tr, ev;
+	float *inv_freq;	      /* host [d / 2] */
+	struct train_data tr, ev, va; /* training, held-out, validation (may be empty) */
 	uint32_t n_slots;
 	struct train_slot *slots;
 	/* backend buffers of the projection GEMMs, sized for rows_cap rows */
@@ -72,6 +76,9 @@ int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
 void train_data_fini(struct train_ctx *c, struct train_data *data);
 
 /* train_grad.c */
+#define TRAIN_MAX_THREADS 64
+/* Host threads of the per-query loss (opts host_threads, else the online CPUs). */
+uint32_t train_host_threads(const struct train_ctx *c);
 /* Host RoPE of one d-vector at position pos (the backend's convention); inverse if `inv`. */
 void train_rope(const struct train_ctx *c, float *v, int32_t pos, bool inv);
 int train_grad_open(struct train_ctx *c, uint32_t rows_cap);
@@ -94,12 +101,14 @@ int train_fit(struct train_ctx *c, struct train_report *rep);
 /* train_eval.c: held-out figures of weight w for slot s */
 struct train_eval {
 	double kl;
-	double recall;	       /* vs the original selector's scored blocks */
-	double recall_prev;    /* the previous token's original selection vs the same */
-	double recall_teacher; /* vs the teacher's scored top-k blocks (what the KL trains) */
+	double recall;		/* vs the original selector's scored blocks */
+	double recall_prev;	/* the previous token's original selection vs the same */
+	double recall_teacher;	/* vs the teacher's scored top-k blocks (what the KL trains) */
+	double teacher_vs_true; /* the teacher's scored blocks the original selector also picks */
 };
-int train_eval_slot(struct train_ctx *c, const struct train_slot *s, const float *w,
-		    struct train_eval *out);
+/* ... on `set` (the held-out or the validation sequences, collected with eval) */
+int train_eval_slot(struct train_ctx *c, const struct train_data *set, const struct train_slot *s,
+		    const float *w, struct train_eval *out);
 
 /* train_io.c */
 uint64_t train_fingerprint(const struct train_ctx *c);

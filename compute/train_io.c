@@ -25,7 +25,8 @@ uint64_t train_fingerprint(const struct train_ctx *c)
 {
 	const struct train_opts *o = c->o;
 	const struct model_layer *l0 = &c->m->layers[0];
-	uint32_t u[] = {c->L, c->H, c->dout, o->batch, o->query_stride, c->qstart, c->n_slots};
+	uint32_t u[] = {c->L,	   c->H,	   c->dout,    o->batch,	  o->query_stride,
+			c->qstart, o->max_queries, c->n_slots, (uint32_t)o->loss, c->kf};
 	float f[] = {o->lr, o->weight_decay, o->grad_clip, o->ridge};
 	uint64_t h = 0xcbf29ce484222325ull, data = calib_hash(o->train);
 	size_t wq = (size_t)l0->wq.rows * l0->wq.cols;
@@ -34,18 +35,25 @@ uint64_t train_fingerprint(const struct train_ctx *c)
 	h = fnv(h, f, sizeof(f));
 	h = fnv(h, &o->seed, sizeof(o->seed));
 	h = fnv(h, &data, sizeof(data));
+	if (o->val) {
+		data = calib_hash(o->val);
+		h = fnv(h, &data, sizeof(data));
+		h = fnv(h, &o->val_every, sizeof(o->val_every));
+	}
 	return fnv(h, l0->wq.data, (wq < 4096 ? wq : 4096) * 2);
 }
 
 int train_ckpt_save(struct train_ctx *c, const char *path, uint32_t step)
 {
-	struct st_wtensor *t = calloc(3 * c->n_slots + 1, sizeof(*t));
-	char(*names)[32] = calloc(3 * c->n_slots, sizeof(*names));
+	struct st_wtensor *t = calloc(4 * c->n_slots + 2, sizeof(*t));
+	char(*names)[32] = calloc(4 * c->n_slots, sizeof(*names));
 	int64_t state[3] = {step, (int64_t)train_fingerprint(c), c->n_slots};
+	int64_t *best = calloc(2 * c->n_slots + 1, sizeof(*best));
+	uint32_t nt = 3 * c->n_slots + 1;
 	char err[256];
 	int rc = -ENOMEM;
 
-	if (!t || !names)
+	if (!t || !names || !best)
 		goto out_free;
 	t[0] = (struct st_wtensor){"train.state", ST_DTYPE_I64, 1, {3}, state};
 	for (uint32_t k = 0; k < c->n_slots; k++) {
@@ -58,9 +66,20 @@ int train_ckpt_save(struct train_ctx *c, const char *path, uint32_t step)
 			    names[3 * k + i], ST_DTYPE_F32, 2, {c->dout, c->H}, p[i]};
 		}
 	}
-	if ((rc = st_write(path, t, 3 * c->n_slots + 1, NULL, err, sizeof(err))))
+	for (uint32_t k = 0; c->o->val && k < c->n_slots; k++) { /* the validation's best */
+		snprintf(names[3 * c->n_slots + k], sizeof(names[0]), "slot.%u.best", k);
+		t[nt++] = (struct st_wtensor){
+		    names[3 * c->n_slots + k], ST_DTYPE_F32, 2, {c->dout, c->H}, c->slots[k].best};
+		best[2 * k] = c->slots[k].best_step;
+		memcpy(&best[2 * k + 1], &c->slots[k].best_recall, sizeof(double));
+	}
+	if (c->o->val)
+		t[nt++] =
+		    (struct st_wtensor){"train.best", ST_DTYPE_I64, 1, {2 * c->n_slots}, best};
+	if ((rc = st_write(path, t, nt, NULL, err, sizeof(err))))
 		train_fail(c, rc, "checkpoint: %s", err);
 out_free:
+	free(best);
 	free(names);
 	free(t);
 	return rc;
@@ -77,6 +96,25 @@ static int ckpt_take(struct train_ctx *c, struct st_file *f, const char *name, f
 				  st_path(f), name);
 	memcpy(dst, t->data, (size_t)c->dout * c->H * 4);
 	return 0;
+}
+
+static int ckpt_best(struct train_ctx *c, struct st_file *f)
+{
+	const struct st_tensor *st = st_find(f, "train.best");
+	char name[32];
+	int rc = 0;
+
+	if (!st || st->dtype != ST_DTYPE_I64 || st->bytes != 2 * c->n_slots * sizeof(int64_t))
+		return train_fail(c, -EINVAL, "checkpoint %s: no train.best", st_path(f));
+	for (uint32_t k = 0; k < c->n_slots && !rc; k++) {
+		const int64_t *b = (const int64_t *)st->data + 2 * k;
+
+		c->slots[k].best_step = (uint32_t)b[0];
+		memcpy(&c->slots[k].best_recall, &b[1], sizeof(double));
+		snprintf(name, sizeof(name), "slot.%u.best", k);
+		rc = ckpt_take(c, f, name, c->slots[k].best);
+	}
+	return rc;
 }
 
 int train_ckpt_load(struct train_ctx *c, const char *path, uint32_t *step)
@@ -113,6 +151,8 @@ int train_ckpt_load(struct train_ctx *c, const char *path, uint32_t *step)
 		snprintf(name, sizeof(name), "slot.%u.adam_v", k);
 		rc = rc ? rc : ckpt_take(c, f, name, c->slots[k].v);
 	}
+	if (!rc && c->o->val)
+		rc = ckpt_best(c, f);
 	*step = (uint32_t)state[0];
 out_close:
 	st_close(f);

@@ -73,7 +73,8 @@ static int true_select(struct train_fwd *f, uint32_t row, uint32_t n_ent, uint32
 	return train_download(f, out, f->sel, (size_t)c->n_kv * c->topk * 4);
 }
 
-/* Fine-grid group sums of query p, max-pooled (kernel s + 1, stride s, padding 1) into h_t. */
+/* Teacher-grid group sums of query p into h_t: a fine grid (stride 1) is max-pooled to the
+ * inference grid (kernel s + 1, stride s, padding 1), the inference grid is taken as it is. */
 static int teacher_pool(struct train_fwd *f, uint32_t p, uint32_t ne)
 {
 	const struct train_ctx *c = f->c;
@@ -93,7 +94,11 @@ static int teacher_pool(struct train_fwd *f, uint32_t p, uint32_t ne)
 		float *t = f->h_t + (size_t)g * f->cap;
 		double sum = 0.0;
 
-		for (uint32_t j = 0; j < f->cap; j++) {
+		for (uint32_t j = 0; c->kst == st && j < f->cap; j++) { /* the inference grid */
+			t[j] = j < ne ? fs[j] : 0.0f;
+			sum += t[j];
+		}
+		for (uint32_t j = 0; c->kst != st && j < f->cap; j++) {
 			uint32_t lo = j ? st * j - 1 : 0, hi = st * j + st - 1;
 			float mx = 0.0f;
 
@@ -108,25 +113,11 @@ static int teacher_pool(struct train_fwd *f, uint32_t p, uint32_t ne)
 	return 0;
 }
 
-/* Gather the entries of the teacher's scored top-k blocks, add the rest bin, clamp, renorm. */
-static void teacher_gather(const struct train_ctx *c, const float *t, const int32_t *sel,
-			   uint32_t ne, uint32_t qb, int32_t *idx, float *tp, int32_t *tn,
-			   float *rest)
+/* Clamp the gathered bins and the rest at 1e-8 and renormalise them together. */
+static void teacher_norm(float *tp, uint32_t n, double mass, float *rest, int32_t *tn)
 {
-	uint32_t ps = c->sp.pool_stride, n = 0;
-	double mass = 0.0, z;
+	double z;
 
-	for (uint32_t i = 0; i < c->topk; i++) {
-		if (sel[i] < 0 || train_forced(&c->sp, (uint32_t)sel[i], qb))
-			continue;
-		for (uint32_t j = (uint32_t)sel[i] * ps; j < (uint32_t)sel[i] * ps + ps && j < ne;
-		     j++) {
-			idx[n] = (int32_t)j;
-			tp[n] = t[j] > 1e-8f ? t[j] : 1e-8f;
-			mass += t[j];
-			n++;
-		}
-	}
 	*rest = mass < 1.0 - 1e-8 ? (float)(1.0 - mass) : 1e-8f;
 	z = *rest;
 	for (uint32_t i = 0; i < n; i++)
@@ -135,6 +126,67 @@ static void teacher_gather(const struct train_ctx *c, const float *t, const int3
 		tp[i] = (float)(tp[i] / z);
 	*rest = (float)(*rest / z);
 	*tn = (int32_t)n;
+}
+
+/* The teacher's scored top-k blocks as block bins: the runtime's pooled block score of the
+ * teacher distribution (max over the pooling window), over the blocks the runtime ranks. */
+static void teacher_blocks(const struct train_ctx *c, const float *t, const int32_t *sel,
+			   uint32_t ne, uint32_t p, int32_t *idx, float *tp, int32_t *tn,
+			   float *rest)
+{
+	const struct kb_sparse *sp = &c->sp;
+	uint32_t m0, m1, n = 0, qb = p / sp->block;
+	double cand = 0.0, mass = 0.0;
+	train_block_range(sp, p, ne, &m0, &m1);
+	for (uint32_t m = m0; m < m1; m++)
+		cand += train_pool_max(sp, t, ne, m);
+	cand = cand > 0.0 ? cand : 1.0;
+	for (uint32_t i = 0; i < c->topk; i++) {
+		uint32_t m = (uint32_t)sel[i];
+		double pm;
+
+		if (sel[i] < 0 || train_forced(sp, m, qb) || m < m0 || m >= m1)
+			continue;
+		pm = train_pool_max(sp, t, ne, m) / cand;
+		idx[n] = (int32_t)m;
+		tp[n] = pm > 1e-8 ? (float)pm : 1e-8f;
+		mass += pm;
+		n++;
+	}
+	teacher_norm(tp, n, mass, rest, tn);
+}
+
+/* Gather the entries of the teacher's scored top-k blocks, add the rest bin, clamp, renorm. */
+static void teacher_gather(const struct train_ctx *c, const float *t, const int32_t *sel,
+			   uint32_t ne, uint32_t p, int32_t *idx, float *tp, int32_t *tn,
+			   float *rest)
+{
+	uint32_t ps = c->sp.pool_stride, n = 0, qb = p / c->sp.block, j0, j1;
+	double mass = 0.0, cand = 0.0;
+
+	if (c->o->loss == TRAIN_LOSS_BLOCKS) {
+		teacher_blocks(c, t, sel, ne, p, idx, tp, tn, rest);
+		return;
+	}
+	/* the distribution over the entries the loss sees (all, or the scored blocks') */
+	train_loss_range(&c->sp, c->o->loss == TRAIN_LOSS_PAPER, p, ne, &j0, &j1);
+	for (uint32_t j = j0; j < j1; j++)
+		cand += t[j];
+	cand = cand > 0.0 ? cand : 1.0;
+	for (uint32_t i = 0; i < c->topk; i++) {
+		if (sel[i] < 0 || train_forced(&c->sp, (uint32_t)sel[i], qb))
+			continue;
+		for (uint32_t j = (uint32_t)sel[i] * ps; j < (uint32_t)sel[i] * ps + ps && j < ne;
+		     j++) {
+			double pj = t[j] / cand;
+
+			idx[n] = (int32_t)j;
+			tp[n] = pj > 1e-8 ? (float)pj : 1e-8f;
+			mass += pj;
+			n++;
+		}
+	}
+	teacher_norm(tp, n, mass, rest, tn);
 }
 
 static int teacher_query(struct train_fwd *f, struct train_layer_data *ly, uint32_t qi, uint32_t p)
@@ -156,7 +208,7 @@ static int teacher_query(struct train_fwd *f, struct train_layer_data *ly, uint3
 		size_t at = (size_t)qi * c->n_kv + g;
 
 		teacher_gather(c, f->h_t + (size_t)g * f->cap, f->h_sel + (size_t)g * c->topk, ne,
-			       qb, ly->tidx + at * c->gmax, ly->tp + at * c->gmax, ly->tn + at,
+			       p, ly->tidx + at * c->gmax, ly->tp + at * c->gmax, ly->tn + at,
 			       ly->trest + at);
 	}
 	return 0;

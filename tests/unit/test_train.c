@@ -2,8 +2,9 @@
 /*
  * Forecast training end to end on the tiny model (CPU backend): held-out KL falls and recall
  * beats the untrained and previous-step baselines, the file loads with model_open, two runs
- * give identical bytes, a run stopped after a checkpoint resumes to the same bytes, the loss
- * falls on a repeated batch, and bad inputs fail with clear errors.
+ * give identical bytes (also with other host thread counts), a run stopped after a checkpoint
+ * resumes to the same bytes, the loss falls on a repeated batch, the teacher grid, query cap
+ * and validation options do what they say, and bad inputs fail with clear errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -173,6 +174,51 @@ static void test_train_deterministic(void **state)
 	assert_false(same_bytes(e->out, e->out2));
 }
 
+/* The teacher on the inference grid is the runtime's selector itself: its blocks are the true
+ * ones. A query cap samples that many positions per sequence; the host loss threads do not
+ * change a single byte of the result. */
+static void test_train_options(void **state)
+{
+	struct env *e = *state;
+	struct train_opts o;
+	struct train_report r;
+
+	small_opts(e, &o, 0);
+	o.teacher_kernel = TRAIN_TEACHER_SELECTOR;
+	o.max_queries = 10;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	assert_int_equal(r.fine_kernel, e->m->cfg.sparse.ck_kernel);
+	assert_int_equal(r.fine_stride, e->m->cfg.sparse.ck_stride);
+	assert_int_equal(r.train_queries, 3 * 10 * e->m->cfg.n_kv_heads);
+	assert_int_equal(r.eval_queries, 1 * 10 * e->m->cfg.n_kv_heads);
+	assert_true(r.host_bytes > 0);
+	for (uint32_t k = 0; k < r.n_slots; k++)
+		assert_true(r.layers[k].teacher_agreement == 1.0);
+	train_report_fini(&r);
+	/* the fine teacher (kernel 2, stride 1) picks other blocks on this model */
+	small_opts(e, &o, 3);
+	o.host_threads = 1;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	assert_int_equal(r.fine_stride, 1);
+	assert_true(train_report_mean(&r, offsetof(struct train_layer_report, teacher_agreement)) <
+		    1.0);
+	train_report_fini(&r);
+	o.host_threads = 3;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
+	train_report_fini(&r);
+	assert_true(same_bytes(e->out, e->out2));
+	/* validated on the held-out set itself: the written step never scores below the start */
+	small_opts(e, &o, 6);
+	o.val = &e->small_ev;
+	o.val_every = 2;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	for (uint32_t k = 0; k < r.n_slots; k++) {
+		assert_true(r.layers[k].recall_trained >= r.layers[k].recall_ridge);
+		assert_true(r.layers[k].best_step % 2 == 0 && r.layers[k].best_step <= 6);
+	}
+	train_report_fini(&r);
+}
+
 static int stop_at_7(void *ctx, const struct train_progress *p)
 {
 	(void)ctx;
@@ -186,6 +232,8 @@ static void test_train_resume(void **state)
 	struct train_report r;
 
 	small_opts(e, &o, 12);
+	o.val = &e->small_ev; /* the best-so-far weights travel in the checkpoint too */
+	o.val_every = 4;
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
 	train_report_fini(&r);
 	unlink(e->ckpt);
@@ -343,14 +391,15 @@ int main(void)
 	/* Built twice (train.cmake): part 1 the data, errors and quality, part 2 the files. */
 	const struct CMUnitTest tests[] = {
 #if TEST_TRAIN_PART == 1
-	    cmocka_unit_test(test_calib_read),
-	    cmocka_unit_test(test_calib_synth),
-	    cmocka_unit_test(test_bad_inputs),
-	    cmocka_unit_test(test_train_loss_falls),
-	    cmocka_unit_test(test_train_beats_baselines),
+		cmocka_unit_test(test_calib_read),
+		cmocka_unit_test(test_calib_synth),
+		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_train_loss_falls),
+		cmocka_unit_test(test_train_beats_baselines),
 #else
-	    cmocka_unit_test(test_train_deterministic),
-	    cmocka_unit_test(test_train_resume),
+		cmocka_unit_test(test_train_deterministic),
+		cmocka_unit_test(test_train_resume),
+		cmocka_unit_test(test_train_options),
 #endif
 	};
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Forecast training's loss gradient: train_kl_grad's analytic dKL/df against central finite
- * differences, with and without a clamped (near-zero) student bin, and the loss's basic
+ * Forecast training's loss gradients: train_kl_grad's (compressed entries) and
+ * train_kl_grad_blocks' (max-pooled block scores) analytic dKL/df against central finite
+ * differences, with and without a clamped (near-zero) student bin, and the losses' basic
  * properties (non-negative, zero when the student reproduces the teacher's bins).
  */
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "train.h"
@@ -35,13 +37,29 @@ struct problem {
 	float tp[12];
 	float rest;
 	uint32_t n_g;
-	double work[2 * N_ENT];
+	double work[3 * N_ENT + 3];
+	bool blocks; /* the block loss: bins are blocks [M0, M1) of the pooled entries */
 };
+
+#define M0 1
+#define M1 9
+
+static const struct kb_sparse pool = {.block = 64,
+				      .ck_kernel = 32,
+				      .ck_stride = 16,
+				      .pool_kernel = 5,
+				      .pool_stride = 4,
+				      .pool_pad = 1,
+				      .sink = 1,
+				      .local = 2,
+				      .topk = 8};
 
 /* Random keys and query; a teacher over 12 gathered entries (3 blocks of 4) and a rest bin. */
 static void make(struct problem *p, double fscale)
 {
 	double sum = 0.0;
+
+	p->blocks = false;
 
 	for (int i = 0; i < D; i++)
 		p->f[i] = (float)((urand() * 2.0 - 1.0) * fscale);
@@ -60,19 +78,46 @@ static void make(struct problem *p, double fscale)
 	p->rest = (float)(p->rest / sum);
 }
 
+/* The block loss's teacher: 3 of the blocks [M0, M1) (ids relative to M0) and a rest bin. */
+static void make_blocks(struct problem *p, double fscale)
+{
+	static const int32_t blk[3] = {0, 3, 6};
+	double sum = 0.0;
+
+	make(p, fscale);
+	p->blocks = true;
+	p->n_g = 3;
+	for (uint32_t i = 0; i < p->n_g; i++) {
+		p->idx[i] = blk[i];
+		p->tp[i] = (float)(0.05 + urand());
+		sum += p->tp[i];
+	}
+	p->rest = (float)(0.7 * sum);
+	sum += p->rest;
+	for (uint32_t i = 0; i < p->n_g; i++)
+		p->tp[i] = (float)(p->tp[i] / sum);
+	p->rest = (float)(p->rest / sum);
+}
+
 static double kl(struct problem *p, const float *f, float *gf)
 {
+	if (p->blocks)
+		return train_kl_grad_blocks(f, p->ck, N_ENT, D, 0.25f, &pool, M0, M1, p->idx, p->tp,
+					    p->n_g, p->rest, gf, p->work);
 	return train_kl_grad(f, p->ck, N_ENT, D, 0.25f, p->idx, p->tp, p->n_g, p->rest, gf,
 			     p->work);
 }
 
-static void check_fd(double fscale)
+static void check_fd(double fscale, bool blocks)
 {
 	struct problem p;
 	float g[D], fp[D];
-	const double h = 1e-3;
+	const double h = blocks ? 1e-4 : 1e-3; /* blocks: stay clear of arg-max switches */
 
-	make(&p, fscale);
+	if (blocks)
+		make_blocks(&p, fscale);
+	else
+		make(&p, fscale);
 	kl(&p, p.f, g);
 	for (int e = 0; e < D; e++) {
 		double lp, lm, fd;
@@ -92,7 +137,17 @@ static void test_grad_matches_fd(void **state)
 {
 	(void)state;
 	for (int r = 0; r < 20; r++)
-		check_fd(1.0);
+		check_fd(1.0, false);
+}
+
+/* The block loss: the gradient flows through each block's arg-max entry. */
+static void test_grad_blocks_matches_fd(void **state)
+{
+	(void)state;
+	for (int r = 0; r < 20; r++)
+		check_fd(1.0, true);
+	for (int r = 0; r < 10; r++)
+		check_fd(12.0, true);
 }
 
 /* Large queries: peaked students, some gathered bins clamped at 1e-8 (their gradient is 0). */
@@ -100,7 +155,7 @@ static void test_grad_matches_fd_peaked(void **state)
 {
 	(void)state;
 	for (int r = 0; r < 20; r++)
-		check_fd(12.0);
+		check_fd(12.0, false);
 }
 
 static void test_kl_properties(void **state)
@@ -116,6 +171,13 @@ static void test_kl_properties(void **state)
 		p.tp[i] = 1.0f / N_ENT;
 	p.rest = 1.0f - (float)p.n_g / N_ENT;
 	assert_true(fabs(kl(&p, zero, NULL)) < 1e-6);
+	/* the same for the block loss over M1 - M0 blocks */
+	make_blocks(&p, 1.0);
+	assert_true(kl(&p, p.f, NULL) >= 0.0);
+	for (uint32_t i = 0; i < p.n_g; i++)
+		p.tp[i] = 1.0f / (M1 - M0);
+	p.rest = 1.0f - (float)p.n_g / (M1 - M0);
+	assert_true(fabs(kl(&p, zero, NULL)) < 1e-6);
 }
 
 int main(void)
@@ -123,6 +185,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grad_matches_fd),
 	    cmocka_unit_test(test_grad_matches_fd_peaked),
+	    cmocka_unit_test(test_grad_blocks_matches_fd),
 	    cmocka_unit_test(test_kl_properties),
 	};
 

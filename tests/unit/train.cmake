@@ -5,8 +5,8 @@
 sparda_test(test_train_grad SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train_grad.c
             LIBS sparda_train m TIMEOUT 30)
 sparda_test(test_train SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train.c
-            LIBS sparda_train m TIMEOUT 120)
+            LIBS sparda_train m TIMEOUT 300)
 target_compile_definitions(test_train PRIVATE TEST_TRAIN_PART=1)
 sparda_test(test_train_files SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_train.c
-            LIBS sparda_train m TIMEOUT 120)
+            LIBS sparda_train m TIMEOUT 300)
 target_compile_definitions(test_train_files PRIVATE TEST_TRAIN_PART=2)
