@@ -113,41 +113,33 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 		free(t);
 		return;
 	}
-	const struct {
-		const char *name;
-		uint64_t value;
-	} *x, rows[] = {
-	    {"daemon.spill.enabled", 1},
-	    {"daemon.spill.sessions", t->sessions},
-	    {"daemon.spill.units_spilled", t->units_spilled},
-	    {"daemon.spill.bytes_spilled", t->bytes_spilled},
-	    {"daemon.spill.units_dropped", t->units_dropped},
-	    {"daemon.spill.spill_failures", t->spill_failures},
-	    {"daemon.spill.units_restored", t->units_restored},
-	    {"daemon.spill.bytes_restored", t->bytes_restored},
-	    {"daemon.spill.restore_misses", t->restore_misses},
-	    {"daemon.spill.answers_deferred", t->answers_deferred},
-	    {"daemon.spill.answers_late", t->answers_late},
-	    {"daemon.spill.crc_failures", t->crc_failures},
-	    {"daemon.spill.id_mismatches", t->id_mismatches},
-	    {"daemon.spill.io_errors", t->io_errors},
-	    {"daemon.spill.enospc_events", t->enospc_events},
-	    {"daemon.spill.degraded", t->degraded_now},
-	    {"daemon.spill.degraded_entries", t->degraded_entries},
-	    {"daemon.spill.recoveries", t->recoveries},
-	    {"daemon.spill.write_ios", t->write_ios},
-	    {"daemon.spill.read_ios", t->read_ios},
-	    {"daemon.spill.extents_used", t->extents_used},
-	    {"daemon.spill.extents_total", t->extents_total},
-	    {"daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50)},
-	    {"daemon.spill.restore_p99_ns", hist_percentile(&t->restore_ns, 99)},
-	    {"daemon.spill.spill_busy_ns", t->spill_ns.sum_ns},
-	    {"daemon.spill.restore_busy_ns", t->read_ns.sum_ns},
-	    {"daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0},
-	};
-
-	for (x = rows; x < rows + sizeof(rows) / sizeof(rows[0]); x++)
-		stat_add(v, n, x->name, x->value);
+	stat_add(v, n, "daemon.spill.enabled", 1);
+	stat_add(v, n, "daemon.spill.sessions", t->sessions);
+	stat_add(v, n, "daemon.spill.units_spilled", t->units_spilled);
+	stat_add(v, n, "daemon.spill.bytes_spilled", t->bytes_spilled);
+	stat_add(v, n, "daemon.spill.units_dropped", t->units_dropped);
+	stat_add(v, n, "daemon.spill.spill_failures", t->spill_failures);
+	stat_add(v, n, "daemon.spill.units_restored", t->units_restored);
+	stat_add(v, n, "daemon.spill.bytes_restored", t->bytes_restored);
+	stat_add(v, n, "daemon.spill.restore_misses", t->restore_misses);
+	stat_add(v, n, "daemon.spill.answers_deferred", t->answers_deferred);
+	stat_add(v, n, "daemon.spill.answers_late", t->answers_late);
+	stat_add(v, n, "daemon.spill.crc_failures", t->crc_failures);
+	stat_add(v, n, "daemon.spill.id_mismatches", t->id_mismatches);
+	stat_add(v, n, "daemon.spill.io_errors", t->io_errors);
+	stat_add(v, n, "daemon.spill.enospc_events", t->enospc_events);
+	stat_add(v, n, "daemon.spill.degraded", t->degraded_now);
+	stat_add(v, n, "daemon.spill.degraded_entries", t->degraded_entries);
+	stat_add(v, n, "daemon.spill.recoveries", t->recoveries);
+	stat_add(v, n, "daemon.spill.write_ios", t->write_ios);
+	stat_add(v, n, "daemon.spill.read_ios", t->read_ios);
+	stat_add(v, n, "daemon.spill.extents_used", t->extents_used);
+	stat_add(v, n, "daemon.spill.extents_total", t->extents_total);
+	stat_add(v, n, "daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50));
+	stat_add(v, n, "daemon.spill.restore_p99_ns", hist_percentile(&t->restore_ns, 99));
+	stat_add(v, n, "daemon.spill.spill_busy_ns", t->spill_ns.sum_ns);
+	stat_add(v, n, "daemon.spill.restore_busy_ns", t->read_ns.sum_ns);
+	stat_add(v, n, "daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0);
 	free(t);
 }
 

@@ -301,8 +301,8 @@ static uint64_t tier_reserve(struct server *sv, struct session_opts *so)
 	if (!sv->spill)
 		return 0;
 	if (spill_reserve(sv->spill, so->arena_bytes, so->geom.unit_bytes, &bytes)) {
-		log_warn(TAG, "spill-bytes exhausted: session is RAM only",
-			 "arena_bytes=%llu", (unsigned long long)so->arena_bytes);
+		log_warn(TAG, "spill-bytes exhausted: session is RAM only", "arena_bytes=%llu",
+			 (unsigned long long)so->arena_bytes);
 		return 0;
 	}
 	if (tenant_disk_acquire(so->tenant, bytes * spill_n_dirs(sv->spill))) {

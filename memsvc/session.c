@@ -284,8 +284,8 @@ static int opts_check(struct session *s, char *err, size_t err_len)
 	    session_arena_bytes(&s->o.geom, s->o.arena_bytes, s->o.huge_pages, &arena,
 				&s->n_slots) ||
 	    arena != s->o.arena_bytes ||
-	    (s->o.tiered && !(s->o.low_water >= 0 && s->o.low_water <= s->o.high_water &&
-			      s->o.high_water <= 1))) {
+	    (s->o.tiered &&
+	     !(s->o.low_water >= 0 && s->o.low_water <= s->o.high_water && s->o.high_water <= 1))) {
 		snprintf(err, err_len, "session: bad options (max_seqs, wait_mode, ring or arena)");
 		return -EINVAL;
 	}

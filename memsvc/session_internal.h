@@ -41,7 +41,6 @@ struct session {
 	uint32_t n_outbox;
 };
 
-
 /* Apply one SQE under the session lock (session.c); -EINPROGRESS: answered later. */
 int32_t session_sqe_apply_locked(struct session *s, const struct sp_sqe *e, uint32_t *slot,
 				 uint32_t *gen);

@@ -124,8 +124,7 @@ bool session_tier_busy(struct session *s)
 	return busy;
 }
 
-uint32_t session_evict_pick(struct session *s, struct store_io *io, uint32_t cap,
-			    uint32_t *dropped)
+uint32_t session_evict_pick(struct session *s, struct store_io *io, uint32_t cap, uint32_t *dropped)
 {
 	uint32_t k;
 

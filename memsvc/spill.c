@@ -34,7 +34,7 @@ struct entry {
 	uint64_t file_bytes;
 	bool busy, removing, degraded;
 	struct tier_nvme_stats tst; /* last copy, for spill_get_stats */
-	uint32_t batch; /* units per batch: what one staging buffer holds */
+	uint32_t batch;		    /* units per batch: what one staging buffer holds */
 	struct store_io *io;
 	struct tier_nvme_wreq *w;
 	struct tier_nvme_rreq *r;
@@ -55,8 +55,8 @@ struct spill {
 	pthread_cond_t idle;
 	struct entry **ents;
 	size_t n_ents, cap_ents;
-	uint64_t reserved; /* per directory */
-	struct spill_stats st;	    /* the thread's own counters */
+	uint64_t reserved;	       /* per directory */
+	struct spill_stats st;	       /* the thread's own counters */
 	struct tier_nvme_stats closed; /* sums of removed tiers */
 	char aio_name[24];
 };
@@ -123,7 +123,9 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 		log_warn(TAG, "restore failed: units lost (misses, never wrong bytes)",
 			 "session=%llu units=%u first_error=%s",
 			 (unsigned long long)session_id(e->s), k - ok,
-			 err_name(rc < 0 ? rc : e->r[0].res ? e->r[0].res : -EIO));
+			 err_name(rc < 0	? rc
+				  : e->r[0].res ? e->r[0].res
+						: -EIO));
 	pthread_mutex_lock(&sp->lock);
 	sp->st.units_restored += ok;
 	sp->st.bytes_restored += (uint64_t)ok * ub;
@@ -193,8 +195,8 @@ static bool serve(struct spill *sp, struct entry *e)
 			;
 	/* RAM-only and nothing could be evicted: restores get -ENOSPC rather than wait. */
 	if (!moved && degraded && session_load_starved(e->s))
-		log_warn(TAG, "restores refused: tier RAM-only and arena full",
-			 "session=%llu", (unsigned long long)session_id(e->s));
+		log_warn(TAG, "restores refused: tier RAM-only and arena full", "session=%llu",
+			 (unsigned long long)session_id(e->s));
 	release_extents(e);
 	answer(sp, e);
 	return moved && session_tier_busy(e->s);
@@ -250,8 +252,8 @@ static int parse_errno(const char *v)
 	static const struct {
 		const char *name;
 		int err;
-	} names[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EAGAIN", EAGAIN}, {"EINTR", EINTR},
-		     {"ENOMEM", ENOMEM}, {"EBADF", EBADF}};
+	} names[] = {{"EIO", EIO},     {"ENOSPC", ENOSPC}, {"EAGAIN", EAGAIN},
+		     {"EINTR", EINTR}, {"ENOMEM", ENOMEM}, {"EBADF", EBADF}};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(v, names[i].name))
@@ -374,9 +376,9 @@ int spill_open(const struct spill_opts *o, struct spill **out, char *err, size_t
 		return r;
 	}
 	log_info(TAG, "NVMe tier configured",
-		 "dirs=%s dir_bytes=%llu session_bytes=%llu aio=%s direct=%d sqpoll=%d",
-		 o->dirs, (unsigned long long)o->dir_bytes, (unsigned long long)o->session_bytes,
-		 o->aio_kind == AIO_KIND_URING  ? "uring"
+		 "dirs=%s dir_bytes=%llu session_bytes=%llu aio=%s direct=%d sqpoll=%d", o->dirs,
+		 (unsigned long long)o->dir_bytes, (unsigned long long)o->session_bytes,
+		 o->aio_kind == AIO_KIND_URING	? "uring"
 		 : o->aio_kind == AIO_KIND_SYNC ? "sync"
 						: "auto",
 		 o->direct, o->sqpoll);
@@ -408,12 +410,11 @@ static void entry_free(struct entry *e);
 
 static uint64_t extent_bytes(uint32_t unit_bytes)
 {
-	return TIER_NVME_ALIGN + ((uint64_t)unit_bytes + TIER_NVME_ALIGN - 1) / TIER_NVME_ALIGN *
-				     TIER_NVME_ALIGN;
+	return TIER_NVME_ALIGN +
+	       ((uint64_t)unit_bytes + TIER_NVME_ALIGN - 1) / TIER_NVME_ALIGN * TIER_NVME_ALIGN;
 }
 
-int spill_reserve(struct spill *sp, uint64_t arena_bytes, uint32_t unit_bytes,
-		  uint64_t *file_bytes)
+int spill_reserve(struct spill *sp, uint64_t arena_bytes, uint32_t unit_bytes, uint64_t *file_bytes)
 {
 	uint64_t ext = extent_bytes(unit_bytes);
 	uint64_t want = sp->o.session_bytes ? sp->o.session_bytes
@@ -579,7 +580,8 @@ void spill_get_stats(struct spill *sp, struct spill_stats *st)
 		st->extents_total += t->extents_total;
 		st->degraded_now += t->degraded;
 		if (!st->extent_bytes)
-			st->extent_bytes = extent_bytes(session_geometry(sp->ents[i]->s)->unit_bytes);
+			st->extent_bytes =
+			    extent_bytes(session_geometry(sp->ents[i]->s)->unit_bytes);
 	}
 	st->write_ios = sum.write_ios;
 	st->read_ios = sum.read_ios;

@@ -23,8 +23,8 @@ struct spill;
 #define SPILL_MAX_DIRS 16u
 
 struct spill_opts {
-	const char *dirs; /* comma-separated spill directories */
-	uint64_t dir_bytes;     /* cap per directory, all sessions; 0 = none */
+	const char *dirs;	/* comma-separated spill directories */
+	uint64_t dir_bytes;	/* cap per directory, all sessions; 0 = none */
 	uint64_t session_bytes; /* per session and directory; 0 = 4 x the arena */
 	enum aio_kind aio_kind;
 	bool sqpoll;
@@ -41,13 +41,13 @@ struct spill_opts {
 };
 
 struct spill_stats {
-	uint64_t sessions;			    /* tiered sessions now */
-	uint64_t units_spilled, bytes_spilled;	    /* RAM -> disk writes */
-	uint64_t units_dropped;			    /* evicted with a copy already on disk */
-	uint64_t spill_failures;		    /* units a write batch could not store */
-	uint64_t units_restored, bytes_restored;    /* disk -> RAM reads that verified */
-	uint64_t restore_misses;		    /* reads that failed: the unit is lost */
-	uint64_t answers_deferred, answers_late;    /* ring Forecasts answered after a restore */
+	uint64_t sessions;			 /* tiered sessions now */
+	uint64_t units_spilled, bytes_spilled;	 /* RAM -> disk writes */
+	uint64_t units_dropped;			 /* evicted with a copy already on disk */
+	uint64_t spill_failures;		 /* units a write batch could not store */
+	uint64_t units_restored, bytes_restored; /* disk -> RAM reads that verified */
+	uint64_t restore_misses;		 /* reads that failed: the unit is lost */
+	uint64_t answers_deferred, answers_late; /* ring Forecasts answered after a restore */
 	uint64_t crc_failures, id_mismatches, io_errors, enospc_events;
 	uint64_t degraded_entries, recoveries, degraded_now; /* tiers RAM-only now */
 	uint64_t write_ios, read_ios;

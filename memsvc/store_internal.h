@@ -44,8 +44,8 @@ struct store {
 	uint64_t *ext_free; /* extents of dropped units, for the tier's owner to release */
 	uint64_t ext_free_n, ext_free_cap;
 	uint64_t n_extents, lost;
-	bool degraded; /* the tier is RAM-only for now: a full arena is -ENOSPC again */
-	uint64_t *cand; /* eviction list: (step, slot) pairs, oldest first */
+	bool degraded;		   /* the tier is RAM-only for now: a full arena is -ENOSPC again */
+	uint64_t *cand;		   /* eviction list: (step, slot) pairs, oldest first */
 	uint32_t cand_n, cand_pos; /* its length and the next entry to consider */
 };
 

@@ -248,12 +248,12 @@ uint32_t store_load_pick(struct store *s, struct store_io *io, uint32_t cap)
 		s->slot_lease[slot] = 0;
 		s->slot_word[slot] = word;
 		word_set(s, word, slot, sp_unit_word_gen(w), SP_UNIT_LOADING);
-		io[k] = (struct store_io){.word = word,
-					  .word_val = sp_unit_word(slot, sp_unit_word_gen(w),
-								   SP_UNIT_LOADING),
-					  .extent = s->word_ext[word],
-					  .slot = slot,
-					  .gen = sp_unit_word_gen(w)};
+		io[k] = (struct store_io){
+		    .word = word,
+		    .word_val = sp_unit_word(slot, sp_unit_word_gen(w), SP_UNIT_LOADING),
+		    .extent = s->word_ext[word],
+		    .slot = slot,
+		    .gen = sp_unit_word_gen(w)};
 		word_ident(s, word, &io[k]);
 		k++;
 		s->loadq_head++, s->loadq_n--;

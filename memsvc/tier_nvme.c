@@ -27,7 +27,7 @@
 struct tn_file {
 	int fd;
 	char *path;
-	bool unlinked; /* opts.unlink_early: the name is gone already */
+	bool unlinked;	      /* opts.unlink_early: the name is gone already */
 	uint64_t alloc_bytes; /* fallocated (or truncated) so far */
 };
 

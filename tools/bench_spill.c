@@ -33,8 +33,8 @@
 
 struct spill_bench_opts {
 	const char *dir, *json, *aio;
-	uint64_t size; /* raw test file */
-	uint64_t ram;  /* memsvc arena */
+	uint64_t size;	 /* raw test file */
+	uint64_t ram;	 /* memsvc arena */
 	uint32_t factor; /* units written = factor x arena slots */
 };
 
@@ -123,9 +123,8 @@ static int raw_phase(const struct spill_bench_opts *o, struct spill_bench_result
 	if (!r) {
 		for (size_t i = 0; i < (size_t)RAW_DEPTH * RAW_WRITE; i++)
 			buf[i] = (uint8_t)(i * 131 + 7);
-		r = aio_open(AIO_KIND_URING, &(struct aio_opts){.depth = RAW_DEPTH, .fds = &fd,
-								 .n_fds = 1},
-			     &a);
+		r = aio_open(AIO_KIND_URING,
+			     &(struct aio_opts){.depth = RAW_DEPTH, .fds = &fd, .n_fds = 1}, &a);
 	}
 	if (!r)
 		(void)aio_buffers_register(a, buf, (size_t)RAW_DEPTH * RAW_WRITE);
@@ -196,8 +195,9 @@ static int read_units(struct memclient *c, const struct memclient_unit *u, uint3
 	struct memclient_result *r = calloc(n, sizeof(*r));
 	uint32_t ids[REQ_INFLIGHT], first[REQ_INFLIGHT], head = 0, tail = 0, next = 0;
 	uint64_t slots = memclient_n_slots(c), step = 0;
-	uint32_t per = slots / (2 * REQ_INFLIGHT) < REQ_UNITS ? (uint32_t)(slots / (2 * REQ_INFLIGHT))
-							       : REQ_UNITS;
+	uint32_t per = slots / (2 * REQ_INFLIGHT) < REQ_UNITS
+			   ? (uint32_t)(slots / (2 * REQ_INFLIGHT))
+			   : REQ_UNITS;
 	int rc = r && per ? 0 : -ENOMEM;
 
 	while (!rc && (next < n || head != tail)) {
@@ -294,8 +294,8 @@ static int client_phase(const char *rundir, const struct spill_bench_opts *o,
 		res->spill_gbps = gbps(stat_of(c, "daemon.spill.bytes_spilled"),
 				       stat_of(c, "daemon.spill.spill_busy_ns"));
 		res->restore_gbps = gbps(res->units_restored * ub, t_read);
-		res->restore_io_gbps = gbps(res->units_restored * ub,
-					    stat_of(c, "daemon.spill.restore_busy_ns") - b0);
+		res->restore_io_gbps =
+		    gbps(res->units_restored * ub, stat_of(c, "daemon.spill.restore_busy_ns") - b0);
 		snprintf(res->aio, sizeof(res->aio), "%s",
 			 stat_of(c, "daemon.spill.aio_uring") ? "uring" : "sync");
 	}
@@ -358,8 +358,7 @@ static void print(const struct spill_bench_result *r)
 	       100 * ratio(r->spill_gbps, r->raw_write_gbps));
 	printf("  memsvc restore          %8.3f   %5.1f%% of raw read (end to end)\n",
 	       r->restore_gbps, 100 * ratio(r->restore_gbps, r->raw_read_gbps));
-	printf("  memsvc restore I/O      %8.3f   (spill thread busy time)\n",
-	       r->restore_io_gbps);
+	printf("  memsvc restore I/O      %8.3f   (spill thread busy time)\n", r->restore_io_gbps);
 	printf("  client ingest           %8.3f   (write phase, all units)\n", r->ingest_gbps);
 	printf("units %llu spilled %llu restored %llu misses %llu wrong %llu\n",
 	       (unsigned long long)r->units, (unsigned long long)r->units_spilled,
@@ -405,15 +404,15 @@ static void usage(void)
 static int parse(int argc, char **argv, struct spill_bench_opts *o)
 {
 	static const struct option longopts[] = {
-	    {"dir", required_argument, NULL, 'd'},  {"json", required_argument, NULL, 'j'},
-	    {"size", required_argument, NULL, 's'}, {"ram", required_argument, NULL, 'r'},
+	    {"dir", required_argument, NULL, 'd'},    {"json", required_argument, NULL, 'j'},
+	    {"size", required_argument, NULL, 's'},   {"ram", required_argument, NULL, 'r'},
 	    {"factor", required_argument, NULL, 'f'}, {"aio", required_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0}};
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
 	char *end = NULL;
 	int ch;
 
-	*o = (struct spill_bench_opts){.size = 1ull << 30, .ram = 256ull << 20, .factor = 4,
-				       .aio = "uring"};
+	*o = (struct spill_bench_opts){
+	    .size = 1ull << 30, .ram = 256ull << 20, .factor = 4, .aio = "uring"};
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		unsigned long long v = 0;
@@ -428,14 +427,30 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 			return -EINVAL;
 		}
 		switch (ch) {
-		case 'd': o->dir = optarg; break;
-		case 'j': o->json = optarg; break;
-		case 's': o->size = v; break;
-		case 'r': o->ram = v; break;
-		case 'f': o->factor = (uint32_t)v; break;
-		case 'a': o->aio = optarg; break;
-		case 'h': usage(); return 1;
-		default: usage(); return -EINVAL;
+		case 'd':
+			o->dir = optarg;
+			break;
+		case 'j':
+			o->json = optarg;
+			break;
+		case 's':
+			o->size = v;
+			break;
+		case 'r':
+			o->ram = v;
+			break;
+		case 'f':
+			o->factor = (uint32_t)v;
+			break;
+		case 'a':
+			o->aio = optarg;
+			break;
+		case 'h':
+			usage();
+			return 1;
+		default:
+			usage();
+			return -EINVAL;
 		}
 	}
 	if (!o->dir || optind != argc || o->size < RAW_WRITE || o->ram < (1u << 20) ||

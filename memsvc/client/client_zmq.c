@@ -348,9 +348,8 @@ int memclient_alloc_wait(struct memclient *c, const struct memclient_unit *units
 	return retry_eagain(c, WIRE_ALLOC, units, n, 0, results, timeout_ms);
 }
 
-int memclient_forecast_zmq_wait(struct memclient *c, const struct memclient_unit *units,
-				uint32_t n, uint64_t step, struct memclient_result *results,
-				int timeout_ms)
+int memclient_forecast_zmq_wait(struct memclient *c, const struct memclient_unit *units, uint32_t n,
+				uint64_t step, struct memclient_result *results, int timeout_ms)
 {
 	return retry_eagain(c, WIRE_FORECAST, units, n, step, results, timeout_ms);
 }

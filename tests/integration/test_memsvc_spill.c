@@ -27,7 +27,7 @@
 #include "timeutil.h"
 
 #define SLOTS 64u
-#define UNIT 512u /* harness_geometry: 2 x 8 tokens x 16 x bf16 */
+#define UNIT 512u  /* harness_geometry: 2 x 8 tokens x 16 x bf16 */
 #define BLOCKS 64u /* 2 layers x 2 heads x 64 blocks = 256 units = 4 x the arena */
 #define BATCH 16u
 #define KEY 0x5b111ull
@@ -47,8 +47,14 @@ struct fx {
 static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const char *extra)
 {
 	char a0[PATH_MAX + 16], a1[32];
-	const char *args[] = {a0, a1, "--spill-high-water=0.75", "--spill-low-water=0.5",
-			      "--spill-backoff-ms=100", "--spill-batch-bytes=64K", extra, NULL};
+	const char *args[] = {a0,
+			      a1,
+			      "--spill-high-water=0.75",
+			      "--spill-low-water=0.5",
+			      "--spill-backoff-ms=100",
+			      "--spill-batch-bytes=64K",
+			      extra,
+			      NULL};
 
 	snprintf(a0, sizeof(a0), "--spill-dirs=%s", dir);
 	snprintf(a1, sizeof(a1), "--spill-aio=%s", aio);

@@ -31,8 +31,12 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct store_opts o = {
-	    .geom = {.n_layers = 1, .n_kv_heads = 1, .head_dim = 8, .block_tokens = 4,
-		     .dtype_bytes = 2, .unit_bytes = 128},
+	    .geom = {.n_layers = 1,
+		     .n_kv_heads = 1,
+		     .head_dim = 8,
+		     .block_tokens = 4,
+		     .dtype_bytes = 2,
+		     .unit_bytes = 128},
 	    .max_seqs = 2,
 	    .unit_words_cap = 256,
 	    .n_slots = SLOTS,
