@@ -129,6 +129,13 @@ uint32_t session_evict_pick(struct session *s, struct store_io *io, uint32_t cap
 	uint32_t k;
 
 	pthread_mutex_lock(&s->lock);
+	if (store_evict_scan(s->store, store_evict_want(s->store))) {
+		/* Sorting a large arena's list takes milliseconds: not under the hot path's lock.
+		 */
+		pthread_mutex_unlock(&s->lock);
+		store_evict_sort(s->store);
+		pthread_mutex_lock(&s->lock);
+	}
 	k = store_evict_pick(s->store, store_evict_want(s->store), io, cap, dropped);
 	pthread_mutex_unlock(&s->lock);
 	return k;

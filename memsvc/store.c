@@ -39,13 +39,15 @@ int store_open(const struct store_opts *o, struct store **out)
 		s->word_step = calloc(o->unit_words_cap, sizeof(*s->word_step));
 		s->slot_word = calloc(o->n_slots, sizeof(*s->slot_word));
 		s->cand = malloc((size_t)o->n_slots * 2 * sizeof(*s->cand));
+		s->clean = malloc((size_t)o->n_slots * 2 * sizeof(*s->clean));
 		if (s->word_ext)
 			for (uint64_t i = 0; i < o->unit_words_cap; i++)
 				s->word_ext[i] = STORE_EXTENT_NONE;
 	}
 	if (!s->row_gen || !s->row_open || !s->row_word || !s->row_blocks || !s->ext ||
 	    !s->slot_state || !s->slot_lease || !s->free_stack || !s->deferred ||
-	    (o->tiered && (!s->word_ext || !s->word_step || !s->slot_word || !s->cand))) {
+	    (o->tiered &&
+	     (!s->word_ext || !s->word_step || !s->slot_word || !s->cand || !s->clean))) {
 		store_free(s);
 		return -ENOMEM;
 	}
@@ -82,6 +84,7 @@ void store_free(struct store *s)
 	free(s->loadq);
 	free(s->ext_free);
 	free(s->cand);
+	free(s->clean);
 	free(s);
 }
 

@@ -123,6 +123,14 @@ void store_get_stats(const struct store *s, struct store_stats *st);
  */
 uint32_t store_evict_want(struct store *s);
 /*
+ * The eviction list: store_evict_pick rebuilds it when it runs short (scan and sort under the
+ * caller's lock). A caller that wants the sort outside its lock calls store_evict_scan under
+ * the lock (true: a new unsorted list was taken), then store_evict_sort without it (only the
+ * tier's owner touches the list), then store_evict_pick under the lock again.
+ */
+bool store_evict_scan(struct store *s, uint32_t want);
+void store_evict_sort(struct store *s);
+/*
  * Pick up to want RESIDENT victims, oldest last-selected step first. Units already on disk
  * (restored, unchanged) become SPILLED at once (counted in *dropped); the others fill io
  * (at most cap) for the caller to write. Returns how many io entries were filled.

@@ -44,9 +44,11 @@ struct store {
 	uint64_t *ext_free; /* extents of dropped units, for the tier's owner to release */
 	uint64_t ext_free_n, ext_free_cap;
 	uint64_t n_extents, lost;
-	bool degraded;		   /* the tier is RAM-only for now: a full arena is -ENOSPC again */
-	uint64_t *cand;		   /* eviction list: (step, slot) pairs, oldest first */
+	bool degraded;	/* the tier is RAM-only for now: a full arena is -ENOSPC again */
+	uint64_t *cand; /* eviction list: (step, slot) pairs, oldest first (tier owner only) */
 	uint32_t cand_n, cand_pos; /* its length and the next entry to consider */
+	bool cand_sorted;
+	uint64_t *clean; /* store_drop_clean's scratch (any caller under the lock) */
 };
 
 uint64_t store_client_epoch(const struct store *s);

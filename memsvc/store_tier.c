@@ -79,8 +79,8 @@ static int cand_cmp(const void *a, const void *b)
 	return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-/* RESIDENT units (clean_only: those with an extent) as (step, slot) pairs, oldest first. */
-static uint32_t candidates(struct store *s, bool clean_only)
+/* RESIDENT units (clean_only: those with an extent) as (step, slot) pairs into out, unsorted. */
+static uint32_t candidates(struct store *s, bool clean_only, uint64_t *out)
 {
 	uint32_t n = 0;
 
@@ -94,11 +94,10 @@ static uint32_t candidates(struct store *s, bool clean_only)
 			continue;
 		if (clean_only && s->word_ext[word] == STORE_EXTENT_NONE)
 			continue;
-		s->cand[2 * n] = s->word_step[word];
-		s->cand[2 * n + 1] = slot;
+		out[2 * n] = s->word_step[word];
+		out[2 * n + 1] = slot;
 		n++;
 	}
-	qsort(s->cand, n, 2 * sizeof(*s->cand), cand_cmp);
 	return n;
 }
 
@@ -116,13 +115,21 @@ static void drop_one(struct store *s, uint32_t slot)
 
 uint32_t store_drop_clean(struct store *s, uint32_t want)
 {
-	uint32_t n = candidates(s, true);
+	uint32_t n = candidates(s, true, s->clean);
 
-	s->cand_n = s->cand_pos = 0; /* the eviction list was overwritten */
 	if (want > n)
 		want = n;
+	if (want == 1) { /* the common case (an alloc in a full arena): no sort */
+		uint32_t best = 0;
+		for (uint32_t i = 1; i < n; i++)
+			if (s->clean[2 * i] < s->clean[2 * best])
+				best = i;
+		s->clean[1] = s->clean[2 * best + 1];
+	} else {
+		qsort(s->clean, n, 2 * sizeof(*s->clean), cand_cmp);
+	}
 	for (uint32_t i = 0; i < want; i++)
-		drop_one(s, (uint32_t)s->cand[2 * i + 1]);
+		drop_one(s, (uint32_t)s->clean[2 * i + 1]);
 	return want;
 }
 
@@ -138,6 +145,22 @@ uint32_t store_evict_want(struct store *s)
 	if (s->loadq_n && !s->n_free && want < s->loadq_n)
 		want = s->loadq_n;
 	return want > UINT32_MAX ? UINT32_MAX : (uint32_t)want;
+}
+
+bool store_evict_scan(struct store *s, uint32_t want)
+{
+	if (!s->o.tiered || !want || (s->cand_sorted && s->cand_pos + want <= s->cand_n))
+		return false;
+	s->cand_n = candidates(s, false, s->cand);
+	s->cand_pos = 0;
+	s->cand_sorted = false;
+	return true;
+}
+
+void store_evict_sort(struct store *s)
+{
+	qsort(s->cand, s->cand_n, 2 * sizeof(*s->cand), cand_cmp);
+	s->cand_sorted = true;
 }
 
 /* Is the cached candidate i still a RESIDENT unit whose step has not moved since the scan? */
@@ -167,10 +190,8 @@ uint32_t store_evict_pick(struct store *s, uint32_t want, struct store_io *io, u
 	 * units freed, restored or selected since (units newer than the scan are not candidates
 	 * before it runs out, and they are the newest anyway).
 	 */
-	if (s->cand_pos + want > s->cand_n) {
-		s->cand_n = candidates(s, false);
-		s->cand_pos = 0;
-	}
+	if (store_evict_scan(s, want))
+		store_evict_sort(s);
 	for (; s->cand_pos < s->cand_n && *dropped + k < want && k < cap; s->cand_pos++) {
 		uint32_t slot = (uint32_t)s->cand[2 * s->cand_pos + 1];
 		uint64_t word = s->slot_word[slot];
