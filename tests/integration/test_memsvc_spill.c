@@ -188,9 +188,12 @@ static void wait_spilled(struct fx *f, uint64_t n)
 static void readback(void **state, const char *aio, enum sp_wait_mode mode)
 {
 	struct fx *f = *state;
+	int port = harness_free_port();
+	char arg[32], want[96], *page;
 	uint32_t misses;
 
-	fx_start(f, aio, mode, NULL);
+	snprintf(arg, sizeof(arg), "--metrics-port=%d", port);
+	fx_start(f, aio, mode, arg);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.enabled"), 1);
 	write_all(f);
 	wait_spilled(f, f->n - SLOTS);
@@ -204,6 +207,15 @@ static void readback(void **state, const char *aio, enum sp_wait_mode mode)
 	assert_int_equal(harness_stat(f->c, "daemon.spill.restore_misses"), 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.aio_uring"), !strcmp(aio, "uring"));
+	/* The same on /metrics. */
+	page = harness_http_get(port, "/metrics");
+	assert_non_null(page);
+	snprintf(want, sizeof(want), "sparda_memsvc_spill_aio_backend{backend=\"%s\"} 1", aio);
+	assert_non_null(strstr(page, want));
+	assert_non_null(strstr(page, "sparda_memsvc_tier_units_total{direction=\"restore\"}"));
+	assert_non_null(strstr(page, "sparda_memsvc_restore_seconds_count"));
+	assert_non_null(strstr(page, "sparda_memsvc_spill_errors_total{kind=\"crc\"} 0"));
+	free(page);
 	/* Closing the sequence frees its extents. */
 	assert_int_equal(memclient_seq_close(f->c, f->seq), 0);
 	assert_int_equal(harness_stat(f->c, "session.extents"), 0);
