@@ -62,6 +62,10 @@ struct train_ctx {
 	float *d_u, *d_dw;
 	uint16_t *h_xt, *h_gt; /* host staging [hidden or dout, rows_cap] */
 	float *h_u;	       /* [rows_cap, dout] */
+	/* the student logits of one (sequence, KV head): F [nq, d], K [n_ent, d] or K^T,
+	 * z [nq, n_ent] (also dF [nq, d]), C = dKL/dz [nq, n_ent]; sized for the largest */
+	uint16_t *d_f, *d_ck, *d_c, *h_f, *h_c;
+	float *d_z, *h_z;
 	char *err;
 	size_t err_len;
 };
@@ -74,6 +78,22 @@ int train_fail(struct train_ctx *c, int rc, const char *fmt, ...)
 int train_collect(struct train_ctx *c, const struct calib_set *set, bool eval,
 		  struct train_data *data);
 void train_data_fini(struct train_ctx *c, struct train_data *data);
+
+/* train_loss.c */
+/*
+ * KL over n logits s (in: logits, out: the student's probabilities) restricted to the bins
+ * idx[n_g] (teacher tp) plus the rest bin t_rest; coef (may be NULL) gets dKL/dlogit [n].
+ */
+double train_kl_logits(double *s, uint32_t n, const int32_t *idx, const float *tp, uint32_t n_g,
+		       float t_rest, double *coef);
+/*
+ * The block loss from entry logits z[n_ent]: block logits max-pooled as the runtime does over
+ * blocks [m0, m1) (idx relative to m0); coef (may be NULL) gets dKL/dz [n_ent] (through each
+ * block's arg-max entry). work holds 3 * (m1 - m0) doubles.
+ */
+double train_kl_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
+			 uint32_t m1, const int32_t *idx, const float *tp, uint32_t n_g,
+			 float t_rest, double *coef, double *work);
 
 /* train_grad.c */
 #define TRAIN_MAX_THREADS 64
