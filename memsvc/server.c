@@ -577,13 +577,15 @@ static void signal_event(struct server *sv)
 
 /*
  * Drain is complete once no ring entry waits for an answer: ZeroMQ requests are answered as
- * they arrive, so only the SQs can hold in-flight work.
+ * they arrive, so only the SQs and restores under way (NVMe tier) can hold in-flight work.
  */
 static bool rings_idle(struct server *sv)
 {
-	for (size_t i = 0; i < sv->n_conns; i++)
-		if (sv->conns[i]->s && ring_count(session_sq(sv->conns[i]->s)))
+	for (size_t i = 0; i < sv->n_conns; i++) {
+		struct session *s = sv->conns[i]->s;
+		if (s && (ring_count(session_sq(s)) || session_answers_pending(s)))
 			return false;
+	}
 	return true;
 }
 

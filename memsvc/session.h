@@ -170,6 +170,8 @@ uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d
  * disk): queued restores are dropped and their Forecasts answered -ENOSPC. Returns how many.
  */
 uint32_t session_load_starved(struct session *s);
+/* Ring Forecasts still owed an answer (waiting for a restore, or in the outbox). */
+bool session_answers_pending(struct session *s);
 /* Tier work pending: eviction wanted, restores queued, answers waiting. */
 bool session_tier_busy(struct session *s);
 

@@ -109,6 +109,20 @@ void session_tier_kick(struct session *s)
 		s->o.tier_kick(s->o.tier_ctx);
 }
 
+bool session_answers_pending(struct session *s)
+{
+	bool owed;
+
+	if (!s->o.tiered)
+		return false;
+	pthread_mutex_lock(&s->cq_lock);
+	pthread_mutex_lock(&s->lock);
+	owed = s->n_waiters || s->n_outbox;
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->cq_lock);
+	return owed;
+}
+
 bool session_tier_busy(struct session *s)
 {
 	bool busy;
