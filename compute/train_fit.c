@@ -80,6 +80,13 @@ static int gram(struct train_ctx *c, bool p_is_q, uint32_t lp, bool q_is_q, uint
 	return 0;
 }
 
+/* LAPACK's Cholesky factor and solve where the BLAS library provides them (OpenBLAS does);
+ * weak, so a BLAS without LAPACK falls back to the loops below. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info)
+    __attribute__((weak));
+extern void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a,
+		    const int *lda, double *b, const int *ldb, int *info) __attribute__((weak));
+
 /* In-place Cholesky of the SPD matrix a [n, n] (lower triangle). */
 static int cholesky(double *a, uint32_t n)
 {
@@ -136,15 +143,23 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 	lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0);
 	for (uint32_t i = 0; i < H; i++)
 		xtx[(size_t)i * H + i] += lam;
-	if ((rc = cholesky(xtx, H))) {
+	if (dpotrf_ && dpotrs_) { /* symmetric: row- and column-major agree; B columns = ytx rows */
+		int n = (int)H, nrhs = (int)D, info = 0;
+
+		dpotrf_("L", &n, xtx, &n, &info);
+		if (!info)
+			dpotrs_("L", &n, &nrhs, xtx, &n, ytx, &n, &info);
+		rc = info ? -EDOM : 0;
+	} else if (!(rc = cholesky(xtx, H))) {
+		for (uint32_t o = 0; o < D; o++)
+			chol_solve(xtx, H, ytx + (size_t)o * H);
+	}
+	if (rc) {
 		rc = train_fail(c, -EINVAL, "ridge: X^T X + lambda I is not positive definite");
 		goto out_free;
 	}
-	for (uint32_t o = 0; o < D; o++) {
-		chol_solve(xtx, H, ytx + (size_t)o * H);
-		for (uint32_t e = 0; e < H; e++)
-			s->w[(size_t)o * H + e] = (float)ytx[(size_t)o * H + e];
-	}
+	for (size_t i = 0; i < (size_t)D * H; i++)
+		s->w[i] = (float)ytx[i];
 out_free:
 	free(ytx);
 	free(xtx);

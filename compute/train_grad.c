@@ -166,13 +166,17 @@ static int weight_grad(struct train_ctx *c, const struct train_slot *s,
 	uint32_t r = 0, H = c->H;
 	int rc;
 
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++) { /* X^T, in 64 x 64 tiles (cache-friendly) */
 		const struct train_seq *sq = &data->seq[seqs[i]];
 		const uint16_t *x = sq->ly[s->in].x;
 
-		for (uint32_t q = 0; q < sq->nq; q++, r++)
-			for (uint32_t e = 0; e < H; e++)
-				c->h_xt[(size_t)e * rows + r] = x[(size_t)q * H + e];
+		for (uint32_t q0 = 0; q0 < sq->nq; q0 += 64)
+			for (uint32_t e0 = 0; e0 < H; e0 += 64)
+				for (uint32_t q = q0; q < q0 + 64 && q < sq->nq; q++)
+					for (uint32_t e = e0; e < e0 + 64 && e < H; e++)
+						c->h_xt[(size_t)e * rows + r + q] =
+						    x[(size_t)q * H + e];
+		r += sq->nq;
 	}
 	if ((rc = xfer(c, c->d_gt, c->h_gt, (size_t)c->dout * rows * 2, KB_H2D)) ||
 	    (rc = xfer(c, c->d_xt, c->h_xt, (size_t)H * rows * 2, KB_H2D)) ||
