@@ -57,6 +57,9 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 	uint32_t n, m, space;
 	uint64_t t0, per;
 
+	/* Idle: no lock (a poller spins here); deferred answers are also posted by the tier. */
+	if (!ring_count(sq))
+		return 0;
 	session_cq_lock(s);
 	/* Deferred answers first: they are older than anything still on the SQ. */
 	(void)session_outbox_flush_locked(s);
