@@ -9,6 +9,7 @@
 #ifndef SPARDA_COMPUTE_KVHOST_H
 #define SPARDA_COMPUTE_KVHOST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,16 @@ struct kvhost_ops {
 	int (*epoch)(struct kvhost *h, uint64_t step);
 	/* Live check of the service: 0, or -errno describing why it is gone. */
 	int (*health)(struct kvhost *h);
+	/*
+	 * A Forecast: the units a layer will read at decode step `step`. The store leases their
+	 * RAM slots until the client's epoch passes step (so they are not reused under a read),
+	 * records them as selected (eviction prefers units not selected recently), restores
+	 * those on its NVMe tier and waits until every one is resident. Returns 0, -ENOENT (a
+	 * unit's copy could not be read back: its data is lost), -ETIMEDOUT or a transport
+	 * error. NULL for stores that never spill (their units are always resident).
+	 */
+	int (*forecast)(struct kvhost *h, const struct kvhost_unit *units, uint32_t n,
+			uint64_t step);
 };
 
 struct kvhost {
@@ -52,6 +63,7 @@ struct kvhost {
 	size_t unit_bytes;
 	const uint64_t *words;  /* residency words (sp_unit_word), read-only */
 	size_t words_bytes;
+	bool may_spill;         /* units can leave RAM for an NVMe tier (then ops->forecast) */
 	void *priv;
 };
 

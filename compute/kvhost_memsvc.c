@@ -95,7 +95,7 @@ static int kvm_alloc(struct kvhost *h, uint32_t seq, uint32_t layer, uint32_t he
 	struct kvm *p = to_kvm(h);
 	int rc = fill_units(p, seq, layer, head, block, count);
 	if (!rc)
-		rc = memclient_alloc(p->c, p->units, count, p->res);
+		rc = memclient_alloc_wait(p->c, p->units, count, p->res, -1);
 	if (!rc)
 		rc = first_error(p->res, count);
 	for (uint32_t i = 0; !rc && i < count; i++)
@@ -132,7 +132,7 @@ static int kvm_alloc_units(struct kvhost *h, const struct kvhost_unit *u, uint32
 	struct kvm *p = to_kvm(h);
 	int rc = fill_list(p, u, n);
 	if (!rc)
-		rc = memclient_alloc(p->c, p->units, n, p->res);
+		rc = memclient_alloc_wait(p->c, p->units, n, p->res, -1);
 	if (!rc)
 		rc = first_error(p->res, n);
 	for (uint32_t i = 0; !rc && i < n; i++)
@@ -146,6 +146,16 @@ static int kvm_commit_units(struct kvhost *h, const struct kvhost_unit *u, uint3
 	int rc = fill_list(p, u, n);
 	if (!rc)
 		rc = memclient_commit(p->c, p->units, n, 0, p->res);
+	return rc ? rc : first_error(p->res, n);
+}
+
+/* A Forecast over the rings: leases, selection steps, restores from the NVMe tier. */
+static int kvm_forecast(struct kvhost *h, const struct kvhost_unit *u, uint32_t n, uint64_t step)
+{
+	struct kvm *p = to_kvm(h);
+	int rc = fill_list(p, u, n);
+	if (!rc)
+		rc = memclient_forecast(p->c, p->units, n, step, p->res);
 	return rc ? rc : first_error(p->res, n);
 }
 
@@ -171,7 +181,22 @@ static const struct kvhost_ops kvm_ops = {
 	.commit_units = kvm_commit_units,
 	.epoch = kvm_epoch,
 	.health = kvm_health,
+	.forecast = kvm_forecast,
 };
+
+/* Whether the daemon has an NVMe tier (then this session's units may be spilled). */
+static bool daemon_spills(struct memclient *c)
+{
+	struct memclient_stat *st = NULL;
+	uint64_t v = 0;
+	uint32_t n = 0;
+	bool yes = false;
+
+	if (memclient_stats(c, &st, &n) == 0)
+		yes = memclient_stat_find(st, n, "daemon.spill.enabled", &v) && v;
+	free(st);
+	return yes;
+}
 
 int kvhost_memsvc_open(const struct kvhost_opts *o, struct kvhost **out, char *err,
 		       size_t err_len)
@@ -213,6 +238,7 @@ int kvhost_memsvc_open(const struct kvhost_opts *o, struct kvhost **out, char *e
 	p->h.unit_bytes = memclient_geometry(p->c)->unit_bytes;
 	memclient_arena(p->c, &p->h.arena, &p->h.arena_bytes);
 	memclient_unit_words(p->c, &p->h.words, &p->h.words_bytes);
+	p->h.may_spill = daemon_spills(p->c);
 	p->h.priv = p;
 	*out = &p->h;
 	return 0;

@@ -208,7 +208,7 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 	    dev_alloc(r, &kv->sel, nc * r->sel_cap * 4))
 		return -ENOMEM;
 	if ((rc = k->event_new(r->kb, &kv->ready)) || (rc = k->event_new(r->kb, &kv->done)) ||
-	    (rc = k->event_new(r->kb, &kv->want)))
+	    (rc = k->event_new(r->kb, &kv->want)) || (rc = k->event_new(r->kb, &kv->resolved)))
 		return runner_fail(r, rc, "event creation failed"), rc;
 	return 0;
 }
@@ -332,6 +332,34 @@ static int register_host_store(struct runner *r)
 	return 0;
 }
 
+/* Careful mode when the host store may move units to an NVMe tier: pinned load lists. */
+static int careful_open(struct runner *r)
+{
+	void *unused;
+	int rc;
+
+	r->careful = runner_mode_offloads(r->o.mode) && r->o.host && r->o.host->may_spill;
+	if (!r->careful)
+		return 0;
+	if (!r->o.host->ops->forecast)
+		return runner_fail(r, -EINVAL, "host store %s may spill but takes no Forecasts",
+				   r->o.host->ops->name), -EINVAL;
+	r->h_loads_bytes = (size_t)r->L * r->n_caches * (1 + 2 * r->n_slots) * sizeof(int32_t);
+	r->h_loads_bytes = (r->h_loads_bytes + 4095) & ~(size_t)4095;
+	if (posix_memalign((void **)&r->h_loads, 4096, r->h_loads_bytes)) {
+		r->h_loads = NULL;
+		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
+	}
+	memset(r->h_loads, 0, r->h_loads_bytes);
+	r->h_units_c = calloc((size_t)r->n_caches * r->n_slots, sizeof(*r->h_units_c));
+	if (!r->h_units_c)
+		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
+	if ((rc = r->kb->ops->host_register(r->kb, r->h_loads, r->h_loads_bytes, &unused)))
+		return runner_fail(r, rc, "registering the load-list buffer failed"), rc;
+	r->loads_registered = true;
+	return 0;
+}
+
 int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *o,
 		struct runner **out, char *err, size_t err_len)
 {
@@ -385,6 +413,8 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 		runner_fail(r, rc, "event creation failed");
 		goto out_close;
 	}
+	if ((rc = careful_open(r)))
+		goto out_close;
 	if ((rc = runner_recall_open(r)) || (rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
 		goto out_close;
 	r->st.mode = o->mode;
@@ -426,8 +456,8 @@ void runner_close(struct runner *r)
 			       kv->src_idx, kv->word_base };
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
-		struct kb_event *ev[] = { kv->ready, kv->done, kv->want };
-		for (size_t i = 0; i < 3; i++)
+		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };
+		for (size_t i = 0; i < 4; i++)
 			if (ev[i])
 				k->event_free(r->kb, ev[i]);
 	}
@@ -448,6 +478,10 @@ void runner_close(struct runner *r)
 		k->host_unregister(r->kb, (void *)r->o.host->words);
 	if (r->stats_registered)
 		k->host_unregister(r->kb, r->h_stats);
+	if (r->loads_registered)
+		k->host_unregister(r->kb, r->h_loads);
+	free(r->h_loads);
+	free(r->h_units_c);
 	runner_recall_close(r);
 	free(r->lw);
 	free(r->kv);

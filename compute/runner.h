@@ -81,6 +81,7 @@ struct runner_stats {
 	uint64_t bytes_h2d; /* host store -> device (gathers) */
 	uint64_t bytes_d2h; /* device -> host store (prompt KV and filled blocks) */
 	uint64_t units_written;
+	uint64_t units_forecast; /* careful mode: units named in Forecasts to the host store */
 	uint64_t bytes_d2h_decode; /* of bytes_d2h, written during decode (filled blocks) */
 	uint64_t gpu_mem_peak_bytes; /* CUDA: device memory in use (total - free, the whole
 				      device) at its highest sample: after the prefill and after

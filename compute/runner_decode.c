@@ -145,19 +145,28 @@ static const int32_t *layer_sel(struct runner *r, struct step *s, uint32_t l)
 	return s->sparse ? r->kv[l].sel : r->iota;
 }
 
-/* Diff layer l's cache against its selection and resolve the loads to arena slots. */
+/* Diff layer l's cache against its selection: the load list. */
+static int diff_loads(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	struct runner_lkv *kv = &r->kv[l];
+	return r->kb->ops->cache_diff(r->kb, st, kv->map, layer_sel(r, s, l), r->neg1, s->nc,
+				      r->n_slots, s->k, kv->load_slot, kv->load_block, kv->n_loads,
+				      kv->hits);
+}
+
+/* The load list to arena slots through the residency words (misses counted). */
+static int resolve(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	struct runner_lkv *kv = &r->kv[l];
+	return r->kb->ops->resolve_loads(r->kb, st, kv->dst_idx, kv->src_idx, r->misses,
+					 kv->load_slot, kv->load_block, kv->n_loads, r->words_dev,
+					 kv->word_base, s->nc, r->n_slots, s->k);
+}
+
 static int diff_and_resolve(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
-	const struct kb_ops *k = r->kb->ops;
-	struct runner_lkv *kv = &r->kv[l];
-	int rc = k->cache_diff(r->kb, st, kv->map, layer_sel(r, s, l), r->neg1,
-			       s->nc, r->n_slots, s->k, kv->load_slot, kv->load_block,
-			       kv->n_loads, kv->hits);
-	if (rc)
-		return rc;
-	return k->resolve_loads(r->kb, st, kv->dst_idx, kv->src_idx, r->misses,
-				kv->load_slot, kv->load_block, kv->n_loads, r->words_dev,
-				kv->word_base, s->nc, r->n_slots, s->k);
+	int rc = diff_loads(r, s, l, st);
+	return rc ? rc : resolve(r, s, l, st);
 }
 
 static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
@@ -169,6 +178,76 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 	return r->kb->ops->copy_units(r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx,
 				      s->nc * s->k, r->unit_bytes,
 				      r->o.gather_ctas ? r->o.gather_ctas : 16);
+}
+
+/* Careful mode: layer l's load list (count, blocks, slots) to the host behind its diff. */
+static int loads_to_host(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	size_t nk = (size_t)s->nc * s->k;
+	int32_t *h = r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+	int rc;
+
+	if (!r->careful || kv->resident)
+		return 0;
+	if ((rc = k->memcpy(r->kb, h, kv->n_loads, s->nc * 4, KB_D2H, st)) ||
+	    (rc = k->memcpy(r->kb, h + s->nc, kv->load_block, nk * 4, KB_D2H, st)) ||
+	    (rc = k->memcpy(r->kb, h + s->nc + nk, kv->load_slot, nk * 4, KB_D2H, st)))
+		return rc;
+	return k->event_record(r->kb, kv->resolved, st);
+}
+
+/* Careful mode: the units of layer l's load list (not the tail, which is never loaded). */
+static uint32_t list_loads(struct runner *r, struct step *s, uint32_t l)
+{
+	size_t nk = (size_t)s->nc * s->k;
+	const int32_t *nl = r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+	const int32_t *blk = nl + s->nc, *slot = blk + nk;
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < s->nc; i++) {
+		uint32_t b = i / r->n_kv, g = i % r->n_kv;
+		for (uint32_t j = 0; j < s->k && (int32_t)j < nl[i]; j++) {
+			size_t o = (size_t)i * s->k + j;
+			if (blk[o] < 0 || slot[o] < 0 ||
+			    (uint32_t)blk[o] >= r->len[b] / r->c.sparse.block)
+				continue;
+			r->h_units_c[n++] = (struct kvhost_unit){ .seq = r->seq_handle[b], .layer = l,
+								  .head = g, .block = (uint32_t)blk[o] };
+		}
+	}
+	return n;
+}
+
+/*
+ * The host store counts decode steps from 1 (its epoch 0 means nothing read yet, and the
+ * prompt's commits are step 0), so step r->step is r->step + 1 there.
+ *
+ * Careful mode (the host store may have moved units to its NVMe tier): wait for layer l's
+ * load list, post it to the store as a Forecast (slots leased for this step, spilled units
+ * restored, all resident on return), then resolve and gather on stream st. A unit that is
+ * still not resident at the resolve (evicted again in between) is counted as a miss: an error
+ * at the end of the step, never stale data.
+ */
+static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct kvhost *h = r->o.host;
+	struct runner_lkv *kv = &r->kv[l];
+	uint32_t n;
+	int rc;
+
+	if ((rc = k->event_sync(r->kb, kv->resolved)))
+		return rc;
+	if ((n = list_loads(r, s, l)) && (rc = h->ops->forecast(h, r->h_units_c, n, r->step + 1)))
+		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
+				   n, l, rc == -ENOENT ? "a unit's copy could not be read back"
+						       : "the store did not answer"), rc;
+	r->st.units_forecast += n;
+	if ((rc = k->event_record(r->kb, kv->ready, st)) || (rc = resolve(r, s, l, st)))
+		return rc;
+	return gather(r, s, l, st);
 }
 
 /*
@@ -194,10 +273,16 @@ static int prep_side(struct runner *r, struct step *s, uint32_t l)
 	if ((rc = k->event_record(r->kb, r->f_read, KB_STREAM_COPY)))
 		return rc;
 	r->f_pending = true;
-	if (fetch && ((rc = k->event_record(r->kb, nx->ready, KB_STREAM_COPY)) ||
-		      (rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COPY)) ||
-		      (rc = gather(r, s, l + 1, KB_STREAM_COPY))))
+	if (fetch && r->careful) { /* resolve and gather wait for the host's Forecast */
+		nx->pending = true;
+		if ((rc = diff_loads(r, s, l + 1, KB_STREAM_COPY)) ||
+		    (rc = loads_to_host(r, s, l + 1, KB_STREAM_COPY)))
+			return rc;
+	} else if (fetch && ((rc = k->event_record(r->kb, nx->ready, KB_STREAM_COPY)) ||
+			     (rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COPY)) ||
+			     (rc = gather(r, s, l + 1, KB_STREAM_COPY)))) {
 		return rc;
+	}
 	nx->prepped = true;
 	return k->event_record(r->kb, nx->done, KB_STREAM_COPY);
 }
@@ -232,7 +317,12 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 							   false)))
 				return rc;
 			if (m == RUNNER_MODE_SPARDA && !nx->resident) {
-				if ((rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COMPUTE)) ||
+				if (r->careful) {
+					nx->pending = nx->prepped = true;
+					if ((rc = diff_loads(r, s, l + 1, KB_STREAM_COMPUTE)) ||
+					    (rc = loads_to_host(r, s, l + 1, KB_STREAM_COMPUTE)))
+						return rc;
+				} else if ((rc = diff_and_resolve(r, s, l + 1, KB_STREAM_COMPUTE)) ||
 				    (rc = k->event_record(r->kb, nx->ready, KB_STREAM_COMPUTE)) ||
 				    (rc = k->stream_wait(r->kb, KB_STREAM_COPY, nx->ready)) ||
 				    (rc = gather(r, s, l + 1, KB_STREAM_COPY)) ||
@@ -245,12 +335,23 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 	if (m == RUNNER_MODE_SPARSE_OFFLOAD || m == RUNNER_MODE_SPARDA_NOPREFETCH) {
 		if (kv->resident)
 			return 0;
-		if ((rc = k->event_record(r->kb, kv->ready, KB_STREAM_COMPUTE)) ||
-		    (rc = diff_and_resolve(r, s, l, KB_STREAM_COMPUTE)) ||
-		    (rc = gather(r, s, l, KB_STREAM_COMPUTE)) ||
-		    (rc = k->event_record(r->kb, kv->done, KB_STREAM_COMPUTE)))
+		if (r->careful && ((rc = diff_loads(r, s, l, KB_STREAM_COMPUTE)) ||
+				   (rc = loads_to_host(r, s, l, KB_STREAM_COMPUTE)) ||
+				   (rc = fetch_careful(r, s, l, KB_STREAM_COMPUTE))))
+			return rc;
+		if (!r->careful && ((rc = k->event_record(r->kb, kv->ready, KB_STREAM_COMPUTE)) ||
+				    (rc = diff_and_resolve(r, s, l, KB_STREAM_COMPUTE)) ||
+				    (rc = gather(r, s, l, KB_STREAM_COMPUTE))))
+			return rc;
+		if ((rc = k->event_record(r->kb, kv->done, KB_STREAM_COMPUTE)))
 			return rc;
 	} else if (kv->prepped) {
+		/* careful mode: the fetch was left to the host's Forecast of the load list */
+		if (kv->pending &&
+		    ((rc = fetch_careful(r, s, l, KB_STREAM_COPY)) ||
+		     (rc = k->event_record(r->kb, kv->done, KB_STREAM_COPY))))
+			return rc;
+		kv->pending = false;
 		if ((rc = k->event_record(r->kb, kv->want, KB_STREAM_COMPUTE)) ||
 		    (rc = k->stream_wait(r->kb, KB_STREAM_COMPUTE, kv->done)))
 			return rc;
@@ -465,7 +566,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->resid, r->embed, r->ids, batch, r->hidden,
 			    r->vocab, c->scale_emb), fail);
 	for (uint32_t l = 0; l < r->L; l++)
-		r->kv[l].loaded = r->kv[l].prepped = false;
+		r->kv[l].loaded = r->kv[l].prepped = r->kv[l].pending = false;
 	r->f_pending = false;
 	for (uint32_t l = 0; l < r->L; l++)
 		if ((rc = decode_layer(r, &s, l)))
@@ -481,7 +582,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {
 		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)) ||
-		    (rc = r->o.host->ops->epoch(r->o.host, r->step)))
+		    (rc = r->o.host->ops->epoch(r->o.host, r->step + 1)))
 			return rc;
 	} else if ((rc = collect_stats(r, &s))) {
 		return rc;

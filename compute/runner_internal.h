@@ -33,9 +33,11 @@ struct runner_lkv { /* one layer's KV state on the device */
 	int32_t *dst_idx, *src_idx;                        /* resolve_loads outputs */
 	int64_t *word_base; /* [n_caches] residency-word base of (seq, layer, head) */
 	struct kb_event *ready, *done, *want;
+	struct kb_event *resolved; /* careful mode: its load list has reached the host */
 	uint32_t sel_k;     /* entries per cache in sel this step */
 	bool loaded;        /* a gather was issued this step */
 	bool prepped;       /* its PREP ran on the copy stream this step: wait `done` */
+	bool pending;       /* careful mode: resolve and gather wait for the host's Forecast */
 };
 
 struct runner {
@@ -64,6 +66,14 @@ struct runner {
 	 * next layer's QKVF GEMM waits f_read; SPARDA_PREP_STREAM=compute keeps it inline. */
 	bool prep_side, f_pending;
 	bool skip_gather;    /* SPARDA_BENCH_SKIP_GATHER=1: no gather copies (timing experiments) */
+	/* Careful mode (the host store may spill to NVMe): each offloaded layer's load list comes
+	 * back to the host, which restores the units that are not RAM-resident through the store
+	 * and fetches the layer again (runner_decode.c). */
+	bool careful;
+	int32_t *h_loads;    /* pinned [L][n_caches * (1 + 2 * n_slots)]: n_loads, blocks, slots */
+	size_t h_loads_bytes;
+	bool loads_registered;
+	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */
 	struct kb_event *f_read;
 	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
 	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;

@@ -82,11 +82,13 @@ static int cand_cmp(const void *a, const void *b)
 /* RESIDENT units (clean_only: those with an extent) as (step, slot) pairs into out, unsorted. */
 static uint32_t candidates(struct store *s, bool clean_only, uint64_t *out)
 {
+	uint64_t epoch = store_client_epoch(s);
 	uint32_t n = 0;
 
 	for (uint32_t slot = 0; slot < s->o.n_slots; slot++) {
 		uint64_t word, w;
-		if (s->slot_state[slot] != SLOT_USED)
+		/* leased for a step the client has not finished: it may be reading it now */
+		if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > epoch)
 			continue;
 		word = s->slot_word[slot];
 		w = word_load(s, word);
@@ -169,7 +171,7 @@ static bool cand_valid(struct store *s, uint32_t i)
 	uint32_t slot = (uint32_t)s->cand[2 * i + 1];
 	uint64_t word, w;
 
-	if (s->slot_state[slot] != SLOT_USED)
+	if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > store_client_epoch(s))
 		return false;
 	word = s->slot_word[slot];
 	w = word_load(s, word);
