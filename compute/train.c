@@ -101,6 +101,7 @@ static int ctx_init(struct train_ctx *c)
 		c->kst = c->sp.ck_stride;
 	}
 	c->scale = 1.0f / sqrtf((float)c->d);
+	c->logits_gemm = !c->o->logits_host;
 	c->qstart = c->o->query_start;
 	if (!c->qstart) {
 		c->qstart = c->sp.topk * c->sp.block;

@@ -61,8 +61,11 @@ struct train_opts {
 	uint32_t query_stride; /* every n-th query position is a training/eval sample */
 	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */
 	uint32_t max_queries;  /* per sequence (0: no cap; else evenly spread, jittered) */
-	uint32_t host_threads; /* host threads of the per-query loss (0: online CPUs) */
+	uint32_t host_threads; /* per-query loss threads (0: 1 on the CPU backend, else all) */
 	enum train_loss loss;  /* what the KL compares (TRAIN_LOSS_*) */
+	/* student logits and their gradient on the host in double (train_kl_grad*, the checked
+	 * reference) instead of through the backend GEMM (bf16 F, the runtime's scoring) */
+	bool logits_host;
 	/* teacher grid: kernel teacher_kernel, stride 1 (0: train_fine_kernel, the paper's);
 	 * TRAIN_TEACHER_SELECTOR: the inference grid, i.e. the runtime's original selector */
 	uint32_t teacher_kernel;

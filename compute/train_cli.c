@@ -19,8 +19,8 @@
 
 struct cli_args {
 	const char *model, *out, *calib, *ckpt, *json, *backend, *teacher, *loss;
-	uint32_t seqs, heldout, val, val_every, seq_len, steps, batch, threads, qstride, qstart,
-	    max_q, every;
+	uint32_t seqs, heldout, val, val_every, seq_len, steps, batch, threads, host_threads,
+	    qstride, qstart, max_q, every;
 	uint64_t seed;
 	double lr, ridge;
 	int quiet;
@@ -52,8 +52,7 @@ static const struct cli_flag {
     {"lr", CLI_DBL, offsetof(struct cli_args, lr), "learning rate (5e-4, the paper's)"},
     {"batch", CLI_U32, offsetof(struct cli_args, batch), "sequences per step (8; paper 32)"},
     {"seed", CLI_U64, offsetof(struct cli_args, seed), "seed of data, batches, baseline (1)"},
-    {"threads", CLI_U32, offsetof(struct cli_args, threads),
-     "CPU backend and host loss threads (0 = all)"},
+    {"threads", CLI_U32, offsetof(struct cli_args, threads), "CPU backend threads (0 = all)"},
     {"query-stride", CLI_U32, offsetof(struct cli_args, qstride),
      "every n-th query position past the dense region is a sample (4)"},
     {"query-start", CLI_U32, offsetof(struct cli_args, qstart),
@@ -67,6 +66,8 @@ static const struct cli_flag {
     {"loss", CLI_STR, offsetof(struct cli_args, loss),
      "KL bins: paper (compressed entries, forced blocks in the rest bin; default), scored "
      "(the entries of the blocks the runtime ranks) or blocks (their max-pooled block scores)"},
+    {"host-threads", CLI_U32, offsetof(struct cli_args, host_threads),
+     "host threads of the per-query loss (0: 1 with the CPU backend, else all cores)"},
     {"backend", CLI_STR, offsetof(struct cli_args, backend), "auto, cpu or cuda (auto)"},
     {"checkpoint", CLI_STR, offsetof(struct cli_args, ckpt),
      "checkpoint file: resumed from when present, written during the run"},
@@ -426,7 +427,7 @@ static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 	o.query_stride = a->qstride;
 	o.query_start = a->qstart;
 	o.max_queries = a->max_q;
-	o.host_threads = a->threads;
+	o.host_threads = a->host_threads;
 	if ((rc = cli_teacher(a, &o)))
 		goto out;
 	o.checkpoint = a->ckpt;

@@ -188,8 +188,13 @@ static int weight_grad(struct train_ctx *c, const struct train_slot *s,
 
 uint32_t train_host_threads(const struct train_ctx *c)
 {
-	long n = c->o->host_threads ? (long)c->o->host_threads : sysconf(_SC_NPROCESSORS_ONLN);
+	long n = (long)c->o->host_threads;
 
+	/* The CPU backend's OpenMP and BLAS workers spin between its calls, which come between
+	 * every (sequence, head) pass here: host threads of our own would fight them for the
+	 * cores (measured: 10x slower steps on 2 cores). */
+	if (!n)
+		n = c->kb->kind == KB_KIND_CPU ? 1 : sysconf(_SC_NPROCESSORS_ONLN);
 	return n < 1 ? 1 : n > TRAIN_MAX_THREADS ? TRAIN_MAX_THREADS : (uint32_t)n;
 }
 
@@ -202,11 +207,42 @@ struct loss_part {
 	struct train_ctx *c;
 	const struct train_seq *sq;
 	const struct train_layer_data *tl;
-	uint32_t h, q0, q1;
+	const float *u; /* the sequence's projected rows [nq, dout] */
+	uint32_t h, q0, q1, r0, rows;
 	bool grad;
 	double inv, *kl; /* kl [nq] of this sequence, accumulated over the heads */
 	int rc;
 };
+
+/* The host path: logits, KL and dF in double on the host (train_kl_grad*), dF into G^T. */
+static double row_kl_host(struct loss_part *p, uint32_t q, uint32_t ne, uint32_t j0, uint32_t j1,
+			  const int32_t *idx, double *work)
+{
+	const struct train_ctx *c = p->c;
+	const struct train_seq *sq = p->sq;
+	size_t at = (size_t)q * c->n_kv + p->h;
+	uint32_t d = c->d, n_g = (uint32_t)p->tl->tn[at];
+	const uint16_t *ck = p->tl->ck + (size_t)p->h * sq->n_ent * d;
+	const float *tp = p->tl->tp + at * c->gmax;
+	float f[512], gf[512];
+	double kl;
+
+	memcpy(f, p->u + (size_t)q * c->dout + (size_t)p->h * d, d * sizeof(float));
+	train_rope(c, f, sq->pos[q], false);
+	if (c->o->loss == TRAIN_LOSS_BLOCKS)
+		kl = train_kl_grad_blocks(f, ck, ne, d, c->scale, &c->sp, j0, j1, idx, tp, n_g,
+					  p->tl->trest[at], p->grad ? gf : NULL, work);
+	else
+		kl = train_kl_grad(f, ck + (size_t)j0 * d, j1 - j0, d, c->scale, idx, tp, n_g,
+				   p->tl->trest[at], p->grad ? gf : NULL, work);
+	if (!p->grad)
+		return kl;
+	train_rope(c, gf, sq->pos[q], true);
+	for (uint32_t e = 0; e < d; e++)
+		c->h_gt[((size_t)p->h * d + e) * p->rows + p->r0 + q] =
+		    kb_f32_to_bf16((float)(gf[e] * p->inv));
+	return kl;
+}
 
 static double row_kl(struct loss_part *p, uint32_t q, double *work, int32_t *idx)
 {
@@ -220,16 +256,21 @@ static double row_kl(struct loss_part *p, uint32_t q, double *work, int32_t *idx
 	bool blocks = c->o->loss == TRAIN_LOSS_BLOCKS;
 	double *zz = work, *coef = work + sq->n_ent, kl;
 
-	if (p->grad)
+	if (p->grad && c->logits_gemm)
 		memset(crow, 0, (size_t)sq->n_ent * 2);
 	if (blocks)
 		train_block_range(&c->sp, pos, ne, &j0, &j1);
 	else
 		train_loss_range(&c->sp, c->o->loss == TRAIN_LOSS_PAPER, pos, ne, &j0, &j1);
-	if (j1 <= j0)
-		return 0.0; /* no entry to rank */
+	if (j1 <= j0) { /* no entry to rank */
+		for (uint32_t e = 0; p->grad && !c->logits_gemm && e < c->d; e++)
+			c->h_gt[((size_t)p->h * c->d + e) * p->rows + p->r0 + q] = 0;
+		return 0.0;
+	}
 	for (uint32_t i = 0; i < n_g; i++)
 		idx[i] = p->tl->tidx[at * c->gmax + i] - (int32_t)j0;
+	if (!c->logits_gemm)
+		return row_kl_host(p, q, ne, j0, j1, idx, work);
 	if (blocks) {
 		for (uint32_t j = 0; j < ne; j++)
 			zz[j] = z[j];
@@ -251,7 +292,7 @@ static double row_kl(struct loss_part *p, uint32_t q, double *work, int32_t *idx
 static void *loss_rows(void *arg)
 {
 	struct loss_part *p = arg;
-	double *work = malloc((size_t)(3 * p->sq->n_ent + 8) * sizeof(double));
+	double *work = malloc((size_t)(5 * p->sq->n_ent + 8) * sizeof(double));
 	int32_t *idx = malloc((size_t)p->c->gmax * sizeof(int32_t));
 
 	if (!work || !idx)
@@ -307,6 +348,11 @@ static int seq_head(struct train_ctx *c, struct loss_part *p, const float *u, ui
 	float f[512];
 	int rc;
 
+	p->u = u;
+	p->r0 = r0;
+	p->rows = rows;
+	if (!c->logits_gemm)
+		return loss_parallel(c, p, nq);
 	for (uint32_t q = 0; q < nq; q++) {
 		memcpy(f, u + (size_t)q * c->dout + (size_t)h * d, d * sizeof(float));
 		train_rope(c, f, sq->pos[q], false);

@@ -64,6 +64,7 @@ struct train_ctx {
 	float *h_u;	       /* [rows_cap, dout] */
 	/* the student logits of one (sequence, KV head): F [nq, d], K [n_ent, d] or K^T,
 	 * z [nq, n_ent] (also dF [nq, d]), C = dKL/dz [nq, n_ent]; sized for the largest */
+	bool logits_gemm; /* the logits through the backend GEMM (else on the host) */
 	uint16_t *d_f, *d_ck, *d_c, *h_f, *h_c;
 	float *d_z, *h_z;
 	char *err;

@@ -4,7 +4,8 @@
  * beats the untrained and previous-step baselines, the file loads with model_open, two runs
  * give identical bytes (also with other host thread counts), a run stopped after a checkpoint
  * resumes to the same bytes, the loss falls on a repeated batch, the teacher grid, query cap
- * and validation options do what they say, and bad inputs fail with clear errors.
+ * and validation options do what they say, the GEMM logits agree with the host's, and bad
+ * inputs fail with clear errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +184,7 @@ static void test_train_options(void **state)
 	struct env *e = *state;
 	struct train_opts o;
 	struct train_report r;
+	double kl_gemm, kl_host;
 
 	small_opts(e, &o, 0);
 	o.teacher_kernel = TRAIN_TEACHER_SELECTOR;
@@ -207,6 +210,16 @@ static void test_train_options(void **state)
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
 	train_report_fini(&r);
 	assert_true(same_bytes(e->out, e->out2));
+	/* the logits through the backend GEMM (bf16 F) and on the host in double agree */
+	small_opts(e, &o, 0);
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	kl_gemm = train_report_mean(&r, offsetof(struct train_layer_report, kl_ridge));
+	train_report_fini(&r);
+	o.logits_host = true;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	kl_host = train_report_mean(&r, offsetof(struct train_layer_report, kl_ridge));
+	train_report_fini(&r);
+	assert_true(kl_gemm > 0.0 && fabs(kl_gemm - kl_host) < 0.01 * kl_host);
 	/* validated on the held-out set itself: the written step never scores below the start */
 	small_opts(e, &o, 6);
 	o.val = &e->small_ev;
