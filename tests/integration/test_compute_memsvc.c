@@ -3,7 +3,8 @@
  * sparda-compute as a process against a real sparda-memsvc: all modes agree with their twins
  * through the daemon; with no daemon, sparda falls back to sparda-nooffload (or, with
  * --fallback=false, fails with a message naming memsvc); memsvc killed mid-generation gives a
- * clear error and no hang; bad model files and bad flags are refused with the problem named.
+ * clear error and no hang; with an NVMe tier and an arena smaller than the KV, every offloading
+ * mode still equals its twin; bad model files and bad flags are refused with the problem named.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -198,6 +199,55 @@ static void test_modes_through_memsvc(void **state)
 	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	memsvc_proc_free(d);
+	unlink(p.log);
+}
+
+/*
+ * KV larger than RAM: memsvc with an NVMe tier and a 1 MiB arena (the tiny model's prompt alone
+ * is ~2.3 MiB of units). compute runs in careful mode (each layer's loads go to memsvc as a
+ * Forecast first): every offloading mode still equals its twin, its units went through the
+ * Forecasts, and memsvc restored units from disk.
+ */
+static void test_kv_larger_than_ram(void **state)
+{
+	char *dir = harness_tmpdir();
+	char spill[PATH_MAX + 16], rd[PATH_MAX + 32], js[PATH_MAX];
+	snprintf(spill, sizeof(spill), "--spill-dirs=%s", dir);
+	const char *margs[] = { spill, NULL };
+	struct memsvc_proc *d = harness_start(margs);
+	struct memclient *c = NULL;
+	struct memclient_stat *st = NULL;
+	uint32_t n = 0;
+	uint64_t restored = 0, spilled = 0;
+	struct proc p;
+
+	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
+	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+	const char *args[] = { rd, js, "--modes=sparse,sparse-offload,sparda,sparda-noprefetch,"
+			       "sparda-nooffload", "--arena-bytes=1M", "--new-tokens=24", NULL };
+	assert_int_equal(run_compute(args, 240000, &p), 0);
+	json_object *root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	const char *twins[] = { "sparse-offload", "sparda", "sparda-noprefetch" };
+	for (int i = 0; i < 3; i++) {
+		json_object *o = mode_obj(root, twins[i]), *eq;
+		assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
+		assert_true(json_object_get_boolean(eq));
+		assert_true(num_of(o, "units_forecast") > 0);
+	}
+	assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_forecast") == 0);
+	json_object_put(root);
+	assert_int_equal(harness_open(d, "default", SP_WAIT_SLEEP, 64 << 10, &c), 0);
+	assert_int_equal(memclient_stats(c, &st, &n), 0);
+	assert_true(memclient_stat_find(st, n, "daemon.spill.units_restored", &restored));
+	assert_true(memclient_stat_find(st, n, "daemon.spill.units_spilled", &spilled));
+	assert_true(restored > 0 && spilled > 0);
+	free(st);
+	memclient_close(c);
+	int ws = 0;
+	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &ws), 0);
+	memsvc_proc_free(d);
+	harness_rmdir(dir);
 	unlink(p.log);
 }
 
@@ -417,6 +467,7 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_modes_through_memsvc),
+		cmocka_unit_test(test_kv_larger_than_ram),
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
 		cmocka_unit_test(test_ragged_prompt_file),
