@@ -105,9 +105,12 @@ static void row_result(json_object *res, json_object *entry, struct report_row *
 	host = num(res, "host_rss_peak_bytes", -1);
 	w->host_gib = gib(host >= 0 ? host : num(entry, "compute_maxrss_bytes", -1));
 	w->memsvc_gib = gib(num(entry, "memsvc_rss_peak_bytes", -1));
-	w->compute_ms = num(res, "decode_compute_ms", -1);
-	w->fetch_ms = num(res, "decode_fetch_ms", -1);
-	w->fetch_exposed_ms = num(res, "decode_fetch_exposed_ms", -1);
+	/* compute reports the split as totals over the decode (decode_s); per step here */
+	double total_ms = num(res, "decode_s", 0) * 1e3;
+	double per_step = total_ms > 0 && w->step_ms > 0 ? w->step_ms / total_ms : -1;
+	w->compute_ms = per_step > 0 ? num(res, "decode_compute_ms", -1) * per_step : -1;
+	w->fetch_ms = per_step > 0 ? num(res, "decode_fetch_ms", -1) * per_step : -1;
+	w->fetch_exposed_ms = per_step > 0 ? num(res, "decode_fetch_exposed_ms", -1) * per_step : -1;
 	w->equals_twin = -1;
 	if (json_object_object_get_ex(res, "equals_twin", &v) && v)
 		w->equals_twin = json_object_get_boolean(v);
