@@ -254,7 +254,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		switch (ch) {
 		case 'd':
 			o->runtime_dir = optarg;
-			break;
+			continue; /* not a number: skip the number check below */
 		case 'c':
 			o->clients = (int)strtol(optarg, &end, 10);
 			break;
