@@ -14,6 +14,7 @@
 
 #include "attn_prefill_fa2.cuh"
 #include "kc_common.cuh"
+#include "kc_mma.cuh"
 
 #define KC_FA_BN 64u      /* keys per tile; also the query rows of a 4-warp CTA */
 #define KC_FA_MAXT 1024u  /* listed tiles per query block (block-sparse) */
@@ -25,56 +26,6 @@ struct kc_fa_args {
 	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, topk, block, n_qb, n_qt;
 	float sl2; /* scale * log2(e) */
 };
-
-static __device__ __forceinline__ void kc_cp16(void *dst, const void *src, bool ok)
-{
-	uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src),
-		     "r"(ok ? 16 : 0));
-}
-static __device__ __forceinline__ void kc_cp_commit(void)
-{
-	asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N> static __device__ __forceinline__ void kc_cp_wait(void)
-{
-	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-static __device__ __forceinline__ void kc_ldm4(uint32_t *r, const void *p)
-{
-	uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-		     : "r"(a));
-}
-static __device__ __forceinline__ void kc_ldm4t(uint32_t *r, const void *p)
-{
-	uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-		     : "r"(a));
-}
-
-static __device__ __forceinline__ void kc_mma(float *c, const uint32_t *a, uint32_t b0,
-					      uint32_t b1)
-{
-#ifdef KC_NO_BF16_MMA
-	__trap();
-#else
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-		     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-/* Two floats to a bf16 pair (round to nearest even, as kc_tobf), lo in the low half. */
-static __device__ __forceinline__ uint32_t kc_pack_bf2(float lo, float hi)
-{
-	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-	return *(uint32_t *)&v;
-}
 
 /*
  * Copy ROWS rows of D bf16 into a padded tile (row stride D + 8) with NT threads: tile row r is
@@ -258,10 +209,10 @@ __global__ void __launch_bounds__(W * 32, 8 / W) kc_fa_kernel(struct kc_fa_args 
 		}
 #pragma unroll
 		for (uint32_t j = 0; j < 4; j++) {
-			uint32_t pa[4] = {kc_pack_bf2(s[2 * j][0], s[2 * j][1]),
-					  kc_pack_bf2(s[2 * j][2], s[2 * j][3]),
-					  kc_pack_bf2(s[2 * j + 1][0], s[2 * j + 1][1]),
-					  kc_pack_bf2(s[2 * j + 1][2], s[2 * j + 1][3])};
+			uint32_t pa[4] = {kc_bf2(s[2 * j][0], s[2 * j][1]),
+					  kc_bf2(s[2 * j][2], s[2 * j][3]),
+					  kc_bf2(s[2 * j + 1][0], s[2 * j + 1][1]),
+					  kc_bf2(s[2 * j + 1][2], s[2 * j + 1][3])};
 #pragma unroll
 			for (uint32_t dp = 0; dp < D / 16; dp++) {
 				uint32_t b[4];

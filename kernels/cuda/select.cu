@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kc_common.cuh"
+#include "kc_mma.cuh"
 #include "select.cuh"
 
 using namespace nvcuda;
@@ -244,19 +245,6 @@ __global__ void kc_sd_orig_kernel(float *scores, const float2 *stats, const uint
 #define KC_SDM2_CHUNK 512u /* entries per CTA in pass 2 */
 #define KC_SDM2_THREADS 256u
 
-static __device__ __forceinline__ void kc_mma16816(float *c, const uint32_t *a, uint32_t b0,
-						   uint32_t b1)
-{
-#ifdef KC_NO_BF16_MMA
-	__trap();
-#else
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-		     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
 static __host__ __device__ __forceinline__ uint32_t kc_sdm_ldl(uint32_t cap)
 {
 	return (cap + 3u) & ~3u; /* row stride of the logits scratch */
@@ -322,8 +310,8 @@ __global__ void __launch_bounds__(KC_SDM_WARPS * 32)
 			float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
 			for (int u = 0; u < NU; u++) {
-				kc_mma16816(c, qa[2 * u], kv[t][u].x, kv[t][u].y);
-				kc_mma16816(c, qa[2 * u + 1], kv[t][u].z, kv[t][u].w);
+				kc_mma(c, qa[2 * u], kv[t][u].x, kv[t][u].y);
+				kc_mma(c, qa[2 * u + 1], kv[t][u].z, kv[t][u].w);
 			}
 			uint32_t j = wj + (t0 + t) * 8 + tig * 2;
 			float l[4] = {c[0] * scale, c[1] * scale, c[2] * scale, c[3] * scale};
