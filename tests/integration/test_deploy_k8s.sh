@@ -4,7 +4,8 @@
 # deliberately broken copies fail it (misspelled keys, wrong types, a missing required field,
 # a mount of no volume, a bad quantity, an undefined ConfigMap). The ConfigMaps' keys are
 # variables the daemons know, their values and the containers' flags are accepted by the real
-# binaries, and the probes point at memsvc's metrics port. Exits 77 only when no python3 with
+# binaries, the probes point at memsvc's metrics port, and the spill directory memsvc is told
+# to use is the hostPath volume the DaemonSet mounts. Exits 77 only when no python3 with
 # the kubernetes and yaml modules is installed.
 set -euo pipefail
 src=${SPARDA_SOURCE_DIR:?SPARDA_SOURCE_DIR not set}
@@ -99,6 +100,22 @@ for p in ("livenessProbe", "readinessProbe"):
     assert c[p]["httpGet"]["path"] == "/healthz", p
 rt = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "runtime"][0]
 assert "--runtime-dir=" + rt in c["command"], "memsvc runtime dir is not the mounted one"
+# The NVMe tier: every directory memsvc is told to spill to is a mounted hostPath volume (not
+# the container's read-only root or its tmpfs), handed to the daemon's uid by the init container,
+# with a cap on the bytes spilled there.
+pod = ds["spec"]["template"]["spec"]
+mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+vols = {v["name"]: v for v in pod["volumes"]}
+dirs = [x for x in cms["sparda-memsvc"].get("SPARDA_SPILL_DIRS", "").split(",") if x]
+assert dirs, "SPARDA_SPILL_DIRS is not set: memsvc runs RAM only"
+assert int(cms["sparda-memsvc"].get("SPARDA_SPILL_BYTES", "0").rstrip("KMGT") or 0) > 0, \
+    "SPARDA_SPILL_BYTES: no cap on the spill directory"
+init = pod["initContainers"][0]
+for x in dirs:
+    assert x in mounts, "spill dir %s is not a mountPath of memsvc" % x
+    assert "hostPath" in vols[mounts[x]], "spill dir %s is not on a hostPath volume" % x
+    assert any(m["name"] == mounts[x] for m in init["volumeMounts"]), "init: no " + x
+    assert x in " ".join(init["command"]), "init container does not chown " + x
 with open(os.path.join(tmp, "memsvc.args"), "w") as f:
     f.write("\n".join(c["command"][1:] + c.get("args", [])))
 for d in docs:
@@ -113,7 +130,7 @@ for d in docs:
         with open(os.path.join(tmp, d["kind"] + ".args"), "w") as f:
             f.write("\n".join(cc["command"][1:] + cc.get("args", [])))
 PY
-echo "ok: ports, probes, socket directory and GPU requests agree"
+echo "ok: ports, probes, socket and spill directories and GPU requests agree"
 
 known_env() { "$bin/$1" --help | grep -o 'env SPARDA_[A-Z_]*' | cut -d' ' -f2; }
 check_env() { # BINARY ENVFILE ARGSFILE
@@ -129,6 +146,8 @@ check_env() { # BINARY ENVFILE ARGSFILE
 }
 check_env sparda-memsvc "$tmp/sparda-memsvc.env" "$tmp/memsvc.args"
 grep -Eq '^ram-budget *= *"?(96G|103079215104)' "$tmp/dump" || fail "ram-budget: $(cat "$tmp/dump")"
+grep -Eq '^spill-dirs *= *"?/var/lib/sparda/spill' "$tmp/dump" ||
+	fail "spill-dirs: $(cat "$tmp/dump")"
 check_env sparda-compute "$tmp/sparda-compute.env" "$tmp/Deployment.args"
 check_env sparda-compute "$tmp/sparda-compute.env" "$tmp/Job.args"
 grep -Eq '^fallback *= *"?false' "$tmp/dump" || fail "compute fallback: $(cat "$tmp/dump")"
