@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Prometheus text rendering for the daemon's /metrics endpoint (common/httpd). Rendering takes a snapshot under
- * the server's and each tenant's locks; nothing here blocks the hot path for longer than a
- * histogram copy.
+ * Prometheus text rendering for the daemon's /metrics endpoint (common/httpd). Rendering takes a
+ * snapshot under the server's and each tenant's locks; nothing here blocks the hot path for longer
+ * than a histogram copy.
  */
 #include "metrics.h"
 
@@ -117,8 +117,7 @@ static void render_server(FILE *out, struct server *sv)
 		(unsigned long long)s.attaches_ok, (unsigned long long)s.attaches_refused);
 }
 
-static void counter(FILE *out, const char *name, const char *help, const char *labels,
-		    uint64_t v)
+static void counter(FILE *out, const char *name, const char *help, const char *labels, uint64_t v)
 {
 	fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s%s %llu\n", name, help, name, name, labels,
 		(unsigned long long)v);
@@ -152,9 +151,11 @@ static void render_spill(FILE *out, struct server *sv)
 		return;
 	}
 	snprintf(lab, sizeof(lab), "{backend=\"%s\"}", t->aio);
-	fprintf(out, "# HELP sparda_memsvc_spill_aio_backend spill I/O backend in use\n"
-		     "# TYPE sparda_memsvc_spill_aio_backend gauge\n"
-		     "sparda_memsvc_spill_aio_backend%s 1\n", lab);
+	fprintf(out,
+		"# HELP sparda_memsvc_spill_aio_backend spill I/O backend in use\n"
+		"# TYPE sparda_memsvc_spill_aio_backend gauge\n"
+		"sparda_memsvc_spill_aio_backend%s 1\n",
+		lab);
 	gauge(out, "sparda_memsvc_spill_sessions", "sessions with spill files", t->sessions);
 	gauge(out, "sparda_memsvc_spill_degraded", "spill tiers RAM-only after ENOSPC now",
 	      t->degraded_now);
@@ -164,25 +165,28 @@ static void render_spill(FILE *out, struct server *sv)
 	      t->extents_used * t->extent_bytes);
 	gauge(out, "sparda_memsvc_spill_bytes_reserved", "spill file bytes reserved by sessions",
 	      t->disk_bytes_reserved);
-	fprintf(out, "# HELP sparda_memsvc_tier_units_total units moved between tiers\n"
-		     "# TYPE sparda_memsvc_tier_units_total counter\n"
-		     "sparda_memsvc_tier_units_total{direction=\"spill\"} %llu\n"
-		     "sparda_memsvc_tier_units_total{direction=\"restore\"} %llu\n"
-		     "sparda_memsvc_tier_units_total{direction=\"drop\"} %llu\n",
+	fprintf(out,
+		"# HELP sparda_memsvc_tier_units_total units moved between tiers\n"
+		"# TYPE sparda_memsvc_tier_units_total counter\n"
+		"sparda_memsvc_tier_units_total{direction=\"spill\"} %llu\n"
+		"sparda_memsvc_tier_units_total{direction=\"restore\"} %llu\n"
+		"sparda_memsvc_tier_units_total{direction=\"drop\"} %llu\n",
 		(unsigned long long)t->units_spilled, (unsigned long long)t->units_restored,
 		(unsigned long long)t->units_dropped);
-	fprintf(out, "# HELP sparda_memsvc_tier_bytes_total bytes moved between tiers\n"
-		     "# TYPE sparda_memsvc_tier_bytes_total counter\n"
-		     "sparda_memsvc_tier_bytes_total{direction=\"spill\"} %llu\n"
-		     "sparda_memsvc_tier_bytes_total{direction=\"restore\"} %llu\n",
+	fprintf(out,
+		"# HELP sparda_memsvc_tier_bytes_total bytes moved between tiers\n"
+		"# TYPE sparda_memsvc_tier_bytes_total counter\n"
+		"sparda_memsvc_tier_bytes_total{direction=\"spill\"} %llu\n"
+		"sparda_memsvc_tier_bytes_total{direction=\"restore\"} %llu\n",
 		(unsigned long long)t->bytes_spilled, (unsigned long long)t->bytes_restored);
-	fprintf(out, "# HELP sparda_memsvc_spill_errors_total spill/restore failures by kind\n"
-		     "# TYPE sparda_memsvc_spill_errors_total counter\n"
-		     "sparda_memsvc_spill_errors_total{kind=\"crc\"} %llu\n"
-		     "sparda_memsvc_spill_errors_total{kind=\"identity\"} %llu\n"
-		     "sparda_memsvc_spill_errors_total{kind=\"io\"} %llu\n"
-		     "sparda_memsvc_spill_errors_total{kind=\"enospc\"} %llu\n"
-		     "sparda_memsvc_spill_errors_total{kind=\"write_failed\"} %llu\n",
+	fprintf(out,
+		"# HELP sparda_memsvc_spill_errors_total spill/restore failures by kind\n"
+		"# TYPE sparda_memsvc_spill_errors_total counter\n"
+		"sparda_memsvc_spill_errors_total{kind=\"crc\"} %llu\n"
+		"sparda_memsvc_spill_errors_total{kind=\"identity\"} %llu\n"
+		"sparda_memsvc_spill_errors_total{kind=\"io\"} %llu\n"
+		"sparda_memsvc_spill_errors_total{kind=\"enospc\"} %llu\n"
+		"sparda_memsvc_spill_errors_total{kind=\"write_failed\"} %llu\n",
 		(unsigned long long)t->crc_failures, (unsigned long long)t->id_mismatches,
 		(unsigned long long)t->io_errors, (unsigned long long)t->enospc_events,
 		(unsigned long long)t->spill_failures);
@@ -192,8 +196,8 @@ static void render_spill(FILE *out, struct server *sv)
 	counter(out, "sparda_memsvc_restore_late_total",
 		"restored units answered after the client epoch passed their step", "",
 		t->answers_late);
-	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only",
-		"", t->degraded_entries);
+	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only", "",
+		t->degraded_entries);
 	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",
 		t->recoveries);
 	counter(out, "sparda_memsvc_spill_ios_total", "spill I/O operations", "{op=\"write\"}",
@@ -208,29 +212,42 @@ static void render_spill(FILE *out, struct server *sv)
 	free(t);
 }
 
+/* Tenants removed by a reload are listed while they still hold sessions. */
 static void render_tenants(FILE *out, struct tenant_table *t)
 {
-	gauge(out, "sparda_memsvc_tenants", "configured tenants", tenant_count(t));
+	size_t n_total = tenant_count(t), active = 0;
+	uint64_t ok, failed;
+
+	for (size_t i = 0; i < n_total; i++)
+		active += !tenant_removed(tenant_at(t, i));
+	gauge(out, "sparda_memsvc_tenants", "configured tenants", active);
+	tenant_reload_counts(t, &ok, &failed);
+	counter(out, "sparda_memsvc_tenant_reloads_total", "tenants file reloads applied", "", ok);
+	counter(out, "sparda_memsvc_tenant_reload_failures_total",
+		"tenants file reloads refused (bad file; the old table stayed)", "", failed);
 	fprintf(out, "# HELP sparda_memsvc_tenant_usage per-tenant use and limits (0 = none)\n"
 		     "# TYPE sparda_memsvc_tenant_usage gauge\n");
-	for (size_t i = 0; i < tenant_count(t); i++) {
+	for (size_t i = 0; i < n_total; i++) {
 		struct tenant *tn = tenant_at(t, i);
 		struct tenant_usage u;
 		const char *n = tenant_name(tn);
 		tenant_get_usage(tn, &u);
-		fprintf(out,
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"bytes\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"quota_bytes\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"sessions\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"seqs\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"inflight\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"rejected\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_bytes\"} %llu\n"
-			"sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_quota_bytes\"} %llu\n",
-			n, (unsigned long long)u.bytes, n, (unsigned long long)u.quota_bytes, n,
-			(unsigned long long)u.sessions, n, (unsigned long long)u.seqs, n,
-			(unsigned long long)u.inflight, n, (unsigned long long)u.rejected, n,
-			(unsigned long long)u.disk_bytes, n, (unsigned long long)u.disk_quota);
+		if (u.removed && !u.sessions)
+			continue;
+		fprintf(
+		    out,
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"bytes\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"quota_bytes\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"sessions\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"seqs\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"inflight\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"rejected\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_bytes\"} %llu\n"
+		    "sparda_memsvc_tenant_usage{tenant=\"%s\",what=\"disk_quota_bytes\"} %llu\n",
+		    n, (unsigned long long)u.bytes, n, (unsigned long long)u.quota_bytes, n,
+		    (unsigned long long)u.sessions, n, (unsigned long long)u.seqs, n,
+		    (unsigned long long)u.inflight, n, (unsigned long long)u.rejected, n,
+		    (unsigned long long)u.disk_bytes, n, (unsigned long long)u.disk_quota);
 	}
 }
 
@@ -292,7 +309,7 @@ static bool healthy(void *ctx, const char **why)
 	return !s.draining;
 }
 
-static const struct httpd_ops metrics_http = { .metrics = render, .healthy = healthy };
+static const struct httpd_ops metrics_http = {.metrics = render, .healthy = healthy};
 
 int metrics_open(uint16_t port, struct server *sv, struct tenant_table *tenants,
 		 struct mstats *stats, struct metrics **out, char *err, size_t err_len)

@@ -2,7 +2,8 @@
 /*
  * The event loop and the session lifecycle: attach (SO_PEERCRED, tenant, quota, budget,
  * session regions, descriptors over SCM_RIGHTS), teardown when the attach socket closes,
- * housekeeping on a timer, and the drain that SIGTERM/SIGINT or a drain request starts.
+ * housekeeping on a timer, the drain that SIGTERM/SIGINT or a drain request starts, and the
+ * tenants reload on SIGHUP.
  */
 #include "server_internal.h"
 
@@ -197,12 +198,17 @@ static int attach_admit(struct server *sv, const struct wire_request *rq, uid_t 
 			 (unsigned long long)sv->cfg->max_sessions);
 		return -EUSERS;
 	}
+	if (!tn || tenant_removed(tn)) {
+		snprintf(err, err_len, "no tenant '%.64s' (unknown, or removed by a reload)",
+			 rq->u.hello.tenant);
+		return -EACCES;
+	}
 	if (so->tenant && strcmp(tenant_name(so->tenant), rq->u.hello.tenant) != 0) {
 		snprintf(err, err_len, "this tcp key belongs to tenant '%s', not '%s'",
 			 tenant_name(so->tenant), rq->u.hello.tenant);
 		return -EACCES;
 	}
-	if (!tn || (!so->tenant && !tenant_admits_uid(tn, uid))) {
+	if (!so->tenant && !tenant_admits_uid(tn, uid)) {
 		snprintf(err, err_len, "uid %u is not admitted by tenant '%s'", (unsigned)uid,
 			 rq->u.hello.tenant);
 		return -EACCES;
@@ -565,6 +571,62 @@ void server_drain(struct server *sv, uint64_t deadline_ms, const char *why)
 		 (unsigned long long)deadline_ms);
 }
 
+/*
+ * DIR/tenants.reload: one line "generation=N result=ok|failed ..." rewritten (temp + rename)
+ * after every reload, so `sparda reload` can wait for the one it asked for.
+ */
+static void reload_status_write(struct server *sv, uint64_t gen, int r,
+				const struct tenant_reload *rl, const char *err)
+{
+	char path[320], tmp[330];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/tenants.reload", sv->cfg->runtime_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		goto fail;
+	if (r)
+		fprintf(f, "generation=%llu result=failed status=%s error=\"%s\"\n",
+			(unsigned long long)gen, err_name(r), err);
+	else
+		fprintf(f,
+			"generation=%llu result=ok tenants=%zu added=%zu changed=%zu "
+			"unchanged=%zu removed=%zu\n",
+			(unsigned long long)gen, rl->active, rl->added, rl->changed, rl->unchanged,
+			rl->removed);
+	if (fclose(f) == 0 && rename(tmp, path) == 0)
+		return;
+fail:
+	log_warn(TAG, "cannot write the reload status", "path=%s status=%s", path,
+		 err_name(err_from_errno()));
+	unlink(tmp);
+}
+
+/* SIGHUP: re-read the tenants file (server thread; see tenant_table_reload). */
+static void tenants_reload(struct server *sv)
+{
+	struct tenant_reload rl;
+	char err[512] = "";
+	uint64_t ok, failed;
+	int r = tenant_table_reload(sv->tenants, sv->cfg->tenants, &rl, err, sizeof(err));
+
+	tenant_reload_counts(sv->tenants, &ok, &failed);
+	if (r) {
+		log_error(TAG, "tenants reload refused, the previous table stays in force",
+			  "status=%s error=\"%s\"", err_name(r), err);
+	} else {
+		log_info(TAG, "tenants reloaded",
+			 "file=%s tenants=%zu added=%zu changed=%zu unchanged=%zu removed=%zu",
+			 sv->cfg->tenants, rl.active, rl.added, rl.changed, rl.unchanged,
+			 rl.removed);
+		if (rl.removed_sessions)
+			log_info(TAG, "removed tenants keep their open sessions until they close",
+				 "sessions=%llu", (unsigned long long)rl.removed_sessions);
+	}
+	reload_status_write(sv, ok + failed, r, &rl, err);
+}
+
 static void signal_event(struct server *sv)
 {
 	struct signalfd_siginfo si;
@@ -572,6 +634,8 @@ static void signal_event(struct server *sv)
 	while (read(sv->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			server_drain(sv, 0, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+		else if (si.ssi_signo == SIGHUP)
+			tenants_reload(sv);
 	}
 }
 
@@ -792,6 +856,7 @@ static int open_signals_timer(struct server *sv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP); /* reload the tenants file */
 	r = -pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (r)
 		return r;

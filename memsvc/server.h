@@ -18,7 +18,7 @@ struct tenant_table;
 
 /*
  * Create the runtime dir, refuse when a live daemon serves it, bind the ZeroMQ endpoint,
- * start the hot-path worker, block SIGTERM/SIGINT/SIGPIPE for the process (call before
+ * start the hot-path worker, block SIGTERM/SIGINT/SIGHUP/SIGPIPE for the process (call before
  * starting other threads). Nothing is owned but the server's own resources.
  * Returns 0, or -errno with err naming the endpoint or step (-EADDRINUSE: a live daemon
  * already serves this runtime dir).

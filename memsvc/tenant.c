@@ -23,8 +23,9 @@ struct tenant {
 	unsigned n_uids;
 	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
 	uint64_t disk_quota;					    /* 0 = unlimited */
-	pthread_mutex_t lock; /* guards the use counters below */
+	pthread_mutex_t lock; /* guards the limits and uids (reload) and the use counters below */
 	uint64_t bytes, sessions, seqs, inflight, rejected, disk_bytes;
+	bool removed; /* dropped by a reload: refuses new sessions, old ones run on */
 };
 
 struct tenant_key {
@@ -33,11 +34,19 @@ struct tenant_key {
 };
 
 struct tenant_table {
+	/*
+	 * Guards v, n and keys against the metrics thread while a reload (on the server thread)
+	 * grows them. A tenant is never freed before the table: sessions and keys point at it.
+	 */
+	pthread_mutex_t lock;
 	struct tenant **v; /* pointers: a tenant never moves once handed out */
 	size_t n, cap;
+	uint64_t reloads, reload_failures;
 	struct tenant_key *keys;
 	size_t n_keys, cap_keys;
 };
+
+static struct tenant *find_any(struct tenant_table *t, const char *name);
 
 static int grow(void **v, size_t *cap, size_t need, size_t elem)
 {
@@ -154,7 +163,7 @@ static int parse_line(struct tenant_table *t, char *line, const char *where, cha
 			 where, name);
 		return -EINVAL;
 	}
-	if (tenant_find(t, name)) {
+	if (find_any(t, name)) {
 		snprintf(err, err_len, "%s: duplicate tenant '%s'", where, name);
 		return -EINVAL;
 	}
@@ -223,6 +232,7 @@ int tenant_table_parse(const char *text, const char *source, struct tenant_table
 	*out = NULL;
 	if (!t)
 		return -ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
 	r = for_each_line(t, text, source, parse_line, true, err, err_len);
 	if (r)
 		goto out_free;
@@ -290,6 +300,7 @@ int tenant_table_load(const char *path, uid_t self_uid, uint64_t default_quota,
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
 	tn.uids[0] = self_uid;
 	if (self_uid != 0)
 		tn.uids[tn.n_uids++] = 0;
@@ -360,38 +371,78 @@ void tenant_table_free(struct tenant_table *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->n; i++) {
+		if (!t->v[i])
+			continue; /* moved into another table by a reload */
 		pthread_mutex_destroy(&t->v[i]->lock);
 		free(t->v[i]);
 	}
+	pthread_mutex_destroy(&t->lock);
 	free(t->v);
 	free(t->keys);
 	free(t);
 }
 
-size_t tenant_count(const struct tenant_table *t)
+size_t tenant_count(struct tenant_table *t)
 {
-	return t->n;
+	size_t n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->n;
+	pthread_mutex_unlock(&t->lock);
+	return n;
 }
 
 struct tenant *tenant_at(struct tenant_table *t, size_t i)
 {
-	return i < t->n ? t->v[i] : NULL;
+	struct tenant *tn;
+
+	pthread_mutex_lock(&t->lock);
+	tn = i < t->n ? t->v[i] : NULL;
+	pthread_mutex_unlock(&t->lock);
+	return tn;
 }
 
-struct tenant *tenant_find(struct tenant_table *t, const char *name)
+/* Any tenant of that name, removed ones included; t->lock held or the table private. */
+static struct tenant *find_any(struct tenant_table *t, const char *name)
 {
 	for (size_t i = 0; i < t->n; i++)
-		if (strcmp(t->v[i]->name, name) == 0)
+		if (t->v[i] && strcmp(t->v[i]->name, name) == 0)
 			return t->v[i];
 	return NULL;
 }
 
+struct tenant *tenant_find(struct tenant_table *t, const char *name)
+{
+	struct tenant *tn;
+
+	pthread_mutex_lock(&t->lock);
+	tn = find_any(t, name);
+	if (tn && tenant_removed(tn))
+		tn = NULL;
+	pthread_mutex_unlock(&t->lock);
+	return tn;
+}
+
 struct tenant *tenant_find_key(struct tenant_table *t, const char *z85)
 {
-	for (size_t i = 0; i < t->n_keys; i++)
+	struct tenant *tn = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n_keys && !tn; i++)
 		if (strcmp(t->keys[i].z85, z85) == 0)
-			return t->keys[i].tn;
-	return NULL;
+			tn = t->keys[i].tn;
+	pthread_mutex_unlock(&t->lock);
+	return tn;
+}
+
+bool tenant_removed(struct tenant *tn)
+{
+	bool r;
+
+	pthread_mutex_lock(&tn->lock);
+	r = tn->removed;
+	pthread_mutex_unlock(&tn->lock);
+	return r;
 }
 
 const char *tenant_name(const struct tenant *tn)
@@ -399,21 +450,28 @@ const char *tenant_name(const struct tenant *tn)
 	return tn->name;
 }
 
-bool tenant_admits_uid(const struct tenant *tn, uid_t uid)
+bool tenant_admits_uid(struct tenant *tn, uid_t uid)
 {
-	for (unsigned i = 0; i < tn->n_uids; i++)
-		if (tn->uids[i] == uid)
-			return true;
-	return false;
+	bool ok = false;
+
+	pthread_mutex_lock(&tn->lock);
+	for (unsigned i = 0; i < tn->n_uids && !ok; i++)
+		ok = tn->uids[i] == uid;
+	pthread_mutex_unlock(&tn->lock);
+	return ok;
 }
 
-/* use + n within limit (0 = unlimited)? Takes it when so; counts a rejection otherwise. */
-static int take(struct tenant *tn, uint64_t *use, uint64_t n, uint64_t limit, int errnum)
+/*
+ * use + n within *limit (0 = unlimited)? Takes it when so; counts a rejection otherwise. The
+ * limit is read under the lock: a reload may change it. A limit lowered below the use refuses
+ * every new take and gives nothing back.
+ */
+static int take(struct tenant *tn, uint64_t *use, uint64_t n, const uint64_t *limit, int errnum)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&tn->lock);
-	if (limit && (*use + n > limit || *use + n < *use)) {
+	if (*limit && (*use + n > *limit || *use + n < *use)) {
 		tn->rejected++;
 		r = errnum;
 	} else {
@@ -432,11 +490,11 @@ static void give(struct tenant *tn, uint64_t *use, uint64_t n)
 
 int tenant_session_acquire(struct tenant *tn, uint64_t bytes)
 {
-	int r = take(tn, &tn->sessions, 1, tn->max_sessions, -EDQUOT);
+	int r = take(tn, &tn->sessions, 1, &tn->max_sessions, -EDQUOT);
 
 	if (r)
 		return r;
-	r = take(tn, &tn->bytes, bytes, tn->quota_bytes, -EDQUOT);
+	r = take(tn, &tn->bytes, bytes, &tn->quota_bytes, -EDQUOT);
 	if (r)
 		give(tn, &tn->sessions, 1);
 	return r;
@@ -450,7 +508,7 @@ void tenant_session_release(struct tenant *tn, uint64_t bytes)
 
 int tenant_seq_acquire(struct tenant *tn)
 {
-	return take(tn, &tn->seqs, 1, tn->max_seqs, -EDQUOT);
+	return take(tn, &tn->seqs, 1, &tn->max_seqs, -EDQUOT);
 }
 
 void tenant_seq_release(struct tenant *tn)
@@ -460,7 +518,7 @@ void tenant_seq_release(struct tenant *tn)
 
 int tenant_inflight_acquire(struct tenant *tn, uint64_t n)
 {
-	return take(tn, &tn->inflight, n, tn->max_inflight, -EBUSY);
+	return take(tn, &tn->inflight, n, &tn->max_inflight, -EBUSY);
 }
 
 void tenant_inflight_release(struct tenant *tn, uint64_t n)
@@ -470,7 +528,7 @@ void tenant_inflight_release(struct tenant *tn, uint64_t n)
 
 int tenant_disk_acquire(struct tenant *tn, uint64_t bytes)
 {
-	return take(tn, &tn->disk_bytes, bytes, tn->disk_quota, -EDQUOT);
+	return take(tn, &tn->disk_bytes, bytes, &tn->disk_quota, -EDQUOT);
 }
 
 void tenant_disk_release(struct tenant *tn, uint64_t bytes)
@@ -491,6 +549,110 @@ void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
 				   .max_inflight = tn->max_inflight,
 				   .disk_bytes = tn->disk_bytes,
 				   .disk_quota = tn->disk_quota,
-				   .rejected = tn->rejected};
+				   .rejected = tn->rejected,
+				   .removed = tn->removed};
 	pthread_mutex_unlock(&tn->lock);
+}
+
+/* ---- reload --------------------------------------------------------------------------- */
+
+/* Copy what a tenants line sets (uids and limits) from src; tn->lock held. True if changed. */
+static bool apply_line(struct tenant *tn, const struct tenant *src)
+{
+	bool changed = tn->n_uids != src->n_uids ||
+		       memcmp(tn->uids, src->uids, src->n_uids * sizeof(src->uids[0])) ||
+		       tn->quota_bytes != src->quota_bytes ||
+		       tn->max_sessions != src->max_sessions || tn->max_seqs != src->max_seqs ||
+		       tn->max_inflight != src->max_inflight || tn->disk_quota != src->disk_quota;
+
+	memcpy(tn->uids, src->uids, sizeof(tn->uids));
+	tn->n_uids = src->n_uids;
+	tn->quota_bytes = src->quota_bytes;
+	tn->max_sessions = src->max_sessions;
+	tn->max_seqs = src->max_seqs;
+	tn->max_inflight = src->max_inflight;
+	tn->disk_quota = src->disk_quota;
+	return changed;
+}
+
+/* Merge the freshly parsed nt into t (t->lock held; t->v has room for nt->n more). */
+static void merge(struct tenant_table *t, struct tenant_table *nt, struct tenant_reload *rl)
+{
+	size_t n_old = t->n;
+
+	for (size_t i = 0; i < nt->n; i++) {
+		struct tenant *src = nt->v[i], *tn = find_any(t, src->name);
+		if (!tn) {
+			t->v[t->n++] = src; /* moved: nt no longer owns it */
+			nt->v[i] = NULL;
+			rl->added++;
+			continue;
+		}
+		pthread_mutex_lock(&tn->lock);
+		if (tn->removed) {
+			tn->removed = false;
+			(void)apply_line(tn, src);
+			rl->added++;
+		} else if (apply_line(tn, src)) {
+			rl->changed++;
+		} else {
+			rl->unchanged++;
+		}
+		pthread_mutex_unlock(&tn->lock);
+	}
+	for (size_t i = 0; i < n_old; i++) {
+		struct tenant *tn = t->v[i];
+		if (find_any(nt, tn->name))
+			continue;
+		pthread_mutex_lock(&tn->lock);
+		if (!tn->removed) {
+			tn->removed = true;
+			rl->removed++;
+			rl->removed_sessions += tn->sessions;
+		}
+		pthread_mutex_unlock(&tn->lock);
+	}
+	for (size_t i = 0; i < t->n; i++)
+		rl->active += !t->v[i]->removed;
+}
+
+int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_reload *rl,
+			char *err, size_t err_len)
+{
+	struct tenant_table *nt = NULL;
+	int r;
+
+	*rl = (struct tenant_reload){0};
+	if (!path || !path[0]) {
+		snprintf(err, err_len, "no tenants file configured (built-in tenant 'default')");
+		r = -ENOENT;
+		goto out;
+	}
+	r = tenant_table_load(path, 0, 0, &nt, err, err_len);
+	if (r)
+		goto out;
+	pthread_mutex_lock(&t->lock);
+	r = grow((void **)&t->v, &t->cap, t->n + nt->n, sizeof(*t->v));
+	if (r)
+		snprintf(err, err_len, "out of memory");
+	else
+		merge(t, nt, rl);
+	pthread_mutex_unlock(&t->lock);
+out:
+	pthread_mutex_lock(&t->lock);
+	if (r)
+		t->reload_failures++;
+	else
+		t->reloads++;
+	pthread_mutex_unlock(&t->lock);
+	tenant_table_free(nt);
+	return r;
+}
+
+void tenant_reload_counts(struct tenant_table *t, uint64_t *ok, uint64_t *failed)
+{
+	pthread_mutex_lock(&t->lock);
+	*ok = t->reloads;
+	*failed = t->reload_failures;
+	pthread_mutex_unlock(&t->lock);
 }

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Tenants: who may attach (uids), and per-tenant limits with their current use: arena bytes,
- * sessions, open sequences and in-flight ring entries. Loaded once from the tenants file (or
- * the built-in "default" tenant); over a limit a caller gets -EDQUOT / -EBUSY and other tenants
- * are unaffected. Also holds the tcp key allow-list (CURVE public key -> tenant).
+ * sessions, open sequences and in-flight ring entries. Loaded from the tenants file (or the
+ * built-in "default" tenant) and reloaded from it on request; over a limit a caller gets
+ * -EDQUOT / -EBUSY and other tenants are unaffected. Also holds the tcp key allow-list (CURVE
+ * public key -> tenant).
  */
 #ifndef SPARDA_MEMSVC_TENANT_H
 #define SPARDA_MEMSVC_TENANT_H
@@ -23,15 +24,23 @@ struct tenant_table;
 struct tenant_usage {
 	uint64_t bytes, sessions, seqs, inflight;
 	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
-	uint64_t rejected; /* requests refused for a limit of this tenant */
+	uint64_t rejected;		 /* requests refused for a limit of this tenant */
 	uint64_t disk_bytes, disk_quota; /* spill file bytes reserved by its sessions; 0 = none */
+	bool removed;			 /* dropped by a reload; its open sessions run on */
+};
+
+/* What a reload did: tenants added (or restored), changed, unchanged, removed; active after. */
+struct tenant_reload {
+	size_t added, changed, unchanged, removed, active;
+	uint64_t removed_sessions; /* sessions still open in the tenants just removed */
 };
 
 /*
  * Parse a tenants file text. Lines: `name uid=U[,U..] quota=BYTES [max-sessions=N]
- * [max-seqs=N] [max-inflight=N] [disk-quota=BYTES]` (disk-quota: spill file bytes); '#' starts a comment; blank lines ignored. source names the
- * text in errors ("file /etc/sparda/tenants line 3: ..."). Returns 0 or -EINVAL (unknown key,
- * bad number, duplicate name, missing uid= or quota=, name too long), -ENOMEM.
+ * [max-seqs=N] [max-inflight=N] [disk-quota=BYTES]` (disk-quota: spill file bytes); '#' starts a
+ * comment; blank lines ignored. source names the text in errors ("file /etc/sparda/tenants line 3:
+ * ..."). Returns 0 or -EINVAL (unknown key, bad number, duplicate name, missing uid= or quota=,
+ * name too long), -ENOMEM.
  */
 int tenant_table_parse(const char *text, const char *source, struct tenant_table **out, char *err,
 		       size_t err_len);
@@ -53,14 +62,32 @@ int tenant_table_parse_keys(struct tenant_table *t, const char *text, const char
 
 void tenant_table_free(struct tenant_table *t);
 
-size_t tenant_count(const struct tenant_table *t);
+/*
+ * Re-read the tenants file at path into t, in place: the file is parsed whole first and a bad
+ * one changes nothing (-EINVAL with err naming the line, or the file's -errno; -ENOENT when
+ * path is empty: the built-in table has no file). Otherwise tenants new in the file are added;
+ * kept ones take the file's uids and limits (they apply to the next acquire; use above a
+ * lowered limit stays, new acquires are refused); tenants gone from the file are marked removed:
+ * tenant_find no longer names them, their open sessions run on. No tenant is ever freed before
+ * the table, so every tenant pointer stays valid. Call from one thread at a time (the server
+ * loop); the other calls may run concurrently. Counts the reload or its failure.
+ */
+int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_reload *rl,
+			char *err, size_t err_len);
+/* Reloads done and refused since the table was loaded. */
+void tenant_reload_counts(struct tenant_table *t, uint64_t *ok, uint64_t *failed);
+
+/* Tenants in the table, removed ones included (tenant_at iterates them all). */
+size_t tenant_count(struct tenant_table *t);
 struct tenant *tenant_at(struct tenant_table *t, size_t i);
-/* NULL when no tenant has that name. */
+/* NULL when no tenant has that name, or it was removed by a reload. */
 struct tenant *tenant_find(struct tenant_table *t, const char *name);
-/* The tenant a z85 CURVE public key maps to, or NULL. */
+/* The tenant a z85 CURVE public key maps to (maybe a removed one), or NULL. */
 struct tenant *tenant_find_key(struct tenant_table *t, const char *z85);
 const char *tenant_name(const struct tenant *tn);
-bool tenant_admits_uid(const struct tenant *tn, uid_t uid);
+bool tenant_admits_uid(struct tenant *tn, uid_t uid);
+/* Was the tenant removed by a reload (it then admits no new session)? */
+bool tenant_removed(struct tenant *tn);
 
 /*
  * Limits. The acquire calls take the resource or return -EDQUOT (-EBUSY for in-flight) and

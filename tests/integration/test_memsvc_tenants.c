@@ -4,6 +4,9 @@
  * tenants (both admit our uid) cannot see each other's units or arena bytes, whatever names
  * they try (foreign handles, guessed handles, stale generations, a wrong token on ZeroMQ);
  * over-quota attaches and too many sequences are refused while the other tenant is fine.
+ * Reload on SIGHUP: an added tenant admits attaches, a lowered quota refuses new ones while
+ * held data stays, a removed tenant refuses attaches while its open session works on, and a
+ * bad file changes nothing.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -212,12 +216,126 @@ static void test_quotas(void **state)
 	stop(&f);
 }
 
+/* Rewrite the tenants file (same three uid slots as start()). */
+static void rewrite(struct fixture *f, const char *tenants_fmt)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text), tenants_fmt, (unsigned)getuid(), (unsigned)getuid(),
+		 (unsigned)getuid() + 4242);
+	free(harness_write_file(f->dir, "tenants", text));
+}
+
+/* The generation in DIR/tenants.reload (0 before the first reload); line gets the text. */
+static unsigned long long reload_gen(struct fixture *f, char *line, size_t len)
+{
+	char path[512];
+	unsigned long long gen = 0;
+	FILE *st;
+
+	snprintf(path, sizeof(path), "%s/tenants.reload", memsvc_proc_runtime_dir(f->p));
+	line[0] = '\0';
+	st = fopen(path, "r");
+	if (!st)
+		return 0;
+	if (fgets(line, (int)len, st))
+		(void)sscanf(line, "generation=%llu", &gen);
+	fclose(st);
+	return gen;
+}
+
+/* SIGHUP the daemon and wait for the reload's status line; true when it was applied. */
+static bool reload(struct fixture *f)
+{
+	char line[600];
+	unsigned long long gen = reload_gen(f, line, sizeof(line));
+
+	assert_int_equal(kill(memsvc_proc_pid(f->p), SIGHUP), 0);
+	for (int i = 0; i < 500 && reload_gen(f, line, sizeof(line)) == gen; i++)
+		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
+	assert_int_equal(reload_gen(f, line, sizeof(line)), gen + 1);
+	return strstr(line, " result=ok") != NULL;
+}
+
+/* Every unit of u[0..n) still holds what fill_seq wrote. */
+static void assert_data_intact(struct memclient *a, const struct memclient_unit *u, uint32_t n)
+{
+	size_t ub = memclient_geometry(a)->unit_bytes;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct memclient_residency res;
+		assert_int_equal(memclient_lookup(a, &u[i], &res), 0);
+		assert_int_equal(res.state, SP_UNIT_RESIDENT);
+		assert_int_equal(harness_check(memclient_slot_ptr(a, res.slot), ub, KEY_A, &u[i]),
+				 0);
+	}
+}
+
+static void test_reload(void **state)
+{
+	struct fixture f = start("alpha uid=%u quota=1M\n");
+	struct memclient *a, *a2, *x = NULL;
+	struct memclient_seq q, q2;
+	struct memclient_unit u[64];
+	uint32_t n;
+
+	/* A tenant added to the file admits attaches after the reload, not before. */
+	assert_int_not_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
+	assert_null(x);
+	rewrite(&f, "alpha uid=%u quota=1M\nbeta uid=%u quota=1M\n");
+	assert_true(reload(&f));
+	assert_true(harness_log_contains(f.p, "tenants reloaded"));
+	assert_int_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
+	memclient_close(x);
+	x = NULL;
+
+	/* Quota lowered below alpha's use: held data stays, new attaches and seqs are refused. */
+	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 256 << 10, &a), 0);
+	assert_int_equal(memclient_seq_open(a, 1, BLOCKS, &q), 0);
+	n = fill_seq(a, q, u);
+	rewrite(&f, "alpha uid=%u quota=128K max-seqs=1\nbeta uid=%u quota=1M\n");
+	assert_true(reload(&f));
+	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 128 << 10, &x), -EDQUOT);
+	assert_null(x);
+	assert_int_equal(memclient_seq_open(a, 2, BLOCKS, &q2), -EDQUOT);
+	assert_data_intact(a, u, n);
+	assert_int_equal(harness_stat(a, "tenant.quota_bytes"), 128 << 10);
+
+	/* A bad file is refused whole: alpha's limits and beta stay as they were. */
+	rewrite(&f, "alpha uid=%u quota=4M\nbeta uid=%u quota=1M colour=red\n");
+	assert_false(reload(&f));
+	assert_true(harness_log_contains(f.p, "line 2: tenant beta: bad attribute 'colour=red'"));
+	assert_int_equal(harness_stat(a, "tenant.quota_bytes"), 128 << 10);
+	assert_int_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
+	memclient_close(x);
+	x = NULL;
+
+	/* alpha removed: new attaches are refused, its open session works on until it closes. */
+	rewrite(&f, "beta uid=%u quota=1M\n");
+	assert_true(reload(&f));
+	assert_true(harness_log_contains(f.p, "removed tenants keep their open sessions"));
+	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 64 << 10, &x), -EACCES);
+	assert_null(x);
+	assert_int_equal(memclient_ping(a), 0);
+	assert_data_intact(a, u, n);
+	assert_int_equal(memclient_seq_close(a, q), 0);
+	memclient_close(a);
+
+	/* Back in the file with a larger quota, alpha admits attaches again. */
+	rewrite(&f, "alpha uid=%u quota=1M\nbeta uid=%u quota=1M\n");
+	assert_true(reload(&f));
+	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 512 << 10, &a2), 0);
+	memclient_close(a2);
+	stop(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_isolation),
 	    cmocka_unit_test(test_wrong_token),
 	    cmocka_unit_test(test_quotas),
+	    cmocka_unit_test(test_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
