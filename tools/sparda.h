@@ -16,10 +16,11 @@ int cmd_demo_memsvc(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
 /* Operator commands for a detached sparda-memsvc in a runtime dir (ops_*.c): `sparda up`
- * starts it, `down` drains and stops it, `status` and `stats` ask it, `config --dump` prints
- * the effective config of either process. */
+ * starts it, `down` drains and stops it, `status` and `stats` ask it, `reload` makes it
+ * re-read its tenants file, `config --dump` prints the effective config of either process. */
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_config(int argc, char **argv);
