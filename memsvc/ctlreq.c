@@ -140,12 +140,84 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.spill_busy_ns", t->spill_ns.sum_ns);
 	stat_add(v, n, "daemon.spill.restore_busy_ns", t->read_ns.sum_ns);
 	stat_add(v, n, "daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0);
+	stat_add(v, n, "daemon.spill.dirs", spill_n_dirs(sv->spill));
+	stat_add(v, n, "daemon.spill.bytes_cap", sv->cfg->spill_bytes);
+	stat_add(v, n, "daemon.spill.bytes_reserved", t->disk_bytes_reserved);
+	stat_add(v, n, "daemon.spill.bytes_used", t->extents_used * t->extent_bytes);
 	free(t);
+}
+
+#define LISTED_SESSIONS 32 /* sessions.<id>.* of at most this many sessions */
+
+/* name.what as a stat; nothing when the name does not fit (a tenant name over ~38 bytes). */
+static void stat_add2(struct wire_stat *v, uint32_t *n, const char *name, const char *what,
+		      uint64_t value)
+{
+	char key[WIRE_NAME_MAX];
+
+	if (snprintf(key, sizeof(key), "%s.%s", name, what) < (int)sizeof(key))
+		stat_add(v, n, key, value);
+}
+
+/*
+ * Every tenant's use and limits (tenants.<name>.*, units summed over its sessions) and the
+ * arenas of the first LISTED_SESSIONS sessions (sessions.<id>.*). The loop thread is the only
+ * writer of conns[], and this runs on it.
+ */
+static void tenants_sessions_add(struct server *sv, struct wire_stat *v, uint32_t *n)
+{
+	size_t nt = tenant_count(sv->tenants), listed = 0;
+
+	stat_add(v, n, "daemon.tenants", nt);
+	for (size_t i = 0; i < nt; i++) {
+		struct tenant *tn = tenant_at(sv->tenants, i);
+		uint64_t resident = 0, spilled = 0;
+		struct tenant_usage u;
+		char pre[WIRE_NAME_MAX];
+
+		tenant_get_usage(tn, &u);
+		for (size_t k = 0; k < sv->n_conns; k++) {
+			struct session *s = sv->conns[k]->s;
+			struct store_stats st;
+			if (!s || session_tenant(s) != tn)
+				continue;
+			session_get_stats(s, &st);
+			resident += st.units_resident;
+			spilled += st.units_spilled;
+		}
+		snprintf(pre, sizeof(pre), "tenants.%s", tenant_name(tn));
+		stat_add2(v, n, pre, "sessions", u.sessions);
+		stat_add2(v, n, pre, "bytes", u.bytes);
+		stat_add2(v, n, pre, "quota_bytes", u.quota_bytes);
+		stat_add2(v, n, pre, "seqs", u.seqs);
+		stat_add2(v, n, pre, "rejected", u.rejected);
+		stat_add2(v, n, pre, "units_resident", resident);
+		stat_add2(v, n, pre, "units_spilled", spilled);
+		stat_add2(v, n, pre, "disk_bytes", u.disk_bytes);
+		stat_add2(v, n, pre, "disk_quota_bytes", u.disk_quota);
+	}
+	for (size_t k = 0; k < sv->n_conns && listed < LISTED_SESSIONS; k++) {
+		struct session *s = sv->conns[k]->s;
+		struct store_stats st;
+		char pre[WIRE_NAME_MAX];
+
+		if (!s)
+			continue;
+		listed++;
+		session_get_stats(s, &st);
+		snprintf(pre, sizeof(pre), "sessions.%llu", (unsigned long long)session_id(s));
+		stat_add2(v, n, pre, "uid", session_uid(s));
+		stat_add2(v, n, pre, "arena_bytes", session_arena_size(s));
+		stat_add2(v, n, pre, "slots_used", st.slots_used);
+		stat_add2(v, n, pre, "slots_free", st.slots_free);
+		stat_add2(v, n, pre, "units_resident", st.units_resident);
+		stat_add2(v, n, pre, "units_spilled", st.units_spilled);
+	}
 }
 
 static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 {
-	struct wire_stat *v = calloc(128, sizeof(*v));
+	struct wire_stat *v = calloc(WIRE_MAX_STATS, sizeof(*v));
 	struct store_stats st;
 	struct tenant_usage tu;
 	struct server_snapshot snap;
@@ -187,6 +259,7 @@ static int do_stats(struct server *sv, struct session *s, struct wire_reply *rp)
 		snprintf(name, sizeof(name), "daemon.errors.%s", mstats_err_name(e));
 		stat_add(v, &n, name, mstats_errors(sv->stats, e));
 	}
+	tenants_sessions_add(sv, v, &n); /* last: a full reply drops only these */
 	rp->kind = WIRE_STATS;
 	rp->u.stats.stats = v;
 	rp->u.stats.n = n;

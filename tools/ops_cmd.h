@@ -67,4 +67,11 @@ int ops_metrics_port(pid_t pid);
  */
 int ops_metrics_fetch(int port, int timeout_ms, char **body);
 
+/*
+ * The value of key in daemon pid's effective config: its binary run with its arguments,
+ * environment and working directory plus --dump-config. Returns 0, -ENOENT (no such key),
+ * -ESRCH (cannot read its /proc entries), -EIO (the dump failed), -ENAMETOOLONG, -errno.
+ */
+int ops_daemon_config(pid_t pid, const char *key, char *val, size_t len);
+
 #endif

@@ -3,7 +3,9 @@
  * The daemon's Prometheus endpoint as seen by `sparda stats`: which port a running
  * sparda-memsvc serves /metrics on (from its command line), and one plain HTTP/1.0 GET of it.
  * The stats reply of a session holds gauges only; the cumulative counters (attaches, requests
- * by op, latency histograms) are published there.
+ * by op, latency histograms) are published there. Also the daemon's effective config (its
+ * binary's --dump-config with its own arguments, environment and working directory), for the
+ * settings that are text (spill directories) and so are in neither.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ops_cmd.h"
@@ -114,5 +117,131 @@ out_free:
 	free(buf);
 out_close:
 	close(fd);
+	return rc;
+}
+
+#define PROC_MAX (256u << 10)
+
+/* /proc/PID/name (NUL separated strings) into a malloc'd buffer; *len its bytes. */
+static char *proc_read(pid_t pid, const char *name, size_t *len)
+{
+	char path[64];
+	char *buf = malloc(PROC_MAX + 1);
+	ssize_t n = 0, r;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || !buf) {
+		if (fd >= 0)
+			close(fd);
+		free(buf);
+		return NULL;
+	}
+	while (n < (ssize_t)PROC_MAX && (r = read(fd, buf + n, PROC_MAX - (size_t)n)) > 0)
+		n += r;
+	close(fd);
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+/* Split NUL separated strings into a NULL terminated vector with extra free slots. */
+static char **proc_split(char *buf, size_t len, size_t extra)
+{
+	size_t n = 0, k = 0;
+	char **v;
+
+	for (size_t i = 0; i < len; i++)
+		n += buf[i] == '\0';
+	v = calloc(n + extra + 2, sizeof(*v));
+	if (!v)
+		return NULL;
+	for (char *a = buf; a < buf + len; a += strlen(a) + 1)
+		v[k++] = a;
+	return v;
+}
+
+/* Find "key = value" in the dump text; value unquoted into val. */
+static int dump_find(const char *text, const char *key, char *val, size_t len)
+{
+	size_t kl = strlen(key);
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *v = l + kl, *end;
+		if (strncmp(l, key, kl) || (*v != ' ' && *v != '='))
+			continue;
+		v += strspn(v, " =");
+		end = strchr(v, '\n');
+		end = end ? end : v + strlen(v);
+		if (end > v && *v == '"' && end[-1] == '"' && end - v >= 2) {
+			v++;
+			end--;
+		}
+		if ((size_t)(end - v) >= len)
+			return -ENAMETOOLONG;
+		memcpy(val, v, (size_t)(end - v));
+		val[end - v] = '\0';
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int ops_daemon_config(pid_t pid, const char *key, char *val, size_t len)
+{
+	size_t alen = 0, elen = 0, olen = 0;
+	char *args = proc_read(pid, "cmdline", &alen), *envs = proc_read(pid, "environ", &elen);
+	char **av = NULL, **ev = NULL, *out = malloc(PROC_MAX + 1), exe[64], cwd[64];
+	int p[2] = {-1, -1}, st = 0, rc;
+	pid_t child;
+	ssize_t r;
+
+	if (!args || !envs || !out || !alen || !(av = proc_split(args, alen, 1)) ||
+	    !(ev = proc_split(envs, elen, 0))) {
+		rc = -ESRCH;
+		goto out;
+	}
+	for (size_t i = 0;; i++)
+		if (!av[i]) {
+			av[i] = "--dump-config";
+			break;
+		}
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
+	snprintf(cwd, sizeof(cwd), "/proc/%d/cwd", (int)pid);
+	if (pipe2(p, O_CLOEXEC)) {
+		rc = -errno;
+		goto out;
+	}
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!child) {
+		int null = open("/dev/null", O_WRONLY);
+		if (chdir(cwd) || dup2(p[1], 1) < 0 || (null >= 0 && dup2(null, 2) < 0))
+			_exit(127);
+		execve(exe, av, ev);
+		_exit(127);
+	}
+	close(p[1]);
+	p[1] = -1;
+	while (olen < PROC_MAX && (r = read(p[0], out + olen, PROC_MAX - olen)) > 0)
+		olen += (size_t)r;
+	out[olen] = '\0';
+	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+		;
+	rc = WIFEXITED(st) && !WEXITSTATUS(st) ? dump_find(out, key, val, len) : -EIO;
+out:
+	if (p[0] >= 0)
+		close(p[0]);
+	if (p[1] >= 0)
+		close(p[1]);
+	free(av);
+	free(ev);
+	free(args);
+	free(envs);
+	free(out);
 	return rc;
 }

@@ -28,6 +28,7 @@ struct ops_query {
 	double ping_ms;
 	struct memclient_stat *st;
 	uint32_t n;
+	char spill_dirs[1024]; /* the daemon's spill-dirs setting; "" when unknown */
 };
 
 struct query_args {
@@ -64,6 +65,14 @@ static int query_parse(const char *cmd, int argc, char **argv, struct query_args
 	return 0;
 }
 
+static uint64_t stat_or0(const struct ops_query *q, const char *name)
+{
+	uint64_t v = 0;
+
+	memclient_stat_find(q->st, q->n, name, &v);
+	return v;
+}
+
 /* Fill q: pid file, /proc, then ping and stats over a status session. */
 static void query_run(struct ops_query *q, const struct query_args *a)
 {
@@ -92,14 +101,9 @@ static void query_run(struct ops_query *q, const struct query_args *a)
 	if (!q->rc)
 		q->rc = memclient_stats(c, &q->st, &q->n);
 	memclient_close(c);
-}
-
-static uint64_t stat_or0(const struct ops_query *q, const char *name)
-{
-	uint64_t v = 0;
-
-	memclient_stat_find(q->st, q->n, name, &v);
-	return v;
+	if (!q->rc && q->pid && !q->stale && stat_or0(q, "daemon.spill.enabled") &&
+	    ops_daemon_config(q->pid, "spill-dirs", q->spill_dirs, sizeof(q->spill_dirs)))
+		q->spill_dirs[0] = '\0';
 }
 
 static json_object *stats_json(const struct ops_query *q)
@@ -111,6 +115,134 @@ static json_object *stats_json(const struct ops_query *q)
 	return o;
 }
 
+/*
+ * The groups of the stats reply named prefix.<name>.<what> (tenants.<name>.*, sessions.<id>.*)
+ * in reply order: calls fn once per group with the index of its first stat.
+ */
+static void for_each_group(const struct ops_query *q, const char *prefix,
+			   void (*fn)(const struct ops_query *q, const char *name, void *arg),
+			   void *arg)
+{
+	size_t pl = strlen(prefix);
+
+	for (uint32_t i = 0; i < q->n; i++) {
+		const char *nm = q->st[i].name, *dot = strrchr(nm, '.');
+		char group[MEMCLIENT_NAME_MAX];
+		bool seen = false;
+
+		if (strncmp(nm, prefix, pl) || !dot || dot <= nm + pl)
+			continue;
+		snprintf(group, sizeof(group), "%.*s", (int)(dot - nm - pl), nm + pl);
+		for (uint32_t j = 0; j < i && !seen; j++)
+			seen = !strncmp(q->st[j].name, nm, (size_t)(dot - nm + 1)) &&
+			       !strchr(q->st[j].name + (dot - nm + 1), '.');
+		if (!seen)
+			fn(q, group, arg);
+	}
+}
+
+/* prefix.group.what, or 0. */
+static uint64_t group_stat(const struct ops_query *q, const char *prefix, const char *group,
+			   const char *what)
+{
+	char key[MEMCLIENT_NAME_MAX * 2];
+
+	snprintf(key, sizeof(key), "%s%s.%s", prefix, group, what);
+	return stat_or0(q, key);
+}
+
+static const char *const tenant_keys[] = {
+    "sessions",	     "bytes",	   "quota_bytes",      "seqs", "rejected", "units_resident",
+    "units_spilled", "disk_bytes", "disk_quota_bytes", NULL};
+static const char *const session_keys[] = {
+    "uid", "arena_bytes", "slots_used", "slots_free", "units_resident", "units_spilled", NULL};
+
+static double share(uint64_t part, uint64_t whole)
+{
+	return whole ? (double)part / (double)whole : 0.0;
+}
+
+static void tenant_json(const struct ops_query *q, const char *name, void *arg)
+{
+	json_object *t = json_object_new_object();
+
+	json_object_object_add(t, "name", json_object_new_string(name));
+	for (int k = 0; tenant_keys[k]; k++)
+		json_object_object_add(
+		    t, tenant_keys[k],
+		    json_object_new_uint64(group_stat(q, "tenants.", name, tenant_keys[k])));
+	json_object_object_add(
+	    t, "quota_use",
+	    json_object_new_double(share(group_stat(q, "tenants.", name, "bytes"),
+					 group_stat(q, "tenants.", name, "quota_bytes"))));
+	json_object_array_add(arg, t);
+}
+
+static void session_json(const struct ops_query *q, const char *id, void *arg)
+{
+	json_object *t = json_object_new_object();
+
+	json_object_object_add(t, "session", json_object_new_uint64(strtoull(id, NULL, 10)));
+	for (int k = 0; session_keys[k]; k++)
+		json_object_object_add(
+		    t, session_keys[k],
+		    json_object_new_uint64(group_stat(q, "sessions.", id, session_keys[k])));
+	json_object_array_add(arg, t);
+}
+
+/* daemon.spill.<name> of the reply as the key name of o. */
+static void spill_add(json_object *o, const struct ops_query *q, const char *key, const char *name)
+{
+	char k[MEMCLIENT_NAME_MAX];
+
+	snprintf(k, sizeof(k), "daemon.spill.%s", name);
+	json_object_object_add(o, key, json_object_new_uint64(stat_or0(q, k)));
+}
+
+static json_object *tiers_json(const struct ops_query *q)
+{
+	json_object *t = json_object_new_object(), *ram = json_object_new_object();
+	json_object *nv = json_object_new_object();
+	static const char *const nvme_keys[] = {
+	    "bytes_cap",      "bytes_reserved",	  "bytes_used",
+	    "units_spilled",  "bytes_spilled",	  "units_restored",
+	    "bytes_restored", "units_dropped",	  "restore_misses",
+	    "spill_failures", "degraded_entries", "recoveries",
+	    "enospc_events",  "crc_failures",	  "id_mismatches",
+	    "io_errors",      "sessions",	  NULL};
+	bool on = stat_or0(q, "daemon.spill.enabled");
+
+	json_object_object_add(ram, "budget_bytes",
+			       json_object_new_uint64(stat_or0(q, "daemon.budget_bytes")));
+	json_object_object_add(ram, "arena_bytes",
+			       json_object_new_uint64(stat_or0(q, "daemon.arena_bytes")));
+	json_object_object_add(ram, "use",
+			       json_object_new_double(share(stat_or0(q, "daemon.arena_bytes"),
+							    stat_or0(q, "daemon.budget_bytes"))));
+	json_object_object_add(t, "ram", ram);
+	json_object_object_add(nv, "enabled", json_object_new_boolean(on));
+	if (on) {
+		json_object *dirs = json_object_new_array();
+		char list[sizeof(q->spill_dirs)], *save = NULL;
+		json_object_object_add(nv, "aio",
+				       json_object_new_string(stat_or0(q, "daemon.spill.aio_uring")
+								  ? "uring"
+								  : "sync"));
+		for (char *d = strtok_r(strcpy(list, q->spill_dirs), ",", &save); d;
+		     d = strtok_r(NULL, ",", &save))
+			json_object_array_add(dirs, json_object_new_string(d));
+		json_object_object_add(nv, "dirs", dirs);
+		spill_add(nv, q, "n_dirs", "dirs");
+		json_object_object_add(
+		    nv, "degraded", json_object_new_boolean(stat_or0(q, "daemon.spill.degraded")));
+		spill_add(nv, q, "tiers_degraded", "degraded");
+		for (int k = 0; nvme_keys[k]; k++)
+			spill_add(nv, q, nvme_keys[k], nvme_keys[k]);
+	}
+	json_object_object_add(t, "nvme", nv);
+	return t;
+}
+
 static void status_print_json(const struct ops_query *q)
 {
 	json_object *o = json_object_new_object();
@@ -120,20 +252,117 @@ static void status_print_json(const struct ops_query *q)
 	json_object_object_add(o, "pid", json_object_new_int(q->stale ? 0 : (int)q->pid));
 	json_object_object_add(o, "stale_pid_file", json_object_new_boolean(q->stale));
 	if (q->running) {
+		json_object *a = json_object_new_array(), *t = json_object_new_array();
+		uint64_t ns = stat_or0(q, "daemon.sessions");
 		json_object_object_add(o, "healthy", json_object_new_boolean(q->rc == 0));
 		if (q->rc)
 			json_object_object_add(o, "error", json_object_new_string(err_str(q->rc)));
 		json_object_object_add(o, "uptime_s", json_object_new_double(q->uptime_s));
 		json_object_object_add(o, "ping_ms", json_object_new_double(q->ping_ms));
+		json_object_object_add(o, "draining",
+				       json_object_new_boolean(stat_or0(q, "daemon.draining")));
+		/* The status query is a session itself: clients are the others. */
+		json_object_object_add(o, "clients", json_object_new_uint64(ns ? ns - 1 : 0));
+		for_each_group(q, "tenants.", tenant_json, t);
+		json_object_object_add(o, "tenants", t);
+		for_each_group(q, "sessions.", session_json, a);
+		json_object_object_add(o, "arenas", a);
+		json_object_object_add(o, "tiers", tiers_json(q));
 		json_object_object_add(o, "stats", stats_json(q));
 	}
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
 	json_object_put(o);
 }
 
+/* Bytes for people: "512.0 MiB". */
+static const char *human(uint64_t b, char *buf, size_t len)
+{
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	double v = (double)b;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+	return buf;
+}
+
+static void tenant_row(const struct ops_query *q, const char *name, void *arg)
+{
+	char b[4][24];
+	uint64_t quota = group_stat(q, "tenants.", name, "quota_bytes");
+	uint64_t dq = group_stat(q, "tenants.", name, "disk_quota_bytes");
+
+	(void)arg;
+	printf("  %-16s %8llu %11s %11s %6.1f%% %10llu %10llu %11s %11s %8llu\n", name,
+	       (unsigned long long)group_stat(q, "tenants.", name, "sessions"),
+	       human(group_stat(q, "tenants.", name, "bytes"), b[0], sizeof(b[0])),
+	       quota ? human(quota, b[1], sizeof(b[1])) : "none",
+	       100.0 * share(group_stat(q, "tenants.", name, "bytes"), quota),
+	       (unsigned long long)group_stat(q, "tenants.", name, "units_resident"),
+	       (unsigned long long)group_stat(q, "tenants.", name, "units_spilled"),
+	       human(group_stat(q, "tenants.", name, "disk_bytes"), b[2], sizeof(b[2])),
+	       dq ? human(dq, b[3], sizeof(b[3])) : "none",
+	       (unsigned long long)group_stat(q, "tenants.", name, "rejected"));
+}
+
+static void session_row(const struct ops_query *q, const char *id, void *arg)
+{
+	char b[24];
+
+	(void)arg;
+	printf("  %-16s %8llu %11s %10llu %10llu %10llu %10llu\n", id,
+	       (unsigned long long)group_stat(q, "sessions.", id, "uid"),
+	       human(group_stat(q, "sessions.", id, "arena_bytes"), b, sizeof(b)),
+	       (unsigned long long)group_stat(q, "sessions.", id, "slots_used"),
+	       (unsigned long long)group_stat(q, "sessions.", id, "slots_free"),
+	       (unsigned long long)group_stat(q, "sessions.", id, "units_resident"),
+	       (unsigned long long)group_stat(q, "sessions.", id, "units_spilled"));
+}
+
+#define SP(k) (unsigned long long)stat_or0(q, "daemon.spill." k)
+
+static void tiers_print(const struct ops_query *q)
+{
+	char b[4][24];
+
+	printf("tiers\n  %-22s budget %s, arenas %s (%.1f%%)\n", "RAM",
+	       human(stat_or0(q, "daemon.budget_bytes"), b[0], sizeof(b[0])),
+	       human(stat_or0(q, "daemon.arena_bytes"), b[1], sizeof(b[1])),
+	       100.0 *
+		   share(stat_or0(q, "daemon.arena_bytes"), stat_or0(q, "daemon.budget_bytes")));
+	if (!stat_or0(q, "daemon.spill.enabled")) {
+		printf("  %-22s disabled (no spill dirs: RAM only)\n", "NVMe");
+		return;
+	}
+	printf("  %-22s enabled, aio %s, dirs %s\n", "NVMe",
+	       stat_or0(q, "daemon.spill.aio_uring") ? "uring" : "sync",
+	       q->spill_dirs[0] ? q->spill_dirs : "(unknown)");
+	printf("  %-22s cap %s, reserved %s, on disk %s\n", "",
+	       stat_or0(q, "daemon.spill.bytes_cap")
+		   ? human(stat_or0(q, "daemon.spill.bytes_cap"), b[0], sizeof(b[0]))
+		   : "none",
+	       human(stat_or0(q, "daemon.spill.bytes_reserved"), b[1], sizeof(b[1])),
+	       human(stat_or0(q, "daemon.spill.bytes_used"), b[2], sizeof(b[2])));
+	printf("  %-22s spilled %llu (%s), restored %llu (%s), dropped %llu\n", "units",
+	       SP("units_spilled"),
+	       human(stat_or0(q, "daemon.spill.bytes_spilled"), b[0], sizeof(b[0])),
+	       SP("units_restored"),
+	       human(stat_or0(q, "daemon.spill.bytes_restored"), b[1], sizeof(b[1])),
+	       SP("units_dropped"));
+	printf("  %-22s %s (%llu tiers RAM-only now; %llu entries, %llu recoveries, %llu ENOSPC)\n",
+	       "degraded", stat_or0(q, "daemon.spill.degraded") ? "yes" : "no", SP("degraded"),
+	       SP("degraded_entries"), SP("recoveries"), SP("enospc_events"));
+	printf("  %-22s crc %llu, identity %llu, io %llu, write %llu, restore misses %llu\n",
+	       "failures", SP("crc_failures"), SP("id_mismatches"), SP("io_errors"),
+	       SP("spill_failures"), SP("restore_misses"));
+}
+
 static void status_print_table(const struct ops_query *q)
 {
-	uint64_t errors = 0;
+	uint64_t errors = 0, ns;
 
 	printf("sparda-memsvc in %s: %s\n", q->dir, q->running ? "running" : "not running");
 	if (q->stale)
@@ -146,26 +375,28 @@ static void status_print_table(const struct ops_query *q)
 		printf("  %-22s unhealthy: %s\n", "health", err_str(q->rc));
 		return;
 	}
+	ns = stat_or0(q, "daemon.sessions");
 	printf("  %-22s ok (ping %.3f ms)\n", "health", q->ping_ms);
-	printf("  %-22s %llu (this query's session included)\n", "sessions",
-	       (unsigned long long)stat_or0(q, "daemon.sessions"));
-	printf("  %-22s %llu of %llu budget bytes\n", "arena bytes",
-	       (unsigned long long)stat_or0(q, "daemon.arena_bytes"),
-	       (unsigned long long)stat_or0(q, "daemon.budget_bytes"));
 	printf("  %-22s %s\n", "draining", stat_or0(q, "daemon.draining") ? "yes" : "no");
-	printf("  %-22s bytes %llu, quota %llu, sessions %llu, seqs %llu, rejected %llu\n",
-	       "tenant (this uid's)", (unsigned long long)stat_or0(q, "tenant.bytes"),
-	       (unsigned long long)stat_or0(q, "tenant.quota_bytes"),
-	       (unsigned long long)stat_or0(q, "tenant.sessions"),
-	       (unsigned long long)stat_or0(q, "tenant.seqs"),
-	       (unsigned long long)stat_or0(q, "tenant.rejected"));
+	printf("  %-22s %llu sessions (and this query's)\n", "clients",
+	       (unsigned long long)(ns ? ns - 1 : 0));
+	tiers_print(q);
+	printf("tenants\n  %-16s %8s %11s %11s %7s %10s %10s %11s %11s %8s\n", "NAME", "SESSIONS",
+	       "RAM", "QUOTA", "USE", "UNITS RAM", "UNITS DISK", "DISK", "DISK QUOTA", "REJECTED");
+	for_each_group(q, "tenants.", tenant_row, NULL);
+	printf("arenas (sessions; the first %s listed)\n  %-16s %8s %11s %10s %10s %10s %10s\n",
+	       "32", "SESSION", "UID", "ARENA", "SLOTS USED", "SLOTS FREE", "UNITS RAM",
+	       "UNITS DISK");
+	for_each_group(q, "sessions.", session_row, NULL);
+	printf("errors\n");
 	for (uint32_t i = 0; i < q->n; i++)
 		if (!strncmp(q->st[i].name, "daemon.errors.", 14) && q->st[i].value) {
-			printf("  %-22s %llu\n", q->st[i].name, (unsigned long long)q->st[i].value);
+			printf("  %-22s %llu\n", q->st[i].name + 14,
+			       (unsigned long long)q->st[i].value);
 			errors += q->st[i].value;
 		}
 	if (!errors)
-		printf("  %-22s none\n", "daemon.errors");
+		printf("  none\n");
 }
 
 static const char status_usage[] =

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The operator subcommands against a real daemon in a temp runtime dir: sparda up (ready,
 # refuses a second start, over a live socket and after a failed start), status and stats
-# (numbers, counters that move after a sparda-compute job), down (drain with exit 0 in the log,
+# (numbers, counters that move after a sparda-compute job; tiers, tenants and arenas, the NVMe
+# tier disabled, then enabled with compute's units on disk), down (drain with exit 0 in the log,
 # SIGKILL of a stuck daemon, nothing to stop, stale and unreadable pid files) and config --dump.
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
@@ -82,6 +83,8 @@ sid() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $4 }'; }
 expect 0 "$sparda" status --runtime-dir "$dir"
 grep -q "running" "$work/out" && grep -q "pid  *$pid" "$work/out" || fail "status: running/pid"
 grep -Eq "health  *ok \(ping [0-9.]+ ms\)" "$work/out" || fail "status: health"
+grep -Eq "NVMe  *disabled" "$work/out" || fail "status: NVMe tier not shown disabled"
+grep -Eq "^  default  *1 " "$work/out" || fail "status: tenant row"
 expect 0 "$sparda" status --runtime-dir "$dir" --json
 if command -v python3 >/dev/null; then
 	python3 - "$work/out" "$pid" <<-'EOF' || fail "status --json"
@@ -89,6 +92,13 @@ if command -v python3 >/dev/null; then
 		d = json.load(open(sys.argv[1]))
 		assert d["running"] and d["healthy"] and d["pid"] == int(sys.argv[2])
 		assert d["stats"]["daemon.budget_bytes"] == 256 << 20 and d["ping_ms"] > 0
+		t = d["tiers"]
+		assert t["ram"]["budget_bytes"] == 256 << 20 and t["ram"]["arena_bytes"] > 0, t
+		assert t["nvme"] == {"enabled": False}, "no spill dirs, yet: %s" % t["nvme"]
+		assert d["clients"] == 0, d["clients"]
+		ten = {x["name"]: x for x in d["tenants"]}
+		assert ten["default"]["sessions"] == 1 and ten["default"]["bytes"] > 0, ten
+		assert [a["arena_bytes"] for a in d["arenas"]] == [64 << 10], d["arenas"]
 	EOF
 fi
 
@@ -157,6 +167,56 @@ grep -q "killed after" "$work/out" || fail "down: killed"
 ! kill -0 "$pid" 2>/dev/null || fail "stopped daemon survives"
 grep -q "pid=$pid signal=9" "$dir/memsvc.log" || fail "monitor did not log the SIGKILL"
 
+# A daemon with a small RAM budget and a spill dir: compute's 1 MiB arena holds less than the
+# tiny model's KV, so units go to disk. status, polled while compute runs, shows the tenant's
+# and the arena's units on disk; afterwards the NVMe tier's counters.
+dir2=$work/run2
+mkdir -p "$work/spill"
+expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
+	--spill-dirs="$work/spill" --spill-bytes=256M
+pid2=$(cat "$dir2/memsvc.pid")
+started+=("$pid2")
+"$build/bin/sparda-compute" --runtime-dir="$dir2" --modes=sparda --arena-bytes=1M \
+	--new-tokens=96 >"$work/compute2.out" 2>&1 &
+cpid=$!
+seen=""
+while kill -0 "$cpid" 2>/dev/null; do
+	"$sparda" status --runtime-dir "$dir2" --json >"$work/poll.json" 2>&1 || true
+	if python3 - "$work/poll.json" <<-'EOF' 2>/dev/null; then
+		import json, sys
+		d = json.load(open(sys.argv[1]))
+		t = {x["name"]: x for x in d["tenants"]}["default"]
+		a = [x for x in d["arenas"] if x["arena_bytes"] == 1 << 20]
+		sys.exit(not (d["clients"] == 1 and t["sessions"] == 2 and t["units_spilled"] > 0 and
+			      t["disk_bytes"] > 0 and a and a[0]["units_spilled"] > 0 and
+			      a[0]["slots_used"] > 0))
+	EOF
+		cp "$work/poll.json" "$work/seen.json"
+		seen=1
+	fi
+	sleep 0.2
+done
+wait "$cpid" || { tail -5 "$work/compute2.out"; fail "compute against the spilling daemon"; }
+[ -n "$seen" ] || { cat "$work/poll.json"; fail "status never showed compute's units on disk"; }
+expect 0 "$sparda" status --runtime-dir "$dir2" --json
+python3 - "$work/out" "$work/spill" <<-'EOF' || { cat "$work/out"; fail "status --json: NVMe"; }
+	import json, sys
+	d = json.load(open(sys.argv[1]))
+	n = d["tiers"]["nvme"]
+	assert n["enabled"] and n["dirs"] == [sys.argv[2]] and n["aio"] in ("uring", "sync"), n
+	assert n["units_spilled"] > 0 and n["units_restored"] > 0 and n["bytes_spilled"] > 0, n
+	assert n["bytes_cap"] == 256 << 20 and not n["degraded"], n
+	assert n["crc_failures"] == 0 and n["io_errors"] == 0 and n["restore_misses"] == 0, n
+	assert d["tiers"]["ram"]["budget_bytes"] == 16 << 20
+	t = {x["name"]: x for x in d["tenants"]}["default"]
+	assert t["sessions"] == 1 and t["units_spilled"] == 0, t  # compute's session has ended
+EOF
+expect 0 "$sparda" status --runtime-dir "$dir2"
+grep -Eq "NVMe  *enabled, aio (uring|sync), dirs $work/spill" "$work/out" || fail "status: NVMe"
+grep -Eq "units  *spilled [1-9][0-9]* " "$work/out" || fail "status: units spilled"
+expect 0 "$sparda" down --runtime-dir "$dir2"
+[ -z "$(ls -A "$work/spill")" ] || fail "spill files left after down: $(ls "$work/spill")"
+
 # config --dump of both processes, flags applied; a bad key fails.
 expect 0 "$sparda" config --dump memsvc --ram-budget=3G --log-level=warn
 grep -Eq '^ram-budget *= *"?3(G|221225472)' "$work/out" || fail "config memsvc: ram-budget"
@@ -167,4 +227,5 @@ grep -Eq '^new-tokens *= *"?7' "$work/out" || fail "config compute: new-tokens"
 grep -q '^modes' "$work/out" || fail "config compute: keys"
 expect 2 "$sparda" config --dump memsvc --no-such-key=1
 expect 2 "$sparda" config --dump nothing
-echo "ops cli: up, status, stats, down, stale pid files and config --dump behave"
+echo "ops cli: up, status (tiers, tenants, arenas), stats, down, stale pid files and config" \
+	"--dump behave"
