@@ -104,6 +104,20 @@ static void stat_add(struct wire_stat *v, uint32_t *n, const char *name, uint64_
 	(*n)++;
 }
 
+/*
+ * The spill I/O backend as a number (stats are numbers): 0 none opened yet, 1 uring,
+ * 2 uring(sqpoll), 3 sync, 255 another (a test's fault-injecting wrapper).
+ */
+static uint64_t aio_code(const char *name)
+{
+	static const char *const names[] = {"none", "uring", "uring(sqpoll)", "sync"};
+
+	for (uint64_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(name, names[i]))
+			return i;
+	return 255;
+}
+
 /* The NVMe tier's counters as daemon.spill.* (nothing when no spill dir is configured). */
 static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 {
@@ -140,6 +154,7 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.spill_busy_ns", t->spill_ns.sum_ns);
 	stat_add(v, n, "daemon.spill.restore_busy_ns", t->read_ns.sum_ns);
 	stat_add(v, n, "daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0);
+	stat_add(v, n, "daemon.spill.aio_backend", aio_code(t->aio));
 	stat_add(v, n, "daemon.spill.dirs", spill_n_dirs(sv->spill));
 	stat_add(v, n, "daemon.spill.bytes_cap", sv->cfg->spill_bytes);
 	stat_add(v, n, "daemon.spill.bytes_reserved", t->disk_bytes_reserved);

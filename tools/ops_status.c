@@ -157,6 +157,17 @@ static const char *const tenant_keys[] = {
 static const char *const session_keys[] = {
     "uid", "arena_bytes", "slots_used", "slots_free", "units_resident", "units_spilled", NULL};
 
+/* daemon.spill.aio_backend (see memsvc/ctlreq.c) as its name. */
+static const char *aio_name(const struct ops_query *q)
+{
+	static const char *const names[] = {"none yet", "uring", "uring(sqpoll)", "sync"};
+	uint64_t c = 0;
+
+	if (!memclient_stat_find(q->st, q->n, "daemon.spill.aio_backend", &c))
+		return stat_or0(q, "daemon.spill.aio_uring") ? "uring" : "unknown";
+	return c < sizeof(names) / sizeof(names[0]) ? names[c] : "other";
+}
+
 static double share(uint64_t part, uint64_t whole)
 {
 	return whole ? (double)part / (double)whole : 0.0;
@@ -224,10 +235,7 @@ static json_object *tiers_json(const struct ops_query *q)
 	if (on) {
 		json_object *dirs = json_object_new_array();
 		char list[sizeof(q->spill_dirs)], *save = NULL;
-		json_object_object_add(nv, "aio",
-				       json_object_new_string(stat_or0(q, "daemon.spill.aio_uring")
-								  ? "uring"
-								  : "sync"));
+		json_object_object_add(nv, "aio", json_object_new_string(aio_name(q)));
 		for (char *d = strtok_r(strcpy(list, q->spill_dirs), ",", &save); d;
 		     d = strtok_r(NULL, ",", &save))
 			json_object_array_add(dirs, json_object_new_string(d));
@@ -337,8 +345,7 @@ static void tiers_print(const struct ops_query *q)
 		printf("  %-22s disabled (no spill dirs: RAM only)\n", "NVMe");
 		return;
 	}
-	printf("  %-22s enabled, aio %s, dirs %s\n", "NVMe",
-	       stat_or0(q, "daemon.spill.aio_uring") ? "uring" : "sync",
+	printf("  %-22s enabled, aio %s, dirs %s\n", "NVMe", aio_name(q),
 	       q->spill_dirs[0] ? q->spill_dirs : "(unknown)");
 	printf("  %-22s cap %s, reserved %s, on disk %s\n", "",
 	       stat_or0(q, "daemon.spill.bytes_cap")
@@ -402,8 +409,11 @@ static void status_print_table(const struct ops_query *q)
 static const char status_usage[] =
     "usage: sparda status [--runtime-dir DIR] [--json] [--timeout-ms N]\n"
     "Is sparda-memsvc running in DIR (pid file, /proc), is it healthy (ping round trip), and\n"
-    "what it reports (a short status session asks for its stats: sessions, arena bytes,\n"
-    "tenant use, error counters). --json prints one object.\n"
+    "what it reports (a short status session asks for its stats): clients; tiers (RAM budget\n"
+    "and use; NVMe enabled or not, I/O backend, spill dirs, bytes, units spilled and\n"
+    "restored, degraded after ENOSPC, failures); tenants (sessions, RAM and disk bytes, units\n"
+    "in RAM and on disk, quota use); arenas per session (bytes, slots used and free); error\n"
+    "counters. --json prints one object (the raw stats reply under \"stats\").\n"
     "Exit status: 0 running and healthy, 1 running but not answering, 3 not running, 2 usage.\n";
 
 int cmd_status(int argc, char **argv)

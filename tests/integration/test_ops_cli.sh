@@ -217,6 +217,26 @@ grep -Eq "units  *spilled [1-9][0-9]* " "$work/out" || fail "status: units spill
 expect 0 "$sparda" down --runtime-dir "$dir2"
 [ -z "$(ls -A "$work/spill")" ] || fail "spill files left after down: $(ls "$work/spill")"
 
+# A full spill disk (every spill write fails with ENOSPC, through memsvc's test fault hook): the
+# tier went RAM-only, which status counts; compute's own fate (ENOSPC of its tiny arena) aside.
+SPARDA_MEMSVC_TEST_AIO_FAULT="action=errno,match=write,err=ENOSPC" \
+	expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
+	--spill-dirs="$work/spill" --spill-backoff-ms=600000
+started+=("$(cat "$dir2/memsvc.pid")")
+"$build/bin/sparda-compute" --runtime-dir="$dir2" --modes=sparda --arena-bytes=1M \
+	--new-tokens=8 >"$work/compute3.out" 2>&1 || true
+expect 0 "$sparda" status --runtime-dir "$dir2" --json
+python3 - "$work/out" <<-'EOF' || { cat "$work/out"; fail "status --json: ENOSPC"; }
+	import json, sys
+	n = json.load(open(sys.argv[1]))["tiers"]["nvme"]
+	assert n["enabled"] and n["enospc_events"] > 0 and n["degraded_entries"] > 0, n
+	assert n["spill_failures"] > 0 and n["units_spilled"] == 0 and n["recoveries"] == 0, n
+EOF
+expect 0 "$sparda" status --runtime-dir "$dir2"
+grep -Eq "degraded .*[1-9][0-9]* entries, 0 recoveries, [1-9][0-9]* ENOSPC" "$work/out" ||
+	fail "status: ENOSPC not shown"
+expect 0 "$sparda" down --runtime-dir "$dir2"
+
 # config --dump of both processes, flags applied; a bad key fails.
 expect 0 "$sparda" config --dump memsvc --ram-budget=3G --log-level=warn
 grep -Eq '^ram-budget *= *"?3(G|221225472)' "$work/out" || fail "config memsvc: ram-budget"
