@@ -27,8 +27,8 @@ static const char reload_usage[] =
     "attaches, changed limits apply to new allocations, removed tenants refuse new sessions\n"
     "while their open ones run on; a bad file is refused whole and the old tenants stay.\n"
     "Waits up to --timeout-ms (default 5000) for the daemon's answer in DIR/" RELOAD_FILE ".\n"
-    "Exit status: 0 reloaded; 1 refused (the error is printed), no daemon, or no answer;\n"
-    "2 usage.\n";
+    "Exit status: 0 reloaded; 1 refused (the error is printed) or no answer; 2 usage;\n"
+    "3 no sparda-memsvc serves DIR.\n";
 
 /* The pid of the process listening on DIR/attach.sock (SO_PEERCRED), or -errno. */
 static int socket_pid(const char *dir, pid_t *pid)
@@ -113,7 +113,7 @@ int cmd_reload(int argc, char **argv)
 	if ((rc = daemon_pid(dir, &pid))) {
 		fprintf(stderr, "sparda reload: no sparda-memsvc serves %s (%s)\n", dir,
 			err_str(rc));
-		return 1;
+		return 3;
 	}
 	gen = reload_gen(dir, line, sizeof(line));
 	if (kill(pid, SIGHUP)) {

@@ -2,14 +2,17 @@
 # SPDX-License-Identifier: Apache-2.0
 # deploy/slurm end to end on a one-node Slurm cluster on localhost: munged, slurmctld and slurmd
 # as plain background daemons (config, key, state and sockets in a temp dir), with the recipe's
-# prolog and epilog. Runs sparda-job.sbatch on the CPU backend: (1) two "GPUs" (two compute
-# processes) on the job's memsvc and tenant, (2) an arena over the prolog's quota fails with
-# EDQUOT, (3) a job cancelled mid-run. After each: the epilog removed the tenant and no memsvc
-# is left. Exits 77 only when Slurm or munge is not installed or cannot start here.
+# prolog and epilog and ONE sparda-memsvc for the node, started before any job. The prolog and
+# epilog alone first: they add and remove job tenants in the node's tenants file and reload the
+# daemon (also concurrently, and with a bad file the daemon refuses). Then sparda-job.sbatch on
+# the CPU backend: (1) two "GPUs" (two compute processes) as the job's tenant, (2) an arena over
+# the prolog's quota fails with EDQUOT, (3) a job cancelled mid-run. After each the epilog has
+# removed the tenant and the node's daemon runs on. Exits 77 only when Slurm or munge is not
+# installed or cannot start here.
 set -uo pipefail
 src=${SPARDA_SOURCE_DIR:?SPARDA_SOURCE_DIR not set}
 build=${SPARDA_BUILD_DIR:?SPARDA_BUILD_DIR not set}
-for b in sparda-memsvc sparda-compute; do
+for b in sparda sparda-memsvc sparda-compute; do
 	[ -x "$build/bin/$b" ] || { echo "FAIL: $build/bin/$b not built"; exit 1; }
 done
 for t in munged munge slurmctld slurmd sbatch squeue scontrol scancel python3; do
@@ -24,7 +27,7 @@ me=$(id -un)
 myuid=$(id -u)
 export SLURM_CONF=$tmp/etc/slurm.conf
 export SPARDA_SLURM_CONF=$tmp/etc/sparda-slurm.conf
-mkdir -p "$tmp"/{etc,munge,state,spool,log,out,jobs}
+mkdir -p "$tmp"/{etc,munge,state,spool,log,out,node}
 chmod 0700 "$tmp/munge"
 
 pid_of() { [ -r "$1" ] && cat "$1" 2>/dev/null; }
@@ -63,31 +66,66 @@ fail() {
 }
 skip() { echo "SKIP: $*"; tail -5 "$tmp"/log/*.log "$tmp"/munge/*.log 2>/dev/null; exit 77; }
 
-# ---- prolog and epilog alone (as Slurm calls them, without Slurm) ----------------------------
+# ---- the node's tenants file, prolog and epilog alone (as Slurm calls them) -----------------
+tenants=$tmp/node/tenants
+rt=$tmp/node/rt
+nlog=$tmp/log/node-memsvc.log
 cat >"$SPARDA_SLURM_CONF" <<EOF
 SPARDA_PREFIX=$build
-SPARDA_JOB_BASE=$tmp/jobs
+SPARDA_NODE_RUNTIME_DIR=$rt
+SPARDA_NODE_TENANTS=$tenants
 SPARDA_JOB_QUOTA=256M
 SPARDA_JOB_QUOTA_PER_GPU=1G
 SPARDA_JOB_TENANT_ATTRS="max-sessions=4"
 EOF
-SLURM_JOB_ID=901 SLURM_JOB_UID=$myuid SLURM_JOB_GPUS=2,3 "$src/deploy/slurm/prolog.sh" ||
-	fail "prolog exit $?"
-[ "$(cat "$tmp/jobs/job901/tenants")" = "job901 uid=$myuid quota=2147483648 max-sessions=4" ] ||
-	fail "prolog tenants line: $(cat "$tmp/jobs/job901/tenants")"
-[ "$(stat -c %a:%u "$tmp/jobs/job901/rt")" = "700:$myuid" ] || fail "prolog rt dir mode/owner"
+echo "ops uid=$myuid quota=16M" >"$tenants"
+prolog() { SLURM_JOB_ID=$1 SLURM_JOB_UID=$myuid "$src/deploy/slurm/prolog.sh"; }
+epilog() { SLURM_JOB_ID=$1 SLURM_JOB_UID=$myuid "$src/deploy/slurm/epilog.sh"; }
+has_line() { grep -q "^job$1 " "$tenants"; }
+count() { grep -c "$1" "$nlog"; }
+
+# No daemon yet: the prolog still writes the line (the daemon reads it when it starts).
+prolog 900 2>"$tmp/log/prolog900.err" || fail "prolog without a daemon: exit $?"
+has_line 900 || fail "prolog without a daemon wrote no line"
+epilog 900 2>/dev/null || fail "epilog without a daemon: exit $?"
+! has_line 900 || fail "epilog without a daemon left the line"
+
+# The node's daemon (systemd would run it), with /metrics on a free port.
+mport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+"$build/bin/sparda-memsvc" --runtime-dir="$rt" --tenants="$tenants" --metrics-port="$mport" \
+	2>"$nlog" &
+npid=$!
+for _ in $(seq 100); do [ -S "$rt/attach.sock" ] && break; sleep 0.1; done
+[ -S "$rt/attach.sock" ] || fail "the node's sparda-memsvc did not start"
+
+SLURM_JOB_ID=901 SLURM_JOB_UID=$myuid SLURM_JOB_GPUS=2,3 "$src/deploy/slurm/prolog.sh" \
+	>/dev/null || fail "prolog exit $?"
+grep -qx "job901 uid=$myuid quota=2147483648 max-sessions=4" "$tenants" ||
+	fail "prolog tenants line: $(cat "$tenants")"
+grep -q "tenants reloaded.* tenants=2 added=1 " "$nlog" || fail "prolog did not reload the daemon"
 SLURM_JOB_ID=902 SLURM_JOB_UID=abc "$src/deploy/slurm/prolog.sh" 2>/dev/null &&
 	fail "prolog accepted a non-numeric uid"
-# A memsvc that escaped the job's process group (setsid): the epilog finds it and stops it.
-setsid "$build/bin/sparda-memsvc" --runtime-dir="$tmp/jobs/job901/rt" \
-	--tenants="$tmp/jobs/job901/tenants" --metrics-port=0 2>"$tmp/log/escaped-memsvc.log" &
-for _ in $(seq 100); do [ -S "$tmp/jobs/job901/rt/attach.sock" ] && break; sleep 0.1; done
-[ -S "$tmp/jobs/job901/rt/attach.sock" ] || fail "memsvc on the prolog's tenants did not start"
-SLURM_JOB_ID=901 SLURM_JOB_UID=$myuid "$src/deploy/slurm/epilog.sh" || fail "epilog exit $?"
-[ -z "$(our_memsvcs)" ] || fail "epilog left memsvc $(our_memsvcs)"
-grep -q drained "$tmp/log/escaped-memsvc.log" || fail "epilog did not let memsvc drain (SIGTERM)"
-[ ! -e "$tmp/jobs/job901" ] || fail "epilog left $tmp/jobs/job901"
-echo "ok: prolog (quota per GPU, attrs, rt owner) and epilog (stops an escaped memsvc, cleans)"
+# Jobs start together: the lock keeps every line.
+bg=()
+for j in 903 904 905 906; do prolog $j >/dev/null & bg+=($!); done
+wait "${bg[@]}"
+for j in 901 903 904 905 906; do has_line $j || fail "concurrent prologs lost job$j"; done
+grep -q "tenants reloaded.* tenants=6 " "$nlog" || fail "the daemon never saw all six tenants"
+bg=()
+for j in 901 903 904 905 906; do epilog $j >/dev/null & bg+=($!); done
+wait "${bg[@]}"
+[ "$(cat "$tenants")" = "ops uid=$myuid quota=16M" ] || fail "epilogs left: $(cat "$tenants")"
+grep -q "tenants reloaded.* tenants=1 .*removed=1" "$nlog" || fail "epilog did not reload"
+# A file the daemon refuses (a site edit gone wrong): the prolog fails and takes its line out.
+echo "broken uid=$myuid" >>"$tenants"
+prolog 907 2>"$tmp/log/prolog907.err" >/dev/null && fail "prolog succeeded on a refused file"
+grep -q "refused" "$tmp/log/prolog907.err" || fail "prolog did not say the file was refused"
+! has_line 907 || fail "prolog left job907 after the refusal"
+grep -q "line 2: tenant broken: missing quota=" "$nlog" || fail "the daemon's log: no bad line"
+sed -i '/^broken /d' "$tenants"
+"$build/bin/sparda" reload --runtime-dir="$rt" >/dev/null || fail "sparda reload after the fix"
+echo "ok: prolog and epilog add and remove job tenants through reload (alone, concurrent, refused)"
 
 # ---- munge ----------------------------------------------------------------------------------
 dd if=/dev/urandom of="$tmp/munge/munge.key" bs=1024 count=1 status=none
@@ -150,9 +188,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 cat >"$SPARDA_SLURM_CONF" <<EOF
 SPARDA_PREFIX=$build
-SPARDA_JOB_BASE=$tmp/jobs
+SPARDA_NODE_RUNTIME_DIR=$rt
+SPARDA_NODE_TENANTS=$tenants
 SPARDA_JOB_QUOTA=256M
-SPARDA_JOB_METRICS_PORT=0
 EOF
 
 # ---- daemons --------------------------------------------------------------------------------
@@ -186,9 +224,10 @@ wait_job() { # ID TIMEOUT_S: waits until the job is done and its epilog ran
 	done
 	echo "TIMEOUT_WAITING($s)"
 }
-check_cleaned() { # ID
-	[ ! -e "$tmp/jobs/job$1" ] || fail "job $1: epilog left $tmp/jobs/job$1"
-	[ -z "$(our_memsvcs)" ] || fail "job $1: a sparda-memsvc is still running: $(our_memsvcs)"
+check_cleaned() { # ID: the epilog removed the tenant; the node's daemon is the only one, alive
+	! has_line "$1" || fail "job $1: epilog left its tenant line"
+	[ "$(our_memsvcs)" = "$npid" ] || fail "job $1: memsvc processes '$(our_memsvcs)'"
+	grep -q "tenants reloaded.* tenants=1 .*removed=1" "$nlog" || fail "job $1: no reload"
 }
 compute_args=(--prompt-tokens=512 --new-tokens=8 --threads=1)
 export SPARDA_COMPUTE_BACKEND=cpu SPARDA_JOB_OUT=$tmp/out
@@ -211,12 +250,10 @@ for x in r:
 assert r[0]["tokens"] == r[1]["tokens"] and len(r[0]["tokens"][0]) == 8, r[0]["tokens"]
 PY
 	fail "job $id1: compute results"
-grep -c "session attached.*tenant=job$id1 " "$tmp/out/sparda-$id1-memsvc.log" | grep -qx 2 ||
-	fail "job $id1: memsvc did not see two sessions of tenant job$id1"
-grep -q "tenants=1" "$tmp/out/sparda-$id1-memsvc.log" || fail "job $id1: memsvc tenants"
-grep -q "drained" "$tmp/out/sparda-$id1-memsvc.log" || fail "job $id1: memsvc did not drain"
+[ "$(count "session attached.*tenant=job$id1 ")" = 2 ] ||
+	fail "job $id1: the node's memsvc did not see two sessions of tenant job$id1"
 check_cleaned "$id1"
-echo "ok: job $id1: prolog tenant, memsvc, two compute processes, drain, epilog clean-up"
+echo "ok: job $id1: prolog tenant, two compute processes on the node's memsvc, epilog removal"
 
 # (2) an arena larger than the tenant's quota: the job's memsvc refuses it (EDQUOT).
 id2=$(submit "$src/deploy/slurm/sparda-job.sbatch" "${compute_args[@]}" --arena-bytes=512M) ||
@@ -230,13 +267,31 @@ echo "ok: job $id2: over the prolog's quota fails with EDQUOT; epilog clean-up"
 # (3) cancelled while compute runs: the epilog stops what is left and removes the tenant.
 id3=$(submit "$src/deploy/slurm/sparda-job.sbatch" --prompt-tokens=512 --new-tokens=50000 \
 	--threads=1) || fail "sbatch"
-attached() { grep -q "session attached" "$tmp/out/sparda-$id3-memsvc.log" 2>/dev/null; }
+attached() { grep -q "session attached.*tenant=job$id3 " "$nlog"; }
 for _ in $(seq 150); do attached && break; sleep 0.2; done
-attached || fail "job $id3: compute never attached to its memsvc"
-[ -n "$(our_memsvcs)" ] || fail "job $id3: no memsvc while running"
+attached || fail "job $id3: compute never attached to the node's memsvc"
 scancel "$id3"
 st=$(wait_job "$id3" 60)
 [ "$st" = CANCELLED ] || fail "job $id3: $st (expected CANCELLED)"
 check_cleaned "$id3"
-echo "ok: job $id3: cancelled mid-run; epilog clean-up"
+grep -q "session closed.*tenant=job$id3 " "$nlog" || fail "job $id3: its session never closed"
+echo "ok: job $id3: cancelled mid-run; its session closed, epilog removal"
+
+# The reload counters, then the node's daemon drains as systemd would stop it.
+python3 - "$mport" <<'PY' || fail "reload metrics"
+import sys, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/metrics"
+m = {}
+for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+    if line and not line.startswith("#"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+ok = m["sparda_memsvc_tenant_reloads_total"]
+bad = m["sparda_memsvc_tenant_reload_failures_total"]
+assert ok >= 15 and bad >= 1, (ok, bad)
+assert m["sparda_memsvc_tenants"] == 1, m["sparda_memsvc_tenants"]
+PY
+kill -TERM "$npid"
+wait "$npid" || fail "the node's memsvc exit $?"
+grep -q drained "$nlog" || fail "the node's memsvc did not drain"
 echo PASS
