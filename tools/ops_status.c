@@ -29,6 +29,7 @@ struct ops_query {
 	struct memclient_stat *st;
 	uint32_t n;
 	char spill_dirs[1024]; /* the daemon's spill-dirs setting; "" when unknown */
+	uint64_t self_id;      /* the status session's own id */
 };
 
 struct query_args {
@@ -98,6 +99,7 @@ static void query_run(struct ops_query *q, const struct query_args *a)
 	t0 = time_now_ns();
 	q->rc = memclient_ping(c);
 	q->ping_ms = (double)(time_now_ns() - t0) / 1e6;
+	q->self_id = memclient_session_id(c);
 	if (!q->rc)
 		q->rc = memclient_stats(c, &q->st, &q->n);
 	memclient_close(c);
@@ -194,6 +196,8 @@ static void session_json(const struct ops_query *q, const char *id, void *arg)
 	json_object *t = json_object_new_object();
 
 	json_object_object_add(t, "session", json_object_new_uint64(strtoull(id, NULL, 10)));
+	json_object_object_add(t, "self",
+			       json_object_new_boolean(strtoull(id, NULL, 10) == q->self_id));
 	for (int k = 0; session_keys[k]; k++)
 		json_object_object_add(
 		    t, session_keys[k],
@@ -318,10 +322,12 @@ static void tenant_row(const struct ops_query *q, const char *name, void *arg)
 
 static void session_row(const struct ops_query *q, const char *id, void *arg)
 {
-	char b[24];
+	char b[24], name[40];
 
 	(void)arg;
-	printf("  %-16s %8llu %11s %10llu %10llu %10llu %10llu\n", id,
+	snprintf(name, sizeof(name), "%s%s", id,
+		 strtoull(id, NULL, 10) == q->self_id ? " (status)" : "");
+	printf("  %-16s %8llu %11s %10llu %10llu %10llu %10llu\n", name,
 	       (unsigned long long)group_stat(q, "sessions.", id, "uid"),
 	       human(group_stat(q, "sessions.", id, "arena_bytes"), b, sizeof(b)),
 	       (unsigned long long)group_stat(q, "sessions.", id, "slots_used"),

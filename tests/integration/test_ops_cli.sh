@@ -98,7 +98,8 @@ if command -v python3 >/dev/null; then
 		assert d["clients"] == 0, d["clients"]
 		ten = {x["name"]: x for x in d["tenants"]}
 		assert ten["default"]["sessions"] == 1 and ten["default"]["bytes"] > 0, ten
-		assert [a["arena_bytes"] for a in d["arenas"]] == [64 << 10], d["arenas"]
+		assert [(a["arena_bytes"], a["self"]) for a in d["arenas"]] == [(64 << 10, True)], \
+			d["arenas"]
 	EOF
 fi
 
@@ -186,7 +187,7 @@ while kill -0 "$cpid" 2>/dev/null; do
 		import json, sys
 		d = json.load(open(sys.argv[1]))
 		t = {x["name"]: x for x in d["tenants"]}["default"]
-		a = [x for x in d["arenas"] if x["arena_bytes"] == 1 << 20]
+		a = [x for x in d["arenas"] if x["arena_bytes"] == 1 << 20 and not x["self"]]
 		sys.exit(not (d["clients"] == 1 and t["sessions"] == 2 and t["units_spilled"] > 0 and
 			      t["disk_bytes"] > 0 and a and a[0]["units_spilled"] > 0 and
 			      a[0]["slots_used"] > 0))
