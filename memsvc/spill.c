@@ -131,6 +131,9 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 	sp->st.bytes_restored += (uint64_t)ok * ub;
 	sp->st.restore_misses += k - ok;
 	hist_add(&sp->st.read_ns, time_now_ns() - t0);
+	/* the tier's counters (crc, identity) too, before the answers: a client that reads the
+	 * stats after its answer sees this batch in them */
+	tier_nvme_get_stats(e->tier, &e->tst);
 	pthread_mutex_unlock(&sp->lock);
 	answer(sp, e);
 	return true;
