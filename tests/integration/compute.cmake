@@ -5,7 +5,7 @@ sparda_test(test_compute_modes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute_mo
 sparda_test(test_compute_memsvc
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute_memsvc.c
           ${CMAKE_CURRENT_LIST_DIR}/../helpers/memsvc_harness.c
-  LIBS sparda_memclient sparda_memsvc_proc PkgConfig::JSONC m TIMEOUT 300 LABELS integration)
+  LIBS sparda_memclient sparda_memsvc_proc PkgConfig::JSONC m TIMEOUT 600 LABELS integration)
 add_dependencies(test_compute_memsvc sparda-compute sparda-memsvc)
 
 # dense logits against an independent numpy float64 forward of Hugging Face's Llama definition
