@@ -56,6 +56,7 @@ static const struct config_key job_keys[] = {
 	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
 	K("recall-every", UINT, recall_every, "8", 0, 1 << 20, "Forecast modes: measure the Forecast's recall against the original selector every N decode steps (0 = off)"),
 	K("metrics-port", UINT, metrics_port, "0", 0, 65535, "serve /metrics and /healthz (Prometheus text) on this port during the run; 0 = off"),
+	K("serve-dir", STRING, serve_dir, "", 0, 0, "serve requests: prompt files dropped in DIR/in, results in DIR/out (see docs/operations.md); empty: one batch job"),
 };
 #undef K
 
@@ -138,27 +139,35 @@ static int open_backend(const struct job_config *cfg, struct kb **kb, char *err,
 	return rc;
 }
 
+int job_open(struct job *j, char *model_dir, size_t len)
+{
+	const struct job_config *cfg = j->cfg;
+	enum log_level lvl;
+	int rc;
+
+	if (log_level_parse(cfg->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	if ((rc = job_parse_modes(j, j->err, sizeof(j->err))) ||
+	    (rc = ensure_model(cfg, model_dir, len, j->err, sizeof(j->err))))
+		return rc;
+	rc = model_open(model_dir, cfg->forecast[0] ? cfg->forecast : NULL, &j->model, j->err,
+			sizeof(j->err));
+	if (rc)
+		return rc;
+	if (cfg->metrics_port &&
+	    (rc = cmetrics_open((uint16_t)cfg->metrics_port, j->model->cfg.n_layers, &j->metrics,
+				j->err, sizeof(j->err))))
+		return rc;
+	return open_backend(cfg, &j->kb, j->err, sizeof(j->err));
+}
+
 int job_run(const struct job_config *cfg, FILE *out)
 {
 	struct job j = { .cfg = cfg, .out = out };
 	char dir[JOB_PATH_MAX];
 	int rc, status = 1;
-	enum log_level lvl;
 
-	if (log_level_parse(cfg->log_level, &lvl) == 0)
-		log_set_level(lvl);
-	if ((rc = job_parse_modes(&j, j.err, sizeof(j.err))) ||
-	    (rc = ensure_model(cfg, dir, sizeof(dir), j.err, sizeof(j.err))))
-		goto out;
-	rc = model_open(dir, cfg->forecast[0] ? cfg->forecast : NULL, &j.model, j.err,
-			sizeof(j.err));
-	if (rc)
-		goto out;
-	if (cfg->metrics_port &&
-	    (rc = cmetrics_open((uint16_t)cfg->metrics_port, j.model->cfg.n_layers, &j.metrics,
-				j.err, sizeof(j.err))))
-		goto out;
-	if ((rc = open_backend(cfg, &j.kb, j.err, sizeof(j.err))) ||
+	if ((rc = job_open(&j, dir, sizeof(dir))) ||
 	    (rc = job_make_prompts(&j, j.err, sizeof(j.err))))
 		goto out;
 	rc = job_run_modes(&j);

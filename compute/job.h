@@ -48,12 +48,19 @@ struct job_config {
 	char log_level[16];
 	uint64_t metrics_port;        /* Prometheus endpoint during the run, 0 = off */
 	uint64_t recall_every;        /* Forecast recall every N decode steps, 0 = off */
+	char serve_dir[JOB_PATH_MAX]; /* serve prompt files dropped in DIR/in; "" = one batch job */
 };
 
 extern const struct config_table job_config_table;
 
 /* Run the job; prints the table to out. Returns a process exit status (0 ok, 1 failure). */
 int job_run(const struct job_config *cfg, FILE *out);
+
+/*
+ * Serve requests from cfg->serve_dir until SIGTERM or SIGINT (compute/job_serve.c): prompt
+ * files DIR/in/NAME.prompt give DIR/out/NAME.json (or NAME.error). Returns an exit status.
+ */
+int job_serve(const struct job_config *cfg, FILE *out);
 
 /* Where the embedded tiny model lives (generated on first use). */
 int job_default_model_dir(char *buf, size_t len);

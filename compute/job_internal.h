@@ -36,6 +36,8 @@ struct job {
 	char err[1024];
 };
 
+/* Log level, modes, model (into model_dir), metrics endpoint and backend; message in j->err. */
+int job_open(struct job *j, char *model_dir, size_t len);
 int job_parse_modes(struct job *j, char *err, size_t err_len);
 int job_make_prompts(struct job *j, char *err, size_t err_len);
 int job_run_modes(struct job *j);

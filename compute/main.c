@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* sparda-compute: parse the config table (defaults < file < env < flags) and run the job. */
+/*
+ * sparda-compute: parse the config table (defaults < file < env < flags) and run the job, or
+ * serve requests with --serve-dir.
+ */
 #include <stdio.h>
 
 #include "job.h"
@@ -24,5 +27,5 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sparda-compute: unexpected argument '%s' (see --help)\n", argv[1]);
 		return 2;
 	}
-	return job_run(&cfg, stdout);
+	return cfg.serve_dir[0] ? job_serve(&cfg, stdout) : job_run(&cfg, stdout);
 }
