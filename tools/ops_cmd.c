@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "timeutil.h"
 
 int ops_flag(int argc, char **argv, int *i, const char *flag, const char **val)
 {
@@ -54,12 +56,17 @@ int ops_path(const char *dir, const char *name, char *buf, size_t len)
 
 int ops_pid_read(const char *dir, pid_t *pid)
 {
+	return ops_pid_read_name(dir, OPS_PID_FILE, pid);
+}
+
+int ops_pid_read_name(const char *dir, const char *name, pid_t *pid)
+{
 	char path[PATH_MAX], text[32] = "", *end;
 	long v;
 	ssize_t n;
 	int fd, rc;
 
-	if ((rc = ops_path(dir, OPS_PID_FILE, path, sizeof(path))))
+	if ((rc = ops_path(dir, name, path, sizeof(path))))
 		return rc;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -80,13 +87,19 @@ int ops_pid_read(const char *dir, pid_t *pid)
 
 int ops_pid_write(const char *dir, pid_t pid)
 {
+	return ops_pid_write_name(dir, OPS_PID_FILE, pid);
+}
+
+int ops_pid_write_name(const char *dir, const char *name, pid_t pid)
+{
 	char path[PATH_MAX], tmp[PATH_MAX];
 	char text[32];
 	int fd, rc = 0, len;
 
-	if ((rc = ops_path(dir, OPS_PID_FILE, path, sizeof(path))) ||
-	    (rc = ops_path(dir, OPS_PID_FILE ".tmp", tmp, sizeof(tmp))))
+	if ((rc = ops_path(dir, name, path, sizeof(path))) ||
+	    (rc = ops_path(dir, name, tmp, sizeof(tmp) - 4)))
 		return rc;
+	strcat(tmp, ".tmp");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -131,8 +144,14 @@ static char proc_state(pid_t pid, unsigned long long *start_ticks)
 
 bool ops_pid_is_memsvc(pid_t pid)
 {
+	return ops_pid_is(pid, "sparda-memsvc");
+}
+
+bool ops_pid_is(pid_t pid, const char *binary)
+{
 	char path[64], exe[PATH_MAX];
 	const char *base;
+	size_t bl = strlen(binary);
 	ssize_t n;
 	char st = proc_state(pid, NULL);
 
@@ -146,7 +165,7 @@ bool ops_pid_is_memsvc(pid_t pid)
 	base = strrchr(exe, '/');
 	base = base ? base + 1 : exe;
 	/* A rebuilt binary reads "sparda-memsvc (deleted)". */
-	return !strncmp(base, "sparda-memsvc", 13) && (base[13] == '\0' || base[13] == ' ');
+	return !strncmp(base, binary, bl) && (base[bl] == '\0' || base[bl] == ' ');
 }
 
 bool ops_socket_live(const char *dir)
@@ -218,4 +237,31 @@ int ops_sibling(const char *name, char *buf, size_t len)
 	if ((size_t)snprintf(buf, len, "%s/%s", self, name) >= len)
 		return -ENAMETOOLONG;
 	return access(buf, X_OK) == 0 ? 0 : -ENOENT;
+}
+
+int ops_compute_path(const char *dir, int i, const char *suffix, char *buf, size_t len)
+{
+	int w = snprintf(buf, len, "%s/compute-%d%s", dir, i, suffix);
+
+	return w < 0 || (size_t)w >= len ? -ENAMETOOLONG : 0;
+}
+
+int ops_stop(pid_t pid, const char *binary, int timeout_ms, bool *killed)
+{
+	uint64_t deadline = time_now_ms() + (uint64_t)timeout_ms;
+
+	*killed = false;
+	if (kill(pid, SIGTERM))
+		return -errno;
+	while (ops_pid_is(pid, binary)) {
+		if (time_now_ms() >= deadline) {
+			if (*killed)
+				return -ETIMEDOUT;
+			kill(pid, SIGKILL);
+			*killed = true;
+			deadline = time_now_ms() + 5000;
+		}
+		usleep(10000);
+	}
+	return 0;
 }

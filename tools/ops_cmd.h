@@ -33,11 +33,30 @@ int ops_path(const char *dir, const char *name, char *buf, size_t len);
 /* The pid in DIR/memsvc.pid. Returns 0, -ENOENT (no file), -EINVAL (not a pid), -errno. */
 int ops_pid_read(const char *dir, pid_t *pid);
 
+/* The same for the pid file DIR/name. */
+int ops_pid_read_name(const char *dir, const char *name, pid_t *pid);
+
 /* Write DIR/memsvc.pid atomically (temp file + rename). Returns 0 or -errno. */
 int ops_pid_write(const char *dir, pid_t pid);
 
+/* The same for the pid file DIR/name. */
+int ops_pid_write_name(const char *dir, const char *name, pid_t pid);
+
 /* Is pid a live (not zombie) process whose executable is sparda-memsvc? */
 bool ops_pid_is_memsvc(pid_t pid);
+
+/* Is pid a live (not zombie) process whose executable is binary? */
+bool ops_pid_is(pid_t pid, const char *binary);
+
+/* The compute processes of `sparda up --compute=N`: DIR/compute-I<suffix> ("" is the serve
+ * dir, ".pid", ".log"). Returns 0 or -ENAMETOOLONG. */
+int ops_compute_path(const char *dir, int i, const char *suffix, char *buf, size_t len);
+
+/*
+ * SIGTERM pid, wait up to timeout_ms until it is no longer a live binary, then SIGKILL
+ * (*killed) and wait 5 s more. Returns 0 once it is gone, -ETIMEDOUT, or -errno of kill.
+ */
+int ops_stop(pid_t pid, const char *binary, int timeout_ms, bool *killed);
 
 /* Does something accept connections on DIR/attach.sock? */
 bool ops_socket_live(const char *dir);

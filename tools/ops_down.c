@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `sparda down`: stop the sparda-memsvc that `sparda up` started in a runtime dir. SIGTERM
- * makes it drain (finish in-flight requests, close sessions, exit 0); after --timeout-ms it
- * is killed with SIGKILL and the command says so. The exit status comes from the line the
+ * `sparda down`: stop the sparda-compute services, then the sparda-memsvc, that `sparda up`
+ * started in a runtime dir. SIGTERM makes memsvc drain (finish in-flight requests, close
+ * sessions, exit 0) and a compute finish its request; after --timeout-ms a process is killed
+ * with SIGKILL and the command says so. The exit status comes from the line the
  * monitor of `sparda up` writes to the log.
  */
 #include <errno.h>
@@ -19,7 +20,9 @@
 
 static const char down_usage[] =
     "usage: sparda down [--runtime-dir DIR] [--timeout-ms N]\n"
-    "Stop the sparda-memsvc that `sparda up` started in DIR: SIGTERM (it drains: in-flight\n"
+    "Stop the sparda-compute services of `sparda up --compute=N` in DIR (SIGTERM: each\n"
+    "finishes its current request; SIGKILL after --timeout-ms), then\n"
+    "the sparda-memsvc that `sparda up` started in DIR: SIGTERM (it drains: in-flight\n"
     "requests are answered, sessions closed), wait up to --timeout-ms (default 15000), then\n"
     "SIGKILL. Removes DIR/" OPS_PID_FILE ".\n"
     "Exit status: 0 drained and exited 0; 1 nothing runs there (no or stale pid file), it had\n"
@@ -42,20 +45,21 @@ static bool wait_gone(pid_t pid, int timeout_ms)
  * The exit line the monitor wrote for pid ("exit=N" or "signal=N"), waiting up to 2 s for it.
  * Returns 0 with *code (exit status, or 128 + signal), or -ENOENT.
  */
-static int exit_status_from_log(const char *dir, pid_t pid, int *code)
+static int exit_status_from_log(const char *dir, const char *logname, const char *msg,
+				pid_t pid, int *code)
 {
 	char path[PATH_MAX], line[1024], key[32];
 	uint64_t deadline = time_now_ms() + 2000;
 	size_t klen = (size_t)snprintf(key, sizeof(key), "pid=%d ", (int)pid);
 
-	if (ops_path(dir, OPS_LOG_FILE, path, sizeof(path)))
+	if (ops_path(dir, logname, path, sizeof(path)))
 		return -ENAMETOOLONG;
 	do {
 		FILE *f = fopen(path, "re");
 		int found = 0;
 		while (f && fgets(line, sizeof(line), f)) {
 			const char *p = strstr(line, key);
-			if (!p || !strstr(line, "msg=\"sparda-memsvc exited\""))
+			if (!p || !strstr(line, msg))
 				continue;
 			if (sscanf(p + klen, "exit=%d", code) == 1)
 				found = 1;
@@ -69,6 +73,58 @@ static int exit_status_from_log(const char *dir, pid_t pid, int *code)
 		usleep(20000);
 	} while (time_now_ms() < deadline);
 	return -ENOENT;
+}
+
+/*
+ * Stop the compute services of `sparda up --compute=N` (DIR/compute-I.pid): SIGTERM to all
+ * (each finishes its current request), then wait for each. Returns how many failed (killed or
+ * a nonzero exit status); *found counts those that ran.
+ */
+static int down_computes(const char *dir, int timeout_ms, int *found)
+{
+	char name[32], path[PATH_MAX];
+	pid_t pids[64] = { 0 };
+	int failed = 0;
+
+	*found = 0;
+	for (int i = 0; i < 64; i++) {
+		snprintf(name, sizeof(name), "compute-%d.pid", i);
+		if (ops_pid_read_name(dir, name, &pids[i]))
+			continue;
+		if (!ops_pid_is(pids[i], "sparda-compute")) {
+			pids[i] = 0;
+			if (!ops_path(dir, name, path, sizeof(path)))
+				unlink(path);
+			continue;
+		}
+		(*found)++;
+		kill(pids[i], SIGTERM);
+		printf("sparda down: SIGTERM sent to sparda-compute %d (pid %d)\n", i, (int)pids[i]);
+	}
+	fflush(stdout);
+	for (int i = 0; i < 64; i++) {
+		bool killed = false;
+		int code = -1;
+		if (!pids[i])
+			continue;
+		if (ops_stop(pids[i], "sparda-compute", timeout_ms, &killed)) {
+			fprintf(stderr, "sparda down: sparda-compute %d (pid %d) survives SIGKILL\n",
+				i, (int)pids[i]);
+			failed++;
+			continue;
+		}
+		snprintf(name, sizeof(name), "compute-%d.log", i);
+		if (exit_status_from_log(dir, name, "msg=\"sparda-compute exited\"", pids[i],
+					 &code))
+			code = -1;
+		snprintf(name, sizeof(name), "compute-%d.pid", i);
+		if (!ops_path(dir, name, path, sizeof(path)))
+			unlink(path);
+		printf("sparda-compute %d (pid %d) %s, exit status %d\n", i, (int)pids[i],
+		       killed ? "killed" : "stopped", code);
+		failed += killed || code > 0;
+	}
+	return failed;
 }
 
 /* No live daemon behind the pid file: say why, remove a stale one. Returns exit status 1. */
@@ -129,7 +185,7 @@ int cmd_down(int argc, char **argv)
 {
 	const char *dir_arg = NULL, *v;
 	char dir[PATH_MAX], path[PATH_MAX];
-	int timeout_ms = 15000, rc, m, code = -1;
+	int timeout_ms = 15000, rc, m, code = -1, computes = 0, cfail = 0;
 	bool killed = false;
 	uint64_t t0;
 	pid_t pid = 0;
@@ -153,14 +209,15 @@ int cmd_down(int argc, char **argv)
 		fprintf(stderr, "sparda down: runtime dir: %s\n", err_str(rc));
 		return 1;
 	}
+	cfail = down_computes(dir, timeout_ms, &computes);
 	rc = ops_pid_read(dir, &pid);
 	if (rc || !ops_pid_is_memsvc(pid))
-		return down_nothing(dir, rc, pid);
+		return computes ? (cfail ? 1 : 0) : down_nothing(dir, rc, pid);
 	t0 = time_now_ms();
 	if ((rc = down_signal(pid, timeout_ms, &killed)))
 		return 1;
 	unlink(path);
-	if (exit_status_from_log(dir, pid, &code))
+	if (exit_status_from_log(dir, OPS_LOG_FILE, "msg=\"sparda-memsvc exited\"", pid, &code))
 		code = -1;
 	printf("sparda-memsvc (pid %d) %s after %llu ms, ", (int)pid, killed ? "killed" : "stopped",
 	       (unsigned long long)(time_now_ms() - t0));
@@ -168,5 +225,5 @@ int cmd_down(int argc, char **argv)
 		printf("exit status unknown (no exit line in %s)\n", OPS_LOG_FILE);
 	else
 		printf("exit status %d\n", code);
-	return killed || code > 0 ? 1 : 0;
+	return killed || code > 0 || cfail ? 1 : 0;
 }

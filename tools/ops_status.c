@@ -412,6 +412,36 @@ static void status_print_table(const struct ops_query *q)
 		printf("  none\n");
 }
 
+/* The compute services of `sparda up --compute=N`: pid, ready, requests answered. */
+static void computes_print(const char *dir)
+{
+	char name[32], path[PATH_MAX], line[128];
+	unsigned long long served = 0, failed = 0;
+	bool header = false;
+	pid_t pid;
+
+	for (int i = 0; i < 64; i++) {
+		FILE *f;
+		snprintf(name, sizeof(name), "compute-%d.pid", i);
+		if (ops_pid_read_name(dir, name, &pid))
+			continue;
+		if (!header)
+			printf("compute services\n");
+		header = true;
+		served = failed = 0;
+		f = ops_compute_path(dir, i, "/ready", path, sizeof(path)) ? NULL
+									    : fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "served=%llu", &served) != 1)
+				sscanf(line, "failed=%llu", &failed);
+		printf("  compute-%-13d pid %d, %s, %s, %llu served, %llu failed\n", i, (int)pid,
+		       ops_pid_is(pid, "sparda-compute") ? "running" : "not running",
+		       f ? "ready" : "not ready", served, failed);
+		if (f)
+			fclose(f);
+	}
+}
+
 static const char status_usage[] =
     "usage: sparda status [--runtime-dir DIR] [--json] [--timeout-ms N]\n"
     "Is sparda-memsvc running in DIR (pid file, /proc), is it healthy (ping round trip), and\n"
@@ -419,7 +449,9 @@ static const char status_usage[] =
     "and use; NVMe enabled or not, I/O backend, spill dirs, bytes, units spilled and\n"
     "restored, degraded after ENOSPC, failures); tenants (sessions, RAM and disk bytes, units\n"
     "in RAM and on disk, quota use); arenas per session (bytes, slots used and free); error\n"
-    "counters. --json prints one object (the raw stats reply under \"stats\").\n"
+    "counters; then a line per compute service of `sparda up --compute=N` (pid, ready,\n"
+    "requests served and failed). --json prints one object (the raw stats reply under\n"
+    "\"stats\").\n"
     "Exit status: 0 running and healthy, 1 running but not answering, 3 not running, 2 usage.\n";
 
 int cmd_status(int argc, char **argv)
@@ -435,6 +467,8 @@ int cmd_status(int argc, char **argv)
 		status_print_json(&q);
 	else
 		status_print_table(&q);
+	if (!a.json)
+		computes_print(q.dir);
 	free(q.st);
 	return !q.running ? 3 : q.rc ? 1 : 0;
 }

@@ -56,7 +56,7 @@ for c in up down status stats config; do
 	expect 0 "$sparda" "$c" --help
 	grep -q "usage: sparda $c" "$work/out" || fail "$c --help"
 done
-grep -q "batch job" <("$sparda" up --help) || fail "up --help does not say compute is a batch job"
+grep -q -- "--compute=N" <("$sparda" up --help) || fail "up --help does not describe --compute=N"
 
 # A daemon with a bad flag: up fails and shows why.
 expect 1 "$sparda" up --runtime-dir "$dir" --no-such-key=1
