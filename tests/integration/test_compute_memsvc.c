@@ -284,7 +284,7 @@ static int kill_mid_run(struct proc *p, const char *fallback, const char *json)
 	char rd[PATH_MAX + 32];
 
 	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
-	const char *args[] = { rd, "--modes=sparda", "--prompt-tokens=1100", "--new-tokens=4000",
+	const char *args[] = { rd, "--modes=sparda", "--prompt-tokens=1100", "--new-tokens=1200",
 			       "--timeout-ms=2000", fallback, json, NULL };
 	spawn(p, args);
 	/* wait until the sparda run started, then kill the daemon under it */
