@@ -24,6 +24,7 @@ static const struct subcommand subcommands[] = {
     {"down", cmd_down, "down [...]           drain and stop the daemon that `up` started"},
     {"status", cmd_status, "status [...]         is it running, healthy; sessions, arena, errors"},
     {"reload", cmd_reload, "reload [...]         make the daemon re-read its tenants file"},
+    {"keygen", cmd_keygen, "keygen --out PREFIX  a CURVE key pair for memsvc's tcp endpoint"},
     {"stats", cmd_stats, "stats [...]          every stats name/value pair of the daemon"},
     {"config", cmd_config, "config --dump memsvc|compute [flags]   the effective config"},
     {"bench", cmd_bench, "bench memsvc|spill  Forecast latency over shm rings and ZeroMQ; NVMe tier rates"},

@@ -58,6 +58,25 @@ for c in up down status stats config; do
 done
 grep -q -- "--compute=N" <("$sparda" up --help) || fail "up --help does not describe --compute=N"
 
+# keygen: a CURVE pair (secret 0600, never overwritten); memsvc serves tcp with the secret and
+# the public key in its tcp-keys file.
+expect 0 "$sparda" keygen --out "$work/node"
+[ "$(stat -c %a "$work/node.secret")" = 600 ] || fail "keygen: secret key file not 0600"
+[ "$(tr -d '\n' <"$work/node.public" | wc -c)" = 40 ] || fail "keygen: public key not 40 z85"
+expect 1 "$sparda" keygen --out "$work/node"
+grep -q "File exists" "$work/out" || fail "keygen overwrote or did not say why"
+echo "default $(cat "$work/node.public")" >"$work/tcp-keys"
+for try in 1 2 3 4 5; do
+	rc=0
+	"$sparda" up --runtime-dir "$work/kd" --metrics-port=0 --ram-budget=64M \
+		--tcp="tcp://127.0.0.1:$((20000 + RANDOM % 40000))" --curve-secret="$work/node.secret" \
+		--tcp-keys="$work/tcp-keys" >"$work/up.out" 2>&1 || rc=$?
+	[ "$rc" = 0 ] && break
+done
+[ "$rc" = 0 ] || { cat "$work/up.out"; fail "memsvc with the generated CURVE keys"; }
+started+=("$(cat "$work/kd/memsvc.pid")")
+expect 0 "$sparda" down --runtime-dir "$work/kd"
+
 # A daemon with a bad flag: up fails and shows why.
 expect 1 "$sparda" up --runtime-dir "$dir" --no-such-key=1
 grep -q "exited before it was ready" "$work/out" || fail "failed start not reported"
