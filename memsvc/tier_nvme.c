@@ -53,6 +53,7 @@ struct tier_nvme {
 	uint32_t stage_ext; /* extents that fit in the staging buffer */
 	struct tn_group *groups;
 	uint32_t *slot_req; /* staging slot -> request index of the current call */
+	uint64_t *chunk_ext; /* [stage_ext] extents of the chunk being staged */
 	struct tier_nvme_wreq *cur_w;
 	struct tier_nvme_rreq *cur_r;
 	uint64_t call_id;  /* tags: call_id << 32 | group index */
@@ -480,28 +481,6 @@ static int tn_fail_rest(struct tier_nvme_wreq *w, struct tier_nvme_rreq *r, uint
 	return rc;
 }
 
-int tier_nvme_write(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n)
-{
-	uint64_t *ext = calloc(t->stage_ext, sizeof(*ext));
-	int rc = ext ? tn_drain(t) : -ENOMEM, stored = 0;
-	uint32_t i = 0;
-
-	for (; rc == 0 && i < n; i += t->stage_ext) {
-		uint32_t m = n - i < t->stage_ext ? n - i : t->stage_ext;
-		rc = tn_write_chunk(t, reqs + i, m, ext);
-		stored += rc > 0 ? rc : 0;
-		rc = rc < 0 ? rc : 0;
-	}
-	free(ext);
-	if (rc == -ETIMEDOUT) {
-		tn_fail_rest(reqs, NULL, i, n, -EBUSY);
-		return stored;
-	}
-	if (rc < 0)
-		return tn_fail_rest(reqs, NULL, i, n, rc);
-	return stored;
-}
-
 static int tn_read_chunk(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n,
 			 uint64_t *ext)
 {
@@ -527,26 +506,41 @@ static int tn_read_chunk(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint3
 	return rc < 0 ? rc : (int)hits;
 }
 
-int tier_nvme_read(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n)
+/*
+ * Writes (w) or reads (r) of n units, one staging buffer's worth at a time. Returns the units
+ * stored or hit; the requests after a failed chunk get its error (-EBUSY after a timeout: the
+ * timed-out I/O still owns the staging buffer).
+ */
+static int tn_chunks(struct tier_nvme *t, struct tier_nvme_wreq *w, struct tier_nvme_rreq *r,
+		     uint32_t n)
 {
-	uint64_t *ext = calloc(t->stage_ext, sizeof(*ext));
-	int rc = ext ? tn_drain(t) : -ENOMEM, hits = 0;
+	int rc = tn_drain(t), done = 0;
 	uint32_t i = 0;
 
 	for (; rc == 0 && i < n; i += t->stage_ext) {
 		uint32_t m = n - i < t->stage_ext ? n - i : t->stage_ext;
-		rc = tn_read_chunk(t, reqs + i, m, ext);
-		hits += rc > 0 ? rc : 0;
+		rc = w ? tn_write_chunk(t, w + i, m, t->chunk_ext)
+		       : tn_read_chunk(t, r + i, m, t->chunk_ext);
+		done += rc > 0 ? rc : 0;
 		rc = rc < 0 ? rc : 0;
 	}
-	free(ext);
 	if (rc == -ETIMEDOUT) {
-		tn_fail_rest(NULL, reqs, i, n, -EBUSY);
-		return hits;
+		tn_fail_rest(w, r, i, n, -EBUSY);
+		return done;
 	}
 	if (rc < 0)
-		return tn_fail_rest(NULL, reqs, i, n, rc);
-	return hits;
+		return tn_fail_rest(w, r, i, n, rc);
+	return done;
+}
+
+int tier_nvme_write(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n)
+{
+	return tn_chunks(t, reqs, NULL, n);
+}
+
+int tier_nvme_read(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n)
+{
+	return tn_chunks(t, NULL, reqs, n);
 }
 
 /* ---- open / free ------------------------------------------------------------------------ */
@@ -624,7 +618,8 @@ static int tn_alloc_tables(struct tier_nvme *t)
 	t->bitmap = calloc((t->n_ext + 63) / 64, sizeof(*t->bitmap));
 	t->groups = calloc(t->stage_ext, sizeof(*t->groups));
 	t->slot_req = calloc(t->stage_ext, sizeof(*t->slot_req));
-	if (!t->files || !t->bitmap || !t->groups || !t->slot_req)
+	t->chunk_ext = calloc(t->stage_ext, sizeof(*t->chunk_ext));
+	if (!t->files || !t->bitmap || !t->groups || !t->slot_req || !t->chunk_ext)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < t->n_files; i++)
 		t->files[i].fd = -1;
@@ -701,6 +696,7 @@ void tier_nvme_free(struct tier_nvme *t)
 	free(t->bitmap);
 	free(t->groups);
 	free(t->slot_req);
+	free(t->chunk_ext);
 	free(t->stage);
 	free(t);
 }
