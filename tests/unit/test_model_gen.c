@@ -19,6 +19,7 @@
 
 #include "model.h"
 #include "model_cli.h"
+#include "test_files.h"
 
 struct env {
 	char dir[64];
@@ -54,27 +55,6 @@ static int teardown(void **state)
 static void sub(char *buf, size_t len, const struct env *e, const char *a, const char *b)
 {
 	snprintf(buf, len, "%s/%s%s%s", e->dir, a, b ? "/" : "", b ? b : "");
-}
-
-/* Whole-file comparison. */
-static bool same_file(const char *a, const char *b)
-{
-	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-	bool same = fa && fb;
-	int ca, cb;
-
-	while (same) {
-		ca = fgetc(fa);
-		cb = fgetc(fb);
-		same = ca == cb;
-		if (ca == EOF)
-			break;
-	}
-	if (fa)
-		fclose(fa);
-	if (fb)
-		fclose(fb);
-	return same;
 }
 
 static void test_presets(void **state)
@@ -136,8 +116,8 @@ static void test_determinism(void **state)
 		sub(a, sizeof(a), e, "a", files[i]);
 		sub(b, sizeof(b), e, "b", files[i]);
 		sub(c, sizeof(c), e, "c", files[i]);
-		assert_true(same_file(a, b));
-		assert_true(same_file(a, c) == (i == 0)); /* only config.json is seed-free */
+		assert_true(test_same_file(a, b));
+		assert_true(test_same_file(a, c) == (i == 0)); /* only config.json is seed-free */
 	}
 	/* any subset is reproducible: a 2-layer model shares the 4-layer model's tensors */
 	two.n_layers = 2;
@@ -322,7 +302,7 @@ static void test_cli(void **state)
 	assert_int_equal(model_generate(p, &e->tiny, 9, e->err, sizeof(e->err)), 0);
 	sub(p, sizeof(p), e, "lib", "model.safetensors");
 	sub(out, sizeof(out), e, "cli", "model.safetensors");
-	assert_true(same_file(p, out));
+	assert_true(test_same_file(p, out));
 	{
 		const char *bad1[] = {"gen-model", "--preset", "huge", "--out", out, NULL};
 		const char *bad2[] = {"gen-model", "--preset", "tiny", NULL};

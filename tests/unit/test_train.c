@@ -22,6 +22,7 @@
 
 #include "train.h"
 #include "train_cli.h"
+#include "test_files.h"
 
 /* Built twice (TEST_TRAIN_PART 1 and 2, train.cmake); each part leaves the other's unused. */
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -104,26 +105,6 @@ static void small_opts(struct env *e, struct train_opts *o, uint32_t steps)
 	o->batch = 2;
 }
 
-static bool same_bytes(const char *a, const char *b)
-{
-	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-	bool same = fa && fb;
-	int ca, cb;
-
-	while (same) {
-		ca = fgetc(fa);
-		cb = fgetc(fb);
-		same = ca == cb;
-		if (ca == EOF)
-			break;
-	}
-	if (fa)
-		fclose(fa);
-	if (fb)
-		fclose(fb);
-	return same;
-}
-
 static void test_train_beats_baselines(void **state)
 {
 	struct env *e = *state;
@@ -168,12 +149,12 @@ static void test_train_deterministic(void **state)
 	train_report_fini(&r);
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
 	train_report_fini(&r);
-	assert_true(same_bytes(e->out, e->out2));
+	assert_true(test_same_file(e->out, e->out2));
 	/* another seed draws other batches: other bytes (the test can tell files apart) */
 	o.seed = 4;
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
 	train_report_fini(&r);
-	assert_false(same_bytes(e->out, e->out2));
+	assert_false(test_same_file(e->out, e->out2));
 }
 
 /* The teacher on the inference grid is the runtime's selector itself: its blocks are the true
@@ -209,7 +190,7 @@ static void test_train_options(void **state)
 	o.host_threads = 3;
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
 	train_report_fini(&r);
-	assert_true(same_bytes(e->out, e->out2));
+	assert_true(test_same_file(e->out, e->out2));
 	/* the logits through the backend GEMM (bf16 F) and on the host in double agree */
 	small_opts(e, &o, 0);
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
@@ -262,7 +243,7 @@ static void test_train_resume(void **state)
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
 	assert_int_equal(r.start_step, 5);
 	train_report_fini(&r);
-	assert_true(same_bytes(e->out, e->out2));
+	assert_true(test_same_file(e->out, e->out2));
 	/* a checkpoint of other settings is refused */
 	o.lr *= 2.0f;
 	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)),
