@@ -114,7 +114,6 @@ struct runner {
 
 	/* Forecast recall sampling (runner_recall.c; NULL/false when off) */
 	int32_t *rc_sel;     /* [n_caches * topk] the original selector's choice of one layer */
-	float *rc_scores;    /* [n_caches * ck_cap] its scores (r->scores may be busy) */
 	uint16_t *rc_q;      /* [L][max_batch][qkvf_cols] each sampled layer's QKVF rows */
 	int32_t *rc_host;    /* pinned [L][2][n_caches * topk]: Forecast's choice, original's */
 	size_t rc_bytes;

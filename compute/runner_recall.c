@@ -33,8 +33,6 @@ int runner_recall_open(struct runner *r)
 	if (!r->rc_pending || !r->rc_mark)
 		return runner_fail(r, -ENOMEM, "recall buffers: host allocation failed"), -ENOMEM;
 	if ((rc = k->alloc(r->kb, per * sizeof(int32_t), (void **)&r->rc_sel)) ||
-	    (rc = k->alloc(r->kb, (size_t)r->n_caches * r->ck_cap * sizeof(float),
-			   (void **)&r->rc_scores)) ||
 	    (rc = k->alloc(r->kb, (size_t)r->L * r->o.max_batch * r->qkvf_cols * 2,
 			   (void **)&r->rc_q)))
 		return runner_fail(r, rc, "recall buffers: device allocation failed"), rc;
@@ -51,8 +49,6 @@ void runner_recall_close(struct runner *r)
 		r->kb->ops->host_unregister(r->kb, r->rc_host);
 	if (r->rc_sel)
 		r->kb->ops->free(r->kb, r->rc_sel);
-	if (r->rc_scores)
-		r->kb->ops->free(r->kb, r->rc_scores);
 	if (r->rc_q)
 		r->kb->ops->free(r->kb, r->rc_q);
 	free(r->rc_host);
@@ -82,7 +78,8 @@ int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool spars
 }
 
 /* The original selector of every sampled layer, over that layer's compressed keys including
- * this step's token (the selection `sparse` makes), into the host buffer. */
+ * this step's token (the selection `sparse` makes), into the host buffer. It runs after the
+ * step, whose end synchronised both streams, so the step's score scratch is free to use. */
 static int select_original(struct runner *r, uint32_t batch)
 {
 	const struct kb_ops *k = r->kb->ops;
@@ -93,11 +90,11 @@ static int select_original(struct runner *r, uint32_t batch)
 	for (uint32_t l = 0; l < r->L; l++) {
 		if (!r->rc_pending[l])
 			continue;
-		if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->rc_scores,
+		if ((rc = k->score_decode(r->kb, KB_STREAM_COMPUTE, r->scores,
 					  r->rc_q + (size_t)l * r->o.max_batch * r->qkvf_cols,
 					  r->qkvf_cols, r->kv[l].ck, r->ck_cap, r->n_ent, batch,
 					  r->n_q, r->n_kv, r->hd, true, r->attn_scale)) ||
-		    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->rc_scores,
+		    (rc = k->select_decode(r->kb, KB_STREAM_COMPUTE, r->rc_sel, r->scores,
 					   r->ck_cap, r->n_ent, r->n_blk, batch, r->n_kv,
 					   &r->c.sparse)) ||
 		    (rc = k->memcpy(r->kb, r->rc_host + (size_t)l * 2 * per + per, r->rc_sel,
