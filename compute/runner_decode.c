@@ -180,13 +180,19 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 				      r->o.gather_ctas ? r->o.gather_ctas : 16);
 }
 
+/* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
+static int32_t *layer_loads(struct runner *r, uint32_t l)
+{
+	return r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+}
+
 /* Careful mode: layer l's load list (count, blocks, slots) to the host behind its diff. */
 static int loads_to_host(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	const struct kb_ops *k = r->kb->ops;
 	struct runner_lkv *kv = &r->kv[l];
 	size_t nk = (size_t)s->nc * s->k;
-	int32_t *h = r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+	int32_t *h = layer_loads(r, l);
 	int rc;
 
 	if (!r->careful || kv->resident)
@@ -202,7 +208,7 @@ static int loads_to_host(struct runner *r, struct step *s, uint32_t l, enum kb_s
 static uint32_t list_loads(struct runner *r, struct step *s, uint32_t l)
 {
 	size_t nk = (size_t)s->nc * s->k;
-	const int32_t *nl = r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+	const int32_t *nl = layer_loads(r, l);
 	const int32_t *blk = nl + s->nc, *slot = blk + nk;
 	uint32_t n = 0;
 
