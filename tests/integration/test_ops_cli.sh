@@ -189,7 +189,10 @@ grep -q "pid=$pid signal=9" "$dir/memsvc.log" || fail "monitor did not log the S
 
 # A daemon with a small RAM budget and a spill dir: compute's 1 MiB arena holds less than the
 # tiny model's KV, so units go to disk. status, polled while compute runs, shows the tenant's
-# and the arena's units on disk; afterwards the NVMe tier's counters.
+# and the arena's units on disk; afterwards the NVMe tier's counters. Each poll holds compute
+# with SIGSTOP while it looks, so a loaded machine sees the same state as an idle one: the units
+# stay on disk from the first spill until compute's session ends, a window of hundreds of
+# decode steps.
 dir2=$work/run2
 mkdir -p "$work/spill"
 expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
@@ -197,10 +200,10 @@ expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
 pid2=$(cat "$dir2/memsvc.pid")
 started+=("$pid2")
 "$build/bin/sparda-compute" --runtime-dir="$dir2" --modes=sparda --arena-bytes=1M \
-	--new-tokens=96 >"$work/compute2.out" 2>&1 &
+	--new-tokens=400 >"$work/compute2.out" 2>&1 &
 cpid=$!
 seen=""
-while kill -0 "$cpid" 2>/dev/null; do
+while [ -z "$seen" ] && kill -STOP "$cpid" 2>/dev/null; do
 	"$sparda" status --runtime-dir "$dir2" --json >"$work/poll.json" 2>&1 || true
 	if python3 - "$work/poll.json" <<-'EOF' 2>/dev/null; then
 		import json, sys
@@ -211,10 +214,10 @@ while kill -0 "$cpid" 2>/dev/null; do
 			      t["disk_bytes"] > 0 and a and a[0]["units_spilled"] > 0 and
 			      a[0]["slots_used"] > 0))
 	EOF
-		cp "$work/poll.json" "$work/seen.json"
 		seen=1
 	fi
-	sleep 0.2
+	kill -CONT "$cpid" 2>/dev/null || true
+	sleep 0.05
 done
 wait "$cpid" || { tail -5 "$work/compute2.out"; fail "compute against the spilling daemon"; }
 [ -n "$seen" ] || { cat "$work/poll.json"; fail "status never showed compute's units on disk"; }
