@@ -158,7 +158,8 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.dirs", spill_n_dirs(sv->spill));
 	stat_add(v, n, "daemon.spill.bytes_cap", sv->cfg->spill_bytes);
 	stat_add(v, n, "daemon.spill.bytes_reserved", t->disk_bytes_reserved);
-	stat_add(v, n, "daemon.spill.bytes_used", t->extents_used * t->extent_bytes);
+	stat_add(v, n, "daemon.spill.bytes_used", t->bytes_used);
+	stat_add(v, n, "daemon.spill.extent_bytes", t->extent_bytes);
 	free(t);
 }
 

@@ -73,6 +73,9 @@ static const struct config_key keys[] = {
      "open spill files O_DIRECT where the filesystem accepts it"},
     {"spill-batch-bytes", CONFIG_TYPE_SIZE, N(spill_batch_bytes), "16M", 4096, 1073741824.0, NULL,
      "staging buffer of each session's tier: the largest write and read batch"},
+    {"spill-header-bytes", CONFIG_TYPE_SIZE, N(spill_header_bytes), "0", 0, 4096, NULL,
+     "header block of each spilled unit: 0 = the spill files' direct-I/O alignment and "
+     "filesystem block size (4K on ext4/XFS), else 512, 1K, 2K or 4K"},
     {"spill-queue-depth", CONFIG_TYPE_UINT, N(spill_queue_depth), "64", 1, 4096, NULL,
      "spill I/O operations in flight per session"},
     {"spill-high-water", CONFIG_TYPE_DOUBLE, N(spill_high_water), "0.9", 0, 1, NULL,
@@ -174,6 +177,12 @@ int mconfig_resolve(struct mconfig *c, char *err, size_t err_len)
 	if (c->sq_entries & (c->sq_entries - 1)) {
 		snprintf(err, err_len, "key sq-entries: %llu is not a power of two",
 			 (unsigned long long)c->sq_entries);
+		return -EINVAL;
+	}
+	if (c->spill_header_bytes &&
+	    (c->spill_header_bytes < 512 || (c->spill_header_bytes & (c->spill_header_bytes - 1)))) {
+		snprintf(err, err_len, "key spill-header-bytes: %llu is not 0, 512, 1K, 2K or 4K",
+			 (unsigned long long)c->spill_header_bytes);
 		return -EINVAL;
 	}
 	if (c->spill_low_water > c->spill_high_water) {

@@ -162,7 +162,7 @@ static void render_spill(FILE *out, struct server *sv)
 	gauge(out, "sparda_memsvc_spill_extents_used", "spill extents holding a unit",
 	      t->extents_used);
 	gauge(out, "sparda_memsvc_spill_bytes_used", "bytes of spill extents in use",
-	      t->extents_used * t->extent_bytes);
+	      t->bytes_used);
 	gauge(out, "sparda_memsvc_spill_bytes_reserved", "spill file bytes reserved by sessions",
 	      t->disk_bytes_reserved);
 	fprintf(out,

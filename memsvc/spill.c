@@ -35,6 +35,7 @@ struct entry {
 	bool busy, removing, degraded;
 	struct tier_nvme_stats tst; /* last copy, for spill_get_stats */
 	uint32_t batch;		    /* units per batch: what one staging buffer holds */
+	uint64_t ext_bytes;	    /* of the tier's extents */
 	struct store_io *io;
 	struct tier_nvme_wreq *w;
 	struct tier_nvme_rreq *r;
@@ -411,6 +412,7 @@ void spill_free(struct spill *sp)
 
 static void entry_free(struct entry *e);
 
+/* The largest extent a unit can take (4 KiB header block): what reservations count. */
 static uint64_t extent_bytes(uint32_t unit_bytes)
 {
 	return TIER_NVME_ALIGN +
@@ -461,6 +463,7 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .file_bytes = file_bytes,
 	    .grow_bytes = sp->o.batch_bytes, /* reserve disk a batch at a time */
 	    .unit_bytes = session_geometry(s)->unit_bytes,
+	    .header_bytes = sp->o.header_bytes,
 	    .batch_bytes = sp->o.batch_bytes,
 	    .queue_depth = sp->o.queue_depth,
 	    .aio_kind = sp->o.aio_kind,
@@ -472,11 +475,15 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .fault = sp->fault,
 	};
 	struct entry *e = calloc(1, sizeof(*e));
-	uint64_t batch = sp->o.batch_bytes / extent_bytes(to.unit_bytes);
+	uint64_t batch = 0;
 	int r = e ? 0 : -ENOMEM;
 
+	if (!r)
+		r = tier_nvme_open(&to, &e->tier);
 	if (!r) {
 		/* A batch is what one staging buffer holds: one tier call, no drain in between. */
+		e->ext_bytes = tier_nvme_extent_bytes(e->tier);
+		batch = sp->o.batch_bytes / e->ext_bytes;
 		e->batch = batch < SPILL_MIN_BATCH   ? SPILL_MIN_BATCH
 			   : batch > SPILL_MAX_BATCH ? SPILL_MAX_BATCH
 						     : (uint32_t)batch;
@@ -487,8 +494,6 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 		if (!e->io || !e->w || !e->r || !e->ext)
 			r = -ENOMEM;
 	}
-	if (!r)
-		r = tier_nvme_open(&to, &e->tier);
 	pthread_mutex_lock(&sp->lock);
 	if (!r && sp->n_ents == sp->cap_ents) {
 		size_t ncap = sp->cap_ents ? sp->cap_ents * 2 : 16;
@@ -582,9 +587,9 @@ void spill_get_stats(struct spill *sp, struct spill_stats *st)
 		st->extents_used += t->extents_used;
 		st->extents_total += t->extents_total;
 		st->degraded_now += t->degraded;
+		st->bytes_used += t->extents_used * sp->ents[i]->ext_bytes;
 		if (!st->extent_bytes)
-			st->extent_bytes =
-			    extent_bytes(session_geometry(sp->ents[i]->s)->unit_bytes);
+			st->extent_bytes = sp->ents[i]->ext_bytes;
 	}
 	st->write_ios = sum.write_ios;
 	st->read_ios = sum.read_ios;

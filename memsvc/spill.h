@@ -30,6 +30,7 @@ struct spill_opts {
 	bool sqpoll;
 	bool direct;
 	uint32_t batch_bytes, queue_depth;
+	uint32_t header_bytes; /* 0: from the files' alignment (tier_nvme_opts) */
 	int io_timeout_ms;
 	uint32_t backoff_ms;
 	/*
@@ -52,6 +53,7 @@ struct spill_stats {
 	uint64_t degraded_entries, recoveries, degraded_now; /* tiers RAM-only now */
 	uint64_t write_ios, read_ios;
 	uint64_t extents_used, extents_total, extent_bytes;
+	uint64_t bytes_used; /* extents in use x their size, summed over the tiers */
 	uint64_t disk_bytes_reserved;
 	struct hist restore_ns; /* Forecast of a spilled unit -> its answer */
 	struct hist spill_ns;	/* one eviction write batch */

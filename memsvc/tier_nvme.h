@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The NVMe tier's storage layer: spill files in one or more directories, an extent allocator
- * (one extent = a 4 KiB header block + the unit, 4 KiB aligned), and batched unit writes and
+ * (one extent = a header block + the unit, both in the files' direct-I/O alignment and block
+ * size: 4 KiB on common filesystems, 512 B at least), and batched unit writes and
  * verified reads over aio. A read returns the bytes written for that unit or a miss (-EBADMSG):
  * a bad header or CRC32C, another identity or generation never reaches the caller's buffer.
  * ENOSPC while spilling puts the tier in a degraded (RAM-only) state that retries after a
@@ -20,12 +21,12 @@
 
 #define TIER_NVME_MAGIC 0x4c49505341445053ull /* "SPDASPIL" little-endian */
 #define TIER_NVME_VERSION 1u
-#define TIER_NVME_ALIGN 4096u
+#define TIER_NVME_ALIGN 4096u /* the largest header block and alignment */
 
 /*
- * On-disk header at the start of each extent (the rest of its 4 KiB block is zero); the unit
- * follows at extent offset TIER_NVME_ALIGN. crc is CRC32C over this header with crc = 0, then
- * the unit_bytes of data. Host byte order: spill files never outlive the daemon.
+ * On-disk header at the start of each extent (the rest of its header block is zero); the unit
+ * follows at extent offset tier_nvme_header_bytes(). crc is CRC32C over this header with
+ * crc = 0, then the unit_bytes of data. Host byte order: spill files never outlive the daemon.
  */
 struct tier_nvme_hdr {
 	uint64_t magic;
@@ -49,6 +50,7 @@ struct tier_nvme_opts {
 	uint64_t file_bytes;	/* capacity of each file; at least one extent */
 	uint64_t grow_bytes;	/* fallocate step as extents are first used (default 64 MiB) */
 	uint32_t unit_bytes;	/* 1..SP_MAX_UNIT_BYTES */
+	uint32_t header_bytes;	/* 0: the files' alignment and block size (512..4096); else that */
 	uint32_t batch_bytes;	/* staging buffer (default 4 MiB, at least one extent) */
 	uint32_t max_io_bytes;	/* longest single operation (default 1 MiB; one extent at least) */
 	uint32_t queue_depth;	/* aio depth (default 64) */
@@ -119,8 +121,10 @@ void tier_nvme_get_stats(const struct tier_nvme *t, struct tier_nvme_stats *s);
 /* Which aio backend runs ("uring", "sync", ...), and whether the files use O_DIRECT. */
 const char *tier_nvme_aio_name(const struct tier_nvme *t);
 bool tier_nvme_direct(const struct tier_nvme *t);
-/* Bytes of one extent (header block + unit rounded up to TIER_NVME_ALIGN). */
+/* Bytes of one extent (header block + unit rounded up to the header block's size). */
 uint64_t tier_nvme_extent_bytes(const struct tier_nvme *t);
+/* Bytes of the header block: where the unit starts in its extent. */
+uint32_t tier_nvme_header_bytes(const struct tier_nvme *t);
 /*
  * For tests and tools: the file path (gone with opts.unlink_early) and byte offset of an extent. Returns 0, -EINVAL,
  * -ENAMETOOLONG (cap too small).

@@ -42,6 +42,7 @@ struct spill_bench_result {
 	double raw_write_gbps, raw_read_gbps;
 	double spill_gbps, restore_gbps, ingest_gbps, restore_io_gbps;
 	uint64_t units, units_spilled, units_restored, misses, wrong;
+	uint64_t unit_bytes, extent_bytes; /* a unit on disk: its extent, header block included */
 	char aio[16];
 };
 
@@ -290,6 +291,8 @@ static int client_phase(const char *rundir, const struct spill_bench_opts *o,
 		res->units = n;
 		res->units_spilled = stat_of(c, "daemon.spill.units_spilled");
 		res->units_restored = stat_of(c, "daemon.spill.units_restored") - r0;
+		res->unit_bytes = ub;
+		res->extent_bytes = stat_of(c, "daemon.spill.extent_bytes");
 		res->ingest_gbps = gbps(n * ub, t_write);
 		res->spill_gbps = gbps(stat_of(c, "daemon.spill.bytes_spilled"),
 				       stat_of(c, "daemon.spill.spill_busy_ns"));
@@ -310,6 +313,7 @@ static int memsvc_phase(const struct spill_bench_opts *o, struct spill_bench_res
 	const char *args[] = {a_dir, a_aio, a_budget, a_sess, "--unit-words=8", NULL};
 	struct memsvc_proc_opts po = {.binary = bin, .args = args, .capture_stderr = true};
 	struct memsvc_proc *p = NULL;
+	/* the largest extent (4 KiB header block): the reservation holds whatever the disk takes */
 	uint64_t ext = 4096 + (uint64_t)geom.block_tokens * geom.head_dim * geom.dtype_bytes * 2;
 	int rc, status = 0;
 
@@ -364,6 +368,9 @@ static void print(const struct spill_bench_result *r)
 	       (unsigned long long)r->units, (unsigned long long)r->units_spilled,
 	       (unsigned long long)r->units_restored, (unsigned long long)r->misses,
 	       (unsigned long long)r->wrong);
+	printf("unit %llu bytes, on disk %llu (header block %llu): rates count unit bytes\n",
+	       (unsigned long long)r->unit_bytes, (unsigned long long)r->extent_bytes,
+	       (unsigned long long)(r->extent_bytes - r->unit_bytes));
 }
 
 static int write_json(const char *path, const struct spill_bench_result *r)
@@ -387,6 +394,8 @@ static int write_json(const char *path, const struct spill_bench_result *r)
 	json_object_object_add(j, "misses", json_object_new_int64((int64_t)r->misses));
 	json_object_object_add(j, "wrong_units", json_object_new_int64((int64_t)r->wrong));
 	json_object_object_add(j, "aio", json_object_new_string(r->aio));
+	json_object_object_add(j, "unit_bytes", json_object_new_int64((int64_t)r->unit_bytes));
+	json_object_object_add(j, "extent_bytes", json_object_new_int64((int64_t)r->extent_bytes));
 	rc = json_object_to_file_ext(path, j, JSON_C_TO_STRING_PRETTY) ? -EIO : 0;
 	json_object_put(j);
 	return rc;

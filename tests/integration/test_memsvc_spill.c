@@ -231,8 +231,12 @@ static void test_readback_sync(void **state)
 	readback(state, "sync", SP_WAIT_SLEEP);
 }
 
-/* Flip bytes in the unit part of every extent of the daemon's (unlinked) spill files. */
-static uint32_t corrupt_spill_files(pid_t pid)
+/*
+ * Flip bytes in the unit part of every extent (ext bytes: a header block, then the 512-byte
+ * unit padded to the header block's size, so the unit starts at ext / 2) of the daemon's
+ * (unlinked) spill files.
+ */
+static uint32_t corrupt_spill_files(pid_t pid, uint64_t ext)
 {
 	char path[64], link[PATH_MAX];
 	uint32_t files = 0;
@@ -258,9 +262,9 @@ static uint32_t corrupt_spill_files(pid_t pid)
 		fd = open(fd_path, O_RDWR);
 		assert_true(fd >= 0);
 		assert_int_equal(fstat(fd, &st), 0);
-		/* Extents of a 512-byte unit are 8 KiB: header block, then the unit. */
-		for (off_t off = 0; off + 8192 <= st.st_size; off += 8192)
-			assert_int_equal(pwrite(fd, "\xde\xad\xbe\xef", 4, off + 4096 + 100), 4);
+		for (off_t off = 0; off + (off_t)ext <= st.st_size; off += (off_t)ext)
+			assert_int_equal(pwrite(fd, "\xde\xad\xbe\xef", 4, off + (off_t)ext / 2 + 100),
+					 4);
 		assert_int_equal(fsync(fd), 0);
 		close(fd);
 		files++;
@@ -273,11 +277,14 @@ static void corrupt_file(void **state, const char *aio)
 {
 	struct fx *f = *state;
 	uint32_t misses;
+	uint64_t ext;
 
 	fx_start(f, aio, SP_WAIT_SLEEP, NULL);
 	write_all(f);
 	wait_spilled(f, f->n - SLOTS);
-	assert_true(corrupt_spill_files(memsvc_proc_pid(f->p)) >= 1);
+	ext = harness_stat(f->c, "daemon.spill.extent_bytes");
+	assert_true(ext == 1024 || ext == 2048 || ext == 4096 || ext == 8192);
+	assert_true(corrupt_spill_files(memsvc_proc_pid(f->p), ext) >= 1);
 	assert_int_equal(read_all(f, &misses), 0);
 	assert_true(misses >= f->n - SLOTS);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), misses);

@@ -118,6 +118,20 @@ static void test_spill_keys(void **state)
 	argv[1] = "--spill-aio=posix";
 	assert_int_equal(load(&c, err, sizeof(err), 2, argv), -EINVAL);
 	assert_non_null(strstr(err, "spill-aio"));
+	/* the header block: 0 (the disk's alignment) or a power of two from 512 to 4K */
+	assert_int_equal(c.spill_header_bytes, 0);
+	argv[1] = "--spill-header-bytes=1000";
+	argv[4] = "--spill-low-water=0.4";
+	assert_int_equal(load(&c, err, sizeof(err), 7, argv), 0);
+	assert_int_equal(mconfig_resolve(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "spill-header-bytes"));
+	argv[1] = "--spill-header-bytes=8K";
+	assert_int_equal(load(&c, err, sizeof(err), 2, argv), -EINVAL);
+	assert_non_null(strstr(err, "spill-header-bytes"));
+	argv[1] = "--spill-header-bytes=1K";
+	assert_int_equal(load(&c, err, sizeof(err), 7, argv), 0);
+	assert_int_equal(mconfig_resolve(&c, err, sizeof(err)), 0);
+	assert_int_equal(c.spill_header_bytes, 1024);
 }
 
 static void test_config_file(void **state)

@@ -165,8 +165,15 @@ static void test_roundtrip_many(void **state)
 	struct fx *f = *state;
 	struct tier_nvme_stats st;
 
+	uint32_t h;
+
 	assert_int_equal(open_tier(f), 0);
-	printf("aio=%s direct=%d\n", tier_nvme_aio_name(f->t), tier_nvme_direct(f->t));
+	h = tier_nvme_header_bytes(f->t);
+	printf("aio=%s direct=%d header=%u\n", tier_nvme_aio_name(f->t), tier_nvme_direct(f->t), h);
+	/* from the files' alignment and block size (4 KiB without O_DIRECT), a power of two */
+	assert_true(h >= 512 && h <= 4096 && (h & (h - 1)) == 0);
+	assert_true(tier_nvme_direct(f->t) || h == 4096);
+	assert_int_equal(tier_nvme_extent_bytes(f->t), h + (UNIT + h - 1) / h * h);
 	assert_int_equal(write_units(f, 0, NUNITS), NUNITS);
 	/* read in a different grouping than written: odd batches of 37 */
 	for (uint32_t i = 0; i < NUNITS; i += 37) {
@@ -190,9 +197,15 @@ static void test_odd_unit_size(void **state)
 {
 	struct fx *f = *state;
 
-	f->o.unit_bytes = 5000; /* not a multiple of 4 KiB: the extent pads it */
+	f->o.unit_bytes = 5000; /* not a multiple of the header block: the extent pads it */
+	f->o.header_bytes = 4096;
 	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(tier_nvme_header_bytes(f->t), 4096);
 	assert_int_equal(tier_nvme_extent_bytes(f->t), 4096 + 8192);
+	tier_nvme_free(f->t);
+	f->o.header_bytes = 512;
+	assert_int_equal(open_tier(f), 0);
+	assert_int_equal(tier_nvme_extent_bytes(f->t), 512 + 5120);
 	for (uint32_t i = 0; i < 40; i++) {
 		f->w[i] =
 		    (struct tier_nvme_wreq){.key = key_of(i), .unit = f->units + (size_t)i * UNIT};
@@ -231,7 +244,7 @@ static void test_corrupt_on_disk(void **state)
 	assert_int_equal(write_units(f, 0, 16), 16);
 	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[3].extent, path, sizeof(path), &off),
 			 0);
-	flip_on_disk(path, off + 4096 + 12345); /* data byte */
+	flip_on_disk(path, off + tier_nvme_header_bytes(f->t) + 12345); /* data byte */
 	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[9].extent, path, sizeof(path), &off),
 			 0);
 	flip_on_disk(path, off + 20); /* header byte (session) */
@@ -482,6 +495,11 @@ static void test_open_args(void **state)
 	f->o.file_bytes = 1000; /* smaller than one extent */
 	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
 	f->o.file_bytes = 1 << 20;
+	f->o.header_bytes = 1000; /* not a power of two */
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
+	f->o.header_bytes = 256; /* below a sector */
+	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
+	f->o.header_bytes = 0;
 	f->o.n_dirs = 0;
 	assert_int_equal(tier_nvme_open(&f->o, &f->t), -EINVAL);
 	f->o.n_dirs = 1;
