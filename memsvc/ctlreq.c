@@ -151,7 +151,7 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.extents_total", t->extents_total);
 	stat_add(v, n, "daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50));
 	stat_add(v, n, "daemon.spill.restore_p99_ns", hist_percentile(&t->restore_ns, 99));
-	stat_add(v, n, "daemon.spill.spill_busy_ns", t->spill_ns.sum_ns);
+	stat_add(v, n, "daemon.spill.spill_busy_ns", t->spill_busy_ns);
 	stat_add(v, n, "daemon.spill.restore_busy_ns", t->read_ns.sum_ns);
 	stat_add(v, n, "daemon.spill.aio_uring", strcmp(t->aio, "uring") == 0);
 	stat_add(v, n, "daemon.spill.aio_backend", aio_code(t->aio));

@@ -72,7 +72,8 @@ static const struct config_key keys[] = {
     {"spill-direct", CONFIG_TYPE_BOOL, N(spill_direct), "true", 0, 0, NULL,
      "open spill files O_DIRECT where the filesystem accepts it"},
     {"spill-batch-bytes", CONFIG_TYPE_SIZE, N(spill_batch_bytes), "16M", 4096, 1073741824.0, NULL,
-     "staging buffer of each session's tier: the largest write and read batch"},
+     "staging buffer of each session's tier (two: one batch is staged while the other is on "
+     "the disk): the largest write and read batch"},
     {"spill-header-bytes", CONFIG_TYPE_SIZE, N(spill_header_bytes), "0", 0, 4096, NULL,
      "header block of each spilled unit: 0 = the spill files' direct-I/O alignment and "
      "filesystem block size (4K on ext4/XFS), else 512, 1K, 2K or 4K"},

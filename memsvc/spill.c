@@ -27,6 +27,16 @@
 #define SPILL_MIN_BATCH 16u
 #define SPILL_IDLE_MS 20
 #define SPILL_LOAD_ROUNDS 8
+#define SPILL_EVICT_ROUNDS 8 /* eviction batches per visit, each started before the last ends */
+
+/* One eviction batch: picked units, their write requests, the tier's handle. */
+struct wbatch {
+	struct store_io *io;
+	struct tier_nvme_wreq *w;
+	uint32_t k;
+	int handle; /* tier_nvme_write_start's, or its error */
+	uint64_t t0;
+};
 
 struct entry {
 	struct session *s;
@@ -34,11 +44,12 @@ struct entry {
 	uint64_t file_bytes;
 	bool busy, removing, degraded;
 	struct tier_nvme_stats tst; /* last copy, for spill_get_stats */
-	uint32_t batch;		    /* units per batch: what one staging buffer holds */
+	uint32_t batch;		    /* units per restore batch */
+	uint32_t wbatch;	    /* units per eviction batch: what one staging lane holds */
 	uint64_t ext_bytes;	    /* of the tier's extents */
-	struct store_io *io;
-	struct tier_nvme_wreq *w;
+	struct store_io *io;	    /* restores */
 	struct tier_nvme_rreq *r;
+	struct wbatch wb[2];	    /* evictions: one in flight while the next is started */
 	uint64_t *ext;
 };
 
@@ -140,44 +151,100 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 	return true;
 }
 
-/* One eviction batch; false when nothing was wanted or the tier is degraded and waiting. */
-static bool evict_batch(struct spill *sp, struct entry *e)
+/*
+ * Pick an eviction batch into b and start its write (the units are staged before it returns).
+ * Returns the units dropped (already on disk: their slots go back without a write); b->k is
+ * the batch being written (0: nothing was wanted, or the tier is degraded and waiting).
+ */
+static uint32_t evict_start(struct spill *sp, struct entry *e, struct wbatch *b)
 {
 	size_t ub = session_geometry(e->s)->unit_bytes;
 	uint8_t *arena = session_arena_base(e->s);
-	uint32_t dropped = 0, k, ok = 0;
-	uint64_t t0;
-	int rc;
+	uint32_t dropped = 0;
 
-	k = session_evict_pick(e->s, e->io, e->batch, &dropped);
-	if (!k) {
-		if (dropped) {
-			pthread_mutex_lock(&sp->lock);
-			sp->st.units_dropped += dropped;
-			pthread_mutex_unlock(&sp->lock);
-		}
-		return dropped != 0;
+	b->k = session_evict_pick(e->s, b->io, e->wbatch, &dropped);
+	if (dropped) {
+		pthread_mutex_lock(&sp->lock);
+		sp->st.units_dropped += dropped;
+		pthread_mutex_unlock(&sp->lock);
 	}
-	for (uint32_t i = 0; i < k; i++)
-		e->w[i] = (struct tier_nvme_wreq){.key = key_of(e->s, &e->io[i]),
-						  .unit = arena + (size_t)e->io[i].slot * ub};
-	t0 = time_now_ns();
-	rc = tier_nvme_write(e->tier, e->w, k);
-	for (uint32_t i = 0; i < k; i++) {
-		e->io[i].res = rc < 0 ? rc : e->w[i].res;
-		e->io[i].extent = e->w[i].extent;
-		ok += e->io[i].res == 0;
+	if (!b->k)
+		return dropped;
+	for (uint32_t i = 0; i < b->k; i++)
+		b->w[i] = (struct tier_nvme_wreq){.key = key_of(e->s, &b->io[i]),
+						  .unit = arena + (size_t)b->io[i].slot * ub};
+	b->t0 = time_now_ns();
+	/* -EBUSY (a hung earlier write still owns a staging lane) fails the batch: every request
+	 * has the error and the units stay in RAM */
+	b->handle = tier_nvme_write_start(e->tier, b->w, b->k);
+	return dropped;
+}
+
+/* Wait for b's write, hand the results to the store, count. Returns the units stored. */
+static uint32_t evict_finish(struct spill *sp, struct entry *e, struct wbatch *b)
+{
+	size_t ub = session_geometry(e->s)->unit_bytes;
+	uint32_t ok = 0;
+
+	if (b->handle >= 0)
+		(void)tier_nvme_write_wait(e->tier, b->handle); /* every request has its res */
+	for (uint32_t i = 0; i < b->k; i++) {
+		b->io[i].res = b->w[i].res;
+		b->io[i].extent = b->w[i].extent;
+		ok += b->io[i].res == 0;
 	}
-	(void)session_evict_done(e->s, e->io, k);
+	(void)session_evict_done(e->s, b->io, b->k);
 	pthread_mutex_lock(&sp->lock);
 	sp->st.units_spilled += ok;
 	sp->st.bytes_spilled += (uint64_t)ok * ub;
-	sp->st.units_dropped += dropped;
-	sp->st.spill_failures += k - ok;
+	sp->st.spill_failures += b->k - ok;
 	if (ok)
-		hist_add(&sp->st.spill_ns, time_now_ns() - t0);
+		hist_add(&sp->st.spill_ns, time_now_ns() - b->t0);
 	pthread_mutex_unlock(&sp->lock);
-	return ok != 0 || dropped != 0;
+	b->k = 0;
+	return ok;
+}
+
+/*
+ * Evict in batches while the store wants it (at most SPILL_EVICT_ROUNDS): batch n+1 is picked,
+ * staged and submitted while batch n's write is on the disk, so the disk does not wait for
+ * the CPU between batches; restores queued meanwhile go on the lane batch n freed. True when
+ * something moved (units stored or dropped; a batch whose writes all failed moved nothing).
+ */
+static bool evict(struct spill *sp, struct entry *e)
+{
+	struct wbatch *cur = &e->wb[0], *out = NULL;
+	uint64_t t0 = 0;
+	bool moved = false;
+
+	for (int round = 0; round < SPILL_EVICT_ROUNDS; round++) {
+		uint32_t dropped = evict_start(sp, e, cur);
+		bool failed = false;
+		if (cur->k && !t0)
+			t0 = cur->t0;
+		moved |= dropped != 0;
+		if (out) {
+			failed = evict_finish(sp, e, out) == 0;
+			moved |= !failed;
+			out = NULL;
+			(void)restore_batch(sp, e);
+		}
+		if (cur->k) {
+			out = cur;
+			cur = cur == &e->wb[0] ? &e->wb[1] : &e->wb[0];
+		}
+		/* nothing wanted, or writes failing (ENOSPC, EIO): no more batches this visit */
+		if ((!out && !dropped) || failed)
+			break;
+	}
+	if (out)
+		moved |= evict_finish(sp, e, out) != 0;
+	if (t0) {
+		pthread_mutex_lock(&sp->lock);
+		sp->st.spill_busy_ns += time_now_ns() - t0;
+		pthread_mutex_unlock(&sp->lock);
+	}
+	return moved;
 }
 
 /* All the work one session has now; true when something moved (come back at once). */
@@ -188,7 +255,7 @@ static bool serve(struct spill *sp, struct entry *e)
 	release_extents(e);
 	for (int i = 0; i < SPILL_LOAD_ROUNDS && restore_batch(sp, e); i++)
 		moved = true;
-	moved |= evict_batch(sp, e);
+	moved |= evict(sp, e);
 	degraded = tier_nvme_degraded(e->tier);
 	if (degraded != e->degraded)
 		session_tier_set_degraded(e->s, degraded);
@@ -487,12 +554,19 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 		e->batch = batch < SPILL_MIN_BATCH   ? SPILL_MIN_BATCH
 			   : batch > SPILL_MAX_BATCH ? SPILL_MAX_BATCH
 						     : (uint32_t)batch;
+		e->wbatch = tier_nvme_batch_units(e->tier) < e->batch ? tier_nvme_batch_units(e->tier)
+									: e->batch;
 		e->io = calloc(e->batch, sizeof(*e->io));
-		e->w = calloc(e->batch, sizeof(*e->w));
 		e->r = calloc(e->batch, sizeof(*e->r));
 		e->ext = calloc(e->batch, sizeof(*e->ext));
-		if (!e->io || !e->w || !e->r || !e->ext)
+		if (!e->io || !e->r || !e->ext)
 			r = -ENOMEM;
+		for (int i = 0; i < 2 && !r; i++) {
+			e->wb[i].io = calloc(e->batch, sizeof(*e->wb[i].io));
+			e->wb[i].w = calloc(e->batch, sizeof(*e->wb[i].w));
+			if (!e->wb[i].io || !e->wb[i].w)
+				r = -ENOMEM;
+		}
 	}
 	pthread_mutex_lock(&sp->lock);
 	if (!r && sp->n_ents == sp->cap_ents) {
@@ -526,8 +600,11 @@ static void entry_free(struct entry *e)
 		return;
 	tier_nvme_free(e->tier); /* waits for its I/O; the files go with every extent */
 	free(e->io);
-	free(e->w);
 	free(e->r);
+	for (int i = 0; i < 2; i++) {
+		free(e->wb[i].io);
+		free(e->wb[i].w);
+	}
 	free(e->ext);
 	free(e);
 }

@@ -56,7 +56,8 @@ struct spill_stats {
 	uint64_t bytes_used; /* extents in use x their size, summed over the tiers */
 	uint64_t disk_bytes_reserved;
 	struct hist restore_ns; /* Forecast of a spilled unit -> its answer */
-	struct hist spill_ns;	/* one eviction write batch */
+	struct hist spill_ns;	/* one eviction write batch, started to done */
+	uint64_t spill_busy_ns; /* wall time with eviction writes in flight (batches overlap) */
 	struct hist read_ns;	/* one restore read batch */
 	char aio[24];		/* backend of the tiers ("uring", "sync", ...) */
 };

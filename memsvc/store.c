@@ -38,6 +38,7 @@ int store_open(const struct store_opts *o, struct store **out)
 		s->word_ext = malloc(o->unit_words_cap * sizeof(*s->word_ext));
 		s->word_step = calloc(o->unit_words_cap, sizeof(*s->word_step));
 		s->slot_word = calloc(o->n_slots, sizeof(*s->slot_word));
+		s->slot_writing = calloc(o->n_slots, sizeof(*s->slot_writing));
 		s->cand = malloc((size_t)o->n_slots * 2 * sizeof(*s->cand));
 		s->clean = malloc((size_t)o->n_slots * 2 * sizeof(*s->clean));
 		if (s->word_ext)
@@ -47,7 +48,8 @@ int store_open(const struct store_opts *o, struct store **out)
 	if (!s->row_gen || !s->row_open || !s->row_word || !s->row_blocks || !s->ext ||
 	    !s->slot_state || !s->slot_lease || !s->free_stack || !s->deferred ||
 	    (o->tiered &&
-	     (!s->word_ext || !s->word_step || !s->slot_word || !s->cand || !s->clean))) {
+	     (!s->word_ext || !s->word_step || !s->slot_word || !s->slot_writing || !s->cand ||
+	      !s->clean))) {
 		store_free(s);
 		return -ENOMEM;
 	}
@@ -81,6 +83,7 @@ void store_free(struct store *s)
 	free(s->word_ext);
 	free(s->word_step);
 	free(s->slot_word);
+	free(s->slot_writing);
 	free(s->loadq);
 	free(s->ext_free);
 	free(s->cand);

@@ -118,8 +118,9 @@ void store_get_stats(const struct store *s, struct store_stats *st);
 /* ---- the tier (opts.tiered; all calls under the session lock, I/O between them) ---------- */
 
 /*
- * Units to evict now: slots in use above high_slots down to low_slots, or enough for queued
- * restores when no slot is free. 0 when not tiered.
+ * Units to evict now: slots in use above high_slots down to low_slots (less the units whose
+ * writes are in flight), or enough for queued restores when no slot is free. 0 when not
+ * tiered.
  */
 uint32_t store_evict_want(struct store *s);
 /*
@@ -133,12 +134,15 @@ void store_evict_sort(struct store *s);
 /*
  * Pick up to want RESIDENT victims, oldest last-selected step first. Units already on disk
  * (restored, unchanged) become SPILLED at once (counted in *dropped); the others fill io
- * (at most cap) for the caller to write. Returns how many io entries were filled.
+ * (at most cap) for the caller to write; their slots count as being written (never picked
+ * again, not in store_evict_want) until store_evict_done, so the next batch can be picked
+ * while this one is on the disk. Returns how many io entries were filled.
  */
 uint32_t store_evict_pick(struct store *s, uint32_t want, struct store_io *io, uint32_t cap,
 			  uint32_t *dropped);
 /*
- * After the writes: a unit still unchanged with res 0 records its extent and becomes SPILLED
+ * After the writes (every entry of a pick comes back here exactly once, whatever its res): a
+ * unit still unchanged with res 0 records its extent and becomes SPILLED
  * (its slot returns under the epoch rule) unless a Forecast selected it meanwhile (then it
  * stays RESIDENT, now also on disk). Extents of units that changed go to the release list.
  * Returns how many became SPILLED.

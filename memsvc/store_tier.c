@@ -87,8 +87,10 @@ static uint32_t candidates(struct store *s, bool clean_only, uint64_t *out)
 
 	for (uint32_t slot = 0; slot < s->o.n_slots; slot++) {
 		uint64_t word, w;
-		/* leased for a step the client has not finished: it may be reading it now */
-		if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > epoch)
+		/* leased for a step the client has not finished: it may be reading it now; or in
+		 * a spill write already */
+		if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > epoch ||
+		    s->slot_writing[slot])
 			continue;
 		word = s->slot_word[slot];
 		w = word_load(s, word);
@@ -142,8 +144,8 @@ uint32_t store_evict_want(struct store *s)
 	if (!s->o.tiered)
 		return 0;
 	used = s->o.n_slots - s->n_free - s->n_deferred;
-	if (used > s->o.high_slots)
-		want = used - s->o.low_slots;
+	if (used > s->o.high_slots && used - s->o.low_slots > s->n_writing)
+		want = used - s->o.low_slots - s->n_writing; /* those in flight go when written */
 	if (s->loadq_n && !s->n_free && want < s->loadq_n)
 		want = s->loadq_n;
 	return want > UINT32_MAX ? UINT32_MAX : (uint32_t)want;
@@ -171,7 +173,8 @@ static bool cand_valid(struct store *s, uint32_t i)
 	uint32_t slot = (uint32_t)s->cand[2 * i + 1];
 	uint64_t word, w;
 
-	if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > store_client_epoch(s))
+	if (s->slot_state[slot] != SLOT_USED || s->slot_lease[slot] > store_client_epoch(s) ||
+	    s->slot_writing[slot])
 		return false;
 	word = s->slot_word[slot];
 	w = word_load(s, word);
@@ -211,6 +214,8 @@ uint32_t store_evict_pick(struct store *s, uint32_t want, struct store_io *io, u
 					  .slot = slot,
 					  .gen = sp_unit_word_gen(word_load(s, word))};
 		word_ident(s, word, &io[k]);
+		s->slot_writing[slot] = 1; /* until store_evict_done: no second pick meanwhile */
+		s->n_writing++;
 		k++;
 	}
 	return k;
@@ -222,6 +227,10 @@ uint32_t store_evict_done(struct store *s, struct store_io *io, uint32_t n)
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_io *x = &io[i];
+		if (s->slot_writing[x->slot]) {
+			s->slot_writing[x->slot] = 0;
+			s->n_writing--;
+		}
 		if (x->res)
 			continue; /* stays RESIDENT and dirty; the next pass may try again */
 		if (word_load(s, x->word) != x->word_val) {

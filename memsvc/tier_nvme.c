@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * NVMe tier storage: spill files, the extent bitmap, and batched writes / verified reads
- * through a staging buffer (registered as aio fixed buffers) so that a unit reaches the
- * caller only after its header and CRC32C checked out. See tier_nvme.h for the contract.
+ * through staging buffers (registered as aio fixed buffers) so that a unit reaches the
+ * caller only after its header and CRC32C checked out. Two lanes, each with its own staging
+ * buffer, let one call be staged while the other's I/O is in flight, so the disk never waits
+ * for the CPU between batches. See tier_nvme.h for the contract.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,7 @@
 #define TN_TAG "tier_nvme"
 #define TN_MAX_DIRS 16u
 #define TN_MAX_FILES 64u
+#define TN_LANES 2u
 
 struct tn_file {
 	int fd;
@@ -41,6 +44,22 @@ struct tn_group {
 	bool pending; /* submitted, completion not reaped */
 };
 
+/* One call's staging buffer and state: free, busy (started, not yet waited) or stuck. */
+struct tn_lane {
+	uint8_t *stage;	     /* stage_ext extents, inside the registered region */
+	struct tn_group *groups;
+	uint32_t *slot_req;  /* staging slot -> request index of the call */
+	uint64_t *ext;	     /* [stage_ext] extents of the call */
+	struct tier_nvme_wreq *cur_w;
+	struct tier_nvme_rreq *cur_r;
+	uint32_t n_req;	     /* requests of the call */
+	uint32_t ng, next, done, inflight; /* groups; next to submit; completed; in the aio */
+	uint64_t call_id;		   /* tags: call_id << 32 | group index */
+	uint64_t enospc_before;		   /* write: ENOSPC events when it started */
+	bool busy;
+	bool stuck; /* a timed-out call's I/O still owns the staging buffer */
+};
+
 struct tier_nvme {
 	struct tier_nvme_opts o;
 	struct tn_file *files;
@@ -50,22 +69,15 @@ struct tier_nvme {
 	uint32_t hdr_bytes; /* header block: the files' direct-I/O alignment, 512 B to 4 KiB */
 	uint64_t ext_bytes, per_file, n_ext;
 	uint64_t *bitmap, hint;
-	uint8_t *stage;
-	uint32_t stage_ext; /* extents that fit in the staging buffer */
-	struct tn_group *groups;
-	uint32_t *slot_req; /* staging slot -> request index of the current call */
-	uint64_t *chunk_ext; /* [stage_ext] extents of the chunk being staged */
-	struct tier_nvme_wreq *cur_w;
-	struct tier_nvme_rreq *cur_r;
-	uint64_t call_id;  /* tags: call_id << 32 | group index */
-	bool stuck;	   /* a timed-out call's I/O still owns the staging buffer */
+	uint8_t *stage;	    /* TN_LANES staging buffers, one registered region */
+	uint32_t stage_ext; /* extents that fit in one lane's staging buffer */
+	struct tn_lane lanes[TN_LANES];
+	uint64_t call_seq;
 	uint64_t retry_ms; /* degraded: earliest next attempt */
 	struct tier_nvme_stats st;
 };
 
 /* ---- extents ---------------------------------------------------------------------------- */
-
-static int tn_run_groups(struct tier_nvme *t, uint32_t ng);
 
 static bool tn_ext_used(const struct tier_nvme *t, uint64_t e)
 {
@@ -180,9 +192,10 @@ bool tier_nvme_degraded(const struct tier_nvme *t)
 
 /* ---- headers ---------------------------------------------------------------------------- */
 
-static uint8_t *tn_slot(const struct tier_nvme *t, uint32_t k)
+static uint8_t *tn_slot(const struct tier_nvme *t, const struct tn_lane *l, uint32_t k)
 {
-	return t->stage + (uint64_t)k * t->ext_bytes;
+	(void)t;
+	return l->stage + (uint64_t)k * t->ext_bytes;
 }
 
 static uint32_t tn_crc(const struct tier_nvme_hdr *h, const uint8_t *data, uint32_t len)
@@ -193,10 +206,9 @@ static uint32_t tn_crc(const struct tier_nvme_hdr *h, const uint8_t *data, uint3
 	return crc32c(crc32c(0, &c, sizeof(c)), data, len);
 }
 
-static void tn_stage_unit(struct tier_nvme *t, uint32_t k, const struct tier_nvme_key *key,
+static void tn_stage_unit(struct tier_nvme *t, uint8_t *blk, const struct tier_nvme_key *key,
 			  uint64_t e, const void *unit)
 {
-	uint8_t *blk = tn_slot(t, k);
 	struct tier_nvme_hdr h = {.magic = TIER_NVME_MAGIC,
 				  .version = TIER_NVME_VERSION,
 				  .unit_bytes = t->o.unit_bytes,
@@ -218,9 +230,9 @@ static void tn_stage_unit(struct tier_nvme *t, uint32_t k, const struct tier_nvm
 }
 
 /* 0 when the staged extent is the unit asked for, else -EBADMSG with the counter moved. */
-static int tn_verify(struct tier_nvme *t, uint32_t k, const struct tier_nvme_key *key, uint64_t e)
+static int tn_verify(struct tier_nvme *t, const uint8_t *blk, const struct tier_nvme_key *key,
+		     uint64_t e)
 {
-	const uint8_t *blk = tn_slot(t, k);
 	struct tier_nvme_hdr h;
 
 	memcpy(&h, blk, sizeof(h));
@@ -240,11 +252,12 @@ static int tn_verify(struct tier_nvme *t, uint32_t k, const struct tier_nvme_key
 
 /* ---- completions ------------------------------------------------------------------------ */
 
-static void tn_write_done(struct tier_nvme *t, struct tn_group *g, int res)
+static void tn_write_done(struct tier_nvme *t, struct tn_lane *l, struct tn_group *g, int res)
 {
 	uint64_t len = (uint64_t)g->n * t->ext_bytes;
+	bool ok = res >= 0 && (uint64_t)res == len;
 
-	if (res >= 0 && (uint64_t)res == len) {
+	if (ok) {
 		t->st.units_written += g->n;
 		t->st.bytes_written += len;
 	} else if (res == -ENOSPC) {
@@ -253,8 +266,7 @@ static void tn_write_done(struct tier_nvme *t, struct tn_group *g, int res)
 		t->st.io_errors++;
 	}
 	for (uint32_t m = 0; m < g->n; m++) {
-		struct tier_nvme_wreq *w = t->cur_w ? &t->cur_w[t->slot_req[g->k0 + m]] : NULL;
-		bool ok = res >= 0 && (uint64_t)res == len;
+		struct tier_nvme_wreq *w = l->cur_w ? &l->cur_w[l->slot_req[g->k0 + m]] : NULL;
 		if (!ok)
 			tier_nvme_extent_free(t, g->first_ext + m);
 		if (w)
@@ -262,87 +274,118 @@ static void tn_write_done(struct tier_nvme *t, struct tn_group *g, int res)
 	}
 }
 
-static void tn_read_done(struct tier_nvme *t, struct tn_group *g, int res)
+static void tn_read_done(struct tier_nvme *t, struct tn_lane *l, struct tn_group *g, int res)
 {
 	uint64_t len = (uint64_t)g->n * t->ext_bytes;
 	bool ok = res >= 0 && (uint64_t)res == len;
 
-	if (!t->cur_r)
+	if (!l->cur_r)
 		return;
 	if (!ok && res != -ETIMEDOUT)
 		t->st.io_errors++;
 	if (ok)
 		t->st.bytes_read += len;
 	for (uint32_t m = 0; m < g->n; m++) {
-		struct tier_nvme_rreq *r = &t->cur_r[t->slot_req[g->k0 + m]];
+		struct tier_nvme_rreq *r = &l->cur_r[l->slot_req[g->k0 + m]];
+		const uint8_t *blk = tn_slot(t, l, g->k0 + m);
 		if (!ok) {
 			r->res = res < 0 ? res : -EIO;
 			continue;
 		}
-		r->res = tn_verify(t, g->k0 + m, &r->key, g->first_ext + m);
+		r->res = tn_verify(t, blk, &r->key, g->first_ext + m);
 		if (r->res == 0) {
-			memcpy(r->dst, tn_slot(t, g->k0 + m) + t->hdr_bytes, t->o.unit_bytes);
+			memcpy(r->dst, blk + t->hdr_bytes, t->o.unit_bytes);
 			t->st.units_read++;
 		}
 	}
 }
 
-static void tn_group_done(struct tier_nvme *t, uint32_t gi, int res)
+static void tn_group_done(struct tier_nvme *t, struct tn_lane *l, uint32_t gi, int res)
 {
-	struct tn_group *g = &t->groups[gi];
+	struct tn_group *g = &l->groups[gi];
 
+	if (g->pending)
+		l->inflight--;
 	g->pending = false;
+	l->done++;
 	if (g->write)
-		tn_write_done(t, g, res);
+		tn_write_done(t, l, g, res);
 	else
-		tn_read_done(t, g, res);
+		tn_read_done(t, l, g, res);
 }
 
-/* An earlier call timed out: collect what finished since, without waiting. 0 or -EBUSY. */
-static int tn_drain(struct tier_nvme *t)
+/* Route a completion to its lane's group; stale tags (of no live call) are dropped. */
+static void tn_dispatch(struct tier_nvme *t, const struct aio_cqe *c)
 {
-	struct aio_cqe c[16];
-	int got;
+	uint32_t gi = (uint32_t)c->tag;
 
-	if (!t->stuck)
-		return 0;
-	t->cur_w = NULL; /* that call's requests are gone; only its extents are ours */
-	t->cur_r = NULL;
-	while ((got = aio_reap(t->aio, c, 16, 0)) > 0) {
-		for (int i = 0; i < got; i++) {
-			uint32_t gi = (uint32_t)c[i].tag;
-			if (c[i].tag >> 32 == t->call_id && gi < t->stage_ext &&
-			    t->groups[gi].pending)
-				tn_group_done(t, gi, -ETIMEDOUT);
+	for (uint32_t i = 0; i < TN_LANES; i++) {
+		struct tn_lane *l = &t->lanes[i];
+		if ((l->busy || l->stuck) && c->tag >> 32 == l->call_id && gi < l->ng &&
+		    l->groups[gi].pending) {
+			/* a stuck lane's requests are gone: only its extents are still ours */
+			tn_group_done(t, l, gi, l->stuck ? -ETIMEDOUT : c->res);
+			return;
 		}
 	}
-	if (aio_inflight(t->aio) > 0)
-		return -EBUSY;
-	t->stuck = false;
+}
+
+/* Reap what finished (waiting up to timeout_ms for the first). Returns the count or <= 0. */
+static int tn_reap(struct tier_nvme *t, int timeout_ms)
+{
+	struct aio_cqe c[16];
+	int got = aio_reap(t->aio, c, 16, timeout_ms);
+
+	for (int i = 0; i < got; i++)
+		tn_dispatch(t, &c[i]);
+	return got;
+}
+
+/* Timed-out calls: collect what finished since, without waiting. 0, or -EBUSY while a stuck
+ * lane's I/O is still in flight (new calls are refused until the disk answers). */
+static int tn_drain(struct tier_nvme *t)
+{
+	bool stuck = false;
+
+	for (uint32_t i = 0; i < TN_LANES; i++)
+		stuck |= t->lanes[i].stuck;
+	if (!stuck)
+		return 0;
+	while (tn_reap(t, 0) > 0)
+		;
+	for (uint32_t i = 0; i < TN_LANES; i++) {
+		struct tn_lane *l = &t->lanes[i];
+		if (l->stuck && l->inflight > 0)
+			return -EBUSY;
+		l->stuck = false;
+	}
 	return 0;
 }
 
 /* Time out: what never started fails now; what is in flight keeps the staging buffer. */
-static int tn_timeout(struct tier_nvme *t, uint32_t next, uint32_t ng)
+static int tn_timeout(struct tier_nvme *t, struct tn_lane *l)
 {
-	for (uint32_t gi = 0; gi < ng; gi++) {
-		struct tn_group *g = &t->groups[gi];
-		if (gi >= next) {
-			tn_group_done(t, gi, -ETIMEDOUT);
+	for (uint32_t gi = 0; gi < l->ng; gi++) {
+		struct tn_group *g = &l->groups[gi];
+		if (gi >= l->next) {
+			tn_group_done(t, l, gi, -ETIMEDOUT);
 			continue;
 		}
 		if (!g->pending)
 			continue;
 		for (uint32_t m = 0; m < g->n; m++) {
-			uint32_t j = t->slot_req[g->k0 + m];
+			uint32_t j = l->slot_req[g->k0 + m];
 			if (g->write)
-				t->cur_w[j].res = -ETIMEDOUT;
+				l->cur_w[j].res = -ETIMEDOUT;
 			else
-				t->cur_r[j].res = -ETIMEDOUT;
+				l->cur_r[j].res = -ETIMEDOUT;
 		}
 	}
 	t->st.io_errors++;
-	t->stuck = true;
+	l->busy = false;
+	l->stuck = l->inflight > 0;
+	l->cur_w = NULL; /* the caller's requests are answered; only the extents stay ours */
+	l->cur_r = NULL;
 	log_warn(TN_TAG, "spill I/O timed out", "in_flight=%u timeout_ms=%d", aio_inflight(t->aio),
 		 t->o.io_timeout_ms);
 	return -ETIMEDOUT;
@@ -352,53 +395,58 @@ static int tn_timeout(struct tier_nvme *t, uint32_t next, uint32_t ng)
  * Copy a write group's units (header, CRC32C) into its staging slots just before it is
  * submitted, so staging the next group overlaps the I/O of the ones before it.
  */
-static void tn_stage_group(struct tier_nvme *t, struct tn_group *g)
+static void tn_stage_group(struct tier_nvme *t, struct tn_lane *l, struct tn_group *g)
 {
-	if (!g->write || g->staged || !t->cur_w)
+	if (!g->write || g->staged || !l->cur_w)
 		return;
 	for (uint32_t m = 0; m < g->n; m++) {
-		const struct tier_nvme_wreq *w = &t->cur_w[t->slot_req[g->k0 + m]];
-		tn_stage_unit(t, g->k0 + m, &w->key, g->first_ext + m, w->unit);
+		const struct tier_nvme_wreq *w = &l->cur_w[l->slot_req[g->k0 + m]];
+		tn_stage_unit(t, tn_slot(t, l, g->k0 + m), &w->key, g->first_ext + m, w->unit);
 	}
 	g->staged = true;
 }
 
-static int tn_run_groups(struct tier_nvme *t, uint32_t ng)
+/* Submit the lane's groups while the queue has room (staging each write group first). */
+static void tn_pump(struct tier_nvme *t, struct tn_lane *l)
 {
-	uint32_t next = 0, done = 0;
-	struct aio_cqe c[16];
-
-	t->call_id++;
-	while (done < ng) {
-		for (; next < ng; next++) {
-			struct tn_group *g = &t->groups[next];
-			tn_stage_group(t, g);
-			int rc = aio_prep(t->aio, g->write ? AIO_OP_WRITE : AIO_OP_READ, g->file,
-					  tn_slot(t, g->k0), (size_t)g->n * t->ext_bytes,
-					  tn_ext_off(t, g->first_ext), t->call_id << 32 | next);
-			if (rc == -EBUSY)
-				break;
-			g->pending = rc == 0;
-			if (rc < 0) {
-				tn_group_done(t, next, rc);
-				done++;
-			} else if (g->write) {
-				aio_submit(t->aio); /* start it while the next group is staged */
-			}
-		}
-		aio_submit(t->aio); /* an error here shows again in aio_reap */
-		if (done == ng)
+	for (; l->next < l->ng; l->next++) {
+		struct tn_group *g = &l->groups[l->next];
+		tn_stage_group(t, l, g);
+		int rc = aio_prep(t->aio, g->write ? AIO_OP_WRITE : AIO_OP_READ, g->file,
+				  tn_slot(t, l, g->k0), (size_t)g->n * t->ext_bytes,
+				  tn_ext_off(t, g->first_ext), l->call_id << 32 | l->next);
+		if (rc == -EBUSY)
 			break;
-		int got = aio_reap(t->aio, c, 16, t->o.io_timeout_ms);
-		if (got <= 0)
-			return tn_timeout(t, next, ng);
-		for (int i = 0; i < got; i++) {
-			uint32_t gi = (uint32_t)c[i].tag;
-			if (c[i].tag >> 32 != t->call_id || gi >= ng || !t->groups[gi].pending)
-				continue;
-			tn_group_done(t, gi, c[i].res);
-			done++;
+		if (rc < 0) {
+			tn_group_done(t, l, l->next, rc);
+			continue;
 		}
+		g->pending = true;
+		l->inflight++;
+		if (g->write)
+			aio_submit(t->aio); /* start it while the next group is staged */
+	}
+	aio_submit(t->aio); /* an error here shows again in aio_reap */
+}
+
+/* Stage what the queue could not take yet: a started write no longer reads its units. */
+static void tn_stage_rest(struct tier_nvme *t, struct tn_lane *l)
+{
+	for (uint32_t gi = l->next; gi < l->ng; gi++)
+		tn_stage_group(t, l, &l->groups[gi]);
+}
+
+/* Run a lane's call to its end: 0 or -ETIMEDOUT (tn_timeout). */
+static int tn_finish(struct tier_nvme *t, struct tn_lane *l)
+{
+	while (l->done < l->ng) {
+		for (uint32_t i = 0; i < TN_LANES; i++)
+			if (t->lanes[i].busy)
+				tn_pump(t, &t->lanes[i]);
+		if (l->done == l->ng)
+			break;
+		if (tn_reap(t, t->o.io_timeout_ms) <= 0)
+			return tn_timeout(t, l);
 	}
 	return 0;
 }
@@ -406,21 +454,22 @@ static int tn_run_groups(struct tier_nvme *t, uint32_t ng)
 /* ---- calls ------------------------------------------------------------------------------ */
 
 /* Cut staged slots [0, ns) into runs of consecutive extents of one file. */
-static uint32_t tn_make_groups(struct tier_nvme *t, const uint64_t *ext, uint32_t ns, bool write)
+static uint32_t tn_make_groups(struct tier_nvme *t, struct tn_lane *l, uint32_t ns, bool write)
 {
 	uint32_t ng = 0;
 
 	for (uint32_t k = 0; k < ns; k++) {
-		struct tn_group *g = ng ? &t->groups[ng - 1] : NULL;
+		struct tn_group *g = ng ? &l->groups[ng - 1] : NULL;
+		uint64_t e = l->ext[k];
 		/* Runs are cut at max_io_bytes: several operations in flight beat one long one. */
-		if (g && ext[k] == g->first_ext + g->n && ext[k] / t->per_file == g->file &&
+		if (g && e == g->first_ext + g->n && e / t->per_file == g->file &&
 		    (uint64_t)(g->n + 1) * t->ext_bytes <= t->o.max_io_bytes) {
 			g->n++;
 			continue;
 		}
-		t->groups[ng++] = (struct tn_group){.file = (uint32_t)(ext[k] / t->per_file),
+		l->groups[ng++] = (struct tn_group){.file = (uint32_t)(e / t->per_file),
 						    .n = 1,
-						    .first_ext = ext[k],
+						    .first_ext = e,
 						    .k0 = k,
 						    .write = write};
 	}
@@ -442,31 +491,76 @@ static int tn_write_alloc(struct tier_nvme *t, uint64_t *e)
 	return rc;
 }
 
-static int tn_write_chunk(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n,
-			  uint64_t *ext)
+/* A free lane, or NULL (both busy, or a timed-out call's I/O still out: -EBUSY). */
+static struct tn_lane *tn_lane_get(struct tier_nvme *t, int *rc)
 {
-	uint64_t enospc_before = t->st.enospc_events;
-	uint32_t ns = 0, stored = 0;
-	int rc;
+	*rc = tn_drain(t);
+	if (*rc < 0)
+		return NULL;
+	for (uint32_t i = 0; i < TN_LANES; i++)
+		if (!t->lanes[i].busy && !t->lanes[i].stuck)
+			return &t->lanes[i];
+	*rc = -EBUSY;
+	return NULL;
+}
 
+/* Start a call of n <= stage_ext requests on lane l: extents, groups, first submissions. */
+static void tn_start(struct tier_nvme *t, struct tn_lane *l, struct tier_nvme_wreq *w,
+		     struct tier_nvme_rreq *r, uint32_t n)
+{
+	uint32_t ns = 0;
+
+	l->enospc_before = t->st.enospc_events;
 	for (uint32_t j = 0; j < n; j++) {
-		reqs[j].res = tn_write_alloc(t, &reqs[j].extent);
-		if (reqs[j].res < 0)
-			continue;
-		t->slot_req[ns] = j; /* staged by tn_run_groups, group by group */
-		ext[ns++] = reqs[j].extent;
+		if (w) {
+			w[j].res = tn_write_alloc(t, &w[j].extent);
+			if (w[j].res < 0)
+				continue;
+			l->ext[ns] = w[j].extent;
+		} else {
+			uint64_t e = r[j].extent;
+			r[j].res = e >= t->n_ext ? -EINVAL : !tn_ext_used(t, e) ? -ENOENT : 0;
+			if (r[j].res < 0)
+				continue;
+			l->ext[ns] = e;
+		}
+		l->slot_req[ns++] = j; /* a write's units are staged group by group */
 	}
-	t->cur_w = reqs;
-	t->cur_r = NULL;
-	uint32_t ng = tn_make_groups(t, ext, ns, true);
-	t->st.write_ios += ng;
-	rc = tn_run_groups(t, ng);
-	for (uint32_t j = 0; j < n; j++)
-		stored += reqs[j].res == 0;
+	l->cur_w = w;
+	l->cur_r = r;
+	l->n_req = n;
+	l->call_id = ++t->call_seq;
+	l->ng = tn_make_groups(t, l, ns, w != NULL);
+	l->next = l->done = l->inflight = 0;
+	l->busy = true;
+	if (w)
+		t->st.write_ios += l->ng;
+	else
+		t->st.read_ios += l->ng;
+	tn_pump(t, l);
+	if (w)
+		tn_stage_rest(t, l);
+}
+
+/* End a lane's call: wait for it, count. Returns stored / hit requests or -ETIMEDOUT. */
+static int tn_end(struct tier_nvme *t, struct tn_lane *l)
+{
+	struct tier_nvme_wreq *w = l->cur_w;
+	struct tier_nvme_rreq *r = l->cur_r;
+	uint32_t ok = 0;
+	int rc = tn_finish(t, l);
+
+	if (rc < 0)
+		return rc; /* tn_timeout answered the requests and released the lane */
+	for (uint32_t j = 0; j < l->n_req; j++)
+		ok += (w ? w[j].res : r[j].res) == 0;
 	/* recovered: an attempt after the back-off stored units and met no ENOSPC */
-	if (stored > 0 && t->st.enospc_events == enospc_before)
+	if (w && ok > 0 && t->st.enospc_events == l->enospc_before)
 		tn_recovered(t);
-	return rc < 0 ? rc : (int)stored;
+	l->busy = false;
+	l->cur_w = NULL;
+	l->cur_r = NULL;
+	return (int)ok;
 }
 
 /* Requests a failed call never reached get its error too. */
@@ -482,48 +576,61 @@ static int tn_fail_rest(struct tier_nvme_wreq *w, struct tier_nvme_rreq *r, uint
 	return rc;
 }
 
-static int tn_read_chunk(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n,
-			 uint64_t *ext)
+static bool tn_stuck(const struct tier_nvme *t)
 {
-	uint32_t ns = 0, hits = 0;
-	int rc;
+	for (uint32_t i = 0; i < TN_LANES; i++)
+		if (t->lanes[i].stuck)
+			return true;
+	return false;
+}
 
-	for (uint32_t j = 0; j < n; j++) {
-		uint64_t e = reqs[j].extent;
-		reqs[j].res = e >= t->n_ext ? -EINVAL : !tn_ext_used(t, e) ? -ENOENT : 0;
-		if (reqs[j].res < 0)
-			continue;
-		t->slot_req[ns] = j;
-		ext[ns++] = e;
-	}
-	t->cur_w = NULL;
-	t->cur_r = reqs;
-	uint32_t ng = tn_make_groups(t, ext, ns, false);
-	t->st.read_ios += ng;
-	rc = tn_run_groups(t, ng);
-	t->cur_r = NULL;
-	for (uint32_t j = 0; j < n; j++)
-		hits += reqs[j].res == 0;
-	return rc < 0 ? rc : (int)hits;
+/* End a lane's call and add its count to *done: 0 or -ETIMEDOUT. */
+static int tn_end_count(struct tier_nvme *t, struct tn_lane *l, int *done)
+{
+	int k = tn_end(t, l);
+
+	if (k < 0)
+		return k;
+	*done += k;
+	return 0;
 }
 
 /*
- * Writes (w) or reads (r) of n units, one staging buffer's worth at a time. Returns the units
- * stored or hit; the requests after a failed chunk get its error (-EBUSY after a timeout: the
- * timed-out I/O still owns the staging buffer).
+ * Writes (w) or reads (r) of n units, one staging buffer's worth per lane: each chunk is
+ * started before the one in flight is waited for. Returns the units stored or hit; the
+ * requests after a failed chunk get its error (-EBUSY after a timeout: the timed-out I/O still
+ * owns its staging buffer; a chunk started next to a timed-out one times out with it).
  */
 static int tn_chunks(struct tier_nvme *t, struct tier_nvme_wreq *w, struct tier_nvme_rreq *r,
 		     uint32_t n)
 {
-	int rc = tn_drain(t), done = 0;
+	struct tn_lane *prev = NULL;
 	uint32_t i = 0;
+	int rc = 0, done = 0;
 
-	for (; rc == 0 && i < n; i += t->stage_ext) {
+	while (rc == 0 && i < n) {
 		uint32_t m = n - i < t->stage_ext ? n - i : t->stage_ext;
-		rc = w ? tn_write_chunk(t, w + i, m, t->chunk_ext)
-		       : tn_read_chunk(t, r + i, m, t->chunk_ext);
-		done += rc > 0 ? rc : 0;
-		rc = rc < 0 ? rc : 0;
+		struct tn_lane *l = tn_lane_get(t, &rc);
+		if (!l && prev && rc == -EBUSY && !tn_stuck(t)) {
+			/* every lane is out (one with another caller's write): ours first */
+			rc = tn_end_count(t, prev, &done);
+			prev = NULL;
+			if (rc == 0)
+				l = tn_lane_get(t, &rc);
+		}
+		if (!l)
+			break;
+		tn_start(t, l, w ? w + i : NULL, w ? NULL : r + i, m);
+		i += m;
+		if (prev)
+			rc = tn_end_count(t, prev, &done);
+		prev = l;
+	}
+	if (prev) {
+		if (rc == 0)
+			rc = tn_end_count(t, prev, &done);
+		else
+			(void)tn_timeout(t, prev);
 	}
 	if (rc == -ETIMEDOUT) {
 		tn_fail_rest(w, r, i, n, -EBUSY);
@@ -542,6 +649,33 @@ int tier_nvme_write(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n
 int tier_nvme_read(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n)
 {
 	return tn_chunks(t, NULL, reqs, n);
+}
+
+int tier_nvme_write_start(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n)
+{
+	struct tn_lane *l;
+	int rc;
+
+	if (n == 0 || n > t->stage_ext)
+		return tn_fail_rest(reqs, NULL, 0, n, -EINVAL);
+	l = tn_lane_get(t, &rc);
+	if (!l)
+		return tn_fail_rest(reqs, NULL, 0, n, rc);
+	tn_start(t, l, reqs, NULL, n);
+	return (int)(l - t->lanes);
+}
+
+int tier_nvme_write_wait(struct tier_nvme *t, int handle)
+{
+	if (handle < 0 || (uint32_t)handle >= TN_LANES || !t->lanes[handle].busy ||
+	    !t->lanes[handle].cur_w)
+		return -EINVAL;
+	return tn_end(t, &t->lanes[handle]);
+}
+
+uint32_t tier_nvme_batch_units(const struct tier_nvme *t)
+{
+	return t->stage_ext;
 }
 
 /* ---- open / free ------------------------------------------------------------------------ */
@@ -658,13 +792,20 @@ static int tn_alloc_tables(struct tier_nvme *t)
 	if (t->stage_ext == 0)
 		t->stage_ext = 1;
 	t->bitmap = calloc((t->n_ext + 63) / 64, sizeof(*t->bitmap));
-	t->groups = calloc(t->stage_ext, sizeof(*t->groups));
-	t->slot_req = calloc(t->stage_ext, sizeof(*t->slot_req));
-	t->chunk_ext = calloc(t->stage_ext, sizeof(*t->chunk_ext));
-	if (!t->bitmap || !t->groups || !t->slot_req || !t->chunk_ext)
+	if (!t->bitmap)
 		return -ENOMEM;
-	if (posix_memalign((void **)&t->stage, TIER_NVME_ALIGN, t->stage_ext * t->ext_bytes))
+	if (posix_memalign((void **)&t->stage, TIER_NVME_ALIGN,
+			   TN_LANES * t->stage_ext * t->ext_bytes))
 		return -ENOMEM;
+	for (uint32_t i = 0; i < TN_LANES; i++) {
+		struct tn_lane *l = &t->lanes[i];
+		l->stage = t->stage + (uint64_t)i * t->stage_ext * t->ext_bytes;
+		l->groups = calloc(t->stage_ext, sizeof(*l->groups));
+		l->slot_req = calloc(t->stage_ext, sizeof(*l->slot_req));
+		l->ext = calloc(t->stage_ext, sizeof(*l->ext));
+		if (!l->groups || !l->slot_req || !l->ext)
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -684,7 +825,7 @@ static int tn_open_aio(struct tier_nvme *t)
 	if (rc < 0)
 		return rc;
 	/* fixed buffers are an optimisation: without them (RLIMIT_MEMLOCK) I/O still works */
-	aio_buffers_register(t->aio, t->stage, t->stage_ext * t->ext_bytes);
+	aio_buffers_register(t->aio, t->stage, TN_LANES * t->stage_ext * t->ext_bytes);
 	return 0;
 }
 
@@ -744,9 +885,11 @@ void tier_nvme_free(struct tier_nvme *t)
 	}
 	free(t->files);
 	free(t->bitmap);
-	free(t->groups);
-	free(t->slot_req);
-	free(t->chunk_ext);
+	for (uint32_t i = 0; i < TN_LANES; i++) {
+		free(t->lanes[i].groups);
+		free(t->lanes[i].slot_req);
+		free(t->lanes[i].ext);
+	}
 	free(t->stage);
 	free(t);
 }

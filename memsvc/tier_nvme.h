@@ -51,7 +51,7 @@ struct tier_nvme_opts {
 	uint64_t grow_bytes;	/* fallocate step as extents are first used (default 64 MiB) */
 	uint32_t unit_bytes;	/* 1..SP_MAX_UNIT_BYTES */
 	uint32_t header_bytes;	/* 0: the files' alignment and block size (512..4096); else that */
-	uint32_t batch_bytes;	/* staging buffer (default 4 MiB, at least one extent) */
+	uint32_t batch_bytes;	/* staging buffer of each of the two lanes (default 4 MiB, >= 1 extent) */
 	uint32_t max_io_bytes;	/* longest single operation (default 1 MiB; one extent at least) */
 	uint32_t queue_depth;	/* aio depth (default 64) */
 	enum aio_kind aio_kind; /* default AIO_KIND_URING; AIO_KIND_AUTO falls back to sync */
@@ -113,6 +113,19 @@ int tier_nvme_write(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n
  * A miss leaves dst untouched.
  */
 int tier_nvme_read(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n);
+/*
+ * A write in two halves, so the caller can prepare its next batch while this one's I/O runs:
+ * start allocates, stages (copies every unit: the units may change once it returns) and
+ * submits n <= tier_nvme_batch_units() requests on one of the tier's two staging lanes and
+ * returns a handle >= 0; -EBUSY when no lane is free (both out, or a timed-out call's I/O
+ * still owns one; every request then has res = -EBUSY), -EINVAL for n. reqs must stay valid
+ * until wait, which waits for that write and returns what tier_nvme_write would. Reads and
+ * writes in between (on the other lane) are allowed.
+ */
+int tier_nvme_write_start(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n);
+int tier_nvme_write_wait(struct tier_nvme *t, int handle);
+/* Units one lane's staging buffer holds (opts.batch_bytes / extent bytes, at least 1). */
+uint32_t tier_nvme_batch_units(const struct tier_nvme *t);
 /* Release an extent. Returns 0, -EINVAL (out of range), -ENOENT (not allocated). */
 int tier_nvme_extent_free(struct tier_nvme *t, uint64_t extent);
 

@@ -220,6 +220,47 @@ static void test_freed_during_io(void **state)
 	assert_int_equal(st.slots_free + st.slots_deferred, SLOTS - 4);
 }
 
+/*
+ * Two batches in flight: the second pick (cap 1 per batch, forced by the watermark) never
+ * takes a unit of the first, want counts the first as going, and a write that failed leaves
+ * its unit pickable again.
+ */
+static void test_batches_in_flight(void **state)
+{
+	struct fx *f = *state;
+	struct store_io a[16], b[16], c[16];
+	uint32_t dropped, ka, kb, kc;
+
+	fill(f, 8); /* 8 used, high 6, low 4: want 4 */
+	assert_int_equal(store_evict_want(f->s), 4);
+	ka = store_evict_pick(f->s, store_evict_want(f->s), a, 2, &dropped);
+	assert_int_equal(ka, 2);
+	assert_int_equal(store_evict_want(f->s), 2); /* two are on their way */
+	kb = store_evict_pick(f->s, store_evict_want(f->s), b, 16, &dropped);
+	assert_int_equal(kb, 2);
+	for (uint32_t i = 0; i < ka; i++)
+		for (uint32_t j = 0; j < kb; j++)
+			assert_int_not_equal(a[i].slot, b[j].slot);
+	assert_int_equal(store_evict_want(f->s), 0);
+	assert_int_equal(store_evict_pick(f->s, 4, c, 16, &dropped), 4); /* the other four */
+	for (uint32_t i = 0; i < 4; i++) {
+		c[i].res = -EIO; /* never written: they stay RESIDENT and pickable */
+		b[i % 2].res = 0;
+		b[i % 2].extent = 200 + b[i % 2].block;
+	}
+	assert_int_equal(store_evict_done(f->s, c, 4), 0);
+	assert_int_equal(store_evict_done(f->s, b, kb), 2);
+	/* the first batch failed: its units count again */
+	for (uint32_t i = 0; i < ka; i++)
+		a[i].res = -ENOSPC;
+	assert_int_equal(store_evict_done(f->s, a, ka), 0);
+	assert_int_equal(store_evict_want(f->s), 0); /* 6 used: at the high mark again */
+	kc = store_evict_pick(f->s, 2, c, 16, &dropped);
+	assert_int_equal(kc, 2);
+	assert_int_equal(c[0].slot, a[0].slot); /* oldest first, as before */
+	assert_int_equal(state_of(f, b[0].block), SP_UNIT_SPILLED);
+}
+
 static void test_full_arena_waits_or_refuses(void **state)
 {
 	struct fx *f = *state;
@@ -251,6 +292,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_restore_and_clean_drop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_restore_is_a_miss, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_freed_during_io, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batches_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_arena_waits_or_refuses, setup, teardown),
 	};
 

@@ -400,6 +400,53 @@ static void test_hung_write(void **state)
 	assert_int_equal(check_units(f, 4, 4), 0);
 }
 
+/*
+ * The two-halves write: both lanes out at once (a third start is refused with every request
+ * answered), a read and a plain write while they run, the units changed after start (staged
+ * already), every unit read back; bad counts and handles refused.
+ */
+static void test_write_start_wait(void **state)
+{
+	struct fx *f = *state;
+	uint32_t b, h[2];
+	int rc;
+
+	assert_int_equal(open_tier(f), 0);
+	b = tier_nvme_batch_units(f->t);
+	assert_int_equal(b, (1u << 20) / tier_nvme_extent_bytes(f->t));
+	assert_true(4 * b <= NUNITS);
+	assert_int_equal(write_units(f, 0, b), (int)b); /* to read while the lanes are out */
+	for (uint32_t k = 0; k < 3; k++)
+		for (uint32_t i = (k + 1) * b; i < (k + 2) * b; i++)
+			f->w[i] = (struct tier_nvme_wreq){.key = key_of(i),
+							  .unit = f->units + (size_t)i * UNIT};
+	for (uint32_t k = 0; k < 2; k++) {
+		rc = tier_nvme_write_start(f->t, f->w + (k + 1) * b, b);
+		assert_true(rc >= 0);
+		h[k] = (uint32_t)rc;
+	}
+	assert_int_not_equal(h[0], h[1]);
+	assert_int_equal(tier_nvme_write_start(f->t, f->w + 3 * b, b), -EBUSY);
+	for (uint32_t i = 3 * b; i < 4 * b; i++)
+		assert_int_equal(f->w[i].res, -EBUSY);
+	/* staged at start: what the caller does with its buffers now changes nothing */
+	memset(f->units + (size_t)b * UNIT, 0x5a, UNIT);
+	assert_int_equal(tier_nvme_write_wait(f->t, (int)h[0]), (int)b);
+	assert_int_equal(read_units(f, 0, b), (int)b); /* on the lane the first write freed */
+	assert_int_equal(check_units(f, 0, b), 0);
+	assert_int_equal(write_units(f, 3 * b, b), (int)b);
+	assert_int_equal(tier_nvme_write_wait(f->t, (int)h[1]), (int)b);
+	assert_int_equal(tier_nvme_write_wait(f->t, (int)h[1]), -EINVAL); /* waited already */
+	fill_units(f, 1); /* the bytes that were written */
+	assert_int_equal(read_units(f, 0, 4 * b), (int)(4 * b));
+	assert_int_equal(check_units(f, 0, 4 * b), 0);
+	assert_int_equal(tier_nvme_write_start(f->t, f->w, b + 1), -EINVAL);
+	assert_int_equal(f->w[b].res, -EINVAL);
+	assert_int_equal(tier_nvme_write_start(f->t, f->w, 0), -EINVAL);
+	assert_int_equal(tier_nvme_write_wait(f->t, 2), -EINVAL);
+	assert_int_equal(tier_nvme_write_wait(f->t, -1), -EINVAL);
+}
+
 /* One run of the fault loop: write, read, free; a clean error and no leak whatever fails. */
 static void fault_loop_run(struct fx *f)
 {
@@ -524,6 +571,7 @@ int main(void)
 	    BOTH(test_injected_write_eio),
 	    BOTH(test_injected_enospc),
 	    BOTH(test_hung_write),
+	    BOTH(test_write_start_wait),
 	    BOTH(test_fault_loop),
 	    BOTH(test_real_enospc),
 	    cmocka_unit_test_prestate_setup_teardown(test_open_args, setup, teardown,
