@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The sparda-compute job: config table, model (the embedded tiny model is generated on first
- * use), backend choice, prompts, the host store, one runner per mode, and the results.
+ * The sparda-compute job: config table, model (the embedded tiny model is generated, and its
+ * Forecast fitted, on first use), backend choice, prompts, the host store, one runner per
+ * mode, and the results.
  */
 #include <errno.h>
 #include <limits.h>
@@ -73,10 +74,36 @@ int job_default_model_dir(char *buf, size_t len)
 	const char *base = getenv("XDG_CACHE_HOME");
 	int n;
 	if (base && base[0])
-		n = snprintf(buf, len, "%s/sparda/model-tiny-v2", base);
+		n = snprintf(buf, len, "%s/sparda/model-tiny-v3", base);
 	else
-		n = snprintf(buf, len, "/tmp/sparda-model-tiny-v2-%u", (unsigned)getuid());
+		n = snprintf(buf, len, "/tmp/sparda-model-tiny-v3-%u", (unsigned)getuid());
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/*
+ * The tiny preset's Forecast is fitted (ridge only, CPU backend with one thread, so every
+ * machine writes the same bytes) over the generator's untrained one, a few seconds once.
+ * Larger presets keep the generator's: on the CPU their fit would take minutes (`sparda
+ * gen-model --train-forecast` does it where a GPU is).
+ */
+static int fit_forecast(const char *preset, const char *dir, char *err, size_t err_len)
+{
+	struct train_dir_opts o;
+	struct train_report rep;
+	int rc;
+
+	if (strcmp(preset, "tiny") != 0)
+		return 0;
+	train_dir_opts_default(&o);
+	o.backend = "cpu";
+	if ((rc = train_forecast_dir(dir, &o, &rep, err, err_len)))
+		return rc;
+	log_info("job", "fitted the embedded model's Forecast",
+		 "fit=ridge recall=%.4f untrained=%.4f",
+		 train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
+		 train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)));
+	train_report_fini(&rep);
+	return 0;
 }
 
 /* Generate the preset into a temp dir and rename it into place (concurrent jobs race safely). */
@@ -109,7 +136,8 @@ static int ensure_model(const struct job_config *cfg, char *dir, size_t len, cha
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
 	log_info("job", "generating the embedded model", "preset=%s dir=%s", cfg->preset, dir);
-	if ((rc = model_generate(tmp, &mc, 1234, err, err_len)))
+	if ((rc = model_generate(tmp, &mc, 1234, err, err_len)) ||
+	    (rc = fit_forecast(cfg->preset, tmp, err, err_len)))
 		return rc;
 	if (rename(tmp, dir) != 0 && stat(probe, &st) != 0) {
 		rc = err_from_errno();
@@ -139,6 +167,34 @@ static int open_backend(const struct job_config *cfg, struct kb **kb, char *err,
 	return rc;
 }
 
+/* Which Forecast file the model holds and whether it was trained (its metadata), logged. */
+static void forecast_describe(struct job *j, const char *model_dir)
+{
+	const struct train_file_info *fi = &j->forecast;
+	int rc;
+
+	j->forecast_path[0] = '\0';
+	memset(&j->forecast, 0, sizeof(j->forecast));
+	if (!j->model->has_forecast) {
+		log_info("job", "no Forecast", "model=%s", model_dir);
+		return;
+	}
+	if (j->cfg->forecast[0])
+		snprintf(j->forecast_path, sizeof(j->forecast_path), "%s", j->cfg->forecast);
+	else
+		snprintf(j->forecast_path, sizeof(j->forecast_path), "%s/forecast.safetensors",
+			 model_dir);
+	rc = train_file_info(j->forecast_path, &j->forecast);
+	if (rc == -ENOENT && !j->cfg->forecast[0]) /* the tensors are in the model's own files */
+		snprintf(j->forecast_path, sizeof(j->forecast_path), "%s", model_dir);
+	else if (rc)
+		log_warn("job", "cannot read the Forecast file's metadata", "path=%s err=%s",
+			 j->forecast_path, err_name(rc));
+	log_info("job", "Forecast", "path=%s trained=%s fit=%s recall_heldout=%.4f",
+		 j->forecast_path, fi->trained ? "true" : "false", fi->trained ? fi->fit : "none",
+		 fi->recall);
+}
+
 int job_open(struct job *j, char *model_dir, size_t len)
 {
 	const struct job_config *cfg = j->cfg;
@@ -154,6 +210,7 @@ int job_open(struct job *j, char *model_dir, size_t len)
 			sizeof(j->err));
 	if (rc)
 		return rc;
+	forecast_describe(j, model_dir);
 	if (cfg->metrics_port &&
 	    (rc = cmetrics_open((uint16_t)cfg->metrics_port, j->model->cfg.n_layers, &j->metrics,
 				j->err, sizeof(j->err))))

@@ -5,6 +5,7 @@
 
 #include "job.h"
 #include "model.h"
+#include "train.h"
 
 struct job_result {
 	enum runner_mode mode;     /* what was asked */
@@ -22,6 +23,8 @@ struct job {
 	const struct job_config *cfg;
 	FILE *out;
 	struct model *model;
+	char forecast_path[JOB_PATH_MAX + 32]; /* the Forecast file model_open loaded ("" none) */
+	struct train_file_info forecast;       /* what that file says about its training */
 	struct kb *kb;
 	struct kvhost *host;
 	struct cmetrics *metrics;  /* --metrics-port, or NULL */

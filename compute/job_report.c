@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The job's results: one table row per mode (tokens/s, prefill, hit rate, bytes, late units,
- * equality with its twin), a per-layer table, and the same figures as JSON (json-c).
+ * The job's results: which Forecast ran, one table row per mode (tokens/s, prefill, hit rate,
+ * bytes, late units, recall, equality with its twin), a per-layer table, and the same figures
+ * as JSON (json-c).
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -117,6 +118,12 @@ static void print_layer(FILE *o, uint32_t l, const struct runner_layer_stats *ls
 void job_print(struct job *j)
 {
 	FILE *o = j->out;
+	if (j->forecast_path[0] && j->forecast.trained)
+		fprintf(o, "\nforecast: %s (trained: %s, held-out recall %.3f, untrained %.3f)",
+			j->forecast_path, j->forecast.fit, j->forecast.recall,
+			j->forecast.recall_untrained);
+	else if (j->forecast_path[0])
+		fprintf(o, "\nforecast: %s (untrained)", j->forecast_path);
 	fprintf(o, "\n%-18s %12s %10s %9s %12s %12s %10s %7s %s\n", "mode", "decode tok/s",
 		"prefill s", "hit rate", "bytes H2D", "bytes D2H", "late units", "recall",
 		"equals twin");
@@ -231,6 +238,23 @@ static void resources_json(json_object *o, const struct job_result *r, const str
 	json_object_object_add(o, "decode_fetch_exposed_ms", json_object_new_double(exposed));
 }
 
+/* "forecast": {path, trained, fit, recall_heldout}, or null when the model has none. */
+static json_object *forecast_json(const struct job *j)
+{
+	json_object *o;
+
+	if (!j->forecast_path[0])
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "path", json_object_new_string(j->forecast_path));
+	json_object_object_add(o, "trained", json_object_new_boolean(j->forecast.trained));
+	json_object_object_add(o, "fit", j->forecast.trained
+						? json_object_new_string(j->forecast.fit)
+						: NULL);
+	json_object_object_add(o, "recall_heldout", opt_double(j->forecast.recall));
+	return o;
+}
+
 static json_object *tokens_json(const struct job *j, const struct job_result *r)
 {
 	json_object *seqs = json_object_new_array();
@@ -269,6 +293,7 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "units_forecast",
 			       json_object_new_int64((int64_t)r->st.units_forecast));
 	json_object_object_add(o, "equals_twin", tw < 0 ? NULL : json_object_new_boolean(tw));
+	json_object_object_add(o, "forecast", forecast_json(j));
 	recall_json(o, r);
 	resources_json(o, r, &t);
 	if (r->note[0])

@@ -376,6 +376,16 @@ const struct st_tensor *st_find(const struct st_file *f, const char *name)
 	return bsearch(&key, f->t, f->n, sizeof(*f->t), st_cmp_name);
 }
 
+const char *st_meta(const struct st_file *f, const char *key)
+{
+	struct json_object *meta, *v;
+
+	if (!json_object_object_get_ex(f->root, "__metadata__", &meta) ||
+	    !json_object_object_get_ex(meta, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
 /* ---- writer ---- */
 
 static struct json_object *st_header_entry(const struct st_wtensor *t, uint64_t begin, uint64_t end)
@@ -401,8 +411,9 @@ out_free:
 }
 
 /* Validate the tensor list and build the JSON header; bytes[i] gets tensor i's size. */
-static int st_build_header(const struct st_wtensor *t, uint32_t n, uint64_t *bytes,
-			   struct json_object **out, char *err, size_t err_len)
+static int st_build_header(const struct st_wtensor *t, uint32_t n, const struct st_meta_kv *kv,
+			   uint32_t n_kv, uint64_t *bytes, struct json_object **out, char *err,
+			   size_t err_len)
 {
 	struct json_object *root = json_object_new_object(), *meta = json_object_new_object();
 	uint64_t off = 0;
@@ -411,6 +422,15 @@ static int st_build_header(const struct st_wtensor *t, uint32_t n, uint64_t *byt
 	if (!root || !meta)
 		goto out_nomem;
 	json_object_object_add(meta, "format", json_object_new_string("pt"));
+	for (i = 0; i < n_kv; i++) {
+		if (!kv[i].key || !kv[i].key[0] || !kv[i].value) {
+			json_object_put(root);
+			json_object_put(meta);
+			return st_fail(err, err_len, -EINVAL, "metadata entry %u: no key or value",
+				       i);
+		}
+		json_object_object_add(meta, kv[i].key, json_object_new_string(kv[i].value));
+	}
 	json_object_object_add(root, "__metadata__", meta);
 	meta = NULL;
 	for (i = 0; i < n; i++) {
@@ -521,6 +541,13 @@ static int st_write_stream(FILE *fp, const char *tmp, const struct st_wtensor *t
 int st_write(const char *path, const struct st_wtensor *t, uint32_t n, const struct st_fill *fill,
 	     char *err, size_t err_len)
 {
+	return st_write_meta(path, t, n, fill, NULL, 0, err, err_len);
+}
+
+int st_write_meta(const char *path, const struct st_wtensor *t, uint32_t n,
+		  const struct st_fill *fill, const struct st_meta_kv *meta, uint32_t n_meta,
+		  char *err, size_t err_len)
+{
 	struct json_object *root = NULL;
 	uint64_t *bytes = calloc(n + 1, sizeof(*bytes));
 	void *buf = malloc(ST_CHUNK_BYTES);
@@ -533,7 +560,7 @@ int st_write(const char *path, const struct st_wtensor *t, uint32_t n, const str
 		rc = st_fail(err, err_len, -ENOMEM, "%s: out of memory", path);
 		goto out_free;
 	}
-	rc = st_build_header(t, n, bytes, &root, err, err_len);
+	rc = st_build_header(t, n, meta, n_meta, bytes, &root, err, err_len);
 	if (rc)
 		goto out_free;
 	fp = fopen(tmp, "wb");

@@ -66,6 +66,9 @@ uint32_t st_count(const struct st_file *f);
 const struct st_tensor *st_at(const struct st_file *f, uint32_t i);
 /* Tensor by name, or NULL when absent. */
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
+/* The "__metadata__" string value of `key`, or NULL (no such key, or not a string). Valid
+ * until st_close. */
+const char *st_meta(const struct st_file *f, const char *key);
 
 /* One tensor to write. Either `data` (product(shape) elements) or the writer's fill callback. */
 struct st_wtensor {
@@ -94,5 +97,16 @@ struct st_fill {
  */
 int st_write(const char *path, const struct st_wtensor *t, uint32_t n, const struct st_fill *fill,
 	     char *err, size_t err_len);
+
+/* One "__metadata__" entry (the format allows string values only). */
+struct st_meta_kv {
+	const char *key, *value;
+};
+
+/* st_write with n_meta more "__metadata__" entries next to {"format": "pt"} (-EINVAL for a
+ * NULL or empty key or a NULL value). */
+int st_write_meta(const char *path, const struct st_wtensor *t, uint32_t n,
+		  const struct st_fill *fill, const struct st_meta_kv *meta, uint32_t n_meta,
+		  char *err, size_t err_len);
 
 #endif

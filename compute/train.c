@@ -100,6 +100,7 @@ static int ctx_init(struct train_ctx *c)
 		c->kf = c->sp.ck_kernel;
 		c->kst = c->sp.ck_stride;
 	}
+	c->teacher = c->o->fit != TRAIN_FIT_RIDGE;
 	c->scale = 1.0f / sqrtf((float)c->d);
 	c->logits_gemm = !c->o->logits_host;
 	c->qstart = c->o->query_start;
@@ -129,8 +130,8 @@ static int ctx_init(struct train_ctx *c)
 		s->m = calloc(n, 4);
 		s->v = calloc(n, 4);
 		s->g = calloc(n, 4);
-		s->best = c->o->val ? calloc(n, 4) : NULL;
-		if (!s->w || !s->m || !s->v || !s->g || (c->o->val && !s->best))
+		s->best = c->o->val && c->teacher ? calloc(n, 4) : NULL;
+		if (!s->w || !s->m || !s->v || !s->g || (c->o->val && c->teacher && !s->best))
 			return -ENOMEM;
 	}
 	return 0;
@@ -214,7 +215,15 @@ static int eval_trained(struct train_ctx *c, struct train_report *rep)
 	struct train_eval e;
 	int rc;
 
-	for (uint32_t k = 0; k < c->n_slots; k++) {
+	for (uint32_t k = 0; !c->teacher && k < c->n_slots; k++) { /* the ridge is written */
+		struct train_layer_report *lr = &rep->layers[k];
+
+		lr->kl_trained = lr->kl_ridge;
+		lr->recall_trained = lr->recall_ridge;
+		lr->teacher_recall_trained = lr->teacher_recall_ridge;
+		lr->best_step = 0;
+	}
+	for (uint32_t k = 0; c->teacher && k < c->n_slots; k++) {
 		struct train_layer_report *lr = &rep->layers[k];
 
 		if ((rc = train_eval_slot(c, &c->ev, &c->slots[k], c->slots[k].w, &e)))
@@ -249,9 +258,11 @@ int train_forecast(struct kb *kb, const struct model *m, const struct train_opts
 		rc = -ENOMEM;
 		goto out;
 	}
+	rep->fit = o->fit;
+	rep->kl_measured = c.teacher;
 	if ((rc = train_collect(&c, o->train, false, &c.tr)) ||
 	    (rc = train_collect(&c, o->heldout, true, &c.ev)) ||
-	    (o->val && (rc = train_collect(&c, o->val, true, &c.va))))
+	    (o->val && c.teacher && (rc = train_collect(&c, o->val, true, &c.va))))
 		goto out;
 	rep->train_queries = c.tr.queries * c.n_kv;
 	rep->eval_queries = c.ev.queries * c.n_kv;
@@ -260,11 +271,11 @@ int train_forecast(struct kb *kb, const struct model *m, const struct train_opts
 	t0 = now_s();
 	if ((rc = train_grad_open(&c, rows_needed(&c))) || (rc = eval_baselines(&c, rep)))
 		goto out;
-	if ((rc = train_fit(&c, rep)))
+	if (c.teacher && (rc = train_fit(&c, rep)))
 		goto out;
 	rep->fit_s = now_s() - t0;
 	t0 = now_s();
-	if ((rc = eval_trained(&c, rep)) || (rc = train_write_forecast(&c, out_path)))
+	if ((rc = eval_trained(&c, rep)) || (rc = train_write_forecast(&c, out_path, rep)))
 		goto out;
 	rep->eval_s = now_s() - t0;
 out:

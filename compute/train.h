@@ -28,6 +28,15 @@
  */
 enum train_loss { TRAIN_LOSS_PAPER = 0, TRAIN_LOSS_SCORED = 1, TRAIN_LOSS_BLOCKS = 2 };
 
+/*
+ * How the projections are fitted. ADAMW (the default): the ridge start, then AdamW on the KL
+ * with the teacher. RIDGE: the closed-form ridge only; the collection skips the teacher (and
+ * the fine-grid keys), so the run is a few forward passes and one solve per projection, and
+ * the report holds the recall figures but no KL or teacher figures. steps, batch, lr, val,
+ * checkpoint, loss and teacher_kernel are then not used.
+ */
+enum train_fit { TRAIN_FIT_ADAMW = 0, TRAIN_FIT_RIDGE = 1 };
+
 enum train_phase { TRAIN_PHASE_COLLECT = 0, TRAIN_PHASE_FIT = 1, TRAIN_PHASE_EVAL = 2 };
 
 /* What the progress callback sees. `done` of `total` sequences (COLLECT, EVAL) or steps (FIT). */
@@ -51,6 +60,7 @@ struct train_opts {
 	 */
 	const struct calib_set *val;
 	uint32_t val_every;
+	enum train_fit fit;    /* TRAIN_FIT_ADAMW (default) or TRAIN_FIT_RIDGE */
 	uint32_t steps;	       /* AdamW steps (0: ridge initialisation only) */
 	uint32_t batch;	       /* sequences per step (<= train->n_seqs) */
 	float lr;	       /* AdamW learning rate (constant) */
@@ -95,6 +105,8 @@ struct train_layer_report {
 };
 
 struct train_report {
+	enum train_fit fit;
+	bool kl_measured; /* KL and teacher figures are there (not with TRAIN_FIT_RIDGE) */
 	uint32_t n_slots; /* projections trained: n_layers - 1 Forecasts + q_curr */
 	struct train_layer_report *layers;    /* n_slots entries, owned (train_report_fini) */
 	uint32_t start_step, steps;	      /* start_step > 0 when resumed from a checkpoint */
@@ -111,7 +123,8 @@ void train_opts_default(struct train_opts *o);
 /*
  * Train every Forecast projection of `m` (the backbone is read, never changed) on kb, write the
  * Forecast file to out_path (bf16 [n_kv * head_dim, hidden]: q_future_proj of layers
- * 0 .. n_layers-2 and q_curr_proj of layer 0) and fill *rep (caller frees with
+ * 0 .. n_layers-2 and q_curr_proj of layer 0; its safetensors metadata says how it was fitted
+ * and its held-out recall, see train_file_info) and fill *rep (caller frees with
  * train_report_fini). Deterministic for a fixed seed, data and backend thread count.
  * Returns 0 or -errno: -EINVAL (bad options, a sequence too short for the sparse config, a
  * checkpoint made with other settings), -ENOMEM, -EIO (backend), -ECANCELED (progress asked to
@@ -120,6 +133,54 @@ void train_opts_default(struct train_opts *o);
 int train_forecast(struct kb *kb, const struct model *m, const struct train_opts *o,
 		   const char *out_path, struct train_report *rep, char *err, size_t err_len);
 void train_report_fini(struct train_report *rep);
+
+/*
+ * What a Forecast file says about itself: train_forecast writes "sparda.forecast.fit"
+ * ("ridge" or "adamw") and the mean held-out recalls into its "__metadata__"; a file without
+ * them (the synthetic generator's, or one from elsewhere) counts as untrained.
+ */
+struct train_file_info {
+	bool trained;
+	char fit[16];		 /* "ridge", "adamw", or "" when untrained */
+	double recall;		 /* held-out recall of the written weights (-1: not recorded) */
+	double recall_untrained; /* of the untrained (Kaiming) baseline (-1: not recorded) */
+};
+/* Returns 0, or -errno of opening the file (-ENOENT, -EINVAL for a bad file). */
+int train_file_info(const char *path, struct train_file_info *info);
+
+/*
+ * The ridge-only fit of a model directory's Forecast (train_forecast_dir): the model in dir,
+ * synthetic calibration sequences, the result written to dir/forecast.safetensors (the file
+ * that was there, the generator's, is the untrained baseline of the report).
+ */
+struct train_dir_opts {
+	const char *backend;   /* "auto" (CUDA when present), "cpu" or "cuda" */
+	uint32_t threads;      /* CPU backend threads (0: all) */
+	uint32_t seqs;	       /* training sequences */
+	uint32_t heldout;      /* held-out sequences of the report */
+	uint32_t seq_len;      /* tokens per sequence (0: twice the first sampled position) */
+	uint32_t query_stride; /* every n-th position past the first is sampled */
+	uint32_t max_queries;  /* sampled positions per sequence (0: no cap) */
+	uint64_t seed;
+};
+
+/*
+ * Defaults: auto backend, 1 thread, 4 + 2 sequences, seq_len 0, query stride 2, at most 1024
+ * queries per sequence (the tiny model samples 512 of its 2048 tokens: 2048 rows for a
+ * hidden size of 256; an 8B shape's 16K-token sequences give 4096 rows for 4096), seed 1.
+ */
+void train_dir_opts_default(struct train_dir_opts *o);
+
+/*
+ * Fit dir's Forecast with TRAIN_FIT_RIDGE and write dir/forecast.safetensors (atomically).
+ * Deterministic for fixed options, model and backend. Fills *rep (train_report_fini).
+ * Returns 0 or -errno with a message in err.
+ */
+int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct train_report *rep,
+		       char *err, size_t err_len);
+
+/* Open the backend by name ("auto": CUDA when available, else the CPU). -EINVAL: bad name. */
+int train_open_backend(const char *name, uint32_t threads, struct kb **kb);
 
 /* Mean over the projections of one report field (by offset into train_layer_report). */
 double train_report_mean(const struct train_report *rep, size_t field_offset);

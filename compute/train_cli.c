@@ -18,7 +18,7 @@
 #include "train.h"
 
 struct cli_args {
-	const char *model, *out, *calib, *ckpt, *json, *backend, *teacher, *loss;
+	const char *model, *out, *calib, *ckpt, *json, *backend, *teacher, *loss, *fit;
 	uint32_t seqs, heldout, val, val_every, seq_len, steps, batch, threads, host_threads,
 	    qstride, qstart, max_q, every;
 	uint64_t seed;
@@ -48,6 +48,9 @@ static const struct cli_flag {
      "choosing the step whose weight is written; 0: the last step's (4)"},
     {"val-every", CLI_U32, offsetof(struct cli_args, val_every), "steps between validations (25)"},
     {"seq-len", CLI_U32, offsetof(struct cli_args, seq_len), "tokens per sequence (2048)"},
+    {"fit", CLI_STR, offsetof(struct cli_args, fit),
+     "adamw (the ridge start, then AdamW on the KL with the teacher; default) or ridge (the "
+     "closed-form ridge only: no teacher, no validation, no KL figures; seconds)"},
     {"steps", CLI_U32, offsetof(struct cli_args, steps), "AdamW steps (200)"},
     {"lr", CLI_DBL, offsetof(struct cli_args, lr), "learning rate (5e-4, the paper's)"},
     {"batch", CLI_U32, offsetof(struct cli_args, batch), "sequences per step (8; paper 32)"},
@@ -289,6 +292,15 @@ static int cli_progress(void *ctx, const struct train_progress *p)
 
 #define FIELD(f) offsetof(struct train_layer_report, f)
 
+/* A KL column: "-" where it was not measured (the ridge-only fit). */
+static void cli_kl(const struct train_report *r, double v)
+{
+	if (r->kl_measured)
+		printf(" %9.4f", v);
+	else
+		printf(" %9s", "-");
+}
+
 static void cli_table(const struct train_report *r)
 {
 	printf("%-16s %9s %9s %9s %9s %9s %9s %9s\n", "projection", "kl_untr", "kl_ridge",
@@ -301,17 +313,25 @@ static void cli_table(const struct train_report *r)
 			snprintf(name, sizeof(name), "L0 q_curr");
 		else
 			snprintf(name, sizeof(name), "L%u -> L%u", l->in_layer, l->tgt_layer);
-		printf("%-16s %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f\n", name, l->kl_untrained,
-		       l->kl_ridge, l->kl_trained, l->recall_untrained, l->recall_ridge,
+		printf("%-16s", name);
+		cli_kl(r, l->kl_untrained);
+		cli_kl(r, l->kl_ridge);
+		cli_kl(r, l->kl_trained);
+		printf(" %9.4f %9.4f %9.4f %9.4f\n", l->recall_untrained, l->recall_ridge,
 		       l->recall_prev_step, l->recall_trained);
 	}
-	printf("%-16s %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f\n", "mean",
-	       train_report_mean(r, FIELD(kl_untrained)), train_report_mean(r, FIELD(kl_ridge)),
-	       train_report_mean(r, FIELD(kl_trained)),
-	       train_report_mean(r, FIELD(recall_untrained)),
+	printf("%-16s", "mean");
+	cli_kl(r, train_report_mean(r, FIELD(kl_untrained)));
+	cli_kl(r, train_report_mean(r, FIELD(kl_ridge)));
+	cli_kl(r, train_report_mean(r, FIELD(kl_trained)));
+	printf(" %9.4f %9.4f %9.4f %9.4f\n", train_report_mean(r, FIELD(recall_untrained)),
 	       train_report_mean(r, FIELD(recall_ridge)),
 	       train_report_mean(r, FIELD(recall_prev_step)),
 	       train_report_mean(r, FIELD(recall_trained)));
+	if (!r->kl_measured) {
+		printf("fit: ridge only (no teacher: no KL or teacher figures)\n");
+		return;
+	}
 	printf("recall against the teacher's blocks (what the KL distils): untrained %.4f, "
 	       "ridge %.4f, trained %.4f\n",
 	       train_report_mean(r, FIELD(teacher_recall_untrained)),
@@ -328,29 +348,36 @@ static void cli_table(const struct train_report *r)
 static const struct {
 	const char *key;
 	size_t off;
+	bool teacher; /* measured only with the teacher (not by the ridge-only fit) */
 } cli_keys[] = {
-    {"kl_before", FIELD(kl_untrained)},
-    {"kl_ridge", FIELD(kl_ridge)},
-    {"kl_after", FIELD(kl_trained)},
-    {"recall_untrained", FIELD(recall_untrained)},
-    {"recall_ridge", FIELD(recall_ridge)},
-    {"recall_prev_step", FIELD(recall_prev_step)},
-    {"recall_trained", FIELD(recall_trained)},
-    {"teacher_recall_untrained", FIELD(teacher_recall_untrained)},
-    {"teacher_recall_ridge", FIELD(teacher_recall_ridge)},
-    {"teacher_recall_trained", FIELD(teacher_recall_trained)},
-    {"teacher_agreement", FIELD(teacher_agreement)},
+    {"kl_before", FIELD(kl_untrained), true},
+    {"kl_ridge", FIELD(kl_ridge), true},
+    {"kl_after", FIELD(kl_trained), true},
+    {"recall_untrained", FIELD(recall_untrained), false},
+    {"recall_ridge", FIELD(recall_ridge), false},
+    {"recall_prev_step", FIELD(recall_prev_step), false},
+    {"recall_trained", FIELD(recall_trained), false},
+    {"teacher_recall_untrained", FIELD(teacher_recall_untrained), true},
+    {"teacher_recall_ridge", FIELD(teacher_recall_ridge), true},
+    {"teacher_recall_trained", FIELD(teacher_recall_trained), true},
+    {"teacher_agreement", FIELD(teacher_agreement), true},
 };
+#define CLI_N_KEYS (sizeof(cli_keys) / sizeof(cli_keys[0]))
+
+/* A report value as JSON: null where it was not measured. */
+static json_object *cli_value_json(const struct train_report *r, size_t i, double v)
+{
+	return cli_keys[i].teacher && !r->kl_measured ? NULL : json_object_new_double(v);
+}
 
 static int cli_json(const char *path, const struct train_report *r, const struct cli_args *a)
 {
 	json_object *o = json_object_new_object(), *arr = json_object_new_array();
 	int rc;
 
-	for (size_t i = 0; i < sizeof(cli_keys) / sizeof(cli_keys[0]); i++)
-		json_object_object_add(
-		    o, cli_keys[i].key,
-		    json_object_new_double(train_report_mean(r, cli_keys[i].off)));
+	for (size_t i = 0; i < CLI_N_KEYS; i++)
+		json_object_object_add(o, cli_keys[i].key,
+				       cli_value_json(r, i, train_report_mean(r, cli_keys[i].off)));
 	for (uint32_t k = 0; k < r->n_slots; k++) {
 		json_object *l = json_object_new_object();
 
@@ -360,14 +387,16 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 		json_object_object_add(l, "q_curr", json_object_new_boolean(r->layers[k].curr));
 		json_object_object_add(l, "best_step",
 				       json_object_new_int64(r->layers[k].best_step));
-		for (size_t i = 0; i < sizeof(cli_keys) / sizeof(cli_keys[0]); i++)
+		for (size_t i = 0; i < CLI_N_KEYS; i++)
 			json_object_object_add(
 			    l, cli_keys[i].key,
-			    json_object_new_double(
+			    cli_value_json(
+				r, i,
 				*(const double *)((const char *)&r->layers[k] + cli_keys[i].off)));
 		json_object_array_add(arr, l);
 	}
 	json_object_object_add(o, "layers", arr);
+	json_object_object_add(o, "fit", json_object_new_string(a->fit));
 	json_object_object_add(o, "steps", json_object_new_int64(r->steps));
 	json_object_object_add(o, "start_step", json_object_new_int64(r->start_step));
 	json_object_object_add(o, "lr", json_object_new_double(a->lr));
@@ -393,24 +422,6 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	return rc;
 }
 
-static int cli_backend(const struct cli_args *a, struct kb **kb)
-{
-	struct kb_opts ko = {.kind = KB_KIND_CPU, .cpu_threads = (int)a->threads};
-	int rc;
-
-	if (strcmp(a->backend, "cuda") == 0 ||
-	    (strcmp(a->backend, "auto") == 0 && kb_cuda_available()))
-		ko.kind = KB_KIND_CUDA;
-	else if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "auto") != 0)
-		return -EINVAL;
-	rc = kb_open(&ko, kb);
-	if (rc && ko.kind == KB_KIND_CUDA && strcmp(a->backend, "auto") == 0) {
-		ko.kind = KB_KIND_CPU;
-		rc = kb_open(&ko, kb);
-	}
-	return rc;
-}
-
 static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 {
 	struct calib_set tr = {0}, ev = {0}, va = {0};
@@ -432,25 +443,33 @@ static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 	o.host_threads = a->host_threads;
 	if ((rc = cli_teacher(a, &o)))
 		goto out;
+	if (strcmp(a->fit, "adamw") && strcmp(a->fit, "ridge")) {
+		fprintf(stderr, "train-forecast: --fit is adamw or ridge, not '%s'\n", a->fit);
+		rc = -EINVAL;
+		goto out;
+	}
+	o.fit = strcmp(a->fit, "ridge") ? TRAIN_FIT_ADAMW : TRAIN_FIT_RIDGE;
 	o.checkpoint = a->ckpt;
 	o.checkpoint_every = a->every;
 	o.progress = cli_progress;
 	o.progress_ctx = &cp;
+	if (o.fit == TRAIN_FIT_RIDGE)
+		a->val = 0; /* nothing to choose between: the ridge is the only weight */
 	if ((rc = cli_data(a, m, m->cfg.sparse.block + 2, &tr, &ev, &va)))
 		goto out;
 	o.train = &tr;
 	o.heldout = &ev;
-	o.val = a->val ? &va : NULL;
+	o.val = a->val && o.fit == TRAIN_FIT_ADAMW ? &va : NULL;
 	o.val_every = a->val_every;
 	if ((rc = train_forecast(kb, m, &o, a->out, &rep, err, sizeof(err)))) {
 		fprintf(stderr, "train-forecast: %s\n", err);
 		goto out;
 	}
 	cli_table(&rep);
-	printf("train-forecast: wrote %s (%u projections, %u steps, %.1fs collect, %.1fs fit, "
-	       "%.3fs per step, %.1fs eval, %.2f GiB collected)\n",
-	       a->out, rep.n_slots, rep.steps, rep.collect_s, rep.fit_s, rep.step_s, rep.eval_s,
-	       (double)rep.host_bytes / (1u << 30));
+	printf("train-forecast: wrote %s (%u projections, fit %s, %u steps, %.1fs collect, "
+	       "%.1fs fit, %.3fs per step, %.1fs eval, %.2f GiB collected)\n",
+	       a->out, rep.n_slots, a->fit, rep.steps, rep.collect_s, rep.fit_s, rep.step_s,
+	       rep.eval_s, (double)rep.host_bytes / (1u << 30));
 	if (a->json && (rc = cli_json(a->json, &rep, a)))
 		fprintf(stderr, "train-forecast: cannot write %s\n", a->json);
 out:
@@ -478,7 +497,8 @@ int train_forecast_main(int argc, char **argv)
 			     .every = 50,
 			     .backend = "auto",
 			     .teacher = "fine",
-			     .loss = "paper"};
+			     .loss = "paper",
+			     .fit = "adamw"};
 	struct model *m = NULL;
 	struct kb *kb = NULL;
 	int rc = cli_parse(argc, argv, &a);
@@ -492,7 +512,7 @@ int train_forecast_main(int argc, char **argv)
 	}
 	if ((rc = cli_model(&a, &m)))
 		goto out;
-	if ((rc = cli_backend(&a, &kb))) {
+	if ((rc = train_open_backend(a.backend, a.threads, &kb))) {
 		fprintf(stderr, "train-forecast: cannot open the %s backend: %s\n", a.backend,
 			strerror(-rc));
 		goto out;

@@ -220,11 +220,12 @@ static int fwd_rope_ck(struct train_fwd *f, uint32_t t)
 	if ((rc = k->rope(f->kb, KB_STREAM_COMPUTE, f->qkv, ld, t, c->n_q + c->n_kv, d, f->pos,
 			  f->inv_freq, c->mscale)) ||
 	    (rc = k->ck_prefill(f->kb, KB_STREAM_COMPUTE, f->ck, f->cap, f->ring, f->qkv + qc, ld,
-				t, c->n_kv, d, &c->sp)) ||
-	    (rc = k->ck_prefill(f->kb, KB_STREAM_COMPUTE, f->ckf, f->capf, f->ringf, f->qkv + qc,
-				ld, t, c->n_kv, d, &f->spf)))
+				t, c->n_kv, d, &c->sp)))
 		return rc;
-	return 0;
+	if (!c->teacher) /* the fine grid feeds only the teacher */
+		return 0;
+	return k->ck_prefill(f->kb, KB_STREAM_COMPUTE, f->ckf, f->capf, f->ringf, f->qkv + qc, ld,
+			     t, c->n_kv, d, &f->spf);
 }
 
 /* Attention output side of layer l: dense causal attention, W_o, FFN norm and FFN. */
@@ -259,8 +260,10 @@ int train_fwd_seq(struct train_fwd *f, const int32_t *ids, struct train_seq *s, 
 			   c->m->cfg.vocab, c->m->cfg.scale_emb)))
 		return rc;
 	for (uint32_t l = 0; l < c->L; l++) {
+		/* the ridge alone needs no keys of the training sequences, only x and q_mean */
 		if ((rc = fwd_qkv(f, l, t)) || (rc = train_keep_inputs(f, s, l)) ||
-		    (rc = fwd_rope_ck(f, t)) || (rc = train_keep_keys(f, s, l)) ||
+		    (rc = fwd_rope_ck(f, t)) ||
+		    ((eval || c->teacher) && (rc = train_keep_keys(f, s, l))) ||
 		    (rc = train_teacher_seq(f, s, l, eval)))
 			return rc;
 		if (l + 1 < c->L && (rc = fwd_attn_ffn(f, l, t)))
@@ -308,7 +311,8 @@ static int seq_alloc(struct train_ctx *c, struct train_seq *s, uint32_t t, bool 
 		     uint64_t *bytes)
 {
 	uint32_t nq = seq_positions(c, t, NULL);
-	size_t qg = (size_t)nq * c->n_kv;
+	size_t qg = (size_t)nq * c->n_kv, tq = c->teacher ? qg : 0;
+	bool keys = eval || c->teacher;
 
 	s->t = t;
 	s->nq = nq;
@@ -319,20 +323,20 @@ static int seq_alloc(struct train_ctx *c, struct train_seq *s, uint32_t t, bool 
 		return -ENOMEM;
 	seq_positions(c, t, s->pos);
 	*bytes += (uint64_t)c->L * (nq * (uint64_t)c->H * 2 + qg * c->d * 2 +
-				    (uint64_t)c->n_kv * s->n_ent * c->d * 2 + qg * c->gmax * 8 +
-				    qg * 8 + (eval ? qg * c->topk * 8 : 0));
+				    (keys ? (uint64_t)c->n_kv * s->n_ent * c->d * 2 : 0) +
+				    tq * c->gmax * 8 + tq * 8 + (eval ? qg * c->topk * 8 : 0));
 	for (uint32_t l = 0; l < c->L; l++) {
 		struct train_layer_data *ly = &s->ly[l];
 
 		ly->x = malloc((size_t)nq * c->H * 2);
 		ly->q_mean = malloc(qg * c->d * 2);
-		ly->ck = malloc((size_t)c->n_kv * s->n_ent * c->d * 2 + 2);
-		ly->tidx = malloc(qg * c->gmax * 4);
-		ly->tp = malloc(qg * c->gmax * 4);
-		ly->tn = malloc(qg * 4);
-		ly->trest = malloc(qg * 4);
-		if (!ly->x || !ly->q_mean || !ly->ck || !ly->tidx || !ly->tp || !ly->tn ||
-		    !ly->trest)
+		if (!ly->x || !ly->q_mean)
+			return -ENOMEM;
+		if (keys && !(ly->ck = malloc((size_t)c->n_kv * s->n_ent * c->d * 2 + 2)))
+			return -ENOMEM;
+		if (c->teacher && (!(ly->tidx = malloc(qg * c->gmax * 4)) ||
+				   !(ly->tp = malloc(qg * c->gmax * 4)) ||
+				   !(ly->tn = malloc(qg * 4)) || !(ly->trest = malloc(qg * 4))))
 			return -ENOMEM;
 		if (eval && (!(ly->sel_true = malloc(qg * c->topk * 4)) ||
 			     !(ly->sel_prev = malloc(qg * c->topk * 4))))

@@ -41,7 +41,8 @@ int train_upload(struct train_fwd *f, void *dst, const void *src, size_t bytes);
 int train_keep_inputs(struct train_fwd *f, struct train_seq *s, uint32_t l);
 /* After the compressed keys: keep the inference-grid keys of the whole sequence. */
 int train_keep_keys(struct train_fwd *f, struct train_seq *s, uint32_t l);
-/* Teachers (and, for eval, the original selector's blocks now and one token before). */
+/* Teachers (not for TRAIN_FIT_RIDGE) and, for eval, the original selector's blocks now and
+ * one token before. */
 int train_teacher_seq(struct train_fwd *f, struct train_seq *s, uint32_t l, bool eval);
 
 /* The selector's forced blocks (sink and local window of own block qb). */

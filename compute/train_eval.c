@@ -5,6 +5,7 @@
  * through select_decode) against the original selector's scored blocks.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "train_collect.h"
@@ -106,6 +107,8 @@ static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_
 				     &cnt[1]);
 			recall_count(&c->sp, truth, tl->sel_prev + i * row + (size_t)g * c->topk,
 				     qb, &cnt[2], &cnt[3]);
+			if (!c->teacher)
+				continue;
 			teacher_count(c, tl, (size_t)i * c->n_kv + g,
 				      b->h_sel + (size_t)g * c->topk, &cnt[4], &cnt[5]);
 			teacher_count(c, tl, (size_t)i * c->n_kv + g, truth, &cnt[6], &cnt[7]);
@@ -140,15 +143,16 @@ int train_eval_slot(struct train_ctx *c, const struct train_data *set, const str
 	    (rc = kb->ops->alloc(kb, (size_t)c->n_kv * c->topk * 4, (void **)&b.sel)) ||
 	    (rc = kb->ops->alloc(kb, 16, (void **)&b.nn)))
 		goto out_free;
-	if ((rc = train_slot_loss(c, s, w, set, all, set->n, NULL, &out->kl)))
+	out->kl = NAN;
+	if (c->teacher && (rc = train_slot_loss(c, s, w, set, all, set->n, NULL, &out->kl)))
 		goto out_free;
 	for (uint32_t i = 0; i < set->n; i++)
 		if ((rc = eval_seq(c, &b, s, w, &set->seq[i], cnt)))
 			goto out_free;
 	out->recall = cnt[1] ? (double)cnt[0] / (double)cnt[1] : 0.0;
 	out->recall_prev = cnt[3] ? (double)cnt[2] / (double)cnt[3] : 0.0;
-	out->recall_teacher = cnt[5] ? (double)cnt[4] / (double)cnt[5] : 0.0;
-	out->teacher_vs_true = cnt[7] ? (double)cnt[6] / (double)cnt[7] : 0.0;
+	out->recall_teacher = !c->teacher ? NAN : cnt[5] ? (double)cnt[4] / (double)cnt[5] : 0.0;
+	out->teacher_vs_true = !c->teacher ? NAN : cnt[7] ? (double)cnt[6] / (double)cnt[7] : 0.0;
 out_free : {
 	void *p[] = {b.ck, b.q, b.scores, b.sel, b.nn};
 

@@ -52,6 +52,7 @@ struct train_ctx {
 	uint32_t L, H, d, n_kv, n_q, dout, gmax, kf, kst, topk, qstart; /* kf/kst: teacher grid */
 	struct kb_sparse sp;
 	float scale, mscale;
+	bool teacher;		      /* collect the teacher (not for TRAIN_FIT_RIDGE) */
 	float *inv_freq;	      /* host [d / 2] */
 	struct train_data tr, ev, va; /* training, held-out, validation (may be empty) */
 	uint32_t n_slots;
@@ -126,6 +127,7 @@ struct train_eval {
 	double recall_prev;	/* the previous token's original selection vs the same */
 	double recall_teacher;	/* vs the teacher's scored top-k blocks (what the KL trains) */
 	double teacher_vs_true; /* the teacher's scored blocks the original selector also picks */
+	/* kl, recall_teacher and teacher_vs_true are NAN without the teacher (TRAIN_FIT_RIDGE) */
 };
 /* ... on `set` (the held-out or the validation sequences, collected with eval) */
 int train_eval_slot(struct train_ctx *c, const struct train_data *set, const struct train_slot *s,
@@ -136,6 +138,7 @@ uint64_t train_fingerprint(const struct train_ctx *c);
 /* Load a checkpoint into the slots; *step gets its step; -ENOENT when there is none. */
 int train_ckpt_load(struct train_ctx *c, const char *path, uint32_t *step);
 int train_ckpt_save(struct train_ctx *c, const char *path, uint32_t step);
-int train_write_forecast(struct train_ctx *c, const char *path);
+/* The Forecast file, with the fit and rep's mean recalls in its metadata. */
+int train_write_forecast(struct train_ctx *c, const char *path, const struct train_report *rep);
 
 #endif

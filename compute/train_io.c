@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Files of Forecast training: the Forecast safetensors file that model_open loads (bf16), and
- * the checkpoint (fp32 weights and AdamW moments of every projection, the step, and a
- * fingerprint of the settings and data so a checkpoint resumes only the run that wrote it).
+ * Files of Forecast training: the Forecast safetensors file that model_open loads (bf16, with
+ * how it was fitted and its held-out recall in the metadata), and the checkpoint (fp32
+ * weights and AdamW moments of every projection, the step, and a fingerprint of the settings
+ * and data so a checkpoint resumes only the run that wrote it).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,14 +161,26 @@ out_close:
 	return rc;
 }
 
-int train_write_forecast(struct train_ctx *c, const char *path)
+#define META_FIT "sparda.forecast.fit"
+#define META_RECALL "sparda.forecast.recall"
+#define META_RECALL_UNTRAINED "sparda.forecast.recall_untrained"
+
+int train_write_forecast(struct train_ctx *c, const char *path, const struct train_report *rep)
 {
 	size_t n = (size_t)c->dout * c->H;
 	struct st_wtensor *t = calloc(c->n_slots, sizeof(*t));
 	char(*names)[80] = calloc(c->n_slots, sizeof(*names));
 	uint16_t *w = malloc(n * c->n_slots * 2);
-	char err[256];
+	char err[256], rec[32], unt[32];
+	const struct st_meta_kv meta[] = {{META_FIT, c->teacher ? "adamw" : "ridge"},
+					  {META_RECALL, rec},
+					  {META_RECALL_UNTRAINED, unt}};
 	int rc = -ENOMEM;
+
+	snprintf(rec, sizeof(rec), "%.4f",
+		 train_report_mean(rep, offsetof(struct train_layer_report, recall_trained)));
+	snprintf(unt, sizeof(unt), "%.4f",
+		 train_report_mean(rep, offsetof(struct train_layer_report, recall_untrained)));
 
 	if (!t || !names || !w)
 		goto out_free;
@@ -179,11 +193,41 @@ int train_write_forecast(struct train_ctx *c, const char *path)
 			 s->curr ? "q_curr_proj" : "q_future_proj");
 		t[k] = (struct st_wtensor){names[k], ST_DTYPE_BF16, 2, {c->dout, c->H}, w + k * n};
 	}
-	if ((rc = st_write(path, t, c->n_slots, NULL, err, sizeof(err))))
+	if ((rc = st_write_meta(path, t, c->n_slots, NULL, meta, 3, err, sizeof(err))))
 		train_fail(c, rc, "Forecast file: %s", err);
 out_free:
 	free(w);
 	free(names);
 	free(t);
 	return rc;
+}
+
+static double meta_double(const struct st_file *f, const char *key)
+{
+	const char *v = st_meta(f, key);
+	char *end = NULL;
+	double x = v ? strtod(v, &end) : -1.0;
+
+	return v && end != v && !*end ? x : -1.0;
+}
+
+int train_file_info(const char *path, struct train_file_info *info)
+{
+	struct st_file *f = NULL;
+	const char *fit;
+	int rc = st_open(path, &f, NULL, 0);
+
+	memset(info, 0, sizeof(*info));
+	info->recall = info->recall_untrained = -1.0;
+	if (rc)
+		return rc;
+	fit = st_meta(f, META_FIT);
+	if (fit && (!strcmp(fit, "ridge") || !strcmp(fit, "adamw"))) {
+		info->trained = true;
+		snprintf(info->fit, sizeof(info->fit), "%s", fit);
+		info->recall = meta_double(f, META_RECALL);
+		info->recall_untrained = meta_double(f, META_RECALL_UNTRAINED);
+	}
+	st_close(f);
+	return 0;
 }

@@ -224,7 +224,7 @@ int train_teacher_seq(struct train_fwd *f, struct train_seq *s, uint32_t l, bool
 	for (uint32_t i = 0; i < s->nq; i++) {
 		uint32_t p = (uint32_t)s->pos[i], b = c->sp.block;
 
-		if ((rc = teacher_query(f, ly, i, p)))
+		if (c->teacher && (rc = teacher_query(f, ly, i, p)))
 			return rc;
 		if (!eval)
 			continue;

@@ -5,4 +5,4 @@ sparda_test(test_safetensors SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_safetensors.
 sparda_test(test_model SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_model.c
             LIBS sparda_compute_core m)
 sparda_test(test_model_gen SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_model_gen.c
-            LIBS sparda_compute_core m)
+            LIBS sparda_train m) # gen-model's CLI is in sparda_train (--train-forecast)

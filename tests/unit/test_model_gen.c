@@ -2,7 +2,8 @@
 /*
  * Synthetic model generator: presets, byte-exact determinism (and per-tensor reproducibility),
  * weight scales, an informative Forecast (a noisy copy of the next layer's grouped query) and
- * the gen-model command line.
+ * the gen-model command line, with --train-forecast writing a trained Forecast over the
+ * generated one.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include "model.h"
 #include "model_cli.h"
 #include "test_files.h"
+#include "train.h"
 
 struct env {
 	char dir[64];
@@ -325,6 +327,69 @@ static void test_cli(void **state)
 	}
 }
 
+static void test_cli_train_forecast(void **state)
+{
+	struct env *e = *state;
+	struct train_file_info fi;
+	struct model *m;
+	char out[256], fc[256];
+
+	sub(out, sizeof(out), e, "trained", NULL);
+	sub(fc, sizeof(fc), e, "trained", "forecast.safetensors");
+	{
+		const char *argv[] = {"gen-model",
+				      "--preset",
+				      "tiny",
+				      "--layers",
+				      "2",
+				      "--out",
+				      out,
+				      "--train-forecast",
+				      "--forecast-backend",
+				      "cpu",
+				      "--forecast-seqs",
+				      "1",
+				      "--forecast-seq-len",
+				      "1536",
+				      NULL};
+
+		assert_int_equal(run_cli(14, argv), 0);
+	}
+	assert_int_equal(train_file_info(fc, &fi), 0);
+	assert_true(fi.trained);
+	assert_string_equal(fi.fit, "ridge");
+	assert_true(fi.recall > fi.recall_untrained);
+	assert_int_equal(model_open(out, NULL, &m, e->err, sizeof(e->err)), 0);
+	assert_true(m->has_forecast);
+	model_close(m);
+	{
+		const char *bad1[] = {"gen-model",	  "--preset",	     "tiny", "--out", out,
+				      "--train-forecast", "--forecast-seqs", "0",    NULL};
+		const char *bad2[] = {
+		    "gen-model",	"--preset",	      "tiny", "--out", out,
+		    "--train-forecast", "--forecast-backend", "tpu",  NULL};
+		const char *bad3[] = {
+		    "gen-model",	"--preset",	      "tiny", "--out", out,
+		    "--train-forecast", "--forecast-seq-len", "600",  NULL};
+
+		assert_int_equal(run_cli(8, bad1), 2);
+		assert_int_equal(run_cli(8, bad2), 2);
+		/* the model is written, but its sequences are too short for the fit: a failure */
+		assert_int_equal(run_cli(8, bad3), 1);
+	}
+	/* without the flag the generator's Forecast stays: untrained */
+	sub(out, sizeof(out), e, "random", NULL);
+	sub(fc, sizeof(fc), e, "random", "forecast.safetensors");
+	{
+		const char *argv[] = {"gen-model", "--preset", "tiny", "--layers",
+				      "2",	   "--out",    out,    NULL};
+
+		assert_int_equal(run_cli(7, argv), 0);
+	}
+	assert_int_equal(train_file_info(fc, &fi), 0);
+	assert_false(fi.trained);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -335,6 +400,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_minicpm_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_generate_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cli_train_forecast, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The ridge-only Forecast fit of a model directory, for the model's producers (`sparda
+ * gen-model --train-forecast`, the embedded default model of sparda-compute): open the model
+ * and a backend, fit on synthetic sequences, write dir/forecast.safetensors.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+void train_dir_opts_default(struct train_dir_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->backend = "auto";
+	o->threads = 1;
+	o->seqs = 4;
+	o->heldout = 2;
+	o->query_stride = 2;
+	o->max_queries = 1024;
+	o->seed = 1;
+}
+
+int train_open_backend(const char *name, uint32_t threads, struct kb **kb)
+{
+	struct kb_opts ko = {.kind = KB_KIND_CPU, .cpu_threads = (int)threads};
+	bool automatic = !strcmp(name, "auto");
+	int rc;
+
+	if (!strcmp(name, "cuda") || (automatic && kb_cuda_available()))
+		ko.kind = KB_KIND_CUDA;
+	else if (strcmp(name, "cpu") && !automatic)
+		return -EINVAL;
+	rc = kb_open(&ko, kb);
+	if (rc && ko.kind == KB_KIND_CUDA && automatic) {
+		ko.kind = KB_KIND_CPU;
+		rc = kb_open(&ko, kb);
+	}
+	return rc;
+}
+
+/* Twice the first sampled position, so half of each sequence is sampled. */
+static uint32_t default_seq_len(const struct model_config *mc)
+{
+	uint32_t first = mc->sparse.topk * mc->sparse.block;
+
+	first = mc->dense_len > first ? mc->dense_len : first;
+	first = mc->sparse.block > first ? mc->sparse.block : first;
+	return 2 * first;
+}
+
+int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct train_report *rep,
+		       char *err, size_t err_len)
+{
+	struct calib_set tr = {0}, ev = {0};
+	struct train_opts to;
+	struct model *m = NULL;
+	struct kb *kb = NULL;
+	char *out = NULL;
+	uint32_t len;
+	int rc;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!o->seqs || !o->heldout) {
+		snprintf(err, err_len, "the Forecast fit needs training and held-out sequences");
+		return -EINVAL;
+	}
+	if ((rc = model_open(dir, NULL, &m, err, err_len)))
+		return rc;
+	if ((rc = train_open_backend(o->backend, o->threads, &kb))) {
+		snprintf(err, err_len, "cannot open the %s backend for the Forecast fit: %s",
+			 o->backend, strerror(-rc));
+		goto out;
+	}
+	len = o->seq_len ? o->seq_len : default_seq_len(&m->cfg);
+	if (asprintf(&out, "%s/forecast.safetensors", dir) < 0) {
+		out = NULL;
+		rc = -ENOMEM;
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
+	if ((rc = calib_synth(o->seqs + o->heldout, len, m->cfg.vocab, o->seed, &tr)) ||
+	    (rc = calib_split(&tr, o->heldout, &ev))) {
+		snprintf(err, err_len, "cannot generate calibration data: %s", strerror(-rc));
+		goto out;
+	}
+	train_opts_default(&to);
+	to.fit = TRAIN_FIT_RIDGE;
+	to.train = &tr;
+	to.heldout = &ev;
+	to.seed = o->seed;
+	to.max_queries = o->max_queries;
+	to.query_stride = o->query_stride ? o->query_stride : 1;
+	rc = train_forecast(kb, m, &to, out, rep, err, err_len);
+out:
+	calib_fini(&tr);
+	calib_fini(&ev);
+	free(out);
+	kb_destroy(kb);
+	model_close(m);
+	return rc;
+}

@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The ridge-only Forecast fit and the trained Forecast by default: the fit is deterministic,
+ * equals the AdamW path's ridge start, beats the untrained recall and says so in the file's
+ * metadata; a fitted model directory is what sparda-compute loads and reports as trained (the
+ * generator's file as untrained); the embedded tiny model is generated with a trained Forecast.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "job.h"
+#include "safetensors.h"
+#include "test_files.h"
+#include "train.h"
+
+struct env {
+	char dir[64], a[96], b[96], c[96], fc[96], json[96], cache[64];
+	char err[512];
+	struct model *m;
+	struct kb *kb;
+	struct calib_set tr, ev;
+};
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	struct kb_opts ko = {.kind = KB_KIND_CPU, .cpu_threads = 1};
+	struct model_config mc;
+
+	if (!e)
+		return -1;
+	strcpy(e->dir, "/tmp/sparda-ridge-test-XXXXXX");
+	strcpy(e->cache, "/tmp/sparda-ridge-cache-XXXXXX");
+	if (!mkdtemp(e->dir) || !mkdtemp(e->cache) || model_preset("tiny", &mc) ||
+	    model_generate(e->dir, &mc, 1234, e->err, sizeof(e->err)) ||
+	    model_open(e->dir, NULL, &e->m, e->err, sizeof(e->err)) || kb_open(&ko, &e->kb))
+		return -1;
+	snprintf(e->a, sizeof(e->a), "%s/a.safetensors", e->dir);
+	snprintf(e->b, sizeof(e->b), "%s/b.safetensors", e->dir);
+	snprintf(e->c, sizeof(e->c), "%s/c.safetensors", e->dir);
+	snprintf(e->fc, sizeof(e->fc), "%s/forecast.safetensors", e->dir);
+	snprintf(e->json, sizeof(e->json), "%s/run.json", e->dir);
+	/* 3 training and 1 held-out sequences of 768 tokens, queries from 512 every 2nd */
+	if (calib_synth(4, 768, mc.vocab, 5, &e->tr) || calib_split(&e->tr, 1, &e->ev))
+		return -1;
+	*state = e;
+	return 0;
+}
+
+static void rm_dir(const char *dir, const char *const *files, size_t n)
+{
+	char p[160];
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	const char *f[] = {"config.json",   "model.safetensors", "forecast.safetensors",
+			   "a.safetensors", "b.safetensors",	 "c.safetensors",
+			   "run.json"};
+	const char *mf[] = {"config.json", "model.safetensors", "forecast.safetensors"};
+	char p[128];
+
+	rm_dir(e->dir, f, sizeof(f) / sizeof(f[0]));
+	snprintf(p, sizeof(p), "%s/sparda/model-tiny-v3", e->cache);
+	rm_dir(p, mf, sizeof(mf) / sizeof(mf[0]));
+	snprintf(p, sizeof(p), "%s/sparda", e->cache);
+	rmdir(p);
+	rmdir(e->cache);
+	calib_fini(&e->tr);
+	calib_fini(&e->ev);
+	model_close(e->m);
+	kb_destroy(e->kb);
+	free(e);
+	return 0;
+}
+
+static void ridge_opts(struct env *e, struct train_opts *o)
+{
+	train_opts_default(o);
+	o->fit = TRAIN_FIT_RIDGE;
+	o->train = &e->tr;
+	o->heldout = &e->ev;
+	o->query_start = 512;
+	o->query_stride = 2;
+}
+
+#define MEAN(r, f) train_report_mean(r, offsetof(struct train_layer_report, f))
+
+/* Every tensor of a holds the same bytes in b (the metadata may differ). */
+static void assert_same_tensors(const char *a, const char *b)
+{
+	struct st_file *fa = NULL, *fb = NULL;
+
+	assert_int_equal(st_open(a, &fa, NULL, 0), 0);
+	assert_int_equal(st_open(b, &fb, NULL, 0), 0);
+	assert_int_equal(st_count(fa), st_count(fb));
+	for (uint32_t i = 0; i < st_count(fa); i++) {
+		const struct st_tensor *ta = st_at(fa, i), *tb = st_find(fb, ta->name);
+
+		assert_non_null(tb);
+		assert_int_equal(ta->bytes, tb->bytes);
+		assert_memory_equal(ta->data, tb->data, ta->bytes);
+	}
+	st_close(fa);
+	st_close(fb);
+}
+
+static void test_ridge_fit(void **state)
+{
+	struct env *e = *state;
+	struct train_opts o;
+	struct train_report r, r2;
+	struct train_file_info fi;
+
+	ridge_opts(e, &o);
+	o.steps = 50; /* not used by the ridge-only fit */
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->a, &r, e->err, sizeof(e->err)), 0);
+	assert_int_equal(r.fit, TRAIN_FIT_RIDGE);
+	assert_false(r.kl_measured);
+	assert_int_equal(r.steps, 0);
+	for (uint32_t k = 0; k < r.n_slots; k++) {
+		const struct train_layer_report *l = &r.layers[k];
+
+		assert_true(isnan(l->kl_ridge));
+		assert_true(l->recall_trained == l->recall_ridge);
+
+		/* measured 0.75-0.86 against 0.64-0.67 for both baselines */
+		assert_true(l->recall_trained > l->recall_untrained + 0.05);
+		assert_true(l->recall_trained > l->recall_prev_step + 0.05);
+	}
+	/* deterministic: the same bytes again */
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->b, &r2, e->err, sizeof(e->err)), 0);
+	assert_true(test_same_file(e->a, e->b));
+	train_report_fini(&r2);
+	/* the file says it was trained, how, and its held-out recall */
+	assert_int_equal(train_file_info(e->a, &fi), 0);
+	assert_true(fi.trained);
+	assert_string_equal(fi.fit, "ridge");
+	assert_true(fabs(fi.recall - MEAN(&r, recall_trained)) < 1e-4);
+	assert_true(fabs(fi.recall_untrained - MEAN(&r, recall_untrained)) < 1e-4);
+	/* the generator's file is the untrained baseline */
+	assert_int_equal(train_file_info(e->fc, &fi), 0);
+	assert_false(fi.trained);
+	assert_string_equal(fi.fit, "");
+	assert_true(fi.recall < 0);
+	assert_int_equal(train_file_info("/nonexistent/forecast.safetensors", &fi), -ENOENT);
+	/* the AdamW path with no steps and no validation writes the same ridge weights */
+	o.fit = TRAIN_FIT_ADAMW;
+	o.steps = 0;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->c, &r2, e->err, sizeof(e->err)), 0);
+	assert_true(r2.kl_measured);
+	assert_true(fabs(MEAN(&r2, recall_ridge) - MEAN(&r, recall_ridge)) < 1e-12);
+	assert_same_tensors(e->a, e->c);
+	assert_int_equal(train_file_info(e->c, &fi), 0);
+	assert_string_equal(fi.fit, "adamw");
+	train_report_fini(&r2);
+	train_report_fini(&r);
+}
+
+/* Run sparda-compute's job once (in-process store, a short decode); parse its JSON. */
+static json_object *run_job(struct env *e, const char *model, const char *forecast)
+{
+	struct job_config cfg;
+	FILE *out = fopen("/dev/null", "w");
+	const char *kv[][2] = {
+	    {"model", model},	       {"forecast", forecast}, {"modes", "sparda-nooffload"},
+	    {"host-store", "inproc"},  {"backend", "cpu"},     {"threads", "1"},
+	    {"prompt-tokens", "1100"}, {"new-tokens", "3"},    {"recall-every", "1"},
+	    {"json", e->json},	       {"log-level", "warn"}};
+	json_object *root, *mode;
+
+	assert_non_null(out);
+	assert_int_equal(config_defaults(&job_config_table, &cfg), 0);
+	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+		assert_int_equal(config_set(&job_config_table, &cfg, kv[i][0], kv[i][1], "test",
+					    e->err, sizeof(e->err)),
+				 0);
+	unlink(e->json);
+	assert_int_equal(job_run(&cfg, out), 0);
+	fclose(out);
+	root = json_object_from_file(e->json);
+	assert_non_null(root);
+	assert_true(json_object_object_get_ex(root, "sparda-nooffload", &mode));
+	json_object_get(mode);
+	json_object_put(root);
+	return mode;
+}
+
+/* The "forecast" object of a mode's result: its path and whether it was trained. */
+static void assert_forecast(json_object *mode, const char *path, bool trained)
+{
+	json_object *f, *v;
+
+	assert_true(json_object_object_get_ex(mode, "forecast", &f));
+	assert_true(json_object_object_get_ex(f, "path", &v));
+	assert_string_equal(json_object_get_string(v), path);
+	assert_true(json_object_object_get_ex(f, "trained", &v));
+	assert_int_equal(json_object_get_boolean(v), trained);
+	assert_true(json_object_object_get_ex(f, "fit", &v));
+	if (trained)
+		assert_string_equal(json_object_get_string(v), "ridge");
+	else
+		assert_null(v);
+	/* and the recall of the run is measured */
+	assert_true(json_object_object_get_ex(mode, "recall", &v));
+	assert_true(json_object_get_double(v) > 0.0);
+}
+
+static void test_compute_reports_forecast(void **state)
+{
+	struct env *e = *state;
+	struct train_dir_opts o;
+	struct train_report r;
+	json_object *before, *after, *picked;
+
+	/* the generator's own Forecast: untrained */
+	before = run_job(e, e->dir, "");
+	assert_forecast(before, e->fc, false);
+	/* fitted in place (what gen-model --train-forecast does): trained */
+	train_dir_opts_default(&o);
+	o.backend = "cpu";
+	o.seqs = 2;
+	o.heldout = 1;
+	o.seq_len = 1536;
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
+	assert_true(MEAN(&r, recall_trained) > MEAN(&r, recall_untrained) + 0.1);
+	train_report_fini(&r);
+	after = run_job(e, e->dir, "");
+	assert_forecast(after, e->fc, true);
+	/* --forecast names another file: that one is reported */
+	picked = run_job(e, e->dir, e->a);
+	assert_forecast(picked, e->a, true);
+	json_object_put(picked);
+	json_object_put(after);
+	json_object_put(before);
+	o.seqs = 0;
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), -EINVAL);
+	o.seqs = 1;
+	o.backend = "tpu";
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), -EINVAL);
+	assert_non_null(strstr(e->err, "tpu"));
+}
+
+/* The embedded default (no --model): generated into the cache with a trained Forecast. */
+static void test_default_model_trained(void **state)
+{
+	struct env *e = *state;
+	char dir[128], fc[160];
+	struct train_file_info fi;
+	json_object *mode;
+
+	setenv("XDG_CACHE_HOME", e->cache, 1);
+	assert_int_equal(job_default_model_dir(dir, sizeof(dir)), 0);
+	snprintf(fc, sizeof(fc), "%s/sparda/model-tiny-v3", e->cache);
+	assert_string_equal(dir, fc);
+	snprintf(fc, sizeof(fc), "%s/forecast.safetensors", dir);
+	mode = run_job(e, "", "");
+	assert_int_equal(train_file_info(fc, &fi), 0);
+	assert_true(fi.trained);
+	assert_string_equal(fi.fit, "ridge");
+	assert_true(fi.recall > fi.recall_untrained + 0.2);
+	assert_forecast(mode, fc, true);
+	json_object_put(mode);
+	unsetenv("XDG_CACHE_HOME");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_ridge_fit),
+	    cmocka_unit_test(test_compute_reports_forecast),
+	    cmocka_unit_test(test_default_model_trained),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
