@@ -138,6 +138,7 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.restore_misses", t->restore_misses);
 	stat_add(v, n, "daemon.spill.answers_deferred", t->answers_deferred);
 	stat_add(v, n, "daemon.spill.answers_late", t->answers_late);
+	stat_add(v, n, "daemon.spill.restores_starved", t->restores_starved);
 	stat_add(v, n, "daemon.spill.crc_failures", t->crc_failures);
 	stat_add(v, n, "daemon.spill.id_mismatches", t->id_mismatches);
 	stat_add(v, n, "daemon.spill.io_errors", t->io_errors);

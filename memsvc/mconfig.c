@@ -85,6 +85,9 @@ static const struct config_key keys[] = {
      "... down to this fraction (oldest last-selected step first)"},
     {"spill-io-timeout-ms", CONFIG_TYPE_UINT, N(spill_io_timeout_ms), "30000", 100, 600000, NULL,
      "a spill or restore batch whose I/O takes longer fails (its buffer stays with the I/O)"},
+    {"spill-starve-ms", CONFIG_TYPE_UINT, N(spill_starve_ms), "1000", 10, 600000, NULL,
+     "restores that get no slot for this long while nothing can be evicted (every slot leased "
+     "by steps the client has not finished) are answered -ENOSPC"},
     {"spill-backoff-ms", CONFIG_TYPE_UINT, N(spill_backoff_ms), "1000", 10, 600000, NULL,
      "after ENOSPC the tier is RAM-only; it tries to spill again after this"},
 };

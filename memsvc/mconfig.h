@@ -43,6 +43,7 @@ struct mconfig {
 	uint64_t spill_batch_bytes;
 	uint64_t spill_queue_depth;
 	uint64_t spill_header_bytes;
+	uint64_t spill_starve_ms;
 	double spill_high_water, spill_low_water; /* fractions of each arena's slots */
 	uint64_t spill_io_timeout_ms, spill_backoff_ms;
 };

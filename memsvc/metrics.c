@@ -196,6 +196,10 @@ static void render_spill(FILE *out, struct server *sv)
 	counter(out, "sparda_memsvc_restore_late_total",
 		"restored units answered after the client epoch passed their step", "",
 		t->answers_late);
+	counter(out, "sparda_memsvc_restore_starved_total",
+		"restores answered -ENOSPC: no slot could be had (RAM-only tier, or every slot "
+		"leased by unfinished steps)",
+		"", t->restores_starved);
 	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only", "",
 		t->degraded_entries);
 	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",

@@ -900,6 +900,7 @@ static int open_spill(struct server *sv, char *err, size_t err_len)
 	    .header_bytes = (uint32_t)c->spill_header_bytes,
 	    .io_timeout_ms = (int)c->spill_io_timeout_ms,
 	    .backoff_ms = (uint32_t)c->spill_backoff_ms,
+	    .starve_ms = (uint32_t)c->spill_starve_ms,
 	    .test_fault = getenv("SPARDA_MEMSVC_TEST_AIO_FAULT"),
 	};
 

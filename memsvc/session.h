@@ -166,10 +166,13 @@ struct session_tier_done {
  */
 uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d);
 /*
- * No slot can be had for restores (the tier is RAM-only, the arena full of units not on
- * disk): queued restores are dropped and their Forecasts answered -ENOSPC. Returns how many.
+ * No slot can be had for restores (the tier is RAM-only and the arena full of units not on
+ * disk, or every used slot is leased by steps the client has not finished): queued restores
+ * are dropped and their Forecasts answered -ENOSPC. Returns how many.
  */
 uint32_t session_load_starved(struct session *s);
+/* Restores queued that have no slot yet. */
+uint64_t session_load_queued(struct session *s);
 /* Ring Forecasts still owed an answer (waiting for a restore, or in the outbox). */
 bool session_answers_pending(struct session *s);
 /* Tier work pending: eviction wanted, restores queued, answers waiting. */

@@ -47,6 +47,7 @@ struct entry {
 	uint32_t batch;		    /* units per restore batch */
 	uint32_t wbatch;	    /* units per eviction batch: what one staging lane holds */
 	uint64_t ext_bytes;	    /* of the tier's extents */
+	uint64_t starve_since_ms;   /* restores queued without progress since (0: not) */
 	struct store_io *io;	    /* restores */
 	struct tier_nvme_rreq *r;
 	struct wbatch wb[2];	    /* evictions: one in flight while the next is started */
@@ -264,10 +265,33 @@ static bool serve(struct spill *sp, struct entry *e)
 	if (moved)
 		for (int i = 0; i < SPILL_LOAD_ROUNDS && restore_batch(sp, e); i++)
 			;
-	/* RAM-only and nothing could be evicted: restores get -ENOSPC rather than wait. */
-	if (!moved && degraded && session_load_starved(e->s))
-		log_warn(TAG, "restores refused: tier RAM-only and arena full", "session=%llu",
-			 (unsigned long long)session_id(e->s));
+	/*
+	 * Restores that get no slot while nothing can be evicted: -ENOSPC rather than a wait
+	 * until the client's timeout. At once when RAM-only; else after starve_ms without
+	 * progress (every used slot leased by steps the client has not finished: it asks for
+	 * more at once than its arena holds).
+	 */
+	if (moved || !session_load_queued(e->s))
+		e->starve_since_ms = 0;
+	else if (!e->starve_since_ms)
+		e->starve_since_ms = time_now_ms();
+	if (e->starve_since_ms &&
+	    (degraded || time_now_ms() - e->starve_since_ms >= sp->o.starve_ms)) {
+		uint32_t n = session_load_starved(e->s);
+		if (n) {
+			log_warn(TAG,
+				 degraded ? "restores refused: tier RAM-only and arena full"
+					  : "restores refused: no slot can be freed (all leased by "
+					    "unfinished steps; the arena is too small for one step)",
+				 "session=%llu units=%u waited_ms=%llu",
+				 (unsigned long long)session_id(e->s), n,
+				 (unsigned long long)(time_now_ms() - e->starve_since_ms));
+			pthread_mutex_lock(&sp->lock);
+			sp->st.restores_starved += n;
+			pthread_mutex_unlock(&sp->lock);
+		}
+		e->starve_since_ms = 0;
+	}
 	release_extents(e);
 	answer(sp, e);
 	return moved && session_tier_busy(e->s);
@@ -412,6 +436,8 @@ int spill_open(const struct spill_opts *o, struct spill **out, char *err, size_t
 	if (!sp)
 		return -ENOMEM;
 	sp->o = *o;
+	if (!sp->o.starve_ms)
+		sp->o.starve_ms = 1000;
 	sp->efd = -1;
 	pthread_mutex_init(&sp->lock, NULL);
 	pthread_cond_init(&sp->idle, NULL);

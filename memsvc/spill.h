@@ -33,6 +33,7 @@ struct spill_opts {
 	uint32_t header_bytes; /* 0: from the files' alignment (tier_nvme_opts) */
 	int io_timeout_ms;
 	uint32_t backoff_ms;
+	uint32_t starve_ms; /* restores without a slot, nothing evictable: -ENOSPC after (1000) */
 	/*
 	 * Tests only: a fault rule for every tier's aio (memsvc/aio_fault.h), as
 	 * "action=errno|short|corrupt|delay,match=read|write,nth=N,times=N,err=EIO,short_by=N,
@@ -49,6 +50,7 @@ struct spill_stats {
 	uint64_t units_restored, bytes_restored; /* disk -> RAM reads that verified */
 	uint64_t restore_misses;		 /* reads that failed: the unit is lost */
 	uint64_t answers_deferred, answers_late; /* ring Forecasts answered after a restore */
+	uint64_t restores_starved;		 /* restores refused: no slot could be had */
 	uint64_t crc_failures, id_mismatches, io_errors, enospc_events;
 	uint64_t degraded_entries, recoveries, degraded_now; /* tiers RAM-only now */
 	uint64_t write_ios, read_ios;

@@ -461,6 +461,52 @@ static void test_sigkill_restart(void **state)
 	assert_int_equal(misses, 0);
 }
 
+/*
+ * One step asking for more units than the arena holds (256 units, 64 slots, the epoch not
+ * published): what fits is served and leased for the step, the rest is answered -ENOSPC after
+ * spill-starve-ms instead of waiting out the client's timeout; the counter moves; once the
+ * client finishes the step, every unit reads back with its own bytes.
+ */
+static void test_step_larger_than_arena(void **state)
+{
+	struct fx *f = *state;
+	struct memclient_result r[BATCH];
+	uint32_t served = 0, refused = 0, misses;
+	size_t ub;
+	uint64_t t0;
+
+	fx_start(f, "auto", SP_WAIT_SLEEP, "--spill-starve-ms=100");
+	ub = memclient_geometry(f->c)->unit_bytes;
+	write_all(f);
+	wait_spilled(f, f->n - SLOTS);
+	f->step++;
+	t0 = time_now_ms();
+	for (uint32_t i = 0; i < f->n; i += BATCH) {
+		assert_int_equal(memclient_forecast(f->c, f->u + i, BATCH, f->step, r), 0);
+		for (uint32_t j = 0; j < BATCH; j++) {
+			if (r[j].status) {
+				assert_int_equal(r[j].status, -ENOSPC);
+				refused++;
+				continue;
+			}
+			served++;
+			assert_int_equal(harness_check(memclient_slot_ptr(f->c, r[j].slot), ub,
+						       KEY, &f->u[i + j]),
+					 0);
+		}
+	}
+	printf("served %u refused %u in %llu ms\n", served, refused,
+	       (unsigned long long)(time_now_ms() - t0));
+	assert_true(served > 0 && served <= SLOTS);
+	assert_int_equal(served + refused, f->n);
+	assert_true(harness_stat(f->c, "daemon.spill.restores_starved") >= refused);
+	assert_true(time_now_ms() - t0 < 4000); /* the client's timeout is 5 s per request */
+	memclient_epoch_publish(f->c, f->step);
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_int_equal(misses, 0);
+	assert_int_equal(f->nospc_answers, 0);
+}
+
 /* Per-tenant disk quota: a session over it is RAM only; one within it reserves its files. */
 static void test_disk_quota(void **state)
 {
@@ -502,6 +548,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_enospc_tmpfs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sigkill_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_step_larger_than_arena, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
