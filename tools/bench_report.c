@@ -110,10 +110,16 @@ static void row_result(json_object *res, json_object *entry, struct report_row *
 	double per_step = total_ms > 0 && w->step_ms > 0 ? w->step_ms / total_ms : -1;
 	w->compute_ms = per_step > 0 ? num(res, "decode_compute_ms", -1) * per_step : -1;
 	w->fetch_ms = per_step > 0 ? num(res, "decode_fetch_ms", -1) * per_step : -1;
-	w->fetch_exposed_ms = per_step > 0 ? num(res, "decode_fetch_exposed_ms", -1) * per_step : -1;
+	w->fetch_exposed_ms =
+	    per_step > 0 ? num(res, "decode_fetch_exposed_ms", -1) * per_step : -1;
 	w->equals_twin = -1;
 	if (json_object_object_get_ex(res, "equals_twin", &v) && v)
 		w->equals_twin = json_object_get_boolean(v);
+	if (json_object_object_get_ex(res, "forecast", &v) && v &&
+	    json_object_object_get_ex(v, "trained", NULL)) {
+		w->forecast_trained = json_object_get_boolean(json_object_object_get(v, "trained"));
+		str(v, "fit", w->forecast_fit, sizeof(w->forecast_fit));
+	}
 	if (json_object_object_get_ex(res, "tokens", &v) && v)
 		w->tokens = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	/* every figure goes to the summary, the token ids excepted */
@@ -206,6 +212,7 @@ static int record_load(const char *path, struct report *r, size_t *cap)
 		w->run = (int)num(entry, "run", -1);
 		w->ok = !strcmp(w->status, "ok");
 		w->equals_twin = -1;
+		w->forecast_trained = -1;
 		if (w->ok && json_object_object_get_ex(entry, "result", &res) && res)
 			row_result(res, entry, w);
 	}
@@ -351,6 +358,10 @@ static json_object *row_json(const struct report_row *w)
 	json_object_object_add(o, "late_units", jnum(w->late_units, ok && w->late_units >= 0));
 	json_object_object_add(o, "equals_twin",
 			       w->equals_twin < 0 ? NULL : json_object_new_boolean(w->equals_twin));
+	json_object_object_add(
+	    o, "forecast_trained",
+	    w->forecast_trained < 0 ? NULL : json_object_new_boolean(w->forecast_trained));
+	json_object_object_add(o, "forecast_fit", jstr(w->forecast_fit));
 	json_object_object_add(o, "result", w->result ? json_object_get(w->result) : NULL);
 	return o;
 }
@@ -381,6 +392,37 @@ static void md_row(FILE *f, const struct report_row *w)
 		cell(b[12], 32, "%.0f", w->run + 1.0, w->run >= 0), ok ? "ok" : w->status);
 }
 
+/*
+ * "Forecast: trained (ridge)." for the rows of (model, context) that say which Forecast they
+ * ran with (untrained, or mixed when they differ); nothing when none says.
+ */
+static void md_forecast(FILE *f, const struct report *r, size_t first)
+{
+	const struct report_row *a = &r->rows[first];
+	int trained = -1;
+	bool mixed = false;
+	const char *fit = "";
+
+	for (size_t i = first;
+	     i < r->n && !strcmp(r->rows[i].model, a->model) && r->rows[i].context == a->context;
+	     i++) {
+		const struct report_row *w = &r->rows[i];
+
+		if (w->forecast_trained < 0) /* failed, or run by a peer */
+			continue;
+		mixed |= trained >= 0 &&
+			 (w->forecast_trained != trained || strcmp(w->forecast_fit, fit));
+		trained = w->forecast_trained;
+		fit = w->forecast_fit;
+	}
+	if (mixed)
+		fprintf(f, "Forecast: mixed (trained in some records, not in others).\n\n");
+	else if (trained == 1)
+		fprintf(f, "Forecast: trained (%s).\n\n", fit);
+	else if (trained == 0)
+		fprintf(f, "Forecast: untrained (the synthetic generator's).\n\n");
+}
+
 /* One table per (model, context): batch x mode, every configuration record's rows. */
 static void md_rows(FILE *f, const struct report *r, json_object *arr)
 {
@@ -389,6 +431,7 @@ static void md_rows(FILE *f, const struct report *r, json_object *arr)
 
 		if (!p || strcmp(w->model, p->model) || w->context != p->context) {
 			fprintf(f, "\n## %s, context %d\n\n", w->model, w->context);
+			md_forecast(f, r, i);
 			fprintf(
 			    f,
 			    "| batch | mode | decode tok/s | step ms | prefill s | prefill tok/s "

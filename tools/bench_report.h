@@ -23,6 +23,8 @@ struct report_row {
 	double gpu_gib, host_gib, memsvc_gib;
 	double compute_ms, fetch_ms, fetch_exposed_ms;
 	int equals_twin;	    /* -1: no twin */
+	int forecast_trained;	    /* the Forecast compute loaded: 1 trained, 0 not, -1 unknown */
+	char forecast_fit[16];	    /* how it was fitted ("ridge", "adamw"; "" untrained) */
 	char *tokens;		    /* generated token ids as JSON text (owned), NULL when absent */
 	struct json_object *result; /* the mode's figures without tokens (owned), NULL on failure */
 };

@@ -4,6 +4,7 @@
  * one memsvc + compute run of all its modes recorded as <out>/<name>.json. Resumable (existing
  * records are skipped), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
  * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch).
+ * Generated models get a fitted Forecast (`gen-model --train-forecast`) unless asked otherwise.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +38,7 @@ struct sweep_opts {
 	int n_ladder;
 	double timeout_s, budget_s;
 	bool dry_run;
+	bool random_forecast; /* generated models keep the generator's Forecast */
 	uint64_t t0;
 	const char *memsvc_args[PASS_MAX + 1], *compute_args[PASS_MAX + 1];
 	int n_memsvc, n_compute;
@@ -76,7 +78,12 @@ static void usage(FILE *f)
 	    "usage: sparda bench sweep --out DIR [options]\n"
 	    "  --models LIST       preset[:layers],... (default tiny: the embedded model)\n"
 	    "  --model-dir DIR     where preset:layers models live (default OUT/models);\n"
-	    "                      missing ones are made with `sparda gen-model`\n"
+	    "                      missing ones are made with `sparda gen-model\n"
+	    "                      --train-forecast` (a fitted Forecast, ridge)\n"
+	    "  --random-forecast   generate them without the fit: the generator's untrained\n"
+	    "                      Forecast (models <preset>-l<layers>-random, recorded as\n"
+	    "                      model <preset>:<layers>+random-forecast); the embedded model\n"
+	    "                      (a preset without :layers) always has its fitted one\n"
 	    "  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
 	    "  --batches LIST      batch sizes (default 1,4,8)\n"
 	    "  --batch-max N       after the list, double the last batch up to N (default 0: no)\n"
@@ -119,6 +126,7 @@ enum {
 	OPT_INPROC,
 	OPT_BUDGET,
 	OPT_DRY_RUN,
+	OPT_RANDOM_FC,
 	OPT_HELP
 };
 
@@ -139,6 +147,7 @@ static const struct option long_opts[] = {
     {"inproc-modes", required_argument, NULL, OPT_INPROC},
     {"budget-s", required_argument, NULL, OPT_BUDGET},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"random-forecast", no_argument, NULL, OPT_RANDOM_FC},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -175,6 +184,9 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 		return !strcmp(arg, "0") || parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
 	case OPT_DRY_RUN:
 		o->dry_run = true;
+		return 0;
+	case OPT_RANDOM_FC:
+		o->random_forecast = true;
 		return 0;
 	case OPT_BUDGET:
 		o->budget_s = strtod(arg, &end);
@@ -241,12 +253,14 @@ static int parse_args(int argc, char **argv, struct sweep_opts *o)
 }
 
 struct model {
-	char spec[128], preset[64], stem[96], dir[PATH_MAX];
+	char spec[128], label[160], preset[64], stem[96], dir[PATH_MAX];
 	unsigned layers;
-	int ready; /* 0: not checked, 1: present, <0: generation failed */
+	bool random_forecast; /* generated without the Forecast fit */
+	int ready;	      /* 0: not checked, 1: present, <0: generation failed */
 };
 
-static int model_parse(const char *spec, const char *model_dir, struct model *m)
+/* label: what records call the model (the spec, marked when its Forecast is the random one). */
+static int model_parse(const char *spec, const char *model_dir, bool random_fc, struct model *m)
 {
 	const char *colon = strchr(spec, ':');
 	size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
@@ -255,13 +269,18 @@ static int model_parse(const char *spec, const char *model_dir, struct model *m)
 	if (!plen || plen >= sizeof(m->preset) || (colon && !parse_uint(colon + 1, &m->layers)))
 		return -EINVAL;
 	snprintf(m->spec, sizeof(m->spec), "%s", spec);
+	snprintf(m->label, sizeof(m->label), "%s", spec);
 	memcpy(m->preset, spec, plen);
 	if (!m->layers) { /* the embedded model: sparda-compute generates and caches it */
 		snprintf(m->stem, sizeof(m->stem), "%s", m->preset);
 		m->ready = 1;
 		return 0;
 	}
-	snprintf(m->stem, sizeof(m->stem), "%s-l%u", m->preset, m->layers);
+	m->random_forecast = random_fc;
+	snprintf(m->stem, sizeof(m->stem), "%s-l%u%s", m->preset, m->layers,
+		 random_fc ? "-random" : "");
+	if (random_fc)
+		snprintf(m->label, sizeof(m->label), "%s+random-forecast", spec);
 	if ((size_t)snprintf(m->dir, sizeof(m->dir), "%s/%s", model_dir, m->stem) >= sizeof(m->dir))
 		return -ENAMETOOLONG;
 	return 0;
@@ -284,10 +303,11 @@ static int mkdir_p(const char *path)
 }
 
 /*
- * `sparda gen-model --preset P --layers L --out DIR.part`, then DIR.part -> DIR, unless
- * DIR/config.json exists (a generation cut short never leaves a DIR that looks complete).
+ * `sparda gen-model --preset P --layers L --out DIR.part [--train-forecast --forecast-backend
+ * B]`, then DIR.part -> DIR, unless DIR/config.json exists (a generation cut short never
+ * leaves a DIR that looks complete).
  */
-static int model_ensure(struct model *m, const char *out)
+static int model_ensure(struct model *m, const char *out, const char *backend)
 {
 	char self[PATH_MAX], probe[PATH_MAX + 16], layers[16], log[PATH_MAX], part[PATH_MAX + 8];
 	char *slash;
@@ -310,15 +330,30 @@ static int model_ensure(struct model *m, const char *out)
 		if ((status = mkdir_p(probe)))
 			return m->ready = status;
 	}
-	printf("generating %s into %s (log %s)\n", m->spec, m->dir, log);
+	printf("generating %s into %s with %s Forecast (log %s)\n", m->spec, m->dir,
+	       m->random_forecast ? "the generator's" : "a fitted", log);
 	fflush(stdout);
 	if ((pid = fork()) < 0)
 		return m->ready = -errno;
 	if (pid == 0) {
 		if (!freopen(log, "w", stdout) || dup2(fileno(stdout), STDERR_FILENO) < 0)
 			_exit(127);
-		execl(self, self, "gen-model", "--preset", m->preset, "--layers", layers, "--out",
-		      part, (char *)NULL);
+		char *av[] = {self,
+			      "gen-model",
+			      "--preset",
+			      m->preset,
+			      "--layers",
+			      layers,
+			      "--out",
+			      part,
+			      "--train-forecast",
+			      "--forecast-backend",
+			      (char *)backend,
+			      NULL};
+
+		if (m->random_forecast)
+			av[8] = NULL; /* no --train-forecast and what follows it */
+		execv(self, av);
 		_exit(127);
 	}
 	while (waitpid(pid, &status, 0) < 0)
@@ -467,7 +502,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		t->left++;
 		return 0;
 	}
-	if (c->n_modes && (rc = model_ensure(m, o->out))) {
+	if (c->n_modes && (rc = model_ensure(m, o->out, o->backend))) {
 		t->modes_failed += (unsigned)c->n_modes;
 		printf("[%u] %s: model %s unavailable (%s), not recorded\n", t->total, name,
 		       m->spec, err_str(rc));
@@ -477,7 +512,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		t->left++;
 		return 0;
 	}
-	c->model_spec = m->spec;
+	c->model_spec = m->label;
 	c->preset = m->preset;
 	c->layers = m->layers;
 	c->model_dir = m->dir;
@@ -554,10 +589,15 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 	if ((rc = make_ladder(o)))
 		return rc;
 	snprintf(dir, sizeof(dir), "%s/models", o->out);
-	for (int i = 0; i < o->models.n; i++)
+	for (int i = 0; i < o->models.n; i++) {
 		if ((rc = model_parse(o->models.v[i], o->model_dir ? o->model_dir : dir,
-				      &models[i])))
+				      o->random_forecast, &models[i])))
 			return rc;
+		if (o->random_forecast && !models[i].layers)
+			printf("sweep: %s is the embedded model, whose Forecast is always fitted "
+			       "(--random-forecast applies to preset:layers models)\n",
+			       models[i].spec);
+	}
 	snprintf(dir, sizeof(dir), "%s/logs", o->out);
 	return o->dry_run ? 0 : mkdir_p(dir);
 }

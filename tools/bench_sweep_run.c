@@ -3,7 +3,8 @@
  * One configuration of `sparda bench sweep`: its modes in one sparda-compute process (against
  * a fresh sparda-memsvc, or with the in-process arena), with a wall-clock limit, logs kept under
  * <out>/logs, and a record JSON that says per mode what it measured or why it failed: GPU or
- * host memory, timeout, or another error. A failed process is rerun without the mode it failed in.
+ * host memory, timeout, or another error, and which Forecast compute loaded (trained or not).
+ * A failed process is rerun without the mode it failed in.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -426,6 +427,21 @@ static int fail_modes(json_object *modes, const char **todo, int n, const struct
 	return left;
 }
 
+/* The Forecast compute reports (path, trained, fit) from the first mode that has one. */
+static void record_forecast(json_object *rec, json_object *root, const char *const *todo, int n)
+{
+	json_object *m, *f;
+
+	if (json_object_object_get_ex(rec, "forecast", NULL))
+		return;
+	for (int i = 0; i < n; i++)
+		if (json_object_object_get_ex(root, todo[i], &m) && m &&
+		    json_object_object_get_ex(m, "forecast", &f) && f) {
+			json_object_object_add(rec, "forecast", json_object_get(f));
+			return;
+		}
+}
+
 /* All todo modes from compute's JSON; a mode missing from it is an error. */
 static void take_results(json_object *modes, json_object *root, const char *const *todo, int n,
 			 const struct outcome *o, int k)
@@ -500,6 +516,7 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 		so->runs++;
 		if (root) {
 			take_results(modes, root, todo, n, &o, k);
+			record_forecast(rec, root, todo, n);
 			json_object_put(root);
 			break;
 		}
@@ -517,6 +534,8 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 		else if (strcmp(json_object_get_string(st), "skipped"))
 			so->failed++;
 	}
+	if (!json_object_object_get_ex(rec, "forecast", NULL)) /* no mode ran */
+		json_object_object_add(rec, "forecast", NULL);
 	json_object_object_add(rec, "runs", runs);
 	json_object_object_add(rec, "modes", modes);
 	rc = record_write(c, rec);

@@ -6,7 +6,9 @@
 # exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
 # one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
 # skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch
-# search), a 1 s --budget-s stops the sweep.
+# search), a 1 s --budget-s stops the sweep. Records say which Forecast compute ran (the
+# embedded model's is fitted); a preset:layers model is generated with a fitted Forecast, or
+# with the generator's under --random-forecast (another model name and directory).
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
@@ -61,6 +63,12 @@ grep -q "dry run: 2 configurations would run" "$work/dry.log" || fail "$(tail -1
 	fail "timeout sweep failed"
 [ -f "$work/to/models/tiny-l2/config.json" ] && [ ! -e "$work/to/models/tiny-l2.part" ] ||
 	fail "model not generated: $(ls -R "$work/to")"
+grep -q "generating tiny:2 into .* with a fitted Forecast" "$work/to.log" ||
+	fail "$(cat "$work/to.log")"
+"$sparda" bench sweep --out "$work/to" --backend cpu --models tiny:2 --contexts 1100 \
+	--batches 1 --modes sparda --new-tokens 3 --timeout-s 0.001 --random-forecast \
+	>"$work/torf.log" || fail "random-forecast sweep failed"
+[ -f "$work/to/models/tiny-l2-random/config.json" ] || fail "random: $(ls -R "$work/to")"
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
@@ -108,6 +116,9 @@ for ctx in (1100, 1300):
         assert e["status"] == "ok" and e["run"] == 0, (m, e)
         assert e["result"]["ran"] == m and e["result"]["decode_tokens_per_s"] > 0, e
     assert r["modes"]["sparda"]["result"]["equals_twin"] is True
+    # the embedded model's Forecast is fitted, and the record says so
+    assert r["forecast"]["trained"] is True and r["forecast"]["fit"] == "ridge", r["forecast"]
+    assert r["modes"]["sparse"]["result"]["forecast"] == r["forecast"]
     assert r["runs"][0]["memsvc_rss_peak_bytes"] > 0 and r["runs"][0]["compute_maxrss_bytes"] > 0
     # batch 2: the host store is refused in run 0 (both offloading modes), the rest run again
     r = rec(f"tiny_c{ctx}_b2")
@@ -133,6 +144,15 @@ for ctx in (1100, 1300):
 t = rec("tiny-l2_c1100_b1", to)
 assert t["model"] == "tiny:2" and t["layers"] == 2, t
 assert [t["modes"][m]["status"] for m in ("sparse", "sparda")] == ["timeout"] * 2, t
+assert t["forecast"] is None, t  # no mode ran
+# the generated models' Forecast files: fitted (ridge) by default, the generator's with the flag
+def meta(d):
+    with open(os.path.join(to, "models", d, "forecast.safetensors"), "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n))["__metadata__"]
+assert meta("tiny-l2")["sparda.forecast.fit"] == "ridge", meta("tiny-l2")
+assert "sparda.forecast.fit" not in meta("tiny-l2-random"), meta("tiny-l2-random")
+assert rec("tiny-l2-random_c1100_b1", to)["model"] == "tiny:2+random-forecast"
 t = rec("tiny-l2_c1100_b2", to)  # out of time at batch 1: not run at batch 2
 assert t["runs"] == [] and {m: e["error"] for m, e in t["modes"].items()} == {
     "sparse": "timeout at batch 1", "sparda": "timeout at batch 1"}, t
@@ -172,13 +192,20 @@ assert w["run"] == 1 and w["host_gib"] > 0 and w["memsvc_gib"] > 0, w
 assert rows[("tiny", 1100, 1, "sparse-offload", "memsvc")]["equals_twin"] is True
 assert rows[("tiny", 1100, 1, "sparse", "memsvc")]["hit_rate"] is None
 assert "tokens" not in rows[("tiny", 1100, 1, "sparda", "memsvc")]["result"]
+w = rows[("tiny", 1100, 1, "sparda", "memsvc")]
+assert (w["forecast_trained"], w["forecast_fit"]) == (True, "ridge"), w
+w = rows[("synth", 4096, 1, "sparda", "memsvc")]
+assert (w["forecast_trained"], w["forecast_fit"]) == (None, None), w
 
 md = open(os.path.join(out, "report", "report.md")).read().splitlines()
 for title in ("## tiny, context 1100", "## tiny, context 1300", "## synth, context 4096",
               "## Headline ratios", "## Process boundary (memsvc vs in-process arena)",
               "## Peers: Hugging Face transformers on the same checkpoint"):
     assert title in md, title
-start = md.index("## tiny, context 1100") + 4
+head = md.index("## tiny, context 1100")
+assert md[head + 2] == "Forecast: trained (ridge).", md[head:head + 4]
+assert not md[md.index("## synth, context 4096") + 2].startswith("Forecast"), "synth: no Forecast"
+start = head + 6
 end = next(i for i in range(start, len(md)) if md[i].startswith("## "))
 first = [l.split(" | ") for l in md[start:end] if l.startswith("| ")]
 assert len(first) == 11 and all(len(c) == 17 for c in first), first
