@@ -14,6 +14,10 @@
 #   PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
 #   same CTXS/BATCHES/NEW, into the same directory, within BUDGET_S; PEER_MODELS (llama3-8b:32).
+# FORECAST (trained): models are generated with a fitted Forecast (`gen-model --train-forecast`,
+#   the ridge fit on the GPU; the sweep's default); FORECAST=random keeps the generator's
+#   untrained one, in other model directories (suffix -random) and sweep model names
+#   (<model>+random-forecast: the peers, named <model>, are then not compared with them).
 set -u
 pack=$1; shift
 what=${*:-conformance modes_cuda tiny hf memsvc bench}
@@ -29,6 +33,11 @@ if [ "${STORE:-memsvc}" = inproc ]; then
 	run="$b/bin/sparda-compute --host-store=inproc --modes=all"
 else
 	run="$b/bin/sparda run"
+fi
+if [ "${FORECAST:-trained}" = random ]; then
+	fc=() rf=-random sweep_fc=--random-forecast
+else
+	fc=(--train-forecast --forecast-backend cuda) rf="" sweep_fc=""
 fi
 sum=$OUT/summary.txt
 : >"$sum"
@@ -55,9 +64,9 @@ modes_cuda)
 tiny)
 	step tiny_cuda 240 $run --backend=cuda --batch=2 --json="$res/tiny_cuda.json" ;;
 bench)
-	m=$work/minicpm-l${LAYERS:-8}
-	[ -f "$m/config.json" ] || step genmodel 300 "$b/bin/sparda" gen-model --preset minicpm4-8b \
-		--layers "${LAYERS:-8}" --out "$m"
+	m=$work/minicpm-l${LAYERS:-8}$rf
+	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
 	for ctx in ${CTXS:-32768}; do
 		for bs in ${BATCHES:-1}; do
 			step "bench_c${ctx}_b${bs}" 400 $run --backend=cuda --model="$m" \
@@ -79,9 +88,9 @@ diag)
 			--mode=$m --seconds=3 --json="$res/bench_memsvc_1_$m.json"
 	done ;;
 bench32)
-	m=$work/minicpm-l32
-	[ -f "$m/config.json" ] || step genmodel32 400 "$b/bin/sparda" gen-model --preset minicpm4-8b \
-		--out "$m"
+	m=$work/minicpm-l32$rf
+	[ -f "$m/config.json" ] || step genmodel32 580 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--out "$m" ${fc[@]+"${fc[@]}"}
 	for ctx in ${CTXS32:-131072}; do
 		for bs in ${BATCHES32:-1}; do
 			step "bench32_c${ctx}_b${bs}" 400 $run --backend=cuda --model="$m" \
@@ -103,7 +112,7 @@ sweep)
 		--modes "${MODES:-sparse,sparse-offload,sparda,sparda-nooffload}" \
 		--inproc-modes "${INPROC:-sparda}" --new-tokens "${NEW:-18}" \
 		--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}" \
-		--part "${PART:-1/1}" ${SWEEP_ARGS:-}
+		--part "${PART:-1/1}" $sweep_fc ${SWEEP_ARGS:-}
 	rc=$? left=0
 	[ $rc -eq 3 ] && left=$(grep -o '[0-9]* left' "$res/sweep.log" | tail -1 | cut -d' ' -f1)
 	log "sweep_rc=$rc sweep_left=$left (0 and rc 0: the grid is done)"
@@ -114,9 +123,9 @@ peers)
 	mkdir -p "$sw"
 	[ -n "${RESUME:-}" ] && [ -f "$RESUME" ] && tar -xzkf "$RESUME" -C "$work" 2>/dev/null
 	for m in ${PEER_MODELS:-llama3-8b:32}; do
-		md=$sw/models/${m/:/-l}
-		[ -f "$md/config.json" ] || step "genmodel_${m%%:*}" 400 "$b/bin/sparda" gen-model \
-			--preset "${m%%:*}" --layers "${m##*:}" --out "$md"
+		md=$sw/models/${m/:/-l}$rf
+		[ -f "$md/config.json" ] || step "genmodel_${m%%:*}" 580 "$b/bin/sparda" gen-model \
+			--preset "${m%%:*}" --layers "${m##*:}" --out "$md" ${fc[@]+"${fc[@]}"}
 		# shellcheck disable=SC2086
 		step "peers_${m%%:*}" $((${BUDGET_S:-480} + 60)) python3 "$(dirname "$0")/hf-peers.py" \
 			--model-dir "$md" --model-name "$m" --out "$sw" \
