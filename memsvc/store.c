@@ -125,8 +125,15 @@ int store_slot_get(struct store *s, uint32_t *slot)
 		store_reclaim(s);
 	if (!s->n_free && s->o.tiered)
 		store_drop_clean(s, 1);
-	if (!s->n_free)
-		return s->o.tiered && !s->degraded ? -EAGAIN : -ENOSPC;
+	if (!s->n_free) {
+		if (!s->o.tiered || s->degraded)
+			return -ENOSPC;
+		/* eviction frees at least this many, past the low watermark if it must */
+		if (s->alloc_short < UINT32_MAX)
+			s->alloc_short++;
+		return -EAGAIN;
+	}
+	s->alloc_short = 0;
 	*slot = s->free_stack[--s->n_free];
 	s->slot_state[*slot] = SLOT_USED;
 	s->slot_lease[*slot] = 0;

@@ -119,8 +119,9 @@ void store_get_stats(const struct store *s, struct store_stats *st);
 
 /*
  * Units to evict now: slots in use above high_slots down to low_slots (less the units whose
- * writes are in flight), or enough for queued restores when no slot is free. 0 when not
- * tiered.
+ * writes are in flight), or, when no slot is free, enough for the queued restores and the
+ * allocations refused -EAGAIN since a slot was last handed out (so an allocation larger than
+ * what the watermarks free still succeeds when enough is evictable). 0 when not tiered.
  */
 uint32_t store_evict_want(struct store *s);
 /*

@@ -41,6 +41,7 @@ struct store {
 	uint64_t *slot_word; /* the unit word a used slot belongs to */
 	uint8_t *slot_writing; /* picked for a spill write that has not come back (evict_done) */
 	uint32_t n_writing;
+	uint32_t alloc_short; /* allocs refused -EAGAIN since a slot was last handed out */
 	uint64_t *loadq;     /* words LOADING without a slot yet, FIFO from loadq_head */
 	uint64_t loadq_head, loadq_n, loadq_cap;
 	uint64_t *ext_free; /* extents of dropped units, for the tier's owner to release */

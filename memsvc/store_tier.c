@@ -146,8 +146,13 @@ uint32_t store_evict_want(struct store *s)
 	used = s->o.n_slots - s->n_free - s->n_deferred;
 	if (used > s->o.high_slots && used - s->o.low_slots > s->n_writing)
 		want = used - s->o.low_slots - s->n_writing; /* those in flight go when written */
-	if (s->loadq_n && !s->n_free && want < s->loadq_n)
-		want = s->loadq_n;
+	/* No slot free: queued restores, and allocations refused since the last slot went out
+	 * (one larger than what the watermarks free), need that many, less those being written. */
+	if (!s->n_free) {
+		uint64_t need = s->loadq_n + s->alloc_short;
+		if (need > s->n_writing && want < need - s->n_writing)
+			want = need - s->n_writing;
+	}
 	return want > UINT32_MAX ? UINT32_MAX : (uint32_t)want;
 }
 

@@ -261,6 +261,40 @@ static void test_batches_in_flight(void **state)
 	assert_int_equal(state_of(f, b[0].block), SP_UNIT_SPILLED);
 }
 
+/*
+ * No slot free while the watermarks see nothing to do (half the slots wait for the client's
+ * epoch): a refused allocation makes eviction free what it asked for.
+ */
+static void test_refused_alloc_drives_eviction(void **state)
+{
+	struct fx *f = *state;
+	struct store_io io[16];
+	struct store_unit_id u;
+	uint32_t slot, gen;
+
+	fill(f, 8);
+	assert_int_equal(evict(f, io), 4); /* 4 used: blocks 4..7 */
+	fill(f, 0);
+	for (uint32_t b = 8; b < 12; b++) { /* leased far ahead, then freed: deferred slots */
+		u = uid(f, b);
+		assert_int_equal(store_unit_alloc(f->s, &u, &slot, &gen), 0);
+		assert_int_equal(store_unit_commit(f->s, &u, 5000, &slot, &gen), 0);
+		assert_int_equal(store_unit_free(f->s, &u, &slot, &gen), 0);
+	}
+	assert_int_equal(store_evict_want(f->s), 0);
+	u = uid(f, 12);
+	assert_int_equal(store_unit_alloc(f->s, &u, &slot, &gen), -EAGAIN);
+	u = uid(f, 13);
+	assert_int_equal(store_unit_alloc(f->s, &u, &slot, &gen), -EAGAIN);
+	assert_int_equal(store_evict_want(f->s), 2);
+	assert_int_equal(evict(f, io), 2);
+	for (uint32_t b = 12; b < 14; b++) {
+		u = uid(f, b);
+		assert_int_equal(store_unit_alloc(f->s, &u, &slot, &gen), 0);
+	}
+	assert_int_equal(store_evict_want(f->s), 0);
+}
+
 static void test_full_arena_waits_or_refuses(void **state)
 {
 	struct fx *f = *state;
@@ -293,6 +327,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_restore_is_a_miss, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_freed_during_io, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batches_in_flight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused_alloc_drives_eviction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_arena_waits_or_refuses, setup, teardown),
 	};
 
