@@ -200,9 +200,10 @@ static int gen_train(const struct gen_args *a)
 		return 1;
 	}
 	printf("gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
-	       "(untrained %.4f, previous step %.4f) in %.1fs\n",
+	       "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
 	       rep.n_slots,
 	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
+	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
 	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)),
 	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_prev_step)),
 	       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);

@@ -174,7 +174,25 @@ static uint32_t rows_needed(const struct train_ctx *c)
 	return c->va.queries > r ? (uint32_t)c->va.queries : r;
 }
 
-/* Untrained (Kaiming) and ridge figures, with the ridge weights left in the slots. */
+/* Held-out recall of the model's own Forecast for slot s into *recall (-1: it has none). */
+static int eval_model_forecast(struct train_ctx *c, struct train_slot *s, float *w, double *recall)
+{
+	const struct model_tensor *t = s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+	struct train_eval e;
+	int rc;
+
+	*recall = -1.0;
+	if (!t->data || t->rows != c->dout || t->cols != c->H)
+		return 0;
+	for (size_t i = 0; i < (size_t)c->dout * c->H; i++)
+		w[i] = kb_bf16_to_f32(t->data[i]);
+	if ((rc = train_eval_slot(c, &c->ev, s, w, &e)))
+		return rc;
+	*recall = e.recall;
+	return 0;
+}
+
+/* Untrained (Kaiming), the model's own and ridge figures, the ridge weights left in the slots. */
 static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 {
 	size_t n = (size_t)c->dout * c->H;
@@ -191,6 +209,10 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		lr->in_layer = s->in;
 		lr->tgt_layer = s->tgt;
 		lr->curr = s->curr;
+		if ((rc = eval_model_forecast(c, s, w0, &lr->recall_model))) {
+			rc = train_fail(c, rc, "evaluating the model's Forecast %u failed", k);
+			break;
+		}
 		train_kaiming_init(c, w0, k);
 		if ((rc = train_eval_slot(c, &c->ev, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
 		    (rc = train_eval_slot(c, &c->ev, s, s->w, &r))) {

@@ -97,6 +97,8 @@ struct train_layer_report {
 	bool curr;	    /* q_curr_proj of layer 0 (in == tgt == 0) */
 	double kl_untrained, kl_ridge, kl_trained;
 	double recall_untrained, recall_ridge, recall_trained, recall_prev_step;
+	/* the Forecast the model was opened with (e.g. the synthetic generator's); -1: none */
+	double recall_model;
 	/* recall against the teacher's scored top-k blocks (the fine grid the KL distils) */
 	double teacher_recall_untrained, teacher_recall_ridge, teacher_recall_trained;
 	/* the teacher's scored blocks that the original selector also picks */

@@ -328,6 +328,10 @@ static void cli_table(const struct train_report *r)
 	       train_report_mean(r, FIELD(recall_ridge)),
 	       train_report_mean(r, FIELD(recall_prev_step)),
 	       train_report_mean(r, FIELD(recall_trained)));
+	if (train_report_mean(r, FIELD(recall_model)) >= 0)
+		printf("recall of the Forecast the model came with (its forecast.safetensors): "
+		       "%.4f\n",
+		       train_report_mean(r, FIELD(recall_model)));
 	if (!r->kl_measured) {
 		printf("fit: ridge only (no teacher: no KL or teacher figures)\n");
 		return;
@@ -397,6 +401,11 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	}
 	json_object_object_add(o, "layers", arr);
 	json_object_object_add(o, "fit", json_object_new_string(a->fit));
+	json_object_object_add(
+	    o, "recall_model",
+	    train_report_mean(r, FIELD(recall_model)) >= 0
+		? json_object_new_double(train_report_mean(r, FIELD(recall_model)))
+		: NULL);
 	json_object_object_add(o, "steps", json_object_new_int64(r->steps));
 	json_object_object_add(o, "start_step", json_object_new_int64(r->start_step));
 	json_object_object_add(o, "lr", json_object_new_double(a->lr));
