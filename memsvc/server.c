@@ -609,7 +609,9 @@ static void tenants_reload(struct server *sv)
 	struct tenant_reload rl;
 	char err[512] = "";
 	uint64_t ok, failed;
-	int r = tenant_table_reload(sv->tenants, sv->cfg->tenants, &rl, err, sizeof(err));
+	/* with a tcp endpoint, its allow-list is re-read with the tenants it names */
+	int r = tenant_table_reload(sv->tenants, sv->cfg->tenants,
+				    sv->remote ? sv->cfg->tcp_keys : NULL, &rl, err, sizeof(err));
 
 	tenant_reload_counts(sv->tenants, &ok, &failed);
 	if (r) {
@@ -617,9 +619,10 @@ static void tenants_reload(struct server *sv)
 			  "status=%s error=\"%s\"", err_name(r), err);
 	} else {
 		log_info(TAG, "tenants reloaded",
-			 "file=%s tenants=%zu added=%zu changed=%zu unchanged=%zu removed=%zu",
+			 "file=%s tenants=%zu added=%zu changed=%zu unchanged=%zu removed=%zu "
+			 "tcp_keys=%zu",
 			 sv->cfg->tenants, rl.active, rl.added, rl.changed, rl.unchanged,
-			 rl.removed);
+			 rl.removed, rl.keys);
 		if (rl.removed_sessions)
 			log_info(TAG, "removed tenants keep their open sessions until they close",
 				 "sessions=%llu", (unsigned long long)rl.removed_sessions);

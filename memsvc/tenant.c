@@ -432,6 +432,8 @@ struct tenant *tenant_find_key(struct tenant_table *t, const char *z85)
 		if (strcmp(t->keys[i].z85, z85) == 0)
 			tn = t->keys[i].tn;
 	pthread_mutex_unlock(&t->lock);
+	if (tn && tenant_removed(tn))
+		tn = NULL;
 	return tn;
 }
 
@@ -616,10 +618,49 @@ static void merge(struct tenant_table *t, struct tenant_table *nt, struct tenant
 		rl->active += !t->v[i]->removed;
 }
 
-int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_reload *rl,
+/*
+ * The allow-list from keys_text against t's tenants as they are now (removed ones cannot be
+ * named), swapped in whole: the ZAP thread sees the old list or the new one, never a part.
+ */
+static int keys_replace(struct tenant_table *t, const char *keys_text, const char *source,
 			char *err, size_t err_len)
 {
+	struct tenant_table tmp = {0};
+	struct tenant_key *old;
+	int r = 0;
+
+	pthread_mutex_init(&tmp.lock, NULL);
+	pthread_mutex_lock(&t->lock);
+	tmp.v = malloc((t->n ? t->n : 1) * sizeof(*tmp.v)); /* a view: the tenants stay t's */
+	if (tmp.v) {
+		memcpy(tmp.v, t->v, t->n * sizeof(*tmp.v));
+		tmp.n = t->n;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!tmp.v)
+		r = -ENOMEM;
+	if (!r)
+		r = for_each_line(&tmp, keys_text, source, parse_key_line, false, err, err_len);
+	if (!r) {
+		pthread_mutex_lock(&t->lock);
+		old = t->keys;
+		t->keys = tmp.keys;
+		t->n_keys = tmp.n_keys;
+		t->cap_keys = tmp.cap_keys;
+		pthread_mutex_unlock(&t->lock);
+		tmp.keys = old;
+	}
+	free(tmp.keys);
+	free(tmp.v);
+	pthread_mutex_destroy(&tmp.lock);
+	return r;
+}
+
+int tenant_table_reload(struct tenant_table *t, const char *path, const char *keys_path,
+			struct tenant_reload *rl, char *err, size_t err_len)
+{
 	struct tenant_table *nt = NULL;
+	char *keys_text = NULL, keys_source[300];
 	int r;
 
 	*rl = (struct tenant_reload){0};
@@ -629,6 +670,13 @@ int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_
 		goto out;
 	}
 	r = tenant_table_load(path, 0, 0, &nt, err, err_len);
+	if (!r && keys_path && keys_path[0]) {
+		r = read_file(keys_path, &keys_text, err, err_len);
+		snprintf(keys_source, sizeof(keys_source), "file %s", keys_path);
+	}
+	/* the allow-list must fit the new tenants, or nothing changes */
+	if (!r && keys_text)
+		r = tenant_table_parse_keys(nt, keys_text, keys_source, err, err_len);
 	if (r)
 		goto out;
 	pthread_mutex_lock(&t->lock);
@@ -638,7 +686,12 @@ int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_
 	else
 		merge(t, nt, rl);
 	pthread_mutex_unlock(&t->lock);
+	if (!r && keys_text) {
+		r = keys_replace(t, keys_text, keys_source, err, err_len);
+		rl->keys = r ? 0 : t->n_keys;
+	}
 out:
+	free(keys_text);
 	pthread_mutex_lock(&t->lock);
 	if (r)
 		t->reload_failures++;

@@ -32,6 +32,7 @@ struct tenant_usage {
 /* What a reload did: tenants added (or restored), changed, unchanged, removed; active after. */
 struct tenant_reload {
 	size_t added, changed, unchanged, removed, active;
+	size_t keys; /* tcp allow-list entries after the reload (0 when not reloaded) */
 	uint64_t removed_sessions; /* sessions still open in the tenants just removed */
 };
 
@@ -69,11 +70,14 @@ void tenant_table_free(struct tenant_table *t);
  * kept ones take the file's uids and limits (they apply to the next acquire; use above a
  * lowered limit stays, new acquires are refused); tenants gone from the file are marked removed:
  * tenant_find no longer names them, their open sessions run on. No tenant is ever freed before
- * the table, so every tenant pointer stays valid. Call from one thread at a time (the server
- * loop); the other calls may run concurrently. Counts the reload or its failure.
+ * the table, so every tenant pointer stays valid. With keys_path (the tcp allow-list file,
+ * NULL or "": keys untouched) the list is checked against the new tenants before anything changes and
+ * then replaces the old one whole (a removed tenant's key no longer admits). Call from one
+ * thread at a time (the server loop); the other calls may run concurrently. Counts the reload
+ * or its failure.
  */
-int tenant_table_reload(struct tenant_table *t, const char *path, struct tenant_reload *rl,
-			char *err, size_t err_len);
+int tenant_table_reload(struct tenant_table *t, const char *path, const char *keys_path,
+			struct tenant_reload *rl, char *err, size_t err_len);
 /* Reloads done and refused since the table was loaded. */
 void tenant_reload_counts(struct tenant_table *t, uint64_t *ok, uint64_t *failed);
 
@@ -82,7 +86,7 @@ size_t tenant_count(struct tenant_table *t);
 struct tenant *tenant_at(struct tenant_table *t, size_t i);
 /* NULL when no tenant has that name, or it was removed by a reload. */
 struct tenant *tenant_find(struct tenant_table *t, const char *name);
-/* The tenant a z85 CURVE public key maps to (maybe a removed one), or NULL. */
+/* The tenant a z85 CURVE public key maps to, or NULL (unknown key, or its tenant removed). */
 struct tenant *tenant_find_key(struct tenant_table *t, const char *z85);
 const char *tenant_name(const struct tenant *tn);
 bool tenant_admits_uid(struct tenant *tn, uid_t uid);

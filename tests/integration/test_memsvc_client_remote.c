@@ -3,11 +3,13 @@
  * Integration: the client library's remote sessions against a real sparda-memsvc with a tcp
  * endpoint (CURVE, ZAP allow-list): write, commit and read back unit bytes with zero wrong
  * bytes; shared-memory calls refuse a remote session; an unlisted key times out cleanly, a
- * listed key cannot claim another tenant. Exits 77 without CURVE or the daemon.
+ * listed key cannot claim another tenant; a tenants reload (SIGHUP) re-reads the allow-list.
+ * Exits 77 without CURVE or the daemon.
  */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -181,11 +183,66 @@ static void test_remote_refused(void **state)
 	stop(&f);
 }
 
+/* SIGHUP the daemon and wait for its reload status line; true when the reload applied. */
+static bool reload(struct fx *f)
+{
+	char path[PATH_MAX], line[600] = "";
+	unsigned long long gen = 0, now = 0;
+	FILE *st;
+
+	snprintf(path, sizeof(path), "%s/tenants.reload", memsvc_proc_runtime_dir(f->p));
+	if ((st = fopen(path, "r"))) {
+		if (fgets(line, sizeof(line), st))
+			(void)sscanf(line, "generation=%llu", &gen);
+		fclose(st);
+	}
+	assert_int_equal(kill(memsvc_proc_pid(f->p), SIGHUP), 0);
+	for (int i = 0; i < 500 && now <= gen; i++) {
+		time_sleep_ns(10000000);
+		if ((st = fopen(path, "r"))) {
+			if (fgets(line, sizeof(line), st))
+				(void)sscanf(line, "generation=%llu", &now);
+			fclose(st);
+		}
+	}
+	assert_int_equal(now, gen + 1);
+	return strstr(line, " result=ok") != NULL;
+}
+
+/* A reload adds eve as bob's key and drops alice's: eve connects as bob, alice no longer. */
+static void test_reload_keys(void **state)
+{
+	struct fx f;
+	struct memclient *c = NULL;
+	char text[256], *keys;
+
+	start(&f);
+	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), -ETIMEDOUT);
+	snprintf(text, sizeof(text), "bob %s\n", f.eve.pub);
+	keys = harness_write_file(f.dir, "keys", text);
+	free(keys);
+	assert_true(reload(&f));
+	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
+	assert_int_equal(memclient_ping(c), 0);
+	memclient_close(c);
+	c = NULL;
+	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), -ETIMEDOUT);
+	/* a key file naming a tenant that does not exist: refused, the list in force stays */
+	snprintf(text, sizeof(text), "mallory %s\n", f.alice.pub);
+	keys = harness_write_file(f.dir, "keys", text);
+	free(keys);
+	assert_false(reload(&f));
+	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
+	memclient_close(c);
+	stop(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_remote_readback),
 	    cmocka_unit_test(test_remote_refused),
+	    cmocka_unit_test(test_reload_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,64 @@ static void test_keys(void **state)
 	tenant_table_free(t);
 }
 
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * A reload re-reads the tcp allow-list with the tenants: a new tenant's key admits, a removed
+ * tenant's key no longer does, and a key file naming a tenant the new file lacks refuses the
+ * whole reload (tenants and keys stay as they were).
+ */
+static void test_reload_keys(void **state)
+{
+	static const char k1[] = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+	static const char k2[] = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+	char tpath[] = "/tmp/test_memsvc_tenant_t_XXXXXX", kpath[] = "/tmp/test_memsvc_tenant_k_XXXXXX";
+	struct tenant_reload rl;
+	struct tenant_table *t;
+	char err[512], text[256];
+
+	close(mkstemp(tpath));
+	close(mkstemp(kpath));
+	write_text(tpath, good);
+	assert_int_equal(tenant_table_load(tpath, 1, 0, &t, err, sizeof(err)), 0);
+	snprintf(text, sizeof(text), "bob %s\n", k1);
+	assert_int_equal(tenant_table_parse_keys(t, text, "keys", err, sizeof(err)), 0);
+	assert_ptr_equal(tenant_find_key(t, k1), tenant_find(t, "bob"));
+	/* bob leaves, carol comes with a key */
+	write_text(tpath, "alice uid=1000 quota=1G\ncarol uid=3000 quota=1G\n");
+	snprintf(text, sizeof(text), "carol %s\n", k2);
+	write_text(kpath, text);
+	assert_int_equal(tenant_table_reload(t, tpath, kpath, &rl, err, sizeof(err)), 0);
+	assert_int_equal(rl.keys, 1);
+	assert_ptr_equal(tenant_find_key(t, k2), tenant_find(t, "carol"));
+	assert_null(tenant_find_key(t, k1));
+	/* a key file naming bob, who is not in the new file: nothing changes */
+	write_text(tpath, "alice uid=1000 quota=1G\n");
+	snprintf(text, sizeof(text), "bob %s\n", k1);
+	write_text(kpath, text);
+	assert_int_equal(tenant_table_reload(t, tpath, kpath, &rl, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, kpath));
+	assert_non_null(strstr(err, "bob"));
+	assert_non_null(tenant_find(t, "carol"));
+	assert_ptr_equal(tenant_find_key(t, k2), tenant_find(t, "carol"));
+	/* without a key path the list stays */
+	assert_int_equal(tenant_table_reload(t, tpath, NULL, &rl, err, sizeof(err)), 0);
+	assert_null(tenant_find(t, "carol"));
+	assert_null(tenant_find_key(t, k2)); /* its tenant was removed */
+	/* an unreadable key file refuses the reload too */
+	unlink(kpath);
+	assert_int_equal(tenant_table_reload(t, tpath, kpath, &rl, err, sizeof(err)), -ENOENT);
+	tenant_table_free(t);
+	unlink(tpath);
+}
+
 static void test_limits(void **state)
 {
 	struct tenant_table *t;
@@ -189,7 +247,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_good),	   cmocka_unit_test(test_parse_bad_lines),
 	    cmocka_unit_test(test_default_tenant), cmocka_unit_test(test_load_file),
-	    cmocka_unit_test(test_keys),	   cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_keys),	   cmocka_unit_test(test_reload_keys),
+	    cmocka_unit_test(test_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
