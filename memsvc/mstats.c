@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Daemon counters. Hot-path threads record one histogram sample per ring entry; the mutex is
- * uncontended in the common case (one consumer thread per few sessions).
+ * Daemon counters. Request counts and latency histograms are kept in shards, one per writing
+ * thread (round-robin over MSTATS_SHARDS, each on its own cache lines), so hot-path threads of
+ * different sessions never share a lock or a counter line; readers sum the shards.
  */
 #include "mstats.h"
 
@@ -9,22 +10,44 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "shm_abi.h"
 
-struct mstats {
-	_Atomic uint64_t requests[MSTATS_PATH_MAX][WIRE_KIND_MAX];
-	_Atomic uint64_t errors[MSTATS_ERR_MAX];
-	pthread_mutex_t lock; /* the histograms */
+#define MSTATS_SHARDS 16
+
+struct mstats_shard {
+	_Alignas(64) pthread_mutex_t lock; /* uncontended unless two threads share the shard */
+	uint64_t requests[MSTATS_PATH_MAX][WIRE_KIND_MAX];
 	struct hist lat[MSTATS_PATH_MAX][WIRE_KIND_MAX];
 };
 
+struct mstats {
+	_Atomic uint64_t errors[MSTATS_ERR_MAX]; /* rare: one shared set */
+	struct mstats_shard shard[MSTATS_SHARDS];
+};
+
+static _Atomic unsigned next_shard;
+static _Thread_local int my_shard = -1;
+
+/* This thread's shard (given on its first request, round-robin). */
+static struct mstats_shard *shard_of(struct mstats *m)
+{
+	if (my_shard < 0)
+		my_shard = (int)(atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
+				 MSTATS_SHARDS);
+	return &m->shard[my_shard];
+}
+
 struct mstats *mstats_new(void)
 {
-	struct mstats *m = calloc(1, sizeof(*m));
+	struct mstats *m = aligned_alloc(64, (sizeof(struct mstats) + 63) / 64 * 64);
 
-	if (m)
-		pthread_mutex_init(&m->lock, NULL);
+	if (!m)
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	for (int i = 0; i < MSTATS_SHARDS; i++)
+		pthread_mutex_init(&m->shard[i].lock, NULL);
 	return m;
 }
 
@@ -32,40 +55,45 @@ void mstats_free(struct mstats *m)
 {
 	if (!m)
 		return;
-	pthread_mutex_destroy(&m->lock);
+	for (int i = 0; i < MSTATS_SHARDS; i++)
+		pthread_mutex_destroy(&m->shard[i].lock);
 	free(m);
 }
 
 void mstats_request(struct mstats *m, enum mstats_path p, enum wire_kind kind, uint64_t ns)
 {
+	struct mstats_shard *sh;
+
 	if ((unsigned)p >= MSTATS_PATH_MAX || (unsigned)kind >= WIRE_KIND_MAX)
 		return;
-	atomic_fetch_add_explicit(&m->requests[p][kind], 1, memory_order_relaxed);
-	pthread_mutex_lock(&m->lock);
-	hist_add(&m->lat[p][kind], ns);
-	pthread_mutex_unlock(&m->lock);
+	sh = shard_of(m);
+	pthread_mutex_lock(&sh->lock);
+	sh->requests[p][kind]++;
+	hist_add(&sh->lat[p][kind], ns);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 void mstats_request_batch(struct mstats *m, enum mstats_path p, const enum wire_kind *kinds,
 			  uint32_t n, uint64_t ns)
 {
-	if ((unsigned)p >= MSTATS_PATH_MAX)
+	struct mstats_shard *sh;
+
+	if ((unsigned)p >= MSTATS_PATH_MAX || !n)
 		return;
-	for (uint32_t i = 0; i < n; i++)
-		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
-			atomic_fetch_add_explicit(&m->requests[p][kinds[i]], 1,
-						  memory_order_relaxed);
+	sh = shard_of(m);
 	/* Every entry of a batch took the same time: count runs of one kind as one update. */
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&sh->lock);
 	for (uint32_t i = 0; i < n;) {
 		uint32_t j = i;
 		while (j < n && kinds[j] == kinds[i])
 			j++;
-		if ((unsigned)kinds[i] < WIRE_KIND_MAX)
-			hist_add_n(&m->lat[p][kinds[i]], ns, j - i);
+		if ((unsigned)kinds[i] < WIRE_KIND_MAX) {
+			sh->requests[p][kinds[i]] += j - i;
+			hist_add_n(&sh->lat[p][kinds[i]], ns, j - i);
+		}
 		i = j;
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 void mstats_error(struct mstats *m, enum mstats_err e)
@@ -131,7 +159,14 @@ const char *mstats_err_name(enum mstats_err e)
 
 uint64_t mstats_requests(struct mstats *m, enum mstats_path p, enum wire_kind kind)
 {
-	return atomic_load_explicit(&m->requests[p][kind], memory_order_relaxed);
+	uint64_t n = 0;
+
+	for (int i = 0; i < MSTATS_SHARDS; i++) {
+		pthread_mutex_lock(&m->shard[i].lock);
+		n += m->shard[i].requests[p][kind];
+		pthread_mutex_unlock(&m->shard[i].lock);
+	}
+	return n;
 }
 
 uint64_t mstats_errors(struct mstats *m, enum mstats_err e)
@@ -141,9 +176,12 @@ uint64_t mstats_errors(struct mstats *m, enum mstats_err e)
 
 void mstats_hist(struct mstats *m, enum mstats_path p, enum wire_kind kind, struct hist *out)
 {
-	pthread_mutex_lock(&m->lock);
-	*out = m->lat[p][kind];
-	pthread_mutex_unlock(&m->lock);
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < MSTATS_SHARDS; i++) {
+		pthread_mutex_lock(&m->shard[i].lock);
+		hist_merge(out, &m->shard[i].lat[p][kind]);
+		pthread_mutex_unlock(&m->shard[i].lock);
+	}
 }
 
 enum wire_kind mstats_op_kind(unsigned op)

@@ -2,7 +2,8 @@
 /*
  * Daemon-wide counters: requests by path (shm ring, ZeroMQ) and op, their latency histograms,
  * and errors by kind. Written by the server and hot-path threads, read by /metrics and the
- * stats request. Thread safe: counters are relaxed atomics, histograms sit behind one mutex.
+ * stats request. Thread safe: requests and histograms in per-thread shards (summed on read),
+ * errors as relaxed atomics.
  */
 #ifndef SPARDA_MEMSVC_MSTATS_H
 #define SPARDA_MEMSVC_MSTATS_H

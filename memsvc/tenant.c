@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,11 @@ struct tenant {
 	uint64_t quota_bytes, max_sessions, max_seqs, max_inflight; /* 0 = unlimited */
 	uint64_t disk_quota;					    /* 0 = unlimited */
 	pthread_mutex_t lock; /* guards the limits and uids (reload) and the use counters below */
-	uint64_t bytes, sessions, seqs, inflight, rejected, disk_bytes;
+	uint64_t bytes, sessions, seqs, rejected, disk_bytes;
 	bool removed; /* dropped by a reload: refuses new sessions, old ones run on */
+	/* Ring entries in flight: taken and given per hot-path batch by every session's thread,
+	 * so lock-free; inflight_cap mirrors max_inflight (set under the lock). */
+	_Atomic uint64_t inflight, inflight_cap;
 };
 
 struct tenant_key {
@@ -143,6 +147,8 @@ static int add_tenant(struct tenant_table *t, const struct tenant *tmpl)
 		return -ENOMEM;
 	*tn = *tmpl;
 	pthread_mutex_init(&tn->lock, NULL);
+	atomic_init(&tn->inflight, 0);
+	atomic_init(&tn->inflight_cap, tmpl->max_inflight);
 	t->v[t->n++] = tn;
 	return 0;
 }
@@ -518,14 +524,37 @@ void tenant_seq_release(struct tenant *tn)
 	give(tn, &tn->seqs, 1);
 }
 
+/*
+ * Optimistic: add, then back out past the cap. Two batches racing at the cap may both back
+ * out where one would have fit. Batches that began before a reload set a cap were not
+ * counted, so for a moment after such a reload the cap can be passed by them.
+ */
 int tenant_inflight_acquire(struct tenant *tn, uint64_t n)
 {
-	return take(tn, &tn->inflight, n, &tn->max_inflight, -EBUSY);
+	uint64_t cap = atomic_load_explicit(&tn->inflight_cap, memory_order_relaxed);
+	uint64_t was;
+
+	if (!cap)
+		return 0; /* unlimited: nothing to count against */
+	was = atomic_fetch_add_explicit(&tn->inflight, n, memory_order_relaxed);
+	if (was + n <= cap && was + n >= was)
+		return 0;
+	atomic_fetch_sub_explicit(&tn->inflight, n, memory_order_relaxed);
+	pthread_mutex_lock(&tn->lock);
+	tn->rejected++;
+	pthread_mutex_unlock(&tn->lock);
+	return -EBUSY;
 }
 
 void tenant_inflight_release(struct tenant *tn, uint64_t n)
 {
-	give(tn, &tn->inflight, n);
+	/* a batch taken while the tenant had no cap was never counted */
+	uint64_t cur = atomic_load_explicit(&tn->inflight, memory_order_relaxed);
+
+	while (cur && !atomic_compare_exchange_weak_explicit(&tn->inflight, &cur,
+							     cur >= n ? cur - n : 0,
+							     memory_order_relaxed, memory_order_relaxed))
+		;
 }
 
 int tenant_disk_acquire(struct tenant *tn, uint64_t bytes)
@@ -544,7 +573,8 @@ void tenant_get_usage(struct tenant *tn, struct tenant_usage *u)
 	*u = (struct tenant_usage){.bytes = tn->bytes,
 				   .sessions = tn->sessions,
 				   .seqs = tn->seqs,
-				   .inflight = tn->inflight,
+				   .inflight = atomic_load_explicit(&tn->inflight,
+								    memory_order_relaxed),
 				   .quota_bytes = tn->quota_bytes,
 				   .max_sessions = tn->max_sessions,
 				   .max_seqs = tn->max_seqs,
@@ -573,6 +603,7 @@ static bool apply_line(struct tenant *tn, const struct tenant *src)
 	tn->max_sessions = src->max_sessions;
 	tn->max_seqs = src->max_seqs;
 	tn->max_inflight = src->max_inflight;
+	atomic_store_explicit(&tn->inflight_cap, src->max_inflight, memory_order_relaxed);
 	tn->disk_quota = src->disk_quota;
 	return changed;
 }

@@ -4,6 +4,7 @@
  * built-in default tenant, the tcp key list, and the per-tenant limits.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -242,13 +243,60 @@ static void test_limits(void **state)
 	tenant_table_free(t);
 }
 
+struct hammer {
+	struct tenant *tn;
+	uint64_t cap, ok, over;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+	struct tenant_usage u;
+
+	for (int i = 0; i < 20000; i++) {
+		if (tenant_inflight_acquire(h->tn, 1))
+			continue;
+		h->ok++;
+		if ((i & 63) == 0) {
+			tenant_get_usage(h->tn, &u);
+			h->over += u.inflight > h->cap;
+		}
+		tenant_inflight_release(h->tn, 1);
+	}
+	return NULL;
+}
+
+/* The lock-free in-flight count under four threads: never past the cap, back to 0. */
+static void test_inflight_threads(void **state)
+{
+	struct tenant_table *t;
+	struct hammer h[4];
+	pthread_t th[4];
+	struct tenant_usage u;
+	char err[256];
+
+	assert_int_equal(tenant_table_parse(good, "test", &t, err, sizeof(err)), 0);
+	for (int i = 0; i < 4; i++) {
+		h[i] = (struct hammer){.tn = tenant_find(t, "alice"), .cap = 4};
+		assert_int_equal(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_true(h[i].ok > 0);
+		assert_int_equal(h[i].over, 0);
+	}
+	tenant_get_usage(tenant_find(t, "alice"), &u);
+	assert_int_equal(u.inflight, 0);
+	tenant_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_good),	   cmocka_unit_test(test_parse_bad_lines),
 	    cmocka_unit_test(test_default_tenant), cmocka_unit_test(test_load_file),
 	    cmocka_unit_test(test_keys),	   cmocka_unit_test(test_reload_keys),
-	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_limits), cmocka_unit_test(test_inflight_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
