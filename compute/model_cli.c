@@ -91,6 +91,29 @@ struct gen_args {
 	uint32_t val[GEN_N_OVERRIDES];
 };
 
+/* The Forecast fit's options: 0, or -EINVAL with a message printed. */
+static int gen_parse_fc(int c, const char *arg, struct gen_args *a)
+{
+	uint64_t v;
+
+	if (c == OPT_TRAIN) {
+		a->train = true;
+	} else if (c == OPT_FC_BACKEND) {
+		if (strcmp(arg, "auto") && strcmp(arg, "cpu") && strcmp(arg, "cuda")) {
+			fprintf(stderr, "gen-model: --forecast-backend is auto, cpu or cuda\n");
+			return -EINVAL;
+		}
+		a->fc.backend = arg;
+	} else if (gen_parse_u64(arg, c == OPT_FC_SEQS ? 1 : 0, UINT32_MAX, &v)) {
+		fprintf(stderr, "gen-model: bad --%s '%s'\n",
+			c == OPT_FC_SEQS ? "forecast-seqs" : "forecast-seq-len", arg);
+		return -EINVAL;
+	} else { /* --forecast-seq-len 0: the default (twice the first sparse query) */
+		*(c == OPT_FC_SEQS ? &a->fc.seqs : &a->fc.seq_len) = (uint32_t)v;
+	}
+	return 0;
+}
+
 static int gen_parse(int argc, char **argv, struct gen_args *a)
 {
 	struct option opts[GEN_N_OVERRIDES + GEN_N_FIXED + 1] = {
@@ -123,26 +146,9 @@ static int gen_parse(int argc, char **argv, struct gen_args *a)
 		} else if (c == OPT_HELP) {
 			gen_usage(stdout);
 			return -1;
-		} else if (c == OPT_TRAIN) {
-			a->train = true;
-		} else if (c == OPT_FC_BACKEND) {
-			if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") &&
-			    strcmp(optarg, "cuda")) {
-				fprintf(stderr,
-					"gen-model: --forecast-backend is auto, cpu or cuda\n");
+		} else if (c >= OPT_TRAIN && c <= OPT_FC_LEN) {
+			if (gen_parse_fc(c, optarg, a))
 				return 2;
-			}
-			a->fc.backend = optarg;
-		} else if (c == OPT_FC_SEQS || c == OPT_FC_LEN) {
-			uint64_t lo = c == OPT_FC_SEQS ? 1 : 0; /* seq-len 0: the default */
-
-			if (gen_parse_u64(optarg, lo, UINT32_MAX, &v)) {
-				fprintf(stderr, "gen-model: bad --%s '%s'\n",
-					c == OPT_FC_SEQS ? "forecast-seqs" : "forecast-seq-len",
-					optarg);
-				return 2;
-			}
-			*(c == OPT_FC_SEQS ? &a->fc.seqs : &a->fc.seq_len) = (uint32_t)v;
 		} else if (c >= OPT_OVERRIDE && c < OPT_OVERRIDE + (int)GEN_N_OVERRIDES) {
 			size_t i = (size_t)(c - OPT_OVERRIDE);
 
