@@ -165,6 +165,18 @@ static void test_ridge_fit(void **state)
 	assert_string_equal(fi.fit, "");
 	assert_true(fi.recall < 0);
 	assert_int_equal(train_file_info("/nonexistent/forecast.safetensors", &fi), -ENOENT);
+	/* the metadata writer refuses entries without a key or a value, and writes nothing */
+	{
+		const uint16_t one = 0x3f80;
+		const struct st_wtensor t = {"x", ST_DTYPE_BF16, 1, {1}, &one};
+		const struct st_meta_kv bad[][1] = {{{"", "v"}}, {{"k", NULL}}, {{NULL, "v"}}};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+			assert_int_equal(
+			    st_write_meta(e->b, &t, 1, NULL, bad[i], 1, e->err, sizeof(e->err)),
+			    -EINVAL);
+		assert_true(test_same_file(e->a, e->b)); /* b is still the fitted file */
+	}
 	/* the AdamW path with no steps and no validation writes the same ridge weights */
 	o.fit = TRAIN_FIT_ADAMW;
 	o.steps = 0;
