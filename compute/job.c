@@ -106,6 +106,21 @@ static int fit_forecast(const char *preset, const char *dir, char *err, size_t e
 	return 0;
 }
 
+/* A generation that failed half way leaves nothing behind. */
+static void remove_partial(const char *dir)
+{
+	static const char *const files[] = { "config.json", "model.safetensors",
+					     "model.safetensors.tmp", "forecast.safetensors",
+					     "forecast.safetensors.tmp" };
+	char p[JOB_PATH_MAX + 64];
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 /* Generate the preset into a temp dir and rename it into place (concurrent jobs race safely). */
 static int ensure_model(const struct job_config *cfg, char *dir, size_t len, char *err,
 			size_t err_len)
@@ -137,8 +152,10 @@ static int ensure_model(const struct job_config *cfg, char *dir, size_t len, cha
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", dir, (int)getpid());
 	log_info("job", "generating the embedded model", "preset=%s dir=%s", cfg->preset, dir);
 	if ((rc = model_generate(tmp, &mc, 1234, err, err_len)) ||
-	    (rc = fit_forecast(cfg->preset, tmp, err, err_len)))
+	    (rc = fit_forecast(cfg->preset, tmp, err, err_len))) {
+		remove_partial(tmp);
 		return rc;
+	}
 	if (rename(tmp, dir) != 0 && stat(probe, &st) != 0) {
 		rc = err_from_errno();
 		snprintf(err, err_len, "cannot move the generated model to %s: %s", dir, err_str(rc));
