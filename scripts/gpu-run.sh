@@ -4,7 +4,9 @@
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
-#   what: conformance modes_cuda tiny hf diag memsvc bench bench32 sweep peers
+#   what: conformance modes_cuda tiny hf diag memsvc spill bench bench32 sweep peers
+# memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
+#   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
 #   (default 480) so a call stays under ten minutes; call again until summary.txt says
 #   sweep_left=0. RESUME=sweep.tar.gz (a previous call's) restores the records on a fresh host.
@@ -137,8 +139,17 @@ peers)
 	"$b/bin/sparda" bench report --out "$sw" >>"$res/peers.log" 2>&1
 	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
 memsvc)
-	step bench_memsvc 120 "$b/bin/sparda" bench memsvc --clients=4 --units=96 --mode=poll \
-		--seconds=5 --json="$res/bench_memsvc.json" ;;
+	for n in 1 2 4; do
+		step "bench_memsvc_$n" 120 "$b/bin/sparda" bench memsvc --clients=$n --units=96 \
+			--mode=poll --seconds=5 --json="$res/bench_memsvc_$n.json"
+	done ;;
+spill)
+	mkdir -p /tmp/sparda-spill
+	for i in 1 2; do
+		step "bench_spill_$i" 180 "$b/bin/sparda" bench spill --dir /tmp/sparda-spill \
+			--json="$res/bench_spill_$i.json"
+	done
+	rm -rf /tmp/sparda-spill ;;
 esac
 done
 tar -czf "$OUT/results.tar.gz" -C "$work" results
