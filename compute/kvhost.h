@@ -64,6 +64,14 @@ struct kvhost {
 	const uint64_t *words;  /* residency words (sp_unit_word), read-only */
 	size_t words_bytes;
 	bool may_spill;         /* units can leave RAM for an NVMe tier (then ops->forecast) */
+	/*
+	 * Added by the runner to every step it sends (forecast, epoch) and advanced past them
+	 * when a generation ends, so steps only grow over the runs that share this store (the
+	 * modes of one job, the requests of a service). A later run starting again at step 1
+	 * would otherwise lease slots at steps the published epoch has already passed: the store
+	 * could reuse them under a read.
+	 */
+	uint64_t step_base;
 	void *priv;
 };
 

@@ -246,7 +246,8 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 
 	if ((rc = k->event_sync(r->kb, kv->resolved)))
 		return rc;
-	if ((n = list_loads(r, s, l)) && (rc = h->ops->forecast(h, r->h_units_c, n, r->step + 1)))
+	if ((n = list_loads(r, s, l)) &&
+	    (rc = h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1)))
 		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
 				   n, l, rc == -ENOENT ? "a unit's copy could not be read back"
 						       : "the store did not answer"), rc;
@@ -588,7 +589,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {
 		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)) ||
-		    (rc = r->o.host->ops->epoch(r->o.host, r->step + 1)))
+		    (rc = r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1)))
 			return rc;
 	} else if ((rc = collect_stats(r, &s))) {
 		return rc;

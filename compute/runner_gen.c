@@ -249,6 +249,8 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 out_close:
 	if (rc || !r->o.keep_sequences)
 		runner_close_host_seqs(r);
+	if (r->o.host) /* past every step this run sent: the next run's leases hold again */
+		r->o.host->step_base += r->step + 2;
 out:
 	free(cur);
 	free(next);

@@ -186,6 +186,68 @@ static void test_twins(void **state)
 	kvhost_close(h);
 }
 
+/* ---- steps sent to the store over several runs ---------------------------------------- */
+
+/* A store that spills (so the runner sends ring Forecasts) and records every step it sees. */
+static struct kvhost_ops g_rec_ops;
+static const struct kvhost_ops *g_inner_ops;
+static uint64_t g_epoch, g_epochs, g_forecasts, g_bad_epochs, g_unprotected;
+
+static int rec_epoch(struct kvhost *h, uint64_t step)
+{
+	g_bad_epochs += step < g_epoch; /* the epoch never goes back */
+	g_epoch = step;
+	g_epochs++;
+	return g_inner_ops->epoch(h, step);
+}
+
+/* The inproc store keeps every unit resident: the Forecast only records. */
+static int rec_forecast(struct kvhost *h, const struct kvhost_unit *u, uint32_t n, uint64_t step)
+{
+	(void)h;
+	(void)u;
+	(void)n;
+	g_unprotected += step <= g_epoch; /* a lease the published epoch has already passed */
+	g_forecasts++;
+	return 0;
+}
+
+/*
+ * Runs that share one store (the modes of a job, a service's requests) send steps that only
+ * grow: every Forecast's step is above the epoch published so far, so its leases hold, and
+ * the epoch never goes back. Tokens stay the twins' with the store in careful mode.
+ */
+static void test_steps_grow_across_runs(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run a, b, c, ref;
+
+	g_inner_ops = h->ops;
+	g_rec_ops = *h->ops;
+	g_rec_ops.epoch = rec_epoch;
+	g_rec_ops.forecast = rec_forecast;
+	h->ops = &g_rec_ops;
+	h->may_spill = true;
+	g_epoch = g_epochs = g_forecasts = g_bad_epochs = g_unprotected = 0;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &a, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &b, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOPREFETCH, h, false, &c, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	assert_true(g_forecasts > 0);
+	assert_int_equal(g_epochs, 3 * (NEW - 1));
+	assert_int_equal(g_bad_epochs, 0);
+	assert_int_equal(g_unprotected, 0);
+	assert_true(h->step_base >= 3 * (uint64_t)NEW);
+	assert_same_tokens(&a, &ref, "sparda (careful) vs sparda-nooffload");
+	assert_same_tokens(&c, &ref, "sparda-noprefetch (careful) vs sparda-nooffload");
+	free(a.logits);
+	free(b.logits);
+	free(c.logits);
+	free(ref.logits);
+	h->ops = g_inner_ops;
+	kvhost_close(h);
+}
+
 /* Seeded sampling is reproducible and the same in a mode and its twin; another seed differs. */
 static void test_seeded_sampling(void **state)
 {
@@ -494,6 +556,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_twins),
+		cmocka_unit_test(test_steps_grow_across_runs),
 		cmocka_unit_test(test_seeded_sampling),
 		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 		cmocka_unit_test(test_recall_exact_forecast),
