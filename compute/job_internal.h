@@ -27,6 +27,7 @@ struct job {
 	struct train_file_info forecast;       /* what that file says about its training */
 	struct kb *kb;
 	struct kvhost *host;
+	struct kvhost_opts host_opts; /* what the open host was sized for (reuse when it fits) */
 	struct cmetrics *metrics;  /* --metrics-port, or NULL */
 	int host_rc;               /* why the host store could not be opened */
 	char host_err[256];

@@ -178,8 +178,20 @@ static int open_host(struct job *j)
 	o.geom.unit_bytes = 2 * blk * c->head_dim * 2;
 	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes
 					     : (units + units / 8 + 64) * o.geom.unit_bytes;
-	if (j->host || j->host_rc)
+	if (j->host_rc)
 		return j->host_rc;
+	/* A service keeps its session between requests: reused while this one fits in it. */
+	if (j->host && o.arena_bytes <= j->host_opts.arena_bytes &&
+	    o.max_seqs <= j->host_opts.max_seqs && o.max_units <= j->host_opts.max_units)
+		return 0;
+	if (j->host) {
+		log_info("job", "host store reopened for a larger request",
+			 "arena_bytes=%llu max_seqs=%u",
+			 (unsigned long long)o.arena_bytes, o.max_seqs);
+		kvhost_close(j->host);
+		j->host = NULL;
+	}
+	j->host_opts = o;
 	if (j->cfg->store == JOB_STORE_INPROC)
 		j->host_rc = kvhost_inproc_open(&o, &j->host);
 	else

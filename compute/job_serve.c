@@ -4,6 +4,8 @@
  * attaches to memsvc under the usual fallback rules), write DIR/ready, then serve prompt files:
  * DIR/in/NAME.prompt is claimed into DIR/work, generated exactly as a batch job would, answered
  * with DIR/out/NAME.json (the --json document) or DIR/out/NAME.error, and moved to DIR/done.
+ * The memsvc session stays open from one request to the next (no arena to map again) while
+ * the requests fit in it and it answers; a larger request, or one that failed, opens a new one.
  * SIGTERM or SIGINT: finish the current request, remove DIR/ready, exit 0.
  */
 #include <dirent.h>
@@ -101,8 +103,11 @@ static void notify(const char *state)
 	close(fd);
 }
 
-/* Drop a request's prompts, results and host session (each request opens its own). */
-static void reset_request(struct job *j)
+/*
+ * Drop a request's prompts and results. The host session stays for the next request when
+ * keep_host and it still answers; otherwise it is closed (the next request opens one).
+ */
+static void reset_request(struct job *j, bool keep_host)
 {
 	for (uint32_t i = 0; i < RUNNER_MODE_COUNT; i++) {
 		free(j->res[i].tokens);
@@ -117,8 +122,10 @@ static void reset_request(struct job *j)
 	j->prompts = NULL;
 	j->lens = NULL;
 	j->batch = 0;
-	kvhost_close(j->host);
-	j->host = NULL;
+	if (j->host && (!keep_host || j->host->ops->health(j->host))) {
+		kvhost_close(j->host);
+		j->host = NULL;
+	}
 	j->host_rc = 0;
 	j->host_err[0] = '\0';
 }
@@ -147,7 +154,7 @@ static int warm_up(struct job *j, const struct job_config *base, char *host, siz
 			snprintf(host, len, "fallback");
 	if (rc && !j->err[0])
 		snprintf(j->err, sizeof(j->err), "warm-up failed: %s", err_str(rc));
-	reset_request(j);
+	reset_request(j, rc == 0);
 	j->cfg = base;
 	return rc;
 }
@@ -205,7 +212,7 @@ static int serve_one(struct job *j, const struct job_config *base, const char *d
 	snprintf(out, sizeof(out), "%s/done/%s", dir, name);
 	if (rename(c.prompt_file, out))
 		log_warn("serve", "cannot move the prompt to done/", "name=%s", name);
-	reset_request(j);
+	reset_request(j, true); /* a failed request keeps the session too, while it answers */
 	j->cfg = base;
 	return rc;
 }

@@ -3,8 +3,9 @@
 # sparda up --compute=1 on the CPU backend and the tiny model: the compute service answers a
 # prompt file with the JSON of a batch run (sparda equals its twin, tokens equal those of a
 # direct sparda-compute --prompt-file run), a bad prompt file with NAME.error while it keeps
-# serving, status lists it, down stops it and memsvc with exit 0; a compute that cannot start
-# makes up fail, name it and stop what it started.
+# serving, status lists it, down stops it and memsvc with exit 0; requests of the same size
+# reuse the service's memsvc session (one attach for them, also across the bad request); a
+# compute that cannot start makes up fail, name it and stop what it started.
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
 sparda=$build/bin/sparda
@@ -66,9 +67,11 @@ grep -q "^host=memsvc" "$srv/ready" || fail "compute did not attach to memsvc: $
 
 awk 'BEGIN { s = 7; for (i = 0; i < 300; i++) { s = (s * 1103515245 + 12345) % 2147483648;
 	printf "%d%s", int(s / 65536) % 512, i < 299 ? " " : "\n" } }' >"$work/p.txt"
+attaches() { grep -c 'msg="session attached".*client=sparda-compute' "$dir/memsvc.log" || true; }
 submit a "$work/p.txt"
 wait_file "$srv/out/a.json"
 [ -f "$srv/done/a.prompt" ] || fail "a.prompt not moved to done/"
+n_a=$(attaches)
 
 "$compute" "${flags[@]}" --runtime-dir="$dir" --prompt-file="$work/p.txt" \
 	--json="$work/direct.json" >"$work/direct.log" 2>&1 ||
@@ -80,6 +83,9 @@ wait_file "$srv/out/b.error"
 grep -q "not a token id" "$srv/out/b.error" || fail "b.error: $(cat "$srv/out/b.error")"
 submit c "$work/p.txt"
 wait_file "$srv/out/c.json"
+# a.prompt and c.prompt are the same size: c ran in a's session (the direct run in between
+# attached once as a process of its own)
+[ "$(attaches)" = $((n_a + 1)) ] || fail "c did not reuse the session: attaches $n_a -> $(attaches)"
 
 python3 - "$srv/out/a.json" "$srv/out/c.json" "$work/direct.json" <<'PY' || fail "results"
 import json, sys
