@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,40 @@ int harness_open(struct memsvc_proc *p, const char *tenant, enum sp_wait_mode mo
 	    .timeout_ms = 3000,
 	};
 	return memclient_open(&o, out);
+}
+
+/* The generation in DIR/tenants.reload (0 before the first reload); line gets the text. */
+static unsigned long long reload_gen(struct memsvc_proc *p, char *line, size_t len)
+{
+	char path[PATH_MAX];
+	unsigned long long gen = 0;
+	FILE *st;
+
+	snprintf(path, sizeof(path), "%s/tenants.reload", memsvc_proc_runtime_dir(p));
+	line[0] = '\0';
+	if (!(st = fopen(path, "r")))
+		return 0;
+	if (fgets(line, (int)len, st))
+		(void)sscanf(line, "generation=%llu", &gen);
+	fclose(st);
+	return gen;
+}
+
+bool harness_reload(struct memsvc_proc *p, char *line, size_t len)
+{
+	char buf[600];
+	unsigned long long gen;
+
+	if (!line) {
+		line = buf;
+		len = sizeof(buf);
+	}
+	gen = reload_gen(p, line, len);
+	assert_int_equal(kill(memsvc_proc_pid(p), SIGHUP), 0);
+	for (int i = 0; i < 500 && reload_gen(p, line, len) == gen; i++)
+		usleep(10000);
+	assert_int_equal(reload_gen(p, line, len), gen + 1);
+	return strstr(line, " result=ok") != NULL;
 }
 
 bool harness_log_contains(struct memsvc_proc *p, const char *needle)

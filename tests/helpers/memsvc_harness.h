@@ -40,6 +40,13 @@ char *harness_write_file(const char *dir, const char *name, const char *text);
 int harness_open(struct memsvc_proc *p, const char *tenant, enum sp_wait_mode mode,
 		 uint64_t arena_bytes, struct memclient **out);
 
+/*
+ * SIGHUP the daemon (a tenants reload) and wait for its DIR/tenants.reload status line to
+ * move on; fails the test after 5 s. True when the reload was applied ("result=ok"); the
+ * line goes to line (may be NULL).
+ */
+bool harness_reload(struct memsvc_proc *p, char *line, size_t len);
+
 /* Does the daemon's captured log contain needle? */
 bool harness_log_contains(struct memsvc_proc *p, const char *needle);
 

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -183,32 +182,6 @@ static void test_remote_refused(void **state)
 	stop(&f);
 }
 
-/* SIGHUP the daemon and wait for its reload status line; true when the reload applied. */
-static bool reload(struct fx *f)
-{
-	char path[PATH_MAX], line[600] = "";
-	unsigned long long gen = 0, now = 0;
-	FILE *st;
-
-	snprintf(path, sizeof(path), "%s/tenants.reload", memsvc_proc_runtime_dir(f->p));
-	if ((st = fopen(path, "r"))) {
-		if (fgets(line, sizeof(line), st))
-			(void)sscanf(line, "generation=%llu", &gen);
-		fclose(st);
-	}
-	assert_int_equal(kill(memsvc_proc_pid(f->p), SIGHUP), 0);
-	for (int i = 0; i < 500 && now <= gen; i++) {
-		time_sleep_ns(10000000);
-		if ((st = fopen(path, "r"))) {
-			if (fgets(line, sizeof(line), st))
-				(void)sscanf(line, "generation=%llu", &now);
-			fclose(st);
-		}
-	}
-	assert_int_equal(now, gen + 1);
-	return strstr(line, " result=ok") != NULL;
-}
-
 /* A reload adds eve as bob's key and drops alice's: eve connects as bob, alice no longer. */
 static void test_reload_keys(void **state)
 {
@@ -221,7 +194,7 @@ static void test_reload_keys(void **state)
 	snprintf(text, sizeof(text), "bob %s\n", f.eve.pub);
 	keys = harness_write_file(f.dir, "keys", text);
 	free(keys);
-	assert_true(reload(&f));
+	assert_true(harness_reload(f.p, NULL, 0));
 	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
 	assert_int_equal(memclient_ping(c), 0);
 	memclient_close(c);
@@ -231,7 +204,7 @@ static void test_reload_keys(void **state)
 	snprintf(text, sizeof(text), "mallory %s\n", f.alice.pub);
 	keys = harness_write_file(f.dir, "keys", text);
 	free(keys);
-	assert_false(reload(&f));
+	assert_false(harness_reload(f.p, NULL, 0));
 	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
 	memclient_close(c);
 	stop(&f);

@@ -226,37 +226,6 @@ static void rewrite(struct fixture *f, const char *tenants_fmt)
 	free(harness_write_file(f->dir, "tenants", text));
 }
 
-/* The generation in DIR/tenants.reload (0 before the first reload); line gets the text. */
-static unsigned long long reload_gen(struct fixture *f, char *line, size_t len)
-{
-	char path[512];
-	unsigned long long gen = 0;
-	FILE *st;
-
-	snprintf(path, sizeof(path), "%s/tenants.reload", memsvc_proc_runtime_dir(f->p));
-	line[0] = '\0';
-	st = fopen(path, "r");
-	if (!st)
-		return 0;
-	if (fgets(line, (int)len, st))
-		(void)sscanf(line, "generation=%llu", &gen);
-	fclose(st);
-	return gen;
-}
-
-/* SIGHUP the daemon and wait for the reload's status line; true when it was applied. */
-static bool reload(struct fixture *f)
-{
-	char line[600];
-	unsigned long long gen = reload_gen(f, line, sizeof(line));
-
-	assert_int_equal(kill(memsvc_proc_pid(f->p), SIGHUP), 0);
-	for (int i = 0; i < 500 && reload_gen(f, line, sizeof(line)) == gen; i++)
-		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
-	assert_int_equal(reload_gen(f, line, sizeof(line)), gen + 1);
-	return strstr(line, " result=ok") != NULL;
-}
-
 /* Every unit of u[0..n) still holds what fill_seq wrote. */
 static void assert_data_intact(struct memclient *a, const struct memclient_unit *u, uint32_t n)
 {
@@ -283,7 +252,7 @@ static void test_reload(void **state)
 	assert_int_not_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
 	assert_null(x);
 	rewrite(&f, "alpha uid=%u quota=1M\nbeta uid=%u quota=1M\n");
-	assert_true(reload(&f));
+	assert_true(harness_reload(f.p, NULL, 0));
 	assert_true(harness_log_contains(f.p, "tenants reloaded"));
 	assert_int_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
 	memclient_close(x);
@@ -294,7 +263,7 @@ static void test_reload(void **state)
 	assert_int_equal(memclient_seq_open(a, 1, BLOCKS, &q), 0);
 	n = fill_seq(a, q, u);
 	rewrite(&f, "alpha uid=%u quota=128K max-seqs=1\nbeta uid=%u quota=1M\n");
-	assert_true(reload(&f));
+	assert_true(harness_reload(f.p, NULL, 0));
 	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 128 << 10, &x), -EDQUOT);
 	assert_null(x);
 	assert_int_equal(memclient_seq_open(a, 2, BLOCKS, &q2), -EDQUOT);
@@ -303,7 +272,7 @@ static void test_reload(void **state)
 
 	/* A bad file is refused whole: alpha's limits and beta stay as they were. */
 	rewrite(&f, "alpha uid=%u quota=4M\nbeta uid=%u quota=1M colour=red\n");
-	assert_false(reload(&f));
+	assert_false(harness_reload(f.p, NULL, 0));
 	assert_true(harness_log_contains(f.p, "line 2: tenant beta: bad attribute 'colour=red'"));
 	assert_int_equal(harness_stat(a, "tenant.quota_bytes"), 128 << 10);
 	assert_int_equal(harness_open(f.p, "beta", SP_WAIT_SLEEP, 128 << 10, &x), 0);
@@ -312,7 +281,7 @@ static void test_reload(void **state)
 
 	/* alpha removed: new attaches are refused, its open session works on until it closes. */
 	rewrite(&f, "beta uid=%u quota=1M\n");
-	assert_true(reload(&f));
+	assert_true(harness_reload(f.p, NULL, 0));
 	assert_true(harness_log_contains(f.p, "removed tenants keep their open sessions"));
 	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 64 << 10, &x), -EACCES);
 	assert_null(x);
@@ -323,7 +292,7 @@ static void test_reload(void **state)
 
 	/* Back in the file with a larger quota, alpha admits attaches again. */
 	rewrite(&f, "alpha uid=%u quota=1M\nbeta uid=%u quota=1M\n");
-	assert_true(reload(&f));
+	assert_true(harness_reload(f.p, NULL, 0));
 	assert_int_equal(harness_open(f.p, "alpha", SP_WAIT_SLEEP, 512 << 10, &a2), 0);
 	memclient_close(a2);
 	stop(&f);
