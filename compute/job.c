@@ -21,6 +21,7 @@
 
 static const char *const backend_names[] = { "auto", "cpu", "cuda", NULL };
 static const char *const store_names[] = { "memsvc", "inproc", NULL };
+static const char *const gather_names[] = { "kernel", "dma", NULL };
 
 #define K(n, t, f, d, lo, hi, h)                                                               \
 	{ .name = n, .type = CONFIG_TYPE_##t, .offset = offsetof(struct job_config, f),         \
@@ -48,6 +49,8 @@ static const struct config_key job_keys[] = {
 	K("poll", BOOL, poll, "false", 0, 0, "memsvc hot path in polling mode"),
 	K("fallback", BOOL, fallback, "true", 0, 0, "sparda falls back to sparda-nooffload when memsvc is unavailable"),
 	K("gather-ctas", UINT, gather_ctas, "16", 1, 1024, "CTAs of the gather kernel (CUDA)"),
+	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
+	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),
 	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),
 	K("json", STRING, json, "", 0, 0, "write the results as JSON to this path"),

@@ -18,6 +18,7 @@
 
 enum job_backend { JOB_BACKEND_AUTO = 0, JOB_BACKEND_CPU, JOB_BACKEND_CUDA };
 enum job_store { JOB_STORE_MEMSVC = 0, JOB_STORE_INPROC };
+enum job_gather { JOB_GATHER_KERNEL = 0, JOB_GATHER_DMA };
 
 struct job_config {
 	char model[JOB_PATH_MAX];     /* model directory; "" = the embedded tiny model */
@@ -39,6 +40,7 @@ struct job_config {
 	bool poll;
 	bool fallback;                /* sparda -> sparda-nooffload when memsvc is unavailable */
 	uint64_t gather_ctas;
+	int gather;                   /* enum job_gather */
 	uint64_t threads;
 	uint64_t timeout_ms;
 	char json[JOB_PATH_MAX];

@@ -240,6 +240,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 	const struct job_config *cfg = j->cfg;
 	struct runner_opts ro = { .mode = mode, .max_batch = j->batch, .max_tokens = max_tokens(j),
 				  .gather_ctas = (uint32_t)cfg->gather_ctas,
+				  .gather_dma = cfg->gather == JOB_GATHER_DMA,
 				  .on_step = j->metrics ? publish_step : NULL, .on_step_ctx = j,
 				  .recall_every = (uint32_t)cfg->recall_every };
 	struct runner_sampling smp = { .temperature = (float)cfg->temperature,

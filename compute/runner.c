@@ -338,10 +338,16 @@ static int careful_open(struct runner *r)
 	void *unused;
 	int rc;
 
-	r->careful = runner_mode_offloads(r->o.mode) && r->o.host && r->o.host->may_spill;
+	r->careful = runner_mode_offloads(r->o.mode) && r->o.host &&
+		     (r->o.host->may_spill || r->o.gather_dma);
 	if (!r->careful)
 		return 0;
-	if (!r->o.host->ops->forecast)
+	if (r->o.gather_dma) {
+		r->h_dma_idx = calloc((size_t)2 * r->n_caches * r->n_slots, sizeof(int32_t));
+		if (!r->h_dma_idx)
+			return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
+	}
+	if (r->o.host->may_spill && !r->o.host->ops->forecast)
 		return runner_fail(r, -EINVAL, "host store %s may spill but takes no Forecasts",
 				   r->o.host->ops->name), -EINVAL;
 	r->h_loads_bytes = (size_t)r->L * r->n_caches * (1 + 2 * r->n_slots) * sizeof(int32_t);
@@ -493,6 +499,7 @@ void runner_close(struct runner *r)
 	free(r->h_flag);
 	free(r->seq_handle);
 	free(r->seq_word_base);
+	free(r->h_dma_idx);
 	free(r->len);
 	free(r->full);
 	free(r->h_logits);

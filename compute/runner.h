@@ -40,6 +40,10 @@ struct runner_opts {
 	uint32_t max_batch;  /* sequences decoded together */
 	uint32_t max_tokens; /* prompt + generated, per sequence */
 	uint32_t gather_ctas;/* CTAs of the gather kernel (CUDA), 0 = 16 */
+	/* Fetch offloaded units with copy-engine copies queued by the host (kb copy_units_dma)
+	 * instead of the gather kernel: each layer's load list comes back to the host (as in
+	 * careful mode), which resolves it against the residency words. */
+	bool gather_dma;
 	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */
 	struct kvhost *host; /* required when runner_mode_offloads(mode); not owned */
 	bool keep_sequences; /* leave host-store sequences open after runner_generate (for

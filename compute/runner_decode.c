@@ -180,6 +180,47 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 				      r->o.gather_ctas ? r->o.gather_ctas : 16);
 }
 
+static int32_t *layer_loads(struct runner *r, uint32_t l);
+
+/*
+ * gather_dma: layer l's load list (on the host) resolved through the residency words into
+ * copy lists, queued as one batch of copy-engine copies on stream st. A load whose unit is not
+ * resident counts as a miss (an error at the end of the step, never stale data), unless the
+ * unit is ALLOCATED (a block this client is still writing).
+ */
+static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
+{
+	struct runner_lkv *kv = &r->kv[l];
+	size_t nk = (size_t)s->nc * s->k;
+	const int32_t *nl = layer_loads(r, l), *blk = nl + s->nc, *slot = blk + nk;
+	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
+	uint32_t m = 0;
+
+	kv->loaded = true;
+	for (uint32_t i = 0; i < s->nc; i++) {
+		uint32_t b = i / r->n_kv, g = i % r->n_kv;
+		int64_t wb = r->seq_word_base[b] + ((int64_t)l * r->n_kv + g) * r->max_blocks;
+		for (uint32_t j = 0; j < s->k && (int32_t)j < nl[i]; j++) {
+			size_t o = (size_t)i * s->k + j;
+			uint64_t w;
+			if (blk[o] < 0 || slot[o] < 0)
+				continue;
+			w = __atomic_load_n(&r->o.host->words[wb + blk[o]], __ATOMIC_ACQUIRE);
+			if (sp_unit_word_state(w) != SP_UNIT_RESIDENT) {
+				r->dma_misses += sp_unit_word_state(w) != SP_UNIT_ALLOCATED;
+				continue;
+			}
+			dst[m] = (int32_t)(i * r->n_slots + (uint32_t)slot[o]);
+			src[m++] = (int32_t)sp_unit_word_slot(w);
+		}
+	}
+	kv->dma_loads = m;
+	if (r->skip_gather || !m) /* measurement only: everything but the copies */
+		return 0;
+	return r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src, m,
+					  r->unit_bytes);
+}
+
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
 static int32_t *layer_loads(struct runner *r, uint32_t l)
 {
@@ -241,18 +282,23 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 	const struct kb_ops *k = r->kb->ops;
 	struct kvhost *h = r->o.host;
 	struct runner_lkv *kv = &r->kv[l];
-	uint32_t n;
+	uint32_t n = 0;
 	int rc;
 
 	if ((rc = k->event_sync(r->kb, kv->resolved)))
 		return rc;
-	if ((n = list_loads(r, s, l)) &&
+	if (h->may_spill && (n = list_loads(r, s, l)) &&
 	    (rc = h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1)))
 		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
 				   n, l, rc == -ENOENT ? "a unit's copy could not be read back"
 						       : "the store did not answer"), rc;
-	r->st.units_forecast += n;
-	if ((rc = k->event_record(r->kb, kv->ready, st)) || (rc = resolve(r, s, l, st)))
+	if (h->may_spill)
+		r->st.units_forecast += n;
+	if ((rc = k->event_record(r->kb, kv->ready, st)))
+		return rc;
+	if (r->o.gather_dma)
+		return gather_dma(r, s, l, st);
+	if ((rc = resolve(r, s, l, st)))
 		return rc;
 	return gather(r, s, l, st);
 }
@@ -501,7 +547,8 @@ static int collect_stats(struct runner *r, struct step *s)
 
 	if ((rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
-	misses = r->h_stats[(size_t)r->L * per];
+	misses = r->h_stats[(size_t)r->L * per] + (int32_t)r->dma_misses;
+	r->dma_misses = 0;
 	for (uint32_t l = 0; l < r->L; l++) {
 		struct runner_layer_stats *ls = &r->st.layer[l];
 		struct runner_lkv *kv = &r->kv[l];
@@ -518,7 +565,7 @@ static int collect_stats(struct runner *r, struct step *s)
 		ls->fetch_ms += fetch > 0.0f ? fetch : 0.0f;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
-		uint32_t fetched = count_nonneg(h + s->nc, n);
+		uint32_t fetched = r->o.gather_dma ? kv->dma_loads : count_nonneg(h + s->nc, n);
 		ls->loads += fetched;
 		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
 		if (r->o.mode == RUNNER_MODE_SPARDA) {

@@ -36,6 +36,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	struct kb_event *resolved; /* careful mode: its load list has reached the host */
 	uint32_t sel_k;     /* entries per cache in sel this step */
 	bool loaded;        /* a gather was issued this step */
+	uint32_t dma_loads; /* gather_dma: units this step's copies fetched */
 	bool prepped;       /* its PREP ran on the copy stream this step: wait `done` */
 	bool pending;       /* careful mode: resolve and gather wait for the host's Forecast */
 };
@@ -71,6 +72,8 @@ struct runner {
 	 * and fetches the layer again (runner_decode.c). */
 	bool careful;
 	int32_t *h_loads;    /* pinned [L][n_caches * (1 + 2 * n_slots)]: n_loads, blocks, slots */
+	int32_t *h_dma_idx;  /* gather_dma: [2][n_caches * n_slots] the copies' dst, then src */
+	uint32_t dma_misses; /* gather_dma: this step's loads found not resident on the host */
 	size_t h_loads_bytes;
 	bool loads_registered;
 	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */

@@ -229,6 +229,15 @@ struct kb_ops {
 	int (*copy_units)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 			  const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
 			  size_t unit_bytes, uint32_t n_ctas);
+	/*
+	 * copy_units with the index lists in host memory (read before the call returns), on the
+	 * copy engines instead of SMs: CUDA enqueues the units (entries with an index < 0 skipped)
+	 * as one cudaMemcpyBatchAsync on stream s, so the gather issues no loads from the SMs
+	 * that run the layer's kernels. Same alignment rules as copy_units.
+	 */
+	int (*copy_units_dma)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+			      const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
+			      size_t unit_bytes);
 
 	/* ---- KV storage ---- */
 	/*

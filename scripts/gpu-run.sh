@@ -4,7 +4,9 @@
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
-#   what: conformance modes_cuda tiny hf diag memsvc spill bench bench32 sweep peers
+#   what: conformance modes_cuda tiny hf diag memsvc spill bench gatherab bench32 sweep peers
+# gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
+#   --gather=dma (copy engines), BATCHES (1 4), LAYERS (8).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
 #   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
@@ -75,6 +77,19 @@ bench)
 				--prompt-tokens="$ctx" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes="${MODES:-sparse,sparse-offload,sparda,sparda-noprefetch,sparda-nooffload}" \
 				--json="$res/bench_c${ctx}_b${bs}.json"
+		done
+	done ;;
+gatherab)
+	# the offloaded layers' fetch: gather kernel against copy-engine copies (--gather=dma)
+	m=$work/minicpm-l${LAYERS:-8}$rf
+	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
+	for bs in ${BATCHES:-1 4}; do
+		for g in kernel dma; do
+			step "gather_${g}_b${bs}" 400 $run --backend=cuda --model="$m" \
+				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes=sparse-offload,sparda,sparda-nooffload --gather=$g \
+				--json="$res/gather_${g}_b${bs}.json"
 		done
 	done ;;
 hf)

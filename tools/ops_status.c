@@ -322,7 +322,7 @@ static void tenant_row(const struct ops_query *q, const char *name, void *arg)
 
 static void session_row(const struct ops_query *q, const char *id, void *arg)
 {
-	char b[24], name[40];
+	char b[24], name[80];
 
 	(void)arg;
 	snprintf(name, sizeof(name), "%s%s", id,

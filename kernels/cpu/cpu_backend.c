@@ -168,6 +168,7 @@ static const struct kb_ops cpu_ops = {
     .select_prefill_work = cpu_select_prefill_work,
     .cache_diff = cpu_cache_diff,
     .copy_units = cpu_copy_units,
+    .copy_units_dma = cpu_copy_units_dma,
     .kv_pack = cpu_kv_pack,
     .kv_store = cpu_kv_store,
     .attn_decode = cpu_attn_decode,

@@ -27,6 +27,14 @@ int cpu_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 	return 0;
 }
 
+/* Host index lists are what the CPU reads anyway: the same copies. */
+int cpu_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+		       const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
+		       size_t unit_bytes)
+{
+	return cpu_copy_units(kb, s, dst, src, h_dst_idx, h_src_idx, n, unit_bytes, 0);
+}
+
 /* Row r of head h's K and V: unit u, K half rows [0, block), V half rows [block, 2 * block). */
 static void put_row(uint16_t *units, int32_t u, uint32_t r, const uint16_t *k, const uint16_t *v,
 		    uint32_t d, uint32_t block)

@@ -117,6 +117,8 @@ static void kc_destroy(struct kb *kb)
 		cudaFree(c->scratch[s]);
 		cudaFree(c->counters[s]);
 	}
+	free(c->dma_ptrs);
+	free(c->dma_sizes);
 	if (c->blas)
 		cublasDestroy(c->blas);
 	if (c->green)
@@ -379,6 +381,45 @@ static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const vo
 	return kc_copy_units(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
 }
 
+/* The gather on the copy engines: one batch of unit copies, source accessed in stream order. */
+static int kc_op_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+				const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
+				size_t unit_bytes)
+{
+	struct kc_backend *c = kc_of(kb);
+	struct cudaMemcpyAttributes attr = {};
+	size_t m = 0, first = 0;
+
+	KC_NEED_STREAM(s);
+	if (!dst || !src || !h_dst_idx || !h_src_idx || !unit_bytes || unit_bytes % 16 ||
+	    (uintptr_t)dst % 16 || (uintptr_t)src % 16)
+		return -EINVAL;
+	if (n > c->dma_cap) {
+		void **p = (void **)realloc(c->dma_ptrs, 2 * (size_t)n * sizeof(*p));
+		size_t *z = p ? (size_t *)realloc(c->dma_sizes, (size_t)n * sizeof(*z)) : NULL;
+		if (p)
+			c->dma_ptrs = p;
+		if (!z)
+			return -ENOMEM;
+		c->dma_sizes = z;
+		c->dma_cap = n;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (h_dst_idx[i] < 0 || h_src_idx[i] < 0)
+			continue;
+		c->dma_ptrs[m] = (char *)dst + (size_t)h_dst_idx[i] * unit_bytes;
+		c->dma_ptrs[c->dma_cap + m] = (char *)src + (size_t)h_src_idx[i] * unit_bytes;
+		c->dma_sizes[m++] = unit_bytes;
+	}
+	if (!m)
+		return 0;
+	attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+	attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+	return kc_err(cudaMemcpyBatchAsync(c->dma_ptrs, (const void *const *)(c->dma_ptrs + c->dma_cap),
+					   c->dma_sizes, m, &attr, &first, 1, KC_ST(kb, s)),
+		      "cudaMemcpyBatchAsync");
+}
+
 static int kc_op_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units, const int32_t *unit_idx,
 			 const uint16_t *k, const uint16_t *v, uint32_t ld, uint32_t t0, uint32_t t,
 			 uint32_t n_kv, uint32_t d, uint32_t block)
@@ -510,6 +551,7 @@ static const struct kb_ops kc_ops = {
     .select_prefill_work = kc_op_select_prefill_work,
     .cache_diff = kc_op_cache_diff,
     .copy_units = kc_op_copy_units,
+    .copy_units_dma = kc_op_copy_units_dma,
     .kv_pack = kc_op_kv_pack,
     .kv_store = kc_op_kv_store,
     .attn_decode = kc_op_attn_decode,

@@ -25,6 +25,8 @@ struct kc_backend {
 	size_t scratch_bytes[KB_STREAM_COUNT];
 	uint32_t *counters[KB_STREAM_COUNT]; /* zeroed arrival counters, grown on demand */
 	size_t counters_n[KB_STREAM_COUNT];
+	void **dma_ptrs; /* copy_units_dma: [2 * dma_cap] dsts then srcs, and dma_sizes */
+	size_t *dma_sizes, dma_cap;
 	bool
 	    attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
 };

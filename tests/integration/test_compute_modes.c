@@ -67,6 +67,8 @@ static int teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
+static bool g_gather_dma; /* fetch with copy_units_dma (host-resolved load lists) */
+
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
 	uint64_t s = seed * 2654435761u + 1;
@@ -109,7 +111,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 	uint32_t lens[2] = { 700, 630 };
 	struct runner_opts ro = { .mode = mode, .max_batch = 2, .max_tokens = 760,
 				  .host = runner_mode_offloads(mode) ? host : NULL,
-				  .keep_sequences = keep, .recall_every = g_recall_every };
+				  .keep_sequences = keep, .recall_every = g_recall_every,
+				  .gather_dma = g_gather_dma };
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -181,6 +184,35 @@ static void test_twins(void **state)
 		assert_true(v >= 0.0 && v <= 1.0);
 	}
 	struct run *all[] = { &sp, &spo, &sd, &sdn, &sdo };
+	for (int i = 0; i < 5; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * --gather=dma: the load lists come back to the host, which resolves them and queues the
+ * copies (copy_units_dma); tokens equal the twins' and the gather kernel's run, with the
+ * same units fetched.
+ */
+static void test_gather_dma(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run kern, dma, spo, ref, sp;
+
+	run_mode(RUNNER_MODE_SPARDA, h, false, &kern, NULL);
+	g_gather_dma = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &dma, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
+	g_gather_dma = false;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
+	assert_same_tokens(&dma, &ref, "sparda (dma) vs sparda-nooffload");
+	assert_same_tokens(&dma, &kern, "sparda (dma) vs sparda (kernel)");
+	assert_same_tokens(&spo, &sp, "sparse-offload (dma) vs sparse");
+	assert_true(dma.loads > 0 && spo.loads > 0);
+	assert_int_equal(dma.loads, kern.loads);
+	assert_int_equal(dma.st.bytes_h2d, kern.st.bytes_h2d);
+	struct run *all[] = { &kern, &dma, &spo, &ref, &sp };
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
@@ -557,6 +589,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_twins),
 		cmocka_unit_test(test_steps_grow_across_runs),
+		cmocka_unit_test(test_gather_dma),
 		cmocka_unit_test(test_seeded_sampling),
 		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 		cmocka_unit_test(test_recall_exact_forecast),
