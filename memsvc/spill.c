@@ -547,6 +547,33 @@ uint32_t spill_n_dirs(const struct spill *sp)
 	return sp->n_dirs;
 }
 
+/* Batch sizes and the request arrays of a new entry whose tier is open. 0 or -ENOMEM. */
+static int entry_buffers(const struct spill *sp, struct entry *e)
+{
+	uint64_t batch;
+
+	/* A batch is what one staging buffer holds: one tier call, no drain in between. */
+	e->ext_bytes = tier_nvme_extent_bytes(e->tier);
+	batch = sp->o.batch_bytes / e->ext_bytes;
+	e->batch = batch < SPILL_MIN_BATCH   ? SPILL_MIN_BATCH
+		   : batch > SPILL_MAX_BATCH ? SPILL_MAX_BATCH
+					     : (uint32_t)batch;
+	e->wbatch = tier_nvme_batch_units(e->tier) < e->batch ? tier_nvme_batch_units(e->tier)
+								: e->batch;
+	e->io = calloc(e->batch, sizeof(*e->io));
+	e->r = calloc(e->batch, sizeof(*e->r));
+	e->ext = calloc(e->batch, sizeof(*e->ext));
+	if (!e->io || !e->r || !e->ext)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		e->wb[i].io = calloc(e->batch, sizeof(*e->wb[i].io));
+		e->wb[i].w = calloc(e->batch, sizeof(*e->wb[i].w));
+		if (!e->wb[i].io || !e->wb[i].w)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 {
 	struct tier_nvme_opts to = {
@@ -568,32 +595,12 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .fault = sp->fault,
 	};
 	struct entry *e = calloc(1, sizeof(*e));
-	uint64_t batch = 0;
 	int r = e ? 0 : -ENOMEM;
 
 	if (!r)
 		r = tier_nvme_open(&to, &e->tier);
-	if (!r) {
-		/* A batch is what one staging buffer holds: one tier call, no drain in between. */
-		e->ext_bytes = tier_nvme_extent_bytes(e->tier);
-		batch = sp->o.batch_bytes / e->ext_bytes;
-		e->batch = batch < SPILL_MIN_BATCH   ? SPILL_MIN_BATCH
-			   : batch > SPILL_MAX_BATCH ? SPILL_MAX_BATCH
-						     : (uint32_t)batch;
-		e->wbatch = tier_nvme_batch_units(e->tier) < e->batch ? tier_nvme_batch_units(e->tier)
-									: e->batch;
-		e->io = calloc(e->batch, sizeof(*e->io));
-		e->r = calloc(e->batch, sizeof(*e->r));
-		e->ext = calloc(e->batch, sizeof(*e->ext));
-		if (!e->io || !e->r || !e->ext)
-			r = -ENOMEM;
-		for (int i = 0; i < 2 && !r; i++) {
-			e->wb[i].io = calloc(e->batch, sizeof(*e->wb[i].io));
-			e->wb[i].w = calloc(e->batch, sizeof(*e->wb[i].w));
-			if (!e->wb[i].io || !e->wb[i].w)
-				r = -ENOMEM;
-		}
-	}
+	if (!r)
+		r = entry_buffers(sp, e);
 	pthread_mutex_lock(&sp->lock);
 	if (!r && sp->n_ents == sp->cap_ents) {
 		size_t ncap = sp->cap_ents ? sp->cap_ents * 2 : 16;
