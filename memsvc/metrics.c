@@ -140,6 +140,29 @@ static void render_hist_ns(FILE *out, const char *name, const struct hist *h)
 		(unsigned long long)h->count);
 }
 
+/* The NVMe tier's restore outcomes, tier state changes and I/O counts. */
+static void render_spill_counters(FILE *out, const struct spill_stats *t)
+{
+	counter(out, "sparda_memsvc_restore_misses_total",
+		"restores that failed verification or I/O (answered as misses)", "",
+		t->restore_misses);
+	counter(out, "sparda_memsvc_restore_late_total",
+		"restored units answered after the client epoch passed their step", "",
+		t->answers_late);
+	counter(out, "sparda_memsvc_restore_starved_total",
+		"restores answered -ENOSPC: no slot could be had (RAM-only tier, or every slot "
+		"leased by unfinished steps)",
+		"", t->restores_starved);
+	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only", "",
+		t->degraded_entries);
+	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",
+		t->recoveries);
+	counter(out, "sparda_memsvc_spill_ios_total", "spill I/O operations", "{op=\"write\"}",
+		t->write_ios);
+	fprintf(out, "sparda_memsvc_spill_ios_total{op=\"read\"} %llu\n",
+		(unsigned long long)t->read_ios);
+}
+
 /* The NVMe tier: units and bytes per tier and direction, failures, degraded state, backend. */
 static void render_spill(FILE *out, struct server *sv)
 {
@@ -190,24 +213,7 @@ static void render_spill(FILE *out, struct server *sv)
 		(unsigned long long)t->crc_failures, (unsigned long long)t->id_mismatches,
 		(unsigned long long)t->io_errors, (unsigned long long)t->enospc_events,
 		(unsigned long long)t->spill_failures);
-	counter(out, "sparda_memsvc_restore_misses_total",
-		"restores that failed verification or I/O (answered as misses)", "",
-		t->restore_misses);
-	counter(out, "sparda_memsvc_restore_late_total",
-		"restored units answered after the client epoch passed their step", "",
-		t->answers_late);
-	counter(out, "sparda_memsvc_restore_starved_total",
-		"restores answered -ENOSPC: no slot could be had (RAM-only tier, or every slot "
-		"leased by unfinished steps)",
-		"", t->restores_starved);
-	counter(out, "sparda_memsvc_spill_degraded_entries_total", "times a tier went RAM-only", "",
-		t->degraded_entries);
-	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",
-		t->recoveries);
-	counter(out, "sparda_memsvc_spill_ios_total", "spill I/O operations", "{op=\"write\"}",
-		t->write_ios);
-	fprintf(out, "sparda_memsvc_spill_ios_total{op=\"read\"} %llu\n",
-		(unsigned long long)t->read_ios);
+	render_spill_counters(out, t);
 	fprintf(out, "# HELP sparda_memsvc_restore_seconds ring Forecast of a spilled unit to "
 		     "its answer\n");
 	render_hist_ns(out, "sparda_memsvc_restore_seconds", &t->restore_ns);
@@ -215,6 +221,7 @@ static void render_spill(FILE *out, struct server *sv)
 	render_hist_ns(out, "sparda_memsvc_spill_batch_seconds", &t->spill_ns);
 	free(t);
 }
+
 
 /* Tenants removed by a reload are listed while they still hold sessions. */
 static void render_tenants(FILE *out, struct tenant_table *t)
