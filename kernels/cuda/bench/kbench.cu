@@ -201,6 +201,14 @@ static void bench_gather(bool quick)
 		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
 		add_row("copy_units gather", p, us, (double)n * unit, 0, "h2d");
 	}
+	{ /* the same copies on the copy engines (host index lists, one batch) */
+		double us = time_us(KB_STREAM_COPY, 10, [&] {
+			KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd, di.data(), si.data(),
+						   n, unit));
+		});
+		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB copy engines", n);
+		add_row("copy_units_dma gather", p, us, (double)n * unit, 0, "h2d");
+	}
 	for (uint32_t ctas : {16u, 32u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
 			KB(kb->ops->copy_units(kb, KB_STREAM_COPY, hd, cache, sid, did, n, unit,
