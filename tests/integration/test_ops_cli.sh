@@ -191,8 +191,8 @@ grep -q "pid=$pid signal=9" "$dir/memsvc.log" || fail "monitor did not log the S
 # tiny model's KV, so units go to disk. status, polled while compute runs, shows the tenant's
 # and the arena's units on disk; afterwards the NVMe tier's counters. Each poll holds compute
 # with SIGSTOP while it looks, so a loaded machine sees the same state as an idle one: the units
-# stay on disk from the first spill until compute's session ends, a window of hundreds of
-# decode steps.
+# stay on disk from the first spill (its prompt already spills) until compute's session ends,
+# after 160 decode steps.
 dir2=$work/run2
 mkdir -p "$work/spill"
 expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
@@ -200,7 +200,7 @@ expect 0 "$sparda" up --runtime-dir "$dir2" --metrics-port=0 --ram-budget=16M \
 pid2=$(cat "$dir2/memsvc.pid")
 started+=("$pid2")
 "$build/bin/sparda-compute" --runtime-dir="$dir2" --modes=sparda --arena-bytes=1M \
-	--new-tokens=400 >"$work/compute2.out" 2>&1 &
+	--new-tokens=160 >"$work/compute2.out" 2>&1 &
 cpid=$!
 seen=""
 while [ -z "$seen" ] && kill -STOP "$cpid" 2>/dev/null; do
