@@ -182,29 +182,32 @@ static void test_remote_refused(void **state)
 	stop(&f);
 }
 
+/* Rewrite the key file to the one line "tenant key" and reload; true when it was applied. */
+static bool reload_keys(struct fx *f, const char *tenant, const char *key)
+{
+	char text[256];
+
+	snprintf(text, sizeof(text), "%s %s\n", tenant, key);
+	free(harness_write_file(f->dir, "keys", text));
+	return harness_reload(f->p, NULL, 0);
+}
+
 /* A reload adds eve as bob's key and drops alice's: eve connects as bob, alice no longer. */
 static void test_reload_keys(void **state)
 {
 	struct fx f;
 	struct memclient *c = NULL;
-	char text[256], *keys;
 
 	start(&f);
 	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), -ETIMEDOUT);
-	snprintf(text, sizeof(text), "bob %s\n", f.eve.pub);
-	keys = harness_write_file(f.dir, "keys", text);
-	free(keys);
-	assert_true(harness_reload(f.p, NULL, 0));
+	assert_true(reload_keys(&f, "bob", f.eve.pub));
 	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
 	assert_int_equal(memclient_ping(c), 0);
 	memclient_close(c);
 	c = NULL;
 	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), -ETIMEDOUT);
 	/* a key file naming a tenant that does not exist: refused, the list in force stays */
-	snprintf(text, sizeof(text), "mallory %s\n", f.alice.pub);
-	keys = harness_write_file(f.dir, "keys", text);
-	free(keys);
-	assert_false(harness_reload(f.p, NULL, 0));
+	assert_false(reload_keys(&f, "mallory", f.alice.pub));
 	assert_int_equal(open_remote(&f, &f.eve, "bob", &c), 0);
 	memclient_close(c);
 	stop(&f);
