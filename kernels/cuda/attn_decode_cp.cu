@@ -91,44 +91,8 @@ static __device__ __forceinline__ void kc_adc_slab(const uint16_t *ks, uint32_t 
 		kc_mma(sc[0], qa[kk], bb[0], bb[1]);
 		kc_mma(sc[1], qa[kk], bb[2], bb[3]);
 	}
-	float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-	for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			uint32_t key = nt * 8 + 2 * t + (i & 1);
-			float v = key < n ? sc[nt][i] * sl2 : -INFINITY;
-			sc[nt][i] = v;
-			if (i < 2)
-				mx0 = fmaxf(mx0, v);
-			else
-				mx1 = fmaxf(mx1, v);
-		}
-#pragma unroll
-	for (int off = 1; off <= 2; off <<= 1) {
-		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-	}
-	float mn0 = fmaxf(st.m0, mx0), mn1 = fmaxf(st.m1, mx1);
-	float al0 = mn0 == -INFINITY ? 1.0f : exp2f(st.m0 - mn0);
-	float al1 = mn1 == -INFINITY ? 1.0f : exp2f(st.m1 - mn1);
-	float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-	for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-		for (int i = 0; i < 4; i++) {
-			float mn = i < 2 ? mn0 : mn1;
-			float p = mn == -INFINITY ? 0.0f : exp2f(sc[nt][i] - mn);
-			sc[nt][i] = p;
-			if (i < 2)
-				ps0 += p;
-			else
-				ps1 += p;
-		}
-	st.l0 = st.l0 * al0 + ps0;
-	st.l1 = st.l1 * al1 + ps1;
-	st.m0 = mn0;
-	st.m1 = mn1;
+	float al0, al1;
+	kc_ad_softmax_16(sc, n, t, sl2, st.m0, st.m1, st.l0, st.l1, al0, al1);
 	uint32_t pa[4] = {kc_bf2(sc[0][0], sc[0][1]), kc_bf2(sc[0][2], sc[0][3]),
 			  kc_bf2(sc[1][0], sc[1][1]), kc_bf2(sc[1][2], sc[1][3])};
 	const uint16_t *vs = ks + SLAB;

@@ -12,6 +12,57 @@
 
 #include "kc_common.cuh"
 
+/*
+ * The online-softmax step of the tensor-core kernels for one 16-key slab: sc holds the scores
+ * of the mma C fragments (keys nt * 8 + 2t + (i & 1); rows gr for i < 2, gr + 8 else) and
+ * becomes their probabilities; keys >= n are masked. Row maxima over the quad, running max m
+ * and sum l (log2 domain, scale sl2 = scale * log2 e) updated; al0/al1 rescale the outputs.
+ */
+static __device__ __forceinline__ void kc_ad_softmax_16(float (*sc)[4], uint32_t n, uint32_t t,
+							float sl2, float &m0, float &m1,
+							float &l0, float &l1, float &al0,
+							float &al1)
+{
+	float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+	for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			uint32_t key = nt * 8 + 2 * t + (i & 1);
+			float v = key < n ? sc[nt][i] * sl2 : -INFINITY;
+			sc[nt][i] = v;
+			if (i < 2)
+				mx0 = fmaxf(mx0, v);
+			else
+				mx1 = fmaxf(mx1, v);
+		}
+#pragma unroll
+	for (int off = 1; off <= 2; off <<= 1) {
+		mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+	}
+	float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+	al0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+	al1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+	float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+	for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			float mn = i < 2 ? mn0 : mn1;
+			float p = mn == -INFINITY ? 0.0f : exp2f(sc[nt][i] - mn);
+			sc[nt][i] = p;
+			if (i < 2)
+				ps0 += p;
+			else
+				ps1 += p;
+		}
+	l0 = l0 * al0 + ps0;
+	l1 = l1 * al1 + ps1;
+	m0 = mn0;
+	m1 = mn1;
+}
+
 #define KC_AD_THREADS 128u
 #define KC_AD_TILE 64u
 #define KC_AD_HEADS 16u /* query heads per CTA */
