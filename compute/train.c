@@ -22,6 +22,7 @@ void train_opts_default(struct train_opts *o)
 	o->batch = 8;
 	o->lr = 5e-4f;
 	o->weight_decay = 0.01f;
+	o->rank_gamma = 1.0f;
 	o->grad_clip = 0.5f;
 	o->ridge = 1e-3f;
 	o->seed = 1;
@@ -59,10 +60,10 @@ static int ctx_check(struct train_ctx *c)
 		return train_fail(c, -EINVAL,
 				  "calibration, held-out and validation sets must not be empty");
 	if (!o->batch || !o->query_stride || !(o->lr > 0.0f) || o->weight_decay < 0.0f ||
-	    o->ridge < 0.0f || o->grad_clip < 0.0f)
+	    o->ridge < 0.0f || o->grad_clip < 0.0f || o->l2sp < 0.0f || !(o->rank_gamma > 0.0f))
 		return train_fail(c, -EINVAL,
-				  "bad options: batch, query stride and lr must be "
-				  "positive; weight decay, ridge and clip not negative");
+				  "bad options: batch, query stride, lr and rank gamma must "
+				  "be positive; weight decay, l2sp, ridge and clip not negative");
 	if (mc->head_dim > 512 || mc->head_dim % 2 || !mc->n_kv_heads ||
 	    mc->n_heads % mc->n_kv_heads)
 		return train_fail(c, -EINVAL,
@@ -131,7 +132,9 @@ static int ctx_init(struct train_ctx *c)
 		s->v = calloc(n, 4);
 		s->g = calloc(n, 4);
 		s->best = c->o->val && c->teacher ? calloc(n, 4) : NULL;
-		if (!s->w || !s->m || !s->v || !s->g || (c->o->val && c->teacher && !s->best))
+		s->w0 = c->o->l2sp > 0.0f && c->teacher ? calloc(n, 4) : NULL;
+		if (!s->w || !s->m || !s->v || !s->g || (c->o->val && c->teacher && !s->best) ||
+		    (c->o->l2sp > 0.0f && c->teacher && !s->w0))
 			return -ENOMEM;
 	}
 	return 0;
@@ -149,6 +152,7 @@ static void ctx_fini(struct train_ctx *c)
 		free(c->slots[k].v);
 		free(c->slots[k].g);
 		free(c->slots[k].best);
+		free(c->slots[k].w0);
 	}
 	free(c->slots);
 	free(c->inv_freq);
@@ -219,6 +223,8 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 			rc = train_fail(c, rc, "evaluating the initial projection %u failed", k);
 			break;
 		}
+		if (s->w0)
+			memcpy(s->w0, s->w, n * sizeof(float));
 		lr->kl_untrained = u.kl;
 		lr->recall_untrained = u.recall;
 		lr->recall_prev_step = u.recall_prev;

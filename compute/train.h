@@ -25,8 +25,17 @@
  *  SCORED:  compressed entries of the blocks the runtime ranks only (forced blocks are
  *           selected whatever their scores);
  *  BLOCKS:  the runtime's block scores (max-pooled entry scores) of the blocks it ranks.
+ *  RANK:    not a KL: a multi-label ranking loss over the same block scores, the teacher's
+ *           scored top-k blocks the positives and the other ranked blocks the negatives,
+ *           log(1 + sum_pos sum_neg exp(s_neg - s_pos)) (train_rank_grad_blocks): it asks
+ *           only that the teacher's blocks outrank the others, which is what recall counts.
  */
-enum train_loss { TRAIN_LOSS_PAPER = 0, TRAIN_LOSS_SCORED = 1, TRAIN_LOSS_BLOCKS = 2 };
+enum train_loss {
+	TRAIN_LOSS_PAPER = 0,
+	TRAIN_LOSS_SCORED = 1,
+	TRAIN_LOSS_BLOCKS = 2,
+	TRAIN_LOSS_RANK = 3
+};
 
 /*
  * How the projections are fitted. ADAMW (the default): the ridge start, then AdamW on the KL
@@ -60,11 +69,15 @@ struct train_opts {
 	 */
 	const struct calib_set *val;
 	uint32_t val_every;
-	enum train_fit fit;    /* TRAIN_FIT_ADAMW (default) or TRAIN_FIT_RIDGE */
-	uint32_t steps;	       /* AdamW steps (0: ridge initialisation only) */
-	uint32_t batch;	       /* sequences per step (<= train->n_seqs) */
-	float lr;	       /* AdamW learning rate (constant) */
-	float weight_decay;    /* AdamW decoupled weight decay (paper 0.01) */
+	enum train_fit fit; /* TRAIN_FIT_ADAMW (default) or TRAIN_FIT_RIDGE */
+	uint32_t steps;	    /* AdamW steps (0: ridge initialisation only) */
+	uint32_t batch;	    /* sequences per step (<= train->n_seqs) */
+	float lr;	    /* AdamW learning rate (constant) */
+	float weight_decay; /* AdamW decoupled weight decay (paper 0.01) */
+	/* L2-SP: l2sp / 2 x ||W - W_ridge||^2 added to each projection's loss (in the gradient
+	 * before the clip, so AdamW sees it), pulling W towards its ridge start (0: none) */
+	float l2sp;
+	float rank_gamma;      /* TRAIN_LOSS_RANK: the block scores' multiplier (default 1) */
 	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
 	float ridge;	       /* ridge lambda relative to trace(X^T X) / hidden */
 	uint64_t seed;	       /* batches and the untrained baseline's init */
@@ -216,5 +229,17 @@ double train_kl_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, 
 			    float scale, const struct kb_sparse *sp, uint32_t m0, uint32_t m1,
 			    const int32_t *idx, const float *tp, uint32_t n_g, float t_rest,
 			    float *gf, double *work);
+
+/*
+ * The ranking loss (TRAIN_LOSS_RANK) over the same block scores b_m = gamma x scale x the
+ * pooled max of f . ck_j, m in [m0, m1): with P the blocks idx[n_g] (relative to m0) and N the
+ * others, returns log(1 + sum_{p in P, n in N} exp(b_n - b_p)) (0 when P or N is empty); a
+ * large gamma makes it a soft hinge on the hardest pair. If gf != NULL it receives the
+ * gradient over f. work holds 3 * n_ent + 3 doubles.
+ */
+double train_rank_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d,
+			      float scale, const struct kb_sparse *sp, uint32_t m0, uint32_t m1,
+			      const int32_t *idx, uint32_t n_g, double gamma, float *gf,
+			      double *work);
 
 #endif

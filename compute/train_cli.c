@@ -22,7 +22,7 @@ struct cli_args {
 	uint32_t seqs, heldout, val, val_every, seq_len, steps, batch, threads, host_threads,
 	    qstride, qstart, max_q, every;
 	uint64_t seed;
-	double lr, ridge;
+	double lr, ridge, wd, l2sp, gamma;
 	int quiet;
 	char tmp_dir[64];
 };
@@ -53,6 +53,10 @@ static const struct cli_flag {
      "closed-form ridge only: no teacher, no validation, no KL figures; seconds)"},
     {"steps", CLI_U32, offsetof(struct cli_args, steps), "AdamW steps (200)"},
     {"lr", CLI_DBL, offsetof(struct cli_args, lr), "learning rate (5e-4, the paper's)"},
+    {"weight-decay", CLI_DBL, offsetof(struct cli_args, wd),
+     "AdamW decoupled weight decay (0.01, the paper's)"},
+    {"l2sp", CLI_DBL, offsetof(struct cli_args, l2sp),
+     "L2-SP: X/2 ||W - W_ridge||^2 added to the loss, pulling W towards its ridge start (0)"},
     {"batch", CLI_U32, offsetof(struct cli_args, batch), "sequences per step (8; paper 32)"},
     {"seed", CLI_U64, offsetof(struct cli_args, seed), "seed of data, batches, baseline (1)"},
     {"threads", CLI_U32, offsetof(struct cli_args, threads),
@@ -70,7 +74,10 @@ static const struct cli_flag {
      "selector (the inference grid: the runtime's original selector) or a kernel N, stride 1"},
     {"loss", CLI_STR, offsetof(struct cli_args, loss),
      "KL bins: paper (compressed entries, forced blocks in the rest bin; default), scored "
-     "(the entries of the blocks the runtime ranks) or blocks (their max-pooled block scores)"},
+     "(the entries of the blocks the runtime ranks) or blocks (their max-pooled block scores); "
+     "or rank: not a KL, a ranking loss putting the teacher's blocks above the others"},
+    {"rank-gamma", CLI_DBL, offsetof(struct cli_args, gamma),
+     "--loss rank: multiplier of the block scores (1; larger: a harder margin)"},
     {"host-threads", CLI_U32, offsetof(struct cli_args, host_threads),
      "host threads of the per-query loss (0: 1 with the CPU backend, else all cores)"},
     {"backend", CLI_STR, offsetof(struct cli_args, backend), "auto, cpu or cuda (auto)"},
@@ -232,13 +239,14 @@ static int cli_teacher(const struct cli_args *a, struct train_opts *o)
 	char *end = NULL;
 	unsigned long k;
 
-	static const char *const losses[] = {"paper", "scored", "blocks"}; /* enum train_loss */
+	static const char *const losses[] = {"paper", "scored", "blocks", "rank"}; /* train_loss */
 	uint32_t i = 0;
 
-	while (i < 3 && strcmp(a->loss, losses[i]))
+	while (i < 4 && strcmp(a->loss, losses[i]))
 		i++;
-	if (i == 3) {
-		fprintf(stderr, "train-forecast: --loss is blocks, scored or paper, not '%s'\n",
+	if (i == 4) {
+		fprintf(stderr,
+			"train-forecast: --loss is paper, scored, blocks or rank, not '%s'\n",
 			a->loss);
 		return -EINVAL;
 	}
@@ -415,6 +423,9 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	json_object_object_add(o, "teacher_kernel", json_object_new_int64(r->fine_kernel));
 	json_object_object_add(o, "teacher_stride", json_object_new_int64(r->fine_stride));
 	json_object_object_add(o, "loss", json_object_new_string(a->loss));
+	json_object_object_add(o, "weight_decay", json_object_new_double(a->wd));
+	json_object_object_add(o, "l2sp", json_object_new_double(a->l2sp));
+	json_object_object_add(o, "rank_gamma", json_object_new_double(a->gamma));
 	json_object_object_add(o, "train_queries",
 			       json_object_new_int64((int64_t)r->train_queries));
 	json_object_object_add(o, "eval_queries", json_object_new_int64((int64_t)r->eval_queries));
@@ -445,6 +456,9 @@ static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 	o.batch = a->batch;
 	o.lr = (float)a->lr;
 	o.ridge = (float)a->ridge;
+	o.weight_decay = (float)a->wd;
+	o.l2sp = (float)a->l2sp;
+	o.rank_gamma = (float)a->gamma;
 	o.seed = a->seed;
 	o.query_stride = a->qstride;
 	o.query_start = a->qstart;
@@ -503,6 +517,8 @@ int train_forecast_main(int argc, char **argv)
 			     .seed = 1,
 			     .qstride = 4,
 			     .ridge = 1e-3,
+			     .wd = 0.01,
+			     .gamma = 1.0,
 			     .every = 50,
 			     .backend = "auto",
 			     .teacher = "fine",

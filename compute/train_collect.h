@@ -45,6 +45,12 @@ int train_keep_keys(struct train_fwd *f, struct train_seq *s, uint32_t l);
  * one token before. */
 int train_teacher_seq(struct train_fwd *f, struct train_seq *s, uint32_t l, bool eval);
 
+/* The loss's bins are the runtime's blocks (the teacher gathers block ids), not entries. */
+static inline bool train_loss_on_blocks(enum train_loss l)
+{
+	return l == TRAIN_LOSS_BLOCKS || l == TRAIN_LOSS_RANK;
+}
+
 /* The selector's forced blocks (sink and local window of own block qb). */
 static inline bool train_forced(const struct kb_sparse *sp, uint32_t m, uint32_t qb)
 {

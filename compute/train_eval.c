@@ -23,7 +23,7 @@ struct eval_buf {
 static void teacher_count(const struct train_ctx *c, const struct train_layer_data *tl, size_t at,
 			  const int32_t *pred, uint64_t *hit, uint64_t *total)
 {
-	int32_t per = c->o->loss == TRAIN_LOSS_BLOCKS ? 1 : (int32_t)c->sp.pool_stride;
+	int32_t per = train_loss_on_blocks(c->o->loss) ? 1 : (int32_t)c->sp.pool_stride;
 
 	for (int32_t e = 0; e < tl->tn[at]; e++) {
 		int32_t blk = tl->tidx[at * c->gmax + e] / per;

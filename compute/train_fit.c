@@ -200,7 +200,8 @@ static void adamw(const struct train_ctx *c, struct train_slot *s, double clip_m
 	}
 }
 
-/* One step over every slot: gradients, global clip, AdamW. *loss gets the mean KL. */
+/* One step over every slot: gradients (with the L2-SP term), global clip, AdamW. *loss gets
+ * the mean training loss without the penalty. */
 static int fit_step(struct train_ctx *c, uint32_t step, uint32_t *idx, double *loss)
 {
 	size_t n = (size_t)c->dout * c->H;
@@ -215,6 +216,8 @@ static int fit_step(struct train_ctx *c, uint32_t step, uint32_t *idx, double *l
 		if ((rc = train_slot_loss(c, s, s->w, &c->tr, idx, nb, s->g, &l)))
 			return train_fail(c, rc, "step %u: loss of projection %u failed", step, k);
 		sum += l;
+		for (size_t i = 0; s->w0 && i < n; i++) /* L2-SP: towards the ridge start */
+			s->g[i] += c->o->l2sp * (s->w[i] - s->w0[i]);
 		for (size_t i = 0; i < n; i++)
 			sq += (double)s->g[i] * s->g[i];
 	}

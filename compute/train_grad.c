@@ -229,7 +229,10 @@ static double row_kl_host(struct loss_part *p, uint32_t q, uint32_t ne, uint32_t
 
 	memcpy(f, p->u + (size_t)q * c->dout + (size_t)p->h * d, d * sizeof(float));
 	train_rope(c, f, sq->pos[q], false);
-	if (c->o->loss == TRAIN_LOSS_BLOCKS)
+	if (c->o->loss == TRAIN_LOSS_RANK)
+		kl = train_rank_grad_blocks(f, ck, ne, d, c->scale, &c->sp, j0, j1, idx, n_g,
+					    c->o->rank_gamma, p->grad ? gf : NULL, work);
+	else if (c->o->loss == TRAIN_LOSS_BLOCKS)
 		kl = train_kl_grad_blocks(f, ck, ne, d, c->scale, &c->sp, j0, j1, idx, tp, n_g,
 					  p->tl->trest[at], p->grad ? gf : NULL, work);
 	else
@@ -253,7 +256,7 @@ static double row_kl(struct loss_part *p, uint32_t q, double *work, int32_t *idx
 	uint32_t n_g = (uint32_t)p->tl->tn[at];
 	const float *z = c->h_z + (size_t)q * sq->n_ent;
 	uint16_t *crow = c->h_c + (size_t)q * sq->n_ent;
-	bool blocks = c->o->loss == TRAIN_LOSS_BLOCKS;
+	bool blocks = train_loss_on_blocks(c->o->loss);
 	double *zz = work, *coef = work + sq->n_ent, kl;
 
 	if (p->grad && c->logits_gemm)
@@ -274,8 +277,13 @@ static double row_kl(struct loss_part *p, uint32_t q, double *work, int32_t *idx
 	if (blocks) {
 		for (uint32_t j = 0; j < ne; j++)
 			zz[j] = z[j];
-		kl = train_kl_blocks_z(zz, ne, &c->sp, j0, j1, idx, p->tl->tp + at * c->gmax, n_g,
-				       p->tl->trest[at], p->grad ? coef : NULL, coef + ne);
+		if (c->o->loss == TRAIN_LOSS_RANK)
+			kl = train_rank_blocks_z(zz, ne, &c->sp, j0, j1, idx, n_g, c->o->rank_gamma,
+						 p->grad ? coef : NULL, coef + ne);
+		else
+			kl = train_kl_blocks_z(zz, ne, &c->sp, j0, j1, idx,
+					       p->tl->tp + at * c->gmax, n_g, p->tl->trest[at],
+					       p->grad ? coef : NULL, coef + ne);
 		for (uint32_t j = 0; p->grad && j < ne; j++)
 			crow[j] = kb_f32_to_bf16((float)(coef[j] * p->inv));
 		return kl;

@@ -41,6 +41,7 @@ struct train_slot {
 	bool curr;
 	float *w, *m, *v, *g; /* [dout, hidden] fp32 master weight, AdamW moments, gradient */
 	float *best;	      /* with validation: the weight of the best validation recall */
+	float *w0;	      /* with l2sp: the ridge start the penalty pulls towards */
 	double best_recall;
 	uint32_t best_step;
 };
@@ -96,6 +97,15 @@ double train_kl_logits(double *s, uint32_t n, const int32_t *idx, const float *t
 double train_kl_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
 			 uint32_t m1, const int32_t *idx, const float *tp, uint32_t n_g,
 			 float t_rest, double *coef, double *work);
+
+/*
+ * The ranking loss from entry logits z[n_ent] over blocks [m0, m1) (max-pooled as the runtime
+ * does, times gamma; positives idx[n_g] relative to m0); coef (may be NULL) gets dL/dz
+ * [n_ent]. work holds 3 * (m1 - m0) doubles.
+ */
+double train_rank_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
+			   uint32_t m1, const int32_t *idx, uint32_t n_g, double gamma,
+			   double *coef, double *work);
 
 /* train_grad.c */
 #define TRAIN_MAX_THREADS 64

@@ -37,6 +37,10 @@ uint64_t train_fingerprint(const struct train_ctx *c)
 	h = fnv(h, f, sizeof(f));
 	h = fnv(h, &o->seed, sizeof(o->seed));
 	h = fnv(h, &data, sizeof(data));
+	if (o->l2sp > 0.0f) /* only then: older checkpoints keep their fingerprint */
+		h = fnv(h, &o->l2sp, sizeof(o->l2sp));
+	if (o->loss == TRAIN_LOSS_RANK)
+		h = fnv(h, &o->rank_gamma, sizeof(o->rank_gamma));
 	if (o->val) {
 		data = calib_hash(o->val);
 		h = fnv(h, &data, sizeof(data));

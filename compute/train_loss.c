@@ -4,7 +4,8 @@
  * teacher's gathered bins plus a rest bin (METHOD 5), from the student's logits over compressed
  * entries or over the runtime's max-pooled block scores, and its gradient. train_kl_grad and
  * train_kl_grad_blocks compute the logits themselves (the reference the gradient tests check);
- * the training path gets them from the backend GEMM (train_grad.c).
+ * the training path gets them from the backend GEMM (train_grad.c). The ranking loss
+ * (TRAIN_LOSS_RANK) shares the block scores.
  */
 #include <math.h>
 #include <stdint.h>
@@ -97,14 +98,13 @@ double train_kl_grad(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_
 	return kl;
 }
 
-double train_kl_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
-			 uint32_t m1, const int32_t *idx, const float *tp, uint32_t n_g,
-			 float t_rest, double *coef, double *work)
+/* The runtime's block scores b[m - m0] (max over each pooling window of z) and the arg-max
+ * entry of each block in arg. */
+static void pool_blocks(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
+			uint32_t m1, double *b, double *arg)
 {
-	uint32_t nb = m1 - m0, ps = sp->pool_stride, pad = sp->pool_pad, pk = sp->pool_kernel;
-	double *b = work, *cb = work + nb, *arg = cb + nb, kl;
+	uint32_t ps = sp->pool_stride, pad = sp->pool_pad, pk = sp->pool_kernel;
 
-	/* the runtime's block score: max over the pooling window of the entries' scores */
 	for (uint32_t m = m0; m < m1; m++) {
 		uint32_t lo = m * ps > pad ? m * ps - pad : 0, hi = m * ps + pk - pad;
 		double best = -INFINITY;
@@ -118,14 +118,86 @@ double train_kl_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse
 		b[m - m0] = best;
 		arg[m - m0] = at;
 	}
-	kl = train_kl_logits(b, nb, idx, tp, n_g, t_rest, coef ? cb : NULL);
-	if (!coef)
-		return kl;
+}
+
+/* Scatter the block gradient cb[nb] onto the arg-max entries: coef [n_ent]. */
+static void scatter_blocks(const double *cb, const double *arg, uint32_t nb, uint32_t n_ent,
+			   double *coef)
+{
 	for (uint32_t j = 0; j < n_ent; j++)
 		coef[j] = 0.0;
 	for (uint32_t m = 0; m < nb; m++)
 		coef[(uint32_t)arg[m]] += cb[m];
+}
+
+double train_kl_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
+			 uint32_t m1, const int32_t *idx, const float *tp, uint32_t n_g,
+			 float t_rest, double *coef, double *work)
+{
+	uint32_t nb = m1 - m0;
+	double *b = work, *cb = work + nb, *arg = cb + nb, kl;
+
+	pool_blocks(z, n_ent, sp, m0, m1, b, arg);
+	kl = train_kl_logits(b, nb, idx, tp, n_g, t_rest, coef ? cb : NULL);
+	if (coef)
+		scatter_blocks(cb, arg, nb, n_ent, coef);
 	return kl;
+}
+
+/* log(sum_i exp(sign * v_i)) over the marked (want) or unmarked entries of v[n]. */
+static double lse(const double *v, const uint8_t *pos, uint32_t n, bool want, double sign)
+{
+	double mx = -INFINITY, sum = 0.0;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (!pos[i] == !want && sign * v[i] > mx)
+			mx = sign * v[i];
+	if (mx == -INFINITY)
+		return mx;
+	for (uint32_t i = 0; i < n; i++)
+		if (!pos[i] == !want)
+			sum += exp(sign * v[i] - mx);
+	return mx + log(sum);
+}
+
+/*
+ * With b the block scores times gamma, L = log(1 + A B), A = sum_N exp(b_n), B = sum_P
+ * exp(-b_p): with t = log A + log B, L = softplus(t), dL/db_n = sigmoid(t) softmax_N(b)_n,
+ * dL/db_p = -sigmoid(t) softmax_P(-b)_p (times gamma for the unscaled scores). The positives
+ * are marked (bytes) in the cb buffer, unused otherwise.
+ */
+double train_rank_blocks_z(const double *z, uint32_t n_ent, const struct kb_sparse *sp, uint32_t m0,
+			   uint32_t m1, const int32_t *idx, uint32_t n_g, double gamma,
+			   double *coef, double *work)
+{
+	uint32_t nb = m1 - m0;
+	double *b = work, *cb = work + nb, *arg = cb + nb, la, lb, t, sg, loss;
+	uint8_t *pos = (uint8_t *)cb; /* nb bytes fit in nb doubles; cb is written last */
+
+	pool_blocks(z, n_ent, sp, m0, m1, b, arg);
+	for (uint32_t m = 0; m < nb; m++) {
+		b[m] *= gamma;
+		pos[m] = 0;
+	}
+	for (uint32_t i = 0; i < n_g; i++)
+		if (idx[i] >= 0 && (uint32_t)idx[i] < nb)
+			pos[idx[i]] = 1;
+	la = lse(b, pos, nb, false, 1.0);
+	lb = lse(b, pos, nb, true, -1.0);
+	if (la == -INFINITY || lb == -INFINITY) { /* no positive or no negative: nothing to rank */
+		for (uint32_t j = 0; coef && j < n_ent; j++)
+			coef[j] = 0.0;
+		return 0.0;
+	}
+	t = la + lb;
+	loss = t > 0.0 ? t + log1p(exp(-t)) : log1p(exp(t));
+	if (!coef)
+		return loss;
+	sg = gamma / (1.0 + exp(-t));
+	for (uint32_t m = 0; m < nb; m++)
+		b[m] = pos[m] ? -sg * exp(-b[m] - lb) : sg * exp(b[m] - la);
+	scatter_blocks(b, arg, nb, n_ent, coef);
+	return loss;
 }
 
 double train_kl_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d,
@@ -146,4 +218,24 @@ double train_kl_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, 
 		gf[e] = (float)(acc * scale);
 	}
 	return kl;
+}
+
+double train_rank_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_t d,
+			      float scale, const struct kb_sparse *sp, uint32_t m0, uint32_t m1,
+			      const int32_t *idx, uint32_t n_g, double gamma, float *gf,
+			      double *work)
+{
+	double *z = work, *coef = work + n_ent, loss;
+
+	logits(f, ck, n_ent, d, scale, z);
+	loss = train_rank_blocks_z(z, n_ent, sp, m0, m1, idx, n_g, gamma, gf ? coef : NULL,
+				   coef + n_ent);
+	for (uint32_t e = 0; gf && e < d; e++) {
+		double acc = 0.0;
+
+		for (uint32_t j = 0; j < n_ent; j++)
+			acc += coef[j] * kb_bf16_to_f32(ck[(size_t)j * d + e]);
+		gf[e] = (float)(acc * scale);
+	}
+	return loss;
 }

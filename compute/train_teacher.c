@@ -164,7 +164,7 @@ static void teacher_gather(const struct train_ctx *c, const float *t, const int3
 	uint32_t ps = c->sp.pool_stride, n = 0, qb = p / c->sp.block, j0, j1;
 	double mass = 0.0, cand = 0.0;
 
-	if (c->o->loss == TRAIN_LOSS_BLOCKS) {
+	if (train_loss_on_blocks(c->o->loss)) {
 		teacher_blocks(c, t, sel, ne, p, idx, tp, tn, rest);
 		return;
 	}

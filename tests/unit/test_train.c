@@ -4,8 +4,8 @@
  * beats the untrained and previous-step baselines, the file loads with model_open, two runs
  * give identical bytes (also with other host thread counts), a run stopped after a checkpoint
  * resumes to the same bytes, the loss falls on a repeated batch, the teacher grid, query cap
- * and validation options do what they say, the GEMM logits agree with the host's, and bad
- * inputs fail with clear errors.
+ * and validation options do what they say, the GEMM logits agree with the host's, the ranking
+ * loss and the L2-SP pull towards the ridge start work, and bad inputs fail with clear errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "safetensors.h"
 #include "train.h"
 #include "train_cli.h"
 #include "test_files.h"
@@ -282,6 +283,91 @@ static void test_train_loss_falls(void **state)
 	assert_true(losses[19] < 0.9 * losses[0]);
 }
 
+/* Squared distance between the bf16 tensors of two Forecast files. */
+static double file_dist2(const char *a, const char *b)
+{
+	struct st_file *fa = NULL, *fb = NULL;
+	double d2 = 0.0;
+
+	assert_int_equal(st_open(a, &fa, NULL, 0), 0);
+	assert_int_equal(st_open(b, &fb, NULL, 0), 0);
+	for (uint32_t i = 0; i < st_count(fa); i++) {
+		const struct st_tensor *ta = st_at(fa, i), *tb = st_find(fb, ta->name);
+		const uint16_t *x = ta->data, *y;
+
+		assert_non_null(tb);
+		assert_int_equal(ta->bytes, tb->bytes);
+		y = tb->data;
+		for (uint64_t j = 0; j < ta->bytes / 2; j++) {
+			double t = (double)kb_bf16_to_f32(x[j]) - kb_bf16_to_f32(y[j]);
+
+			d2 += t * t;
+		}
+	}
+	st_close(fa);
+	st_close(fb);
+	return d2;
+}
+
+/* The ranking loss (selector teacher): the GEMM path agrees with the host's, AdamW lowers it
+ * on a repeated batch; L2-SP keeps the weights nearer their ridge start than AdamW alone. */
+static void test_train_rank_l2sp(void **state)
+{
+	struct env *e = *state;
+	struct calib_set one = e->small_tr;
+	struct train_opts o;
+	struct train_report r;
+	double l_gemm, l_host, d_free, d_sp;
+
+	small_opts(e, &o, 0);
+	o.teacher_kernel = TRAIN_TEACHER_SELECTOR;
+	o.loss = TRAIN_LOSS_RANK;
+	o.rank_gamma = 4.0f;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
+	l_gemm = train_report_mean(&r, offsetof(struct train_layer_report, kl_ridge));
+	train_report_fini(&r);
+	o.logits_host = true;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	l_host = train_report_mean(&r, offsetof(struct train_layer_report, kl_ridge));
+	train_report_fini(&r);
+	assert_true(l_gemm > 0.0 && fabs(l_gemm - l_host) < 0.01 * l_host);
+	o.rank_gamma = 0.0f;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)),
+			 -EINVAL);
+	train_report_fini(&r);
+	/* one sequence as the whole batch: the loss falls */
+	one.n_seqs = 1;
+	small_opts(e, &o, 20);
+	o.teacher_kernel = TRAIN_TEACHER_SELECTOR;
+	o.loss = TRAIN_LOSS_RANK;
+	o.rank_gamma = 4.0f;
+	o.train = &one;
+	o.batch = 1;
+	o.lr = 2e-3f;
+	o.progress = record_loss;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	train_report_fini(&r);
+	assert_true(losses[19] < 0.9 * losses[0]);
+	/* the ridge start (0 steps) into e->out2; 10 steps without and with L2-SP */
+	o.progress = NULL;
+	o.steps = 0;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out2, &r, e->err, sizeof(e->err)), 0);
+	train_report_fini(&r);
+	o.steps = 10;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	train_report_fini(&r);
+	d_free = file_dist2(e->out, e->out2);
+	o.l2sp = 30.0f;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)), 0);
+	train_report_fini(&r);
+	d_sp = file_dist2(e->out, e->out2);
+	assert_true(d_free > 0.0 && d_sp < 0.5 * d_free);
+	o.l2sp = -1.0f;
+	assert_int_equal(train_forecast(e->kb, e->m, &o, e->out, &r, e->err, sizeof(e->err)),
+			 -EINVAL);
+	train_report_fini(&r);
+}
+
 static int write_file(const char *path, const char *text)
 {
 	FILE *fp = fopen(path, "w");
@@ -389,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_calib_synth),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_train_loss_falls),
+		cmocka_unit_test(test_train_rank_l2sp),
 		cmocka_unit_test(test_train_beats_baselines),
 #else
 		cmocka_unit_test(test_train_deterministic),

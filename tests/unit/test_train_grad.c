@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Forecast training's loss gradients: train_kl_grad's (compressed entries) and
- * train_kl_grad_blocks' (max-pooled block scores) analytic dKL/df against central finite
- * differences, with and without a clamped (near-zero) student bin, and the losses' basic
- * properties (non-negative, zero when the student reproduces the teacher's bins).
+ * Forecast training's loss gradients: train_kl_grad's (compressed entries),
+ * train_kl_grad_blocks' (max-pooled block scores) and train_rank_grad_blocks' (the ranking
+ * loss over the same block scores) analytic gradients against central finite differences,
+ * with and without a clamped (near-zero) student bin, and the losses' basic properties
+ * (non-negative, zero when the student reproduces the teacher's bins, the ranking loss
+ * falling as the positives rise above the others).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,7 +40,8 @@ struct problem {
 	float rest;
 	uint32_t n_g;
 	double work[3 * N_ENT + 3];
-	bool blocks; /* the block loss: bins are blocks [M0, M1) of the pooled entries */
+	bool blocks;  /* the block loss: bins are blocks [M0, M1) of the pooled entries */
+	double gamma; /* > 0: the ranking loss over the same blocks, with this multiplier */
 };
 
 #define M0 1
@@ -60,6 +63,7 @@ static void make(struct problem *p, double fscale)
 	double sum = 0.0;
 
 	p->blocks = false;
+	p->gamma = 0.0;
 
 	for (int i = 0; i < D; i++)
 		p->f[i] = (float)((urand() * 2.0 - 1.0) * fscale);
@@ -101,6 +105,9 @@ static void make_blocks(struct problem *p, double fscale)
 
 static double kl(struct problem *p, const float *f, float *gf)
 {
+	if (p->gamma > 0.0)
+		return train_rank_grad_blocks(f, p->ck, N_ENT, D, 0.25f, &pool, M0, M1, p->idx,
+					      p->n_g, p->gamma, gf, p->work);
 	if (p->blocks)
 		return train_kl_grad_blocks(f, p->ck, N_ENT, D, 0.25f, &pool, M0, M1, p->idx, p->tp,
 					    p->n_g, p->rest, gf, p->work);
@@ -108,7 +115,7 @@ static double kl(struct problem *p, const float *f, float *gf)
 			     p->work);
 }
 
-static void check_fd(double fscale, bool blocks)
+static void check_fd(double fscale, bool blocks, double gamma)
 {
 	struct problem p;
 	float g[D], fp[D];
@@ -118,6 +125,7 @@ static void check_fd(double fscale, bool blocks)
 		make_blocks(&p, fscale);
 	else
 		make(&p, fscale);
+	p.gamma = gamma;
 	kl(&p, p.f, g);
 	for (int e = 0; e < D; e++) {
 		double lp, lm, fd;
@@ -137,7 +145,7 @@ static void test_grad_matches_fd(void **state)
 {
 	(void)state;
 	for (int r = 0; r < 20; r++)
-		check_fd(1.0, false);
+		check_fd(1.0, false, 0.0);
 }
 
 /* The block loss: the gradient flows through each block's arg-max entry. */
@@ -145,9 +153,50 @@ static void test_grad_blocks_matches_fd(void **state)
 {
 	(void)state;
 	for (int r = 0; r < 20; r++)
-		check_fd(1.0, true);
+		check_fd(1.0, true, 0.0);
 	for (int r = 0; r < 10; r++)
-		check_fd(12.0, true);
+		check_fd(12.0, true, 0.0);
+}
+
+/* The ranking loss: positives 3 of the 8 blocks, soft (gamma 1) and near a hinge (gamma 8). */
+static void test_grad_rank_matches_fd(void **state)
+{
+	(void)state;
+	for (int r = 0; r < 20; r++)
+		check_fd(1.0, true, 1.0);
+	for (int r = 0; r < 10; r++)
+		check_fd(3.0, true, 8.0);
+}
+
+/* log(1 + sum exp(b_n - b_p)): positive, 0 without positives, and falling as f moves towards
+ * the positives' keys (their block scores rise above the others'). */
+static void test_rank_properties(void **state)
+{
+	struct problem p;
+	float f[D];
+	double l0, l1;
+	uint32_t n_g;
+
+	(void)state;
+	make_blocks(&p, 1.0);
+	p.gamma = 1.0;
+	l0 = kl(&p, p.f, NULL);
+	assert_true(l0 > 0.0);
+	n_g = p.n_g;
+	p.n_g = 0;
+	assert_true(kl(&p, p.f, NULL) == 0.0);
+	p.n_g = n_g;
+	/* f plus the mean key of the positives' pooling windows: their scores rise */
+	for (int e = 0; e < D; e++) {
+		double acc = 0.0;
+
+		for (uint32_t i = 0; i < p.n_g; i++)
+			for (int32_t j = 4 * (M0 + p.idx[i]) - 1; j < 4 * (M0 + p.idx[i]) + 4; j++)
+				acc += kb_bf16_to_f32(p.ck[j * D + e]);
+		f[e] = (float)(p.f[e] + 4.0 * acc / (5.0 * p.n_g));
+	}
+	l1 = kl(&p, f, NULL);
+	assert_true(l1 < l0);
 }
 
 /* Large queries: peaked students, some gathered bins clamped at 1e-8 (their gradient is 0). */
@@ -155,7 +204,7 @@ static void test_grad_matches_fd_peaked(void **state)
 {
 	(void)state;
 	for (int r = 0; r < 20; r++)
-		check_fd(12.0, false);
+		check_fd(12.0, false, 0.0);
 }
 
 static void test_kl_properties(void **state)
@@ -187,6 +236,8 @@ int main(void)
 	    cmocka_unit_test(test_grad_matches_fd_peaked),
 	    cmocka_unit_test(test_grad_blocks_matches_fd),
 	    cmocka_unit_test(test_kl_properties),
+	    cmocka_unit_test(test_grad_rank_matches_fd),
+	    cmocka_unit_test(test_rank_properties),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
