@@ -196,6 +196,20 @@ static int eval_model_forecast(struct train_ctx *c, struct train_slot *s, float 
 	return 0;
 }
 
+/* Held-out recall of ranking by slot s's regression target itself (the target layer's
+ * group-mean query) into *recall. */
+static int eval_target(struct train_ctx *c, struct train_slot *s, double *recall)
+{
+	struct train_eval e;
+	int rc;
+
+	c->eval_target = true;
+	rc = train_eval_slot(c, &c->ev, s, s->w, &e);
+	c->eval_target = false;
+	*recall = rc ? -1.0 : e.recall;
+	return rc;
+}
+
 /* Untrained (Kaiming), the model's own and ridge figures, the ridge weights left in the slots. */
 static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 {
@@ -221,6 +235,10 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		if ((rc = train_eval_slot(c, &c->ev, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
 		    (rc = train_eval_slot(c, &c->ev, s, s->w, &r))) {
 			rc = train_fail(c, rc, "evaluating the initial projection %u failed", k);
+			break;
+		}
+		if ((rc = eval_target(c, s, &lr->recall_target))) {
+			rc = train_fail(c, rc, "evaluating the regression target of %u failed", k);
 			break;
 		}
 		if (s->w0)

@@ -112,6 +112,9 @@ struct train_layer_report {
 	double recall_untrained, recall_ridge, recall_trained, recall_prev_step;
 	/* the Forecast the model was opened with (e.g. the synthetic generator's); -1: none */
 	double recall_model;
+	/* ranking by the target layer's own pre-RoPE group-mean query, the ridge's regression
+	 * target: what a perfect regression would reach (the ceiling of that target) */
+	double recall_target;
 	/* recall against the teacher's scored top-k blocks (the fine grid the KL distils) */
 	double teacher_recall_untrained, teacher_recall_ridge, teacher_recall_trained;
 	/* the teacher's scored blocks that the original selector also picks */

@@ -340,6 +340,9 @@ static void cli_table(const struct train_report *r)
 		printf("recall of the Forecast the model came with (its forecast.safetensors): "
 		       "%.4f\n",
 		       train_report_mean(r, FIELD(recall_model)));
+	printf("recall of the target layer's own group-mean query (the ridge's target, i.e. a "
+	       "perfect regression): %.4f\n",
+	       train_report_mean(r, FIELD(recall_target)));
 	if (!r->kl_measured) {
 		printf("fit: ridge only (no teacher: no KL or teacher figures)\n");
 		return;
@@ -369,6 +372,7 @@ static const struct {
     {"recall_ridge", FIELD(recall_ridge), false},
     {"recall_prev_step", FIELD(recall_prev_step), false},
     {"recall_trained", FIELD(recall_trained), false},
+    {"recall_target", FIELD(recall_target), false},
     {"teacher_recall_untrained", FIELD(teacher_recall_untrained), true},
     {"teacher_recall_ridge", FIELD(teacher_recall_ridge), true},
     {"teacher_recall_trained", FIELD(teacher_recall_trained), true},

@@ -91,8 +91,12 @@ static int eval_seq(struct train_ctx *c, struct eval_buf *b, const struct train_
 	size_t row = (size_t)c->n_kv * c->topk;
 	int rc;
 
-	if ((rc = train_project(c, sq->ly[s->in].x, sq->nq, w, b->u)) ||
-	    (rc = c->kb->ops->memcpy(c->kb, b->ck, tl->ck, (size_t)c->n_kv * sq->n_ent * c->d * 2,
+	if (c->eval_target) /* the regression target itself (RoPE is applied below) */
+		for (size_t i = 0; i < (size_t)sq->nq * c->dout; i++)
+			b->u[i] = kb_bf16_to_f32(tl->q_mean[i]);
+	else if ((rc = train_project(c, sq->ly[s->in].x, sq->nq, w, b->u)))
+		return rc;
+	if ((rc = c->kb->ops->memcpy(c->kb, b->ck, tl->ck, (size_t)c->n_kv * sq->n_ent * c->d * 2,
 				     KB_H2D, KB_STREAM_COMPUTE)))
 		return rc;
 	for (uint32_t i = 0; i < sq->nq; i++) {

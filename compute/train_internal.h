@@ -53,8 +53,9 @@ struct train_ctx {
 	uint32_t L, H, d, n_kv, n_q, dout, gmax, kf, kst, topk, qstart; /* kf/kst: teacher grid */
 	struct kb_sparse sp;
 	float scale, mscale;
-	bool teacher;		      /* collect the teacher (not for TRAIN_FIT_RIDGE) */
-	float *inv_freq;	      /* host [d / 2] */
+	bool teacher;	  /* collect the teacher (not for TRAIN_FIT_RIDGE) */
+	bool eval_target; /* train_eval_slot ranks by the target's group-mean query, not by w */
+	float *inv_freq;  /* host [d / 2] */
 	struct train_data tr, ev, va; /* training, held-out, validation (may be empty) */
 	uint32_t n_slots;
 	struct train_slot *slots;

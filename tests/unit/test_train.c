@@ -123,9 +123,13 @@ static void test_train_beats_baselines(void **state)
 		assert_true(l->kl_trained < l->kl_untrained);
 		assert_true(l->recall_trained > l->recall_untrained);
 		assert_true(l->recall_trained > l->recall_prev_step);
+		assert_true(l->recall_target > l->recall_untrained && l->recall_target <= 1.0);
 	}
 	assert_true(train_report_mean(&r, offsetof(struct train_layer_report, recall_trained)) >
 		    0.4);
+	/* ranking by the regression target itself beats its linear prediction from x_l */
+	assert_true(train_report_mean(&r, offsetof(struct train_layer_report, recall_target)) >
+		    train_report_mean(&r, offsetof(struct train_layer_report, recall_ridge)));
 	train_report_fini(&r);
 	/* the file is a Forecast model_open accepts: every q_future_proj but the last, q_curr */
 	assert_int_equal(model_open(e->dir, e->out, &m2, e->err, sizeof(e->err)), 0);
