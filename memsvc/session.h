@@ -171,6 +171,9 @@ uint32_t session_waiters_complete(struct session *s, struct session_tier_done *d
  * are dropped and their Forecasts answered -ENOSPC. Returns how many.
  */
 uint32_t session_load_starved(struct session *s);
+/* Drop the queued restores that have no slot yet (their units go back to SPILLED, their
+ * Forecasts still wait: session_load_starved answers them). Returns how many. */
+uint32_t session_load_cancel(struct session *s);
 /* Restores queued that have no slot yet. */
 uint64_t session_load_queued(struct session *s);
 /* Ring Forecasts still owed an answer (waiting for a restore, or in the outbox). */

@@ -123,6 +123,16 @@ bool session_answers_pending(struct session *s)
 	return owed;
 }
 
+uint32_t session_load_cancel(struct session *s)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = store_load_cancel(s->store);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 uint64_t session_load_queued(struct session *s)
 {
 	uint64_t n;

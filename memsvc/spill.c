@@ -277,7 +277,19 @@ static bool serve(struct spill *sp, struct entry *e)
 		e->starve_since_ms = time_now_ms();
 	if (e->starve_since_ms &&
 	    (degraded || time_now_ms() - e->starve_since_ms >= sp->o.starve_ms)) {
-		uint32_t n = session_load_starved(e->s);
+		/* counted before the answers go out: a client that reads the stats after its
+		 * -ENOSPC sees them */
+		uint32_t n = session_load_cancel(e->s), more;
+		pthread_mutex_lock(&sp->lock);
+		sp->st.restores_starved += n;
+		pthread_mutex_unlock(&sp->lock);
+		more = session_load_starved(e->s); /* queued since: refused with them */
+		if (more) {
+			pthread_mutex_lock(&sp->lock);
+			sp->st.restores_starved += more;
+			pthread_mutex_unlock(&sp->lock);
+		}
+		n += more;
 		if (n) {
 			log_warn(TAG,
 				 degraded ? "restores refused: tier RAM-only and arena full"
@@ -286,9 +298,6 @@ static bool serve(struct spill *sp, struct entry *e)
 				 "session=%llu units=%u waited_ms=%llu",
 				 (unsigned long long)session_id(e->s), n,
 				 (unsigned long long)(time_now_ms() - e->starve_since_ms));
-			pthread_mutex_lock(&sp->lock);
-			sp->st.restores_starved += n;
-			pthread_mutex_unlock(&sp->lock);
 		}
 		e->starve_since_ms = 0;
 	}
