@@ -177,15 +177,15 @@ static void stat_add2(struct wire_stat *v, uint32_t *n, const char *name, const 
 }
 
 /*
- * Every tenant's use and limits (tenants.<name>.*, units summed over its sessions) and the
- * arenas of the first LISTED_SESSIONS sessions (sessions.<id>.*). The loop thread is the only
- * writer of conns[], and this runs on it.
+ * Every tenant's use and limits (tenants.<name>.*, units summed over its sessions; a tenant
+ * removed by a reload only while it still holds sessions, with removed = 1) and the arenas of
+ * the first LISTED_SESSIONS sessions (sessions.<id>.*). The loop thread is the only writer of
+ * conns[], and this runs on it.
  */
 static void tenants_sessions_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 {
-	size_t nt = tenant_count(sv->tenants), listed = 0;
+	size_t nt = tenant_count(sv->tenants), listed = 0, shown = 0;
 
-	stat_add(v, n, "daemon.tenants", nt);
 	for (size_t i = 0; i < nt; i++) {
 		struct tenant *tn = tenant_at(sv->tenants, i);
 		uint64_t resident = 0, spilled = 0;
@@ -193,6 +193,9 @@ static void tenants_sessions_add(struct server *sv, struct wire_stat *v, uint32_
 		char pre[WIRE_NAME_MAX];
 
 		tenant_get_usage(tn, &u);
+		if (u.removed && !u.sessions)
+			continue;
+		shown++;
 		for (size_t k = 0; k < sv->n_conns; k++) {
 			struct session *s = sv->conns[k]->s;
 			struct store_stats st;
@@ -212,7 +215,10 @@ static void tenants_sessions_add(struct server *sv, struct wire_stat *v, uint32_
 		stat_add2(v, n, pre, "units_spilled", spilled);
 		stat_add2(v, n, pre, "disk_bytes", u.disk_bytes);
 		stat_add2(v, n, pre, "disk_quota_bytes", u.disk_quota);
+		if (u.removed)
+			stat_add2(v, n, pre, "removed", 1);
 	}
+	stat_add(v, n, "daemon.tenants", shown);
 	for (size_t k = 0; k < sv->n_conns && listed < LISTED_SESSIONS; k++) {
 		struct session *s = sv->conns[k]->s;
 		struct store_stats st;
