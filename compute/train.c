@@ -325,8 +325,10 @@ int train_forecast(struct kb *kb, const struct model *m, const struct train_opts
 		goto out;
 	rep->eval_s = now_s() - t0;
 out:
-	if (rc)
+	if (rc) {
 		train_fail(&c, rc, "Forecast training failed: %s", strerror(-rc));
+		train_report_fini(rep); /* a failed run leaves the caller nothing to free */
+	}
 	ctx_fini(&c);
 	return rc;
 }

@@ -143,7 +143,7 @@ void train_opts_default(struct train_opts *o);
  * Forecast file to out_path (bf16 [n_kv * head_dim, hidden]: q_future_proj of layers
  * 0 .. n_layers-2 and q_curr_proj of layer 0; its safetensors metadata says how it was fitted
  * and its held-out recall, see train_file_info) and fill *rep (caller frees with
- * train_report_fini). Deterministic for a fixed seed, data and backend thread count.
+ * train_report_fini; after a failure there is nothing to free). Deterministic for a fixed seed, data and backend thread count.
  * Returns 0 or -errno: -EINVAL (bad options, a sequence too short for the sparse config, a
  * checkpoint made with other settings), -ENOMEM, -EIO (backend), -ECANCELED (progress asked to
  * stop), errors of writing the files; `err` then says what failed.
