@@ -28,6 +28,19 @@ static void logits(const float *f, const uint16_t *ck, uint32_t n, uint32_t d, f
 	}
 }
 
+/* The gradient through logits(): gf = scale * sum_j coef[j] * k_j (coef = dLoss / dz). */
+static void logits_grad(const double *coef, const uint16_t *ck, uint32_t n, uint32_t d,
+			float scale, float *gf)
+{
+	for (uint32_t e = 0; e < d; e++) {
+		double acc = 0.0;
+
+		for (uint32_t j = 0; j < n; j++)
+			acc += coef[j] * kb_bf16_to_f32(ck[(size_t)j * d + e]);
+		gf[e] = (float)(acc * scale);
+	}
+}
+
 /*
  * KL(teacher || softmax(z)) over the n bins of z restricted to the gathered bins idx[n_g] plus
  * a rest bin (both sides clamped at 1e-8 and renormalised). s: z in, the student's
@@ -88,13 +101,8 @@ double train_kl_grad(const float *f, const uint16_t *ck, uint32_t n_ent, uint32_
 
 	logits(f, ck, n_ent, d, scale, s);
 	kl = train_kl_logits(s, n_ent, idx, tp, n_g, t_rest, gf ? coef : NULL);
-	for (uint32_t e = 0; gf && e < d; e++) {
-		double acc = 0.0;
-
-		for (uint32_t j = 0; j < n_ent; j++)
-			acc += coef[j] * kb_bf16_to_f32(ck[(size_t)j * d + e]);
-		gf[e] = (float)(acc * scale);
-	}
+	if (gf)
+		logits_grad(coef, ck, n_ent, d, scale, gf);
 	return kl;
 }
 
@@ -210,13 +218,8 @@ double train_kl_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent, 
 	logits(f, ck, n_ent, d, scale, z);
 	kl = train_kl_blocks_z(z, n_ent, sp, m0, m1, idx, tp, n_g, t_rest, gf ? coef : NULL,
 			       coef + n_ent);
-	for (uint32_t e = 0; gf && e < d; e++) {
-		double acc = 0.0;
-
-		for (uint32_t j = 0; j < n_ent; j++)
-			acc += coef[j] * kb_bf16_to_f32(ck[(size_t)j * d + e]);
-		gf[e] = (float)(acc * scale);
-	}
+	if (gf)
+		logits_grad(coef, ck, n_ent, d, scale, gf);
 	return kl;
 }
 
@@ -230,12 +233,7 @@ double train_rank_grad_blocks(const float *f, const uint16_t *ck, uint32_t n_ent
 	logits(f, ck, n_ent, d, scale, z);
 	loss = train_rank_blocks_z(z, n_ent, sp, m0, m1, idx, n_g, gamma, gf ? coef : NULL,
 				   coef + n_ent);
-	for (uint32_t e = 0; gf && e < d; e++) {
-		double acc = 0.0;
-
-		for (uint32_t j = 0; j < n_ent; j++)
-			acc += coef[j] * kb_bf16_to_f32(ck[(size_t)j * d + e]);
-		gf[e] = (float)(acc * scale);
-	}
+	if (gf)
+		logits_grad(coef, ck, n_ent, d, scale, gf);
 	return loss;
 }
