@@ -116,6 +116,17 @@ static __device__ void kc_sd_load_q(float *qs, const uint16_t *q, uint32_t ld, u
 	__syncthreads();
 }
 
+/* Elements [8 sub, 8 sub + 8) of compressed key j (zeros when !ok) into f, as fp32. */
+static __device__ __forceinline__ void kc_sd_load_key8(float *f, const uint16_t *base, uint32_t j,
+						       uint32_t d, uint32_t sub, bool ok)
+{
+	if (ok)
+		kc_unpack8(*(const uint4 *)(base + (size_t)j * d + sub * 8), f);
+	else
+		for (int i = 0; i < 8; i++)
+			f[i] = 0.0f;
+}
+
 __global__ void kc_sd_stats_kernel(float2 *stats, const uint16_t *q, uint32_t ld,
 				   const uint16_t *ck, uint32_t cap, const int32_t *n_entries,
 				   uint32_t n_kv, uint32_t G, uint32_t d, float scale,
@@ -144,11 +155,7 @@ __global__ void kc_sd_stats_kernel(float2 *stats, const uint16_t *q, uint32_t ld
 	for (uint32_t jb = j0 + warp * epw; jb < jend; jb += (blockDim.x / 32) * epw) {
 		uint32_t j = jb + e;
 		bool ok = j < jend;
-		if (ok)
-			kc_unpack8(*(const uint4 *)(base + (size_t)j * d + sub * 8), f);
-		else
-			for (int i = 0; i < 8; i++)
-				f[i] = 0.0f;
+		kc_sd_load_key8(f, base, j, d, sub, ok);
 #pragma unroll
 		for (uint32_t h = 0; h < KC_MAX_GROUP; h++) {
 			if (h >= G)
@@ -215,11 +222,7 @@ __global__ void kc_sd_orig_kernel(float *scores, const float2 *stats, const uint
 	for (uint32_t jb = j0 + warp * epw; jb < jend; jb += (blockDim.x / 32) * epw) {
 		uint32_t j = jb + e;
 		bool ok = j < jend;
-		if (ok)
-			kc_unpack8(*(const uint4 *)(base + (size_t)j * d + sub * 8), f);
-		else
-			for (int i = 0; i < 8; i++)
-				f[i] = 0.0f;
+		kc_sd_load_key8(f, base, j, d, sub, ok);
 		float acc = 0.0f;
 		for (uint32_t h = 0; h < G; h++) {
 			float l = kc_sd_logit(qs, h, d, sub, L, f);
