@@ -71,10 +71,10 @@ void tenant_table_free(struct tenant_table *t);
  * lowered limit stays, new acquires are refused); tenants gone from the file are marked removed:
  * tenant_find no longer names them, their open sessions run on. No tenant is ever freed before
  * the table, so every tenant pointer stays valid. With keys_path (the tcp allow-list file,
- * NULL or "": keys untouched) the list is checked against the new tenants before anything changes and
- * then replaces the old one whole (a removed tenant's key no longer admits). Call from one
- * thread at a time (the server loop); the other calls may run concurrently. Counts the reload
- * or its failure.
+ * NULL or "": keys untouched) the list is checked against the new tenants before anything
+ * changes and then replaces the old one whole (a removed tenant's key no longer admits). Call
+ * from one thread at a time (the server loop); the other calls may run concurrently. Counts
+ * the reload or its failure.
  */
 int tenant_table_reload(struct tenant_table *t, const char *path, const char *keys_path,
 			struct tenant_reload *rl, char *err, size_t err_len);

@@ -139,8 +139,8 @@ uint64_t tier_nvme_extent_bytes(const struct tier_nvme *t);
 /* Bytes of the header block: where the unit starts in its extent. */
 uint32_t tier_nvme_header_bytes(const struct tier_nvme *t);
 /*
- * For tests and tools: the file path (gone with opts.unlink_early) and byte offset of an extent. Returns 0, -EINVAL,
- * -ENAMETOOLONG (cap too small).
+ * For tests and tools: the file path (gone with opts.unlink_early) and byte offset of an
+ * extent. Returns 0, -EINVAL, -ENAMETOOLONG (cap too small).
  */
 int tier_nvme_extent_locate(const struct tier_nvme *t, uint64_t extent, char *path, size_t cap,
 			    uint64_t *off);
