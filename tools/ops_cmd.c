@@ -38,6 +38,33 @@ int ops_flag(int argc, char **argv, int *i, const char *flag, const char **val)
 	return 1;
 }
 
+int ops_common_args(int argc, char **argv, const char *cmd, const char *usage, const char **dir,
+		    int *timeout_ms, bool *json)
+{
+	const char *v;
+	int m;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(usage, stdout);
+			return 1;
+		}
+		if (json && !strcmp(argv[i], "--json")) {
+			*json = true;
+			continue;
+		}
+		if ((m = ops_flag(argc, argv, &i, "--runtime-dir", &v)) > 0)
+			*dir = v;
+		else if (!m && (m = ops_flag(argc, argv, &i, "--timeout-ms", &v)) > 0)
+			*timeout_ms = atoi(v);
+		if (m <= 0 || *timeout_ms <= 0) {
+			fprintf(stderr, "sparda %s: bad argument '%s'\n%s", cmd, argv[i], usage);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int ops_runtime_dir(const char *dir, char *buf, size_t len)
 {
 	if (!dir || !*dir)

@@ -24,6 +24,15 @@ struct memclient;
  */
 int ops_flag(int argc, char **argv, int *i, const char *flag, const char **val);
 
+/*
+ * The arguments `sparda down|reload|status|stats` share: --help/-h, --runtime-dir DIR,
+ * --timeout-ms N (> 0, *timeout_ms keeps its value otherwise) and, with json non-NULL,
+ * --json. Returns 0; 1 after printing usage for --help; -EINVAL after printing "sparda CMD:
+ * bad argument" and the usage.
+ */
+int ops_common_args(int argc, char **argv, const char *cmd, const char *usage, const char **dir,
+		    int *timeout_ms, bool *json);
+
 /* dir, or the default runtime dir when dir is NULL or "". Returns 0 or -ENAMETOOLONG. */
 int ops_runtime_dir(const char *dir, char *buf, size_t len);
 

@@ -183,27 +183,15 @@ static int down_signal(pid_t pid, int timeout_ms, bool *killed)
 
 int cmd_down(int argc, char **argv)
 {
-	const char *dir_arg = NULL, *v;
+	const char *dir_arg = NULL;
 	char dir[PATH_MAX], path[PATH_MAX];
 	int timeout_ms = 15000, rc, m, code = -1, computes = 0, cfail = 0;
 	bool killed = false;
 	uint64_t t0;
 	pid_t pid = 0;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			fputs(down_usage, stdout);
-			return 0;
-		}
-		if ((m = ops_flag(argc, argv, &i, "--runtime-dir", &v)) > 0)
-			dir_arg = v;
-		else if (!m && (m = ops_flag(argc, argv, &i, "--timeout-ms", &v)) > 0)
-			timeout_ms = atoi(v);
-		if (m <= 0 || timeout_ms <= 0) {
-			fprintf(stderr, "sparda down: bad argument '%s'\n%s", argv[i], down_usage);
-			return 2;
-		}
-	}
+	if ((m = ops_common_args(argc, argv, "down", down_usage, &dir_arg, &timeout_ms, NULL)))
+		return m > 0 ? 0 : 2;
 	if ((rc = ops_runtime_dir(dir_arg, dir, sizeof(dir))) ||
 	    (rc = ops_path(dir, OPS_PID_FILE, path, sizeof(path)))) {
 		fprintf(stderr, "sparda down: runtime dir: %s\n", err_str(rc));

@@ -84,28 +84,15 @@ static unsigned long long reload_gen(const char *dir, char *buf, size_t len)
 
 int cmd_reload(int argc, char **argv)
 {
-	const char *dir_arg = NULL, *v;
+	const char *dir_arg = NULL;
 	char dir[PATH_MAX], line[1024];
 	int timeout_ms = 5000, rc, m;
 	unsigned long long gen;
 	uint64_t deadline;
 	pid_t pid = 0;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			fputs(reload_usage, stdout);
-			return 0;
-		}
-		if ((m = ops_flag(argc, argv, &i, "--runtime-dir", &v)) > 0)
-			dir_arg = v;
-		else if (!m && (m = ops_flag(argc, argv, &i, "--timeout-ms", &v)) > 0)
-			timeout_ms = atoi(v);
-		if (m <= 0 || timeout_ms <= 0) {
-			fprintf(stderr, "sparda reload: bad argument '%s'\n%s", argv[i],
-				reload_usage);
-			return 2;
-		}
-	}
+	if ((m = ops_common_args(argc, argv, "reload", reload_usage, &dir_arg, &timeout_ms, NULL)))
+		return m > 0 ? 0 : 2;
 	if ((rc = ops_runtime_dir(dir_arg, dir, sizeof(dir)))) {
 		fprintf(stderr, "sparda reload: runtime dir: %s\n", err_str(rc));
 		return 1;

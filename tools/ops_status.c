@@ -41,29 +41,8 @@ struct query_args {
 static int query_parse(const char *cmd, int argc, char **argv, struct query_args *a,
 		       const char *usage)
 {
-	const char *v;
-	int m;
-
 	a->timeout_ms = 5000;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			fputs(usage, stdout);
-			return 1;
-		}
-		if (!strcmp(argv[i], "--json")) {
-			a->json = true;
-			continue;
-		}
-		if ((m = ops_flag(argc, argv, &i, "--runtime-dir", &v)) > 0)
-			a->dir = v;
-		else if (!m && (m = ops_flag(argc, argv, &i, "--timeout-ms", &v)) > 0)
-			a->timeout_ms = atoi(v);
-		if (m <= 0 || a->timeout_ms <= 0) {
-			fprintf(stderr, "sparda %s: bad argument '%s'\n%s", cmd, argv[i], usage);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return ops_common_args(argc, argv, cmd, usage, &a->dir, &a->timeout_ms, &a->json);
 }
 
 static uint64_t stat_or0(const struct ops_query *q, const char *name)
