@@ -21,6 +21,7 @@
 #include "aio.h"
 #include "bench_cmds.h"
 #include "client.h"
+#include "config.h"
 #include "err.h"
 #include "memsvc_proc.h"
 #include "timeutil.h"
@@ -417,21 +418,15 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 	    {"size", required_argument, NULL, 's'},   {"ram", required_argument, NULL, 'r'},
 	    {"factor", required_argument, NULL, 'f'}, {"aio", required_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
-	char *end = NULL;
 	int ch;
 
 	*o = (struct spill_bench_opts){
 	    .size = 1ull << 30, .ram = 256ull << 20, .factor = 4, .aio = "uring"};
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		unsigned long long v = 0;
-		end = (char *)"";
-		if (ch == 's' || ch == 'r' || ch == 'f') {
-			v = strtoull(optarg, &end, 10);
-			v <<= *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
-			end += *end == 'K' || *end == 'M' || *end == 'G';
-		}
-		if (*end) {
+		uint64_t v = 0;
+		/* sizes as everywhere in the project (K/M/G/T suffixes) */
+		if ((ch == 's' || ch == 'r' || ch == 'f') && config_parse_size(optarg, &v)) {
 			fprintf(stderr, "bench: bad number '%s'\n", optarg);
 			return -EINVAL;
 		}
