@@ -344,7 +344,8 @@ static int careful_open(struct runner *r)
 		return 0;
 	if (r->o.gather_dma) {
 		r->h_dma_idx = calloc((size_t)2 * r->n_caches * r->n_slots, sizeof(int32_t));
-		if (!r->h_dma_idx)
+		r->h_dma_wb = calloc(r->n_caches, sizeof(int64_t));
+		if (!r->h_dma_idx || !r->h_dma_wb)
 			return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
 	}
 	if (r->o.host->may_spill && !r->o.host->ops->forecast)
@@ -500,6 +501,7 @@ void runner_close(struct runner *r)
 	free(r->seq_handle);
 	free(r->seq_word_base);
 	free(r->h_dma_idx);
+	free(r->h_dma_wb);
 	free(r->len);
 	free(r->full);
 	free(r->h_logits);

@@ -181,6 +181,7 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 }
 
 static int32_t *layer_loads(struct runner *r, uint32_t l);
+static uint32_t count_nonneg(const int32_t *v, uint32_t n);
 
 /*
  * gather_dma: layer l's load list (on the host) resolved through the residency words into
@@ -194,31 +195,21 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	size_t nk = (size_t)s->nc * s->k;
 	const int32_t *nl = layer_loads(r, l), *blk = nl + s->nc, *slot = blk + nk;
 	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
-	uint32_t m = 0;
+	int64_t *wb = r->h_dma_wb;
+	int rc;
 
 	kv->loaded = true;
-	for (uint32_t i = 0; i < s->nc; i++) {
-		uint32_t b = i / r->n_kv, g = i % r->n_kv;
-		int64_t wb = r->seq_word_base[b] + ((int64_t)l * r->n_kv + g) * r->max_blocks;
-		for (uint32_t j = 0; j < s->k && (int32_t)j < nl[i]; j++) {
-			size_t o = (size_t)i * s->k + j;
-			uint64_t w;
-			if (blk[o] < 0 || slot[o] < 0)
-				continue;
-			w = __atomic_load_n(&r->o.host->words[wb + blk[o]], __ATOMIC_ACQUIRE);
-			if (sp_unit_word_state(w) != SP_UNIT_RESIDENT) {
-				r->dma_misses += sp_unit_word_state(w) != SP_UNIT_ALLOCATED;
-				continue;
-			}
-			dst[m] = (int32_t)(i * r->n_slots + (uint32_t)slot[o]);
-			src[m++] = (int32_t)sp_unit_word_slot(w);
-		}
-	}
-	kv->dma_loads = m;
-	if (r->skip_gather || !m) /* measurement only: everything but the copies */
+	for (uint32_t i = 0; i < s->nc; i++) /* the same bases as kv->word_base on the device */
+		wb[i] = r->seq_word_base[i / r->n_kv] +
+			((int64_t)l * r->n_kv + i % r->n_kv) * r->max_blocks;
+	if ((rc = kb_resolve_loads_host(dst, src, &r->dma_misses, slot, blk, nl, r->o.host->words,
+					wb, s->nc, r->n_slots, s->k)))
+		return rc;
+	kv->dma_loads = count_nonneg(src, (uint32_t)nk);
+	if (r->skip_gather || !kv->dma_loads) /* measurement only: everything but the copies */
 		return 0;
-	return r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src, m,
-					  r->unit_bytes);
+	return r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src,
+					  (uint32_t)nk, r->unit_bytes);
 }
 
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
@@ -547,7 +538,7 @@ static int collect_stats(struct runner *r, struct step *s)
 
 	if ((rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
-	misses = r->h_stats[(size_t)r->L * per] + (int32_t)r->dma_misses;
+	misses = r->h_stats[(size_t)r->L * per] + r->dma_misses;
 	r->dma_misses = 0;
 	for (uint32_t l = 0; l < r->L; l++) {
 		struct runner_layer_stats *ls = &r->st.layer[l];

@@ -73,7 +73,8 @@ struct runner {
 	bool careful;
 	int32_t *h_loads;    /* pinned [L][n_caches * (1 + 2 * n_slots)]: n_loads, blocks, slots */
 	int32_t *h_dma_idx;  /* gather_dma: [2][n_caches * n_slots] the copies' dst, then src */
-	uint32_t dma_misses; /* gather_dma: this step's loads found not resident on the host */
+	int64_t *h_dma_wb;   /* gather_dma: [n_caches] residency-word bases of one layer */
+	int32_t dma_misses;  /* gather_dma: this step's loads found not resident on the host */
 	size_t h_loads_bytes;
 	bool loads_registered;
 	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */

@@ -343,6 +343,15 @@ struct kb_opts {
  * caller, released with kb_destroy.
  */
 int kb_open(const struct kb_opts *o, struct kb **out);
+/*
+ * resolve_loads on host arrays by the calling thread, the same rules (misses added to *misses
+ * when not NULL): the CPU backend's op, and the resolve of a load list that came back to the
+ * host (compute's --gather=dma). Returns 0 or -EINVAL.
+ */
+int kb_resolve_loads_host(int32_t *dst_idx, int32_t *src_idx, int32_t *misses,
+			  const int32_t *load_slot, const int32_t *load_block, const int32_t *n_loads,
+			  const uint64_t *words, const int64_t *word_base, uint32_t n,
+			  uint32_t n_slots, uint32_t k);
 void kb_destroy(struct kb *kb);
 /* True when this build has the CUDA backend and a device is visible. */
 bool kb_cuda_available(void);

@@ -51,6 +51,15 @@ int cpu_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t
 		      const int32_t *n_loads, const uint64_t *words, const int64_t *word_base,
 		      uint32_t n, uint32_t n_slots, uint32_t k)
 {
+	return kb_resolve_loads_host(dst_idx, src_idx, misses, load_slot, load_block, n_loads,
+				     words, word_base, n, n_slots, k);
+}
+
+int kb_resolve_loads_host(int32_t *dst_idx, int32_t *src_idx, int32_t *misses,
+			  const int32_t *load_slot, const int32_t *load_block, const int32_t *n_loads,
+			  const uint64_t *words, const int64_t *word_base, uint32_t n,
+			  uint32_t n_slots, uint32_t k)
+{
 	if (!dst_idx || !src_idx || !load_slot || !load_block || !n_loads || !words || !word_base)
 		return -EINVAL;
 	for (uint32_t i = 0; i < n; i++) {
