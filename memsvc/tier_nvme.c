@@ -194,7 +194,6 @@ bool tier_nvme_degraded(const struct tier_nvme *t)
 
 static uint8_t *tn_slot(const struct tier_nvme *t, const struct tn_lane *l, uint32_t k)
 {
-	(void)t;
 	return l->stage + (uint64_t)k * t->ext_bytes;
 }
 
