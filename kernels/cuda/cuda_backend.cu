@@ -415,9 +415,9 @@ static int kc_op_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, cons
 		return 0;
 	attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
 	attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-	return kc_err(cudaMemcpyBatchAsync(c->dma_ptrs, (const void *const *)(c->dma_ptrs + c->dma_cap),
-					   c->dma_sizes, m, &attr, &first, 1, KC_ST(kb, s)),
-		      "cudaMemcpyBatchAsync");
+	KC_CHECK(cudaMemcpyBatchAsync(c->dma_ptrs, (const void *const *)(c->dma_ptrs + c->dma_cap),
+				      c->dma_sizes, m, &attr, &first, 1, KC_ST(kb, s)));
+	return 0;
 }
 
 static int kc_op_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units, const int32_t *unit_idx,
