@@ -7,6 +7,7 @@
 #include "client_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -124,7 +125,8 @@ static int recv_hello(struct memclient *c, struct wire_reply *rp, int *fds)
 
 	if (!buf)
 		return -ENOMEM;
-	n = fdpass_recv(c->attach_fd, buf, ATTACH_REPLY_CAP, fds, FD_COUNT, &n_fds, c->timeout_ms);
+	n = fdpass_recv(c->attach_fd, buf, ATTACH_REPLY_CAP, fds, FD_COUNT, &n_fds,
+			c->attach_timeout_ms);
 	if (n <= 0) {
 		rc = n == 0 ? -ECONNRESET : (int)n;
 		goto out_free;
@@ -287,6 +289,16 @@ static int attach(struct memclient *c, const struct memclient_opts *o, const cha
 	return rc;
 }
 
+int memclient_attach_wait_ms(int attach_timeout_ms, int timeout_ms, uint64_t arena_bytes)
+{
+	uint64_t ms =
+	    (uint64_t)timeout_ms + (arena_bytes >> 20) * MEMCLIENT_ATTACH_MS_PER_GIB / 1024;
+
+	if (attach_timeout_ms > 0)
+		return attach_timeout_ms;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
 int memclient_open(const struct memclient_opts *o, struct memclient **out)
 {
 	char dir[256], path[512], endpoint[520];
@@ -316,6 +328,8 @@ int memclient_open(const struct memclient_opts *o, struct memclient **out)
 	c->geom = o->geom;
 	c->wait_mode = o->wait_mode;
 	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : MEMCLIENT_DEFAULT_TIMEOUT_MS;
+	c->attach_timeout_ms =
+	    memclient_attach_wait_ms(o->attach_timeout_ms, c->timeout_ms, o->arena_bytes);
 	rc = memclient_geometry_fill(&c->geom);
 	if (rc)
 		goto out_close;

@@ -41,6 +41,10 @@ struct memclient_opts {
 	uint32_t max_seqs;	  /* sequence rows wanted */
 	enum sp_wait_mode wait_mode;
 	int timeout_ms; /* per request; <= 0: 5000 */
+	/* The wait for the attach reply, for which the daemon first sizes, pre-faults and maps
+	 * the arena (about a second per GiB on a slow host). <= 0: timeout_ms plus 1000 ms per
+	 * GiB of arena_bytes. */
+	int attach_timeout_ms;
 };
 
 /* A sequence handle: a row of the session's sequence table and its generation. */
@@ -111,7 +115,8 @@ struct memclient_remote_opts {
 	struct sp_geometry geom;
 	uint64_t arena_bytes;
 	uint32_t max_seqs;
-	int timeout_ms; /* per request; <= 0: 5000 */
+	int timeout_ms;	       /* per request; <= 0: 5000 */
+	int attach_timeout_ms; /* the Hello's reply; <= 0: as memclient_opts says */
 };
 
 /*

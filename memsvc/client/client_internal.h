@@ -33,6 +33,7 @@ struct memclient {
 	struct sp_geometry geom;
 	enum sp_wait_mode wait_mode;
 	int timeout_ms;
+	int attach_timeout_ms; /* the wait for the attach reply */
 	int dead;    /* 0, or the sticky -ECONNRESET / -ESHUTDOWN once the session is gone */
 	bool remote; /* tcp session: no attach socket, no shared memory */
 
@@ -95,6 +96,12 @@ int memclient_zmq_connect(struct memclient *c, const char *endpoint);
 void memclient_zmq_close(struct memclient *c);
 
 #define MEMCLIENT_DEFAULT_TIMEOUT_MS 5000
+/* The attach reply's allowance per GiB of arena when attach_timeout_ms is not set. */
+#define MEMCLIENT_ATTACH_MS_PER_GIB 1000
+
+/* The wait for a Hello's reply: attach_timeout_ms if > 0, else timeout_ms plus the allowance
+ * for arena_bytes (the daemon pre-faults the arena before it answers). */
+int memclient_attach_wait_ms(int attach_timeout_ms, int timeout_ms, uint64_t arena_bytes);
 
 /* Check a geometry's fields and derive unit_bytes (a non-zero one must match). 0 or -EINVAL. */
 int memclient_geometry_fill(struct sp_geometry *g);

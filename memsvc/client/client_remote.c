@@ -49,7 +49,7 @@ static int hello(struct memclient *c, const struct memclient_remote_opts *o)
 	struct wire_request rq = {.kind = WIRE_HELLO};
 	struct wire_reply rp;
 	struct wire_frames in;
-	int rc;
+	int timeout_ms = c->timeout_ms, rc;
 
 	snprintf(rq.u.hello.tenant, sizeof(rq.u.hello.tenant), "%s",
 		 o->tenant ? o->tenant : "default");
@@ -59,7 +59,9 @@ static int hello(struct memclient *c, const struct memclient_remote_opts *o)
 	rq.u.hello.geom = c->geom;
 	rq.u.hello.wait_mode = SP_WAIT_SLEEP;
 	rq.u.hello.max_seqs = o->max_seqs;
+	c->timeout_ms = c->attach_timeout_ms; /* the daemon pre-faults the arena first */
 	rc = memclient_call(c, &rq, NULL, 0, &rp, &in);
+	c->timeout_ms = timeout_ms;
 	if (rc)
 		return rc;
 	wire_frames_fini(&in);
@@ -97,6 +99,8 @@ int memclient_open_remote(const struct memclient_remote_opts *o, struct memclien
 	c->attach_fd = c->sq_doorbell = c->cq_doorbell = -1;
 	c->geom = o->geom;
 	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : MEMCLIENT_DEFAULT_TIMEOUT_MS;
+	c->attach_timeout_ms =
+	    memclient_attach_wait_ms(o->attach_timeout_ms, c->timeout_ms, o->arena_bytes);
 	rc = memclient_geometry_fill(&c->geom);
 	if (!rc)
 		rc = curve_connect(c, o);

@@ -6,6 +6,7 @@
  * memclient_open within the timeout, never a crash, a hang or a half-open handle.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -21,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "client_internal.h"
 #include "fdpass.h"
 #include "memsvc_harness.h"
 #include "ring.h"
@@ -38,7 +40,10 @@ enum fake_mode {
 	FAKE_BAD_SIZE,	/* ctl memfd smaller than the reply says */
 	FAKE_GOOD,	/* a consistent session (then closes when the client does) */
 	FAKE_RING,	/* a consistent session whose ring answers are wrong, then closing */
+	FAKE_SLOW,	/* a consistent session, answered SLOW_MS after the hello */
 };
+
+#define SLOW_MS 800 /* FAKE_SLOW: as a daemon pre-faulting a large arena */
 
 struct fake {
 	enum fake_mode mode;
@@ -187,6 +192,8 @@ static void *fake_main(void *arg)
 		(void)!read(fd, buf, sizeof(buf)); /* until the client gives up and closes */
 		goto out;
 	}
+	if (f->mode == FAKE_SLOW)
+		time_sleep_ns(SLOW_MS * 1000000ull);
 	if (f->mode == FAKE_REFUSE)
 		wire_reply_error(&rp, 1, -EACCES, "uid not admitted");
 	else
@@ -231,8 +238,12 @@ static void fake_finish(struct fake *f)
 	harness_rmdir(f->dir);
 }
 
-/* Attach to a fake daemon in mode; returns memclient_open's result and its duration. */
-static int attach(enum fake_mode mode, uint64_t *ms)
+/*
+ * Attach to a fake daemon in mode, asking for arena_bytes (0: the fake's default) with an
+ * attach_timeout_ms; returns memclient_open's result and its duration.
+ */
+static int attach_with(enum fake_mode mode, uint64_t arena_bytes, int attach_timeout_ms,
+		       uint64_t *ms)
 {
 	struct memclient_opts o;
 	struct memclient *c = (void *)1;
@@ -241,6 +252,9 @@ static int attach(enum fake_mode mode, uint64_t *ms)
 	int rc;
 
 	fake_start(&f, mode, &o);
+	if (arena_bytes)
+		o.arena_bytes = arena_bytes;
+	o.attach_timeout_ms = attach_timeout_ms;
 	t0 = time_now_ms();
 	rc = memclient_open(&o, &c);
 	*ms = time_now_ms() - t0;
@@ -249,6 +263,30 @@ static int attach(enum fake_mode mode, uint64_t *ms)
 	memclient_close(rc ? NULL : c);
 	fake_finish(&f);
 	return rc;
+}
+
+static int attach(enum fake_mode mode, uint64_t *ms)
+{
+	return attach_with(mode, 0, 0, ms);
+}
+
+/*
+ * The attach reply may come late: the daemon pre-faults the arena first. Request timeout 500 ms,
+ * reply after SLOW_MS: a small arena's wait gives up; a 1 GiB arena's default wait (one more
+ * second) and an explicit attach_timeout_ms both attach.
+ */
+static void test_attach_waits_for_large_arena(void **state)
+{
+	uint64_t ms;
+
+	assert_int_equal(attach_with(FAKE_SLOW, 0, 0, &ms), -ETIMEDOUT);
+	assert_true(ms < SLOW_MS);
+	assert_int_equal(attach_with(FAKE_SLOW, 1ull << 30, 0, &ms), 0);
+	assert_true(ms >= SLOW_MS);
+	assert_int_equal(attach_with(FAKE_SLOW, 0, 3000, &ms), 0);
+	assert_int_equal(memclient_attach_wait_ms(0, 500, 4ull << 30), 500 + 4000);
+	assert_int_equal(memclient_attach_wait_ms(0, 500, 1ull << 62), INT_MAX);
+	assert_int_equal(memclient_attach_wait_ms(2000, 500, 4ull << 30), 2000);
 }
 
 /* Ring answers are checked against the units asked for; closing ends the session. */
@@ -326,6 +364,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_attach_failures),
+	    cmocka_unit_test(test_attach_waits_for_large_arena),
 	    cmocka_unit_test(test_ring_answers_checked),
 	    cmocka_unit_test(test_bad_opts),
 	};
