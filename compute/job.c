@@ -242,27 +242,27 @@ int job_run(const struct job_config *cfg, FILE *out)
 {
 	struct job j = { .cfg = cfg, .out = out };
 	char dir[JOB_PATH_MAX];
-	int rc, status = 1;
+	int rc, wrc = 0, status = 1;
 
 	if ((rc = job_open(&j, dir, sizeof(dir))) ||
 	    (rc = job_make_prompts(&j, j.err, sizeof(j.err))))
 		goto out;
+	/* a mode that fails ends the job, but the modes before it keep their table and JSON */
 	rc = job_run_modes(&j);
-	if (!rc) {
-		job_print(&j);
-		if (cfg->json[0] && (rc = job_write_json(&j, cfg->json))) {
-			snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->json, err_str(rc));
-			goto out;
-		}
-		if (cfg->logits_out[0] && (rc = job_write_logits(&j, cfg->logits_out))) {
-			snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->logits_out,
-				 err_str(rc));
-			goto out;
-		}
-		status = job_twins_equal(&j) ? 0 : 1;
-		if (status)
-			snprintf(j.err, sizeof(j.err), "a mode's tokens differ from its twin's");
+	job_print(&j);
+	if (cfg->json[0] && (wrc = job_write_json(&j, cfg->json)))
+		log_error("job", "cannot write the JSON", "path=%s err=%s", cfg->json,
+			  err_name(wrc));
+	if (rc || wrc)
+		goto out;
+	if (cfg->logits_out[0] && (rc = job_write_logits(&j, cfg->logits_out))) {
+		snprintf(j.err, sizeof(j.err), "cannot write %s: %s", cfg->logits_out,
+			 err_str(rc));
+		goto out;
 	}
+	status = job_twins_equal(&j) ? 0 : 1;
+	if (status)
+		snprintf(j.err, sizeof(j.err), "a mode's tokens differ from its twin's");
 out:
 	if (status && j.err[0])
 		log_error("job", j.err, "rc=%s", err_name(rc));

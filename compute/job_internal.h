@@ -11,6 +11,8 @@ struct job_result {
 	enum runner_mode mode;     /* what was asked */
 	enum runner_mode ran;      /* what ran (differs after a fallback) */
 	bool done;
+	bool failed;               /* the mode the job stopped at: why in rc and job.err */
+	int rc;                    /* -errno of that failure */
 	struct runner_stats st;    /* layer points into `layers` */
 	struct runner_layer_stats *layers;
 	int32_t *tokens;           /* [batch * new_tokens] */
@@ -44,11 +46,18 @@ struct job {
 int job_open(struct job *j, char *model_dir, size_t len);
 int job_parse_modes(struct job *j, char *err, size_t err_len);
 int job_make_prompts(struct job *j, char *err, size_t err_len);
+/*
+ * Run the modes in order, stopping at the first that fails: that result is marked failed (rc,
+ * message in j->err), those before it are done, those after it were not run.
+ */
 int job_run_modes(struct job *j);
+/* Table of the modes that finished, and a line for the failed one. */
 void job_print(struct job *j);
 /* Twin pairs of DESIGN 3.5 that both ran: do their tokens match? (true when none ran) */
 bool job_twins_equal(const struct job *j);
 int job_twin_state(const struct job *j, enum runner_mode m); /* 1 equal, 0 differ, -1 n/a */
+/* {mode: figures + "status": "ok"} for finished modes, {mode: {status: "failed", error, errno}}
+ * for the failed one; modes not run are absent. */
 int job_write_json(const struct job *j, const char *path);
 int job_write_logits(const struct job *j, const char *path);
 void job_free(struct job *j);

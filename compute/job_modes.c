@@ -346,8 +346,15 @@ int job_run_modes(struct job *j)
 {
 	if (j->kb->kind == KB_KIND_CUDA) {
 		int rc = warm_up(j);
-		if (rc)
+		if (rc) { /* the first mode's failure: it is what the warm-up ran */
+			if (!j->err[0])
+				snprintf(j->err, sizeof(j->err), "mode %s failed in the warm-up: %s",
+					 runner_mode_name(j->modes[0]), err_str(rc));
+			j->res[0].mode = j->modes[0];
+			j->res[0].failed = true;
+			j->res[0].rc = rc;
 			return rc;
+		}
 	}
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		struct job_result *res = &j->res[i];
@@ -362,6 +369,8 @@ int job_run_modes(struct job *j)
 			if (!j->err[0])
 				snprintf(j->err, sizeof(j->err), "mode %s failed: %s",
 					 runner_mode_name(res->mode), err_str(rc));
+			res->failed = true;
+			res->rc = rc;
 			return rc;
 		}
 	}

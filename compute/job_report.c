@@ -2,13 +2,14 @@
 /*
  * The job's results: which Forecast ran, one table row per mode (tokens/s, prefill, hit rate,
  * bytes, late units, recall, equality with its twin), a per-layer table, and the same figures
- * as JSON (json-c).
+ * as JSON (json-c); a mode that failed is listed with its error.
  */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "err.h"
 #include "job_internal.h"
 
 static enum runner_mode twin_of(enum runner_mode m)
@@ -129,9 +130,15 @@ void job_print(struct job *j)
 		"equals twin");
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
-		struct totals t = sum_layers(j, r);
+		struct totals t;
 		int tw = job_twin_state(j, r->mode);
 		char hr[16], rc[16];
+
+		if (r->failed)
+			fprintf(o, "%-18s failed (%s)\n", runner_mode_name(r->mode), err_name(r->rc));
+		if (!r->done)
+			continue;
+		t = sum_layers(j, r);
 		fmt_recall(rc, sizeof(rc), runner_recall_value(&r->st, -1));
 		if (t.offloaded)
 			snprintf(hr, sizeof(hr), "%.3f", hit_rate(&t));
@@ -149,6 +156,8 @@ void job_print(struct job *j)
 	if (j->cfg->layer_table) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
+			if (!r->done)
+				continue;
 			fprintf(o, "\n%s per layer:\n%5s %10s %10s %10s %8s %10s %10s %10s %7s\n",
 				runner_mode_name(r->mode), "layer", "selected", "hits", "fetched",
 				"hit rate", "late", "late ms", "fetch ms", "recall");
@@ -164,7 +173,7 @@ void job_print(struct job *j)
 	if (j->cfg->print_tokens) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
-			for (uint32_t b = 0; b < j->batch; b++) {
+			for (uint32_t b = 0; r->done && b < j->batch; b++) {
 				fprintf(o, "%s[%u]:", runner_mode_name(r->mode), b);
 				for (uint64_t t = 0; t < j->cfg->new_tokens; t++)
 					fprintf(o, " %d", r->tokens[b * j->cfg->new_tokens + t]);
@@ -273,6 +282,7 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object *o = json_object_new_object();
 	int tw = job_twin_state(j, r->mode);
 
+	json_object_object_add(o, "status", json_object_new_string("ok"));
 	json_object_object_add(o, "ran", json_object_new_string(runner_mode_name(r->ran)));
 	json_object_object_add(o, "backend", json_object_new_string(j->kb->ops->name));
 	json_object_object_add(o, "batch", json_object_new_int((int)j->batch));
@@ -303,14 +313,32 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	return o;
 }
 
+/* The mode the job stopped at: why, in words and as an errno name. */
+static json_object *failed_json(const struct job *j, const struct job_result *r)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "status", json_object_new_string("failed"));
+	json_object_object_add(o, "ran", json_object_new_string(runner_mode_name(r->ran)));
+	json_object_object_add(o, "backend", json_object_new_string(j->kb->ops->name));
+	json_object_object_add(o, "batch", json_object_new_int((int)j->batch));
+	json_object_object_add(o, "error", json_object_new_string(j->err));
+	json_object_object_add(o, "errno", json_object_new_string(err_name(r->rc)));
+	json_object_object_add(o, "forecast", forecast_json(j));
+	return o;
+}
+
 int job_write_json(const struct job *j, const char *path)
 {
 	json_object *root = json_object_new_object();
 	int rc = 0;
 
-	for (uint32_t i = 0; i < j->n_modes; i++)
-		json_object_object_add(root, runner_mode_name(j->res[i].mode),
-				       mode_json(j, &j->res[i]));
+	for (uint32_t i = 0; i < j->n_modes; i++) {
+		const struct job_result *r = &j->res[i];
+		if (r->done || r->failed)
+			json_object_object_add(root, runner_mode_name(r->mode),
+					       r->done ? mode_json(j, r) : failed_json(j, r));
+	}
 	if (json_object_to_file_ext(path, root, JSON_C_TO_STRING_PRETTY) != 0)
 		rc = -EIO;
 	json_object_put(root);
@@ -326,7 +354,7 @@ int job_write_logits(const struct job *j, const char *path)
 	if (!f)
 		return -errno;
 	for (uint32_t i = 0; i < j->n_modes && !rc; i++)
-		if (j->res[i].logits && fwrite(j->res[i].logits, sizeof(float), n, f) != n)
+		if (j->res[i].done && j->res[i].logits && fwrite(j->res[i].logits, sizeof(float), n, f) != n)
 			rc = -EIO;
 	if (fclose(f) != 0 && !rc)
 		rc = -EIO;

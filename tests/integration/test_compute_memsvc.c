@@ -2,7 +2,8 @@
 /*
  * sparda-compute as a process against a real sparda-memsvc: all modes agree with their twins
  * through the daemon; with no daemon, sparda falls back to sparda-nooffload (or, with
- * --fallback=false, fails with a message naming memsvc); memsvc killed mid-generation gives a
+ * --fallback=false, fails with a message naming memsvc, and the JSON keeps the modes that
+ * finished before it and says why it failed); memsvc killed mid-generation gives a
  * clear error and no hang; with an NVMe tier and an arena smaller than the KV, every offloading
  * mode still equals its twin; bad model files and bad flags are refused with the problem named.
  */
@@ -268,11 +269,29 @@ static void test_no_memsvc_fallback(void **state)
 	json_object_put(root);
 	unlink(p.log);
 
-	const char *strict[] = { rd, "--modes=sparda", "--prompt-tokens=1200", "--new-tokens=8",
-				 "--fallback=false", "--timeout-ms=2000", NULL };
+	/* without fallback sparda fails; sparse, before it, keeps its figures; dense, after it,
+	 * does not run */
+	unlink(js + strlen("--json="));
+	const char *strict[] = { rd, js, "--modes=sparse,sparda,dense", "--prompt-tokens=1200",
+				 "--new-tokens=8", "--fallback=false", "--timeout-ms=2000", NULL };
 	spawn(&p, strict);
 	assert_int_equal(wait_exit(&p, 60000), 1);
 	assert_true(log_has(&p, "sparda-memsvc"));
+	assert_true(log_has(&p, "failed (E"));
+	root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	json_object *ok = mode_obj(root, "sparse"), *bad = mode_obj(root, "sparda"), *toks;
+	assert_string_equal(str_of(ok, "status"), "ok");
+	assert_true(num_of(ok, "decode_tokens_per_s") > 0 && num_of(ok, "prefill_s") > 0);
+	assert_true(json_object_object_get_ex(ok, "tokens", &toks));
+	assert_int_equal(json_object_array_length(toks), 1);
+	assert_int_equal(json_object_array_length(json_object_array_get_idx(toks, 0)), 8);
+	assert_string_equal(str_of(bad, "status"), "failed");
+	assert_non_null(strstr(str_of(bad, "error"), "sparda-memsvc"));
+	assert_true(str_of(bad, "errno")[0] == 'E' && strlen(str_of(bad, "errno")) > 1);
+	assert_false(json_object_object_get_ex(bad, "tokens", NULL));
+	assert_false(json_object_object_get_ex(root, "dense", NULL));
+	json_object_put(root);
 	unlink(p.log);
 	harness_rmdir(dir);
 }
