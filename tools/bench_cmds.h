@@ -54,8 +54,9 @@ struct sweep_outcome {
 
 /*
  * Run one configuration and write <out>/<name>.json, success or failure. The modes run in one
- * sparda-compute process; when that process fails, the mode it failed in is recorded with the
- * reason (gpu-oom, host-oom, timeout, error) and the remaining modes run again in one process.
+ * sparda-compute process; when that process fails, the modes it finished are recorded ok with
+ * their figures (from its JSON), the mode it failed in with the reason (gpu-oom, host-oom,
+ * timeout, error), and only the modes it did not reach run again in one process.
  * Returns 0 when the record was written (*o says how the modes fared), or -errno when it could
  * not be (nothing written).
  */

@@ -4,7 +4,8 @@
  * a fresh sparda-memsvc, or with the in-process arena), with a wall-clock limit, logs kept under
  * <out>/logs, and a record JSON that says per mode what it measured or why it failed: GPU or
  * host memory, timeout, or another error, and which Forecast compute loaded (trained or not).
- * A failed process is rerun without the mode it failed in.
+ * When a process fails, the modes it finished keep their figures (compute writes its JSON up to
+ * the failed mode) and only the modes it did not reach run again, in a new process.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -287,9 +288,25 @@ static int start_memsvc(const struct sweep_cfg *c, struct memsvc_proc **p, struc
 	return rc;
 }
 
+/* The mode compute's JSON marks "failed" (compute stops at it), into buf ("" when none). */
+static void json_failed_mode(json_object *root, char *buf, size_t len)
+{
+	json_object_object_foreach(root, mode, val)
+	{
+		json_object *st;
+
+		if (json_object_object_get_ex(val, "status", &st) &&
+		    !strcmp(json_object_get_string(st), "failed")) {
+			copy_str(buf, len, mode);
+			return;
+		}
+	}
+}
+
 /*
  * One process over the given modes. *root gets compute's JSON (new reference) when it wrote
- * one, which it does whenever every mode ran (even when twins disagree).
+ * one: it does once the modes started, with every mode that finished and, when one failed,
+ * that mode marked "failed".
  */
 static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_modes, int k,
 		     double timeout_s, struct outcome *o, json_object **root)
@@ -334,7 +351,9 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	if (!*root && o->exit_status == 0) { /* every mode ran, but their figures are lost */
 		o->exit_status = -1;
 		snprintf(o->error, sizeof(o->error), "sparda-compute exited 0 without its JSON");
-	} else if (!*root) {
+	} else if (*root) {
+		json_failed_mode(*root, o->failed_mode, sizeof(o->failed_mode));
+	} else {
 		last_mode(log, o->failed_mode, sizeof(o->failed_mode));
 	}
 	if (o->timed_out)
@@ -442,19 +461,40 @@ static void record_forecast(json_object *rec, json_object *root, const char *con
 		}
 }
 
-/* All todo modes from compute's JSON; a mode missing from it is an error. */
-static void take_results(json_object *modes, json_object *root, const char *const *todo, int n,
-			 const struct outcome *o, int k)
+/* Did compute finish the mode? ("status": "ok", or no status: a compute before the field) */
+static json_object *finished(json_object *root, const char *mode)
 {
-	for (int i = 0; i < n; i++) {
-		json_object *m = NULL;
+	json_object *m = NULL, *st;
 
-		if (json_object_object_get_ex(root, todo[i], &m) && m)
+	if (!json_object_object_get_ex(root, mode, &m) || !m)
+		return NULL;
+	if (json_object_object_get_ex(m, "status", &st) &&
+	    strcmp(json_object_get_string(st), "ok"))
+		return NULL;
+	return m;
+}
+
+/*
+ * The todo modes compute finished, recorded ok with their figures and removed from todo;
+ * returns how many are left. After a run that exited 0, a mode missing is an error (none left).
+ */
+static int take_results(json_object *modes, json_object *root, const char **todo, int n,
+			const struct outcome *o, int k)
+{
+	int left = 0;
+
+	for (int i = 0; i < n; i++) {
+		json_object *m = finished(root, todo[i]);
+
+		if (m)
 			mode_add(modes, todo[i], "ok", k, NULL, m, o);
-		else
+		else if (o->exit_status == 0)
 			mode_add(modes, todo[i], "error", k,
 				 "no result for the mode in compute's JSON", NULL, o);
+		else
+			todo[left++] = todo[i];
 	}
+	return left;
 }
 
 static json_object *record_new(const struct sweep_cfg *c)
@@ -515,12 +555,12 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 		json_object_array_add(runs, run_json(&o, todo, n, k));
 		so->runs++;
 		if (root) {
-			take_results(modes, root, todo, n, &o, k);
 			record_forecast(rec, root, todo, n);
+			n = take_results(modes, root, todo, n, &o, k);
 			json_object_put(root);
-			break;
 		}
-		n = fail_modes(modes, todo, n, &o, k);
+		if (n > 0)
+			n = fail_modes(modes, todo, n, &o, k);
 	}
 	for (int i = 0; i < c->n_skips; i++)
 		mode_add(modes, c->skips[i].mode, "skipped", -1, c->skips[i].why, NULL, NULL);

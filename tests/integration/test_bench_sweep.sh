@@ -4,7 +4,8 @@
 # 1, 2 and the doubling to 4; 4 modes in one compute process per configuration, sparda also with
 # the in-process arena): --part 1/2 then 2/2 cover the grid; batch 2 of the offloading modes
 # exceeds a 2 MiB memsvc RAM budget, is recorded as host-oom while the other modes run again in
-# one process, and those modes are not run at batch 4 (the feasible-batch search); a third run
+# one process, and those modes are not run at batch 4 (the feasible-batch search); a mode that
+# finished before the failed one keeps its figures and is not run again; a third run
 # skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch
 # search), a 1 s --budget-s stops the sweep. Records say which Forecast compute ran (the
 # embedded model's is fitted); a preset:layers model is generated with a fitted Forecast, or
@@ -55,6 +56,16 @@ grep -q "tiny_c1300_b8: would run sparda-nooffload,sparse; skipped: sparda (host
 	"$work/dry.log" || fail "dry run plan: $(cat "$work/dry.log")"
 grep -q "dry run: 2 configurations would run" "$work/dry.log" || fail "$(tail -1 "$work/dry.log")"
 [ "$(records)" -eq 12 ] && [ ! -e "$out/logs/tiny_c1100_b8.r0.log" ] || fail "dry run wrote files"
+
+# A mode that fails after another finished: sparse keeps its figures from run 0 (compute's
+# JSON of the failed run), sparda's host-oom is recorded, and only sparda-nooffload runs again.
+"$sparda" bench sweep --out "$work/pf" --backend cpu --models tiny --contexts 1100 --batches 2 \
+	--modes sparse,sparda,sparda-nooffload --new-tokens 3 --timeout-s 120 \
+	--memsvc-arg=--ram-budget=2M --compute-arg=--threads=2 >"$work/pf.log" ||
+	fail "partial-failure sweep exited $?"
+grep -q "tiny_c1100_b2: 2 modes ok, 1 failed, 0 skipped, in 2 runs" "$work/pf.log" ||
+	fail "partial failure: $(cat "$work/pf.log")"
+"$sparda" bench report --out "$work/pf" >/dev/null || fail "report of the partial failure"
 
 # A 1 ms limit kills the run and says so; a 1 s budget starts nothing and exits 3.
 # (the model given as preset:layers is generated first, into OUT/models)
@@ -141,6 +152,25 @@ for ctx in (1100, 1300):
     assert r["store"] == "inproc" and r["runs"][0]["modes"] == ["sparda"], r
     assert r["modes"]["sparda"]["status"] == "ok" and r["runs"][0]["memsvc_rss_peak_bytes"] is None
     assert rec(f"tiny_c{ctx}_b2_inproc")["runs"] == []
+# the partial failure: one record, sparse from the failed process, the rerun without it
+pf = os.path.join(os.path.dirname(out), "pf")
+r = rec("tiny_c1100_b2", pf)
+assert [(x["modes"], x["status"], x["failed_mode"]) for x in r["runs"]] == [
+    (["sparse", "sparda", "sparda-nooffload"], "host-oom", "sparda"),
+    (["sparda-nooffload"], "ok", None)], r["runs"]
+e = r["modes"]["sparse"]
+assert (e["status"], e["run"]) == ("ok", 0) and e["result"]["decode_tokens_per_s"] > 0, e
+assert e["result"]["status"] == "ok" and len(e["result"]["tokens"]) == 2, e
+e = r["modes"]["sparda"]
+assert (e["status"], e["run"], e["result"]) == ("host-oom", 0, None), e
+assert "ENOMEM" in e["error"], e
+e = r["modes"]["sparda-nooffload"]
+assert (e["status"], e["run"]) == ("ok", 1) and e["result"]["ran"] == "sparda-nooffload", e
+assert r["forecast"]["trained"] is True, r["forecast"]
+ps = json.load(open(os.path.join(pf, "report", "summary.json")))
+prow = {x["mode"]: x for x in ps["rows"]}
+assert (prow["sparse"]["run"], prow["sparda-nooffload"]["run"]) == (0, 1), prow
+assert (ps["results"], ps["failed"]) == (3, 1), ps
 t = rec("tiny-l2_c1100_b1", to)
 assert t["model"] == "tiny:2" and t["layers"] == 2, t
 assert [t["modes"][m]["status"] for m in ("sparse", "sparda")] == ["timeout"] * 2, t
