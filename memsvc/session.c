@@ -71,16 +71,95 @@ static int memfd_sized(const char *name, uint64_t bytes, unsigned flags, int *ou
 	return 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+#define PREFAULT_THREADS 8 /* the kernel zeroes new pages at about one core's rate each */
+
+/* Chunks of one mapping handed out to the threads that populate it. */
+struct pf_work {
+	uint8_t *base;
+	uint64_t bytes, chunk;
+	_Atomic uint64_t next, done;
+	_Atomic int err; /* the first -errno */
+};
+
+/* Populate chunks until none is left or one failed; returns after its own chunk when one. */
+static void pf_chunks(struct pf_work *w, bool one)
+{
+	while (!atomic_load(&w->err)) {
+		uint64_t off = atomic_fetch_add(&w->next, w->chunk);
+		uint64_t len;
+
+		if (off >= w->bytes)
+			return;
+		len = w->bytes - off < w->chunk ? w->bytes - off : w->chunk;
+		if (madvise(w->base + off, len, MADV_POPULATE_WRITE) != 0) {
+			int e = err_from_errno(), z = 0;
+			atomic_compare_exchange_strong(&w->err, &z, e);
+			return;
+		}
+		atomic_fetch_add(&w->done, 1);
+		if (one)
+			return;
+	}
+}
+
+static void *pf_main(void *arg)
+{
+	pf_chunks(arg, false);
+	return NULL;
+}
+
+/* The calling thread works too and calls progress once per finished chunk, whoever did it. */
+static int prefault_parallel(struct pf_work *w, const struct session_opts *o)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t chunks = (w->bytes + w->chunk - 1) / w->chunk, reported = 0;
+	pthread_t th[PREFAULT_THREADS - 1];
+	int n = 0;
+
+	for (; n < PREFAULT_THREADS - 1 && n + 1 < cpus && (uint64_t)n + 1 < chunks; n++)
+		if (pthread_create(&th[n], NULL, pf_main, w))
+			break; /* fewer helpers: still correct */
+	for (;;) {
+		uint64_t done;
+		pf_chunks(w, true);
+		done = atomic_load(&w->done);
+		for (; o->progress && reported < done; reported++)
+			o->progress(o->progress_ctx);
+		if (atomic_load(&w->err) || atomic_load(&w->next) >= w->bytes)
+			break;
+	}
+	for (int i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	for (; o->progress && reported < atomic_load(&w->done); reported++)
+		o->progress(o->progress_ctx);
+	return atomic_load(&w->err);
+}
+
 /*
- * Allocate every page now: first touch is slow in VMs, and a short machine fails here. Chunked,
- * with a progress call after each chunk (see struct session_opts).
+ * Allocate every page now: first touch is slow in VMs, and a short machine fails here. Through
+ * a mapping with MADV_POPULATE_WRITE from up to PREFAULT_THREADS threads; kernels without it
+ * fallocate chunk by chunk (hugetlbfs: touched through a mapping). Chunks of prefault_chunk
+ * with a progress call after each (see struct session_opts).
  */
 static int prefault(int fd, uint64_t bytes, const struct session_opts *o)
 {
 	uint64_t chunk = o->prefault_chunk ? o->prefault_chunk : (1ull << 30);
+	struct pf_work w = {.bytes = bytes, .chunk = chunk};
 	bool use_mmap = false;
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	int r;
 
-	for (uint64_t off = 0; off < bytes; off += chunk) {
+	if (p == MAP_FAILED)
+		return err_from_errno();
+	w.base = p;
+	r = prefault_parallel(&w, o);
+	munmap(p, bytes);
+	if (r != -EINVAL || atomic_load(&w.done))
+		return r == -EFAULT ? -ENOMEM : r; /* EFAULT: a page could not be had (hugetlb) */
+	for (uint64_t off = 0; off < bytes; off += chunk) { /* no MADV_POPULATE_WRITE */
 		uint64_t len = bytes - off < chunk ? bytes - off : chunk;
 		if (!use_mmap && fallocate(fd, 0, (off_t)off, (off_t)len) != 0) {
 			if (errno == ENOSPC || errno == ENOMEM)
@@ -90,8 +169,8 @@ static int prefault(int fd, uint64_t bytes, const struct session_opts *o)
 			use_mmap = true; /* e.g. hugetlbfs: touch the pages through a mapping */
 		}
 		if (use_mmap) {
-			void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-				       fd, (off_t)off);
+			p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+				 (off_t)off);
 			if (p == MAP_FAILED)
 				return err_from_errno();
 			munmap(p, len);

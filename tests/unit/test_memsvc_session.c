@@ -222,12 +222,17 @@ static void test_prefault_progress(void **state)
 				 .progress_ctx = &calls};
 	struct session *s = NULL;
 	char err[256] = "";
+	struct stat st;
+	int fds[5];
 
 	assert_int_equal(session_arena_bytes(&o.geom, 18u << 20, false, &o.arena_bytes,
 					     &(uint32_t){0}),
 			 0);
 	assert_int_equal(session_create(&o, &s, err, sizeof(err)), 0);
 	assert_int_equal(calls, 5); /* 18 MiB in 4 MiB chunks */
+	session_fds(s, fds);
+	assert_int_equal(fstat(fds[2], &st), 0); /* every page of the arena is there */
+	assert_true((uint64_t)st.st_blocks * 512 >= o.arena_bytes);
 	session_destroy(s);
 }
 
