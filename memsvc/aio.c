@@ -5,6 +5,7 @@
  * finished operation (all bytes, an error, or end of file) is handed to the caller.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,8 @@ struct aio {
 	struct aio_cqe *ready; /* finished, not yet handed out (FIFO) */
 	uint32_t n_ready;
 	uint64_t retries;
-	bool region;
+	struct aio_region regions[AIO_MAX_REGIONS];
+	uint32_t n_regions;
 };
 
 static int aio_backend_open(enum aio_kind kind, const struct aio_opts *o, struct aio_backend **be)
@@ -105,7 +107,7 @@ void aio_free(struct aio *a)
 		if (aio_reap(a, &c, 1, -1) < 0)
 			break;
 	}
-	if (a->region)
+	if (a->n_regions)
 		a->be->ops->buffers_unregister(a->be);
 	a->be->ops->free(a->be);
 	free(a->slots);
@@ -127,15 +129,24 @@ bool aio_has_fixed_buffers(const struct aio *a)
 
 int aio_buffers_register(struct aio *a, void *base, size_t len)
 {
+	uint8_t *b = base;
 	int rc;
 
-	if (!base || len == 0)
+	if (!base || len == 0 || (uintptr_t)b + len < (uintptr_t)b)
 		return -EINVAL;
-	if (aio_inflight(a) > 0 || a->region)
+	if (aio_inflight(a) > 0)
 		return -EBUSY;
-	rc = a->be->ops->buffers_register(a->be, base, len);
+	for (uint32_t i = 0; i < a->n_regions; i++) {
+		const struct aio_region *r = &a->regions[i];
+		if (b < r->base + r->len && r->base < b + len)
+			return -EEXIST;
+	}
+	if (a->n_regions == AIO_MAX_REGIONS)
+		return -ENOSPC;
+	a->regions[a->n_regions] = (struct aio_region){.base = b, .len = len};
+	rc = a->be->ops->buffers_register(a->be, a->regions, a->n_regions + 1);
 	if (rc == 0)
-		a->region = true;
+		a->n_regions++;
 	return rc;
 }
 
@@ -143,10 +154,15 @@ int aio_buffers_unregister(struct aio *a)
 {
 	if (aio_inflight(a) > 0)
 		return -EBUSY;
-	if (a->region)
+	if (a->n_regions)
 		a->be->ops->buffers_unregister(a->be);
-	a->region = false;
+	a->n_regions = 0;
 	return 0;
+}
+
+uint32_t aio_buffers_regions(const struct aio *a)
+{
+	return a->n_regions;
 }
 
 static int aio_slot_issue(struct aio *a, uint32_t id)

@@ -52,20 +52,26 @@ void aio_free(struct aio *a);
 
 /* "uring", "sync" or "fault(uring)"-style names; static strings. */
 const char *aio_backend_name(const struct aio *a);
-/* True when the uring backend registered a buffer region (fixed buffers) that is in use. */
+#define AIO_MAX_REGIONS 4u /* buffer regions registered at once (staging, an arena, ...) */
+
+/* True when the uring backend has registered buffer regions (fixed buffers) in use. */
 bool aio_has_fixed_buffers(const struct aio *a);
 
 /*
- * Register [base, base+len) as fixed buffers (uring: io_uring_register_buffers, split in
- * chunks of at most 1 GiB); later operations whose buffer lies inside one chunk use the
- * *_FIXED opcodes. sync: remembered, no effect. Only with nothing in flight.
- * Returns 0, -EBUSY (operations in flight or a region already registered), -EINVAL,
- * -ENOMEM / -EPERM (RLIMIT_MEMLOCK), or another io_uring error; on error nothing is registered
- * and I/O still works without fixed buffers.
+ * Add [base, base+len) to the registered buffers (uring: io_uring_register_buffers of every
+ * region together, each split in chunks of at most 1 GiB); later operations whose buffer lies
+ * inside one chunk of any region use the *_FIXED opcodes. sync: remembered, no effect.
+ * Only with nothing in flight.
+ * Returns 0, -EBUSY (operations in flight), -EEXIST (overlaps a registered region), -ENOSPC
+ * (AIO_MAX_REGIONS registered already), -EINVAL, -ENOMEM / -EPERM (RLIMIT_MEMLOCK), or another
+ * io_uring error; on error the regions registered before stay registered and I/O into this
+ * one still works, without fixed buffers.
  */
 int aio_buffers_register(struct aio *a, void *base, size_t len);
-/* Drop the registered region. Returns 0 or -EBUSY (operations in flight). */
+/* Drop every registered region. Returns 0 or -EBUSY (operations in flight). */
 int aio_buffers_unregister(struct aio *a);
+/* Regions registered now (sync: the ones remembered). */
+uint32_t aio_buffers_regions(const struct aio *a);
 
 /*
  * Queue one operation: len bytes between buf and file fds[file] at offset off. Not started until

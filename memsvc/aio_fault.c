@@ -197,11 +197,12 @@ static int fault_reap(struct aio_backend *b, struct aio_raw_cqe *out, uint32_t m
 	return (int)n;
 }
 
-static int fault_buffers_register(struct aio_backend *b, void *base, size_t len)
+static int fault_buffers_register(struct aio_backend *b, const struct aio_region *regs,
+				  uint32_t n)
 {
 	struct fault_be *w = (struct fault_be *)b;
 
-	return w->inner->ops->buffers_register(w->inner, base, len);
+	return w->inner->ops->buffers_register(w->inner, regs, n);
 }
 
 static void fault_buffers_unregister(struct aio_backend *b)

@@ -15,6 +15,12 @@ struct aio_raw_cqe {
 	int32_t res;
 };
 
+/* A registered buffer region (aio.c keeps up to AIO_MAX_REGIONS). */
+struct aio_region {
+	uint8_t *base;
+	size_t len;
+};
+
 struct aio_backend;
 
 struct aio_backend_ops {
@@ -25,7 +31,11 @@ struct aio_backend_ops {
 	int (*submit)(struct aio_backend *b);
 	/* Up to max raw completions, waiting up to timeout_ms (-1 forever) for the first. */
 	int (*reap)(struct aio_backend *b, struct aio_raw_cqe *out, uint32_t max, int timeout_ms);
-	int (*buffers_register)(struct aio_backend *b, void *base, size_t len);
+	/*
+	 * Make regs[0..n) the registered buffers, replacing what was registered; on error the
+	 * previous set stays registered (or, if even that cannot be restored, none).
+	 */
+	int (*buffers_register)(struct aio_backend *b, const struct aio_region *regs, uint32_t n);
 	void (*buffers_unregister)(struct aio_backend *b);
 	bool (*has_fixed_buffers)(const struct aio_backend *b);
 	void (*free)(struct aio_backend *b);

@@ -78,9 +78,9 @@ static int sync_reap(struct aio_backend *b, struct aio_raw_cqe *out, uint32_t ma
 	return (int)n;
 }
 
-static int sync_buffers_register(struct aio_backend *b, void *base, size_t len)
+static int sync_buffers_register(struct aio_backend *b, const struct aio_region *regs, uint32_t n)
 {
-	((struct sync_be *)b)->region = true;
+	((struct sync_be *)b)->region = regs && n > 0; /* remembered; plain pread/pwrite */
 	return 0;
 }
 

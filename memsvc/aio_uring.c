@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The `uring` aio backend: one io_uring per instance, the caller's files registered as fixed
- * files, an optional buffer region (the arena, or a staging area) registered as fixed buffers,
- * and optional SQPOLL. liburing errors come back as -errno; this file never logs.
+ * files, up to AIO_MAX_REGIONS buffer regions (staging areas, an arena) registered together as
+ * fixed buffers, and optional SQPOLL. liburing errors come back as -errno; this file never logs.
  */
 #include <errno.h>
 #include <liburing.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #include "aio_internal.h"
@@ -17,8 +18,9 @@ struct uring_be {
 	struct aio_backend b;
 	struct io_uring ring;
 	bool sqpoll;
-	uint8_t *rbase;
-	size_t rlen;
+	struct aio_region regs[AIO_MAX_REGIONS]; /* registered, in the order of their chunks */
+	uint32_t first_chunk[AIO_MAX_REGIONS];	 /* buffer index of each region's first chunk */
+	uint32_t n_regs;
 	bool bufs;
 };
 
@@ -30,15 +32,21 @@ static const char *uring_name(const struct aio_backend *b)
 /* Index of the registered chunk holding [buf, buf+len), or -1. */
 static int uring_buf_index(const struct uring_be *u, const uint8_t *buf, uint32_t len)
 {
-	size_t off, idx;
+	if (!u->bufs)
+		return -1;
+	for (uint32_t i = 0; i < u->n_regs; i++) {
+		const struct aio_region *r = &u->regs[i];
+		size_t off, idx;
 
-	if (!u->bufs || buf < u->rbase || buf + len > u->rbase + u->rlen)
-		return -1;
-	off = (size_t)(buf - u->rbase);
-	idx = off / URING_BUF_CHUNK;
-	if ((off + len - 1) / URING_BUF_CHUNK != idx)
-		return -1;
-	return (int)idx;
+		if (buf < r->base || buf + len > r->base + r->len)
+			continue;
+		off = (size_t)(buf - r->base);
+		idx = off / URING_BUF_CHUNK;
+		if ((off + len - 1) / URING_BUF_CHUNK != idx)
+			return -1;
+		return (int)(u->first_chunk[i] + idx);
+	}
+	return -1;
 }
 
 static int uring_prep(struct aio_backend *b, enum aio_op_kind op, uint32_t file, void *buf,
@@ -118,26 +126,37 @@ static int uring_reap(struct aio_backend *b, struct aio_raw_cqe *out, uint32_t m
 	return (int)n;
 }
 
-static int uring_buffers_register(struct aio_backend *b, void *base, size_t len)
+static size_t uring_chunks(size_t len)
 {
-	struct uring_be *u = (struct uring_be *)b;
-	size_t n = (len + URING_BUF_CHUNK - 1) / URING_BUF_CHUNK;
-	struct iovec *iov = calloc(n, sizeof(*iov));
+	return (len + URING_BUF_CHUNK - 1) / URING_BUF_CHUNK;
+}
+
+/* Register regs[0..n) as one buffer table (the kernel takes one table per ring). */
+static int uring_register_table(struct uring_be *u, const struct aio_region *regs, uint32_t n)
+{
+	size_t total = 0, k = 0;
+	struct iovec *iov;
 	int rc;
 
+	for (uint32_t i = 0; i < n; i++)
+		total += uring_chunks(regs[i].len);
+	iov = calloc(total, sizeof(*iov));
 	if (!iov)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		size_t o = i * URING_BUF_CHUNK;
-		iov[i].iov_base = (uint8_t *)base + o;
-		iov[i].iov_len = len - o < URING_BUF_CHUNK ? len - o : URING_BUF_CHUNK;
+	for (uint32_t i = 0; i < n; i++) {
+		u->first_chunk[i] = (uint32_t)k;
+		for (size_t o = 0; o < regs[i].len; o += URING_BUF_CHUNK, k++) {
+			iov[k].iov_base = regs[i].base + o;
+			iov[k].iov_len =
+			    regs[i].len - o < URING_BUF_CHUNK ? regs[i].len - o : URING_BUF_CHUNK;
+		}
 	}
-	rc = io_uring_register_buffers(&u->ring, iov, (unsigned)n);
+	rc = io_uring_register_buffers(&u->ring, iov, (unsigned)total);
 	free(iov);
 	if (rc < 0)
 		return rc;
-	u->rbase = base;
-	u->rlen = len;
+	memcpy(u->regs, regs, n * sizeof(*regs));
+	u->n_regs = n;
 	u->bufs = true;
 	return 0;
 }
@@ -149,8 +168,24 @@ static void uring_buffers_unregister(struct aio_backend *b)
 	if (u->bufs)
 		io_uring_unregister_buffers(&u->ring);
 	u->bufs = false;
-	u->rbase = NULL;
-	u->rlen = 0;
+	u->n_regs = 0;
+}
+
+static int uring_buffers_register(struct aio_backend *b, const struct aio_region *regs, uint32_t n)
+{
+	struct uring_be *u = (struct uring_be *)b;
+	struct aio_region old[AIO_MAX_REGIONS];
+	uint32_t n_old = u->n_regs;
+	int rc;
+
+	if (n > AIO_MAX_REGIONS)
+		return -EINVAL;
+	memcpy(old, u->regs, n_old * sizeof(*old));
+	uring_buffers_unregister(b);
+	rc = uring_register_table(u, regs, n);
+	if (rc < 0 && n_old) /* keep what worked before (no fixed buffers at all if even that fails) */
+		(void)uring_register_table(u, old, n_old);
+	return rc;
 }
 
 static bool uring_has_fixed_buffers(const struct aio_backend *b)

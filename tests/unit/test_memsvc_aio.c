@@ -167,7 +167,9 @@ static void test_fixed_buffers(void **state)
 	struct fx *f = *state;
 
 	assert_int_equal(aio_buffers_register(f->a, f->buf, NBLK * BLK), 0);
-	assert_int_equal(aio_buffers_register(f->a, f->buf, NBLK * BLK), -EBUSY);
+	assert_int_equal(aio_buffers_register(f->a, f->buf, NBLK * BLK), -EEXIST);
+	assert_int_equal(aio_buffers_register(f->a, f->buf + BLK, BLK), -EEXIST);
+	assert_int_equal(aio_buffers_regions(f->a), 1);
 	assert_int_equal(aio_has_fixed_buffers(f->a), f->kind == AIO_KIND_URING);
 	roundtrip(f);
 	/* a buffer outside the region still works, without the fixed opcode */
@@ -182,6 +184,56 @@ static void test_fixed_buffers(void **state)
 	free(other);
 	assert_int_equal(aio_buffers_unregister(f->a), 0);
 	assert_false(aio_has_fixed_buffers(f->a));
+	assert_int_equal(aio_buffers_regions(f->a), 0);
+}
+
+/*
+ * Several regions registered together: reads into each land through the right fixed buffer
+ * (a wrong buffer index fails the fixed read with -EFAULT), the table holds AIO_MAX_REGIONS.
+ */
+static void test_fixed_regions(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *extra[AIO_MAX_REGIONS - 1];
+	int32_t res[NBLK];
+	uint32_t tag = 0;
+
+	fill(f);
+	write_all(f, res);
+	assert_int_equal(aio_buffers_register(f->a, f->buf, NBLK * BLK), 0);
+	for (uint32_t i = 0; i < AIO_MAX_REGIONS - 1; i++) {
+		assert_int_equal(posix_memalign((void **)&extra[i], BLK, 4 * BLK), 0);
+		memset(extra[i], 0, 4 * BLK);
+		assert_int_equal(aio_buffers_register(f->a, extra[i], 4 * BLK), 0);
+	}
+	assert_int_equal(aio_buffers_regions(f->a), AIO_MAX_REGIONS);
+	assert_int_equal(aio_buffers_register(f->a, f->buf + NBLK * BLK, BLK), -ENOSPC);
+	assert_int_equal(aio_has_fixed_buffers(f->a), f->kind == AIO_KIND_URING);
+	/* block 5 into the second block of every extra region, block 6 into the first region */
+	for (uint32_t i = 0; i < AIO_MAX_REGIONS - 1; i++)
+		assert_int_equal(
+		    aio_prep(f->a, AIO_OP_READ, 0, extra[i] + BLK, BLK, 5ull * BLK, tag++), 0);
+	memset(f->buf + 7 * BLK, 0, BLK);
+	assert_int_equal(aio_prep(f->a, AIO_OP_READ, 0, f->buf + 7 * BLK, BLK, 6ull * BLK, tag++),
+			 0);
+	reap_n(f->a, tag, res);
+	for (uint32_t i = 0; i < tag; i++)
+		assert_int_equal(res[i], (int32_t)BLK);
+	for (uint32_t i = 0; i < AIO_MAX_REGIONS - 1; i++) {
+		for (uint32_t b = 0; b < BLK; b++)
+			assert_int_equal(extra[i][BLK + b], pattern(5, b));
+		assert_int_equal(extra[i][0], 0);
+	}
+	for (uint32_t b = 0; b < BLK; b++)
+		assert_int_equal(f->buf[7 * BLK + b], pattern(6, b));
+	/* a write from a later region goes out through its fixed buffer too */
+	assert_int_equal(aio_prep(f->a, AIO_OP_WRITE, 0, extra[2] + BLK, BLK, 9ull * BLK, 0), 0);
+	reap_n(f->a, 1, res);
+	assert_int_equal(res[0], (int32_t)BLK);
+	assert_int_equal(aio_buffers_unregister(f->a), 0);
+	assert_int_equal(aio_buffers_regions(f->a), 0);
+	for (uint32_t i = 0; i < AIO_MAX_REGIONS - 1; i++)
+		free(extra[i]);
 }
 
 static void test_short_continued(void **state)
@@ -346,6 +398,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    BOTH(test_roundtrip),
 	    BOTH(test_fixed_buffers),
+	    BOTH(test_fixed_regions),
 	    BOTH(test_short_continued),
 	    BOTH(test_eagain_retried),
 	    BOTH(test_eagain_forever_fails),
