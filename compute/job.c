@@ -248,6 +248,7 @@ int job_run(const struct job_config *cfg, FILE *out)
 	    (rc = job_make_prompts(&j, j.err, sizeof(j.err))))
 		goto out;
 	/* a mode that fails ends the job, but the modes before it keep their table and JSON */
+	j.json_each = cfg->json[0] ? cfg->json : NULL;
 	rc = job_run_modes(&j);
 	job_print(&j);
 	if (cfg->json[0] && (wrc = job_write_json(&j, cfg->json)))

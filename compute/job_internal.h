@@ -39,6 +39,7 @@ struct job {
 	enum runner_mode modes[RUNNER_MODE_COUNT];
 	uint32_t n_modes;
 	struct job_result res[RUNNER_MODE_COUNT];
+	const char *json_each;     /* JSON rewritten after every finished mode, or NULL */
 	char err[1024];
 };
 
@@ -57,7 +58,7 @@ void job_print(struct job *j);
 bool job_twins_equal(const struct job *j);
 int job_twin_state(const struct job *j, enum runner_mode m); /* 1 equal, 0 differ, -1 n/a */
 /* {mode: figures + "status": "ok"} for finished modes, {mode: {status: "failed", error, errno}}
- * for the failed one; modes not run are absent. */
+ * for the failed one; modes not run are absent. Written to path.tmp, renamed to path. */
 int job_write_json(const struct job *j, const char *path);
 int job_write_logits(const struct job *j, const char *path);
 void job_free(struct job *j);

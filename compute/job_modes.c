@@ -373,6 +373,10 @@ int job_run_modes(struct job *j)
 			res->rc = rc;
 			return rc;
 		}
+		/* a process killed later (time limit, the OOM killer) still leaves this mode */
+		if (j->json_each && (rc = job_write_json(j, j->json_each)))
+			log_warn("job", "cannot write the JSON", "path=%s err=%s", j->json_each,
+				 err_name(rc));
 	}
 	return 0;
 }

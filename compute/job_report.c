@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "job_internal.h"
@@ -331,6 +332,7 @@ static json_object *failed_json(const struct job *j, const struct job_result *r)
 int job_write_json(const struct job *j, const char *path)
 {
 	json_object *root = json_object_new_object();
+	char tmp[JOB_PATH_MAX + 352];
 	int rc = 0;
 
 	for (uint32_t i = 0; i < j->n_modes; i++) {
@@ -339,8 +341,14 @@ int job_write_json(const struct job *j, const char *path)
 			json_object_object_add(root, runner_mode_name(r->mode),
 					       r->done ? mode_json(j, r) : failed_json(j, r));
 	}
-	if (json_object_to_file_ext(path, root, JSON_C_TO_STRING_PRETTY) != 0)
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		rc = -ENAMETOOLONG;
+	else if (json_object_to_file_ext(tmp, root, JSON_C_TO_STRING_PRETTY) != 0)
 		rc = -EIO;
+	else if (rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc && rc != -ENAMETOOLONG)
+		unlink(tmp);
 	json_object_put(root);
 	return rc;
 }

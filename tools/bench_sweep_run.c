@@ -4,8 +4,8 @@
  * a fresh sparda-memsvc, or with the in-process arena), with a wall-clock limit, logs kept under
  * <out>/logs, and a record JSON that says per mode what it measured or why it failed: GPU or
  * host memory, timeout, or another error, and which Forecast compute loaded (trained or not).
- * When a process fails, the modes it finished keep their figures (compute writes its JSON up to
- * the failed mode) and only the modes it did not reach run again, in a new process.
+ * When a process fails (or is killed), the modes it finished keep their figures (compute rewrites
+ * its JSON after each mode) and only the modes it did not reach run again, in a new process.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -305,8 +305,8 @@ static void json_failed_mode(json_object *root, char *buf, size_t len)
 
 /*
  * One process over the given modes. *root gets compute's JSON (new reference) when it wrote
- * one: it does once the modes started, with every mode that finished and, when one failed,
- * that mode marked "failed".
+ * one: it does after every mode that finished and, when one failed, with that mode marked
+ * "failed".
  */
 static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_modes, int k,
 		     double timeout_s, struct outcome *o, json_object **root)
@@ -346,15 +346,17 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	last_line(log, "level=error", o->error, sizeof(o->error));
 	if (o->exit_status && !o->error[0])
 		last_line(log, NULL, o->error, sizeof(o->error));
-	if (!o->timed_out)
+	/* compute rewrites it after every finished mode: a killed process leaves those too */
+	if (access(json, F_OK) == 0)
 		*root = json_object_from_file(json);
 	if (!*root && o->exit_status == 0) { /* every mode ran, but their figures are lost */
 		o->exit_status = -1;
 		snprintf(o->error, sizeof(o->error), "sparda-compute exited 0 without its JSON");
-	} else if (*root) {
-		json_failed_mode(*root, o->failed_mode, sizeof(o->failed_mode));
-	} else {
-		last_mode(log, o->failed_mode, sizeof(o->failed_mode));
+	} else if (o->exit_status) {
+		if (*root)
+			json_failed_mode(*root, o->failed_mode, sizeof(o->failed_mode));
+		if (!o->failed_mode[0] && (!*root || o->exit_status >= 128)) /* killed */
+			last_mode(log, o->failed_mode, sizeof(o->failed_mode));
 	}
 	if (o->timed_out)
 		snprintf(o->error, sizeof(o->error), "killed after the %.0f s timeout", timeout_s);

@@ -3,7 +3,8 @@
  * sparda-compute as a process against a real sparda-memsvc: all modes agree with their twins
  * through the daemon; with no daemon, sparda falls back to sparda-nooffload (or, with
  * --fallback=false, fails with a message naming memsvc, and the JSON keeps the modes that
- * finished before it and says why it failed); memsvc killed mid-generation gives a
+ * finished before it and says why it failed; it is rewritten after each mode, so a killed
+ * compute leaves the modes it finished); memsvc killed mid-generation gives a
  * clear error and no hang; with an NVMe tier and an arena smaller than the KV, every offloading
  * mode still equals its twin; bad model files and bad flags are refused with the problem named.
  */
@@ -296,6 +297,34 @@ static void test_no_memsvc_fallback(void **state)
 	harness_rmdir(dir);
 }
 
+/* compute killed in its second mode: the JSON already holds the first, and only it. */
+static void test_killed_keeps_finished(void **state)
+{
+	char *dir = harness_tmpdir(), js[PATH_MAX + 16], path[PATH_MAX];
+	struct proc p;
+	int st;
+
+	snprintf(path, sizeof(path), "%s/out.json", dir);
+	snprintf(js, sizeof(js), "--json=%s", path);
+	const char *args[] = { js, "--host-store=inproc", "--modes=sparse,dense",
+			       "--prompt-tokens=2400", "--new-tokens=4", "--threads=2", NULL };
+	spawn(&p, args);
+	for (int i = 0; i < 3000 && !log_has(&p, "mode=dense"); i++)
+		usleep(20000);
+	assert_true(log_has(&p, "mode=dense"));
+	kill(p.pid, SIGKILL);
+	assert_int_equal(waitpid(p.pid, &st, 0), p.pid);
+	assert_true(WIFSIGNALED(st)); /* killed during dense, not after it */
+	json_object *root = json_object_from_file(path);
+	assert_non_null(root);
+	assert_string_equal(str_of(mode_obj(root, "sparse"), "status"), "ok");
+	assert_true(num_of(mode_obj(root, "sparse"), "decode_tokens_per_s") > 0);
+	assert_false(json_object_object_get_ex(root, "dense", NULL));
+	json_object_put(root);
+	unlink(p.log);
+	harness_rmdir(dir);
+}
+
 /* Start compute against a fresh daemon, kill the daemon once decoding runs; returns the exit. */
 static int kill_mid_run(struct proc *p, const char *fallback, const char *json)
 {
@@ -489,6 +518,7 @@ int main(void)
 		cmocka_unit_test(test_kv_larger_than_ram),
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
+		cmocka_unit_test(test_killed_keeps_finished),
 		cmocka_unit_test(test_ragged_prompt_file),
 		cmocka_unit_test(test_compute_metrics),
 		cmocka_unit_test(test_bad_inputs),
