@@ -197,8 +197,7 @@ static int fault_reap(struct aio_backend *b, struct aio_raw_cqe *out, uint32_t m
 	return (int)n;
 }
 
-static int fault_buffers_register(struct aio_backend *b, const struct aio_region *regs,
-				  uint32_t n)
+static int fault_buffers_register(struct aio_backend *b, const struct aio_region *regs, uint32_t n)
 {
 	struct fault_be *w = (struct fault_be *)b;
 

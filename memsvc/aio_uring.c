@@ -183,7 +183,8 @@ static int uring_buffers_register(struct aio_backend *b, const struct aio_region
 	memcpy(old, u->regs, n_old * sizeof(*old));
 	uring_buffers_unregister(b);
 	rc = uring_register_table(u, regs, n);
-	if (rc < 0 && n_old) /* keep what worked before (no fixed buffers at all if even that fails) */
+	/* keep what worked before (no fixed buffers at all if even that fails) */
+	if (rc < 0 && n_old)
 		(void)uring_register_table(u, old, n_old);
 	return rc;
 }

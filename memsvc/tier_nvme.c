@@ -2,7 +2,8 @@
 /*
  * NVMe tier storage: spill files, the extent bitmap, and batched writes / verified reads
  * through staging buffers (registered as aio fixed buffers) so that a unit reaches the
- * caller only after its header and CRC32C checked out. Two lanes, each with its own staging
+ * caller only after its header and CRC32C checked out; restores into a registered arena read
+ * the unit straight into its slot and verify it there. Two lanes, each with its own staging
  * buffer, let one call be staged while the other's I/O is in flight, so the disk never waits
  * for the CPU between batches. See tier_nvme.h for the contract.
  */
@@ -40,8 +41,11 @@ struct tn_group {
 	uint64_t first_ext;
 	uint32_t k0; /* first staging slot */
 	bool write;
-	bool staged;  /* write: its units are in the staging buffer */
-	bool pending; /* submitted, completion not reaped */
+	bool staged;	/* write: its units are in the staging buffer */
+	bool pending;	/* submitted, completion not reaped */
+	bool direct;	/* read of one extent: header block to staging, unit straight to dst */
+	uint8_t left;	/* direct: parts (header, unit) not reaped yet */
+	int32_t res[2]; /* direct: each part's result */
 };
 
 /* One call's staging buffer and state: free, busy (started, not yet waited) or stuck. */
@@ -54,7 +58,7 @@ struct tn_lane {
 	struct tier_nvme_rreq *cur_r;
 	uint32_t n_req;	     /* requests of the call */
 	uint32_t ng, next, done, inflight; /* groups; next to submit; completed; in the aio */
-	uint64_t call_id;		   /* tags: call_id << 32 | group index */
+	uint64_t call_id;		   /* tags: call_id << 32 | group index << 1 | part */
 	uint64_t enospc_before;		   /* write: ENOSPC events when it started */
 	bool busy;
 	bool stuck; /* a timed-out call's I/O still owns the staging buffer */
@@ -70,6 +74,8 @@ struct tier_nvme {
 	uint64_t ext_bytes, per_file, n_ext;
 	uint64_t *bitmap, hint;
 	uint8_t *stage;	    /* TN_LANES staging buffers, one registered region */
+	bool arena_reg;	    /* opts.arena is registered as fixed buffers */
+	bool direct_read;   /* restores into the arena skip staging (tn_direct_ok) */
 	uint32_t stage_ext; /* extents that fit in one lane's staging buffer */
 	struct tn_lane lanes[TN_LANES];
 	uint64_t call_seq;
@@ -228,14 +234,17 @@ static void tn_stage_unit(struct tier_nvme *t, uint8_t *blk, const struct tier_n
 	memcpy(blk, &h, sizeof(h));
 }
 
-/* 0 when the staged extent is the unit asked for, else -EBADMSG with the counter moved. */
-static int tn_verify(struct tier_nvme *t, const uint8_t *blk, const struct tier_nvme_key *key,
-		     uint64_t e)
+/*
+ * 0 when the header block blk and the unit read are the unit asked for, else -EBADMSG with the
+ * counter moved.
+ */
+static int tn_verify(struct tier_nvme *t, const uint8_t *blk, const uint8_t *unit,
+		     const struct tier_nvme_key *key, uint64_t e)
 {
 	struct tier_nvme_hdr h;
 
 	memcpy(&h, blk, sizeof(h));
-	if (h.crc != tn_crc(&h, blk + t->hdr_bytes, t->o.unit_bytes)) {
+	if (h.crc != tn_crc(&h, unit, t->o.unit_bytes)) {
 		t->st.crc_failures++;
 		return -EBADMSG;
 	}
@@ -275,7 +284,8 @@ static void tn_write_done(struct tier_nvme *t, struct tn_lane *l, struct tn_grou
 
 static void tn_read_done(struct tier_nvme *t, struct tn_lane *l, struct tn_group *g, int res)
 {
-	uint64_t len = (uint64_t)g->n * t->ext_bytes;
+	uint64_t len =
+	    g->direct ? (uint64_t)t->hdr_bytes + t->o.unit_bytes : (uint64_t)g->n * t->ext_bytes;
 	bool ok = res >= 0 && (uint64_t)res == len;
 
 	if (!l->cur_r)
@@ -291,7 +301,12 @@ static void tn_read_done(struct tier_nvme *t, struct tn_lane *l, struct tn_group
 			r->res = res < 0 ? res : -EIO;
 			continue;
 		}
-		r->res = tn_verify(t, blk, &r->key, g->first_ext + m);
+		if (g->direct) { /* the unit is in dst already: verified where it landed */
+			r->res = tn_verify(t, blk, r->dst, &r->key, g->first_ext);
+			t->st.units_read += r->res == 0;
+			continue;
+		}
+		r->res = tn_verify(t, blk, blk + t->hdr_bytes, &r->key, g->first_ext + m);
 		if (r->res == 0) {
 			memcpy(r->dst, blk + t->hdr_bytes, t->o.unit_bytes);
 			t->st.units_read++;
@@ -313,19 +328,40 @@ static void tn_group_done(struct tier_nvme *t, struct tn_lane *l, uint32_t gi, i
 		tn_read_done(t, l, g, res);
 }
 
+/* A direct group's result from its two parts: header block + unit bytes, or an error. */
+static int tn_direct_res(const struct tier_nvme *t, const struct tn_group *g)
+{
+	if (g->res[0] < 0)
+		return g->res[0];
+	if (g->res[1] < 0)
+		return g->res[1];
+	if ((uint32_t)g->res[0] != t->hdr_bytes || (uint32_t)g->res[1] != t->o.unit_bytes)
+		return -EIO; /* end of file: the extent was never written whole */
+	return (int)(t->hdr_bytes + t->o.unit_bytes);
+}
+
 /* Route a completion to its lane's group; stale tags (of no live call) are dropped. */
 static void tn_dispatch(struct tier_nvme *t, const struct aio_cqe *c)
 {
-	uint32_t gi = (uint32_t)c->tag;
+	uint32_t gi = (uint32_t)c->tag >> 1, part = (uint32_t)c->tag & 1u;
 
 	for (uint32_t i = 0; i < TN_LANES; i++) {
 		struct tn_lane *l = &t->lanes[i];
-		if ((l->busy || l->stuck) && c->tag >> 32 == l->call_id && gi < l->ng &&
-		    l->groups[gi].pending) {
-			/* a stuck lane's requests are gone: only its extents are still ours */
-			tn_group_done(t, l, gi, l->stuck ? -ETIMEDOUT : c->res);
-			return;
+		struct tn_group *g;
+		int res = c->res;
+		if (!(l->busy || l->stuck) || c->tag >> 32 != l->call_id || gi >= l->ng ||
+		    !l->groups[gi].pending)
+			continue;
+		g = &l->groups[gi];
+		if (g->direct) { /* done when both parts are: dst belongs to the I/O until then */
+			g->res[part] = c->res;
+			if (--g->left > 0)
+				return;
+			res = tn_direct_res(t, g);
 		}
+		/* a stuck lane's requests are gone: only its extents are still ours */
+		tn_group_done(t, l, gi, l->stuck ? -ETIMEDOUT : res);
+		return;
 	}
 }
 
@@ -374,10 +410,12 @@ static int tn_timeout(struct tier_nvme *t, struct tn_lane *l)
 			continue;
 		for (uint32_t m = 0; m < g->n; m++) {
 			uint32_t j = l->slot_req[g->k0 + m];
-			if (g->write)
+			if (g->write) {
 				l->cur_w[j].res = -ETIMEDOUT;
-			else
-				l->cur_r[j].res = -ETIMEDOUT;
+				continue;
+			}
+			l->cur_r[j].res = -ETIMEDOUT;
+			l->cur_r[j].dst_busy = g->direct; /* the kernel may still write it */
 		}
 	}
 	t->st.io_errors++;
@@ -405,15 +443,46 @@ static void tn_stage_group(struct tier_nvme *t, struct tn_lane *l, struct tn_gro
 	g->staged = true;
 }
 
+/*
+ * Queue a direct read's two parts: the header block into its staging slot and the unit
+ * straight into dst (both fixed buffers). 0, -EBUSY (no room for both: nothing queued), or the
+ * error of the first part (nothing queued); an error of the second is kept as its result and
+ * the group completes when the first part does.
+ */
+static int tn_prep_direct(struct tier_nvme *t, struct tn_lane *l, struct tn_group *g)
+{
+	const struct tier_nvme_rreq *r = &l->cur_r[l->slot_req[g->k0]];
+	uint64_t off = tn_ext_off(t, g->first_ext), tag = l->call_id << 32 | (uint64_t)l->next << 1;
+	int rc;
+
+	if (aio_inflight(t->aio) + 2 > t->o.queue_depth)
+		return -EBUSY;
+	rc = aio_prep(t->aio, AIO_OP_READ, g->file, tn_slot(t, l, g->k0), t->hdr_bytes, off, tag);
+	if (rc < 0)
+		return rc;
+	g->left = 1;
+	g->res[1] = aio_prep(t->aio, AIO_OP_READ, g->file, r->dst, t->o.unit_bytes,
+			     off + t->hdr_bytes, tag | 1u);
+	if (g->res[1] == 0)
+		g->left = 2;
+	t->st.direct_reads++;
+	return 0;
+}
+
 /* Submit the lane's groups while the queue has room (staging each write group first). */
 static void tn_pump(struct tier_nvme *t, struct tn_lane *l)
 {
 	for (; l->next < l->ng; l->next++) {
 		struct tn_group *g = &l->groups[l->next];
+		int rc;
 		tn_stage_group(t, l, g);
-		int rc = aio_prep(t->aio, g->write ? AIO_OP_WRITE : AIO_OP_READ, g->file,
-				  tn_slot(t, l, g->k0), (size_t)g->n * t->ext_bytes,
-				  tn_ext_off(t, g->first_ext), l->call_id << 32 | l->next);
+		if (g->direct)
+			rc = tn_prep_direct(t, l, g);
+		else
+			rc = aio_prep(t->aio, g->write ? AIO_OP_WRITE : AIO_OP_READ, g->file,
+				      tn_slot(t, l, g->k0), (size_t)g->n * t->ext_bytes,
+				      tn_ext_off(t, g->first_ext),
+				      l->call_id << 32 | (uint64_t)l->next << 1);
 		if (rc == -EBUSY)
 			break;
 		if (rc < 0) {
@@ -452,7 +521,20 @@ static int tn_finish(struct tier_nvme *t, struct tn_lane *l)
 
 /* ---- calls ------------------------------------------------------------------------------ */
 
-/* Cut staged slots [0, ns) into runs of consecutive extents of one file. */
+/*
+ * A restore may read its unit straight into dst: the arena is registered (uring), the files
+ * are O_DIRECT, and dst and the unit's length meet the files' alignment (the header block's
+ * size is at least that alignment). Else it goes through staging and is copied.
+ */
+static bool tn_direct_ok(const struct tier_nvme *t, const void *dst)
+{
+	const uint8_t *d = dst, *a = t->o.arena;
+
+	return t->direct_read && d >= a && d + t->o.unit_bytes <= a + t->o.arena_bytes &&
+	       (uintptr_t)d % t->hdr_bytes == 0;
+}
+
+/* Cut staged slots [0, ns) into runs of consecutive extents of one file (direct reads alone). */
 static uint32_t tn_make_groups(struct tier_nvme *t, struct tn_lane *l, uint32_t ns, bool write)
 {
 	uint32_t ng = 0;
@@ -460,8 +542,10 @@ static uint32_t tn_make_groups(struct tier_nvme *t, struct tn_lane *l, uint32_t 
 	for (uint32_t k = 0; k < ns; k++) {
 		struct tn_group *g = ng ? &l->groups[ng - 1] : NULL;
 		uint64_t e = l->ext[k];
+		bool direct = !write && tn_direct_ok(t, l->cur_r[l->slot_req[k]].dst);
 		/* Runs are cut at max_io_bytes: several operations in flight beat one long one. */
-		if (g && e == g->first_ext + g->n && e / t->per_file == g->file &&
+		if (g && !direct && !g->direct && e == g->first_ext + g->n &&
+		    e / t->per_file == g->file &&
 		    (uint64_t)(g->n + 1) * t->ext_bytes <= t->o.max_io_bytes) {
 			g->n++;
 			continue;
@@ -470,7 +554,8 @@ static uint32_t tn_make_groups(struct tier_nvme *t, struct tn_lane *l, uint32_t 
 						    .n = 1,
 						    .first_ext = e,
 						    .k0 = k,
-						    .write = write};
+						    .write = write,
+						    .direct = direct};
 	}
 	return ng;
 }
@@ -518,6 +603,7 @@ static void tn_start(struct tier_nvme *t, struct tn_lane *l, struct tier_nvme_wr
 			l->ext[ns] = w[j].extent;
 		} else {
 			uint64_t e = r[j].extent;
+			r[j].dst_busy = false;
 			r[j].res = e >= t->n_ext ? -EINVAL : !tn_ext_used(t, e) ? -ENOENT : 0;
 			if (r[j].res < 0)
 				continue;
@@ -825,7 +911,26 @@ static int tn_open_aio(struct tier_nvme *t)
 		return rc;
 	/* fixed buffers are an optimisation: without them (RLIMIT_MEMLOCK) I/O still works */
 	aio_buffers_register(t->aio, t->stage, TN_LANES * t->stage_ext * t->ext_bytes);
+	if (!t->o.arena)
+		return 0;
+	rc = aio_buffers_register(t->aio, t->o.arena, t->o.arena_bytes);
+	t->arena_reg = rc == 0 && aio_has_fixed_buffers(t->aio);
+	if (rc < 0)
+		log_warn(TN_TAG, "arena not registered for spill I/O: restores go through staging",
+			 "aio=%s error=%s arena_bytes=%zu", aio_backend_name(t->aio), err_name(rc),
+			 t->o.arena_bytes);
+	/* direct reads need O_DIRECT lengths: a unit of whole header blocks */
+	t->direct_read = t->arena_reg && t->direct && !t->o.no_direct_read &&
+			 t->o.unit_bytes % t->hdr_bytes == 0;
+	t->st.arena_registered = t->arena_reg;
 	return 0;
+}
+
+static const char *tn_arena_state(const struct tier_nvme *t)
+{
+	if (!t->o.arena)
+		return "none";
+	return t->arena_reg ? "registered" : "unregistered";
 }
 
 int tier_nvme_open(const struct tier_nvme_opts *o, struct tier_nvme **out)
@@ -859,10 +964,12 @@ int tier_nvme_open(const struct tier_nvme_opts *o, struct tier_nvme **out)
 	if (rc < 0)
 		goto out_free;
 	log_info(TN_TAG, "spill tier open",
-		 "aio=%s direct=%s files=%u extents=%llu extent_bytes=%llu header_bytes=%u",
+		 "aio=%s direct=%s files=%u extents=%llu extent_bytes=%llu header_bytes=%u "
+		 "arena=%s direct_restore=%s",
 		 aio_backend_name(t->aio), t->direct ? "yes" : "no(filesystem refused O_DIRECT)",
 		 t->n_files, (unsigned long long)t->n_ext, (unsigned long long)t->ext_bytes,
-		 t->hdr_bytes);
+		 t->hdr_bytes, tn_arena_state(t),
+		 t->direct_read ? "yes" : "no");
 	*out = t;
 	return 0;
 out_free:
@@ -908,6 +1015,16 @@ const char *tier_nvme_aio_name(const struct tier_nvme *t)
 bool tier_nvme_direct(const struct tier_nvme *t)
 {
 	return t->direct;
+}
+
+bool tier_nvme_direct_read(const struct tier_nvme *t)
+{
+	return t->direct_read;
+}
+
+bool tier_nvme_stuck(struct tier_nvme *t)
+{
+	return tn_drain(t) < 0;
 }
 
 uint64_t tier_nvme_extent_bytes(const struct tier_nvme *t)

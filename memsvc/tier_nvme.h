@@ -61,6 +61,14 @@ struct tier_nvme_opts {
 	uint32_t backoff_ms;	 /* degraded: next spill attempt after this (default 1000) */
 	int io_timeout_ms;	 /* a call waits this long for its I/O (default 30000) */
 	struct aio_fault *fault; /* tests: fault injection under the tier (borrowed) */
+	/*
+	 * The caller's buffer region that restores read into (the session's arena; borrowed, must
+	 * outlive the tier): registered as fixed buffers next to the staging lanes. Registration
+	 * failing (RLIMIT_MEMLOCK, sync aio) is logged and reads use staging. NULL: none.
+	 */
+	void *arena;
+	size_t arena_bytes;
+	bool no_direct_read; /* restores always go through staging, even into the arena */
 };
 
 /* A unit's identity; every field must match on read. */
@@ -80,8 +88,13 @@ struct tier_nvme_wreq {
 struct tier_nvme_rreq {
 	struct tier_nvme_key key;
 	uint64_t extent;
-	void *dst; /* unit_bytes; written only when res == 0 */
+	void *dst; /* unit_bytes; see tier_nvme_read for what a miss leaves there */
 	int res;   /* out: 0, -EBADMSG (verification), -ENOENT (extent free), -EIO, ... */
+	/*
+	 * out: true (with res -ETIMEDOUT) when a direct read into dst timed out: the I/O may still
+	 * write dst, which must not be reused before tier_nvme_stuck() says false.
+	 */
+	bool dst_busy;
 };
 
 struct tier_nvme_stats {
@@ -90,7 +103,9 @@ struct tier_nvme_stats {
 	uint64_t crc_failures, id_mismatches, io_errors;
 	uint64_t enospc_events, degraded_entries, recoveries;
 	uint64_t extents_used, extents_total;
+	uint64_t direct_reads; /* units read straight into dst (hits and misses) */
 	bool degraded;
+	bool arena_registered; /* opts.arena is registered as fixed buffers */
 };
 
 /*
@@ -110,7 +125,12 @@ void tier_nvme_free(struct tier_nvme *t);
 int tier_nvme_write(struct tier_nvme *t, struct tier_nvme_wreq *reqs, uint32_t n);
 /*
  * Read and verify n units into their dst. Returns how many hit (res == 0), or -EBUSY as above.
- * A miss leaves dst untouched.
+ * A dst inside opts.arena, when the arena is registered, the files are O_DIRECT and dst and
+ * the unit size meet their alignment, is read directly: the header block goes to staging and
+ * the unit straight into dst, both verified where they landed (no copy). A miss there leaves
+ * unverified bytes in dst: the caller must keep dst unreadable by anyone until res == 0 (and
+ * a dst_busy one untouched until the I/O is over). Any other dst goes through staging, is
+ * copied only after verification, and a miss leaves it untouched.
  */
 int tier_nvme_read(struct tier_nvme *t, struct tier_nvme_rreq *reqs, uint32_t n);
 /*
@@ -134,6 +154,13 @@ void tier_nvme_get_stats(const struct tier_nvme *t, struct tier_nvme_stats *s);
 /* Which aio backend runs ("uring", "sync", ...), and whether the files use O_DIRECT. */
 const char *tier_nvme_aio_name(const struct tier_nvme *t);
 bool tier_nvme_direct(const struct tier_nvme *t);
+/* Whether restores into opts.arena read straight into it (see tier_nvme_read). */
+bool tier_nvme_direct_read(const struct tier_nvme *t);
+/*
+ * Whether a timed-out call's I/O is still in flight (collects what finished, without
+ * waiting). While true, calls return -EBUSY and dst_busy buffers still belong to the I/O.
+ */
+bool tier_nvme_stuck(struct tier_nvme *t);
 /* Bytes of one extent (header block + unit rounded up to the header block's size). */
 uint64_t tier_nvme_extent_bytes(const struct tier_nvme *t);
 /* Bytes of the header block: where the unit starts in its extent. */

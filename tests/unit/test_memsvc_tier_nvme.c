@@ -5,6 +5,8 @@
  * injected EIO / short reads / EAGAIN / corruption are misses, never wrong bytes; ENOSPC (a real
  * small tmpfs where mounting is allowed, and injected) degrades the tier and it recovers; a hung
  * write times out without freeing its buffer; a fault loop fails the Nth I/O for N = 1, 2, ...
+ * Direct restores (the read buffer registered as the arena): taken only where they can be,
+ * verified where they land, and misses under corruption, EIO, a short file or a hung read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -92,7 +94,8 @@ static int setup(void **state)
 	f->dirs[0] = f->dir;
 	f->fault = aio_fault_new();
 	f->units = malloc((size_t)NUNITS * UNIT);
-	f->out = malloc((size_t)NUNITS * UNIT);
+	/* aligned like an arena's slots: direct restores may read into it */
+	assert_int_equal(posix_memalign((void **)&f->out, 4096, (size_t)NUNITS * UNIT), 0);
 	assert_non_null(f->units);
 	assert_non_null(f->out);
 	fill_units(f, 1);
@@ -448,6 +451,8 @@ static void test_write_start_wait(void **state)
 }
 
 /* One run of the fault loop: write, read, free; a clean error and no leak whatever fails. */
+static uint32_t wrong_hits(const struct fx *f, uint32_t from, uint32_t n);
+
 static void fault_loop_run(struct fx *f)
 {
 	struct tier_nvme_stats st;
@@ -466,7 +471,11 @@ static void fault_loop_run(struct fx *f)
 	for (uint32_t i = 0; i < 16; i++) /* a unit whose write failed can only miss */
 		if (f->w[i].res != 0)
 			assert_int_not_equal(f->r[i].res, 0);
-	assert_int_equal(check_units(f, 0, 16), 0);
+	/* direct restores (test_direct_fault_loop) may leave a miss's dst changed */
+	if (tier_nvme_direct_read(f->t))
+		assert_int_equal(wrong_hits(f, 0, 16), 0);
+	else
+		assert_int_equal(check_units(f, 0, 16), 0);
 	for (uint32_t i = 0; i < 16; i++)
 		if (f->w[i].res == 0)
 			assert_int_equal(tier_nvme_extent_free(f->t, f->w[i].extent), 0);
@@ -556,6 +565,217 @@ static void test_open_args(void **state)
 	tier_nvme_free(NULL);
 }
 
+/* ---- direct restores: the read buffer is the registered arena ---------------------------- */
+
+/* Open with f->out as the arena; true when this run reads direct (uring, O_DIRECT). */
+static bool open_direct(struct fx *f)
+{
+	struct tier_nvme_stats st;
+
+	f->o.arena = f->out;
+	f->o.arena_bytes = (size_t)NUNITS * UNIT;
+	assert_int_equal(open_tier(f), 0);
+	tier_nvme_get_stats(f->t, &st);
+	/* the sync backend takes the registration as a no-op: not registered, copy path */
+	assert_int_equal(st.arena_registered, f->kind == AIO_KIND_URING);
+	assert_int_equal(tier_nvme_direct_read(f->t),
+			 f->kind == AIO_KIND_URING && tier_nvme_direct(f->t));
+	return tier_nvme_direct_read(f->t);
+}
+
+/* Hits are the bytes written; with direct reads a miss may leave anything in dst. */
+static uint32_t check_hits(const struct fx *f, uint32_t from, uint32_t n, bool direct)
+{
+	return direct ? 0 : check_units(f, from, n);
+}
+
+static uint32_t wrong_hits(const struct fx *f, uint32_t from, uint32_t n)
+{
+	uint32_t wrong = 0;
+
+	for (uint32_t i = from; i < from + n; i++)
+		wrong += f->r[i].res == 0 &&
+			 memcmp(f->out + (size_t)i * UNIT, f->units + (size_t)i * UNIT, UNIT) != 0;
+	return wrong;
+}
+
+static void test_direct_roundtrip(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+	bool direct = open_direct(f);
+
+	assert_int_equal(write_units(f, 0, 96), 96);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){0}); /* counts operations only */
+	assert_int_equal(read_units(f, 0, 96), 96);
+	assert_int_equal(check_units(f, 0, 96), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.units_read, 96);
+	assert_int_equal(st.direct_reads, direct ? 96 : 0);
+	/* direct: two operations per unit, all seen by the fault wrapper; else batched */
+	if (direct)
+		assert_int_equal(aio_fault_ops(f->fault), 2 * 96);
+	else
+		assert_true(aio_fault_ops(f->fault) < 96);
+	/* a dst outside the arena goes through staging even when direct reads are on */
+	uint8_t *other = NULL;
+	assert_int_equal(posix_memalign((void **)&other, 4096, UNIT), 0);
+	struct tier_nvme_rreq r = {.key = key_of(5), .extent = f->w[5].extent, .dst = other};
+	assert_int_equal(tier_nvme_read(f->t, &r, 1), 1);
+	assert_memory_equal(other, f->units + 5 * (size_t)UNIT, UNIT);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.direct_reads, direct ? 96 : 0);
+	free(other);
+}
+
+static void test_direct_off(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+
+	f->o.no_direct_read = true;
+	f->o.arena = f->out;
+	f->o.arena_bytes = (size_t)NUNITS * UNIT;
+	assert_int_equal(open_tier(f), 0);
+	assert_false(tier_nvme_direct_read(f->t));
+	assert_int_equal(write_units(f, 0, 16), 16);
+	assert_int_equal(read_units(f, 0, 16), 16);
+	assert_int_equal(check_units(f, 0, 16), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.direct_reads, 0);
+}
+
+/* A unit or header byte flipped on disk: a miss through the direct path, never a hit. */
+static void test_direct_corrupt(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+	char path[256];
+	uint64_t off;
+	bool direct;
+
+	f->o.unlink_early = false;
+	direct = open_direct(f);
+	assert_int_equal(write_units(f, 0, 16), 16);
+	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[3].extent, path, sizeof(path), &off),
+			 0);
+	flip_on_disk(path, off + tier_nvme_header_bytes(f->t) + 12345); /* data byte */
+	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[9].extent, path, sizeof(path), &off),
+			 0);
+	flip_on_disk(path, off + 20); /* header byte (session) */
+	assert_int_equal(read_units(f, 0, 16), 14);
+	assert_int_equal(f->r[3].res, -EBADMSG);
+	assert_int_equal(f->r[9].res, -EBADMSG);
+	assert_int_equal(wrong_hits(f, 0, 16), 0);
+	assert_int_equal(check_hits(f, 0, 16, direct), 0);
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.crc_failures, 2);
+	assert_int_equal(st.units_read, 14);
+	assert_int_equal(st.direct_reads, direct ? 16 : 0);
+}
+
+/* Faults injected under the direct reads: misses or retried hits, never wrong bytes. */
+static void test_direct_faults(void **state)
+{
+	struct fx *f = *state;
+	struct tier_nvme_stats st;
+	bool direct;
+	/*
+	 * Operations in order: direct, unit i's header block is 2i+1 and its data 2i+2; copy,
+	 * one operation per 4 units.
+	 */
+	const struct {
+		struct aio_fault_rule rule;
+		int hits, hits_copy;
+	} cases[] = {
+	    {{.action = AIO_FAULT_ERRNO, .err = EIO, .nth = 2}, 31, 28},
+	    /* continued by aio for the rest: every unit hits */
+	    {{.action = AIO_FAULT_SHORT, .short_by = 4096, .times = 5}, 32, 32},
+	    {{.action = AIO_FAULT_ERRNO, .err = EAGAIN, .times = 3}, 32, 32},
+	    /* direct: a byte of the header block's padding (not covered, not used): a hit */
+	    {{.action = AIO_FAULT_CORRUPT, .nth = 3}, 32, 31},
+	    {{.action = AIO_FAULT_CORRUPT, .nth = 4}, 31, 31},
+	    {{.action = AIO_FAULT_ERRNO, .err = EIO, .nth = 5}, 31, 28},
+	};
+
+	f->o.batch_bytes = 4 * (4096 + UNIT); /* several read ops per call */
+	direct = open_direct(f);
+
+	assert_int_equal(write_units(f, 0, 32), 32);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		aio_fault_set(f->fault, &cases[c].rule);
+		assert_int_equal(read_units(f, 0, 32), direct ? cases[c].hits : cases[c].hits_copy);
+		assert_true(aio_fault_hits(f->fault) > 0);
+		assert_int_equal(wrong_hits(f, 0, 32), 0);
+		assert_int_equal(check_hits(f, 0, 32, direct), 0);
+		aio_fault_set(f->fault, &(struct aio_fault_rule){0});
+	}
+	tier_nvme_get_stats(f->t, &st);
+	assert_int_equal(st.crc_failures, direct ? 1 : 2);
+	assert_int_equal(st.io_errors, 2);
+}
+
+/* The file ends inside a unit: the read comes back short (end of file), a miss. */
+static void test_direct_short_file(void **state)
+{
+	struct fx *f = *state;
+	char path[256];
+	uint64_t off;
+	bool direct;
+	int fd;
+
+	f->o.unlink_early = false;
+	f->o.grow_bytes = 1; /* the file ends where its extents do */
+	direct = open_direct(f);
+	assert_int_equal(write_units(f, 0, 4), 4);
+	assert_int_equal(tier_nvme_extent_locate(f->t, f->w[3].extent, path, sizeof(path), &off),
+			 0);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(off + tier_nvme_header_bytes(f->t) + 8192)), 0);
+	close(fd);
+	/* copy: the four units are one read, all missed */
+	assert_int_equal(read_units(f, 0, 4), direct ? 3 : 0);
+	assert_int_equal(f->r[3].res, -EIO);
+	assert_int_equal(wrong_hits(f, 0, 4), 0);
+}
+
+/* The fault loop (EIO at the Nth operation) with restores read straight into the arena. */
+static void test_direct_fault_loop(void **state)
+{
+	struct fx *f = *state;
+
+	f->o.arena = f->out;
+	f->o.arena_bytes = (size_t)NUNITS * UNIT;
+	test_fault_loop(state);
+}
+
+/* A hung direct read: the call times out, dst stays the I/O's until the tier is unstuck. */
+static void test_direct_hung_read(void **state)
+{
+	struct fx *f = *state;
+	bool direct;
+
+	f->o.io_timeout_ms = 40;
+	direct = open_direct(f);
+	assert_int_equal(write_units(f, 0, 4), 4);
+	aio_fault_set(f->fault, &(struct aio_fault_rule){.action = AIO_FAULT_DELAY,
+							 .match = AIO_FAULT_MATCH_READ,
+							 .delay_ms = 250,
+							 .times = 1});
+	assert_int_equal(read_units(f, 0, 4), 0);
+	assert_int_equal(f->r[0].res, -ETIMEDOUT);
+	assert_int_equal(f->r[0].dst_busy, direct);
+	assert_true(tier_nvme_stuck(f->t));
+	assert_int_equal(read_units(f, 0, 4), -EBUSY);
+	assert_int_equal(f->r[0].res, -EBUSY);
+	assert_false(f->r[0].dst_busy);
+	time_sleep_ns(300 * 1000000ull);
+	assert_false(tier_nvme_stuck(f->t));
+	assert_int_equal(read_units(f, 0, 4), 4);
+	assert_int_equal(check_units(f, 0, 4), 0);
+}
+
 #define BOTH(fn)                                                                                   \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_uring),           \
 	    cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&k_sync)
@@ -574,6 +794,13 @@ int main(void)
 	    BOTH(test_write_start_wait),
 	    BOTH(test_fault_loop),
 	    BOTH(test_real_enospc),
+	    BOTH(test_direct_roundtrip),
+	    BOTH(test_direct_off),
+	    BOTH(test_direct_corrupt),
+	    BOTH(test_direct_faults),
+	    BOTH(test_direct_short_file),
+	    BOTH(test_direct_hung_read),
+	    BOTH(test_direct_fault_loop),
 	    cmocka_unit_test_prestate_setup_teardown(test_open_args, setup, teardown,
 						     (void *)&k_sync),
 	};
