@@ -348,7 +348,8 @@ int job_run_modes(struct job *j)
 		int rc = warm_up(j);
 		if (rc) { /* the first mode's failure: it is what the warm-up ran */
 			if (!j->err[0])
-				snprintf(j->err, sizeof(j->err), "mode %s failed in the warm-up: %s",
+				snprintf(j->err, sizeof(j->err),
+					 "mode %s failed in the warm-up: %s",
 					 runner_mode_name(j->modes[0]), err_str(rc));
 			j->res[0].mode = j->modes[0];
 			j->res[0].failed = true;

@@ -136,7 +136,8 @@ void job_print(struct job *j)
 		char hr[16], rc[16];
 
 		if (r->failed)
-			fprintf(o, "%-18s failed (%s)\n", runner_mode_name(r->mode), err_name(r->rc));
+			fprintf(o, "%-18s failed (%s)\n", runner_mode_name(r->mode),
+				err_name(r->rc));
 		if (!r->done)
 			continue;
 		t = sum_layers(j, r);
@@ -362,7 +363,8 @@ int job_write_logits(const struct job *j, const char *path)
 	if (!f)
 		return -errno;
 	for (uint32_t i = 0; i < j->n_modes && !rc; i++)
-		if (j->res[i].done && j->res[i].logits && fwrite(j->res[i].logits, sizeof(float), n, f) != n)
+		if (j->res[i].done && j->res[i].logits &&
+		    fwrite(j->res[i].logits, sizeof(float), n, f) != n)
 			rc = -EIO;
 	if (fclose(f) != 0 && !rc)
 		rc = -EIO;

@@ -103,10 +103,10 @@ static void usage(FILE *f)
 	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
 	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
 	    "Writes OUT/<model>_c<ctx>_b<batch>.json per configuration, skipping those that\n"
-	    "exist; a failed mode is recorded with its reason (gpu-oom, host-oom, timeout, error),\n"
-	    "the modes that finished before it keep their figures, and those not reached run\n"
-	    "again in one process; a mode that ran out of memory (or time) is not run at larger\n"
-	    "batches of the same model and context.\n"
+	    "exist; a failed mode is recorded with its reason (gpu-oom, host-oom, timeout,\n"
+	    "error), the modes that finished before it keep their figures, and those not\n"
+	    "reached run again in one process; a mode that ran out of memory (or time) is not\n"
+	    "run at larger batches of the same model and context.\n"
 	    "Then: sparda bench report --out DIR\n");
 }
 
