@@ -148,6 +148,8 @@ static void spill_stats_add(struct server *sv, struct wire_stat *v, uint32_t *n)
 	stat_add(v, n, "daemon.spill.recoveries", t->recoveries);
 	stat_add(v, n, "daemon.spill.write_ios", t->write_ios);
 	stat_add(v, n, "daemon.spill.read_ios", t->read_ios);
+	stat_add(v, n, "daemon.spill.units_direct", t->units_direct);
+	stat_add(v, n, "daemon.spill.arena_registered", t->arena_registered);
 	stat_add(v, n, "daemon.spill.extents_used", t->extents_used);
 	stat_add(v, n, "daemon.spill.extents_total", t->extents_total);
 	stat_add(v, n, "daemon.spill.restore_p50_ns", hist_percentile(&t->restore_ns, 50));

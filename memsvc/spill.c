@@ -50,6 +50,8 @@ struct entry {
 	uint64_t starve_since_ms;   /* restores queued without progress since (0: not) */
 	struct store_io *io;	    /* restores */
 	struct tier_nvme_rreq *r;
+	struct store_io *held;	    /* timed-out direct restores: the I/O still owns the slots */
+	uint32_t n_held;
 	struct wbatch wb[2];	    /* evictions: one in flight while the next is started */
 	uint64_t *ext;
 };
@@ -110,14 +112,52 @@ static void answer(struct spill *sp, struct entry *e)
 	pthread_mutex_unlock(&sp->lock);
 }
 
-/* One batch of restores; false when none was queued or none could get a slot. */
+/*
+ * Timed-out direct restores whose I/O is over: their units are lost (misses) and their slots
+ * go back now. True while some are still held (the I/O may still write their slots).
+ */
+static bool release_held(struct entry *e)
+{
+	if (!e->n_held)
+		return false;
+	if (tier_nvme_stuck(e->tier))
+		return true;
+	(void)session_load_done(e->s, e->held, e->n_held);
+	e->n_held = 0;
+	return false;
+}
+
+/*
+ * Hand a batch's results to the store, except restores whose slot a timed-out direct read
+ * still owns: those wait in e->held (the slot is neither published nor reused meanwhile).
+ */
+static void restore_done(struct entry *e, uint32_t k)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < k; i++) {
+		if (e->r[i].dst_busy && e->n_held < e->batch)
+			e->held[e->n_held++] = e->io[i];
+		else
+			e->io[n++] = e->io[i];
+	}
+	(void)session_load_done(e->s, e->io, n);
+}
+
+/*
+ * One batch of restores; false when none was queued or none could get a slot. The slots are
+ * free ones taken for the restore (LOADING, readable by nobody) and published only for res 0
+ * (store_load_done): a direct read may leave unverified bytes in a miss's slot, which goes
+ * back to the free list unread.
+ */
 static bool restore_batch(struct spill *sp, struct entry *e)
 {
 	size_t ub = session_geometry(e->s)->unit_bytes;
 	uint8_t *arena = session_arena_base(e->s);
+	bool held = release_held(e);
 	uint32_t k = session_load_pick(e->s, e->io, e->batch), ok = 0;
 	uint64_t t0 = time_now_ns();
-	int rc;
+	int rc = -EBUSY;
 
 	if (!k)
 		return false;
@@ -125,13 +165,18 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 		e->r[i] = (struct tier_nvme_rreq){.key = key_of(e->s, &e->io[i]),
 						  .extent = e->io[i].extent,
 						  .dst = arena + (size_t)e->io[i].slot * ub};
-	/* -EBUSY (a hung earlier call still owns the staging buffer) fails the batch too. */
-	rc = tier_nvme_read(e->tier, e->r, k);
+	/*
+	 * -EBUSY (a hung earlier call still owns a staging buffer or slots) fails the batch too;
+	 * while slots are held no read starts, so no second batch can be held behind them.
+	 */
+	if (!held)
+		rc = tier_nvme_read(e->tier, e->r, k);
 	for (uint32_t i = 0; i < k; i++) {
 		e->io[i].res = rc < 0 ? rc : e->r[i].res;
+		e->r[i].dst_busy &= rc >= 0;
 		ok += e->io[i].res == 0;
 	}
-	(void)session_load_done(e->s, e->io, k);
+	restore_done(e, k);
 	if (ok < k)
 		log_warn(TAG, "restore failed: units lost (misses, never wrong bytes)",
 			 "session=%llu units=%u first_error=%s",
@@ -254,6 +299,7 @@ static bool serve(struct spill *sp, struct entry *e)
 	bool moved = false, degraded;
 
 	release_extents(e);
+	(void)release_held(e);
 	for (int i = 0; i < SPILL_LOAD_ROUNDS && restore_batch(sp, e); i++)
 		moved = true;
 	moved |= evict(sp, e);
@@ -571,8 +617,9 @@ static int entry_buffers(const struct spill *sp, struct entry *e)
 								: e->batch;
 	e->io = calloc(e->batch, sizeof(*e->io));
 	e->r = calloc(e->batch, sizeof(*e->r));
+	e->held = calloc(e->batch, sizeof(*e->held));
 	e->ext = calloc(e->batch, sizeof(*e->ext));
-	if (!e->io || !e->r || !e->ext)
+	if (!e->io || !e->r || !e->held || !e->ext)
 		return -ENOMEM;
 	for (int i = 0; i < 2; i++) {
 		e->wb[i].io = calloc(e->batch, sizeof(*e->wb[i].io));
@@ -602,6 +649,9 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .backoff_ms = sp->o.backoff_ms,
 	    .io_timeout_ms = sp->o.io_timeout_ms,
 	    .fault = sp->fault,
+	    .arena = session_arena_base(s),
+	    .arena_bytes = session_arena_size(s),
+	    .no_direct_read = sp->o.no_direct_restore,
 	};
 	struct entry *e = calloc(1, sizeof(*e));
 	int r = e ? 0 : -ENOMEM;
@@ -643,6 +693,7 @@ static void entry_free(struct entry *e)
 	tier_nvme_free(e->tier); /* waits for its I/O; the files go with every extent */
 	free(e->io);
 	free(e->r);
+	free(e->held); /* the session goes too: nothing to answer */
 	for (int i = 0; i < 2; i++) {
 		free(e->wb[i].io);
 		free(e->wb[i].w);
@@ -661,6 +712,7 @@ static void stats_add(struct tier_nvme_stats *a, const struct tier_nvme_stats *b
 	a->enospc_events += b->enospc_events;
 	a->degraded_entries += b->degraded_entries;
 	a->recoveries += b->recoveries;
+	a->direct_reads += b->direct_reads;
 }
 
 bool spill_session_remove(struct spill *sp, struct session *s)
@@ -706,6 +758,7 @@ void spill_get_stats(struct spill *sp, struct spill_stats *st)
 		st->extents_used += t->extents_used;
 		st->extents_total += t->extents_total;
 		st->degraded_now += t->degraded;
+		st->arena_registered += t->arena_registered;
 		st->bytes_used += t->extents_used * sp->ents[i]->ext_bytes;
 		if (!st->extent_bytes)
 			st->extent_bytes = sp->ents[i]->ext_bytes;
@@ -718,6 +771,7 @@ void spill_get_stats(struct spill *sp, struct spill_stats *st)
 	st->enospc_events = sum.enospc_events;
 	st->degraded_entries = sum.degraded_entries;
 	st->recoveries = sum.recoveries;
+	st->units_direct = sum.direct_reads;
 	st->disk_bytes_reserved = sp->reserved * sp->n_dirs;
 	snprintf(st->aio, sizeof(st->aio), "%s", sp->aio_name);
 	pthread_mutex_unlock(&sp->lock);

@@ -35,6 +35,11 @@ struct spill_opts {
 	uint32_t backoff_ms;
 	uint32_t starve_ms; /* restores without a slot, nothing evictable: -ENOSPC after (1000) */
 	/*
+	 * Restores always through the tier's staging buffers (a copy per unit), even when the
+	 * session's arena is registered for io_uring and could be read into directly.
+	 */
+	bool no_direct_restore;
+	/*
 	 * Tests only: a fault rule for every tier's aio (memsvc/aio_fault.h), as
 	 * "action=errno|short|corrupt|delay,match=read|write,nth=N,times=N,err=EIO,short_by=N,
 	 * delay_ms=N". NULL or "" = none. The daemon takes it from SPARDA_MEMSVC_TEST_AIO_FAULT.
@@ -54,6 +59,8 @@ struct spill_stats {
 	uint64_t crc_failures, id_mismatches, io_errors, enospc_events;
 	uint64_t degraded_entries, recoveries, degraded_now; /* tiers RAM-only now */
 	uint64_t write_ios, read_ios;
+	uint64_t units_direct;	   /* restores read straight into their slot (hits and misses) */
+	uint64_t arena_registered; /* tiered sessions whose arena is registered for io_uring now */
 	uint64_t extents_used, extents_total, extent_bytes;
 	uint64_t bytes_used; /* extents in use x their size, summed over the tiers */
 	uint64_t disk_bytes_reserved;

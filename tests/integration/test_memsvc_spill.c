@@ -44,7 +44,8 @@ struct fx {
 	uint32_t enospc, nospc_answers;
 };
 
-static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const char *extra)
+static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const char *extra,
+					const char *extra2)
 {
 	char a0[PATH_MAX + 16], a1[32];
 	const char *args[] = {a0,
@@ -54,6 +55,7 @@ static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const 
 			      "--spill-backoff-ms=100",
 			      "--spill-batch-bytes=64K",
 			      extra,
+			      extra ? extra2 : NULL,
 			      NULL};
 
 	snprintf(a0, sizeof(a0), "--spill-dirs=%s", dir);
@@ -61,13 +63,14 @@ static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const 
 	return harness_start(args);
 }
 
-static void fx_start(struct fx *f, const char *aio, enum sp_wait_mode mode, const char *extra)
+static void fx_start2(struct fx *f, const char *aio, enum sp_wait_mode mode, const char *extra,
+		      const char *extra2)
 {
 	struct sp_geometry g = harness_geometry();
 
 	if (!f->dir)
 		f->dir = harness_tmpdir();
-	f->p = start_daemon(f->dir, aio, extra);
+	f->p = start_daemon(f->dir, aio, extra, extra2);
 	assert_int_equal(harness_open(f->p, NULL, mode, SLOTS * (uint64_t)UNIT, &f->c), 0);
 	assert_int_equal(memclient_n_slots(f->c), SLOTS);
 	assert_int_equal(memclient_seq_open(f->c, KEY, BLOCKS, &f->seq), 0);
@@ -76,6 +79,11 @@ static void fx_start(struct fx *f, const char *aio, enum sp_wait_mode mode, cons
 		for (uint32_t h = 0; h < g.n_kv_heads; h++)
 			for (uint32_t b = 0; b < BLOCKS; b++)
 				f->u[f->n++] = (struct memclient_unit){f->seq, l, h, b};
+}
+
+static void fx_start(struct fx *f, const char *aio, enum sp_wait_mode mode, const char *extra)
+{
+	fx_start2(f, aio, mode, extra, NULL);
 }
 
 static void fx_stop(struct fx *f)
@@ -185,15 +193,22 @@ static void wait_spilled(struct fx *f, uint64_t n)
 	assert_true(harness_stat(f->c, "daemon.spill.units_spilled") >= n);
 }
 
-static void readback(void **state, const char *aio, enum sp_wait_mode mode)
+/*
+ * 512-byte header blocks: the 512-byte units are whole blocks, so with io_uring and O_DIRECT
+ * restores read straight into their arena slots (4 KiB headers leave them on the copy path).
+ */
+#define DIRECT_ARG "--spill-header-bytes=512"
+
+static void readback(void **state, const char *aio, enum sp_wait_mode mode, const char *extra)
 {
 	struct fx *f = *state;
 	int port = harness_free_port();
+	bool uring = !strcmp(aio, "uring");
 	char arg[32], want[96], *page;
 	uint32_t misses;
 
 	snprintf(arg, sizeof(arg), "--metrics-port=%d", port);
-	fx_start(f, aio, mode, arg);
+	fx_start2(f, aio, mode, arg, extra);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.enabled"), 1);
 	write_all(f);
 	wait_spilled(f, f->n - SLOTS);
@@ -206,7 +221,19 @@ static void readback(void **state, const char *aio, enum sp_wait_mode mode)
 	assert_true(harness_stat(f->c, "daemon.spill.units_restored") >= f->n - SLOTS);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.restore_misses"), 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
-	assert_int_equal(harness_stat(f->c, "daemon.spill.aio_uring"), !strcmp(aio, "uring"));
+	assert_int_equal(harness_stat(f->c, "daemon.spill.aio_uring"), uring);
+	/* the sync backend never registers the arena; uring does (root or a large memlock) */
+	if (!uring)
+		assert_int_equal(harness_stat(f->c, "daemon.spill.arena_registered"), 0);
+	if (!uring || !harness_stat(f->c, "daemon.spill.arena_registered"))
+		assert_int_equal(harness_stat(f->c, "daemon.spill.units_direct"), 0);
+	else if (extra && !strcmp(extra, DIRECT_ARG))
+		assert_true(harness_stat(f->c, "daemon.spill.units_direct") >= f->n - SLOTS);
+	printf("%s%s: arena_registered=%llu units_direct=%llu units_restored=%llu\n", aio,
+	       extra ? " direct" : "",
+	       (unsigned long long)harness_stat(f->c, "daemon.spill.arena_registered"),
+	       (unsigned long long)harness_stat(f->c, "daemon.spill.units_direct"),
+	       (unsigned long long)harness_stat(f->c, "daemon.spill.units_restored"));
 	/* The same on /metrics. */
 	page = harness_http_get(port, "/metrics");
 	assert_non_null(page);
@@ -223,12 +250,22 @@ static void readback(void **state, const char *aio, enum sp_wait_mode mode)
 
 static void test_readback_uring(void **state)
 {
-	readback(state, "uring", SP_WAIT_POLL);
+	readback(state, "uring", SP_WAIT_POLL, NULL);
 }
 
 static void test_readback_sync(void **state)
 {
-	readback(state, "sync", SP_WAIT_SLEEP);
+	readback(state, "sync", SP_WAIT_SLEEP, NULL);
+}
+
+static void test_readback_uring_direct(void **state)
+{
+	readback(state, "uring", SP_WAIT_POLL, DIRECT_ARG);
+}
+
+static void test_readback_sync_direct(void **state)
+{
+	readback(state, "sync", SP_WAIT_SLEEP, DIRECT_ARG);
 }
 
 /*
@@ -273,13 +310,13 @@ static uint32_t corrupt_spill_files(pid_t pid, uint64_t ext)
 	return files;
 }
 
-static void corrupt_file(void **state, const char *aio)
+static void corrupt_file(void **state, const char *aio, const char *extra)
 {
 	struct fx *f = *state;
 	uint32_t misses;
 	uint64_t ext;
 
-	fx_start(f, aio, SP_WAIT_SLEEP, NULL);
+	fx_start(f, aio, SP_WAIT_SLEEP, extra);
 	write_all(f);
 	wait_spilled(f, f->n - SLOTS);
 	ext = harness_stat(f->c, "daemon.spill.extent_bytes");
@@ -292,25 +329,33 @@ static void corrupt_file(void **state, const char *aio)
 	/* A lost unit stays a miss. */
 	assert_int_equal(read_all(f, &misses), 0);
 	assert_true(misses >= f->n - SLOTS);
+	/* direct restores: the corrupted units were read straight into their slots */
+	if (extra && !strcmp(aio, "uring") && harness_stat(f->c, "daemon.spill.arena_registered"))
+		assert_true(harness_stat(f->c, "daemon.spill.units_direct") >= f->n - SLOTS);
 }
 
 static void test_corrupt_file_uring(void **state)
 {
-	corrupt_file(state, "uring");
+	corrupt_file(state, "uring", NULL);
 }
 
 static void test_corrupt_file_sync(void **state)
 {
-	corrupt_file(state, "sync");
+	corrupt_file(state, "sync", NULL);
+}
+
+static void test_corrupt_file_uring_direct(void **state)
+{
+	corrupt_file(state, "uring", DIRECT_ARG);
 }
 
 /* One daemon with a fault rule on its spill I/O; returns the misses of a full read-back. */
-static uint32_t faulty_run(struct fx *f, const char *aio, const char *rule)
+static uint32_t faulty_run(struct fx *f, const char *aio, const char *extra, const char *rule)
 {
 	uint32_t misses;
 
 	setenv(FAULT_ENV, rule, 1);
-	fx_start(f, aio, SP_WAIT_SLEEP, NULL);
+	fx_start(f, aio, SP_WAIT_SLEEP, extra);
 	unsetenv(FAULT_ENV);
 	assert_true(harness_log_contains(f->p, "TEST fault injection"));
 	write_all(f);
@@ -319,37 +364,69 @@ static uint32_t faulty_run(struct fx *f, const char *aio, const char *rule)
 	return misses;
 }
 
-static void faults_io(void **state, const char *aio)
+static void faults_io(void **state, const char *aio, const char *extra)
 {
 	struct fx *f = *state;
 
 	/* EIO on every read: every spilled unit is a miss, counted as an I/O error. */
-	assert_true(faulty_run(f, aio, "action=errno,err=EIO,match=read") >= f->n - SLOTS);
+	assert_true(faulty_run(f, aio, extra, "action=errno,err=EIO,match=read") >= f->n - SLOTS);
 	assert_true(harness_stat(f->c, "daemon.spill.io_errors") > 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
 	fx_stop(f);
 	/* EAGAIN and short transfers are retried below the tier: nothing is lost. */
-	assert_int_equal(faulty_run(f, aio, "action=errno,err=EAGAIN,match=read,times=5"), 0);
+	assert_int_equal(faulty_run(f, aio, extra, "action=errno,err=EAGAIN,match=read,times=5"),
+			 0);
 	fx_stop(f);
-	assert_int_equal(faulty_run(f, aio, "action=short,short_by=512,times=5"), 0);
+	assert_int_equal(faulty_run(f, aio, extra, "action=short,short_by=512,times=5"), 0);
 	fx_stop(f);
 	/* EIO on a write: the units stay in RAM and are spilled by a later batch. */
-	assert_int_equal(faulty_run(f, aio, "action=errno,err=EIO,match=write,nth=2"), 0);
+	assert_int_equal(faulty_run(f, aio, extra, "action=errno,err=EIO,match=write,nth=2"), 0);
 	assert_true(harness_stat(f->c, "daemon.spill.spill_failures") > 0);
 	fx_stop(f);
 	/* A byte flipped in a read: the CRC catches it. */
-	assert_int_equal(faulty_run(f, aio, "action=corrupt,match=read,nth=2"), 1);
+	assert_int_equal(faulty_run(f, aio, extra, "action=corrupt,match=read,nth=2"), 1);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 1);
 }
 
 static void test_faults_io_uring(void **state)
 {
-	faults_io(state, "uring");
+	faults_io(state, "uring", NULL);
+}
+
+/* The same faults under direct restores (the fault wrapper sees both parts of each read). */
+static void test_faults_io_uring_direct(void **state)
+{
+	faults_io(state, "uring", DIRECT_ARG);
 }
 
 static void test_faults_io_sync(void **state)
 {
-	faults_io(state, "sync");
+	faults_io(state, "sync", NULL);
+}
+
+/*
+ * A direct restore's read hangs past the I/O timeout: its batch times out, its slots stay with
+ * the I/O until the completion arrives, then those units are answered as misses; everything
+ * after is served right (never wrong bytes), the second pass too.
+ */
+static void test_hung_direct_restore(void **state)
+{
+	struct fx *f = *state;
+	uint32_t misses;
+
+	setenv(FAULT_ENV, "action=delay,match=read,delay_ms=600,times=1", 1);
+	fx_start2(f, "uring", SP_WAIT_SLEEP, "--spill-io-timeout-ms=100", DIRECT_ARG);
+	unsetenv(FAULT_ENV);
+	write_all(f);
+	wait_spilled(f, f->n - SLOTS);
+	assert_int_equal(read_all(f, &misses), 0);
+	assert_true(misses >= 1);
+	assert_true(harness_stat(f->c, "daemon.spill.io_errors") >= 1);
+	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
+	assert_true(harness_log_contains(f->p, "spill I/O timed out"));
+	printf("hung direct restore: misses=%u units_direct=%llu\n", misses,
+	       (unsigned long long)harness_stat(f->c, "daemon.spill.units_direct"));
+	assert_int_equal(read_all(f, &misses), 0);
 }
 
 /* Writes fail with ENOSPC: the tier degrades to RAM only, then recovers by itself. */
@@ -541,10 +618,15 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_readback_uring, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readback_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readback_uring_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readback_sync_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_file_uring, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_file_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_file_uring_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_faults_io_uring, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_faults_io_uring_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_faults_io_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hung_direct_restore, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enospc_injected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enospc_tmpfs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sigkill_restart, setup, teardown),
