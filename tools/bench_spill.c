@@ -3,8 +3,9 @@
  * `sparda bench spill --dir DIR`: the NVMe tier against its disk. First the raw io_uring rates
  * of DIR (sequential 1 MiB O_DIRECT writes, random 32 KiB O_DIRECT reads at queue depth 32),
  * then memsvc's own path: a daemon with a small arena spilling to DIR, a client writing more
- * than the arena holds and reading every unit back through ring Forecasts. Prints both and
- * their ratio; --json writes them. A benchmark, never a test.
+ * than the arena holds and reading every unit back through ring Forecasts. The two alternate
+ * for --rounds rounds (a shared disk's rate drifts between runs): prints each round, the
+ * medians and the median of the per-round ratios; --json writes them. A benchmark, never a test.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <json-c/json.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@ struct spill_bench_opts {
 	uint64_t size;	 /* raw test file */
 	uint64_t ram;	 /* memsvc arena */
 	uint32_t factor; /* units written = factor x arena slots */
+	uint32_t rounds; /* raw and memsvc measured alternately this many times */
 };
 
 struct spill_bench_result {
@@ -44,8 +47,23 @@ struct spill_bench_result {
 	double spill_gbps, restore_gbps, ingest_gbps, restore_io_gbps;
 	uint64_t units, units_spilled, units_restored, misses, wrong;
 	uint64_t unit_bytes, extent_bytes; /* a unit on disk: its extent, header block included */
+	uint64_t units_direct;		   /* restores read straight into their slot */
 	char aio[16];
 };
+
+/* Per-round figures, by name: what the JSON's per-round arrays and medians are made of. */
+static const struct {
+	const char *name;
+	size_t off;
+} k_rates[] = {
+    {"raw_write_gbps", offsetof(struct spill_bench_result, raw_write_gbps)},
+    {"raw_read_gbps", offsetof(struct spill_bench_result, raw_read_gbps)},
+    {"spill_gbps", offsetof(struct spill_bench_result, spill_gbps)},
+    {"restore_gbps", offsetof(struct spill_bench_result, restore_gbps)},
+    {"restore_io_gbps", offsetof(struct spill_bench_result, restore_io_gbps)},
+    {"ingest_gbps", offsetof(struct spill_bench_result, ingest_gbps)},
+};
+#define N_RATES (sizeof(k_rates) / sizeof(k_rates[0]))
 
 static const struct sp_geometry geom = {
     .n_layers = 4, .n_kv_heads = 2, .head_dim = 128, .block_tokens = 64, .dtype_bytes = 2};
@@ -294,6 +312,7 @@ static int client_phase(const char *rundir, const struct spill_bench_opts *o,
 		res->units_restored = stat_of(c, "daemon.spill.units_restored") - r0;
 		res->unit_bytes = ub;
 		res->extent_bytes = stat_of(c, "daemon.spill.extent_bytes");
+		res->units_direct = stat_of(c, "daemon.spill.units_direct");
 		res->ingest_gbps = gbps(n * ub, t_write);
 		res->spill_gbps = gbps(stat_of(c, "daemon.spill.bytes_spilled"),
 				       stat_of(c, "daemon.spill.spill_busy_ns"));
@@ -354,46 +373,155 @@ static double ratio(double a, double b)
 	return b > 0 ? a / b : 0;
 }
 
-static void print(const struct spill_bench_result *r)
+static double rate_of(const struct spill_bench_result *r, size_t i)
 {
-	printf("NVMe tier (%s)          GB/s\n", r->aio);
+	return *(const double *)((const char *)r + k_rates[i].off);
+}
+
+static double spill_ratio(const struct spill_bench_result *r)
+{
+	return ratio(r->spill_gbps, r->raw_write_gbps);
+}
+
+static double restore_ratio(const struct spill_bench_result *r)
+{
+	return ratio(r->restore_gbps, r->raw_read_gbps);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts v; the mean of the middle two for even n). */
+static double median(double *v, uint32_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The summary of n rounds: each rate's median, counts of the last round, failures summed. */
+struct spill_bench_summary {
+	struct spill_bench_result med;
+	double spill_ratio, restore_ratio; /* medians of the per-round ratios */
+	uint64_t misses, wrong;		   /* all rounds */
+};
+
+static void summarize(const struct spill_bench_result *r, uint32_t n, struct spill_bench_summary *s,
+		      double *tmp)
+{
+	s->med = r[n - 1];
+	s->misses = s->wrong = 0;
+	for (size_t k = 0; k < N_RATES; k++) {
+		for (uint32_t i = 0; i < n; i++)
+			tmp[i] = rate_of(&r[i], k);
+		*(double *)((char *)&s->med + k_rates[k].off) = median(tmp, n);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		tmp[i] = spill_ratio(&r[i]);
+		s->misses += r[i].misses;
+		s->wrong += r[i].wrong;
+	}
+	s->spill_ratio = median(tmp, n);
+	for (uint32_t i = 0; i < n; i++)
+		tmp[i] = restore_ratio(&r[i]);
+	s->restore_ratio = median(tmp, n);
+}
+
+static void print_round_header(void)
+{
+	printf("round  raw write  raw read     spill   restore   spill/raw  restore/raw   GB/s\n");
+}
+
+static void print_round(uint32_t i, const struct spill_bench_result *r)
+{
+	printf("%5u  %9.3f  %8.3f  %8.3f  %8.3f   %8.1f%%  %10.1f%%\n", i + 1, r->raw_write_gbps,
+	       r->raw_read_gbps, r->spill_gbps, r->restore_gbps, 100 * spill_ratio(r),
+	       100 * restore_ratio(r));
+	fflush(stdout);
+}
+
+static void print(const struct spill_bench_summary *s, uint32_t rounds)
+{
+	const struct spill_bench_result *r = &s->med;
+
+	printf("NVMe tier (%s), median of %u round%s  GB/s\n", r->aio, rounds,
+	       rounds == 1 ? "" : "s");
 	printf("  raw write (1 MiB seq)   %8.3f\n", r->raw_write_gbps);
 	printf("  raw read (32 KiB rand)  %8.3f\n", r->raw_read_gbps);
-	printf("  memsvc spill            %8.3f   %5.1f%% of raw write\n", r->spill_gbps,
-	       100 * ratio(r->spill_gbps, r->raw_write_gbps));
-	printf("  memsvc restore          %8.3f   %5.1f%% of raw read (end to end)\n",
-	       r->restore_gbps, 100 * ratio(r->restore_gbps, r->raw_read_gbps));
+	printf("  memsvc spill            %8.3f   %5.1f%% of raw write (median of round ratios)\n",
+	       r->spill_gbps, 100 * s->spill_ratio);
+	printf("  memsvc restore          %8.3f   %5.1f%% of raw read (end to end, median of "
+	       "round ratios)\n",
+	       r->restore_gbps, 100 * s->restore_ratio);
 	printf("  memsvc restore I/O      %8.3f   (spill thread busy time)\n", r->restore_io_gbps);
 	printf("  client ingest           %8.3f   (write phase, all units)\n", r->ingest_gbps);
-	printf("units %llu spilled %llu restored %llu misses %llu wrong %llu\n",
+	printf("units %llu spilled %llu restored %llu (%llu direct) per round; misses %llu wrong "
+	       "%llu in all rounds\n",
 	       (unsigned long long)r->units, (unsigned long long)r->units_spilled,
-	       (unsigned long long)r->units_restored, (unsigned long long)r->misses,
-	       (unsigned long long)r->wrong);
+	       (unsigned long long)r->units_restored, (unsigned long long)r->units_direct,
+	       (unsigned long long)s->misses, (unsigned long long)s->wrong);
 	printf("unit %llu bytes, on disk %llu (header block %llu): rates count unit bytes\n",
 	       (unsigned long long)r->unit_bytes, (unsigned long long)r->extent_bytes,
 	       (unsigned long long)(r->extent_bytes - r->unit_bytes));
 }
 
-static int write_json(const char *path, const struct spill_bench_result *r)
+static void json_add_double(json_object *j, const char *key, double v)
 {
+	json_object_object_add(j, key, json_object_new_double(v));
+}
+
+/* A round's figure k: the rates of k_rates, then the spill and restore ratios. */
+static double round_value(const struct spill_bench_result *r, size_t k)
+{
+	if (k < N_RATES)
+		return rate_of(r, k);
+	return k == N_RATES ? spill_ratio(r) : restore_ratio(r);
+}
+
+static const char *round_key(size_t k)
+{
+	if (k < N_RATES)
+		return k_rates[k].name;
+	return k == N_RATES ? "spill_ratio" : "restore_ratio";
+}
+
+/* Each rate's per-round array, and the two ratios', under "per_round". */
+static json_object *json_rounds(const struct spill_bench_result *r, uint32_t n)
+{
+	json_object *pr = json_object_new_object();
+
+	for (size_t k = 0; k < N_RATES + 2; k++) {
+		json_object *a = json_object_new_array();
+		for (uint32_t i = 0; i < n; i++)
+			json_object_array_add(a, json_object_new_double(round_value(&r[i], k)));
+		json_object_object_add(pr, round_key(k), a);
+	}
+	return pr;
+}
+
+/* The top-level rates and ratios are the medians (the keys of a single-run report). */
+static int write_json(const char *path, const struct spill_bench_summary *s,
+		      const struct spill_bench_result *rounds, uint32_t n)
+{
+	const struct spill_bench_result *r = &s->med;
 	json_object *j = json_object_new_object();
 	int rc;
 
-	json_object_object_add(j, "raw_write_gbps", json_object_new_double(r->raw_write_gbps));
-	json_object_object_add(j, "raw_read_gbps", json_object_new_double(r->raw_read_gbps));
-	json_object_object_add(j, "spill_gbps", json_object_new_double(r->spill_gbps));
-	json_object_object_add(j, "restore_gbps", json_object_new_double(r->restore_gbps));
-	json_object_object_add(j, "restore_io_gbps", json_object_new_double(r->restore_io_gbps));
-	json_object_object_add(j, "ingest_gbps", json_object_new_double(r->ingest_gbps));
-	json_object_object_add(j, "spill_ratio",
-			       json_object_new_double(ratio(r->spill_gbps, r->raw_write_gbps)));
-	json_object_object_add(j, "restore_ratio",
-			       json_object_new_double(ratio(r->restore_gbps, r->raw_read_gbps)));
+	for (size_t k = 0; k < N_RATES; k++)
+		json_add_double(j, k_rates[k].name, rate_of(r, k));
+	json_add_double(j, "spill_ratio", s->spill_ratio);
+	json_add_double(j, "restore_ratio", s->restore_ratio);
+	json_object_object_add(j, "rounds", json_object_new_int((int)n));
+	json_object_object_add(j, "per_round", json_rounds(rounds, n));
 	json_object_object_add(j, "units", json_object_new_int64((int64_t)r->units));
 	json_object_object_add(j, "units_restored",
 			       json_object_new_int64((int64_t)r->units_restored));
-	json_object_object_add(j, "misses", json_object_new_int64((int64_t)r->misses));
-	json_object_object_add(j, "wrong_units", json_object_new_int64((int64_t)r->wrong));
+	json_object_object_add(j, "units_direct", json_object_new_int64((int64_t)r->units_direct));
+	json_object_object_add(j, "misses", json_object_new_int64((int64_t)s->misses));
+	json_object_object_add(j, "wrong_units", json_object_new_int64((int64_t)s->wrong));
 	json_object_object_add(j, "aio", json_object_new_string(r->aio));
 	json_object_object_add(j, "unit_bytes", json_object_new_int64((int64_t)r->unit_bytes));
 	json_object_object_add(j, "extent_bytes", json_object_new_int64((int64_t)r->extent_bytes));
@@ -406,27 +534,35 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: sparda bench spill --dir DIR [--json PATH] [--size BYTES] [--ram BYTES]\n"
-		"                          [--factor N] [--aio uring|sync|auto]\n"
+		"                          [--factor N] [--aio uring|sync|auto] [--rounds N]\n"
 		"  --size   raw test file (default 1G; larger than the page cache where possible)\n"
-		"  --ram    memsvc arena (default 256M); --factor N: write N x the arena (4)\n");
+		"  --ram    memsvc arena (default 256M); --factor N: write N x the arena (4)\n"
+		"  --rounds raw and memsvc measured alternately N times (default 3, 1..100);\n"
+		"           the summary and the JSON's top-level keys are medians, the ratios\n"
+		"           the median of the per-round ratios (per_round: every round's)\n");
 }
 
 static int parse(int argc, char **argv, struct spill_bench_opts *o)
 {
-	static const struct option longopts[] = {
-	    {"dir", required_argument, NULL, 'd'},    {"json", required_argument, NULL, 'j'},
-	    {"size", required_argument, NULL, 's'},   {"ram", required_argument, NULL, 'r'},
-	    {"factor", required_argument, NULL, 'f'}, {"aio", required_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"dir", required_argument, NULL, 'd'},
+						 {"json", required_argument, NULL, 'j'},
+						 {"size", required_argument, NULL, 's'},
+						 {"ram", required_argument, NULL, 'r'},
+						 {"factor", required_argument, NULL, 'f'},
+						 {"aio", required_argument, NULL, 'a'},
+						 {"rounds", required_argument, NULL, 'n'},
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
 	int ch;
 
 	*o = (struct spill_bench_opts){
-	    .size = 1ull << 30, .ram = 256ull << 20, .factor = 4, .aio = "uring"};
+	    .size = 1ull << 30, .ram = 256ull << 20, .factor = 4, .rounds = 3, .aio = "uring"};
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		uint64_t v = 0;
 		/* sizes as everywhere in the project (K/M/G/T suffixes) */
-		if ((ch == 's' || ch == 'r' || ch == 'f') && config_parse_size(optarg, &v)) {
+		if ((ch == 's' || ch == 'r' || ch == 'f' || ch == 'n') &&
+		    config_parse_size(optarg, &v)) {
 			fprintf(stderr, "bench: bad number '%s'\n", optarg);
 			return -EINVAL;
 		}
@@ -449,6 +585,9 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 		case 'a':
 			o->aio = optarg;
 			break;
+		case 'n':
+			o->rounds = v > 100 ? 0 : (uint32_t)v;
+			break;
 		case 'h':
 			usage();
 			return 1;
@@ -458,9 +597,26 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 		}
 	}
 	if (!o->dir || optind != argc || o->size < RAW_WRITE || o->ram < (1u << 20) ||
-	    o->factor < 2 || o->factor > 64) {
+	    o->factor < 2 || o->factor > 64 || o->rounds < 1) {
 		usage();
 		return -EINVAL;
+	}
+	return 0;
+}
+
+/* One round: the raw rates, then memsvc's. 0 or 1 (the error printed). */
+static int bench_round(const struct spill_bench_opts *o, struct spill_bench_result *res)
+{
+	int rc = raw_phase(o, res);
+
+	if (rc) {
+		fprintf(stderr, "bench: raw io_uring on %s: %s\n", o->dir, err_str(rc));
+		return 1;
+	}
+	rc = memsvc_phase(o, res);
+	if (rc) {
+		fprintf(stderr, "bench: memsvc spill/restore: %s\n", err_str(rc));
+		return 1;
 	}
 	return 0;
 }
@@ -468,25 +624,37 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 int bench_spill(int argc, char **argv)
 {
 	struct spill_bench_opts o;
-	struct spill_bench_result res = {0};
+	struct spill_bench_summary sum;
+	struct spill_bench_result *res = NULL;
+	double *tmp = NULL;
 	int rc = parse(argc, argv, &o);
 
 	if (rc)
 		return rc > 0 ? 0 : 2;
-	rc = raw_phase(&o, &res);
-	if (rc) {
-		fprintf(stderr, "bench: raw io_uring on %s: %s\n", o.dir, err_str(rc));
-		return 1;
+	res = calloc(o.rounds, sizeof(*res));
+	tmp = calloc(o.rounds, sizeof(*tmp));
+	if (!res || !tmp) {
+		rc = 1;
+		goto out;
 	}
-	rc = memsvc_phase(&o, &res);
-	if (rc) {
-		fprintf(stderr, "bench: memsvc spill/restore: %s\n", err_str(rc));
-		return 1;
+	print_round_header();
+	for (uint32_t i = 0; i < o.rounds && !rc; i++) {
+		rc = bench_round(&o, &res[i]);
+		if (!rc)
+			print_round(i, &res[i]);
 	}
-	print(&res);
-	if (o.json && write_json(o.json, &res)) {
+	if (rc)
+		goto out;
+	summarize(res, o.rounds, &sum, tmp);
+	print(&sum, o.rounds);
+	if (o.json && write_json(o.json, &sum, res, o.rounds)) {
 		fprintf(stderr, "bench: cannot write %s\n", o.json);
-		return 1;
+		rc = 1;
+		goto out;
 	}
-	return res.wrong || res.misses ? 1 : 0;
+	rc = sum.wrong || sum.misses ? 1 : 0;
+out:
+	free(res);
+	free(tmp);
+	return rc;
 }
