@@ -39,7 +39,8 @@ struct mconfig {
 	uint64_t spill_session_bytes; /* per session and directory; 0 = 4 x its arena */
 	int spill_aio;		      /* enum aio_kind: uring, sync, auto */
 	bool spill_sqpoll;
-	bool spill_direct; /* O_DIRECT where the filesystem takes it */
+	bool spill_direct;	   /* O_DIRECT where the filesystem takes it */
+	bool spill_direct_restore; /* restores read straight into the arena where they can */
 	uint64_t spill_batch_bytes;
 	uint64_t spill_queue_depth;
 	uint64_t spill_header_bytes;

@@ -898,6 +898,7 @@ static int open_spill(struct server *sv, char *err, size_t err_len)
 	    .aio_kind = (enum aio_kind)c->spill_aio,
 	    .sqpoll = c->spill_sqpoll,
 	    .direct = c->spill_direct,
+	    .no_direct_restore = !c->spill_direct_restore,
 	    .batch_bytes = (uint32_t)c->spill_batch_bytes,
 	    .queue_depth = (uint32_t)c->spill_queue_depth,
 	    .header_bytes = (uint32_t)c->spill_header_bytes,
