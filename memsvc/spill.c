@@ -173,7 +173,6 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 		rc = tier_nvme_read(e->tier, e->r, k);
 	for (uint32_t i = 0; i < k; i++) {
 		e->io[i].res = rc < 0 ? rc : e->r[i].res;
-		e->r[i].dst_busy &= rc >= 0;
 		ok += e->io[i].res == 0;
 	}
 	restore_done(e, k);

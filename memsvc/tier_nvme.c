@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@
 #define TN_MAX_DIRS 16u
 #define TN_MAX_FILES 64u
 #define TN_LANES 2u
+
+static _Atomic bool tn_arena_warned; /* the arena's registration failure is logged once */
 
 struct tn_file {
 	int fd;
@@ -653,10 +656,12 @@ static int tn_fail_rest(struct tier_nvme_wreq *w, struct tier_nvme_rreq *r, uint
 			uint32_t n, int rc)
 {
 	for (uint32_t j = from; j < n; j++) {
-		if (w)
+		if (w) {
 			w[j].res = rc;
-		else
+		} else {
 			r[j].res = rc;
+			r[j].dst_busy = false; /* never started */
+		}
 	}
 	return rc;
 }
@@ -915,13 +920,15 @@ static int tn_open_aio(struct tier_nvme *t)
 		return 0;
 	rc = aio_buffers_register(t->aio, t->o.arena, t->o.arena_bytes);
 	t->arena_reg = rc == 0 && aio_has_fixed_buffers(t->aio);
-	if (rc < 0)
+	/* once per process: every session of a daemon meets the same limit (stats say which) */
+	if (rc < 0 && !atomic_exchange(&tn_arena_warned, true))
 		log_warn(TN_TAG, "arena not registered for spill I/O: restores go through staging",
 			 "aio=%s error=%s arena_bytes=%zu", aio_backend_name(t->aio), err_name(rc),
 			 t->o.arena_bytes);
-	/* direct reads need O_DIRECT lengths: a unit of whole header blocks */
+	/* direct reads need O_DIRECT lengths (a unit of whole header blocks) and room for both
+	 * parts of a read in the queue */
 	t->direct_read = t->arena_reg && t->direct && !t->o.no_direct_read &&
-			 t->o.unit_bytes % t->hdr_bytes == 0;
+			 t->o.unit_bytes % t->hdr_bytes == 0 && t->o.queue_depth >= 2;
 	t->st.arena_registered = t->arena_reg;
 	return 0;
 }

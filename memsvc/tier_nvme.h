@@ -91,8 +91,8 @@ struct tier_nvme_rreq {
 	void *dst; /* unit_bytes; see tier_nvme_read for what a miss leaves there */
 	int res;   /* out: 0, -EBADMSG (verification), -ENOENT (extent free), -EIO, ... */
 	/*
-	 * out: true (with res -ETIMEDOUT) when a direct read into dst timed out: the I/O may still
-	 * write dst, which must not be reused before tier_nvme_stuck() says false.
+	 * out (every request): true (with res -ETIMEDOUT) when a direct read into dst timed out:
+	 * the I/O may still write dst, which must not be reused before tier_nvme_stuck() is false.
 	 */
 	bool dst_busy;
 };

@@ -643,6 +643,15 @@ static void test_direct_off(void **state)
 	assert_int_equal(check_units(f, 0, 16), 0);
 	tier_nvme_get_stats(f->t, &st);
 	assert_int_equal(st.direct_reads, 0);
+	/* a queue of one cannot hold both parts of a direct read: staging then */
+	tier_nvme_free(f->t);
+	f->o.no_direct_read = false;
+	f->o.queue_depth = 1;
+	assert_int_equal(open_tier(f), 0);
+	assert_false(tier_nvme_direct_read(f->t));
+	assert_int_equal(write_units(f, 0, 16), 16);
+	assert_int_equal(read_units(f, 0, 16), 16);
+	assert_int_equal(check_units(f, 0, 16), 0);
 }
 
 /* A unit or header byte flipped on disk: a miss through the direct path, never a hit. */
