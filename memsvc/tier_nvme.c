@@ -975,8 +975,7 @@ int tier_nvme_open(const struct tier_nvme_opts *o, struct tier_nvme **out)
 		 "arena=%s direct_restore=%s",
 		 aio_backend_name(t->aio), t->direct ? "yes" : "no(filesystem refused O_DIRECT)",
 		 t->n_files, (unsigned long long)t->n_ext, (unsigned long long)t->ext_bytes,
-		 t->hdr_bytes, tn_arena_state(t),
-		 t->direct_read ? "yes" : "no");
+		 t->hdr_bytes, tn_arena_state(t), t->direct_read ? "yes" : "no");
 	*out = t;
 	return 0;
 out_free:

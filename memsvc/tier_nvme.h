@@ -4,7 +4,8 @@
  * (one extent = a header block + the unit, both in the files' direct-I/O alignment and block
  * size: 4 KiB on common filesystems, 512 B at least), and batched unit writes and
  * verified reads over aio. A read returns the bytes written for that unit or a miss (-EBADMSG):
- * a bad header or CRC32C, another identity or generation never reaches the caller's buffer.
+ * a bad header or CRC32C, another identity or generation is never a hit (and, except for
+ * direct reads into a registered arena, never reaches the caller's buffer: tier_nvme_read).
  * ENOSPC while spilling puts the tier in a degraded (RAM-only) state that retries after a
  * back-off and recovers by itself when space returns.
  * The daemon drives it from memsvc/spill.c, one instance per tiered session.
