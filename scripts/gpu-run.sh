@@ -14,8 +14,8 @@
 #   sweep_left=0. RESUME=sweep.tar.gz (a previous call's) restores the records on a fresh host.
 #   Env (defaults): MODELS (minicpm4-8b:32,llama3-8b:32) CTXS (32768 65536 98304 131072)
 #   BATCHES (1 4 8) BATCH_MAX (0: the list only; N: double up to N) MODES
-#   (sparse,sparse-offload,sparda,sparda-nooffload) INPROC (sparda) NEW (18) TIMEOUT_S (300)
-#   PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
+#   (sparse,sparse-offload,sparda,sparda-nooffload) INPROC (sparda; empty: none) NEW (18)
+#   TIMEOUT_S (300) PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
 #   same CTXS/BATCHES/NEW, into the same directory, within BUDGET_S; PEER_MODELS (llama3-8b:32).
 # FORECAST (trained): models are generated with a fitted Forecast (`gen-model --train-forecast`,
@@ -121,13 +121,15 @@ sweep)
 	mkdir -p "$sw"
 	[ -n "${RESUME:-}" ] && [ -f "$RESUME" ] && tar -xzkf "$RESUME" -C "$work" 2>/dev/null
 	csv() { echo "$*" | tr ' ' ','; }
+	inproc=()
+	[ -n "${INPROC-sparda}" ] && inproc=(--inproc-modes "${INPROC-sparda}")
 	# shellcheck disable=SC2086
 	step sweep $((${BUDGET_S:-480} + 60)) "$b/bin/sparda" bench sweep --out "$sw" \
 		--backend cuda --models "${MODELS:-minicpm4-8b:32,llama3-8b:32}" \
 		--contexts "$(csv ${CTXS:-32768 65536 98304 131072})" \
 		--batches "$(csv ${BATCHES:-1 4 8})" --batch-max "${BATCH_MAX:-0}" \
 		--modes "${MODES:-sparse,sparse-offload,sparda,sparda-nooffload}" \
-		--inproc-modes "${INPROC:-sparda}" --new-tokens "${NEW:-18}" \
+		${inproc[@]+"${inproc[@]}"} --new-tokens "${NEW:-18}" \
 		--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}" \
 		--part "${PART:-1/1}" $sweep_fc ${SWEEP_ARGS:-}
 	rc=$? left=0
