@@ -648,8 +648,9 @@ int spill_session_add(struct spill *sp, struct session *s, uint64_t file_bytes)
 	    .backoff_ms = sp->o.backoff_ms,
 	    .io_timeout_ms = sp->o.io_timeout_ms,
 	    .fault = sp->fault,
-	    .arena = session_arena_base(s),
-	    .arena_bytes = session_arena_size(s),
+	    /* registered (pinned) only for the direct restores that use it */
+	    .arena = sp->o.no_direct_restore ? NULL : session_arena_base(s),
+	    .arena_bytes = sp->o.no_direct_restore ? 0 : session_arena_size(s),
 	    .no_direct_read = sp->o.no_direct_restore,
 	};
 	struct entry *e = calloc(1, sizeof(*e));

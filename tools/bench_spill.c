@@ -36,11 +36,11 @@
 
 struct spill_bench_opts {
 	const char *dir, *json, *aio;
-	uint64_t size;		/* raw test file */
-	uint64_t ram;		/* memsvc arena */
-	uint32_t factor;	/* units written = factor x arena slots */
-	uint32_t rounds;	/* raw and memsvc measured alternately this many times */
-	bool no_direct_restore; /* the daemon's spill-direct-restore=false */
+	uint64_t size;	     /* raw test file */
+	uint64_t ram;	     /* memsvc arena */
+	uint32_t factor;     /* units written = factor x arena slots */
+	uint32_t rounds;     /* raw and memsvc measured alternately this many times */
+	bool direct_restore; /* the daemon's spill-direct-restore=true */
 };
 
 struct spill_bench_result {
@@ -336,7 +336,8 @@ static int memsvc_phase(const struct spill_bench_opts *o, struct spill_bench_res
 			      a_budget,
 			      a_sess,
 			      "--unit-words=8",
-			      o->no_direct_restore ? "--spill-direct-restore=false" : NULL,
+			      o->direct_restore ? "--spill-direct-restore=true"
+						: "--spill-direct-restore=false",
 			      NULL};
 	struct memsvc_proc_opts po = {.binary = bin, .args = args, .capture_stderr = true};
 	struct memsvc_proc *p = NULL;
@@ -542,14 +543,14 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: sparda bench spill --dir DIR [--json PATH] [--size BYTES] [--ram BYTES]\n"
 		"                          [--factor N] [--aio uring|sync|auto] [--rounds N]\n"
-		"                          [--no-direct-restore]\n"
+		"                          [--direct-restore]\n"
 		"  --size   raw test file (default 1G; larger than the page cache where possible)\n"
 		"  --ram    memsvc arena (default 256M); --factor N: write N x the arena (4)\n"
 		"  --rounds raw and memsvc measured alternately N times (default 3, 1..100);\n"
 		"           the summary and the JSON's top-level keys are medians, the ratios\n"
 		"           the median of the per-round ratios (per_round: every round's)\n"
-		"  --no-direct-restore  restores through staging and a copy, not straight into\n"
-		"           the arena (the daemon's spill-direct-restore=false)\n");
+		"  --direct-restore  restores straight into the arena, not through staging and\n"
+		"           a copy (the daemon's spill-direct-restore=true)\n");
 }
 
 static int parse(int argc, char **argv, struct spill_bench_opts *o)
@@ -558,7 +559,7 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 	    {"dir", required_argument, NULL, 'd'},    {"json", required_argument, NULL, 'j'},
 	    {"size", required_argument, NULL, 's'},   {"ram", required_argument, NULL, 'r'},
 	    {"factor", required_argument, NULL, 'f'}, {"aio", required_argument, NULL, 'a'},
-	    {"rounds", required_argument, NULL, 'n'}, {"no-direct-restore", no_argument, NULL, 'D'},
+	    {"rounds", required_argument, NULL, 'n'}, {"direct-restore", no_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
 	int ch;
 
@@ -596,7 +597,7 @@ static int parse(int argc, char **argv, struct spill_bench_opts *o)
 			o->rounds = v > 100 ? 0 : (uint32_t)v;
 			break;
 		case 'D':
-			o->no_direct_restore = true;
+			o->direct_restore = true;
 			break;
 		case 'h':
 			usage();

@@ -44,12 +44,26 @@ struct fx {
 	uint32_t enospc, nospc_answers;
 };
 
+/*
+ * 512-byte header blocks: the 512-byte units are whole blocks, so with io_uring and O_DIRECT
+ * restores read straight into their arena slots (4 KiB headers leave them on the copy path).
+ * start_daemon turns spill-direct-restore on with it (off otherwise, the daemon's default).
+ */
+#define DIRECT_ARG "--spill-header-bytes=512"
+
+static bool is_direct(const char *arg)
+{
+	return arg && !strcmp(arg, DIRECT_ARG);
+}
+
 static struct memsvc_proc *start_daemon(const char *dir, const char *aio, const char *extra,
 					const char *extra2)
 {
 	char a0[PATH_MAX + 16], a1[32];
 	const char *args[] = {a0,
 			      a1,
+			      is_direct(extra) || is_direct(extra2) ? "--spill-direct-restore=true"
+								  : "--spill-direct-restore=false",
 			      "--spill-high-water=0.75",
 			      "--spill-low-water=0.5",
 			      "--spill-backoff-ms=100",
@@ -193,11 +207,6 @@ static void wait_spilled(struct fx *f, uint64_t n)
 	assert_true(harness_stat(f->c, "daemon.spill.units_spilled") >= n);
 }
 
-/*
- * 512-byte header blocks: the 512-byte units are whole blocks, so with io_uring and O_DIRECT
- * restores read straight into their arena slots (4 KiB headers leave them on the copy path).
- */
-#define DIRECT_ARG "--spill-header-bytes=512"
 
 static void readback(void **state, const char *aio, enum sp_wait_mode mode, const char *extra)
 {
