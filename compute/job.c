@@ -101,9 +101,12 @@ static int fit_forecast(const char *preset, const char *dir, char *err, size_t e
 	o.backend = "cpu";
 	if ((rc = train_forecast_dir(dir, &o, &rep, err, err_len)))
 		return rc;
-	log_info("job", "fitted the embedded model's Forecast",
-		 "fit=ridge recall=%.4f untrained=%.4f",
+	log_info("job",
+		 rep.kept_model ? "kept the embedded model's generated Forecast (the fit scored lower)"
+				: "fitted the embedded model's Forecast",
+		 "fit=ridge recall=%.4f generated=%.4f untrained=%.4f",
 		 train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
+		 train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
 		 train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)));
 	train_report_fini(&rep);
 	return 0;
@@ -112,9 +115,13 @@ static int fit_forecast(const char *preset, const char *dir, char *err, size_t e
 /* A generation that failed half way leaves nothing behind. */
 static void remove_partial(const char *dir)
 {
-	static const char *const files[] = { "config.json", "model.safetensors",
-					     "model.safetensors.tmp", "forecast.safetensors",
-					     "forecast.safetensors.tmp" };
+	static const char *const files[] = { "config.json",
+					     "model.safetensors",
+					     "model.safetensors.tmp",
+					     "forecast.safetensors",
+					     "forecast.safetensors.tmp",
+					     "forecast.fit.safetensors",
+					     "forecast.fit.safetensors.tmp" };
 	char p[JOB_PATH_MAX + 64];
 
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

@@ -59,7 +59,8 @@ static void gen_usage(FILE *fp)
 		"  --out DIR         output directory (created if missing)\n"
 		"  --seed N          random seed (default 0)\n"
 		"  --train-forecast  then fit the Forecast (ridge, on synthetic sequences) and\n"
-		"                    write it over the generated one (the untrained baseline)\n"
+		"                    write it over the generated one when it scores higher on\n"
+		"                    held-out sequences (else the generated one is kept)\n"
 		"  --forecast-backend B  auto, cpu or cuda for that fit (default auto)\n"
 		"  --forecast-seqs N     its training sequences (default 4; 2 more are held out)\n"
 		"  --forecast-seq-len N  their tokens (default 0: twice the first sparse query)\n");
@@ -205,8 +206,12 @@ static int gen_train(const struct gen_args *a)
 		fprintf(stderr, "gen-model: training the Forecast: %s\n", err);
 		return 1;
 	}
-	printf("gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
-	       "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
+	printf(rep.kept_model
+		   ? "gen-model: kept the generator's Forecast (the ridge fit of %u projections scored "
+		     "lower): held-out recall of the fit %.4f, the generator's %.4f (untrained %.4f, "
+		     "previous step %.4f) in %.1fs\n"
+		   : "gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
+		     "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
 	       rep.n_slots,
 	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
 	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),

@@ -2,12 +2,15 @@
 /*
  * The ridge-only Forecast fit of a model directory, for the model's producers (`sparda
  * gen-model --train-forecast`, the embedded default model of sparda-compute): open the model
- * and a backend, fit on synthetic sequences, write dir/forecast.safetensors.
+ * and a backend, fit on synthetic sequences, write dir/forecast.safetensors (or keep the one
+ * there when it scores at least as well on the held-out sequences).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "train.h"
 
@@ -21,6 +24,38 @@ void train_dir_opts_default(struct train_dir_opts *o)
 	o->query_stride = 2;
 	o->max_queries = 1024;
 	o->seed = 1;
+	o->keep_better = true;
+}
+
+/* The mean held-out recall of the model's own Forecast, or -1 when a layer had none. */
+static double model_recall(const struct train_report *rep)
+{
+	for (uint32_t i = 0; i < rep->n_slots; i++)
+		if (rep->layers[i].recall_model < 0)
+			return -1;
+	return train_report_mean(rep, offsetof(struct train_layer_report, recall_model));
+}
+
+/* With keep_better the fit went to fit_path: move it over out_path, or drop it. */
+static int keep_or_replace(const char *fit_path, const char *out_path, struct train_report *rep,
+			   char *err, size_t err_len)
+{
+	double fit = train_report_mean(rep, offsetof(struct train_layer_report, recall_trained));
+	double own = model_recall(rep);
+
+	if (own >= 0 && fit <= own) {
+		rep->kept_model = true;
+		unlink(fit_path);
+		return 0;
+	}
+	if (rename(fit_path, out_path) != 0) {
+		int rc = -errno;
+		snprintf(err, err_len, "cannot move %s to %s: %s", fit_path, out_path,
+			 strerror(errno));
+		unlink(fit_path);
+		return rc;
+	}
+	return 0;
 }
 
 int train_open_backend(const char *name, uint32_t threads, struct kb **kb)
@@ -58,7 +93,7 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 	struct train_opts to;
 	struct model *m = NULL;
 	struct kb *kb = NULL;
-	char *out = NULL;
+	char *out = NULL, *fit = NULL;
 	uint32_t len;
 	int rc;
 
@@ -75,8 +110,10 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 		goto out;
 	}
 	len = o->seq_len ? o->seq_len : default_seq_len(&m->cfg);
-	if (asprintf(&out, "%s/forecast.safetensors", dir) < 0) {
-		out = NULL;
+	if (asprintf(&out, "%s/forecast.safetensors", dir) < 0 ||
+	    asprintf(&fit, "%s/forecast.fit.safetensors", dir) < 0) {
+		free(out);
+		out = fit = NULL;
 		rc = -ENOMEM;
 		snprintf(err, err_len, "out of memory");
 		goto out;
@@ -93,11 +130,14 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 	to.seed = o->seed;
 	to.max_queries = o->max_queries;
 	to.query_stride = o->query_stride ? o->query_stride : 1;
-	rc = train_forecast(kb, m, &to, out, rep, err, err_len);
+	rc = train_forecast(kb, m, &to, o->keep_better ? fit : out, rep, err, err_len);
+	if (!rc && o->keep_better && (rc = keep_or_replace(fit, out, rep, err, err_len)))
+		train_report_fini(rep);
 out:
 	calib_fini(&tr);
 	calib_fini(&ev);
 	free(out);
+	free(fit);
 	kb_destroy(kb);
 	model_close(m);
 	return rc;

@@ -19,7 +19,7 @@
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
 #   same CTXS/BATCHES/NEW, into the same directory, within BUDGET_S; PEER_MODELS (llama3-8b:32).
 # FORECAST (trained): models are generated with a fitted Forecast (`gen-model --train-forecast`,
-#   the ridge fit on the GPU; the sweep's default); FORECAST=random keeps the generator's
+#   the ridge fit on the GPU, kept where it beats the generator's; the sweep's default); FORECAST=random keeps the generator's
 #   untrained one, in other model directories (suffix -random) and sweep model names
 #   (<model>+random-forecast: the peers, named <model>, are then not compared with them).
 set -u

@@ -4,7 +4,8 @@
  * one memsvc + compute run of all its modes recorded as <out>/<name>.json. Resumable (existing
  * records are skipped), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
  * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch).
- * Generated models get a fitted Forecast (`gen-model --train-forecast`) unless asked otherwise.
+ * Generated models get a fitted Forecast (`gen-model --train-forecast`, which keeps the
+ * generator's where the fit scores lower on held-out sequences) unless asked otherwise.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -79,7 +80,8 @@ static void usage(FILE *f)
 	    "  --models LIST       preset[:layers],... (default tiny: the embedded model)\n"
 	    "  --model-dir DIR     where preset:layers models live (default OUT/models);\n"
 	    "                      missing ones are made with `sparda gen-model\n"
-	    "                      --train-forecast` (a fitted Forecast, ridge)\n"
+	    "                      --train-forecast` (a fitted Forecast, ridge, where it\n"
+	    "                      beats the generator's on held-out sequences)\n"
 	    "  --random-forecast   generate them without the fit: the generator's untrained\n"
 	    "                      Forecast (models <preset>-l<layers>-random, recorded as\n"
 	    "                      model <preset>:<layers>+random-forecast); the embedded model\n"
@@ -332,7 +334,7 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 			return m->ready = status;
 	}
 	printf("generating %s into %s with %s Forecast (log %s)\n", m->spec, m->dir,
-	       m->random_forecast ? "the generator's" : "a fitted", log);
+	       m->random_forecast ? "the generator's" : "a fitted (where it scores higher)", log);
 	fflush(stdout);
 	if ((pid = fork()) < 0)
 		return m->ready = -errno;

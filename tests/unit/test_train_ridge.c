@@ -255,6 +255,7 @@ static void test_compute_reports_forecast(void **state)
 	o.seqs = 2;
 	o.heldout = 1;
 	o.seq_len = 1536;
+	o.keep_better = false; /* this small fit does not beat the generator's */
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
 	assert_true(MEAN(&r, recall_trained) > MEAN(&r, recall_untrained) + 0.1);
 	train_report_fini(&r);
@@ -272,6 +273,72 @@ static void test_compute_reports_forecast(void **state)
 	o.backend = "tpu";
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), -EINVAL);
 	assert_non_null(strstr(e->err, "tpu"));
+}
+
+/* The whole file at path (malloc'd), its size in *n. */
+static char *file_bytes(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	char *b = NULL;
+	long len;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	assert_true(len > 0);
+	rewind(f);
+	b = malloc((size_t)len);
+	assert_non_null(b);
+	assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	*n = (size_t)len;
+	return b;
+}
+
+/*
+ * keep_better: a fit that does not beat the Forecast already in the directory leaves that file
+ * as it was (and no temporary behind); without keep_better the fit is written regardless.
+ */
+static void test_fit_keeps_better(void **state)
+{
+	struct env *e = *state;
+	struct train_dir_opts o;
+	struct train_report r;
+	char fit[128], *before, *after;
+	size_t nb, na;
+
+	snprintf(fit, sizeof(fit), "%s/forecast.fit.safetensors", e->dir);
+	train_dir_opts_default(&o);
+	o.backend = "cpu";
+	o.seqs = 2;
+	o.heldout = 1;
+	o.seq_len = 1536;
+	o.keep_better = false;
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
+	assert_false(r.kept_model);
+	train_report_fini(&r);
+	before = file_bytes(e->fc, &nb);
+	/* four sampled queries per sequence: a poor fit against a good one */
+	o.keep_better = true;
+	o.max_queries = 4;
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
+	assert_true(r.kept_model);
+	assert_true(MEAN(&r, recall_trained) < MEAN(&r, recall_model));
+	train_report_fini(&r);
+	after = file_bytes(e->fc, &na);
+	assert_int_equal(na, nb);
+	assert_memory_equal(after, before, nb);
+	assert_int_equal(access(fit, F_OK), -1);
+	free(after);
+	/* the same poor fit without keep_better replaces it */
+	o.keep_better = false;
+	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
+	assert_false(r.kept_model);
+	train_report_fini(&r);
+	after = file_bytes(e->fc, &na);
+	assert_true(na != nb || memcmp(after, before, nb) != 0);
+	free(after);
+	free(before);
 }
 
 /* The embedded default (no --model): generated into the cache with a trained Forecast. */
@@ -302,6 +369,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ridge_fit),
 	    cmocka_unit_test(test_compute_reports_forecast),
+	    cmocka_unit_test(test_fit_keeps_better),
 	    cmocka_unit_test(test_default_model_trained),
 	};
 
