@@ -157,6 +157,9 @@ static void render_spill_counters(FILE *out, const struct spill_stats *t)
 		t->degraded_entries);
 	counter(out, "sparda_memsvc_spill_recoveries_total", "times a tier recovered", "",
 		t->recoveries);
+	counter(out, "sparda_memsvc_restore_direct_total",
+		"restores read straight into their arena slot (spill-direct-restore)", "",
+		t->units_direct);
 	counter(out, "sparda_memsvc_spill_ios_total", "spill I/O operations", "{op=\"write\"}",
 		t->write_ios);
 	fprintf(out, "sparda_memsvc_spill_ios_total{op=\"read\"} %llu\n",
@@ -182,6 +185,9 @@ static void render_spill(FILE *out, struct server *sv)
 	gauge(out, "sparda_memsvc_spill_sessions", "sessions with spill files", t->sessions);
 	gauge(out, "sparda_memsvc_spill_degraded", "spill tiers RAM-only after ENOSPC now",
 	      t->degraded_now);
+	gauge(out, "sparda_memsvc_spill_arena_registered",
+	      "tiered sessions whose arena is registered as io_uring fixed buffers now",
+	      t->arena_registered);
 	gauge(out, "sparda_memsvc_spill_extents_used", "spill extents holding a unit",
 	      t->extents_used);
 	gauge(out, "sparda_memsvc_spill_bytes_used", "bytes of spill extents in use",
@@ -221,7 +227,6 @@ static void render_spill(FILE *out, struct server *sv)
 	render_hist_ns(out, "sparda_memsvc_spill_batch_seconds", &t->spill_ns);
 	free(t);
 }
-
 
 /* Tenants removed by a reload are listed while they still hold sessions. */
 static void render_tenants(FILE *out, struct tenant_table *t)

@@ -251,6 +251,12 @@ static void readback(void **state, const char *aio, enum sp_wait_mode mode, cons
 	assert_non_null(strstr(page, "sparda_memsvc_tier_units_total{direction=\"restore\"}"));
 	assert_non_null(strstr(page, "sparda_memsvc_restore_seconds_count"));
 	assert_non_null(strstr(page, "sparda_memsvc_spill_errors_total{kind=\"crc\"} 0"));
+	snprintf(want, sizeof(want), "sparda_memsvc_restore_direct_total %llu\n",
+		 (unsigned long long)harness_stat(f->c, "daemon.spill.units_direct"));
+	assert_non_null(strstr(page, want));
+	snprintf(want, sizeof(want), "sparda_memsvc_spill_arena_registered %llu\n",
+		 (unsigned long long)harness_stat(f->c, "daemon.spill.arena_registered"));
+	assert_non_null(strstr(page, want));
 	free(page);
 	/* Closing the sequence frees its extents. */
 	assert_int_equal(memclient_seq_close(f->c, f->seq), 0);
