@@ -77,9 +77,9 @@ int job_default_model_dir(char *buf, size_t len)
 	const char *base = getenv("XDG_CACHE_HOME");
 	int n;
 	if (base && base[0])
-		n = snprintf(buf, len, "%s/sparda/model-tiny-v3", base);
+		n = snprintf(buf, len, "%s/sparda/model-tiny-v4", base);
 	else
-		n = snprintf(buf, len, "/tmp/sparda-model-tiny-v3-%u", (unsigned)getuid());
+		n = snprintf(buf, len, "/tmp/sparda-model-tiny-v4-%u", (unsigned)getuid());
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 

@@ -80,6 +80,7 @@ struct train_opts {
 	float rank_gamma;      /* TRAIN_LOSS_RANK: the block scores' multiplier (default 1) */
 	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
 	float ridge;	       /* ridge lambda relative to trace(X^T X) / hidden */
+	bool ridge_prior;      /* shrink the ridge towards the model's own Forecast, not 0 */
 	uint64_t seed;	       /* batches and the untrained baseline's init */
 	uint32_t query_stride; /* every n-th query position is a training/eval sample */
 	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */
@@ -187,13 +188,14 @@ struct train_dir_opts {
 	uint32_t max_queries;  /* sampled positions per sequence (0: no cap) */
 	uint64_t seed;
 	bool keep_better;      /* keep the model's Forecast when the fit does not beat it */
+	bool ridge_prior;      /* train_opts.ridge_prior: shrink towards the model's Forecast */
 };
 
 /*
  * Defaults: auto backend, 1 thread, 4 + 2 sequences, seq_len 0, query stride 2, at most 1024
  * queries per sequence (the tiny model samples 512 of its 2048 tokens: 2048 rows for a
  * hidden size of 256; an 8B shape's 16K-token sequences give 4096 rows for 4096), seed 1,
- * keep_better.
+ * keep_better, ridge_prior.
  */
 void train_dir_opts_default(struct train_dir_opts *o);
 

@@ -23,7 +23,7 @@ struct cli_args {
 	    qstride, qstart, max_q, every;
 	uint64_t seed;
 	double lr, ridge, wd, l2sp, gamma;
-	int quiet;
+	int quiet, ridge_prior;
 	char tmp_dir[64];
 };
 
@@ -69,6 +69,8 @@ static const struct cli_flag {
     {"max-queries", CLI_U32, offsetof(struct cli_args, max_q),
      "at most N sampled positions per sequence, spread evenly (0: no cap)"},
     {"ridge", CLI_DBL, offsetof(struct cli_args, ridge), "ridge lambda, relative (1e-3)"},
+    {"ridge-prior", CLI_FLAG, offsetof(struct cli_args, ridge_prior),
+     "shrink the ridge towards the model's own Forecast weights instead of 0 (false)"},
     {"teacher", CLI_STR, offsetof(struct cli_args, teacher),
      "teacher grid: fine (kernel ck_kernel/16, at least 2, stride 1: the paper's), "
      "selector (the inference grid: the runtime's original selector) or a kernel N, stride 1"},
@@ -429,6 +431,7 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	json_object_object_add(o, "loss", json_object_new_string(a->loss));
 	json_object_object_add(o, "weight_decay", json_object_new_double(a->wd));
 	json_object_object_add(o, "l2sp", json_object_new_double(a->l2sp));
+	json_object_object_add(o, "ridge_prior", json_object_new_boolean(a->ridge_prior));
 	json_object_object_add(o, "rank_gamma", json_object_new_double(a->gamma));
 	json_object_object_add(o, "train_queries",
 			       json_object_new_int64((int64_t)r->train_queries));
@@ -460,6 +463,7 @@ static int cli_run(struct cli_args *a, struct model *m, struct kb *kb)
 	o.batch = a->batch;
 	o.lr = (float)a->lr;
 	o.ridge = (float)a->ridge;
+	o.ridge_prior = a->ridge_prior;
 	o.weight_decay = (float)a->wd;
 	o.l2sp = (float)a->l2sp;
 	o.rank_gamma = (float)a->gamma;

@@ -25,6 +25,7 @@ void train_dir_opts_default(struct train_dir_opts *o)
 	o->max_queries = 1024;
 	o->seed = 1;
 	o->keep_better = true;
+	o->ridge_prior = true;
 }
 
 /* The mean held-out recall of the model's own Forecast, or -1 when a layer had none. */
@@ -125,6 +126,7 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 	}
 	train_opts_default(&to);
 	to.fit = TRAIN_FIT_RIDGE;
+	to.ridge_prior = o->ridge_prior;
 	to.train = &tr;
 	to.heldout = &ev;
 	to.seed = o->seed;

@@ -143,6 +143,13 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 	lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0);
 	for (uint32_t i = 0; i < H; i++)
 		xtx[(size_t)i * H + i] += lam;
+	if (c->o->ridge_prior) { /* (X^T X + lam I) W^T = X^T Y + lam W0^T */
+		const struct model_tensor *t =
+		    s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+		if (t->data && t->rows == D && t->cols == H)
+			for (size_t i = 0; i < (size_t)D * H; i++)
+				ytx[i] += lam * kb_bf16_to_f32(t->data[i]);
+	}
 	if (dpotrf_ && dpotrs_) { /* symmetric: row- and column-major agree; B columns = ytx rows */
 		int n = (int)H, nrhs = (int)D, info = 0;
 

@@ -334,7 +334,9 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 			return m->ready = status;
 	}
 	printf("generating %s into %s with %s Forecast (log %s)\n", m->spec, m->dir,
-	       m->random_forecast ? "the generator's" : "a fitted (where it scores higher)", log);
+	       m->random_forecast ? "the generator's"
+				  : "a fitted Forecast where it beats the generator's, else its",
+	       log);
 	fflush(stdout);
 	if ((pid = fork()) < 0)
 		return m->ready = -errno;

@@ -79,7 +79,7 @@ static int teardown(void **state)
 	char p[128];
 
 	rm_dir(e->dir, f, sizeof(f) / sizeof(f[0]));
-	snprintf(p, sizeof(p), "%s/sparda/model-tiny-v3", e->cache);
+	snprintf(p, sizeof(p), "%s/sparda/model-tiny-v4", e->cache);
 	rm_dir(p, mf, sizeof(mf) / sizeof(mf[0]));
 	snprintf(p, sizeof(p), "%s/sparda", e->cache);
 	rmdir(p);
@@ -255,7 +255,7 @@ static void test_compute_reports_forecast(void **state)
 	o.seqs = 2;
 	o.heldout = 1;
 	o.seq_len = 1536;
-	o.keep_better = false; /* this small fit does not beat the generator's */
+	o.keep_better = false; /* written whatever it scores */
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
 	assert_true(MEAN(&r, recall_trained) > MEAN(&r, recall_untrained) + 0.1);
 	train_report_fini(&r);
@@ -318,8 +318,9 @@ static void test_fit_keeps_better(void **state)
 	assert_false(r.kept_model);
 	train_report_fini(&r);
 	before = file_bytes(e->fc, &nb);
-	/* four sampled queries per sequence: a poor fit against a good one */
+	/* four sampled queries per sequence and no prior: a poor fit against a good one */
 	o.keep_better = true;
+	o.ridge_prior = false;
 	o.max_queries = 4;
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), 0);
 	assert_true(r.kept_model);
@@ -341,6 +342,48 @@ static void test_fit_keeps_better(void **state)
 	free(before);
 }
 
+/*
+ * ridge_prior: from one short training sequence the plain ridge has too few rows and falls well
+ * below the generator's Forecast; shrunk towards that Forecast instead of 0 it does better than
+ * both (fresh 2-layer tiny model, the same data both ways).
+ */
+static void test_ridge_prior(void **state)
+{
+	struct env *e = *state;
+	const char *f[] = {"config.json", "model.safetensors", "forecast.safetensors"};
+	struct model_config mc;
+	struct train_dir_opts o;
+	struct train_report r;
+	double plain, prior, own;
+	char dir[96];
+
+	snprintf(dir, sizeof(dir), "%s.prior", e->dir);
+	assert_int_equal(model_preset("tiny", &mc), 0);
+	mc.n_layers = 2;
+	assert_int_equal(model_generate(dir, &mc, 0, e->err, sizeof(e->err)), 0);
+	train_dir_opts_default(&o);
+	o.backend = "cpu";
+	o.seqs = 1;
+	o.seq_len = 1536;
+	o.keep_better = true; /* neither is written unless it beats the generator's */
+	o.ridge_prior = false;
+	assert_int_equal(train_forecast_dir(dir, &o, &r, e->err, sizeof(e->err)), 0);
+	plain = MEAN(&r, recall_trained);
+	own = MEAN(&r, recall_model);
+	assert_true(r.kept_model);
+	train_report_fini(&r);
+	o.ridge_prior = true;
+	assert_int_equal(train_forecast_dir(dir, &o, &r, e->err, sizeof(e->err)), 0);
+	prior = MEAN(&r, recall_trained);
+	assert_false(r.kept_model);
+	train_report_fini(&r);
+	print_message("ridge %.4f, ridge towards the generator's %.4f, generator's %.4f\n", plain,
+		      prior, own);
+	assert_true(plain < own);
+	assert_true(prior > own);
+	rm_dir(dir, f, sizeof(f) / sizeof(f[0]));
+}
+
 /* The embedded default (no --model): generated into the cache with a trained Forecast. */
 static void test_default_model_trained(void **state)
 {
@@ -351,7 +394,7 @@ static void test_default_model_trained(void **state)
 
 	setenv("XDG_CACHE_HOME", e->cache, 1);
 	assert_int_equal(job_default_model_dir(dir, sizeof(dir)), 0);
-	snprintf(fc, sizeof(fc), "%s/sparda/model-tiny-v3", e->cache);
+	snprintf(fc, sizeof(fc), "%s/sparda/model-tiny-v4", e->cache);
 	assert_string_equal(dir, fc);
 	snprintf(fc, sizeof(fc), "%s/forecast.safetensors", dir);
 	mode = run_job(e, "", "");
@@ -370,6 +413,7 @@ int main(void)
 	    cmocka_unit_test(test_ridge_fit),
 	    cmocka_unit_test(test_compute_reports_forecast),
 	    cmocka_unit_test(test_fit_keeps_better),
+	    cmocka_unit_test(test_ridge_prior),
 	    cmocka_unit_test(test_default_model_trained),
 	};
 
