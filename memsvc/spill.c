@@ -154,23 +154,25 @@ static bool restore_batch(struct spill *sp, struct entry *e)
 {
 	size_t ub = session_geometry(e->s)->unit_bytes;
 	uint8_t *arena = session_arena_base(e->s);
-	bool held = release_held(e);
-	uint32_t k = session_load_pick(e->s, e->io, e->batch), ok = 0;
+	uint32_t k, ok = 0;
 	uint64_t t0 = time_now_ns();
-	int rc = -EBUSY;
+	int rc;
 
+	/*
+	 * A timed-out call's I/O is still in flight (it may own a staging buffer, or slots of a
+	 * direct read): queued restores wait, their units staying on disk, rather than fail with
+	 * -EBUSY and be lost; and no second batch can be held behind the first.
+	 */
+	if (release_held(e) || tier_nvme_stuck(e->tier))
+		return false;
+	k = session_load_pick(e->s, e->io, e->batch);
 	if (!k)
 		return false;
 	for (uint32_t i = 0; i < k; i++)
 		e->r[i] = (struct tier_nvme_rreq){.key = key_of(e->s, &e->io[i]),
 						  .extent = e->io[i].extent,
 						  .dst = arena + (size_t)e->io[i].slot * ub};
-	/*
-	 * -EBUSY (a hung earlier call still owns a staging buffer or slots) fails the batch too;
-	 * while slots are held no read starts, so no second batch can be held behind them.
-	 */
-	if (!held)
-		rc = tier_nvme_read(e->tier, e->r, k);
+	rc = tier_nvme_read(e->tier, e->r, k);
 	for (uint32_t i = 0; i < k; i++) {
 		e->io[i].res = rc < 0 ? rc : e->r[i].res;
 		ok += e->io[i].res == 0;
