@@ -316,7 +316,7 @@ static bool serve(struct spill *sp, struct entry *e)
 	 * Restores that get no slot while nothing can be evicted: -ENOSPC rather than a wait
 	 * until the client's timeout. At once when RAM-only; else after starve_ms without
 	 * progress (every used slot leased by steps the client has not finished: it asks for
-	 * more at once than its arena holds).
+	 * more at once than its arena holds; or a timed-out I/O is still in flight).
 	 */
 	if (moved || !session_load_queued(e->s))
 		e->starve_since_ms = 0;
@@ -340,8 +340,11 @@ static bool serve(struct spill *sp, struct entry *e)
 		if (n) {
 			log_warn(TAG,
 				 degraded ? "restores refused: tier RAM-only and arena full"
-					  : "restores refused: no slot can be freed (all leased by "
-					    "unfinished steps; the arena is too small for one step)",
+				 : tier_nvme_stuck(e->tier)
+				     ? "restores refused: a spill I/O is still in flight past its "
+				       "timeout (the units stay on disk)"
+				     : "restores refused: no slot can be freed (all leased by "
+				       "unfinished steps; the arena is too small for one step)",
 				 "session=%llu units=%u waited_ms=%llu",
 				 (unsigned long long)session_id(e->s), n,
 				 (unsigned long long)(time_now_ms() - e->starve_since_ms));
