@@ -80,7 +80,8 @@ struct train_opts {
 	float rank_gamma;      /* TRAIN_LOSS_RANK: the block scores' multiplier (default 1) */
 	float grad_clip;       /* global gradient-norm clip (paper 0.5; 0 = none) */
 	float ridge;	       /* ridge lambda relative to trace(X^T X) / hidden */
-	bool ridge_prior;      /* shrink the ridge towards the model's own Forecast, not 0 */
+	bool ridge_prior;      /* shrink the ridge towards the model's own Forecast (without one:
+				* the target layer's group-mean query weights), not 0 */
 	uint64_t seed;	       /* batches and the untrained baseline's init */
 	uint32_t query_stride; /* every n-th query position is a training/eval sample */
 	uint32_t query_start;  /* first sampled position (0: max(dense_len, topk * block)) */

@@ -70,7 +70,8 @@ static const struct cli_flag {
      "at most N sampled positions per sequence, spread evenly (0: no cap)"},
     {"ridge", CLI_DBL, offsetof(struct cli_args, ridge), "ridge lambda, relative (1e-3)"},
     {"ridge-prior", CLI_FLAG, offsetof(struct cli_args, ridge_prior),
-     "shrink the ridge towards the model's own Forecast weights instead of 0 (false)"},
+     "shrink the ridge towards the model's own Forecast weights (without a Forecast file: "
+     "the next layer's group-mean query weights) instead of 0 (false)"},
     {"teacher", CLI_STR, offsetof(struct cli_args, teacher),
      "teacher grid: fine (kernel ck_kernel/16, at least 2, stride 1: the paper's), "
      "selector (the inference grid: the runtime's original selector) or a kernel N, stride 1"},

@@ -124,6 +124,52 @@ static void chol_solve(const double *l, uint32_t n, double *b)
 	}
 }
 
+/*
+ * The ridge's prior W0 [dout, H], added as lam * W0 to Y^T X: the model's own Forecast where it
+ * has one; else the target layer's group-mean query weights with their input norm carried over
+ * to the slot's (columns times gamma_tgt / gamma_in: the residual stream changes little from one
+ * layer to the next), which for q_curr (in = tgt) is the regression's exact answer.
+ */
+static void ridge_prior(const struct train_ctx *c, const struct train_slot *s, double lam,
+			double *ytx)
+{
+	const struct model_tensor *t = s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+	const struct model_layer *tl = &c->m->layers[s->tgt], *il = &c->m->layers[s->in];
+	uint32_t H = c->H, d = c->d, group = c->n_q / c->n_kv;
+
+	if (t->data && t->rows == c->dout && t->cols == H) {
+		for (size_t i = 0; i < (size_t)c->dout * H; i++)
+			ytx[i] += lam * kb_bf16_to_f32(t->data[i]);
+		return;
+	}
+	double *ratio = malloc(H * sizeof(*ratio));
+
+	if (!ratio || !tl->wq.data || !tl->attn_norm.data || !il->attn_norm.data) {
+		free(ratio); /* no prior: the plain ridge */
+		return;
+	}
+	for (uint32_t j = 0; j < H; j++) {
+		double gi = kb_bf16_to_f32(il->attn_norm.data[j]);
+
+		ratio[j] = fabs(gi) > 1e-6
+			       ? lam * kb_bf16_to_f32(tl->attn_norm.data[j]) / gi / group
+			       : 0.0;
+	}
+	for (uint32_t g = 0; g < c->n_kv; g++)
+		for (uint32_t e = 0; e < d; e++) {
+			double *row = ytx + ((size_t)g * d + e) * H;
+
+			for (uint32_t h = 0; h < group; h++) {
+				const uint16_t *w =
+				    tl->wq.data + ((size_t)(g * group + h) * d + e) * H;
+
+				for (uint32_t j = 0; j < H; j++)
+					row[j] += ratio[j] * kb_bf16_to_f32(w[j]);
+			}
+		}
+	free(ratio);
+}
+
 int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 {
 	uint32_t H = c->H, D = c->dout;
@@ -143,13 +189,8 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 	lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0);
 	for (uint32_t i = 0; i < H; i++)
 		xtx[(size_t)i * H + i] += lam;
-	if (c->o->ridge_prior) { /* (X^T X + lam I) W^T = X^T Y + lam W0^T */
-		const struct model_tensor *t =
-		    s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
-		if (t->data && t->rows == D && t->cols == H)
-			for (size_t i = 0; i < (size_t)D * H; i++)
-				ytx[i] += lam * kb_bf16_to_f32(t->data[i]);
-	}
+	if (c->o->ridge_prior) /* (X^T X + lam I) W^T = X^T Y + lam W0^T */
+		ridge_prior(c, s, lam, ytx);
 	if (dpotrf_ && dpotrs_) { /* symmetric: row- and column-major agree; B columns = ytx rows */
 		int n = (int)H, nrhs = (int)D, info = 0;
 

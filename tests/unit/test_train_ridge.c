@@ -345,7 +345,8 @@ static void test_fit_keeps_better(void **state)
 /*
  * ridge_prior: from one short training sequence the plain ridge has too few rows and falls well
  * below the generator's Forecast; shrunk towards that Forecast instead of 0 it does better than
- * both (fresh 2-layer tiny model, the same data both ways).
+ * both (fresh 2-layer tiny model, the same data both ways). Without a Forecast file, shrunk
+ * towards the next layer's query weights it gains as much over the plain ridge (0.09).
  */
 static void test_ridge_prior(void **state)
 {
@@ -381,6 +382,22 @@ static void test_ridge_prior(void **state)
 		      prior, own);
 	assert_true(plain < own);
 	assert_true(prior > own);
+	/* without a Forecast file the prior is the target layer's group-mean query weights */
+	for (int with = 0; with < 2; with++) {
+		char fc[128];
+
+		snprintf(fc, sizeof(fc), "%s/forecast.safetensors", dir);
+		assert_int_equal(unlink(fc), 0);
+		o.ridge_prior = with;
+		assert_int_equal(train_forecast_dir(dir, &o, &r, e->err, sizeof(e->err)), 0);
+		assert_false(r.kept_model);
+		assert_true(MEAN(&r, recall_model) < 0); /* there was none */
+		*(with ? &prior : &plain) = MEAN(&r, recall_trained);
+		train_report_fini(&r);
+	}
+	print_message("no Forecast file: ridge %.4f, ridge towards the query weights %.4f\n",
+		      plain, prior);
+	assert_true(prior > plain + 0.05);
 	rm_dir(dir, f, sizeof(f) / sizeof(f[0]));
 }
 
