@@ -330,17 +330,13 @@ static bool fall_back_mid_run(struct job *j, struct job_result *res)
  */
 static int warm_up(struct job *j)
 {
-	const struct kb_sparse *sc = &j->model->cfg.sparse;
 	struct job_result tmp = { 0 };
 	struct job_config c = *j->cfg;
 	const struct job_config *saved = j->cfg;
 	uint32_t batch = j->batch, len = j->lens[0];
-	uint64_t warm = (uint64_t)sc->topk * sc->block;
+	uint64_t warm = model_first_sparse_pos(&j->model->cfg) + 4ull * j->model->cfg.sparse.block;
 	int rc;
 
-	if (warm < j->model->cfg.dense_len)
-		warm = j->model->cfg.dense_len;
-	warm += 4ull * sc->block;
 	c.new_tokens = 2;
 	j->cfg = &c;
 	j->batch = 1;

@@ -109,4 +109,15 @@ int model_generate(const char *dir, const struct model_config *cfg, uint64_t see
  */
 int model_preset(const char *name, struct model_config *cfg);
 
+/*
+ * The first context length whose attention selects among blocks: below dense_len attention is
+ * dense, and below topk blocks every block would be selected. max(dense_len, topk * block).
+ */
+static inline uint32_t model_first_sparse_pos(const struct model_config *c)
+{
+	uint32_t p = c->sparse.topk * c->sparse.block;
+
+	return c->dense_len > p ? c->dense_len : p;
+}
+
 #endif

@@ -105,10 +105,8 @@ static int ctx_init(struct train_ctx *c)
 	c->scale = 1.0f / sqrtf((float)c->d);
 	c->logits_gemm = !c->o->logits_host;
 	c->qstart = c->o->query_start;
-	if (!c->qstart) {
-		c->qstart = c->sp.topk * c->sp.block;
-		c->qstart = mc->dense_len > c->qstart ? mc->dense_len : c->qstart;
-	}
+	if (!c->qstart)
+		c->qstart = model_first_sparse_pos(mc);
 	if (c->qstart < c->sp.block)
 		c->qstart = c->sp.block; /* the previous token must exist */
 	c->inv_freq = malloc(c->d / 2 * sizeof(float));
@@ -178,18 +176,25 @@ static uint32_t rows_needed(const struct train_ctx *c)
 	return c->va.queries > r ? (uint32_t)c->va.queries : r;
 }
 
+const uint16_t *train_model_forecast(const struct train_ctx *c, const struct train_slot *s)
+{
+	const struct model_tensor *t = s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+
+	return t->data && t->rows == c->dout && t->cols == c->H ? t->data : NULL;
+}
+
 /* Held-out recall of the model's own Forecast for slot s into *recall (-1: it has none). */
 static int eval_model_forecast(struct train_ctx *c, struct train_slot *s, float *w, double *recall)
 {
-	const struct model_tensor *t = s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+	const uint16_t *wf = train_model_forecast(c, s);
 	struct train_eval e;
 	int rc;
 
 	*recall = -1.0;
-	if (!t->data || t->rows != c->dout || t->cols != c->H)
+	if (!wf)
 		return 0;
 	for (size_t i = 0; i < (size_t)c->dout * c->H; i++)
-		w[i] = kb_bf16_to_f32(t->data[i]);
+		w[i] = kb_bf16_to_f32(wf[i]);
 	if ((rc = train_eval_slot(c, &c->ev, s, w, &e)))
 		return rc;
 	*recall = e.recall;

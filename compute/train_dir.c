@@ -80,9 +80,8 @@ int train_open_backend(const char *name, uint32_t threads, struct kb **kb)
 /* Twice the first sampled position, so half of each sequence is sampled. */
 static uint32_t default_seq_len(const struct model_config *mc)
 {
-	uint32_t first = mc->sparse.topk * mc->sparse.block;
+	uint32_t first = model_first_sparse_pos(mc);
 
-	first = mc->dense_len > first ? mc->dense_len : first;
 	first = mc->sparse.block > first ? mc->sparse.block : first;
 	return 2 * first;
 }
