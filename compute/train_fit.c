@@ -133,17 +133,17 @@ static void chol_solve(const double *l, uint32_t n, double *b)
 static void ridge_prior(const struct train_ctx *c, const struct train_slot *s, double lam,
 			double *ytx)
 {
-	const struct model_tensor *t = s->curr ? &c->m->layers[0].wfc : &c->m->layers[s->in].wf;
+	const uint16_t *wf = train_model_forecast(c, s);
 	const struct model_layer *tl = &c->m->layers[s->tgt], *il = &c->m->layers[s->in];
 	uint32_t H = c->H, d = c->d, group = c->n_q / c->n_kv;
+	double *ratio;
 
-	if (t->data && t->rows == c->dout && t->cols == H) {
+	if (wf) {
 		for (size_t i = 0; i < (size_t)c->dout * H; i++)
-			ytx[i] += lam * kb_bf16_to_f32(t->data[i]);
+			ytx[i] += lam * kb_bf16_to_f32(wf[i]);
 		return;
 	}
-	double *ratio = malloc(H * sizeof(*ratio));
-
+	ratio = malloc(H * sizeof(*ratio));
 	if (!ratio || !tl->wq.data || !tl->attn_norm.data || !il->attn_norm.data) {
 		free(ratio); /* no prior: the plain ridge */
 		return;

@@ -129,6 +129,8 @@ int train_project(struct train_ctx *c, const uint16_t *x, uint32_t rows, const f
 /* train_fit.c */
 int train_ridge_init(struct train_ctx *c, struct train_slot *s);
 void train_kaiming_init(const struct train_ctx *c, float *w, uint32_t slot);
+/* The model's own Forecast for slot s (bf16 [dout, H]), or NULL when it has none of that shape. */
+const uint16_t *train_model_forecast(const struct train_ctx *c, const struct train_slot *s);
 int train_fit(struct train_ctx *c, struct train_report *rep);
 
 /* train_eval.c: held-out figures of weight w for slot s */
