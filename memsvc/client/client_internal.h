@@ -79,10 +79,14 @@ int memclient_set_dead(struct memclient *c, int err);
 /*
  * One control round trip with optional data frames (client_zmq.c). On 0 the caller finis *rp
  * and *in (the reply's data frame, if any); on error both need nothing. A non-zero reply
- * status is the result, its text kept in last_error.
+ * status is the result, its text kept in last_error. memclient_call_wait waits timeout_ms for
+ * the reply (< 0: the handle's timeout, as memclient_call does).
  */
 int memclient_call(struct memclient *c, struct wire_request *rq, const void *data, size_t data_len,
 		   struct wire_reply *rp, struct wire_frames *in);
+int memclient_call_wait(struct memclient *c, struct wire_request *rq, const void *data,
+			size_t data_len, struct wire_reply *rp, struct wire_frames *in,
+			int timeout_ms);
 /* A units request (ranges built from u) with optional data frames; results into res. */
 int memclient_units_call(struct memclient *c, enum wire_kind kind, const struct memclient_unit *u,
 			 uint32_t n, uint64_t step, struct memclient_result *res, const void *data,

@@ -49,7 +49,7 @@ static int hello(struct memclient *c, const struct memclient_remote_opts *o)
 	struct wire_request rq = {.kind = WIRE_HELLO};
 	struct wire_reply rp;
 	struct wire_frames in;
-	int timeout_ms = c->timeout_ms, rc;
+	int rc;
 
 	snprintf(rq.u.hello.tenant, sizeof(rq.u.hello.tenant), "%s",
 		 o->tenant ? o->tenant : "default");
@@ -59,9 +59,8 @@ static int hello(struct memclient *c, const struct memclient_remote_opts *o)
 	rq.u.hello.geom = c->geom;
 	rq.u.hello.wait_mode = SP_WAIT_SLEEP;
 	rq.u.hello.max_seqs = o->max_seqs;
-	c->timeout_ms = c->attach_timeout_ms; /* the daemon pre-faults the arena first */
-	rc = memclient_call(c, &rq, NULL, 0, &rp, &in);
-	c->timeout_ms = timeout_ms;
+	/* the daemon pre-faults the arena before it answers */
+	rc = memclient_call_wait(c, &rq, NULL, 0, &rp, &in, c->attach_timeout_ms);
 	if (rc)
 		return rc;
 	wire_frames_fini(&in);

@@ -129,7 +129,14 @@ static int recv_reply(struct memclient *c, uint64_t request_id, uint64_t deadlin
 int memclient_call(struct memclient *c, struct wire_request *rq, const void *data, size_t data_len,
 		   struct wire_reply *rp, struct wire_frames *in)
 {
-	uint64_t deadline = memclient_deadline(c, -1);
+	return memclient_call_wait(c, rq, data, data_len, rp, in, -1);
+}
+
+int memclient_call_wait(struct memclient *c, struct wire_request *rq, const void *data,
+			size_t data_len, struct wire_reply *rp, struct wire_frames *in,
+			int timeout_ms)
+{
+	uint64_t deadline = memclient_deadline(c, timeout_ms);
 	int rc;
 
 	memset(rp, 0, sizeof(*rp));
