@@ -73,6 +73,33 @@ uint32_t ring_space(const struct ring *r)
 	return used > r->mask + 1 ? 0 : r->mask + 1 - used;
 }
 
+/* Entries at ring positions [pos, pos + n) are at most two runs: up to the end, then from 0. */
+static uint32_t first_run(const struct ring *r, uint32_t pos, uint32_t n)
+{
+	uint32_t to_end = r->mask + 1 - (pos & r->mask);
+	return n < to_end ? n : to_end;
+}
+
+static void copy_in(struct ring *r, uint32_t pos, const uint8_t *src, uint32_t n)
+{
+	uint32_t a = first_run(r, pos, n);
+	size_t es = r->entry_size;
+
+	memcpy(r->entries + (size_t)(pos & r->mask) * es, src, a * es);
+	if (n > a)
+		memcpy(r->entries, src + a * es, (n - a) * es);
+}
+
+static void copy_out(const struct ring *r, uint32_t pos, uint8_t *dst, uint32_t n)
+{
+	uint32_t a = first_run(r, pos, n);
+	size_t es = r->entry_size;
+
+	memcpy(dst, r->entries + (size_t)(pos & r->mask) * es, a * es);
+	if (n > a)
+		memcpy(dst + a * es, r->entries, (n - a) * es);
+}
+
 uint32_t ring_push(struct ring *r, const void *entries, uint32_t n)
 {
 	uint32_t tail = atomic_load_explicit(&r->hdr->tail, memory_order_relaxed);
@@ -81,11 +108,7 @@ uint32_t ring_push(struct ring *r, const void *entries, uint32_t n)
 
 	if (n > space)
 		n = space;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t idx = (tail + i) & r->mask;
-		memcpy(r->entries + (size_t)idx * r->entry_size, src + (size_t)i * r->entry_size,
-		       r->entry_size);
-	}
+	copy_in(r, tail, src, n);
 	/* Release: the entries are visible before the consumer sees the new tail. */
 	atomic_store_explicit(&r->hdr->tail, tail + n, memory_order_release);
 	return n;
@@ -115,11 +138,7 @@ uint32_t ring_pop(struct ring *r, void *entries, uint32_t n)
 
 	if (n > avail)
 		n = avail;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t idx = (head + i) & r->mask;
-		memcpy(dst + (size_t)i * r->entry_size, r->entries + (size_t)idx * r->entry_size,
-		       r->entry_size);
-	}
+	copy_out(r, head, dst, n);
 	/* Release: we are done reading the entries before the producer may overwrite them. */
 	atomic_store_explicit(&r->hdr->head, head + n, memory_order_release);
 	return n;

@@ -54,6 +54,16 @@ static void test_single_thread(void **state)
 	assert_int_equal(ring_pop(&r, out, 16), 8);
 	assert_memory_equal(out, in, 8 * sizeof(in[0]));
 
+	/* A run of entries that crosses the end of the entry array comes back whole and in order
+	 * (positions 14..19 of an 8-entry ring: indexes 6, 7, then 0..3). */
+	atomic_store(&r.hdr->head, 14);
+	atomic_store(&r.hdr->tail, 14);
+	memset(out, 0xa5, sizeof(out));
+	assert_int_equal(ring_push(&r, in + 2, 6), 6);
+	assert_int_equal(ring_pop(&r, out, 3), 3);
+	assert_int_equal(ring_pop(&r, out + 3, 16), 3);
+	assert_memory_equal(out, in + 2, 6 * sizeof(in[0]));
+
 	/* Free-running counters wrap past 2^32 without losing order. */
 	atomic_store(&r.hdr->head, UINT32_MAX - 20);
 	atomic_store(&r.hdr->tail, UINT32_MAX - 20);
