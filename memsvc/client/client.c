@@ -55,7 +55,7 @@ int memclient_set_dead(struct memclient *c, int err)
 	return c->dead;
 }
 
-int memclient_health(struct memclient *c)
+static int health(struct memclient *c, bool socket)
 {
 	struct pollfd pfd = {.fd = c->attach_fd, .events = POLLRDHUP};
 
@@ -64,9 +64,26 @@ int memclient_health(struct memclient *c)
 	/* Acquire: pairs with memsvc's release store when it starts tearing the session down. */
 	if (atomic_load_explicit(&c->ctl_hdr->closing, memory_order_acquire))
 		return memclient_set_dead(c, -ESHUTDOWN);
+	if (!socket)
+		return 0;
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
 		return memclient_set_dead(c, -ECONNRESET);
 	return 0;
+}
+
+int memclient_health(struct memclient *c)
+{
+	return health(c, true);
+}
+
+int memclient_health_recent(struct memclient *c)
+{
+	uint64_t now = time_now_ns();
+	bool socket = now - c->socket_check_ns >= MEMCLIENT_SOCKET_CHECK_NS;
+
+	if (socket)
+		c->socket_check_ns = now;
+	return health(c, socket);
 }
 
 int memclient_geometry_fill(struct sp_geometry *g)

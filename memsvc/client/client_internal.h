@@ -37,7 +37,8 @@ struct memclient {
 	int dead;    /* 0, or the sticky -ECONNRESET / -ESHUTDOWN once the session is gone */
 	bool remote; /* tcp session: no attach socket, no shared memory */
 
-	int attach_fd; /* the session lives as long as this socket */
+	int attach_fd;            /* the session lives as long as this socket */
+	uint64_t socket_check_ns; /* when memclient_health_recent last polled attach_fd */
 	int sq_doorbell;
 	int cq_doorbell;
 
@@ -73,6 +74,13 @@ struct memclient {
  * (POLLHUP: the daemon is gone). Returns 0, -ESHUTDOWN or -ECONNRESET (then sticky).
  */
 int memclient_health(struct memclient *c);
+/*
+ * The same on the submit path: the sticky state and ctl.closing every call, the attach socket
+ * (a poll(2) system call) at most once per MEMCLIENT_SOCKET_CHECK_NS. A daemon that died since
+ * is found by the reap's wait, which polls the socket while it spins.
+ */
+#define MEMCLIENT_SOCKET_CHECK_NS 1000000ull
+int memclient_health_recent(struct memclient *c);
 /* Mark the session dead with err (sticky) and return err. */
 int memclient_set_dead(struct memclient *c, int err);
 

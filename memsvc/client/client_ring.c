@@ -48,7 +48,7 @@ static int submit(struct memclient *c, uint16_t op, const struct memclient_unit 
 		return -EINVAL;
 	if (c->remote)
 		return -EOPNOTSUPP;
-	rc = memclient_health(c);
+	rc = memclient_health_recent(c);
 	if (rc)
 		return rc;
 	if (n > c->sq.mask + 1 || n > c->cq.mask + 1)
