@@ -4,7 +4,9 @@
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
-#   what: conformance modes_cuda tiny hf diag memsvc spill bench gatherab bench32 sweep peers
+#   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab bench32 sweep
+#   peers
+# kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select").
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
 #   --gather=dma (copy engines), BATCHES (1 4), LAYERS (8).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
@@ -155,6 +157,9 @@ peers)
 	done
 	"$b/bin/sparda" bench report --out "$sw" >>"$res/peers.log" 2>&1
 	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
+kbench)
+	# shellcheck disable=SC2086
+	step kbench 400 "$b/tests/sparda-kbench" --json "$res/kbench.json" ${KBENCH_ARGS:-} ;;
 memsvc)
 	for n in 1 2 4; do
 		step "bench_memsvc_$n" 120 "$b/bin/sparda" bench memsvc --clients=$n --units=96 \
