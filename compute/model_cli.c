@@ -62,7 +62,8 @@ static void gen_usage(FILE *fp)
 		"                    write it over the generated one when it scores higher on\n"
 		"                    held-out sequences (else the generated one is kept)\n"
 		"  --forecast-backend B  auto, cpu or cuda for that fit (default auto)\n"
-		"  --forecast-seqs N     its training sequences (default 4; 2 more are held out)\n"
+		"  --forecast-seqs N     its training sequences (default 0: enough for 3 sampled\n"
+		"                        rows per hidden unit, at least 4; 2 more are held out)\n"
 		"  --forecast-seq-len N  their tokens (default 0: twice the first sparse query)\n");
 	for (size_t i = 0; i < GEN_N_OVERRIDES; i++)
 		fprintf(fp, "  --%-11s N   %s\n", gen_overrides[i].flag, gen_overrides[i].help);
@@ -105,11 +106,11 @@ static int gen_parse_fc(int c, const char *arg, struct gen_args *a)
 			return -EINVAL;
 		}
 		a->fc.backend = arg;
-	} else if (gen_parse_u64(arg, c == OPT_FC_SEQS ? 1 : 0, UINT32_MAX, &v)) {
+	} else if (gen_parse_u64(arg, 0, UINT32_MAX, &v)) {
 		fprintf(stderr, "gen-model: bad --%s '%s'\n",
 			c == OPT_FC_SEQS ? "forecast-seqs" : "forecast-seq-len", arg);
 		return -EINVAL;
-	} else { /* --forecast-seq-len 0: the default (twice the first sparse query) */
+	} else { /* 0: the automatic count / length (train_dir_auto_seqs, twice the first query) */
 		*(c == OPT_FC_SEQS ? &a->fc.seqs : &a->fc.seq_len) = (uint32_t)v;
 	}
 	return 0;

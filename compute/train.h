@@ -182,7 +182,7 @@ int train_file_info(const char *path, struct train_file_info *info);
 struct train_dir_opts {
 	const char *backend;   /* "auto" (CUDA when present), "cpu" or "cuda" */
 	uint32_t threads;      /* CPU backend threads (0: all) */
-	uint32_t seqs;	       /* training sequences */
+	uint32_t seqs;	       /* training sequences (0: train_dir_auto_seqs) */
 	uint32_t heldout;      /* held-out sequences of the report */
 	uint32_t seq_len;      /* tokens per sequence (0: twice the first sampled position) */
 	uint32_t query_stride; /* every n-th position past the first is sampled */
@@ -193,12 +193,24 @@ struct train_dir_opts {
 };
 
 /*
- * Defaults: auto backend, 1 thread, 4 + 2 sequences, seq_len 0, query stride 2, at most 1024
- * queries per sequence (the tiny model samples 512 of its 2048 tokens: 2048 rows for a
- * hidden size of 256; an 8B shape's 16K-token sequences give 4096 rows for 4096), seed 1,
- * keep_better, ridge_prior.
+ * Defaults: auto backend, 1 thread, seqs 0 (automatic) + 2 held out, seq_len 0, query stride
+ * 2, at most 1024 queries per sequence, seed 1, keep_better, ridge_prior.
  */
 void train_dir_opts_default(struct train_dir_opts *o);
+
+/*
+ * The automatic number of training sequences: enough for TRAIN_DIR_ROWS_PER_HIDDEN sampled
+ * rows per hidden unit, within [TRAIN_DIR_MIN_SEQS, TRAIN_DIR_MAX_SEQS]. The tiny model samples
+ * 512 of its 2048 tokens (4 sequences: 2048 rows for a hidden size of 256); an 8B shape's
+ * 16K-token sequences give 1024 rows each (12 sequences for 4096). With 4 of them (one row
+ * per hidden unit) the fit held out 0.605-0.622 on the MiniCPM4.1-8B shape, below the
+ * generator's 0.705; with 12, 0.722 (H200 host, docs/training.md).
+ */
+#define TRAIN_DIR_ROWS_PER_HIDDEN 3u
+#define TRAIN_DIR_MIN_SEQS 4u
+#define TRAIN_DIR_MAX_SEQS 64u
+uint32_t train_dir_auto_seqs(const struct model_config *mc, const struct train_dir_opts *o,
+			     uint32_t seq_len);
 
 /*
  * Fit dir's Forecast with TRAIN_FIT_RIDGE and write dir/forecast.safetensors (atomically),

@@ -19,7 +19,7 @@ void train_dir_opts_default(struct train_dir_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->backend = "auto";
 	o->threads = 1;
-	o->seqs = 4;
+	o->seqs = 0; /* train_dir_auto_seqs */
 	o->heldout = 2;
 	o->query_stride = 2;
 	o->max_queries = 1024;
@@ -77,13 +77,35 @@ int train_open_backend(const char *name, uint32_t threads, struct kb **kb)
 	return rc;
 }
 
-/* Twice the first sampled position, so half of each sequence is sampled. */
-static uint32_t default_seq_len(const struct model_config *mc)
+/* The first sampled position (as train.c picks it without --query-start). */
+static uint32_t first_sampled(const struct model_config *mc)
 {
 	uint32_t first = model_first_sparse_pos(mc);
 
-	first = mc->sparse.block > first ? mc->sparse.block : first;
-	return 2 * first;
+	return mc->sparse.block > first ? mc->sparse.block : first;
+}
+
+/* Twice the first sampled position, so half of each sequence is sampled. */
+static uint32_t default_seq_len(const struct model_config *mc)
+{
+	return 2 * first_sampled(mc);
+}
+
+uint32_t train_dir_auto_seqs(const struct model_config *mc, const struct train_dir_opts *o,
+			     uint32_t seq_len)
+{
+	uint32_t first = first_sampled(mc), stride = o->query_stride ? o->query_stride : 1;
+	uint64_t rows, need = (uint64_t)TRAIN_DIR_ROWS_PER_HIDDEN * mc->hidden, n;
+
+	if (seq_len <= first)
+		return TRAIN_DIR_MIN_SEQS;
+	rows = (seq_len - first + stride - 1) / stride;
+	if (o->max_queries && rows > o->max_queries)
+		rows = o->max_queries;
+	n = (need + rows - 1) / rows;
+	if (n < TRAIN_DIR_MIN_SEQS)
+		n = TRAIN_DIR_MIN_SEQS;
+	return n > TRAIN_DIR_MAX_SEQS ? TRAIN_DIR_MAX_SEQS : (uint32_t)n;
 }
 
 int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct train_report *rep,
@@ -94,12 +116,12 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 	struct model *m = NULL;
 	struct kb *kb = NULL;
 	char *out = NULL, *fit = NULL;
-	uint32_t len;
+	uint32_t len, seqs;
 	int rc;
 
 	memset(rep, 0, sizeof(*rep));
-	if (!o->seqs || !o->heldout) {
-		snprintf(err, err_len, "the Forecast fit needs training and held-out sequences");
+	if (!o->heldout) {
+		snprintf(err, err_len, "the Forecast fit needs held-out sequences");
 		return -EINVAL;
 	}
 	if ((rc = model_open(dir, NULL, &m, err, err_len)))
@@ -110,6 +132,7 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 		goto out;
 	}
 	len = o->seq_len ? o->seq_len : default_seq_len(&m->cfg);
+	seqs = o->seqs ? o->seqs : train_dir_auto_seqs(&m->cfg, o, len);
 	if (asprintf(&out, "%s/forecast.safetensors", dir) < 0 ||
 	    asprintf(&fit, "%s/forecast.fit.safetensors", dir) < 0) {
 		free(out);
@@ -118,7 +141,7 @@ int train_forecast_dir(const char *dir, const struct train_dir_opts *o, struct t
 		snprintf(err, err_len, "out of memory");
 		goto out;
 	}
-	if ((rc = calib_synth(o->seqs + o->heldout, len, m->cfg.vocab, o->seed, &tr)) ||
+	if ((rc = calib_synth(seqs + o->heldout, len, m->cfg.vocab, o->seed, &tr)) ||
 	    (rc = calib_split(&tr, o->heldout, &ev))) {
 		snprintf(err, err_len, "cannot generate calibration data: %s", strerror(-rc));
 		goto out;

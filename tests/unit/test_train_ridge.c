@@ -267,9 +267,9 @@ static void test_compute_reports_forecast(void **state)
 	json_object_put(picked);
 	json_object_put(after);
 	json_object_put(before);
-	o.seqs = 0;
+	o.heldout = 0;
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), -EINVAL);
-	o.seqs = 1;
+	o.heldout = 1;
 	o.backend = "tpu";
 	assert_int_equal(train_forecast_dir(e->dir, &o, &r, e->err, sizeof(e->err)), -EINVAL);
 	assert_non_null(strstr(e->err, "tpu"));
@@ -402,6 +402,30 @@ static void test_ridge_prior(void **state)
 }
 
 /* The embedded default (no --model): generated into the cache with a trained Forecast. */
+/* The automatic training-sequence count: 3 sampled rows per hidden unit, at least 4. */
+static void test_auto_seqs(void **state)
+{
+	struct model_config tiny, mc8b;
+	struct train_dir_opts o;
+
+	(void)state;
+	train_dir_opts_default(&o);
+	assert_int_equal(o.seqs, 0);
+	assert_int_equal(model_preset("tiny", &tiny), 0);
+	assert_int_equal(model_preset("minicpm4-8b", &mc8b), 0);
+	/* tiny: 2048 tokens, sampled from 1024 every 2nd: 512 rows each; 768 needed -> the floor */
+	assert_int_equal(train_dir_auto_seqs(&tiny, &o, 2048), TRAIN_DIR_MIN_SEQS);
+	/* 8B: 16384 tokens, 4096 positions capped at 1024 rows; 3 x 4096 rows -> 12 */
+	assert_int_equal(train_dir_auto_seqs(&mc8b, &o, 16384), 12);
+	/* no cap: 4096 rows each -> 3 */
+	o.max_queries = 0;
+	assert_int_equal(train_dir_auto_seqs(&mc8b, &o, 16384), TRAIN_DIR_MIN_SEQS);
+	/* a sequence with nothing to sample past its first query, and a tiny cap: the bounds */
+	o.max_queries = 1;
+	assert_int_equal(train_dir_auto_seqs(&mc8b, &o, 100), TRAIN_DIR_MIN_SEQS);
+	assert_int_equal(train_dir_auto_seqs(&mc8b, &o, 16384), TRAIN_DIR_MAX_SEQS);
+}
+
 static void test_default_model_trained(void **state)
 {
 	struct env *e = *state;
@@ -431,6 +455,7 @@ int main(void)
 	    cmocka_unit_test(test_compute_reports_forecast),
 	    cmocka_unit_test(test_fit_keeps_better),
 	    cmocka_unit_test(test_ridge_prior),
+	    cmocka_unit_test(test_auto_seqs),
 	    cmocka_unit_test(test_default_model_trained),
 	};
 
