@@ -176,8 +176,8 @@ int train_file_info(const char *path, struct train_file_info *info);
  * synthetic calibration sequences, the result written to dir/forecast.safetensors. The file
  * that was there (the generator's) is the report's "model" column; with keep_better the fit
  * replaces it only when its mean held-out recall is higher (the generator's noisy copy of the
- * next layer's query weights beats the ridge fit on the 8B presets: 0.705 against 0.605 held
- * out, 0.325 against 0.196 at run time at 128K).
+ * next layer's query weights beat a ridge fit from too few rows on the 8B presets: 0.705
+ * against 0.605 held out, 0.325 against 0.196 at run time at 128K).
  */
 struct train_dir_opts {
 	const char *backend;   /* "auto" (CUDA when present), "cpu" or "cuda" */
