@@ -351,8 +351,9 @@ static void test_cli_train_forecast(void **state)
 	assert_true(m->has_forecast);
 	model_close(m);
 	{
+		/* --forecast-seqs 0 is the automatic count; a word is no count */
 		const char *bad1[] = {"gen-model",	  "--preset",	     "tiny", "--out", out,
-				      "--train-forecast", "--forecast-seqs", "0",    NULL};
+				      "--train-forecast", "--forecast-seqs", "x",    NULL};
 		const char *bad2[] = {
 		    "gen-model",	"--preset",	      "tiny", "--out", out,
 		    "--train-forecast", "--forecast-backend", "tpu",  NULL};
