@@ -7,8 +7,9 @@
  * A session (one attached client) gets three memfds, all sealed against resizing:
  *   ctl   - written only by memsvc, mapped read-only by the client (sealed F_SEAL_FUTURE_WRITE
  *           after memsvc maps it): header, sequence table, unit table, completion ring (CQ).
- *   sub   - written by the client, read by memsvc: submission ring (SQ) and the client's
- *           published epoch.
+ *   sub   - written by the client, read by memsvc: submission ring (SQ), the client's
+ *           published epoch, and the completion ring (CQ) and vector area, which memsvc writes
+ *           and the client reads (ctl is read-only to the client).
  *   arena - KV data: n_slots fixed-size unit slots. The client writes new units into slots
  *           memsvc allocated to it and reads resident units; memsvc reads/writes for spill.
  * plus two eventfds: sq_doorbell (client -> memsvc) and cq_doorbell (memsvc -> client).
@@ -21,7 +22,7 @@
 #include <stdint.h>
 
 #define SP_SHM_MAGIC 0x53504441524441ull /* "SPDARDA" */
-#define SP_SHM_LAYOUT_VERSION 1u
+#define SP_SHM_LAYOUT_VERSION 2u
 #define SP_PROTOCOL_VERSION 1u
 #define SP_CACHELINE 64
 
@@ -109,7 +110,15 @@ enum sp_op {
 	SP_OP_COMMIT = 2,   /* unit written in its ALLOCATED slot; publish it as RESIDENT */
 	SP_OP_ALLOC = 3,    /* allocate a slot for a new unit (state ALLOCATED) */
 	SP_OP_FREE = 4,     /* drop one unit */
-	SP_OP_MAX = 5,
+	/*
+	 * FORECAST of a vector of units of one sequence held in the sub region's vector area
+	 * (struct sp_vec_entry): entries [block, block + head) (head >= 1, layer 0), answered in
+	 * place (slot, generation, status per entry) and by one CQE of this op naming the same
+	 * range. A unit answered -EINPROGRESS gets its SP_CQE_F_DEFERRED CQE (op FORECAST, the
+	 * unit's coordinates) later, as a plain FORECAST would. A range outside the area: -EINVAL.
+	 */
+	SP_OP_FORECAST_VEC = 5,
+	SP_OP_MAX = 6,
 };
 
 #define SP_SQE_F_LAST 0x1u /* last entry of a request: memsvc may post the request's summary */
@@ -155,6 +164,36 @@ struct sp_cqe {
 	uint32_t gen; /* unit generation at completion */
 };
 _Static_assert(sizeof(struct sp_cqe) == 32, "sp_cqe ABI");
+
+/*
+ * One unit of a vectored FORECAST (16 bytes, four to a cache line: a quarter of the bytes an
+ * SQE and its CQE move between the two processes per unit). The client writes layer, head and
+ * block; memsvc writes slot and gen_err (sp_vec_answer) before it posts the CQE.
+ */
+struct sp_vec_entry {
+	uint16_t layer;
+	uint16_t head;
+	uint32_t block;
+	uint32_t slot;	  /* RAM slot, SP_UNIT_SLOT_NONE unless the status is 0 */
+	uint32_t gen_err; /* unit generation (bits 0..23), -status (bits 24..31) */
+};
+_Static_assert(sizeof(struct sp_vec_entry) == 16, "sp_vec_entry ABI");
+#define SP_VEC_MAX_RUN 0xffffu /* entries per SQE (the SQE's 16-bit head field) */
+
+/* A status (0 or -errno; errnos past 255 become -EIO, 5) and generation as gen_err. */
+static inline uint32_t sp_vec_gen_err(uint32_t gen, int32_t status)
+{
+	uint32_t e = status >= 0 ? 0u : status < -255 ? 5u : (uint32_t)-status;
+	return (gen & 0xffffffu) | (e << 24);
+}
+static inline int32_t sp_vec_status(uint32_t gen_err)
+{
+	return -(int32_t)(gen_err >> 24);
+}
+static inline uint32_t sp_vec_gen(uint32_t gen_err)
+{
+	return gen_err & 0xffffffu;
+}
 
 /*
  * Single-producer/single-consumer ring header; entries follow at entries_off from the header.
@@ -229,6 +268,10 @@ struct sp_sub_header {
 	 * consumer_sleeping). memsvc treats the header as hostile (ring_attach/ring_space clamp).
 	 */
 	uint64_t cq_off;
+	/* The vector area (struct sp_vec_entry[vec_entries]), or 0 entries when there is none. */
+	uint64_t vec_off;
+	uint32_t vec_entries;
+	uint32_t reserved0;
 	/*
 	 * The client's epoch: the last decode step all of whose reads of arena slots have
 	 * completed. Client stores with release; memsvc loads with acquire before reusing a slot
@@ -239,5 +282,6 @@ struct sp_sub_header {
 };
 _Static_assert(sizeof(struct sp_sub_header) == 2 * SP_CACHELINE, "sp_sub_header ABI");
 _Static_assert(offsetof(struct sp_sub_header, cq_off) == 32, "sp_sub_header cq_off");
+_Static_assert(offsetof(struct sp_sub_header, vec_off) == 40, "sp_sub_header vec_off");
 
 #endif

@@ -100,6 +100,13 @@ uint32_t hotpath_serve(struct session *s, struct mstats *stats)
 		kinds[i] = mstats_op_kind(cqe[i].op);
 		if (cqe[i].status != -EINPROGRESS) /* a restore under way is no error */
 			mstats_errno(stats, cqe[i].status);
+		if (cqe[i].op != SP_OP_FORECAST_VEC || cqe[i].status)
+			continue;
+		for (uint32_t j = 0; j < cqe[i].head; j++) { /* its units' own answers */
+			int32_t st = session_vec_status(s, cqe[i].block + j);
+			if (st != -EINPROGRESS)
+				mstats_errno(stats, st);
+		}
 	}
 	mstats_request_batch(stats, MSTATS_PATH_SHM, kinds, m, per);
 	return n;

@@ -188,6 +188,7 @@ enum wire_kind mstats_op_kind(unsigned op)
 {
 	switch (op) {
 	case SP_OP_FORECAST:
+	case SP_OP_FORECAST_VEC:
 		return WIRE_FORECAST;
 	case SP_OP_COMMIT:
 		return WIRE_COMMIT;

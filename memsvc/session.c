@@ -246,13 +246,14 @@ static int ctl_seal(struct session *s, char *err, size_t err_len)
 	return 0;
 }
 
-/* sub: header | SQ ring | CQ ring. */
+/* sub: header | SQ ring | CQ ring | vector area (as many entries as the SQ). */
 static int sub_create(struct session *s, char *err, size_t err_len)
 {
 	uint32_t n = s->o.ring_entries;
 	uint64_t sq_off = align_up(sizeof(struct sp_sub_header), SP_CACHELINE);
 	uint64_t cq_off = align_up(sq_off + ring_bytes(n, sizeof(struct sp_sqe)), SP_CACHELINE);
-	uint64_t end = cq_off + ring_bytes(n, sizeof(struct sp_cqe));
+	uint64_t vec_off = align_up(cq_off + ring_bytes(n, sizeof(struct sp_cqe)), SP_CACHELINE);
+	uint64_t end = vec_off + (uint64_t)n * sizeof(struct sp_vec_entry);
 	struct sp_sub_header *h;
 	uint8_t *base;
 	int r;
@@ -276,6 +277,10 @@ static int sub_create(struct session *s, char *err, size_t err_len)
 	h->daemon_epoch = s->o.daemon_epoch;
 	h->sq_off = sq_off;
 	h->cq_off = cq_off;
+	h->vec_off = vec_off;
+	h->vec_entries = n;
+	s->vec = (struct sp_vec_entry *)(base + vec_off);
+	s->vec_entries = n;
 	atomic_store_explicit(&h->client_epoch, 0, memory_order_relaxed);
 	r = ring_format(base + sq_off, n, sizeof(struct sp_sqe));
 	if (!r)
@@ -284,7 +289,7 @@ static int sub_create(struct session *s, char *err, size_t err_len)
 		r = ring_attach(&s->sq, base + sq_off, cq_off - sq_off, sizeof(struct sp_sqe),
 				s->sq_bell);
 	if (!r)
-		r = ring_attach(&s->cq, base + cq_off, s->sub_bytes - cq_off, sizeof(struct sp_cqe),
+		r = ring_attach(&s->cq, base + cq_off, vec_off - cq_off, sizeof(struct sp_cqe),
 				s->cq_bell);
 	if (r)
 		fail(err, err_len, "formatting rings", r);

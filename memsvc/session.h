@@ -118,12 +118,17 @@ int session_units_apply(struct session *s, enum sp_op op, const struct store_uni
 
 /*
  * Apply ring entries: one CQE per SQE (same req_id, op and coordinates; slot, gen, status),
- * all under one lock hold. An unknown op is answered -EINVAL. n may be 0.
+ * all under one lock hold. An unknown op is answered -EINVAL. n may be 0. A FORECAST_VEC's
+ * units are answered in the vector area (session_vec_status) and its CQE carries 0, or
+ * -EINVAL for a range outside the area.
  * Tiered: a FORECAST of a SPILLED or LOADING unit gets a PENDING CQE (-EINPROGRESS) now and
  * its answer later (SP_CQE_F_DEFERRED) through the outbox, or -EBUSY at once when too many
  * deferred answers wait. Returns the number of CQEs written to cqe (n).
  * The caller holds the CQ producer side (session_cq_lock) from its space check to its push.
  */
+/* The status memsvc wrote into entry i of the vector area (0 for i past its end). */
+int32_t session_vec_status(const struct session *s, uint32_t i);
+
 uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
 			    struct sp_cqe *cqe);
 

@@ -28,6 +28,8 @@ struct session {
 	struct sp_ctl_header *ctl_hdr;
 	struct sp_sub_header *sub_hdr;
 	struct ring sq, cq;
+	struct sp_vec_entry *vec; /* the vector area in sub (client-written: read each field once) */
+	uint32_t vec_entries;
 	uint8_t *arena;	      /* mapped only for remote sessions (session_arena_map) */
 	pthread_mutex_t lock; /* the store, seqs_open and waiters[] */
 	struct store *store;

@@ -57,6 +57,55 @@ static void cqe_init(struct sp_cqe *c, const struct sp_sqe *e)
 	c->gen = 0;
 }
 
+/* A FORECAST answered -EINPROGRESS waits for its unit, if there is room: else -EBUSY. */
+static int32_t defer_locked(struct session *s, const struct sp_sqe *e)
+{
+	/* Outbox entries count too: every waiter must find room there later. */
+	if (s->n_waiters + s->n_outbox >= s->max_deferred)
+		return -EBUSY;
+	s->waiters[s->n_waiters++] = (struct session_waiter){.sqe = *e, .t0_ns = time_now_ns()};
+	return -EINPROGRESS;
+}
+
+/*
+ * A vectored FORECAST: each entry of the range is applied as the FORECAST of its unit and
+ * answered in place. The area is the client's to write at any time, so each field is read
+ * once into the SQE that is applied. Returns 0 or -EINVAL (a range outside the area); *deferred
+ * when a unit waits for the tier.
+ */
+static int32_t vec_apply_locked(struct session *s, const struct sp_sqe *e, bool *deferred)
+{
+	uint32_t first = e->block, n = e->head;
+	struct sp_sqe u = {.op = SP_OP_FORECAST,
+			   .req_id = e->req_id,
+			   .seq_index = e->seq_index,
+			   .seq_gen = e->seq_gen,
+			   .step = e->step};
+
+	if (e->layer || !n || first >= s->vec_entries || n > s->vec_entries - first)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		struct sp_vec_entry *v = &s->vec[first + i];
+		uint32_t slot, gen;
+		int32_t st;
+
+		u.layer = v->layer;
+		u.head = v->head;
+		u.block = v->block;
+		st = session_sqe_apply_locked(s, &u, &slot, &gen);
+		if (st == -EINPROGRESS && (st = defer_locked(s, &u)) == -EINPROGRESS)
+			*deferred = true;
+		v->slot = st ? SP_UNIT_SLOT_NONE : slot;
+		v->gen_err = sp_vec_gen_err(gen, st);
+	}
+	return 0;
+}
+
+int32_t session_vec_status(const struct session *s, uint32_t i)
+{
+	return i < s->vec_entries ? sp_vec_status(s->vec[i].gen_err) : 0;
+}
+
 uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
 			    struct sp_cqe *cqe)
 {
@@ -65,22 +114,21 @@ uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_
 
 	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < n; i++) {
-		struct sp_cqe *c = &cqe[m];
+		struct sp_cqe *c = &cqe[m++];
 
 		cqe_init(c, &sqe[i]);
-		c->status = session_sqe_apply_locked(s, &sqe[i], &c->slot, &c->gen);
-		m++;
-		if (c->status != -EINPROGRESS)
-			continue;
-		/* Outbox entries count too: every waiter must find room there later. */
-		if (s->n_waiters + s->n_outbox >= s->max_deferred) {
-			c->status = -EBUSY;
+		if (sqe[i].op == SP_OP_FORECAST_VEC) {
+			c->status = vec_apply_locked(s, &sqe[i], &deferred);
 			continue;
 		}
-		c->flags |= SP_CQE_F_PENDING;
-		s->waiters[s->n_waiters++] =
-		    (struct session_waiter){.sqe = sqe[i], .t0_ns = time_now_ns()};
-		deferred = true;
+		c->status = session_sqe_apply_locked(s, &sqe[i], &c->slot, &c->gen);
+		if (c->status != -EINPROGRESS)
+			continue;
+		c->status = defer_locked(s, &sqe[i]);
+		if (c->status == -EINPROGRESS) {
+			c->flags |= SP_CQE_F_PENDING;
+			deferred = true;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (deferred || s->o.tiered)

@@ -290,6 +290,77 @@ static void test_ring_ops(void **state)
 	assert_int_equal(mstats_errors(f->stats, MSTATS_ERR_MISS), 1);
 }
 
+/* A vectored FORECAST: answers in the area, one CQE; ranges outside the area are -EINVAL. */
+static void test_vector_forecast(void **state)
+{
+	struct fx *f = *state;
+	struct sp_sub_header *h = f->sub;
+	struct sp_vec_entry *v = (struct sp_vec_entry *)((uint8_t *)f->sub + h->vec_off);
+	struct sp_sqe in[4];
+	struct sp_cqe out[8];
+	uint32_t idx, gen, slot, ugen;
+
+	assert_int_equal(h->vec_entries, 8); /* as many entries as the SQ */
+	assert_true(h->vec_off % SP_CACHELINE == 0);
+	assert_true(h->vec_off + 8 * sizeof(*v) <= f->sub_bytes);
+	assert_int_equal(session_seq_open(f->s, 5, 4, &idx, &gen), 0);
+	in[0] = sqe(SP_OP_ALLOC, 1, idx, gen, 2, 0);
+	in[1] = sqe(SP_OP_COMMIT, 2, idx, gen, 2, 3);
+	assert_int_equal(ring_push(&f->sq, in, 2), 2);
+	assert_int_equal(hotpath_serve(f->s, f->stats), 2);
+	assert_int_equal(ring_pop(&f->cq, out, 8), 2);
+	slot = out[1].slot;
+	ugen = out[1].gen;
+	/* entries 5, 6, 7: resident (layer 1 head 1 block 2), never written, out of range */
+	memset(v, 0x5a, 8 * sizeof(*v));
+	v[5] = (struct sp_vec_entry){.layer = 1, .head = 1, .block = 2};
+	v[6] = (struct sp_vec_entry){.layer = 1, .head = 1, .block = 3};
+	v[7] = (struct sp_vec_entry){.layer = 1, .head = 0, .block = 4};
+	in[0] = (struct sp_sqe){.op = SP_OP_FORECAST_VEC, .flags = SP_SQE_F_LAST, .req_id = 9,
+				.seq_index = idx, .seq_gen = gen, .head = 3, .block = 5, .step = 4};
+	assert_int_equal(ring_push(&f->sq, in, 1), 1);
+	assert_int_equal(hotpath_serve(f->s, f->stats), 1);
+	assert_int_equal(ring_pop(&f->cq, out, 8), 1);
+	assert_int_equal(out[0].op, SP_OP_FORECAST_VEC);
+	assert_int_equal(out[0].status, 0);
+	assert_int_equal(out[0].req_id, 9);
+	assert_int_equal(out[0].block, 5);
+	assert_int_equal(out[0].head, 3);
+	assert_int_equal(v[5].slot, slot);
+	assert_int_equal(sp_vec_status(v[5].gen_err), 0);
+	assert_int_equal(sp_vec_gen(v[5].gen_err), ugen);
+	assert_int_equal(sp_vec_status(v[6].gen_err), -ENOENT);
+	assert_int_equal(v[6].slot, SP_UNIT_SLOT_NONE);
+	assert_int_equal(sp_vec_status(v[7].gen_err), -EINVAL);
+	assert_int_equal(v[7].block, 4); /* memsvc writes only the answer fields */
+	assert_int_equal(mstats_errors(f->stats, MSTATS_ERR_MISS), 1);
+	assert_int_equal(mstats_errors(f->stats, MSTATS_ERR_INVALID), 1);
+	/* Ranges past the area, empty ones and a non-zero layer: -EINVAL, nothing answered. */
+	v[0] = (struct sp_vec_entry){.layer = 1, .head = 1, .block = 2};
+	in[0].block = 6, in[0].head = 3;   /* 6 + 3 > 8 */
+	in[1] = in[0], in[1].block = 8, in[1].head = 1;
+	in[2] = in[0], in[2].block = 0, in[2].head = 0;
+	in[3] = in[0], in[3].block = 0, in[3].head = 1, in[3].layer = 1;
+	assert_int_equal(ring_push(&f->sq, in, 4), 4);
+	assert_int_equal(hotpath_serve(f->s, f->stats), 4);
+	assert_int_equal(ring_pop(&f->cq, out, 8), 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(out[i].status, -EINVAL);
+	assert_int_equal(v[0].slot, 0); /* not answered */
+	/* The session still serves. */
+	in[0].block = 0, in[0].head = 1;
+	assert_int_equal(ring_push(&f->sq, in, 1), 1);
+	assert_int_equal(hotpath_serve(f->s, f->stats), 1);
+	assert_int_equal(ring_pop(&f->cq, out, 8), 1);
+	assert_int_equal(out[0].status, 0);
+	assert_int_equal(v[0].slot, slot);
+	/* gen_err's status field: errnos past 255 become -EIO */
+	assert_int_equal(sp_vec_status(sp_vec_gen_err(7, -ENOENT)), -ENOENT);
+	assert_int_equal(sp_vec_gen(sp_vec_gen_err(0x1234567, -ENOENT)), 0x234567);
+	assert_int_equal(sp_vec_status(sp_vec_gen_err(7, -300)), -EIO);
+	assert_int_equal(sp_vec_status(sp_vec_gen_err(7, 0)), 0);
+}
+
 static void test_limits_and_backpressure(void **state)
 {
 	struct fx *f = *state;
@@ -371,6 +442,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_huge_pages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prefault_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ring_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_vector_forecast, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits_and_backpressure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
