@@ -32,6 +32,7 @@ struct bench_opts {
 	enum sp_wait_mode mode;
 	double seconds;
 	uint64_t requests; /* per client and path; 0 = run for `seconds` */
+	bool per_unit;	   /* memclient_opts.per_unit_forecast */
 	const char *json;
 };
 
@@ -76,6 +77,7 @@ static int setup(struct worker *w, struct memclient **cp, struct memclient_unit 
 	    .max_seqs = 2,
 	    .wait_mode = o->mode,
 	    .timeout_ms = 5000,
+	    .per_unit_forecast = o->per_unit,
 	};
 	struct memclient_seq seq;
 	struct memclient_unit *u;
@@ -190,6 +192,8 @@ static int write_json(const struct bench_opts *o, const struct hist *h, const do
 	json_object_object_add(j, "units", json_object_new_int64(o->units));
 	json_object_object_add(j, "mode",
 			       json_object_new_string(o->mode == SP_WAIT_POLL ? "poll" : "sleep"));
+	json_object_object_add(j, "shm_requests_as",
+			       json_object_new_string(o->per_unit ? "per-unit" : "vector"));
 	rc = json_object_to_file_ext(o->json, j, JSON_C_TO_STRING_PRETTY);
 	json_object_put(j);
 	return rc ? -EIO : 0;
@@ -217,6 +221,8 @@ static void report(const struct bench_opts *o, struct worker *w, const uint64_t 
 	for (int i = 0; i < o->clients; i++)
 		errors += w[i].errors;
 	printf("unit errors: %llu\n", (unsigned long long)errors);
+	printf("shm forecasts: %s\n", o->per_unit ? "one ring entry per unit (--per-unit)"
+						   : "vectored (units in the vector area)");
 	if (o->json && write_json(o, h, rps))
 		fprintf(stderr, "bench: cannot write %s\n", o->json);
 }
@@ -227,8 +233,10 @@ static void usage(void)
 	    stderr,
 	    "usage: sparda bench memsvc [--runtime-dir DIR] [--clients N] [--units M]\n"
 	    "                           [--mode poll|sleep] [--seconds S | --requests R]\n"
-	    "                           [--json PATH]\n"
-	    "  Without --runtime-dir a private sparda-memsvc (found next to sparda) is started.\n");
+	    "                           [--per-unit] [--json PATH]\n"
+	    "  Without --runtime-dir a private sparda-memsvc (found next to sparda) is started.\n"
+	    "  --per-unit: shared-memory Forecasts as one ring entry per unit instead of through\n"
+	    "  the vector area (the client library's default).\n");
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o)
@@ -241,6 +249,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	    {"seconds", required_argument, NULL, 's'},
 	    {"requests", required_argument, NULL, 'r'},
 	    {"json", required_argument, NULL, 'j'},
+	    {"per-unit", no_argument, NULL, 'p'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -269,6 +278,9 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			break;
 		case 'j':
 			o->json = optarg;
+			continue;
+		case 'p':
+			o->per_unit = true;
 			continue;
 		case 'm':
 			if (!strcmp(optarg, "poll") || !strcmp(optarg, "sleep")) {

@@ -237,6 +237,19 @@ static int check_sub(struct memclient *c)
 			 (unsigned long long)h->sq_off, (unsigned long long)h->cq_off);
 		return -EPROTO;
 	}
+	if (h->vec_entries && (h->vec_off < sizeof(*h) || h->vec_off % SP_CACHELINE ||
+			       h->vec_off > c->sub_bytes ||
+			       (c->sub_bytes - h->vec_off) / sizeof(struct sp_vec_entry) <
+				   h->vec_entries)) {
+		snprintf(c->last_error, sizeof(c->last_error),
+			 "sub region: bad vector area vec_off=%llu vec_entries=%u",
+			 (unsigned long long)h->vec_off, h->vec_entries);
+		return -EPROTO;
+	}
+	if (h->vec_entries && !c->per_unit_forecast) {
+		c->vec = (struct sp_vec_entry *)((uint8_t *)c->sub + h->vec_off);
+		c->vec_entries = h->vec_entries;
+	}
 	rc = ring_attach(&c->sq, (uint8_t *)c->sub + h->sq_off, c->sub_bytes - h->sq_off,
 			 sizeof(struct sp_sqe), c->sq_doorbell);
 	if (rc)
@@ -344,6 +357,7 @@ int memclient_open(const struct memclient_opts *o, struct memclient **out)
 	c->attach_fd = c->sq_doorbell = c->cq_doorbell = -1;
 	c->geom = o->geom;
 	c->wait_mode = o->wait_mode;
+	c->per_unit_forecast = o->per_unit_forecast;
 	c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : MEMCLIENT_DEFAULT_TIMEOUT_MS;
 	c->attach_timeout_ms =
 	    memclient_attach_wait_ms(o->attach_timeout_ms, c->timeout_ms, o->arena_bytes);
@@ -547,4 +561,9 @@ const char *memclient_last_error(const struct memclient *c)
 uint64_t memclient_late_completions(const struct memclient *c)
 {
 	return c->late;
+}
+
+uint64_t memclient_forecasts_vectored(const struct memclient *c)
+{
+	return c->vec_orders;
 }

@@ -45,6 +45,9 @@ struct memclient_opts {
 	 * the arena (about a second per GiB on a slow host). <= 0: timeout_ms plus 1000 ms per
 	 * GiB of arena_bytes. */
 	int attach_timeout_ms;
+	/* Forecasts as one ring entry per unit instead of through the vector area (the default
+	 * packs a request's units four to a cache line; this is the comparison). */
+	bool per_unit_forecast;
 };
 
 /* A sequence handle: a row of the session's sequence table and its generation. */
@@ -287,7 +290,12 @@ uint64_t memclient_session_id(const struct memclient *c);
 void memclient_token(const struct memclient *c, uint8_t token[MEMCLIENT_TOKEN_BYTES]);
 /* The daemon's error text of the last failed request ("" when none). Owned by the handle. */
 const char *memclient_last_error(const struct memclient *c);
-/* Completions dropped because their request had been abandoned (timed out). */
+/* Unit answers dropped because their request had been abandoned (timed out). */
 uint64_t memclient_late_completions(const struct memclient *c);
+/*
+ * Forecast requests sent through the vector area (the rest went as one ring entry per unit:
+ * per_unit_forecast, a daemon without the area, or the area full of outstanding requests).
+ */
+uint64_t memclient_forecasts_vectored(const struct memclient *c);
 
 #endif

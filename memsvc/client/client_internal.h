@@ -25,6 +25,11 @@ struct memclient_pending {
 	uint32_t n;
 	uint32_t done; /* final answers filed */
 	uint32_t next; /* in-order answers filed (PENDING ones included) */
+	/* A vectored FORECAST: its entries [vec_first, vec_first + n) of the vector area, and
+	 * the order of that reservation (the oldest outstanding one bounds the free space). */
+	bool vec;
+	uint32_t vec_first;
+	uint64_t vec_order;
 	const struct memclient_unit *units;
 	struct memclient_result *results;
 };
@@ -52,6 +57,11 @@ struct memclient {
 	struct sp_sub_header *sub_hdr;
 	struct ring sq; /* we produce */
 	struct ring cq; /* we consume */
+	bool per_unit_forecast;	  /* memclient_opts.per_unit_forecast */
+	struct sp_vec_entry *vec; /* the vector area (NULL: none, or the client asked for none) */
+	uint32_t vec_entries;
+	uint32_t vec_tail;   /* where the newest reservation ends */
+	uint64_t vec_orders; /* reservations made */
 
 	uint64_t session_id;
 	uint8_t token[WIRE_TOKEN_BYTES];

@@ -36,29 +36,105 @@ static struct memclient_pending *pending_get(struct memclient *c)
 	return NULL;
 }
 
-static int submit(struct memclient *c, uint16_t op, const struct memclient_unit *u, uint32_t n,
-		  uint64_t step, struct memclient_result *res, uint32_t *req_id)
+/* Units from i on that share u[i]'s sequence, at most SP_VEC_MAX_RUN: one vector SQE. */
+static uint32_t run_length(const struct memclient_unit *u, uint32_t i, uint32_t n)
+{
+	uint32_t k = 1;
+
+	while (i + k < n && k < SP_VEC_MAX_RUN && u[i + k].seq.index == u[i].seq.index &&
+	       u[i + k].seq.gen == u[i].seq.gen)
+		k++;
+	return k;
+}
+
+/* The outstanding vectored request reserved first, or NULL when there is none. */
+static const struct memclient_pending *vec_oldest(const struct memclient *c)
+{
+	const struct memclient_pending *o = NULL;
+
+	for (uint32_t i = 0; i < MEMCLIENT_MAX_INFLIGHT; i++) {
+		const struct memclient_pending *p = &c->pending[i];
+		if (p->used && p->vec && (!o || p->vec_order < o->vec_order))
+			o = p;
+	}
+	return o;
+}
+
+/*
+ * n contiguous entries of the vector area past the outstanding reservations (which are
+ * contiguous from the oldest's first entry to vec_tail, wrapping once): the first, or -1 when
+ * they do not fit now (the caller then uses one ring entry per unit).
+ */
+static int64_t vec_reserve(struct memclient *c, uint32_t n)
+{
+	const struct memclient_pending *o = vec_oldest(c);
+	uint32_t cap = c->vec_entries, t = c->vec_tail, h, first;
+
+	if (n > cap)
+		return -1;
+	if (!o) {
+		first = 0;
+	} else {
+		h = o->vec_first;
+		if (t > h && n <= cap - t)
+			first = t;
+		else if (t > h && n <= h)
+			first = 0;
+		else if (t < h && n <= h - t)
+			first = t;
+		else
+			return -1; /* t == h with one outstanding: the area is full */
+	}
+	c->vec_tail = first + n;
+	return first;
+}
+
+/* One SQE per run of units of one sequence; the units go into the vector area at first. */
+static void submit_vec(struct memclient *c, const struct memclient_unit *u, uint32_t n,
+		       uint64_t step, uint32_t id, uint32_t first)
 {
 	struct sp_sqe batch[BATCH];
-	struct memclient_pending *p;
-	uint32_t id;
-	int rc;
+	uint32_t k = 0;
 
-	if (!c || !u || !res || !req_id || !n)
-		return -EINVAL;
-	if (c->remote)
-		return -EOPNOTSUPP;
-	rc = memclient_health_recent(c);
-	if (rc)
-		return rc;
-	if (n > c->sq.mask + 1 || n > c->cq.mask + 1)
-		return -E2BIG;
-	p = pending_get(c);
-	if (!p || ring_space(&c->sq) < n)
-		return -EAGAIN;
-	do
-		id = ++c->next_req_id;
-	while (!id || pending_find(c, id));
+	for (uint32_t i = 0; i < n; i++)
+		c->vec[first + i] = (struct sp_vec_entry){.layer = (uint16_t)u[i].layer,
+							  .head = (uint16_t)u[i].head,
+							  .block = u[i].block,
+							  .slot = SP_UNIT_SLOT_NONE};
+	for (uint32_t i = 0; i < n;) {
+		uint32_t len = run_length(u, i, n);
+
+		batch[k++] = (struct sp_sqe){.op = SP_OP_FORECAST_VEC,
+					     .flags = i + len == n ? SP_SQE_F_LAST : 0,
+					     .req_id = id,
+					     .seq_index = u[i].seq.index,
+					     .seq_gen = u[i].seq.gen,
+					     .head = (uint16_t)len,
+					     .block = first + i,
+					     .step = step};
+		i += len;
+		if (k == BATCH || i == n) {
+			ring_push(&c->sq, batch, k); /* space was checked: all runs fit */
+			k = 0;
+		}
+	}
+}
+
+static uint32_t count_runs(const struct memclient_unit *u, uint32_t n)
+{
+	uint32_t runs = 0;
+
+	for (uint32_t i = 0; i < n; i += run_length(u, i, n))
+		runs++;
+	return runs;
+}
+
+/* One SQE per unit. */
+static void submit_units(struct memclient *c, uint16_t op, const struct memclient_unit *u,
+			 uint32_t n, uint64_t step, uint32_t id)
+{
+	struct sp_sqe batch[BATCH];
+
 	for (uint32_t i = 0; i < n; i += BATCH) {
 		uint32_t k = n - i < BATCH ? n - i : BATCH;
 
@@ -79,8 +155,48 @@ static int submit(struct memclient *c, uint16_t op, const struct memclient_unit 
 		}
 		ring_push(&c->sq, batch, k); /* space was checked: all k fit */
 	}
-	*p = (struct memclient_pending){
-	    .used = true, .op = op, .req_id = id, .n = n, .units = u, .results = res};
+}
+
+static int submit(struct memclient *c, uint16_t op, const struct memclient_unit *u, uint32_t n,
+		  uint64_t step, struct memclient_result *res, uint32_t *req_id)
+{
+	struct memclient_pending *p;
+	int64_t first = -1;
+	uint32_t id;
+	int rc;
+
+	if (!c || !u || !res || !req_id || !n)
+		return -EINVAL;
+	if (c->remote)
+		return -EOPNOTSUPP;
+	rc = memclient_health_recent(c);
+	if (rc)
+		return rc;
+	if (n > c->sq.mask + 1 || n > c->cq.mask + 1)
+		return -E2BIG;
+	p = pending_get(c);
+	if (!p)
+		return -EAGAIN;
+	if (op == SP_OP_FORECAST && c->vec && ring_space(&c->sq) >= count_runs(u, n))
+		first = vec_reserve(c, n);
+	if (first < 0 && ring_space(&c->sq) < n)
+		return -EAGAIN;
+	do
+		id = ++c->next_req_id;
+	while (!id || pending_find(c, id));
+	if (first >= 0)
+		submit_vec(c, u, n, step, id, (uint32_t)first);
+	else
+		submit_units(c, op, u, n, step, id);
+	*p = (struct memclient_pending){.used = true,
+					.op = op,
+					.req_id = id,
+					.n = n,
+					.vec = first >= 0,
+					.vec_first = first >= 0 ? (uint32_t)first : 0,
+					.vec_order = first >= 0 ? ++c->vec_orders : 0,
+					.units = u,
+					.results = res};
 	*req_id = id;
 	/* The request is queued either way: a lost wake-up only delays it (memsvc re-checks its
 	 * SQ on a timer), and the reap's deadline bounds that. */
@@ -112,6 +228,47 @@ static bool file_deferred(struct memclient_pending *p, const struct sp_cqe *e, u
 	return false;
 }
 
+/*
+ * A vectored FORECAST's answer: the next run of the request's units, answered in the vector
+ * area. Everything the CQE names must be the run the client submitted, else the run's units
+ * fail -EPROTO (a -EINVAL from memsvc fails them with it).
+ */
+static void file_vec(struct memclient *c, struct memclient_pending *p, const struct sp_cqe *e)
+{
+	uint32_t i = p->next, k, at;
+	bool ok;
+	int32_t bad;
+
+	if (!p->vec || i >= p->n) {
+		c->late += e->head; /* answers no run of this request: dropped */
+		return;
+	}
+	k = run_length(p->units, i, p->n);
+	at = p->vec_first + i;
+	ok = !e->status && e->block == at && e->head == k && !e->layer &&
+	     e->seq_index == p->units[i].seq.index;
+	bad = e->status < 0 && e->status != MEMCLIENT_AWAITING ? e->status : -EPROTO;
+	for (uint32_t j = 0; j < k; j++) {
+		const struct sp_vec_entry *v = &c->vec[at + j];
+		struct memclient_result *r = &p->results[i + j];
+		uint32_t ge = v->gen_err, slot = v->slot;
+		int32_t st = sp_vec_status(ge);
+
+		*r = (struct memclient_result){
+		    .status = ok ? st : bad, .slot = SP_UNIT_SLOT_NONE, .gen = sp_vec_gen(ge)};
+		if (ok && !st && slot >= c->n_slots)
+			r->status = -EPROTO; /* never hand out a slot outside the arena */
+		else if (ok && !st)
+			r->slot = slot;
+		if (ok && st == -EINPROGRESS) {
+			r->status = MEMCLIENT_AWAITING; /* its DEFERRED answer follows */
+			continue;
+		}
+		p->done++;
+	}
+	p->next += k;
+}
+
 static void file_cqe(struct memclient *c, const struct sp_cqe *e)
 {
 	struct memclient_pending *p = pending_find(c, e->req_id);
@@ -120,7 +277,12 @@ static void file_cqe(struct memclient *c, const struct sp_cqe *e)
 	uint32_t i;
 
 	if (!p || p->done >= p->n) {
-		c->late++; /* the request timed out and was abandoned */
+		/* the request timed out and was abandoned: count the units it answers */
+		c->late += e->op == SP_OP_FORECAST_VEC ? e->head : 1;
+		return;
+	}
+	if (e->op == SP_OP_FORECAST_VEC) {
+		file_vec(c, p, e);
 		return;
 	}
 	if (e->flags & SP_CQE_F_DEFERRED) {

@@ -161,6 +161,87 @@ static void readback(enum sp_wait_mode mode)
 	memsvc_proc_free(p);
 }
 
+/*
+ * The vector area: requests whose units span sequences (one SQE per run), the area full of
+ * outstanding requests (the next one goes as one ring entry per unit), a reservation that
+ * wraps to the start of the area; every answer checked byte for byte.
+ */
+static void test_vector_area(void **state)
+{
+	const char *const args[] = {"--sq-entries=32", NULL}; /* a 32-entry area */
+	struct memsvc_proc *p = harness_start(args);
+	struct memclient_unit ua[64], ub[64], mix[15], um[64];
+	struct memclient_result r[64], r2[64], r3[64];
+	uint32_t sa[64], sb[64], smix[15], sm[64], na, nb, id1, id2, id3;
+	struct memclient_seq a, b;
+	struct memclient *c;
+
+	(void)state;
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_POLL, 256 << 10, &c), 0);
+	assert_int_equal(memclient_seq_open(c, 1, MAX_BLOCKS, &a), 0);
+	assert_int_equal(memclient_seq_open(c, 2, MAX_BLOCKS, &b), 0);
+	write_units(c, a, ua, sa, &na);
+	write_units(c, b, ub, sb, &nb);
+	assert_int_equal(na, 16);
+	assert_int_equal(memclient_forecasts_vectored(c), 0); /* commits go one entry per unit */
+
+	/* a, then b, then a again: three runs of one request */
+	for (uint32_t i = 0; i < 15; i++) {
+		mix[i] = i < 5 ? ua[i] : i < 10 ? ub[i] : ua[i];
+		smix[i] = i < 5 ? sa[i] : i < 10 ? sb[i] : sa[i];
+	}
+	memset(r, 0x5a, sizeof(r));
+	assert_int_equal(memclient_forecast(c, mix, 15, 2, r), 0);
+	assert_int_equal(wrong_bytes(c, mix, r, smix, 15), 0);
+	assert_int_equal(memclient_forecasts_vectored(c), 1);
+
+	/* 16 + 16 outstanding fill the area; the third goes per unit */
+	assert_int_equal(memclient_forecast_submit(c, ua, 16, 3, r, &id1), 0);
+	assert_int_equal(memclient_forecast_submit(c, ub, 16, 3, r2, &id2), 0);
+	assert_int_equal(memclient_forecast_submit(c, ua, 8, 3, r3, &id3), 0);
+	assert_int_equal(memclient_forecasts_vectored(c), 3);
+	assert_int_equal(memclient_forecast_reap(c, id2, -1), 0);
+	assert_int_equal(memclient_forecast_reap(c, id3, -1), 0);
+	assert_int_equal(memclient_forecast_reap(c, id1, -1), 0);
+	assert_int_equal(wrong_bytes(c, ua, r, sa, 16), 0);
+	assert_int_equal(wrong_bytes(c, ub, r2, sb, 16), 0);
+	assert_int_equal(wrong_bytes(c, ua, r3, sa, 8), 0);
+
+	/* [0, 16) and [16, 24) outstanding, the first reaped: the next 16 wrap to [0, 16) */
+	for (uint32_t i = 0; i < 16; i++)
+		um[i] = ub[15 - i], sm[i] = sb[15 - i];
+	assert_int_equal(memclient_forecast_submit(c, ua, 16, 4, r, &id1), 0);
+	assert_int_equal(memclient_forecast_submit(c, ub, 8, 4, r2, &id2), 0);
+	assert_int_equal(memclient_forecast_reap(c, id1, -1), 0);
+	assert_int_equal(memclient_forecast_submit(c, um, 16, 4, r3, &id3), 0);
+	assert_int_equal(memclient_forecasts_vectored(c), 6);
+	assert_int_equal(memclient_forecast_reap(c, id3, -1), 0);
+	assert_int_equal(memclient_forecast_reap(c, id2, -1), 0);
+	assert_int_equal(wrong_bytes(c, ua, r, sa, 16), 0);
+	assert_int_equal(wrong_bytes(c, ub, r2, sb, 8), 0);
+	assert_int_equal(wrong_bytes(c, um, r3, sm, 16), 0);
+	assert_int_equal(memclient_late_completions(c), 0);
+	memclient_close(c);
+
+	/* per_unit_forecast: the same answers without the area */
+	struct memclient_opts o = {.runtime_dir = memsvc_proc_runtime_dir(p),
+				   .client_name = "test",
+				   .geom = harness_geometry(),
+				   .arena_bytes = 256 << 10,
+				   .max_seqs = 8,
+				   .wait_mode = SP_WAIT_POLL,
+				   .timeout_ms = 3000,
+				   .per_unit_forecast = true};
+	assert_int_equal(memclient_open(&o, &c), 0);
+	assert_int_equal(memclient_seq_open(c, 1, MAX_BLOCKS, &a), 0);
+	write_units(c, a, ua, sa, &na);
+	assert_int_equal(memclient_forecast(c, ua, na, 2, r), 0);
+	assert_int_equal(wrong_bytes(c, ua, r, sa, na), 0);
+	assert_int_equal(memclient_forecasts_vectored(c), 0);
+	memclient_close(c);
+	memsvc_proc_free(p);
+}
+
 static void test_readback_sleep(void **state)
 {
 	readback(SP_WAIT_SLEEP);
@@ -176,6 +257,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_readback_sleep),
 	    cmocka_unit_test(test_readback_poll),
+	    cmocka_unit_test(test_vector_area),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
