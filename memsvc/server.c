@@ -9,11 +9,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -98,10 +100,29 @@ static void tier_detach(struct server *sv, struct session *s)
 		tenant_disk_release(session_tenant(s), session_tier_bytes(s));
 }
 
+/* An attach whose session is being created; the loop completes or undoes it (attach_finish). */
+struct attach_job {
+	struct server *sv;
+	struct conn *c; /* NULL once the connection closed: the job is then undone */
+	struct session_opts so;
+	char client_name[WIRE_NAME_MAX];
+	uint64_t req_id, tier_bytes;
+	pthread_t thread;
+	struct session *s;
+	int r;
+	char err[WIRE_ERROR_MAX];
+	struct attach_job *next;
+};
+
 /* Close a connection; with a session, reclaim everything it held at once. */
 static void conn_close(struct server *sv, struct conn *c, const char *why)
 {
 	struct session *s = c->s;
+
+	if (c->job) { /* its session is still being made: attach_finish undoes it */
+		c->job->c = NULL;
+		c->job = NULL;
+	}
 
 	if (s && !c->remote)
 		hotpath_remove(sv->hp, s);
@@ -158,7 +179,7 @@ static size_t n_sessions(const struct server *sv)
 	size_t n = 0;
 
 	for (size_t i = 0; i < sv->n_conns; i++)
-		n += sv->conns[i]->s != NULL;
+		n += sv->conns[i]->s != NULL || sv->conns[i]->job != NULL;
 	return n;
 }
 
@@ -226,12 +247,13 @@ static int attach_admit(struct server *sv, const struct wire_request *rq, uid_t 
 			 (unsigned long long)rq->u.hello.arena_bytes, so->geom.unit_bytes);
 		return -EINVAL;
 	}
-	if (sv->budget_used + so->arena_bytes > sv->cfg->ram_budget) {
+	if (sv->budget_used + sv->budget_pending + so->arena_bytes > sv->cfg->ram_budget) {
 		snprintf(err, err_len,
 			 "arena of %llu bytes exceeds the daemon's RAM budget "
-			 "(%llu of %llu used)",
+			 "(%llu of %llu used, %llu being attached)",
 			 (unsigned long long)so->arena_bytes, (unsigned long long)sv->budget_used,
-			 (unsigned long long)sv->cfg->ram_budget);
+			 (unsigned long long)sv->cfg->ram_budget,
+			 (unsigned long long)sv->budget_pending);
 		return -ENOMEM;
 	}
 	if (tenant_session_acquire(tn, so->arena_bytes)) {
@@ -408,62 +430,160 @@ out_refuse:
 	wire_reply_error(rp, rq->request_id, r, "%s", err[0] ? err : err_str(r));
 }
 
-static int attach_build(struct server *sv, struct conn *c, struct wire_request *rq, char *err,
+/* The session of an admitted attach, made off the loop (memfds, the arena's pre-fault). */
+static void *attach_job_main(void *arg)
+{
+	struct attach_job *j = arg;
+	struct server *sv = j->sv;
+	uint64_t one = 1;
+
+	j->r = session_create(&j->so, &j->s, j->err, sizeof(j->err));
+	pthread_mutex_lock(&sv->jobs_lock);
+	j->next = sv->jobs_done;
+	sv->jobs_done = j;
+	pthread_mutex_unlock(&sv->jobs_lock);
+	(void)!write(sv->attach_fd, &one, sizeof(one));
+	return NULL;
+}
+
+/*
+ * Admit a Hello and start making its session on a thread (attach_collect finishes it), so a
+ * large arena's pre-fault does not stop the loop's other clients. On error nothing is held.
+ */
+static int attach_start(struct server *sv, struct conn *c, struct wire_request *rq, char *err,
 			size_t err_len)
 {
-	struct session_opts so = {.daemon_epoch = sv->daemon_epoch};
-	struct session *s = NULL;
-	uint64_t tier_bytes;
+	struct attach_job *j = calloc(1, sizeof(*j));
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	int r = fdpass_peercred(c->fd, &pid, &uid, &gid);
+	int r = j ? fdpass_peercred(c->fd, &pid, &uid, &gid) : -ENOMEM;
 
 	if (r) {
-		snprintf(err, err_len, "SO_PEERCRED: %s", err_str(r));
+		snprintf(err, err_len, j ? "SO_PEERCRED: %s" : "%s", err_str(r));
+		free(j);
 		return r;
 	}
-	r = attach_admit(sv, rq, uid, &so, err, err_len);
-	if (r)
+	j->sv = sv;
+	j->c = c;
+	j->req_id = rq->request_id;
+	j->so.daemon_epoch = sv->daemon_epoch;
+	r = attach_admit(sv, rq, uid, &j->so, err, err_len);
+	if (r) {
+		free(j);
 		return r;
-	opts_fill(sv, rq, &so);
-	so.uid = uid;
-	so.pid = pid;
-	tier_bytes = tier_reserve(sv, &so);
-	r = session_create(&so, &s, err, err_len);
-	if (r && tier_bytes)
-		tier_unreserve(sv, &so, tier_bytes);
+	}
+	opts_fill(sv, rq, &j->so);
+	snprintf(j->client_name, sizeof(j->client_name), "%s", rq->u.hello.client_name);
+	j->so.client_name = j->client_name;
+	j->so.progress = NULL; /* the loop keeps feeding the watchdog */
+	j->so.uid = uid;
+	j->so.pid = pid;
+	j->tier_bytes = tier_reserve(sv, &j->so);
+	pthread_mutex_lock(&sv->lock);
+	sv->budget_pending += j->so.arena_bytes;
+	pthread_mutex_unlock(&sv->lock);
+	r = -pthread_create(&j->thread, NULL, attach_job_main, j);
+	if (r) {
+		snprintf(err, err_len, "starting the attach thread: %s", err_str(r));
+		pthread_mutex_lock(&sv->lock);
+		sv->budget_pending -= j->so.arena_bytes;
+		pthread_mutex_unlock(&sv->lock);
+		if (j->tier_bytes)
+			tier_unreserve(sv, &j->so, j->tier_bytes);
+		tenant_session_release(j->so.tenant, j->so.arena_bytes);
+		free(j);
+		return r;
+	}
+	c->job = j;
+	sv->n_jobs++;
+	log_info(TAG, "session attaching", "session=%llu tenant=%s client=%s pid=%d arena_bytes=%llu",
+		 (unsigned long long)j->so.id, tenant_name(j->so.tenant), j->client_name, (int)pid,
+		 (unsigned long long)j->so.arena_bytes);
+	return 0;
+}
+
+/*
+ * The loop's half of an attach whose session is made: its spill files, the descriptors, the
+ * ring consumer; or, when anything failed, the client left or the daemon drains, everything
+ * the attach held is given back (and the client, if still there, gets the error).
+ */
+static void attach_finish(struct server *sv, struct attach_job *j)
+{
+	struct conn *c = j->c;
+	struct session_opts *so = &j->so;
+	struct session *s = j->s;
+	char *err = j->err;
+	size_t err_len = sizeof(j->err);
+	int r = j->r;
+
+	if (c)
+		c->job = NULL;
+	if (!r && !c) {
+		r = -ECONNRESET;
+		snprintf(err, err_len, "the client left before its session was ready");
+	} else if (!r && sv->draining) {
+		r = -ESHUTDOWN;
+		snprintf(err, err_len, "daemon is draining");
+	}
+	if (r && j->tier_bytes)
+		tier_unreserve(sv, so, j->tier_bytes); /* the tier was not attached yet */
 	if (!r)
-		r = tier_attach(sv, s, tier_bytes, err, err_len);
-	if (!r) {
-		r = attach_reply(sv, c, rq->request_id, s);
-		if (r)
-			snprintf(err, err_len, "sending the descriptors: %s", err_str(r));
-	}
-	if (!r) {
-		r = hotpath_add(sv->hp, s);
-		if (r)
-			snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
-	}
+		r = tier_attach(sv, s, j->tier_bytes, err, err_len);
+	if (!r && (r = attach_reply(sv, c, j->req_id, s)))
+		snprintf(err, err_len, "sending the descriptors: %s", err_str(r));
+	if (!r && (r = hotpath_add(sv->hp, s)))
+		snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
 	if (r) {
 		tier_detach(sv, s);
 		session_destroy(s);
-		tenant_session_release(so.tenant, so.arena_bytes);
-		return r;
+		tenant_session_release(so->tenant, so->arena_bytes);
+		if (c) {
+			attach_refuse(sv, c, j->req_id, r, err);
+			conn_close(sv, c, "attach refused");
+		} else {
+			log_info(TAG, "attach undone", "session=%llu error=\"%s\"",
+				 (unsigned long long)so->id, err);
+		}
+		return;
 	}
 	pthread_mutex_lock(&sv->lock);
 	c->s = s;
-	sv->budget_used += so.arena_bytes;
+	sv->budget_used += so->arena_bytes;
 	sv->attaches_ok++;
 	pthread_mutex_unlock(&sv->lock);
 	log_info(TAG, "session attached",
 		 "session=%llu tenant=%s client=%s pid=%d uid=%u arena_bytes=%llu slots=%llu "
 		 "wait=%s",
-		 (unsigned long long)so.id, tenant_name(so.tenant), so.client_name, (int)pid,
-		 (unsigned)uid, (unsigned long long)so.arena_bytes,
-		 (unsigned long long)(so.arena_bytes / so.geom.unit_bytes),
-		 so.wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
-	return 0;
+		 (unsigned long long)so->id, tenant_name(so->tenant), so->client_name,
+		 (int)so->pid, (unsigned)so->uid, (unsigned long long)so->arena_bytes,
+		 (unsigned long long)(so->arena_bytes / so->geom.unit_bytes),
+		 so->wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
+}
+
+/* attach_fd: finish every attach whose session is made (loop thread). */
+static void attach_collect(struct server *sv)
+{
+	struct attach_job *j;
+	uint64_t v;
+
+	(void)!read(sv->attach_fd, &v, sizeof(v));
+	pthread_mutex_lock(&sv->jobs_lock);
+	j = sv->jobs_done;
+	sv->jobs_done = NULL;
+	pthread_mutex_unlock(&sv->jobs_lock);
+	while (j) {
+		struct attach_job *next = j->next;
+
+		pthread_join(j->thread, NULL);
+		sv->n_jobs--;
+		pthread_mutex_lock(&sv->lock);
+		sv->budget_pending -= j->so.arena_bytes;
+		pthread_mutex_unlock(&sv->lock);
+		attach_finish(sv, j);
+		free(j);
+		j = next;
+	}
 }
 
 /* A pending connection became readable: its Hello (or its end). */
@@ -497,7 +617,7 @@ static void attach_handle(struct server *sv, struct conn *c)
 		r = -EBADMSG;
 	}
 	if (!r)
-		r = attach_build(sv, c, &rq, err, sizeof(err));
+		r = attach_start(sv, c, &rq, err, sizeof(err));
 	if (r) {
 		attach_refuse(sv, c, r == -EBADMSG || r == -EMSGSIZE ? 0 : rq.request_id, r, err);
 		if (rq.kind != WIRE_NONE)
@@ -515,6 +635,15 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 
 	if (c->dead)
 		return; /* closed earlier in this batch */
+	if (c->job && !(events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
+		/* Attaching: nothing more is expected; whatever it sends is dropped. */
+		if (recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) != 0)
+			return;
+	}
+	if (c->job) {
+		conn_close(sv, c, "closed while attaching");
+		return;
+	}
 	if (!c->s) {
 		attach_handle(sv, c);
 		return;
@@ -669,7 +798,7 @@ static void timer_event(struct server *sv)
 			i--;
 		} else if (c->s) {
 			session_reclaim(c->s);
-		} else if (now - c->accepted_ms > ATTACH_TIMEOUT_MS) {
+		} else if (!c->job && now - c->accepted_ms > ATTACH_TIMEOUT_MS) {
 			conn_close(sv, c, "no hello");
 			i--;
 		}
@@ -678,7 +807,8 @@ static void timer_event(struct server *sv)
 	ctlreq_serve(sv);
 	if (sv->remote)
 		remote_serve(sv->remote, sv);
-	if (sv->draining && (rings_idle(sv) || now >= sv->drain_deadline_ms)) {
+	/* Attaches under way end first (refused: the daemon drains), even past the deadline. */
+	if (sv->draining && !sv->n_jobs && (rings_idle(sv) || now >= sv->drain_deadline_ms)) {
 		/* In-flight entries are answered: now tell the clients, then close. */
 		for (size_t i = 0; i < sv->n_conns; i++)
 			if (sv->conns[i]->s)
@@ -740,6 +870,9 @@ int server_run(struct server *sv)
 				break;
 			case SRC_TCP:
 				remote_serve(sv->remote, sv);
+				break;
+			case SRC_ATTACH:
+				attach_collect(sv);
 				break;
 			}
 		}
@@ -928,6 +1061,8 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 	sv->next_id = 1;
 	sv->listen_fd = sv->sig_fd = sv->timer_fd = sv->zmq_fd = -1;
 	pthread_mutex_init(&sv->lock, NULL);
+	pthread_mutex_init(&sv->jobs_lock, NULL);
+	sv->attach_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (getrandom(&sv->daemon_epoch, sizeof(sv->daemon_epoch), 0) != sizeof(sv->daemon_epoch))
 		sv->daemon_epoch = time_now_ns() ^ ((uint64_t)getpid() << 32);
 	sv->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -938,6 +1073,12 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 		r = open_signals_timer(sv);
 		if (r)
 			snprintf(err, err_len, "signalfd/timerfd: %s", err_str(r));
+	}
+	if (!r) {
+		r = sv->attach_fd < 0 ? -EMFILE
+				      : epoll_add(sv, sv->attach_fd, &sv->attach_src, SRC_ATTACH);
+		if (r)
+			snprintf(err, err_len, "attach eventfd: %s", err_str(r));
 	}
 	if (!r)
 		r = open_paths(sv, err, err_len);
@@ -968,6 +1109,12 @@ void server_free(struct server *sv)
 {
 	if (!sv)
 		return;
+	sv->draining = true; /* attaches still under way are undone */
+	while (sv->n_jobs) {
+		struct pollfd pfd = {.fd = sv->attach_fd, .events = POLLIN};
+		(void)poll(&pfd, 1, 1000);
+		attach_collect(sv);
+	}
 	while (sv->n_conns)
 		conn_close(sv, sv->conns[0], "shutdown");
 	dead_sweep(sv);
@@ -989,9 +1136,12 @@ void server_free(struct server *sv)
 		close(sv->sig_fd);
 	if (sv->timer_fd >= 0)
 		close(sv->timer_fd);
+	if (sv->attach_fd >= 0)
+		close(sv->attach_fd);
 	if (sv->epfd >= 0)
 		close(sv->epfd);
 	free(sv->conns);
+	pthread_mutex_destroy(&sv->jobs_lock);
 	pthread_mutex_destroy(&sv->lock);
 	free(sv);
 }

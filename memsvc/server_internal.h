@@ -23,7 +23,9 @@ struct wire_frames;
 struct wire_reply;
 struct wire_request;
 
-enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_ZMQ, SRC_TCP };
+enum src_kind { SRC_LISTEN, SRC_CONN, SRC_SIGNAL, SRC_TIMER, SRC_ZMQ, SRC_TCP, SRC_ATTACH };
+
+struct attach_job;
 
 struct evsrc {
 	enum src_kind kind;
@@ -42,6 +44,7 @@ struct conn {
 	bool remote;
 	bool dead;
 	bool bye; /* the session asked to end (ZeroMQ bye): torn down after the reply */
+	struct attach_job *job; /* admitted; its session is being created off the loop */
 	struct conn *next_dead; /* closed in this loop turn; freed after the event batch */
 };
 
@@ -66,6 +69,18 @@ struct server {
 	struct conn *dead; /* closed conns whose memory a pending event may still name */
 	size_t n_conns, cap_conns;
 	uint64_t budget_used, attaches_ok, attaches_refused;
+	/*
+	 * Attaches whose session (memfds, the arena's pre-fault: seconds for tens of GB) is being
+	 * created on a thread of its own, so the loop keeps serving: their bytes count against
+	 * the budget (budget_pending, under lock); finished jobs queue on jobs_done (jobs_lock)
+	 * and attach_fd wakes the loop, which completes or undoes them.
+	 */
+	uint64_t budget_pending;
+	size_t n_jobs; /* running or finished, not yet collected (loop thread) */
+	pthread_mutex_t jobs_lock;
+	struct attach_job *jobs_done;
+	int attach_fd;
+	struct evsrc attach_src;
 	bool draining, done;
 	uint64_t drain_deadline_ms;
 };

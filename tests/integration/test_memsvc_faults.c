@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -241,6 +242,80 @@ static void test_memsvc_stopped(void **state)
 	memsvc_proc_free(p);
 }
 
+#define BIG_ARENA (2ull << 30)
+
+struct big_attach {
+	struct memsvc_proc *p;
+	struct memclient *c;
+	int rc;
+};
+
+static void *big_attach_main(void *arg)
+{
+	struct big_attach *b = arg;
+
+	b->rc = harness_open(b->p, NULL, SP_WAIT_SLEEP, BIG_ARENA, &b->c);
+	return NULL;
+}
+
+/* Wait (10 s at most) for a line of the daemon's log. */
+static bool log_wait(struct memsvc_proc *p, const char *needle)
+{
+	uint64_t end = time_now_ms() + 10000;
+
+	while (!harness_log_contains(p, needle) && time_now_ms() < end)
+		usleep(1000);
+	return harness_log_contains(p, needle);
+}
+
+/*
+ * A large arena is made (memfds, pre-fault) off the daemon's loop: another client's control
+ * requests are answered while it is, and a client that leaves during it gets everything the
+ * attach held back to the pool.
+ */
+static void test_attach_off_loop(void **state)
+{
+	const char *const args[] = {"--ram-budget=3G", NULL};
+	struct memsvc_proc *p = harness_start(args);
+	struct big_attach b = {.p = p};
+	struct memclient *small;
+	pthread_t t;
+	pid_t child;
+	int status;
+
+	(void)state;
+	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, ARENA, &small), 0);
+	assert_int_equal(pthread_create(&t, NULL, big_attach_main, &b), 0);
+	/* session 1 is small's, 2 the big one, 3 the child's below */
+	assert_true(log_wait(p, "session attaching\" session=2"));	/* admitted */
+	assert_int_equal(memclient_ping(small), 0);			/* answered ... */
+	assert_false(harness_log_contains(p, "session attached\" session=2")); /* ... before */
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(b.rc, 0);
+	assert_true(harness_log_contains(p, "session attached\" session=2"));
+	memclient_close(b.c);
+	assert_true(log_wait(p, "session closed\" session=2"));
+
+	/* A client killed while its 2 GiB are pre-faulted: the attach is undone. */
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct memclient *c = NULL;
+		_exit(harness_open(p, NULL, SP_WAIT_SLEEP, BIG_ARENA, &c) ? 1 : 0);
+	}
+	assert_true(log_wait(p, "session attaching\" session=3"));
+	assert_int_equal(kill(child, SIGKILL), 0);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(log_wait(p, "attach undone\" session=3"));
+	/* its bytes are back: 2 GiB fit the 3 GiB budget again */
+	b = (struct big_attach){.p = p};
+	big_attach_main(&b);
+	assert_int_equal(b.rc, 0);
+	memclient_close(b.c);
+	memclient_close(small);
+	memsvc_proc_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +323,7 @@ int main(void)
 	    cmocka_unit_test(test_memsvc_sigkill),
 	    cmocka_unit_test(test_sigterm_drain),
 	    cmocka_unit_test(test_memsvc_stopped),
+	    cmocka_unit_test(test_attach_off_loop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
