@@ -1109,7 +1109,9 @@ void server_free(struct server *sv)
 {
 	if (!sv)
 		return;
+	pthread_mutex_lock(&sv->lock);
 	sv->draining = true; /* attaches still under way are undone */
+	pthread_mutex_unlock(&sv->lock);
 	while (sv->n_jobs) {
 		struct pollfd pfd = {.fd = sv->attach_fd, .events = POLLIN};
 		(void)poll(&pfd, 1, 1000);
