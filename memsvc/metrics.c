@@ -87,8 +87,12 @@ static void render_server(FILE *out, struct server *sv)
 	      s.slots_total ? s.arena_bytes / s.slots_total * (s.slots_used + s.slots_deferred)
 			    : 0);
 	gauge(out, "sparda_memsvc_sessions", "attached sessions", s.sessions);
-	gauge(out, "sparda_memsvc_pending_attaches", "connections without a hello yet",
+	gauge(out, "sparda_memsvc_pending_attaches",
+	      "connections without a session yet (no hello, or its arena being made)",
 	      s.pending_attaches);
+	gauge(out, "sparda_memsvc_attaching_bytes",
+	      "bytes of arenas being made for admitted attaches (counted against the budget)",
+	      s.attaching_bytes);
 	gauge(out, "sparda_memsvc_seqs_open", "open sequences", s.seqs_open);
 	gauge(out, "sparda_memsvc_draining", "1 while draining", s.draining);
 	fprintf(out, "# HELP sparda_memsvc_slots arena slots by state\n"

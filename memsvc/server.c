@@ -1174,6 +1174,7 @@ void server_snapshot(struct server *sv, struct server_snapshot *o)
 		o->seqs_open += st.seqs_open;
 	}
 	o->budget_bytes = sv->cfg->ram_budget;
+	o->attaching_bytes = sv->budget_pending;
 	o->attaches_ok = sv->attaches_ok;
 	o->attaches_refused = sv->attaches_refused;
 	o->draining = sv->draining;

@@ -38,6 +38,7 @@ void server_free(struct server *sv);
 /* Numbers for /metrics; thread safe. */
 struct server_snapshot {
 	uint64_t sessions, pending_attaches, budget_bytes, arena_bytes;
+	uint64_t attaching_bytes; /* arenas of admitted attaches still being made */
 	uint64_t slots_total, slots_free, slots_used, slots_deferred;
 	uint64_t units_allocated, units_resident, seqs_open;
 	uint64_t units_spilled, units_loading, units_lost;

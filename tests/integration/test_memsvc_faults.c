@@ -275,12 +275,16 @@ static bool log_wait(struct memsvc_proc *p, const char *needle)
  */
 static void test_attach_off_loop(void **state)
 {
-	const char *const args[] = {"--ram-budget=3G", NULL};
+	int pn = harness_free_port();
+	char port[16];
+	snprintf(port, sizeof(port), "%d", pn);
+	const char *const args[] = {"--ram-budget=3G", "--metrics-port", port, NULL};
 	struct memsvc_proc *p = harness_start(args);
 	struct big_attach b = {.p = p};
 	struct memclient *small;
 	pthread_t t;
 	pid_t child;
+	char *text;
 	int status;
 
 	(void)state;
@@ -289,10 +293,18 @@ static void test_attach_off_loop(void **state)
 	/* session 1 is small's, 2 the big one, 3 the child's below */
 	assert_true(log_wait(p, "session attaching\" session=2"));	/* admitted */
 	assert_int_equal(memclient_ping(small), 0);			/* answered ... */
+	text = harness_http_get(pn, "/metrics");			/* ... and counted ... */
 	assert_false(harness_log_contains(p, "session attached\" session=2")); /* ... before */
+	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 2147483648\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 1\n"));
+	free(text);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(b.rc, 0);
 	assert_true(harness_log_contains(p, "session attached\" session=2"));
+	text = harness_http_get(pn, "/metrics");
+	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 2\n"));
+	free(text);
 	memclient_close(b.c);
 	assert_true(log_wait(p, "session closed\" session=2"));
 
