@@ -437,6 +437,8 @@ static void *attach_job_main(void *arg)
 	struct server *sv = j->sv;
 	uint64_t one = 1;
 
+	if (sv->test_attach_delay_ms) /* tests: an attach that takes a known time */
+		time_sleep_ns(sv->test_attach_delay_ms * 1000000ull);
 	j->r = session_create(&j->so, &j->s, j->err, sizeof(j->err));
 	pthread_mutex_lock(&sv->jobs_lock);
 	j->next = sv->jobs_done;
@@ -1063,6 +1065,8 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 	pthread_mutex_init(&sv->lock, NULL);
 	pthread_mutex_init(&sv->jobs_lock, NULL);
 	sv->attach_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"))
+		sv->test_attach_delay_ms = strtoull(getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"), NULL, 10);
 	if (getrandom(&sv->daemon_epoch, sizeof(sv->daemon_epoch), 0) != sizeof(sv->daemon_epoch))
 		sv->daemon_epoch = time_now_ns() ^ ((uint64_t)getpid() << 32);
 	sv->epfd = epoll_create1(EPOLL_CLOEXEC);

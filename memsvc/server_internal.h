@@ -81,6 +81,7 @@ struct server {
 	struct attach_job *jobs_done;
 	int attach_fd;
 	struct evsrc attach_src;
+	uint64_t test_attach_delay_ms; /* SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS: tests only */
 	bool draining, done;
 	uint64_t drain_deadline_ms;
 };
