@@ -1065,8 +1065,13 @@ int server_open(const struct mconfig *cfg, struct tenant_table *tenants, struct 
 	pthread_mutex_init(&sv->lock, NULL);
 	pthread_mutex_init(&sv->jobs_lock, NULL);
 	sv->attach_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"))
-		sv->test_attach_delay_ms = strtoull(getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"), NULL, 10);
+	if (getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS")) {
+		sv->test_attach_delay_ms =
+		    strtoull(getenv("SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"), NULL, 10);
+		log_warn(TAG, "test hook: every attach waits before its session is made",
+			 "SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS=%llu",
+			 (unsigned long long)sv->test_attach_delay_ms);
+	}
 	if (getrandom(&sv->daemon_epoch, sizeof(sv->daemon_epoch), 0) != sizeof(sv->daemon_epoch))
 		sv->daemon_epoch = time_now_ns() ^ ((uint64_t)getpid() << 32);
 	sv->epfd = epoll_create1(EPOLL_CLOEXEC);
