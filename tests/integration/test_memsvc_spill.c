@@ -227,6 +227,8 @@ static void readback(void **state, const char *aio, enum sp_wait_mode mode, cons
 		assert_int_equal(read_all(f, &misses), 0);
 		assert_int_equal(misses, 0);
 	}
+	/* ... through vectored Forecasts: their spilled units' answers came deferred */
+	assert_int_equal(memclient_forecasts_vectored(f->c), 2 * (f->n / BATCH));
 	assert_true(harness_stat(f->c, "daemon.spill.units_restored") >= f->n - SLOTS);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.restore_misses"), 0);
 	assert_int_equal(harness_stat(f->c, "daemon.spill.crc_failures"), 0);
