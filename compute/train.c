@@ -31,6 +31,13 @@ void train_opts_default(struct train_opts *o)
 	o->val_every = 25;
 }
 
+uint32_t train_first_query(const struct model_config *mc, uint32_t query_start)
+{
+	uint32_t q = query_start ? query_start : model_first_sparse_pos(mc);
+
+	return q < mc->sparse.block ? mc->sparse.block : q; /* the previous token must exist */
+}
+
 uint32_t train_fine_kernel(const struct kb_sparse *sp)
 {
 	uint32_t k = sp->ck_kernel / 16;
@@ -104,11 +111,7 @@ static int ctx_init(struct train_ctx *c)
 	c->teacher = c->o->fit != TRAIN_FIT_RIDGE;
 	c->scale = 1.0f / sqrtf((float)c->d);
 	c->logits_gemm = !c->o->logits_host;
-	c->qstart = c->o->query_start;
-	if (!c->qstart)
-		c->qstart = model_first_sparse_pos(mc);
-	if (c->qstart < c->sp.block)
-		c->qstart = c->sp.block; /* the previous token must exist */
+	c->qstart = train_first_query(mc, c->o->query_start);
 	c->inv_freq = malloc(c->d / 2 * sizeof(float));
 	if (!c->inv_freq)
 		return -ENOMEM;

@@ -228,6 +228,13 @@ int train_open_backend(const char *name, uint32_t threads, struct kb **kb);
 double train_report_mean(const struct train_report *rep, size_t field_offset);
 
 /*
+ * The first sampled query position of a training sequence: query_start, or without one
+ * max(dense_len, topk x block) (model_first_sparse_pos); at least one block (the previous
+ * token must exist).
+ */
+uint32_t train_first_query(const struct model_config *mc, uint32_t query_start);
+
+/*
  * Fine teacher grid kernel for a sparse config: ck_kernel / 16, at least 2 (the paper's 32/16
  * grid gives 2, the tiny model's 8/4 grid gives 2). The stride is always 1.
  */

@@ -77,24 +77,16 @@ int train_open_backend(const char *name, uint32_t threads, struct kb **kb)
 	return rc;
 }
 
-/* The first sampled position (as train.c picks it without --query-start). */
-static uint32_t first_sampled(const struct model_config *mc)
-{
-	uint32_t first = model_first_sparse_pos(mc);
-
-	return mc->sparse.block > first ? mc->sparse.block : first;
-}
-
 /* Twice the first sampled position, so half of each sequence is sampled. */
 static uint32_t default_seq_len(const struct model_config *mc)
 {
-	return 2 * first_sampled(mc);
+	return 2 * train_first_query(mc, 0);
 }
 
 uint32_t train_dir_auto_seqs(const struct model_config *mc, const struct train_dir_opts *o,
 			     uint32_t seq_len)
 {
-	uint32_t first = first_sampled(mc), stride = o->query_stride ? o->query_stride : 1;
+	uint32_t first = train_first_query(mc, 0), stride = o->query_stride ? o->query_stride : 1;
 	uint64_t rows, need = (uint64_t)TRAIN_DIR_ROWS_PER_HIDDEN * mc->hidden, n;
 
 	if (seq_len <= first)
