@@ -637,12 +637,11 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 
 	if (c->dead)
 		return; /* closed earlier in this batch */
-	if (c->job && !(events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
-		/* Attaching: nothing more is expected; whatever it sends is dropped. */
-		if (recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) != 0)
-			return;
-	}
 	if (c->job) {
+		/* Attaching: nothing more is expected; whatever it sends is dropped. */
+		if (!(events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) &&
+		    recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) != 0)
+			return;
 		conn_close(sv, c, "closed while attaching");
 		return;
 	}

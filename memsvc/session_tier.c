@@ -109,12 +109,11 @@ int32_t session_vec_status(const struct session *s, uint32_t i)
 uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_t n,
 			    struct sp_cqe *cqe)
 {
-	uint32_t m = 0;
 	bool deferred = false;
 
 	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < n; i++) {
-		struct sp_cqe *c = &cqe[m++];
+		struct sp_cqe *c = &cqe[i];
 
 		cqe_init(c, &sqe[i]);
 		if (sqe[i].op == SP_OP_FORECAST_VEC) {
@@ -133,7 +132,7 @@ uint32_t session_sqes_apply(struct session *s, const struct sp_sqe *sqe, uint32_
 	pthread_mutex_unlock(&s->lock);
 	if (deferred || s->o.tiered)
 		session_tier_kick(s);
-	return m;
+	return n;
 }
 
 uint32_t session_outbox_flush_locked(struct session *s)
