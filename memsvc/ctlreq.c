@@ -390,7 +390,11 @@ static int run(struct server *sv, struct conn *c, struct req *q, const struct wi
 	}
 }
 
-static void dispatch(struct server *sv, struct req *q, const struct wire_request *rq,
+/*
+ * Answer rq into rp. Returns false when the reply is not the caller's to send: an admitted
+ * remote hello, answered by the server once its session is made (off the loop).
+ */
+static bool dispatch(struct server *sv, struct req *q, const struct wire_request *rq,
 		     struct wire_reply *rp)
 {
 	struct conn *c;
@@ -398,25 +402,25 @@ static void dispatch(struct server *sv, struct req *q, const struct wire_request
 
 	if (rq->kind == WIRE_HELLO) {
 		if (q->auth)
-			server_remote_hello(sv, q->auth, rq, rp);
-		else
-			wire_reply_error(rp, rq->request_id, -EOPNOTSUPP,
-					 "hello goes to attach.sock (local) or tcp (remote)");
-		return;
+			return server_remote_hello(sv, q->auth, rq, q->sock, q->f, rp) != 0;
+		wire_reply_error(rp, rq->request_id, -EOPNOTSUPP,
+				 "hello goes to attach.sock (local) or tcp (remote)");
+		return true;
 	}
 	if (q->f->data && rq->kind != WIRE_WRITE) {
 		wire_reply_error(rp, rq->request_id, -EBADMSG, "unexpected data frame");
-		return;
+		return true;
 	}
 	c = authenticate(sv, q, rq, rp);
 	if (!c)
-		return;
+		return true;
 	r = run(sv, c, q, rq, rp);
 	if (r < 0) {
 		wire_reply_fini(rp);
 		wire_reply_error(rp, rq->request_id, r, "%s: %s", wire_kind_name(rq->kind),
 				 err_str(r));
 	}
+	return true;
 }
 
 static void send_reply(struct server *sv, struct req *q, struct wire_reply *rp)
@@ -469,11 +473,12 @@ void ctlreq_handle(struct server *sv, void *sock, struct tenant *auth, struct wi
 		send_reply(sv, &q, &rp);
 		return;
 	}
-	dispatch(sv, &q, &rq, &rp);
-	rp.request_id = rq.request_id;
-	send_reply(sv, &q, &rp);
-	if (rp.status)
-		mstats_errno(sv->stats, rp.status);
+	if (dispatch(sv, &q, &rq, &rp)) {
+		rp.request_id = rq.request_id;
+		send_reply(sv, &q, &rp);
+		if (rp.status)
+			mstats_errno(sv->stats, rp.status);
+	}
 	mstats_request(sv->stats, MSTATS_PATH_ZMQ, rq.kind, time_now_ns() - t0);
 	free(q.out_data);
 	wire_reply_fini(&rp);

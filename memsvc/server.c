@@ -42,6 +42,7 @@
 #define TAG "server"
 #define ATTACH_TIMEOUT_MS 5000 /* a connection that sends no Hello in this time is closed */
 #define ATTACH_MSG_MAX (64u << 10)
+#define ZMQ_ID_MAX 255 /* a ROUTER peer's routing id (ZMTP caps it at 255 bytes) */
 
 static int open_attach(struct server *sv, char *err, size_t err_len);
 
@@ -100,13 +101,20 @@ static void tier_detach(struct server *sv, struct session *s)
 		tenant_disk_release(session_tenant(s), session_tier_bytes(s));
 }
 
-/* An attach whose session is being created; the loop completes or undoes it (attach_finish). */
+/*
+ * An attach whose session is being created; the loop completes or undoes it (attach_finish).
+ * A local Hello is answered on its conn's attach socket; a remote (tcp) one through the
+ * ZeroMQ router it came on, to the peer whose identity frame it carried.
+ */
 struct attach_job {
 	struct server *sv;
 	struct conn *c; /* NULL once the connection closed: the job is then undone */
 	struct session_opts so;
 	char client_name[WIRE_NAME_MAX];
 	uint64_t req_id, tier_bytes;
+	void *zsock; /* remote: the router; NULL for a local attach */
+	uint8_t zid[ZMQ_ID_MAX];
+	size_t zid_len;
 	pthread_t thread;
 	struct session *s;
 	int r;
@@ -185,8 +193,18 @@ static size_t n_sessions(const struct server *sv)
 
 /* ---- attach ------------------------------------------------------------------------------ */
 
-static void attach_refuse(struct server *sv, struct conn *c, uint64_t req_id, int status,
-			  const char *msg)
+/* A packed reply to a Hello: on the attach socket, or (a remote Hello's job) via its router. */
+static int reply_send(const struct conn *c, const struct attach_job *j, const void *buf, size_t len,
+		      const int *fds, int n_fds)
+{
+	if (j && j->zsock)
+		return wire_zmq_send(j->zsock, j->zid, j->zid_len, buf, len, NULL, 0, ZMQ_DONTWAIT);
+	return fdpass_send(c->fd, buf, len, fds, n_fds);
+}
+
+/* The error reply to a Hello; j: its job once admitted (NULL before: a local Hello). */
+static void attach_refuse(struct server *sv, struct conn *c, const struct attach_job *j,
+			  uint64_t req_id, int status, const char *msg)
 {
 	struct wire_reply rp;
 	void *buf = NULL;
@@ -194,7 +212,7 @@ static void attach_refuse(struct server *sv, struct conn *c, uint64_t req_id, in
 
 	wire_reply_error(&rp, req_id, status, "%s", msg);
 	if (wire_reply_pack(&rp, &buf, &len) == 0)
-		(void)fdpass_send(c->fd, buf, len, NULL, 0);
+		(void)reply_send(c, j, buf, len, NULL, 0);
 	free(buf);
 	pthread_mutex_lock(&sv->lock);
 	sv->attaches_refused++;
@@ -280,19 +298,20 @@ static void hello_fill(struct server *sv, struct session *s, uint64_t req_id, st
 	rp->u.hello.geom = *session_geometry(s);
 }
 
-static int attach_reply(struct server *sv, struct conn *c, uint64_t req_id, struct session *s)
+/* The Hello reply; a local client gets the session's five descriptors with it. */
+static int attach_reply(struct server *sv, const struct attach_job *j, struct session *s)
 {
 	struct wire_reply rp;
 	void *buf = NULL;
 	size_t len = 0;
 	int fds[5], r;
 
-	hello_fill(sv, s, req_id, &rp);
+	hello_fill(sv, s, j->req_id, &rp);
 	r = wire_reply_pack(&rp, &buf, &len);
 	if (r)
 		return r;
 	session_fds(s, fds);
-	r = fdpass_send(c->fd, buf, len, fds, 5);
+	r = reply_send(j->c, j, buf, len, fds, j->zsock ? 0 : 5);
 	free(buf);
 	return r;
 }
@@ -372,64 +391,6 @@ static int tier_attach(struct server *sv, struct session *s, uint64_t bytes, cha
 	return r;
 }
 
-void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
-			 struct wire_reply *rp)
-{
-	struct session_opts so = {.daemon_epoch = sv->daemon_epoch, .tenant = tn};
-	struct session *s = NULL;
-	struct conn *c = NULL;
-	uint64_t tier_bytes = 0;
-	char err[WIRE_ERROR_MAX] = "";
-	int r = attach_admit(sv, rq, (uid_t)-1, &so, err, sizeof(err));
-
-	if (r)
-		goto out_refuse;
-	opts_fill(sv, rq, &so);
-	so.uid = (uid_t)-1;
-	so.wait_mode = SP_WAIT_SLEEP; /* no rings for a remote client */
-	tier_bytes = tier_reserve(sv, &so);
-	r = session_create(&so, &s, err, sizeof(err));
-	if (r && tier_bytes)
-		tier_unreserve(sv, &so, tier_bytes);
-	if (!r && (r = session_arena_map(s)))
-		snprintf(err, sizeof(err), "mapping the arena: %s", err_str(r));
-	if (!r && (r = tier_attach(sv, s, tier_bytes, err, sizeof(err))))
-		tier_bytes = 0;
-	c = r ? NULL : calloc(1, sizeof(*c));
-	if (!r && !c)
-		r = -ENOMEM;
-	if (!r) {
-		*c = (struct conn){.src.kind = SRC_CONN,
-				   .fd = -1,
-				   .s = s,
-				   .remote = true,
-				   .accepted_ms = time_now_ms(),
-				   .last_ms = time_now_ms()};
-		r = conns_push(sv, c);
-	}
-	if (r) {
-		free(c);
-		tier_detach(sv, s);
-		session_destroy(s);
-		tenant_session_release(tn, so.arena_bytes);
-		goto out_refuse;
-	}
-	pthread_mutex_lock(&sv->lock);
-	sv->budget_used += so.arena_bytes;
-	sv->attaches_ok++;
-	pthread_mutex_unlock(&sv->lock);
-	hello_fill(sv, s, rq->request_id, rp);
-	log_info(TAG, "remote session attached",
-		 "session=%llu tenant=%s client=%s arena_bytes=%llu", (unsigned long long)so.id,
-		 tenant_name(tn), so.client_name, (unsigned long long)so.arena_bytes);
-	return;
-out_refuse:
-	pthread_mutex_lock(&sv->lock);
-	sv->attaches_refused++;
-	pthread_mutex_unlock(&sv->lock);
-	wire_reply_error(rp, rq->request_id, r, "%s", err[0] ? err : err_str(r));
-}
-
 /* The session of an admitted attach, made off the loop (memfds, the arena's pre-fault). */
 static void *attach_job_main(void *arg)
 {
@@ -440,6 +401,9 @@ static void *attach_job_main(void *arg)
 	if (sv->test_attach_delay_ms) /* tests: an attach that takes a known time */
 		time_sleep_ns(sv->test_attach_delay_ms * 1000000ull);
 	j->r = session_create(&j->so, &j->s, j->err, sizeof(j->err));
+	/* a remote client has no shared memory: memsvc maps the arena to move its bytes */
+	if (!j->r && j->zsock && (j->r = session_arena_map(j->s)))
+		snprintf(j->err, sizeof(j->err), "mapping the arena: %s", err_str(j->r));
 	pthread_mutex_lock(&sv->jobs_lock);
 	j->next = sv->jobs_done;
 	sv->jobs_done = j;
@@ -449,9 +413,46 @@ static void *attach_job_main(void *arg)
 }
 
 /*
- * Admit a Hello and start making its session on a thread (attach_collect finishes it), so a
- * large arena's pre-fault does not stop the loop's other clients. On error nothing is held.
+ * Admit the Hello of conn c (j: its job, with sv, c and so.tenant/daemon_epoch/pid set) and
+ * start making its session on a thread (attach_collect finishes it), so a large arena's
+ * pre-fault does not stop the loop's other clients. On error nothing is held; j stays the
+ * caller's.
  */
+static int job_start(struct server *sv, struct attach_job *j, const struct wire_request *rq,
+		     uid_t uid, char *err, size_t err_len)
+{
+	int r = attach_admit(sv, rq, uid, &j->so, err, err_len);
+
+	if (r)
+		return r;
+	opts_fill(sv, rq, &j->so);
+	snprintf(j->client_name, sizeof(j->client_name), "%s", rq->u.hello.client_name);
+	j->so.client_name = j->client_name;
+	j->so.progress = NULL; /* the loop keeps feeding the watchdog */
+	j->so.uid = uid;
+	if (j->zsock)
+		j->so.wait_mode = SP_WAIT_SLEEP; /* no rings for a remote client */
+	j->tier_bytes = tier_reserve(sv, &j->so);
+	pthread_mutex_lock(&sv->lock);
+	sv->budget_pending += j->so.arena_bytes;
+	pthread_mutex_unlock(&sv->lock);
+	r = -pthread_create(&j->thread, NULL, attach_job_main, j);
+	if (r) {
+		snprintf(err, err_len, "starting the attach thread: %s", err_str(r));
+		pthread_mutex_lock(&sv->lock);
+		sv->budget_pending -= j->so.arena_bytes;
+		pthread_mutex_unlock(&sv->lock);
+		if (j->tier_bytes)
+			tier_unreserve(sv, &j->so, j->tier_bytes);
+		tenant_session_release(j->so.tenant, j->so.arena_bytes);
+		return r;
+	}
+	j->c->job = j;
+	sv->n_jobs++;
+	return 0;
+}
+
+/* A local Hello on conn c: its peer's credentials, then job_start. */
 static int attach_start(struct server *sv, struct conn *c, struct wire_request *rq, char *err,
 			size_t err_len)
 {
@@ -466,55 +467,121 @@ static int attach_start(struct server *sv, struct conn *c, struct wire_request *
 		free(j);
 		return r;
 	}
-	j->sv = sv;
-	j->c = c;
-	j->req_id = rq->request_id;
+	*j = (struct attach_job){.sv = sv, .c = c, .req_id = rq->request_id};
 	j->so.daemon_epoch = sv->daemon_epoch;
-	r = attach_admit(sv, rq, uid, &j->so, err, err_len);
-	if (r) {
-		free(j);
-		return r;
-	}
-	opts_fill(sv, rq, &j->so);
-	snprintf(j->client_name, sizeof(j->client_name), "%s", rq->u.hello.client_name);
-	j->so.client_name = j->client_name;
-	j->so.progress = NULL; /* the loop keeps feeding the watchdog */
-	j->so.uid = uid;
 	j->so.pid = pid;
-	j->tier_bytes = tier_reserve(sv, &j->so);
-	pthread_mutex_lock(&sv->lock);
-	sv->budget_pending += j->so.arena_bytes;
-	pthread_mutex_unlock(&sv->lock);
-	r = -pthread_create(&j->thread, NULL, attach_job_main, j);
+	r = job_start(sv, j, rq, uid, err, err_len);
 	if (r) {
-		snprintf(err, err_len, "starting the attach thread: %s", err_str(r));
-		pthread_mutex_lock(&sv->lock);
-		sv->budget_pending -= j->so.arena_bytes;
-		pthread_mutex_unlock(&sv->lock);
-		if (j->tier_bytes)
-			tier_unreserve(sv, &j->so, j->tier_bytes);
-		tenant_session_release(j->so.tenant, j->so.arena_bytes);
 		free(j);
 		return r;
 	}
-	c->job = j;
-	sv->n_jobs++;
-	log_info(TAG, "session attaching", "session=%llu tenant=%s client=%s pid=%d arena_bytes=%llu",
+	log_info(TAG, "session attaching",
+		 "session=%llu tenant=%s client=%s pid=%d arena_bytes=%llu",
 		 (unsigned long long)j->so.id, tenant_name(j->so.tenant), j->client_name, (int)pid,
 		 (unsigned long long)j->so.arena_bytes);
 	return 0;
 }
 
+/* A remote session's conn: no socket (the session is found by id); see server_remote_hello. */
+static struct conn *remote_conn_add(struct server *sv)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	*c = (struct conn){.src.kind = SRC_CONN, .fd = -1, .remote = true};
+	c->accepted_ms = c->last_ms = time_now_ms();
+	if (conns_push(sv, c)) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
+			void *sock, const struct wire_frames *f, struct wire_reply *rp)
+{
+	struct attach_job *j = calloc(1, sizeof(*j));
+	struct conn *c = j ? remote_conn_add(sv) : NULL;
+	char err[WIRE_ERROR_MAX] = "";
+	int r = c ? 0 : -ENOMEM;
+
+	if (!r && f->id_len > sizeof(j->zid))
+		r = -EMSGSIZE;
+	if (!r) {
+		*j = (struct attach_job){.sv = sv, .c = c, .req_id = rq->request_id, .zsock = sock};
+		memcpy(j->zid, f->identity, f->id_len);
+		j->zid_len = f->id_len;
+		j->so.daemon_epoch = sv->daemon_epoch;
+		j->so.tenant = tn;
+		r = job_start(sv, j, rq, (uid_t)-1, err, sizeof(err));
+	}
+	if (r) {
+		if (c)
+			conn_close(sv, c, "attach refused");
+		free(j);
+		pthread_mutex_lock(&sv->lock);
+		sv->attaches_refused++;
+		pthread_mutex_unlock(&sv->lock);
+		wire_reply_error(rp, rq->request_id, r, "%s", err[0] ? err : err_str(r));
+		return r;
+	}
+	log_info(TAG, "remote session attaching",
+		 "session=%llu tenant=%s client=%s arena_bytes=%llu", (unsigned long long)j->so.id,
+		 tenant_name(tn), j->client_name, (unsigned long long)j->so.arena_bytes);
+	return 0;
+}
+
+/* An attach that failed, whose client left or that a drain stopped: give back what it held. */
+static void attach_undo(struct server *sv, struct attach_job *j, int r)
+{
+	tier_detach(sv, j->s);
+	session_destroy(j->s);
+	tenant_session_release(j->so.tenant, j->so.arena_bytes);
+	if (j->c) {
+		attach_refuse(sv, j->c, j, j->req_id, r, j->err);
+		conn_close(sv, j->c, "attach refused");
+	} else {
+		log_info(TAG, "attach undone", "session=%llu error=\"%s\"",
+			 (unsigned long long)j->so.id, j->err);
+	}
+}
+
+static void attached_log(const struct attach_job *j)
+{
+	const struct session_opts *so = &j->so;
+
+	if (j->zsock) {
+		log_info(TAG, "remote session attached",
+			 "session=%llu tenant=%s client=%s arena_bytes=%llu",
+			 (unsigned long long)so->id, tenant_name(so->tenant), so->client_name,
+			 (unsigned long long)so->arena_bytes);
+		return;
+	}
+	log_info(TAG, "session attached",
+		 "session=%llu tenant=%s client=%s pid=%d uid=%u arena_bytes=%llu slots=%llu "
+		 "wait=%s",
+		 (unsigned long long)so->id, tenant_name(so->tenant), so->client_name, (int)so->pid,
+		 (unsigned)so->uid, (unsigned long long)so->arena_bytes,
+		 (unsigned long long)(so->arena_bytes / so->geom.unit_bytes),
+		 so->wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
+}
+
 /*
- * The loop's half of an attach whose session is made: its spill files, the descriptors, the
- * ring consumer; or, when anything failed, the client left or the daemon drains, everything
- * the attach held is given back (and the client, if still there, gets the error).
+ * The loop's half of an attach whose session is made: its spill files, the reply (with the
+ * descriptors for a local client), the ring consumer (local); or, when anything failed, the
+ * client left or the daemon drains, everything the attach held is given back (and the
+ * client, if still there, gets the error).
+ *
+ * A remote client has no connection to lose: c stays set. A remote peer whose ZeroMQ
+ * connection is gone by now fails the send (the router is ZMQ_ROUTER_MANDATORY:
+ * -EHOSTUNREACH) and the attach is undone like any other; one that is still connected but
+ * gave up waiting gets the reply, drops it (clients drop replies of abandoned requests), and
+ * its session stays until remote-idle-ms without a request closes it (timer_event).
  */
 static void attach_finish(struct server *sv, struct attach_job *j)
 {
 	struct conn *c = j->c;
-	struct session_opts *so = &j->so;
-	struct session *s = j->s;
 	char *err = j->err;
 	size_t err_len = sizeof(j->err);
 	int r = j->r;
@@ -529,38 +596,25 @@ static void attach_finish(struct server *sv, struct attach_job *j)
 		snprintf(err, err_len, "daemon is draining");
 	}
 	if (r && j->tier_bytes)
-		tier_unreserve(sv, so, j->tier_bytes); /* the tier was not attached yet */
+		tier_unreserve(sv, &j->so, j->tier_bytes); /* the tier was not attached yet */
 	if (!r)
-		r = tier_attach(sv, s, j->tier_bytes, err, err_len);
-	if (!r && (r = attach_reply(sv, c, j->req_id, s)))
-		snprintf(err, err_len, "sending the descriptors: %s", err_str(r));
-	if (!r && (r = hotpath_add(sv->hp, s)))
+		r = tier_attach(sv, j->s, j->tier_bytes, err, err_len);
+	if (!r && (r = attach_reply(sv, j, j->s)))
+		snprintf(err, err_len, "sending the %s: %s", j->zsock ? "reply" : "descriptors",
+			 err_str(r));
+	if (!r && !j->zsock && (r = hotpath_add(sv->hp, j->s)))
 		snprintf(err, err_len, "starting the ring consumer: %s", err_str(r));
 	if (r) {
-		tier_detach(sv, s);
-		session_destroy(s);
-		tenant_session_release(so->tenant, so->arena_bytes);
-		if (c) {
-			attach_refuse(sv, c, j->req_id, r, err);
-			conn_close(sv, c, "attach refused");
-		} else {
-			log_info(TAG, "attach undone", "session=%llu error=\"%s\"",
-				 (unsigned long long)so->id, err);
-		}
+		attach_undo(sv, j, r);
 		return;
 	}
 	pthread_mutex_lock(&sv->lock);
-	c->s = s;
-	sv->budget_used += so->arena_bytes;
+	c->s = j->s;
+	c->last_ms = time_now_ms();
+	sv->budget_used += j->so.arena_bytes;
 	sv->attaches_ok++;
 	pthread_mutex_unlock(&sv->lock);
-	log_info(TAG, "session attached",
-		 "session=%llu tenant=%s client=%s pid=%d uid=%u arena_bytes=%llu slots=%llu "
-		 "wait=%s",
-		 (unsigned long long)so->id, tenant_name(so->tenant), so->client_name,
-		 (int)so->pid, (unsigned)so->uid, (unsigned long long)so->arena_bytes,
-		 (unsigned long long)(so->arena_bytes / so->geom.unit_bytes),
-		 so->wait_mode == SP_WAIT_POLL ? "poll" : "sleep");
+	attached_log(j);
 }
 
 /* attach_fd: finish every attach whose session is made (loop thread). */
@@ -605,7 +659,7 @@ static void attach_handle(struct server *sv, struct conn *c)
 		free(buf);
 		if (n == 0 || (n != -EAGAIN && n != -ETIMEDOUT)) {
 			if (n < 0) {
-				attach_refuse(sv, c, 0, (int)n, "unreadable attach message");
+				attach_refuse(sv, c, NULL, 0, (int)n, "unreadable attach message");
 			}
 			conn_close(sv, c, "closed before hello");
 		}
@@ -621,7 +675,8 @@ static void attach_handle(struct server *sv, struct conn *c)
 	if (!r)
 		r = attach_start(sv, c, &rq, err, sizeof(err));
 	if (r) {
-		attach_refuse(sv, c, r == -EBADMSG || r == -EMSGSIZE ? 0 : rq.request_id, r, err);
+		attach_refuse(sv, c, NULL, r == -EBADMSG || r == -EMSGSIZE ? 0 : rq.request_id, r,
+			      err);
 		if (rq.kind != WIRE_NONE)
 			wire_request_fini(&rq);
 		conn_close(sv, c, "attach refused");
@@ -794,7 +849,8 @@ static void timer_event(struct server *sv)
 	notify_watchdog(sv->notify, now);
 	for (size_t i = 0; i < sv->n_conns; i++) {
 		struct conn *c = sv->conns[i];
-		if (c->remote && now - c->last_ms > sv->cfg->remote_idle_ms) {
+		/* a remote attach under way is not idle: its clock starts with the reply */
+		if (c->remote && !c->job && now - c->last_ms > sv->cfg->remote_idle_ms) {
 			conn_close(sv, c, "remote idle");
 			i--;
 		} else if (c->s) {

@@ -33,7 +33,8 @@ struct evsrc {
 
 /*
  * One accepted attach socket: pending (no session yet) or carrying a session; or a remote
- * (tcp) session, which has no socket (fd -1) and ends on bye or after remote-idle-ms.
+ * (tcp) session, which has no socket (fd -1), is pending (job) from its admitted Hello to the
+ * reply, and ends on bye or after remote-idle-ms without a request.
  */
 struct conn {
 	struct evsrc src; /* first: epoll data.ptr points here */
@@ -95,9 +96,15 @@ void ctlreq_serve(struct server *sv);
  */
 void ctlreq_handle(struct server *sv, void *sock, struct tenant *auth, struct wire_frames *f,
 		   int recv_status);
-/* A hello on tcp: create a remote session for tenant tn and fill the reply (server.c). */
-void server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
-			 struct wire_reply *rp);
+/*
+ * A hello on tcp, from the peer f->identity on router sock: admit it for tenant tn and start
+ * making its remote session off the loop, as a local attach (server.c). Returns 0 when it is
+ * under way: the server sends the reply (hello or error) itself once the session is made;
+ * or -errno (refused: -ESHUTDOWN draining, -EUSERS, -EACCES, -EINVAL, -ENOMEM, -EDQUOT ...)
+ * with the error reply in rp, for the caller to send. Loop thread.
+ */
+int server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
+			void *sock, const struct wire_frames *f, struct wire_reply *rp);
 /* The conn carrying session id, or NULL (loop thread). */
 struct conn *server_find_session(struct server *sv, uint64_t id);
 /* Start draining (idempotent); deadline_ms 0 = the configured drain timeout. */

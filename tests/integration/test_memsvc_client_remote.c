@@ -3,17 +3,21 @@
  * Integration: the client library's remote sessions against a real sparda-memsvc with a tcp
  * endpoint (CURVE, ZAP allow-list): write, commit and read back unit bytes with zero wrong
  * bytes; shared-memory calls refuse a remote session; an unlisted key times out cleanly, a
- * listed key cannot claim another tenant; a tenants reload (SIGHUP) re-reads the allow-list.
+ * listed key cannot claim another tenant; a tenants reload (SIGHUP) re-reads the allow-list;
+ * a remote Hello's session is made off the daemon's loop, and a drain refuses it while pending.
  * Exits 77 without CURVE or the daemon.
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -35,7 +39,8 @@ struct fx {
 	struct keys server, alice, eve;
 };
 
-static void start(struct fx *f)
+/* Start the daemon with a tcp endpoint; extra: one more argument, or NULL. */
+static void start_args(struct fx *f, const char *extra)
 {
 	char text[512], arg[4][PATH_MAX + 32];
 	char *tenants, *keys, *secret;
@@ -60,11 +65,16 @@ static void start(struct fx *f)
 	snprintf(arg[1], sizeof(arg[1]), "--tenants=%s", tenants);
 	snprintf(arg[2], sizeof(arg[2]), "--tcp-keys=%s", keys);
 	snprintf(arg[3], sizeof(arg[3]), "--curve-secret=%s", secret);
-	const char *args[] = {arg[0], arg[1], arg[2], arg[3], NULL};
+	const char *args[] = {arg[0], arg[1], arg[2], arg[3], extra, NULL};
 	f->p = harness_start(args);
 	free(tenants);
 	free(keys);
 	free(secret);
+}
+
+static void start(struct fx *f)
+{
+	start_args(f, NULL);
 }
 
 static void stop(struct fx *f)
@@ -73,8 +83,9 @@ static void stop(struct fx *f)
 	harness_rmdir(f->dir);
 }
 
-static int open_remote(struct fx *f, const struct keys *k, const char *tenant,
-		       struct memclient **out)
+/* attach_ms: how long the Hello's reply may take; 0: the library's default. */
+static int open_remote_wait(struct fx *f, const struct keys *k, const char *tenant, int attach_ms,
+			    struct memclient **out)
 {
 	struct memclient_remote_opts o = {
 	    .endpoint = f->endpoint,
@@ -87,31 +98,26 @@ static int open_remote(struct fx *f, const struct keys *k, const char *tenant,
 	    .arena_bytes = 64 << 10,
 	    .max_seqs = 2,
 	    .timeout_ms = 1000,
+	    .attach_timeout_ms = attach_ms,
 	};
 	return memclient_open_remote(&o, out);
 }
 
-static void test_remote_readback(void **state)
+static int open_remote(struct fx *f, const struct keys *k, const char *tenant,
+		       struct memclient **out)
 {
-	struct fx f;
-	struct memclient *c;
-	struct memclient_seq seq;
-	struct memclient_unit u[8];
-	struct memclient_result r[8];
-	struct memclient_residency res;
-	uint8_t *data = calloc(8, 1024), *back = calloc(8, 1024); /* 1 KiB units at most */
-	size_t ub;
-	size_t wrong = 0;
-	uint32_t id;
-	void *base;
-	size_t bytes;
+	return open_remote_wait(f, k, tenant, 0, out);
+}
 
-	start(&f);
-	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), 0);
-	assert_true(memclient_is_remote(c));
-	ub = memclient_geometry(c)->unit_bytes;
+/* Write 8 units through c, commit and read them back: the number of wrong bytes. */
+static size_t readback(struct memclient *c, struct memclient_unit *u)
+{
+	struct memclient_seq seq;
+	struct memclient_result r[8];
+	uint8_t *data = calloc(8, 1024), *back = calloc(8, 1024); /* 1 KiB units at most */
+	size_t ub = memclient_geometry(c)->unit_bytes, wrong = 0;
+
 	assert_true(ub <= 1024);
-	assert_int_equal(memclient_ping(c), 0);
 	assert_int_equal(memclient_seq_open(c, 5, 8, &seq), 0);
 	for (uint32_t i = 0; i < 8; i++) {
 		u[i] = (struct memclient_unit){seq, i % 2, i / 4, i};
@@ -130,7 +136,27 @@ static void test_remote_readback(void **state)
 		assert_int_equal(r[i].status, 0);
 		wrong += harness_check(back + i * ub, ub, KEY, &u[i]);
 	}
-	assert_int_equal(wrong, 0);
+	free(data);
+	free(back);
+	return wrong;
+}
+
+static void test_remote_readback(void **state)
+{
+	struct fx f;
+	struct memclient *c;
+	struct memclient_unit u[8];
+	struct memclient_result r[8];
+	struct memclient_residency res;
+	uint32_t id;
+	void *base;
+	size_t bytes;
+
+	start(&f);
+	assert_int_equal(open_remote(&f, &f.alice, "alice", &c), 0);
+	assert_true(memclient_is_remote(c));
+	assert_int_equal(memclient_ping(c), 0);
+	assert_int_equal(readback(c, u), 0);
 
 	/* No shared memory in a remote session. */
 	assert_int_equal(memclient_forecast(c, u, 1, 4, r), -EOPNOTSUPP);
@@ -142,8 +168,6 @@ static void test_remote_readback(void **state)
 	assert_null(base);
 	memclient_close(c);
 	stop(&f);
-	free(data);
-	free(back);
 }
 
 static void test_remote_refused(void **state)
@@ -213,12 +237,114 @@ static void test_reload_keys(void **state)
 	stop(&f);
 }
 
+/* memsvc's attach threads wait this long before making the session (a test hook): long enough
+ * for the checks that must happen while an attach is under way, on any machine */
+#define ATTACH_DELAY_ENV "SPARDA_MEMSVC_TEST_ATTACH_DELAY_MS"
+#define ATTACH_DELAY "1500"
+#define ATTACH_WAIT_MS 10000 /* the client's wait for the Hello reply: well past the delay */
+
+struct pending_open {
+	struct fx *f;
+	struct memclient *c;
+	int rc;
+};
+
+static void *pending_open_main(void *arg)
+{
+	struct pending_open *o = arg;
+
+	o->rc = open_remote_wait(o->f, &o->f->alice, "alice", ATTACH_WAIT_MS, &o->c);
+	return NULL;
+}
+
+/* Wait (10 s at most) for a line of the daemon's log. */
+static bool log_wait(struct memsvc_proc *p, const char *needle)
+{
+	uint64_t end = time_now_ms() + 10000;
+
+	while (!harness_log_contains(p, needle) && time_now_ms() < end)
+		usleep(1000);
+	return harness_log_contains(p, needle);
+}
+
+/*
+ * A remote client's session (memfds, the arena's pre-fault) is made off the daemon's loop, as
+ * a local client's: another client's requests and /metrics are answered while its Hello is
+ * pending, and the session then works. The daemon's attach threads start late (a test hook),
+ * so "while" does not depend on how fast this machine pre-faults.
+ */
+static void test_remote_attach_off_loop(void **state)
+{
+	int pn = harness_free_port();
+	struct pending_open o = {0};
+	struct memclient_unit u[8];
+	struct memclient *first;
+	char port[32], *text;
+	struct fx f;
+	pthread_t t;
+
+	(void)state;
+	snprintf(port, sizeof(port), "--metrics-port=%d", pn);
+	setenv(ATTACH_DELAY_ENV, ATTACH_DELAY, 1);
+	start_args(&f, port);
+	unsetenv(ATTACH_DELAY_ENV);
+	o.f = &f;
+	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", ATTACH_WAIT_MS, &first), 0);
+	assert_int_equal(pthread_create(&t, NULL, pending_open_main, &o), 0);
+	assert_true(log_wait(f.p, "remote session attaching\" session=2")); /* admitted */
+	assert_int_equal(memclient_ping(first), 0);			    /* answered ... */
+	text = harness_http_get(pn, "/metrics");			    /* ... counted ... */
+	assert_false(harness_log_contains(f.p, "remote session attached\" session=2")); /* before */
+	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 65536\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 1\n"));
+	free(text);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(o.rc, 0);
+	assert_true(log_wait(f.p, "remote session attached\" session=2"));
+	assert_int_equal(readback(o.c, u), 0);
+	text = harness_http_get(pn, "/metrics");
+	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 2\n"));
+	free(text);
+	memclient_close(o.c);
+	memclient_close(first);
+	stop(&f);
+}
+
+/* A drain while a remote Hello is pending: the client gets -ESHUTDOWN, the daemon exits 0. */
+static void test_remote_attach_drained(void **state)
+{
+	struct pending_open o = {0};
+	struct fx f;
+	pthread_t t;
+	int status;
+
+	(void)state;
+	setenv(ATTACH_DELAY_ENV, ATTACH_DELAY, 1);
+	start(&f);
+	unsetenv(ATTACH_DELAY_ENV);
+	o.f = &f;
+	assert_int_equal(pthread_create(&t, NULL, pending_open_main, &o), 0);
+	assert_true(log_wait(f.p, "remote session attaching\" session=1"));
+	assert_int_equal(kill(memsvc_proc_pid(f.p), SIGTERM), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(o.rc, -ESHUTDOWN);
+	assert_null(o.c);
+	assert_int_equal(memsvc_proc_stop(f.p, 0, 10000, &status), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(harness_log_contains(f.p, "attach refused\" status=ESHUTDOWN"));
+	stop(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_remote_readback),
 	    cmocka_unit_test(test_remote_refused),
 	    cmocka_unit_test(test_reload_keys),
+	    cmocka_unit_test(test_remote_attach_off_loop),
+	    cmocka_unit_test(test_remote_attach_drained),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
