@@ -4,7 +4,8 @@
  * endpoint (CURVE, ZAP allow-list): write, commit and read back unit bytes with zero wrong
  * bytes; shared-memory calls refuse a remote session; an unlisted key times out cleanly, a
  * listed key cannot claim another tenant; a tenants reload (SIGHUP) re-reads the allow-list;
- * a remote Hello's session is made off the daemon's loop, and a drain refuses it while pending.
+ * a remote Hello's session is made off the daemon's loop; a drain refuses it while pending, and
+ * one whose client gave up and left is undone.
  * Exits 77 without CURVE or the daemon.
  */
 #include <errno.h>
@@ -337,6 +338,38 @@ static void test_remote_attach_drained(void **state)
 	stop(&f);
 }
 
+/*
+ * A remote client that gives up before its Hello's reply and closes its socket: the reply
+ * cannot be routed (the router is ZMQ_ROUTER_MANDATORY and the peer is gone), so the attach
+ * is undone and its bytes are back in the budget; the next client attaches.
+ */
+static void test_remote_attach_abandoned(void **state)
+{
+	int pn = harness_free_port();
+	struct memclient *c = NULL;
+	char port[32], *text;
+	struct fx f;
+
+	(void)state;
+	snprintf(port, sizeof(port), "--metrics-port=%d", pn);
+	setenv(ATTACH_DELAY_ENV, ATTACH_DELAY, 1);
+	start_args(&f, port);
+	unsetenv(ATTACH_DELAY_ENV);
+	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", 500, &c), -ETIMEDOUT);
+	assert_null(c);
+	assert_true(harness_log_contains(f.p, "remote session attaching\" session=1"));
+	assert_true(log_wait(f.p, "attach refused\" status=EHOSTUNREACH"));
+	text = harness_http_get(pn, "/metrics");
+	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 0\n"));
+	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 0\n"));
+	free(text);
+	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", ATTACH_WAIT_MS, &c), 0);
+	assert_int_equal(memclient_ping(c), 0);
+	memclient_close(c);
+	stop(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -345,6 +378,7 @@ int main(void)
 	    cmocka_unit_test(test_reload_keys),
 	    cmocka_unit_test(test_remote_attach_off_loop),
 	    cmocka_unit_test(test_remote_attach_drained),
+	    cmocka_unit_test(test_remote_attach_abandoned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
