@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The event loop and the session lifecycle: attach (SO_PEERCRED, tenant, quota, budget,
- * session regions, descriptors over SCM_RIGHTS), teardown when the attach socket closes,
- * housekeeping on a timer, the drain that SIGTERM/SIGINT or a drain request starts, and the
- * tenants reload on SIGHUP.
+ * session regions made off the loop, descriptors over SCM_RIGHTS; a remote Hello the same way,
+ * answered through its router), teardown when the attach socket closes, housekeeping on a
+ * timer, the drain that SIGTERM/SIGINT or a drain request starts, and the tenants reload on
+ * SIGHUP.
  */
 #include "server_internal.h"
 
