@@ -7,7 +7,7 @@
 # Env: SPARDA_GPU_DEPS  folder with include/cblas.h and lib/blas_sub.o.gz (the OpenBLAS
 #                       objects cblas_sgemm needs, `ld -r -u cblas_sgemm libopenblas.a`,
 #                       gzipped; default build-gpudeps/ when present, else -lopenblas)
-#      CUDA_ARCH        sm number to build for (default 90)
+#      CUDA_ARCH        sm number to build for (default 90a: the wgmma prefill kernel)
 #      SANITIZE=1       also run the test under compute-sanitizer memcheck
 #      BENCH=1          also build and run sparda-kbench (kbench.txt, kbench.json; timings
 #                       never change the exit status); KBENCH_ARGS adds its options (e.g.
@@ -18,7 +18,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 b=${SPARDA_GPUCHECK_BUILD:-$root/build-gpucheck}
 logs=${OUT:-$b}
 deps=${SPARDA_GPU_DEPS:-$root/build-gpudeps}
-arch=${CUDA_ARCH:-90}
+arch=${CUDA_ARCH:-90a}
 jobs=${JOBS:-$(nproc)}
 mkdir -p "$b/obj" "$logs"
 rm -f "$b"/obj/*.o
@@ -93,28 +93,14 @@ if [ "${BENCH:-0}" = 1 ] && [ $build_rc -eq 0 ]; then
 			>"$logs/kbench.txt" 2>&1
 		say "kbench rc=$?"
 		cat "$logs/kbench.txt"
-		for o in attn_decode attn_decode_cp attn_prefill attn_prefill_fa2 select; do
-			say "sass $o: HMMA=$("$cuda/bin/cuobjdump" --dump-sass "$b/obj/cu_$o.o" 2>/dev/null |
-				grep -c HMMA)"
+		for o in attn_decode attn_decode_cp attn_prefill attn_prefill_fa2 attn_prefill_wg \
+			select; do
+			say "sass $o: MMA=$("$cuda/bin/cuobjdump" --dump-sass "$b/obj/cu_$o.o" 2>/dev/null |
+				grep -c MMA)"
 		done
 		# PyTorch's fused SDPA on the same dense prefill problem, where the image has it.
-		python3 - >"$logs/sdpa.txt" 2>&1 <<'PY' && cat "$logs/sdpa.txt" | tee -a "$summary"
-import torch, torch.nn.functional as F
-for t in (4096, 8192):
-    q = torch.randn(1, 32, t, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, 2, t, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(1, 2, t, 128, device="cuda", dtype=torch.bfloat16)
-    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    f(); f(); torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(5):
-        f()
-    b.record(); b.synchronize()
-    ms = a.elapsed_time(b) / 5
-    print(f"sdpa dense causal t={t} heads=32/2 d=128: {ms*1e3:.1f} us "
-          f"{4*32*128*t*t/2/ms/1e9:.1f} TF/s")
-PY
+		python3 "$root/scripts/sdpa-bench.py" >"$logs/sdpa.txt" 2>&1 &&
+			tee -a "$summary" <"$logs/sdpa.txt"
 	else
 		say "kbench build failed (see build.log)"
 	fi

@@ -159,7 +159,9 @@ peers)
 	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
 kbench)
 	# shellcheck disable=SC2086
-	step kbench 400 "$b/tests/sparda-kbench" --json "$res/kbench.json" ${KBENCH_ARGS:-} ;;
+	step kbench 400 "$b/tests/sparda-kbench" --json "$res/kbench.json" ${KBENCH_ARGS:-}
+	# PyTorch's fused SDPA on kbench's dense prefill problem, for the ratio
+	step sdpa 120 python3 "$(dirname "$0")/sdpa-bench.py" ;;
 memsvc)
 	for n in 1 2 4; do
 		step "bench_memsvc_$n" 120 "$b/bin/sparda" bench memsvc --clients=$n --units=96 \

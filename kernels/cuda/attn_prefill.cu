@@ -14,6 +14,7 @@
 
 #include "attn_prefill.cuh"
 #include "attn_prefill_fa2.cuh"
+#include "attn_prefill_wg.cuh"
 #include "kc_common.cuh"
 
 using namespace nvcuda;
@@ -220,15 +221,22 @@ extern "C" int kc_attn_prefill_init(void)
 {
 	KC_CHECK(cudaFuncSetAttribute(kc_ap_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				      (int)kc_ap_smem_bytes(256)));
-	return kc_fa2_init();
+	int r = kc_fa2_init();
+	return r ? r : kc_wg_init();
 }
 
-/* The FlashAttention-2 kernel (attn_prefill_fa2.cu) when the shape allows, unless
- * SPARDA_KCUDA_PREFILL=wmma (read at each call); else this file's WMMA kernel. */
-static bool kc_ap_use_fa2(void)
+/*
+ * The kernel SPARDA_KCUDA_PREFILL names (read at each call): `wg` (the default: the wgmma kernel,
+ * attn_prefill_wg.cu, where this build has it for the device), `fa2` (attn_prefill_fa2.cu) or
+ * `wmma` (this file's kernel). A kernel that does not handle the shape passes it down the list.
+ */
+enum kc_ap_kind { KC_AP_WG, KC_AP_FA2, KC_AP_WMMA };
+static enum kc_ap_kind kc_ap_kind(void)
 {
 	const char *e = getenv("SPARDA_KCUDA_PREFILL");
-	return !(e && !strcmp(e, "wmma"));
+	if (e && !strcmp(e, "wmma"))
+		return KC_AP_WMMA;
+	return e && !strcmp(e, "fa2") ? KC_AP_FA2 : KC_AP_WG;
 }
 
 extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
@@ -243,7 +251,11 @@ extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, co
 		return -EINVAL;
 	if (t == 0 || n_q == 0)
 		return 0;
-	if (kc_ap_use_fa2() && kc_fa2_ok(d, sel, topk, block))
+	enum kc_ap_kind kind = kc_ap_kind();
+	if (kind == KC_AP_WG && kc_wg_ok(d, scale, sel, topk, block))
+		return kc_wg_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d, scale,
+				    sel, topk, block);
+	if (kind != KC_AP_WMMA && kc_fa2_ok(d, sel, topk, block))
 		return kc_fa2_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d, scale,
 				     sel, topk, block);
 	struct kc_ap_args a = {};

@@ -1209,27 +1209,36 @@ int main(void)
 		unsetenv("SPARDA_KCUDA_MERGE");
 		cur_variant = "";
 	}
-	t_attn_prefill(1, 0, 2, 4, 128, false, 0);
-	t_attn_prefill(300, 0, 2, 4, 256, false, 0);
-	t_attn_prefill(260, 64, 2, 4, 128, true, 96);
-	t_attn_prefill(1, 77, 2, 4, 128, false, 0);
-	t_attn_prefill(520, 200, 2, 4, 128, false, 0);
-	t_attn_prefill(330, 0, 1, 2, 32, false, 0); /* d 32: the WMMA kernel */
-	t_attn_prefill(130, 0, 2, 16, 128, true, 4);
-	if (!self) { /* 128-query FlashAttention-2 CTAs for dense (SPARDA_KCUDA_FA2_BM=128) */
-		setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
-		cur_variant = "(fa2 bm=128)";
+	/* the default kernel (on Hopper the wgmma one), then the FlashAttention-2 kernel
+	 * (SPARDA_KCUDA_PREFILL=fa2, read per call) with 64- and 128-query CTAs */
+	for (int v = 0; v < (self ? 1 : 3); v++) {
+		if (v >= 1)
+			setenv("SPARDA_KCUDA_PREFILL", "fa2", 1);
+		if (v == 2)
+			setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
+		cur_variant = v == 0 ? "" : v == 1 ? "(prefill=fa2)" : "(fa2 bm=128)";
+		t_attn_prefill(1, 0, 2, 4, 128, false, 0);
+		t_attn_prefill(300, 0, 2, 4, 256, false, 0);
+		t_attn_prefill(260, 64, 2, 4, 128, true, 96);
+		t_attn_prefill(1, 77, 2, 4, 128, false, 0);
+		t_attn_prefill(520, 200, 2, 4, 128, false, 0);
+		t_attn_prefill(330, 0, 1, 2, 32, false, 0); /* d 32: the WMMA kernel */
+		t_attn_prefill(130, 0, 2, 16, 128, true, 4);
+		if (self)
+			continue;
 		for (uint32_t gq = 1; gq <= 16; gq *= 4) {
 			t_attn_prefill(100, 0, 2, gq, 128, false, 0);
 			t_attn_prefill(70, 37, 2, gq, 64, false, 0);
 			t_attn_prefill(200, 128, 2, gq, 128, true, 5);
+			t_attn_prefill(130, 64, 1, gq, 64, true, 3);
 		}
-		t_attn_prefill(1, 77, 2, 4, 128, false, 0);
-		t_attn_prefill(520, 200, 2, 4, 128, false, 0);
 		t_attn_prefill(300, 64, 2, 2, 64, false, 0);
-		unsetenv("SPARDA_KCUDA_FA2_BM");
-		cur_variant = "";
+		t_attn_prefill(1000, 24, 2, 16, 128, false, 0);
+		t_attn_prefill(700, 0, 2, 16, 128, true, 6);
 	}
+	unsetenv("SPARDA_KCUDA_PREFILL");
+	unsetenv("SPARDA_KCUDA_FA2_BM");
+	cur_variant = "";
 	if (!self) { /* the WMMA kernel (SPARDA_KCUDA_PREFILL=wmma, read per call) */
 		setenv("SPARDA_KCUDA_PREFILL", "wmma", 1);
 		cur_variant = "(prefill=wmma)";

@@ -412,33 +412,39 @@ static void bench_prefill(bool quick)
 	for (uint32_t qb = 0; qb < n_qb; qb++)
 		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
 	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
-	unsetenv("SPARDA_KCUDA_PREFILL"); /* the default: FlashAttention-2 */
-	for (uint32_t tf : {4096u, 8192u}) {
-		if (quick && tf > 4096)
-			continue;
+	/* the wgmma kernel (the default on Hopper) and the FlashAttention-2 kernel */
+	for (const char *kern : {"wg", "fa2"}) {
+		setenv("SPARDA_KCUDA_PREFILL", kern, 1);
+		for (uint32_t tf : {4096u, 8192u}) {
+			if (quick && tf > 4096)
+				continue;
+			us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+				KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d,
+							 k, v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f,
+							 NULL, 0, 64));
+			});
+			snprintf(p, sizeof(p), "%s dense causal t=%u heads=32/2", kern, tf);
+			add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
+			if (strcmp(kern, "fa2"))
+				continue;
+			setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
+			us = time_us(KB_STREAM_COMPUTE, 3, [&] {
+				KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d,
+							 k, v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f,
+							 NULL, 0, 64));
+			});
+			unsetenv("SPARDA_KCUDA_FA2_BM");
+			snprintf(p, sizeof(p), "fa2 bm=128 dense causal t=%u heads=32/2", tf);
+			add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
+		}
 		us = time_us(KB_STREAM_COMPUTE, 3, [&] {
-			KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k,
-						 v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f, NULL, 0,
+			KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
+						 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk,
 						 64));
 		});
-		snprintf(p, sizeof(p), "fa2 dense causal t=%u heads=32/2", tf);
-		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
-		setenv("SPARDA_KCUDA_FA2_BM", "128", 1);
-		us = time_us(KB_STREAM_COMPUTE, 3, [&] {
-			KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k,
-						 v, n_kv * d, tf, 0, n_q, n_kv, d, 0.0884f, NULL, 0,
-						 64));
-		});
-		unsetenv("SPARDA_KCUDA_FA2_BM");
-		snprintf(p, sizeof(p), "fa2 bm=128 dense causal t=%u heads=32/2", tf);
-		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * (double)tf * tf / 2, "gemm");
+		snprintf(p, sizeof(p), "%s sparse t=%u topk=96 heads=32/2", kern, t);
+		add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
 	}
-	us = time_us(KB_STREAM_COMPUTE, 3, [&] {
-		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
-					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, sel, sp.topk, 64));
-	});
-	snprintf(p, sizeof(p), "fa2 sparse t=%u topk=96 heads=32/2", t);
-	add_row("attn_prefill", p, us, 0, 4.0 * n_q * d * kv, "gemm");
 	unsetenv("SPARDA_KCUDA_PREFILL");
 	kb->ops->free(kb, q);
 	kb->ops->free(kb, k);
@@ -484,7 +490,7 @@ static void bench_prefill_long(uint32_t t)
 		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
 					 n_kv * d, t, 0, n_q, n_kv, d, 0.0884f, NULL, 0, 64));
 	});
-	snprintf(p, sizeof(p), "fa2 dense causal t=%u heads=32/2", t);
+	snprintf(p, sizeof(p), "dense causal t=%u heads=32/2", t);
 	add_row("attn_prefill", p, us_d, 0, 4.0 * n_q * d * (double)t * t / 2, "gemm");
 	double us_s = time_us(KB_STREAM_COMPUTE, 3, [&] {
 		KB(kb->ops->attn_prefill(kb, KB_STREAM_COMPUTE, o, n_q * d, q, n_q * d, k, v,
@@ -493,7 +499,7 @@ static void bench_prefill_long(uint32_t t)
 	double kv = 0; /* keys each query sees: min(own prefix, 96 blocks) */
 	for (uint32_t qb = 0; qb < n_qb; qb++)
 		kv += 64.0 * 64 * (qb + 1 < sp.topk ? qb + 1 : sp.topk);
-	snprintf(p, sizeof(p), "fa2 sparse t=%u topk=96 heads=32/2", t);
+	snprintf(p, sizeof(p), "sparse t=%u topk=96 heads=32/2", t);
 	add_row("attn_prefill", p, us_s, 0, 4.0 * n_q * d * kv, "gemm");
 	snprintf(p, sizeof(p), "dense/sparse attn_prefill t=%u", t);
 	add_ratio(p, us_d / us_s);

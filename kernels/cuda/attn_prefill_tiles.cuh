@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What the tensor-core prefill kernels (attn_prefill_fa2.cu, attn_prefill_wg.cu) share: their
+ * arguments, the padded tile loader, and the block-sparse list of 64-key tiles of a query block's
+ * selected KV blocks. Internal to those files.
+ */
+#ifndef SPARDA_KERNELS_CUDA_ATTN_PREFILL_TILES_CUH
+#define SPARDA_KERNELS_CUDA_ATTN_PREFILL_TILES_CUH
+
+#include <stdint.h>
+
+#include "kc_common.cuh"
+#include "kc_mma.cuh"
+
+#define KC_FA_BN 64u      /* keys per tile; also the query rows of a 4-warp CTA */
+#define KC_FA_MAXT 1024u  /* listed tiles per query block (block-sparse) */
+
+struct kc_fa_args {
+	uint16_t *out;
+	const uint16_t *q, *k, *v;
+	const int32_t *sel;
+	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, topk, block, n_qb, n_qt;
+	float sl2; /* scale * log2(e) */
+};
+
+/*
+ * Copy ROWS rows of D bf16 into a padded tile (row stride D + 8) with NT threads: tile row r is
+ * source row r0 + r (stride lds) when lo <= r < hi, else zeros.
+ */
+template <int D, uint32_t ROWS, uint32_t NT>
+static __device__ __forceinline__ void kc_fa_load(uint16_t *dst, const uint16_t *src, size_t lds,
+						  int64_t r0, uint32_t lo, uint32_t hi)
+{
+	constexpr uint32_t VPR = D / 8, LDS = D + 8;
+#pragma unroll
+	for (uint32_t i = 0; i < ROWS * VPR / NT; i++) {
+		uint32_t idx = threadIdx.x + i * NT, r = idx / VPR, c = (idx % VPR) * 8;
+		bool ok = r >= lo && r < hi;
+		const uint16_t *s = ok ? src + (size_t)(r0 + r) * lds + c : src;
+		kc_cp16(dst + r * LDS + c, s, ok);
+	}
+}
+
+/* The key position where tile i starts (dense: 64 i; sparse: from the list). */
+static __device__ __forceinline__ uint32_t kc_fa_tile(const int32_t *tl, bool sparse, uint32_t i)
+{
+	return sparse ? (uint32_t)tl[i] : i * KC_FA_BN;
+}
+
+/* Warp 0 lists the 64-key tiles of the selected blocks that start at or before `last`. */
+static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, uint32_t qb,
+				      uint32_t last, int32_t *tl)
+{
+	uint32_t lane = threadIdx.x & 31, sub = a.block / KC_FA_BN, n = 0;
+	const int32_t *sl = a.sel + ((size_t)g * a.n_qb + qb) * a.topk;
+	for (uint32_t base = 0; base < a.topk; base += 32) {
+		uint32_t i = base + lane, cnt = 0;
+		int32_t blk = i < a.topk ? sl[i] : -1;
+		uint64_t b0 = blk >= 0 ? (uint64_t)blk * a.block : 0;
+		if (blk >= 0 && b0 <= last)
+			cnt = min(sub, (uint32_t)((last - b0) / KC_FA_BN) + 1);
+		uint32_t inc = cnt;
+#pragma unroll
+		for (int o = 1; o < 32; o <<= 1) {
+			uint32_t x = __shfl_up_sync(0xffffffffu, inc, o);
+			if ((int)lane >= o)
+				inc += x;
+		}
+		uint32_t off = n + inc - cnt;
+		for (uint32_t j = 0; j < cnt; j++)
+			if (off + j < KC_FA_MAXT)
+				tl[off + j] = (int32_t)(b0 + j * KC_FA_BN);
+		n += __shfl_sync(0xffffffffu, inc, 31);
+	}
+	return min(n, KC_FA_MAXT);
+}
+
+/* The arguments of a prefill launch whose query tiles are bm rows. */
+static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
+						uint32_t ld_q, const uint16_t *k, const uint16_t *v,
+						uint32_t ld_kv, uint32_t t, uint32_t p0, uint32_t n_q,
+						uint32_t n_kv, float scale, const int32_t *sel,
+						uint32_t topk, uint32_t block, uint32_t bm)
+{
+	struct kc_fa_args a = {};
+	a.out = out;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.sel = sel;
+	a.ld_o = ld_o;
+	a.ld_q = ld_q;
+	a.ld_kv = ld_kv;
+	a.t = t;
+	a.p0 = p0;
+	a.n_q = n_q;
+	a.n_kv = n_kv;
+	a.topk = topk;
+	a.block = block;
+	a.n_qb = block ? (p0 + t - 1) / block - p0 / block + 1 : 0;
+	a.n_qt = kc_div_up(p0 % bm + t, bm);
+	a.sl2 = scale * 1.4426950408889634f;
+	return a;
+}
+
+#endif
