@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * State shared by the server's own files (server.c: loop, attach, drain; ctlreq.c: ZeroMQ
- * requests). Never included outside memsvc/.
+ * State shared by the server's own files (server.c: loop, connections, drain; attach.c: attach;
+ * ctlreq.c: ZeroMQ requests). Never included outside memsvc/.
  */
 #ifndef SPARDA_MEMSVC_SERVER_INTERNAL_H
 #define SPARDA_MEMSVC_SERVER_INTERNAL_H
@@ -98,13 +98,27 @@ void ctlreq_handle(struct server *sv, void *sock, struct tenant *auth, struct wi
 		   int recv_status);
 /*
  * A hello on tcp, from the peer f->identity on router sock: admit it for tenant tn and start
- * making its remote session off the loop, as a local attach (server.c). Returns 0 when it is
+ * making its remote session off the loop, as a local attach (attach.c). Returns 0 when it is
  * under way: the server sends the reply (hello or error) itself once the session is made;
  * or -errno (refused: -ESHUTDOWN draining, -EUSERS, -EACCES, -EINVAL, -ENOMEM, -EDQUOT ...)
  * with the error reply in rp, for the caller to send. Loop thread.
  */
 int server_remote_hello(struct server *sv, struct tenant *tn, const struct wire_request *rq,
 			void *sock, const struct wire_frames *f, struct wire_reply *rp);
+/* Append c to the connections (server.c). */
+int server_conns_push(struct server *sv, struct conn *c);
+/* Close a connection; with a session, reclaim everything it held at once (server.c). */
+void server_conn_close(struct server *sv, struct conn *c, const char *why);
+/* Stop a session's spill work and give its disk back (server.c). */
+void server_tier_detach(struct server *sv, struct session *s);
+/* Sessions attached or being attached (server.c). */
+size_t server_n_sessions(const struct server *sv);
+/* Read and act on a pending connection's Hello (attach.c). */
+void attach_handle(struct server *sv, struct conn *c);
+/* Complete or undo the attaches whose sessions are made (attach.c; attach_fd woke the loop). */
+void attach_collect(struct server *sv);
+/* The job's connection closed: the job is undone when collected (attach.c). */
+void attach_job_orphan(struct attach_job *j);
 /* The conn carrying session id, or NULL (loop thread). */
 struct conn *server_find_session(struct server *sv, uint64_t id);
 /* Start draining (idempotent); deadline_ms 0 = the configured drain timeout. */
