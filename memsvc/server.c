@@ -194,7 +194,8 @@ static void conn_event(struct server *sv, struct conn *c, uint32_t events)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 	}
-	server_conn_close(sv, c, (events & (EPOLLHUP | EPOLLRDHUP)) ? "socket closed" : "socket error");
+	server_conn_close(sv, c,
+			  (events & (EPOLLHUP | EPOLLRDHUP)) ? "socket closed" : "socket error");
 }
 
 static void listen_event(struct server *sv)
@@ -234,8 +235,8 @@ void server_drain(struct server *sv, uint64_t deadline_ms, const char *why)
 		sv->listen_fd = -1;
 		unlink(sv->attach_path);
 	}
-	log_info(TAG, "draining", "reason=%s sessions=%zu deadline_ms=%llu", why, server_n_sessions(sv),
-		 (unsigned long long)deadline_ms);
+	log_info(TAG, "draining", "reason=%s sessions=%zu deadline_ms=%llu", why,
+		 server_n_sessions(sv), (unsigned long long)deadline_ms);
 }
 
 /*
