@@ -256,8 +256,8 @@ extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, co
 		return kc_wg_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d, scale,
 				    sel, topk, block);
 	if (kind != KC_AP_WMMA && kc_fa2_ok(d, sel, topk, block))
-		return kc_fa2_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d, scale,
-				     sel, topk, block);
+		return kc_fa2_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
+				     scale, sel, topk, block);
 	struct kc_ap_args a = {};
 	a.out = out;
 	a.q = q;

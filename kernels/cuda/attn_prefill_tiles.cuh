@@ -12,8 +12,8 @@
 #include "kc_common.cuh"
 #include "kc_mma.cuh"
 
-#define KC_FA_BN 64u      /* keys per tile; also the query rows of a 4-warp CTA */
-#define KC_FA_MAXT 1024u  /* listed tiles per query block (block-sparse) */
+#define KC_FA_BN 64u	 /* keys per tile; also the query rows of a 4-warp CTA */
+#define KC_FA_MAXT 1024u /* listed tiles per query block (block-sparse) */
 
 struct kc_fa_args {
 	uint16_t *out;
@@ -78,9 +78,10 @@ static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, ui
 /* The arguments of a prefill launch whose query tiles are bm rows. */
 static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
 						uint32_t ld_q, const uint16_t *k, const uint16_t *v,
-						uint32_t ld_kv, uint32_t t, uint32_t p0, uint32_t n_q,
-						uint32_t n_kv, float scale, const int32_t *sel,
-						uint32_t topk, uint32_t block, uint32_t bm)
+						uint32_t ld_kv, uint32_t t, uint32_t p0,
+						uint32_t n_q, uint32_t n_kv, float scale,
+						const int32_t *sel, uint32_t topk, uint32_t block,
+						uint32_t bm)
 {
 	struct kc_fa_args a = {};
 	a.out = out;

@@ -57,10 +57,10 @@ static __device__ __forceinline__ void kc_wg_scores(float *s, const uint32_t (*q
 	kc_wg_fence();
 #pragma unroll
 	for (uint32_t kk = 0; kk < D / 16; kk++)
-		kc_wg_m64n64<0>(s, qf[kk],
-				kc_wg_desc(kt + (kk / 4) * KC_FA_BN * KC_WG_TILE_ROW + (kk % 4) * 32,
-					   16, 1024),
-				kk > 0);
+		kc_wg_m64n64<0>(
+		    s, qf[kk],
+		    kc_wg_desc(kt + (kk / 4) * KC_FA_BN * KC_WG_TILE_ROW + (kk % 4) * 32, 16, 1024),
+		    kk > 0);
 	kc_wg_commit();
 }
 
@@ -75,7 +75,8 @@ static __device__ __forceinline__ void kc_wg_pv(float *o, const uint32_t (*pa)[4
 	kc_wg_fence();
 #pragma unroll
 	for (uint32_t j = 0; j < 4; j++) {
-		uint64_t dv = kc_wg_desc(vt + j * 16 * KC_WG_TILE_ROW, KC_FA_BN * KC_WG_TILE_ROW, 1024);
+		uint64_t dv =
+		    kc_wg_desc(vt + j * 16 * KC_WG_TILE_ROW, KC_FA_BN * KC_WG_TILE_ROW, 1024);
 		kc_wg_m64n128<1>(o, pa[j], dv, 1);
 	}
 	kc_wg_commit();
@@ -143,12 +144,12 @@ static __device__ __forceinline__ void kc_wg_rescale_pack(float *o, const float 
 {
 	if (__any_sync(0xffffffffu, al0 != 1.0f || al1 != 1.0f))
 #pragma unroll
-	for (uint32_t n = 0; n < D / 8; n++) {
-		o[4 * n] *= al0;
-		o[4 * n + 1] *= al0;
-		o[4 * n + 2] *= al1;
-		o[4 * n + 3] *= al1;
-	}
+		for (uint32_t n = 0; n < D / 8; n++) {
+			o[4 * n] *= al0;
+			o[4 * n + 1] *= al0;
+			o[4 * n + 2] *= al1;
+			o[4 * n + 3] *= al1;
+		}
 #pragma unroll
 	for (uint32_t j = 0; j < 4; j++) {
 		pa[j][0] = kc_bf2(s[8 * j], s[8 * j + 1]);
@@ -211,7 +212,8 @@ template <int D> __global__ void __launch_bounds__(128, 3) kc_wg_kernel(struct k
 	uint32_t lrow = lane & 7, lmat = lane >> 3;
 #pragma unroll
 	for (uint32_t kk = 0; kk < KS; kk++)
-		kc_ldm4(qf[kk], qs + (w * 16 + lrow + (lmat & 1) * 8) * LDQ + kk * 16 + (lmat >> 1) * 8);
+		kc_ldm4(qf[kk],
+			qs + (w * 16 + lrow + (lmat & 1) * 8) * LDQ + kk * 16 + (lmat >> 1) * 8);
 	__syncthreads(); /* stage 1 is free for the first prefetch */
 
 	float o[ON], s[32], al0, al1;
@@ -308,9 +310,8 @@ int kc_wg_init(void)
 		KC_CHECK(e);
 	if (!flag)
 		return 0;
-	KC_CHECK(cudaFuncSetAttribute(kc_wg_kernel<128>,
-				      cudaFuncAttributeMaxDynamicSharedMemorySize,
-				      (int)kc_wg_smem(128)));
+	KC_CHECK(cudaFuncSetAttribute(
+	    kc_wg_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kc_wg_smem(128)));
 	kc_wg_built = true;
 	return 0;
 }
@@ -330,7 +331,7 @@ int kc_wg_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *
 		 uint32_t topk, uint32_t block)
 {
 	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv,
-					       scale, sel, topk, block, KC_FA_BN);
+					      scale, sel, topk, block, KC_FA_BN);
 	dim3 grid(a.n_qt, n_q);
 	kc_wg_kernel<128><<<grid, 128, kc_wg_smem(d), st>>>(a);
 	KC_LAUNCHED("attn_prefill_wg");
