@@ -28,26 +28,11 @@ __global__ void __launch_bounds__(W * 32, 8 / W) kc_fa_kernel(struct kc_fa_args 
 	__shared__ uint32_t s_nt;
 	/* Q [BM], then K and V tiles of 64 rows, two stages each */
 	uint16_t *qs = fsm, *ks = fsm + BM * LDS, *vs = ks + 2 * TILE;
-	uint32_t qt = a.n_qt - 1 - blockIdx.x; /* the longest rows first */
 	uint32_t h = blockIdx.y, g = h / (a.n_q / a.n_kv), tid = threadIdx.x;
 	uint32_t lane = tid & 31, w = tid >> 5, gid = lane >> 2, tig = lane & 3;
-	/* Query tiles sit on 64-aligned positions so a tile never straddles a KV block. */
-	uint32_t q0 = a.p0 - a.p0 % BM + qt * BM;
-	uint32_t lo = q0 < a.p0 ? a.p0 - q0 : 0, hi = min(BM, a.p0 + a.t - q0);
-	uint32_t last = q0 + hi - 1;
+	struct kc_fa_qtile qt = kc_fa_place(a, BM, g, tl, &s_nt);
+	uint32_t q0 = qt.q0, lo = qt.lo, hi = qt.hi, last = qt.last, nt = qt.nt;
 	bool sparse = a.sel != NULL;
-	uint32_t nt;
-	if (sparse) {
-		if (w == 0) {
-			uint32_t n = kc_fa_list(a, g, q0 / a.block - a.p0 / a.block, last, tl);
-			if (lane == 0)
-				s_nt = n;
-		}
-		__syncthreads();
-		nt = s_nt;
-	} else {
-		nt = last / KC_FA_BN + 1;
-	}
 	const uint16_t *kg = a.k + (size_t)g * D, *vg = a.v + (size_t)g * D;
 	kc_fa_load<D, BM, NT>(qs, a.q + (size_t)h * D, a.ld_q, (int64_t)q0 - a.p0, lo, hi);
 	if (nt) {

@@ -75,6 +75,38 @@ static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, ui
 	return min(n, KC_FA_MAXT);
 }
 
+/*
+ * Where this CTA's query tile of bm rows sits (tiles start at bm-aligned positions, the longest
+ * rows first, so a tile never straddles a KV block), which of its rows are the prompt's
+ * (lo <= r < hi), the position of its last row, and how many 64-key tiles it visits: dense, all
+ * up to `last`; block-sparse, those warp 0 lists in tl (the CTA syncs once).
+ */
+struct kc_fa_qtile {
+	uint32_t q0, lo, hi, last, nt;
+};
+static __device__ __forceinline__ struct kc_fa_qtile
+kc_fa_place(const struct kc_fa_args &a, uint32_t bm, uint32_t g, int32_t *tl, uint32_t *s_nt)
+{
+	struct kc_fa_qtile t;
+	uint32_t qt = a.n_qt - 1 - blockIdx.x;
+	t.q0 = a.p0 - a.p0 % bm + qt * bm;
+	t.lo = t.q0 < a.p0 ? a.p0 - t.q0 : 0;
+	t.hi = min(bm, a.p0 + a.t - t.q0);
+	t.last = t.q0 + t.hi - 1;
+	if (a.sel) {
+		if (threadIdx.x < 32) {
+			uint32_t n = kc_fa_list(a, g, t.q0 / a.block - a.p0 / a.block, t.last, tl);
+			if (threadIdx.x == 0)
+				*s_nt = n;
+		}
+		__syncthreads();
+		t.nt = *s_nt;
+	} else {
+		t.nt = t.last / KC_FA_BN + 1;
+	}
+	return t;
+}
+
 /* The arguments of a prefill launch whose query tiles are bm rows. */
 static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
 						uint32_t ld_q, const uint16_t *k, const uint16_t *v,

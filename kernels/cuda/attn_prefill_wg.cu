@@ -179,25 +179,11 @@ template <int D> __global__ void __launch_bounds__(128, 3) kc_wg_kernel(struct k
 	uint32_t sa = (uint32_t)__cvta_generic_to_shared(wsm);
 	uint8_t *kv = wsm + (1024 - sa % 1024) % 1024;
 	uint16_t *qs = (uint16_t *)(kv + 2 * TB);
-	uint32_t qt = a.n_qt - 1 - blockIdx.x; /* the longest rows first */
 	uint32_t h = blockIdx.y, g = h / (a.n_q / a.n_kv), tid = threadIdx.x;
 	uint32_t lane = tid & 31, w = tid >> 5, gid = lane >> 2, tig = lane & 3;
-	uint32_t q0 = a.p0 - a.p0 % KC_FA_BN + qt * KC_FA_BN;
-	uint32_t lo = q0 < a.p0 ? a.p0 - q0 : 0, hi = min(KC_FA_BN, a.p0 + a.t - q0);
-	uint32_t last = q0 + hi - 1;
+	struct kc_fa_qtile qt = kc_fa_place(a, KC_FA_BN, g, tl, &s_nt);
+	uint32_t q0 = qt.q0, lo = qt.lo, hi = qt.hi, last = qt.last, nt = qt.nt;
 	bool sparse = a.sel != NULL;
-	uint32_t nt;
-	if (sparse) {
-		if (w == 0) {
-			uint32_t n = kc_fa_list(a, g, q0 / a.block - a.p0 / a.block, last, tl);
-			if (lane == 0)
-				s_nt = n;
-		}
-		__syncthreads();
-		nt = s_nt;
-	} else {
-		nt = last / KC_FA_BN + 1;
-	}
 	const uint16_t *kg = a.k + (size_t)g * D, *vg = a.v + (size_t)g * D;
 	kc_fa_load<D, KC_FA_BN, 128>(qs, a.q + (size_t)h * D, a.ld_q, (int64_t)q0 - a.p0, lo, hi);
 	if (nt) {
