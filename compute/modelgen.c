@@ -125,13 +125,16 @@ static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uin
 	return n / sqrt((double)t->cols);
 }
 
+/* Elements [first, first + n) of tensor idx; in parallel with OpenMP (each element is a pure
+ * function of its index, so the bytes are the same for any thread count). */
 static int gen_fill(void *ctx, uint32_t idx, void *buf, uint64_t first, uint64_t n)
 {
 	const struct gen_ctx *c = ctx;
 	uint16_t *out = buf;
 
-	for (uint64_t i = 0; i < n; i++)
-		out[i] = kb_f32_to_bf16((float)gen_value(c, &c->t[idx], first + i));
+#pragma omp parallel for schedule(static) if (n >= 65536)
+	for (int64_t i = 0; i < (int64_t)n; i++)
+		out[i] = kb_f32_to_bf16((float)gen_value(c, &c->t[idx], first + (uint64_t)i));
 	return 0;
 }
 
