@@ -77,7 +77,7 @@ static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, ui
 
 /*
  * Where this CTA's query tile of bm rows sits (tiles start at bm-aligned positions, the longest
- * rows first, so a tile never straddles a KV block), which of its rows are the prompt's
+ * rows first; a 64-row tile never straddles a KV block), which of its rows are the prompt's
  * (lo <= r < hi), the position of its last row, and how many 64-key tiles it visits: dense, all
  * up to `last`; block-sparse, those warp 0 lists in tl (the CTA syncs once).
  */
