@@ -6,7 +6,8 @@
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
 #   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab bench32 sweep
 #   peers
-# kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select").
+# kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
+#   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
 #   --gather=dma (copy engines), BATCHES (1 4), LAYERS (8).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
