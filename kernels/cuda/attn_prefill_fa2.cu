@@ -148,27 +148,7 @@ __global__ void __launch_bounds__(W * 32, 8 / W) kc_fa_kernel(struct kc_fa_args 
 		__syncthreads(); /* this stage is refilled by the next iteration's prefetch */
 	}
 	kc_cp_wait<0>();
-#pragma unroll
-	for (int of = 1; of <= 2; of <<= 1) {
-		l0 += __shfl_xor_sync(0xffffffffu, l0, of);
-		l1 += __shfl_xor_sync(0xffffffffu, l1, of);
-	}
-	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-	uint32_t ra = r0, rb = r0 + 8;
-	uint16_t *oa = a.out + (size_t)(q0 + ra - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
-	uint16_t *ob = a.out + (size_t)(q0 + rb - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
-	bool va = ra >= lo && ra < hi, vb = rb >= lo && rb < hi;
-#pragma unroll
-	for (uint32_t n = 0; n < ON; n++) {
-		if (va) {
-			oa[n * 8] = kc_tobf(o[n][0] * i0);
-			oa[n * 8 + 1] = kc_tobf(o[n][1] * i0);
-		}
-		if (vb) {
-			ob[n * 8] = kc_tobf(o[n][2] * i1);
-			ob[n * 8 + 1] = kc_tobf(o[n][3] * i1);
-		}
-	}
+	kc_fa_store<D>(a, &o[0][0], l0, l1, q0, r0, lo, hi, h, tig);
 }
 
 static size_t kc_fa_smem(uint32_t d, uint32_t warps)

@@ -107,6 +107,39 @@ kc_fa_place(const struct kc_fa_args &a, uint32_t bm, uint32_t g, int32_t *tl, ui
 	return t;
 }
 
+/*
+ * The epilogue: sum each row's softmax denominator over its quad, normalise this lane's output
+ * (o: D / 8 groups of 4 accumulators, rows r0 and r0 + 8, columns tig * 2 + {0, 1} of each
+ * 8-column group) and store the rows that are the prompt's (lo <= r < hi) as bf16.
+ */
+template <int D>
+static __device__ __forceinline__ void
+kc_fa_store(const struct kc_fa_args &a, const float *o, float l0, float l1, uint32_t q0,
+	    uint32_t r0, uint32_t lo, uint32_t hi, uint32_t h, uint32_t tig)
+{
+#pragma unroll
+	for (int of = 1; of <= 2; of <<= 1) {
+		l0 += __shfl_xor_sync(0xffffffffu, l0, of);
+		l1 += __shfl_xor_sync(0xffffffffu, l1, of);
+	}
+	float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+	uint32_t ra = r0, rb = r0 + 8;
+	uint16_t *oa = a.out + (size_t)(q0 + ra - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
+	uint16_t *ob = a.out + (size_t)(q0 + rb - a.p0) * a.ld_o + (size_t)h * D + tig * 2;
+	bool va = ra >= lo && ra < hi, vb = rb >= lo && rb < hi;
+#pragma unroll
+	for (uint32_t n = 0; n < D / 8; n++) {
+		if (va) {
+			oa[n * 8] = kc_tobf(o[4 * n] * i0);
+			oa[n * 8 + 1] = kc_tobf(o[4 * n + 1] * i0);
+		}
+		if (vb) {
+			ob[n * 8] = kc_tobf(o[4 * n + 2] * i1);
+			ob[n * 8 + 1] = kc_tobf(o[4 * n + 3] * i1);
+		}
+	}
+}
+
 /* The arguments of a prefill launch whose query tiles are bm rows. */
 static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
 						uint32_t ld_q, const uint16_t *k, const uint16_t *v,
