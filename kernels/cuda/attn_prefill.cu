@@ -14,6 +14,7 @@
 
 #include "attn_prefill.cuh"
 #include "attn_prefill_fa2.cuh"
+#include "attn_prefill_tiles.cuh"
 #include "attn_prefill_wg.cuh"
 #include "kc_common.cuh"
 
@@ -23,14 +24,6 @@ using namespace nvcuda;
 #define KC_AP_T 64u   /* queries and keys per tile */
 #define KC_AP_SLD 68u /* fp32 score tile row stride */
 #define KC_AP_PLD 72u /* bf16 probability tile row stride */
-
-struct kc_ap_args {
-	uint16_t *out;
-	const uint16_t *q, *k, *v;
-	const int32_t *sel;
-	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, d, topk, block, n_qb;
-	float scale;
-};
 
 struct kc_ap_smem {
 	uint16_t *qs, *ks, *vs, *ps;
@@ -80,7 +73,7 @@ static __device__ void kc_ap_load(uint16_t *dst, uint32_t ldd, const uint16_t *s
  * tile at positions [q0, q0 + 64) whose rows [lo, hi) are real. Row state (m, l) of query row
  * tid / 2 lives in both threads of the pair.
  */
-static __device__ void kc_ap_tile(const struct kc_ap_args &a, const struct kc_ap_smem &s,
+static __device__ void kc_ap_tile(const struct kc_fa_args &a, const struct kc_ap_smem &s,
 				  uint32_t g, uint32_t q0, uint32_t lo, uint32_t hi, uint32_t kp0,
 				  uint32_t rows, float &m, float &l)
 {
@@ -177,7 +170,7 @@ static __device__ void kc_ap_tile(const struct kc_ap_args &a, const struct kc_ap
 #endif
 }
 
-__global__ void __launch_bounds__(KC_AP_THREADS) kc_ap_kernel(struct kc_ap_args a)
+__global__ void __launch_bounds__(KC_AP_THREADS) kc_ap_kernel(struct kc_fa_args a)
 {
 	extern __shared__ __align__(128) unsigned char smem[];
 	struct kc_ap_smem s = kc_ap_carve(smem, a.d);
@@ -258,25 +251,9 @@ extern "C" int kc_attn_prefill(cudaStream_t st, uint16_t *out, uint32_t ld_o, co
 	if (kind != KC_AP_WMMA && kc_fa2_ok(d, sel, topk, block))
 		return kc_fa2_launch(st, out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
 				     scale, sel, topk, block);
-	struct kc_ap_args a = {};
-	a.out = out;
-	a.q = q;
-	a.k = k;
-	a.v = v;
-	a.sel = sel;
-	a.ld_o = ld_o;
-	a.ld_q = ld_q;
-	a.ld_kv = ld_kv;
-	a.t = t;
-	a.p0 = p0;
-	a.n_q = n_q;
-	a.n_kv = n_kv;
-	a.d = d;
-	a.topk = topk;
-	a.block = block;
-	a.n_qb = block ? (p0 + t - 1) / block - p0 / block + 1 : 0;
-	a.scale = scale;
-	dim3 grid(kc_div_up(p0 % KC_AP_T + t, KC_AP_T), n_q);
+	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
+					      scale, sel, topk, block, KC_AP_T);
+	dim3 grid(a.n_qt, n_q);
 	kc_ap_kernel<<<grid, KC_AP_THREADS, kc_ap_smem_bytes(d), st>>>(a);
 	KC_LAUNCHED("attn_prefill");
 	return 0;

@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(W * 32, 8 / W) kc_fa_kernel(struct kc_fa_args 
 		if (it == 0) {
 #pragma unroll
 			for (uint32_t kk = 0; kk < KS; kk++)
-				kc_ldm4(qf[kk], qs + (w * 16 + lrow + (lmat & 1) * 8) * LDS + kk * 16 +
-							(lmat >> 1) * 8);
+				kc_ldm4(qf[kk], qs + (w * 16 + lrow + (lmat & 1) * 8) * LDS +
+						    kk * 16 + (lmat >> 1) * 8);
 		}
 		const uint16_t *kt = ks + st * TILE, *vt = vs + st * TILE;
 		float s[8][4];
@@ -189,14 +189,14 @@ bool kc_fa2_ok(uint32_t d, const int32_t *sel, uint32_t topk, uint32_t block)
 	return true;
 }
 
-int kc_fa2_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q,
-		  uint32_t ld_q, const uint16_t *k, const uint16_t *v, uint32_t ld_kv, uint32_t t,
-		  uint32_t p0, uint32_t n_q, uint32_t n_kv, uint32_t d, float scale,
-		  const int32_t *sel, uint32_t topk, uint32_t block)
+int kc_fa2_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q, uint32_t ld_q,
+		  const uint16_t *k, const uint16_t *v, uint32_t ld_kv, uint32_t t, uint32_t p0,
+		  uint32_t n_q, uint32_t n_kv, uint32_t d, float scale, const int32_t *sel,
+		  uint32_t topk, uint32_t block)
 {
 	uint32_t w = kc_fa_warps(sel), bm = 16 * w;
-	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv,
-					       scale, sel, topk, block, bm);
+	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
+					      scale, sel, topk, block, bm);
 	dim3 grid(a.n_qt, n_q);
 	size_t sm = kc_fa_smem(d, w);
 	if (w == 8) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * What the tensor-core prefill kernels (attn_prefill_fa2.cu, attn_prefill_wg.cu) share: their
- * arguments, the padded tile loader, and the block-sparse list of 64-key tiles of a query block's
- * selected KV blocks. Internal to those files.
+ * What the prefill kernels share: their arguments (all three: attn_prefill.cu's WMMA kernel,
+ * attn_prefill_fa2.cu, attn_prefill_wg.cu), and for the last two the padded tile loader, the
+ * block-sparse list of 64-key tiles of a query block's selected KV blocks, the query tile's
+ * placement and the epilogue. Internal to those files.
  */
 #ifndef SPARDA_KERNELS_CUDA_ATTN_PREFILL_TILES_CUH
 #define SPARDA_KERNELS_CUDA_ATTN_PREFILL_TILES_CUH
@@ -19,8 +20,8 @@ struct kc_fa_args {
 	uint16_t *out;
 	const uint16_t *q, *k, *v;
 	const int32_t *sel;
-	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, topk, block, n_qb, n_qt;
-	float sl2; /* scale * log2(e) */
+	uint32_t ld_o, ld_q, ld_kv, t, p0, n_q, n_kv, d, topk, block, n_qb, n_qt;
+	float scale, sl2; /* sl2 = scale * log2(e) */
 };
 
 /*
@@ -48,8 +49,8 @@ static __device__ __forceinline__ uint32_t kc_fa_tile(const int32_t *tl, bool sp
 }
 
 /* Warp 0 lists the 64-key tiles of the selected blocks that start at or before `last`. */
-static __device__ uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, uint32_t qb,
-				      uint32_t last, int32_t *tl)
+static __device__ inline uint32_t kc_fa_list(const struct kc_fa_args &a, uint32_t g, uint32_t qb,
+					     uint32_t last, int32_t *tl)
 {
 	uint32_t lane = threadIdx.x & 31, sub = a.block / KC_FA_BN, n = 0;
 	const int32_t *sl = a.sel + ((size_t)g * a.n_qb + qb) * a.topk;
@@ -144,9 +145,9 @@ kc_fa_store(const struct kc_fa_args &a, const float *o, float l0, float l1, uint
 static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
 						uint32_t ld_q, const uint16_t *k, const uint16_t *v,
 						uint32_t ld_kv, uint32_t t, uint32_t p0,
-						uint32_t n_q, uint32_t n_kv, float scale,
-						const int32_t *sel, uint32_t topk, uint32_t block,
-						uint32_t bm)
+						uint32_t n_q, uint32_t n_kv, uint32_t d,
+						float scale, const int32_t *sel, uint32_t topk,
+						uint32_t block, uint32_t bm)
 {
 	struct kc_fa_args a = {};
 	a.out = out;
@@ -161,10 +162,12 @@ static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, co
 	a.p0 = p0;
 	a.n_q = n_q;
 	a.n_kv = n_kv;
+	a.d = d;
 	a.topk = topk;
 	a.block = block;
 	a.n_qb = block ? (p0 + t - 1) / block - p0 / block + 1 : 0;
 	a.n_qt = kc_div_up(p0 % bm + t, bm);
+	a.scale = scale;
 	a.sl2 = scale * 1.4426950408889634f;
 	return a;
 }

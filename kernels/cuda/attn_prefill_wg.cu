@@ -295,7 +295,7 @@ int kc_wg_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *
 		 uint32_t n_q, uint32_t n_kv, uint32_t d, float scale, const int32_t *sel,
 		 uint32_t topk, uint32_t block)
 {
-	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv,
+	struct kc_fa_args a = kc_fa_args_make(out, ld_o, q, ld_q, k, v, ld_kv, t, p0, n_q, n_kv, d,
 					      scale, sel, topk, block, KC_FA_BN);
 	dim3 grid(a.n_qt, n_q);
 	kc_wg_kernel<128><<<grid, 128, kc_wg_smem(d), st>>>(a);
