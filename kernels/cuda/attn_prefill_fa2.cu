@@ -182,11 +182,7 @@ static uint32_t kc_fa_warps(const int32_t *sel)
 
 bool kc_fa2_ok(uint32_t d, const int32_t *sel, uint32_t topk, uint32_t block)
 {
-	if (d != 64 && d != 128)
-		return false;
-	if (sel && (block % KC_FA_BN || (size_t)topk * (block / KC_FA_BN) > KC_FA_MAXT))
-		return false;
-	return true;
+	return (d == 64 || d == 128) && kc_fa_sparse_ok(sel, topk, block);
 }
 
 int kc_fa2_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q, uint32_t ld_q,

@@ -141,6 +141,12 @@ kc_fa_store(const struct kc_fa_args &a, const float *o, float l0, float l1, uint
 	}
 }
 
+/* Whether a block-sparse selection (sel != NULL) suits the 64-key tile list. */
+static inline bool kc_fa_sparse_ok(const int32_t *sel, uint32_t topk, uint32_t block)
+{
+	return !sel || (block % KC_FA_BN == 0 && (size_t)topk * (block / KC_FA_BN) <= KC_FA_MAXT);
+}
+
 /* The arguments of a prefill launch whose query tiles are bm rows. */
 static inline struct kc_fa_args kc_fa_args_make(uint16_t *out, uint32_t ld_o, const uint16_t *q,
 						uint32_t ld_q, const uint16_t *k, const uint16_t *v,

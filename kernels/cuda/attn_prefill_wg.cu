@@ -283,11 +283,8 @@ int kc_wg_init(void)
 
 bool kc_wg_ok(uint32_t d, float scale, const int32_t *sel, uint32_t topk, uint32_t block)
 {
-	if (!kc_wg_built || d != 128 || !(scale > 0.0f)) /* row maxima are kept unscaled */
-		return false;
-	if (sel && (block % KC_FA_BN || (size_t)topk * (block / KC_FA_BN) > KC_FA_MAXT))
-		return false;
-	return true;
+	/* scale > 0: row maxima are kept unscaled */
+	return kc_wg_built && d == 128 && scale > 0.0f && kc_fa_sparse_ok(sel, topk, block);
 }
 
 int kc_wg_launch(cudaStream_t st, uint16_t *out, uint32_t ld_o, const uint16_t *q, uint32_t ld_q,
