@@ -5,6 +5,7 @@
  * tests (every byte depends on the unit's identity, so a wrong slot shows at once).
  */
 #include "memsvc_harness.h"
+#include "timeutil.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -179,6 +180,15 @@ bool harness_log_contains(struct memsvc_proc *p, const char *needle)
 		found = strstr(line, needle) != NULL;
 	fclose(f);
 	return found;
+}
+
+bool harness_log_wait(struct memsvc_proc *p, const char *needle)
+{
+	uint64_t end = time_now_ms() + 10000;
+
+	while (!harness_log_contains(p, needle) && time_now_ms() < end)
+		usleep(1000);
+	return harness_log_contains(p, needle);
 }
 
 static uint64_t splitmix(uint64_t *s)

@@ -49,6 +49,8 @@ bool harness_reload(struct memsvc_proc *p, char *line, size_t len);
 
 /* Does the daemon's captured log contain needle? */
 bool harness_log_contains(struct memsvc_proc *p, const char *needle);
+/* Wait up to 10 s for a log line containing needle; true when it came. */
+bool harness_log_wait(struct memsvc_proc *p, const char *needle);
 
 /* Deterministic content of a unit, derived from (seq key, unit coordinates). */
 void harness_fill(void *buf, size_t len, uint64_t key, const struct memclient_unit *u);

@@ -258,16 +258,6 @@ static void *pending_open_main(void *arg)
 	return NULL;
 }
 
-/* Wait (10 s at most) for a line of the daemon's log. */
-static bool log_wait(struct memsvc_proc *p, const char *needle)
-{
-	uint64_t end = time_now_ms() + 10000;
-
-	while (!harness_log_contains(p, needle) && time_now_ms() < end)
-		usleep(1000);
-	return harness_log_contains(p, needle);
-}
-
 /*
  * A remote client's session (memfds, the arena's pre-fault) is made off the daemon's loop, as
  * a local client's: another client's requests and /metrics are answered while its Hello is
@@ -292,7 +282,7 @@ static void test_remote_attach_off_loop(void **state)
 	o.f = &f;
 	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", ATTACH_WAIT_MS, &first), 0);
 	assert_int_equal(pthread_create(&t, NULL, pending_open_main, &o), 0);
-	assert_true(log_wait(f.p, "remote session attaching\" session=2")); /* admitted */
+	assert_true(harness_log_wait(f.p, "remote session attaching\" session=2")); /* admitted */
 	assert_int_equal(memclient_ping(first), 0);			    /* answered ... */
 	text = harness_http_get(pn, "/metrics");			    /* ... counted ... */
 	assert_false(harness_log_contains(f.p, "remote session attached\" session=2")); /* before */
@@ -301,7 +291,7 @@ static void test_remote_attach_off_loop(void **state)
 	free(text);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(o.rc, 0);
-	assert_true(log_wait(f.p, "remote session attached\" session=2"));
+	assert_true(harness_log_wait(f.p, "remote session attached\" session=2"));
 	assert_int_equal(readback(o.c, u), 0);
 	text = harness_http_get(pn, "/metrics");
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
@@ -326,7 +316,7 @@ static void test_remote_attach_drained(void **state)
 	unsetenv(ATTACH_DELAY_ENV);
 	o.f = &f;
 	assert_int_equal(pthread_create(&t, NULL, pending_open_main, &o), 0);
-	assert_true(log_wait(f.p, "remote session attaching\" session=1"));
+	assert_true(harness_log_wait(f.p, "remote session attaching\" session=1"));
 	assert_int_equal(kill(memsvc_proc_pid(f.p), SIGTERM), 0);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(o.rc, -ESHUTDOWN);
@@ -358,7 +348,7 @@ static void test_remote_attach_abandoned(void **state)
 	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", 500, &c), -ETIMEDOUT);
 	assert_null(c);
 	assert_true(harness_log_contains(f.p, "remote session attaching\" session=1"));
-	assert_true(log_wait(f.p, "attach refused\" status=EHOSTUNREACH"));
+	assert_true(harness_log_wait(f.p, "attach refused\" status=EHOSTUNREACH"));
 	text = harness_http_get(pn, "/metrics");
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 0\n"));

@@ -290,16 +290,6 @@ static int hello_only(struct memsvc_proc *p, uint64_t arena_bytes)
 	return fd;
 }
 
-/* Wait (10 s at most) for a line of the daemon's log. */
-static bool log_wait(struct memsvc_proc *p, const char *needle)
-{
-	uint64_t end = time_now_ms() + 10000;
-
-	while (!harness_log_contains(p, needle) && time_now_ms() < end)
-		usleep(1000);
-	return harness_log_contains(p, needle);
-}
-
 /*
  * An attach's session (memfds, the arena's pre-fault) is made off the daemon's loop: another
  * client's control requests and /metrics are answered while it is, and a client that leaves
@@ -328,7 +318,7 @@ static void test_attach_off_loop(void **state)
 	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, ARENA, &small), 0);
 	assert_int_equal(pthread_create(&t, NULL, big_attach_main, &b), 0);
 	/* session 1 is small's, 2 the big one, 3 the client that leaves below */
-	assert_true(log_wait(p, "session attaching\" session=2"));	/* admitted */
+	assert_true(harness_log_wait(p, "session attaching\" session=2"));	/* admitted */
 	assert_int_equal(memclient_ping(small), 0);			/* answered ... */
 	text = harness_http_get(pn, "/metrics");			/* ... and counted ... */
 	assert_false(harness_log_contains(p, "session attached\" session=2")); /* ... before */
@@ -337,19 +327,19 @@ static void test_attach_off_loop(void **state)
 	free(text);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(b.rc, 0);
-	assert_true(log_wait(p, "session attached\" session=2")); /* logged after the reply */
+	assert_true(harness_log_wait(p, "session attached\" session=2")); /* logged after the reply */
 	text = harness_http_get(pn, "/metrics");
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 2\n"));
 	free(text);
 	memclient_close(b.c);
-	assert_true(log_wait(p, "session closed\" session=2"));
+	assert_true(harness_log_wait(p, "session closed\" session=2"));
 
 	/* A client gone while its attach is under way: the attach is undone. */
 	fd = hello_only(p, BIG_ARENA);
-	assert_true(log_wait(p, "session attaching\" session=3"));
+	assert_true(harness_log_wait(p, "session attaching\" session=3"));
 	close(fd);
-	assert_true(log_wait(p, "attach undone\" session=3"));
+	assert_true(harness_log_wait(p, "attach undone\" session=3"));
 	/* its bytes are back: 256 MiB fit the 384 MiB budget again */
 	b = (struct big_attach){.p = p};
 	big_attach_main(&b);
