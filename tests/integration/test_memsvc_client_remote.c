@@ -283,8 +283,8 @@ static void test_remote_attach_off_loop(void **state)
 	assert_int_equal(open_remote_wait(&f, &f.alice, "alice", ATTACH_WAIT_MS, &first), 0);
 	assert_int_equal(pthread_create(&t, NULL, pending_open_main, &o), 0);
 	assert_true(harness_log_wait(f.p, "remote session attaching\" session=2")); /* admitted */
-	assert_int_equal(memclient_ping(first), 0);			    /* answered ... */
-	text = harness_http_get(pn, "/metrics");			    /* ... counted ... */
+	assert_int_equal(memclient_ping(first), 0); /* answered ... */
+	text = harness_http_get(pn, "/metrics");    /* ... counted ... */
 	assert_false(harness_log_contains(f.p, "remote session attached\" session=2")); /* before */
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 65536\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 1\n"));

@@ -318,16 +318,17 @@ static void test_attach_off_loop(void **state)
 	assert_int_equal(harness_open(p, NULL, SP_WAIT_SLEEP, ARENA, &small), 0);
 	assert_int_equal(pthread_create(&t, NULL, big_attach_main, &b), 0);
 	/* session 1 is small's, 2 the big one, 3 the client that leaves below */
-	assert_true(harness_log_wait(p, "session attaching\" session=2"));	/* admitted */
-	assert_int_equal(memclient_ping(small), 0);			/* answered ... */
-	text = harness_http_get(pn, "/metrics");			/* ... and counted ... */
+	assert_true(harness_log_wait(p, "session attaching\" session=2")); /* admitted */
+	assert_int_equal(memclient_ping(small), 0);			   /* answered ... */
+	text = harness_http_get(pn, "/metrics");			   /* ... and counted ... */
 	assert_false(harness_log_contains(p, "session attached\" session=2")); /* ... before */
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 268435456\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 1\n"));
 	free(text);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(b.rc, 0);
-	assert_true(harness_log_wait(p, "session attached\" session=2")); /* logged after the reply */
+	/* logged after the reply */
+	assert_true(harness_log_wait(p, "session attached\" session=2"));
 	text = harness_http_get(pn, "/metrics");
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 2\n"));
