@@ -265,9 +265,11 @@ int kc_wg_init(void)
 
 	kc_wg_built = false;
 	KC_CHECK(cudaMalloc(&dflag, sizeof(int)));
-	KC_CHECK(cudaMemset(dflag, 0, sizeof(int)));
-	kc_wg_probe<<<1, 1>>>(dflag);
-	cudaError_t e = cudaGetLastError();
+	cudaError_t e = cudaMemset(dflag, 0, sizeof(int));
+	if (e == cudaSuccess) {
+		kc_wg_probe<<<1, 1>>>(dflag);
+		e = cudaGetLastError(); /* no image for this device: flag stays 0 */
+	}
 	if (e == cudaSuccess)
 		e = cudaMemcpy(&flag, dflag, sizeof(int), cudaMemcpyDeviceToHost);
 	cudaFree(dflag);
