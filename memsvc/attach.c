@@ -23,7 +23,6 @@
 #include "log.h"
 #include "mconfig.h"
 #include "mstats.h"
-#include "notify.h"
 #include "remote.h"
 #include "ring.h"
 #include "session.h"
@@ -185,22 +184,21 @@ static int attach_reply(struct server *sv, const struct attach_job *j, struct se
 	return r;
 }
 
-/* Session options from an admitted hello. */
-/* Called between pre-fault chunks of a large arena: keep systemd's watchdog fed. */
-static void prefault_progress(void *ctx)
+/*
+ * Session options of an admitted Hello. The client name is copied into the job (rq does not
+ * outlive the loop's turn); no pre-fault progress callback: the session is made off the loop,
+ * which keeps feeding the watchdog.
+ */
+static void opts_fill(struct server *sv, const struct wire_request *rq, struct attach_job *j)
 {
-	struct server *sv = ctx;
-	notify_watchdog(sv->notify, time_now_ms());
-}
+	struct session_opts *so = &j->so;
 
-static void opts_fill(struct server *sv, const struct wire_request *rq, struct session_opts *so)
-{
-	so->progress = prefault_progress;
-	so->progress_ctx = sv;
+	snprintf(j->client_name, sizeof(j->client_name), "%s", rq->u.hello.client_name);
 	so->id = sv->next_id++;
-	so->client_name = rq->u.hello.client_name;
+	so->client_name = j->client_name;
 	so->max_seqs = rq->u.hello.max_seqs;
-	so->wait_mode = rq->u.hello.wait_mode;
+	/* a remote client has no rings */
+	so->wait_mode = j->zsock ? SP_WAIT_SLEEP : rq->u.hello.wait_mode;
 	so->ring_entries = (uint32_t)sv->cfg->sq_entries;
 	so->unit_words = (uint32_t)sv->cfg->unit_words;
 	so->huge_pages = sv->cfg->huge_pages;
@@ -244,18 +242,17 @@ static void tier_unreserve(struct server *sv, const struct session_opts *so, uin
 }
 
 /* Open a tiered session's spill files; on error the reservation is returned. */
-static int tier_attach(struct server *sv, struct session *s, uint64_t bytes, char *err,
-		       size_t err_len)
+static int tier_attach(struct server *sv, struct attach_job *j)
 {
 	int r;
 
-	if (!bytes)
+	if (!j->tier_bytes)
 		return 0;
-	r = spill_session_add(sv->spill, s, bytes);
+	r = spill_session_add(sv->spill, j->s, j->tier_bytes);
 	if (r) {
-		spill_unreserve(sv->spill, bytes);
-		tenant_disk_release(session_tenant(s), session_tier_bytes(s));
-		snprintf(err, err_len, "opening the session's spill files: %s", err_str(r));
+		tier_unreserve(sv, &j->so, j->tier_bytes);
+		snprintf(j->err, sizeof(j->err), "opening the session's spill files: %s",
+			 err_str(r));
 	}
 	return r;
 }
@@ -294,13 +291,8 @@ static int job_start(struct server *sv, struct attach_job *j, const struct wire_
 
 	if (r)
 		return r;
-	opts_fill(sv, rq, &j->so);
-	snprintf(j->client_name, sizeof(j->client_name), "%s", rq->u.hello.client_name);
-	j->so.client_name = j->client_name;
-	j->so.progress = NULL; /* the loop keeps feeding the watchdog */
+	opts_fill(sv, rq, j);
 	j->so.uid = uid;
-	if (j->zsock)
-		j->so.wait_mode = SP_WAIT_SLEEP; /* no rings for a remote client */
 	j->tier_bytes = tier_reserve(sv, &j->so);
 	pthread_mutex_lock(&sv->lock);
 	sv->budget_pending += j->so.arena_bytes;
@@ -467,7 +459,7 @@ static void attach_finish(struct server *sv, struct attach_job *j)
 	if (r && j->tier_bytes)
 		tier_unreserve(sv, &j->so, j->tier_bytes); /* the tier was not attached yet */
 	if (!r)
-		r = tier_attach(sv, j->s, j->tier_bytes, err, err_len);
+		r = tier_attach(sv, j);
 	if (!r && (r = attach_reply(sv, j, j->s)))
 		snprintf(err, err_len, "sending the %s: %s", j->zsock ? "reply" : "descriptors",
 			 err_str(r));
