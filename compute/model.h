@@ -31,14 +31,14 @@ struct model_config {
 	uint32_t max_pos;
 	float rms_eps;
 	bool tie_embeddings;
-	struct kb_rope rope;   /* ext_factors points into model-owned memory */
+	struct kb_rope rope; /* ext_factors points into model-owned memory */
 	/* muP (MiniCPM); 1.0 / 0 for Llama */
-	float scale_emb;       /* embedding multiplier */
-	float residual_scale;  /* scale_depth / sqrt(n_layers), 1.0 for Llama */
-	float logit_scale;     /* 1 / (hidden / dim_model_base), 1.0 for Llama */
+	float scale_emb;      /* embedding multiplier */
+	float residual_scale; /* scale_depth / sqrt(n_layers), 1.0 for Llama */
+	float logit_scale;    /* 1 / (hidden / dim_model_base), 1.0 for Llama */
 	/* sparse attention (config keys "sparse_config": {...}; paper defaults when absent) */
 	struct kb_sparse sparse;
-	uint32_t dense_len;    /* dense attention below this many tokens of context (8192) */
+	uint32_t dense_len; /* dense attention below this many tokens of context (8192) */
 };
 
 /* One tensor as mapped from a safetensors file (bf16 only; other dtypes are rejected). */
@@ -48,23 +48,23 @@ struct model_tensor {
 };
 
 struct model_layer {
-	struct model_tensor attn_norm;  /* input_layernorm.weight [hidden] */
+	struct model_tensor attn_norm;	/* input_layernorm.weight [hidden] */
 	struct model_tensor wq, wk, wv; /* [n_heads*hd, hidden], [n_kv*hd, hidden] x2 */
-	struct model_tensor wo;         /* [hidden, n_heads*hd] */
-	struct model_tensor ffn_norm;   /* post_attention_layernorm.weight */
+	struct model_tensor wo;		/* [hidden, n_heads*hd] */
+	struct model_tensor ffn_norm;	/* post_attention_layernorm.weight */
 	struct model_tensor w_gate, w_up, w_down;
-	struct model_tensor wf;         /* Forecast q_future_proj [n_kv*hd, hidden]; data NULL if absent */
-	struct model_tensor wfc;        /* layer 0 only: q_curr_proj; data NULL if absent */
+	struct model_tensor wf;	 /* Forecast q_future_proj [n_kv*hd, hidden]; data NULL if absent */
+	struct model_tensor wfc; /* layer 0 only: q_curr_proj; data NULL if absent */
 };
 
 struct model {
 	struct model_config cfg;
-	struct model_tensor embed;    /* [vocab, hidden] */
-	struct model_tensor norm;     /* final norm [hidden] */
-	struct model_tensor lm_head;  /* [vocab, hidden] (== embed when tied) */
-	struct model_layer *layers;   /* n_layers */
+	struct model_tensor embed;   /* [vocab, hidden] */
+	struct model_tensor norm;    /* final norm [hidden] */
+	struct model_tensor lm_head; /* [vocab, hidden] (== embed when tied) */
+	struct model_layer *layers;  /* n_layers */
 	bool has_forecast;
-	void *priv;                   /* mappings */
+	void *priv; /* mappings */
 };
 
 /*
@@ -100,6 +100,18 @@ int model_config_load(const char *dir, struct model_config *cfg, char *err, size
  */
 int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,
 		   size_t err_len);
+
+/* Generator options beyond the seed. */
+struct model_gen_opts {
+	uint64_t seed;
+	/* Fraction in [0, 1) of each token embedding's energy held by one vector shared by all
+	 * tokens on every 64th ("massive") channel; lm_head is zero there. 0 (the default) gives
+	 * the plain random embeddings, byte for byte. Larger values make consecutive queries
+	 * alike: step-to-step locality of the block selection, as real models have. */
+	double shared_activation;
+};
+int model_generate_opts(const char *dir, const struct model_config *cfg,
+			const struct model_gen_opts *o, char *err, size_t err_len);
 
 /*
  * Named geometries: "tiny" (CPU tests and the demo: vocab 512, hidden 256, 4 layers, 8/2

@@ -28,9 +28,10 @@ enum {
 	OPT_FC_BACKEND,
 	OPT_FC_SEQS,
 	OPT_FC_LEN,
+	OPT_SHARED,
 	OPT_OVERRIDE
 };
-#define GEN_N_FIXED 8 /* options before the overrides */
+#define GEN_N_FIXED 9 /* options before the overrides */
 
 static const struct {
 	const char *flag;
@@ -64,7 +65,12 @@ static void gen_usage(FILE *fp)
 		"  --forecast-backend B  auto, cpu or cuda for that fit (default auto)\n"
 		"  --forecast-seqs N     its training sequences (default 0: enough for 3 sampled\n"
 		"                        rows per hidden unit, at least 4; 2 more are held out)\n"
-		"  --forecast-seq-len N  their tokens (default 0: twice the first sparse query)\n");
+		"  --forecast-seq-len N  their tokens (default 0: twice the first sparse query)\n"
+		"  --shared-activation F  fraction in [0, 1) of each token embedding held by one\n"
+		"                    vector shared by all tokens on every 64th channel (massive\n"
+		"                    activations, as real models have); it gives the queries of\n"
+		"                    consecutive steps a common part, so block selection has\n"
+		"                    step-to-step locality (default 0: plain random embeddings)\n");
 	for (size_t i = 0; i < GEN_N_OVERRIDES; i++)
 		fprintf(fp, "  --%-11s N   %s\n", gen_overrides[i].flag, gen_overrides[i].help);
 }
@@ -87,6 +93,7 @@ static int gen_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 struct gen_args {
 	const char *preset, *out;
 	uint64_t seed;
+	double shared;
 	bool train;
 	struct train_dir_opts fc;
 	bool set[GEN_N_OVERRIDES];
@@ -127,6 +134,7 @@ static int gen_parse(int argc, char **argv, struct gen_args *a)
 	    {"forecast-backend", required_argument, NULL, OPT_FC_BACKEND},
 	    {"forecast-seqs", required_argument, NULL, OPT_FC_SEQS},
 	    {"forecast-seq-len", required_argument, NULL, OPT_FC_LEN},
+	    {"shared-activation", required_argument, NULL, OPT_SHARED},
 	};
 	uint64_t v;
 	int c;
@@ -143,6 +151,18 @@ static int gen_parse(int argc, char **argv, struct gen_args *a)
 		} else if (c == OPT_SEED) {
 			if (gen_parse_u64(optarg, 0, UINT64_MAX, &a->seed)) {
 				fprintf(stderr, "gen-model: bad --seed '%s'\n", optarg);
+				return 2;
+			}
+		} else if (c == OPT_SHARED) {
+			char *end;
+
+			errno = 0;
+			a->shared = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(a->shared >= 0 && a->shared < 1)) {
+				fprintf(stderr,
+					"gen-model: bad --shared-activation '%s' (a fraction in "
+					"[0, 1))\n",
+					optarg);
 				return 2;
 			}
 		} else if (c == OPT_HELP) {
@@ -207,18 +227,20 @@ static int gen_train(const struct gen_args *a)
 		fprintf(stderr, "gen-model: training the Forecast: %s\n", err);
 		return 1;
 	}
-	printf(rep.kept_model
-		   ? "gen-model: kept the generator's Forecast (the ridge fit of %u projections scored "
-		     "lower): held-out recall of the fit %.4f, the generator's %.4f (untrained %.4f, "
-		     "previous step %.4f) in %.1fs\n"
-		   : "gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
-		     "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
-	       rep.n_slots,
-	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
-	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
-	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)),
-	       train_report_mean(&rep, offsetof(struct train_layer_report, recall_prev_step)),
-	       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
+	printf(
+	    rep.kept_model
+		? "gen-model: kept the generator's Forecast (the ridge fit of %u projections "
+		  "scored "
+		  "lower): held-out recall of the fit %.4f, the generator's %.4f (untrained %.4f, "
+		  "previous step %.4f) in %.1fs\n"
+		: "gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
+		  "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
+	    rep.n_slots,
+	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
+	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
+	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)),
+	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_prev_step)),
+	    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
 	train_report_fini(&rep);
 	return 0;
 }
@@ -240,15 +262,17 @@ int model_gen_main(int argc, char **argv)
 		return 2;
 	}
 	gen_apply(&cfg, &a);
-	rc = model_generate(a.out, &cfg, a.seed, err, sizeof(err));
+	rc = model_generate_opts(
+	    a.out, &cfg, &(struct model_gen_opts){.seed = a.seed, .shared_activation = a.shared},
+	    err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "gen-model: %s\n", err);
 		return 1;
 	}
 	printf("gen-model: wrote %s (preset %s, seed %" PRIu64 ", %u layers, hidden %u, "
-	       "%u/%u heads of %u, ffn %u, vocab %u)\n",
+	       "%u/%u heads of %u, ffn %u, vocab %u, shared activation %g)\n",
 	       a.out, a.preset, a.seed, cfg.n_layers, cfg.hidden, cfg.n_heads, cfg.n_kv_heads,
-	       cfg.head_dim, cfg.ffn, cfg.vocab);
+	       cfg.head_dim, cfg.ffn, cfg.vocab, a.shared);
 	fflush(stdout);
 	return a.train ? gen_train(&a) : 0;
 }

@@ -35,20 +35,35 @@
  *    of W_q(l + 1) row (h, i), plus noise of GEN_FC_NOISE times that mean's std: a noisy copy
  *    of layer l+1's grouped query, so the Forecast predicts layer l+1's selection well.
  *    W_F of the last layer is plain N(0, 1/hidden) (unused); q_curr (layer 0) is the same
- *    construction from layer 0's own W_q.
+ *    construction from layer 0's own W_q;
+ *  - optionally (model_gen_opts.shared_activation = f > 0) every token embedding carries the same
+ *    fixed vector on the "massive" channels (every GEN_MASSIVE_STRIDE-th), holding a fraction f
+ *    of the embedding's energy, and the other channels carry the token's own noise. Only W_q
+ *    and W_k read those channels (the columns of v_proj, gate_proj, up_proj and lm_head there
+ *    are zero) and nothing writes them (the rows of o_proj and down_proj there are zero), so
+ *    the shared vector stays as it is through every layer and reaches the queries and keys
+ *    only: it gives consecutive tokens' queries a common component, so block selection keeps
+ *    a share of its blocks from one step to the next (step-to-step locality, which plain random
+ *    embeddings lack), while values, the FFN and the logits see only the token's own part (a
+ *    shared logit bias would make greedy decoding repeat one token). Real LLMs carry such
+ *    massive activations on a few channels.
  */
 #define GEN_QK_GAIN 2.0
 #define GEN_NORM_NOISE 0.05
 #define GEN_FC_NOISE 0.3
+#define GEN_MASSIVE_STRIDE 64
 
 enum gen_kind { GEN_EMBED, GEN_NORM, GEN_PROJ, GEN_QK, GEN_LMHEAD, GEN_FC, GEN_FC_RANDOM };
+/* which part of a matrix is zero on the massive channels (with a shared activation) */
+enum { GEN_ZERO_NONE, GEN_ZERO_COLS, GEN_ZERO_ROWS };
 
 struct gen_tensor {
 	char name[96];
 	enum gen_kind kind;
-	uint32_t rows, cols; /* rows == 0: 1-D */
-	uint32_t src_layer;  /* GEN_FC: the layer whose W_q it copies */
-	uint64_t key;	     /* hash of seed and name */
+	uint32_t rows, cols;  /* rows == 0: 1-D */
+	uint32_t src_layer;   /* GEN_FC: the layer whose W_q it copies */
+	uint8_t massive_zero; /* with a shared activation: GEN_ZERO_COLS / GEN_ZERO_ROWS */
+	uint64_t key;	      /* hash of seed and name */
 };
 
 struct gen_ctx {
@@ -56,6 +71,8 @@ struct gen_ctx {
 	uint64_t seed;
 	struct gen_tensor *t;
 	uint64_t *wq_key; /* per layer: key of model.layers.N.self_attn.q_proj.weight */
+	double massive;	  /* amplitude of the shared embedding component (0: none) */
+	uint64_t massive_key;
 };
 
 static uint64_t gen_mix(uint64_t z)
@@ -108,8 +125,18 @@ static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uin
 {
 	double n = gen_normal(t->key, idx);
 
+	bool massive_col = c->massive > 0 && idx % t->cols % GEN_MASSIVE_STRIDE == 0;
+
+	if (c->massive > 0 &&
+	    ((t->massive_zero == GEN_ZERO_COLS && massive_col) ||
+	     (t->massive_zero == GEN_ZERO_ROWS && idx / t->cols % GEN_MASSIVE_STRIDE == 0)))
+		return 0.0;
 	switch (t->kind) {
 	case GEN_EMBED:
+		if (massive_col) /* the same value for every token: a sign per channel */
+			return (gen_normal(c->massive_key, idx % t->cols) < 0 ? -c->massive
+									      : c->massive) /
+			       c->cfg->scale_emb;
 		return n / c->cfg->scale_emb;
 	case GEN_NORM:
 		return 1.0 + GEN_NORM_NOISE * n;
@@ -154,6 +181,7 @@ static void gen_add(struct gen_tensor *t, uint32_t *n, uint64_t seed, enum gen_k
 	x->kind = kind;
 	x->rows = rows;
 	x->cols = cols;
+	x->massive_zero = GEN_ZERO_NONE;
 	x->key = gen_key(seed, x->name);
 }
 
@@ -170,18 +198,25 @@ static uint32_t gen_model_tensors(const struct model_config *c, uint64_t seed, s
 		gen_add(t, &n, seed, GEN_QK, kv, c->hidden, "%s.%u.self_attn.k_proj.weight", p, l);
 		gen_add(t, &n, seed, GEN_PROJ, kv, c->hidden, "%s.%u.self_attn.v_proj.weight", p,
 			l);
+		t[n - 1].massive_zero = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->hidden, q, "%s.%u.self_attn.o_proj.weight", p, l);
+		t[n - 1].massive_zero = GEN_ZERO_ROWS;
 		gen_add(t, &n, seed, GEN_NORM, 0, c->hidden,
 			"%s.%u.post_attention_layernorm.weight", p, l);
 		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.gate_proj.weight", p,
 			l);
+		t[n - 1].massive_zero = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.up_proj.weight", p, l);
+		t[n - 1].massive_zero = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->hidden, c->ffn, "%s.%u.mlp.down_proj.weight", p,
 			l);
+		t[n - 1].massive_zero = GEN_ZERO_ROWS;
 	}
 	gen_add(t, &n, seed, GEN_NORM, 0, c->hidden, "model.norm.weight");
-	if (!c->tie_embeddings)
+	if (!c->tie_embeddings) {
 		gen_add(t, &n, seed, GEN_LMHEAD, c->vocab, c->hidden, "lm_head.weight");
+		t[n - 1].massive_zero = GEN_ZERO_COLS;
+	}
 	return n;
 }
 
@@ -380,11 +415,34 @@ static int gen_write_config(const char *dir, const struct model_config *cfg, cha
 int model_generate(const char *dir, const struct model_config *cfg, uint64_t seed, char *err,
 		   size_t err_len)
 {
-	struct gen_ctx c = {.cfg = cfg, .seed = seed};
+	return model_generate_opts(dir, cfg, &(struct model_gen_opts){.seed = seed}, err, err_len);
+}
+
+int model_generate_opts(const char *dir, const struct model_config *cfg,
+			const struct model_gen_opts *o, char *err, size_t err_len)
+{
+	struct gen_ctx c = {.cfg = cfg, .seed = o->seed};
+	uint64_t seed = o->seed;
 	struct gen_tensor *t = NULL;
 	char *path = NULL;
 	int rc;
 
+	if (!(o->shared_activation >= 0 && o->shared_activation < 1) ||
+	    (o->shared_activation > 0 && cfg->hidden < GEN_MASSIVE_STRIDE)) {
+		snprintf(err, err_len,
+			 "shared activation %g: must be in [0, 1) and needs hidden >= %d",
+			 o->shared_activation, GEN_MASSIVE_STRIDE);
+		return -EINVAL;
+	}
+	if (o->shared_activation > 0) {
+		/* m massive channels of amplitude A hold a fraction f of the energy of an
+		 * embedding whose other hidden - m channels have unit variance */
+		double m = (cfg->hidden + GEN_MASSIVE_STRIDE - 1) / GEN_MASSIVE_STRIDE;
+		double f = o->shared_activation;
+
+		c.massive = sqrt(f / (1 - f) * (cfg->hidden - m) / m);
+		c.massive_key = gen_key(seed, "sparda.massive_activation");
+	}
 	rc = gen_mkdir(dir);
 	if (rc) {
 		snprintf(err, err_len, "%s: cannot create: %s", dir, strerror(-rc));

@@ -5,7 +5,7 @@
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
 #   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab bench32 sweep
-#   peers
+#   peers locality
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
@@ -19,6 +19,12 @@
 #   BATCHES (1 4 8) BATCH_MAX (0: the list only; N: double up to N) MODES
 #   (sparse,sparse-offload,sparda,sparda-nooffload) INPROC (sparda; empty: none) NEW (18)
 #   TIMEOUT_S (300) PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
+# locality: for each F in FRACTIONS (0 0.8 0.9 0.95), a MiniCPM4.1-8B-shape model of LAYERS (4)
+#   layers made with `gen-model --shared-activation F` (the generator's Forecast), then
+#   sparse-offload, sparda and sparda-nooffload at CTX (131072) for BATCHES (1 4): the block
+#   cache's hit rate and the decode ratios against the step-to-step locality of selection.
+# SHARED=F: the sweep's and the peers' models are made with `gen-model --shared-activation F`
+#   (model directories <model>-sa<F>, sweep model names <model>+shared<F>).
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
 #   same CTXS/BATCHES/NEW, into the same directory, within BUDGET_S; PEER_MODELS (llama3-8b:32).
 # FORECAST (trained): models are generated with a fitted Forecast (`gen-model --train-forecast`,
@@ -45,6 +51,9 @@ if [ "${FORECAST:-trained}" = random ]; then
 	fc=() rf=-random sweep_fc=--random-forecast
 else
 	fc=(--train-forecast --forecast-backend cuda) rf="" sweep_fc=""
+fi
+if [ -n "${SHARED:-}" ]; then
+	fc+=(--shared-activation "$SHARED") rf=$rf-sa$SHARED sweep_fc="$sweep_fc --shared-activation $SHARED"
 fi
 sum=$OUT/summary.txt
 : >"$sum"
@@ -107,6 +116,18 @@ diag)
 		step "bench_memsvc_1_$m" 60 "$b/bin/sparda" bench memsvc --clients=1 --units=96 \
 			--mode=$m --seconds=3 --json="$res/bench_memsvc_1_$m.json"
 	done ;;
+locality)
+	for f in ${FRACTIONS:-0 0.8 0.9 0.95}; do
+		m=$work/minicpm-l${LAYERS:-4}-sa$f
+		[ -f "$m/config.json" ] || step "genmodel_sa$f" 300 "$b/bin/sparda" gen-model \
+			--preset minicpm4-8b --layers "${LAYERS:-4}" --out "$m" --shared-activation "$f"
+		for bs in ${BATCHES:-1 4}; do
+			step "locality_sa${f}_b${bs}" 300 $run --backend=cuda --model="$m" \
+				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes=sparse-offload,sparda,sparda-nooffload \
+				--json="$res/locality_sa${f}_b${bs}.json"
+		done
+	done ;;
 bench32)
 	m=$work/minicpm-l32$rf
 	[ -f "$m/config.json" ] || step genmodel32 580 "$b/bin/sparda" gen-model --preset minicpm4-8b \
@@ -150,7 +171,7 @@ peers)
 			--preset "${m%%:*}" --layers "${m##*:}" --out "$md" ${fc[@]+"${fc[@]}"}
 		# shellcheck disable=SC2086
 		step "peers_${m%%:*}" $((${BUDGET_S:-480} + 60)) python3 "$(dirname "$0")/hf-peers.py" \
-			--model-dir "$md" --model-name "$m" --out "$sw" \
+			--model-dir "$md" --model-name "$m${SHARED:++shared$SHARED}" --out "$sw" \
 			--contexts "$(echo ${CTXS:-32768 65536 98304 131072} | tr ' ' ',')" \
 			--batches "$(echo ${BATCHES:-1 4 8} | tr ' ' ',')" --new-tokens "${NEW:-18}" \
 			--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}"

@@ -40,6 +40,7 @@ struct sweep_opts {
 	double timeout_s, budget_s;
 	bool dry_run;
 	bool random_forecast; /* generated models keep the generator's Forecast */
+	const char *shared;   /* gen-model --shared-activation of generated models (NULL: none) */
 	uint64_t t0;
 	const char *memsvc_args[PASS_MAX + 1], *compute_args[PASS_MAX + 1];
 	int n_memsvc, n_compute;
@@ -86,6 +87,10 @@ static void usage(FILE *f)
 	    "                      Forecast (models <preset>-l<layers>-random, recorded as\n"
 	    "                      model <preset>:<layers>+random-forecast); the embedded model\n"
 	    "                      (a preset without :layers) always has its fitted one\n"
+	    "  --shared-activation F  generate them with `gen-model --shared-activation F`\n"
+	    "                      (step-to-step locality of block selection; models\n"
+	    "                      <preset>-l<layers>-sa<F>, recorded as model\n"
+	    "                      <preset>:<layers>+shared<F>)\n"
 	    "  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
 	    "  --batches LIST      batch sizes (default 1,4,8)\n"
 	    "  --batch-max N       after the list, double the last batch up to N (default 0: no)\n"
@@ -130,6 +135,7 @@ enum {
 	OPT_BUDGET,
 	OPT_DRY_RUN,
 	OPT_RANDOM_FC,
+	OPT_SHARED,
 	OPT_HELP
 };
 
@@ -151,6 +157,7 @@ static const struct option long_opts[] = {
     {"budget-s", required_argument, NULL, OPT_BUDGET},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"random-forecast", no_argument, NULL, OPT_RANDOM_FC},
+    {"shared-activation", required_argument, NULL, OPT_SHARED},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -191,6 +198,12 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 	case OPT_RANDOM_FC:
 		o->random_forecast = true;
 		return 0;
+	case OPT_SHARED: { /* a fraction in (0, 1), kept as typed: it names the model */
+		double f = strtod(arg, &end);
+
+		o->shared = arg;
+		return *end || end == arg || !(f > 0 && f < 1) || strlen(arg) > 16 ? -EINVAL : 0;
+	}
 	case OPT_BUDGET:
 		o->budget_s = strtod(arg, &end);
 		return *end || o->budget_s < 0 ? -EINVAL : 0;
@@ -256,14 +269,16 @@ static int parse_args(int argc, char **argv, struct sweep_opts *o)
 }
 
 struct model {
-	char spec[128], label[160], preset[64], stem[96], dir[PATH_MAX];
+	char spec[128], label[192], preset[64], stem[128], dir[PATH_MAX];
 	unsigned layers;
 	bool random_forecast; /* generated without the Forecast fit */
+	const char *shared;   /* --shared-activation of the generator, or NULL */
 	int ready;	      /* 0: not checked, 1: present, <0: generation failed */
 };
 
 /* label: what records call the model (the spec, marked when its Forecast is the random one). */
-static int model_parse(const char *spec, const char *model_dir, bool random_fc, struct model *m)
+static int model_parse(const char *spec, const char *model_dir, bool random_fc, const char *shared,
+		       struct model *m)
 {
 	const char *colon = strchr(spec, ':');
 	size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
@@ -280,10 +295,11 @@ static int model_parse(const char *spec, const char *model_dir, bool random_fc, 
 		return 0;
 	}
 	m->random_forecast = random_fc;
-	snprintf(m->stem, sizeof(m->stem), "%s-l%u%s", m->preset, m->layers,
-		 random_fc ? "-random" : "");
-	if (random_fc)
-		snprintf(m->label, sizeof(m->label), "%s+random-forecast", spec);
+	m->shared = shared;
+	snprintf(m->stem, sizeof(m->stem), "%s-l%u%s%s%s", m->preset, m->layers,
+		 random_fc ? "-random" : "", shared ? "-sa" : "", shared ? shared : "");
+	snprintf(m->label, sizeof(m->label), "%s%s%s%s", spec, random_fc ? "+random-forecast" : "",
+		 shared ? "+shared" : "", shared ? shared : "");
 	if ((size_t)snprintf(m->dir, sizeof(m->dir), "%s/%s", model_dir, m->stem) >= sizeof(m->dir))
 		return -ENAMETOOLONG;
 	return 0;
@@ -333,7 +349,7 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 		if ((status = mkdir_p(probe)))
 			return m->ready = status;
 	}
-	printf("generating %s into %s with %s Forecast (log %s)\n", m->spec, m->dir,
+	printf("generating %s into %s with %s Forecast (log %s)\n", m->label, m->dir,
 	       m->random_forecast ? "the generator's"
 				  : "a fitted Forecast where it beats the generator's, else its",
 	       log);
@@ -354,10 +370,18 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 			      "--train-forecast",
 			      "--forecast-backend",
 			      (char *)backend,
+			      NULL,
+			      NULL,
 			      NULL};
+		int n = 11;
 
 		if (m->random_forecast)
-			av[8] = NULL; /* no --train-forecast and what follows it */
+			n = 8; /* no --train-forecast and what follows it */
+		if (m->shared) {
+			av[n++] = "--shared-activation";
+			av[n++] = (char *)m->shared;
+		}
+		av[n] = NULL;
 		execv(self, av);
 		_exit(127);
 	}
@@ -596,7 +620,7 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 	snprintf(dir, sizeof(dir), "%s/models", o->out);
 	for (int i = 0; i < o->models.n; i++) {
 		if ((rc = model_parse(o->models.v[i], o->model_dir ? o->model_dir : dir,
-				      o->random_forecast, &models[i])))
+				      o->random_forecast, o->shared, &models[i])))
 			return rc;
 		if (o->random_forecast && !models[i].layers)
 			printf("sweep: %s is the embedded model, whose Forecast is always fitted "

@@ -9,7 +9,8 @@
 # skips everything, --dry-run shows the plan; a 1 ms --timeout-s is recorded (and ends the batch
 # search), a 1 s --budget-s stops the sweep. Records say which Forecast compute ran (the
 # embedded model's is fitted); a preset:layers model is generated with a fitted Forecast, or
-# with the generator's under --random-forecast (another model name and directory).
+# with the generator's under --random-forecast, or with a shared activation under
+# --shared-activation (each another model name and directory).
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
@@ -80,6 +81,17 @@ grep -q "generating tiny:2 into .* with a fitted Forecast" "$work/to.log" ||
 	--batches 1 --modes sparda --new-tokens 3 --timeout-s 0.001 --random-forecast \
 	>"$work/torf.log" || fail "random-forecast sweep failed"
 [ -f "$work/to/models/tiny-l2-random/config.json" ] || fail "random: $(ls -R "$work/to")"
+"$sparda" bench sweep --out "$work/to" --backend cpu --models tiny:2 --contexts 1100 \
+	--batches 1 --modes sparda --new-tokens 3 --timeout-s 0.001 --random-forecast \
+	--shared-activation 0.8 >"$work/tosa.log" || fail "shared-activation sweep failed"
+grep -q "generating tiny:2+random-forecast+shared0.8 into .*/tiny-l2-random-sa0.8 " \
+	"$work/tosa.log" || fail "$(cat "$work/tosa.log")"
+grep -q "shared activation 0.8" "$work/to/logs/gen-tiny-l2-random-sa0.8.log" ||
+	fail "gen-model did not get the flag: $(cat "$work/to/logs/gen-tiny-l2-random-sa0.8.log")"
+for bad in 0 1 x 0.5x; do
+	"$sparda" bench sweep --out "$work/to" --models tiny:2 --shared-activation $bad \
+		--dry-run >/dev/null 2>&1 && fail "--shared-activation $bad accepted"
+done
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
@@ -183,6 +195,7 @@ def meta(d):
 assert meta("tiny-l2")["sparda.forecast.fit"] == "ridge", meta("tiny-l2")
 assert "sparda.forecast.fit" not in meta("tiny-l2-random"), meta("tiny-l2-random")
 assert rec("tiny-l2-random_c1100_b1", to)["model"] == "tiny:2+random-forecast"
+assert rec("tiny-l2-random-sa0.8_c1100_b1", to)["model"] == "tiny:2+random-forecast+shared0.8"
 t = rec("tiny-l2_c1100_b2", to)  # out of time at batch 1: not run at batch 2
 assert t["runs"] == [] and {m: e["error"] for m, e in t["modes"].items()} == {
     "sparse": "timeout at batch 1", "sparda": "timeout at batch 1"}, t

@@ -26,7 +26,7 @@
 
 static char g_dir[256];
 static const struct runner_sampling *g_samp; /* sampling of run_mode (NULL: greedy) */
-static uint32_t g_recall_every;               /* recall sampling of run_mode (0: off) */
+static uint32_t g_recall_every;		     /* recall sampling of run_mode (0: off) */
 static struct model *g_model;
 static struct kb *g_kb;
 
@@ -34,7 +34,7 @@ static int setup(void **state)
 {
 	struct model_config mc;
 	char err[512];
-	struct kb_opts ko = { .kind = KB_KIND_CPU };
+	struct kb_opts ko = {.kind = KB_KIND_CPU};
 	const char *be = getenv("SPARDA_TEST_BACKEND");
 
 	if (be && strcmp(be, "cuda") == 0) {
@@ -91,9 +91,14 @@ static struct kvhost *inproc(void)
 {
 	const struct model_config *c = &g_model->cfg;
 	struct kvhost_opts o = {
-		.geom = { .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim,
-			  .block_tokens = c->sparse.block, .dtype_bytes = 2 },
-		.arena_bytes = 64ull << 20, .max_seqs = 4, .max_units = 1 << 20,
+	    .geom = {.n_layers = c->n_layers,
+		     .n_kv_heads = c->n_kv_heads,
+		     .head_dim = c->head_dim,
+		     .block_tokens = c->sparse.block,
+		     .dtype_bytes = 2},
+	    .arena_bytes = 64ull << 20,
+	    .max_seqs = 4,
+	    .max_units = 1 << 20,
 	};
 	struct kvhost *h = NULL;
 	o.geom.unit_bytes = 2 * c->sparse.block * c->head_dim * 2;
@@ -107,12 +112,15 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 		     struct runner **keep_runner)
 {
 	static int32_t p0[700], p1[630];
-	const int32_t *prompts[2] = { p0, p1 };
-	uint32_t lens[2] = { 700, 630 };
-	struct runner_opts ro = { .mode = mode, .max_batch = 2, .max_tokens = 760,
-				  .host = runner_mode_offloads(mode) ? host : NULL,
-				  .keep_sequences = keep, .recall_every = g_recall_every,
-				  .gather_dma = g_gather_dma };
+	const int32_t *prompts[2] = {p0, p1};
+	uint32_t lens[2] = {700, 630};
+	struct runner_opts ro = {.mode = mode,
+				 .max_batch = 2,
+				 .max_tokens = 760,
+				 .host = runner_mode_offloads(mode) ? host : NULL,
+				 .keep_sequences = keep,
+				 .recall_every = g_recall_every,
+				 .gather_dma = g_gather_dma};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -183,7 +191,7 @@ static void test_twins(void **state)
 		print_message("sparda recall layer %d: %.3f\n", l, v);
 		assert_true(v >= 0.0 && v <= 1.0);
 	}
-	struct run *all[] = { &sp, &spo, &sd, &sdn, &sdo };
+	struct run *all[] = {&sp, &spo, &sd, &sdn, &sdo};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
@@ -220,7 +228,7 @@ static void test_gather_dma(void **state)
 	assert_true(dma.loads > 0 && spo.loads > 0);
 	assert_int_equal(dma.loads, kern.loads);
 	assert_int_equal(dma.st.bytes_h2d, kern.st.bytes_h2d);
-	struct run *all[] = { &kern, &dma, &spo, &ref, &sp };
+	struct run *all[] = {&kern, &dma, &spo, &ref, &sp};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
@@ -292,8 +300,8 @@ static void test_steps_grow_across_runs(void **state)
 static void test_seeded_sampling(void **state)
 {
 	struct kvhost *h = inproc();
-	struct runner_sampling a = { .temperature = 0.9f, .top_k = 40, .seed = 11 };
-	struct runner_sampling b = { .temperature = 0.9f, .top_k = 40, .seed = 12 };
+	struct runner_sampling a = {.temperature = 0.9f, .top_k = 40, .seed = 11};
+	struct runner_sampling b = {.temperature = 0.9f, .top_k = 40, .seed = 12};
 	struct run x, y, z, w;
 
 	g_samp = &a;
@@ -372,6 +380,48 @@ static void test_recall_exact_forecast(void **state)
 	assert_int_equal(system(err), 0);
 }
 
+/*
+ * A model generated with a shared activation (gen-model --shared-activation) gives block
+ * selection step-to-step locality: sparse-offload fetches fewer units than with the plain
+ * model of the same seed, and sparda still equals sparda-nooffload token for token.
+ */
+static void test_shared_activation_locality(void **state)
+{
+	struct model *saved = g_model, *m = NULL;
+	struct model_config mc;
+	struct kvhost *h = inproc();
+	char dir[300], err[512];
+	struct run plain, sa, sd, sdo;
+
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &plain, NULL);
+	snprintf(dir, sizeof(dir), "%s-sa", g_dir);
+	assert_int_equal(model_preset("tiny", &mc), 0);
+	if (model_generate_opts(dir, &mc,
+				&(struct model_gen_opts){.seed = 77, .shared_activation = 0.9}, err,
+				sizeof(err)) ||
+	    model_open(dir, NULL, &m, err, sizeof(err)))
+		fail_msg("model: %s", err);
+	m->cfg.dense_len = saved->cfg.dense_len;
+	m->cfg.sparse.topk = saved->cfg.sparse.topk;
+	g_model = m;
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &sa, NULL);
+	run_mode(RUNNER_MODE_SPARDA, h, false, &sd, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &sdo, NULL);
+	g_model = saved;
+	print_message("units fetched by sparse-offload: plain %llu, shared activation %llu\n",
+		      (unsigned long long)plain.loads, (unsigned long long)sa.loads);
+	assert_int_equal(sa.selected, plain.selected);
+	assert_true(sa.loads * 4 < plain.loads * 3);
+	assert_same_tokens(&sd, &sdo, "sparda vs sparda-nooffload (shared activation)");
+	struct run *all[] = {&plain, &sa, &sd, &sdo};
+	for (int i = 0; i < 4; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+	model_close(m);
+	snprintf(err, sizeof(err), "rm -rf %s", dir);
+	assert_int_equal(system(err), 0);
+}
+
 /* ---- naive reference forward pass (double precision, one position) ---- */
 
 static double bf(const uint16_t *p, size_t i)
@@ -402,8 +452,7 @@ static void matvec(const struct model_tensor *w, const double *x, double *y)
 	}
 }
 
-static void rmsnorm(const double *x, const struct model_tensor *w, uint32_t n, float eps,
-		    double *y)
+static void rmsnorm(const double *x, const struct model_tensor *w, uint32_t n, float eps, double *y)
 {
 	double ss = 0;
 	for (uint32_t i = 0; i < n; i++)
@@ -440,8 +489,8 @@ static void naive_logits(const int32_t *tok, uint32_t n, uint32_t count, double 
 	assert_int_equal(kb_rope_resolve(&c->rope, inv, &ms), 0);
 	for (uint32_t t = 0; t < n; t++)
 		for (uint32_t i = 0; i < H; i++)
-			x[(size_t)t * H + i] = bf(g_model->embed.data, (size_t)tok[t] * H + i) *
-					       c->scale_emb;
+			x[(size_t)t * H + i] =
+			    bf(g_model->embed.data, (size_t)tok[t] * H + i) * c->scale_emb;
 	for (uint32_t l = 0; l < c->n_layers; l++) {
 		const struct model_layer *ml = &g_model->layers[l];
 		for (uint32_t t = 0; t < n; t++) {
@@ -511,8 +560,8 @@ static void test_dense_equals_naive(void **state)
 	int32_t prompt[300 + 6], toks[6];
 	float *lg = calloc((size_t)steps * V, sizeof(float));
 	double *ref = calloc((size_t)steps * V, sizeof(double));
-	const int32_t *pp[1] = { prompt };
-	struct runner_opts ro = { .mode = RUNNER_MODE_DENSE, .max_batch = 1, .max_tokens = 320 };
+	const int32_t *pp[1] = {prompt};
+	struct runner_opts ro = {.mode = RUNNER_MODE_DENSE, .max_batch = 1, .max_tokens = 320};
 	struct runner *r = NULL;
 	char err[512];
 
@@ -543,8 +592,9 @@ static void test_dense_equals_naive(void **state)
 		double rel = sqrt(num / den);
 		print_message("step %u: relative L2 difference %.4f\n", s, rel);
 		if (rel > 0.03)
-			fail_msg("step %u: logits differ from the naive pass by %.4f (L2, relative)", s,
-				 rel);
+			fail_msg(
+			    "step %u: logits differ from the naive pass by %.4f (L2, relative)", s,
+			    rel);
 		if (best - second > 0.05 * sqrt(den / V))
 			assert_int_equal(toks[s], (int)arg);
 	}
@@ -564,7 +614,7 @@ static void test_kv_readback_bit_exact(void **state)
 	ub = runner_unit_bytes(res);
 	uint8_t *u0 = malloc(ub), *u1 = malloc(ub);
 	const struct model_config *c = &g_model->cfg;
-	uint32_t lens[2] = { 700 + NEW - 1, 630 + NEW - 1 }, checked = 0;
+	uint32_t lens[2] = {700 + NEW - 1, 630 + NEW - 1}, checked = 0;
 	for (uint32_t s = 0; s < 2; s++) {
 		for (uint32_t l = 0; l < c->n_layers; l++) {
 			for (uint32_t g = 0; g < c->n_kv_heads; g++) {
@@ -575,8 +625,8 @@ static void test_kv_readback_bit_exact(void **state)
 					assert_int_equal(runner_read_unit(res, s, l, g, m, u0), 0);
 					assert_int_equal(runner_read_unit(off, s, l, g, m, u1), 0);
 					if (memcmp(u0, u1, rb) || memcmp(u0 + half, u1 + half, rb))
-						fail_msg("seq %u layer %u head %u block %u differs", s,
-							 l, g, m);
+						fail_msg("seq %u layer %u head %u block %u differs",
+							 s, l, g, m);
 					checked++;
 				}
 			}
@@ -595,14 +645,15 @@ static void test_kv_readback_bit_exact(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_twins),
-		cmocka_unit_test(test_steps_grow_across_runs),
-		cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
-		cmocka_unit_test(test_seeded_sampling),
-		cmocka_unit_test(test_all_blocks_sparse_equals_dense),
-		cmocka_unit_test(test_recall_exact_forecast),
-		cmocka_unit_test(test_dense_equals_naive),
-		cmocka_unit_test(test_kv_readback_bit_exact),
+	    cmocka_unit_test(test_twins),
+	    cmocka_unit_test(test_steps_grow_across_runs),
+	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
+	    cmocka_unit_test(test_seeded_sampling),
+	    cmocka_unit_test(test_all_blocks_sparse_equals_dense),
+	    cmocka_unit_test(test_recall_exact_forecast),
+	    cmocka_unit_test(test_shared_activation_locality),
+	    cmocka_unit_test(test_dense_equals_naive),
+	    cmocka_unit_test(test_kv_readback_bit_exact),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

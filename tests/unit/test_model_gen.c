@@ -296,6 +296,119 @@ static int run_cli(int argc, const char *const *argv)
 	return model_gen_main(argc, (char **)argv);
 }
 
+/* A tensor's column c (or row r) is all zero. */
+static bool col_zero(const struct model_tensor *t, uint32_t c)
+{
+	for (uint32_t r = 0; r < t->rows; r++)
+		if (t->data[(size_t)r * t->cols + c] & 0x7fff)
+			return false;
+	return true;
+}
+
+static bool row_zero(const struct model_tensor *t, uint32_t r)
+{
+	for (uint32_t c = 0; c < t->cols; c++)
+		if (t->data[(size_t)r * t->cols + c] & 0x7fff)
+			return false;
+	return true;
+}
+
+/*
+ * --shared-activation: every 64th channel of every embedding holds one shared value, carrying
+ * the asked fraction of the embedding's energy; only W_q and W_k read those channels (the other
+ * readers' columns are zero), nothing writes them (o_proj and down_proj rows are zero), and
+ * everything else is the plain model's, byte for byte. 0 is the plain model; 1 and negative
+ * fractions are refused with a message.
+ */
+static void test_shared_activation(void **state)
+{
+	struct env *e = *state;
+	char a[256], b[256];
+	struct model *m, *p;
+	const struct model_config *c;
+	double shared = 0, total = 0;
+
+	sub(a, sizeof(a), e, "sa", NULL);
+	sub(b, sizeof(b), e, "plain", NULL);
+	assert_int_equal(
+	    model_generate_opts(a, &e->tiny,
+				&(struct model_gen_opts){.seed = 4, .shared_activation = 0.8},
+				e->err, sizeof(e->err)),
+	    0);
+	assert_int_equal(model_generate_opts(b, &e->tiny, &(struct model_gen_opts){.seed = 4},
+					     e->err, sizeof(e->err)),
+			 0);
+	assert_int_equal(model_open(a, NULL, &m, e->err, sizeof(e->err)), 0);
+	assert_int_equal(model_open(b, NULL, &p, e->err, sizeof(e->err)), 0);
+	c = &m->cfg;
+	assert_false(c->tie_embeddings);
+	for (uint32_t v = 0; v < c->vocab; v++) {
+		for (uint32_t k = 0; k < c->hidden; k++) {
+			double x = kb_bf16_to_f32(m->embed.data[(size_t)v * c->hidden + k]);
+
+			total += x * x;
+			if (k % 64) { /* the token's own part: the plain model's */
+				assert_int_equal(m->embed.data[(size_t)v * c->hidden + k],
+						 p->embed.data[(size_t)v * c->hidden + k]);
+				continue;
+			}
+			shared += x * x;
+			assert_int_equal(m->embed.data[(size_t)v * c->hidden + k],
+					 m->embed.data[k]); /* the same for every token */
+		}
+	}
+	expect_near(shared / total, 0.8, 0.02);
+	for (uint32_t l = 0; l < c->n_layers; l++) {
+		const struct model_layer *L = &m->layers[l], *P = &p->layers[l];
+
+		assert_memory_equal(L->wq.data, P->wq.data, (size_t)L->wq.rows * L->wq.cols * 2);
+		assert_memory_equal(L->wk.data, P->wk.data, (size_t)L->wk.rows * L->wk.cols * 2);
+		assert_memory_equal(L->wf.data, P->wf.data, (size_t)L->wf.rows * L->wf.cols * 2);
+		for (uint32_t k = 0; k < c->hidden; k++) {
+			bool massive = k % 64 == 0;
+
+			assert_true(col_zero(&L->wv, k) == massive);
+			assert_true(col_zero(&L->w_gate, k) == massive);
+			assert_true(col_zero(&L->w_up, k) == massive);
+			assert_true(row_zero(&L->wo, k) == massive);
+			assert_true(row_zero(&L->w_down, k) == massive);
+			assert_true(col_zero(&m->lm_head, k) == massive);
+			assert_false(col_zero(&L->wq, k) || col_zero(&L->wk, k));
+		}
+	}
+	model_close(p);
+	model_close(m);
+	/* 0 through the options is model_generate's model */
+	sub(a, sizeof(a), e, "plain0", NULL);
+	assert_int_equal(model_generate(a, &e->tiny, 4, e->err, sizeof(e->err)), 0);
+	sub(a, sizeof(a), e, "plain0", "model.safetensors");
+	sub(b, sizeof(b), e, "plain", "model.safetensors");
+	assert_true(test_same_file(a, b));
+	sub(a, sizeof(a), e, "bad", NULL);
+	assert_int_equal(model_generate_opts(a, &e->tiny,
+					     &(struct model_gen_opts){.shared_activation = 1.0},
+					     e->err, sizeof(e->err)),
+			 -EINVAL);
+	assert_non_null(strstr(e->err, "shared activation 1"));
+	assert_int_equal(model_generate_opts(a, &e->tiny,
+					     &(struct model_gen_opts){.shared_activation = -0.1},
+					     e->err, sizeof(e->err)),
+			 -EINVAL);
+	{
+		const char *ok[] = {"gen-model", "--preset", "tiny", "--layers",
+				    "1",	 "--out",    a,	     "--shared-activation",
+				    "0.5",	 NULL};
+		const char *bad1[] = {"gen-model",	     "--preset", "tiny", "--out", a,
+				      "--shared-activation", "1",	 NULL};
+		const char *bad2[] = {"gen-model",	     "--preset", "tiny", "--out", a,
+				      "--shared-activation", "0.5x",	 NULL};
+
+		assert_int_equal(run_cli(9, ok), 0);
+		assert_int_equal(run_cli(7, bad1), 2);
+		assert_int_equal(run_cli(7, bad2), 2);
+	}
+}
+
 static void test_cli(void **state)
 {
 	struct env *e = *state;
@@ -407,6 +520,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_generate_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cli_train_forecast, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_shared_activation, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
