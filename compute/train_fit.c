@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "train_internal.h"
 
 static uint64_t mix(uint64_t z)
@@ -170,47 +171,72 @@ static void ridge_prior(const struct train_ctx *c, const struct train_slot *s, d
 	free(ratio);
 }
 
+/*
+ * W = Y^T X (X^T X + lambda I)^-1, Y the target layer's pre-RoPE group-mean query. lambda is
+ * o->ridge x trace(X^T X) / H; where X^T X + lambda I is not numerically positive definite (an
+ * input whose channels are nearly collinear, as the shared activation's are, with a gram
+ * summed in fp32 on the GPU), lambda is raised tenfold, at most RIDGE_RETRIES times.
+ */
+#define RIDGE_RETRIES 4
 int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 {
 	uint32_t H = c->H, D = c->dout;
-	double *xtx = calloc((size_t)H * H, sizeof(double));
-	double *ytx = calloc((size_t)D * H, sizeof(double));
-	double tr = 0.0, lam;
+	size_t nx = (size_t)H * H, ny = (size_t)D * H;
+	double *xtx0 = malloc(nx * sizeof(double)), *ytx0 = malloc(ny * sizeof(double));
+	double *xtx = malloc(nx * sizeof(double)), *ytx = calloc(ny, sizeof(double));
+	double tr = 0.0, lam = 0.0;
 	int rc = -ENOMEM;
 
-	if (!xtx || !ytx)
+	if (!xtx0 || !ytx0 || !xtx || !ytx)
 		goto out_free;
-	/* W = Y^T X (X^T X + lambda I)^-1, Y the target layer's pre-RoPE group-mean query */
-	if ((rc = gram(c, false, s->in, false, s->in, H, H, xtx)) ||
-	    (rc = gram(c, true, s->tgt, false, s->in, D, H, ytx)))
+	memset(xtx0, 0, nx * sizeof(double));
+	memset(ytx0, 0, ny * sizeof(double));
+	if ((rc = gram(c, false, s->in, false, s->in, H, H, xtx0)) ||
+	    (rc = gram(c, true, s->tgt, false, s->in, D, H, ytx0)))
 		goto out_free;
 	for (uint32_t i = 0; i < H; i++)
-		tr += xtx[(size_t)i * H + i];
-	lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0);
-	for (uint32_t i = 0; i < H; i++)
-		xtx[(size_t)i * H + i] += lam;
-	if (c->o->ridge_prior) /* (X^T X + lam I) W^T = X^T Y + lam W0^T */
-		ridge_prior(c, s, lam, ytx);
-	if (dpotrf_ && dpotrs_) { /* symmetric: row- and column-major agree; B columns = ytx rows */
-		int n = (int)H, nrhs = (int)D, info = 0;
+		tr += xtx0[(size_t)i * H + i];
+	for (int attempt = 0; attempt <= RIDGE_RETRIES; attempt++) {
+		lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0) * pow(10.0, attempt);
+		memcpy(xtx, xtx0, nx * sizeof(double));
+		memcpy(ytx, ytx0, ny * sizeof(double));
+		for (uint32_t i = 0; i < H; i++)
+			xtx[(size_t)i * H + i] += lam;
+		if (c->o->ridge_prior) /* (X^T X + lam I) W^T = X^T Y + lam W0^T */
+			ridge_prior(c, s, lam, ytx);
+		if (dpotrf_ && dpotrs_) { /* symmetric: row- and column-major agree; B = ytx rows */
+			int n = (int)H, nrhs = (int)D, info = 0;
 
-		dpotrf_("L", &n, xtx, &n, &info);
-		if (!info)
-			dpotrs_("L", &n, &nrhs, xtx, &n, ytx, &n, &info);
-		rc = info ? -EDOM : 0;
-	} else if (!(rc = cholesky(xtx, H))) {
-		for (uint32_t o = 0; o < D; o++)
-			chol_solve(xtx, H, ytx + (size_t)o * H);
+			dpotrf_("L", &n, xtx, &n, &info);
+			if (!info)
+				dpotrs_("L", &n, &nrhs, xtx, &n, ytx, &n, &info);
+			rc = info ? -EDOM : 0;
+		} else if (!(rc = cholesky(xtx, H))) {
+			for (uint32_t o = 0; o < D; o++)
+				chol_solve(xtx, H, ytx + (size_t)o * H);
+		}
+		if (!rc)
+			break;
 	}
 	if (rc) {
-		rc = train_fail(c, -EINVAL, "ridge: X^T X + lambda I is not positive definite");
+		rc = train_fail(c, -EINVAL,
+				"ridge: X^T X + lambda I is not positive definite (lambda up to "
+				"%g, %g x the mean diagonal)",
+				lam, c->o->ridge * pow(10.0, RIDGE_RETRIES));
 		goto out_free;
 	}
-	for (size_t i = 0; i < (size_t)D * H; i++)
+	if (lam > c->o->ridge * (tr > 0.0 ? tr / H : 1.0) * 1.5)
+		log_info("train", "ridge lambda raised: X^T X is ill-conditioned",
+			 "input_layer=%u "
+			 "target_layer=%u lambda_per_mean_diag=%g",
+			 s->in, s->tgt, lam / (tr > 0.0 ? tr / H : 1.0));
+	for (size_t i = 0; i < ny; i++)
 		s->w[i] = (float)ytx[i];
 out_free:
 	free(ytx);
 	free(xtx);
+	free(ytx0);
+	free(xtx0);
 	return rc;
 }
 

@@ -395,9 +395,55 @@ static void test_ridge_prior(void **state)
 		*(with ? &prior : &plain) = MEAN(&r, recall_trained);
 		train_report_fini(&r);
 	}
-	print_message("no Forecast file: ridge %.4f, ridge towards the query weights %.4f\n",
-		      plain, prior);
+	print_message("no Forecast file: ridge %.4f, ridge towards the query weights %.4f\n", plain,
+		      prior);
 	assert_true(prior > plain + 0.05);
+	rm_dir(dir, f, sizeof(f) / sizeof(f[0]));
+}
+
+/*
+ * A model with a shared activation (64th channels nearly collinear) makes X^T X + lambda I
+ * numerically indefinite at a small lambda: the fit raises lambda tenfold until the
+ * factorisation holds (at most 10^4 x), and beats the untrained recall; when even that is too
+ * small the error names the problem and the largest lambda tried.
+ */
+static void test_ridge_ill_conditioned(void **state)
+{
+	struct env *e = *state;
+	const char *f[] = {"config.json", "model.safetensors", "forecast.safetensors"};
+	struct model_config mc;
+	struct model *m;
+	struct train_opts o;
+	struct train_report r;
+	double want;
+	char dir[96];
+
+	snprintf(dir, sizeof(dir), "%s.sa", e->dir);
+	assert_int_equal(model_preset("tiny", &mc), 0);
+	mc.n_layers = 2;
+	assert_int_equal(
+	    model_generate_opts(dir, &mc,
+				&(struct model_gen_opts){.seed = 3, .shared_activation = 0.9},
+				e->err, sizeof(e->err)),
+	    0);
+	assert_int_equal(model_open(dir, NULL, &m, e->err, sizeof(e->err)), 0);
+	ridge_opts(e, &o);
+	/* on these rows the factorisation first holds at 1e-3 of the mean diagonal: asked for
+	 * 1e-6, the fit lands on 1e-6 x 10^3, the fit asked for at 1e-3 */
+	o.ridge = 1e-3f;
+	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), 0);
+	want = MEAN(&r, recall_trained);
+	train_report_fini(&r);
+	o.ridge = 1e-6f;
+	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), 0);
+	for (uint32_t k = 0; k < r.n_slots; k++)
+		assert_true(r.layers[k].recall_trained > r.layers[k].recall_untrained);
+	assert_true(fabs(MEAN(&r, recall_trained) - want) < 1e-9);
+	train_report_fini(&r);
+	o.ridge = 1e-12f;
+	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), -EINVAL);
+	assert_non_null(strstr(e->err, "not positive definite (lambda up to"));
+	model_close(m);
 	rm_dir(dir, f, sizeof(f) / sizeof(f[0]));
 }
 
@@ -455,6 +501,7 @@ int main(void)
 	    cmocka_unit_test(test_compute_reports_forecast),
 	    cmocka_unit_test(test_fit_keeps_better),
 	    cmocka_unit_test(test_ridge_prior),
+	    cmocka_unit_test(test_ridge_ill_conditioned),
 	    cmocka_unit_test(test_auto_seqs),
 	    cmocka_unit_test(test_default_model_trained),
 	};
