@@ -316,8 +316,9 @@ static bool row_zero(const struct model_tensor *t, uint32_t r)
 /*
  * --shared-activation: every 64th channel of every embedding holds one shared value, carrying
  * the asked fraction of the embedding's energy; only W_q and W_k read those channels (the other
- * readers' columns are zero), nothing writes them (o_proj and down_proj rows are zero), and
- * everything else is the plain model's, byte for byte. 0 is the plain model; 1 and negative
+ * readers' columns are zero), the query heads of a KV group read them alike, nothing writes
+ * them (o_proj and down_proj rows are zero), and everything else is the plain model's, byte for
+ * byte. 0 is the plain model; 1 and negative
  * fractions are refused with a message.
  */
 static void test_shared_activation(void **state)
@@ -361,9 +362,24 @@ static void test_shared_activation(void **state)
 	for (uint32_t l = 0; l < c->n_layers; l++) {
 		const struct model_layer *L = &m->layers[l], *P = &p->layers[l];
 
-		assert_memory_equal(L->wq.data, P->wq.data, (size_t)L->wq.rows * L->wq.cols * 2);
+		uint32_t group = c->n_heads / c->n_kv_heads;
+
 		assert_memory_equal(L->wk.data, P->wk.data, (size_t)L->wk.rows * L->wk.cols * 2);
-		assert_memory_equal(L->wf.data, P->wf.data, (size_t)L->wf.rows * L->wf.cols * 2);
+		/* W_q: the plain model's, except that on the massive channels every head of a KV
+		 * group has its group's first head's column (the plain model's there) */
+		for (uint32_t r = 0; r < L->wq.rows; r++) {
+			uint32_t first =
+			    (r / c->head_dim / group * group) * c->head_dim + r % c->head_dim;
+
+			for (uint32_t k = 0; k < c->hidden; k++)
+				assert_int_equal(
+				    L->wq.data[(size_t)r * c->hidden + k],
+				    P->wq.data[(size_t)(k % 64 ? r : first) * c->hidden + k]);
+		}
+		for (uint32_t r = 0; r < L->wf.rows; r++) /* the Forecast: off the massive ones */
+			for (uint32_t k = 1; k < c->hidden; k += (k + 1) % 64 ? 1 : 2)
+				assert_int_equal(L->wf.data[(size_t)r * c->hidden + k],
+						 P->wf.data[(size_t)r * c->hidden + k]);
 		for (uint32_t k = 0; k < c->hidden; k++) {
 			bool massive = k % 64 == 0;
 
