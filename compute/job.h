@@ -25,6 +25,7 @@ struct job_config {
 	char forecast[JOB_PATH_MAX];  /* Forecast safetensors; "" = <model>/forecast.safetensors */
 	char preset[32];              /* geometry generated when model is "" */
 	char modes[160];              /* comma list of modes, or "all" */
+	char inproc_modes[160];       /* offloading modes run again with an in-process store */
 	int backend;                  /* enum job_backend */
 	uint64_t batch;
 	uint64_t prompt_tokens;

@@ -7,6 +7,8 @@
 #include "model.h"
 #include "train.h"
 
+#define JOB_MAX_RUNS (2 * RUNNER_MODE_COUNT)
+
 struct job_result {
 	enum runner_mode mode;     /* what was asked */
 	enum runner_mode ran;      /* what ran (differs after a fallback) */
@@ -18,6 +20,7 @@ struct job_result {
 	int32_t *tokens;           /* [batch * new_tokens] */
 	float *logits;             /* [batch * new_tokens * vocab] with --logits-out, else NULL */
 	uint64_t host_rss_peak;    /* bytes: the process's peak resident set during this mode */
+	bool inproc;               /* an inproc-modes run: the in-process host store */
 	char note[320];
 };
 
@@ -30,15 +33,20 @@ struct job {
 	struct kb *kb;
 	struct kvhost *host;
 	struct kvhost_opts host_opts; /* what the open host was sized for (reuse when it fits) */
+	struct kvhost *host_inproc;   /* the in-process store of the inproc-modes runs */
+	struct kvhost_opts inproc_opts;
+	int inproc_rc;
 	struct cmetrics *metrics;  /* --metrics-port, or NULL */
 	int host_rc;               /* why the host store could not be opened */
 	char host_err[256];
 	int32_t **prompts;
 	uint32_t *lens;
 	uint32_t batch;
-	enum runner_mode modes[RUNNER_MODE_COUNT];
+	/* the runs in order: --modes, then --inproc-modes (inproc[i] set) */
+	enum runner_mode modes[JOB_MAX_RUNS];
+	bool inproc[JOB_MAX_RUNS];
 	uint32_t n_modes;
-	struct job_result res[RUNNER_MODE_COUNT];
+	struct job_result res[JOB_MAX_RUNS];
 	const char *json_each;     /* JSON rewritten after every finished mode, or NULL */
 	char err[1024];
 };
@@ -56,7 +64,11 @@ int job_run_modes(struct job *j);
 void job_print(struct job *j);
 /* Twin pairs of DESIGN 3.5 that both ran: do their tokens match? (true when none ran) */
 bool job_twins_equal(const struct job *j);
-int job_twin_state(const struct job *j, enum runner_mode m); /* 1 equal, 0 differ, -1 n/a */
+/* A finished run against its twin (an inproc run against the twin of the --modes runs):
+ * 1 equal, 0 differ, -1 n/a */
+int job_twin_state(const struct job *j, const struct job_result *r);
+/* The run's name: the mode, "+inproc" for an inproc-modes run. */
+const char *job_result_name(const struct job_result *r, char *buf, size_t len);
 /* {mode: figures + "status": "ok"} for finished modes, {mode: {status: "failed", error, errno}}
  * for the failed one; modes not run are absent. Written to path.tmp, renamed to path. */
 int job_write_json(const struct job *j, const char *path);

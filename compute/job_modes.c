@@ -15,6 +15,42 @@
 #include "job_internal.h"
 #include "log.h"
 
+/* --inproc-modes: offloading modes, appended after the --modes runs with inproc set. */
+static int parse_inproc_modes(struct job *j, char *err, size_t err_len)
+{
+	char buf[sizeof(j->cfg->inproc_modes)], *save = NULL;
+	uint32_t first = j->n_modes;
+
+	if (!j->cfg->inproc_modes[0])
+		return 0;
+	if (j->cfg->store == JOB_STORE_INPROC) {
+		snprintf(err, err_len,
+			 "key inproc-modes: host-store is already inproc (the "
+			 "in-process runs compare with memsvc)");
+		return -EINVAL;
+	}
+	snprintf(buf, sizeof(buf), "%s", j->cfg->inproc_modes);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		enum runner_mode m;
+
+		if (runner_mode_parse(t, &m) || !runner_mode_offloads(m)) {
+			snprintf(
+			    err, err_len,
+			    "key inproc-modes: '%s' is not an offloading mode (sparse-offload, "
+			    "sparda, sparda-noprefetch)",
+			    t);
+			return -EINVAL;
+		}
+		for (uint32_t i = first; i < j->n_modes; i++)
+			if (j->modes[i] == m)
+				goto next;
+		j->inproc[j->n_modes] = true;
+		j->modes[j->n_modes++] = m;
+	next:;
+	}
+	return 0;
+}
+
 int job_parse_modes(struct job *j, char *err, size_t err_len)
 {
 	char buf[sizeof(j->cfg->modes)], *save = NULL;
@@ -22,7 +58,7 @@ int job_parse_modes(struct job *j, char *err, size_t err_len)
 	if (strcmp(j->cfg->modes, "all") == 0) {
 		for (int m = 0; m < RUNNER_MODE_COUNT; m++)
 			j->modes[j->n_modes++] = (enum runner_mode)m;
-		return 0;
+		return parse_inproc_modes(j, err, err_len);
 	}
 	snprintf(buf, sizeof(buf), "%s", j->cfg->modes);
 	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -35,13 +71,13 @@ int job_parse_modes(struct job *j, char *err, size_t err_len)
 			if (j->modes[i] == m)
 				goto next;
 		j->modes[j->n_modes++] = m;
-next:;
+	next:;
 	}
 	if (!j->n_modes) {
 		snprintf(err, err_len, "key modes: no mode given");
 		return -EINVAL;
 	}
-	return 0;
+	return parse_inproc_modes(j, err, err_len);
 }
 
 static uint64_t mix(uint64_t *s)
@@ -94,13 +130,15 @@ static int read_prompt_file(struct job *j, char *err, size_t err_len)
 			rc = -ENOMEM;
 			goto out;
 		}
-		for (char *t = strtok_r(line, " \t\r\n,", &save); t; t = strtok_r(NULL, " \t\r\n,", &save)) {
+		for (char *t = strtok_r(line, " \t\r\n,", &save); t;
+		     t = strtok_r(NULL, " \t\r\n,", &save)) {
 			char *end;
 			long v = strtol(t, &end, 10);
 			if (*end || v < 0 || v >= (long)j->model->cfg.vocab) {
-				snprintf(err, err_len, "prompt-file %s line %u: '%s' is not a token id "
-					 "in [0, %u)", j->cfg->prompt_file, j->batch + 1, t,
-					 j->model->cfg.vocab);
+				snprintf(err, err_len,
+					 "prompt-file %s line %u: '%s' is not a token id "
+					 "in [0, %u)",
+					 j->cfg->prompt_file, j->batch + 1, t, j->model->cfg.vocab);
 				free(p);
 				rc = -EINVAL;
 				goto out;
@@ -160,24 +198,39 @@ static uint32_t max_tokens(const struct job *j)
 	return m + (uint32_t)j->cfg->new_tokens;
 }
 
-static int open_host(struct job *j)
+/* The host store of the --modes runs (cfg->store), or with inproc the in-process one of the
+ * --inproc-modes runs; reused while the request fits in it. */
+static int open_host(struct job *j, bool inproc)
 {
 	const struct model_config *c = &j->model->cfg;
 	uint32_t blk = c->sparse.block, maxb = (max_tokens(j) + blk - 1) / blk;
 	uint64_t units = (uint64_t)j->batch * maxb * c->n_layers * c->n_kv_heads;
 	struct kvhost_opts o = {
-		.geom = { .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads,
-			  .head_dim = c->head_dim, .block_tokens = blk, .dtype_bytes = 2 },
-		.max_seqs = j->batch + 1,
-		.max_units = units + 1,
-		.runtime_dir = j->cfg->runtime_dir[0] ? j->cfg->runtime_dir : NULL,
-		.tenant = j->cfg->tenant,
-		.poll = j->cfg->poll,
-		.timeout_ms = (uint32_t)j->cfg->timeout_ms,
+	    .geom = {.n_layers = c->n_layers,
+		     .n_kv_heads = c->n_kv_heads,
+		     .head_dim = c->head_dim,
+		     .block_tokens = blk,
+		     .dtype_bytes = 2},
+	    .max_seqs = j->batch + 1,
+	    .max_units = units + 1,
+	    .runtime_dir = j->cfg->runtime_dir[0] ? j->cfg->runtime_dir : NULL,
+	    .tenant = j->cfg->tenant,
+	    .poll = j->cfg->poll,
+	    .timeout_ms = (uint32_t)j->cfg->timeout_ms,
 	};
 	o.geom.unit_bytes = 2 * blk * c->head_dim * 2;
 	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes
-					     : (units + units / 8 + 64) * o.geom.unit_bytes;
+					    : (units + units / 8 + 64) * o.geom.unit_bytes;
+	if (inproc) {
+		if (j->host_inproc && o.arena_bytes <= j->inproc_opts.arena_bytes &&
+		    o.max_seqs <= j->inproc_opts.max_seqs &&
+		    o.max_units <= j->inproc_opts.max_units)
+			return 0;
+		kvhost_close(j->host_inproc);
+		j->host_inproc = NULL;
+		j->inproc_opts = o;
+		return j->inproc_rc = kvhost_inproc_open(&o, &j->host_inproc);
+	}
 	if (j->host_rc)
 		return j->host_rc;
 	/* A service keeps its session between requests: reused while this one fits in it. */
@@ -186,8 +239,8 @@ static int open_host(struct job *j)
 		return 0;
 	if (j->host) {
 		log_info("job", "host store reopened for a larger request",
-			 "arena_bytes=%llu max_seqs=%u",
-			 (unsigned long long)o.arena_bytes, o.max_seqs);
+			 "arena_bytes=%llu max_seqs=%u", (unsigned long long)o.arena_bytes,
+			 o.max_seqs);
 		kvhost_close(j->host);
 		j->host = NULL;
 	}
@@ -238,22 +291,34 @@ static uint64_t rss_peak_bytes(void)
 static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 {
 	const struct job_config *cfg = j->cfg;
-	struct runner_opts ro = { .mode = mode, .max_batch = j->batch, .max_tokens = max_tokens(j),
-				  .gather_ctas = (uint32_t)cfg->gather_ctas,
-				  .gather_dma = cfg->gather == JOB_GATHER_DMA,
-				  .on_step = j->metrics ? publish_step : NULL, .on_step_ctx = j,
-				  .recall_every = (uint32_t)cfg->recall_every };
-	struct runner_sampling smp = { .temperature = (float)cfg->temperature,
-				       .top_k = (uint32_t)cfg->top_k, .seed = cfg->seed };
+	struct runner_opts ro = {.mode = mode,
+				 .max_batch = j->batch,
+				 .max_tokens = max_tokens(j),
+				 .gather_ctas = (uint32_t)cfg->gather_ctas,
+				 .gather_dma = cfg->gather == JOB_GATHER_DMA,
+				 .on_step = j->metrics ? publish_step : NULL,
+				 .on_step_ctx = j,
+				 .recall_every = (uint32_t)cfg->recall_every};
+	struct runner_sampling smp = {.temperature = (float)cfg->temperature,
+				      .top_k = (uint32_t)cfg->top_k,
+				      .seed = cfg->seed};
 	struct runner *r = NULL;
 	int rc;
 
 	res->ran = mode;
-	if (runner_mode_offloads(mode)) {
-		if ((rc = open_host(j))) {
+	if (res->inproc) { /* no fallback: these runs measure the in-process store */
+		if ((rc = open_host(j, true))) {
+			snprintf(j->err, sizeof(j->err),
+				 "mode %s+inproc: in-process host store: %s",
+				 runner_mode_name(mode), err_str(rc));
+			return rc;
+		}
+		ro.host = j->host_inproc;
+	} else if (runner_mode_offloads(mode)) {
+		if ((rc = open_host(j, false))) {
 			if (mode != RUNNER_MODE_SPARDA || !cfg->fallback) {
-				snprintf(j->err, sizeof(j->err), "mode %s: %s", runner_mode_name(mode),
-					 j->host_err);
+				snprintf(j->err, sizeof(j->err), "mode %s: %s",
+					 runner_mode_name(mode), j->host_err);
 				return rc;
 			}
 			log_warn("job", "memsvc unavailable: sparda falls back to sparda-nooffload",
@@ -270,8 +335,8 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 		return rc;
 	res->tokens = calloc((size_t)j->batch * cfg->new_tokens, sizeof(int32_t));
 	if (cfg->logits_out[0]) {
-		res->logits = calloc((size_t)j->batch * cfg->new_tokens * j->model->cfg.vocab,
-				     sizeof(float));
+		res->logits =
+		    calloc((size_t)j->batch * cfg->new_tokens * j->model->cfg.vocab, sizeof(float));
 		if (!res->logits) {
 			runner_close(r);
 			return -ENOMEM;
@@ -305,8 +370,8 @@ static bool fall_back_mid_run(struct job *j, struct job_result *res)
 {
 	int hrc;
 
-	if (res->mode != RUNNER_MODE_SPARDA || res->ran != RUNNER_MODE_SPARDA || !j->cfg->fallback ||
-	    !j->host || !(hrc = j->host->ops->health(j->host)))
+	if (res->mode != RUNNER_MODE_SPARDA || res->ran != RUNNER_MODE_SPARDA ||
+	    !j->cfg->fallback || res->inproc || !j->host || !(hrc = j->host->ops->health(j->host)))
 		return false;
 	log_warn("job", "memsvc failed mid-run: sparda regenerates in sparda-nooffload",
 		 "reason=\"%s\" health=%s", j->err, err_name(hrc));
@@ -330,7 +395,7 @@ static bool fall_back_mid_run(struct job *j, struct job_result *res)
  */
 static int warm_up(struct job *j)
 {
-	struct job_result tmp = { 0 };
+	struct job_result tmp = {0};
 	struct job_config c = *j->cfg;
 	const struct job_config *saved = j->cfg;
 	uint32_t batch = j->batch, len = j->lens[0];
@@ -369,9 +434,12 @@ int job_run_modes(struct job *j)
 	}
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		struct job_result *res = &j->res[i];
+		char name[48];
+
 		res->mode = j->modes[i];
+		res->inproc = j->inproc[i];
 		log_info("job", "running", "mode=%s batch=%u prompt=%u new=%llu backend=%s",
-			 runner_mode_name(res->mode), j->batch, j->lens[0],
+			 job_result_name(res, name, sizeof(name)), j->batch, j->lens[0],
 			 (unsigned long long)j->cfg->new_tokens, j->kb->ops->name);
 		int rc = run_one(j, res, res->mode);
 		if (rc && fall_back_mid_run(j, res))
@@ -379,7 +447,7 @@ int job_run_modes(struct job *j)
 		if (rc) {
 			if (!j->err[0])
 				snprintf(j->err, sizeof(j->err), "mode %s failed: %s",
-					 runner_mode_name(res->mode), err_str(rc));
+					 job_result_name(res, name, sizeof(name)), err_str(rc));
 			res->failed = true;
 			res->rc = rc;
 			return rc;
@@ -394,7 +462,7 @@ int job_run_modes(struct job *j)
 
 void job_free(struct job *j)
 {
-	for (uint32_t i = 0; i < RUNNER_MODE_COUNT; i++) {
+	for (uint32_t i = 0; i < JOB_MAX_RUNS; i++) {
 		free(j->res[i].tokens);
 		free(j->res[i].layers);
 		free(j->res[i].logits);
@@ -404,6 +472,7 @@ void job_free(struct job *j)
 	free(j->prompts);
 	free(j->lens);
 	kvhost_close(j->host);
+	kvhost_close(j->host_inproc);
 	cmetrics_free(j->metrics);
 	kb_destroy(j->kb);
 	model_close(j->model);

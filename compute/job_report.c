@@ -26,29 +26,36 @@ static enum runner_mode twin_of(enum runner_mode m)
 	}
 }
 
+/* The finished --modes run of mode m (not an inproc one), or NULL. */
 static const struct job_result *find(const struct job *j, enum runner_mode m)
 {
 	for (uint32_t i = 0; i < j->n_modes; i++)
-		if (j->res[i].done && j->res[i].mode == m)
+		if (j->res[i].done && !j->res[i].inproc && j->res[i].mode == m)
 			return &j->res[i];
 	return NULL;
 }
 
-int job_twin_state(const struct job *j, enum runner_mode m)
+int job_twin_state(const struct job *j, const struct job_result *r)
 {
-	const struct job_result *a = find(j, m), *b = find(j, twin_of(m));
-	if (!a || !b)
+	const struct job_result *b = find(j, twin_of(r->mode));
+	if (!r->done || !b)
 		return -1;
 	size_t n = (size_t)j->batch * j->cfg->new_tokens;
-	return memcmp(a->tokens, b->tokens, n * sizeof(int32_t)) == 0;
+	return memcmp(r->tokens, b->tokens, n * sizeof(int32_t)) == 0;
 }
 
 bool job_twins_equal(const struct job *j)
 {
 	for (uint32_t i = 0; i < j->n_modes; i++)
-		if (job_twin_state(j, j->modes[i]) == 0)
+		if (job_twin_state(j, &j->res[i]) == 0)
 			return false;
 	return true;
+}
+
+const char *job_result_name(const struct job_result *r, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s", runner_mode_name(r->mode), r->inproc ? "+inproc" : "");
+	return buf;
 }
 
 struct totals {
@@ -59,7 +66,7 @@ struct totals {
 
 static struct totals sum_layers(const struct job *j, const struct job_result *r)
 {
-	struct totals t = { 0 };
+	struct totals t = {0};
 	for (uint32_t l = 0; l < r->st.n_layers; l++) {
 		const struct runner_layer_stats *ls = &r->st.layer[l];
 		t.hits += ls->hits;
@@ -126,18 +133,18 @@ void job_print(struct job *j)
 			j->forecast.recall_untrained);
 	else if (j->forecast_path[0])
 		fprintf(o, "\nforecast: %s (untrained)", j->forecast_path);
-	fprintf(o, "\n%-18s %12s %10s %9s %12s %12s %10s %7s %s\n", "mode", "decode tok/s",
+	fprintf(o, "\n%-21s %12s %10s %9s %12s %12s %10s %7s %s\n", "mode", "decode tok/s",
 		"prefill s", "hit rate", "bytes H2D", "bytes D2H", "late units", "recall",
 		"equals twin");
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
 		struct totals t;
-		int tw = job_twin_state(j, r->mode);
-		char hr[16], rc[16];
+		int tw = job_twin_state(j, r);
+		char hr[16], rc[16], name[48];
 
+		job_result_name(r, name, sizeof(name));
 		if (r->failed)
-			fprintf(o, "%-18s failed (%s)\n", runner_mode_name(r->mode),
-				err_name(r->rc));
+			fprintf(o, "%-21s failed (%s)\n", name, err_name(r->rc));
 		if (!r->done)
 			continue;
 		t = sum_layers(j, r);
@@ -146,11 +153,12 @@ void job_print(struct job *j)
 			snprintf(hr, sizeof(hr), "%.3f", hit_rate(&t));
 		else
 			snprintf(hr, sizeof(hr), "-");
-		fprintf(o, "%-18s %12.1f %10.3f %9s %12llu %12llu %10llu %7s %s%s%s\n",
-			runner_mode_name(r->mode), tok_per_s(r), r->st.prefill_s, hr,
-			(unsigned long long)r->st.bytes_h2d, (unsigned long long)r->st.bytes_d2h,
-			(unsigned long long)t.late_units, rc,
-			tw < 0 ? "-" : tw ? "yes (" : "NO (",
+		fprintf(o, "%-21s %12.1f %10.3f %9s %12llu %12llu %10llu %7s %s%s%s\n", name,
+			tok_per_s(r), r->st.prefill_s, hr, (unsigned long long)r->st.bytes_h2d,
+			(unsigned long long)r->st.bytes_d2h, (unsigned long long)t.late_units, rc,
+			tw < 0 ? "-"
+			: tw   ? "yes ("
+			       : "NO (",
 			tw < 0 ? "" : runner_mode_name(twin_of(r->mode)), tw < 0 ? "" : ")");
 		if (r->note[0])
 			fprintf(o, "  note: %s\n", r->note);
@@ -158,16 +166,18 @@ void job_print(struct job *j)
 	if (j->cfg->layer_table) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
+			char name[48];
+
 			if (!r->done)
 				continue;
 			fprintf(o, "\n%s per layer:\n%5s %10s %10s %10s %8s %10s %10s %10s %7s\n",
-				runner_mode_name(r->mode), "layer", "selected", "hits", "fetched",
-				"hit rate", "late", "late ms", "fetch ms", "recall");
+				job_result_name(r, name, sizeof(name)), "layer", "selected", "hits",
+				"fetched", "hit rate", "late", "late ms", "fetch ms", "recall");
 			for (uint32_t l = 0; l < r->st.n_layers; l++) {
 				const struct runner_layer_stats *ls = &r->st.layer[l];
 				double hr = ls->hits + ls->loads
-						    ? (double)ls->hits / (double)(ls->hits + ls->loads)
-						    : 1.0;
+						? (double)ls->hits / (double)(ls->hits + ls->loads)
+						: 1.0;
 				print_layer(o, l, ls, hr, runner_recall_value(&r->st, (int)l));
 			}
 		}
@@ -175,8 +185,11 @@ void job_print(struct job *j)
 	if (j->cfg->print_tokens) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
+			char name[48];
+
+			job_result_name(r, name, sizeof(name));
 			for (uint32_t b = 0; r->done && b < j->batch; b++) {
-				fprintf(o, "%s[%u]:", runner_mode_name(r->mode), b);
+				fprintf(o, "%s[%u]:", name, b);
 				for (uint64_t t = 0; t < j->cfg->new_tokens; t++)
 					fprintf(o, " %d", r->tokens[b * j->cfg->new_tokens + t]);
 				fprintf(o, "\n");
@@ -195,7 +208,8 @@ static json_object *layers_json(const struct job_result *r)
 		json_object_object_add(o, "selected", json_object_new_int64((int64_t)ls->selected));
 		json_object_object_add(o, "hits", json_object_new_int64((int64_t)ls->hits));
 		json_object_object_add(o, "loads", json_object_new_int64((int64_t)ls->loads));
-		json_object_object_add(o, "late_units", json_object_new_int64((int64_t)ls->late_units));
+		json_object_object_add(o, "late_units",
+				       json_object_new_int64((int64_t)ls->late_units));
 		json_object_object_add(o, "late_ms", json_object_new_double(ls->late_ms));
 		json_object_object_add(o, "fetch_ms", json_object_new_double(ls->fetch_ms));
 		json_object_object_add(o, "recall_true",
@@ -259,9 +273,8 @@ static json_object *forecast_json(const struct job *j)
 	o = json_object_new_object();
 	json_object_object_add(o, "path", json_object_new_string(j->forecast_path));
 	json_object_object_add(o, "trained", json_object_new_boolean(j->forecast.trained));
-	json_object_object_add(o, "fit", j->forecast.trained
-						? json_object_new_string(j->forecast.fit)
-						: NULL);
+	json_object_object_add(
+	    o, "fit", j->forecast.trained ? json_object_new_string(j->forecast.fit) : NULL);
 	json_object_object_add(o, "recall_heldout", opt_double(j->forecast.recall));
 	return o;
 }
@@ -272,30 +285,44 @@ static json_object *tokens_json(const struct job *j, const struct job_result *r)
 	for (uint32_t b = 0; b < j->batch; b++) {
 		json_object *a = json_object_new_array();
 		for (uint64_t t = 0; t < j->cfg->new_tokens; t++)
-			json_object_array_add(a, json_object_new_int(r->tokens[b * j->cfg->new_tokens + t]));
+			json_object_array_add(
+			    a, json_object_new_int(r->tokens[b * j->cfg->new_tokens + t]));
 		json_object_array_add(seqs, a);
 	}
 	return seqs;
+}
+
+/* Where the run's offloaded KV lived: memsvc, inproc, or none (its mode keeps KV on the GPU). */
+static const char *result_store(const struct job *j, const struct job_result *r)
+{
+	if (!runner_mode_offloads(r->ran))
+		return "none";
+	return r->inproc || j->cfg->store == JOB_STORE_INPROC ? "inproc" : "memsvc";
 }
 
 static json_object *mode_json(const struct job *j, const struct job_result *r)
 {
 	struct totals t = sum_layers(j, r);
 	json_object *o = json_object_new_object();
-	int tw = job_twin_state(j, r->mode);
+	int tw = job_twin_state(j, r);
 
 	json_object_object_add(o, "status", json_object_new_string("ok"));
 	json_object_object_add(o, "ran", json_object_new_string(runner_mode_name(r->ran)));
+	json_object_object_add(o, "store", json_object_new_string(result_store(j, r)));
 	json_object_object_add(o, "backend", json_object_new_string(j->kb->ops->name));
 	json_object_object_add(o, "batch", json_object_new_int((int)j->batch));
-	json_object_object_add(o, "prompt_tokens", json_object_new_int64((int64_t)r->st.prefill_tokens));
-	json_object_object_add(o, "decode_tokens", json_object_new_int64((int64_t)r->st.decode_tokens));
+	json_object_object_add(o, "prompt_tokens",
+			       json_object_new_int64((int64_t)r->st.prefill_tokens));
+	json_object_object_add(o, "decode_tokens",
+			       json_object_new_int64((int64_t)r->st.decode_tokens));
 	json_object_object_add(o, "decode_tokens_per_s", json_object_new_double(tok_per_s(r)));
-	json_object_object_add(o, "decode_step_ms",
-			       json_object_new_double(r->st.decode_steps ? r->st.decode_s * 1e3 /
-						      (double)r->st.decode_steps : 0.0));
+	json_object_object_add(
+	    o, "decode_step_ms",
+	    json_object_new_double(
+		r->st.decode_steps ? r->st.decode_s * 1e3 / (double)r->st.decode_steps : 0.0));
 	json_object_object_add(o, "prefill_s", json_object_new_double(r->st.prefill_s));
-	json_object_object_add(o, "hit_rate", t.offloaded ? json_object_new_double(hit_rate(&t)) : NULL);
+	json_object_object_add(o, "hit_rate",
+			       t.offloaded ? json_object_new_double(hit_rate(&t)) : NULL);
 	json_object_object_add(o, "units_selected", json_object_new_int64((int64_t)t.selected));
 	json_object_object_add(o, "units_fetched", json_object_new_int64((int64_t)t.loads));
 	json_object_object_add(o, "bytes_h2d", json_object_new_int64((int64_t)r->st.bytes_h2d));
@@ -322,6 +349,7 @@ static json_object *failed_json(const struct job *j, const struct job_result *r)
 
 	json_object_object_add(o, "status", json_object_new_string("failed"));
 	json_object_object_add(o, "ran", json_object_new_string(runner_mode_name(r->ran)));
+	json_object_object_add(o, "store", json_object_new_string(result_store(j, r)));
 	json_object_object_add(o, "backend", json_object_new_string(j->kb->ops->name));
 	json_object_object_add(o, "batch", json_object_new_int((int)j->batch));
 	json_object_object_add(o, "error", json_object_new_string(j->err));
@@ -338,8 +366,10 @@ int job_write_json(const struct job *j, const char *path)
 
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
+		char name[48];
+
 		if (r->done || r->failed)
-			json_object_object_add(root, runner_mode_name(r->mode),
+			json_object_object_add(root, job_result_name(r, name, sizeof(name)),
 					       r->done ? mode_json(j, r) : failed_json(j, r));
 	}
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))

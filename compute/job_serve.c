@@ -109,7 +109,7 @@ static void notify(const char *state)
  */
 static void reset_request(struct job *j, bool keep_host)
 {
-	for (uint32_t i = 0; i < RUNNER_MODE_COUNT; i++) {
+	for (uint32_t i = 0; i < JOB_MAX_RUNS; i++) {
 		free(j->res[i].tokens);
 		free(j->res[i].layers);
 		free(j->res[i].logits);

@@ -205,6 +205,67 @@ static void test_modes_through_memsvc(void **state)
 }
 
 /*
+ * --inproc-modes: the offloading modes run again in the same process with the in-process host
+ * store, after the memsvc runs: "<mode>+inproc" results with store "inproc" that equal the twin
+ * and fetch the same units as the memsvc run (the process boundary changes the timing only);
+ * a mode that does not offload, or host-store=inproc, is refused with the key named.
+ */
+static void test_inproc_modes_same_process(void **state)
+{
+	struct memsvc_proc *d = harness_start(NULL);
+	char rd[PATH_MAX + 32], js[PATH_MAX];
+	struct proc p;
+
+	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
+	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+	const char *args[] = {rd,
+			      js,
+			      "--modes=sparda,sparda-nooffload,sparse-offload,sparse",
+			      "--inproc-modes=sparda,sparse-offload,sparda",
+			      "--prompt-tokens=1100",
+			      "--new-tokens=12",
+			      NULL};
+	assert_int_equal(run_compute(args, 240000, &p), 0);
+	assert_true(log_has(&p, "mode=sparda+inproc"));
+	json_object *root = json_object_from_file(js + strlen("--json="));
+	assert_non_null(root);
+	assert_int_equal(json_object_object_length(root), 6); /* the repeated sparda runs once */
+	const char *modes[] = {"sparda", "sparse-offload"};
+	for (int i = 0; i < 2; i++) {
+		char name[64];
+		json_object *m = mode_obj(root, modes[i]), *in, *eq;
+
+		snprintf(name, sizeof(name), "%s+inproc", modes[i]);
+		in = mode_obj(root, name);
+		assert_string_equal(str_of(m, "store"), "memsvc");
+		assert_string_equal(str_of(in, "store"), "inproc");
+		assert_string_equal(str_of(in, "ran"), modes[i]);
+		assert_true(json_object_object_get_ex(in, "equals_twin", &eq));
+		assert_true(json_object_get_boolean(eq));
+		assert_true(num_of(in, "units_fetched") == num_of(m, "units_fetched"));
+		assert_true(num_of(in, "bytes_h2d") == num_of(m, "bytes_h2d"));
+		assert_true(num_of(in, "decode_step_ms") > 0);
+	}
+	assert_string_equal(str_of(mode_obj(root, "sparse"), "store"), "none");
+	json_object_put(root);
+	unlink(p.log);
+	/* refused: a mode that keeps its KV on the GPU, and an inproc job */
+	const char *bad1[] = {rd, "--modes=sparda", "--inproc-modes=sparda-nooffload", NULL};
+	spawn(&p, bad1);
+	assert_int_equal(wait_exit(&p, 30000), 1);
+	assert_true(log_has(&p, "inproc-modes: 'sparda-nooffload' is not an offloading mode"));
+	unlink(p.log);
+	const char *bad2[] = {"--host-store=inproc", "--modes=sparda", "--inproc-modes=sparda", NULL};
+	spawn(&p, bad2);
+	assert_int_equal(wait_exit(&p, 30000), 1);
+	assert_true(log_has(&p, "host-store is already inproc"));
+	unlink(p.log);
+	int st = 0;
+	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
+	memsvc_proc_free(d);
+}
+
+/*
  * KV larger than RAM: memsvc with an NVMe tier and a 1 MiB arena (a 1600-token prompt of the tiny
  * model is ~1.2 MiB of units). compute runs in careful mode (each layer's loads go to memsvc as a
  * Forecast first): every offloading mode still equals its twin, its units went through the
@@ -515,6 +576,7 @@ int main(void)
 	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_modes_through_memsvc),
+		cmocka_unit_test(test_inproc_modes_same_process),
 		cmocka_unit_test(test_kv_larger_than_ram),
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
