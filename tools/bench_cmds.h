@@ -40,6 +40,10 @@ struct sweep_cfg {
 	int n_modes;
 	const struct sweep_skip *skips; /* modes not run (recorded with the reason), n_skips */
 	int n_skips;
+	/* memsvc configurations: modes the same compute process runs again with the in-process
+	 * arena (--inproc-modes), recorded as <name>_inproc.json when all of them finish */
+	const char *const *inproc_modes;
+	int n_inproc;
 	const char *name;		/* file stem: <model>_c<ctx>_b<batch>[_inproc] */
 	const char *out;		/* output directory */
 	double timeout_s;		/* for the whole configuration, reruns included */
@@ -50,6 +54,7 @@ struct sweep_cfg {
 /* What a configuration came to, mode by mode. */
 struct sweep_outcome {
 	int ok, failed, runs;
+	bool inproc_recorded; /* <name>_inproc.json written from the same process */
 };
 
 /*

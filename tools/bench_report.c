@@ -183,6 +183,7 @@ static int record_load(const char *path, struct report *r, size_t *cap)
 {
 	json_object *o = json_object_from_file(path), *modes, *res;
 	char model[128] = "", store[8] = "memsvc";
+	json_object *same;
 	int rc = 0;
 
 	if (!o || !json_object_object_get_ex(o, "modes", &modes) ||
@@ -211,6 +212,8 @@ static int record_load(const char *path, struct report *r, size_t *cap)
 		w->batch = (int)num(o, "batch", 0);
 		w->run = (int)num(entry, "run", -1);
 		w->ok = !strcmp(w->status, "ok");
+		w->same_process = json_object_object_get_ex(o, "same_process", &same) &&
+				  json_object_get_boolean(same);
 		w->equals_twin = -1;
 		w->forecast_trained = -1;
 		if (w->ok && json_object_object_get_ex(entry, "result", &res) && res)
@@ -595,22 +598,26 @@ static void md_boundary(FILE *f, const struct report *r, json_object *arr)
 			    f,
 			    "\n## Process boundary (memsvc vs in-process arena)\n\n"
 			    "Decode step time with `sparda-memsvc` over the step time of the "
-			    "same configuration with `--host-store=inproc` (separate runs; "
-			    "target <= 1.02x).\n\n"
+			    "same configuration with the in-process arena (target <= 1.02x): "
+			    "measured in the same compute process (`--inproc-modes`), or in "
+			    "separate runs where the column says so.\n\n"
 			    "| model | context | batch | mode | step ms memsvc | step ms inproc | "
-			    "cost |\n|---|---|---|---|---|---|---|\n");
+			    "cost | measured |\n|---|---|---|---|---|---|---|---|\n");
 			head = true;
 		}
 		q = ratio_of(m, m->step_ms, in, in->step_ms);
-		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s |\n", in->model, in->context,
+		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s |\n", in->model, in->context,
 			in->batch, in->mode, cell(b[0], 32, "%.3f", m->step_ms, true),
 			cell(b[1], 32, "%.3f", in->step_ms, true),
-			cell(b[2], 32, "%.3fx", q.v, q.have));
+			cell(b[2], 32, "%.3fx", q.v, q.have),
+			in->same_process ? "same process" : "separate runs");
 		o = at_json(in);
 		json_object_object_add(o, "mode", json_object_new_string(in->mode));
 		json_object_object_add(o, "step_ms_memsvc", json_object_new_double(m->step_ms));
 		json_object_object_add(o, "step_ms_inproc", json_object_new_double(in->step_ms));
 		json_object_object_add(o, "step_memsvc_vs_inproc", jnum(q.v, q.have));
+		json_object_object_add(o, "same_process",
+				       json_object_new_boolean(in->same_process));
 		json_object_array_add(arr, o);
 	}
 }

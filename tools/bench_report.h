@@ -17,6 +17,7 @@ struct report_row {
 	int context, batch;
 	int run; /* index of the compute process within its configuration; -1: none */
 	bool ok;
+	bool same_process; /* an in-process row run by the memsvc row's own compute process */
 	double tok_s, step_ms, prefill_s, prefill_tok_s;
 	/* < 0: not reported */
 	double hit_rate, recall, h2d_gbs, d2h_gbs, late_units;

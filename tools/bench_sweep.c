@@ -397,6 +397,7 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 struct tally {
 	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left, planned;
 	bool stopped; /* the budget ran out */
+	bool same;    /* the last memsvc configuration recorded its in-process runs too */
 };
 
 /* Status of mode in the record <out>/<stem>_c<ctx>_b<batch><suffix>.json ("" when none). */
@@ -468,6 +469,33 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 	c->skips = skip;
 }
 
+/*
+ * The --inproc-modes the memsvc configuration's process runs again with the in-process arena:
+ * those it runs itself, unless an in-process record of a smaller batch ended their search.
+ */
+static void plan_inproc(const struct sweep_opts *o, const struct model *m, struct sweep_cfg *c,
+			int bi, const char **run)
+{
+	char st[32];
+
+	c->n_inproc = 0;
+	for (int i = 0; i < o->inproc.n; i++) {
+		const char *mode = o->inproc.v[i];
+		bool go = false;
+
+		for (int k = 0; k < c->n_modes && !go; k++)
+			go = !strcmp(c->modes[k], mode);
+		for (int b = 0; b < bi && go; b++) {
+			record_status(o, m->stem, c->context, o->ladder[b], "_inproc", mode, st,
+				      sizeof(st));
+			go = !ends_search(st);
+		}
+		if (go)
+			run[c->n_inproc++] = mode;
+	}
+	c->inproc_modes = run;
+}
+
 static void print_plan(unsigned i, const char *name, const struct sweep_cfg *c)
 {
 	printf("[%u] %s: would run", i, name);
@@ -475,6 +503,8 @@ static void print_plan(unsigned i, const char *name, const struct sweep_cfg *c)
 		printf("%s%s", k ? "," : " ", c->modes[k]);
 	if (!c->n_modes)
 		printf(" nothing");
+	for (int k = 0; k < c->n_inproc; k++)
+		printf("%s%s", k ? "," : ", then in-process ", c->inproc_modes[k]);
 	for (int k = 0; k < c->n_skips; k++)
 		printf("%s%s (%s)", k ? ", " : "; skipped: ", c->skips[k].mode, c->skips[k].why);
 	printf("\n");
@@ -493,7 +523,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		       bool inproc, struct tally *t)
 {
 	char name[256], path[PATH_MAX];
-	const char *run[LIST_MAX];
+	const char *run[LIST_MAX], *inrun[LIST_MAX];
 	struct sweep_skip skip[LIST_MAX];
 	struct sweep_outcome so = {0};
 	int rc;
@@ -515,13 +545,16 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 			t->left += t->stopped;
 			if (o->dry_run)
 				printf(
-				    "[%u] %s: would run after %s_c%u_b%u, with the modes that run "
-				    "there\n",
+				    "[%u] %s: runs in the process of %s_c%u_b%u (in one of its own "
+				    "if that one does not finish it)\n",
 				    t->total, name, m->stem, c->context, c->batch);
 			return 0;
 		}
 	}
 	plan_modes(o, m, c, bi, inproc, run, skip);
+	c->n_inproc = 0;
+	if (!inproc)
+		plan_inproc(o, m, c, bi, inrun);
 	if (o->dry_run) {
 		t->planned += c->n_modes > 0;
 		print_plan(t->total, name, c);
@@ -550,10 +583,12 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		return rc;
 	}
 	t->ran++;
+	t->same = so.inproc_recorded;
 	t->modes_ok += (unsigned)so.ok;
 	t->modes_failed += (unsigned)so.failed;
-	printf("[%u] %s: %d modes ok, %d failed, %d skipped, in %d run%s\n", t->total, name, so.ok,
-	       so.failed, c->n_skips, so.runs, so.runs == 1 ? "" : "s");
+	printf("[%u] %s: %d modes ok, %d failed, %d skipped, in %d run%s%s\n", t->total, name,
+	       so.ok, so.failed, c->n_skips, so.runs, so.runs == 1 ? "" : "s",
+	       so.inproc_recorded ? " (and its in-process runs, same process)" : "");
 	fflush(stdout);
 	return 0;
 }
@@ -582,9 +617,10 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 				t->selected++;
 				parse_uint(o->contexts.v[ci], &c.context);
 				c.batch = o->ladder[bi];
+				t->same = false;
 				if ((rc = sweep_point(o, &models[mi], &c, bi, false, t)))
 					return rc;
-				if (o->inproc.n &&
+				if (o->inproc.n && !t->same &&
 				    (rc = sweep_point(o, &models[mi], &c, bi, true, t)))
 					return rc;
 			}

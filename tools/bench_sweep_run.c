@@ -106,7 +106,7 @@ static void last_mode(const char *log, char *buf, size_t len)
 }
 
 static void build_argv(const struct sweep_cfg *c, const char *const *modes, int n_modes,
-		       const char *bin, const char *rundir, const char *json,
+		       bool inproc, const char *bin, const char *rundir, const char *json,
 		       char store[][PATH_MAX + 32], char **av)
 {
 	int n = 0, k = 0, off;
@@ -137,6 +137,13 @@ static void build_argv(const struct sweep_cfg *c, const char *const *modes, int 
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--json=%s", json);
 	av[n++] = store[k++];
+	if (inproc && c->n_inproc) {
+		off = snprintf(store[k], sizeof(store[k]), "--inproc-modes=");
+		for (int i = 0; i < c->n_inproc; i++)
+			off += snprintf(store[k] + off, sizeof(store[k]) - (size_t)off, "%s%s",
+					i ? "," : "", c->inproc_modes[i]);
+		av[n++] = store[k++];
+	}
 	/* a benchmark measures the mode asked for, never the fallback */
 	av[n++] = "--fallback=false";
 	for (int i = 0; c->compute_args && c->compute_args[i] && n < MAX_ARGS - 1; i++)
@@ -312,7 +319,7 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 		     double timeout_s, struct outcome *o, json_object **root)
 {
 	char json[PATH_MAX], log[PATH_MAX], mlog[PATH_MAX], bin[PATH_MAX];
-	char store[10][PATH_MAX + 32], *av[MAX_ARGS];
+	char store[11][PATH_MAX + 32], *av[MAX_ARGS];
 	struct memsvc_proc *p = NULL;
 	bool memsvc = strcmp(c->store, "inproc") != 0;
 	int rc, st;
@@ -328,7 +335,9 @@ static void run_once(const struct sweep_cfg *c, const char *const *modes, int n_
 	}
 	if (memsvc && start_memsvc(c, &p, o))
 		goto out_free;
-	build_argv(c, modes, n_modes, bin, p ? memsvc_proc_runtime_dir(p) : NULL, json, store, av);
+	/* the in-process runs go with the first process only: a rerun's modes are what is left */
+	build_argv(c, modes, n_modes, memsvc && k == 0, bin, p ? memsvc_proc_runtime_dir(p) : NULL,
+		   json, store, av);
 	rc = run_compute(bin, av, timeout_s, log, o);
 	if (p) {
 		o->memsvc_hwm = proc_status_kb(memsvc_proc_pid(p), "VmHWM");
@@ -470,8 +479,7 @@ static json_object *finished(json_object *root, const char *mode)
 
 	if (!json_object_object_get_ex(root, mode, &m) || !m)
 		return NULL;
-	if (json_object_object_get_ex(m, "status", &st) &&
-	    strcmp(json_object_get_string(st), "ok"))
+	if (json_object_object_get_ex(m, "status", &st) && strcmp(json_object_get_string(st), "ok"))
 		return NULL;
 	return m;
 }
@@ -532,6 +540,48 @@ static int record_write(const struct sweep_cfg *c, json_object *r)
 	return rename(tmp, path) ? -errno : 0;
 }
 
+/*
+ * The first process also ran c->inproc_modes with the in-process arena ("<mode>+inproc" in its
+ * JSON): when every one of them finished, write them as the configuration's _inproc record,
+ * marked same_process. Otherwise nothing is written and the sweep runs them in a process of
+ * their own, as without this.
+ */
+static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_object *run,
+			  const struct outcome *o)
+{
+	char name[PATH_MAX], key[64];
+	struct sweep_cfg ci = *c;
+	json_object *rec, *modes, *runs;
+	bool ok;
+
+	for (int i = 0; i < c->n_inproc; i++) {
+		snprintf(key, sizeof(key), "%s+inproc", c->inproc_modes[i]);
+		if (!finished(root, key))
+			return false;
+	}
+	snprintf(name, sizeof(name), "%s_inproc", c->name);
+	ci.name = name;
+	ci.store = "inproc";
+	ci.modes = c->inproc_modes;
+	ci.n_modes = c->n_inproc;
+	ci.n_skips = 0;
+	rec = record_new(&ci);
+	modes = json_object_new_object();
+	runs = json_object_new_array();
+	for (int i = 0; i < c->n_inproc; i++) {
+		snprintf(key, sizeof(key), "%s+inproc", c->inproc_modes[i]);
+		mode_add(modes, c->inproc_modes[i], "ok", 0, NULL, finished(root, key), o);
+	}
+	record_forecast(rec, root, c->modes, c->n_modes);
+	json_object_array_add(runs, json_object_get(run));
+	json_object_object_add(rec, "same_process", json_object_new_boolean(true));
+	json_object_object_add(rec, "runs", runs);
+	json_object_object_add(rec, "modes", modes);
+	ok = record_write(&ci, rec) == 0;
+	json_object_put(rec);
+	return ok;
+}
+
 int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 {
 	const char *todo[MODES_MAX];
@@ -556,6 +606,11 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 		run_once(c, todo, n, k, c->timeout_s > 0 ? left : 0, &o, &root);
 		json_object_array_add(runs, run_json(&o, todo, n, k));
 		so->runs++;
+		if (root && k == 0 && c->n_inproc && strcmp(c->store, "inproc"))
+			so->inproc_recorded = record_inproc(
+			    c, root,
+			    json_object_array_get_idx(runs, json_object_array_length(runs) - 1),
+			    &o);
 		if (root) {
 			record_forecast(rec, root, todo, n);
 			n = take_results(modes, root, todo, n, &o, k);

@@ -36,7 +36,8 @@ sweep() { # extra args...
 records() { find "$out" -maxdepth 1 -name '*.json' | wc -l; }
 
 # 2 contexts x 3 batches, batch outermost: part 1/2 takes batch 1 of both contexts and batch 2
-# of context 1100; each configuration also has its _inproc record.
+# of context 1100; each configuration also has its _inproc record (batch 1: written from the
+# memsvc configuration's own process, which ran sparda again with the in-process arena).
 sweep --part 1/2 >"$work/p1.log" || fail "part 1/2 exited $?"
 [ "$(records)" -eq 6 ] || fail "part 1/2 wrote $(records) records, want 6"
 sweep --part 2/2 >"$work/p2.log" || fail "part 2/2 exited $?"
@@ -159,11 +160,19 @@ for ctx in (1100, 1300):
     for m in ("sparda", "sparse-offload"):
         assert r["modes"][m] == dict(r["modes"][m], status="skipped",
                                      error="host-oom at batch 2"), r["modes"][m]
-    # the in-process arena: sparda alone, where it ran with memsvc
+    # the in-process arena: sparda again in the memsvc configuration's own process
+    # (--inproc-modes), where it ran with memsvc
     r = rec(f"tiny_c{ctx}_b1_inproc")
-    assert r["store"] == "inproc" and r["runs"][0]["modes"] == ["sparda"], r
-    assert r["modes"]["sparda"]["status"] == "ok" and r["runs"][0]["memsvc_rss_peak_bytes"] is None
-    assert rec(f"tiny_c{ctx}_b2_inproc")["runs"] == []
+    assert r["store"] == "inproc" and r["same_process"] is True, r
+    assert r["modes_asked"] == ["sparda"] and len(r["runs"]) == 1, r
+    assert r["runs"][0]["modes"] == rec(f"tiny_c{ctx}_b1")["runs"][0]["modes"], r
+    e = r["modes"]["sparda"]
+    assert e["status"] == "ok" and e["run"] == 0, e
+    assert e["result"]["store"] == "inproc" and e["result"]["equals_twin"] is True, e
+    assert rec(f"tiny_c{ctx}_b1")["modes"]["sparda"]["result"]["store"] == "memsvc"
+    # batch 2: sparda failed with memsvc, so neither process ran it in-process
+    r = rec(f"tiny_c{ctx}_b2_inproc")
+    assert r["runs"] == [] and "same_process" not in r, r
 # the partial failure: one record, sparse from the failed process, the rerun without it
 pf = os.path.join(os.path.dirname(out), "pf")
 r = rec("tiny_c1100_b2", pf)
@@ -223,6 +232,7 @@ assert (x["decode_sparda_vs_sparse_offload"], x["prefill_sparda_vs_sparse"],
 b = {(x["model"], x["context"], x["batch"]): x for x in s["process_boundary"]}
 assert set(b) == {("tiny", 1100, 1), ("tiny", 1300, 1)}, b
 assert b[("tiny", 1100, 1)]["step_memsvc_vs_inproc"] > 0
+assert b[("tiny", 1100, 1)]["same_process"] is True
 (p,) = s["peers"]
 assert (p["decode_sparda_vs_hf_dynamic"], p["decode_sparda_vs_hf_offloaded"],
         p["prefill_sparda_vs_hf_dynamic"]) == (3.0, 5.0, 5.0), p
