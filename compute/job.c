@@ -53,6 +53,7 @@ static const struct config_key job_keys[] = {
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
 	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),
+	K("gpu-mem-limit", SIZE, gpu_mem_limit, "0", 0, 0, "device memory this process may use (0 = all): an allocation past it fails as out of device memory, as on a smaller GPU (CUDA counts the device's memory in use as the driver reports it; the CPU backend its own device-side allocations)"),
 	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),
 	K("json", STRING, json, "", 0, 0, "write the results as JSON to this path"),
 	K("print-tokens", BOOL, print_tokens, "false", 0, 0, "print the generated token ids"),
@@ -177,7 +178,8 @@ static int ensure_model(const struct job_config *cfg, char *dir, size_t len, cha
 
 static int open_backend(const struct job_config *cfg, struct kb **kb, char *err, size_t err_len)
 {
-	struct kb_opts ko = { .kind = KB_KIND_CPU, .cpu_threads = (int)cfg->threads };
+	struct kb_opts ko = { .kind = KB_KIND_CPU, .cpu_threads = (int)cfg->threads,
+			      .mem_limit = cfg->gpu_mem_limit };
 	int rc;
 
 	if (cfg->backend == JOB_BACKEND_CUDA ||

@@ -43,6 +43,7 @@ struct job_config {
 	uint64_t gather_ctas;
 	int gather;                   /* enum job_gather */
 	uint64_t threads;
+	uint64_t gpu_mem_limit;       /* kb_opts.mem_limit: 0 = the whole device */
 	uint64_t timeout_ms;
 	char json[JOB_PATH_MAX];
 	bool print_tokens;

@@ -335,6 +335,13 @@ struct kb_opts {
 	enum kb_kind kind;
 	int device;       /* CUDA device ordinal */
 	int cpu_threads;  /* CPU backend: 0 = all cores */
+	/*
+	 * Device memory the backend may use, in bytes (0: no limit): an alloc that would take the
+	 * device's memory in use past it fails with -ENOMEM, as if the device were that small.
+	 * CUDA counts what the driver reports in use (this process's context and allocations, and
+	 * any other process's); the CPU backend counts its own allocations.
+	 */
+	uint64_t mem_limit;
 };
 
 /*

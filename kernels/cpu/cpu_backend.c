@@ -5,6 +5,7 @@
  * wall clock, so event_elapsed times host work).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #endif
 
 #include "cpu_internal.h"
+#include "log.h"
 #include "timeutil.h"
 
 struct kb_event {
@@ -28,6 +30,7 @@ static void cpu_destroy(struct kb *kb)
 
 static int cpu_alloc(struct kb *kb, size_t bytes, void **out)
 {
+	struct cpu_priv *priv = kb->priv;
 	/* 64-byte aligned so any unit or row can be read with wide loads; 0 bytes gives NULL. */
 	size_t rounded = (bytes + 63) & ~(size_t)63;
 
@@ -36,12 +39,25 @@ static int cpu_alloc(struct kb *kb, size_t bytes, void **out)
 	*out = NULL;
 	if (!bytes)
 		return 0;
+	if (priv->mem_limit && priv->mem_used + rounded > priv->mem_limit) {
+		log_error("kcpu", "device memory limit reached", "bytes=%zu in_use=%llu limit=%llu",
+			  rounded, (unsigned long long)priv->mem_used,
+			  (unsigned long long)priv->mem_limit);
+		return -ENOMEM;
+	}
 	*out = aligned_alloc(64, rounded);
-	return *out ? 0 : -ENOMEM;
+	if (!*out)
+		return -ENOMEM;
+	priv->mem_used += malloc_usable_size(*out);
+	return 0;
 }
 
 static void cpu_free(struct kb *kb, void *p)
 {
+	struct cpu_priv *priv = kb->priv;
+
+	if (p)
+		priv->mem_used -= malloc_usable_size(p);
 	free(p);
 }
 
@@ -194,6 +210,7 @@ int kb_cpu_open(const struct kb_opts *o, struct kb **out)
 		return -ENOMEM;
 	}
 	priv->threads = o && o->cpu_threads ? o->cpu_threads : 1;
+	priv->mem_limit = o ? o->mem_limit : 0;
 #ifdef _OPENMP
 	if (!(o && o->cpu_threads))
 		priv->threads = omp_get_num_procs();

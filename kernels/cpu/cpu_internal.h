@@ -14,7 +14,9 @@
 #include "backend.h"
 
 struct cpu_priv {
-	int threads; /* OpenMP threads for the op loops (>= 1) */
+	int threads;	    /* OpenMP threads for the op loops (>= 1) */
+	uint64_t mem_limit; /* kb_opts.mem_limit (0: none) */
+	uint64_t mem_used;  /* bytes held by cpu_alloc (usable sizes) */
 };
 
 static inline int cpu_threads(const struct kb *kb)

@@ -132,7 +132,20 @@ static void kc_destroy(struct kb *kb)
 
 static int kc_alloc(struct kb *kb, size_t bytes, void **out)
 {
+	struct kc_backend *c = (struct kc_backend *)kb->priv;
+
 	*out = NULL;
+	if (c->mem_limit) {
+		size_t fr = 0, tot = 0;
+
+		KC_CHECK(cudaMemGetInfo(&fr, &tot));
+		if ((uint64_t)(tot - fr) + bytes > c->mem_limit) {
+			log_error("kcuda", "device memory limit reached",
+				  "bytes=%zu in_use=%zu limit=%llu", bytes, tot - fr,
+				  (unsigned long long)c->mem_limit);
+			return -ENOMEM;
+		}
+	}
 	KC_CHECK(cudaMalloc(out, bytes ? bytes : 16));
 	return 0;
 }
@@ -639,6 +652,7 @@ extern "C" int kb_cuda_open(const struct kb_opts *o, struct kb **out)
 	if (!c)
 		return -ENOMEM;
 	c->device = dev;
+	c->mem_limit = o ? o->mem_limit : 0;
 	const char *attn = getenv("SPARDA_KCUDA_ATTN");
 	c->attn_mma = !(attn && !strcmp(attn, "simt")); /* tensor cores unless told otherwise */
 	c->kb.ops = &kc_ops;

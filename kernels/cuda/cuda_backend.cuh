@@ -29,6 +29,7 @@ struct kc_backend {
 	size_t *dma_sizes, dma_cap;
 	bool
 	    attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
+	uint64_t mem_limit; /* kb_opts.mem_limit (0: none) */
 };
 
 struct kb_event {

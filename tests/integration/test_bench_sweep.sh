@@ -93,6 +93,13 @@ for bad in 0 1 x 0.5x; do
 	"$sparda" bench sweep --out "$work/to" --models tiny:2 --shared-activation $bad \
 		--dry-run >/dev/null 2>&1 && fail "--shared-activation $bad accepted"
 done
+# A device smaller than the mode needs (compute --gpu-mem-limit): recorded as gpu-oom.
+"$sparda" bench sweep --out "$work/go" --backend cpu --models tiny --contexts 1100 --batches 1 \
+	--modes sparse --new-tokens 3 --timeout-s 60 --compute-arg=--gpu-mem-limit=2M \
+	>"$work/go.log" || fail "gpu-mem-limit sweep failed"
+python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["modes"]["sparse"]
+assert m["status"] == "gpu-oom" and "device" in m["error"], m' "$work/go/tiny_c1100_b1.json" ||
+	fail "gpu-mem-limit: $(cat "$work/go/tiny_c1100_b1.json")"
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?

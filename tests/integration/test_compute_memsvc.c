@@ -563,6 +563,19 @@ static void test_bad_inputs(void **state)
 	assert_int_equal(wait_exit(&p, 30000), 1);
 	assert_true(log_has(&p, "unknown mode 'fast'"));
 	unlink(p.log);
+	/* a device smaller than the model's weights: the allocation fails, named, as out of
+	 * device memory; a limit that holds them runs */
+	const char *a5[] = { "--gpu-mem-limit=2M", "--host-store=inproc", "--modes=sparda",
+			     "--new-tokens=2", NULL };
+	spawn(&p, a5);
+	assert_int_equal(wait_exit(&p, 60000), 1);
+	assert_true(log_has(&p, "device memory limit reached"));
+	assert_true(log_has(&p, "device allocation of"));
+	unlink(p.log);
+	const char *a6[] = { "--gpu-mem-limit=1G", "--host-store=inproc", "--modes=sparda",
+			     "--new-tokens=2", NULL };
+	assert_int_equal(run_compute(a6, 120000, &p), 0);
+	unlink(p.log);
 	harness_rmdir(dir);
 }
 
