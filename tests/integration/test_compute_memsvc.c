@@ -172,14 +172,20 @@ static void check_recall_and_resources(json_object *root)
 	}
 }
 
+/* --runtime-dir of the daemon d, and --json into its runtime directory (out.json). */
+static void daemon_args(struct memsvc_proc *d, char rd[PATH_MAX + 32], char js[PATH_MAX])
+{
+	snprintf(rd, PATH_MAX + 32, "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
+	snprintf(js, PATH_MAX, "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+}
+
 static void test_modes_through_memsvc(void **state)
 {
 	struct memsvc_proc *d = harness_start(NULL);
 	char rd[PATH_MAX + 32], js[PATH_MAX];
 	struct proc p;
 
-	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
-	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+	daemon_args(d, rd, js);
 	const char *args[] = { rd, js, "--modes=all", "--batch=2", "--prompt-tokens=1100",
 			       "--new-tokens=16", NULL };
 	assert_int_equal(run_compute(args, 240000, &p), 0);
@@ -216,8 +222,7 @@ static void test_inproc_modes_same_process(void **state)
 	char rd[PATH_MAX + 32], js[PATH_MAX];
 	struct proc p;
 
-	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
-	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
+	daemon_args(d, rd, js);
 	const char *args[] = {rd,
 			      js,
 			      "--modes=sparda,sparda-nooffload,sparse-offload,sparse",
