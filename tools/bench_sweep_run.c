@@ -551,6 +551,7 @@ static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_obj
 {
 	char name[PATH_MAX], key[64];
 	struct sweep_cfg ci = *c;
+	struct outcome oi;
 	json_object *rec, *modes, *runs;
 	bool ok;
 
@@ -568,9 +569,11 @@ static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_obj
 	rec = record_new(&ci);
 	modes = json_object_new_object();
 	runs = json_object_new_array();
+	oi = *o;
+	oi.memsvc_hwm = oi.memsvc_shmem = -1; /* memsvc's peak is the memsvc runs' */
 	for (int i = 0; i < c->n_inproc; i++) {
 		snprintf(key, sizeof(key), "%s+inproc", c->inproc_modes[i]);
-		mode_add(modes, c->inproc_modes[i], "ok", 0, NULL, finished(root, key), o);
+		mode_add(modes, c->inproc_modes[i], "ok", 0, NULL, finished(root, key), &oi);
 	}
 	record_forecast(rec, root, c->modes, c->n_modes);
 	json_object_array_add(runs, json_object_get(run));
