@@ -23,6 +23,7 @@ struct report_row {
 	double hit_rate, recall, h2d_gbs, d2h_gbs, late_units;
 	double gpu_gib, host_gib, memsvc_gib;
 	double compute_ms, fetch_ms, fetch_exposed_ms;
+	double gb_per_step; /* bytes moved host to device per decode step, 1e9 (< 0: unknown) */
 	int equals_twin;	    /* -1: no twin */
 	int forecast_trained;	    /* the Forecast compute loaded: 1 trained, 0 not, -1 unknown */
 	char forecast_fit[16];	    /* how it was fitted ("ridge", "adamw"; "" untrained) */

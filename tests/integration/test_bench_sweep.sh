@@ -236,6 +236,13 @@ assert rat[("tiny", 1100, 2)]["decode_sparda_vs_sparse_offload"] is None
 x = rat[("synth", 4096, 1)]
 assert (x["decode_sparda_vs_sparse_offload"], x["prefill_sparda_vs_sparse"],
         x["step_sparda_vs_nooffload"]) == (1.5, 2.5, 1.5), x
+# what overlap can give: C = nooffload's 2.0 ms, F = 5.0 - 2.0, bound (2 + 3) / 3
+ov = {(x["model"], x["context"], x["batch"]): x for x in s["overlap"]}
+x = ov[("synth", 4096, 1)]
+assert (x["compute_ms"], x["serial_fetch_ms"]) == (2.0, 3.0), x
+assert abs(x["overlap_bound"] - 5 / 3) < 1e-12 and abs(x["measured"] - 5 / 3) < 1e-12, x
+assert x["gb_per_step_sparda"] == 0.0, x
+assert ov[("tiny", 1100, 1)]["gb_per_step_sparse_offload"] > 0, ov
 b = {(x["model"], x["context"], x["batch"]): x for x in s["process_boundary"]}
 assert set(b) == {("tiny", 1100, 1), ("tiny", 1300, 1)}, b
 assert b[("tiny", 1100, 1)]["step_memsvc_vs_inproc"] > 0
