@@ -230,17 +230,19 @@ static int gen_train(const struct gen_args *a)
 	printf(
 	    rep.kept_model
 		? "gen-model: kept the generator's Forecast (the ridge fit of %u projections "
-		  "scored "
-		  "lower): held-out recall of the fit %.4f, the generator's %.4f (untrained %.4f, "
-		  "previous step %.4f) in %.1fs\n"
+		  "scored lower): held-out recall of the fit %.4f, the generator's %.4f "
+		  "(untrained %.4f, previous step %.4f) in %.1fs (collection %.1fs, fit %.1fs, "
+		  "evaluation and writing %.1fs)\n"
 		: "gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
-		  "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs\n",
+		  "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs "
+		  "(collection %.1fs, fit %.1fs, evaluation and writing %.1fs)\n",
 	    rep.n_slots,
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_prev_step)),
-	    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
+	    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, rep.collect_s,
+	    rep.fit_s, rep.eval_s);
 	train_report_fini(&rep);
 	return 0;
 }
@@ -249,6 +251,7 @@ int model_gen_main(int argc, char **argv)
 {
 	struct gen_args a = {0};
 	struct model_config cfg;
+	struct timespec t0, t1;
 	char err[512];
 	int rc;
 
@@ -262,6 +265,7 @@ int model_gen_main(int argc, char **argv)
 		return 2;
 	}
 	gen_apply(&cfg, &a);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	rc = model_generate_opts(
 	    a.out, &cfg, &(struct model_gen_opts){.seed = a.seed, .shared_activation = a.shared},
 	    err, sizeof(err));
@@ -269,10 +273,12 @@ int model_gen_main(int argc, char **argv)
 		fprintf(stderr, "gen-model: %s\n", err);
 		return 1;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("gen-model: wrote %s (preset %s, seed %" PRIu64 ", %u layers, hidden %u, "
-	       "%u/%u heads of %u, ffn %u, vocab %u, shared activation %g)\n",
+	       "%u/%u heads of %u, ffn %u, vocab %u, shared activation %g) in %.1fs\n",
 	       a.out, a.preset, a.seed, cfg.n_layers, cfg.hidden, cfg.n_heads, cfg.n_kv_heads,
-	       cfg.head_dim, cfg.ffn, cfg.vocab, a.shared);
+	       cfg.head_dim, cfg.ffn, cfg.vocab, a.shared,
+	       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
 	fflush(stdout);
 	return a.train ? gen_train(&a) : 0;
 }
