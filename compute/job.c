@@ -22,6 +22,7 @@
 static const char *const backend_names[] = { "auto", "cpu", "cuda", NULL };
 static const char *const store_names[] = { "memsvc", "inproc", NULL };
 static const char *const gather_names[] = { "kernel", "dma", NULL };
+static const char *const kv_stream_names[] = { "compute", "side", NULL };
 
 #define K(n, t, f, d, lo, hi, h)                                                               \
 	{ .name = n, .type = CONFIG_TYPE_##t, .offset = offsetof(struct job_config, f),         \
@@ -52,6 +53,8 @@ static const struct config_key job_keys[] = {
 	K("gather-ctas", UINT, gather_ctas, "16", 1, 1024, "CTAs of the gather kernel (CUDA)"),
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
 	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
+	{ .name = "prefill-kv-stream", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, prefill_kv_stream),
+	  .def = "compute", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the compute stream, which waits for it (compute), or on the copy stream, overlapping the next layer, with the commits after the sequence's prefill (side)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),
 	K("gpu-mem-limit", SIZE, gpu_mem_limit, "0", 0, 0, "device memory this process may use (0 = all): an allocation past it fails as out of device memory, as on a smaller GPU (CUDA counts the device's memory in use as the driver reports it; the CPU backend its own device-side allocations)"),
 	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),

@@ -57,6 +57,11 @@ struct runner_opts {
 	 * figures of runner_layer_stats). That selection runs after the step on copies of the
 	 * queries and is not counted in decode_s; tokens are unchanged. 0 = off. */
 	uint32_t recall_every;
+	/* Prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream
+	 * (overlapping the rest of the layer and the next one; the commits to the host store
+	 * follow at the end of the sequence's prefill) instead of on the compute stream, which
+	 * then waits for it. */
+	bool prefill_kv_side;
 };
 
 struct runner_layer_stats {
@@ -85,6 +90,8 @@ struct runner_stats {
 	uint64_t bytes_h2d; /* host store -> device (gathers) */
 	uint64_t bytes_d2h; /* device -> host store (prompt KV and filled blocks) */
 	uint64_t units_written;
+	uint64_t units_written_side; /* of units_written, packed on the copy stream in prefill
+					(prefill_kv_side) */
 	uint64_t units_forecast; /* careful mode: units named in Forecasts to the host store */
 	uint64_t bytes_d2h_decode; /* of bytes_d2h, written during decode (filled blocks) */
 	uint64_t gpu_mem_peak_bytes; /* CUDA: device memory in use (total - free, the whole

@@ -68,6 +68,7 @@ static int teardown(void **state)
 }
 
 static bool g_gather_dma; /* fetch with copy_units_dma (host-resolved load lists) */
+static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
@@ -120,7 +121,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .host = runner_mode_offloads(mode) ? host : NULL,
 				 .keep_sequences = keep,
 				 .recall_every = g_recall_every,
-				 .gather_dma = g_gather_dma};
+				 .gather_dma = g_gather_dma,
+				 .prefill_kv_side = g_kv_side};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -160,7 +162,7 @@ static void assert_same_tokens(const struct run *a, const struct run *b, const c
 static void test_twins(void **state)
 {
 	struct kvhost *h = inproc();
-	struct run sp, spo, sd, sdn, sdo;
+	struct run sp, spo, sd, sdn, sdo, sds;
 
 	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
 	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
@@ -191,6 +193,14 @@ static void test_twins(void **state)
 		print_message("sparda recall layer %d: %.3f\n", l, v);
 		assert_true(v >= 0.0 && v <= 1.0);
 	}
+	/* the prompt's KV packed on the copy stream: the same tokens */
+	g_kv_side = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &sds, NULL);
+	g_kv_side = false;
+	assert_same_tokens(&sds, &sdo, "sparda (prompt KV on the copy stream) vs sparda-nooffload");
+	assert_true(sds.st.units_written_side > 0 && sd.st.units_written_side == 0);
+	assert_int_equal(sds.st.units_written, sd.st.units_written);
+	free(sds.logits);
 	struct run *all[] = {&sp, &spo, &sd, &sdn, &sdo};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
@@ -613,7 +623,7 @@ static void test_dense_equals_naive(void **state)
 	free(ref);
 }
 
-static void test_kv_readback_bit_exact(void **state)
+static void kv_readback(bool side)
 {
 	struct kvhost *h = inproc();
 	struct runner *res = NULL, *off = NULL;
@@ -621,7 +631,12 @@ static void test_kv_readback_bit_exact(void **state)
 	size_t ub;
 
 	run_mode(RUNNER_MODE_SPARSE, NULL, false, &a, &res);
+	g_kv_side = side;
 	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, true, &b, &off);
+	g_kv_side = false;
+	assert_same_tokens(&a, &b, "sparse-offload vs sparse");
+	/* the prompt's units went through the copy stream exactly when asked */
+	assert_true((b.st.units_written_side > 0) == side);
 	ub = runner_unit_bytes(res);
 	uint8_t *u0 = malloc(ub), *u1 = malloc(ub);
 	const struct model_config *c = &g_model->cfg;
@@ -651,6 +666,15 @@ static void test_kv_readback_bit_exact(void **state)
 	runner_close(res);
 	runner_close(off);
 	kvhost_close(h);
+}
+
+/* The prompt's KV (and decode's filled blocks) read back from the host store equal the GPU
+ * store's, bit for bit: packed on the compute stream, and on the copy stream with the commits
+ * at the end of each sequence's prefill (prefill_kv_side). */
+static void test_kv_readback_bit_exact(void **state)
+{
+	kv_readback(false);
+	kv_readback(true);
 }
 
 int main(void)
