@@ -5,7 +5,7 @@
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
 #   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab bench32 sweep
-#   peers locality
+#   peers locality kvstream
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
@@ -23,6 +23,8 @@
 #   layers made with `gen-model --shared-activation F` (the generator's Forecast), then
 #   sparse-offload, sparda and sparda-nooffload at CTX (131072) for BATCHES (1 4): the block
 #   cache's hit rate and the decode ratios against the step-to-step locality of selection.
+# kvstream: sparse-offload, sparda and sparda-nooffload at CTX (131072), BATCHES (1 4), LAYERS (8)
+#   with --prefill-kv-stream=compute and =side (the prompt's KV packed on the copy stream).
 # SHARED=F: the sweep's and the peers' models are made with `gen-model --shared-activation F`
 #   (model directories <model>-sa<F>, sweep model names <model>+shared<F>).
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
@@ -126,6 +128,18 @@ locality)
 				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes=sparse-offload,sparda,sparda-nooffload \
 				--json="$res/locality_sa${f}_b${bs}.json"
+		done
+	done ;;
+kvstream)
+	m=$work/minicpm-l${LAYERS:-8}$rf
+	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
+	for bs in ${BATCHES:-1 4}; do
+		for s in compute side; do
+			step "kvstream_${s}_b${bs}" 400 $run --backend=cuda --model="$m" \
+				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes=sparse-offload,sparda,sparda-nooffload --prefill-kv-stream=$s \
+				--json="$res/kvstream_${s}_b${bs}.json"
 		done
 	done ;;
 bench32)
