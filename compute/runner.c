@@ -15,7 +15,7 @@
 #include "timeutil.h"
 
 static const char *const mode_names[RUNNER_MODE_COUNT] = {
-    "dense", "sparse", "sparse-offload", "sparda", "sparda-noprefetch", "sparda-nooffload",
+	"dense", "sparse", "sparse-offload", "sparda", "sparda-noprefetch", "sparda-nooffload",
 };
 
 const char *runner_mode_name(enum runner_mode m)
@@ -100,8 +100,7 @@ static int upload_layer(struct runner *r, uint32_t l)
 
 	if ((rc = upload_tensor(r, &w->attn_norm, &ml->attn_norm)) ||
 	    (rc = upload_tensor(r, &w->ffn_norm, &ml->ffn_norm)) ||
-	    (rc = upload_tensor(r, &w->wo, &ml->wo)) ||
-	    (rc = upload_tensor(r, &w->wdown, &ml->w_down)))
+	    (rc = upload_tensor(r, &w->wo, &ml->wo)) || (rc = upload_tensor(r, &w->wdown, &ml->w_down)))
 		return rc;
 	if ((rc = dev_alloc(r, &w->wqkvf, (size_t)r->qkvf_cols * row * 2)) ||
 	    (rc = r->kb->ops->memset(r->kb, w->wqkvf, 0, (size_t)r->qkvf_cols * row * 2,
@@ -114,8 +113,7 @@ static int upload_layer(struct runner *r, uint32_t l)
 	if (r->has_f && ml->wf.data &&
 	    (rc = upload_rows(r, w->wqkvf + (size_t)r->f_off * row, &ml->wf)))
 		return rc;
-	if (r->has_f && l == 0 &&
-	    (rc = upload_rows(r, w->wqkvf + (size_t)r->fc_off * row, &ml->wfc)))
+	if (r->has_f && l == 0 && (rc = upload_rows(r, w->wqkvf + (size_t)r->fc_off * row, &ml->wfc)))
 		return rc;
 	if ((rc = dev_alloc(r, &w->wgu, (size_t)2 * r->ffn * row * 2)) ||
 	    (rc = upload_rows(r, w->wgu, &ml->w_gate)) ||
@@ -130,26 +128,20 @@ static int check_model(struct runner *r)
 
 	if (!c->n_kv_heads || c->n_heads % c->n_kv_heads)
 		return runner_fail(r, -EINVAL, "model: %u heads not a multiple of %u KV heads",
-				   c->n_heads, c->n_kv_heads),
-		       -EINVAL;
+				   c->n_heads, c->n_kv_heads), -EINVAL;
 	if (c->sparse.topk < c->sparse.sink + c->sparse.local + 1)
 		return runner_fail(r, -EINVAL, "sparse config: topk %u < sink %u + local %u + 1",
-				   c->sparse.topk, c->sparse.sink, c->sparse.local),
-		       -EINVAL;
+				   c->sparse.topk, c->sparse.sink, c->sparse.local), -EINVAL;
 	if (runner_mode_forecast(r->o.mode) && !r->m->has_forecast)
 		return runner_fail(r, -EINVAL,
 				   "mode %s needs Forecast weights (q_future_proj, q_curr_proj) "
-				   "and the model has none",
-				   runner_mode_name(r->o.mode)),
-		       -EINVAL;
+				   "and the model has none", runner_mode_name(r->o.mode)), -EINVAL;
 	if (runner_mode_offloads(r->o.mode) && !r->o.host)
 		return runner_fail(r, -EINVAL, "mode %s keeps KV in the host store; none given",
-				   runner_mode_name(r->o.mode)),
-		       -EINVAL;
+				   runner_mode_name(r->o.mode)), -EINVAL;
 	if (r->o.host && r->o.host->unit_bytes != r->unit_bytes)
 		return runner_fail(r, -EINVAL, "host store unit %zu bytes, model needs %zu",
-				   r->o.host->unit_bytes, r->unit_bytes),
-		       -EINVAL;
+				   r->o.host->unit_bytes, r->unit_bytes), -EINVAL;
 	return 0;
 }
 
@@ -196,8 +188,8 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 	size_t nc = r->n_caches, B = r->o.max_batch;
 	int rc;
 
-	kv->resident =
-	    !runner_mode_offloads(r->o.mode) || (l == 0 && r->o.mode != RUNNER_MODE_SPARSE_OFFLOAD);
+	kv->resident = !runner_mode_offloads(r->o.mode) ||
+		       (l == 0 && r->o.mode != RUNNER_MODE_SPARSE_OFFLOAD);
 	if (kv->resident)
 		rc = dev_alloc(r, &kv->store, nc * r->max_blocks * r->unit_bytes);
 	else
@@ -227,9 +219,8 @@ static int alloc_activations(struct runner *r)
 	size_t qb = (T + r->c.sparse.block - 1) / r->c.sparse.block;
 	const struct kb_ops *k = r->kb->ops;
 
-	if (dev_alloc(r, &r->resid, B * r->hidden * 4) ||
-	    dev_alloc(r, &r->logits, B * r->vocab * 4) || dev_alloc(r, &r->xn, B * r->hidden * 2) ||
-	    dev_alloc(r, &r->qkvf, B * r->qkvf_cols * 2) ||
+	if (dev_alloc(r, &r->resid, B * r->hidden * 4) || dev_alloc(r, &r->logits, B * r->vocab * 4) ||
+	    dev_alloc(r, &r->xn, B * r->hidden * 2) || dev_alloc(r, &r->qkvf, B * r->qkvf_cols * 2) ||
 	    dev_alloc(r, &r->attn, B * r->q_cols * 2) || dev_alloc(r, &r->tmp, B * r->hidden * 2) ||
 	    dev_alloc(r, &r->gu, B * 2 * r->ffn * 2) || dev_alloc(r, &r->ffo, B * r->ffn * 2) ||
 	    dev_alloc(r, &r->scores, nc * r->ck_cap * 4) || dev_alloc(r, &r->pos, B * 4) ||
@@ -244,19 +235,15 @@ static int alloc_activations(struct runner *r)
 	    dev_alloc(r, &r->unit_len, nc * r->sel_cap * 4) ||
 	    dev_alloc(r, &r->attn_work, k->attn_decode_work(r->kb, B, r->n_q, r->sel_cap, r->hd)))
 		return -ENOMEM;
-	r->p_work_bytes =
-	    k->select_prefill_work(r->kb, (uint32_t)T, 0, r->n_q, r->n_kv, &r->c.sparse);
-	if (dev_alloc(r, &r->p_resid, T * r->hidden * 4) ||
-	    dev_alloc(r, &r->p_xn, T * r->hidden * 2) ||
+	r->p_work_bytes = k->select_prefill_work(r->kb, (uint32_t)T, 0, r->n_q, r->n_kv,
+						 &r->c.sparse);
+	if (dev_alloc(r, &r->p_resid, T * r->hidden * 4) || dev_alloc(r, &r->p_xn, T * r->hidden * 2) ||
 	    dev_alloc(r, &r->p_qkvf[0], T * r->qkvf_cols * 2) ||
 	    dev_alloc(r, &r->p_qkvf[1], T * r->qkvf_cols * 2) ||
-	    dev_alloc(r, &r->p_attn, T * r->q_cols * 2) ||
-	    dev_alloc(r, &r->p_tmp, T * r->hidden * 2) ||
+	    dev_alloc(r, &r->p_attn, T * r->q_cols * 2) || dev_alloc(r, &r->p_tmp, T * r->hidden * 2) ||
 	    dev_alloc(r, &r->p_gu, C * 2 * r->ffn * 2) || dev_alloc(r, &r->p_ffo, C * r->ffn * 2) ||
-	    dev_alloc(r, &r->p_pos, T * 4) || dev_alloc(r, &r->p_ids, T * 4) ||
-	    dev_alloc(r, &r->p_sel, r->n_kv * qb * r->c.sparse.topk * 4) ||
-	    dev_alloc(r, &r->p_uidx, (qb + 1) * r->n_kv * 4) ||
-	    dev_alloc(r, &r->p_work, r->p_work_bytes))
+	    dev_alloc(r, &r->p_pos, T * 4) || dev_alloc(r, &r->p_ids, T * 4) || dev_alloc(r, &r->p_sel, r->n_kv * qb * r->c.sparse.topk * 4) ||
+	    dev_alloc(r, &r->p_uidx, (qb + 1) * r->n_kv * 4) || dev_alloc(r, &r->p_work, r->p_work_bytes))
 		return -ENOMEM;
 	for (int p = 0; r->o.prefill_kv_side && p < 2; p++) {
 		if (dev_alloc(r, &r->p_uidx_side[p], (qb + 1) * r->n_kv * 4) ||
@@ -293,9 +280,8 @@ static int alloc_host(struct runner *r)
 	r->full = calloc(r->o.max_batch, sizeof(bool));
 	r->h_logits = calloc((size_t)r->o.max_batch * r->vocab, sizeof(float));
 	r->st.layer = calloc(r->L, sizeof(struct runner_layer_stats));
-	if (!r->h_i32 || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks ||
-	    !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len || !r->h_logits ||
-	    !r->st.layer || !r->full)
+	if (!r->h_i32 || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len ||
+	    !r->h_logits || !r->st.layer || !r->full)
 		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
 	return 0;
 }
@@ -345,9 +331,7 @@ static int register_host_store(struct runner *r)
 		return 0;
 	rc = k->host_register(r->kb, h->arena, h->arena_bytes, &r->arena_dev);
 	if (rc)
-		return runner_fail(r, rc, "registering the %zu-byte KV arena failed",
-				   h->arena_bytes),
-		       rc;
+		return runner_fail(r, rc, "registering the %zu-byte KV arena failed", h->arena_bytes), rc;
 	r->arena_registered = true;
 	void *wd;
 	rc = k->host_register(r->kb, (void *)h->words, h->words_bytes, &wd);
@@ -376,8 +360,7 @@ static int careful_open(struct runner *r)
 	}
 	if (r->o.host->may_spill && !r->o.host->ops->forecast)
 		return runner_fail(r, -EINVAL, "host store %s may spill but takes no Forecasts",
-				   r->o.host->ops->name),
-		       -EINVAL;
+				   r->o.host->ops->name), -EINVAL;
 	r->h_loads_bytes = (size_t)r->L * r->n_caches * (1 + 2 * r->n_slots) * sizeof(int32_t);
 	r->h_loads_bytes = (r->h_loads_bytes + 4095) & ~(size_t)4095;
 	if (posix_memalign((void **)&r->h_loads, 4096, r->h_loads_bytes)) {
@@ -479,18 +462,18 @@ void runner_close(struct runner *r)
 	k->sync(r->kb, KB_STREAM_COMPUTE);
 	for (uint32_t l = 0; r->lw && l < r->L; l++) {
 		struct runner_lw *w = &r->lw[l];
-		void *wp[] = {w->attn_norm, w->ffn_norm, w->wqkvf, w->wo, w->wgu, w->wdown};
+		void *wp[] = { w->attn_norm, w->ffn_norm, w->wqkvf, w->wo, w->wgu, w->wdown };
 		for (size_t i = 0; i < sizeof(wp) / sizeof(wp[0]); i++)
 			free_dev(r, wp[i]);
 	}
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
-		void *kp[] = {kv->store,   kv->cache,	  kv->map,	  kv->ck,      kv->ring,
-			      kv->sel,	   kv->load_slot, kv->load_block, kv->n_loads, kv->hits,
-			      kv->dst_idx, kv->src_idx,	  kv->word_base};
+		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
+			       kv->load_slot, kv->load_block, kv->n_loads, kv->hits, kv->dst_idx,
+			       kv->src_idx, kv->word_base };
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
-		struct kb_event *ev[] = {kv->ready, kv->done, kv->want, kv->resolved};
+		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };
 		for (size_t i = 0; i < 4; i++)
 			if (ev[i])
 				k->event_free(r->kb, ev[i]);
@@ -498,8 +481,7 @@ void runner_close(struct runner *r)
 	if (r->f_read)
 		k->event_free(r->kb, r->f_read);
 	for (int p = 0; p < 2; p++) {
-		struct kb_event *ev[] = {r->kv_qkvf[p], r->kv_packed[p]};
-
+		struct kb_event *ev[] = { r->kv_qkvf[p], r->kv_packed[p] };
 		for (size_t i = 0; i < 2; i++)
 			if (ev[i])
 				k->event_free(r->kb, ev[i]);
@@ -507,21 +489,13 @@ void runner_close(struct runner *r)
 		free(r->h_uidx_side[p]);
 	}
 	free(r->kv_commit);
-	void *gp[] = {r->embed,	    r->norm,	  r->lm_head == r->embed ? NULL : r->lm_head,
-		      r->inv_freq,  r->resid,	  r->logits,
-		      r->xn,	    r->qkvf,	  r->attn,
-		      r->tmp,	    r->gu,	  r->ffo,
-		      r->scores,    r->pos,	  r->n_tok,
-		      r->n_ent,	    r->n_blk,	  r->tail_sel,
-		      r->tail_idx,  r->tail_len,  r->ids,
-		      r->argmax,    r->store_idx, r->unit_idx,
-		      r->unit_len,  r->wb_dst,	  r->misses,
-		      r->n_ent0,    r->iota,	  r->neg1,
-		      r->attn_work, r->p_resid,	  r->p_xn,
-		      r->p_qkvf[0], r->p_qkvf[1], r->p_attn,
-		      r->p_tmp,	    r->p_gu,	  r->p_ffo,
-		      r->p_pos,	    r->p_ids,	  r->p_sel,
-		      r->p_uidx,    r->p_work};
+	void *gp[] = { r->embed, r->norm, r->lm_head == r->embed ? NULL : r->lm_head, r->inv_freq,
+		       r->resid, r->logits, r->xn, r->qkvf, r->attn, r->tmp, r->gu, r->ffo,
+		       r->scores, r->pos, r->n_tok, r->n_ent, r->n_blk, r->tail_sel, r->tail_idx,
+		       r->tail_len, r->ids, r->argmax, r->store_idx, r->unit_idx, r->unit_len,
+		       r->wb_dst, r->misses, r->n_ent0, r->iota, r->neg1, r->attn_work, r->p_resid, r->p_xn, r->p_qkvf[0],
+		       r->p_qkvf[1], r->p_attn, r->p_tmp, r->p_gu, r->p_ffo, r->p_pos, r->p_ids, r->p_sel,
+		       r->p_uidx, r->p_work };
 	for (size_t i = 0; i < sizeof(gp) / sizeof(gp[0]); i++)
 		free_dev(r, gp[i]);
 	if (r->arena_registered)

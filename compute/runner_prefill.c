@@ -22,7 +22,7 @@ static int store_resident(struct runner *r, uint32_t l, uint32_t b, const uint16
 	for (uint32_t m = 0; m < nb; m++)
 		for (uint32_t g = 0; g < r->n_kv; g++)
 			r->h_i32[m * r->n_kv + g] =
-			    (int32_t)((b * r->n_kv + g) * r->max_blocks + m);
+				(int32_t)((b * r->n_kv + g) * r->max_blocks + m);
 	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)))
 		return rc;
 	return r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, r->kv[l].store, r->p_uidx, k, v,
@@ -103,16 +103,14 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 	for (uint32_t g = 0; g < r->n_kv; g++) {
 		rc = h->ops->alloc(h, r->seq_handle[b], l, g, 0, nb, slots);
 		if (rc) {
-			runner_fail(r, rc,
-				    "host store: allocating %u units of layer %u head %u "
-				    "failed",
-				    nb, l, g);
+			runner_fail(r, rc, "host store: allocating %u units of layer %u head %u "
+				    "failed", nb, l, g);
 			goto out;
 		}
 		for (uint32_t m = 0; m < nb; m++)
 			r->h_i32[m * r->n_kv + g] = slots[m];
 		r->h_arena_tail[(size_t)l * r->n_caches + b * r->n_kv + g] =
-		    full < nb ? slots[nb - 1] : -1;
+			full < nb ? slots[nb - 1] : -1;
 	}
 	if (r->o.prefill_kv_side) {
 		rc = pack_side(r, l, k, v, t, nb);
@@ -169,7 +167,8 @@ static int commit_side(struct runner *r, uint32_t b)
 	return 0;
 }
 
-static int prefill_select(struct runner *r, uint32_t l, uint32_t b, uint32_t t, const int32_t **sel)
+static int prefill_select(struct runner *r, uint32_t l, uint32_t b, uint32_t t,
+			  const int32_t **sel)
 {
 	const struct kb_sparse *sp = &r->c.sparse;
 	const uint16_t *ck = r->kv[l].ck + (size_t)b * r->n_kv * r->ck_cap * r->hd;
@@ -227,49 +226,31 @@ static int prefill_layer(struct runner *r, uint32_t l, uint32_t b, uint32_t t, b
 		RUN_TRY(r, k->stream_wait(r->kb, KB_STREAM_COMPUTE, r->kv_packed[l & 1]), fail);
 		r->kv_pending[l & 1] = false;
 	}
-
-	RUN_TRY(r,
-		k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, first ? NULL : r->p_tmp, H,
-			       c->residual_scale, w->attn_norm, r->p_xn, t, H, c->rms_eps),
-		fail);
-	RUN_TRY(r,
-		k->gemm(r->kb, KB_STREAM_COMPUTE, t, ld, H, r->p_xn, H, w->wqkvf, H, qkvf, ld,
-			false, 1.0f, 0.0f),
-		fail);
-	RUN_TRY(r,
-		k->rope(r->kb, KB_STREAM_COMPUTE, qkvf, ld, t, r->n_q + r->n_kv, r->hd, r->p_pos,
-			r->inv_freq, r->rope_mscale),
-		fail);
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, first ? NULL : r->p_tmp, H,
+				  c->residual_scale, w->attn_norm, r->p_xn, t, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, t, ld, H, r->p_xn, H, w->wqkvf, H, qkvf, ld,
+			   false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, qkvf, ld, t, r->n_q + r->n_kv, r->hd, r->p_pos,
+			   r->inv_freq, r->rope_mscale), fail);
 	if (r->has_f)
-		RUN_TRY(r,
-			k->rope(r->kb, KB_STREAM_COMPUTE, qkvf + r->f_off, ld, t,
-				l == 0 ? 2 * r->n_kv : r->n_kv, r->hd, r->p_pos, r->inv_freq,
-				r->rope_mscale),
-			fail);
-	RUN_TRY(r,
-		k->ck_prefill(r->kb, KB_STREAM_COMPUTE,
-			      kv->ck + (size_t)b * r->n_kv * r->ck_cap * r->hd, r->ck_cap,
-			      kv->ring + (size_t)b * r->n_kv * c->sparse.ck_kernel * r->hd,
-			      qkvf + r->q_cols, ld, t, r->n_kv, r->hd, &c->sparse),
-		fail);
+		RUN_TRY(r, k->rope(r->kb, KB_STREAM_COMPUTE, qkvf + r->f_off, ld, t,
+				   l == 0 ? 2 * r->n_kv : r->n_kv, r->hd, r->p_pos, r->inv_freq,
+				   r->rope_mscale), fail);
+	RUN_TRY(r, k->ck_prefill(r->kb, KB_STREAM_COMPUTE,
+				 kv->ck + (size_t)b * r->n_kv * r->ck_cap * r->hd, r->ck_cap,
+				 kv->ring + (size_t)b * r->n_kv * c->sparse.ck_kernel * r->hd,
+				 qkvf + r->q_cols, ld, t, r->n_kv, r->hd, &c->sparse), fail);
 	RUN_TRY(r, prefill_select(r, l, b, t, &sel), fail);
-	RUN_TRY(r,
-		k->attn_prefill(r->kb, KB_STREAM_COMPUTE, r->p_attn, r->q_cols, qkvf, ld,
-				qkvf + r->q_cols, qkvf + r->q_cols + r->kv_cols, ld, t, 0, r->n_q,
-				r->n_kv, r->hd, r->attn_scale, sel, c->sparse.topk,
-				c->sparse.block),
+	RUN_TRY(r, k->attn_prefill(r->kb, KB_STREAM_COMPUTE, r->p_attn, r->q_cols, qkvf, ld,
+				   qkvf + r->q_cols, qkvf + r->q_cols + r->kv_cols, ld, t, 0, r->n_q,
+				   r->n_kv, r->hd, r->attn_scale, sel, c->sparse.topk,
+				   c->sparse.block), fail);
+	RUN_TRY(r, kv->resident ? store_resident(r, l, b, qkvf, t) : store_offloaded(r, l, b, qkvf, t),
 		fail);
-	RUN_TRY(r,
-		kv->resident ? store_resident(r, l, b, qkvf, t) : store_offloaded(r, l, b, qkvf, t),
-		fail);
-	RUN_TRY(r,
-		k->gemm(r->kb, KB_STREAM_COMPUTE, t, H, r->q_cols, r->p_attn, r->q_cols, w->wo,
-			r->q_cols, r->p_tmp, H, false, 1.0f, 0.0f),
-		fail);
-	RUN_TRY(r,
-		k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->p_tmp, H, c->residual_scale,
-			       w->ffn_norm, r->p_xn, t, H, c->rms_eps),
-		fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, t, H, r->q_cols, r->p_attn, r->q_cols, w->wo,
+			   r->q_cols, r->p_tmp, H, false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->p_tmp, H,
+				  c->residual_scale, w->ffn_norm, r->p_xn, t, H, c->rms_eps), fail);
 	RUN_TRY(r, prefill_ffn(r, l, t), fail);
 	return 0;
 fail:
@@ -288,28 +269,20 @@ int runner_prefill_seq(struct runner *r, uint32_t b, const int32_t *prompt, uint
 	for (uint32_t i = 0; i < t; i++)
 		r->h_i32[i] = prompt[i];
 	RUN_TRY(r, runner_upload_i32(r, r->p_ids, r->h_i32, t), fail);
-	RUN_TRY(r,
-		k->embed(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->embed, r->p_ids, t, H, r->vocab,
-			 c->scale_emb),
-		fail);
+	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->embed, r->p_ids, t, H, r->vocab,
+			    c->scale_emb), fail);
 	for (uint32_t l = 0; l < r->L; l++)
 		if ((rc = prefill_layer(r, l, b, t, l == 0)))
 			return rc;
 	if (r->o.prefill_kv_side && (rc = commit_side(r, b)))
 		return rc;
-	RUN_TRY(r,
-		k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid + last, r->p_tmp + last, H,
-			       c->residual_scale, r->norm, r->p_xn, 1, H, c->rms_eps),
-		fail);
-	RUN_TRY(r,
-		k->gemm(r->kb, KB_STREAM_COMPUTE, 1, r->vocab, H, r->p_xn, H, r->lm_head, H,
-			r->logits, r->vocab, true, c->logit_scale, 0.0f),
-		fail);
+	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid + last, r->p_tmp + last, H,
+				  c->residual_scale, r->norm, r->p_xn, 1, H, c->rms_eps), fail);
+	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, 1, r->vocab, H, r->p_xn, H, r->lm_head, H,
+			   r->logits, r->vocab, true, c->logit_scale, 0.0f), fail);
 	if (first_logits)
-		RUN_TRY(r,
-			k->memcpy(r->kb, first_logits, r->logits, (size_t)r->vocab * 4, KB_D2H,
-				  KB_STREAM_COMPUTE),
-			fail);
+		RUN_TRY(r, k->memcpy(r->kb, first_logits, r->logits, (size_t)r->vocab * 4, KB_D2H,
+				     KB_STREAM_COMPUTE), fail);
 	RUN_TRY(r, runner_sample(r, r->logits, 1, s, first_token), fail);
 	return 0;
 fail:
