@@ -58,8 +58,8 @@ struct runner_opts {
 	 * queries and is not counted in decode_s; tokens are unchanged. 0 = off. */
 	uint32_t recall_every;
 	/* Prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream
-	 * (overlapping the rest of the layer and the next one; the commits to the host store
-	 * follow at the end of the sequence's prefill) instead of on the compute stream, which
+	 * (overlapping the rest of the layer and the next one; each layer's units are committed to
+	 * the host store when the next offloaded layer starts) instead of on the compute stream, which
 	 * then waits for it. */
 	bool prefill_kv_side;
 };

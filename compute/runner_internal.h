@@ -97,7 +97,8 @@ struct runner {
 	int32_t *p_uidx_side[2], *h_uidx_side[2];
 	struct kb_event *kv_qkvf[2], *kv_packed[2];
 	bool kv_pending[2], kv_inflight[2];
-	uint32_t *kv_commit; /* [L]: full blocks of layer l packed, not yet committed */
+	uint32_t kv_layer[2]; /* the layer whose pack kv_packed[p] follows */
+	uint32_t *kv_commit;  /* [L]: full blocks of layer l packed, not yet committed */
 	void *p_work;
 	size_t p_work_bytes;
 	uint32_t chunk;

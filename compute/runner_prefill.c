@@ -56,22 +56,56 @@ static int stage_tail(struct runner *r, uint32_t l, uint32_t b, const uint16_t *
 	return 0;
 }
 
+/* Commit layer l's packed full blocks of sequence b (prefill_kv_side) once their pack ran. */
+static int commit_layer(struct runner *r, uint32_t b, uint32_t l)
+{
+	struct kvhost *h = r->o.host;
+
+	for (uint32_t g = 0; g < r->n_kv && r->kv_commit[l]; g++) {
+		int rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, r->kv_commit[l]);
+		if (rc) {
+			runner_fail(r, rc, "host store: committing layer %u head %u failed", l, g);
+			return rc;
+		}
+	}
+	r->kv_commit[l] = 0;
+	return 0;
+}
+
+/*
+ * prefill_kv_side, before layer l allocates its arena slots: wait for the previous layer's pack
+ * (long done: it overlapped that layer's FFN) and commit its units, so that a host store short
+ * of RAM can spill them to make room, as when the pack runs inline. At most one pack is ever in
+ * flight, and its host indices are free again.
+ */
+static int settle_side(struct runner *r, uint32_t b)
+{
+	for (int p = 0; p < 2; p++) {
+		int rc;
+
+		if (!r->kv_inflight[p])
+			continue;
+		if ((rc = r->kb->ops->event_sync(r->kb, r->kv_packed[p])) ||
+		    (rc = commit_layer(r, b, r->kv_layer[p])))
+			return rc;
+		r->kv_inflight[p] = false;
+	}
+	return 0;
+}
+
 /*
  * prefill_kv_side: pack layer l's units (indices in h_i32) into the arena on the copy stream,
  * after the compute stream has written them into p_qkvf[l & 1]; layer l + 2's projection, which
- * overwrites that buffer, waits for the pack (prefill_layer). The host indices of this parity
- * were last copied for layer l - 2: wait for that copy before refilling them.
+ * overwrites that buffer, waits for the pack (prefill_layer); the next offloaded layer commits
+ * them (settle_side).
  */
-static int pack_side(struct runner *r, uint32_t l, const uint16_t *k, const uint16_t *v, uint32_t t,
-		     uint32_t nb)
+static int pack_side(struct runner *r, uint32_t l, const uint16_t *k, const uint16_t *v,
+		     uint32_t t, uint32_t nb)
 {
 	const struct kb_ops *o = r->kb->ops;
 	uint32_t p = l & 1, n = nb * r->n_kv;
 	int rc;
 
-	if (r->kv_inflight[p] && (rc = o->event_sync(r->kb, r->kv_packed[p])))
-		return rc;
-	r->kv_inflight[p] = false;
 	memcpy(r->h_uidx_side[p], r->h_i32, (size_t)n * sizeof(int32_t));
 	if ((rc = o->event_record(r->kb, r->kv_qkvf[p], KB_STREAM_COMPUTE)) ||
 	    (rc = o->stream_wait(r->kb, KB_STREAM_COPY, r->kv_qkvf[p])) ||
@@ -82,6 +116,7 @@ static int pack_side(struct runner *r, uint32_t l, const uint16_t *k, const uint
 	    (rc = o->event_record(r->kb, r->kv_packed[p], KB_STREAM_COPY)))
 		return rc;
 	r->kv_pending[p] = r->kv_inflight[p] = true;
+	r->kv_layer[p] = l;
 	r->st.bytes_d2h += (uint64_t)n * r->unit_bytes;
 	r->st.units_written += n;
 	r->st.units_written_side += n;
@@ -100,6 +135,8 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 
 	if (!slots)
 		return rc;
+	if (r->o.prefill_kv_side && (rc = settle_side(r, b)))
+		goto out;
 	for (uint32_t g = 0; g < r->n_kv; g++) {
 		rc = h->ops->alloc(h, r->seq_handle[b], l, g, 0, nb, slots);
 		if (rc) {
@@ -113,9 +150,8 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 			full < nb ? slots[nb - 1] : -1;
 	}
 	if (r->o.prefill_kv_side) {
+		r->kv_commit[l] = full; /* committed when the pack has run */
 		rc = pack_side(r, l, k, v, t, nb);
-		if (!rc)
-			r->kv_commit[l] = full; /* at the end of the sequence's prefill */
 		goto tail;
 	}
 	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)) ||
@@ -141,30 +177,19 @@ out:
 }
 
 /*
- * Commit what the copy stream packed for sequence b (prefill_kv_side): once it has run, every
- * offloaded layer's full blocks. Also leaves nothing for the next sequence to wait for.
+ * The end of sequence b's prefill (prefill_kv_side): once the copy stream has run, commit what
+ * is still uncommitted (the last offloaded layer). Leaves nothing for the next sequence to wait
+ * for.
  */
 static int commit_side(struct runner *r, uint32_t b)
 {
-	struct kvhost *h = r->o.host;
 	int rc = r->kb->ops->sync(r->kb, KB_STREAM_COPY);
 
 	r->kv_pending[0] = r->kv_pending[1] = false;
 	r->kv_inflight[0] = r->kv_inflight[1] = false;
-	if (rc)
-		return rc;
-	for (uint32_t l = 0; l < r->L; l++) {
-		for (uint32_t g = 0; g < r->n_kv && r->kv_commit[l]; g++) {
-			rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, r->kv_commit[l]);
-			if (rc) {
-				runner_fail(r, rc, "host store: committing layer %u head %u failed",
-					    l, g);
-				return rc;
-			}
-		}
-		r->kv_commit[l] = 0;
-	}
-	return 0;
+	for (uint32_t l = 0; !rc && l < r->L; l++)
+		rc = commit_layer(r, b, l);
+	return rc;
 }
 
 static int prefill_select(struct runner *r, uint32_t l, uint32_t b, uint32_t t,

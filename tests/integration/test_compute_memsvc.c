@@ -289,22 +289,29 @@ static void test_kv_larger_than_ram(void **state)
 	uint64_t restored = 0, spilled = 0;
 	struct proc p;
 
-	snprintf(rd, sizeof(rd), "--runtime-dir=%s", memsvc_proc_runtime_dir(d));
-	snprintf(js, sizeof(js), "--json=%s/out.json", memsvc_proc_runtime_dir(d));
-	const char *args[] = { rd, js, "--modes=sparse,sparse-offload,sparda,sparda-nooffload",
-			       "--prompt-tokens=1600", "--arena-bytes=1M", "--new-tokens=16", NULL };
-	assert_int_equal(run_compute(args, 240000, &p), 0);
-	json_object *root = json_object_from_file(js + strlen("--json="));
-	assert_non_null(root);
-	const char *twins[] = { "sparse-offload", "sparda" };
-	for (int i = 0; i < 2; i++) {
-		json_object *o = mode_obj(root, twins[i]), *eq;
-		assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
-		assert_true(json_object_get_boolean(eq));
-		assert_true(num_of(o, "units_forecast") > 0);
+	daemon_args(d, rd, js);
+	/* the prompt's KV packed on the compute stream, then on the copy stream (its commits two
+	 * layers behind, so the daemon can spill them while later layers are allocated) */
+	const char *streams[] = { "--prefill-kv-stream=compute", "--prefill-kv-stream=side" };
+	for (int s = 0; s < 2; s++) {
+		const char *args[] = { rd, js, "--modes=sparse,sparse-offload,sparda,sparda-nooffload",
+				       "--prompt-tokens=1600", "--arena-bytes=1M", "--new-tokens=16",
+				       streams[s], NULL };
+		assert_int_equal(run_compute(args, 240000, &p), 0);
+		unlink(p.log);
+		json_object *root = json_object_from_file(js + strlen("--json="));
+		assert_non_null(root);
+		const char *twins[] = { "sparse-offload", "sparda" };
+		for (int i = 0; i < 2; i++) {
+			json_object *o = mode_obj(root, twins[i]), *eq;
+			assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
+			assert_true(json_object_get_boolean(eq));
+			assert_true(num_of(o, "units_forecast") > 0);
+			assert_true((num_of(o, "units_written_side") > 0) == (s == 1));
+		}
+		assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_forecast") == 0);
+		json_object_put(root);
 	}
-	assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_forecast") == 0);
-	json_object_put(root);
 	assert_int_equal(harness_open(d, "default", SP_WAIT_SLEEP, 64 << 10, &c), 0);
 	assert_int_equal(memclient_stats(c, &st, &n), 0);
 	assert_true(memclient_stat_find(st, n, "daemon.spill.units_restored", &restored));
