@@ -349,7 +349,18 @@ static void test_remote_attach_abandoned(void **state)
 	assert_null(c);
 	assert_true(harness_log_contains(f.p, "remote session attaching\" session=1"));
 	assert_true(harness_log_wait(f.p, "attach refused\" status=EHOSTUNREACH"));
-	text = harness_http_get(pn, "/metrics");
+	/* the refusal is logged just before its connection is closed: the gauges follow */
+	for (int i = 0;; i++) {
+		text = harness_http_get(pn, "/metrics");
+		assert_non_null(text);
+		if ((strstr(text, "\nsparda_memsvc_attaching_bytes 0\n") &&
+		     strstr(text, "\nsparda_memsvc_pending_attaches 0\n") &&
+		     strstr(text, "\nsparda_memsvc_sessions 0\n")) ||
+		    i == 250)
+			break;
+		free(text);
+		usleep(20000);
+	}
 	assert_non_null(strstr(text, "\nsparda_memsvc_attaching_bytes 0\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_pending_attaches 0\n"));
 	assert_non_null(strstr(text, "\nsparda_memsvc_sessions 0\n"));
