@@ -15,7 +15,7 @@ tar -xzf "$work/sparda.tar.gz" -C "$work/unpacked"
 rm -rf "$work/stage"
 for b in sparda sparda-memsvc sparda-compute; do
 	[ -x "$work/unpacked/bin/$b" ] || { echo "bundle lacks bin/$b"; exit 1; }
-	readelf -d "$work/unpacked/bin/$b" | grep -q 'ORIGIN/../lib' ||
+	grep -q 'ORIGIN/../lib' <<<"$(readelf -d "$work/unpacked/bin/$b")" ||
 		{ echo "bin/$b has no \$ORIGIN/../lib rpath"; exit 1; }
 done
 for l in libzmq libprotobuf-c libjson-c; do

@@ -48,7 +48,7 @@ PY
 	local res rc=0
 	res=$("$py" "$k8s/validate.py" "$tmp/$name"/*.yaml) || rc=$?
 	[ "$rc" -ne 0 ] || fail "broken copy '$name' passed validation"
-	echo "$res" | grep -Eq "$expect" || fail "broken copy '$name': expected /$expect/, got: $res"
+	grep -Eq "$expect" <<<"$res" || fail "broken copy '$name': expected /$expect/, got: $res"
 	echo "ok: broken copy '$name' rejected"
 }
 mutate misspelled-probe memsvc-daemonset.yaml "unknown field 'readynessProbe'" \
@@ -136,7 +136,7 @@ known_env() { "$bin/$1" --help | grep -o 'env SPARDA_[A-Z_]*' | cut -d' ' -f2; }
 check_env() { # BINARY ENVFILE ARGSFILE
 	local k
 	for k in $(cut -d= -f1 "$2"); do
-		known_env "$1" | grep -qx "$k" || fail "$(basename "$2"): $k is not a $1 variable"
+		grep -qx "$k" <<<"$(known_env "$1")" || fail "$(basename "$2"): $k is not a $1 variable"
 	done
 	mapfile -t args <"$3"
 	# --json would be written by a real run: --dump-config only parses and prints.

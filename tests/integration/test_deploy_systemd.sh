@@ -39,7 +39,7 @@ if command -v systemd-analyze >/dev/null; then
 	stage_units "$tmp/broken"
 	echo "ProtectSytem=strict" >>"$tmp/broken/sparda-memsvc.service"
 	out=$(verify_units "$tmp/broken" || true)
-	echo "$out" | grep -q ProtectSytem || fail "verify missed a misspelled key: $out"
+	grep -q ProtectSytem <<<"$out" || fail "verify missed a misspelled key: $out"
 	stage_units "$tmp/broken2"
 	sed -i 's/^Type=notify/Type=notifyy/' "$tmp/broken2/sparda-memsvc.service"
 	out=$(verify_units "$tmp/broken2" || true)
@@ -74,7 +74,7 @@ execargs() { # UNIT: the arguments of ExecStart= (after the binary)
 for pair in sparda-memsvc:memsvc.env sparda-compute:compute.env; do # no misspelled variable
 	known=$("$bin/${pair%%:*}" --help | grep -o 'env SPARDA_[A-Z_]*' | cut -d' ' -f2)
 	for k in $(grep -v '^#' "$units/${pair#*:}" | grep '=' | cut -d= -f1); do
-		echo "$known" | grep -qx "$k" || fail "${pair#*:}: $k is not a ${pair%%:*} variable"
+		grep -qx "$k" <<<"$known" || fail "${pair#*:}: $k is not a ${pair%%:*} variable"
 	done
 done
 read -r -a margs <<<"$(execargs sparda-memsvc.service)"
@@ -82,11 +82,11 @@ read -r -a cargs <<<"$(execargs sparda-compute@.service)"
 dump=$(env -i PATH="$PATH" bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$units/memsvc.env" \
 	"$bin/sparda-memsvc" "${margs[@]}" --dump-config 2>&1) ||
 	fail "memsvc refused the unit's flags or memsvc.env: $dump"
-echo "$dump" | grep -Eq '^runtime-dir *= *"?/run/sparda' || fail "runtime-dir not /run/sparda: $dump"
+grep -Eq '^runtime-dir *= *"?/run/sparda' <<<"$dump" || fail "runtime-dir not /run/sparda: $dump"
 dump=$(env -i PATH="$PATH" bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$units/compute.env" \
 	"$bin/sparda-compute" "${cargs[@]}" --dump-config 2>&1) ||
 	fail "compute refused the unit's flags or compute.env: $dump"
-echo "$dump" | grep -Eq '^runtime-dir *= *"?/run/sparda' || fail "compute runtime-dir: $dump"
+grep -Eq '^runtime-dir *= *"?/run/sparda' <<<"$dump" || fail "compute runtime-dir: $dump"
 echo "ok: ExecStart flags and env files accepted"
 
 # ---- 3. the real daemon under a fake systemd notify socket -----------------------------------
