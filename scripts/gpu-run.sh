@@ -70,6 +70,23 @@ step() { # name timeout cmd...
 	tar -czf "$OUT/results.tar.gz" -C "$work" results # keep what is done if the call is cut
 	return $rc
 }
+# ab NAME FLAG VALUE...: the MiniCPM shape with LAYERS (8) layers (made once), then
+# sparse-offload, sparda and sparda-nooffload at CTX (131072) for BATCHES (1 4) with --FLAG=VALUE,
+# one run per value.
+ab() {
+	local name=$1 flag=$2 m=$work/minicpm-l${LAYERS:-8}$rf
+	shift 2
+	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
+		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
+	for bs in ${BATCHES:-1 4}; do
+		for v in "$@"; do
+			step "${name}_${v}_b${bs}" 400 $run --backend=cuda --model="$m" \
+				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
+				--modes=sparse-offload,sparda,sparda-nooffload --"$flag=$v" \
+				--json="$res/${name}_${v}_b${bs}.json"
+		done
+	done
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$sum"
 nproc | sed 's/^/cpus=/' | tee -a "$sum"
 
@@ -95,17 +112,7 @@ bench)
 	done ;;
 gatherab)
 	# the offloaded layers' fetch: gather kernel against copy-engine copies (--gather=dma)
-	m=$work/minicpm-l${LAYERS:-8}$rf
-	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
-		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
-	for bs in ${BATCHES:-1 4}; do
-		for g in kernel dma; do
-			step "gather_${g}_b${bs}" 400 $run --backend=cuda --model="$m" \
-				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
-				--modes=sparse-offload,sparda,sparda-nooffload --gather=$g \
-				--json="$res/gather_${g}_b${bs}.json"
-		done
-	done ;;
+	ab gather gather kernel dma ;;
 hf)
 	for be in ${HF_BACKENDS:-cuda}; do
 		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
@@ -131,17 +138,7 @@ locality)
 		done
 	done ;;
 kvstream)
-	m=$work/minicpm-l${LAYERS:-8}$rf
-	[ -f "$m/config.json" ] || step genmodel 420 "$b/bin/sparda" gen-model --preset minicpm4-8b \
-		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
-	for bs in ${BATCHES:-1 4}; do
-		for s in compute side; do
-			step "kvstream_${s}_b${bs}" 400 $run --backend=cuda --model="$m" \
-				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
-				--modes=sparse-offload,sparda,sparda-nooffload --prefill-kv-stream=$s \
-				--json="$res/kvstream_${s}_b${bs}.json"
-		done
-	done ;;
+	ab kvstream prefill-kv-stream compute side ;;
 bench32)
 	m=$work/minicpm-l32$rf
 	[ -f "$m/config.json" ] || step genmodel32 580 "$b/bin/sparda" gen-model --preset minicpm4-8b \
