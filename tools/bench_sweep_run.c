@@ -533,7 +533,8 @@ static int record_write(const struct sweep_cfg *c, json_object *r)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
 
-	snprintf(path, sizeof(path), "%s/%s.json", c->out, c->name);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.json", c->out, c->name) >= sizeof(path))
+		return -ENAMETOOLONG;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if (json_object_to_file_ext(tmp, r, JSON_C_TO_STRING_PRETTY))
 		return -EIO;
