@@ -58,17 +58,17 @@
 #define GEN_MASSIVE_STRIDE 64
 
 enum gen_kind { GEN_EMBED, GEN_NORM, GEN_PROJ, GEN_QK, GEN_LMHEAD, GEN_FC, GEN_FC_RANDOM };
-/* which part of a matrix is zero on the massive channels (with a shared activation) */
+/* what a matrix does on the massive channels (with a shared activation): zero columns (it does
+ * not read them), zero rows (it does not write them), or W_q's grouped columns */
 enum { GEN_ZERO_NONE, GEN_ZERO_COLS, GEN_ZERO_ROWS, GEN_QUERY_GROUPED };
 
 struct gen_tensor {
 	char name[96];
 	enum gen_kind kind;
-	uint32_t rows, cols; /* rows == 0: 1-D */
-	uint32_t src_layer;  /* GEN_FC: the layer whose W_q it copies */
-	uint8_t
-	    massive_zero; /* with a shared activation: GEN_ZERO_COLS / _ROWS, GEN_QUERY_GROUPED */
-	uint64_t key;	  /* hash of seed and name */
+	uint32_t rows, cols;  /* rows == 0: 1-D */
+	uint32_t src_layer;   /* GEN_FC: the layer whose W_q it copies */
+	uint8_t massive_role; /* GEN_ZERO_* or GEN_QUERY_GROUPED */
+	uint64_t key;	      /* hash of seed and name */
 };
 
 struct gen_ctx {
@@ -145,8 +145,8 @@ static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uin
 	bool massive_col = c->massive > 0 && idx % t->cols % GEN_MASSIVE_STRIDE == 0;
 
 	if (c->massive > 0 &&
-	    ((t->massive_zero == GEN_ZERO_COLS && massive_col) ||
-	     (t->massive_zero == GEN_ZERO_ROWS && idx / t->cols % GEN_MASSIVE_STRIDE == 0)))
+	    ((t->massive_role == GEN_ZERO_COLS && massive_col) ||
+	     (t->massive_role == GEN_ZERO_ROWS && idx / t->cols % GEN_MASSIVE_STRIDE == 0)))
 		return 0.0;
 	switch (t->kind) {
 	case GEN_EMBED:
@@ -158,7 +158,7 @@ static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uin
 	case GEN_NORM:
 		return 1.0 + GEN_NORM_NOISE * n;
 	case GEN_QK:
-		if (t->massive_zero == GEN_QUERY_GROUPED && c->massive > 0)
+		if (t->massive_role == GEN_QUERY_GROUPED && c->massive > 0)
 			n = gen_normal(t->key,
 				       gen_wq_row(c, idx / t->cols, (uint32_t)(idx % t->cols)) *
 					       t->cols +
@@ -203,7 +203,7 @@ static void gen_add(struct gen_tensor *t, uint32_t *n, uint64_t seed, enum gen_k
 	x->kind = kind;
 	x->rows = rows;
 	x->cols = cols;
-	x->massive_zero = GEN_ZERO_NONE;
+	x->massive_role = GEN_ZERO_NONE;
 	x->key = gen_key(seed, x->name);
 }
 
@@ -217,28 +217,28 @@ static uint32_t gen_model_tensors(const struct model_config *c, uint64_t seed, s
 	for (uint32_t l = 0; l < c->n_layers; l++) {
 		gen_add(t, &n, seed, GEN_NORM, 0, c->hidden, "%s.%u.input_layernorm.weight", p, l);
 		gen_add(t, &n, seed, GEN_QK, q, c->hidden, "%s.%u.self_attn.q_proj.weight", p, l);
-		t[n - 1].massive_zero = GEN_QUERY_GROUPED;
+		t[n - 1].massive_role = GEN_QUERY_GROUPED;
 		gen_add(t, &n, seed, GEN_QK, kv, c->hidden, "%s.%u.self_attn.k_proj.weight", p, l);
 		gen_add(t, &n, seed, GEN_PROJ, kv, c->hidden, "%s.%u.self_attn.v_proj.weight", p,
 			l);
-		t[n - 1].massive_zero = GEN_ZERO_COLS;
+		t[n - 1].massive_role = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->hidden, q, "%s.%u.self_attn.o_proj.weight", p, l);
-		t[n - 1].massive_zero = GEN_ZERO_ROWS;
+		t[n - 1].massive_role = GEN_ZERO_ROWS;
 		gen_add(t, &n, seed, GEN_NORM, 0, c->hidden,
 			"%s.%u.post_attention_layernorm.weight", p, l);
 		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.gate_proj.weight", p,
 			l);
-		t[n - 1].massive_zero = GEN_ZERO_COLS;
+		t[n - 1].massive_role = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->ffn, c->hidden, "%s.%u.mlp.up_proj.weight", p, l);
-		t[n - 1].massive_zero = GEN_ZERO_COLS;
+		t[n - 1].massive_role = GEN_ZERO_COLS;
 		gen_add(t, &n, seed, GEN_PROJ, c->hidden, c->ffn, "%s.%u.mlp.down_proj.weight", p,
 			l);
-		t[n - 1].massive_zero = GEN_ZERO_ROWS;
+		t[n - 1].massive_role = GEN_ZERO_ROWS;
 	}
 	gen_add(t, &n, seed, GEN_NORM, 0, c->hidden, "model.norm.weight");
 	if (!c->tie_embeddings) {
 		gen_add(t, &n, seed, GEN_LMHEAD, c->vocab, c->hidden, "lm_head.weight");
-		t[n - 1].massive_zero = GEN_ZERO_COLS;
+		t[n - 1].massive_role = GEN_ZERO_COLS;
 	}
 	return n;
 }
