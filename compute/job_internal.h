@@ -35,7 +35,6 @@ struct job {
 	struct kvhost_opts host_opts; /* what the open host was sized for (reuse when it fits) */
 	struct kvhost *host_inproc;   /* the in-process store of the inproc-modes runs */
 	struct kvhost_opts inproc_opts;
-	int inproc_rc;
 	struct cmetrics *metrics;  /* --metrics-port, or NULL */
 	int host_rc;               /* why the host store could not be opened */
 	char host_err[256];

@@ -229,7 +229,7 @@ static int open_host(struct job *j, bool inproc)
 		kvhost_close(j->host_inproc);
 		j->host_inproc = NULL;
 		j->inproc_opts = o;
-		return j->inproc_rc = kvhost_inproc_open(&o, &j->host_inproc);
+		return kvhost_inproc_open(&o, &j->host_inproc);
 	}
 	if (j->host_rc)
 		return j->host_rc;
