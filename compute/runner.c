@@ -245,16 +245,14 @@ static int alloc_activations(struct runner *r)
 	    dev_alloc(r, &r->p_pos, T * 4) || dev_alloc(r, &r->p_ids, T * 4) || dev_alloc(r, &r->p_sel, r->n_kv * qb * r->c.sparse.topk * 4) ||
 	    dev_alloc(r, &r->p_uidx, (qb + 1) * r->n_kv * 4) || dev_alloc(r, &r->p_work, r->p_work_bytes))
 		return -ENOMEM;
-	for (int p = 0; r->o.prefill_kv_side && p < 2; p++) {
-		if (dev_alloc(r, &r->p_uidx_side[p], (qb + 1) * r->n_kv * 4) ||
-		    !(r->h_uidx_side[p] = calloc((qb + 1) * r->n_kv, sizeof(int32_t))) ||
-		    k->event_new(r->kb, &r->kv_qkvf[p]) || k->event_new(r->kb, &r->kv_packed[p])) {
-			runner_fail(r, -ENOMEM, "prefill KV stream: allocation failed");
-			return -ENOMEM;
-		}
-	}
-	if (r->o.prefill_kv_side && !(r->kv_commit = calloc(r->L, sizeof(uint32_t))))
+	if (r->o.prefill_kv_side &&
+	    (dev_alloc(r, &r->p_uidx_side, (qb + 1) * r->n_kv * 4) ||
+	     !(r->h_uidx_side = calloc((qb + 1) * r->n_kv, sizeof(int32_t))) ||
+	     k->event_new(r->kb, &r->kv_qkvf) || k->event_new(r->kb, &r->kv_packed[0]) ||
+	     k->event_new(r->kb, &r->kv_packed[1]))) {
+		runner_fail(r, -ENOMEM, "prefill KV stream: allocation failed");
 		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -480,15 +478,12 @@ void runner_close(struct runner *r)
 	}
 	if (r->f_read)
 		k->event_free(r->kb, r->f_read);
-	for (int p = 0; p < 2; p++) {
-		struct kb_event *ev[] = { r->kv_qkvf[p], r->kv_packed[p] };
-		for (size_t i = 0; i < 2; i++)
-			if (ev[i])
-				k->event_free(r->kb, ev[i]);
-		free_dev(r, r->p_uidx_side[p]);
-		free(r->h_uidx_side[p]);
-	}
-	free(r->kv_commit);
+	struct kb_event *kv_ev[] = { r->kv_qkvf, r->kv_packed[0], r->kv_packed[1] };
+	for (size_t i = 0; i < 3; i++)
+		if (kv_ev[i])
+			k->event_free(r->kb, kv_ev[i]);
+	free_dev(r, r->p_uidx_side);
+	free(r->h_uidx_side);
 	void *gp[] = { r->embed, r->norm, r->lm_head == r->embed ? NULL : r->lm_head, r->inv_freq,
 		       r->resid, r->logits, r->xn, r->qkvf, r->attn, r->tmp, r->gu, r->ffo,
 		       r->scores, r->pos, r->n_tok, r->n_ent, r->n_blk, r->tail_sel, r->tail_idx,

@@ -89,16 +89,15 @@ struct runner {
 	float *p_resid;
 	uint16_t *p_xn, *p_qkvf[2], *p_attn, *p_tmp, *p_gu, *p_ffo;
 	int32_t *p_pos, *p_ids, *p_sel, *p_uidx;
-	/* prefill_kv_side: the copy stream's unit indices per layer parity (device, and their
-	 * host sources kept until the copy ran), the events between the streams (kv_qkvf: layer
-	 * l's K/V are in p_qkvf[l & 1]; kv_packed: the pack has read them), whether the compute
-	 * stream (kv_pending) and the host (kv_inflight, before refilling h_uidx_side) still
-	 * have to wait for kv_packed[p], and the full blocks of each layer to commit at the end */
-	int32_t *p_uidx_side[2], *h_uidx_side[2];
-	struct kb_event *kv_qkvf[2], *kv_packed[2];
-	bool kv_pending[2], kv_inflight[2];
-	uint32_t kv_layer[2]; /* the layer whose pack kv_packed[p] follows */
-	uint32_t *kv_commit;  /* [L]: full blocks of layer l packed, not yet committed */
+	/* prefill_kv_side: the copy stream's unit indices (device, and their host source kept until
+	 * the copy ran; one pack is in flight at a time), the events between the streams (kv_qkvf:
+	 * a layer's K/V are in p_qkvf; kv_packed[l & 1]: layer l's pack has read them), whether the
+	 * compute stream still has to wait for kv_packed[p], and the pack in flight: its layer and
+	 * the full blocks to commit once it ran */
+	int32_t *p_uidx_side, *h_uidx_side;
+	struct kb_event *kv_qkvf, *kv_packed[2];
+	bool kv_pending[2], kv_flight;
+	uint32_t kv_flight_layer, kv_flight_full;
 	void *p_work;
 	size_t p_work_bytes;
 	uint32_t chunk;

@@ -56,19 +56,18 @@ static int stage_tail(struct runner *r, uint32_t l, uint32_t b, const uint16_t *
 	return 0;
 }
 
-/* Commit layer l's packed full blocks of sequence b (prefill_kv_side) once their pack ran. */
-static int commit_layer(struct runner *r, uint32_t b, uint32_t l)
+/* Commit the first `full` (packed) blocks of layer l of sequence b, every head. */
+static int commit_units(struct runner *r, uint32_t b, uint32_t l, uint32_t full)
 {
 	struct kvhost *h = r->o.host;
 
-	for (uint32_t g = 0; g < r->n_kv && r->kv_commit[l]; g++) {
-		int rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, r->kv_commit[l]);
+	for (uint32_t g = 0; g < r->n_kv && full; g++) {
+		int rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, full);
 		if (rc) {
 			runner_fail(r, rc, "host store: committing layer %u head %u failed", l, g);
 			return rc;
 		}
 	}
-	r->kv_commit[l] = 0;
 	return 0;
 }
 
@@ -80,17 +79,14 @@ static int commit_layer(struct runner *r, uint32_t b, uint32_t l)
  */
 static int settle_side(struct runner *r, uint32_t b)
 {
-	for (int p = 0; p < 2; p++) {
-		int rc;
+	int rc;
 
-		if (!r->kv_inflight[p])
-			continue;
-		if ((rc = r->kb->ops->event_sync(r->kb, r->kv_packed[p])) ||
-		    (rc = commit_layer(r, b, r->kv_layer[p])))
-			return rc;
-		r->kv_inflight[p] = false;
-	}
-	return 0;
+	if (!r->kv_flight)
+		return 0;
+	if ((rc = r->kb->ops->event_sync(r->kb, r->kv_packed[r->kv_flight_layer & 1])))
+		return rc;
+	r->kv_flight = false;
+	return commit_units(r, b, r->kv_flight_layer, r->kv_flight_full);
 }
 
 /*
@@ -100,23 +96,24 @@ static int settle_side(struct runner *r, uint32_t b)
  * them (settle_side).
  */
 static int pack_side(struct runner *r, uint32_t l, const uint16_t *k, const uint16_t *v,
-		     uint32_t t, uint32_t nb)
+		     uint32_t t, uint32_t nb, uint32_t full)
 {
 	const struct kb_ops *o = r->kb->ops;
 	uint32_t p = l & 1, n = nb * r->n_kv;
 	int rc;
 
-	memcpy(r->h_uidx_side[p], r->h_i32, (size_t)n * sizeof(int32_t));
-	if ((rc = o->event_record(r->kb, r->kv_qkvf[p], KB_STREAM_COMPUTE)) ||
-	    (rc = o->stream_wait(r->kb, KB_STREAM_COPY, r->kv_qkvf[p])) ||
-	    (rc = o->memcpy(r->kb, r->p_uidx_side[p], r->h_uidx_side[p], (size_t)n * 4, KB_H2D,
+	memcpy(r->h_uidx_side, r->h_i32, (size_t)n * sizeof(int32_t));
+	if ((rc = o->event_record(r->kb, r->kv_qkvf, KB_STREAM_COMPUTE)) ||
+	    (rc = o->stream_wait(r->kb, KB_STREAM_COPY, r->kv_qkvf)) ||
+	    (rc = o->memcpy(r->kb, r->p_uidx_side, r->h_uidx_side, (size_t)n * 4, KB_H2D,
 			    KB_STREAM_COPY)) ||
-	    (rc = o->kv_pack(r->kb, KB_STREAM_COPY, r->arena_dev, r->p_uidx_side[p], k, v,
+	    (rc = o->kv_pack(r->kb, KB_STREAM_COPY, r->arena_dev, r->p_uidx_side, k, v,
 			     r->qkvf_cols, 0, t, r->n_kv, r->hd, r->c.sparse.block)) ||
 	    (rc = o->event_record(r->kb, r->kv_packed[p], KB_STREAM_COPY)))
 		return rc;
-	r->kv_pending[p] = r->kv_inflight[p] = true;
-	r->kv_layer[p] = l;
+	r->kv_pending[p] = r->kv_flight = true;
+	r->kv_flight_layer = l;
+	r->kv_flight_full = full;
 	r->st.bytes_d2h += (uint64_t)n * r->unit_bytes;
 	r->st.units_written += n;
 	r->st.units_written_side += n;
@@ -150,8 +147,7 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 			full < nb ? slots[nb - 1] : -1;
 	}
 	if (r->o.prefill_kv_side) {
-		r->kv_commit[l] = full; /* committed when the pack has run */
-		rc = pack_side(r, l, k, v, t, nb);
+		rc = pack_side(r, l, k, v, t, nb, full); /* committed when it has run */
 		goto tail;
 	}
 	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)) ||
@@ -161,13 +157,8 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 		goto out;
 	r->st.bytes_d2h += (uint64_t)nb * r->n_kv * r->unit_bytes;
 	r->st.units_written += (uint64_t)nb * r->n_kv;
-	for (uint32_t g = 0; g < r->n_kv && full; g++) {
-		rc = h->ops->commit(h, r->seq_handle[b], l, g, 0, full);
-		if (rc) {
-			runner_fail(r, rc, "host store: committing layer %u head %u failed", l, g);
-			goto out;
-		}
-	}
+	if ((rc = commit_units(r, b, l, full)))
+		goto out;
 tail:
 	if (!rc)
 		rc = full < nb ? stage_tail(r, l, b, qkvf, t) : 0;
@@ -183,13 +174,8 @@ out:
  */
 static int commit_side(struct runner *r, uint32_t b)
 {
-	int rc = r->kb->ops->sync(r->kb, KB_STREAM_COPY);
-
 	r->kv_pending[0] = r->kv_pending[1] = false;
-	r->kv_inflight[0] = r->kv_inflight[1] = false;
-	for (uint32_t l = 0; !rc && l < r->L; l++)
-		rc = commit_layer(r, b, l);
-	return rc;
+	return settle_side(r, b);
 }
 
 static int prefill_select(struct runner *r, uint32_t l, uint32_t b, uint32_t t,
