@@ -556,10 +556,18 @@ static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_obj
 	json_object *rec, *modes, *runs;
 	bool ok;
 
+	oi = *o;
+	oi.memsvc_hwm = oi.memsvc_shmem = -1; /* memsvc's peak is the memsvc runs' */
+	modes = json_object_new_object();
 	for (int i = 0; i < c->n_inproc; i++) {
+		json_object *m;
+
 		snprintf(key, sizeof(key), "%s+inproc", c->inproc_modes[i]);
-		if (!finished(root, key))
+		if (!(m = finished(root, key))) {
+			json_object_put(modes);
 			return false;
+		}
+		mode_add(modes, c->inproc_modes[i], "ok", 0, NULL, m, &oi);
 	}
 	snprintf(name, sizeof(name), "%s_inproc", c->name);
 	ci.name = name;
@@ -568,14 +576,7 @@ static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_obj
 	ci.n_modes = c->n_inproc;
 	ci.n_skips = 0;
 	rec = record_new(&ci);
-	modes = json_object_new_object();
 	runs = json_object_new_array();
-	oi = *o;
-	oi.memsvc_hwm = oi.memsvc_shmem = -1; /* memsvc's peak is the memsvc runs' */
-	for (int i = 0; i < c->n_inproc; i++) {
-		snprintf(key, sizeof(key), "%s+inproc", c->inproc_modes[i]);
-		mode_add(modes, c->inproc_modes[i], "ok", 0, NULL, finished(root, key), &oi);
-	}
 	record_forecast(rec, root, c->modes, c->n_modes);
 	json_object_array_add(runs, json_object_get(run));
 	json_object_object_add(rec, "same_process", json_object_new_boolean(true));
