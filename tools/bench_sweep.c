@@ -434,6 +434,26 @@ static bool ends_search(const char *status)
  * time) at a smaller batch of the ladder; for the in-process run, a mode that did not run with
  * memsvc.
  */
+/*
+ * Did a record of a smaller batch (ladder[0..bi)) of this model and context end mode's batch
+ * search (out of memory or time)? Then why (e.g. "host-oom at batch 2") into why, and true.
+ */
+static bool search_ended(const struct sweep_opts *o, const struct model *m,
+			 const struct sweep_cfg *c, int bi, const char *suffix, const char *mode,
+			 char *why, size_t len)
+{
+	char st[32];
+
+	for (int b = 0; b < bi; b++) {
+		record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st, sizeof(st));
+		if (ends_search(st)) {
+			snprintf(why, len, "%s at batch %u", st, o->ladder[b]);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void plan_modes(const struct sweep_opts *o, const struct model *m, struct sweep_cfg *c,
 		       int bi, bool inproc, const char **run, struct sweep_skip *skip)
 {
@@ -447,13 +467,7 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 		struct sweep_skip *sk = &skip[c->n_skips];
 
 		sk->why[0] = 0;
-		for (int b = 0; b < bi && !sk->why[0]; b++) {
-			record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st,
-				      sizeof(st));
-			if (ends_search(st))
-				snprintf(sk->why, sizeof(sk->why), "%s at batch %u", st,
-					 o->ladder[b]);
-		}
+		search_ended(o, m, c, bi, suffix, mode, sk->why, sizeof(sk->why));
 		if (inproc && !sk->why[0]) {
 			record_status(o, m->stem, c->context, c->batch, "", mode, st, sizeof(st));
 			if (strcmp(st, "ok"))
@@ -478,7 +492,7 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 static void plan_inproc(const struct sweep_opts *o, const struct model *m, struct sweep_cfg *c,
 			int bi, const char **run)
 {
-	char st[32];
+	char why[96];
 
 	c->n_inproc = 0;
 	for (int i = 0; i < o->inproc.n; i++) {
@@ -487,12 +501,7 @@ static void plan_inproc(const struct sweep_opts *o, const struct model *m, struc
 
 		for (int k = 0; k < c->n_modes && !go; k++)
 			go = !strcmp(c->modes[k], mode);
-		for (int b = 0; b < bi && go; b++) {
-			record_status(o, m->stem, c->context, o->ladder[b], "_inproc", mode, st,
-				      sizeof(st));
-			go = !ends_search(st);
-		}
-		if (go)
+		if (go && !search_ended(o, m, c, bi, "_inproc", mode, why, sizeof(why)))
 			run[c->n_inproc++] = mode;
 	}
 	c->inproc_modes = run;

@@ -105,11 +105,20 @@ static void last_mode(const char *log, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)strcspn(m, " \t"), m);
 }
 
+/* "<flag>a,b,c" of the n names into buf. */
+static void list_flag(char *buf, size_t len, const char *flag, const char *const *v, int n)
+{
+	int off = snprintf(buf, len, "%s", flag);
+
+	for (int i = 0; i < n; i++)
+		off += snprintf(buf + off, len - (size_t)off, "%s%s", i ? "," : "", v[i]);
+}
+
 static void build_argv(const struct sweep_cfg *c, const char *const *modes, int n_modes,
 		       bool inproc, const char *bin, const char *rundir, const char *json,
 		       char store[][PATH_MAX + 32], char **av)
 {
-	int n = 0, k = 0, off;
+	int n = 0, k = 0;
 
 	av[n++] = (char *)bin;
 	if (rundir)
@@ -128,20 +137,15 @@ static void build_argv(const struct sweep_cfg *c, const char *const *modes, int 
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--new-tokens=%u", c->new_tokens);
 	av[n++] = store[k++];
-	off = snprintf(store[k], sizeof(store[k]), "--modes=");
-	for (int i = 0; i < n_modes; i++)
-		off += snprintf(store[k] + off, sizeof(store[k]) - (size_t)off, "%s%s",
-				i ? "," : "", modes[i]);
+	list_flag(store[k], sizeof(store[k]), "--modes=", modes, n_modes);
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--backend=%s", c->backend);
 	av[n++] = store[k++];
 	snprintf(store[k], sizeof(store[k]), "--json=%s", json);
 	av[n++] = store[k++];
 	if (inproc && c->n_inproc) {
-		off = snprintf(store[k], sizeof(store[k]), "--inproc-modes=");
-		for (int i = 0; i < c->n_inproc; i++)
-			off += snprintf(store[k] + off, sizeof(store[k]) - (size_t)off, "%s%s",
-					i ? "," : "", c->inproc_modes[i]);
+		list_flag(store[k], sizeof(store[k]), "--inproc-modes=", c->inproc_modes,
+			  c->n_inproc);
 		av[n++] = store[k++];
 	}
 	/* a benchmark measures the mode asked for, never the fallback */
