@@ -198,6 +198,13 @@ static uint32_t max_tokens(const struct job *j)
 	return m + (uint32_t)j->cfg->new_tokens;
 }
 
+/* Does a request sized o fit in a host store opened for have? */
+static bool host_fits(const struct kvhost_opts *o, const struct kvhost_opts *have)
+{
+	return o->arena_bytes <= have->arena_bytes && o->max_seqs <= have->max_seqs &&
+	       o->max_units <= have->max_units;
+}
+
 /* The host store of the --modes runs (cfg->store), or with inproc the in-process one of the
  * --inproc-modes runs; reused while the request fits in it. */
 static int open_host(struct job *j, bool inproc)
@@ -222,9 +229,7 @@ static int open_host(struct job *j, bool inproc)
 	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes
 					    : (units + units / 8 + 64) * o.geom.unit_bytes;
 	if (inproc) {
-		if (j->host_inproc && o.arena_bytes <= j->inproc_opts.arena_bytes &&
-		    o.max_seqs <= j->inproc_opts.max_seqs &&
-		    o.max_units <= j->inproc_opts.max_units)
+		if (j->host_inproc && host_fits(&o, &j->inproc_opts))
 			return 0;
 		kvhost_close(j->host_inproc);
 		j->host_inproc = NULL;
@@ -234,8 +239,7 @@ static int open_host(struct job *j, bool inproc)
 	if (j->host_rc)
 		return j->host_rc;
 	/* A service keeps its session between requests: reused while this one fits in it. */
-	if (j->host && o.arena_bytes <= j->host_opts.arena_bytes &&
-	    o.max_seqs <= j->host_opts.max_seqs && o.max_units <= j->host_opts.max_units)
+	if (j->host && host_fits(&o, &j->host_opts))
 		return 0;
 	if (j->host) {
 		log_info("job", "host store reopened for a larger request",
