@@ -591,12 +591,12 @@ static void md_ratios(FILE *f, const struct report *r, json_object *arr)
  */
 static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 {
-	char b[8][32];
+	char b[2][32];
 	bool head = false;
 
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i], *so, *no;
-		double c, fe, bound;
+		double c, fe, bound, measured;
 		json_object *o;
 
 		if (!w->ok || report_inproc(w) || strcmp(w->mode, "sparda") ||
@@ -621,16 +621,16 @@ static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 		c = no->step_ms;
 		fe = so->step_ms > c ? so->step_ms - c : 0;
 		bound = (c + fe) / (c > fe ? c : fe);
+		measured = so->step_ms / w->step_ms;
 		fprintf(f, "| %s | %d | %d | %.3f | %.3f | %.2fx | %.2fx | %s | %s | %.3f |\n",
-			w->model, w->context, w->batch, c, fe, bound, so->step_ms / w->step_ms,
+			w->model, w->context, w->batch, c, fe, bound, measured,
 			cell(b[0], 32, "%.4f", so->gb_per_step, so->gb_per_step >= 0),
 			cell(b[1], 32, "%.4f", w->gb_per_step, w->gb_per_step >= 0), w->step_ms);
 		o = at_json(w);
 		json_object_object_add(o, "compute_ms", json_object_new_double(c));
 		json_object_object_add(o, "serial_fetch_ms", json_object_new_double(fe));
 		json_object_object_add(o, "overlap_bound", json_object_new_double(bound));
-		json_object_object_add(o, "measured",
-				       json_object_new_double(so->step_ms / w->step_ms));
+		json_object_object_add(o, "measured", json_object_new_double(measured));
 		json_object_object_add(o, "gb_per_step_sparse_offload",
 				       jnum(so->gb_per_step, so->gb_per_step >= 0));
 		json_object_object_add(o, "gb_per_step_sparda",
