@@ -140,9 +140,12 @@ static double gen_fc(const struct gen_ctx *c, const struct gen_tensor *t, uint64
 
 static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uint64_t idx)
 {
-	double n = gen_normal(t->key, idx);
-
-	bool massive_col = c->massive > 0 && idx % t->cols % GEN_MASSIVE_STRIDE == 0;
+	uint32_t col = (uint32_t)(idx % t->cols);
+	bool massive_col = c->massive > 0 && col % GEN_MASSIVE_STRIDE == 0;
+	/* W_q's grouped columns take their group's first head's element */
+	double n = gen_normal(t->key, t->massive_role == GEN_QUERY_GROUPED && massive_col
+					  ? gen_wq_row(c, idx / t->cols, col) * t->cols + col
+					  : idx);
 
 	if (c->massive > 0 &&
 	    ((t->massive_role == GEN_ZERO_COLS && massive_col) ||
@@ -151,18 +154,12 @@ static double gen_value(const struct gen_ctx *c, const struct gen_tensor *t, uin
 	switch (t->kind) {
 	case GEN_EMBED:
 		if (massive_col) /* the same value for every token: a sign per channel */
-			return (gen_normal(c->massive_key, idx % t->cols) < 0 ? -c->massive
-									      : c->massive) /
+			return (gen_normal(c->massive_key, col) < 0 ? -c->massive : c->massive) /
 			       c->cfg->scale_emb;
 		return n / c->cfg->scale_emb;
 	case GEN_NORM:
 		return 1.0 + GEN_NORM_NOISE * n;
 	case GEN_QK:
-		if (t->massive_role == GEN_QUERY_GROUPED && c->massive > 0)
-			n = gen_normal(t->key,
-				       gen_wq_row(c, idx / t->cols, (uint32_t)(idx % t->cols)) *
-					       t->cols +
-					   idx % t->cols);
 		return n * GEN_QK_GAIN / sqrt((double)t->cols);
 	case GEN_FC:
 		return gen_fc(c, t, idx);
