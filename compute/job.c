@@ -54,7 +54,7 @@ static const struct config_key job_keys[] = {
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
 	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
 	{ .name = "prefill-kv-stream", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, prefill_kv_stream),
-	  .def = "compute", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the compute stream, which waits for it (compute), or on the copy stream, overlapping the next layer, each layer's units committed when the next one starts (side)" },
+	  .def = "side", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream, overlapping the next layer, each layer's units committed when the next one starts (side, DESIGN 3.4), or on the compute stream, which waits for it (compute)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),
 	K("gpu-mem-limit", SIZE, gpu_mem_limit, "0", 0, 0, "device memory this process may use (0 = all): an allocation past it fails as out of device memory, as on a smaller GPU (CUDA counts the device's memory in use as the driver reports it; the CPU backend its own device-side allocations)"),
 	K("timeout-ms", UINT, timeout_ms, "5000", 1, 3600000, "per-request timeout towards memsvc"),
