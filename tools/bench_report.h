@@ -29,6 +29,9 @@ struct report_row {
 	char forecast_fit[16];	    /* how it was fitted ("ridge", "adamw"; "" untrained) */
 	char *tokens;		    /* generated token ids as JSON text (owned), NULL when absent */
 	struct json_object *result; /* the mode's figures without tokens (owned), NULL on failure */
+	/* the record's pass-through arguments (owned arrays), NULL in records before them */
+	struct json_object *compute_args, *memsvc_args;
+	char limits[416]; /* the GPU memory limit and RAM budget they set, or "none recorded" */
 };
 
 struct report {

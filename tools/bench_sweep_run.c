@@ -511,9 +511,20 @@ static int take_results(json_object *modes, json_object *root, const char **todo
 	return left;
 }
 
+/* The NULL-terminated pass-through arguments as a JSON array (empty when none). */
+static json_object *args_json(const char *const *args)
+{
+	json_object *a = json_object_new_array();
+
+	for (int i = 0; args && args[i]; i++)
+		json_object_array_add(a, json_object_new_string(args[i]));
+	return a;
+}
+
 static json_object *record_new(const struct sweep_cfg *c)
 {
 	json_object *r = json_object_new_object(), *asked = json_object_new_array();
+	bool memsvc = strcmp(c->store, "inproc") != 0;
 
 	for (int i = 0; i < c->n_modes; i++)
 		json_object_array_add(asked, json_object_new_string(c->modes[i]));
@@ -529,6 +540,10 @@ static json_object *record_new(const struct sweep_cfg *c)
 	json_object_object_add(r, "backend", json_object_new_string(c->backend));
 	json_object_object_add(r, "store", json_object_new_string(c->store));
 	json_object_object_add(r, "modes_asked", asked);
+	/* the limits it ran under (--gpu-mem-limit, --ram-budget, ...): what was passed, and no
+	 * memsvc arguments where no daemon ran */
+	json_object_object_add(r, "compute_args", args_json(c->compute_args));
+	json_object_object_add(r, "memsvc_args", args_json(memsvc ? c->memsvc_args : NULL));
 	return r;
 }
 

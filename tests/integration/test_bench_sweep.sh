@@ -10,7 +10,8 @@
 # search), a 1 s --budget-s stops the sweep. Records say which Forecast compute ran (the
 # embedded model's is fitted); a preset:layers model is generated with a fitted Forecast, or
 # with the generator's under --random-forecast, or with a shared activation under
-# --shared-activation (each another model name and directory).
+# --shared-activation (each another model name and directory). Records keep the --compute-arg
+# and --memsvc-arg they ran with.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
@@ -171,6 +172,9 @@ for ctx in (1100, 1300):
     # (--inproc-modes), where it ran with memsvc
     r = rec(f"tiny_c{ctx}_b1_inproc")
     assert r["store"] == "inproc" and r["same_process"] is True, r
+    # the arguments it ran with: compute's, and none for the daemon it did not use
+    assert (r["compute_args"], r["memsvc_args"]) == (["--threads=2"], []), r
+    assert rec(f"tiny_c{ctx}_b1")["memsvc_args"] == ["--ram-budget=2M"]
     assert r["modes_asked"] == ["sparda"] and len(r["runs"]) == 1, r
     assert r["runs"][0]["modes"] == rec(f"tiny_c{ctx}_b1")["runs"][0]["modes"], r
     e = r["modes"]["sparda"]
@@ -271,8 +275,13 @@ for title in ("## tiny, context 1100", "## tiny, context 1300", "## synth, conte
     assert title in md, title
 head = md.index("## tiny, context 1100")
 assert md[head + 2] == "Forecast: trained (ridge).", md[head:head + 4]
-assert not md[md.index("## synth, context 4096") + 2].startswith("Forecast"), "synth: no Forecast"
-start = head + 6
+# the limits passed: no device limit (the arguments as given), the daemon's RAM budget
+assert md[head + 4] == ("Limits: no --gpu-mem-limit (compute args: --threads=2), "
+                        "host RAM budget 2M."), md[head + 4]
+synth = md.index("## synth, context 4096")
+assert not md[synth + 2].startswith("Forecast"), "synth: no Forecast"
+assert md[synth + 2] == "Limits: none recorded.", md[synth + 2]  # records before the fields
+start = head + 8
 end = next(i for i in range(start, len(md)) if md[i].startswith("## "))
 first = [l.split(" | ") for l in md[start:end] if l.startswith("| ")]
 assert len(first) == 11 and all(len(c) == 17 for c in first), first
@@ -280,6 +289,14 @@ st = {(c[0][2:], c[1]): c[-1].rstrip(" |") for c in first}
 assert st[("2", "sparda")] == "host-oom" and st[("4", "sparse")] == "ok", st
 assert ("4", "sparda") not in st and st[("1", "sparda (inproc)")] == "ok", st
 assert any(l.startswith("| tiny | 1100 | sparda | 1 | host-oom | host memory |") for l in md)
+# the largest feasible batch: sparse ran at the largest batch tried (4), its limit not reached
+mbi = md.index("## Throughput at the largest feasible batch (sparda vs sparse)")
+def mb_row(prefix):
+    return [c.strip() for c in next(l for l in md[mbi:] if l.startswith(prefix)).split("|")[1:-1]]
+c = mb_row("| tiny | 1100 | ")
+assert (c[2], c[4], c[7], c[8]) == ("1", "4", "host memory", "not reached (largest batch tried)"), c
+c = mb_row("| synth | 4096 | ")
+assert c[7:] == ["not reached (largest batch tried)"] * 2, c
 assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
 assert "| synth | 4096 | 1 | 300.0 | 100.0 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
 PY
