@@ -529,11 +529,48 @@ static bool over_budget(const struct sweep_opts *o)
 	return o->budget_s > 0 && el + (o->timeout_s > 0 ? o->timeout_s : 0) > o->budget_s;
 }
 
+/*
+ * Run a planned configuration, its model made first unless the budget is spent (a
+ * configuration without modes only records its skips). tag starts its lines ("[3]").
+ * Returns 0 when it ran (*so says how), 1 when it did not (t->stopped: the budget; else its
+ * model is unavailable and its modes count as failed), -errno when its record cannot be written.
+ */
+static int run_planned(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
+		       const char *tag, struct tally *t, struct sweep_outcome *so)
+{
+	int rc;
+
+	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o))))
+		return 1;
+	if (c->n_modes && (rc = model_ensure(m, o->out, o->backend))) {
+		t->modes_failed += (unsigned)c->n_modes;
+		printf("%s %s: model %s unavailable (%s), not recorded\n", tag, c->name, m->spec,
+		       err_str(rc));
+		return 1;
+	}
+	if (c->n_modes && (t->stopped = over_budget(o))) /* generating the model took long */
+		return 1;
+	c->model_spec = m->label;
+	c->preset = m->preset;
+	c->layers = m->layers;
+	c->model_dir = m->dir;
+	if ((rc = sweep_run_config(c, so))) {
+		fprintf(stderr, "sparda bench sweep: cannot write %s/%s.json: %s\n", o->out,
+			c->name, err_str(rc));
+		return rc;
+	}
+	printf("%s %s: %d modes ok, %d failed, %d skipped, in %d run%s%s\n", tag, c->name, so->ok,
+	       so->failed, c->n_skips, so->runs, so->runs == 1 ? "" : "s",
+	       so->inproc_recorded ? " (and its in-process runs, same process)" : "");
+	fflush(stdout);
+	return 0;
+}
+
 /* Run (or skip) one configuration. Returns 0, or -errno when its record cannot be written. */
 static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c, int bi,
 		       bool inproc, struct tally *t)
 {
-	char name[256], path[PATH_MAX];
+	char name[256], path[PATH_MAX], tag[16];
 	const char *run[LIST_MAX], *inrun[LIST_MAX];
 	struct sweep_skip skip[LIST_MAX];
 	struct sweep_outcome so = {0};
@@ -571,37 +608,26 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		print_plan(t->total, name, c);
 		return 0;
 	}
-	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o)))) {
+	snprintf(tag, sizeof(tag), "[%u]", t->total);
+	rc = run_planned(o, m, c, tag, t, &so);
+	if (rc == 1 && t->stopped)
 		t->left++;
-		return 0;
-	}
-	if (c->n_modes && (rc = model_ensure(m, o->out, o->backend))) {
-		t->modes_failed += (unsigned)c->n_modes;
-		printf("[%u] %s: model %s unavailable (%s), not recorded\n", t->total, name,
-		       m->spec, err_str(rc));
-		return 0;
-	}
-	if (c->n_modes && (t->stopped = over_budget(o))) { /* generating the model took long */
-		t->left++;
-		return 0;
-	}
-	c->model_spec = m->label;
-	c->preset = m->preset;
-	c->layers = m->layers;
-	c->model_dir = m->dir;
-	if ((rc = sweep_run_config(c, &so))) {
-		fprintf(stderr, "sparda bench sweep: cannot write %s: %s\n", path, err_str(rc));
-		return rc;
-	}
+	if (rc)
+		return rc < 0 ? rc : 0;
 	t->ran++;
 	t->same = so.inproc_recorded;
 	t->modes_ok += (unsigned)so.ok;
 	t->modes_failed += (unsigned)so.failed;
-	printf("[%u] %s: %d modes ok, %d failed, %d skipped, in %d run%s%s\n", t->total, name,
-	       so.ok, so.failed, c->n_skips, so.runs, so.runs == 1 ? "" : "s",
-	       so.inproc_recorded ? " (and its in-process runs, same process)" : "");
-	fflush(stdout);
 	return 0;
+}
+
+/* The configuration indices [*lo, *hi) of this part, in the grid's order. */
+static void part_range(const struct sweep_opts *o, unsigned *lo, unsigned *hi)
+{
+	unsigned n = (unsigned)(o->n_ladder * o->models.n * o->contexts.n);
+
+	*lo = (o->part - 1) * n / o->parts;
+	*hi = o->part * n / o->parts;
 }
 
 static int sweep_grid(const struct sweep_opts *o, struct model *models, struct tally *t)
@@ -612,10 +638,10 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 			      .timeout_s = o->timeout_s,
 			      .memsvc_args = o->memsvc_args,
 			      .compute_args = o->compute_args};
-	unsigned n = (unsigned)(o->n_ladder * o->models.n * o->contexts.n);
-	unsigned lo = (o->part - 1) * n / o->parts, hi = o->part * n / o->parts;
+	unsigned lo, hi;
 	int rc;
 
+	part_range(o, &lo, &hi);
 	/* batch outermost: a part's configurations are contiguous in this order, so parts run in
 	 * order 1..N see every smaller batch of a (model, context) recorded before a larger one */
 	for (int bi = 0; bi < o->n_ladder; bi++)
