@@ -3,7 +3,8 @@
  * `sparda bench sweep`: the evaluation grid (models x contexts x batches), each configuration
  * one memsvc + compute run of all its modes recorded as <out>/<name>.json. Resumable (existing
  * records are skipped), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
- * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch).
+ * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch;
+ * --batch-refine bisects between that batch and its largest ok one).
  * Generated models get a fitted Forecast (`gen-model --train-forecast`, which keeps the
  * generator's where the fit scores lower on held-out sequences) unless asked otherwise.
  */
@@ -35,6 +36,7 @@ struct sweep_opts {
 	struct list models, contexts, batches, modes, inproc;
 	const char *model_dir, *out, *backend;
 	unsigned new_tokens, part, parts, batch_max;
+	unsigned refine;	   /* --batch-refine: bisect down to this gap (0: off) */
 	unsigned ladder[LIST_MAX]; /* the batches, then doublings up to batch_max */
 	int n_ladder;
 	double timeout_s, budget_s;
@@ -94,6 +96,12 @@ static void usage(FILE *f)
 	    "  --contexts LIST     prompt tokens per sequence (default 32768,65536,98304,131072)\n"
 	    "  --batches LIST      batch sizes (default 1,4,8)\n"
 	    "  --batch-max N       after the list, double the last batch up to N (default 0: no)\n"
+	    "  --batch-refine N    then bisect where each mode runs out of memory: between its\n"
+	    "                      largest ok batch and its first gpu-oom/host-oom one, run it\n"
+	    "                      (and the modes that need the same batch) at the midpoint,\n"
+	    "                      until they are at most N apart (default 0: off); done in\n"
+	    "                      the part that holds that first out-of-memory batch, without\n"
+	    "                      in-process runs, into OUT/<model>_c<ctx>_b<batch>.json\n"
 	    "  --modes LIST        compute modes, run in one process per configuration\n"
 	    "                      (default sparse,sparse-offload,sparda,sparda-nooffload)\n"
 	    "  --inproc-modes LIST also run these modes with the in-process arena, in the\n"
@@ -138,6 +146,7 @@ enum {
 	OPT_DRY_RUN,
 	OPT_RANDOM_FC,
 	OPT_SHARED,
+	OPT_REFINE,
 	OPT_HELP
 };
 
@@ -160,6 +169,7 @@ static const struct option long_opts[] = {
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"random-forecast", no_argument, NULL, OPT_RANDOM_FC},
     {"shared-activation", required_argument, NULL, OPT_SHARED},
+    {"batch-refine", required_argument, NULL, OPT_REFINE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -194,6 +204,9 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 	case OPT_BATCH_MAX: /* 0: the list only */
 		o->batch_max = 0;
 		return !strcmp(arg, "0") || parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
+	case OPT_REFINE: /* 0: off */
+		o->refine = 0;
+		return !strcmp(arg, "0") || parse_uint(arg, &o->refine) ? 0 : -EINVAL;
 	case OPT_DRY_RUN:
 		o->dry_run = true;
 		return 0;
@@ -398,12 +411,16 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 
 struct tally {
 	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left, planned;
+	unsigned refine_ran, refine_ok, refine_failed, refine_left; /* --batch-refine's */
 	bool stopped; /* the budget ran out */
 	bool same;    /* the last memsvc configuration recorded its in-process runs too */
 };
 
-/* Status of mode in the record <out>/<stem>_c<ctx>_b<batch><suffix>.json ("" when none). */
-static void record_status(const struct sweep_opts *o, const char *stem, unsigned ctx,
+/*
+ * Status of mode in the record <out>/<stem>_c<ctx>_b<batch><suffix>.json ("" when none).
+ * Returns whether the record exists.
+ */
+static bool record_status(const struct sweep_opts *o, const char *stem, unsigned ctx,
 			  unsigned batch, const char *suffix, const char *mode, char *buf,
 			  size_t len)
 {
@@ -412,13 +429,16 @@ static void record_status(const struct sweep_opts *o, const char *stem, unsigned
 
 	buf[0] = 0;
 	snprintf(path, sizeof(path), "%s/%s_c%u_b%u%s.json", o->out, stem, ctx, batch, suffix);
-	if (access(path, F_OK) || !(r = json_object_from_file(path)))
-		return;
+	if (access(path, F_OK))
+		return false;
+	if (!(r = json_object_from_file(path)))
+		return true;
 	if (json_object_object_get_ex(r, "modes", &modes) &&
 	    json_object_object_get_ex(modes, mode, &m) &&
 	    json_object_object_get_ex(m, "status", &st))
 		snprintf(buf, len, "%s", json_object_get_string(st));
 	json_object_put(r);
+	return true;
 }
 
 /* Does a failure end a mode's batch search? Out of memory does, and so does the time limit: a
@@ -664,6 +684,258 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 	return 0;
 }
 
+/* Where a mode's --batch-refine stands, read from the records. */
+enum bisect_state {
+	BISECT_PENDING, /* a batch of the ladder before its first out of memory is not recorded */
+	BISECT_NONE,	/* nothing to refine: it never ran out of memory, or never ran before */
+	BISECT_RUN,	/* next is to run */
+	BISECT_DONE,	/* lo and hi are at most the gap apart */
+	BISECT_STOPPED, /* a batch between failed otherwise, or its record lacks the mode (why) */
+};
+
+struct bisect {
+	enum bisect_state state;
+	unsigned lo, hi, next; /* largest ok batch below hi, smallest out-of-memory batch */
+	int hi_index;	       /* index in the ladder of its first out-of-memory batch */
+	char hi_status[32], why[96];
+};
+
+static bool out_of_memory(const char *status)
+{
+	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom");
+}
+
+/*
+ * The ladder's records give a mode's lo and hi; the records of the midpoints narrow them until
+ * one is missing (BISECT_RUN) or they are at most o->refine apart. The walk depends on the
+ * records only, so a rerun finds where the last one stopped.
+ */
+static void bisect_walk(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+			const char *mode, struct bisect *b)
+{
+	char st[32];
+
+	memset(b, 0, sizeof(*b));
+	b->state = BISECT_NONE;
+	for (int i = 0; i < o->n_ladder && !b->hi; i++) {
+		if (!record_status(o, m->stem, ctx, o->ladder[i], "", mode, st, sizeof(st))) {
+			b->state = BISECT_PENDING;
+			return;
+		}
+		if (!strcmp(st, "ok")) {
+			b->lo = o->ladder[i];
+		} else if (out_of_memory(st)) {
+			b->hi = o->ladder[i];
+			b->hi_index = i;
+			snprintf(b->hi_status, sizeof(b->hi_status), "%s", st);
+		} else if (!strcmp(st, "timeout")) {
+			return; /* out of time: a larger batch is not tried, nor one between */
+		}
+	}
+	if (!b->lo || !b->hi)
+		return;
+	while (b->hi - b->lo > o->refine) {
+		unsigned mid = b->lo + (b->hi - b->lo) / 2;
+
+		if (!record_status(o, m->stem, ctx, mid, "", mode, st, sizeof(st))) {
+			b->state = BISECT_RUN;
+			b->next = mid;
+			return;
+		}
+		if (!strcmp(st, "ok")) {
+			b->lo = mid;
+		} else if (out_of_memory(st)) {
+			b->hi = mid;
+			snprintf(b->hi_status, sizeof(b->hi_status), "%s", st);
+		} else { /* a timeout or an error says nothing of memory; a record without the mode
+			  * (another mode's refinement, another grid) is not run again */
+			b->state = BISECT_STOPPED;
+			snprintf(b->why, sizeof(b->why), "%s at batch %u",
+				 st[0] ? st : "not recorded", mid);
+			return;
+		}
+	}
+	b->state = BISECT_DONE;
+}
+
+/*
+ * "sparse (ok at 1, gpu-oom at 8)" for the modes whose next batch is next. Returns whether one
+ * of them may need another batch after it.
+ */
+static bool print_between(const struct sweep_opts *o, const struct bisect *b, const bool *ours,
+			  unsigned next)
+{
+	bool first = true, more = false;
+
+	for (int i = 0; i < o->modes.n; i++) {
+		if (!ours[i] || b[i].state != BISECT_RUN || b[i].next != next)
+			continue;
+		printf("%s%s (ok at %u, %s at %u)", first ? "" : ", ", o->modes.v[i], b[i].lo,
+		       b[i].hi_status, b[i].hi);
+		first = false;
+		more |= b[i].hi - next > o->refine; /* the larger half, mid rounding down */
+	}
+	return more;
+}
+
+/* The smallest batch above after that one of the modes needs next (0: none). */
+static unsigned next_batch(const struct list *modes, const struct bisect *b, const bool *ours,
+			   unsigned after)
+{
+	unsigned next = 0;
+
+	for (int i = 0; i < modes->n; i++)
+		if (ours[i] && b[i].state == BISECT_RUN && b[i].next > after &&
+		    (!next || b[i].next < next))
+			next = b[i].next;
+	return next;
+}
+
+/* What the refinement of (m, ctx) came to, mode by mode; for a dry run what it waits for. */
+static void refine_summary(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+			   const struct bisect *b, const bool *ours, bool here)
+{
+	bool pending = false;
+
+	for (int i = 0; i < o->modes.n; i++) {
+		if (b[i].state == BISECT_PENDING) {
+			pending = true;
+			continue;
+		}
+		if (!ours[i] || (b[i].state != BISECT_DONE && b[i].state != BISECT_STOPPED))
+			continue;
+		printf("refine: %s_c%u %s: ok at %u, %s at %u%s%s\n", m->stem, ctx, o->modes.v[i],
+		       b[i].lo, b[i].hi_status, b[i].hi, b[i].why[0] ? "; stopped: " : "",
+		       b[i].why);
+	}
+	if (o->dry_run && pending && here)
+		printf("refine: %s_c%u: depends on the results of batches not recorded yet\n",
+		       m->stem, ctx);
+}
+
+/* Is configuration (ladder index bi, model and context cell) one of this part's? */
+static bool in_part(const struct sweep_opts *o, int bi, unsigned cell)
+{
+	unsigned lo, hi, idx = (unsigned)(bi * o->models.n * o->contexts.n) + cell;
+
+	part_range(o, &lo, &hi);
+	return idx >= lo && idx < hi;
+}
+
+/*
+ * Where each mode's refinement of (m, ctx) stands; ours: its first out-of-memory batch of the
+ * ladder is a configuration of this part, which refines it. Returns the smallest batch one of
+ * ours needs next (0: none).
+ */
+static unsigned refine_walk(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+			    unsigned cell, struct bisect *b, bool *ours)
+{
+	for (int i = 0; i < o->modes.n; i++) {
+		bisect_walk(o, m, ctx, o->modes.v[i], &b[i]);
+		ours[i] = b[i].hi && in_part(o, b[i].hi_index, cell);
+	}
+	return next_batch(&o->modes, b, ours, 0);
+}
+
+/* The batches the modes need next, from next up: printed (dry run) or counted as left. */
+static void refine_plan(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+			const struct bisect *b, const bool *ours, unsigned next, struct tally *t)
+{
+	for (; next; next = next_batch(&o->modes, b, ours, next)) {
+		if (!o->dry_run) {
+			t->refine_left++;
+			continue;
+		}
+		t->planned++;
+		printf("[refine] %s_c%u_b%u: would run ", m->stem, ctx, next);
+		if (print_between(o, b, ours, next))
+			printf("; what follows depends on the results");
+		printf("\n");
+	}
+}
+
+/*
+ * One step: the modes that need batch next, in one configuration (memsvc, no in-process runs)
+ * recorded as <stem>_c<ctx>_b<next>.json. Returns 0 when it ran, 1 when it did not (the budget:
+ * t->stopped, or the model), -errno when its record cannot be written.
+ */
+static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
+		       const struct bisect *b, const bool *ours, unsigned next, struct tally *t)
+{
+	const char *run[LIST_MAX];
+	struct sweep_outcome so = {0};
+	char name[256];
+	int rc;
+
+	if ((t->stopped = over_budget(o)))
+		return 1;
+	c->n_modes = 0;
+	for (int i = 0; i < o->modes.n; i++)
+		if (ours[i] && b[i].state == BISECT_RUN && b[i].next == next)
+			run[c->n_modes++] = o->modes.v[i];
+	snprintf(name, sizeof(name), "%s_c%u_b%u", m->stem, c->context, next);
+	c->name = name;
+	c->batch = next;
+	c->modes = run;
+	printf("[refine] %s: ", name);
+	print_between(o, b, ours, next);
+	printf("\n");
+	if ((rc = run_planned(o, m, c, "[refine]", t, &so)))
+		return rc;
+	t->refine_ran++;
+	t->refine_ok += (unsigned)so.ok;
+	t->refine_failed += (unsigned)so.failed;
+	return 0;
+}
+
+/*
+ * --batch-refine for (model mi, context ci): the modes whose first out-of-memory batch of the
+ * ladder is in this part, bisected step by step; each step runs the modes that need the
+ * smallest missing batch together. Returns 0 or -errno (a record that cannot be written).
+ */
+static int refine_point(const struct sweep_opts *o, struct model *m, int mi, int ci,
+			struct tally *t)
+{
+	unsigned cell = (unsigned)(mi * o->contexts.n + ci), next;
+	struct sweep_cfg c = {.new_tokens = o->new_tokens,
+			      .backend = o->backend,
+			      .out = o->out,
+			      .timeout_s = o->timeout_s,
+			      .memsvc_args = o->memsvc_args,
+			      .compute_args = o->compute_args,
+			      .store = "memsvc"};
+	struct bisect b[LIST_MAX];
+	bool ours[LIST_MAX], here = false;
+	int rc = 0;
+
+	for (int bi = 0; bi < o->n_ladder; bi++)
+		here |= in_part(o, bi, cell);
+	parse_uint(o->contexts.v[ci], &c.context);
+	while ((next = refine_walk(o, m, c.context, cell, b, ours))) {
+		if (o->dry_run || t->stopped) {
+			refine_plan(o, m, c.context, b, ours, next, t);
+			break;
+		}
+		if ((rc = refine_step(o, m, &c, b, ours, next, t)) < 0)
+			return rc;
+		if (rc && !t->stopped) /* the model is unavailable */
+			break;
+	}
+	refine_summary(o, m, c.context, b, ours, here);
+	return 0;
+}
+
+static int sweep_refine(const struct sweep_opts *o, struct model *models, struct tally *t)
+{
+	int rc;
+
+	for (int mi = 0; mi < o->models.n; mi++)
+		for (int ci = 0; ci < o->contexts.n; ci++)
+			if ((rc = refine_point(o, &models[mi], mi, ci, t)))
+				return rc;
+	return 0;
+}
+
 /* The batch list, then the last batch doubled while it stays <= batch_max. */
 static int make_ladder(struct sweep_opts *o)
 {
@@ -726,14 +998,19 @@ int bench_sweep(int argc, char **argv)
 	       o.models.n, o.contexts.n, o.n_ladder, o.modes.n,
 	       o.inproc.n ? ", in-process arena too" : "", o.part, o.parts, o.out);
 	rc = sweep_grid(&o, models, &t);
+	if (!rc && o.refine)
+		rc = sweep_refine(&o, models, &t);
 	printf("sweep: %u of %u configurations in this part: %u ran (%u modes ok, %u failed), "
 	       "%u skipped, %u left\n",
 	       t.selected, t.total, t.ran, t.modes_ok, t.modes_failed, t.skipped, t.left);
-	if (t.left)
+	if (o.refine)
+		printf("sweep: batch refinement: %u ran (%u modes ok, %u failed), %u left\n",
+		       t.refine_ran, t.refine_ok, t.refine_failed, t.refine_left);
+	if (t.left || t.refine_left)
 		printf("sweep: budget of %.0f s reached: run the same command again\n", o.budget_s);
 	if (o.dry_run)
 		printf("sweep: dry run: %u configurations would run\n", t.planned);
-	code = rc ? 1 : t.left ? 3 : 0;
+	code = rc ? 1 : t.left || t.refine_left ? 3 : 0;
 out_free:
 	free(o.models.buf);
 	free(o.contexts.buf);

@@ -11,7 +11,8 @@
 # embedded model's is fitted); a preset:layers model is generated with a fitted Forecast, or
 # with the generator's under --random-forecast, or with a shared activation under
 # --shared-activation (each another model name and directory). Records keep the --compute-arg
-# and --memsvc-arg they ran with.
+# and --memsvc-arg they ran with. --batch-refine 1 bisects between batches 1 and 8 where a
+# --gpu-mem-limit stops each mode, in the part that holds batch 8, and resumes.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
 # ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
@@ -101,6 +102,92 @@ done
 python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["modes"]["sparse"]
 assert m["status"] == "gpu-oom" and "device" in m["error"], m' "$work/go/tiny_c1100_b1.json" ||
 	fail "gpu-mem-limit: $(cat "$work/go/tiny_c1100_b1.json")"
+
+# --batch-refine 1 with batches 1,8 under a device limit that stops both modes between them:
+# part 1/2 (batch 1) does not refine; batch 8 run without it, then a budget that leaves the
+# refinement (exit 3, nothing written), its plan, part 2/2 bisecting each mode (the modes that
+# need the same batch in one run), and a rerun that runs nothing.
+rf=$work/rf
+rsweep() {
+	"$sparda" bench sweep --out "$rf" --backend cpu --models tiny --contexts 1100 \
+		--batches 1,8 --modes sparse,sparda --new-tokens 3 --timeout-s 60 \
+		--compute-arg=--threads=2 --compute-arg=--gpu-mem-limit=20M \
+		--memsvc-arg=--ram-budget=256M --batch-refine 1 "$@"
+}
+rsweep --part 1/2 >"$work/rf1.log" || fail "refine part 1/2 exited $?"
+grep -q "batch refinement: 0 ran (0 modes ok, 0 failed), 0 left" "$work/rf1.log" ||
+	fail "refine part 1/2: $(cat "$work/rf1.log")"
+rsweep --dry-run >"$work/rfd1.log" || fail "refine dry run exited $?"
+grep -q "refine: tiny_c1100: depends on the results of batches not recorded yet" \
+	"$work/rfd1.log" || fail "refine dry run: $(cat "$work/rfd1.log")"
+rsweep --part 2/2 --batch-refine 0 >"$work/rf2.log" || fail "batch 8 exited $?"
+! grep -q refine "$work/rf2.log" || fail "--batch-refine 0 refined: $(cat "$work/rf2.log")"
+rc=0
+rsweep --budget-s 1 >"$work/rfb.log" || rc=$?
+[ "$rc" -eq 3 ] && grep -q "batch refinement: 0 ran (0 modes ok, 0 failed), 1 left" \
+	"$work/rfb.log" || fail "refine budget: rc $rc $(cat "$work/rfb.log")"
+[ "$(find "$rf" -maxdepth 1 -name '*.json' | wc -l)" -eq 2 ] || fail "budget: refinement ran"
+rsweep --dry-run >"$work/rfd2.log" || fail "refine dry run exited $?"
+grep -q "\[refine\] tiny_c1100_b4: would run sparse (ok at 1, gpu-oom at 8), sparda (ok at 1, \
+gpu-oom at 8); what follows depends on the results" "$work/rfd2.log" ||
+	fail "refine plan: $(cat "$work/rfd2.log")"
+rsweep --part 2/2 >"$work/rf3.log" || fail "refinement exited $?"
+grep -q "\[refine\] tiny_c1100_b4: 2 modes ok, 0 failed, 0 skipped, in 1 run" "$work/rf3.log" &&
+	grep -q "refine: tiny_c1100 sparse: ok at [2-7], gpu-oom at [3-7]$" \
+		"$work/rf3.log" || fail "refinement: $(cat "$work/rf3.log")"
+before=$(stat -c %Y.%s "$rf"/*.json | md5sum)
+rsweep >"$work/rf4.log" || fail "refinement rerun exited $?"
+grep -q "0 ran (0 modes ok, 0 failed), 2 skipped, 0 left" "$work/rf4.log" &&
+	grep -q "batch refinement: 0 ran (0 modes ok, 0 failed), 0 left" "$work/rf4.log" ||
+	fail "refinement rerun: $(cat "$work/rf4.log")"
+[ "$before" = "$(stat -c %Y.%s "$rf"/*.json | md5sum)" ] || fail "refinement rerun rewrote"
+"$sparda" bench report --out "$rf" >/dev/null || fail "report of the refinement"
+python3 - "$rf" <<'PY'
+import json, os, sys
+rf = sys.argv[1]
+def rec(b):
+    p = os.path.join(rf, f"tiny_c1100_b{b}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+s = json.load(open(os.path.join(rf, "report", "summary.json")))
+feas = {f["mode"]: f for f in s["feasible"]}
+refined = {}
+for mode in ("sparse", "sparda"):
+    # the bisection replayed from the records: every midpoint recorded, the mode asked there
+    assert rec(1)["modes"][mode]["status"] == "ok", rec(1)
+    assert rec(8)["modes"][mode]["status"] == "gpu-oom", rec(8)
+    lo, hi, mids = 1, 8, []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r = rec(mid)
+        assert r and mode in r["modes_asked"], (mode, mid, r)
+        st = r["modes"][mode]["status"]
+        assert st in ("ok", "gpu-oom"), (mode, mid, st)
+        lo, hi = (mid, hi) if st == "ok" else (lo, mid)
+        mids.append(mid)
+    assert 1 < lo < 8, (mode, lo)  # the premise: the limit stops the mode between 1 and 8
+    f = feas[mode]  # the report's feasible batch is the refined one
+    assert (f["feasible_batch"], f["limited_by"], f["memory"]) == (lo, "gpu-oom", "GPU memory"), f
+    refined[mode] = mids
+# the ladder and the midpoints only; a batch both modes needed ran both in one process
+batches = sorted(int(n[len("tiny_c1100_b"):-5]) for n in os.listdir(rf) if n.endswith(".json"))
+assert batches == sorted({1, 8} | set(refined["sparse"]) | set(refined["sparda"])), batches
+assert rec(4)["modes_asked"] == ["sparse", "sparda"] and len(rec(4)["runs"]) == 1, rec(4)
+for b in batches:
+    r = rec(b)
+    assert r["compute_args"] == ["--threads=2", "--gpu-mem-limit=20M"], r
+    assert r["memsvc_args"] == ["--ram-budget=256M"], r
+    if b not in (1, 8):
+        assert r["modes_asked"] == [m for m in ("sparse", "sparda") if b in refined[m]], r
+md = open(os.path.join(rf, "report", "report.md")).read().splitlines()
+assert "Limits: GPU memory limit 20M, host RAM budget 256M." in md, md
+(mb,) = s["max_batch"]
+assert (mb["sparda_batch"], mb["sparse_batch"]) == (feas["sparda"]["feasible_batch"],
+                                                    feas["sparse"]["feasible_batch"]), mb
+mbi = md.index("## Throughput at the largest feasible batch (sparda vs sparse)")
+line = next(l for l in md[mbi:] if l.startswith("| tiny | 1100 | "))
+assert line.startswith("| tiny | 1100 | %d |" % mb["sparda_batch"]), line
+assert line.endswith("| GPU memory | GPU memory |"), line
+PY
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
