@@ -16,7 +16,8 @@
 #   (default 480) so a call stays under ten minutes; call again until summary.txt says
 #   sweep_left=0. RESUME=sweep.tar.gz (a previous call's) restores the records on a fresh host.
 #   Env (defaults): MODELS (minicpm4-8b:32,llama3-8b:32) CTXS (32768 65536 98304 131072)
-#   BATCHES (1 4 8) BATCH_MAX (0: the list only; N: double up to N) MODES
+#   BATCHES (1 4 8) BATCH_MAX (0: the list only; N: double up to N) BATCH_REFINE (0: no; N: bisect
+#   each mode's out-of-memory boundary to within N batches) MODES
 #   (sparse,sparse-offload,sparda,sparda-nooffload) INPROC (sparda; empty: none) NEW (18)
 #   TIMEOUT_S (300) PART (1/1) SWEEP_ARGS (more `bench sweep` flags, e.g. --memsvc-arg=--ram-budget=100G).
 # locality: for each F in FRACTIONS (0 0.8 0.9 0.95), a MiniCPM4.1-8B-shape model of LAYERS (4)
@@ -163,6 +164,7 @@ sweep)
 		--backend cuda --models "${MODELS:-minicpm4-8b:32,llama3-8b:32}" \
 		--contexts "$(csv ${CTXS:-32768 65536 98304 131072})" \
 		--batches "$(csv ${BATCHES:-1 4 8})" --batch-max "${BATCH_MAX:-0}" \
+		--batch-refine "${BATCH_REFINE:-0}" \
 		--modes "${MODES:-sparse,sparse-offload,sparda,sparda-nooffload}" \
 		${inproc[@]+"${inproc[@]}"} --new-tokens "${NEW:-18}" \
 		--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}" \
