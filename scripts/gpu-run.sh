@@ -170,7 +170,8 @@ sweep)
 		--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}" \
 		--part "${PART:-1/1}" $sweep_fc ${SWEEP_ARGS:-}
 	rc=$? left=0
-	[ $rc -eq 3 ] && left=$(grep -o '[0-9]* left' "$res/sweep.log" | tail -1 | cut -d' ' -f1)
+	# the grid's configurations left plus the batch refinement's
+	[ $rc -eq 3 ] && left=$(grep -o '[0-9]* left' "$res/sweep.log" | awk '{n += $1} END {print n + 0}')
 	log "sweep_rc=$rc sweep_left=$left (0 and rc 0: the grid is done)"
 	"$b/bin/sparda" bench report --out "$sw" >>"$res/sweep.log" 2>&1
 	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
