@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The rows `sparda bench report` reads back from a sweep's configuration records (one row per
- * mode of a configuration), shared by the loader and tables (bench_report.c) and the gnuplot
- * plots (bench_report_plot.c). Internal to tools/.
+ * mode of a configuration), shared by the loader and tables (bench_report.c), the limits the
+ * records ran under (bench_report_limits.c) and the gnuplot plots (bench_report_plot.c).
+ * Internal to tools/.
  */
 #ifndef SPARDA_TOOLS_BENCH_REPORT_H
 #define SPARDA_TOOLS_BENCH_REPORT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct json_object;
 
@@ -60,5 +62,24 @@ bool report_inproc(const struct report_row *w);
  * -ENOENT (gnuplot absent: nothing drawn) or -EIO (gnuplot failed).
  */
 int report_plot(const struct report *r);
+
+/*
+ * What a record's pass-through arguments say of the limits it ran under: the GPU memory limit
+ * (compute --gpu-mem-limit) and the host RAM budget (memsvc --ram-budget), or the arguments
+ * as given where they set none of them, into buf (bench_report_limits.c).
+ */
+void report_limits_text(struct json_object *compute, struct json_object *memsvc, char *buf,
+			size_t len);
+
+/* The record's compute_args and memsvc_args (new references), both NULL when it has none. */
+void report_record_args(struct json_object *o, struct json_object **compute,
+			struct json_object **memsvc);
+
+/*
+ * "Limits: GPU memory limit 80G, host RAM budget 100G." from the sweep's own (memsvc) records
+ * of (model, context), each with its batches where they differ; nothing without such records.
+ * first: the section's first row.
+ */
+void report_md_limits(FILE *f, const struct report *r, size_t first);
 
 #endif

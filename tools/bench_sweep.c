@@ -21,32 +21,9 @@
 #include <json-c/json.h>
 
 #include "bench_cmds.h"
+#include "bench_sweep.h"
 #include "err.h"
 #include "timeutil.h"
-
-enum { LIST_MAX = 64, PASS_MAX = 32 };
-
-struct list {
-	char *buf;
-	char *v[LIST_MAX];
-	int n;
-};
-
-struct sweep_opts {
-	struct list models, contexts, batches, modes, inproc;
-	const char *model_dir, *out, *backend;
-	unsigned new_tokens, part, parts, batch_max;
-	unsigned refine;	   /* --batch-refine: bisect down to this gap (0: off) */
-	unsigned ladder[LIST_MAX]; /* the batches, then doublings up to batch_max */
-	int n_ladder;
-	double timeout_s, budget_s;
-	bool dry_run;
-	bool random_forecast; /* generated models keep the generator's Forecast */
-	const char *shared;   /* gen-model --shared-activation of generated models (NULL: none) */
-	uint64_t t0;
-	const char *memsvc_args[PASS_MAX + 1], *compute_args[PASS_MAX + 1];
-	int n_memsvc, n_compute;
-};
 
 static int list_parse(struct list *l, const char *s)
 {
@@ -64,7 +41,7 @@ static int list_parse(struct list *l, const char *s)
 	return l->n ? 0 : -EINVAL;
 }
 
-static bool parse_uint(const char *s, unsigned *out)
+bool sweep_parse_uint(const char *s, unsigned *out)
 {
 	char *end;
 	unsigned long v = strtoul(s, &end, 10);
@@ -203,10 +180,10 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 		return list_parse(&o->inproc, arg);
 	case OPT_BATCH_MAX: /* 0: the list only */
 		o->batch_max = 0;
-		return !strcmp(arg, "0") || parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
+		return !strcmp(arg, "0") || sweep_parse_uint(arg, &o->batch_max) ? 0 : -EINVAL;
 	case OPT_REFINE: /* 0: off */
 		o->refine = 0;
-		return !strcmp(arg, "0") || parse_uint(arg, &o->refine) ? 0 : -EINVAL;
+		return !strcmp(arg, "0") || sweep_parse_uint(arg, &o->refine) ? 0 : -EINVAL;
 	case OPT_DRY_RUN:
 		o->dry_run = true;
 		return 0;
@@ -232,7 +209,7 @@ static int parse_one(struct sweep_opts *o, int c, const char *arg)
 		o->backend = arg;
 		return 0;
 	case OPT_NEW:
-		return parse_uint(arg, &o->new_tokens) ? 0 : -EINVAL;
+		return sweep_parse_uint(arg, &o->new_tokens) ? 0 : -EINVAL;
 	case OPT_PART:
 		return parse_part(o, arg);
 	case OPT_TIMEOUT:
@@ -283,14 +260,6 @@ static int parse_args(int argc, char **argv, struct sweep_opts *o)
 	return 0;
 }
 
-struct model {
-	char spec[128], label[192], preset[64], stem[128], dir[PATH_MAX];
-	unsigned layers;
-	bool random_forecast; /* generated without the Forecast fit */
-	const char *shared;   /* --shared-activation of the generator, or NULL */
-	int ready;	      /* 0: not checked, 1: present, <0: generation failed */
-};
-
 /* label: what records call the model (the spec, marked when its Forecast is the random one). */
 static int model_parse(const char *spec, const char *model_dir, bool random_fc, const char *shared,
 		       struct model *m)
@@ -299,7 +268,8 @@ static int model_parse(const char *spec, const char *model_dir, bool random_fc, 
 	size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
 
 	memset(m, 0, sizeof(*m));
-	if (!plen || plen >= sizeof(m->preset) || (colon && !parse_uint(colon + 1, &m->layers)))
+	if (!plen || plen >= sizeof(m->preset) ||
+	    (colon && !sweep_parse_uint(colon + 1, &m->layers)))
 		return -EINVAL;
 	snprintf(m->spec, sizeof(m->spec), "%s", spec);
 	snprintf(m->label, sizeof(m->label), "%s", spec);
@@ -409,20 +379,8 @@ static int model_ensure(struct model *m, const char *out, const char *backend)
 	return m->ready < 0 ? m->ready : 0;
 }
 
-struct tally {
-	unsigned total, selected, skipped, ran, modes_ok, modes_failed, left, planned;
-	unsigned refine_ran, refine_ok, refine_failed, refine_left; /* --batch-refine's */
-	bool stopped; /* the budget ran out */
-	bool same;    /* the last memsvc configuration recorded its in-process runs too */
-};
-
-/*
- * Status of mode in the record <out>/<stem>_c<ctx>_b<batch><suffix>.json ("" when none).
- * Returns whether the record exists.
- */
-static bool record_status(const struct sweep_opts *o, const char *stem, unsigned ctx,
-			  unsigned batch, const char *suffix, const char *mode, char *buf,
-			  size_t len)
+bool sweep_record_status(const struct sweep_opts *o, const char *stem, unsigned ctx, unsigned batch,
+			 const char *suffix, const char *mode, char *buf, size_t len)
 {
 	char path[PATH_MAX];
 	json_object *r, *modes, *m, *st;
@@ -465,7 +423,8 @@ static bool search_ended(const struct sweep_opts *o, const struct model *m,
 	char st[32];
 
 	for (int b = 0; b < bi; b++) {
-		record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st, sizeof(st));
+		sweep_record_status(o, m->stem, c->context, o->ladder[b], suffix, mode, st,
+				    sizeof(st));
 		if (ends_search(st)) {
 			snprintf(why, len, "%s at batch %u", st, o->ladder[b]);
 			return true;
@@ -489,7 +448,8 @@ static void plan_modes(const struct sweep_opts *o, const struct model *m, struct
 		sk->why[0] = 0;
 		search_ended(o, m, c, bi, suffix, mode, sk->why, sizeof(sk->why));
 		if (inproc && !sk->why[0]) {
-			record_status(o, m->stem, c->context, c->batch, "", mode, st, sizeof(st));
+			sweep_record_status(o, m->stem, c->context, c->batch, "", mode, st,
+					    sizeof(st));
 			if (strcmp(st, "ok"))
 				snprintf(sk->why, sizeof(sk->why), "with memsvc: %s",
 					 st[0] ? st : "not run");
@@ -541,26 +501,19 @@ static void print_plan(unsigned i, const char *name, const struct sweep_cfg *c)
 	printf("\n");
 }
 
-/* Would a configuration started now overrun the budget? */
-static bool over_budget(const struct sweep_opts *o)
+bool sweep_over_budget(const struct sweep_opts *o)
 {
 	double el = (double)(time_now_ns() - o->t0) / 1e9;
 
 	return o->budget_s > 0 && el + (o->timeout_s > 0 ? o->timeout_s : 0) > o->budget_s;
 }
 
-/*
- * Run a planned configuration, its model made first unless the budget is spent (a
- * configuration without modes only records its skips). tag starts its lines ("[3]").
- * Returns 0 when it ran (*so says how), 1 when it did not (t->stopped: the budget; else its
- * model is unavailable and its modes count as failed), -errno when its record cannot be written.
- */
-static int run_planned(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
-		       const char *tag, struct tally *t, struct sweep_outcome *so)
+int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
+		      const char *tag, struct tally *t, struct sweep_outcome *so)
 {
 	int rc;
 
-	if (c->n_modes && (t->stopped || (t->stopped = over_budget(o))))
+	if (c->n_modes && (t->stopped || (t->stopped = sweep_over_budget(o))))
 		return 1;
 	if (c->n_modes && (rc = model_ensure(m, o->out, o->backend))) {
 		t->modes_failed += (unsigned)c->n_modes;
@@ -568,7 +521,7 @@ static int run_planned(const struct sweep_opts *o, struct model *m, struct sweep
 		       err_str(rc));
 		return 1;
 	}
-	if (c->n_modes && (t->stopped = over_budget(o))) /* generating the model took long */
+	if (c->n_modes && (t->stopped = sweep_over_budget(o))) /* generating the model took long */
 		return 1;
 	c->model_spec = m->label;
 	c->preset = m->preset;
@@ -629,7 +582,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		return 0;
 	}
 	snprintf(tag, sizeof(tag), "[%u]", t->total);
-	rc = run_planned(o, m, c, tag, t, &so);
+	rc = sweep_run_planned(o, m, c, tag, t, &so);
 	if (rc == 1 && t->stopped)
 		t->left++;
 	if (rc)
@@ -641,8 +594,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	return 0;
 }
 
-/* The configuration indices [*lo, *hi) of this part, in the grid's order. */
-static void part_range(const struct sweep_opts *o, unsigned *lo, unsigned *hi)
+void sweep_part_range(const struct sweep_opts *o, unsigned *lo, unsigned *hi)
 {
 	unsigned n = (unsigned)(o->n_ladder * o->models.n * o->contexts.n);
 
@@ -661,7 +613,7 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 	unsigned lo, hi;
 	int rc;
 
-	part_range(o, &lo, &hi);
+	sweep_part_range(o, &lo, &hi);
 	/* batch outermost: a part's configurations are contiguous in this order, so parts run in
 	 * order 1..N see every smaller batch of a (model, context) recorded before a larger one */
 	for (int bi = 0; bi < o->n_ladder; bi++)
@@ -672,7 +624,7 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 				if (idx < lo || idx >= hi)
 					continue;
 				t->selected++;
-				parse_uint(o->contexts.v[ci], &c.context);
+				sweep_parse_uint(o->contexts.v[ci], &c.context);
 				c.batch = o->ladder[bi];
 				t->same = false;
 				if ((rc = sweep_point(o, &models[mi], &c, bi, false, t)))
@@ -684,265 +636,13 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 	return 0;
 }
 
-/* Where a mode's --batch-refine stands, read from the records. */
-enum bisect_state {
-	BISECT_PENDING, /* a batch of the ladder before its first out of memory is not recorded */
-	BISECT_NONE,	/* nothing to refine: it never ran out of memory, or never ran before */
-	BISECT_RUN,	/* next is to run */
-	BISECT_DONE,	/* lo and hi are at most the gap apart */
-	BISECT_STOPPED, /* a batch between failed otherwise, or its record lacks the mode (why) */
-};
-
-struct bisect {
-	enum bisect_state state;
-	unsigned lo, hi, next; /* largest ok batch below hi, smallest out-of-memory batch */
-	int hi_index;	       /* index in the ladder of its first out-of-memory batch */
-	char hi_status[32], why[96];
-};
-
-static bool out_of_memory(const char *status)
-{
-	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom");
-}
-
-/*
- * The ladder's records give a mode's lo and hi; the records of the midpoints narrow them until
- * one is missing (BISECT_RUN) or they are at most o->refine apart. The walk depends on the
- * records only, so a rerun finds where the last one stopped.
- */
-static void bisect_walk(const struct sweep_opts *o, const struct model *m, unsigned ctx,
-			const char *mode, struct bisect *b)
-{
-	char st[32];
-
-	memset(b, 0, sizeof(*b));
-	b->state = BISECT_NONE;
-	for (int i = 0; i < o->n_ladder && !b->hi; i++) {
-		if (!record_status(o, m->stem, ctx, o->ladder[i], "", mode, st, sizeof(st))) {
-			b->state = BISECT_PENDING;
-			return;
-		}
-		if (!strcmp(st, "ok")) {
-			b->lo = o->ladder[i];
-		} else if (out_of_memory(st)) {
-			b->hi = o->ladder[i];
-			b->hi_index = i;
-			snprintf(b->hi_status, sizeof(b->hi_status), "%s", st);
-		} else if (!strcmp(st, "timeout")) {
-			return; /* out of time: a larger batch is not tried, nor one between */
-		}
-	}
-	if (!b->lo || !b->hi)
-		return;
-	while (b->hi - b->lo > o->refine) {
-		unsigned mid = b->lo + (b->hi - b->lo) / 2;
-
-		if (!record_status(o, m->stem, ctx, mid, "", mode, st, sizeof(st))) {
-			b->state = BISECT_RUN;
-			b->next = mid;
-			return;
-		}
-		if (!strcmp(st, "ok")) {
-			b->lo = mid;
-		} else if (out_of_memory(st)) {
-			b->hi = mid;
-			snprintf(b->hi_status, sizeof(b->hi_status), "%s", st);
-		} else { /* a timeout or an error says nothing of memory; a record without the mode
-			  * (another mode's refinement, another grid) is not run again */
-			b->state = BISECT_STOPPED;
-			snprintf(b->why, sizeof(b->why), "%s at batch %u",
-				 st[0] ? st : "not recorded", mid);
-			return;
-		}
-	}
-	b->state = BISECT_DONE;
-}
-
-/*
- * "sparse (ok at 1, gpu-oom at 8)" for the modes whose next batch is next. Returns whether one
- * of them may need another batch after it.
- */
-static bool print_between(const struct sweep_opts *o, const struct bisect *b, const bool *ours,
-			  unsigned next)
-{
-	bool first = true, more = false;
-
-	for (int i = 0; i < o->modes.n; i++) {
-		if (!ours[i] || b[i].state != BISECT_RUN || b[i].next != next)
-			continue;
-		printf("%s%s (ok at %u, %s at %u)", first ? "" : ", ", o->modes.v[i], b[i].lo,
-		       b[i].hi_status, b[i].hi);
-		first = false;
-		more |= b[i].hi - next > o->refine; /* the larger half, mid rounding down */
-	}
-	return more;
-}
-
-/* The smallest batch above after that one of the modes needs next (0: none). */
-static unsigned next_batch(const struct list *modes, const struct bisect *b, const bool *ours,
-			   unsigned after)
-{
-	unsigned next = 0;
-
-	for (int i = 0; i < modes->n; i++)
-		if (ours[i] && b[i].state == BISECT_RUN && b[i].next > after &&
-		    (!next || b[i].next < next))
-			next = b[i].next;
-	return next;
-}
-
-/* What the refinement of (m, ctx) came to, mode by mode; for a dry run what it waits for. */
-static void refine_summary(const struct sweep_opts *o, const struct model *m, unsigned ctx,
-			   const struct bisect *b, const bool *ours, bool here)
-{
-	bool pending = false;
-
-	for (int i = 0; i < o->modes.n; i++) {
-		if (b[i].state == BISECT_PENDING) {
-			pending = true;
-			continue;
-		}
-		if (!ours[i] || (b[i].state != BISECT_DONE && b[i].state != BISECT_STOPPED))
-			continue;
-		printf("refine: %s_c%u %s: ok at %u, %s at %u%s%s\n", m->stem, ctx, o->modes.v[i],
-		       b[i].lo, b[i].hi_status, b[i].hi, b[i].why[0] ? "; stopped: " : "",
-		       b[i].why);
-	}
-	if (o->dry_run && pending && here)
-		printf("refine: %s_c%u: depends on the results of batches not recorded yet\n",
-		       m->stem, ctx);
-}
-
-/* Is configuration (ladder index bi, model and context cell) one of this part's? */
-static bool in_part(const struct sweep_opts *o, int bi, unsigned cell)
-{
-	unsigned lo, hi, idx = (unsigned)(bi * o->models.n * o->contexts.n) + cell;
-
-	part_range(o, &lo, &hi);
-	return idx >= lo && idx < hi;
-}
-
-/*
- * Where each mode's refinement of (m, ctx) stands; ours: its first out-of-memory batch of the
- * ladder is a configuration of this part, which refines it. Returns the smallest batch one of
- * ours needs next (0: none).
- */
-static unsigned refine_walk(const struct sweep_opts *o, const struct model *m, unsigned ctx,
-			    unsigned cell, struct bisect *b, bool *ours)
-{
-	for (int i = 0; i < o->modes.n; i++) {
-		bisect_walk(o, m, ctx, o->modes.v[i], &b[i]);
-		ours[i] = b[i].hi && in_part(o, b[i].hi_index, cell);
-	}
-	return next_batch(&o->modes, b, ours, 0);
-}
-
-/* The batches the modes need next, from next up: printed (dry run) or counted as left. */
-static void refine_plan(const struct sweep_opts *o, const struct model *m, unsigned ctx,
-			const struct bisect *b, const bool *ours, unsigned next, struct tally *t)
-{
-	for (; next; next = next_batch(&o->modes, b, ours, next)) {
-		if (!o->dry_run) {
-			t->refine_left++;
-			continue;
-		}
-		t->planned++;
-		printf("[refine] %s_c%u_b%u: would run ", m->stem, ctx, next);
-		if (print_between(o, b, ours, next))
-			printf("; what follows depends on the results");
-		printf("\n");
-	}
-}
-
-/*
- * One step: the modes that need batch next, in one configuration (memsvc, no in-process runs)
- * recorded as <stem>_c<ctx>_b<next>.json. Returns 0 when it ran, 1 when it did not (the budget:
- * t->stopped, or the model), -errno when its record cannot be written.
- */
-static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
-		       const struct bisect *b, const bool *ours, unsigned next, struct tally *t)
-{
-	const char *run[LIST_MAX];
-	struct sweep_outcome so = {0};
-	char name[256];
-	int rc;
-
-	if ((t->stopped = over_budget(o)))
-		return 1;
-	c->n_modes = 0;
-	for (int i = 0; i < o->modes.n; i++)
-		if (ours[i] && b[i].state == BISECT_RUN && b[i].next == next)
-			run[c->n_modes++] = o->modes.v[i];
-	snprintf(name, sizeof(name), "%s_c%u_b%u", m->stem, c->context, next);
-	c->name = name;
-	c->batch = next;
-	c->modes = run;
-	printf("[refine] %s: ", name);
-	print_between(o, b, ours, next);
-	printf("\n");
-	if ((rc = run_planned(o, m, c, "[refine]", t, &so)))
-		return rc;
-	t->refine_ran++;
-	t->refine_ok += (unsigned)so.ok;
-	t->refine_failed += (unsigned)so.failed;
-	return 0;
-}
-
-/*
- * --batch-refine for (model mi, context ci): the modes whose first out-of-memory batch of the
- * ladder is in this part, bisected step by step; each step runs the modes that need the
- * smallest missing batch together. Returns 0 or -errno (a record that cannot be written).
- */
-static int refine_point(const struct sweep_opts *o, struct model *m, int mi, int ci,
-			struct tally *t)
-{
-	unsigned cell = (unsigned)(mi * o->contexts.n + ci), next;
-	struct sweep_cfg c = {.new_tokens = o->new_tokens,
-			      .backend = o->backend,
-			      .out = o->out,
-			      .timeout_s = o->timeout_s,
-			      .memsvc_args = o->memsvc_args,
-			      .compute_args = o->compute_args,
-			      .store = "memsvc"};
-	struct bisect b[LIST_MAX];
-	bool ours[LIST_MAX], here = false;
-	int rc = 0;
-
-	for (int bi = 0; bi < o->n_ladder; bi++)
-		here |= in_part(o, bi, cell);
-	parse_uint(o->contexts.v[ci], &c.context);
-	while ((next = refine_walk(o, m, c.context, cell, b, ours))) {
-		if (o->dry_run || t->stopped) {
-			refine_plan(o, m, c.context, b, ours, next, t);
-			break;
-		}
-		if ((rc = refine_step(o, m, &c, b, ours, next, t)) < 0)
-			return rc;
-		if (rc && !t->stopped) /* the model is unavailable */
-			break;
-	}
-	refine_summary(o, m, c.context, b, ours, here);
-	return 0;
-}
-
-static int sweep_refine(const struct sweep_opts *o, struct model *models, struct tally *t)
-{
-	int rc;
-
-	for (int mi = 0; mi < o->models.n; mi++)
-		for (int ci = 0; ci < o->contexts.n; ci++)
-			if ((rc = refine_point(o, &models[mi], mi, ci, t)))
-				return rc;
-	return 0;
-}
-
 /* The batch list, then the last batch doubled while it stays <= batch_max. */
 static int make_ladder(struct sweep_opts *o)
 {
 	unsigned v = 0;
 
 	for (int i = 0; i < o->batches.n; i++) {
-		if (!parse_uint(o->batches.v[i], &v) || (i && v <= o->ladder[i - 1]))
+		if (!sweep_parse_uint(o->batches.v[i], &v) || (i && v <= o->ladder[i - 1]))
 			return -EINVAL; /* ascending: the search relies on it */
 		o->ladder[o->n_ladder++] = v;
 	}
@@ -958,7 +658,7 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 	int rc;
 
 	for (int i = 0; i < o->contexts.n; i++)
-		if (!parse_uint(o->contexts.v[i], &v))
+		if (!sweep_parse_uint(o->contexts.v[i], &v))
 			return -EINVAL;
 	if ((rc = make_ladder(o)))
 		return rc;
