@@ -231,18 +231,19 @@ static int gen_train(const struct gen_args *a)
 	    rep.kept_model
 		? "gen-model: kept the generator's Forecast (the ridge fit of %u projections "
 		  "scored lower): held-out recall of the fit %.4f, the generator's %.4f "
-		  "(untrained %.4f, previous step %.4f) in %.1fs (collection %.1fs, fit %.1fs, "
-		  "evaluation and writing %.1fs)\n"
+		  "(untrained %.4f, previous step %.4f) in %.1fs (collection %.1fs, fit %.1fs of "
+		  "which ridge %.1fs, evaluation and writing %.1fs)\n"
 		: "gen-model: trained the Forecast (ridge, %u projections): held-out recall %.4f "
 		  "(the generator's %.4f, untrained %.4f, previous step %.4f) in %.1fs "
-		  "(collection %.1fs, fit %.1fs, evaluation and writing %.1fs)\n",
+		  "(collection %.1fs, fit %.1fs of which ridge %.1fs, evaluation and writing "
+		  "%.1fs)\n",
 	    rep.n_slots,
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_trained)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_model)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_untrained)),
 	    train_report_mean(&rep, offsetof(struct train_layer_report, recall_prev_step)),
 	    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9, rep.collect_s,
-	    rep.fit_s, rep.eval_s);
+	    rep.fit_s, rep.ridge_s, rep.eval_s);
 	train_report_fini(&rep);
 	return 0;
 }

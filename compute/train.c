@@ -240,8 +240,13 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 			break;
 		}
 		train_kaiming_init(c, w0, k);
-		if ((rc = train_eval_slot(c, &c->ev, s, w0, &u)) || (rc = train_ridge_init(c, s)) ||
-		    (rc = train_eval_slot(c, &c->ev, s, s->w, &r))) {
+		if (!(rc = train_eval_slot(c, &c->ev, s, w0, &u))) {
+			double t0 = now_s();
+
+			rc = train_ridge_init(c, s);
+			rep->ridge_s += now_s() - t0;
+		}
+		if (rc || (rc = train_eval_slot(c, &c->ev, s, s->w, &r))) {
 			rc = train_fail(c, rc, "evaluating the initial projection %u failed", k);
 			break;
 		}

@@ -134,6 +134,7 @@ struct train_report {
 	uint64_t host_bytes;		      /* host memory of the collected data */
 	uint32_t fine_kernel, fine_stride;    /* the teacher's grid */
 	double collect_s, fit_s, eval_s;
+	double ridge_s; /* of fit_s: the ridge regressions (grams and solves) */
 	double step_s; /* mean seconds per AdamW step run here (0 when none ran) */
 	/* train_forecast_dir only: the fit was not written, the model's own Forecast scored at
 	 * least as well on the held-out sequences (train_dir_opts.keep_better) */

@@ -439,6 +439,7 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 	json_object_object_add(o, "eval_queries", json_object_new_int64((int64_t)r->eval_queries));
 	json_object_object_add(o, "collect_s", json_object_new_double(r->collect_s));
 	json_object_object_add(o, "fit_s", json_object_new_double(r->fit_s));
+	json_object_object_add(o, "ridge_s", json_object_new_double(r->ridge_s));
 	json_object_object_add(o, "eval_s", json_object_new_double(r->eval_s));
 	json_object_object_add(o, "step_s", json_object_new_double(r->step_s));
 	json_object_object_add(o, "val", json_object_new_int64(a->val));

@@ -35,15 +35,47 @@ void train_kaiming_init(const struct train_ctx *c, float *w, uint32_t slot)
 	}
 }
 
+/* Columns of GRAM_TILE elements per thread and pass in rows_to_cols: one stream of writes per
+ * column, all of them in cache. */
+#define GRAM_TILE 64
+
+/*
+ * dst [w, rows] from the rows of sequences i0..i1-1 (x, or q_mean where is_q, of layer l):
+ * element e of the r-th row at e * rows + r. Tiled by columns, so the reads are whole row
+ * pieces and the writes advance together; the threads take tiles (the bytes do not depend on
+ * their number).
+ */
+static void rows_to_cols(const struct train_ctx *c, uint32_t i0, uint32_t i1, bool is_q,
+			 uint32_t l, uint32_t w, uint32_t rows, uint16_t *dst)
+{
+	int64_t tiles = (w + GRAM_TILE - 1) / GRAM_TILE;
+
+#pragma omp parallel for schedule(static)
+	for (int64_t t = 0; t < tiles; t++) {
+		uint32_t e0 = (uint32_t)t * GRAM_TILE, e1 = e0 + GRAM_TILE < w ? e0 + GRAM_TILE : w;
+
+		for (uint32_t r = 0, s = i0; s < i1; s++) {
+			const struct train_layer_data *ly = &c->tr.seq[s].ly[l];
+			const uint16_t *p = is_q ? ly->q_mean : ly->x;
+
+			for (uint32_t n = 0; n < c->tr.seq[s].nq; n++, r++)
+				for (uint32_t e = e0; e < e1; e++)
+					dst[(size_t)e * rows + r] = p[(size_t)n * w + e];
+		}
+	}
+}
+
 /*
  * Accumulate A [rows_a, rows_b] += P^T . Q over every training row, where P and Q are bf16
- * row sets (p of layer lp with width wp, either x or q_mean) through the backend GEMM.
+ * row sets (p of layer lp with width wp, either x or q_mean) through the backend GEMM. Where
+ * P and Q are the same rows (X^T X), they are laid out and copied once.
  */
 static int gram(struct train_ctx *c, bool p_is_q, uint32_t lp, bool q_is_q, uint32_t lq,
 		uint32_t wp, uint32_t wq, double *acc)
 {
 	const struct kb_ops *k = c->kb->ops;
 	uint32_t R = c->rows_cap, i = 0;
+	bool same = p_is_q == q_is_q && lp == lq && wp == wq;
 	int rc;
 
 	while (i < c->tr.n) {
@@ -53,24 +85,15 @@ static int gram(struct train_ctx *c, bool p_is_q, uint32_t lp, bool q_is_q, uint
 			rows += c->tr.seq[i].nq;
 		if (i == i0)
 			return -EINVAL;
-		for (uint32_t r = 0, s = i0; s < i; s++) {
-			const struct train_layer_data *ly = c->tr.seq[s].ly;
-			const uint16_t *p = p_is_q ? ly[lp].q_mean : ly[lp].x;
-			const uint16_t *q = q_is_q ? ly[lq].q_mean : ly[lq].x;
-
-			for (uint32_t n = 0; n < c->tr.seq[s].nq; n++, r++) {
-				for (uint32_t e = 0; e < wp; e++)
-					c->h_gt[(size_t)e * rows + r] = p[(size_t)n * wp + e];
-				for (uint32_t e = 0; e < wq; e++)
-					c->h_xt[(size_t)e * rows + r] = q[(size_t)n * wq + e];
-			}
-		}
+		rows_to_cols(c, i0, i, p_is_q, lp, wp, rows, c->h_gt);
+		if (!same)
+			rows_to_cols(c, i0, i, q_is_q, lq, wq, rows, c->h_xt);
 		if ((rc = k->memcpy(c->kb, c->d_gt, c->h_gt, (size_t)wp * rows * 2, KB_H2D,
 				    KB_STREAM_COMPUTE)) ||
-		    (rc = k->memcpy(c->kb, c->d_xt, c->h_xt, (size_t)wq * rows * 2, KB_H2D,
-				    KB_STREAM_COMPUTE)) ||
-		    (rc = k->gemm(c->kb, KB_STREAM_COMPUTE, wp, wq, rows, c->d_gt, rows, c->d_xt,
-				  rows, c->d_dw, wq, true, 1.0f, 0.0f)) ||
+		    (!same && (rc = k->memcpy(c->kb, c->d_xt, c->h_xt, (size_t)wq * rows * 2,
+					      KB_H2D, KB_STREAM_COMPUTE))) ||
+		    (rc = k->gemm(c->kb, KB_STREAM_COMPUTE, wp, wq, rows, c->d_gt, rows,
+				  same ? c->d_gt : c->d_xt, rows, c->d_dw, wq, true, 1.0f, 0.0f)) ||
 		    (rc = k->memcpy(c->kb, c->h_u, c->d_dw, (size_t)wp * wq * 4, KB_D2H,
 				    KB_STREAM_COMPUTE)) ||
 		    (rc = k->sync(c->kb, KB_STREAM_COMPUTE)))
