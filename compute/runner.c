@@ -181,6 +181,19 @@ static void derive_shapes(struct runner *r)
 		r->chunk = r->o.max_tokens;
 }
 
+/* stats_dev, zeroed (the read-back copies the parts of layers that gathered nothing too). */
+static int alloc_stats(struct runner *r)
+{
+	size_t bytes = ((size_t)r->L * r->stats_per + 1) * sizeof(int32_t);
+	int rc = dev_alloc(r, &r->stats_dev, bytes);
+
+	if (rc)
+		return rc;
+	r->misses = r->stats_dev + (size_t)r->L * r->stats_per;
+	r->stats_first = r->L;
+	return r->kb->ops->memset(r->kb, r->stats_dev, 0, bytes, KB_STREAM_COMPUTE);
+}
+
 static int alloc_layer_kv(struct runner *r, uint32_t l)
 {
 	struct runner_lkv *kv = &r->kv[l];
@@ -197,12 +210,16 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 		     dev_alloc(r, &kv->map, nc * r->n_slots * 4) ||
 		     dev_alloc(r, &kv->load_slot, nc * r->n_slots * 4) ||
 		     dev_alloc(r, &kv->load_block, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->n_loads, nc * 4) || dev_alloc(r, &kv->hits, nc * 4) ||
+		     dev_alloc(r, &kv->n_loads, nc * 4) ||
 		     dev_alloc(r, &kv->dst_idx, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->src_idx, nc * r->n_slots * 4) ||
 		     dev_alloc(r, &kv->word_base, nc * 8);
 	if (rc)
 		return -ENOMEM;
+	if (!kv->resident) {
+		kv->hits = r->stats_dev + l * r->stats_per;
+		kv->src_idx = kv->hits + nc;
+		r->stats_first = l < r->stats_first ? l : r->stats_first;
+	}
 	if (dev_alloc(r, &kv->ck, B * r->n_kv * r->ck_cap * r->hd * 2) ||
 	    dev_alloc(r, &kv->ring, B * r->n_kv * r->c.sparse.ck_kernel * r->hd * 2) ||
 	    dev_alloc(r, &kv->sel, nc * r->sel_cap * 4))
@@ -229,7 +246,7 @@ static int alloc_activations(struct runner *r)
 	    dev_alloc(r, &r->tail_idx, nc * 4) || dev_alloc(r, &r->tail_len, nc * 4) ||
 	    dev_alloc(r, &r->ids, B * 4) || dev_alloc(r, &r->argmax, B * 4) ||
 	    dev_alloc(r, &r->store_idx, nc * 4) || dev_alloc(r, &r->wb_dst, nc * 4) ||
-	    dev_alloc(r, &r->misses, 4) || dev_alloc(r, &r->n_ent0, B * 4) ||
+	    dev_alloc(r, &r->n_ent0, B * 4) ||
 	    dev_alloc(r, &r->iota, nc * r->n_slots * 4) || dev_alloc(r, &r->neg1, nc * 4) ||
 	    dev_alloc(r, &r->unit_idx, nc * r->sel_cap * 4) ||
 	    dev_alloc(r, &r->unit_len, nc * r->sel_cap * 4) ||
@@ -266,7 +283,8 @@ static int alloc_host(struct runner *r)
 	r->h_blocks = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
 	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
-	r->h_stats_bytes = ((size_t)r->L * r->n_caches * (1 + r->sel_cap) + 1) * sizeof(int32_t);
+	r->stats_per = (size_t)r->n_caches * (1 + r->n_slots);
+	r->h_stats_bytes = ((size_t)r->L * r->stats_per + 1) * sizeof(int32_t);
 	r->h_stats_bytes = (r->h_stats_bytes + 4095) & ~(size_t)4095; /* whole pages to pin */
 	if (posix_memalign((void **)&r->h_stats, 4096, r->h_stats_bytes))
 		r->h_stats = NULL;
@@ -402,6 +420,8 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 	r->kv = calloc(r->L, sizeof(*r->kv));
 	if (!r->lw || !r->kv || (rc = alloc_host(r)))
 		goto out_nomem;
+	if ((rc = alloc_stats(r)))
+		goto out_close;
 	for (uint32_t l = 0; l < r->L; l++)
 		if ((rc = upload_layer(r, l)) || (rc = alloc_layer_kv(r, l)))
 			goto out_close;
@@ -467,8 +487,8 @@ void runner_close(struct runner *r)
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
 		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
-			       kv->load_slot, kv->load_block, kv->n_loads, kv->hits, kv->dst_idx,
-			       kv->src_idx, kv->word_base };
+			       kv->load_slot, kv->load_block, kv->n_loads, kv->dst_idx,
+			       kv->word_base };
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
 		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };
@@ -488,7 +508,7 @@ void runner_close(struct runner *r)
 		       r->resid, r->logits, r->xn, r->qkvf, r->attn, r->tmp, r->gu, r->ffo,
 		       r->scores, r->pos, r->n_tok, r->n_ent, r->n_blk, r->tail_sel, r->tail_idx,
 		       r->tail_len, r->ids, r->argmax, r->store_idx, r->unit_idx, r->unit_len,
-		       r->wb_dst, r->misses, r->n_ent0, r->iota, r->neg1, r->attn_work, r->p_resid, r->p_xn, r->p_qkvf[0],
+		       r->wb_dst, r->stats_dev, r->n_ent0, r->iota, r->neg1, r->attn_work, r->p_resid, r->p_xn, r->p_qkvf[0],
 		       r->p_qkvf[1], r->p_attn, r->p_tmp, r->p_gu, r->p_ffo, r->p_pos, r->p_ids, r->p_sel,
 		       r->p_uidx, r->p_work };
 	for (size_t i = 0; i < sizeof(gp) / sizeof(gp[0]); i++)

@@ -507,43 +507,33 @@ static uint32_t count_nonneg(const int32_t *v, uint32_t n)
 }
 
 /* Queue the read-back of this step's per-layer figures (into the pinned h_stats) behind the
- * step's work, so it completes with the sampling sync instead of costing syncs of its own. */
-static int enqueue_stats(struct runner *r, struct step *s)
+ * step's work, so it completes with the sampling sync instead of costing syncs of its own:
+ * one copy of stats_dev from the first offloaded layer's part to the miss counter. */
+static int enqueue_stats(struct runner *r)
 {
-	const struct kb_ops *k = r->kb->ops;
-	uint32_t n = s->nc * s->k, per = s->nc + n;
-	int rc;
+	size_t first = (size_t)r->stats_first * r->stats_per;
+	size_t n = (size_t)r->L * r->stats_per + 1 - first;
 
-	for (uint32_t l = 0; l < r->L; l++) {
-		struct runner_lkv *kv = &r->kv[l];
-		int32_t *h = r->h_stats + (size_t)l * per;
-		if (kv->resident || !kv->loaded)
-			continue;
-		if ((rc = k->memcpy(r->kb, h, kv->hits, s->nc * 4, KB_D2H, KB_STREAM_COMPUTE)) ||
-		    (rc = k->memcpy(r->kb, h + s->nc, kv->src_idx, (size_t)n * 4, KB_D2H,
-				    KB_STREAM_COMPUTE)))
-			return rc;
-	}
-	return k->memcpy(r->kb, r->h_stats + (size_t)r->L * per, r->misses, 4, KB_D2H,
-			 KB_STREAM_COMPUTE);
+	return r->kb->ops->memcpy(r->kb, r->h_stats + first, r->stats_dev + first, n * 4, KB_D2H,
+				  KB_STREAM_COMPUTE);
 }
 
 /* Per-layer hit/load/late figures of this step, once the step (and enqueue_stats) is done. */
 static int collect_stats(struct runner *r, struct step *s)
 {
 	const struct kb_ops *k = r->kb->ops;
-	uint32_t n = s->nc * s->k, per = s->nc + n;
+	uint32_t n = s->nc * s->k;
 	int32_t misses;
 	int rc;
 
 	if ((rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
-	misses = r->h_stats[(size_t)r->L * per] + r->dma_misses;
+	misses = r->h_stats[(size_t)r->L * r->stats_per] + r->dma_misses;
 	r->dma_misses = 0;
 	for (uint32_t l = 0; l < r->L; l++) {
 		struct runner_layer_stats *ls = &r->st.layer[l];
 		struct runner_lkv *kv = &r->kv[l];
-		const int32_t *h = r->h_stats + (size_t)l * per;
+		const int32_t *h = r->h_stats + (size_t)l * r->stats_per; /* hits, src_idx */
 		for (uint32_t i = 0; i < s->B; i++) {
 			uint32_t nb = r->len[i] / r->c.sparse.block + 1;
 			ls->selected += (uint64_t)r->n_kv * (nb < s->k ? nb : s->k);
@@ -556,7 +546,8 @@ static int collect_stats(struct runner *r, struct step *s)
 		ls->fetch_ms += fetch > 0.0f ? fetch : 0.0f;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
-		uint32_t fetched = r->o.gather_dma ? kv->dma_loads : count_nonneg(h + s->nc, n);
+		uint32_t fetched =
+		    r->o.gather_dma ? kv->dma_loads : count_nonneg(h + r->n_caches, n);
 		ls->loads += fetched;
 		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
 		if (r->o.mode == RUNNER_MODE_SPARDA) {
@@ -622,7 +613,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, batch, r->vocab, r->hidden, r->xn, r->hidden,
 			   r->lm_head, r->hidden, r->logits, r->vocab, true, c->logit_scale, 0.0f),
 		fail);
-	RUN_TRY(r, enqueue_stats(r, &s), fail);
+	RUN_TRY(r, enqueue_stats(r), fail);
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {

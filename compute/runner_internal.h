@@ -31,6 +31,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	int32_t *sel;       /* [n_caches * sel_k] selection for this layer */
 	int32_t *load_slot, *load_block, *n_loads, *hits; /* cache_diff outputs */
 	int32_t *dst_idx, *src_idx;                        /* resolve_loads outputs */
+	/* hits and src_idx lie in the runner's stats_dev, read back in one copy per step */
 	int64_t *word_base; /* [n_caches] residency-word base of (seq, layer, head) */
 	struct kb_event *ready, *done, *want;
 	struct kb_event *resolved; /* careful mode: its load list has reached the host */
@@ -107,9 +108,15 @@ struct runner {
 	uint32_t *h_blocks;  /* [max_batch] scratch: a block per sequence */
 	bool *h_flag;        /* [max_batch] scratch: a flag per sequence */
 	struct kvhost_unit *h_units; /* [max_batch * L * n_kv] block units of one request */
-	int32_t *h_stats;    /* [L * n_caches * (1 + sel_cap) + 1] per-step statistics read-back
-				(host-registered; the last entry is the miss counter) */
+	int32_t *h_stats;    /* [L * stats_per + 1] per-step statistics read-back, laid out as
+				stats_dev (host-registered) */
 	size_t h_stats_bytes;
+	/* stats_dev [L * stats_per + 1] (device): each offloaded layer's hits [n_caches] then
+	 * src_idx [n_caches * n_slots], then the miss counter (misses points there), so the
+	 * step's figures come back in one copy from stats_first's part on */
+	int32_t *stats_dev;
+	size_t stats_per;
+	uint32_t stats_first; /* first offloaded layer (L: none) */
 	bool stats_registered;
 	int32_t *h_arena_tail; /* [L * n_caches] arena slot of each cache's tail block */
 	uint32_t *seq_handle;/* host-store sequence per batch row */
