@@ -42,28 +42,32 @@ static void args_text(json_object *args, char *buf, size_t len)
 	}
 }
 
+/* One limit as text: "<what> V" where flag=V sets it, "<zero> (flag=0)" where it is 0, else
+ * "no flag (<who> args: ...)" with the arguments as given. */
+static void one_limit(json_object *args, const char *flag, const char *what, const char *zero,
+		      const char *who, char *buf, size_t len)
+{
+	const char *v = arg_value(args, flag);
+	char all[160];
+
+	if (v && strcmp(v, "0")) {
+		snprintf(buf, len, "%s %s", what, v);
+	} else if (v) {
+		snprintf(buf, len, "%s (%s=0)", zero, flag);
+	} else {
+		args_text(args, all, sizeof(all));
+		snprintf(buf, len, "no %s (%s args: %s)", flag, who, all);
+	}
+}
+
 void report_limits_text(json_object *compute, json_object *memsvc, char *buf, size_t len)
 {
-	const char *g = arg_value(compute, "--gpu-mem-limit"),
-		   *h = arg_value(memsvc, "--ram-budget");
-	char gpu[200], host[200], args[160];
+	char gpu[200], host[200];
 
-	if (g && strcmp(g, "0")) {
-		snprintf(gpu, sizeof(gpu), "GPU memory limit %s", g);
-	} else if (g) {
-		snprintf(gpu, sizeof(gpu), "no GPU memory limit (--gpu-mem-limit=0)");
-	} else {
-		args_text(compute, args, sizeof(args));
-		snprintf(gpu, sizeof(gpu), "no --gpu-mem-limit (compute args: %s)", args);
-	}
-	if (h && strcmp(h, "0")) {
-		snprintf(host, sizeof(host), "host RAM budget %s", h);
-	} else if (h) {
-		snprintf(host, sizeof(host), "memsvc's default RAM budget (--ram-budget=0)");
-	} else {
-		args_text(memsvc, args, sizeof(args));
-		snprintf(host, sizeof(host), "no --ram-budget (memsvc args: %s)", args);
-	}
+	one_limit(compute, "--gpu-mem-limit", "GPU memory limit", "no GPU memory limit", "compute",
+		  gpu, sizeof(gpu));
+	one_limit(memsvc, "--ram-budget", "host RAM budget", "memsvc's default RAM budget",
+		  "memsvc", host, sizeof(host));
 	snprintf(buf, len, "%s, %s", gpu, host);
 }
 
