@@ -45,8 +45,8 @@ void train_kaiming_init(const struct train_ctx *c, float *w, uint32_t slot)
  * pieces and the writes advance together; the threads take tiles (the bytes do not depend on
  * their number).
  */
-static void rows_to_cols(const struct train_ctx *c, uint32_t i0, uint32_t i1, bool is_q,
-			 uint32_t l, uint32_t w, uint32_t rows, uint16_t *dst)
+static void rows_to_cols(const struct train_ctx *c, uint32_t i0, uint32_t i1, bool is_q, uint32_t l,
+			 uint32_t w, uint32_t rows, uint16_t *dst)
 {
 	int64_t tiles = (w + GRAM_TILE - 1) / GRAM_TILE;
 
