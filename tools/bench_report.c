@@ -604,11 +604,13 @@ static void md_ratios(FILE *f, const struct report *r, json_object *arr)
  * only), F, what sparse-offload's serial fetch adds to it; overlapping that fetch with the
  * compute at best takes the step to max(C, F), a decode ratio of (C + F) / max(C, F) over
  * sparse-offload, next to the measured one. The bytes per step say whether sparda fetched as
- * much as sparse-offload (its Forecast selection may keep more blocks from step to step).
+ * much as sparse-offload (its Forecast selection may keep more blocks from step to step);
+ * sparda's compute and exposed fetch per step say where its step went past max(C, F): the
+ * layers slowed while the copy stream worked (compute over C), or waiting for the fetch.
  */
 static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 {
-	char b[2][32];
+	char b[4][32];
 	bool head = false;
 
 	for (size_t i = 0; i < r->n; i++) {
@@ -629,20 +631,26 @@ static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 			    "under the compute takes the step to max(C, F) at best: a bound of "
 			    "(C + F) / max(C, F) on `sparda` / `sparse-offload`, for the same "
 			    "bytes. "
-			    "GB per step: host-to-device bytes of each decode step.\n\n"
+			    "GB per step: host-to-device bytes of each decode step. `sparda`'s "
+			    "step splits into its compute (C, plus what the offload path costs "
+			    "the layers while the copy stream works) and the fetch it waited for "
+			    "(exposed).\n\n"
 			    "| model | context | batch | C ms | F ms | bound | measured | "
-			    "GB/step sparse-offload | GB/step sparda | sparda step ms |\n"
-			    "|---|---|---|---|---|---|---|---|---|---|\n");
+			    "GB/step sparse-offload | GB/step sparda | sparda step ms | "
+			    "sparda compute ms | sparda exposed fetch ms |\n"
+			    "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 			head = true;
 		}
 		c = no->step_ms;
 		fe = so->step_ms > c ? so->step_ms - c : 0;
 		bound = (c + fe) / (c > fe ? c : fe);
 		measured = so->step_ms / w->step_ms;
-		fprintf(f, "| %s | %d | %d | %.3f | %.3f | %.2fx | %.2fx | %s | %s | %.3f |\n",
+		fprintf(f, "| %s | %d | %d | %.3f | %.3f | %.2fx | %.2fx | %s | %s | %.3f | %s | %s |\n",
 			w->model, w->context, w->batch, c, fe, bound, measured,
 			cell(b[0], 32, "%.4f", so->gb_per_step, so->gb_per_step >= 0),
-			cell(b[1], 32, "%.4f", w->gb_per_step, w->gb_per_step >= 0), w->step_ms);
+			cell(b[1], 32, "%.4f", w->gb_per_step, w->gb_per_step >= 0), w->step_ms,
+			cell(b[2], 32, "%.3f", w->compute_ms, w->compute_ms >= 0),
+			cell(b[3], 32, "%.3f", w->fetch_exposed_ms, w->fetch_exposed_ms >= 0));
 		o = at_json(w);
 		json_object_object_add(o, "compute_ms", json_object_new_double(c));
 		json_object_object_add(o, "serial_fetch_ms", json_object_new_double(fe));
@@ -652,6 +660,10 @@ static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 				       jnum(so->gb_per_step, so->gb_per_step >= 0));
 		json_object_object_add(o, "gb_per_step_sparda",
 				       jnum(w->gb_per_step, w->gb_per_step >= 0));
+		json_object_object_add(o, "sparda_compute_ms",
+				       jnum(w->compute_ms, w->compute_ms >= 0));
+		json_object_object_add(o, "sparda_exposed_fetch_ms",
+				       jnum(w->fetch_exposed_ms, w->fetch_exposed_ms >= 0));
 		json_object_array_add(arr, o);
 	}
 }

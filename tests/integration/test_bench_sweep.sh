@@ -333,6 +333,8 @@ x = ov[("synth", 4096, 1)]
 assert (x["compute_ms"], x["serial_fetch_ms"]) == (2.0, 3.0), x
 assert abs(x["overlap_bound"] - 5 / 3) < 1e-12 and abs(x["measured"] - 5 / 3) < 1e-12, x
 assert x["gb_per_step_sparda"] == 0.0, x
+# sparda's step (3.0 ms) split: 34 / 17 ms of compute, 8.5 / 17 ms waiting for the fetch
+assert (x["sparda_compute_ms"], x["sparda_exposed_fetch_ms"]) == (2.0, 0.5), x
 assert ov[("tiny", 1100, 1)]["gb_per_step_sparse_offload"] > 0, ov
 b = {(x["model"], x["context"], x["batch"]): x for x in s["process_boundary"]}
 assert set(b) == {("tiny", 1100, 1), ("tiny", 1300, 1)}, b
