@@ -645,12 +645,14 @@ static void md_overlap(FILE *f, const struct report *r, json_object *arr)
 		fe = so->step_ms > c ? so->step_ms - c : 0;
 		bound = (c + fe) / (c > fe ? c : fe);
 		measured = so->step_ms / w->step_ms;
-		fprintf(f, "| %s | %d | %d | %.3f | %.3f | %.2fx | %.2fx | %s | %s | %.3f | %s | %s |\n",
-			w->model, w->context, w->batch, c, fe, bound, measured,
-			cell(b[0], 32, "%.4f", so->gb_per_step, so->gb_per_step >= 0),
-			cell(b[1], 32, "%.4f", w->gb_per_step, w->gb_per_step >= 0), w->step_ms,
-			cell(b[2], 32, "%.3f", w->compute_ms, w->compute_ms >= 0),
-			cell(b[3], 32, "%.3f", w->fetch_exposed_ms, w->fetch_exposed_ms >= 0));
+		fprintf(
+		    f,
+		    "| %s | %d | %d | %.3f | %.3f | %.2fx | %.2fx | %s | %s | %.3f | %s | %s |\n",
+		    w->model, w->context, w->batch, c, fe, bound, measured,
+		    cell(b[0], 32, "%.4f", so->gb_per_step, so->gb_per_step >= 0),
+		    cell(b[1], 32, "%.4f", w->gb_per_step, w->gb_per_step >= 0), w->step_ms,
+		    cell(b[2], 32, "%.3f", w->compute_ms, w->compute_ms >= 0),
+		    cell(b[3], 32, "%.3f", w->fetch_exposed_ms, w->fetch_exposed_ms >= 0));
 		o = at_json(w);
 		json_object_object_add(o, "compute_ms", json_object_new_double(c));
 		json_object_object_add(o, "serial_fetch_ms", json_object_new_double(fe));
