@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <vector>
 
@@ -167,6 +168,77 @@ static void ceilings(void)
 	printf("ceilings: HBM copy %.0f GB/s (read+write), bf16 GEMM %.0f TFLOP/s, pinned H2D "
 	       "%.1f GB/s\n",
 	       hbm_gbs, gemm_tfs, h2d_gbs);
+}
+
+/* Host microseconds since an arbitrary start. */
+static double host_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+
+/*
+ * The runner's fixed per-step costs at 32 layers (31 offloaded), B=8 of 2 KV heads: the step's
+ * statistics read back as two small copies per layer and a counter (how the runner did it)
+ * against one copy of the same bytes (how it does now), on the GPU's timeline; and the host
+ * time, between two steps, of reading two event timings per offloaded layer and of the
+ * record + wait pair each layer enqueues.
+ */
+static void bench_overhead(void)
+{
+	const int L = 31, reps = 20;
+	const size_t hits = 16 * 4, list = 16 * 96 * 4, per = hits + list, all = per * L + 4;
+	char *d = (char *)dev(all), *h;
+	char p[96];
+	CK(cudaMallocHost((void **)&h, all));
+	double us = time_us(KB_STREAM_COMPUTE, reps, [&] {
+		for (int l = 0; l < L; l++) {
+			KB(kb->ops->memcpy(kb, h + l * per, d + l * per, hits, KB_D2H,
+					   KB_STREAM_COMPUTE));
+			KB(kb->ops->memcpy(kb, h + l * per + hits, d + l * per + hits, list, KB_D2H,
+					   KB_STREAM_COMPUTE));
+		}
+		KB(kb->ops->memcpy(kb, h + per * L, d + per * L, 4, KB_D2H, KB_STREAM_COMPUTE));
+	});
+	snprintf(p, sizeof(p), "d2h %d copies, %zu B", 2 * L + 1, all);
+	add_row("stats read-back", p, us, (double)all, 0, "-");
+	double us1 = time_us(KB_STREAM_COMPUTE, reps, [&] {
+		KB(kb->ops->memcpy(kb, h, d, all, KB_D2H, KB_STREAM_COMPUTE));
+	});
+	snprintf(p, sizeof(p), "d2h 1 copy, %zu B", all);
+	add_row("stats read-back", p, us1, (double)all, 0, "-");
+	add_ratio("stats read-back: per-layer copies / one copy (GPU time)", us / us1);
+
+	std::vector<struct kb_event *> ev(2 * L);
+	for (auto &e : ev)
+		KB(kb->ops->event_new(kb, &e));
+	for (int i = 0; i < 2 * L; i++)
+		KB(kb->ops->event_record(kb, ev[i], (i & 1) ? KB_STREAM_COPY : KB_STREAM_COMPUTE));
+	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
+	KB(kb->ops->sync(kb, KB_STREAM_COPY));
+	float ms;
+	double t0 = host_us();
+	for (int r = 0; r < reps; r++)
+		for (int l = 0; l < L; l++)
+			KB(kb->ops->event_elapsed(kb, ev[2 * l], ev[2 * l + 1], &ms));
+	double ev_us = (host_us() - t0) / reps;
+	snprintf(p, sizeof(p), "host, %d event_elapsed", L);
+	add_row("step timings read", p, ev_us, 0, 0, "-");
+	t0 = host_us();
+	for (int r = 0; r < reps; r++)
+		for (int l = 0; l < L; l++) {
+			KB(kb->ops->event_record(kb, ev[2 * l], KB_STREAM_COMPUTE));
+			KB(kb->ops->stream_wait(kb, KB_STREAM_COMPUTE, ev[2 * l + 1]));
+		}
+	double rw_us = (host_us() - t0) / reps;
+	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
+	snprintf(p, sizeof(p), "host, %d event_record + stream_wait", L);
+	add_row("layer waits enqueued", p, rw_us, 0, 0, "-");
+	for (auto e : ev)
+		kb->ops->event_free(kb, e);
+	CK(cudaFreeHost(h));
+	kb->ops->free(kb, d);
 }
 
 /* Random 32 KiB units from registered host memory into a device unit cache, and back. */
@@ -622,7 +694,7 @@ int main(int argc, char **argv)
 		else {
 			fprintf(stderr,
 				"usage: %s [--json FILE] [--quick] [--only gather,decode,select,"
-				"dense,prefill,long] [--long-t TOKENS]\n",
+				"dense,prefill,long,overhead] [--long-t TOKENS]\n",
 				argv[0]);
 			return 2;
 		}
@@ -649,6 +721,8 @@ int main(int argc, char **argv)
 		bench_prefill(quick);
 	if (on("long") && !quick && long_t)
 		bench_prefill_long(long_t);
+	if (on("overhead"))
+		bench_overhead();
 	if (json)
 		write_json(json);
 	kb_destroy(kb);
