@@ -114,10 +114,23 @@ static int pack_side(struct runner *r, uint32_t l, const uint16_t *k, const uint
 	r->kv_pending[p] = r->kv_flight = true;
 	r->kv_flight_layer = l;
 	r->kv_flight_full = full;
-	r->st.bytes_d2h += (uint64_t)n * r->unit_bytes;
-	r->st.units_written += n;
 	r->st.units_written_side += n;
 	return 0;
+}
+
+/* The inline pack: layer l's units (indices in h_i32) into the arena on the compute stream,
+ * waited for, then its full blocks committed. */
+static int pack_inline(struct runner *r, uint32_t b, uint32_t l, const uint16_t *k,
+		       const uint16_t *v, uint32_t t, uint32_t nb, uint32_t full)
+{
+	int rc;
+
+	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)) ||
+	    (rc = r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, r->arena_dev, r->p_uidx, k, v,
+				      r->qkvf_cols, 0, t, r->n_kv, r->hd, r->c.sparse.block)) ||
+	    (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+		return rc;
+	return commit_units(r, b, l, full);
 }
 
 /* Offloaded layers: allocate arena slots, stream the prompt's units, commit the full ones. */
@@ -146,22 +159,14 @@ static int store_offloaded(struct runner *r, uint32_t l, uint32_t b, const uint1
 		r->h_arena_tail[(size_t)l * r->n_caches + b * r->n_kv + g] =
 			full < nb ? slots[nb - 1] : -1;
 	}
-	if (r->o.prefill_kv_side) {
-		rc = pack_side(r, l, k, v, t, nb, full); /* committed when it has run */
-		goto tail;
-	}
-	if ((rc = runner_upload_i32(r, r->p_uidx, r->h_i32, nb * r->n_kv)) ||
-	    (rc = r->kb->ops->kv_pack(r->kb, KB_STREAM_COMPUTE, r->arena_dev, r->p_uidx, k, v,
-				      r->qkvf_cols, 0, t, r->n_kv, r->hd, blk)) ||
-	    (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+	/* on the copy stream, committed when it has run (settle_side); or inline */
+	rc = r->o.prefill_kv_side ? pack_side(r, l, k, v, t, nb, full)
+				  : pack_inline(r, b, l, k, v, t, nb, full);
+	if (rc)
 		goto out;
 	r->st.bytes_d2h += (uint64_t)nb * r->n_kv * r->unit_bytes;
 	r->st.units_written += (uint64_t)nb * r->n_kv;
-	if ((rc = commit_units(r, b, l, full)))
-		goto out;
-tail:
-	if (!rc)
-		rc = full < nb ? stage_tail(r, l, b, qkvf, t) : 0;
+	rc = full < nb ? stage_tail(r, l, b, qkvf, t) : 0;
 out:
 	free(slots);
 	return rc;
