@@ -205,22 +205,21 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 {
 	uint32_t H = c->H, D = c->dout;
 	size_t nx = (size_t)H * H, ny = (size_t)D * H;
-	double *xtx0 = malloc(nx * sizeof(double)), *ytx0 = malloc(ny * sizeof(double));
-	double *xtx = malloc(nx * sizeof(double)), *ytx = calloc(ny, sizeof(double));
-	double tr = 0.0, lam = 0.0;
-	int rc = -ENOMEM;
+	double *xtx0 = calloc(nx, sizeof(double)), *ytx0 = calloc(ny, sizeof(double));
+	double *xtx = malloc(nx * sizeof(double)), *ytx = malloc(ny * sizeof(double));
+	double tr = 0.0, diag, lam = 0.0;
+	int attempt, rc = -ENOMEM;
 
 	if (!xtx0 || !ytx0 || !xtx || !ytx)
 		goto out_free;
-	memset(xtx0, 0, nx * sizeof(double));
-	memset(ytx0, 0, ny * sizeof(double));
 	if ((rc = gram(c, false, s->in, false, s->in, H, H, xtx0)) ||
 	    (rc = gram(c, true, s->tgt, false, s->in, D, H, ytx0)))
 		goto out_free;
 	for (uint32_t i = 0; i < H; i++)
 		tr += xtx0[(size_t)i * H + i];
-	for (int attempt = 0; attempt <= RIDGE_RETRIES; attempt++) {
-		lam = c->o->ridge * (tr > 0.0 ? tr / H : 1.0) * pow(10.0, attempt);
+	diag = tr > 0.0 ? tr / H : 1.0; /* the mean diagonal */
+	for (attempt = 0; attempt <= RIDGE_RETRIES; attempt++) {
+		lam = c->o->ridge * diag * pow(10.0, attempt);
 		memcpy(xtx, xtx0, nx * sizeof(double));
 		memcpy(ytx, ytx0, ny * sizeof(double));
 		for (uint32_t i = 0; i < H; i++)
@@ -248,11 +247,10 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 				lam, c->o->ridge * pow(10.0, RIDGE_RETRIES));
 		goto out_free;
 	}
-	if (lam > c->o->ridge * (tr > 0.0 ? tr / H : 1.0) * 1.5)
+	if (attempt)
 		log_info("train", "ridge lambda raised: X^T X is ill-conditioned",
-			 "input_layer=%u "
-			 "target_layer=%u lambda_per_mean_diag=%g",
-			 s->in, s->tgt, lam / (tr > 0.0 ? tr / H : 1.0));
+			 "input_layer=%u target_layer=%u lambda_per_mean_diag=%g", s->in, s->tgt,
+			 lam / diag);
 	for (size_t i = 0; i < ny; i++)
 		s->w[i] = (float)ytx[i];
 out_free:
