@@ -61,6 +61,7 @@ static const struct config_key job_keys[] = {
 	K("json", STRING, json, "", 0, 0, "write the results as JSON to this path"),
 	K("print-tokens", BOOL, print_tokens, "false", 0, 0, "print the generated token ids"),
 	K("layer-table", BOOL, layer_table, "false", 0, 0, "print per-layer statistics of every mode"),
+	K("phase-times", BOOL, phase_times, "false", 0, 0, "time each phase of the decode step on the compute stream with events (ms per step, printed per mode and in the JSON as decode_phase_ms); the events add a little work to every layer, so use it to see where a step goes, not for tok/s"),
 	K("logits-out", STRING, logits_out, "", 0, 0, "write the logits of every generated token (float32, [mode][batch][new][vocab] in --modes order, then the --inproc-modes runs)"),
 	K("log-level", STRING, log_level, "info", 0, 0, "debug, info, warn, error"),
 	K("recall-every", UINT, recall_every, "8", 0, 1 << 20, "Forecast modes: measure the Forecast's recall against the original selector every N decode steps (0 = off)"),

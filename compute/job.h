@@ -49,6 +49,7 @@ struct job_config {
 	char json[JOB_PATH_MAX];
 	bool print_tokens;
 	bool layer_table;             /* print the per-layer statistics of every mode */
+	bool phase_times;             /* time the decode step's phases (runner_opts.phase_times) */
 	char logits_out[JOB_PATH_MAX];/* raw float32 logits [mode][batch][new][vocab], or "" */
 	char log_level[16];
 	uint64_t metrics_port;        /* Prometheus endpoint during the run, 0 = off */

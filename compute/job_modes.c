@@ -301,6 +301,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .gather_ctas = (uint32_t)cfg->gather_ctas,
 				 .gather_dma = cfg->gather == JOB_GATHER_DMA,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,
+				 .phase_times = cfg->phase_times,
 				 .on_step = j->metrics ? publish_step : NULL,
 				 .on_step_ctx = j,
 				 .recall_every = (uint32_t)cfg->recall_every};

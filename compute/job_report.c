@@ -124,6 +124,36 @@ static void print_layer(FILE *o, uint32_t l, const struct runner_layer_stats *ls
 		ls->fetch_ms, rc);
 }
 
+/* Wall time of a decode step, ms. */
+static double step_ms(const struct job_result *r)
+{
+	return r->st.decode_steps ? r->st.decode_s * 1e3 / (double)r->st.decode_steps : 0.0;
+}
+
+/* Device time of every phase per step, their sum (the step's span on the compute stream), and
+ * the rest of the step's wall time (the host's work between the steps, and sampling). */
+static void print_phases(const struct job *j, FILE *o)
+{
+	fprintf(o, "\ndecode step phases on the compute stream, ms per step:\n%-21s", "mode");
+	for (int p = 0; p < RUNNER_PHASE_N; p++)
+		fprintf(o, " %8s", runner_phase_name((enum runner_phase)p));
+	fprintf(o, " %8s %8s %8s\n", "span", "step", "host");
+	for (uint32_t i = 0; i < j->n_modes; i++) {
+		const struct job_result *r = &j->res[i];
+		double n = (double)r->st.phase_steps, span = 0.0;
+		char name[48];
+
+		if (!r->done || !r->st.phase_steps)
+			continue;
+		fprintf(o, "%-21s", job_result_name(r, name, sizeof(name)));
+		for (int p = 0; p < RUNNER_PHASE_N; p++) {
+			fprintf(o, " %8.3f", r->st.phase_ms[p] / n);
+			span += r->st.phase_ms[p] / n;
+		}
+		fprintf(o, " %8.3f %8.3f %8.3f\n", span, step_ms(r), step_ms(r) - span);
+	}
+}
+
 void job_print(struct job *j)
 {
 	FILE *o = j->out;
@@ -182,6 +212,8 @@ void job_print(struct job *j)
 			}
 		}
 	}
+	if (j->cfg->phase_times)
+		print_phases(j, o);
 	if (j->cfg->print_tokens) {
 		for (uint32_t i = 0; i < j->n_modes; i++) {
 			const struct job_result *r = &j->res[i];
@@ -300,6 +332,22 @@ static const char *result_store(const struct job *j, const struct job_result *r)
 	return r->inproc || j->cfg->store == JOB_STORE_INPROC ? "inproc" : "memsvc";
 }
 
+/* {"embed": ms, ..., "head": ms, "span": sum, "host": step - span}, per decode step. */
+static json_object *phases_json(const struct job_result *r)
+{
+	json_object *o = json_object_new_object();
+	double n = (double)r->st.phase_steps, span = 0.0;
+
+	for (int p = 0; p < RUNNER_PHASE_N; p++) {
+		json_object_object_add(o, runner_phase_name((enum runner_phase)p),
+				       json_object_new_double(r->st.phase_ms[p] / n));
+		span += r->st.phase_ms[p] / n;
+	}
+	json_object_object_add(o, "span", json_object_new_double(span));
+	json_object_object_add(o, "host", json_object_new_double(step_ms(r) - span));
+	return o;
+}
+
 static json_object *mode_json(const struct job *j, const struct job_result *r)
 {
 	struct totals t = sum_layers(j, r);
@@ -316,10 +364,7 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "decode_tokens",
 			       json_object_new_int64((int64_t)r->st.decode_tokens));
 	json_object_object_add(o, "decode_tokens_per_s", json_object_new_double(tok_per_s(r)));
-	json_object_object_add(
-	    o, "decode_step_ms",
-	    json_object_new_double(
-		r->st.decode_steps ? r->st.decode_s * 1e3 / (double)r->st.decode_steps : 0.0));
+	json_object_object_add(o, "decode_step_ms", json_object_new_double(step_ms(r)));
 	json_object_object_add(o, "prefill_s", json_object_new_double(r->st.prefill_s));
 	json_object_object_add(o, "hit_rate",
 			       t.offloaded ? json_object_new_double(hit_rate(&t)) : NULL);
@@ -337,6 +382,8 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "forecast", forecast_json(j));
 	recall_json(o, r);
 	resources_json(o, r, &t);
+	if (r->st.phase_steps)
+		json_object_object_add(o, "decode_phase_ms", phases_json(r));
 	if (r->note[0])
 		json_object_object_add(o, "note", json_object_new_string(r->note));
 	json_object_object_add(o, "layers", layers_json(r));

@@ -450,7 +450,8 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 	}
 	if ((rc = careful_open(r)))
 		goto out_close;
-	if ((rc = runner_recall_open(r)) || (rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
+	if ((rc = runner_recall_open(r)) || (rc = runner_phase_open(r)) ||
+	    (rc = kb->ops->sync(kb, KB_STREAM_COMPUTE)))
 		goto out_close;
 	r->st.mode = o->mode;
 	r->st.n_layers = r->L;
@@ -524,6 +525,7 @@ void runner_close(struct runner *r)
 	free(r->h_loads);
 	free(r->h_units_c);
 	runner_recall_close(r);
+	runner_phase_close(r);
 	free(r->lw);
 	free(r->kv);
 	free(r->h_i32);

@@ -62,7 +62,29 @@ struct runner_opts {
 	 * the host store when the next offloaded layer starts) instead of on the compute stream, which
 	 * then waits for it. */
 	bool prefill_kv_side;
+	/* Decode: record an event on the compute stream at each phase boundary of every layer
+	 * and sum the device time of each phase (runner_stats.phase_ms). For diagnosis: the
+	 * events add a little work of their own to every layer. */
+	bool phase_times;
 };
+
+/* Phases of a decode step on the compute stream (phase_times). SELECT includes waiting for the
+ * layer's fetch (sparda: the copy stream's `done`; sparse-offload: its own gather). The
+ * sampling after HEAD (argmax and its read-back) is outside them. */
+enum runner_phase {
+	RUNNER_PHASE_EMBED,    /* step start: miss counter reset, embedding */
+	RUNNER_PHASE_QKVF,     /* norm, fused QKVF GEMM, RoPE, compressed-key append */
+	RUNNER_PHASE_SELECT,   /* selection, PREP of the next layer, waits for the fetch */
+	RUNNER_PHASE_RECALL,   /* Forecast recall sampling (copies of the queries) */
+	RUNNER_PHASE_STORE_KV, /* this token's K/V to the store or tail slot, write-backs */
+	RUNNER_PHASE_ATTEND,   /* unit lists and sparse attention */
+	RUNNER_PHASE_FFN,      /* output projection, norm, FFN */
+	RUNNER_PHASE_HEAD,     /* final norm, LM head, statistics read-back */
+	RUNNER_PHASE_N
+};
+
+/* "embed", "qkvf", ...: the phase's name in tables and JSON. */
+const char *runner_phase_name(enum runner_phase p);
 
 struct runner_layer_stats {
 	uint64_t selected;  /* selected (sequence, head, block) units, summed over steps */
@@ -98,6 +120,9 @@ struct runner_stats {
 				      device) at its highest sample: after the prefill and after
 				      decode steps; 0 on the CPU backend */
 	uint64_t recall_samples; /* decode steps whose recall was measured */
+	double phase_ms[RUNNER_PHASE_N]; /* phase_times: device ms of each phase, summed over
+					    layers and decode steps */
+	uint64_t phase_steps;    /* decode steps in phase_ms */
 	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
 };
 

@@ -480,10 +480,15 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 	RUN_TRY(r, k->ck_append(r->kb, KB_STREAM_COMPUTE, r->kv[l].ck, r->ck_cap, r->kv[l].ring,
 				r->qkvf + r->q_cols, ld, r->pos, B, r->n_kv, r->hd, &c->sparse),
 		fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_QKVF), fail);
 	RUN_TRY(r, layer_select(r, s, l), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_SELECT), fail);
 	RUN_TRY(r, runner_recall_layer(r, l, B, s->sparse), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_RECALL), fail);
 	RUN_TRY(r, layer_store_kv(r, s, l), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_STORE_KV), fail);
 	RUN_TRY(r, layer_attend(r, s, l), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_ATTEND), fail);
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, H, r->q_cols, r->attn, r->q_cols, w->wo,
 			   r->q_cols, r->tmp, H, false, 1.0f, 0.0f), fail);
 	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, r->tmp, H, c->residual_scale,
@@ -493,6 +498,7 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 	RUN_TRY(r, k->swiglu(r->kb, KB_STREAM_COMPUTE, r->ffo, r->gu, B, F), fail);
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, B, H, F, r->ffo, F, w->wdown, F, r->tmp, H,
 			   false, 1.0f, 0.0f), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_FFN), fail);
 	return 0;
 fail:
 	return r->err_rc ? r->err_rc : -EIO;
@@ -598,9 +604,11 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 				   r->o.host->ops->name), rc;
 	if ((rc = upload_step(r, &s, ids)) || (offload && (rc = alloc_new_blocks(r, &s))))
 		return rc;
+	RUN_TRY(r, runner_phase_step_start(r), fail);
 	RUN_TRY(r, k->memset(r->kb, r->misses, 0, 4, KB_STREAM_COMPUTE), fail);
 	RUN_TRY(r, k->embed(r->kb, KB_STREAM_COMPUTE, r->resid, r->embed, r->ids, batch, r->hidden,
 			    r->vocab, c->scale_emb), fail);
+	RUN_TRY(r, runner_phase_end(r, 0, RUNNER_PHASE_EMBED), fail);
 	for (uint32_t l = 0; l < r->L; l++)
 		r->kv[l].loaded = r->kv[l].prepped = r->kv[l].pending = false;
 	r->f_pending = false;
@@ -614,6 +622,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 			   r->lm_head, r->hidden, r->logits, r->vocab, true, c->logit_scale, 0.0f),
 		fail);
 	RUN_TRY(r, enqueue_stats(r), fail);
+	RUN_TRY(r, runner_phase_end(r, 0, RUNNER_PHASE_HEAD), fail);
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {
@@ -623,6 +632,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	} else if ((rc = collect_stats(r, &s))) {
 		return rc;
 	}
+	if ((rc = runner_phase_collect(r)))
+		return rc;
 	if (logits_out)
 		RUN_TRY(r, k->memcpy(r->kb, logits_out, r->logits, (size_t)batch * r->vocab * 4,
 				     KB_D2H, KB_STREAM_COMPUTE), fail);

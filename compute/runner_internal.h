@@ -132,6 +132,11 @@ struct runner {
 	uint32_t batch;      /* sequences of the last generation */
 	uint32_t open_seqs;  /* host-store sequences open (rows 0 .. open_seqs-1) */
 
+	/* Phase timing (runner_phase.c; NULL when phase_times is off): events at the step's
+	 * start, after the embedding, after each of a layer's six phases, after the head */
+	struct kb_event **ph_ev;
+	uint32_t ph_n;
+
 	/* Forecast recall sampling (runner_recall.c; NULL/false when off) */
 	int32_t *rc_sel;     /* [n_caches * topk] the original selector's choice of one layer */
 	uint16_t *rc_q;      /* [L][max_batch][qkvf_cols] each sampled layer's QKVF rows */
@@ -165,6 +170,14 @@ int runner_recall_open(struct runner *r);
 void runner_recall_close(struct runner *r);
 int runner_recall_layer(struct runner *r, uint32_t l, uint32_t batch, bool sparse);
 int runner_recall_collect(struct runner *r, uint32_t batch);
+/* Decode phase timing (runner_phase.c; nothing when phase_times is off): open/close the
+ * events, mark the step's start and the end of phase p (of layer l for the layer phases), and
+ * after the step add each phase's device time to the statistics. */
+int runner_phase_open(struct runner *r);
+void runner_phase_close(struct runner *r);
+int runner_phase_step_start(struct runner *r);
+int runner_phase_end(struct runner *r, uint32_t l, enum runner_phase p);
+int runner_phase_collect(struct runner *r);
 /* Upload n int32 from the host scratch to a device array. */
 int runner_upload_i32(struct runner *r, int32_t *dst, const int32_t *src, uint32_t n);
 int runner_upload_i64(struct runner *r, int64_t *dst, const int64_t *src, uint32_t n);

@@ -26,6 +26,8 @@
 #   cache's hit rate and the decode ratios against the step-to-step locality of selection.
 # kvstream: sparse-offload, sparda and sparda-nooffload at CTX (131072), BATCHES (1 4), LAYERS (8)
 #   with --prefill-kv-stream=compute and =side (the prompt's KV packed on the copy stream).
+# phases: the same three modes with --phase-times=false and =true (the decode step's phases on
+#   the compute stream), then with SPARDA_BENCH_SKIP_GATHER=1 (no gather copies).
 # SHARED=F: the sweep's and the peers' models are made with `gen-model --shared-activation F`
 #   (model directories <model>-sa<F>, sweep model names <model>+shared<F>).
 # peers: scripts/hf-peers.py (transformers, dynamic and offloaded cache) on the sweep's models,
@@ -140,6 +142,17 @@ locality)
 	done ;;
 kvstream)
 	ab kvstream prefill-kv-stream compute side ;;
+phases)
+	# the decode step's phases on the compute stream (--phase-times), against the same run
+	# without the events, then with the gather's copies skipped (tokens differ by design)
+	ab phases phase-times false true
+	m=$work/minicpm-l${LAYERS:-8}$rf
+	for bs in ${BATCHES:-1 4}; do
+		SPARDA_BENCH_SKIP_GATHER=1 step "phases_skip_b${bs}" 400 $run --backend=cuda \
+			--model="$m" --prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" \
+			--batch="$bs" --modes=sparse-offload,sparda,sparda-nooffload --phase-times \
+			--json="$res/phases_skip_b${bs}.json"
+	done ;;
 bench32)
 	m=$work/minicpm-l32$rf
 	[ -f "$m/config.json" ] || step genmodel32 580 "$b/bin/sparda" gen-model --preset minicpm4-8b \

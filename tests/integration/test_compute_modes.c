@@ -69,6 +69,7 @@ static int teardown(void **state)
 
 static bool g_gather_dma; /* fetch with copy_units_dma (host-resolved load lists) */
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
+static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
@@ -122,7 +123,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .keep_sequences = keep,
 				 .recall_every = g_recall_every,
 				 .gather_dma = g_gather_dma,
-				 .prefill_kv_side = g_kv_side};
+				 .prefill_kv_side = g_kv_side,
+				 .phase_times = g_phase_times};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -240,6 +242,47 @@ static void test_gather_dma(void **state)
 	assert_int_equal(dma.st.bytes_h2d, kern.st.bytes_h2d);
 	struct run *all[] = {&kern, &dma, &spo, &ref, &sp};
 	for (int i = 0; i < 5; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * Phase timing leaves the tokens alone and accounts for every decode step: each phase's time
+ * is non-negative, the layer's work shows in its phases, and together they fit inside the
+ * decode's wall time (the CPU backend's events are wall-clock marks). Off, nothing is counted.
+ */
+static void test_phase_times(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run plain, timed, nooff;
+	double sum = 0.0;
+
+	run_mode(RUNNER_MODE_SPARDA, h, false, &plain, NULL);
+	g_phase_times = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &timed, NULL);
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &nooff, NULL);
+	g_phase_times = false;
+	assert_same_tokens(&timed, &plain, "sparda with phase times vs without");
+	assert_same_tokens(&timed, &nooff, "sparda vs sparda-nooffload, phase times on");
+	assert_int_equal(plain.st.phase_steps, 0);
+	for (int p = 0; p < RUNNER_PHASE_N; p++)
+		assert_true(plain.st.phase_ms[p] == 0.0);
+	assert_int_equal(timed.st.phase_steps, timed.st.decode_steps);
+	assert_int_equal(nooff.st.phase_steps, nooff.st.decode_steps);
+	for (int p = 0; p < RUNNER_PHASE_N; p++) {
+		assert_true(timed.st.phase_ms[p] >= 0.0);
+		assert_string_not_equal(runner_phase_name((enum runner_phase)p), "?");
+		sum += timed.st.phase_ms[p];
+	}
+	assert_true(timed.st.phase_ms[RUNNER_PHASE_QKVF] > 0.0);
+	assert_true(timed.st.phase_ms[RUNNER_PHASE_ATTEND] > 0.0);
+	assert_true(timed.st.phase_ms[RUNNER_PHASE_FFN] > 0.0);
+	assert_true(timed.st.phase_ms[RUNNER_PHASE_HEAD] > 0.0);
+	if (sum > timed.st.decode_s * 1e3 * 1.001 + 0.01)
+		fail_msg("phases sum to %.3f ms, more than the decode's %.3f ms", sum,
+			 timed.st.decode_s * 1e3);
+	struct run *all[] = {&plain, &timed, &nooff};
+	for (int i = 0; i < 3; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
 }
@@ -683,6 +726,7 @@ int main(void)
 	    cmocka_unit_test(test_twins),
 	    cmocka_unit_test(test_steps_grow_across_runs),
 	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
+	    cmocka_unit_test(test_phase_times),
 	    cmocka_unit_test(test_seeded_sampling),
 	    cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 	    cmocka_unit_test(test_recall_exact_forecast),
