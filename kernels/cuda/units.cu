@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA versions of sel_units (selection -> attention unit table) and resolve_loads (load list
-// -> copy_units index lists through the memsvc residency words). One thread per entry.
+// -> copy_units index lists through the memsvc residency words). One thread per entry; with a
+// slot map, one CTA per cache, whose map row is read once into shared memory.
 #include <cuda_runtime.h>
 #include <errno.h>
 #include <stdint.h>
@@ -39,6 +40,42 @@ __global__ void sel_units_kernel(int32_t *unit_idx, int32_t *unit_len, const int
 	}
 	unit_idx[t] = idx;
 	unit_len[t] = len;
+}
+
+/*
+ * sel_units through a slot map: CTA i reads cache i's map row into shared memory once, then
+ * each thread finds its blocks' slots there. A scan of the row in global memory per entry (the
+ * kernel above) waits on one load per slot in turn: ~12 us a launch on the H200 at 97 slots.
+ * The scan runs down the whole row, so the lowest matching slot wins, as in the CPU reference.
+ */
+__global__ void sel_units_map_kernel(int32_t *unit_idx, int32_t *unit_len, const int32_t *sel,
+				     const int32_t *map, const int32_t *n_tokens, uint32_t n_kv,
+				     uint32_t n_slots, uint32_t k, uint32_t block)
+{
+	extern __shared__ int32_t su_map[];
+	uint32_t i = blockIdx.x;
+	const int32_t *row = map + (size_t)i * n_slots;
+	for (uint32_t s = threadIdx.x; s < n_slots; s += blockDim.x)
+		su_map[s] = row[s];
+	__syncthreads();
+	int64_t tokens = n_tokens[i / n_kv];
+	for (uint32_t j = threadIdx.x; j < k; j += blockDim.x) {
+		size_t t = (size_t)i * k + j;
+		int64_t m = sel ? sel[t] : (int64_t)j;
+		int32_t idx = -1, len = 0;
+		if (m >= 0 && m * block < tokens) {
+			int32_t found = -1;
+			for (uint32_t s = n_slots; s-- > 0;)
+				found = su_map[s] == m ? (int32_t)s : found;
+			if (found >= 0) {
+				int64_t rows = tokens - m * block;
+				idx = (int32_t)(i * n_slots) + found;
+				len = (int32_t)(rows < block ? rows : block);
+			}
+		}
+		unit_idx[t] = idx;
+		unit_len[t] = len;
+	}
 }
 
 __global__ void resolve_loads_kernel(int32_t *dst_idx, int32_t *src_idx, int32_t *misses,
@@ -84,6 +121,13 @@ extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_
 	uint64_t total = (uint64_t)n * k;
 	if (!total)
 		return 0;
+	size_t smem = (size_t)n_slots * sizeof(int32_t);
+	if (map && smem <= 48 * 1024) {
+		unsigned threads = k < 128 ? (k + 31) / 32 * 32 : 128;
+		sel_units_map_kernel<<<n, threads, smem, st>>>(unit_idx, unit_len, sel, map,
+								 n_tokens, n_kv, n_slots, k, block);
+		return launch_status();
+	}
 	unsigned grid = (unsigned)((total + 255) / 256);
 	sel_units_kernel<<<grid, 256, 0, st>>>(unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
 					       n_slots, k, block);

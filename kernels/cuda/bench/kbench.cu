@@ -179,6 +179,46 @@ static double host_us(void)
 }
 
 /*
+ * The attention unit tables of one offloaded layer at B=8 of 2 KV heads (16 caches of 97 slots,
+ * top-96, 128K tokens): through the slot map (an offloaded layer: the 96 selected blocks and
+ * the tail block's slot) against the resident layout (no map), one launch each on the GPU's
+ * timeline.
+ */
+static void bench_sel_units(void)
+{
+	const uint32_t n = 16, n_kv = 2, slots = 97, k = 96, block = 64, reps = 200;
+	std::vector<int32_t> map(n * slots), sel(n * k), tok(n / n_kv, 131072);
+	srand(11);
+	for (uint32_t i = 0; i < n; i++) { /* slot s holds block (s * 13 + i) % 97: a shuffle */
+		for (uint32_t s = 0; s < slots; s++)
+			map[i * slots + s] = (int32_t)((s * 13 + i) % slots) * 21;
+		for (uint32_t j = 0; j < k; j++)
+			sel[i * k + j] = (int32_t)j * 21;
+	}
+	int32_t *dmap = (int32_t *)dev_copy(map.data(), map.size() * 4);
+	int32_t *dsel = (int32_t *)dev_copy(sel.data(), sel.size() * 4);
+	int32_t *dtok = (int32_t *)dev_copy(tok.data(), tok.size() * 4);
+	int32_t *ui = (int32_t *)dev(n * k * 4), *ul = (int32_t *)dev(n * k * 4);
+	char p[96];
+	const int32_t *maps[2] = {dmap, NULL};
+	const char *what[2] = {"through the slot map", "resident layout"};
+	for (int m = 0; m < 2; m++)
+		for (uint32_t kk : {k, 1u}) {
+			double us = time_us(KB_STREAM_COMPUTE, reps, [&] {
+				KB(kb->ops->sel_units(kb, KB_STREAM_COMPUTE, ui, ul, dsel, maps[m],
+						      dtok, n, n_kv, m ? 2048 : slots, kk, block));
+			});
+			snprintf(p, sizeof(p), "%s, %u caches x %u", what[m], n, kk);
+			add_row("sel_units", p, us, 0, 0, "-");
+		}
+	kb->ops->free(kb, dmap);
+	kb->ops->free(kb, dsel);
+	kb->ops->free(kb, dtok);
+	kb->ops->free(kb, ui);
+	kb->ops->free(kb, ul);
+}
+
+/*
  * The runner's fixed per-step costs at 32 layers (31 offloaded), B=8 of 2 KV heads: the step's
  * statistics read back as two small copies per layer and a counter (how the runner did it)
  * against one copy of the same bytes (how it does now), on the GPU's timeline; and the host
@@ -239,6 +279,7 @@ static void bench_overhead(void)
 		kb->ops->event_free(kb, e);
 	CK(cudaFreeHost(h));
 	kb->ops->free(kb, d);
+	bench_sel_units();
 }
 
 /* Random 32 KiB units from registered host memory into a device unit cache, and back. */
