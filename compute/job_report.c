@@ -130,14 +130,15 @@ static double step_ms(const struct job_result *r)
 	return r->st.decode_steps ? r->st.decode_s * 1e3 / (double)r->st.decode_steps : 0.0;
 }
 
-/* Device time of every phase per step, their sum (the step's span on the compute stream), and
- * the rest of the step's wall time (the host's work between the steps, and sampling). */
+/* Device time of every phase per step, their sum (the step's span on the compute stream), the
+ * rest of the step's wall time (the host's work between the steps, and sampling), and of that
+ * the time in the host store's calls. */
 static void print_phases(const struct job *j, FILE *o)
 {
 	fprintf(o, "\ndecode step phases on the compute stream, ms per step:\n%-21s", "mode");
 	for (int p = 0; p < RUNNER_PHASE_N; p++)
 		fprintf(o, " %8s", runner_phase_name((enum runner_phase)p));
-	fprintf(o, " %8s %8s %8s\n", "span", "step", "host");
+	fprintf(o, " %8s %8s %8s %8s\n", "span", "step", "host", "store");
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
 		double n = (double)r->st.phase_steps, span = 0.0;
@@ -150,7 +151,8 @@ static void print_phases(const struct job *j, FILE *o)
 			fprintf(o, " %8.3f", r->st.phase_ms[p] / n);
 			span += r->st.phase_ms[p] / n;
 		}
-		fprintf(o, " %8.3f %8.3f %8.3f\n", span, step_ms(r), step_ms(r) - span);
+		fprintf(o, " %8.3f %8.3f %8.3f %8.3f\n", span, step_ms(r), step_ms(r) - span,
+			r->st.decode_store_s * 1e3 / (double)r->st.decode_steps);
 	}
 }
 
@@ -293,6 +295,8 @@ static void resources_json(json_object *o, const struct job_result *r, const str
 			       json_object_new_double(compute > 0 ? compute : 0.0));
 	json_object_object_add(o, "decode_fetch_ms", json_object_new_double(t->fetch_ms));
 	json_object_object_add(o, "decode_fetch_exposed_ms", json_object_new_double(exposed));
+	json_object_object_add(o, "decode_store_ms",
+			       json_object_new_double(r->st.decode_store_s * 1e3));
 }
 
 /* "forecast": {path, trained, fit, recall_heldout}, or null when the model has none. */

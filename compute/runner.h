@@ -123,6 +123,8 @@ struct runner_stats {
 	double phase_ms[RUNNER_PHASE_N]; /* phase_times: device ms of each phase, summed over
 					    layers and decode steps */
 	uint64_t phase_steps;    /* decode steps in phase_ms */
+	double decode_store_s;   /* decode: host time in the host store's calls (block
+				    allocations and commits, epochs, health checks, Forecasts) */
 	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
 };
 

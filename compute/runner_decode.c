@@ -11,6 +11,13 @@
 #include <stdlib.h>
 
 #include "runner_internal.h"
+#include "timeutil.h"
+
+/* Count the host time since t0 (a host store's call) in the decode's store time. */
+static void store_time(struct runner *r, uint64_t t0)
+{
+	r->st.decode_store_s += (double)(time_now_ns() - t0) * 1e-9;
+}
 
 struct step {
 	uint32_t B, nc;
@@ -111,7 +118,10 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	uint32_t n = list_block_units(r, s, start, blocks);
 	if (!n)
 		return 0;
-	if ((rc = h->ops->alloc_units(h, r->h_units, n, r->h_i32)))
+	uint64_t t0 = time_now_ns();
+	rc = h->ops->alloc_units(h, r->h_units, n, r->h_i32);
+	store_time(r, t0);
+	if (rc)
 		return runner_fail(r, rc, "host store: allocating %u new blocks failed", n), rc;
 	for (uint32_t k = 0; k < n; k++) {
 		const struct kvhost_unit *u = &r->h_units[k];
@@ -278,8 +288,12 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 
 	if ((rc = k->event_sync(r->kb, kv->resolved)))
 		return rc;
-	if (h->may_spill && (n = list_loads(r, s, l)) &&
-	    (rc = h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1)))
+	if (h->may_spill && (n = list_loads(r, s, l))) {
+		uint64_t t0 = time_now_ns();
+		rc = h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1);
+		store_time(r, t0);
+	}
+	if (rc)
 		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
 				   n, l, rc == -ENOENT ? "a unit's copy could not be read back"
 						       : "the store did not answer"), rc;
@@ -584,7 +598,12 @@ static int commit_full_blocks(struct runner *r, struct step *s)
 	for (uint32_t i = 0; i < s->B; i++)
 		blocks[i] = r->len[i] / r->c.sparse.block;
 	uint32_t n = list_block_units(r, s, s->full, blocks);
-	if (n && (rc = r->o.host->ops->commit_units(r->o.host, r->h_units, n)))
+	if (!n)
+		return 0;
+	uint64_t t0 = time_now_ns();
+	rc = r->o.host->ops->commit_units(r->o.host, r->h_units, n);
+	store_time(r, t0);
+	if (rc)
 		return runner_fail(r, rc, "host store: committing %u filled blocks failed", n), rc;
 	return 0;
 }
@@ -599,9 +618,14 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	int rc;
 
 	/* A liveness round trip every 16 steps; block allocations and commits also notice. */
-	if (offload && r->step % 16 == 0 && (rc = r->o.host->ops->health(r->o.host)))
-		return runner_fail(r, rc, "host store (%s) is not available",
-				   r->o.host->ops->name), rc;
+	if (offload && r->step % 16 == 0) {
+		uint64_t t0 = time_now_ns();
+		rc = r->o.host->ops->health(r->o.host);
+		store_time(r, t0);
+		if (rc)
+			return runner_fail(r, rc, "host store (%s) is not available",
+					   r->o.host->ops->name), rc;
+	}
 	if ((rc = upload_step(r, &s, ids)) || (offload && (rc = alloc_new_blocks(r, &s))))
 		return rc;
 	RUN_TRY(r, runner_phase_step_start(r), fail);
@@ -626,8 +650,12 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	if (offload) {
-		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)) ||
-		    (rc = r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1)))
+		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)))
+			return rc;
+		uint64_t t0 = time_now_ns();
+		rc = r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1);
+		store_time(r, t0);
+		if (rc)
 			return rc;
 	} else if ((rc = collect_stats(r, &s))) {
 		return rc;

@@ -278,6 +278,11 @@ static void test_phase_times(void **state)
 	assert_true(timed.st.phase_ms[RUNNER_PHASE_ATTEND] > 0.0);
 	assert_true(timed.st.phase_ms[RUNNER_PHASE_FFN] > 0.0);
 	assert_true(timed.st.phase_ms[RUNNER_PHASE_HEAD] > 0.0);
+	/* the host store's calls (epochs, health checks, block allocations) are timed, and only
+	 * where there is a host store */
+	assert_true(timed.st.decode_store_s > 0.0 && plain.st.decode_store_s > 0.0);
+	assert_true(timed.st.decode_store_s < timed.st.decode_s);
+	assert_true(nooff.st.decode_store_s == 0.0);
 	if (sum > timed.st.decode_s * 1e3 * 1.001 + 0.01)
 		fail_msg("phases sum to %.3f ms, more than the decode's %.3f ms", sum,
 			 timed.st.decode_s * 1e3);
