@@ -226,8 +226,10 @@ static int open_host(struct job *j, bool inproc)
 	    .timeout_ms = (uint32_t)j->cfg->timeout_ms,
 	};
 	o.geom.unit_bytes = 2 * blk * c->head_dim * 2;
-	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes
-					    : (units + units / 8 + 64) * o.geom.unit_bytes;
+	/* Exactly the units the job can hold: the sequences free theirs when a mode ends, before
+	 * the next mode allocates, so nothing more is needed (an arena with 1/8 more than this
+	 * was refused under RAM budgets that the KV itself fitted). */
+	o.arena_bytes = j->cfg->arena_bytes ? j->cfg->arena_bytes : units * o.geom.unit_bytes;
 	if (inproc) {
 		if (j->host_inproc && host_fits(&o, &j->inproc_opts))
 			return 0;

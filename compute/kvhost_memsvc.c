@@ -212,16 +212,19 @@ int kvhost_memsvc_open(const struct kvhost_opts *o, struct kvhost **out, char *e
 		.timeout_ms = o->timeout_ms ? (int)o->timeout_ms : 5000,
 	};
 	struct kvm *p = calloc(1, sizeof(*p));
+	char why[320] = ""; /* the daemon's refusal, or the check that failed */
 	int rc;
 
 	if (!p)
 		return -ENOMEM;
+	mo.error = why;
+	mo.error_len = sizeof(why);
 	rc = memclient_open(&mo, &p->c);
 	if (rc) {
-		snprintf(err, err_len, "cannot attach to sparda-memsvc (runtime dir %s): %s%s%s",
+		snprintf(err, err_len, "cannot attach to sparda-memsvc (runtime dir %s): %s%s%s%s",
 			 o->runtime_dir ? o->runtime_dir : "default", err_str(rc),
 			 rc == -ENOENT || rc == -ECONNREFUSED ? "; is the daemon running?" : "",
-			 "");
+			 why[0] ? ": " : "", why);
 		free(p);
 		return rc;
 	}

@@ -335,6 +335,8 @@ int memclient_open(const struct memclient_opts *o, struct memclient **out)
 	struct memclient *c;
 	int rc;
 
+	if (o && o->error && o->error_len)
+		o->error[0] = '\0';
 	if (!o || !out || !o->arena_bytes || !o->max_seqs ||
 	    (o->wait_mode != SP_WAIT_SLEEP && o->wait_mode != SP_WAIT_POLL) ||
 	    (!!o->attach_path != !!o->ctl_endpoint))
@@ -373,6 +375,8 @@ int memclient_open(const struct memclient_opts *o, struct memclient **out)
 	*out = c;
 	return 0;
 out_close:
+	if (o->error && o->error_len)
+		snprintf(o->error, o->error_len, "%s", c->last_error);
 	memclient_close(c);
 	return rc;
 }

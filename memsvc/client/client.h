@@ -48,6 +48,11 @@ struct memclient_opts {
 	/* Forecasts as one ring entry per unit instead of through the vector area (the default
 	 * packs a request's units four to a cache line; this is the comparison). */
 	bool per_unit_forecast;
+	/* Where memclient_open copies why an attach failed, in words (the daemon's refusal, e.g.
+	 * the RAM budget the arena exceeds, or the check that failed), "" when it has none; NULL:
+	 * not wanted. */
+	char *error;
+	size_t error_len;
 };
 
 /* A sequence handle: a row of the session's sequence table and its generation. */

@@ -326,6 +326,45 @@ static void test_kv_larger_than_ram(void **state)
 	unlink(p.log);
 }
 
+/*
+ * The default arena is exactly the job's KV: every offloading mode runs in a memsvc whose RAM
+ * budget is that size (batch 2, 1600 + 16 tokens of the tiny model: 2 x 26 blocks x 4 layers x
+ * 2 KV heads = 416 units of 8 KiB), and one unit less is refused with an error naming the
+ * budget.
+ */
+static void test_arena_exact_budget(void **state)
+{
+	const uint64_t kv = 416ull * 8192;
+	char budget[64], rd[PATH_MAX + 32], js[PATH_MAX];
+	struct proc p;
+
+	for (int less = 0; less < 2; less++) {
+		snprintf(budget, sizeof(budget), "--ram-budget=%llu",
+			 (unsigned long long)(kv - (less ? 8192 : 0)));
+		const char *margs[] = { budget, NULL };
+		struct memsvc_proc *d = harness_start(margs);
+		daemon_args(d, rd, js);
+		const char *args[] = { rd, js, "--modes=sparse-offload,sparda,sparda-noprefetch",
+				       "--batch=2", "--prompt-tokens=1600", "--new-tokens=16",
+				       "--fallback=false", NULL };
+		if (!less) {
+			assert_int_equal(run_compute(args, 240000, &p), 0);
+			json_object *root = json_object_from_file(js + strlen("--json="));
+			assert_non_null(root);
+			assert_string_equal(str_of(mode_obj(root, "sparda"), "status"), "ok");
+			json_object_put(root);
+		} else {
+			spawn(&p, args);
+			assert_int_equal(wait_exit(&p, 240000), 1);
+			assert_true(log_has(&p, "RAM budget"));
+		}
+		unlink(p.log);
+		int ws = 0;
+		assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &ws), 0);
+		memsvc_proc_free(d);
+	}
+}
+
 static void test_no_memsvc_fallback(void **state)
 {
 	char *dir = harness_tmpdir(), rd[PATH_MAX + 32], js[PATH_MAX];
@@ -603,6 +642,7 @@ int main(void)
 		cmocka_unit_test(test_modes_through_memsvc),
 		cmocka_unit_test(test_inproc_modes_same_process),
 		cmocka_unit_test(test_kv_larger_than_ram),
+		cmocka_unit_test(test_arena_exact_budget),
 		cmocka_unit_test(test_no_memsvc_fallback),
 		cmocka_unit_test(test_memsvc_killed_mid_run),
 		cmocka_unit_test(test_killed_keeps_finished),
