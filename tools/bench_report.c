@@ -321,6 +321,13 @@ static const char *limited_by(const struct report *r, const char *model, int con
 	return f ? f->status : "";
 }
 
+/* Whether a larger batch than the feasible one failed (the limit was found) or every batch
+ * tried ran (false: the largest tried is a lower bound); null where nothing ran. */
+static json_object *reached_json(const char *limited, int feasible)
+{
+	return feasible > 0 ? json_object_new_boolean(limited[0] != '\0') : NULL;
+}
+
 /* Which memory a failure status names. */
 static const char *memory_of(const char *status)
 {
@@ -507,6 +514,7 @@ static void md_feasible(FILE *f, const struct report *r, json_object *arr)
 		json_object_object_add(o, "mode", json_object_new_string(w->mode));
 		json_object_object_add(o, "feasible_batch", json_object_new_int(fb));
 		json_object_object_add(o, "limited_by", jstr(lim));
+		json_object_object_add(o, "limit_reached", reached_json(lim, fb));
 		json_object_object_add(o, "memory", jstr(mem));
 		json_object_array_add(arr, o);
 	}
@@ -767,6 +775,8 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 		json_object_object_add(o, "ratio", jnum(q.v, q.have));
 		json_object_object_add(o, "sparda_limited_by", jstr(la));
 		json_object_object_add(o, "sparse_limited_by", jstr(ls));
+		json_object_object_add(o, "sparda_limit_reached", reached_json(la, fa));
+		json_object_object_add(o, "sparse_limit_reached", reached_json(ls, fs));
 		json_object_object_add(o, "sparda_memory", jstr(ma));
 		json_object_object_add(o, "sparse_memory", jstr(ms));
 		json_object_array_add(arr, o);

@@ -314,11 +314,13 @@ feas = {(f["model"], f["context"], f["mode"]): f for f in s["feasible"]}
 for ctx in (1100, 1300):
     f = feas[("tiny", ctx, "sparda")]
     assert (f["feasible_batch"], f["limited_by"], f["memory"]) == (1, "host-oom", "host memory")
+    assert f["limit_reached"] is True, f
     f = feas[("tiny", ctx, "sparse")]
-    assert (f["feasible_batch"], f["limited_by"]) == (4, None), f
+    assert (f["feasible_batch"], f["limited_by"], f["limit_reached"]) == (4, None, False), f
 mb = {(m["model"], m["context"]): m for m in s["max_batch"]}
 m = mb[("tiny", 1100)]
 assert (m["sparda_batch"], m["sparse_batch"], m["sparda_memory"]) == (1, 4, "host memory"), m
+assert (m["sparda_limit_reached"], m["sparse_limit_reached"]) == (True, False), m
 assert m["ratio"] > 0
 rat = {(x["model"], x["context"], x["batch"]): x for x in s["ratios"]}
 x = rat[("tiny", 1100, 1)]
