@@ -1129,10 +1129,10 @@ int main(void)
 	t_kv_store(3, 8, 64, 32);
 	t_sel_units(3, 2, 24, 12, true);
 	t_sel_units(2, 2, 40, 16, false);
-	t_sel_units(4, 2, 97, 96, true);     /* the decode's cache: top-96 in 97 slots */
-	t_sel_units(8, 8, 97, 1, true);      /* the tail block's slot */
-	t_sel_units(2, 3, 200, 150, true);   /* more entries than one pass of the CTA */
-	t_sel_units(2, 1, 13000, 40, true);  /* a map row too large for shared memory */
+	t_sel_units(4, 2, 97, 96, true);    /* the decode's cache: top-96 in 97 slots */
+	t_sel_units(8, 8, 97, 1, true);	    /* the tail block's slot */
+	t_sel_units(2, 3, 200, 150, true);  /* more entries than one pass of the CTA */
+	t_sel_units(2, 1, 13000, 40, true); /* a map row too large for shared memory */
 	t_resolve_loads(5, 16, 12, 64);
 
 	for (uint32_t gq = 1; gq <= 16; gq *= 4) {
