@@ -848,7 +848,8 @@ static int report_write(const struct report *r, const char *out)
 	json_object *s = summary_new(r, out), *rows = json_object_new_array(),
 		    *feas = json_object_new_array(), *rat = json_object_new_array(),
 		    *maxb = json_object_new_array(), *bound = json_object_new_array(),
-		    *peers = json_object_new_array(), *overlap = json_object_new_array();
+		    *peers = json_object_new_array(), *overlap = json_object_new_array(),
+		    *phases = json_object_new_array();
 	FILE *f;
 	int rc = 0;
 
@@ -859,6 +860,7 @@ static int report_write(const struct report *r, const char *out)
 	json_object_object_add(s, "process_boundary", bound);
 	json_object_object_add(s, "overlap", overlap);
 	json_object_object_add(s, "peers", peers);
+	json_object_object_add(s, "phases", phases);
 	snprintf(path, sizeof(path), "%s/report.md", r->dir);
 	if (!(f = fopen(path, "w"))) {
 		rc = -errno;
@@ -875,6 +877,7 @@ static int report_write(const struct report *r, const char *out)
 	md_boundary(f, r, bound);
 	md_max_batch(f, r, maxb);
 	md_peers(f, r, peers);
+	report_md_phases(f, r, phases);
 	if (fclose(f))
 		rc = -EIO;
 	snprintf(path, sizeof(path), "%s/summary.json", r->dir);

@@ -2,7 +2,8 @@
 /*
  * The rows `sparda bench report` reads back from a sweep's configuration records (one row per
  * mode of a configuration), shared by the loader and tables (bench_report.c), the limits the
- * records ran under (bench_report_limits.c) and the gnuplot plots (bench_report_plot.c).
+ * records ran under (bench_report_limits.c), the decode phases of --phase-times records
+ * (bench_report_phases.c) and the gnuplot plots (bench_report_plot.c).
  * Internal to tools/.
  */
 #ifndef SPARDA_TOOLS_BENCH_REPORT_H
@@ -81,5 +82,12 @@ void report_record_args(struct json_object *o, struct json_object **compute,
  * first: the section's first row.
  */
 void report_md_limits(FILE *f, const struct report *r, size_t first);
+
+/*
+ * "Where the decode step goes": each row whose result has compute's decode_phase_ms (a run with
+ * --phase-times), its phases per step, into the Markdown and arr (bench_report_phases.c).
+ * Nothing when no row has them.
+ */
+void report_md_phases(FILE *f, const struct report *r, struct json_object *arr);
 
 #endif

@@ -103,6 +103,27 @@ python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["modes"]["sparse"
 assert m["status"] == "gpu-oom" and "device" in m["error"], m' "$work/go/tiny_c1100_b1.json" ||
 	fail "gpu-mem-limit: $(cat "$work/go/tiny_c1100_b1.json")"
 
+# compute's --phase-times passed through: each mode's record carries its decode phases, and the
+# report tables them.
+"$sparda" bench sweep --out "$work/ph" --backend cpu --models tiny --contexts 1100 --batches 1 \
+	--modes sparda,sparda-nooffload --new-tokens 4 --timeout-s 60 --compute-arg=--phase-times \
+	>"$work/ph.log" || fail "phase-times sweep failed: $(cat "$work/ph.log")"
+"$sparda" bench report --out "$work/ph" >/dev/null || fail "report of the phase-times sweep"
+python3 - "$work/ph" <<'PY' || fail "phase-times records or report"
+import json, os, sys
+d = sys.argv[1]
+rec = json.load(open(os.path.join(d, "tiny_c1100_b1.json")))
+keys = ["embed", "qkvf", "select", "recall", "store_kv", "attend", "ffn", "head", "span", "host"]
+for m in ("sparda", "sparda-nooffload"):
+    ph = rec["modes"][m]["result"]["decode_phase_ms"]
+    assert sorted(ph) == sorted(keys) and ph["ffn"] > 0 and ph["span"] > 0, ph
+s = json.load(open(os.path.join(d, "report", "summary.json")))
+assert sorted(p["mode"] for p in s["phases"]) == ["sparda", "sparda-nooffload"], s["phases"]
+md = open(os.path.join(d, "report", "report.md")).read()
+assert "## Where the decode step goes (`--phase-times` records)" in md
+assert "| tiny | 1100 | 1 | sparda |" in md.split("## Where the decode step goes")[1]
+PY
+
 # --batch-refine 1 with batches 1,8 under a device limit that stops both modes between them:
 # part 1/2 (batch 1) does not refine; batch 8 run without it, then a budget that leaves the
 # refinement (exit 3, nothing written), its plan, part 2/2 bisecting each mode (the modes that
@@ -210,8 +231,10 @@ split = dict(decode_compute_ms=34.0, decode_fetch_ms=17.0, decode_fetch_exposed_
              recall=0.9, gpu_mem_peak_bytes=2 * 2**30, host_rss_peak_bytes=2**30,
              pcie_h2d_gbps=40.0, pcie_d2h_gbps=1.5)
 base = {"kind": "sweep-config", "model": "synth", "context": 4096, "batch": 1}
+phases = dict(embed=0.01, qkvf=0.5, select=0.25, recall=0.0, store_kv=0.1, attend=0.6, ffn=1.2,
+              head=0.14, span=2.8, host=0.2)
 json.dump(dict(base, store="memsvc", modes={
-    "sparda": res(300.0, 3.0, 1.0, **split), "sparse-offload": res(200.0, 5.0, 2.0),
+    "sparda": res(300.0, 3.0, 1.0, decode_phase_ms=phases, **split), "sparse-offload": res(200.0, 5.0, 2.0),
     "sparse": res(400.0, 2.5, 2.5), "sparda-nooffload": res(450.0, 2.0, 1.0, **split)}),
     open(os.path.join(out, "synth_c4096_b1.json"), "w"))
 json.dump(dict(base, store="hf", modes={
@@ -390,6 +413,11 @@ c = mb_row("| synth | 4096 | ")
 assert c[7:] == ["not reached (largest batch tried)"] * 2, c
 assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
 assert "| synth | 4096 | 1 | 300.0 | 100.0 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
+# the one record with decode phases (the hand-made sparda): its row, and only it
+assert ("| synth | 4096 | 1 | sparda | 0.010 | 0.500 | 0.250 | 0.000 | 0.100 | 0.600 | 1.200 | "
+        "0.140 | 2.800 | 0.200 | 3.000 |") in md
+s = json.load(open(os.path.join(out, "report", "summary.json")))
+assert [(p["model"], p["mode"], p["ffn"]) for p in s["phases"]] == [("synth", "sparda", 1.2)], s["phases"]
 PY
 
 if command -v gnuplot >/dev/null; then
