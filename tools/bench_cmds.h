@@ -49,6 +49,9 @@ struct sweep_cfg {
 	double timeout_s;		/* for the whole configuration, reruns included */
 	const char *const *memsvc_args; /* NULL-terminated pass-through */
 	const char *const *compute_args;
+	/* <name>.json exists with other modes, recorded with the same pass-through arguments
+	 * (sweep_record_mergeable): these modes join it instead of replacing it */
+	bool merge;
 };
 
 /* What a configuration came to, mode by mode. */
@@ -66,6 +69,16 @@ struct sweep_outcome {
  * not be (nothing written).
  */
 int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *o);
+
+/*
+ * Can modes be added to the record at path (sweep_cfg.merge)? 1: it exists and was made with
+ * the same --compute-arg and --memsvc-arg (the same limits); 0: there is none; -1: it exists
+ * but cannot be read or was made with other arguments (then it is left as it is).
+ */
+int sweep_record_mergeable(const struct sweep_cfg *c, const char *path);
+
+/* Is mode in the record at path (any status)? */
+bool sweep_record_has(const char *path, const char *mode);
 
 /* Is the mode one whose KV lives in the host store? */
 bool sweep_mode_offloads(const char *mode);

@@ -2,7 +2,8 @@
 /*
  * `sparda bench sweep`: the evaluation grid (models x contexts x batches), each configuration
  * one memsvc + compute run of all its modes recorded as <out>/<name>.json. Resumable (existing
- * records are skipped), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
+ * records are skipped, or joined by the modes they lack when made with the same pass-through
+ * arguments), splittable (--part K/N, --budget-s), failure-tolerant (a failed mode is
  * recorded), with the feasible-batch search (a mode stops at its first out-of-memory batch;
  * --batch-refine bisects between that batch and its largest ok one).
  * Generated models get a fitted Forecast (`gen-model --train-forecast`, which keeps the
@@ -539,11 +540,33 @@ int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_
 	return 0;
 }
 
+/*
+ * A record of this configuration exists (c->merge): keep only the modes and skips it does not
+ * hold yet (e.g. it was written by another mode's --batch-refine, or a grid of other modes).
+ * Returns whether any is left.
+ */
+static bool keep_missing(struct sweep_cfg *c, const char *path)
+{
+	const char **run = (const char **)c->modes;
+	struct sweep_skip *skip = (struct sweep_skip *)c->skips;
+	int n = 0, k = 0;
+
+	for (int i = 0; i < c->n_modes; i++)
+		if (!sweep_record_has(path, run[i]))
+			run[n++] = run[i];
+	for (int i = 0; i < c->n_skips; i++)
+		if (!sweep_record_has(path, skip[i].mode))
+			skip[k++] = skip[i];
+	c->n_modes = n;
+	c->n_skips = k;
+	return n + k > 0;
+}
+
 /* Run (or skip) one configuration. Returns 0, or -errno when its record cannot be written. */
 static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c, int bi,
 		       bool inproc, struct tally *t)
 {
-	char name[256], path[PATH_MAX], tag[16];
+	char name[256], path[PATH_MAX], rec[PATH_MAX], tag[16];
 	const char *run[LIST_MAX], *inrun[LIST_MAX];
 	struct sweep_skip skip[LIST_MAX];
 	struct sweep_outcome so = {0};
@@ -552,11 +575,21 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	snprintf(name, sizeof(name), "%s_c%u_b%u%s", m->stem, c->context, c->batch,
 		 inproc ? "_inproc" : "");
 	snprintf(path, sizeof(path), "%s/%s.json", o->out, name);
+	snprintf(rec, sizeof(rec), "%s", path);
 	c->name = name;
 	c->store = inproc ? "inproc" : "memsvc";
-	if (access(path, F_OK) == 0) {
+	c->merge = false;
+	switch (sweep_record_mergeable(c, path)) {
+	case 0:
+		break;
+	case 1: /* the modes it lacks join it, below */
+		c->merge = true;
+		break;
+	default:
 		t->skipped++;
-		printf("[%u] %s: exists, skipped\n", t->total, name);
+		printf("[%u] %s: exists (with other --compute-arg/--memsvc-arg, or unreadable), "
+		       "skipped\n",
+		       t->total, name);
 		return 0;
 	}
 	if (inproc) { /* after the memsvc record of the configuration, which it is compared with */
@@ -574,7 +607,12 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	}
 	plan_modes(o, m, c, bi, inproc, run, skip);
 	c->n_inproc = 0;
-	if (!inproc)
+	if (c->merge && !keep_missing(c, rec)) {
+		t->skipped++;
+		printf("[%u] %s: exists, skipped\n", t->total, name);
+		return 0;
+	}
+	if (!inproc && !c->merge) /* a merge's in-process runs get a process of their own */
 		plan_inproc(o, m, c, bi, inrun);
 	if (o->dry_run) {
 		t->planned += c->n_modes > 0;

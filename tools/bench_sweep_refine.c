@@ -30,6 +30,26 @@ static bool out_of_memory(const char *status)
 	return !strcmp(status, "gpu-oom") || !strcmp(status, "host-oom");
 }
 
+/* Path of the (memsvc) record of a batch. */
+static void record_path(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+			unsigned batch, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s_c%u_b%u.json", o->out, m->stem, ctx, batch);
+}
+
+/* Was the record of the batch made with this sweep's pass-through arguments? */
+static bool mergeable(const struct sweep_opts *o, const struct model *m, unsigned ctx,
+		      unsigned batch)
+{
+	struct sweep_cfg c = { .store = "memsvc",
+			       .compute_args = o->compute_args,
+			       .memsvc_args = o->memsvc_args };
+	char path[PATH_MAX];
+
+	record_path(o, m, ctx, batch, path, sizeof(path));
+	return sweep_record_mergeable(&c, path) == 1;
+}
+
 /*
  * The ladder's records give a mode's lo and hi; the records of the midpoints narrow them until
  * one is missing (BISECT_RUN) or they are at most o->refine apart. The walk depends on the
@@ -72,8 +92,13 @@ static void bisect_walk(const struct sweep_opts *o, const struct model *m, unsig
 		} else if (out_of_memory(st)) {
 			b->hi = mid;
 			snprintf(b->hi_status, sizeof(b->hi_status), "%s", st);
+		} else if (!st[0] && mergeable(o, m, ctx, mid)) {
+			b->state = BISECT_RUN; /* the mode joins the record (another mode's, or a
+						* grid's of other modes, with the same arguments) */
+			b->next = mid;
+			return;
 		} else { /* a timeout or an error says nothing of memory; a record without the mode
-			  * (another mode's refinement, another grid) is not run again */
+			  * made with other arguments is left as it is */
 			b->state = BISECT_STOPPED;
 			snprintf(b->why, sizeof(b->why), "%s at batch %u",
 				 st[0] ? st : "not recorded", mid);
@@ -189,7 +214,7 @@ static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep
 {
 	const char *run[LIST_MAX];
 	struct sweep_outcome so = {0};
-	char name[256];
+	char name[256], path[PATH_MAX];
 	int rc;
 
 	if ((t->stopped = sweep_over_budget(o)))
@@ -202,6 +227,8 @@ static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep
 	c->name = name;
 	c->batch = next;
 	c->modes = run;
+	record_path(o, m, c->context, next, path, sizeof(path));
+	c->merge = sweep_record_mergeable(c, path) == 1; /* bisect_walk checked the arguments */
 	printf("[refine] %s: ", name);
 	print_between(o, b, ours, next);
 	printf("\n");

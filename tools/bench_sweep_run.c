@@ -606,6 +606,103 @@ static bool record_inproc(const struct sweep_cfg *c, json_object *root, json_obj
 	return ok;
 }
 
+/* Are the record's arguments (a JSON array, or absent in older records) exactly args? */
+static bool args_equal(json_object *rec, const char *key, const char *const *args)
+{
+	json_object *a = NULL;
+	size_t n = 0;
+
+	while (args && args[n])
+		n++;
+	if (!json_object_object_get_ex(rec, key, &a) || !json_object_is_type(a, json_type_array))
+		return n == 0;
+	if (json_object_array_length(a) != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		const char *v = json_object_get_string(json_object_array_get_idx(a, i));
+		if (!v || strcmp(v, args[i]))
+			return false;
+	}
+	return true;
+}
+
+int sweep_record_mergeable(const struct sweep_cfg *c, const char *path)
+{
+	json_object *r;
+	bool same;
+
+	if (access(path, F_OK))
+		return 0;
+	if (!(r = json_object_from_file(path)))
+		return -1;
+	same = args_equal(r, "compute_args", c->compute_args) &&
+	       args_equal(r, "memsvc_args", strcmp(c->store, "inproc") ? c->memsvc_args : NULL);
+	json_object_put(r);
+	return same ? 1 : -1;
+}
+
+bool sweep_record_has(const char *path, const char *mode)
+{
+	json_object *r = json_object_from_file(path), *modes;
+	bool has = r && json_object_object_get_ex(r, "modes", &modes) &&
+		   json_object_object_get_ex(modes, mode, NULL);
+
+	json_object_put(r);
+	return has;
+}
+
+/*
+ * c->merge: the existing record with this run's modes added. Its runs come first, so this
+ * run's modes point past them; the asked modes are the union. Returns the record to write (a
+ * new reference), or NULL when the old one cannot be read (then this run's is written alone).
+ */
+static json_object *merge_record(const struct sweep_cfg *c, json_object *rec)
+{
+	char path[PATH_MAX];
+	json_object *old, *oruns, *omodes, *oasked, *runs, *modes, *asked, *fc;
+	size_t base;
+
+	snprintf(path, sizeof(path), "%s/%s.json", c->out, c->name);
+	if (!(old = json_object_from_file(path)))
+		return NULL;
+	if (!json_object_object_get_ex(old, "runs", &oruns) ||
+	    !json_object_object_get_ex(old, "modes", &omodes) ||
+	    !json_object_object_get_ex(rec, "runs", &runs) ||
+	    !json_object_object_get_ex(rec, "modes", &modes)) {
+		json_object_put(old);
+		return NULL;
+	}
+	base = json_object_array_length(oruns);
+	for (size_t i = 0; i < json_object_array_length(runs); i++)
+		json_object_array_add(oruns, json_object_get(json_object_array_get_idx(runs, i)));
+	json_object_object_foreach(modes, name, m)
+	{
+		json_object *run;
+
+		if (json_object_object_get_ex(m, "run", &run) && run)
+			json_object_object_add(
+			    m, "run",
+			    json_object_new_int((int)(base + (size_t)json_object_get_int(run))));
+		json_object_object_add(omodes, name, json_object_get(m));
+	}
+	if (json_object_object_get_ex(old, "modes_asked", &oasked) &&
+	    json_object_object_get_ex(rec, "modes_asked", &asked))
+		for (size_t i = 0; i < json_object_array_length(asked); i++) {
+			json_object *a = json_object_array_get_idx(asked, i);
+			bool seen = false;
+			for (size_t j = 0; j < json_object_array_length(oasked) && !seen; j++)
+				seen = !strcmp(json_object_get_string(a),
+					       json_object_get_string(
+						   json_object_array_get_idx(oasked, j)));
+			if (!seen)
+				json_object_array_add(oasked, json_object_get(a));
+		}
+	if ((!json_object_object_get_ex(old, "forecast", &fc) || !fc) &&
+	    json_object_object_get_ex(rec, "forecast", &fc) && fc)
+		json_object_object_add(old, "forecast", json_object_get(fc));
+	return old;
+}
+
 int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 {
 	const char *todo[MODES_MAX];
@@ -659,6 +756,13 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *so)
 		json_object_object_add(rec, "forecast", NULL);
 	json_object_object_add(rec, "runs", runs);
 	json_object_object_add(rec, "modes", modes);
+	if (c->merge) {
+		json_object *merged = merge_record(c, rec);
+		if (merged) {
+			json_object_put(rec);
+			rec = merged;
+		}
+	}
 	rc = record_write(c, rec);
 	json_object_put(rec);
 	return rc;

@@ -209,6 +209,46 @@ line = next(l for l in md[mbi:] if l.startswith("| tiny | 1100 | "))
 assert line.startswith("| tiny | 1100 | %d |" % mb["sparda_batch"]), line
 assert line.endswith("| GPU memory | GPU memory |"), line
 PY
+
+# A record joined by the modes it lacks, when made with the same pass-through arguments: a
+# sparse-only grid, then sparse and sparda (sparda joins batch 1 and 8, then its bisection joins
+# the midpoints sparse's refinement recorded), a rerun that runs nothing, and other arguments
+# that leave the records alone.
+mg=$work/mg
+msweep() {
+	"$sparda" bench sweep --out "$mg" --backend cpu --models tiny --contexts 1100 \
+		--batches 1,8 --new-tokens 3 --timeout-s 60 --compute-arg=--threads=2 \
+		--compute-arg=--gpu-mem-limit=20M --memsvc-arg=--ram-budget=256M "$@"
+}
+msweep --modes sparse --batch-refine 2 >"$work/mg1.log" || fail "merge: sparse exited $?"
+msweep --modes sparse,sparda --batch-refine 2 >"$work/mg2.log" || fail "merge: both exited $?"
+grep -q "\[1\] tiny_c1100_b1: 1 modes ok, 0 failed, 0 skipped, in 1 run" "$work/mg2.log" &&
+	grep -q "\[refine\] tiny_c1100_b4: sparda (ok at 1, gpu-oom at 8)" "$work/mg2.log" ||
+	fail "merge: $(cat "$work/mg2.log")"
+before=$(stat -c %Y.%s "$mg"/*.json | md5sum)
+msweep --modes sparse,sparda --batch-refine 2 >"$work/mg3.log" || fail "merge rerun exited $?"
+grep -q "0 ran (0 modes ok, 0 failed), 2 skipped, 0 left" "$work/mg3.log" &&
+	grep -q "batch refinement: 0 ran (0 modes ok, 0 failed), 0 left" "$work/mg3.log" ||
+	fail "merge rerun: $(cat "$work/mg3.log")"
+"$sparda" bench sweep --out "$mg" --backend cpu --models tiny --contexts 1100 --batches 1 \
+	--modes sparse-offload --new-tokens 3 --timeout-s 60 --compute-arg=--threads=1 \
+	>"$work/mg4.log" || fail "merge, other arguments exited $?"
+grep -q "tiny_c1100_b1: exists (with other --compute-arg/--memsvc-arg, or unreadable), skipped" \
+	"$work/mg4.log" || fail "merge, other arguments: $(cat "$work/mg4.log")"
+[ "$before" = "$(stat -c %Y.%s "$mg"/*.json | md5sum)" ] || fail "merge: a rerun rewrote"
+python3 - "$mg" <<'PY' || fail "merged records"
+import json, os, sys
+mg = sys.argv[1]
+def rec(b):
+    return json.load(open(os.path.join(mg, f"tiny_c1100_b{b}.json")))
+for b in (1, 8, 4):
+    r = rec(b)
+    # sparse's process first, then sparda's, each mode pointing at its own
+    assert r["modes_asked"] == ["sparse", "sparda"] and len(r["runs"]) == 2, (b, r)
+    assert (r["modes"]["sparse"]["run"], r["modes"]["sparda"]["run"]) == (0, 1), (b, r["modes"])
+    assert r["runs"][1]["modes"] == ["sparda"], r["runs"]
+assert rec(1)["modes"]["sparda"]["status"] == "ok" and rec(8)["modes"]["sparda"]["status"] == "gpu-oom"
+PY
 rc=0
 "$sparda" bench sweep --out "$work/bu" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --timeout-s 60 --budget-s 1 >"$work/bu.log" || rc=$?
