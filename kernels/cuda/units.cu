@@ -45,8 +45,10 @@ __global__ void sel_units_kernel(int32_t *unit_idx, int32_t *unit_len, const int
 /*
  * sel_units through a slot map: CTA i reads cache i's map row into shared memory once, then
  * each thread finds its blocks' slots there. A scan of the row in global memory per entry (the
- * kernel above) waits on one load per slot in turn: ~12 us a launch on the H200 at 97 slots.
- * The scan runs down the whole row, so the lowest matching slot wins, as in the CPU reference.
+ * kernel above) waits on one load per slot in turn, up to 97 of them: on the H200 the decode's
+ * phases that use it ran 8-12 us longer per offloaded layer than the resident layout's
+ * (docs/perf-notes.md). The scan runs down the whole row, so the lowest matching slot wins,
+ * as in the CPU reference.
  */
 __global__ void sel_units_map_kernel(int32_t *unit_idx, int32_t *unit_len, const int32_t *sel,
 				     const int32_t *map, const int32_t *n_tokens, uint32_t n_kv,
