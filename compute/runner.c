@@ -240,18 +240,24 @@ static int alloc_activations(struct runner *r)
 	    dev_alloc(r, &r->xn, B * r->hidden * 2) || dev_alloc(r, &r->qkvf, B * r->qkvf_cols * 2) ||
 	    dev_alloc(r, &r->attn, B * r->q_cols * 2) || dev_alloc(r, &r->tmp, B * r->hidden * 2) ||
 	    dev_alloc(r, &r->gu, B * 2 * r->ffn * 2) || dev_alloc(r, &r->ffo, B * r->ffn * 2) ||
-	    dev_alloc(r, &r->scores, nc * r->ck_cap * 4) || dev_alloc(r, &r->pos, B * 4) ||
-	    dev_alloc(r, &r->n_tok, B * 4) || dev_alloc(r, &r->n_ent, B * 4) ||
-	    dev_alloc(r, &r->n_blk, B * 4) || dev_alloc(r, &r->tail_sel, nc * 4) ||
+	    dev_alloc(r, &r->scores, nc * r->ck_cap * 4) ||
+	    dev_alloc(r, &r->step_dev, r->step_words * 4) ||
 	    dev_alloc(r, &r->tail_idx, nc * 4) || dev_alloc(r, &r->tail_len, nc * 4) ||
-	    dev_alloc(r, &r->ids, B * 4) || dev_alloc(r, &r->argmax, B * 4) ||
-	    dev_alloc(r, &r->store_idx, nc * 4) || dev_alloc(r, &r->wb_dst, nc * 4) ||
-	    dev_alloc(r, &r->n_ent0, B * 4) ||
+	    dev_alloc(r, &r->argmax, B * 4) || dev_alloc(r, &r->wb_dst, nc * 4) ||
 	    dev_alloc(r, &r->iota, nc * r->n_slots * 4) || dev_alloc(r, &r->neg1, nc * 4) ||
 	    dev_alloc(r, &r->unit_idx, nc * r->sel_cap * 4) ||
 	    dev_alloc(r, &r->unit_len, nc * r->sel_cap * 4) ||
 	    dev_alloc(r, &r->attn_work, k->attn_decode_work(r->kb, B, r->n_q, r->sel_cap, r->hd)))
 		return -ENOMEM;
+	/* the step's uploaded arrays, in step_dev's order (runner_internal.h) */
+	r->ids = r->step_dev;
+	r->pos = r->ids + B;
+	r->n_tok = r->pos + B;
+	r->n_ent = r->n_tok + B;
+	r->n_ent0 = r->n_ent + B;
+	r->n_blk = r->n_ent0 + B;
+	r->tail_sel = r->n_blk + B;
+	r->store_idx = r->tail_sel + nc;
 	r->p_work_bytes = k->select_prefill_work(r->kb, (uint32_t)T, 0, r->n_q, r->n_kv,
 						 &r->c.sparse);
 	if (dev_alloc(r, &r->p_resid, T * r->hidden * 4) || dev_alloc(r, &r->p_xn, T * r->hidden * 2) ||
@@ -283,6 +289,12 @@ static int alloc_host(struct runner *r)
 	r->h_blocks = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
 	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
+	r->step_words = 6 * (size_t)r->o.max_batch + 2 * (size_t)r->n_caches;
+	r->h_step_bytes = (r->step_words * sizeof(int32_t) + 4095) & ~(size_t)4095;
+	if (posix_memalign((void **)&r->h_step, 4096, r->h_step_bytes))
+		r->h_step = NULL;
+	else
+		memset(r->h_step, 0, r->h_step_bytes);
 	r->stats_per = (size_t)r->n_caches * (1 + r->n_slots);
 	r->h_stats_bytes = ((size_t)r->L * r->stats_per + 1) * sizeof(int32_t);
 	r->h_stats_bytes = (r->h_stats_bytes + 4095) & ~(size_t)4095; /* whole pages to pin */
@@ -296,7 +308,7 @@ static int alloc_host(struct runner *r)
 	r->full = calloc(r->o.max_batch, sizeof(bool));
 	r->h_logits = calloc((size_t)r->o.max_batch * r->vocab, sizeof(float));
 	r->st.layer = calloc(r->L, sizeof(struct runner_layer_stats));
-	if (!r->h_i32 || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len ||
+	if (!r->h_i32 || !r->h_step || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len ||
 	    !r->h_logits || !r->st.layer || !r->full)
 		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
 	return 0;
@@ -435,6 +447,12 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 		goto out_close;
 	}
 	r->stats_registered = true;
+	/* Pinned, so the step's one upload is a true asynchronous copy (upload_step). */
+	if ((rc = kb->ops->host_register(kb, r->h_step, r->h_step_bytes, &unused))) {
+		runner_fail(r, rc, "registering the step upload buffer failed");
+		goto out_close;
+	}
+	r->step_registered = true;
 	/* PREP of the next layer runs on the copy stream unless told to stay inline (A/B runs). */
 	const char *ps = getenv("SPARDA_PREP_STREAM");
 	r->prep_side = !(ps && strcmp(ps, "compute") == 0);
@@ -507,9 +525,8 @@ void runner_close(struct runner *r)
 	free(r->h_uidx_side);
 	void *gp[] = { r->embed, r->norm, r->lm_head == r->embed ? NULL : r->lm_head, r->inv_freq,
 		       r->resid, r->logits, r->xn, r->qkvf, r->attn, r->tmp, r->gu, r->ffo,
-		       r->scores, r->pos, r->n_tok, r->n_ent, r->n_blk, r->tail_sel, r->tail_idx,
-		       r->tail_len, r->ids, r->argmax, r->store_idx, r->unit_idx, r->unit_len,
-		       r->wb_dst, r->stats_dev, r->n_ent0, r->iota, r->neg1, r->attn_work, r->p_resid, r->p_xn, r->p_qkvf[0],
+		       r->scores, r->step_dev, r->tail_idx, r->tail_len, r->argmax, r->unit_idx,
+		       r->unit_len, r->wb_dst, r->stats_dev, r->iota, r->neg1, r->attn_work, r->p_resid, r->p_xn, r->p_qkvf[0],
 		       r->p_qkvf[1], r->p_attn, r->p_tmp, r->p_gu, r->p_ffo, r->p_pos, r->p_ids, r->p_sel,
 		       r->p_uidx, r->p_work };
 	for (size_t i = 0; i < sizeof(gp) / sizeof(gp[0]); i++)
@@ -520,6 +537,8 @@ void runner_close(struct runner *r)
 		k->host_unregister(r->kb, (void *)r->o.host->words);
 	if (r->stats_registered)
 		k->host_unregister(r->kb, r->h_stats);
+	if (r->step_registered)
+		k->host_unregister(r->kb, r->h_step);
 	if (r->loads_registered)
 		k->host_unregister(r->kb, r->h_loads);
 	free(r->h_loads);
@@ -531,6 +550,7 @@ void runner_close(struct runner *r)
 	free(r->h_i32);
 	free(r->h_arena_tail);
 	free(r->h_stats);
+	free(r->h_step);
 	free(r->h_units);
 	free(r->h_blocks);
 	free(r->h_flag);

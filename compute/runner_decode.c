@@ -54,30 +54,41 @@ static int upload_step(struct runner *r, struct step *s, const int32_t *ids)
 		return runner_fail(r, -EINVAL, "dense step over %u blocks exceeds %u cache slots",
 				   s->max_blk, r->n_slots), -EINVAL;
 
-#define UP(dev, expr, n)                                                                       \
-	do {                                                                                   \
-		for (uint32_t i = 0; i < (n); i++)                                             \
-			h[i] = (expr);                                                         \
-		if ((rc = runner_upload_i32(r, (dev), h, (n))))                                \
-			return rc;                                                             \
-	} while (0)
-	UP(r->ids, ids[i], s->B);
-	UP(r->pos, (int32_t)r->len[i], s->B);
-	UP(r->n_tok, (int32_t)r->len[i] + 1, s->B);
-	UP(r->n_ent, (int32_t)kb_ck_entries(sp, r->len[i] + 1), s->B);
-	UP(r->n_ent0, (int32_t)kb_ck_entries(sp, r->len[i]), s->B);
-	UP(r->n_blk, (int32_t)(r->len[i] / sp->block + 1), s->B);
-	UP(r->tail_sel, (int32_t)(r->len[i / r->n_kv] / sp->block), s->nc);
-	UP(r->store_idx, (int32_t)(i * r->max_blocks + r->len[i / r->n_kv] / sp->block), s->nc);
+	/* One copy of the step's arrays from the pinned h_step into step_dev, laid out alike
+	 * ([max_batch] each, then [n_caches] each). No sync: h_step is next written by the next
+	 * step, after this step's sampling synchronised the compute stream. */
+	int32_t *st = r->h_step;
+	size_t MB = r->o.max_batch, MC = r->n_caches;
+	for (uint32_t i = 0; i < s->B; i++) {
+		uint32_t len = r->len[i];
+		st[i] = ids[i];
+		st[MB + i] = (int32_t)len;
+		st[2 * MB + i] = (int32_t)len + 1;
+		st[3 * MB + i] = (int32_t)kb_ck_entries(sp, len + 1);
+		st[4 * MB + i] = (int32_t)kb_ck_entries(sp, len);
+		st[5 * MB + i] = (int32_t)(len / sp->block + 1);
+	}
+	for (uint32_t i = 0; i < s->nc; i++) {
+		uint32_t blk = r->len[i / r->n_kv] / sp->block;
+		st[6 * MB + i] = (int32_t)blk;
+		st[6 * MB + MC + i] = (int32_t)(i * r->max_blocks + blk);
+	}
+	if ((rc = r->kb->ops->memcpy(r->kb, r->step_dev, st, r->step_words * 4, KB_H2D,
+				     KB_STREAM_COMPUTE)))
+		return rc;
 	if (!s->sparse && r->o.mode != RUNNER_MODE_DENSE) {
 		uint32_t n = s->nc * r->n_slots;
-		UP(r->iota, (int32_t)(i % r->n_slots) < (int32_t)(r->len[i / r->n_slots / r->n_kv] /
-								    sp->block + 1)
-				    ? (int32_t)(i % r->n_slots) : -1, n);
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t slot = i % r->n_slots;
+			h[i] = slot < r->len[i / r->n_slots / r->n_kv] / sp->block + 1 ? (int32_t)slot
+										 : -1;
+		}
+		/* the host scratch is reused by the next upload: make this copy land first */
+		if ((rc = runner_upload_i32(r, r->iota, h, n)) ||
+		    (rc = r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE)))
+			return rc;
 	}
-#undef UP
-	/* the host scratch is reused by the next upload: make these copies land first */
-	return r->kb->ops->sync(r->kb, KB_STREAM_COMPUTE);
+	return 0;
 }
 
 /* The units (sequence i, offloaded layer, head, block) of every sequence whose flag is set. */

@@ -80,6 +80,12 @@ struct runner {
 	bool loads_registered;
 	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */
 	struct kb_event *f_read;
+	/* The step's uploaded arrays lie in step_dev, [max_batch] each then [n_caches] each:
+	 * ids, pos, n_tok, n_ent, n_ent0, n_blk | tail_sel, store_idx; upload_step fills the
+	 * pinned h_step alike and sends it in one copy (step_words int32) */
+	int32_t *step_dev, *h_step;
+	size_t step_words, h_step_bytes;
+	bool step_registered;
 	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
 	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;
 	int32_t *n_ent0;     /* compressed entries before this token (Forecast PREP of l+1) */
