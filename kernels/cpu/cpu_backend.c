@@ -195,6 +195,10 @@ static const struct kb_ops cpu_ops = {
     .resolve_loads = cpu_resolve_loads,
 };
 
+/* OpenBLAS's thread pool size (only OpenBLAS has it: weak, NULL with another BLAS). */
+void openblas_set_num_threads(int num_threads);
+#pragma weak openblas_set_num_threads
+
 int kb_cpu_open(const struct kb_opts *o, struct kb **out)
 {
 	struct cpu_priv *priv;
@@ -215,6 +219,11 @@ int kb_cpu_open(const struct kb_opts *o, struct kb **out)
 	if (!(o && o->cpu_threads))
 		priv->threads = omp_get_num_procs();
 #endif
+	/* The GEMM splits its tiles across the OpenMP team itself (cpu_gemm.c); a BLAS pool of
+	 * its own on the same cores, spinning between calls, made the decode's speed vary up to
+	 * 2x from run to run on two cores shared with memsvc. */
+	if (openblas_set_num_threads)
+		openblas_set_num_threads(1);
 	kb->ops = &cpu_ops;
 	kb->kind = KB_KIND_CPU;
 	kb->priv = priv;

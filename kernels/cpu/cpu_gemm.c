@@ -21,22 +21,25 @@ static void to_f32(struct kb *kb, float *dst, const uint16_t *src, uint32_t rows
 		cpu_row_to_f32(dst + (size_t)r * k, src + (size_t)r * ld, k);
 }
 
-/* One [mt, nt] tile of C from converted tiles af [mt, k] and wf [nt, k]. */
-static void gemm_tile(const float *af, const float *wf, uint32_t mt, uint32_t nt, uint32_t k,
-		      void *c, uint32_t ldc, bool c_f32, float alpha, float beta, float *tmp)
+/* Columns [j0, j0 + nj) of a [mt, nt] tile of C from converted tiles af [mt, k] and wf [nt, k]
+ * (tmp [mt, nt]: the fp32 result of a bf16 C). */
+static void gemm_cols(const float *af, const float *wf, uint32_t mt, uint32_t nt, uint32_t j0,
+		      uint32_t nj, uint32_t k, void *c, uint32_t ldc, bool c_f32, float alpha,
+		      float beta, float *tmp)
 {
 	if (c_f32) {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mt, (int)nt, (int)k,
-			    alpha, af, (int)k, wf, (int)k, beta, c, (int)ldc);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mt, (int)nj, (int)k,
+			    alpha, af, (int)k, wf + (size_t)j0 * k, (int)k, beta, (float *)c + j0,
+			    (int)ldc);
 		return;
 	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mt, (int)nt, (int)k, alpha, af,
-		    (int)k, wf, (int)k, 0.0f, tmp, (int)nt);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mt, (int)nj, (int)k, alpha, af,
+		    (int)k, wf + (size_t)j0 * k, (int)k, 0.0f, tmp + j0, (int)nt);
 	for (uint32_t i = 0; i < mt; i++) {
 		uint16_t *crow = (uint16_t *)c + (size_t)i * ldc;
 		const float *t = tmp + (size_t)i * nt;
 
-		for (uint32_t j = 0; j < nt; j++) {
+		for (uint32_t j = j0; j < j0 + nj; j++) {
 			float x = t[j];
 
 			/* beta == 0 does not read C (it may hold garbage), as in BLAS. */
@@ -44,6 +47,34 @@ static void gemm_tile(const float *af, const float *wf, uint32_t mt, uint32_t nt
 				x += beta * kb_bf16_to_f32(crow[j]);
 			crow[j] = kb_f32_to_bf16(x);
 		}
+	}
+}
+
+/* Below this many multiply-adds a tile runs on one thread (a parallel region costs more). */
+#define GEMM_PAR_MIN (1u << 16)
+
+/*
+ * One [mt, nt] tile of C, its columns split across the backend's threads (cpu_threads: the
+ * OpenMP team of every CPU op), each a single-threaded BLAS call: BLAS's own thread pool is
+ * kept to one thread (kb_cpu_open), so --threads bounds the GEMMs too and the two pools do not
+ * compete for the cores.
+ */
+static void gemm_tile(struct kb *kb, const float *af, const float *wf, uint32_t mt, uint32_t nt,
+		      uint32_t k, void *c, uint32_t ldc, bool c_f32, float alpha, float beta,
+		      float *tmp)
+{
+	uint32_t parts = (uint32_t)cpu_threads(kb);
+
+	if (parts > nt)
+		parts = nt;
+	if ((uint64_t)mt * nt * k < GEMM_PAR_MIN)
+		parts = 1;
+#pragma omp parallel for num_threads(parts) if (parts > 1)
+	for (uint32_t p = 0; p < parts; p++) {
+		uint32_t j0 = (uint32_t)((uint64_t)nt * p / parts);
+		uint32_t j1 = (uint32_t)((uint64_t)nt * (p + 1) / parts);
+
+		gemm_cols(af, wf, mt, nt, j0, j1 - j0, k, c, ldc, c_f32, alpha, beta, tmp);
 	}
 }
 
@@ -82,7 +113,7 @@ int cpu_gemm(struct kb *kb, enum kb_stream s, uint32_t m, uint32_t n, uint32_t k
 			    c_f32 ? (void *)((float *)c + off) : (void *)((uint16_t *)c + off);
 
 			to_f32(kb, wf, w + (size_t)j0 * ldw, nt, k, ldw);
-			gemm_tile(af, wf, mt, nt, k, ct, ldc, c_f32, alpha, beta, tmp);
+			gemm_tile(kb, af, wf, mt, nt, k, ct, ldc, c_f32, alpha, beta, tmp);
 		}
 	}
 out_free:
