@@ -93,7 +93,9 @@ static void usage(FILE *f)
 	    "                      goes batch by batch (run parts in order 1..N)\n"
 	    "  --timeout-s S       kill and record a configuration running longer (default 600)\n"
 	    "  --dry-run           print which configurations and modes would run; run nothing\n"
-	    "  --budget-s S        start no configuration that could end after S seconds; exit 3\n"
+	    "  --budget-s S        start no configuration that could end after S seconds (its time\n"
+	    "                      estimated from the record of the same model and context at the\n"
+	    "                      largest batch up to its own, else its --timeout-s); exit 3\n"
 	    "                      when some are left (run the same command again)\n"
 	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
 	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
@@ -502,11 +504,21 @@ static void print_plan(unsigned i, const char *name, const struct sweep_cfg *c)
 	printf("\n");
 }
 
-bool sweep_over_budget(const struct sweep_opts *o)
+bool sweep_over_budget(const struct sweep_opts *o, const char *stem, const struct sweep_cfg *c)
 {
-	double el = (double)(time_now_ns() - o->t0) / 1e9;
+	double el = (double)(time_now_ns() - o->t0) / 1e9, need;
+	char from[256];
 
-	return o->budget_s > 0 && el + (o->timeout_s > 0 ? o->timeout_s : 0) > o->budget_s;
+	if (o->budget_s <= 0)
+		return false;
+	need = sweep_estimate_s(o, stem, c, from, sizeof(from));
+	if (el + need <= o->budget_s)
+		return false;
+	printf("sweep: %s may take %.0f s (%s%s%s), %.0f s of the budget are left\n", c->name,
+	       need, from[0] ? "estimated from " : "its --timeout-s", from,
+	       from[0] && o->timeout_s > 0 && need >= o->timeout_s ? ", at most its --timeout-s" : "",
+	       o->budget_s - el);
+	return true;
 }
 
 int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c,
@@ -514,7 +526,7 @@ int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_
 {
 	int rc;
 
-	if (c->n_modes && (t->stopped || (t->stopped = sweep_over_budget(o))))
+	if (c->n_modes && (t->stopped || (t->stopped = sweep_over_budget(o, m->stem, c))))
 		return 1;
 	if (c->n_modes && (rc = model_ensure(m, o->out, o->backend))) {
 		t->modes_failed += (unsigned)c->n_modes;
@@ -522,7 +534,7 @@ int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_
 		       err_str(rc));
 		return 1;
 	}
-	if (c->n_modes && (t->stopped = sweep_over_budget(o))) /* generating the model took long */
+	if (c->n_modes && (t->stopped = sweep_over_budget(o, m->stem, c))) /* the model's generation */
 		return 1;
 	c->model_spec = m->label;
 	c->preset = m->preset;

@@ -64,8 +64,20 @@ bool sweep_parse_uint(const char *s, unsigned *out);
 bool sweep_record_status(const struct sweep_opts *o, const char *stem, unsigned ctx, unsigned batch,
 			 const char *suffix, const char *mode, char *buf, size_t len);
 
-/* Would a configuration started now overrun the budget? */
-bool sweep_over_budget(const struct sweep_opts *o);
+/*
+ * Would configuration c of the model with file stem `stem` overrun the budget if started now?
+ * It may take its estimate (sweep_estimate_s); the first time it would, why is printed.
+ */
+bool sweep_over_budget(const struct sweep_opts *o, const char *stem, const struct sweep_cfg *c);
+
+/*
+ * Seconds configuration c (its context, batch and modes, of the model with file stem `stem`) may
+ * take, from the record of the same model and context at the largest batch up to c->batch, its
+ * name into `from` ("" when none): at most --timeout-s, which it is without such a record
+ * (bench_sweep_estimate.c).
+ */
+double sweep_estimate_s(const struct sweep_opts *o, const char *stem, const struct sweep_cfg *c,
+			char *from, size_t len);
 
 /*
  * Run a planned configuration, its model made first unless the budget is spent (a

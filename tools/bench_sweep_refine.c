@@ -217,8 +217,6 @@ static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep
 	char name[256], path[PATH_MAX];
 	int rc;
 
-	if ((t->stopped = sweep_over_budget(o)))
-		return 1;
 	c->n_modes = 0;
 	for (int i = 0; i < o->modes.n; i++)
 		if (ours[i] && b[i].state == BISECT_RUN && b[i].next == next)
@@ -229,6 +227,8 @@ static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep
 	c->modes = run;
 	record_path(o, m, c->context, next, path, sizeof(path));
 	c->merge = sweep_record_mergeable(c, path) == 1; /* bisect_walk checked the arguments */
+	if ((t->stopped = sweep_over_budget(o, m->stem, c)))
+		return 1;
 	printf("[refine] %s: ", name);
 	print_between(o, b, ours, next);
 	printf("\n");

@@ -255,6 +255,22 @@ rc=0
 [ "$rc" -eq 3 ] && grep -q "0 ran .* 1 left" "$work/bu.log" ||
 	fail "budget: rc $rc $(cat "$work/bu.log")"
 [ -z "$(find "$work/bu" -maxdepth 1 -name '*.json')" ] || fail "budget: a record was written"
+# The budget uses what earlier records of the model and context say a configuration takes:
+# batch 2 runs inside a budget shorter than its --timeout-s, estimated from batch 1's record;
+# batch 4096 is estimated far past it and not started (exit 3), naming the record.
+esweep() {
+	"$sparda" bench sweep --out "$work/be" --backend cpu --models tiny --contexts 1100 \
+		--modes sparse --new-tokens 3 --timeout-s 200 "$@"
+}
+esweep --batches 1 >"$work/be1.log" || fail "estimate: batch 1 exited $?"
+esweep --batches 1,2 --budget-s 90 >"$work/be2.log" || fail "estimate: $(cat "$work/be2.log")"
+[ -f "$work/be/tiny_c1100_b2.json" ] || fail "estimate: batch 2 not run: $(cat "$work/be2.log")"
+rc=0
+esweep --batches 1,2,4096 --budget-s 90 >"$work/be3.log" || rc=$?
+[ "$rc" -eq 3 ] && grep -q "sweep: tiny_c1100_b4096 may take 200 s (estimated from \
+tiny_c1100_b2, at most its --timeout-s), [0-9]* s of the budget are left" "$work/be3.log" ||
+	fail "estimate: rc $rc $(cat "$work/be3.log")"
+[ ! -f "$work/be/tiny_c1100_b4096.json" ] || fail "estimate: batch 4096 ran"
 
 # Hand-made records of another model: exact ratios, the step breakdown and the peers.
 python3 - "$out" <<'PY'
