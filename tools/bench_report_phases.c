@@ -11,8 +11,8 @@
 #include "bench_report.h"
 
 /* compute's phase names, in its order (runner_phase_name), then the sum and the host's rest. */
-static const char *const phase_keys[] = { "embed", "qkvf",  "select", "recall", "store_kv",
-					  "attend", "ffn", "head",   "span",   "host" };
+static const char *const phase_keys[] = {"embed",  "qkvf", "select", "recall", "store_kv",
+					 "attend", "ffn",  "head",   "span",   "host"};
 #define N_PHASE_KEYS (sizeof(phase_keys) / sizeof(phase_keys[0]))
 
 /* The row's decode_phase_ms object, or NULL. */
@@ -38,12 +38,13 @@ void report_md_phases(FILE *f, const struct report *r, json_object *arr)
 		if (!p)
 			continue;
 		if (!head) {
-			fprintf(f, "\n## Where the decode step goes (`--phase-times` records)\n\n"
-				   "Device ms per decode step of each phase on the compute stream "
-				   "(`select` includes waiting for the layer's fetch), their sum "
-				   "(span) and the rest of the step's wall time (host), from "
-				   "compute's `decode_phase_ms`. The events that time them add a "
-				   "little work to every layer.\n\n| model | context | batch | mode |");
+			fprintf(
+			    f, "\n## Where the decode step goes (`--phase-times` records)\n\n"
+			       "Device ms per decode step of each phase on the compute stream "
+			       "(`select` includes waiting for the layer's fetch), their sum "
+			       "(span) and the rest of the step's wall time (host), from "
+			       "compute's `decode_phase_ms`. The events that time them add a "
+			       "little work to every layer.\n\n| model | context | batch | mode |");
 			for (size_t k = 0; k < N_PHASE_KEYS; k++)
 				fprintf(f, " %s |", phase_keys[k]);
 			fprintf(f, " step |\n|---|---|---|---|");
@@ -63,8 +64,9 @@ void report_md_phases(FILE *f, const struct report *r, json_object *arr)
 		for (size_t k = 0; k < N_PHASE_KEYS; k++) {
 			if (json_object_object_get_ex(p, phase_keys[k], &v)) {
 				fprintf(f, " %.3f |", json_object_get_double(v));
-				json_object_object_add(o, phase_keys[k],
-						       json_object_new_double(json_object_get_double(v)));
+				json_object_object_add(
+				    o, phase_keys[k],
+				    json_object_new_double(json_object_get_double(v)));
 			} else {
 				fprintf(f, " - |");
 				json_object_object_add(o, phase_keys[k], NULL);

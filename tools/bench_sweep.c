@@ -93,10 +93,10 @@ static void usage(FILE *f)
 	    "                      goes batch by batch (run parts in order 1..N)\n"
 	    "  --timeout-s S       kill and record a configuration running longer (default 600)\n"
 	    "  --dry-run           print which configurations and modes would run; run nothing\n"
-	    "  --budget-s S        start no configuration that could end after S seconds (its time\n"
-	    "                      estimated from the record of the same model and context at the\n"
-	    "                      largest batch up to its own, else its --timeout-s); exit 3\n"
-	    "                      when some are left (run the same command again)\n"
+	    "  --budget-s S        start no configuration that could end after S seconds (its\n"
+	    "                      time estimated from the record of the same model and context\n"
+	    "                      at the largest batch up to its own, else its --timeout-s);\n"
+	    "                      exit 3 when some are left (run the same command again)\n"
 	    "  --memsvc-arg ARG    pass ARG to sparda-memsvc (repeatable, e.g. --ram-budget=2G)\n"
 	    "  --compute-arg ARG   pass ARG to sparda-compute (repeatable)\n"
 	    "Writes OUT/<model>_c<ctx>_b<batch>.json per configuration, skipping those that\n"
@@ -508,16 +508,17 @@ bool sweep_over_budget(const struct sweep_opts *o, const char *stem, const struc
 {
 	double el = (double)(time_now_ns() - o->t0) / 1e9, need;
 	char from[256];
+	bool capped;
 
 	if (o->budget_s <= 0)
 		return false;
 	need = sweep_estimate_s(o, stem, c, from, sizeof(from));
 	if (el + need <= o->budget_s)
 		return false;
-	printf("sweep: %s may take %.0f s (%s%s%s), %.0f s of the budget are left\n", c->name,
-	       need, from[0] ? "estimated from " : "its --timeout-s", from,
-	       from[0] && o->timeout_s > 0 && need >= o->timeout_s ? ", at most its --timeout-s" : "",
-	       o->budget_s - el);
+	capped = from[0] && o->timeout_s > 0 && need >= o->timeout_s;
+	printf("sweep: %s may take %.0f s (%s%s%s), %.0f s of the budget are left\n", c->name, need,
+	       from[0] ? "estimated from " : "its --timeout-s", from,
+	       capped ? ", at most its --timeout-s" : "", o->budget_s - el);
 	return true;
 }
 
@@ -534,7 +535,8 @@ int sweep_run_planned(const struct sweep_opts *o, struct model *m, struct sweep_
 		       err_str(rc));
 		return 1;
 	}
-	if (c->n_modes && (t->stopped = sweep_over_budget(o, m->stem, c))) /* the model's generation */
+	/* again: generating the model may have taken long */
+	if (c->n_modes && (t->stopped = sweep_over_budget(o, m->stem, c)))
 		return 1;
 	c->model_spec = m->label;
 	c->preset = m->preset;

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * How long a configuration of `sparda bench sweep` may take, for --budget-s: from the record of
- * the same model and context at the largest batch up to its own, split into the time its modes spent
- * in prefill and decode (which grows with the batch and the number of modes) and the rest of its
- * processes' wall time (model load, daemon start, attach: taken as fixed), with a margin. Without
- * such a record, the configuration's --timeout-s, the most it can take.
+ * the same model and context at the largest batch up to its own, split into the time its modes
+ * spent in prefill and decode (which grows with the batch and the number of modes) and the rest of
+ * its processes' wall time (model load, daemon start, attach: taken as fixed), with a margin.
+ * Without such a record, the configuration's --timeout-s, the most it can take.
  */
 #include <dirent.h>
 #include <json-c/json.h>

@@ -41,9 +41,8 @@ static void record_path(const struct sweep_opts *o, const struct model *m, unsig
 static bool mergeable(const struct sweep_opts *o, const struct model *m, unsigned ctx,
 		      unsigned batch)
 {
-	struct sweep_cfg c = { .store = "memsvc",
-			       .compute_args = o->compute_args,
-			       .memsvc_args = o->memsvc_args };
+	struct sweep_cfg c = {
+	    .store = "memsvc", .compute_args = o->compute_args, .memsvc_args = o->memsvc_args};
 	char path[PATH_MAX];
 
 	record_path(o, m, ctx, batch, path, sizeof(path));

@@ -691,9 +691,9 @@ static json_object *merge_record(const struct sweep_cfg *c, json_object *rec)
 			json_object *a = json_object_array_get_idx(asked, i);
 			bool seen = false;
 			for (size_t j = 0; j < json_object_array_length(oasked) && !seen; j++)
-				seen = !strcmp(json_object_get_string(a),
-					       json_object_get_string(
-						   json_object_array_get_idx(oasked, j)));
+				seen = !strcmp(
+				    json_object_get_string(a),
+				    json_object_get_string(json_object_array_get_idx(oasked, j)));
 			if (!seen)
 				json_object_array_add(oasked, json_object_get(a));
 		}
