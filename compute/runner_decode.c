@@ -13,11 +13,13 @@
 #include "runner_internal.h"
 #include "timeutil.h"
 
-/* Count the host time since t0 (a host store's call) in the decode's store time. */
-static void store_time(struct runner *r, uint64_t t0)
-{
-	r->st.decode_store_s += (double)(time_now_ns() - t0) * 1e-9;
-}
+/* rc = a host store's call, its host time counted in the decode's store time. */
+#define STORE_TIMED(r, rc, call)                                                               \
+	do {                                                                                   \
+		uint64_t t0_ = time_now_ns();                                                  \
+		(rc) = (call);                                                                 \
+		(r)->st.decode_store_s += (double)(time_now_ns() - t0_) * 1e-9;                \
+	} while (0)
 
 struct step {
 	uint32_t B, nc;
@@ -129,9 +131,7 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	uint32_t n = list_block_units(r, s, start, blocks);
 	if (!n)
 		return 0;
-	uint64_t t0 = time_now_ns();
-	rc = h->ops->alloc_units(h, r->h_units, n, r->h_i32);
-	store_time(r, t0);
+	STORE_TIMED(r, rc, h->ops->alloc_units(h, r->h_units, n, r->h_i32));
 	if (rc)
 		return runner_fail(r, rc, "host store: allocating %u new blocks failed", n), rc;
 	for (uint32_t k = 0; k < n; k++) {
@@ -299,11 +299,9 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 
 	if ((rc = k->event_sync(r->kb, kv->resolved)))
 		return rc;
-	if (h->may_spill && (n = list_loads(r, s, l))) {
-		uint64_t t0 = time_now_ns();
-		rc = h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1);
-		store_time(r, t0);
-	}
+	if (h->may_spill && (n = list_loads(r, s, l)))
+		STORE_TIMED(r, rc,
+			    h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1));
 	if (rc)
 		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
 				   n, l, rc == -ENOENT ? "a unit's copy could not be read back"
@@ -611,9 +609,7 @@ static int commit_full_blocks(struct runner *r, struct step *s)
 	uint32_t n = list_block_units(r, s, s->full, blocks);
 	if (!n)
 		return 0;
-	uint64_t t0 = time_now_ns();
-	rc = r->o.host->ops->commit_units(r->o.host, r->h_units, n);
-	store_time(r, t0);
+	STORE_TIMED(r, rc, r->o.host->ops->commit_units(r->o.host, r->h_units, n));
 	if (rc)
 		return runner_fail(r, rc, "host store: committing %u filled blocks failed", n), rc;
 	return 0;
@@ -630,9 +626,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 
 	/* A liveness round trip every 16 steps; block allocations and commits also notice. */
 	if (offload && r->step % 16 == 0) {
-		uint64_t t0 = time_now_ns();
-		rc = r->o.host->ops->health(r->o.host);
-		store_time(r, t0);
+		STORE_TIMED(r, rc, r->o.host->ops->health(r->o.host));
 		if (rc)
 			return runner_fail(r, rc, "host store (%s) is not available",
 					   r->o.host->ops->name), rc;
@@ -663,9 +657,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	if (offload) {
 		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)))
 			return rc;
-		uint64_t t0 = time_now_ns();
-		rc = r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1);
-		store_time(r, t0);
+		STORE_TIMED(r, rc,
+			    r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1));
 		if (rc)
 			return rc;
 	} else if ((rc = collect_stats(r, &s))) {

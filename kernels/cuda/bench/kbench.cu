@@ -10,12 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <vector>
 
 extern "C" {
 #include "backend.h"
+#include "timeutil.h"
 }
 
 #define CK(call)                                                                                   \
@@ -170,14 +170,6 @@ static void ceilings(void)
 	       hbm_gbs, gemm_tfs, h2d_gbs);
 }
 
-/* Host microseconds since an arbitrary start. */
-static double host_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
-}
-
 /*
  * The attention unit tables of one offloaded layer at B=8 of 2 KV heads (16 caches of 97 slots,
  * top-96, 128K tokens): through the slot map (an offloaded layer: the 96 selected blocks and
@@ -188,7 +180,6 @@ static void bench_sel_units(void)
 {
 	const uint32_t n = 16, n_kv = 2, slots = 97, k = 96, block = 64, reps = 200;
 	std::vector<int32_t> map(n * slots), sel(n * k), tok(n / n_kv, 131072);
-	srand(11);
 	for (uint32_t i = 0; i < n; i++) { /* slot s holds block (s * 13 + i) % 97: a shuffle */
 		for (uint32_t s = 0; s < slots; s++)
 			map[i * slots + s] = (int32_t)((s * 13 + i) % slots) * 21;
@@ -258,20 +249,20 @@ static void bench_overhead(void)
 	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
 	KB(kb->ops->sync(kb, KB_STREAM_COPY));
 	float ms;
-	double t0 = host_us();
+	uint64_t t0 = time_now_ns();
 	for (int r = 0; r < reps; r++)
 		for (int l = 0; l < L; l++)
 			KB(kb->ops->event_elapsed(kb, ev[2 * l], ev[2 * l + 1], &ms));
-	double ev_us = (host_us() - t0) / reps;
+	double ev_us = (double)(time_now_ns() - t0) * 1e-3 / reps;
 	snprintf(p, sizeof(p), "host, %d event_elapsed", L);
 	add_row("step timings read", p, ev_us, 0, 0, "-");
-	t0 = host_us();
+	t0 = time_now_ns();
 	for (int r = 0; r < reps; r++)
 		for (int l = 0; l < L; l++) {
 			KB(kb->ops->event_record(kb, ev[2 * l], KB_STREAM_COMPUTE));
 			KB(kb->ops->stream_wait(kb, KB_STREAM_COMPUTE, ev[2 * l + 1]));
 		}
-	double rw_us = (host_us() - t0) / reps;
+	double rw_us = (double)(time_now_ns() - t0) * 1e-3 / reps;
 	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
 	snprintf(p, sizeof(p), "host, %d event_record + stream_wait", L);
 	add_row("layer waits enqueued", p, rw_us, 0, 0, "-");
@@ -279,7 +270,6 @@ static void bench_overhead(void)
 		kb->ops->event_free(kb, e);
 	CK(cudaFreeHost(h));
 	kb->ops->free(kb, d);
-	bench_sel_units();
 }
 
 /* Random 32 KiB units from registered host memory into a device unit cache, and back. */
@@ -762,8 +752,10 @@ int main(int argc, char **argv)
 		bench_prefill(quick);
 	if (on("long") && !quick && long_t)
 		bench_prefill_long(long_t);
-	if (on("overhead"))
+	if (on("overhead")) {
 		bench_overhead();
+		bench_sel_units();
+	}
 	if (json)
 		write_json(json);
 	kb_destroy(kb);
