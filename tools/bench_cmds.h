@@ -77,9 +77,6 @@ int sweep_run_config(const struct sweep_cfg *c, struct sweep_outcome *o);
  */
 int sweep_record_mergeable(const struct sweep_cfg *c, const char *path);
 
-/* Is mode in the record at path (any status)? */
-bool sweep_record_has(const char *path, const char *mode);
-
 /* Is the mode one whose KV lives in the host store? */
 bool sweep_mode_offloads(const char *mode);
 

@@ -563,14 +563,18 @@ static bool keep_missing(struct sweep_cfg *c, const char *path)
 {
 	const char **run = (const char **)c->modes;
 	struct sweep_skip *skip = (struct sweep_skip *)c->skips;
+	json_object *r = json_object_from_file(path), *modes = NULL;
 	int n = 0, k = 0;
 
+	if (r)
+		json_object_object_get_ex(r, "modes", &modes);
 	for (int i = 0; i < c->n_modes; i++)
-		if (!sweep_record_has(path, run[i]))
+		if (!modes || !json_object_object_get_ex(modes, run[i], NULL))
 			run[n++] = run[i];
 	for (int i = 0; i < c->n_skips; i++)
-		if (!sweep_record_has(path, skip[i].mode))
+		if (!modes || !json_object_object_get_ex(modes, skip[i].mode, NULL))
 			skip[k++] = skip[i];
+	json_object_put(r);
 	c->n_modes = n;
 	c->n_skips = k;
 	return n + k > 0;
@@ -580,7 +584,7 @@ static bool keep_missing(struct sweep_cfg *c, const char *path)
 static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep_cfg *c, int bi,
 		       bool inproc, struct tally *t)
 {
-	char name[256], path[PATH_MAX], rec[PATH_MAX], tag[16];
+	char name[256], path[PATH_MAX], mem[PATH_MAX], tag[16];
 	const char *run[LIST_MAX], *inrun[LIST_MAX];
 	struct sweep_skip skip[LIST_MAX];
 	struct sweep_outcome so = {0};
@@ -589,7 +593,6 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	snprintf(name, sizeof(name), "%s_c%u_b%u%s", m->stem, c->context, c->batch,
 		 inproc ? "_inproc" : "");
 	snprintf(path, sizeof(path), "%s/%s.json", o->out, name);
-	snprintf(rec, sizeof(rec), "%s", path);
 	c->name = name;
 	c->store = inproc ? "inproc" : "memsvc";
 	c->merge = false;
@@ -607,9 +610,9 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 		return 0;
 	}
 	if (inproc) { /* after the memsvc record of the configuration, which it is compared with */
-		snprintf(path, sizeof(path), "%s/%s_c%u_b%u.json", o->out, m->stem, c->context,
+		snprintf(mem, sizeof(mem), "%s/%s_c%u_b%u.json", o->out, m->stem, c->context,
 			 c->batch);
-		if (access(path, F_OK)) {
+		if (access(mem, F_OK)) {
 			t->left += t->stopped;
 			if (o->dry_run)
 				printf(
@@ -621,7 +624,7 @@ static int sweep_point(const struct sweep_opts *o, struct model *m, struct sweep
 	}
 	plan_modes(o, m, c, bi, inproc, run, skip);
 	c->n_inproc = 0;
-	if (c->merge && !keep_missing(c, rec)) {
+	if (c->merge && !keep_missing(c, path)) {
 		t->skipped++;
 		printf("[%u] %s: exists, skipped\n", t->total, name);
 		return 0;

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench_sweep.h"
 
@@ -224,9 +225,10 @@ static int refine_step(const struct sweep_opts *o, struct model *m, struct sweep
 	c->name = name;
 	c->batch = next;
 	c->modes = run;
+	/* a record there lacks these modes and has this sweep's arguments (bisect_walk) */
 	record_path(o, m, c->context, next, path, sizeof(path));
-	c->merge = sweep_record_mergeable(c, path) == 1; /* bisect_walk checked the arguments */
-	if ((t->stopped = sweep_over_budget(o, m->stem, c)))
+	c->merge = access(path, F_OK) == 0;
+	if (t->stopped || (t->stopped = sweep_over_budget(o, m->stem, c)))
 		return 1;
 	printf("[refine] %s: ", name);
 	print_between(o, b, ours, next);

@@ -641,16 +641,6 @@ int sweep_record_mergeable(const struct sweep_cfg *c, const char *path)
 	return same ? 1 : -1;
 }
 
-bool sweep_record_has(const char *path, const char *mode)
-{
-	json_object *r = json_object_from_file(path), *modes;
-	bool has = r && json_object_object_get_ex(r, "modes", &modes) &&
-		   json_object_object_get_ex(modes, mode, NULL);
-
-	json_object_put(r);
-	return has;
-}
-
 /*
  * c->merge: the existing record with this run's modes added. Its runs come first, so this
  * run's modes point past them; the asked modes are the union. Returns the record to write (a
