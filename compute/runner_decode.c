@@ -439,8 +439,10 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 	if (kv->resident)
 		return k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->store, r->store_idx, kk, vv,
 				   r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk);
-	if ((rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->tail_idx, r->tail_len, r->tail_sel,
-			       kv->map, r->n_tok, s->nc, r->n_kv, r->n_slots, 1, blk)) ||
+	/* The tail block's slot, and with it (one read of the slot map) the attention's table. */
+	if ((rc = k->sel_units2(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len,
+				layer_sel(r, s, l), s->k, r->tail_idx, r->tail_len, r->tail_sel, 1,
+				kv->map, r->n_tok, s->nc, r->n_kv, r->n_slots, blk)) ||
 	    (rc = k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->cache, r->tail_idx, kk, vv,
 			      r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk)))
 		return rc;
@@ -463,14 +465,16 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 	return 0;
 }
 
+/* An offloaded layer's unit table was made with its tail's slot (layer_store_kv). */
 static int layer_attend(struct runner *r, struct step *s, uint32_t l)
 {
 	const struct kb_ops *k = r->kb->ops;
 	struct runner_lkv *kv = &r->kv[l];
-	int rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len, layer_sel(r, s, l),
-			      kv->resident ? NULL : kv->map, r->n_tok, s->nc, r->n_kv,
-			      kv->resident ? r->max_blocks : r->n_slots, s->k, r->c.sparse.block);
-	if (rc)
+	int rc;
+
+	if (kv->resident && (rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len,
+					       layer_sel(r, s, l), NULL, r->n_tok, s->nc, r->n_kv,
+					       r->max_blocks, s->k, r->c.sparse.block)))
 		return rc;
 	return k->attn_decode(r->kb, KB_STREAM_COMPUTE, r->attn, r->q_cols, r->qkvf, r->qkvf_cols,
 			      kv->resident ? kv->store : kv->cache, r->unit_idx, r->unit_len, s->k,

@@ -309,6 +309,19 @@ struct kb_ops {
 			 uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t block);
 
 	/*
+	 * Two sel_units tables of the same n caches through the same map (or the same resident
+	 * layout, map NULL) in one call: table a (unit_idx, unit_len, sel, k) and table b (idx_b,
+	 * len_b, sel_b, k_b). The result equals sel_units for a, then for b; a backend may read
+	 * each cache's map row once for both (the decode's attention table and its tail block's
+	 * slot, one launch instead of two).
+	 */
+	int (*sel_units2)(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *unit_len,
+			  const int32_t *sel, uint32_t k, int32_t *idx_b, int32_t *len_b,
+			  const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+			  const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			  uint32_t block);
+
+	/*
 	 * Turn cache_diff's load lists into copy_units index lists, reading arena slots from the
 	 * memsvc residency words (struct sp_unit_word in common/shm_abi.h; `words` is the unit-word
 	 * pool of the ctl region, registered so kernels can read it). For cache i and load j <

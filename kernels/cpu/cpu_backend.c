@@ -192,6 +192,7 @@ static const struct kb_ops cpu_ops = {
     .attn_decode_dense = cpu_attn_decode_dense,
     .attn_prefill = cpu_attn_prefill,
     .sel_units = cpu_sel_units,
+    .sel_units2 = cpu_sel_units2,
     .resolve_loads = cpu_resolve_loads,
 };
 

@@ -46,6 +46,19 @@ int cpu_sel_units(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *u
 	return 0;
 }
 
+int cpu_sel_units2(struct kb *kb, enum kb_stream s, int32_t *unit_idx, int32_t *unit_len,
+		   const int32_t *sel, uint32_t k, int32_t *idx_b, int32_t *len_b,
+		   const int32_t *sel_b, uint32_t k_b, const int32_t *map, const int32_t *n_tokens,
+		   uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t block)
+{
+	int rc = cpu_sel_units(kb, s, unit_idx, unit_len, sel, map, n_tokens, n, n_kv, n_slots, k,
+			       block);
+	if (rc)
+		return rc;
+	return cpu_sel_units(kb, s, idx_b, len_b, sel_b, map, n_tokens, n, n_kv, n_slots, k_b,
+			     block);
+}
+
 int cpu_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t *src_idx,
 		      int32_t *misses, const int32_t *load_slot, const int32_t *load_block,
 		      const int32_t *n_loads, const uint64_t *words, const int64_t *word_base,

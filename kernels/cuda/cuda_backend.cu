@@ -507,6 +507,11 @@ extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_
 			      const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
 			      uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k,
 			      uint32_t block);
+extern "C" int cuda_sel_units2(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
+			       const int32_t *sel, uint32_t k, int32_t *idx_b, int32_t *len_b,
+			       const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+			       const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			       uint32_t block);
 extern "C" int cuda_resolve_loads(cudaStream_t st, int32_t *dst_idx, int32_t *src_idx,
 				  int32_t *misses, const int32_t *load_slot,
 				  const int32_t *load_block, const int32_t *n_loads,
@@ -520,6 +525,17 @@ static int kc_op_sel_units(struct kb *kb, enum kb_stream s, int32_t *unit_idx, i
 	KC_NEED_STREAM(s);
 	return cuda_sel_units(KC_ST(kb, s), unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
 			      n_slots, k, block);
+}
+
+static int kc_op_sel_units2(struct kb *kb, enum kb_stream s, int32_t *unit_idx,
+			    int32_t *unit_len, const int32_t *sel, uint32_t k, int32_t *idx_b,
+			    int32_t *len_b, const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+			    const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			    uint32_t block)
+{
+	KC_NEED_STREAM(s);
+	return cuda_sel_units2(KC_ST(kb, s), unit_idx, unit_len, sel, k, idx_b, len_b, sel_b, k_b,
+			       map, n_tokens, n, n_kv, n_slots, block);
 }
 
 static int kc_op_resolve_loads(struct kb *kb, enum kb_stream s, int32_t *dst_idx, int32_t *src_idx,
@@ -572,6 +588,7 @@ static const struct kb_ops kc_ops = {
     .attn_decode_dense = kc_op_attn_decode_dense,
     .attn_prefill = kc_op_attn_prefill,
     .sel_units = kc_op_sel_units,
+    .sel_units2 = kc_op_sel_units2,
     .resolve_loads = kc_op_resolve_loads,
 };
 

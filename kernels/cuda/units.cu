@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA versions of sel_units (selection -> attention unit table) and resolve_loads (load list
 // -> copy_units index lists through the memsvc residency words). One thread per entry; with a
-// slot map, one CTA per cache, whose map row is read once into shared memory.
+// slot map, one CTA per cache, whose map row is read once into shared memory (for one table,
+// or for sel_units2's two).
 #include <cuda_runtime.h>
 #include <errno.h>
 #include <stdint.h>
@@ -48,11 +49,14 @@ __global__ void sel_units_kernel(int32_t *unit_idx, int32_t *unit_len, const int
  * kernel above) waits on one load per slot in turn, up to 97 of them: on the H200 the decode's
  * phases that use it ran 8-12 us longer per offloaded layer than the resident layout's
  * (docs/perf-notes.md). The scan runs down the whole row, so the lowest matching slot wins,
- * as in the CPU reference.
+ * as in the CPU reference. Entries j < k are table a's, the k_b after them table b's (sel_units2:
+ * the attention table and the tail block's slot from one read of the row).
  */
 __global__ void sel_units_map_kernel(int32_t *unit_idx, int32_t *unit_len, const int32_t *sel,
-				     const int32_t *map, const int32_t *n_tokens, uint32_t n_kv,
-				     uint32_t n_slots, uint32_t k, uint32_t block)
+				     uint32_t k, int32_t *idx_b, int32_t *len_b,
+				     const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+				     const int32_t *n_tokens, uint32_t n_kv, uint32_t n_slots,
+				     uint32_t block)
 {
 	extern __shared__ int32_t su_map[];
 	uint32_t i = blockIdx.x;
@@ -61,9 +65,12 @@ __global__ void sel_units_map_kernel(int32_t *unit_idx, int32_t *unit_len, const
 		su_map[s] = row[s];
 	__syncthreads();
 	int64_t tokens = n_tokens[i / n_kv];
-	for (uint32_t j = threadIdx.x; j < k; j += blockDim.x) {
-		size_t t = (size_t)i * k + j;
-		int64_t m = sel ? sel[t] : (int64_t)j;
+	for (uint32_t e = threadIdx.x; e < k + k_b; e += blockDim.x) {
+		bool b = e >= k;
+		uint32_t j = b ? e - k : e;
+		size_t t = (size_t)i * (b ? k_b : k) + j;
+		const int32_t *sl = b ? sel_b : sel;
+		int64_t m = sl ? sl[t] : (int64_t)j;
 		int32_t idx = -1, len = 0;
 		if (m >= 0 && m * block < tokens) {
 			int32_t found = -1;
@@ -75,8 +82,8 @@ __global__ void sel_units_map_kernel(int32_t *unit_idx, int32_t *unit_len, const
 				len = (int32_t)(rows < block ? rows : block);
 			}
 		}
-		unit_idx[t] = idx;
-		unit_len[t] = len;
+		(b ? idx_b : unit_idx)[t] = idx;
+		(b ? len_b : unit_len)[t] = len;
 	}
 }
 
@@ -113,6 +120,24 @@ static int launch_status(void)
 	return e == cudaSuccess ? 0 : -EIO;
 }
 
+/* The map kernel for both tables, or false when the row does not fit shared memory. */
+static bool sel_units_map(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
+			  const int32_t *sel, uint32_t k, int32_t *idx_b, int32_t *len_b,
+			  const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+			  const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			  uint32_t block)
+{
+	size_t smem = (size_t)n_slots * sizeof(int32_t);
+	if (!map || smem > 48 * 1024)
+		return false;
+	uint32_t e = k + k_b;
+	unsigned threads = e < 128 ? (e + 31) / 32 * 32 : 128;
+	sel_units_map_kernel<<<n, threads, smem, st>>>(unit_idx, unit_len, sel, k, idx_b, len_b,
+						      sel_b, k_b, map, n_tokens, n_kv, n_slots,
+						      block);
+	return true;
+}
+
 extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
 			      const int32_t *sel, const int32_t *map, const int32_t *n_tokens,
 			      uint32_t n, uint32_t n_kv, uint32_t n_slots, uint32_t k,
@@ -123,17 +148,34 @@ extern "C" int cuda_sel_units(cudaStream_t st, int32_t *unit_idx, int32_t *unit_
 	uint64_t total = (uint64_t)n * k;
 	if (!total)
 		return 0;
-	size_t smem = (size_t)n_slots * sizeof(int32_t);
-	if (map && smem <= 48 * 1024) {
-		unsigned threads = k < 128 ? (k + 31) / 32 * 32 : 128;
-		sel_units_map_kernel<<<n, threads, smem, st>>>(unit_idx, unit_len, sel, map,
-								 n_tokens, n_kv, n_slots, k, block);
+	if (sel_units_map(st, unit_idx, unit_len, sel, k, NULL, NULL, NULL, 0, map, n_tokens, n,
+			  n_kv, n_slots, block))
 		return launch_status();
-	}
 	unsigned grid = (unsigned)((total + 255) / 256);
 	sel_units_kernel<<<grid, 256, 0, st>>>(unit_idx, unit_len, sel, map, n_tokens, n, n_kv,
 					       n_slots, k, block);
 	return launch_status();
+}
+
+extern "C" int cuda_sel_units2(cudaStream_t st, int32_t *unit_idx, int32_t *unit_len,
+			       const int32_t *sel, uint32_t k, int32_t *idx_b, int32_t *len_b,
+			       const int32_t *sel_b, uint32_t k_b, const int32_t *map,
+			       const int32_t *n_tokens, uint32_t n, uint32_t n_kv, uint32_t n_slots,
+			       uint32_t block)
+{
+	if (!unit_idx || !unit_len || !idx_b || !len_b || !n_tokens || !n_kv || !n_slots ||
+	    !block)
+		return -EINVAL;
+	if (n && k && k_b &&
+	    sel_units_map(st, unit_idx, unit_len, sel, k, idx_b, len_b, sel_b, k_b, map,
+			  n_tokens, n, n_kv, n_slots, block))
+		return launch_status();
+	/* resident layout, an empty table or a row too large for shared memory: two calls */
+	int rc = cuda_sel_units(st, unit_idx, unit_len, sel, map, n_tokens, n, n_kv, n_slots, k,
+				block);
+	return rc ? rc
+		  : cuda_sel_units(st, idx_b, len_b, sel_b, map, n_tokens, n, n_kv, n_slots, k_b,
+				   block);
 }
 
 extern "C" int cuda_resolve_loads(cudaStream_t st, int32_t *dst_idx, int32_t *src_idx,

@@ -853,6 +853,56 @@ static void t_sel_units(uint32_t b, uint32_t n_kv, uint32_t n_slots, uint32_t k,
 	case_end();
 }
 
+/* sel_units2 (two tables from one read of each map row) against two CPU sel_units calls. */
+static void t_sel_units2(uint32_t b, uint32_t n_kv, uint32_t n_slots, uint32_t k, uint32_t k_b,
+			 bool with_map)
+{
+	case_begin("sel_units2", "b=%u n_kv=%u n_slots=%u k=%u k_b=%u map=%d", b, n_kv, n_slots, k,
+		   k_b, with_map);
+	uint32_t n = b * n_kv, block = 64;
+	size_t sa = (size_t)n * k * 4, sb = (size_t)n * k_b * 4, mb = (size_t)n * n_slots * 4;
+	int32_t *sel = h_alloc(sa), *sel_b = h_alloc(sb), *map = h_alloc(mb), *tok = h_alloc(b * 4);
+	for (uint32_t i = 0; i < b; i++)
+		tok[i] = irand(1, (int)(n_slots * block));
+	/* slots hold distinct blocks, as cache_diff keeps them */
+	for (size_t i = 0; i < mb / 4; i++)
+		map[i] = (int32_t)(i % n_slots);
+	for (uint32_t i = 0; i < n; i++) {
+		for (uint32_t s = n_slots; s > 1; s--) { /* a shuffle, some slots empty */
+			uint32_t t = (uint32_t)irand(0, (int)s - 1);
+			int32_t v = map[(size_t)i * n_slots + s - 1];
+			map[(size_t)i * n_slots + s - 1] = map[(size_t)i * n_slots + t];
+			map[(size_t)i * n_slots + t] = v;
+		}
+		for (uint32_t s = 0; s < n_slots; s++)
+			if (irand(0, 9) == 0)
+				map[(size_t)i * n_slots + s] = -1;
+		for (uint32_t j = 0; j < k; j++)
+			sel[(size_t)i * k + j] = irand(-1, (int)n_slots + 2);
+		for (uint32_t j = 0; j < k_b; j++) /* the tail: the sequence's last block */
+			sel_b[(size_t)i * k_b + j] =
+			    j ? irand(-1, (int)n_slots) : (tok[i / n_kv] - 1) / (int32_t)block;
+	}
+	uint32_t slots = with_map ? n_slots : n_slots + 4;
+	int32_t *ic = h_out(sa), *lc = h_out(sa), *icb = h_out(sb), *lcb = h_out(sb);
+	int32_t *ig = g_out(sa), *lg = g_out(sa), *igb = g_out(sb), *lgb = g_out(sb);
+	int rc = cpu->ops->sel_units(cpu, KB_STREAM_COMPUTE, ic, lc, sel, with_map ? map : NULL,
+				     tok, n, n_kv, slots, k, block);
+	if (!rc)
+		rc = cpu->ops->sel_units(cpu, KB_STREAM_COMPUTE, icb, lcb, sel_b,
+					 with_map ? map : NULL, tok, n, n_kv, slots, k_b, block);
+	int rg = gpu->ops->sel_units2(gpu, KB_STREAM_COMPUTE, ig, lg, g_in(sel, sa), k, igb, lgb,
+				      g_in(sel_b, sb), k_b, with_map ? g_in(map, mb) : NULL,
+				      g_in(tok, b * 4), n, n_kv, slots, block);
+	if (rc_pair(rc, rg)) {
+		cmp_i32("unit_idx", ic, g_get(ig, sa), sa / 4);
+		cmp_i32("unit_len", lc, g_get(lg, sa), sa / 4);
+		cmp_i32("idx_b", icb, g_get(igb, sb), sb / 4);
+		cmp_i32("len_b", lcb, g_get(lgb, sb), sb / 4);
+	}
+	case_end();
+}
+
 static void t_resolve_loads(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_blocks)
 {
 	case_begin("resolve_loads", "n=%u n_slots=%u k=%u blocks=%u", n, n_slots, k, n_blocks);
@@ -1133,6 +1183,11 @@ int main(void)
 	t_sel_units(8, 8, 97, 1, true);	    /* the tail block's slot */
 	t_sel_units(2, 3, 200, 150, true);  /* more entries than one pass of the CTA */
 	t_sel_units(2, 1, 13000, 40, true); /* a map row too large for shared memory */
+	t_sel_units2(1, 2, 97, 96, 1, true);	/* the decode's table and tail slot, B=1 */
+	t_sel_units2(8, 8, 97, 96, 1, true);	/* B=8 of 8 KV heads */
+	t_sel_units2(2, 3, 200, 150, 3, true);	/* more entries than one pass of the CTA */
+	t_sel_units2(2, 1, 13000, 40, 1, true); /* too large for shared memory: two launches */
+	t_sel_units2(3, 2, 40, 16, 1, false);	/* the resident layout */
 	t_resolve_loads(5, 16, 12, 64);
 
 	for (uint32_t gq = 1; gq <= 16; gq *= 4) {

@@ -174,7 +174,7 @@ static void ceilings(void)
  * The attention unit tables of one offloaded layer at B=8 of 2 KV heads (16 caches of 97 slots,
  * top-96, 128K tokens): through the slot map (an offloaded layer: the 96 selected blocks and
  * the tail block's slot) against the resident layout (no map), one launch each on the GPU's
- * timeline.
+ * timeline; then the tail's and the blocks' tables as two launches against sel_units2's one.
  */
 static void bench_sel_units(void)
 {
@@ -202,6 +202,25 @@ static void bench_sel_units(void)
 			snprintf(p, sizeof(p), "%s, %u caches x %u", what[m], n, kk);
 			add_row("sel_units", p, us, 0, 0, "-");
 		}
+	/* the decode's offloaded layer: the tail's slot and the 96 blocks' as two launches, then
+	 * as sel_units2's one (one read of each map row) */
+	int32_t *ti = (int32_t *)dev(n * 4), *tl = (int32_t *)dev(n * 4);
+	double two = time_us(KB_STREAM_COMPUTE, reps, [&] {
+		KB(kb->ops->sel_units(kb, KB_STREAM_COMPUTE, ti, tl, dsel, dmap, dtok, n, n_kv, slots,
+				      1, block));
+		KB(kb->ops->sel_units(kb, KB_STREAM_COMPUTE, ui, ul, dsel, dmap, dtok, n, n_kv, slots,
+				      k, block));
+	});
+	double one = time_us(KB_STREAM_COMPUTE, reps, [&] {
+		KB(kb->ops->sel_units2(kb, KB_STREAM_COMPUTE, ui, ul, dsel, k, ti, tl, dsel, 1, dmap,
+				       dtok, n, n_kv, slots, block));
+	});
+	snprintf(p, sizeof(p), "slot map, %u caches x (%u + 1), two launches", n, k);
+	add_row("sel_units", p, two, 0, 0, "-");
+	snprintf(p, sizeof(p), "slot map, %u caches x (%u + 1), sel_units2", n, k);
+	add_row("sel_units2", p, one, 0, 0, "-");
+	kb->ops->free(kb, ti);
+	kb->ops->free(kb, tl);
 	kb->ops->free(kb, dmap);
 	kb->ops->free(kb, dsel);
 	kb->ops->free(kb, dtok);
