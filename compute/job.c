@@ -279,8 +279,8 @@ int job_run(const struct job_config *cfg, FILE *out)
 	if (status)
 		snprintf(j.err, sizeof(j.err), "a mode's tokens differ from its twin's");
 out:
-	if (status && j.err[0])
-		log_error("job", j.err, "rc=%s", err_name(rc));
+	if (status && j.err[0]) /* rc is 0 when only the twins differ */
+		log_error("job", j.err, "rc=%s status=%d", rc ? err_name(rc) : "0", status);
 	job_free(&j);
 	return status;
 }
