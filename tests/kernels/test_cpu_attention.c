@@ -287,6 +287,42 @@ static void test_sparse_decode_all_blocks_is_dense(void **state)
 	kb_destroy(kb);
 }
 
+/*
+ * sel_units through a slot map, on a hand-made cache: a cached block's slot (the lowest, were
+ * a block in two), -1 and length 0 for a block not cached or beyond the sequence (cached or
+ * not), the tail block's rows; and sel_units2 gives both tables as two sel_units calls do.
+ */
+static void test_sel_units_map(void **state)
+{
+	(void)state;
+	struct kb *kb = test_cpu();
+	/* 2 sequences x 1 KV head, 4 slots each, block 16; sequence 0 has 50 tokens (blocks 0-3,
+	 * the last of 2 rows), sequence 1 has 20 (blocks 0-1) */
+	const int32_t map[8] = {3, 0, -1, 3, 1, -1, 0, 7};
+	const int32_t tok[2] = {50, 20};
+	const int32_t sel[6] = {0, 3, 2, /* */ 0, 1, 7};
+	const int32_t want_idx[6] = {1, 0, -1, 6, 4, -1}, want_len[6] = {16, 2, 0, 16, 4, 0};
+	const int32_t tail[2] = {3, 1};
+	int32_t ui[6], ul[6], ti[2], tl[2], ui2[6], ul2[6], ti2[2], tl2[2];
+
+	assert_int_equal(kb->ops->sel_units(kb, 0, ui, ul, sel, map, tok, 2, 1, 4, 3, 16), 0);
+	assert_memory_equal(ui, want_idx, sizeof(ui));
+	assert_memory_equal(ul, want_len, sizeof(ul));
+	assert_int_equal(kb->ops->sel_units(kb, 0, ti, tl, tail, map, tok, 2, 1, 4, 1, 16), 0);
+	assert_int_equal(ti[0], 0); /* block 3 in slots 0 and 3: the lowest */
+	assert_int_equal(tl[0], 2);
+	assert_int_equal(ti[1], 4 + 0);
+	assert_int_equal(tl[1], 4);
+	assert_int_equal(
+	    kb->ops->sel_units2(kb, 0, ui2, ul2, sel, 3, ti2, tl2, tail, 1, map, tok, 2, 1, 4, 16),
+	    0);
+	assert_memory_equal(ui2, ui, sizeof(ui));
+	assert_memory_equal(ul2, ul, sizeof(ul));
+	assert_memory_equal(ti2, ti, sizeof(ti));
+	assert_memory_equal(tl2, tl, sizeof(tl));
+	kb_destroy(kb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -294,6 +330,7 @@ int main(void)
 	    cmocka_unit_test(test_kv_pack_store),
 	    cmocka_unit_test(test_attn_decode),
 	    cmocka_unit_test(test_sparse_decode_all_blocks_is_dense),
+	    cmocka_unit_test(test_sel_units_map),
 	};
 
 	test_seed("test_cpu_attention");
