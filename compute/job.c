@@ -21,7 +21,7 @@
 
 static const char *const backend_names[] = { "auto", "cpu", "cuda", NULL };
 static const char *const store_names[] = { "memsvc", "inproc", NULL };
-static const char *const gather_names[] = { "kernel", "dma", NULL };
+static const char *const gather_names[] = { "kernel", "dma", "bulk", NULL };
 static const char *const kv_stream_names[] = { "compute", "side", NULL };
 
 #define K(n, t, f, d, lo, hi, h)                                                               \
@@ -52,7 +52,7 @@ static const struct config_key job_keys[] = {
 	K("fallback", BOOL, fallback, "true", 0, 0, "sparda falls back to sparda-nooffload when memsvc is unavailable"),
 	K("gather-ctas", UINT, gather_ctas, "16", 1, 1024, "CTAs of the gather kernel (CUDA)"),
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
-	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
+	  .def = "kernel", .enum_names = gather_names, .help = "how offloaded layers fetch their units: kernel (a gather kernel reads the arena, no host round trip), bulk (the same lists, moved by the bulk-copy engine from one thread per CTA in 8 KiB chunks, CUDA sm_90; elsewhere the kernel) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
 	{ .name = "prefill-kv-stream", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, prefill_kv_stream),
 	  .def = "side", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream, overlapping the next layer, each layer's units committed when the next one starts (side, DESIGN 3.4), or on the compute stream, which waits for it (compute)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),

@@ -302,6 +302,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .max_tokens = max_tokens(j),
 				 .gather_ctas = (uint32_t)cfg->gather_ctas,
 				 .gather_dma = cfg->gather == JOB_GATHER_DMA,
+				 .gather_bulk = cfg->gather == JOB_GATHER_BULK,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,
 				 .phase_times = cfg->phase_times,
 				 .on_step = j->metrics ? publish_step : NULL,

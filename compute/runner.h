@@ -44,6 +44,8 @@ struct runner_opts {
 	 * instead of the gather kernel: each layer's load list comes back to the host (as in
 	 * careful mode), which resolves it against the residency words. */
 	bool gather_dma;
+	/* The gather kernel's lists moved by kb copy_units_bulk (the bulk-copy engine) */
+	bool gather_bulk;
 	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */
 	struct kvhost *host; /* required when runner_mode_offloads(mode); not owned */
 	bool keep_sequences; /* leave host-store sequences open after runner_generate (for

@@ -196,9 +196,9 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 	kv->loaded = true;
 	if (r->skip_gather) /* measurement only: everything but the copies (tokens will differ) */
 		return 0;
-	return r->kb->ops->copy_units(r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx,
-				      s->nc * s->k, r->unit_bytes,
-				      r->o.gather_ctas ? r->o.gather_ctas : 16);
+	return (r->o.gather_bulk ? r->kb->ops->copy_units_bulk : r->kb->ops->copy_units)(
+	    r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx, s->nc * s->k,
+	    r->unit_bytes, r->o.gather_ctas ? r->o.gather_ctas : 16);
 }
 
 static int32_t *layer_loads(struct runner *r, uint32_t l);

@@ -238,6 +238,15 @@ struct kb_ops {
 	int (*copy_units_dma)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 			      const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
 			      size_t unit_bytes);
+	/*
+	 * copy_units through the bulk-copy engine: CUDA on sm_90 and later runs n_ctas CTAs of one
+	 * issuing thread each, which move every unit in 8 KiB chunks (cp.async.bulk, through
+	 * shared memory) instead of 16-byte loads and stores from every thread; before sm_90 and
+	 * on the CPU it is copy_units. Same contract and alignment rules as copy_units.
+	 */
+	int (*copy_units_bulk)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+			       const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
+			       size_t unit_bytes, uint32_t n_ctas);
 
 	/* ---- KV storage ---- */
 	/*

@@ -8,8 +8,10 @@
 #   peers locality kvstream
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
-# gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather=kernel and
-#   --gather=dma (copy engines), BATCHES (1 4), LAYERS (8).
+# gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
+#   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine),
+#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times) go to every run of it, kvstream and
+#   phases. kbench's `--only interference` times the FFN GEMMs alone and beside each gather.
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
 #   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
@@ -86,7 +88,7 @@ ab() {
 			step "${name}_${v}_b${bs}" 400 $run --backend=cuda --model="$m" \
 				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes=sparse-offload,sparda,sparda-nooffload --"$flag=$v" \
-				--json="$res/${name}_${v}_b${bs}.json"
+				${RUN_ARGS:-} --json="$res/${name}_${v}_b${bs}.json"
 		done
 	done
 }
@@ -114,8 +116,8 @@ bench)
 		done
 	done ;;
 gatherab)
-	# the offloaded layers' fetch: gather kernel against copy-engine copies (--gather=dma)
-	ab gather gather kernel dma ;;
+	# the offloaded layers' fetch: gather kernel, copy engines (--gather=dma), bulk-copy engine
+	ab gather gather ${GATHERS:-kernel dma bulk} ;;
 hf)
 	for be in ${HF_BACKENDS:-cuda}; do
 		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
@@ -151,7 +153,7 @@ phases)
 		SPARDA_BENCH_SKIP_GATHER=1 step "phases_skip_b${bs}" 400 $run --backend=cuda \
 			--model="$m" --prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" \
 			--batch="$bs" --modes=sparse-offload,sparda,sparda-nooffload --phase-times \
-			--json="$res/phases_skip_b${bs}.json"
+			${RUN_ARGS:-} --json="$res/phases_skip_b${bs}.json"
 	done ;;
 bench32)
 	m=$work/minicpm-l32$rf

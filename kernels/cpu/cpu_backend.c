@@ -185,6 +185,7 @@ static const struct kb_ops cpu_ops = {
     .cache_diff = cpu_cache_diff,
     .copy_units = cpu_copy_units,
     .copy_units_dma = cpu_copy_units_dma,
+    .copy_units_bulk = cpu_copy_units,
     .kv_pack = cpu_kv_pack,
     .kv_store = cpu_kv_store,
     .attn_decode = cpu_attn_decode,

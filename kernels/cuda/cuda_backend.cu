@@ -394,6 +394,14 @@ static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const vo
 	return kc_copy_units(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
 }
 
+static int kc_op_copy_units_bulk(struct kb *kb, enum kb_stream s, void *dst, const void *src,
+				 const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
+				 size_t unit_bytes, uint32_t n_ctas)
+{
+	KC_NEED_STREAM(s);
+	return kc_copy_units_bulk(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
+}
+
 /* The gather on the copy engines: one batch of unit copies, source accessed in stream order. */
 static int kc_op_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 				const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
@@ -581,6 +589,7 @@ static const struct kb_ops kc_ops = {
     .cache_diff = kc_op_cache_diff,
     .copy_units = kc_op_copy_units,
     .copy_units_dma = kc_op_copy_units_dma,
+    .copy_units_bulk = kc_op_copy_units_bulk,
     .kv_pack = kc_op_kv_pack,
     .kv_store = kc_op_kv_store,
     .attn_decode = kc_op_attn_decode,

@@ -67,7 +67,8 @@ static int teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-static bool g_gather_dma; /* fetch with copy_units_dma (host-resolved load lists) */
+static bool g_gather_dma;  /* fetch with copy_units_dma (host-resolved load lists) */
+static bool g_gather_bulk; /* fetch with copy_units_bulk (the bulk-copy engine) */
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 
@@ -123,6 +124,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .keep_sequences = keep,
 				 .recall_every = g_recall_every,
 				 .gather_dma = g_gather_dma,
+				 .gather_bulk = g_gather_bulk,
 				 .prefill_kv_side = g_kv_side,
 				 .phase_times = g_phase_times};
 	struct runner *r = NULL;
@@ -214,11 +216,12 @@ static void test_twins(void **state)
  * copies (copy_units_dma); tokens equal the twins' and the gather kernel's run, with the
  * same units fetched.
  */
-/* A failed check leaves test_gather_dma early: the tests after it gather with the kernel again. */
+/* A failed check leaves test_gather_dma (or _bulk) early: the tests after it gather with the
+ * kernel again. */
 static int gather_kernel(void **state)
 {
 	(void)state;
-	g_gather_dma = false;
+	g_gather_dma = g_gather_bulk = false;
 	return 0;
 }
 
@@ -241,6 +244,35 @@ static void test_gather_dma(void **state)
 	assert_int_equal(dma.loads, kern.loads);
 	assert_int_equal(dma.st.bytes_h2d, kern.st.bytes_h2d);
 	struct run *all[] = {&kern, &dma, &spo, &ref, &sp};
+	for (int i = 0; i < 5; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * --gather=bulk: the gather kernel's lists moved by copy_units_bulk (on CUDA the bulk-copy
+ * engine, here the CPU's copy); tokens equal the twins' and the kernel's run, with the same
+ * units and bytes fetched.
+ */
+static void test_gather_bulk(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run kern, bulk, spo, ref, sp;
+
+	run_mode(RUNNER_MODE_SPARDA, h, false, &kern, NULL);
+	g_gather_bulk = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &bulk, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
+	g_gather_bulk = false;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
+	assert_same_tokens(&bulk, &ref, "sparda (bulk) vs sparda-nooffload");
+	assert_same_tokens(&bulk, &kern, "sparda (bulk) vs sparda (kernel)");
+	assert_same_tokens(&spo, &sp, "sparse-offload (bulk) vs sparse");
+	assert_true(bulk.loads > 0 && spo.loads > 0);
+	assert_int_equal(bulk.loads, kern.loads);
+	assert_int_equal(bulk.st.bytes_h2d, kern.st.bytes_h2d);
+	struct run *all[] = {&kern, &bulk, &spo, &ref, &sp};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
@@ -731,6 +763,7 @@ int main(void)
 	    cmocka_unit_test(test_twins),
 	    cmocka_unit_test(test_steps_grow_across_runs),
 	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
+	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
 	    cmocka_unit_test(test_seeded_sampling),
 	    cmocka_unit_test(test_all_blocks_sparse_equals_dense),

@@ -721,13 +721,16 @@ static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_bl
 }
 
 /* Gather from registered host memory (h2d) or scatter into it (!h2d). */
-/* copy_units, or (dma) copy_units_dma with the index lists in host memory. */
+/* How t_copy_units moves the units: copy_units, copy_units_dma (the index lists in host
+ * memory) or copy_units_bulk. */
+enum cu_how { CU_KERNEL, CU_DMA, CU_BULK };
+
 static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst, uint32_t n_ctas,
-			 bool h2d, bool dma)
+			 bool h2d, enum cu_how how)
 {
-	case_begin(dma ? "copy_units_dma" : "copy_units",
-		   "n=%u unit=%zu src_units=%u dst_units=%u ctas=%u h2d=%d", n, unit, n_src, n_dst,
-		   n_ctas, h2d);
+	static const char *const names[] = {"copy_units", "copy_units_dma", "copy_units_bulk"};
+	case_begin(names[how], "n=%u unit=%zu src_units=%u dst_units=%u ctas=%u h2d=%d", n, unit,
+		   n_src, n_dst, n_ctas, h2d);
 	size_t srcb = unit * n_src, dstb = unit * n_dst;
 	uint8_t *src = h_alloc(srcb);
 	int32_t *di = h_alloc(n * 4), *si = h_alloc(n * 4);
@@ -761,9 +764,11 @@ static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst
 		return;
 	}
 	void *gs = h2d ? hdev : g_in(src, srcb), *gd = h2d ? g_out(dstb) : hdev;
-	int rg = dma ? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, di, si, n, unit)
-		     : gpu->ops->copy_units(gpu, KB_STREAM_COPY, gd, gs, g_in(di, n * 4),
-					    g_in(si, n * 4), n, unit, n_ctas);
+	int rg = how == CU_DMA
+		     ? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, di, si, n, unit)
+		     : (how == CU_BULK ? gpu->ops->copy_units_bulk : gpu->ops->copy_units)(
+			   gpu, KB_STREAM_COPY, gd, gs, g_in(di, n * 4), g_in(si, n * 4), n, unit,
+			   n_ctas);
 	if (rc_pair(rc, rg)) {
 		int se = gpu->ops->sync(gpu, KB_STREAM_COPY);
 		if (se)
@@ -1166,11 +1171,15 @@ int main(void)
 	t_cache_diff(4, 97, 96, 300);
 	t_cache_diff(3, 8, 8, 12);
 	for (int h2d = 1; h2d >= 0; h2d--) {
-		for (int dma = 0; dma < 2; dma++) {
-			t_copy_units(50, 32768, 80, 60, 16, h2d, dma);
-			t_copy_units(200, 4096 + 16, 300, 256, 32, h2d, dma);
-			t_copy_units(3, 256, 5, 4, 0, h2d, dma);
+		for (int how = CU_KERNEL; how <= CU_BULK; how++) {
+			t_copy_units(50, 32768, 80, 60, 16, h2d, how);
+			t_copy_units(200, 4096 + 16, 300, 256, 32, h2d, how);
+			t_copy_units(3, 256, 5, 4, 0, h2d, how);
 		}
+		/* the bulk copy's chunks: a unit of two chunks and a rest, more units than stages
+		 * per CTA, one CTA for everything */
+		t_copy_units(40, 2 * 8192 + 48, 64, 48, 8, h2d, CU_BULK);
+		t_copy_units(100, 32768, 120, 110, 1, h2d, CU_BULK);
 	}
 	t_kv_pack(0, 130, 2, 128, 64);
 	t_kv_pack(70, 1, 2, 128, 64);

@@ -323,6 +323,15 @@ static void bench_gather(bool quick)
 		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
 		add_row("copy_units gather", p, us, (double)n * unit, 0, "h2d");
 	}
+	/* the same lists through the bulk-copy engine */
+	for (uint32_t ctas : {8u, 16u, 32u, 64u}) {
+		double us = time_us(KB_STREAM_COPY, 10, [&] {
+			KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd, did, sid, n,
+						    unit, ctas));
+		});
+		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
+		add_row("copy_units_bulk gather", p, us, (double)n * unit, 0, "h2d");
+	}
 	{ /* the same copies on the copy engines (host index lists, one batch) */
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
 			KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd, di.data(), si.data(),
@@ -727,6 +736,105 @@ static void bench_decode_variants(const struct kb_opts *o)
 	}
 }
 
+/*
+ * What a gather on the copy stream costs the decode's FFN GEMMs on the compute stream (the
+ * interference of docs/perf-notes.md), at B=8 of the MiniCPM4.1-8B shape: the gate/up GEMM
+ * (m=8, n=32768, k=4096) and the down GEMM (m=8, n=4096, k=16384) timed alone, then while the
+ * copy stream gathers 32 KiB units from registered host memory without pause, with the gather
+ * kernel (16 CTAs), the bulk-copy engine (16 CTAs) and the copy engines. Each row: the GEMM
+ * pair's time, its slowdown against alone, and the gather's rate meanwhile.
+ */
+static void bench_interference(void)
+{
+	const uint32_t m = 8, hidden = 4096, ffn = 16384, reps = 40, rounds = 6;
+	const size_t unit = 32768, n_arena = 16384, n_cache = 4096;
+	const uint32_t n = 2048;
+	uint16_t *x = dev_bf16((size_t)m * ffn, 1),
+		 *wgu = dev_bf16((size_t)2 * ffn * hidden, 0.02f);
+	uint16_t *wd = dev_bf16((size_t)hidden * ffn, 0.02f);
+	uint16_t *gu = (uint16_t *)dev((size_t)m * 2 * ffn * 2),
+		 *y = (uint16_t *)dev((size_t)m * hidden * 2);
+	size_t ab = unit * n_arena;
+	void *h = aligned_alloc(4096, ab), *hd;
+	memset(h, 5, ab);
+	KB(kb->ops->host_register(kb, h, ab, &hd));
+	void *cache = dev(unit * n_cache);
+	std::vector<int32_t> si(n), di(n);
+	for (uint32_t i = 0; i < n; i++) { /* random sources, distinct destinations */
+		si[i] = (int32_t)((i * 7919u + 13u) % n_arena);
+		di[i] = (int32_t)((i * 2053u) % n_cache);
+	}
+	int32_t *sid = (int32_t *)dev_copy(si.data(), n * 4),
+		*did = (int32_t *)dev_copy(di.data(), n * 4);
+	auto ffn_pair = [&] {
+		for (uint32_t r = 0; r < reps; r++) {
+			KB(kb->ops->gemm(kb, KB_STREAM_COMPUTE, m, 2 * ffn, hidden, x, hidden, wgu,
+					 hidden, gu, 2 * ffn, false, 1, 0));
+			KB(kb->ops->gemm(kb, KB_STREAM_COMPUTE, m, hidden, ffn, x, ffn, wd, ffn, y,
+					 hidden, false, 1, 0));
+		}
+	};
+	const char *how[4] = {"alone", "with the gather kernel, 16 CTAs",
+			      "with the bulk-copy engine, 16 CTAs", "with the copy engines"};
+	struct kb_event *a, *b, *c0, *c1;
+	KB(kb->ops->event_new(kb, &a));
+	KB(kb->ops->event_new(kb, &b));
+	KB(kb->ops->event_new(kb, &c0));
+	KB(kb->ops->event_new(kb, &c1));
+	double weights = ((double)2 * ffn * hidden + (double)hidden * ffn) * 2, alone = 0;
+	char p[96];
+	ffn_pair(); /* warm-up */
+	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
+	for (int g = 0; g < 4; g++) {
+		if (g) { /* enough gathers to outlast the GEMMs, queued first */
+			KB(kb->ops->event_record(kb, c0, KB_STREAM_COPY));
+			for (uint32_t r = 0; r < rounds; r++) {
+				if (g == 1)
+					KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did,
+							       sid, n, unit, 16));
+				else if (g == 2)
+					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
+								    did, sid, n, unit, 16));
+				else
+					KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd,
+								   di.data(), si.data(), n, unit));
+			}
+			KB(kb->ops->event_record(kb, c1, KB_STREAM_COPY));
+		}
+		KB(kb->ops->event_record(kb, a, KB_STREAM_COMPUTE));
+		ffn_pair();
+		KB(kb->ops->event_record(kb, b, KB_STREAM_COMPUTE));
+		KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
+		KB(kb->ops->sync(kb, KB_STREAM_COPY));
+		float ms = 0, cms = 0;
+		KB(kb->ops->event_elapsed(kb, a, b, &ms));
+		double us = ms * 1e3 / reps;
+		snprintf(p, sizeof(p), "ffn m=%u (2 GEMMs) %s", m, how[g]);
+		add_row("interference", p, us, weights, 2.0 * m * (3.0 * ffn * hidden), "hbm");
+		if (!g) {
+			alone = us;
+			continue;
+		}
+		KB(kb->ops->event_elapsed(kb, c0, c1, &cms));
+		double copied = (double)rounds * n * unit;
+		printf(
+		    "interference: the gather %s moved %.1f GB/s meanwhile (%.0f us for %.0f MB; "
+		    "the GEMMs took %.0f us)\n",
+		    how[g] + 5, copied / (cms * 1e6), cms * 1e3, copied / 1e6, ms * 1e3);
+		snprintf(p, sizeof(p), "ffn GEMMs %s / alone", how[g]);
+		add_ratio(p, us / alone);
+	}
+	kb->ops->event_free(kb, a);
+	kb->ops->event_free(kb, b);
+	kb->ops->event_free(kb, c0);
+	kb->ops->event_free(kb, c1);
+	KB(kb->ops->host_unregister(kb, h));
+	free(h);
+	for (void *q : {(void *)x, (void *)wgu, (void *)wd, (void *)gu, (void *)y, cache,
+			(void *)sid, (void *)did})
+		kb->ops->free(kb, q);
+}
+
 int main(int argc, char **argv)
 {
 	const char *json = NULL, *only = NULL;
@@ -744,7 +852,7 @@ int main(int argc, char **argv)
 		else {
 			fprintf(stderr,
 				"usage: %s [--json FILE] [--quick] [--only gather,decode,select,"
-				"dense,prefill,long,overhead] [--long-t TOKENS]\n",
+				"dense,prefill,long,overhead,interference] [--long-t TOKENS]\n",
 				argv[0]);
 			return 2;
 		}
@@ -775,6 +883,8 @@ int main(int argc, char **argv)
 		bench_overhead();
 		bench_sel_units();
 	}
+	if (on("interference"))
+		bench_interference();
 	if (json)
 		write_json(json);
 	kb_destroy(kb);
