@@ -324,7 +324,7 @@ static void bench_gather(bool quick)
 		add_row("copy_units gather", p, us, (double)n * unit, 0, "h2d");
 	}
 	/* the same lists through the bulk-copy engine */
-	for (uint32_t ctas : {8u, 16u, 32u, 64u}) {
+	for (uint32_t ctas : {4u, 8u, 16u, 32u, 64u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
 			KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd, did, sid, n,
 						    unit, ctas));
@@ -741,8 +741,8 @@ static void bench_decode_variants(const struct kb_opts *o)
  * interference of docs/perf-notes.md), at B=8 of the MiniCPM4.1-8B shape: the gate/up GEMM
  * (m=8, n=32768, k=4096) and the down GEMM (m=8, n=4096, k=16384) timed alone, then while the
  * copy stream gathers 32 KiB units from registered host memory without pause, with the gather
- * kernel (16 CTAs), the bulk-copy engine (16 CTAs) and the copy engines. Each row: the GEMM
- * pair's time, its slowdown against alone, and the gather's rate meanwhile.
+ * kernel (16 CTAs), the bulk-copy engine (16 and 4 CTAs) and the copy engines. Each row: the
+ * GEMM pair's time, its slowdown against alone, and the gather's rate meanwhile.
  */
 static void bench_interference(void)
 {
@@ -774,8 +774,9 @@ static void bench_interference(void)
 					 hidden, false, 1, 0));
 		}
 	};
-	const char *how[4] = {"alone", "with the gather kernel, 16 CTAs",
-			      "with the bulk-copy engine, 16 CTAs", "with the copy engines"};
+	const char *how[5] = {"alone", "with the gather kernel, 16 CTAs",
+			      "with the bulk-copy engine, 16 CTAs",
+			      "with the bulk-copy engine, 4 CTAs", "with the copy engines"};
 	struct kb_event *a, *b, *c0, *c1;
 	KB(kb->ops->event_new(kb, &a));
 	KB(kb->ops->event_new(kb, &b));
@@ -785,16 +786,17 @@ static void bench_interference(void)
 	char p[96];
 	ffn_pair(); /* warm-up */
 	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
-	for (int g = 0; g < 4; g++) {
+	for (int g = 0; g < 5; g++) {
 		if (g) { /* enough gathers to outlast the GEMMs, queued first */
 			KB(kb->ops->event_record(kb, c0, KB_STREAM_COPY));
 			for (uint32_t r = 0; r < rounds; r++) {
 				if (g == 1)
 					KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did,
 							       sid, n, unit, 16));
-				else if (g == 2)
+				else if (g == 2 || g == 3)
 					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
-								    did, sid, n, unit, 16));
+								    did, sid, n, unit,
+								    g == 2 ? 16 : 4));
 				else
 					KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd,
 								   di.data(), si.data(), n, unit));
