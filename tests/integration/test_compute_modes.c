@@ -211,13 +211,7 @@ static void test_twins(void **state)
 	kvhost_close(h);
 }
 
-/*
- * --gather=dma: the load lists come back to the host, which resolves them and queues the
- * copies (copy_units_dma); tokens equal the twins' and the gather kernel's run, with the
- * same units fetched.
- */
-/* A failed check leaves test_gather_dma (or _bulk) early: the tests after it gather with the
- * kernel again. */
+/* A failed check leaves a gather test early: the tests after it gather with the kernel again. */
 static int gather_kernel(void **state)
 {
 	(void)state;
@@ -225,57 +219,52 @@ static int gather_kernel(void **state)
 	return 0;
 }
 
-static void test_gather_dma(void **state)
+/*
+ * sparda and sparse-offload fetching another way (*flag set, named `how`): tokens equal the
+ * twins' and the gather kernel's run, with the same units and bytes fetched.
+ */
+static void check_gather(bool *flag, const char *how)
 {
 	struct kvhost *h = inproc();
-	struct run kern, dma, spo, ref, sp;
+	struct run kern, alt, spo, ref, sp;
+	char what[96];
 
 	run_mode(RUNNER_MODE_SPARDA, h, false, &kern, NULL);
-	g_gather_dma = true;
-	run_mode(RUNNER_MODE_SPARDA, h, false, &dma, NULL);
+	*flag = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &alt, NULL);
 	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
-	g_gather_dma = false;
+	*flag = false;
 	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
 	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
-	assert_same_tokens(&dma, &ref, "sparda (dma) vs sparda-nooffload");
-	assert_same_tokens(&dma, &kern, "sparda (dma) vs sparda (kernel)");
-	assert_same_tokens(&spo, &sp, "sparse-offload (dma) vs sparse");
-	assert_true(dma.loads > 0 && spo.loads > 0);
-	assert_int_equal(dma.loads, kern.loads);
-	assert_int_equal(dma.st.bytes_h2d, kern.st.bytes_h2d);
-	struct run *all[] = {&kern, &dma, &spo, &ref, &sp};
+	snprintf(what, sizeof(what), "sparda (%s) vs sparda-nooffload", how);
+	assert_same_tokens(&alt, &ref, what);
+	snprintf(what, sizeof(what), "sparda (%s) vs sparda (kernel)", how);
+	assert_same_tokens(&alt, &kern, what);
+	snprintf(what, sizeof(what), "sparse-offload (%s) vs sparse", how);
+	assert_same_tokens(&spo, &sp, what);
+	assert_true(alt.loads > 0 && spo.loads > 0);
+	assert_int_equal(alt.loads, kern.loads);
+	assert_int_equal(alt.st.bytes_h2d, kern.st.bytes_h2d);
+	struct run *all[] = {&kern, &alt, &spo, &ref, &sp};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
 }
 
-/*
- * --gather=bulk: the gather kernel's lists moved by copy_units_bulk (on CUDA the bulk-copy
- * engine, here the CPU's copy); tokens equal the twins' and the kernel's run, with the same
- * units and bytes fetched.
- */
+/* --gather=dma: the load lists come back to the host, which resolves them and queues the
+ * copies (copy_units_dma). */
+static void test_gather_dma(void **state)
+{
+	(void)state;
+	check_gather(&g_gather_dma, "dma");
+}
+
+/* --gather=bulk: the gather kernel's lists moved by copy_units_bulk (on CUDA the bulk-copy
+ * engine, here the CPU's copy). */
 static void test_gather_bulk(void **state)
 {
-	struct kvhost *h = inproc();
-	struct run kern, bulk, spo, ref, sp;
-
-	run_mode(RUNNER_MODE_SPARDA, h, false, &kern, NULL);
-	g_gather_bulk = true;
-	run_mode(RUNNER_MODE_SPARDA, h, false, &bulk, NULL);
-	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
-	g_gather_bulk = false;
-	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
-	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
-	assert_same_tokens(&bulk, &ref, "sparda (bulk) vs sparda-nooffload");
-	assert_same_tokens(&bulk, &kern, "sparda (bulk) vs sparda (kernel)");
-	assert_same_tokens(&spo, &sp, "sparse-offload (bulk) vs sparse");
-	assert_true(bulk.loads > 0 && spo.loads > 0);
-	assert_int_equal(bulk.loads, kern.loads);
-	assert_int_equal(bulk.st.bytes_h2d, kern.st.bytes_h2d);
-	struct run *all[] = {&kern, &bulk, &spo, &ref, &sp};
-	for (int i = 0; i < 5; i++)
-		free(all[i]->logits);
-	kvhost_close(h);
+	(void)state;
+	check_gather(&g_gather_bulk, "bulk");
 }
 
 /*
