@@ -819,10 +819,9 @@ static void bench_interference(void)
 		}
 		KB(kb->ops->event_elapsed(kb, c0, c1, &cms));
 		double copied = (double)rounds * n * unit;
-		printf(
-		    "interference: the gather %s moved %.1f GB/s meanwhile (%.0f us for %.0f MB; "
-		    "the GEMMs took %.0f us)\n",
-		    how[g] + 5, copied / (cms * 1e6), cms * 1e3, copied / 1e6, ms * 1e3);
+		printf("interference: %s moved %.1f GB/s meanwhile (%.0f us for %.0f MB; "
+		       "the GEMMs took %.0f us)\n",
+		       how[g] + 5, copied / (cms * 1e6), cms * 1e3, copied / 1e6, ms * 1e3);
 		snprintf(p, sizeof(p), "ffn GEMMs %s / alone", how[g]);
 		add_ratio(p, us / alone);
 	}
