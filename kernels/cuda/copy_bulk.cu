@@ -117,6 +117,8 @@ __global__ void __launch_bounds__(32)
 	while (stored < loaded) {
 		uint32_t st = stored % KC_BULK_STAGES;
 		kc_bulk_wait(kc_smem_addr(&bar[st]), (stored / KC_BULK_STAGES) & 1);
+		/* the landed chunk, as this thread sees it, ordered before the bulk store's read */
+		asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 		asm volatile(
 		    "cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(sdst[st]),
 		    "r"(kc_smem_addr(buf[st])), "r"(ssize[st])
