@@ -108,6 +108,15 @@ static int run_compute(const char *const *args, int timeout_ms, struct proc *p)
 	return rc;
 }
 
+/* A compute run that must end with exit status `code` and a log that names `needle`. */
+static void expect_exit(struct proc *p, const char *const *args, int timeout_ms, int code,
+			const char *needle)
+{
+	spawn(p, args);
+	assert_int_equal(wait_exit(p, timeout_ms), code);
+	assert_true(log_has(p, needle));
+}
+
 static json_object *mode_obj(json_object *root, const char *mode)
 {
 	json_object *o = NULL;
@@ -256,14 +265,11 @@ static void test_inproc_modes_same_process(void **state)
 	unlink(p.log);
 	/* refused: a mode that keeps its KV on the GPU, and an inproc job */
 	const char *bad1[] = {rd, "--modes=sparda", "--inproc-modes=sparda-nooffload", NULL};
-	spawn(&p, bad1);
-	assert_int_equal(wait_exit(&p, 30000), 1);
-	assert_true(log_has(&p, "inproc-modes: 'sparda-nooffload' is not an offloading mode"));
+	expect_exit(&p, bad1, 30000, 1,
+		    "inproc-modes: 'sparda-nooffload' is not an offloading mode");
 	unlink(p.log);
 	const char *bad2[] = {"--host-store=inproc", "--modes=sparda", "--inproc-modes=sparda", NULL};
-	spawn(&p, bad2);
-	assert_int_equal(wait_exit(&p, 30000), 1);
-	assert_true(log_has(&p, "host-store is already inproc"));
+	expect_exit(&p, bad2, 30000, 1, "host-store is already inproc");
 	unlink(p.log);
 	int st = 0;
 	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
@@ -354,9 +360,7 @@ static void test_arena_exact_budget(void **state)
 			assert_string_equal(str_of(mode_obj(root, "sparda"), "status"), "ok");
 			json_object_put(root);
 		} else {
-			spawn(&p, args);
-			assert_int_equal(wait_exit(&p, 240000), 1);
-			assert_true(log_has(&p, "RAM budget"));
+			expect_exit(&p, args, 240000, 1, "RAM budget");
 		}
 		unlink(p.log);
 		int ws = 0;
@@ -387,9 +391,7 @@ static void test_no_memsvc_fallback(void **state)
 	unlink(js + strlen("--json="));
 	const char *strict[] = { rd, js, "--modes=sparse,sparda,dense", "--prompt-tokens=1200",
 				 "--new-tokens=8", "--fallback=false", "--timeout-ms=2000", NULL };
-	spawn(&p, strict);
-	assert_int_equal(wait_exit(&p, 60000), 1);
-	assert_true(log_has(&p, "sparda-memsvc"));
+	expect_exit(&p, strict, 60000, 1, "sparda-memsvc");
 	assert_true(log_has(&p, "failed (E"));
 	root = json_object_from_file(js + strlen("--json="));
 	assert_non_null(root);
@@ -593,34 +595,24 @@ static void test_bad_inputs(void **state)
 	fclose(f);
 	snprintf(md, sizeof(md), "--model=%s", dir);
 	const char *a1[] = { md, "--host-store=inproc", NULL };
-	spawn(&p, a1);
-	assert_int_equal(wait_exit(&p, 30000), 1);
-	assert_true(log_has(&p, "config.json"));
+	expect_exit(&p, a1, 30000, 1, "config.json");
 	unlink(p.log);
 	/* a model directory that does not exist */
 	const char *a2[] = { "--model=/nonexistent/sparda-model", "--host-store=inproc", NULL };
-	spawn(&p, a2);
-	assert_int_equal(wait_exit(&p, 30000), 1);
-	assert_true(log_has(&p, "/nonexistent/sparda-model"));
+	expect_exit(&p, a2, 30000, 1, "/nonexistent/sparda-model");
 	unlink(p.log);
 	/* bad flags name the key */
 	const char *a3[] = { "--batch=zero", NULL };
-	spawn(&p, a3);
-	assert_int_equal(wait_exit(&p, 30000), 2);
-	assert_true(log_has(&p, "batch"));
+	expect_exit(&p, a3, 30000, 2, "batch");
 	unlink(p.log);
 	const char *a4[] = { "--modes=sparda,fast", "--host-store=inproc", NULL };
-	spawn(&p, a4);
-	assert_int_equal(wait_exit(&p, 30000), 1);
-	assert_true(log_has(&p, "unknown mode 'fast'"));
+	expect_exit(&p, a4, 30000, 1, "unknown mode 'fast'");
 	unlink(p.log);
 	/* a device smaller than the model's weights: the allocation fails, named, as out of
 	 * device memory; a limit that holds them runs */
 	const char *a5[] = { "--gpu-mem-limit=2M", "--host-store=inproc", "--modes=sparda",
 			     "--new-tokens=2", NULL };
-	spawn(&p, a5);
-	assert_int_equal(wait_exit(&p, 60000), 1);
-	assert_true(log_has(&p, "device memory limit reached"));
+	expect_exit(&p, a5, 60000, 1, "device memory limit reached");
 	assert_true(log_has(&p, "device allocation of"));
 	unlink(p.log);
 	const char *a6[] = { "--gpu-mem-limit=1G", "--host-store=inproc", "--modes=sparda",
