@@ -764,13 +764,19 @@ static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst
 		return;
 	}
 	void *gs = h2d ? hdev : g_in(src, srcb), *gd = h2d ? g_out(dstb) : hdev;
+	int32_t *gdi = how == CU_DMA ? di : g_in(di, n * 4),
+		*gsi = how == CU_DMA ? si : g_in(si, n * 4);
+	/* the inputs and the poisoned output are staged on the compute stream: on the device
+	 * before the copy stream's launch reads or writes them */
+	int se = gpu->ops->sync(gpu, KB_STREAM_COMPUTE);
+	if (se)
+		die("sync compute stream", se);
 	int rg = how == CU_DMA
-		     ? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, di, si, n, unit)
+		     ? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit)
 		     : (how == CU_BULK ? gpu->ops->copy_units_bulk : gpu->ops->copy_units)(
-			   gpu, KB_STREAM_COPY, gd, gs, g_in(di, n * 4), g_in(si, n * 4), n, unit,
-			   n_ctas);
+			   gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit, n_ctas);
 	if (rc_pair(rc, rg)) {
-		int se = gpu->ops->sync(gpu, KB_STREAM_COPY);
+		se = gpu->ops->sync(gpu, KB_STREAM_COPY);
 		if (se)
 			fail("sync copy stream: %d", se);
 		cmp_bytes("dst", dc, h2d ? g_get(gd, dstb) : host, dstb);
