@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -691,14 +692,31 @@ static int sweep_grid(const struct sweep_opts *o, struct model *models, struct t
 	return 0;
 }
 
+/* A grid the sweep cannot run: the problem on stderr, -EINVAL. */
+static int __attribute__((format(printf, 1, 2))) grid_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sparda bench sweep: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return -EINVAL;
+}
+
 /* The batch list, then the last batch doubled while it stays <= batch_max. */
 static int make_ladder(struct sweep_opts *o)
 {
 	unsigned v = 0;
 
 	for (int i = 0; i < o->batches.n; i++) {
-		if (!sweep_parse_uint(o->batches.v[i], &v) || (i && v <= o->ladder[i - 1]))
-			return -EINVAL; /* ascending: the search relies on it */
+		if (!sweep_parse_uint(o->batches.v[i], &v))
+			return grid_err("--batches: '%s' is not a positive integer",
+					o->batches.v[i]);
+		if (i && v <= o->ladder[i - 1]) /* the batch search relies on it */
+			return grid_err("--batches: %u after %u: the list must be ascending", v,
+					o->ladder[i - 1]);
 		o->ladder[o->n_ladder++] = v;
 	}
 	while (o->batch_max && v <= o->batch_max / 2 && o->n_ladder < LIST_MAX)
@@ -714,21 +732,25 @@ static int sweep_check(struct sweep_opts *o, struct model *models)
 
 	for (int i = 0; i < o->contexts.n; i++)
 		if (!sweep_parse_uint(o->contexts.v[i], &v))
-			return -EINVAL;
+			return grid_err("--contexts: '%s' is not a positive integer",
+					o->contexts.v[i]);
 	if ((rc = make_ladder(o)))
 		return rc;
 	snprintf(dir, sizeof(dir), "%s/models", o->out);
 	for (int i = 0; i < o->models.n; i++) {
 		if ((rc = model_parse(o->models.v[i], o->model_dir ? o->model_dir : dir,
 				      o->random_forecast, o->shared, &models[i])))
-			return rc;
+			return grid_err("--models: '%s': %s (PRESET or PRESET:LAYERS)",
+					o->models.v[i], err_str(rc));
 		if (o->random_forecast && !models[i].layers)
 			printf("sweep: %s is the embedded model, whose Forecast is always fitted "
 			       "(--random-forecast applies to preset:layers models)\n",
 			       models[i].spec);
 	}
 	snprintf(dir, sizeof(dir), "%s/logs", o->out);
-	return o->dry_run ? 0 : mkdir_p(dir);
+	if (!o->dry_run && (rc = mkdir_p(dir)))
+		return grid_err("cannot create %s: %s", dir, err_str(rc));
+	return 0;
 }
 
 int bench_sweep(int argc, char **argv)
@@ -745,10 +767,8 @@ int bench_sweep(int argc, char **argv)
 
 	if (rc)
 		goto out_free;
-	if ((rc = sweep_check(&o, models))) {
-		fprintf(stderr, "sparda bench sweep: bad grid or output dir: %s\n", err_str(rc));
+	if ((rc = sweep_check(&o, models))) /* it named the problem */
 		goto out_free;
-	}
 	printf("sweep: %d models x %d contexts x %d batches (%d modes%s), part %u/%u, out %s\n",
 	       o.models.n, o.contexts.n, o.n_ladder, o.modes.n,
 	       o.inproc.n ? ", in-process arena too" : "", o.part, o.parts, o.out);

@@ -95,6 +95,22 @@ for bad in 0 1 x 0.5x; do
 	"$sparda" bench sweep --out "$work/to" --models tiny:2 --shared-activation $bad \
 		--dry-run >/dev/null 2>&1 && fail "--shared-activation $bad accepted"
 done
+# A bad grid is refused with a message naming the flag and the value, before anything runs.
+bad_grid() { # expected-message args...
+	local want=$1
+	shift
+	"$sparda" bench sweep --out "$work/bg" --models tiny --contexts 1100 --batches 1 "$@" \
+		--dry-run >"$work/bg.log" 2>&1 && fail "accepted: $*"
+	grep -q -- "$want" "$work/bg.log" || fail "$*: $(cat "$work/bg.log")"
+}
+bad_grid "--batches: 2 after 4: the list must be ascending" --batches 4,2
+bad_grid "--batches: 'x' is not a positive integer" --batches 1,x
+bad_grid "--contexts: '0' is not a positive integer" --contexts 0
+bad_grid "--models: 'tiny:y'" --models tiny:y
+: >"$work/file"
+"$sparda" bench sweep --out "$work/file/sub" --models tiny --contexts 1100 --batches 1 \
+	>"$work/bg.log" 2>&1 && fail "an output dir under a file accepted"
+grep -q "cannot create $work/file/sub/logs" "$work/bg.log" || fail "$(cat "$work/bg.log")"
 # A device smaller than the mode needs (compute --gpu-mem-limit): recorded as gpu-oom.
 "$sparda" bench sweep --out "$work/go" --backend cpu --models tiny --contexts 1100 --batches 1 \
 	--modes sparse --new-tokens 3 --timeout-s 60 --compute-arg=--gpu-mem-limit=2M \
