@@ -39,7 +39,7 @@ struct runner_opts {
 	enum runner_mode mode;
 	uint32_t max_batch;  /* sequences decoded together */
 	uint32_t max_tokens; /* prompt + generated, per sequence */
-	uint32_t gather_ctas; /* CTAs of the gather (CUDA), 0 = 8 with gather_bulk, else 16 */
+	uint32_t gather_ctas; /* CTAs of the gather and the write-back (CUDA), 0 = the backend's */
 	/* Fetch offloaded units with copy-engine copies queued by the host (kb copy_units_dma)
 	 * instead of the gather kernel: each layer's load list comes back to the host (as in
 	 * careful mode), which resolves it against the residency words. */

@@ -190,13 +190,6 @@ static int diff_and_resolve(struct runner *r, struct step *s, uint32_t l, enum k
 	return rc ? rc : resolve(r, s, l, st);
 }
 
-/* The CTAs of a copy_units (bulk: copy_units_bulk) launch: the option, or the measured default
- * (docs/perf-notes.md, "The bulk-copy gather, measured"). */
-static uint32_t copy_ctas(const struct runner *r, bool bulk)
-{
-	return r->o.gather_ctas ? r->o.gather_ctas : bulk ? 8 : 16;
-}
-
 static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	struct runner_lkv *kv = &r->kv[l];
@@ -205,7 +198,7 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 		return 0;
 	return (r->o.gather_bulk ? r->kb->ops->copy_units_bulk : r->kb->ops->copy_units)(
 	    r->kb, st, kv->cache, r->arena_dev, kv->dst_idx, kv->src_idx, s->nc * s->k,
-	    r->unit_bytes, copy_ctas(r, r->o.gather_bulk));
+	    r->unit_bytes, r->o.gather_ctas);
 }
 
 static int32_t *layer_loads(struct runner *r, uint32_t l);
@@ -463,7 +456,7 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 	}
 	if ((rc = runner_upload_i32(r, r->wb_dst, h, s->nc)) ||
 	    (rc = k->copy_units(r->kb, KB_STREAM_COMPUTE, r->arena_dev, kv->cache, r->wb_dst,
-				r->tail_idx, s->nc, r->unit_bytes, copy_ctas(r, false))) ||
+				r->tail_idx, s->nc, r->unit_bytes, r->o.gather_ctas)) ||
 	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
 		return rc;
 	r->st.bytes_d2h += (uint64_t)n_wb * r->unit_bytes;

@@ -223,8 +223,8 @@ struct kb_ops {
 	 * Copy whole units: for i < n, copy unit_bytes from src + src_idx[i] * unit_bytes to
 	 * dst + dst_idx[i] * unit_bytes (entries with an index < 0 are skipped). Either side may be
 	 * registered host memory (the memsvc arena); CUDA uses a persistent kernel of n_ctas CTAs
-	 * with 16-byte loads (unit_bytes % 16 == 0, 16-byte aligned bases). Indices are device
-	 * arrays. This is the gather (arena -> GPU cache) and the write-back (GPU -> arena).
+	 * (0 = 16) with 16-byte loads (unit_bytes % 16 == 0, 16-byte aligned bases). Indices are
+	 * device arrays. This is the gather (arena -> GPU cache) and the write-back (GPU -> arena).
 	 */
 	int (*copy_units)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 			  const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
@@ -239,10 +239,10 @@ struct kb_ops {
 			      const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
 			      size_t unit_bytes);
 	/*
-	 * copy_units through the bulk-copy engine: CUDA on sm_90 and later runs n_ctas CTAs of one
-	 * issuing thread each, which move every unit in 8 KiB chunks (cp.async.bulk, through
-	 * shared memory) instead of 16-byte loads and stores from every thread; before sm_90 and
-	 * on the CPU it is copy_units. Same contract and alignment rules as copy_units.
+	 * copy_units through the bulk-copy engine: CUDA on sm_90 and later runs n_ctas CTAs (0 =
+	 * 8) of one issuing thread each, which move every unit in 8 KiB chunks (cp.async.bulk,
+	 * through shared memory) instead of 16-byte loads and stores from every thread; before
+	 * sm_90 and on the CPU it is copy_units. Same contract and alignment rules as copy_units.
 	 */
 	int (*copy_units_bulk)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 			       const int32_t *dst_idx, const int32_t *src_idx, uint32_t n,
