@@ -301,6 +301,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .max_batch = j->batch,
 				 .max_tokens = max_tokens(j),
 				 .gather_ctas = (uint32_t)cfg->gather_ctas,
+				 .cache_slots = (uint32_t)cfg->cache_slots,
 				 .gather_dma = cfg->gather == JOB_GATHER_DMA,
 				 .gather_bulk = cfg->gather == JOB_GATHER_BULK,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,

@@ -136,6 +136,12 @@ static int check_model(struct runner *r)
 		return runner_fail(r, -EINVAL,
 				   "mode %s needs Forecast weights (q_future_proj, q_curr_proj) "
 				   "and the model has none", runner_mode_name(r->o.mode)), -EINVAL;
+	if (r->o.cache_slots && r->o.cache_slots < c->sparse.topk)
+		return runner_fail(r, -EINVAL,
+				   "cache slots %u below top-k %u: a step's selection "
+				   "must fit the cache",
+				   r->o.cache_slots, c->sparse.topk),
+		       -EINVAL;
 	if (runner_mode_offloads(r->o.mode) && !r->o.host)
 		return runner_fail(r, -EINVAL, "mode %s keeps KV in the host store; none given",
 				   runner_mode_name(r->o.mode)), -EINVAL;
@@ -171,6 +177,10 @@ static void derive_shapes(struct runner *r)
 		r->n_slots = r->max_blocks;
 	if (r->n_slots < sp->topk)
 		r->n_slots = sp->topk; /* diff needs k <= n_slots */
+	if (r->o.cache_slots > r->n_slots) { /* a retaining cache: no more slots than blocks */
+		uint32_t want = r->o.cache_slots < r->max_blocks ? r->o.cache_slots : r->max_blocks;
+		r->n_slots = want > r->n_slots ? want : r->n_slots;
+	}
 	r->sel_cap = r->max_blocks > r->n_slots ? r->max_blocks : r->n_slots;
 	r->ck_cap = kb_ck_entries(sp, r->o.max_tokens) + 1;
 	r->unit_elems = (size_t)2 * sp->block * r->hd;
@@ -212,9 +222,12 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 		     dev_alloc(r, &kv->load_block, nc * r->n_slots * 4) ||
 		     dev_alloc(r, &kv->n_loads, nc * 4) ||
 		     dev_alloc(r, &kv->dst_idx, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->word_base, nc * 8);
+		     dev_alloc(r, &kv->word_base, nc * 8) ||
+		     (r->o.cache_slots && dev_alloc(r, &kv->age, nc * r->n_slots * 4));
 	if (rc)
 		return -ENOMEM;
+	if (kv->age && (rc = k->memset(r->kb, kv->age, 0, nc * r->n_slots * 4, KB_STREAM_COMPUTE)))
+		return rc;
 	if (!kv->resident) {
 		kv->hits = r->stats_dev + l * r->stats_per;
 		kv->src_idx = kv->hits + nc;
@@ -505,9 +518,9 @@ void runner_close(struct runner *r)
 	}
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
-		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
-			       kv->load_slot, kv->load_block, kv->n_loads, kv->dst_idx,
-			       kv->word_base };
+		void *kp[] = {kv->store,   kv->cache,	kv->map,       kv->ck,
+			      kv->ring,	   kv->sel,	kv->load_slot, kv->load_block,
+			      kv->n_loads, kv->dst_idx, kv->word_base, kv->age};
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
 		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };

@@ -40,6 +40,11 @@ struct runner_opts {
 	uint32_t max_batch;  /* sequences decoded together */
 	uint32_t max_tokens; /* prompt + generated, per sequence */
 	uint32_t gather_ctas; /* CTAs of the gather and the write-back (CUDA), 0 = the backend's */
+	/* GPU cache slots per (sequence, offloaded layer, KV head). 0: top-k, each step's
+	 * selection exactly (DESIGN 3.3). More (at least top-k): a retaining cache, where a block
+	 * no longer selected stays until a new block needs its slot, the least recently selected
+	 * first (kb cache_diff with age); capped at the sequence's blocks. */
+	uint32_t cache_slots;
 	/* Fetch offloaded units with copy-engine copies queued by the host (kb copy_units_dma)
 	 * instead of the gather kernel: each layer's load list comes back to the host (as in
 	 * careful mode), which resolves it against the residency words. */

@@ -170,9 +170,9 @@ static const int32_t *layer_sel(struct runner *r, struct step *s, uint32_t l)
 static int diff_loads(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	struct runner_lkv *kv = &r->kv[l];
-	return r->kb->ops->cache_diff(r->kb, st, kv->map, layer_sel(r, s, l), r->neg1, s->nc,
-				      r->n_slots, s->k, kv->load_slot, kv->load_block, kv->n_loads,
-				      kv->hits);
+	return r->kb->ops->cache_diff(r->kb, st, kv->map, kv->age, (int32_t)r->step,
+				      layer_sel(r, s, l), r->neg1, s->nc, r->n_slots, s->k,
+				      kv->load_slot, kv->load_block, kv->n_loads, kv->hits);
 }
 
 /* The load list to arena slots through the residency words (misses counted). */

@@ -26,6 +26,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	uint16_t *store;    /* resident: [n_caches * max_blocks] units */
 	uint16_t *cache;    /* offloaded: [n_caches * n_slots] units */
 	int32_t *map;       /* offloaded: [n_caches * n_slots] block per slot */
+	int32_t *age;	    /* retaining cache: [n_caches * n_slots] step last selected, or NULL */
 	uint16_t *ck;       /* [batch, n_kv, ck_cap, d] */
 	uint16_t *ring;     /* [batch, n_kv, ck_kernel, d] */
 	int32_t *sel;       /* [n_caches * sel_k] selection for this layer */

@@ -214,10 +214,17 @@ struct kb_ops {
 	 * Outputs: load_slot [n, k] and load_block [n, k] (the slot to fill and the block to fetch,
 	 * n_loads[i] entries valid, the rest -1) and hits[i] = selected blocks that were already
 	 * cached. Requires k <= n_slots.
+	 * With age != NULL ([n, n_slots] int32: the step at which each slot's block was last
+	 * selected or loaded) the cache retains what it can: a slot not kept holds its block until
+	 * a new block needs the slot. New blocks, in ascending block order, take the empty slots
+	 * first (ascending), then the slots of the least recently selected blocks (ascending age,
+	 * then slot); slots not taken keep their block and age; kept and filled slots get age =
+	 * step. The load list follows that order.
 	 */
-	int (*cache_diff)(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
-			  const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
-			  int32_t *load_slot, int32_t *load_block, int32_t *n_loads, int32_t *hits);
+	int (*cache_diff)(struct kb *kb, enum kb_stream s, int32_t *map, int32_t *age, int32_t step,
+			  const int32_t *sel, const int32_t *protect, uint32_t n, uint32_t n_slots,
+			  uint32_t k, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+			  int32_t *hits);
 
 	/*
 	 * Copy whole units: for i < n, copy unit_bytes from src + src_idx[i] * unit_bytes to

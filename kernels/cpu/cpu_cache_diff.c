@@ -96,6 +96,53 @@ static void diff_apply(int32_t *map, const int32_t *sel, uint32_t nsel, uint32_t
 	*hits = (int32_t)nh;
 }
 
+/*
+ * The retaining cache (age != NULL): the slots not kept, ordered empty first (ascending slot),
+ * then by ascending age and slot, take the new blocks in ascending block order; the rest keep
+ * their blocks. order: scratch of n_slots keys (age biased to unsigned, slot).
+ */
+static int key_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void diff_apply_lru(int32_t *map, int32_t *age, int32_t step, const int32_t *sel,
+			   uint32_t nsel, uint32_t n_slots, uint32_t k, const uint8_t *found,
+			   const uint8_t *keep, uint64_t *order, int32_t *load_slot,
+			   int32_t *load_block, int32_t *n_loads, int32_t *hits)
+{
+	uint32_t n_empty = 0, n_cand, nl = 0, nh = 0;
+
+	for (uint32_t sl = 0; sl < n_slots; sl++) /* empty slots first, in slot order */
+		if (!keep[sl] && map[sl] < 0)
+			order[n_empty++] = sl;
+	n_cand = n_empty;
+	for (uint32_t sl = 0; sl < n_slots; sl++)
+		if (!keep[sl] && map[sl] >= 0)
+			order[n_cand++] = (uint64_t)((uint32_t)age[sl] ^ 0x80000000u) << 32 | sl;
+	qsort(order + n_empty, n_cand - n_empty, sizeof(*order), key_cmp);
+	for (uint32_t j = 0; j < nsel; j++) {
+		if (found[j]) {
+			nh++;
+			continue;
+		}
+		uint32_t sl = (uint32_t)order[nl]; /* diff_check: the new blocks fit */
+		map[sl] = sel[j];
+		age[sl] = step;
+		load_slot[nl] = (int32_t)sl;
+		load_block[nl++] = sel[j];
+	}
+	for (uint32_t sl = 0; sl < n_slots; sl++)
+		if (keep[sl])
+			age[sl] = step;
+	for (uint32_t j = nl; j < k; j++)
+		load_slot[j] = load_block[j] = -1;
+	*n_loads = (int32_t)nl;
+	*hits = (int32_t)nh;
+}
+
 /* Check every row before touching any map, so an error leaves all caches as they were. */
 static int diff_check(const int32_t *map, const int32_t *sel, const int32_t *protect, uint32_t n,
 		      uint32_t n_slots, uint32_t k, uint8_t *found, uint8_t *keep)
@@ -117,19 +164,22 @@ static int diff_check(const int32_t *map, const int32_t *sel, const int32_t *pro
 	return 0;
 }
 
-int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
-		   const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
-		   int32_t *load_slot, int32_t *load_block, int32_t *n_loads, int32_t *hits)
+int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, int32_t *age, int32_t step,
+		   const int32_t *sel, const int32_t *protect, uint32_t n, uint32_t n_slots,
+		   uint32_t k, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+		   int32_t *hits)
 {
 	uint8_t *found, *keep;
+	uint64_t *order;
 	int err;
 
 	if (!cpu_stream_ok(s) || !map || !sel || !load_slot || !load_block || !n_loads || !hits ||
 	    !n_slots || k > n_slots || n_slots > INT32_MAX)
 		return -EINVAL;
-	found = malloc((size_t)k + n_slots + 1);
-	if (!found)
+	order = malloc((size_t)n_slots * sizeof(*order) + k + n_slots + 1);
+	if (!order)
 		return -ENOMEM;
+	found = (uint8_t *)(order + n_slots);
 	keep = found + k;
 	err = diff_check(map, sel, protect, n, n_slots, k, found, keep);
 	for (uint32_t i = 0; !err && i < n; i++) {
@@ -139,9 +189,14 @@ int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t 
 
 		sel_count(si, k, &nsel);
 		diff_mark(mi, si, nsel, protect ? protect[i] : -1, n_slots, found, keep);
-		diff_apply(mi, si, nsel, n_slots, k, found, keep, load_slot + (size_t)i * k,
-			   load_block + (size_t)i * k, n_loads + i, hits + i);
+		if (age)
+			diff_apply_lru(mi, age + (size_t)i * n_slots, step, si, nsel, n_slots, k,
+				       found, keep, order, load_slot + (size_t)i * k,
+				       load_block + (size_t)i * k, n_loads + i, hits + i);
+		else
+			diff_apply(mi, si, nsel, n_slots, k, found, keep, load_slot + (size_t)i * k,
+				   load_block + (size_t)i * k, n_loads + i, hits + i);
 	}
-	free(found);
+	free(order);
 	return err;
 }

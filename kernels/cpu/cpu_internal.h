@@ -84,9 +84,10 @@ int cpu_select_prefill(struct kb *kb, enum kb_stream s, int32_t *sel, const uint
 		       const struct kb_sparse *sp, void *work);
 size_t cpu_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, uint32_t n_q, uint32_t n_kv,
 			       const struct kb_sparse *sp);
-int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
-		   const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
-		   int32_t *load_slot, int32_t *load_block, int32_t *n_loads, int32_t *hits);
+int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, int32_t *age, int32_t step,
+		   const int32_t *sel, const int32_t *protect, uint32_t n, uint32_t n_slots,
+		   uint32_t k, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+		   int32_t *hits);
 
 /* Shared by both selections: true when the sparse parameters are usable. */
 bool cpu_sparse_ok(const struct kb_sparse *sp);

@@ -376,14 +376,14 @@ static size_t kc_op_select_prefill_work(struct kb *kb, uint32_t t, uint32_t p0, 
 	return kc_select_prefill_work(t, p0, n_q, n_kv, sp);
 }
 
-static int kc_op_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, const int32_t *sel,
-			    const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
-			    int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
-			    int32_t *hits)
+static int kc_op_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, int32_t *age,
+			    int32_t step, const int32_t *sel, const int32_t *protect, uint32_t n,
+			    uint32_t n_slots, uint32_t k, int32_t *load_slot, int32_t *load_block,
+			    int32_t *n_loads, int32_t *hits)
 {
 	KC_NEED_STREAM(s);
-	return kc_cache_diff(KC_ST(kb, s), map, sel, protect, n, n_slots, k, load_slot, load_block,
-			     n_loads, hits);
+	return kc_cache_diff(KC_ST(kb, s), map, age, step, sel, protect, n, n_slots, k, load_slot,
+			     load_block, n_loads, hits);
 }
 
 static int kc_op_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,

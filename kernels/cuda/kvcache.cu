@@ -14,20 +14,81 @@
 #define KC_CD_THREADS 128u
 #define KC_CU_THREADS 512u
 
+/*
+ * The retaining cache (cache_diff with age): the slots not kept take the new blocks in the
+ * order empty slots (ascending), then ascending (age, slot); each slot's rank in that order is
+ * the count of candidates before it, so no sort is needed (n_slots^2 / threads compares).
+ * Slots ranked past the new blocks keep their block and age.
+ */
+static __device__ void kc_cache_diff_lru(int32_t *mp, int32_t *ap, int32_t step, const int32_t *old,
+					 const int32_t *sl, const int32_t *nw, const int32_t *ag,
+					 int32_t *kp, int32_t prot, uint32_t n_slots, uint32_t k,
+					 uint32_t n_new, uint32_t n_hit, int32_t *load_slot,
+					 int32_t *load_block, int32_t *n_loads, int32_t *hits)
+{
+	uint32_t tid = threadIdx.x, bd = blockDim.x;
+	for (uint32_t s = tid; s < n_slots; s += bd) {
+		bool kept = (int32_t)s == prot;
+		int32_t blk = old[s];
+		if (!kept && blk >= 0)
+			for (uint32_t i = 0; i < k && !kept; i++)
+				kept = sl[i] == blk;
+		kp[s] = kept;
+	}
+	__syncthreads();
+	uint32_t n_cand = 0;
+	for (uint32_t s = tid; s < n_slots; s += bd) {
+		if (kp[s]) {
+			ap[s] = step;
+			continue;
+		}
+		/* key: (occupied, age if occupied, slot), lexicographic */
+		bool occ = old[s] >= 0;
+		uint32_t rank = 0;
+		for (uint32_t t = 0; t < n_slots; t++) {
+			if (kp[t] || t == s)
+				continue;
+			bool ot = old[t] >= 0;
+			rank += ot != occ ? !ot : (occ && ag[t] != ag[s]) ? ag[t] < ag[s] : t < s;
+		}
+		if (rank < n_new) {
+			mp[s] = nw[rank];
+			ap[s] = step;
+			load_slot[rank] = (int32_t)s;
+			load_block[rank] = nw[rank];
+		}
+	}
+	for (uint32_t s = 0; s < n_slots; s++) /* every thread: the same count */
+		n_cand += !kp[s];
+	uint32_t nl = min(n_new, n_cand);
+	for (uint32_t i = nl + tid; i < k; i += bd) {
+		load_slot[i] = -1;
+		load_block[i] = -1;
+	}
+	if (tid == 0) {
+		*n_loads = (int32_t)nl;
+		*hits = (int32_t)n_hit;
+	}
+}
+
 __global__ void __launch_bounds__(KC_CD_THREADS)
-    kc_cache_diff_kernel(int32_t *map, const int32_t *sel, const int32_t *protect, uint32_t n_slots,
-			 uint32_t k, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
-			 int32_t *hits)
+    kc_cache_diff_kernel(int32_t *map, int32_t *age, int32_t step, const int32_t *sel,
+			 const int32_t *protect, uint32_t n_slots, uint32_t k, int32_t *load_slot,
+			 int32_t *load_block, int32_t *n_loads, int32_t *hits)
 {
 	extern __shared__ int32_t cd_smem[];
 	__shared__ uint32_t wsum[KC_CD_THREADS / 32];
-	int32_t *old = cd_smem, *sl = old + n_slots, *nw = sl + k;
+	/* old map, selection, new blocks; with age: the ages and the kept flags */
+	int32_t *old = cd_smem, *sl = old + n_slots, *nw = sl + k, *ag = nw + k, *kp = ag + n_slots;
 	uint32_t c = blockIdx.x, tid = threadIdx.x, bd = blockDim.x;
-	int32_t *mp = map + (size_t)c * n_slots;
+	int32_t *mp = map + (size_t)c * n_slots, *ap = age ? age + (size_t)c * n_slots : NULL;
 	const int32_t *sc = sel + (size_t)c * k;
 	int32_t prot = protect ? protect[c] : -1;
-	for (uint32_t i = tid; i < n_slots; i += bd)
+	for (uint32_t i = tid; i < n_slots; i += bd) {
 		old[i] = mp[i];
+		if (ap)
+			ag[i] = ap[i];
+	}
 	for (uint32_t i = tid; i < k; i += bd)
 		sl[i] = sc[i];
 	__syncthreads();
@@ -49,6 +110,12 @@ __global__ void __launch_bounds__(KC_CD_THREADS)
 		n_hit += tot;
 	}
 	__syncthreads();
+	if (ap) {
+		kc_cache_diff_lru(mp, ap, step, old, sl, nw, ag, kp, prot, n_slots, k, n_new, n_hit,
+				  load_slot + (size_t)c * k, load_block + (size_t)c * k,
+				  n_loads + c, hits + c);
+		return;
+	}
 	/* Free slots in ascending order take the new blocks; the rest become empty. */
 	uint32_t n_free = 0;
 	for (uint32_t c0 = 0; c0 < n_slots; c0 += bd) {
@@ -84,20 +151,20 @@ __global__ void __launch_bounds__(KC_CD_THREADS)
 	}
 }
 
-extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, const int32_t *sel,
-			     const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
-			     int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
-			     int32_t *hits)
+extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, int32_t *age, int32_t step,
+			     const int32_t *sel, const int32_t *protect, uint32_t n,
+			     uint32_t n_slots, uint32_t k, int32_t *load_slot, int32_t *load_block,
+			     int32_t *n_loads, int32_t *hits)
 {
 	if (k > n_slots)
 		return -EINVAL;
 	if (n == 0 || n_slots == 0)
 		return 0;
-	size_t smem = ((size_t)n_slots + 2 * (size_t)k) * sizeof(int32_t);
+	size_t smem = ((size_t)(age ? 3 : 1) * n_slots + 2 * (size_t)k) * sizeof(int32_t);
 	if (smem > 48 * 1024)
 		return -EINVAL;
-	kc_cache_diff_kernel<<<n, KC_CD_THREADS, smem, st>>>(map, sel, protect, n_slots, k,
-							     load_slot, load_block, n_loads, hits);
+	kc_cache_diff_kernel<<<n, KC_CD_THREADS, smem, st>>>(
+	    map, age, step, sel, protect, n_slots, k, load_slot, load_block, n_loads, hits);
 	KC_LAUNCHED("cache_diff");
 	return 0;
 }

@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 extern "C" {
-int kc_cache_diff(cudaStream_t st, int32_t *map, const int32_t *sel, const int32_t *protect,
-		  uint32_t n, uint32_t n_slots, uint32_t k, int32_t *load_slot, int32_t *load_block,
-		  int32_t *n_loads, int32_t *hits);
+int kc_cache_diff(cudaStream_t st, int32_t *map, int32_t *age, int32_t step, const int32_t *sel,
+		  const int32_t *protect, uint32_t n, uint32_t n_slots, uint32_t k,
+		  int32_t *load_slot, int32_t *load_block, int32_t *n_loads, int32_t *hits);
 int kc_copy_units(cudaStream_t st, void *dst, const void *src, const int32_t *dst_idx,
 		  const int32_t *src_idx, uint32_t n, size_t unit_bytes, uint32_t n_ctas);
 int kc_copy_units_bulk(cudaStream_t st, void *dst, const void *src, const int32_t *dst_idx,

@@ -6,6 +6,7 @@
  * that selects every block equals dense, recall is 1.0 for a Forecast equal to the selector's
  * query, and KV written to the host store reads back bit-exact.
  */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -71,6 +72,7 @@ static bool g_gather_dma;  /* fetch with copy_units_dma (host-resolved load list
 static bool g_gather_bulk; /* fetch with copy_units_bulk (the bulk-copy engine) */
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
+static uint32_t g_cache_slots; /* cache_slots: 0 = top-k, more = the retaining cache */
 
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
@@ -126,7 +128,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .gather_dma = g_gather_dma,
 				 .gather_bulk = g_gather_bulk,
 				 .prefill_kv_side = g_kv_side,
-				 .phase_times = g_phase_times};
+				 .phase_times = g_phase_times,
+				 .cache_slots = g_cache_slots};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -207,6 +210,50 @@ static void test_twins(void **state)
 	free(sds.logits);
 	struct run *all[] = {&sp, &spo, &sd, &sdn, &sdo};
 	for (int i = 0; i < 5; i++)
+		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * The retaining cache (cache_slots above top-k): the same tokens as the twins, and never more
+ * loads than the top-k cache, whose contents (the last selection) it always includes; fewer
+ * here, where blocks come back after a step unselected. Fewer slots than top-k are refused.
+ */
+static void test_cache_slots(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run plain, ret, spo, spo_ret, ref, sp;
+	uint32_t topk = g_model->cfg.sparse.topk;
+
+	(void)state;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &plain, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo, NULL);
+	g_cache_slots = topk + 3; /* fewer than the ~12 blocks: the eviction order matters */
+	run_mode(RUNNER_MODE_SPARDA, h, false, &ret, NULL);
+	run_mode(RUNNER_MODE_SPARSE_OFFLOAD, h, false, &spo_ret, NULL);
+	g_cache_slots = 0;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
+	assert_same_tokens(&ret, &ref, "sparda (retaining cache) vs sparda-nooffload");
+	assert_same_tokens(&spo_ret, &sp, "sparse-offload (retaining cache) vs sparse");
+	print_message("loads: sparda %llu -> %llu, sparse-offload %llu -> %llu\n",
+		      (unsigned long long)plain.loads, (unsigned long long)ret.loads,
+		      (unsigned long long)spo.loads, (unsigned long long)spo_ret.loads);
+	assert_int_equal(ret.selected, plain.selected);
+	assert_true(ret.loads < plain.loads && spo_ret.loads < spo.loads);
+	assert_true(ret.loads > 0 && ret.st.bytes_h2d < plain.st.bytes_h2d);
+
+	struct runner_opts ro = {.mode = RUNNER_MODE_SPARDA,
+				 .max_batch = 2,
+				 .max_tokens = 760,
+				 .host = h,
+				 .cache_slots = topk - 1};
+	struct runner *r = NULL;
+	char err[512] = "";
+	assert_int_equal(runner_open(g_model, g_kb, &ro, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "cache slots"));
+	struct run *all[] = {&plain, &ret, &spo, &spo_ret, &ref, &sp};
+	for (int i = 0; i < 6; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
 }
@@ -754,6 +801,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
 	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
+	    cmocka_unit_test(test_cache_slots),
 	    cmocka_unit_test(test_seeded_sampling),
 	    cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 	    cmocka_unit_test(test_recall_exact_forecast),

@@ -672,11 +672,16 @@ static void t_select_prefill(uint32_t t, uint32_t p0, uint32_t n_kv, uint32_t gr
 
 /* ---------------------------------------------------------------- cache and units */
 
-static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_blocks)
+/* aged: the retaining cache (ages with ties; the slots not needed keep their blocks). */
+static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_blocks, bool aged)
 {
-	case_begin("cache_diff", "n=%u n_slots=%u k=%u blocks=%u", n, n_slots, k, n_blocks);
+	case_begin("cache_diff", "n=%u n_slots=%u k=%u blocks=%u aged=%d", n, n_slots, k, n_blocks,
+		   aged);
 	size_t mb = (size_t)n * n_slots * 4, sb = (size_t)n * k * 4;
 	int32_t *map = h_alloc(mb), *sel = h_alloc(sb), *prot = h_alloc(n * 4);
+	int32_t *age = aged ? h_alloc(mb) : NULL, *ag = NULL;
+	for (size_t i = 0; aged && i < mb / 4; i++)
+		age[i] = irand(0, 6);
 	uint8_t *used = h_alloc(n_blocks);
 	for (uint32_t i = 0; i < n; i++) {
 		memset(used, 0, n_blocks);
@@ -704,14 +709,18 @@ static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_bl
 		prot[i] = k < n_slots && irand(0, 3) ? irand(0, (int)n_slots - 1) : -1;
 	}
 	int32_t *mg = g_in(map, mb);
+	if (aged)
+		ag = g_in(age, mb);
 	int32_t *lsc = h_out(sb), *lbc = h_out(sb), *nlc = h_out(n * 4), *hc = h_out(n * 4);
 	int32_t *lsg = g_out(sb), *lbg = g_out(sb), *nlg = g_out(n * 4), *hg = g_out(n * 4);
-	int rc = cpu->ops->cache_diff(cpu, KB_STREAM_COMPUTE, map, sel, prot, n, n_slots, k, lsc,
-				      lbc, nlc, hc);
-	int rg = gpu->ops->cache_diff(gpu, KB_STREAM_COMPUTE, mg, g_in(sel, sb), g_in(prot, n * 4),
-				      n, n_slots, k, lsg, lbg, nlg, hg);
+	int rc = cpu->ops->cache_diff(cpu, KB_STREAM_COMPUTE, map, age, 9, sel, prot, n, n_slots, k,
+				      lsc, lbc, nlc, hc);
+	int rg = gpu->ops->cache_diff(gpu, KB_STREAM_COMPUTE, mg, ag, 9, g_in(sel, sb),
+				      g_in(prot, n * 4), n, n_slots, k, lsg, lbg, nlg, hg);
 	if (rc_pair(rc, rg)) {
 		cmp_i32("map", map, g_get(mg, mb), mb / 4);
+		if (aged)
+			cmp_i32("age", age, g_get(ag, mb), mb / 4);
 		cmp_i32("load_slot", lsc, g_get(lsg, sb), sb / 4);
 		cmp_i32("load_block", lbc, g_get(lbg, sb), sb / 4);
 		cmp_i32("n_loads", nlc, g_get(nlg, n * 4), n);
@@ -1173,9 +1182,12 @@ int main(void)
 		t_select_prefill(700, 2048, 2, 1, 128, orig, &sp_paper);
 	}
 
-	t_cache_diff(6, 16, 12, 40);
-	t_cache_diff(4, 97, 96, 300);
-	t_cache_diff(3, 8, 8, 12);
+	for (int aged = 0; aged <= 1; aged++) {
+		t_cache_diff(6, 16, 12, 40, aged);
+		t_cache_diff(4, 97, 96, 300, aged);
+		t_cache_diff(3, 8, 8, 12, aged);
+	}
+	t_cache_diff(16, 192, 96, 2048, true); /* the decode's shape, twice the slots */
 	for (int h2d = 1; h2d >= 0; h2d--) {
 		for (int how = CU_KERNEL; how <= CU_BULK; how++) {
 			t_copy_units(50, 32768, 80, 60, 16, h2d, how);

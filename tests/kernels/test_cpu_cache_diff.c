@@ -104,7 +104,8 @@ static void diff_case(struct kb *kb, uint32_t n, uint32_t n_slots, uint32_t k)
 	memset(ls, 0x55, n * k * 4);
 	memset(lb, 0x55, n * k * 4);
 	assert_int_equal(
-	    kb->ops->cache_diff(kb, 0, map, sel, prot, n, n_slots, k, ls, lb, nl, hits), 0);
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, sel, prot, n, n_slots, k, ls, lb, nl, hits),
+	    0);
 	for (uint32_t i = 0; i < n; i++)
 		check_cache(old + i * n_slots, map + i * n_slots, sel + i * k, prot[i], n_slots, k,
 			    ls + i * k, lb + i * k, nl[i], hits[i]);
@@ -150,9 +151,9 @@ static void test_cache_diff_decode_run(void **state)
 		for (uint32_t s = 0; s < n_slots; s++)
 			if (map[s] == (int32_t)own)
 				prot = (int32_t)s;
-		assert_int_equal(
-		    kb->ops->cache_diff(kb, 0, map, sel, &prot, 1, n_slots, k, ls, lb, &nl, &hits),
-		    0);
+		assert_int_equal(kb->ops->cache_diff(kb, 0, map, NULL, 0, sel, &prot, 1, n_slots, k,
+						     ls, lb, &nl, &hits),
+				 0);
 		for (int32_t j = 0; j < nl; j++)
 			shadow[ls[j]] = lb[j];
 		for (uint32_t s = 0; s < n_slots; s++)
@@ -175,17 +176,22 @@ static void test_cache_diff_errors(void **state)
 
 	memcpy(old, map, sizeof(map));
 	/* 4 new blocks but the protected slot keeps block 5: no room. */
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, &prot, 1, 4, 4, ls, lb, &nl, &hits),
-			 -EINVAL);
 	assert_int_equal(
-	    kb->ops->cache_diff(kb, 0, map, unsorted, NULL, 1, 4, 4, ls, lb, &nl, &hits), -EINVAL);
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, gap, NULL, 1, 4, 4, ls, lb, &nl, &hits),
-			 -EINVAL);
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, NULL, 1, 3, 4, ls, lb, &nl, &hits),
-			 -EINVAL); /* k > n_slots */
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, full, &prot, 1, 4, 4, ls, lb, &nl, &hits),
+	    -EINVAL);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, unsorted, NULL, 1, 4, 4, ls, lb, &nl, &hits),
+	    -EINVAL);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, gap, NULL, 1, 4, 4, ls, lb, &nl, &hits),
+	    -EINVAL);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, full, NULL, 1, 3, 4, ls, lb, &nl, &hits),
+	    -EINVAL); /* k > n_slots */
 	prot = 4;
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, &prot, 1, 4, 4, ls, lb, &nl, &hits),
-			 -EINVAL);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, full, &prot, 1, 4, 4, ls, lb, &nl, &hits),
+	    -EINVAL);
 	assert_memory_equal(map, old, sizeof(map));
 	/* Cache 0 is fine, cache 1 does not fit: nothing is applied to either. */
 	memcpy(sel2 + 4, full, sizeof(full));
@@ -194,16 +200,119 @@ static void test_cache_diff_errors(void **state)
 
 		memcpy(m2old, map2, sizeof(map2));
 		assert_int_equal(
-		    kb->ops->cache_diff(kb, 0, map2, sel2, p2, 2, 4, 4, ls2, lb2, nl2, h2),
+		    kb->ops->cache_diff(kb, 0, map2, NULL, 0, sel2, p2, 2, 4, 4, ls2, lb2, nl2, h2),
 		    -EINVAL);
 		assert_memory_equal(map2, m2old, sizeof(map2));
 	}
 	/* Without protection the same selection fits and replaces everything. */
-	assert_int_equal(kb->ops->cache_diff(kb, 0, map, full, NULL, 1, 4, 4, ls, lb, &nl, &hits),
-			 0);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, NULL, 0, full, NULL, 1, 4, 4, ls, lb, &nl, &hits), 0);
 	assert_int_equal(nl, 4);
 	assert_int_equal(hits, 0);
 	assert_memory_equal(map, full, sizeof(full));
+	kb_destroy(kb);
+}
+
+/*
+ * The retaining cache by hand: empty slots first, then the least recently selected; what no
+ * new block needs stays cached and hits when it is selected again.
+ */
+static void test_cache_diff_lru(void **state)
+{
+	struct kb *kb = test_cpu();
+	int32_t map[6] = {10, -1, 11, 12, 13, -1}, age[6] = {5, 0, 2, 7, 2, 0};
+	int32_t ls[3], lb[3], nl, hits;
+	int32_t s1[3] = {11, 20, 21}, s2[3] = {12, 30, 31}, s3[3] = {11, 20, 31};
+
+	(void)state;
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, age, 9, s1, NULL, 1, 6, 3, ls, lb, &nl, &hits), 0);
+	assert_int_equal(nl, 2);
+	assert_int_equal(hits, 1);
+	assert_memory_equal(ls, ((int32_t[]){1, 5, -1}), sizeof(ls));
+	assert_memory_equal(lb, ((int32_t[]){20, 21, -1}), sizeof(lb));
+	assert_memory_equal(map, ((int32_t[]){10, 20, 11, 12, 13, 21}), sizeof(map));
+	assert_memory_equal(age, ((int32_t[]){5, 9, 9, 7, 2, 9}), sizeof(age));
+	/* 12 was not selected last step but stayed: a hit. 13 (age 2), then 10 (age 5) go. */
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, age, 10, s2, NULL, 1, 6, 3, ls, lb, &nl, &hits), 0);
+	assert_int_equal(hits, 1);
+	assert_memory_equal(ls, ((int32_t[]){4, 0, -1}), sizeof(ls));
+	assert_memory_equal(map, ((int32_t[]){31, 20, 11, 12, 30, 21}), sizeof(map));
+	assert_memory_equal(age, ((int32_t[]){10, 9, 9, 10, 10, 9}), sizeof(age));
+	/* Everything selected is cached: no loads, three hits, their ages refreshed. */
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, age, 11, s3, NULL, 1, 6, 3, ls, lb, &nl, &hits), 0);
+	assert_int_equal(nl, 0);
+	assert_int_equal(hits, 3);
+	assert_memory_equal(ls, ((int32_t[]){-1, -1, -1}), sizeof(ls));
+	assert_memory_equal(age, ((int32_t[]){11, 11, 11, 10, 10, 9}), sizeof(age));
+	kb_destroy(kb);
+}
+
+/* The retaining cache on random caches: kept slots stay, the new blocks take the candidates
+ * of lowest (occupied, age, slot), every other slot keeps its block and age. */
+static void test_cache_diff_lru_random(void **state)
+{
+	struct kb *kb = test_cpu();
+	enum { N = 24, SLOTS = 40, K = 16 };
+	int32_t *map = test_alloc(N * SLOTS * 4), *old = test_alloc(N * SLOTS * 4);
+	int32_t *age = test_alloc(N * SLOTS * 4), *oage = test_alloc(N * SLOTS * 4);
+	int32_t sel[N * K], prot[N], ls[N * K], lb[N * K], nl[N], hits[N];
+
+	(void)state;
+	for (uint32_t i = 0; i < N; i++) {
+		gen_cache(map + i * SLOTS, sel + i * K, prot + i, SLOTS, K);
+		for (uint32_t s = 0; s < SLOTS; s++)
+			age[i * SLOTS + s] = test_int(0, 4); /* ties */
+	}
+	memcpy(old, map, N * SLOTS * 4);
+	memcpy(oage, age, N * SLOTS * 4);
+	assert_int_equal(
+	    kb->ops->cache_diff(kb, 0, map, age, 7, sel, prot, N, SLOTS, K, ls, lb, nl, hits), 0);
+	for (uint32_t i = 0; i < N; i++) {
+		const int32_t *o = old + i * SLOTS, *oa = oage + i * SLOTS, *se = sel + i * K;
+		const int32_t *m = map + i * SLOTS, *a = age + i * SLOTS;
+		uint32_t nsel = 0, nh = 0;
+
+		while (nsel < K && se[nsel] >= 0)
+			nsel++;
+		for (uint32_t j = 0; j < nsel; j++)
+			nh += in_row(o, SLOTS, se[j]);
+		assert_int_equal(hits[i], (int32_t)nh);
+		assert_int_equal(nl[i], (int32_t)(nsel - nh));
+		for (uint32_t s = 0; s < SLOTS; s++) {
+			bool kept = (int32_t)s == prot[i] || (o[s] >= 0 && in_row(se, nsel, o[s]));
+			uint32_t rank = 0;
+
+			if (kept) {
+				assert_int_equal(m[s], o[s]);
+				assert_int_equal(a[s], 7);
+				continue;
+			}
+			for (uint32_t t = 0; t < SLOTS; t++) {
+				bool kt =
+				    (int32_t)t == prot[i] || (o[t] >= 0 && in_row(se, nsel, o[t]));
+				int64_t kt_key = o[t] < 0 ? -1 : oa[t],
+					ks_key = o[s] < 0 ? -1 : oa[s];
+
+				if (!kt && t != s &&
+				    (kt_key < ks_key || (kt_key == ks_key && t < s)))
+					rank++;
+			}
+			if (rank < (uint32_t)nl[i]) {
+				assert_int_equal(ls[i * K + rank], (int32_t)s);
+				assert_int_equal(m[s], lb[i * K + rank]);
+				assert_int_equal(a[s], 7);
+			} else {
+				assert_int_equal(m[s], o[s]);
+				assert_int_equal(a[s], oa[s]);
+			}
+		}
+		for (uint32_t j = 0; j < nsel; j++)
+			assert_true(in_row(m, SLOTS, se[j]));
+	}
+	free(map), free(old), free(age), free(oage);
 	kb_destroy(kb);
 }
 
@@ -213,6 +322,8 @@ int main(void)
 	    cmocka_unit_test(test_cache_diff_random),
 	    cmocka_unit_test(test_cache_diff_decode_run),
 	    cmocka_unit_test(test_cache_diff_errors),
+	    cmocka_unit_test(test_cache_diff_lru),
+	    cmocka_unit_test(test_cache_diff_lru_random),
 	};
 
 	test_seed("test_cpu_cache_diff");

@@ -463,9 +463,9 @@ static void bench_selection(void)
 			}
 			unsetenv("SPARDA_KCUDA_TOPK");
 			double us_d = time_us(KB_STREAM_COMPUTE, 20, [&] {
-				KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, mapd, sel, protd,
-						       b * n_kv, n_slots, sp.topk, ls, lb, nl,
-						       hits));
+				KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, mapd, NULL, 0, sel,
+						       protd, b * n_kv, n_slots, sp.topk, ls, lb,
+						       nl, hits));
 			});
 			snprintf(p, sizeof(p), "caches=%u slots=96 k=96", b * n_kv);
 			add_row("cache_diff", p, us_d, 0, 0, "-");
