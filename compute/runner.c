@@ -137,11 +137,8 @@ static int check_model(struct runner *r)
 				   "mode %s needs Forecast weights (q_future_proj, q_curr_proj) "
 				   "and the model has none", runner_mode_name(r->o.mode)), -EINVAL;
 	if (r->o.cache_slots && r->o.cache_slots < c->sparse.topk)
-		return runner_fail(r, -EINVAL,
-				   "cache slots %u below top-k %u: a step's selection "
-				   "must fit the cache",
-				   r->o.cache_slots, c->sparse.topk),
-		       -EINVAL;
+		return runner_fail(r, -EINVAL, "cache slots %u below top-k %u: a step's selection "
+				   "must fit the cache", r->o.cache_slots, c->sparse.topk), -EINVAL;
 	if (runner_mode_offloads(r->o.mode) && !r->o.host)
 		return runner_fail(r, -EINVAL, "mode %s keeps KV in the host store; none given",
 				   runner_mode_name(r->o.mode)), -EINVAL;
@@ -518,9 +515,9 @@ void runner_close(struct runner *r)
 	}
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
-		void *kp[] = {kv->store,   kv->cache,	kv->map,       kv->ck,
-			      kv->ring,	   kv->sel,	kv->load_slot, kv->load_block,
-			      kv->n_loads, kv->dst_idx, kv->word_base, kv->age};
+		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
+			       kv->load_slot, kv->load_block, kv->n_loads, kv->dst_idx,
+			       kv->word_base, kv->age };
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
 		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };
