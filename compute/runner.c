@@ -253,7 +253,7 @@ static int alloc_activations(struct runner *r)
 	    dev_alloc(r, &r->scores, nc * r->ck_cap * 4) ||
 	    dev_alloc(r, &r->step_dev, r->step_words * 4) ||
 	    dev_alloc(r, &r->tail_idx, nc * 4) || dev_alloc(r, &r->tail_len, nc * 4) ||
-	    dev_alloc(r, &r->argmax, B * 4) || dev_alloc(r, &r->wb_dst, nc * 4) ||
+	    dev_alloc(r, &r->argmax, B * 4) || dev_alloc(r, &r->wb_dst, r->L * nc * 4) ||
 	    dev_alloc(r, &r->iota, nc * r->n_slots * 4) || dev_alloc(r, &r->neg1, nc * 4) ||
 	    dev_alloc(r, &r->unit_idx, nc * r->sel_cap * 4) ||
 	    dev_alloc(r, &r->unit_len, nc * r->sel_cap * 4) ||
@@ -300,7 +300,9 @@ static int alloc_host(struct runner *r)
 	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
 	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
 	r->step_words = 6 * (size_t)r->o.max_batch + 2 * (size_t)r->n_caches;
-	r->h_step_bytes = (r->step_words * sizeof(int32_t) + 4095) & ~(size_t)4095;
+	/* then the write-back destinations of a step where blocks fill, [L * n_caches] */
+	r->h_step_bytes = ((r->step_words + (size_t)r->L * r->n_caches) * sizeof(int32_t) + 4095) &
+			  ~(size_t)4095;
 	if (posix_memalign((void **)&r->h_step, 4096, r->h_step_bytes))
 		r->h_step = NULL;
 	else

@@ -144,6 +144,27 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	return 0;
 }
 
+/*
+ * In a step where blocks fill: every offloaded layer's write-back destinations (the tail
+ * block's arena slot of each cache whose sequence fills, else -1), from the pinned h_step after
+ * the step's arrays, in one copy. Nothing waits on it: h_step is rewritten only after the
+ * step's sampling synchronised the compute stream.
+ */
+static int upload_write_back(struct runner *r, struct step *s)
+{
+	size_t nc = r->n_caches;
+	int32_t *h = r->h_step + r->step_words;
+
+	if (!s->any_full_block)
+		return 0;
+	for (uint32_t l = 0; l < r->L; l++)
+		for (uint32_t i = 0; i < nc; i++)
+			h[l * nc + i] = !r->kv[l].resident && i < s->nc && s->full[i / r->n_kv]
+					    ? r->h_arena_tail[l * nc + i]
+					    : -1;
+	return r->kb->ops->memcpy(r->kb, r->wb_dst, h, r->L * nc * 4, KB_H2D, KB_STREAM_COMPUTE);
+}
+
 /* Scores + pooling + top-k into sel from queries q (Forecast or original selector). */
 static int select_into(struct runner *r, struct step *s, enum kb_stream st, int32_t *sel,
 		       const uint16_t *q, uint32_t lck, const int32_t *n_ent, bool original)
@@ -448,16 +469,12 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 		return rc;
 	if (!s->any_full_block)
 		return 0;
-	int32_t *h = r->h_i32;
-	for (uint32_t i = 0; i < s->nc; i++) {
-		bool wb = s->full[i / r->n_kv];
-		h[i] = wb ? r->h_arena_tail[(size_t)l * r->n_caches + i] : -1;
-		n_wb += wb;
-	}
-	if ((rc = runner_upload_i32(r, r->wb_dst, h, s->nc)) ||
-	    (rc = k->copy_units(r->kb, KB_STREAM_COMPUTE, r->arena_dev, kv->cache, r->wb_dst,
-				r->tail_idx, s->nc, r->unit_bytes, r->o.gather_ctas)) ||
-	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+	for (uint32_t i = 0; i < s->nc; i++)
+		n_wb += s->full[i / r->n_kv];
+	/* the destinations came with the step (upload_write_back); committed after the step */
+	if ((rc = k->copy_units(r->kb, KB_STREAM_COMPUTE, r->arena_dev, kv->cache,
+				r->wb_dst + (size_t)l * r->n_caches, r->tail_idx, s->nc,
+				r->unit_bytes, r->o.gather_ctas)))
 		return rc;
 	r->st.bytes_d2h += (uint64_t)n_wb * r->unit_bytes;
 	r->st.units_written += n_wb;
@@ -634,7 +651,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 			return runner_fail(r, rc, "host store (%s) is not available",
 					   r->o.host->ops->name), rc;
 	}
-	if ((rc = upload_step(r, &s, ids)) || (offload && (rc = alloc_new_blocks(r, &s))))
+	if ((rc = upload_step(r, &s, ids)) ||
+	    (offload && ((rc = alloc_new_blocks(r, &s)) || (rc = upload_write_back(r, &s)))))
 		return rc;
 	RUN_TRY(r, runner_phase_step_start(r), fail);
 	RUN_TRY(r, k->memset(r->kb, r->misses, 0, 4, KB_STREAM_COMPUTE), fail);

@@ -88,6 +88,8 @@ struct runner {
 	size_t step_words, h_step_bytes;
 	bool step_registered;
 	int32_t *pos, *n_tok, *n_ent, *n_blk, *tail_sel, *tail_idx, *tail_len, *ids, *argmax;
+	/* wb_dst: [L * n_caches] arena slot each (layer, cache)'s filled tail block goes to, -1
+	 * none; uploaded once in a step where blocks fill (upload_write_back) */
 	int32_t *store_idx, *unit_idx, *unit_len, *wb_dst, *misses;
 	int32_t *n_ent0;     /* compressed entries before this token (Forecast PREP of l+1) */
 	int32_t *iota;       /* [n_caches * n_slots]: every block of the sequence, -1 padded */
