@@ -163,12 +163,17 @@ def run_mode(a, torch, model, lc, ctx, batch, mode):
     toks, t = generate(torch, model, ids, a.new_tokens, cache)
     steps = len(t) - 2  # t[0]: prompt in, t[1]: first token (prefill), then one per step
     decode_s = t[-1] - t[1]
+    each = sorted((t[i + 1] - t[i]) * 1e3 for i in range(1, len(t) - 1))
     import transformers
     return {
         "ran": mode, "backend": "cuda", "batch": batch, "prompt_tokens": batch * ctx,
         "decode_tokens": batch * steps,
         "decode_tokens_per_s": batch * steps / decode_s if decode_s > 0 else 0.0,
         "decode_step_ms": decode_s * 1e3 / steps if steps > 0 else 0.0,
+        # the spread of the steps: one slow step (a first-shape cost) moves the mean, not these
+        "decode_step_ms_median": each[len(each) // 2] if each else 0.0,
+        "decode_step_ms_min": each[0] if each else 0.0,
+        "decode_step_ms_max": each[-1] if each else 0.0,
         "prefill_s": t[1] - t[0],
         "gpu_mem_peak_bytes": torch.cuda.max_memory_allocated(),
         "host_rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

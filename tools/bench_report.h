@@ -23,6 +23,7 @@ struct report_row {
 	bool same_process; /* an in-process row run by the memsvc row's own compute process */
 	double tok_s, step_ms, prefill_s, prefill_tok_s;
 	/* < 0: not reported */
+	double step_median_ms; /* the median decode step (the peers record each step's time) */
 	double hit_rate, recall, h2d_gbs, d2h_gbs, late_units;
 	double gpu_gib, host_gib, memsvc_gib;
 	double compute_ms, fetch_ms, fetch_exposed_ms;

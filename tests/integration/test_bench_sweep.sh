@@ -310,7 +310,8 @@ json.dump(dict(base, store="memsvc", modes={
     "sparse": res(400.0, 2.5, 2.5), "sparda-nooffload": res(450.0, 2.0, 1.0, **split)}),
     open(os.path.join(out, "synth_c4096_b1.json"), "w"))
 json.dump(dict(base, store="hf", modes={
-    "hf-dynamic": res(100.0, 10.0, 5.0), "hf-offloaded": res(60.0, 16.0, 5.5)}),
+    "hf-dynamic": res(100.0, 10.0, 5.0, decode_step_ms_median=9.5),
+    "hf-offloaded": res(60.0, 16.0, 5.5)}),
     open(os.path.join(out, "synth_c4096_b1_hf.json"), "w"))
 PY
 
@@ -440,6 +441,7 @@ assert b[("tiny", 1100, 1)]["same_process"] is True
 (p,) = s["peers"]
 assert (p["decode_sparda_vs_hf_dynamic"], p["decode_sparda_vs_hf_offloaded"],
         p["prefill_sparda_vs_hf_dynamic"]) == (3.0, 5.0, 5.0), p
+assert p["hf_dynamic_step_ms_median"] == 9.5, p
 rows = {(x["model"], x["context"], x["batch"], x["mode"], x["store"]): x for x in s["rows"]}
 w = rows[("synth", 4096, 1, "sparda", "memsvc")]
 assert (w["recall"], w["h2d_gb_per_s"], w["gpu_gib"], w["host_gib"]) == (0.9, 40.0, 2.0, 1.0), w
@@ -484,7 +486,7 @@ assert (c[2], c[4], c[7], c[8]) == ("1", "4", "host memory", "not reached (large
 c = mb_row("| synth | 4096 | ")
 assert c[7:] == ["not reached (largest batch tried)"] * 2, c
 assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
-assert "| synth | 4096 | 1 | 300.0 | 100.0 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
+assert "| synth | 4096 | 1 | 300.0 | 100.0 | 10.0 / 9.5 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
 # the one record with decode phases (the hand-made sparda): its row, and only it
 assert ("| synth | 4096 | 1 | sparda | 0.010 | 0.500 | 0.250 | 0.000 | 0.100 | 0.600 | 1.200 | "
         "0.140 | 2.800 | 0.200 | 3.000 |") in md
