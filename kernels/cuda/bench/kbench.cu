@@ -469,6 +469,19 @@ static void bench_selection(void)
 			});
 			snprintf(p, sizeof(p), "caches=%u slots=96 k=96", b * n_kv);
 			add_row("cache_diff", p, us_d, 0, 0, "-");
+			/* the retaining cache (--cache-slots=192): twice the slots, an age each */
+			std::vector<int32_t> map2(map.size() * 2), age2(map.size() * 2);
+			for (size_t i = 0; i < map2.size(); i++)
+				map2[i] = (int32_t)((i * 37) % nb), age2[i] = (int32_t)(i % 7);
+			int32_t *map2d = (int32_t *)dev_copy(map2.data(), map2.size() * 4);
+			int32_t *age2d = (int32_t *)dev_copy(age2.data(), age2.size() * 4);
+			double us_a = time_us(KB_STREAM_COMPUTE, 20, [&] {
+				KB(kb->ops->cache_diff(kb, KB_STREAM_COMPUTE, map2d, age2d, 8, sel,
+						       protd, b * n_kv, 2 * n_slots, sp.topk, ls,
+						       lb, nl, hits));
+			});
+			snprintf(p, sizeof(p), "caches=%u slots=192 k=96 aged", b * n_kv);
+			add_row("cache_diff", p, us_a, 0, 0, "-");
 			snprintf(p, sizeof(p), "forecast b=%u %uK: score+select(smem)+diff", b,
 				 tokens / 1024);
 			add_row("selection (layer)", p, us_s + us_k[1] + us_d, 0, 0, "-");
