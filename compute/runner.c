@@ -417,6 +417,35 @@ static int careful_open(struct runner *r)
 	return 0;
 }
 
+/*
+ * The block-cache diff at this cache's size, once, on an empty selection (it leaves the map as
+ * the next generation resets it anyway): a backend that cannot hold that many slots per cache
+ * says so at open, naming --cache-slots, instead of in the first decode step.
+ */
+static int probe_cache_diff(struct runner *r)
+{
+	const struct kb_ops *k = r->kb->ops;
+	uint32_t topk = r->c.sparse.topk, l = 0;
+	int rc;
+
+	while (l < r->L && r->kv[l].resident)
+		l++;
+	if (l == r->L)
+		return 0;
+	struct runner_lkv *kv = &r->kv[l];
+	/* an empty cache row; unit_idx (n_caches * sel_cap >= top-k entries): an empty selection */
+	if ((rc = k->memset(r->kb, kv->map, 0xff, (size_t)r->n_slots * 4, KB_STREAM_COMPUTE)) ||
+	    (rc = k->memset(r->kb, r->unit_idx, 0xff, (size_t)topk * 4, KB_STREAM_COMPUTE)) ||
+	    (rc = k->cache_diff(r->kb, KB_STREAM_COMPUTE, kv->map, kv->age, 0, r->unit_idx, NULL, 1,
+				r->n_slots, topk, kv->load_slot, kv->load_block, kv->n_loads,
+				kv->hits)) ||
+	    (rc = k->sync(r->kb, KB_STREAM_COMPUTE)))
+		return runner_fail(r, rc, "the block-cache diff cannot hold %u slots per cache "
+				   "(--cache-slots %u, top-k %u) on this backend", r->n_slots,
+				   r->o.cache_slots, topk), rc;
+	return 0;
+}
+
 int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *o,
 		struct runner **out, char *err, size_t err_len)
 {
@@ -450,7 +479,7 @@ int runner_open(const struct model *m, struct kb *kb, const struct runner_opts *
 		if ((rc = upload_layer(r, l)) || (rc = alloc_layer_kv(r, l)))
 			goto out_close;
 	if ((rc = alloc_activations(r)) || (rc = setup_rope_and_globals(r)) ||
-	    (rc = register_host_store(r)))
+	    (rc = probe_cache_diff(r)) || (rc = register_host_store(r)))
 		goto out_close;
 	/* Pinned, so the per-step statistics copies run asynchronously behind the step. */
 	void *unused;

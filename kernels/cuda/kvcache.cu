@@ -161,8 +161,19 @@ extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, int32_t *age, int32_
 	if (n == 0 || n_slots == 0)
 		return 0;
 	size_t smem = ((size_t)(age ? 3 : 1) * n_slots + 2 * (size_t)k) * sizeof(int32_t);
-	if (smem > 48 * 1024)
-		return -EINVAL;
+	if (smem > 48 * 1024) { /* past the default: the device's opt-in limit (227 KiB on H200) */
+		static int optin = -1; /* one device per process */
+		int dev = 0;
+		if (optin < 0 &&
+		    (cudaGetDevice(&dev) != cudaSuccess ||
+		     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+			 cudaSuccess))
+			return -EIO;
+		if (smem + KC_CD_THREADS / 32 * sizeof(uint32_t) > (size_t)optin)
+			return -EINVAL;
+		KC_CHECK(cudaFuncSetAttribute(
+		    kc_cache_diff_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+	}
 	kc_cache_diff_kernel<<<n, KC_CD_THREADS, smem, st>>>(
 	    map, age, step, sel, protect, n_slots, k, load_slot, load_block, n_loads, hits);
 	KC_LAUNCHED("cache_diff");

@@ -1188,6 +1188,7 @@ int main(void)
 		t_cache_diff(3, 8, 8, 12, aged);
 	}
 	t_cache_diff(16, 192, 96, 2048, true); /* the decode's shape, twice the slots */
+	t_cache_diff(2, 6000, 96, 20000, true); /* past 48 KiB of shared memory: the opt-in */
 	for (int h2d = 1; h2d >= 0; h2d--) {
 		for (int how = CU_KERNEL; how <= CU_BULK; how++) {
 			t_copy_units(50, 32768, 80, 60, 16, h2d, how);
