@@ -4,14 +4,17 @@
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
-#   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab bench32 sweep
+#   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab cacheab bench32 sweep
 #   peers locality kvstream
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
 #   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine),
-#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times) go to every run of it, kvstream and
-#   phases. kbench's `--only interference` times the FFN GEMMs alone and beside each gather.
+#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times) go to every run of it, cacheab,
+#   kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and beside
+#   each gather.
+# cacheab: the same three modes with --cache-slots= each of CACHE_SLOTS (0 192: the top-k cache
+#   and a retaining one of twice the slots).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
 #   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
@@ -118,6 +121,9 @@ bench)
 gatherab)
 	# the offloaded layers' fetch: gather kernel, copy engines (--gather=dma), bulk-copy engine
 	ab gather gather ${GATHERS:-kernel dma bulk} ;;
+cacheab)
+	# the GPU block cache: top-k slots (0) against a retaining cache
+	ab cache cache-slots ${CACHE_SLOTS:-0 192} ;;
 hf)
 	for be in ${HF_BACKENDS:-cuda}; do
 		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
