@@ -297,12 +297,15 @@ static void test_kv_larger_than_ram(void **state)
 
 	daemon_args(d, rd, js);
 	/* the prompt's KV packed on the compute stream, then on the copy stream (its commits two
-	 * layers behind, so the daemon can spill them while later layers are allocated) */
-	const char *streams[] = { "--prefill-kv-stream=compute", "--prefill-kv-stream=side" };
-	for (int s = 0; s < 2; s++) {
+	 * layers behind, so the daemon can spill them while later layers are allocated), then the
+	 * same with a retaining GPU cache of twice top-k (8): fewer units fetched, same tokens */
+	const char *streams[] = { "--prefill-kv-stream=compute", "--prefill-kv-stream=side",
+				  "--prefill-kv-stream=side" };
+	double fetched[3] = { 0 };
+	for (int s = 0; s < 3; s++) {
 		const char *args[] = { rd, js, "--modes=sparse,sparse-offload,sparda,sparda-nooffload",
 				       "--prompt-tokens=1600", "--arena-bytes=1M", "--new-tokens=16",
-				       streams[s], NULL };
+				       streams[s], s == 2 ? "--cache-slots=16" : NULL, NULL };
 		assert_int_equal(run_compute(args, 240000, &p), 0);
 		unlink(p.log);
 		json_object *root = json_object_from_file(js + strlen("--json="));
@@ -313,11 +316,15 @@ static void test_kv_larger_than_ram(void **state)
 			assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
 			assert_true(json_object_get_boolean(eq));
 			assert_true(num_of(o, "units_forecast") > 0);
-			assert_true((num_of(o, "units_written_side") > 0) == (s == 1));
+			assert_true((num_of(o, "units_written_side") > 0) == (s >= 1));
 		}
+		fetched[s] = num_of(mode_obj(root, "sparda"), "units_fetched");
 		assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_forecast") == 0);
 		json_object_put(root);
 	}
+	print_message("sparda units fetched: %.0f with the top-k cache, %.0f with 16 slots\n",
+		      fetched[1], fetched[2]);
+	assert_true(fetched[2] > 0 && fetched[2] < fetched[1]);
 	assert_int_equal(harness_open(d, "default", SP_WAIT_SLEEP, 64 << 10, &c), 0);
 	assert_int_equal(memclient_stats(c, &st, &n), 0);
 	assert_true(memclient_stat_find(st, n, "daemon.spill.units_restored", &restored));
