@@ -69,38 +69,6 @@ static uint32_t diff_mark(const int32_t *map, const int32_t *sel, uint32_t nsel,
 	return kept;
 }
 
-static void diff_apply(int32_t *map, const int32_t *sel, uint32_t nsel, uint32_t n_slots,
-		       uint32_t k, const uint8_t *found, const uint8_t *keep, int32_t *load_slot,
-		       int32_t *load_block, int32_t *n_loads, int32_t *hits)
-{
-	uint32_t sl = 0, nl = 0, nh = 0;
-
-	for (uint32_t j = 0; j < nsel; j++) {
-		if (found[j]) {
-			nh++;
-			continue;
-		}
-		while (keep[sl])
-			sl++;
-		map[sl] = sel[j];
-		load_slot[nl] = (int32_t)sl;
-		load_block[nl++] = sel[j];
-		sl++;
-	}
-	for (; sl < n_slots; sl++)
-		if (!keep[sl])
-			map[sl] = -1;
-	for (uint32_t j = nl; j < k; j++)
-		load_slot[j] = load_block[j] = -1;
-	*n_loads = (int32_t)nl;
-	*hits = (int32_t)nh;
-}
-
-/*
- * The retaining cache (age != NULL): the slots not kept, ordered empty first (ascending slot),
- * then by ascending age and slot, take the new blocks in ascending block order; the rest keep
- * their blocks. order: scratch of n_slots keys (age biased to unsigned, slot).
- */
 static int key_cmp(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -108,21 +76,28 @@ static int key_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void diff_apply_lru(int32_t *map, int32_t *age, int32_t step, const int32_t *sel,
-			   uint32_t nsel, uint32_t n_slots, uint32_t k, const uint8_t *found,
-			   const uint8_t *keep, uint64_t *order, int32_t *load_slot,
-			   int32_t *load_block, int32_t *n_loads, int32_t *hits)
+/*
+ * The slots not kept take the new blocks in ascending block order. Without age (the top-k
+ * cache) they go in ascending slot order and the ones left over become empty. With age (the
+ * retaining cache) empty slots go first (ascending), then the others by ascending age and slot,
+ * and the ones left over keep their blocks; kept and filled slots get age = step. order:
+ * scratch of n_slots keys ((biased age << 32) | slot).
+ */
+static void diff_apply(int32_t *map, int32_t *age, int32_t step, const int32_t *sel, uint32_t nsel,
+		       uint32_t n_slots, uint32_t k, const uint8_t *found, const uint8_t *keep,
+		       uint64_t *order, int32_t *load_slot, int32_t *load_block, int32_t *n_loads,
+		       int32_t *hits)
 {
-	uint32_t n_empty = 0, n_cand, nl = 0, nh = 0;
+	uint32_t n_first = 0, n_cand, nl = 0, nh = 0;
 
-	for (uint32_t sl = 0; sl < n_slots; sl++) /* empty slots first, in slot order */
-		if (!keep[sl] && map[sl] < 0)
-			order[n_empty++] = sl;
-	n_cand = n_empty;
-	for (uint32_t sl = 0; sl < n_slots; sl++)
+	for (uint32_t sl = 0; sl < n_slots; sl++) /* empty slots first (every free one: no age) */
+		if (!keep[sl] && (!age || map[sl] < 0))
+			order[n_first++] = sl;
+	n_cand = n_first;
+	for (uint32_t sl = 0; age && sl < n_slots; sl++)
 		if (!keep[sl] && map[sl] >= 0)
 			order[n_cand++] = (uint64_t)((uint32_t)age[sl] ^ 0x80000000u) << 32 | sl;
-	qsort(order + n_empty, n_cand - n_empty, sizeof(*order), key_cmp);
+	qsort(order + n_first, n_cand - n_first, sizeof(*order), key_cmp);
 	for (uint32_t j = 0; j < nsel; j++) {
 		if (found[j]) {
 			nh++;
@@ -130,11 +105,14 @@ static void diff_apply_lru(int32_t *map, int32_t *age, int32_t step, const int32
 		}
 		uint32_t sl = (uint32_t)order[nl]; /* diff_check: the new blocks fit */
 		map[sl] = sel[j];
-		age[sl] = step;
+		if (age)
+			age[sl] = step;
 		load_slot[nl] = (int32_t)sl;
 		load_block[nl++] = sel[j];
 	}
-	for (uint32_t sl = 0; sl < n_slots; sl++)
+	for (uint32_t f = nl; !age && f < n_cand; f++)
+		map[(uint32_t)order[f]] = -1;
+	for (uint32_t sl = 0; age && sl < n_slots; sl++)
 		if (keep[sl])
 			age[sl] = step;
 	for (uint32_t j = nl; j < k; j++)
@@ -189,13 +167,9 @@ int cpu_cache_diff(struct kb *kb, enum kb_stream s, int32_t *map, int32_t *age, 
 
 		sel_count(si, k, &nsel);
 		diff_mark(mi, si, nsel, protect ? protect[i] : -1, n_slots, found, keep);
-		if (age)
-			diff_apply_lru(mi, age + (size_t)i * n_slots, step, si, nsel, n_slots, k,
-				       found, keep, order, load_slot + (size_t)i * k,
-				       load_block + (size_t)i * k, n_loads + i, hits + i);
-		else
-			diff_apply(mi, si, nsel, n_slots, k, found, keep, load_slot + (size_t)i * k,
-				   load_block + (size_t)i * k, n_loads + i, hits + i);
+		diff_apply(mi, age ? age + (size_t)i * n_slots : NULL, step, si, nsel, n_slots, k,
+			   found, keep, order, load_slot + (size_t)i * k,
+			   load_block + (size_t)i * k, n_loads + i, hits + i);
 	}
 	free(order);
 	return err;
