@@ -14,27 +14,34 @@
 #define KC_CD_THREADS 128u
 #define KC_CU_THREADS 512u
 
+/* Slot s keeps its block: the protected slot, or one whose block is in the selection sl. */
+static __device__ __forceinline__ bool kc_slot_kept(uint32_t s, int32_t prot, const int32_t *old,
+						    const int32_t *sl, uint32_t k)
+{
+	int32_t blk = old[s];
+	bool kept = (int32_t)s == prot;
+	if (!kept && blk >= 0)
+		for (uint32_t i = 0; i < k && !kept; i++)
+			kept = sl[i] == blk;
+	return kept;
+}
+
 /*
  * The retaining cache (cache_diff with age): the slots not kept take the new blocks in the
  * order empty slots (ascending), then ascending (age, slot); each slot's rank in that order is
  * the count of candidates before it, so no sort is needed (n_slots^2 / threads compares).
- * Slots ranked past the new blocks keep their block and age.
+ * Slots ranked past the new blocks keep their block and age. Returns the loads listed.
  */
-static __device__ void kc_cache_diff_lru(int32_t *mp, int32_t *ap, int32_t step, const int32_t *old,
-					 const int32_t *sl, const int32_t *nw, const int32_t *ag,
-					 int32_t *kp, int32_t prot, uint32_t n_slots, uint32_t k,
-					 uint32_t n_new, uint32_t n_hit, int32_t *load_slot,
-					 int32_t *load_block, int32_t *n_loads, int32_t *hits)
+static __device__ uint32_t kc_cache_diff_lru(int32_t *mp, int32_t *ap, int32_t step,
+					     const int32_t *old, const int32_t *sl,
+					     const int32_t *nw, const int32_t *ag, int32_t *kp,
+					     int32_t prot, uint32_t n_slots, uint32_t k,
+					     uint32_t n_new, int32_t *load_slot,
+					     int32_t *load_block)
 {
 	uint32_t tid = threadIdx.x, bd = blockDim.x;
-	for (uint32_t s = tid; s < n_slots; s += bd) {
-		bool kept = (int32_t)s == prot;
-		int32_t blk = old[s];
-		if (!kept && blk >= 0)
-			for (uint32_t i = 0; i < k && !kept; i++)
-				kept = sl[i] == blk;
-		kp[s] = kept;
-	}
+	for (uint32_t s = tid; s < n_slots; s += bd)
+		kp[s] = kc_slot_kept(s, prot, old, sl, k);
 	__syncthreads();
 	uint32_t n_cand = 0;
 	for (uint32_t s = tid; s < n_slots; s += bd) {
@@ -60,15 +67,32 @@ static __device__ void kc_cache_diff_lru(int32_t *mp, int32_t *ap, int32_t step,
 	}
 	for (uint32_t s = 0; s < n_slots; s++) /* every thread: the same count */
 		n_cand += !kp[s];
-	uint32_t nl = min(n_new, n_cand);
-	for (uint32_t i = nl + tid; i < k; i += bd) {
-		load_slot[i] = -1;
-		load_block[i] = -1;
+	return min(n_new, n_cand);
+}
+
+/* The top-k cache: free slots in ascending order take the new blocks, the rest become empty.
+ * Every thread calls it (its scans hold barriers). Returns the loads listed. */
+static __device__ uint32_t kc_cache_diff_free(int32_t *mp, const int32_t *old, const int32_t *sl,
+					      const int32_t *nw, uint32_t *wsum, int32_t prot,
+					      uint32_t n_slots, uint32_t k, uint32_t n_new,
+					      int32_t *load_slot, int32_t *load_block)
+{
+	uint32_t n_free = 0, tot;
+	for (uint32_t c0 = 0; c0 < n_slots; c0 += blockDim.x) {
+		uint32_t s = c0 + threadIdx.x;
+		bool fr = s < n_slots && !kc_slot_kept(s, prot, old, sl, k);
+		uint32_t f = n_free + kc_block_scan(fr, &tot, wsum);
+		n_free += tot;
+		if (fr) {
+			int32_t nb = f < n_new ? nw[f] : -1;
+			mp[s] = nb;
+			if (f < n_new && f < k) {
+				load_slot[f] = (int32_t)s;
+				load_block[f] = nb;
+			}
+		}
 	}
-	if (tid == 0) {
-		*n_loads = (int32_t)nl;
-		*hits = (int32_t)n_hit;
-	}
+	return min(n_new, n_free);
 }
 
 __global__ void __launch_bounds__(KC_CD_THREADS)
@@ -110,37 +134,14 @@ __global__ void __launch_bounds__(KC_CD_THREADS)
 		n_hit += tot;
 	}
 	__syncthreads();
+	uint32_t nl;
 	if (ap) {
-		kc_cache_diff_lru(mp, ap, step, old, sl, nw, ag, kp, prot, n_slots, k, n_new, n_hit,
-				  load_slot + (size_t)c * k, load_block + (size_t)c * k,
-				  n_loads + c, hits + c);
-		return;
+		nl = kc_cache_diff_lru(mp, ap, step, old, sl, nw, ag, kp, prot, n_slots, k, n_new,
+				       load_slot + (size_t)c * k, load_block + (size_t)c * k);
+	} else {
+		nl = kc_cache_diff_free(mp, old, sl, nw, wsum, prot, n_slots, k, n_new,
+					load_slot + (size_t)c * k, load_block + (size_t)c * k);
 	}
-	/* Free slots in ascending order take the new blocks; the rest become empty. */
-	uint32_t n_free = 0;
-	for (uint32_t c0 = 0; c0 < n_slots; c0 += bd) {
-		uint32_t s = c0 + tid;
-		bool in = s < n_slots, kept = false;
-		if (in) {
-			int32_t blk = old[s];
-			kept = (int32_t)s == prot;
-			if (!kept && blk >= 0)
-				for (uint32_t i = 0; i < k && !kept; i++)
-					kept = sl[i] == blk;
-		}
-		bool fr = in && !kept;
-		uint32_t f = n_free + kc_block_scan(fr, &tot, wsum);
-		n_free += tot;
-		if (fr) {
-			int32_t nb = f < n_new ? nw[f] : -1;
-			mp[s] = nb;
-			if (f < n_new && f < k) {
-				load_slot[(size_t)c * k + f] = (int32_t)s;
-				load_block[(size_t)c * k + f] = nb;
-			}
-		}
-	}
-	uint32_t nl = min(n_new, n_free);
 	for (uint32_t i = nl + tid; i < k; i += bd) {
 		load_slot[(size_t)c * k + i] = -1;
 		load_block[(size_t)c * k + i] = -1;
