@@ -11,76 +11,82 @@
 #include "kc_common.cuh"
 #include "kvcache.cuh"
 
-#define KC_CD_THREADS 128u
+#define KC_CD_THREADS 256u
 #define KC_CU_THREADS 512u
 
-/* Slot s keeps its block: the protected slot, or one whose block is in the selection sl. */
-static __device__ __forceinline__ bool kc_slot_kept(uint32_t s, int32_t prot, const int32_t *old,
-						    const int32_t *sl, uint32_t k)
+/*
+ * Slot s keeps its block: the protected slot, or one whose block is in the selection sl. One warp
+ * per slot, its lanes over the selection. The top-k cache records the flag in kp; the retaining
+ * cache records its candidate key instead (UINT64_MAX when kept, else (occupied, age, slot)
+ * packed so that unsigned order is the eviction order: empty slots by slot, then by age and slot)
+ * and counts the candidates in *n_cand. A kept slot's age becomes the step.
+ */
+static __device__ void kc_cache_kept(const int32_t *old, const int32_t *sl, int32_t prot,
+				     uint32_t n_slots, uint32_t k, int32_t *kp, int32_t *ap,
+				     int32_t step, uint64_t *key, uint32_t *n_cand)
 {
-	int32_t blk = old[s];
-	bool kept = (int32_t)s == prot;
-	if (!kept && blk >= 0)
-		for (uint32_t i = 0; i < k && !kept; i++)
-			kept = sl[i] == blk;
-	return kept;
+	uint32_t lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+	for (uint32_t s = threadIdx.x >> 5; s < n_slots; s += nwarps) {
+		int32_t blk = old[s];
+		bool kept = (int32_t)s == prot;
+		for (uint32_t i0 = 0; blk >= 0 && !kept && i0 < k; i0 += 32)
+			kept = __any_sync(0xffffffffu, i0 + lane < k && sl[i0 + lane] == blk);
+		if (lane)
+			continue;
+		if (!ap) {
+			kp[s] = kept;
+		} else if (kept) {
+			ap[s] = step;
+			key[s] = UINT64_MAX;
+		} else {
+			uint64_t age = (uint32_t)ap[s] ^ 0x80000000u; /* signed order as unsigned */
+			key[s] = blk < 0 ? s : 1ull << 62 | age << 24 | s;
+			atomicAdd(n_cand, 1u);
+		}
+	}
 }
 
 /*
- * The retaining cache (cache_diff with age): the slots not kept take the new blocks in the
- * order empty slots (ascending), then ascending (age, slot); each slot's rank in that order is
- * the count of candidates before it, so no sort is needed (n_slots^2 / threads compares).
- * Slots ranked past the new blocks keep their block and age. Returns the loads listed.
+ * The retaining cache (cache_diff with age): the candidate slots (not kept) take the new blocks
+ * in key order. A slot's rank is the count of keys below its own (keys are distinct: they hold
+ * the slot), counted a warp at a time and given up once it reaches n_new; a slot ranked past the
+ * new blocks keeps its block and age. Returns the loads listed.
  */
 static __device__ uint32_t kc_cache_diff_lru(int32_t *mp, int32_t *ap, int32_t step,
-					     const int32_t *old, const int32_t *sl,
-					     const int32_t *nw, const int32_t *ag, int32_t *kp,
-					     int32_t prot, uint32_t n_slots, uint32_t k,
-					     uint32_t n_new, int32_t *load_slot,
-					     int32_t *load_block)
+					     const uint64_t *key, const int32_t *nw,
+					     uint32_t n_slots, uint32_t n_new, uint32_t n_cand,
+					     int32_t *load_slot, int32_t *load_block)
 {
-	uint32_t tid = threadIdx.x, bd = blockDim.x;
-	for (uint32_t s = tid; s < n_slots; s += bd)
-		kp[s] = kc_slot_kept(s, prot, old, sl, k);
-	__syncthreads();
-	uint32_t n_cand = 0;
-	for (uint32_t s = tid; s < n_slots; s += bd) {
-		if (kp[s]) {
-			ap[s] = step;
-			continue;
-		}
-		/* key: (occupied, age if occupied, slot), lexicographic */
-		bool occ = old[s] >= 0;
+	uint32_t lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+	for (uint32_t s = threadIdx.x >> 5; s < n_slots; s += nwarps) {
+		uint64_t ks = key[s];
 		uint32_t rank = 0;
-		for (uint32_t t = 0; t < n_slots; t++) {
-			if (kp[t] || t == s)
-				continue;
-			bool ot = old[t] >= 0;
-			rank += ot != occ ? !ot : (occ && ag[t] != ag[s]) ? ag[t] < ag[s] : t < s;
-		}
-		if (rank < n_new) {
+		if (ks == UINT64_MAX)
+			continue;
+		for (uint32_t t0 = 0; t0 < n_slots && rank < n_new; t0 += 32)
+			rank += __popc(
+			    __ballot_sync(0xffffffffu, t0 + lane < n_slots && key[t0 + lane] < ks));
+		if (lane == 0 && rank < n_new) {
 			mp[s] = nw[rank];
 			ap[s] = step;
 			load_slot[rank] = (int32_t)s;
 			load_block[rank] = nw[rank];
 		}
 	}
-	for (uint32_t s = 0; s < n_slots; s++) /* every thread: the same count */
-		n_cand += !kp[s];
 	return min(n_new, n_cand);
 }
 
 /* The top-k cache: free slots in ascending order take the new blocks, the rest become empty.
  * Every thread calls it (its scans hold barriers). Returns the loads listed. */
-static __device__ uint32_t kc_cache_diff_free(int32_t *mp, const int32_t *old, const int32_t *sl,
-					      const int32_t *nw, uint32_t *wsum, int32_t prot,
-					      uint32_t n_slots, uint32_t k, uint32_t n_new,
-					      int32_t *load_slot, int32_t *load_block)
+static __device__ uint32_t kc_cache_diff_free(int32_t *mp, const int32_t *kp, const int32_t *nw,
+					      uint32_t *wsum, uint32_t n_slots, uint32_t k,
+					      uint32_t n_new, int32_t *load_slot,
+					      int32_t *load_block)
 {
 	uint32_t n_free = 0, tot;
 	for (uint32_t c0 = 0; c0 < n_slots; c0 += blockDim.x) {
 		uint32_t s = c0 + threadIdx.x;
-		bool fr = s < n_slots && !kc_slot_kept(s, prot, old, sl, k);
+		bool fr = s < n_slots && !kp[s];
 		uint32_t f = n_free + kc_block_scan(fr, &tot, wsum);
 		n_free += tot;
 		if (fr) {
@@ -100,46 +106,56 @@ __global__ void __launch_bounds__(KC_CD_THREADS)
 			 const int32_t *protect, uint32_t n_slots, uint32_t k, int32_t *load_slot,
 			 int32_t *load_block, int32_t *n_loads, int32_t *hits)
 {
-	extern __shared__ int32_t cd_smem[];
-	__shared__ uint32_t wsum[KC_CD_THREADS / 32];
-	/* old map, selection, new blocks; with age: the ages and the kept flags */
-	int32_t *old = cd_smem, *sl = old + n_slots, *nw = sl + k, *ag = nw + k, *kp = ag + n_slots;
-	uint32_t c = blockIdx.x, tid = threadIdx.x, bd = blockDim.x;
+	extern __shared__ uint64_t cd_smem[];
+	__shared__ uint32_t wsum[KC_CD_THREADS / 32], n_cand;
+	/* the retaining cache's keys (or the top-k cache's kept flags), the old map, the selection,
+	 * its cached flags and the new blocks */
+	uint64_t *key = cd_smem;
+	int32_t *kp = (int32_t *)cd_smem, *old = age ? (int32_t *)(key + n_slots) : kp + n_slots;
+	int32_t *sl = old + n_slots, *cf = sl + k, *nw = cf + k;
+	uint32_t c = blockIdx.x, tid = threadIdx.x, bd = blockDim.x, lane = tid & 31;
 	int32_t *mp = map + (size_t)c * n_slots, *ap = age ? age + (size_t)c * n_slots : NULL;
 	const int32_t *sc = sel + (size_t)c * k;
 	int32_t prot = protect ? protect[c] : -1;
-	for (uint32_t i = tid; i < n_slots; i += bd) {
+	for (uint32_t i = tid; i < n_slots; i += bd)
 		old[i] = mp[i];
-		if (ap)
-			ag[i] = ap[i];
-	}
 	for (uint32_t i = tid; i < k; i += bd)
 		sl[i] = sc[i];
+	if (tid == 0)
+		n_cand = 0;
+	__syncthreads();
+	kc_cache_kept(old, sl, prot, n_slots, k, kp, ap, step, key, &n_cand);
+	/* each selected block cached anywhere: one warp per block, its lanes over the slots */
+	for (uint32_t i = tid >> 5; i < k; i += bd >> 5) {
+		int32_t blk = sl[i];
+		bool cached = false;
+		for (uint32_t s0 = 0; blk >= 0 && !cached && s0 < n_slots; s0 += 32)
+			cached =
+			    __any_sync(0xffffffffu, s0 + lane < n_slots && old[s0 + lane] == blk);
+		if (lane == 0)
+			cf[i] = cached;
+	}
 	__syncthreads();
 	/* New blocks (selected, not cached anywhere) compacted in selection (= block) order. */
 	uint32_t n_new = 0, n_hit = 0, tot;
 	for (uint32_t c0 = 0; c0 < k; c0 += bd) {
 		uint32_t i = c0 + tid;
 		int32_t blk = i < k ? sl[i] : -1;
-		bool cached = false;
-		if (blk >= 0)
-			for (uint32_t s = 0; s < n_slots && !cached; s++)
-				cached = old[s] == blk;
-		bool fresh = blk >= 0 && !cached;
+		bool fresh = blk >= 0 && !cf[i];
 		uint32_t r = kc_block_scan(fresh, &tot, wsum);
 		if (fresh)
 			nw[n_new + r] = blk;
 		n_new += tot;
-		kc_block_scan(blk >= 0 && cached, &tot, wsum);
+		kc_block_scan(blk >= 0 && cf[i], &tot, wsum);
 		n_hit += tot;
 	}
 	__syncthreads();
 	uint32_t nl;
 	if (ap) {
-		nl = kc_cache_diff_lru(mp, ap, step, old, sl, nw, ag, kp, prot, n_slots, k, n_new,
+		nl = kc_cache_diff_lru(mp, ap, step, key, nw, n_slots, n_new, n_cand,
 				       load_slot + (size_t)c * k, load_block + (size_t)c * k);
 	} else {
-		nl = kc_cache_diff_free(mp, old, sl, nw, wsum, prot, n_slots, k, n_new,
+		nl = kc_cache_diff_free(mp, kp, nw, wsum, n_slots, k, n_new,
 					load_slot + (size_t)c * k, load_block + (size_t)c * k);
 	}
 	for (uint32_t i = nl + tid; i < k; i += bd) {
@@ -161,7 +177,8 @@ extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, int32_t *age, int32_
 		return -EINVAL;
 	if (n == 0 || n_slots == 0)
 		return 0;
-	size_t smem = ((size_t)(age ? 3 : 1) * n_slots + 2 * (size_t)k) * sizeof(int32_t);
+	/* keys (8 bytes) or kept flags, the old map; selection, cached flags, new blocks */
+	size_t smem = ((size_t)(age ? 3 : 2) * n_slots + 3 * (size_t)k) * sizeof(int32_t);
 	if (smem > 48 * 1024) { /* past the default: the device's opt-in limit (227 KiB on H200) */
 		static int optin = -1; /* one device per process */
 		int dev = 0;
@@ -170,7 +187,7 @@ extern "C" int kc_cache_diff(cudaStream_t st, int32_t *map, int32_t *age, int32_
 		     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
 			 cudaSuccess))
 			return -EIO;
-		if (smem + KC_CD_THREADS / 32 * sizeof(uint32_t) > (size_t)optin)
+		if (smem + (KC_CD_THREADS / 32 + 1) * sizeof(uint32_t) > (size_t)optin)
 			return -EINVAL;
 		KC_CHECK(cudaFuncSetAttribute(
 		    kc_cache_diff_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
