@@ -260,6 +260,7 @@ static int eval_baselines(struct train_ctx *c, struct train_report *rep)
 		lr->recall_untrained = u.recall;
 		lr->recall_prev_step = u.recall_prev;
 		lr->teacher_recall_untrained = u.recall_teacher;
+		lr->ridge_lambda = s->ridge_lambda;
 		lr->kl_ridge = r.kl;
 		lr->recall_ridge = r.recall;
 		lr->teacher_recall_ridge = r.recall_teacher;

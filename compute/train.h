@@ -122,6 +122,9 @@ struct train_layer_report {
 	/* the teacher's scored blocks that the original selector also picks */
 	double teacher_agreement;
 	uint32_t best_step; /* the step whose weight was written (steps without validation) */
+	/* the ridge's lambda per mean diagonal of X^T X: train_opts.ridge, or that raised tenfold
+	 * until X^T X + lambda I factorised */
+	double ridge_lambda;
 };
 
 struct train_report {

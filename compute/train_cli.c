@@ -406,6 +406,8 @@ static int cli_json(const char *path, const struct train_report *r, const struct
 		json_object_object_add(l, "q_curr", json_object_new_boolean(r->layers[k].curr));
 		json_object_object_add(l, "best_step",
 				       json_object_new_int64(r->layers[k].best_step));
+		json_object_object_add(l, "ridge_lambda",
+				       json_object_new_double(r->layers[k].ridge_lambda));
 		for (size_t i = 0; i < CLI_N_KEYS; i++)
 			json_object_object_add(
 			    l, cli_keys[i].key,

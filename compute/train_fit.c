@@ -198,7 +198,8 @@ static void ridge_prior(const struct train_ctx *c, const struct train_slot *s, d
  * W = Y^T X (X^T X + lambda I)^-1, Y the target layer's pre-RoPE group-mean query. lambda is
  * o->ridge x trace(X^T X) / H; where X^T X + lambda I is not numerically positive definite (an
  * input whose channels are nearly collinear, as the shared activation's are, with a gram
- * summed in fp32 on the GPU), lambda is raised tenfold, at most RIDGE_RETRIES times.
+ * summed in fp32 on the GPU), lambda is raised tenfold, at most RIDGE_RETRIES times. The
+ * lambda used, per mean diagonal, goes to s->ridge_lambda.
  */
 #define RIDGE_RETRIES 4
 int train_ridge_init(struct train_ctx *c, struct train_slot *s)
@@ -247,6 +248,7 @@ int train_ridge_init(struct train_ctx *c, struct train_slot *s)
 				lam, c->o->ridge * pow(10.0, RIDGE_RETRIES));
 		goto out_free;
 	}
+	s->ridge_lambda = lam / diag;
 	if (attempt)
 		log_info("train", "ridge lambda raised: X^T X is ill-conditioned",
 			 "input_layer=%u target_layer=%u lambda_per_mean_diag=%g", s->in, s->tgt,

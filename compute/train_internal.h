@@ -44,6 +44,7 @@ struct train_slot {
 	float *w0;	      /* with l2sp: the ridge start the penalty pulls towards */
 	double best_recall;
 	uint32_t best_step;
+	double ridge_lambda; /* the ridge's lambda per mean diagonal of X^T X (train_ridge_init) */
 };
 
 struct train_ctx {

@@ -404,8 +404,8 @@ static void test_ridge_prior(void **state)
 /*
  * A model with a shared activation (64th channels nearly collinear) makes X^T X + lambda I
  * numerically indefinite at a small lambda: the fit raises lambda tenfold until the
- * factorisation holds (at most 10^4 x), and beats the untrained recall; when even that is too
- * small the error names the problem and the largest lambda tried.
+ * factorisation holds (at most 10^4 x, the lambda used in the report), and beats the untrained
+ * recall; when even that is too small the error names the problem and the largest lambda tried.
  */
 static void test_ridge_ill_conditioned(void **state)
 {
@@ -415,7 +415,7 @@ static void test_ridge_ill_conditioned(void **state)
 	struct model *m;
 	struct train_opts o;
 	struct train_report r;
-	double want;
+	uint32_t raised;
 	char dir[96];
 
 	snprintf(dir, sizeof(dir), "%s.sa", e->dir);
@@ -428,17 +428,22 @@ static void test_ridge_ill_conditioned(void **state)
 	    0);
 	assert_int_equal(model_open(dir, NULL, &m, e->err, sizeof(e->err)), 0);
 	ridge_opts(e, &o);
-	/* on these rows the factorisation first holds at 1e-3 of the mean diagonal: asked for
-	 * 1e-6, the fit lands on 1e-6 x 10^3, the fit asked for at 1e-3 */
-	o.ridge = 1e-3f;
+	/* asked for 2^-20 (~1e-6) of the mean diagonal, the factorisation fails on these rows
+	 * (where it first holds depends on the build's rounding: 1e-5 to 1e-3) */
+	o.ridge = 1.0f / (1 << 20);
 	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), 0);
-	want = MEAN(&r, recall_trained);
-	train_report_fini(&r);
-	o.ridge = 1e-6f;
-	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), 0);
-	for (uint32_t k = 0; k < r.n_slots; k++)
+	raised = 0;
+	for (uint32_t k = 0; k < r.n_slots; k++) {
+		double tens = log10(r.layers[k].ridge_lambda / o.ridge);
+
+		print_message("projection %u: lambda %g of the mean diagonal\n", k,
+			      r.layers[k].ridge_lambda);
 		assert_true(r.layers[k].recall_trained > r.layers[k].recall_untrained);
-	assert_true(fabs(MEAN(&r, recall_trained) - want) < 1e-9);
+		/* a power of ten above the asked one, at most 10^4 */
+		assert_true(fabs(tens - round(tens)) < 1e-9 && tens > -0.5 && tens < 4.5);
+		raised += tens > 0.5;
+	}
+	assert_true(raised > 0);
 	train_report_fini(&r);
 	o.ridge = 1e-12f;
 	assert_int_equal(train_forecast(e->kb, m, &o, e->b, &r, e->err, sizeof(e->err)), -EINVAL);
