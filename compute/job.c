@@ -51,6 +51,7 @@ static const struct config_key job_keys[] = {
 	K("poll", BOOL, poll, "false", 0, 0, "memsvc hot path in polling mode"),
 	K("fallback", BOOL, fallback, "true", 0, 0, "sparda falls back to sparda-nooffload when memsvc is unavailable"),
 	K("cache-slots", UINT, cache_slots, "0", 0, 1 << 20, "GPU block-cache slots per (sequence, offloaded layer, KV head): 0 = top-k, each step's selection (DESIGN 3.3); more keep blocks no longer selected until their slot is needed, the least recently selected first (hits when they come back; more GPU memory)"),
+	K("seed-cache", BOOL, seed_cache, "true", 0, 0, "at the end of an offloaded layer's prefill, fill its GPU block cache with the full blocks the prompt's last query block selected, from the prompt's KV still on the GPU, so the first decode step finds them cached instead of fetching its whole selection (false: that step starts from an empty cache)"),
 	K("gather-ctas", UINT, gather_ctas, "0", 0, 1024, "CTAs of the gather and the write-back (CUDA; 0 = 8 for the bulk copy on sm_90, else 16)"),
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
 	  .def = "bulk", .enum_names = gather_names, .help = "how offloaded layers fetch their units: bulk (the device-made index lists, moved by the bulk-copy engine from one thread per CTA in 8 KiB chunks, no host round trip; CUDA sm_90, elsewhere the kernel), kernel (a gather kernel's threads read the arena) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },

@@ -42,6 +42,7 @@ struct job_config {
 	bool fallback;                /* sparda -> sparda-nooffload when memsvc is unavailable */
 	uint64_t gather_ctas;
 	uint64_t cache_slots;
+	bool seed_cache;
 	int gather;                   /* enum job_gather */
 	int prefill_kv_stream;        /* 0 compute, 1 side (runner_opts.prefill_kv_side) */
 	uint64_t threads;

@@ -306,6 +306,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .gather_bulk = cfg->gather == JOB_GATHER_BULK,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,
 				 .phase_times = cfg->phase_times,
+				 .seed_cache = cfg->seed_cache,
 				 .on_step = j->metrics ? publish_step : NULL,
 				 .on_step_ctx = j,
 				 .recall_every = (uint32_t)cfg->recall_every};

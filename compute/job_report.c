@@ -380,6 +380,8 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "late_ms", json_object_new_double(t.late_ms));
 	json_object_object_add(o, "units_written_side",
 			       json_object_new_int64((int64_t)r->st.units_written_side));
+	json_object_object_add(o, "units_seeded",
+			       json_object_new_int64((int64_t)r->st.units_seeded));
 	json_object_object_add(o, "units_forecast",
 			       json_object_new_int64((int64_t)r->st.units_forecast));
 	json_object_object_add(o, "equals_twin", tw < 0 ? NULL : json_object_new_boolean(tw));

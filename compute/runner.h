@@ -73,6 +73,11 @@ struct runner_opts {
 	 * and sum the device time of each phase (runner_stats.phase_ms). For diagnosis: the
 	 * events add a little work of their own to every layer. */
 	bool phase_times;
+	/* Prefill of offloaded layers: fill each layer's GPU block cache with the full blocks the
+	 * prompt's last query block selected, packed from the prompt's KV while it is still on the
+	 * device, so the first decode step finds them cached instead of fetching its whole
+	 * selection. Tokens are unchanged (the bytes are those the arena holds). */
+	bool seed_cache;
 };
 
 /* Phases of a decode step on the compute stream (phase_times). SELECT includes waiting for the
@@ -121,6 +126,8 @@ struct runner_stats {
 	uint64_t units_written;
 	uint64_t units_written_side; /* of units_written, packed on the copy stream in prefill
 					(prefill_kv_side) */
+	uint64_t units_seeded;	 /* full prompt blocks packed into the GPU block cache at the end of
+				    prefill (seed_cache), device to device */
 	uint64_t units_forecast; /* careful mode: units named in Forecasts to the host store */
 	uint64_t bytes_d2h_decode; /* of bytes_d2h, written during decode (filled blocks) */
 	uint64_t gpu_mem_peak_bytes; /* CUDA: device memory in use (total - free, the whole

@@ -121,6 +121,11 @@ static int open_host_seqs(struct runner *r, uint32_t b)
 			rc = r->kb->ops->memset(r->kb, r->kv[l].map, 0xff,
 						(size_t)r->n_caches * r->n_slots * 4,
 						KB_STREAM_COMPUTE);
+		/* the retaining cache's ages start again with the steps (r->step is reset) */
+		if (!rc && r->kv[l].age)
+			rc = r->kb->ops->memset(r->kb, r->kv[l].age, 0,
+						(size_t)r->n_caches * r->n_slots * 4,
+						KB_STREAM_COMPUTE);
 	}
 	free(wb);
 	return rc;

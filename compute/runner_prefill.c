@@ -56,6 +56,71 @@ static int stage_tail(struct runner *r, uint32_t l, uint32_t b, const uint16_t *
 	return 0;
 }
 
+/*
+ * seed_cache: layer l's GPU block cache of sequence b gets the full blocks the prompt's last
+ * query block selected (sel [n_kv, n_qb, topk] on the device), packed from the prompt's KV
+ * (qkvf, still on the device) into the slots after the tail's, so that the first decode step
+ * finds them cached instead of fetching its whole selection. Their bytes are those the arena
+ * holds. Prefill is not a hot path: the selection comes back to the host, and the uploads are
+ * waited for.
+ */
+static int seed_cache(struct runner *r, uint32_t l, uint32_t b, const uint16_t *qkvf, uint32_t t,
+		      const int32_t *sel)
+{
+	const struct kb_ops *o = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	uint32_t blk = r->c.sparse.block, k = r->c.sparse.topk, full = t / blk;
+	uint32_t n_qb = (t + blk - 1) / blk, nkv = r->n_kv, ns = r->n_slots;
+	size_t base = (size_t)b * nkv * ns; /* the sequence's first cache, in slots */
+	int32_t *last =
+	    calloc((size_t)nkv * k + (size_t)full * nkv + (size_t)nkv * ns, sizeof(int32_t));
+	int32_t *idx = last + (size_t)nkv * k, *rows = idx + (size_t)full * nkv;
+	uint32_t n = 0;
+	int rc = 0;
+
+	if (!last)
+		return -ENOMEM;
+	for (uint32_t g = 0; g < nkv && !rc; g++)
+		rc = o->memcpy(r->kb, last + (size_t)g * k, sel + ((size_t)g * n_qb + n_qb - 1) * k,
+			       (size_t)k * 4, KB_D2H, KB_STREAM_COMPUTE);
+	if (rc || (rc = o->sync(r->kb, KB_STREAM_COMPUTE)))
+		goto out;
+	for (size_t i = 0; i < (size_t)full * nkv; i++)
+		idx[i] = -1;
+	for (uint32_t g = 0; g < nkv; g++) {
+		int32_t *row = rows + (size_t)g * ns;
+		uint32_t s = 0;
+
+		for (uint32_t i = 0; i < ns; i++)
+			row[i] = -1;
+		if (full < n_qb) /* slot 0: the partial tail block (stage_tail) */
+			row[s++] = (int32_t)full;
+		for (uint32_t i = 0; i < k && s < ns; i++) {
+			int32_t m = last[(size_t)g * k + i];
+
+			if (m < 0 || (uint32_t)m >= full)
+				continue;
+			row[s] = m;
+			idx[(size_t)m * nkv + g] = (int32_t)(base + (size_t)g * ns + s);
+			s++;
+			n++;
+		}
+	}
+	if (n && ((rc = runner_upload_i32(r, r->p_uidx, idx, full * nkv)) ||
+		  (rc = o->kv_pack(r->kb, KB_STREAM_COMPUTE, kv->cache, r->p_uidx, qkvf + r->q_cols,
+				   qkvf + r->q_cols + r->kv_cols, r->qkvf_cols, 0, full * blk, nkv,
+				   r->hd, blk)) ||
+		  (rc = runner_upload_i32(r, kv->map + base, rows, nkv * ns)) ||
+		  (rc = o->sync(r->kb, KB_STREAM_COMPUTE))))
+		goto out;
+	r->st.units_seeded += n;
+out:
+	free(last);
+	if (rc)
+		runner_fail(r, rc, "prefill: seeding the block cache of layer %u failed", l);
+	return rc;
+}
+
 /* Commit the first `full` (packed) blocks of layer l of sequence b, every head. */
 static int commit_units(struct runner *r, uint32_t b, uint32_t l, uint32_t full)
 {
@@ -263,6 +328,8 @@ static int prefill_layer(struct runner *r, uint32_t l, uint32_t b, uint32_t t, b
 				   c->sparse.block), fail);
 	RUN_TRY(r, kv->resident ? store_resident(r, l, b, qkvf, t) : store_offloaded(r, l, b, qkvf, t),
 		fail);
+	if (!kv->resident && sel && r->o.seed_cache)
+		RUN_TRY(r, seed_cache(r, l, b, qkvf, t, sel), fail);
 	RUN_TRY(r, k->gemm(r->kb, KB_STREAM_COMPUTE, t, H, r->q_cols, r->p_attn, r->q_cols, w->wo,
 			   r->q_cols, r->p_tmp, H, false, 1.0f, 0.0f), fail);
 	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->p_resid, r->p_tmp, H,

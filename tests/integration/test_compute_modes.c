@@ -73,6 +73,7 @@ static bool g_gather_bulk; /* fetch with copy_units_bulk (the bulk-copy engine) 
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 static uint32_t g_cache_slots; /* cache_slots: 0 = top-k, more = the retaining cache */
+static bool g_seed_cache;      /* seed_cache: the first decode step's cache filled in prefill */
 
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
@@ -129,7 +130,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .gather_bulk = g_gather_bulk,
 				 .prefill_kv_side = g_kv_side,
 				 .phase_times = g_phase_times,
-				 .cache_slots = g_cache_slots};
+				 .cache_slots = g_cache_slots,
+				 .seed_cache = g_seed_cache};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -255,6 +257,57 @@ static void test_cache_slots(void **state)
 	struct run *all[] = {&plain, &ret, &spo, &spo_ret, &ref, &sp};
 	for (int i = 0; i < 6; i++)
 		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * seed_cache: the offloaded layers' caches filled at the end of prefill from the prompt's KV.
+ * Logits equal the unseeded run's bit for bit (the seeded units hold the arena's bytes), the
+ * tokens the twins', and fewer units are fetched (the first step's forced blocks at least are
+ * cached), with the top-k cache and the retaining one.
+ */
+static void test_seed_cache(void **state)
+{
+	struct kvhost *h = inproc();
+	const struct model_config *c = &g_model->cfg;
+	size_t nl = (size_t)2 * NEW * c->vocab * sizeof(float);
+	struct run ref, sp, run[2][2][2]; /* [retaining][mode: sparda, sparse-offload][seeded] */
+	enum runner_mode modes[2] = {RUNNER_MODE_SPARDA, RUNNER_MODE_SPARSE_OFFLOAD};
+
+	(void)state;
+	for (int ret = 0; ret < 2; ret++)
+		for (int m = 0; m < 2; m++)
+			for (int sd = 0; sd < 2; sd++) {
+				g_cache_slots = ret ? c->sparse.topk + 3 : 0;
+				g_seed_cache = sd;
+				run_mode(modes[m], h, false, &run[ret][m][sd], NULL);
+			}
+	g_cache_slots = 0;
+	g_seed_cache = false;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
+	for (int ret = 0; ret < 2; ret++)
+		for (int m = 0; m < 2; m++) {
+			struct run *off = &run[ret][m][0], *on = &run[ret][m][1];
+			const char *name = runner_mode_name(modes[m]);
+
+			print_message("%s%s: loads %llu -> %llu with %llu units seeded\n", name,
+				      ret ? " (retaining cache)" : "", (unsigned long long)off->loads,
+				      (unsigned long long)on->loads,
+				      (unsigned long long)on->st.units_seeded);
+			assert_same_tokens(on, m ? &sp : &ref, name);
+			if (memcmp(on->logits, off->logits, nl))
+				fail_msg("%s: logits differ with the cache seeded", name);
+			assert_int_equal(off->st.units_seeded, 0);
+			assert_true(on->st.units_seeded > 0);
+			assert_int_equal(on->selected, off->selected);
+			assert_true(on->loads < off->loads);
+			assert_true(on->st.bytes_h2d < off->st.bytes_h2d);
+			free(off->logits);
+			free(on->logits);
+		}
+	free(ref.logits);
+	free(sp.logits);
 	kvhost_close(h);
 }
 
@@ -802,6 +855,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
 	    cmocka_unit_test(test_cache_slots),
+	    cmocka_unit_test(test_seed_cache),
 	    cmocka_unit_test(test_seeded_sampling),
 	    cmocka_unit_test(test_all_blocks_sparse_equals_dense),
 	    cmocka_unit_test(test_recall_exact_forecast),
