@@ -4,17 +4,19 @@
 # benchmark at an 8B shape. Results go to $OUT (results.tar.gz + summary.txt; the evaluation
 # sweep's records, logs and report as sweep.tar.gz).
 # Usage: scripts/gpu-run.sh PACK.tar.xz [what...]
-#   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab cacheab bench32 sweep
-#   peers locality kvstream
+#   what: conformance modes_cuda tiny hf diag memsvc spill kbench bench gatherab cacheab seedab
+#   bench32 sweep peers locality kvstream
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
 #   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine),
 #   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times) go to every run of it, cacheab,
-#   kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and beside
+#   seedab, kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and beside
 #   each gather.
 # cacheab: the same three modes with --cache-slots= each of CACHE_SLOTS (0 192: the top-k cache
 #   and a retaining one of twice the slots).
+# seedab: the same three modes with --seed-cache=false and =true (the first decode step from an
+#   empty cache, or from one seeded in prefill).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
 #   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
@@ -124,6 +126,9 @@ gatherab)
 cacheab)
 	# the GPU block cache: top-k slots (0) against a retaining cache
 	ab cache cache-slots ${CACHE_SLOTS:-0 192} ;;
+seedab)
+	# the first decode step's cache: empty, or seeded at the end of prefill
+	ab seed seed-cache false true ;;
 hf)
 	for be in ${HF_BACKENDS:-cuda}; do
 		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
