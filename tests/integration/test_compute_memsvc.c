@@ -317,9 +317,12 @@ static void test_kv_larger_than_ram(void **state)
 			assert_true(json_object_get_boolean(eq));
 			assert_true(num_of(o, "units_forecast") > 0);
 			assert_true((num_of(o, "units_written_side") > 0) == (s >= 1));
+			/* --seed-cache is on by default: the first step's caches filled in prefill */
+			assert_true(num_of(o, "units_seeded") > 0);
 		}
 		fetched[s] = num_of(mode_obj(root, "sparda"), "units_fetched");
 		assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_forecast") == 0);
+		assert_true(num_of(mode_obj(root, "sparda-nooffload"), "units_seeded") == 0);
 		json_object_put(root);
 	}
 	print_message("sparda units fetched: %.0f with the top-k cache, %.0f with 16 slots\n",
