@@ -58,11 +58,12 @@ static int stage_tail(struct runner *r, uint32_t l, uint32_t b, const uint16_t *
 
 /*
  * seed_cache: layer l's GPU block cache of sequence b gets the full blocks the prompt's last
- * query block selected (sel [n_kv, n_qb, topk] on the device), packed from the prompt's KV
- * (qkvf, still on the device) into the slots after the tail's, so that the first decode step
- * finds them cached instead of fetching its whole selection. Their bytes are those the arena
- * holds. Prefill is not a hot path: the selection comes back to the host, and the uploads are
- * waited for.
+ * query block selected (sel [n_kv, n_qb, topk] on the device), then, while a retaining cache
+ * has slots left, those of the query blocks before it, packed from the prompt's KV (qkvf, still
+ * on the device) into the slots after the tail's, so that the first decode step finds them
+ * cached instead of fetching its whole selection. Their bytes are those the arena holds.
+ * Prefill is not a hot path: the selections come back to the host, and the uploads are waited
+ * for.
  */
 static int seed_cache(struct runner *r, uint32_t l, uint32_t b, const uint16_t *qkvf, uint32_t t,
 		      const int32_t *sel)
@@ -71,40 +72,50 @@ static int seed_cache(struct runner *r, uint32_t l, uint32_t b, const uint16_t *
 	struct runner_lkv *kv = &r->kv[l];
 	uint32_t blk = r->c.sparse.block, k = r->c.sparse.topk, full = t / blk;
 	uint32_t n_qb = (t + blk - 1) / blk, nkv = r->n_kv, ns = r->n_slots;
+	uint32_t nq = n_qb < ns / k + 1 ? n_qb : ns / k + 1, s0 = full < n_qb, n = 0;
 	size_t base = (size_t)b * nkv * ns; /* the sequence's first cache, in slots */
-	int32_t *last =
-	    calloc((size_t)nkv * k + (size_t)full * nkv + (size_t)nkv * ns, sizeof(int32_t));
-	int32_t *idx = last + (size_t)nkv * k, *rows = idx + (size_t)full * nkv;
-	uint32_t n = 0;
+	size_t nsel = (size_t)nq * k;	    /* per head: the last nq query blocks' selections */
+	int32_t *last = calloc(nkv * nsel + (size_t)full * nkv + (size_t)nkv * ns + ns, 4);
+	int32_t *idx = last + nkv * nsel, *rows = idx + (size_t)full * nkv;
+	int32_t *pick = rows + (size_t)nkv * ns;
 	int rc = 0;
 
 	if (!last)
 		return -ENOMEM;
 	for (uint32_t g = 0; g < nkv && !rc; g++)
-		rc = o->memcpy(r->kb, last + (size_t)g * k, sel + ((size_t)g * n_qb + n_qb - 1) * k,
-			       (size_t)k * 4, KB_D2H, KB_STREAM_COMPUTE);
+		rc = o->memcpy(r->kb, last + g * nsel, sel + ((size_t)g * n_qb + n_qb - nq) * k,
+			       nsel * 4, KB_D2H, KB_STREAM_COMPUTE);
 	if (rc || (rc = o->sync(r->kb, KB_STREAM_COMPUTE)))
 		goto out;
 	for (size_t i = 0; i < (size_t)full * nkv; i++)
 		idx[i] = -1;
 	for (uint32_t g = 0; g < nkv; g++) {
-		int32_t *row = rows + (size_t)g * ns;
-		uint32_t s = 0;
+		int32_t *row = rows + (size_t)g * ns, *ls = last + g * nsel;
+		uint32_t np = 0;
 
 		for (uint32_t i = 0; i < ns; i++)
 			row[i] = -1;
-		if (full < n_qb) /* slot 0: the partial tail block (stage_tail) */
-			row[s++] = (int32_t)full;
-		for (uint32_t i = 0; i < k && s < ns; i++) {
-			int32_t m = last[(size_t)g * k + i];
+		if (s0) /* slot 0: the partial tail block (stage_tail) */
+			row[0] = (int32_t)full;
+		/* the last query block's selection first, then the ones before it */
+		for (uint32_t q = nq; q-- > 0 && s0 + np < ns;)
+			for (uint32_t i = 0; i < k && s0 + np < ns; i++) {
+				int32_t m = ls[(size_t)q * k + i];
 
-			if (m < 0 || (uint32_t)m >= full)
-				continue;
-			row[s] = m;
-			idx[(size_t)m * nkv + g] = (int32_t)(base + (size_t)g * ns + s);
-			s++;
-			n++;
+				if (m < 0 || (uint32_t)m >= full || idx[(size_t)m * nkv + g] != -1)
+					continue;
+				idx[(size_t)m * nkv + g] = -2; /* picked */
+				pick[np++] = m;
+			}
+		/* the first picked in the highest slots: at equal ages a retaining cache evicts the
+		 * lowest slot first */
+		for (uint32_t j = 0; j < np; j++) {
+			uint32_t sl = s0 + np - 1 - j;
+
+			row[sl] = pick[j];
+			idx[(size_t)pick[j] * nkv + g] = (int32_t)(base + (size_t)g * ns + sl);
 		}
+		n += np;
 	}
 	if (n && ((rc = runner_upload_i32(r, r->p_uidx, idx, full * nkv)) ||
 		  (rc = o->kv_pack(r->kb, KB_STREAM_COMPUTE, kv->cache, r->p_uidx, qkvf + r->q_cols,
