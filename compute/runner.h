@@ -74,7 +74,8 @@ struct runner_opts {
 	 * events add a little work of their own to every layer. */
 	bool phase_times;
 	/* Prefill of offloaded layers: fill each layer's GPU block cache with the full blocks the
-	 * prompt's last query block selected, packed from the prompt's KV while it is still on the
+	 * prompt's last query block selected (a retaining cache also those of the query blocks
+	 * before it, while slots are left), packed from the prompt's KV while it is still on the
 	 * device, so the first decode step finds them cached instead of fetching its whole
 	 * selection. Tokens are unchanged (the bytes are those the arena holds). */
 	bool seed_cache;
