@@ -112,14 +112,16 @@ static struct kvhost *inproc(void)
 	return h;
 }
 
-/* Generate NEW tokens for 2 ragged prompts (700 and 630 tokens: both cross a block boundary
- * while decoding) in one mode. */
+static uint32_t g_len0 = 700; /* run_mode's first prompt length (at most 700) */
+
+/* Generate NEW tokens for 2 ragged prompts (g_len0 and 630 tokens; at 700 and 630 both cross
+ * a block boundary while decoding) in one mode. */
 static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, struct run *out,
 		     struct runner **keep_runner)
 {
 	static int32_t p0[700], p1[630];
 	const int32_t *prompts[2] = {p0, p1};
-	uint32_t lens[2] = {700, 630};
+	uint32_t lens[2] = {g_len0, 630};
 	struct runner_opts ro = {.mode = mode,
 				 .max_batch = 2,
 				 .max_tokens = 760,
@@ -136,7 +138,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 	char err[512] = "";
 
 	memset(out, 0, sizeof(*out));
-	make_prompt(p0, 700, 1);
+	make_prompt(p0, g_len0, 1);
 	make_prompt(p1, 630, 2);
 	int rc = runner_open(g_model, g_kb, &ro, &r, err, sizeof(err));
 	if (rc)
@@ -308,6 +310,21 @@ static void test_seed_cache(void **state)
 		}
 	free(ref.logits);
 	free(sp.logits);
+	/* a prompt of whole blocks (640 = 10 x 64): no tail block, the seeded blocks from slot 0 */
+	g_len0 = 640;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &run[0][0][0], NULL);
+	g_seed_cache = true;
+	run_mode(RUNNER_MODE_SPARDA, h, false, &run[0][0][1], NULL);
+	g_seed_cache = false;
+	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+	g_len0 = 700;
+	assert_same_tokens(&run[0][0][1], &ref, "sparda (whole blocks, seeded)");
+	if (memcmp(run[0][0][1].logits, run[0][0][0].logits, nl))
+		fail_msg("sparda (whole blocks): logits differ with the cache seeded");
+	assert_true(run[0][0][1].loads < run[0][0][0].loads);
+	for (int i = 0; i < 2; i++)
+		free(run[0][0][i].logits);
+	free(ref.logits);
 	kvhost_close(h);
 }
 
