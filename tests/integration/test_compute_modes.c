@@ -262,25 +262,47 @@ static void test_cache_slots(void **state)
 	kvhost_close(h);
 }
 
+/* A seeded run against the same run unseeded (name): its tokens the twin's, its logits the
+ * unseeded run's bit for bit, the same selections and fewer units fetched. Frees both logits. */
+static void check_seeded(struct run *off, struct run *on, const struct run *twin, const char *name)
+{
+	size_t nl = (size_t)2 * NEW * g_model->cfg.vocab * sizeof(float);
+
+	print_message("%s: loads %llu -> %llu with %llu units seeded\n", name,
+		      (unsigned long long)off->loads, (unsigned long long)on->loads,
+		      (unsigned long long)on->st.units_seeded);
+	assert_same_tokens(on, twin, name);
+	if (memcmp(on->logits, off->logits, nl))
+		fail_msg("%s: logits differ with the cache seeded", name);
+	assert_int_equal(off->st.units_seeded, 0);
+	assert_true(on->st.units_seeded > 0);
+	assert_int_equal(on->selected, off->selected);
+	assert_true(on->loads < off->loads);
+	assert_true(on->st.bytes_h2d < off->st.bytes_h2d);
+	free(off->logits);
+	free(on->logits);
+}
+
 /*
  * seed_cache: the offloaded layers' caches filled at the end of prefill from the prompt's KV.
  * Logits equal the unseeded run's bit for bit (the seeded units hold the arena's bytes), the
  * tokens the twins', and fewer units are fetched (the first step's forced blocks at least are
- * cached), with the top-k cache and the retaining one.
+ * cached), with the top-k cache and the retaining one, and for a prompt of whole blocks.
  */
 static void test_seed_cache(void **state)
 {
 	struct kvhost *h = inproc();
-	const struct model_config *c = &g_model->cfg;
-	size_t nl = (size_t)2 * NEW * c->vocab * sizeof(float);
 	struct run ref, sp, run[2][2][2]; /* [retaining][mode: sparda, sparse-offload][seeded] */
 	enum runner_mode modes[2] = {RUNNER_MODE_SPARDA, RUNNER_MODE_SPARSE_OFFLOAD};
+	const char *names[2][2] = {
+	    {"sparda", "sparse-offload"},
+	    {"sparda (retaining cache)", "sparse-offload (retaining cache)"}};
 
 	(void)state;
 	for (int ret = 0; ret < 2; ret++)
 		for (int m = 0; m < 2; m++)
 			for (int sd = 0; sd < 2; sd++) {
-				g_cache_slots = ret ? c->sparse.topk + 3 : 0;
+				g_cache_slots = ret ? g_model->cfg.sparse.topk + 3 : 0;
 				g_seed_cache = sd;
 				run_mode(modes[m], h, false, &run[ret][m][sd], NULL);
 			}
@@ -289,25 +311,9 @@ static void test_seed_cache(void **state)
 	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
 	run_mode(RUNNER_MODE_SPARSE, h, false, &sp, NULL);
 	for (int ret = 0; ret < 2; ret++)
-		for (int m = 0; m < 2; m++) {
-			struct run *off = &run[ret][m][0], *on = &run[ret][m][1];
-			const char *name = runner_mode_name(modes[m]);
-
-			print_message("%s%s: loads %llu -> %llu with %llu units seeded\n", name,
-				      ret ? " (retaining cache)" : "", (unsigned long long)off->loads,
-				      (unsigned long long)on->loads,
-				      (unsigned long long)on->st.units_seeded);
-			assert_same_tokens(on, m ? &sp : &ref, name);
-			if (memcmp(on->logits, off->logits, nl))
-				fail_msg("%s: logits differ with the cache seeded", name);
-			assert_int_equal(off->st.units_seeded, 0);
-			assert_true(on->st.units_seeded > 0);
-			assert_int_equal(on->selected, off->selected);
-			assert_true(on->loads < off->loads);
-			assert_true(on->st.bytes_h2d < off->st.bytes_h2d);
-			free(off->logits);
-			free(on->logits);
-		}
+		for (int m = 0; m < 2; m++)
+			check_seeded(&run[ret][m][0], &run[ret][m][1], m ? &sp : &ref,
+				     names[ret][m]);
 	free(ref.logits);
 	free(sp.logits);
 	/* a prompt of whole blocks (640 = 10 x 64): no tail block, the seeded blocks from slot 0 */
@@ -318,12 +324,7 @@ static void test_seed_cache(void **state)
 	g_seed_cache = false;
 	run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
 	g_len0 = 700;
-	assert_same_tokens(&run[0][0][1], &ref, "sparda (whole blocks, seeded)");
-	if (memcmp(run[0][0][1].logits, run[0][0][0].logits, nl))
-		fail_msg("sparda (whole blocks): logits differ with the cache seeded");
-	assert_true(run[0][0][1].loads < run[0][0][0].loads);
-	for (int i = 0; i < 2; i++)
-		free(run[0][0][i].logits);
+	check_seeded(&run[0][0][0], &run[0][0][1], &ref, "sparda (whole blocks)");
 	free(ref.logits);
 	kvhost_close(h);
 }

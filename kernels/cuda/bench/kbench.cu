@@ -508,6 +508,8 @@ static void bench_selection(void)
 			kb->ops->free(kb, ned);
 			kb->ops->free(kb, nbd);
 			kb->ops->free(kb, mapd);
+			kb->ops->free(kb, map2d);
+			kb->ops->free(kb, age2d);
 			kb->ops->free(kb, protd);
 			kb->ops->free(kb, ls);
 		}
