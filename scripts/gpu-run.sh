@@ -15,8 +15,8 @@
 #   beside each gather.
 # cacheab: the same three modes with --cache-slots= each of CACHE_SLOTS (0 192: the top-k cache
 #   and a retaining one of twice the slots).
-# seedab: the same three modes with --seed-cache=false and =true (the first decode step from an
-#   empty cache, or from one seeded in prefill).
+# seedab: the same three modes with --seed-cache= each of SEEDS (false true: the first decode
+#   step from an empty cache, or from one seeded in prefill).
 # memsvc: `sparda bench memsvc` with 1, 2 and 4 poll-mode clients; spill: `sparda bench spill`
 #   twice on /tmp (raw io_uring against memsvc's spill and restore).
 # sweep: `sparda bench sweep` into /tmp/sparda-gpu/sweep, stopping before BUDGET_S seconds
@@ -128,7 +128,7 @@ cacheab)
 	ab cache cache-slots ${CACHE_SLOTS:-0 192} ;;
 seedab)
 	# the first decode step's cache: empty, or seeded at the end of prefill
-	ab seed seed-cache false true ;;
+	ab seed seed-cache ${SEEDS:-false true} ;;
 hf)
 	for be in ${HF_BACKENDS:-cuda}; do
 		step "hf_compare_$be" 300 python3 "$(dirname "$0")/hf-compare.py" \
