@@ -5,8 +5,10 @@
  * chunks; the rows of a chunk are the query heads of one KV group (times the queries of a
  * prefill tile), so each K/V chunk is widened to fp32 once per group.
  */
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,9 +17,19 @@
 /* Keys per chunk of dense attention (decode over a contiguous cache, dense prefill). */
 #define DENSE_CHUNK 64u
 
+/* Below this many multiply-adds a product runs in plain loops: a BLAS call costs more. */
+#define MM_BLAS_MIN (1u << 15)
+
 void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb, uint32_t rows,
 	       uint32_t cols, uint32_t d, float alpha)
 {
+	if (!rows || !cols)
+		return;
+	if ((uint64_t)rows * cols * d >= MM_BLAS_MIN) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)d,
+			    alpha, a, (int)d, bt, (int)ldb, 0.0f, s, (int)lds);
+		return;
+	}
 	for (uint32_t r = 0; r < rows; r++) {
 		float *sr = s + (size_t)r * lds;
 		const float *ar = a + (size_t)r * d;
@@ -92,13 +104,25 @@ static void flash_load(struct flash *f, const uint16_t *k, const uint16_t *v, ui
 	}
 }
 
-/* Fold the loaded chunk into the state; row r sees the first f->lim[r] keys. */
+/*
+ * Fold the loaded chunk into the state; row r sees the first f->lim[r] keys. When every row
+ * sees the same keys (decode, and a prefill chunk wholly in every query's past) and the product
+ * is large enough, the probabilities go through one GEMM with the values; otherwise (the causal
+ * diagonal, small products) each row sums only the keys it sees, so a masked key's value never
+ * reaches a row's output.
+ */
 static void flash_step(struct flash *f, uint32_t kn, float scale)
 {
 	uint32_t cols = 0;
+	bool full = true;
 
 	for (uint32_t r = 0; r < f->rows; r++)
 		cols = f->lim[r] > cols ? f->lim[r] : cols;
+	for (uint32_t r = 0; r < f->rows; r++)
+		full = full && f->lim[r] == cols;
+	full = full && (uint64_t)f->rows * cols * f->d >= MM_BLAS_MIN;
+	if (!cols)
+		return;
 	cpu_mm_tn(f->s, f->chunk, f->q, f->kt, f->chunk, f->rows, cols, f->d, scale);
 	for (uint32_t r = 0; r < f->rows; r++) {
 		float *sr = f->s + (size_t)r * f->chunk, *acc = f->acc + (size_t)r * f->d;
@@ -107,22 +131,30 @@ static void flash_step(struct flash *f, uint32_t kn, float scale)
 		for (uint32_t j = 0; j < f->lim[r]; j++)
 			mx = sr[j] > mx ? sr[j] : mx;
 		mx = mx > f->m[r] ? mx : f->m[r];
-		if (mx == -INFINITY)
+		if (mx == -INFINITY) {
+			memset(sr, 0, cols * sizeof(float)); /* a row of no weight in the GEMM */
 			continue;
+		}
 		corr = expf(f->m[r] - mx);
 		for (uint32_t c = 0; c < f->d; c++)
 			acc[c] *= corr;
 		for (uint32_t j = 0; j < f->lim[r]; j++) {
-			const float *vr = f->vf + (size_t)j * f->d;
 			float p = expf(sr[j] - mx);
 
 			sum += p;
-			for (uint32_t c = 0; c < f->d; c++)
-				acc[c] += p * vr[c];
+			if (full)
+				sr[j] = p;
+			else
+				for (uint32_t c = 0; c < f->d; c++)
+					acc[c] += p * f->vf[(size_t)j * f->d + c];
 		}
 		f->l[r] = f->l[r] * corr + sum;
 		f->m[r] = mx;
 	}
+	if (full)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)f->rows, (int)f->d,
+			    (int)cols, 1.0f, f->s, (int)f->chunk, f->vf, (int)f->d, 1.0f, f->acc,
+			    (int)f->d);
 }
 
 /* Row r of the result into out (bf16); a row that saw no key gives zeros. */

@@ -38,8 +38,9 @@ static inline void cpu_row_to_f32(float *dst, const uint16_t *src, uint32_t n)
 
 /*
  * s[r, j] = alpha * sum_c a[r, c] * bt[c, j] for r < rows, j < cols: a [rows, d] fp32, bt the
- * transposed right operand [d, ldb] (columns [0, cols) used), s [rows, lds]. The sum runs over c
- * in ascending order (the inner loop over j vectorises without reassociation).
+ * transposed right operand [d, ldb] (columns [0, cols) used), s [rows, lds]. A single-threaded
+ * cblas_sgemm (the backend keeps BLAS to one thread; callers run it inside their OpenMP team),
+ * or plain loops for a small product.
  */
 void cpu_mm_tn(float *s, uint32_t lds, const float *a, const float *bt, uint32_t ldb, uint32_t rows,
 	       uint32_t cols, uint32_t d, float alpha);
