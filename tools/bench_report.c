@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench_cmds.h"
 #include "bench_report.h"
@@ -247,23 +248,42 @@ static bool is_record(const char *name)
 	return n > 5 && !strcmp(name + n - 5, ".json") && name[0] != '.';
 }
 
-static int report_load(const char *out, struct report *r)
+/* Has an earlier directory of the list a file of this name? */
+static bool loaded_before(char *const *dirs, size_t k, const char *name)
 {
 	char path[PATH_MAX];
-	struct dirent *e;
-	DIR *d = opendir(out);
+
+	for (size_t j = 0; j < k; j++) {
+		snprintf(path, sizeof(path), "%s/%s", dirs[j], name);
+		if (!access(path, F_OK))
+			return true;
+	}
+	return false;
+}
+
+/* The records of every directory; a record name found in several is read from the first.
+ * *bad: the directory an error came from. */
+static int report_load(char *const *dirs, size_t n_dirs, struct report *r, const char **bad)
+{
+	char path[PATH_MAX];
 	size_t cap = 0;
 	int rc = 0;
 
-	if (!d)
-		return -errno;
-	while (!rc && (e = readdir(d))) {
-		if (!is_record(e->d_name))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", out, e->d_name);
-		rc = record_load(path, r, &cap);
+	for (size_t k = 0; !rc && k < n_dirs; k++) {
+		struct dirent *e;
+		DIR *d = opendir(dirs[k]);
+
+		*bad = dirs[k];
+		if (!d)
+			return -errno;
+		while (!rc && (e = readdir(d))) {
+			if (!is_record(e->d_name) || loaded_before(dirs, k, e->d_name))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirs[k], e->d_name);
+			rc = record_load(path, r, &cap);
+		}
+		closedir(d);
 	}
-	closedir(d);
 	if (r->n)
 		qsort(r->rows, r->n, sizeof(*r->rows), row_cmp);
 	report_twins(r);
@@ -852,8 +872,9 @@ static json_object *summary_new(const struct report *r, const char *out)
 }
 
 /* report.md and summary.json; the section writers fill the summary's arrays as they go. */
-static int report_write(const struct report *r, const char *out)
+static int report_write(const struct report *r, char *const *dirs, size_t n_dirs)
 {
+	const char *out = dirs[0];
 	char path[PATH_MAX];
 	json_object *s = summary_new(r, out), *rows = json_object_new_array(),
 		    *feas = json_object_new_array(), *rat = json_object_new_array(),
@@ -876,10 +897,12 @@ static int report_write(const struct report *r, const char *out)
 		rc = -errno;
 		goto out_put;
 	}
-	fprintf(f,
-		"# Sweep results (%s)\n\nWritten by `sparda bench report --out %s` from %zu "
-		"mode results.\n",
-		out, out, r->n);
+	fprintf(f, "# Sweep results (%s)\n\nWritten by `sparda bench report --out %s", out, out);
+	for (size_t k = 1; k < n_dirs; k++)
+		fprintf(f, " --with %s", dirs[k]);
+	fprintf(f, "` from %zu mode results%s.\n", r->n,
+		n_dirs > 1 ? " (a record named in several directories is read from the first)"
+			   : "");
 	md_rows(f, r, rows);
 	md_feasible(f, r, feas);
 	md_ratios(f, r, rat);
@@ -898,30 +921,69 @@ out_put:
 	return rc;
 }
 
+/* --out and every --with directory: the records a report reads. */
+#define REPORT_DIRS_MAX 16
+
+static void report_usage(FILE *f)
+{
+	fprintf(
+	    f, "usage: sparda bench report --out DIR [--with DIR2]...\n"
+	       "Writes DIR/report/report.md, summary.json and gnuplot PNGs from the records of\n"
+	       "the `sparda bench sweep` directory DIR and of each --with directory (e.g. a batch\n"
+	       "bisection run elsewhere, so the feasible batches and limits count it); a record\n"
+	       "named in several directories is read from the first.\n");
+}
+
 int bench_report(int argc, char **argv)
 {
 	struct report r = {0};
-	char dir[PATH_MAX];
-	const char *out = NULL;
+	char dir[PATH_MAX], *dirs[REPORT_DIRS_MAX] = {NULL};
+	const char *bad;
+	size_t n_with = 0;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--out") && i + 1 < argc)
-			out = argv[++i];
-		else if (!strncmp(argv[i], "--out=", 6))
-			out = argv[i] + 6;
+		const char *a = argv[i];
+		char **slot = NULL;
+
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			report_usage(stdout);
+			return 0;
+		}
+		if (!strcmp(a, "--out") || !strncmp(a, "--out=", 6))
+			slot = &dirs[0];
+		else if ((!strcmp(a, "--with") || !strncmp(a, "--with=", 7)) &&
+			 n_with + 1 < REPORT_DIRS_MAX)
+			slot = &dirs[1 + n_with++];
+		else if (!strcmp(a, "--with") || !strncmp(a, "--with=", 7)) {
+			fprintf(stderr, "sparda bench report: at most %d --with directories\n",
+				REPORT_DIRS_MAX - 1);
+			return 2;
+		} else {
+			fprintf(stderr, "sparda bench report: unknown argument '%s'\n", a);
+			report_usage(stderr);
+			return 2;
+		}
+		if (strchr(a, '='))
+			*slot = strchr(a, '=') + 1;
+		else if (i + 1 < argc)
+			*slot = argv[++i];
+		else {
+			fprintf(stderr, "sparda bench report: %s needs a directory\n", a);
+			return 2;
+		}
 	}
-	if (!out) {
-		fprintf(stderr,
-			"usage: sparda bench report --out DIR (a `sparda bench sweep` dir)\n"
-			"Writes DIR/report/report.md, summary.json and gnuplot PNGs.\n");
+	if (!dirs[0] || !dirs[0][0]) {
+		report_usage(stderr);
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "%s/report", out);
+	snprintf(dir, sizeof(dir), "%s/report", dirs[0]);
 	r.dir = dir;
-	if ((rc = report_load(out, &r)) || (mkdir(dir, 0755) && errno != EEXIST && (rc = -errno)) ||
-	    (rc = report_write(&r, out))) {
-		fprintf(stderr, "sparda bench report: %s: %s\n", out, err_str(rc));
+	bad = dirs[0];
+	if ((rc = report_load(dirs, 1 + n_with, &r, &bad)) ||
+	    (bad = dirs[0], mkdir(dir, 0755) && errno != EEXIST && (rc = -errno)) ||
+	    (rc = report_write(&r, dirs, 1 + n_with))) {
+		fprintf(stderr, "sparda bench report: %s: %s\n", bad, err_str(rc));
 		report_free(&r);
 		return 1;
 	}

@@ -14,7 +14,8 @@
 # and --memsvc-arg they ran with. --batch-refine 1 bisects between batches 1 and 8 where a
 # --gpu-mem-limit stops each mode, in the part that holds batch 8, and resumes.
 # `bench report` writes the tables, the summary JSON (checked against hand-made records for the
-# ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots; and
+# ratios, the step breakdown and the transformers peers) and, with gnuplot, PNG plots, also with
+# the records of another directory (--with); and
 # scripts/hf-peers.py --dry-run checks its arguments and the checkpoint and writes nothing.
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
@@ -225,6 +226,38 @@ line = next(l for l in md[mbi:] if l.startswith("| tiny | 1100 | "))
 assert line.startswith("| tiny | 1100 | %d |" % mb["sparda_batch"]), line
 assert line.endswith("| GPU memory | GPU memory |"), line
 PY
+# The refinement's limits from another directory: a directory holding only the batch-1 record
+# (its own copy, read instead of the refinement's) reports the bisected feasible batches and
+# the GPU limit with --with; without it every mode is "not reached" at batch 1.
+mkdir -p "$work/rw" && cp "$rf/tiny_c1100_b1.json" "$work/rw/"
+"$sparda" bench report --out "$work/rw" >/dev/null || fail "report of the copy alone"
+python3 - "$work/rw" <<'PY' || fail "report of the copy alone: feasible"
+import json, os, sys
+s = json.load(open(os.path.join(sys.argv[1], "report", "summary.json")))
+assert {(f["feasible_batch"], f["limited_by"], f["limit_reached"]) for f in s["feasible"]} == \
+    {(1, None, False)}, s["feasible"]
+PY
+"$sparda" bench report --out "$work/rw" --with "$rf" >/dev/null || fail "report --with exited $?"
+python3 - "$work/rw" "$rf" <<'PY' || fail "report --with"
+import json, os, sys
+rw, rf = sys.argv[1:]
+s = json.load(open(os.path.join(rw, "report", "summary.json")))
+t = json.load(open(os.path.join(rf, "report", "summary.json")))
+assert s["results"] == t["results"], (s["results"], t["results"])  # batch 1 counted once
+assert s["feasible"] == t["feasible"], (s["feasible"], t["feasible"])
+assert s["max_batch"] == t["max_batch"], (s["max_batch"], t["max_batch"])
+md = open(os.path.join(rw, "report", "report.md")).read()
+assert "`sparda bench report --out %s --with %s` from %d mode results (a record named in " \
+    "several directories is read from the first)." % (rw, rf, s["results"]) in md, md[:400]
+PY
+rc=0
+"$sparda" bench report --out "$work/rw" --max 3 >"$work/rbad.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown argument '--max'" "$work/rbad.log" ||
+	fail "report bad argument: rc $rc $(cat "$work/rbad.log")"
+rc=0
+"$sparda" bench report --out "$work/rw" --with "$work/none" >"$work/rbad.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "$work/none: ENOENT" "$work/rbad.log" ||
+	fail "report missing --with: rc $rc $(cat "$work/rbad.log")"
 
 # A record joined by the modes it lacks, when made with the same pass-through arguments: a
 # sparse-only grid, then sparse and sparda (sparda joins batch 1 and 8, then its bisection joins
