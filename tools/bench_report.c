@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdio.h>
@@ -936,42 +937,39 @@ static void report_usage(FILE *f)
 
 int bench_report(int argc, char **argv)
 {
+	static const struct option long_opts[] = {{"out", required_argument, NULL, 'o'},
+						  {"with", required_argument, NULL, 'w'},
+						  {"help", no_argument, NULL, 'h'},
+						  {NULL, 0, NULL, 0}};
 	struct report r = {0};
 	char dir[PATH_MAX], *dirs[REPORT_DIRS_MAX] = {NULL};
 	const char *bad;
 	size_t n_with = 0;
-	int rc;
+	int c, rc;
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		char **slot = NULL;
-
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+		if (c == 'h') {
 			report_usage(stdout);
 			return 0;
 		}
-		if (!strcmp(a, "--out") || !strncmp(a, "--out=", 6))
-			slot = &dirs[0];
-		else if ((!strcmp(a, "--with") || !strncmp(a, "--with=", 7)) &&
-			 n_with + 1 < REPORT_DIRS_MAX)
-			slot = &dirs[1 + n_with++];
-		else if (!strcmp(a, "--with") || !strncmp(a, "--with=", 7)) {
-			fprintf(stderr, "sparda bench report: at most %d --with directories\n",
-				REPORT_DIRS_MAX - 1);
-			return 2;
+		if (c == 'o') {
+			dirs[0] = optarg;
+		} else if (c == 'w' && n_with + 1 < REPORT_DIRS_MAX) {
+			dirs[1 + n_with++] = optarg;
 		} else {
-			fprintf(stderr, "sparda bench report: unknown argument '%s'\n", a);
+			if (c == 'w')
+				fprintf(stderr,
+					"sparda bench report: at most %d --with directories\n",
+					REPORT_DIRS_MAX - 1);
 			report_usage(stderr);
 			return 2;
 		}
-		if (strchr(a, '='))
-			*slot = strchr(a, '=') + 1;
-		else if (i + 1 < argc)
-			*slot = argv[++i];
-		else {
-			fprintf(stderr, "sparda bench report: %s needs a directory\n", a);
-			return 2;
-		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sparda bench report: unexpected argument '%s'\n", argv[optind]);
+		report_usage(stderr);
+		return 2;
 	}
 	if (!dirs[0] || !dirs[0][0]) {
 		report_usage(stderr);

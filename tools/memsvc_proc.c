@@ -245,3 +245,21 @@ void memsvc_proc_free(struct memsvc_proc *p)
 		nftw(p->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(p);
 }
+
+void memsvc_proc_log_tail(const char *log)
+{
+	char buf[4096];
+	FILE *f = fopen(log, "re");
+	long end;
+	size_t n;
+
+	if (!f)
+		return;
+	fseek(f, 0, SEEK_END);
+	end = ftell(f);
+	fseek(f, end > (long)sizeof(buf) - 1 ? end - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	fprintf(stderr, "--- %s (end) ---\n%s", log, buf);
+}

@@ -55,6 +55,9 @@ int memsvc_proc_kill9(struct memsvc_proc *p);
  */
 int memsvc_proc_stop(struct memsvc_proc *p, int sig, int timeout_ms, int *status);
 
+/* Print the end of a daemon's log to stderr (the reason it did not start). */
+void memsvc_proc_log_tail(const char *log);
+
 /* Kill (SIGKILL) if still running, reap, remove a temp runtime dir we created. NULL ok. */
 void memsvc_proc_free(struct memsvc_proc *p);
 

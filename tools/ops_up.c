@@ -201,25 +201,6 @@ static void up_monitor(const char *bin, const char *dir, const char *log, const 
 	_exit(code);
 }
 
-/* Print the last lines of the daemon's log (the reason it did not start). */
-static void print_log_tail(const char *log)
-{
-	char buf[4096];
-	FILE *f = fopen(log, "re");
-	long end;
-	size_t n;
-
-	if (!f)
-		return;
-	fseek(f, 0, SEEK_END);
-	end = ftell(f);
-	fseek(f, end > (long)sizeof(buf) - 1 ? end - (long)sizeof(buf) + 1 : 0, SEEK_SET);
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	fprintf(stderr, "--- %s (end) ---\n%s", log, buf);
-}
-
 /* Wait until the daemon answers a ping. Returns 0, -ECHILD (it exited) or -ETIMEDOUT. */
 static int up_wait_ready(pid_t monitor, const char *dir, int timeout_ms, int *status)
 {
@@ -367,7 +348,7 @@ static int up_computes(const struct up_args *a, const char *dir)
 	}
 	if (rc) {
 		if (bad >= 0 && !ops_compute_path(dir, bad, ".log", log, sizeof(log)))
-			print_log_tail(log);
+			memsvc_proc_log_tail(log);
 		fprintf(stderr, "sparda up: stopping the compute processes\n");
 		computes_stop(dir, a->n_compute, 5000);
 		return rc;
@@ -413,7 +394,7 @@ static int up_start(const struct up_args *a, const char *bin, const char *dir, c
 			kill(pid, SIGKILL);
 	}
 	if (rc) {
-		print_log_tail(log);
+		memsvc_proc_log_tail(log);
 		return rc;
 	}
 	if (ops_pid_read(dir, &pid))

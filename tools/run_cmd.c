@@ -2,7 +2,8 @@
 /*
  * `sparda run`: the main job. Starts sparda-memsvc in a fresh runtime directory, runs
  * sparda-compute against it (by default every mode on the embedded tiny model, printing the
- * results table), then drains memsvc with SIGTERM. Extra flags go to sparda-compute.
+ * results table), then drains memsvc with SIGTERM. --memsvc-arg=ARG (repeatable) goes to
+ * sparda-memsvc; every other flag to sparda-compute.
  */
 #include <errno.h>
 #include <limits.h>
@@ -77,7 +78,35 @@ static int run_compute(const char *bin, const char *rundir, int argc, char **arg
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int cmd_run(int argc, char **argv)
+/*
+ * Split argv: --memsvc-arg=ARG and --memsvc-arg ARG into margs (NULL-terminated), the rest
+ * (argv[0] first) into cargs. Returns the count of cargs, or -EINVAL for a --memsvc-arg
+ * without its value.
+ */
+#define MEMSVC_ARG "--memsvc-arg"
+
+static int split_args(int argc, char **argv, char **cargs, const char **margs)
+{
+	int nc = 0, nm = 0;
+
+	cargs[nc++] = argv[0];
+	for (int i = 1; i < argc; i++) {
+		if (!strncmp(argv[i], MEMSVC_ARG "=", sizeof(MEMSVC_ARG)))
+			margs[nm++] = argv[i] + sizeof(MEMSVC_ARG);
+		else if (!strcmp(argv[i], MEMSVC_ARG) && i + 1 < argc)
+			margs[nm++] = argv[++i];
+		else if (!strcmp(argv[i], MEMSVC_ARG))
+			return -EINVAL;
+		else
+			cargs[nc++] = argv[i];
+	}
+	margs[nm] = NULL;
+	cargs[nc] = NULL;
+	return nc;
+}
+
+/* The job: memsvc with margs, then sparda-compute with argv[1..]; the exit status. */
+static int run_job(int argc, char **argv, const char **margs)
 {
 	char memsvc[PATH_MAX], compute[PATH_MAX];
 	struct memsvc_proc_opts po = { 0 };
@@ -85,10 +114,12 @@ int cmd_run(int argc, char **argv)
 	int rc, status = 0, code;
 
 	if (has_flag(argc, argv, "--help")) {
-		printf("usage: sparda run [sparda-compute flags]\n"
-		       "Starts sparda-memsvc in a fresh runtime directory, runs sparda-compute\n"
-		       "(default --modes=all on the embedded tiny model) and stops memsvc.\n"
-		       "sparda-compute's flags:\n\n");
+		printf(
+		    "usage: sparda run [--memsvc-arg=ARG]... [sparda-compute flags]\n"
+		    "Starts sparda-memsvc in a fresh runtime directory (with each --memsvc-arg,\n"
+		    "e.g. --memsvc-arg=--ram-budget=100G), runs sparda-compute (default\n"
+		    "--modes=all on the embedded tiny model) and stops memsvc.\n"
+		    "sparda-compute's flags:\n\n");
 		fflush(stdout);
 	}
 	if ((rc = sibling("sparda-compute", compute, sizeof(compute)))) {
@@ -103,10 +134,16 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	po.binary = memsvc;
+	po.args = margs;
 	po.capture_stderr = true;
 	if ((rc = memsvc_proc_start(&po, &p))) {
-		fprintf(stderr, "sparda run: sparda-memsvc did not start: %s (log: %s)\n",
-			err_str(rc), p ? memsvc_proc_log_path(p) : "-");
+		if (rc == -ECHILD)
+			fprintf(stderr, "sparda run: sparda-memsvc exited before it was ready\n");
+		else
+			fprintf(stderr, "sparda run: sparda-memsvc did not start: %s\n",
+				err_str(rc));
+		if (p)
+			memsvc_proc_log_tail(memsvc_proc_log_path(p));
 		memsvc_proc_free(p);
 		return 1;
 	}
@@ -126,4 +163,26 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	return code ? code : (rc || !WIFEXITED(status) || WEXITSTATUS(status) ? 1 : 0);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	char **cargs = calloc((size_t)argc + 1, sizeof(char *));
+	const char **margs = calloc((size_t)argc + 1, sizeof(char *));
+	int code;
+
+	if (!cargs || !margs) {
+		free(cargs), free(margs);
+		fprintf(stderr, "sparda run: %s\n", err_str(-ENOMEM));
+		return 1;
+	}
+	if ((argc = split_args(argc, argv, cargs, margs)) < 0) {
+		free(cargs), free(margs);
+		fprintf(stderr, "sparda run: --memsvc-arg needs a value, e.g. "
+				"--memsvc-arg=--ram-budget=100G\n");
+		return 2;
+	}
+	code = run_job(argc, cargs, margs);
+	free(cargs), free(margs);
+	return code;
 }

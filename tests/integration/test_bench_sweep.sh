@@ -252,7 +252,7 @@ assert "`sparda bench report --out %s --with %s` from %d mode results (a record 
 PY
 rc=0
 "$sparda" bench report --out "$work/rw" --max 3 >"$work/rbad.log" 2>&1 || rc=$?
-[ "$rc" -eq 2 ] && grep -q "unknown argument '--max'" "$work/rbad.log" ||
+[ "$rc" -eq 2 ] && grep -q "unrecognized option '--max'" "$work/rbad.log" ||
 	fail "report bad argument: rc $rc $(cat "$work/rbad.log")"
 rc=0
 "$sparda" bench report --out "$work/rw" --with "$work/none" >"$work/rbad.log" 2>&1 || rc=$?

@@ -4,7 +4,8 @@
 # refuses a second start, over a live socket and after a failed start), status and stats
 # (numbers, counters that move after a sparda-compute job; tiers, tenants and arenas, the NVMe
 # tier disabled, then enabled with compute's units on disk), down (drain with exit 0 in the log,
-# SIGKILL of a stuck daemon, nothing to stop, stale and unreadable pid files) and config --dump.
+# SIGKILL of a stuck daemon, nothing to stop, stale and unreadable pid files), config --dump and
+# `sparda run --memsvc-arg`.
 set -euo pipefail
 build=${SPARDA_BUILD_DIR:?}
 sparda=$build/bin/sparda
@@ -270,5 +271,17 @@ grep -Eq '^new-tokens *= *"?7' "$work/out" || fail "config compute: new-tokens"
 grep -q '^modes' "$work/out" || fail "config compute: keys"
 expect 2 "$sparda" config --dump memsvc --no-such-key=1
 expect 2 "$sparda" config --dump nothing
-echo "ops cli: up, status (tiers, tenants, arenas), stats, down, stale pid files and config" \
-	"--dump behave"
+# sparda run hands --memsvc-arg to the daemon it starts: a budget below the arena makes sparda
+# fall back, naming the budget; a flag memsvc refuses stops the job with the daemon's reason.
+expect 0 "$sparda" run --memsvc-arg=--ram-budget=1M --prompt-tokens=1100 --new-tokens=2 \
+	--modes=sparda
+grep -q "fell back to sparda-nooffload: .*exceeds the daemon's RAM budget (0 of 1048576 used" \
+	"$work/out" || { cat "$work/out"; fail "run --memsvc-arg: budget not applied"; }
+expect 1 "$sparda" run --memsvc-arg --no-such-key=1 --modes=sparda
+grep -q "sparda-memsvc exited before it was ready" "$work/out" &&
+	grep -q "unknown key no-such-key" "$work/out" ||
+	{ cat "$work/out"; fail "run --memsvc-arg: bad flag"; }
+expect 2 "$sparda" run --memsvc-arg
+grep -q -- "--memsvc-arg needs a value" "$work/out" || fail "run --memsvc-arg without a value"
+echo "ops cli: up, status (tiers, tenants, arenas), stats, down, stale pid files, config" \
+	"--dump and run --memsvc-arg behave"
