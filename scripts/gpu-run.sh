@@ -10,7 +10,8 @@
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
 #   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine),
-#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times) go to every run of it, cacheab,
+#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times, or --memsvc-arg=--ram-budget=100G
+#   where the arena needs more than memsvc's default budget) go to every run of it, cacheab,
 #   seedab, kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and
 #   beside each gather.
 # cacheab: the same three modes with --cache-slots= each of CACHE_SLOTS (0 192: the top-k cache
