@@ -78,13 +78,13 @@ static int run_compute(const char *bin, const char *rundir, int argc, char **arg
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+#define MEMSVC_ARG "--memsvc-arg"
+
 /*
  * Split argv: --memsvc-arg=ARG and --memsvc-arg ARG into margs (NULL-terminated), the rest
  * (argv[0] first) into cargs. Returns the count of cargs, or -EINVAL for a --memsvc-arg
  * without its value.
  */
-#define MEMSVC_ARG "--memsvc-arg"
-
 static int split_args(int argc, char **argv, char **cargs, const char **margs)
 {
 	int nc = 0, nm = 0;
