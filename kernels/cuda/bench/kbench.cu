@@ -756,8 +756,9 @@ static void bench_decode_variants(const struct kb_opts *o)
  * interference of docs/perf-notes.md), at B=8 of the MiniCPM4.1-8B shape: the gate/up GEMM
  * (m=8, n=32768, k=4096) and the down GEMM (m=8, n=4096, k=16384) timed alone, then while the
  * copy stream gathers 32 KiB units from registered host memory without pause, with the gather
- * kernel (16 CTAs), the bulk-copy engine (16 and 4 CTAs) and the copy engines. Each row: the
- * GEMM pair's time, its slowdown against alone, and the gather's rate meanwhile.
+ * kernel (16 CTAs), the bulk-copy engine (16, 4, 2 and 1 CTAs: the slowdown against the rate
+ * where the copy holds one or two SMs) and the copy engines. Each row: the GEMM pair's time, its
+ * slowdown against alone, and the gather's rate meanwhile.
  */
 static void bench_interference(void)
 {
@@ -789,9 +790,15 @@ static void bench_interference(void)
 					 hidden, false, 1, 0));
 		}
 	};
-	const char *how[5] = {"alone", "with the gather kernel, 16 CTAs",
-			      "with the bulk-copy engine, 16 CTAs",
-			      "with the bulk-copy engine, 4 CTAs", "with the copy engines"};
+	const char *how[] = {"alone",
+			     "with the gather kernel, 16 CTAs",
+			     "with the bulk-copy engine, 16 CTAs",
+			     "with the bulk-copy engine, 4 CTAs",
+			     "with the bulk-copy engine, 2 CTAs",
+			     "with the bulk-copy engine, 1 CTA",
+			     "with the copy engines"};
+	const uint32_t bulk_ctas[] = {0, 0, 16, 4, 2, 1, 0};
+	const int n_how = (int)(sizeof(how) / sizeof(how[0])), dma = n_how - 1;
 	struct kb_event *a, *b, *c0, *c1;
 	KB(kb->ops->event_new(kb, &a));
 	KB(kb->ops->event_new(kb, &b));
@@ -801,20 +808,20 @@ static void bench_interference(void)
 	char p[96];
 	ffn_pair(); /* warm-up */
 	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
-	for (int g = 0; g < 5; g++) {
+	for (int g = 0; g < n_how; g++) {
 		if (g) { /* enough gathers to outlast the GEMMs, queued first */
 			KB(kb->ops->event_record(kb, c0, KB_STREAM_COPY));
 			for (uint32_t r = 0; r < rounds; r++) {
 				if (g == 1)
 					KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did,
 							       sid, n, unit, 16));
-				else if (g == 2 || g == 3)
-					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
-								    did, sid, n, unit,
-								    g == 2 ? 16 : 4));
-				else
+				else if (g == dma)
 					KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd,
 								   di.data(), si.data(), n, unit));
+				else
+					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
+								    did, sid, n, unit,
+								    bulk_ctas[g]));
 			}
 			KB(kb->ops->event_record(kb, c1, KB_STREAM_COPY));
 		}
