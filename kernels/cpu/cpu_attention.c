@@ -113,16 +113,16 @@ static void flash_load(struct flash *f, const uint16_t *k, const uint16_t *v, ui
  */
 static void flash_step(struct flash *f, uint32_t kn, float scale)
 {
-	uint32_t cols = 0;
-	bool full = true;
+	uint32_t cols = 0, least = UINT32_MAX;
+	bool full;
 
-	for (uint32_t r = 0; r < f->rows; r++)
+	for (uint32_t r = 0; r < f->rows; r++) {
 		cols = f->lim[r] > cols ? f->lim[r] : cols;
-	for (uint32_t r = 0; r < f->rows; r++)
-		full = full && f->lim[r] == cols;
-	full = full && (uint64_t)f->rows * cols * f->d >= MM_BLAS_MIN;
+		least = f->lim[r] < least ? f->lim[r] : least;
+	}
 	if (!cols)
 		return;
+	full = least == cols && (uint64_t)f->rows * cols * f->d >= MM_BLAS_MIN;
 	cpu_mm_tn(f->s, f->chunk, f->q, f->kt, f->chunk, f->rows, cols, f->d, scale);
 	for (uint32_t r = 0; r < f->rows; r++) {
 		float *sr = f->s + (size_t)r * f->chunk, *acc = f->acc + (size_t)r * f->d;
