@@ -790,15 +790,18 @@ static void bench_interference(void)
 					 hidden, false, 1, 0));
 		}
 	};
-	const char *how[] = {"alone",
-			     "with the gather kernel, 16 CTAs",
-			     "with the bulk-copy engine, 16 CTAs",
-			     "with the bulk-copy engine, 4 CTAs",
-			     "with the bulk-copy engine, 2 CTAs",
-			     "with the bulk-copy engine, 1 CTA",
-			     "with the copy engines"};
-	const uint32_t bulk_ctas[] = {0, 0, 16, 4, 2, 1, 0};
-	const int n_how = (int)(sizeof(how) / sizeof(how[0])), dma = n_how - 1;
+	enum gather { NONE, KERNEL, BULK, DMA };
+	const struct {
+		enum gather kind;
+		uint32_t ctas;
+		const char *how;
+	} rows[] = {{NONE, 0, "alone"},
+		    {KERNEL, 16, "with the gather kernel, 16 CTAs"},
+		    {BULK, 16, "with the bulk-copy engine, 16 CTAs"},
+		    {BULK, 4, "with the bulk-copy engine, 4 CTAs"},
+		    {BULK, 2, "with the bulk-copy engine, 2 CTAs"},
+		    {BULK, 1, "with the bulk-copy engine, 1 CTA"},
+		    {DMA, 0, "with the copy engines"}};
 	struct kb_event *a, *b, *c0, *c1;
 	KB(kb->ops->event_new(kb, &a));
 	KB(kb->ops->event_new(kb, &b));
@@ -808,20 +811,19 @@ static void bench_interference(void)
 	char p[96];
 	ffn_pair(); /* warm-up */
 	KB(kb->ops->sync(kb, KB_STREAM_COMPUTE));
-	for (int g = 0; g < n_how; g++) {
-		if (g) { /* enough gathers to outlast the GEMMs, queued first */
+	for (const auto &g : rows) {
+		if (g.kind != NONE) { /* enough gathers to outlast the GEMMs, queued first */
 			KB(kb->ops->event_record(kb, c0, KB_STREAM_COPY));
 			for (uint32_t r = 0; r < rounds; r++) {
-				if (g == 1)
+				if (g.kind == KERNEL)
 					KB(kb->ops->copy_units(kb, KB_STREAM_COPY, cache, hd, did,
-							       sid, n, unit, 16));
-				else if (g == dma)
+							       sid, n, unit, g.ctas));
+				else if (g.kind == BULK)
+					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
+								    did, sid, n, unit, g.ctas));
+				else
 					KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd,
 								   di.data(), si.data(), n, unit));
-				else
-					KB(kb->ops->copy_units_bulk(kb, KB_STREAM_COPY, cache, hd,
-								    did, sid, n, unit,
-								    bulk_ctas[g]));
 			}
 			KB(kb->ops->event_record(kb, c1, KB_STREAM_COPY));
 		}
@@ -833,9 +835,9 @@ static void bench_interference(void)
 		float ms = 0, cms = 0;
 		KB(kb->ops->event_elapsed(kb, a, b, &ms));
 		double us = ms * 1e3 / reps;
-		snprintf(p, sizeof(p), "ffn m=%u (2 GEMMs) %s", m, how[g]);
+		snprintf(p, sizeof(p), "ffn m=%u (2 GEMMs) %s", m, g.how);
 		add_row("interference", p, us, weights, 2.0 * m * (3.0 * ffn * hidden), "hbm");
-		if (!g) {
+		if (g.kind == NONE) {
 			alone = us;
 			continue;
 		}
@@ -843,8 +845,8 @@ static void bench_interference(void)
 		double copied = (double)rounds * n * unit;
 		printf("interference: %s moved %.1f GB/s meanwhile (%.0f us for %.0f MB; "
 		       "the GEMMs took %.0f us)\n",
-		       how[g] + 5, copied / (cms * 1e6), cms * 1e3, copied / 1e6, ms * 1e3);
-		snprintf(p, sizeof(p), "ffn GEMMs %s / alone", how[g]);
+		       g.how + 5, copied / (cms * 1e6), cms * 1e3, copied / 1e6, ms * 1e3);
+		snprintf(p, sizeof(p), "ffn GEMMs %s / alone", g.how);
 		add_ratio(p, us / alone);
 	}
 	kb->ops->event_free(kb, a);
