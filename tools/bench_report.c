@@ -805,41 +805,76 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 	}
 }
 
-/* sparda next to transformers' dynamic and offloaded caches, where the peers ran. */
+/* Any row of a configuration's mode, failed or not (the memsvc and peers' rows), or NULL. */
+static const struct report_row *find_any(const struct report *r, const struct report_row *at,
+					 const char *mode)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		const struct report_row *w = &r->rows[i];
+
+		if (!report_inproc(w) && w->context == at->context && w->batch == at->batch &&
+		    !strcmp(w->model, at->model) && !strcmp(w->mode, mode))
+			return w;
+	}
+	return NULL;
+}
+
+/* A peer's tok/s, or why it has none: the status of its failed run ("gpu-oom"), "-" if none. */
+static const char *peer_cell(char *buf, size_t len, const struct report_row *p)
+{
+	if (p && !p->ok)
+		return p->status;
+	return cell(buf, len, "%.1f", p ? p->tok_s : 0, p != NULL);
+}
+
+/* A run's mean and median step, the median where recorded: one slow step moves the mean only. */
+static const char *step_cell(char *buf, size_t len, const struct report_row *p)
+{
+	if (p && p->ok && p->step_median_ms >= 0) {
+		snprintf(buf, len, "%.1f / %.1f", p->step_ms, p->step_median_ms);
+		return buf;
+	}
+	return cell(buf, len, "%.1f", p && p->ok ? p->step_ms : 0, p && p->ok);
+}
+
+/* sparda next to transformers' dynamic and offloaded caches, where the peers ran; a peer that
+ * failed (out of GPU or host memory) shows its status in place of its tok/s. */
 static void md_peers(FILE *f, const struct report *r, json_object *arr)
 {
-	char b[10][32];
+	char b[11][32];
 	bool head = false;
 
 	for (size_t i = 0; i < r->n; i++) {
-		const struct report_row *w = &r->rows[i], *a = FIND("sparda"),
-					*hd = FIND("hf-dynamic"), *ho = FIND("hf-offloaded");
+		const struct report_row *w = &r->rows[i], *a = FIND("sparda");
+		const struct report_row *hdr = find_any(r, w, "hf-dynamic"),
+					*hor = find_any(r, w, "hf-offloaded");
+		const struct report_row *hd = hdr && hdr->ok ? hdr : NULL,
+					*ho = hor && hor->ok ? hor : NULL;
 		struct ratio qd = ratio_of(a, a ? a->tok_s : 0, hd, hd ? hd->tok_s : 0);
 		struct ratio qo = ratio_of(a, a ? a->tok_s : 0, ho, ho ? ho->tok_s : 0);
 		struct ratio pd = ratio_of(hd, hd ? hd->prefill_s : 0, a, a ? a->prefill_s : 0);
 		json_object *o;
 
-		if (!first_at(r, i) || (!hd && !ho))
+		if (!first_at(r, i) || (!hdr && !hor))
 			continue;
 		if (!head) {
-			fprintf(
-			    f, "\n## Peers: Hugging Face transformers on the same checkpoint\n\n"
-			       "| model | context | batch | sparda tok/s | hf-dynamic tok/s | "
-			       "hf-dynamic step ms (mean / median) | "
-			       "hf-offloaded tok/s | sparda / hf-dynamic | sparda / hf-offloaded | "
-			       "sparda prefill s | hf-dynamic prefill s | prefill speedup |\n"
-			       "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+			fprintf(f,
+				"\n## Peers: Hugging Face transformers on the same checkpoint\n\n"
+				"A peer that did not run shows why (`gpu-oom`, `host-oom`: out of "
+				"GPU or "
+				"host memory). Step ms: the mean and the median decode step.\n\n"
+				"| model | context | batch | sparda tok/s | hf-dynamic tok/s | "
+				"hf-dynamic step ms (mean / median) | "
+				"hf-offloaded tok/s | hf-offloaded step ms (mean / median) | "
+				"sparda / hf-dynamic | sparda / hf-offloaded | "
+				"sparda prefill s | hf-dynamic prefill s | prefill speedup |\n"
+				"|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 			head = true;
 		}
-		/* the median too where recorded: one slow step moves the mean, not the median */
-		const char *hs = cell(b[8], 32, "%.1f", hd ? hd->step_ms : 0, hd);
-		if (hd && hd->step_median_ms >= 0)
-			snprintf(b[8], sizeof(b[8]), "%.1f / %.1f", hd->step_ms,
-				 hd->step_median_ms);
-		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fprintf(f, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			w->model, w->context, w->batch, cell(b[0], 32, "%.1f", a ? a->tok_s : 0, a),
-			cell(b[1], 32, "%.1f", hd ? hd->tok_s : 0, hd), hs,
-			cell(b[2], 32, "%.1f", ho ? ho->tok_s : 0, ho),
+			peer_cell(b[1], 32, hdr), step_cell(b[8], 32, hdr),
+			peer_cell(b[2], 32, hor), step_cell(b[9], 32, hor),
 			cell(b[3], 32, "%.2fx", qd.v, qd.have),
 			cell(b[4], 32, "%.2fx", qo.v, qo.have),
 			cell(b[5], 32, "%.3f", a ? a->prefill_s : 0, a),
@@ -852,6 +887,11 @@ static void md_peers(FILE *f, const struct report *r, json_object *arr)
 		json_object_object_add(
 		    o, "hf_dynamic_step_ms_median",
 		    jnum(hd ? hd->step_median_ms : 0, hd && hd->step_median_ms >= 0));
+		json_object_object_add(
+		    o, "hf_offloaded_step_ms_median",
+		    jnum(ho ? ho->step_median_ms : 0, ho && ho->step_median_ms >= 0));
+		json_object_object_add(o, "hf_dynamic_status", jstr(hdr ? hdr->status : NULL));
+		json_object_object_add(o, "hf_offloaded_status", jstr(hor ? hor->status : NULL));
 		json_object_array_add(arr, o);
 	}
 }

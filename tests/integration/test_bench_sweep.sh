@@ -346,6 +346,14 @@ json.dump(dict(base, store="hf", modes={
     "hf-dynamic": res(100.0, 10.0, 5.0, decode_step_ms_median=9.5),
     "hf-offloaded": res(60.0, 16.0, 5.5)}),
     open(os.path.join(out, "synth_c4096_b1_hf.json"), "w"))
+# peers that did not fit where sparda ran: their row names why
+big = dict(base, model="synthbig")
+json.dump(dict(big, store="memsvc", modes={"sparda": res(80.0, 12.5, 4.0)}),
+          open(os.path.join(out, "synthbig_c4096_b1.json"), "w"))
+json.dump(dict(big, store="hf", modes={
+    "hf-dynamic": {"status": "gpu-oom", "run": 0, "error": "CUDA out of memory"},
+    "hf-offloaded": {"status": "host-oom", "run": 0, "error": "killed by SIGKILL"}}),
+    open(os.path.join(out, "synthbig_c4096_b1_hf.json"), "w"))
 PY
 
 "$sparda" bench report --out "$out" >"$work/report.log" || fail "report exited $?"
@@ -437,8 +445,8 @@ assert t["runs"] == [] and {m: e["error"] for m, e in t["modes"].items()} == {
     "sparse": "timeout at batch 1", "sparda": "timeout at batch 1"}, t
 
 s = json.load(open(os.path.join(out, "report", "summary.json")))
-# tiny: 2 contexts x (4 + 4 + 2 modes + 1 inproc); synth: 4 + 2 hf
-assert (s["results"], s["failed"]) == (28, 4), {k: s[k] for k in ("results", "ok", "failed")}
+# tiny: 2 contexts x (4 + 4 + 2 modes + 1 inproc); synth: 4 + 2 hf; synthbig: 1 + 2 hf failed
+assert (s["results"], s["failed"]) == (31, 6), {k: s[k] for k in ("results", "ok", "failed")}
 feas = {(f["model"], f["context"], f["mode"]): f for f in s["feasible"]}
 for ctx in (1100, 1300):
     f = feas[("tiny", ctx, "sparda")]
@@ -471,10 +479,16 @@ b = {(x["model"], x["context"], x["batch"]): x for x in s["process_boundary"]}
 assert set(b) == {("tiny", 1100, 1), ("tiny", 1300, 1)}, b
 assert b[("tiny", 1100, 1)]["step_memsvc_vs_inproc"] > 0
 assert b[("tiny", 1100, 1)]["same_process"] is True
-(p,) = s["peers"]
+peers = {p["model"]: p for p in s["peers"]}
+assert sorted(peers) == ["synth", "synthbig"], peers
+p = peers["synth"]
 assert (p["decode_sparda_vs_hf_dynamic"], p["decode_sparda_vs_hf_offloaded"],
         p["prefill_sparda_vs_hf_dynamic"]) == (3.0, 5.0, 5.0), p
-assert p["hf_dynamic_step_ms_median"] == 9.5, p
+assert (p["hf_dynamic_step_ms_median"], p["hf_offloaded_step_ms_median"]) == (9.5, None), p
+assert (p["hf_dynamic_status"], p["hf_offloaded_status"]) == ("ok", "ok"), p
+p = peers["synthbig"]
+assert (p["hf_dynamic_status"], p["hf_offloaded_status"],
+        p["decode_sparda_vs_hf_dynamic"]) == ("gpu-oom", "host-oom", None), p
 rows = {(x["model"], x["context"], x["batch"], x["mode"], x["store"]): x for x in s["rows"]}
 w = rows[("synth", 4096, 1, "sparda", "memsvc")]
 assert (w["recall"], w["h2d_gb_per_s"], w["gpu_gib"], w["host_gib"]) == (0.9, 40.0, 2.0, 1.0), w
@@ -519,7 +533,9 @@ assert (c[2], c[4], c[7], c[8]) == ("1", "4", "host memory", "not reached (large
 c = mb_row("| synth | 4096 | ")
 assert c[7:] == ["not reached (largest batch tried)"] * 2, c
 assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
-assert "| synth | 4096 | 1 | 300.0 | 100.0 | 10.0 / 9.5 | 60.0 | 3.00x | 5.00x | 1.000 | 5.000 | 5.00x |" in md
+assert ("| synth | 4096 | 1 | 300.0 | 100.0 | 10.0 / 9.5 | 60.0 | 16.0 | 3.00x | 5.00x | 1.000 | "
+        "5.000 | 5.00x |") in md
+assert "| synthbig | 4096 | 1 | 80.0 | gpu-oom | - | host-oom | - | - | - | 4.000 | - | - |" in md
 # the one record with decode phases (the hand-made sparda): its row, and only it
 assert ("| synth | 4096 | 1 | sparda | 0.010 | 0.500 | 0.250 | 0.000 | 0.100 | 0.600 | 1.200 | "
         "0.140 | 2.800 | 0.200 | 3.000 |") in md
