@@ -21,7 +21,7 @@
 
 static const char *const backend_names[] = { "auto", "cpu", "cuda", NULL };
 static const char *const store_names[] = { "memsvc", "inproc", NULL };
-static const char *const gather_names[] = { "kernel", "dma", "bulk", NULL };
+static const char *const gather_names[] = { "kernel", "dma", "bulk", "dma-prefetch", NULL };
 static const char *const kv_stream_names[] = { "compute", "side", NULL };
 
 #define K(n, t, f, d, lo, hi, h)                                                               \
@@ -54,7 +54,7 @@ static const struct config_key job_keys[] = {
 	K("seed-cache", BOOL, seed_cache, "true", 0, 0, "at the end of an offloaded layer's prefill, fill its GPU block cache with the full blocks the prompt's last query block selected (a retaining cache also those of the query blocks before it, while slots are left), from the prompt's KV still on the GPU, so the first decode step finds them cached instead of fetching its whole selection (false: that step starts from an empty cache)"),
 	K("gather-ctas", UINT, gather_ctas, "0", 0, 1024, "CTAs of the gather and the write-back (CUDA; 0 = 8 for the bulk copy on sm_90, else 16)"),
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
-	  .def = "bulk", .enum_names = gather_names, .help = "how offloaded layers fetch their units: bulk (the device-made index lists, moved by the bulk-copy engine from one thread per CTA in 8 KiB chunks, no host round trip; CUDA sm_90, elsewhere the kernel), kernel (a gather kernel's threads read the arena) or dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer)" },
+	  .def = "bulk", .enum_names = gather_names, .help = "how offloaded layers fetch their units: bulk (the device-made index lists, moved by the bulk-copy engine from one thread per CTA in 8 KiB chunks, no host round trip; CUDA sm_90, elsewhere the kernel), kernel (a gather kernel's threads read the arena), dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer) or dma-prefetch (sparda's prefetch as dma, the fetches on the critical path of sparse-offload and sparda-noprefetch as bulk)" },
 	{ .name = "prefill-kv-stream", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, prefill_kv_stream),
 	  .def = "side", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream, overlapping the next layer, each layer's units committed when the next one starts (side, DESIGN 3.4), or on the compute stream, which waits for it (compute)" },
 	K("threads", UINT, threads, "0", 0, 1024, "CPU backend threads (0 = all cores)"),

@@ -18,7 +18,9 @@
 
 enum job_backend { JOB_BACKEND_AUTO = 0, JOB_BACKEND_CPU, JOB_BACKEND_CUDA };
 enum job_store { JOB_STORE_MEMSVC = 0, JOB_STORE_INPROC };
-enum job_gather { JOB_GATHER_KERNEL = 0, JOB_GATHER_DMA, JOB_GATHER_BULK };
+/* How offloaded layers fetch their units (--gather). DMA_PREFETCH: sparda's prefetch by the copy
+ * engines (DMA), the fetches on the critical path (sparse-offload, sparda-noprefetch) by BULK. */
+enum job_gather { JOB_GATHER_KERNEL = 0, JOB_GATHER_DMA, JOB_GATHER_BULK, JOB_GATHER_DMA_PREFETCH };
 
 struct job_config {
 	char model[JOB_PATH_MAX];     /* model directory; "" = the embedded tiny model */

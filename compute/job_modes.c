@@ -294,16 +294,32 @@ static uint64_t rss_peak_bytes(void)
 	return (uint64_t)kb * 1024;
 }
 
+enum job_gather job_mode_gather(const struct job_config *cfg, enum runner_mode m)
+{
+	if (cfg->gather != JOB_GATHER_DMA_PREFETCH)
+		return (enum job_gather)cfg->gather;
+	return m == RUNNER_MODE_SPARDA ? JOB_GATHER_DMA : JOB_GATHER_BULK;
+}
+
+const char *job_gather_name(const struct job_config *cfg, enum runner_mode m)
+{
+	static const char *const names[] = {"kernel", "dma", "bulk"};
+	enum job_gather g = job_mode_gather(cfg, m);
+
+	return runner_mode_offloads(m) && g < JOB_GATHER_DMA_PREFETCH ? names[g] : "-";
+}
+
 static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 {
 	const struct job_config *cfg = j->cfg;
+	enum job_gather gather = job_mode_gather(cfg, mode);
 	struct runner_opts ro = {.mode = mode,
 				 .max_batch = j->batch,
 				 .max_tokens = max_tokens(j),
 				 .gather_ctas = (uint32_t)cfg->gather_ctas,
 				 .cache_slots = (uint32_t)cfg->cache_slots,
-				 .gather_dma = cfg->gather == JOB_GATHER_DMA,
-				 .gather_bulk = cfg->gather == JOB_GATHER_BULK,
+				 .gather_dma = gather == JOB_GATHER_DMA,
+				 .gather_bulk = gather == JOB_GATHER_BULK,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,
 				 .phase_times = cfg->phase_times,
 				 .seed_cache = cfg->seed_cache,

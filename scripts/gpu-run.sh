@@ -9,7 +9,8 @@
 # kbench: sparda-kbench (kernels/cuda/NOTES.md) with KBENCH_ARGS (e.g. "--only decode,select"),
 #   then scripts/sdpa-bench.py (PyTorch SDPA on kbench's dense prefill problem).
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
-#   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine),
+#   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine; also
+#   dma-prefetch: sparda's prefetch by the copy engines, sparse-offload's fetch by the bulk copy),
 #   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times, or --memsvc-arg=--ram-budget=100G
 #   where the arena needs more than memsvc's default budget) go to every run of it, cacheab,
 #   seedab, kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and

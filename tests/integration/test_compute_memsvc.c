@@ -277,6 +277,55 @@ static void test_inproc_modes_same_process(void **state)
 }
 
 /*
+ * --gather=dma-prefetch: sparda's prefetch through the copy engines' path (its load lists come
+ * back to the host, which resolves them), sparse-offload's and sparda-noprefetch's fetches on
+ * the critical path through the bulk copy, in one process. Each equals its twin, the JSON names
+ * each mode's gather, and sparda fetches the same units as with --gather=bulk.
+ */
+static void test_gather_dma_prefetch(void **state)
+{
+	struct memsvc_proc *d = harness_start(NULL);
+	char rd[PATH_MAX + 32], js[PATH_MAX];
+	const char *gathers[] = {"--gather=dma-prefetch", "--gather=bulk"};
+	const char *offl[] = {"sparse-offload", "sparda", "sparda-noprefetch"};
+	double fetched[2] = {0};
+	struct proc p;
+
+	(void)state;
+	daemon_args(d, rd, js);
+	for (int g = 0; g < 2; g++) {
+		const char *args[] = {rd,
+				      js,
+				      "--modes=sparse,sparse-offload,sparda,sparda-noprefetch,"
+				      "sparda-nooffload",
+				      "--prompt-tokens=1100",
+				      "--new-tokens=12",
+				      gathers[g],
+				      NULL};
+		const char *want[] = {"bulk", g ? "bulk" : "dma", "bulk"};
+		json_object *root, *gs;
+
+		assert_int_equal(run_compute(args, 240000, &p), 0);
+		unlink(p.log);
+		assert_non_null(root = json_object_from_file(js + strlen("--json=")));
+		for (int i = 0; i < 3; i++) {
+			json_object *o = mode_obj(root, offl[i]), *eq;
+			assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
+			assert_true(json_object_get_boolean(eq));
+			assert_string_equal(str_of(o, "gather"), want[i]);
+		}
+		assert_true(json_object_object_get_ex(mode_obj(root, "sparse"), "gather", &gs));
+		assert_null(gs); /* it fetches nothing */
+		fetched[g] = num_of(mode_obj(root, "sparda"), "units_fetched");
+		json_object_put(root);
+	}
+	assert_true(fetched[0] > 0 && fetched[0] == fetched[1]);
+	int st = 0;
+	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
+	memsvc_proc_free(d);
+}
+
+/*
  * KV larger than RAM: memsvc with an NVMe tier and a 1 MiB arena (a 1600-token prompt of the tiny
  * model is ~1.2 MiB of units). compute runs in careful mode (each layer's loads go to memsvc as a
  * Forecast first): every offloading mode still equals its twin, its units went through the
@@ -641,16 +690,17 @@ int main(void)
 		return 77;
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_modes_through_memsvc),
-		cmocka_unit_test(test_inproc_modes_same_process),
-		cmocka_unit_test(test_kv_larger_than_ram),
-		cmocka_unit_test(test_arena_exact_budget),
-		cmocka_unit_test(test_no_memsvc_fallback),
-		cmocka_unit_test(test_memsvc_killed_mid_run),
-		cmocka_unit_test(test_killed_keeps_finished),
-		cmocka_unit_test(test_ragged_prompt_file),
-		cmocka_unit_test(test_compute_metrics),
-		cmocka_unit_test(test_bad_inputs),
+	    cmocka_unit_test(test_modes_through_memsvc),
+	    cmocka_unit_test(test_inproc_modes_same_process),
+	    cmocka_unit_test(test_gather_dma_prefetch),
+	    cmocka_unit_test(test_kv_larger_than_ram),
+	    cmocka_unit_test(test_arena_exact_budget),
+	    cmocka_unit_test(test_no_memsvc_fallback),
+	    cmocka_unit_test(test_memsvc_killed_mid_run),
+	    cmocka_unit_test(test_killed_keeps_finished),
+	    cmocka_unit_test(test_ragged_prompt_file),
+	    cmocka_unit_test(test_compute_metrics),
+	    cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
