@@ -84,7 +84,8 @@ step() { # name timeout cmd...
 }
 # ab NAME FLAG VALUE...: the MiniCPM shape with LAYERS (8) layers (made once), then
 # sparse-offload, sparda and sparda-nooffload at CTX (131072) for BATCHES (1 4) with --FLAG=VALUE,
-# one run per value.
+# one run per value, each within STEP_S seconds (400; a 32-layer B=16 run of the three modes
+# takes about 380).
 ab() {
 	local name=$1 flag=$2 m=$work/minicpm-l${LAYERS:-8}$rf
 	shift 2
@@ -92,7 +93,7 @@ ab() {
 		--layers "${LAYERS:-8}" --out "$m" ${fc[@]+"${fc[@]}"}
 	for bs in ${BATCHES:-1 4}; do
 		for v in "$@"; do
-			step "${name}_${v}_b${bs}" 400 $run --backend=cuda --model="$m" \
+			step "${name}_${v}_b${bs}" "${STEP_S:-400}" $run --backend=cuda --model="$m" \
 				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes=sparse-offload,sparda,sparda-nooffload --"$flag=$v" \
 				${RUN_ARGS:-} --json="$res/${name}_${v}_b${bs}.json"
