@@ -55,6 +55,14 @@ int job_parse_modes(struct job *j, char *err, size_t err_len)
 {
 	char buf[sizeof(j->cfg->modes)], *save = NULL;
 
+	if (j->cfg->dma_max_bytes && j->cfg->gather != JOB_GATHER_DMA &&
+	    j->cfg->gather != JOB_GATHER_DMA_PREFETCH) {
+		snprintf(err, err_len,
+			 "key dma-max-bytes: only with gather=dma or gather=dma-prefetch (it caps "
+			 "what the copy engines fetch)");
+		return -EINVAL;
+	}
+
 	if (strcmp(j->cfg->modes, "all") == 0) {
 		for (int m = 0; m < RUNNER_MODE_COUNT; m++)
 			j->modes[j->n_modes++] = (enum runner_mode)m;
@@ -319,7 +327,9 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .gather_ctas = (uint32_t)cfg->gather_ctas,
 				 .cache_slots = (uint32_t)cfg->cache_slots,
 				 .gather_dma = gather == JOB_GATHER_DMA,
-				 .gather_bulk = gather == JOB_GATHER_BULK,
+				 .dma_max_bytes = cfg->dma_max_bytes,
+				 /* with dma, the layers over dma_max_bytes */
+				 .gather_bulk = gather != JOB_GATHER_KERNEL,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,
 				 .phase_times = cfg->phase_times,
 				 .seed_cache = cfg->seed_cache,

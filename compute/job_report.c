@@ -384,6 +384,8 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 				   : NULL);
 	json_object_object_add(o, "units_written_side",
 			       json_object_new_int64((int64_t)r->st.units_written_side));
+	json_object_object_add(o, "units_fetched_dma",
+			       json_object_new_int64((int64_t)r->st.units_dma));
 	json_object_object_add(o, "units_seeded",
 			       json_object_new_int64((int64_t)r->st.units_seeded));
 	json_object_object_add(o, "units_forecast",

@@ -49,6 +49,10 @@ struct runner_opts {
 	 * instead of the gather kernel: each layer's load list comes back to the host (as in
 	 * careful mode), which resolves it against the residency words. */
 	bool gather_dma;
+	/* gather_dma: a layer whose loads in a step exceed this many bytes is resolved and
+	 * gathered on the device instead (the bulk copy with gather_bulk, else the gather
+	 * kernel), so the copy engines take only what they can move in time; 0 = no limit. */
+	uint64_t dma_max_bytes;
 	/* The gather kernel's lists moved by kb copy_units_bulk (the bulk-copy engine) */
 	bool gather_bulk;
 	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */
@@ -130,6 +134,8 @@ struct runner_stats {
 	uint64_t units_seeded;	 /* full prompt blocks packed into the GPU block cache at the end of
 				    prefill (seed_cache), device to device */
 	uint64_t units_forecast; /* careful mode: units named in Forecasts to the host store */
+	uint64_t units_dma;	 /* gather_dma: units fetched by the copy engines (the rest of
+				    the units fetched went through the device's resolve and gather) */
 	uint64_t bytes_d2h_decode; /* of bytes_d2h, written during decode (filled blocks) */
 	uint64_t gpu_mem_peak_bytes; /* CUDA: device memory in use (total - free, the whole
 				      device) at its highest sample: after the prefill and after

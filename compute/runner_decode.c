@@ -215,6 +215,7 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 {
 	struct runner_lkv *kv = &r->kv[l];
 	kv->loaded = true;
+	kv->dma = false;
 	if (r->skip_gather) /* measurement only: everything but the copies (tokens will differ) */
 		return 0;
 	return (r->o.gather_bulk ? r->kb->ops->copy_units_bulk : r->kb->ops->copy_units)(
@@ -240,7 +241,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	int64_t *wb = r->h_dma_wb;
 	int rc;
 
-	kv->loaded = true;
+	kv->loaded = kv->dma = true;
 	for (uint32_t i = 0; i < s->nc; i++) /* the same bases as kv->word_base on the device */
 		wb[i] = r->seq_word_base[i / r->n_kv] +
 			((int64_t)l * r->n_kv + i % r->n_kv) * r->max_blocks;
@@ -258,6 +259,19 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 static int32_t *layer_loads(struct runner *r, uint32_t l)
 {
 	return r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+}
+
+/* gather_dma: are layer l's loads this step within dma_max_bytes (0: no limit)? */
+static bool dma_fits(struct runner *r, const struct step *s, uint32_t l)
+{
+	const int32_t *nl = layer_loads(r, l);
+	uint64_t n = 0;
+
+	if (!r->o.dma_max_bytes)
+		return true;
+	for (uint32_t i = 0; i < s->nc; i++)
+		n += nl[i] > 0 ? (uint32_t)nl[i] : 0;
+	return n * r->unit_bytes <= r->o.dma_max_bytes;
 }
 
 /* Careful mode: layer l's load list (count, blocks, slots) to the host behind its diff. */
@@ -331,7 +345,7 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 		r->st.units_forecast += n;
 	if ((rc = k->event_record(r->kb, kv->ready, st)))
 		return rc;
-	if (r->o.gather_dma)
+	if (r->o.gather_dma && dma_fits(r, s, l))
 		return gather_dma(r, s, l, st);
 	if ((rc = resolve(r, s, l, st)))
 		return rc;
@@ -595,9 +609,9 @@ static int collect_stats(struct runner *r, struct step *s)
 		ls->fetch_ms += fetch > 0.0f ? fetch : 0.0f;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
-		uint32_t fetched =
-		    r->o.gather_dma ? kv->dma_loads : count_nonneg(h + r->n_caches, n);
+		uint32_t fetched = kv->dma ? kv->dma_loads : count_nonneg(h + r->n_caches, n);
 		ls->loads += fetched;
+		r->st.units_dma += kv->dma ? fetched : 0;
 		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
 		if (r->o.mode == RUNNER_MODE_SPARDA) {
 			float ms = 0.0f;

@@ -39,6 +39,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	uint32_t sel_k;     /* entries per cache in sel this step */
 	bool loaded;        /* a gather was issued this step */
 	uint32_t dma_loads; /* gather_dma: units this step's copies fetched */
+	bool dma;	    /* this step's fetch went through the copy engines (dma_loads) */
 	bool prepped;       /* its PREP ran on the copy stream this step: wait `done` */
 	bool pending;       /* careful mode: resolve and gather wait for the host's Forecast */
 };

@@ -280,20 +280,22 @@ static void test_inproc_modes_same_process(void **state)
  * --gather=dma-prefetch: sparda's prefetch through the copy engines' path (its load lists come
  * back to the host, which resolves them), sparse-offload's and sparda-noprefetch's fetches on
  * the critical path through the bulk copy, in one process. Each equals its twin, the JSON names
- * each mode's gather, and sparda fetches the same units as with --gather=bulk.
+ * each mode's gather, and sparda fetches the same units as with --gather=bulk, all of them by
+ * the copy engines; with --dma-max-bytes=1 none of them (every layer's fetch is larger), which
+ * the other gathers refuse.
  */
 static void test_gather_dma_prefetch(void **state)
 {
 	struct memsvc_proc *d = harness_start(NULL);
 	char rd[PATH_MAX + 32], js[PATH_MAX];
-	const char *gathers[] = {"--gather=dma-prefetch", "--gather=bulk"};
+	const char *gathers[] = {"--gather=dma-prefetch", "--gather=bulk", "--gather=dma-prefetch"};
 	const char *offl[] = {"sparse-offload", "sparda", "sparda-noprefetch"};
-	double fetched[2] = {0};
+	double fetched[3] = {0};
 	struct proc p;
 
 	(void)state;
 	daemon_args(d, rd, js);
-	for (int g = 0; g < 2; g++) {
+	for (int g = 0; g < 3; g++) {
 		const char *args[] = {rd,
 				      js,
 				      "--modes=sparse,sparse-offload,sparda,sparda-noprefetch,"
@@ -301,8 +303,9 @@ static void test_gather_dma_prefetch(void **state)
 				      "--prompt-tokens=1100",
 				      "--new-tokens=12",
 				      gathers[g],
+				      g == 2 ? "--dma-max-bytes=1" : NULL,
 				      NULL};
-		const char *want[] = {"bulk", g ? "bulk" : "dma", "bulk"};
+		const char *want[] = {"bulk", g == 1 ? "bulk" : "dma", "bulk"};
 		json_object *root, *gs;
 
 		assert_int_equal(run_compute(args, 240000, &p), 0);
@@ -317,9 +320,15 @@ static void test_gather_dma_prefetch(void **state)
 		assert_true(json_object_object_get_ex(mode_obj(root, "sparse"), "gather", &gs));
 		assert_null(gs); /* it fetches nothing */
 		fetched[g] = num_of(mode_obj(root, "sparda"), "units_fetched");
+		assert_true(num_of(mode_obj(root, "sparda"), "units_fetched_dma") ==
+			    (g == 0 ? fetched[g] : 0));
+		assert_true(num_of(mode_obj(root, "sparse-offload"), "units_fetched_dma") == 0);
 		json_object_put(root);
 	}
-	assert_true(fetched[0] > 0 && fetched[0] == fetched[1]);
+	assert_true(fetched[0] > 0 && fetched[0] == fetched[1] && fetched[2] == fetched[1]);
+	const char *bad[] = {rd, "--modes=sparda", "--gather=bulk", "--dma-max-bytes=1M", NULL};
+	expect_exit(&p, bad, 30000, 1, "key dma-max-bytes: only with gather=dma");
+	unlink(p.log);
 	int st = 0;
 	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);
 	memsvc_proc_free(d);

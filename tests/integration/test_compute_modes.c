@@ -70,6 +70,7 @@ static int teardown(void **state)
 
 static bool g_gather_dma;  /* fetch with copy_units_dma (host-resolved load lists) */
 static bool g_gather_bulk; /* fetch with copy_units_bulk (the bulk-copy engine) */
+static uint64_t g_dma_max_bytes; /* dma_max_bytes: larger layer fetches go the device's way */
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 static uint32_t g_cache_slots; /* cache_slots: 0 = top-k, more = the retaining cache */
@@ -130,6 +131,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .recall_every = g_recall_every,
 				 .gather_dma = g_gather_dma,
 				 .gather_bulk = g_gather_bulk,
+				 .dma_max_bytes = g_dma_max_bytes,
 				 .prefill_kv_side = g_kv_side,
 				 .phase_times = g_phase_times,
 				 .cache_slots = g_cache_slots,
@@ -334,14 +336,16 @@ static int gather_kernel(void **state)
 {
 	(void)state;
 	g_gather_dma = g_gather_bulk = false;
+	g_dma_max_bytes = 0;
 	return 0;
 }
 
 /*
  * sparda and sparse-offload fetching another way (*flag set, named `how`): tokens equal the
- * twins' and the gather kernel's run, with the same units and bytes fetched.
+ * twins' and the gather kernel's run, with the same units and bytes fetched. Returns the units
+ * sparda's copy engines fetched (0 without gather_dma), in *loads the units it fetched in all.
  */
-static void check_gather(bool *flag, const char *how)
+static uint64_t check_gather(bool *flag, const char *how, uint64_t *loads)
 {
 	struct kvhost *h = inproc();
 	struct run kern, alt, spo, ref, sp;
@@ -363,10 +367,18 @@ static void check_gather(bool *flag, const char *how)
 	assert_true(alt.loads > 0 && spo.loads > 0);
 	assert_int_equal(alt.loads, kern.loads);
 	assert_int_equal(alt.st.bytes_h2d, kern.st.bytes_h2d);
+	if (flag != &g_gather_dma)
+		assert_int_equal(alt.st.units_dma, 0);
+	else if (!g_dma_max_bytes)
+		assert_int_equal(alt.st.units_dma, alt.loads);
+	uint64_t dma = alt.st.units_dma;
+	if (loads)
+		*loads = alt.loads;
 	struct run *all[] = {&kern, &alt, &spo, &ref, &sp};
 	for (int i = 0; i < 5; i++)
 		free(all[i]->logits);
 	kvhost_close(h);
+	return dma;
 }
 
 /* --gather=dma: the load lists come back to the host, which resolves them and queues the
@@ -374,7 +386,33 @@ static void check_gather(bool *flag, const char *how)
 static void test_gather_dma(void **state)
 {
 	(void)state;
-	check_gather(&g_gather_dma, "dma");
+	check_gather(&g_gather_dma, "dma", NULL);
+}
+
+/*
+ * dma_max_bytes: the layers whose fetch in a step is over the cap go the device's way (resolve
+ * and bulk copy), the rest through the copy engines; the tokens and the units fetched do not
+ * change. A larger cap leaves more to the copy engines: none under the smallest, all under the
+ * largest, and a mix of both ways in between.
+ */
+static void test_gather_dma_capped(void **state)
+{
+	uint64_t dma[4], loads = 0;
+	bool mixed = false;
+
+	(void)state;
+	g_gather_bulk = true;
+	for (int i = 0; i < 4; i++) {
+		g_dma_max_bytes = (uint64_t)g_model->cfg.sparse.block * g_model->cfg.head_dim * 4
+				  << (2 * i); /* 1, 4, 16, 64 units */
+		dma[i] = check_gather(&g_gather_dma, "dma, capped", &loads);
+		print_message("cap %llu bytes: %llu of %llu units by the copy engines\n",
+			      (unsigned long long)g_dma_max_bytes, (unsigned long long)dma[i],
+			      (unsigned long long)loads);
+		assert_true(!i || dma[i] >= dma[i - 1]);
+		mixed |= dma[i] > 0 && dma[i] < loads;
+	}
+	assert_true(dma[0] < loads && dma[3] == loads && mixed);
 }
 
 /* --gather=bulk: the gather kernel's lists moved by copy_units_bulk (on CUDA the bulk-copy
@@ -382,7 +420,7 @@ static void test_gather_dma(void **state)
 static void test_gather_bulk(void **state)
 {
 	(void)state;
-	check_gather(&g_gather_bulk, "bulk");
+	check_gather(&g_gather_bulk, "bulk", NULL);
 }
 
 /*
@@ -870,6 +908,7 @@ int main(void)
 	    cmocka_unit_test(test_twins),
 	    cmocka_unit_test(test_steps_grow_across_runs),
 	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
+	    cmocka_unit_test_teardown(test_gather_dma_capped, gather_kernel),
 	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
 	    cmocka_unit_test(test_cache_slots),
