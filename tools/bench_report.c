@@ -841,7 +841,7 @@ static const char *step_cell(char *buf, size_t len, const struct report_row *p)
  * failed (out of GPU or host memory) shows its status in place of its tok/s. */
 static void md_peers(FILE *f, const struct report *r, json_object *arr)
 {
-	char b[11][32];
+	char b[10][32];
 	bool head = false;
 
 	for (size_t i = 0; i < r->n; i++) {
@@ -861,8 +861,8 @@ static void md_peers(FILE *f, const struct report *r, json_object *arr)
 			fprintf(f,
 				"\n## Peers: Hugging Face transformers on the same checkpoint\n\n"
 				"A peer that did not run shows why (`gpu-oom`, `host-oom`: out of "
-				"GPU or "
-				"host memory). Step ms: the mean and the median decode step.\n\n"
+				"GPU or host memory). Step ms: the mean and the median decode "
+				"step.\n\n"
 				"| model | context | batch | sparda tok/s | hf-dynamic tok/s | "
 				"hf-dynamic step ms (mean / median) | "
 				"hf-offloaded tok/s | hf-offloaded step ms (mean / median) | "
