@@ -178,6 +178,9 @@ static void derive_shapes(struct runner *r)
 		uint32_t want = r->o.cache_slots < r->max_blocks ? r->o.cache_slots : r->max_blocks;
 		r->n_slots = want > r->n_slots ? want : r->n_slots;
 	}
+	r->loads_blk = ((size_t)r->n_caches + 63) & ~(size_t)63;
+	r->loads_slot = r->loads_blk + (((size_t)r->n_caches * r->n_slots + 63) & ~(size_t)63);
+	r->loads_ints = r->loads_slot + (((size_t)r->n_caches * r->n_slots + 63) & ~(size_t)63);
 	r->sel_cap = r->max_blocks > r->n_slots ? r->max_blocks : r->n_slots;
 	r->ck_cap = kb_ck_entries(sp, r->o.max_tokens) + 1;
 	r->unit_elems = (size_t)2 * sp->block * r->hd;
@@ -215,9 +218,7 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 	else
 		rc = dev_alloc(r, &kv->cache, nc * r->n_slots * r->unit_bytes) ||
 		     dev_alloc(r, &kv->map, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->load_slot, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->load_block, nc * r->n_slots * 4) ||
-		     dev_alloc(r, &kv->n_loads, nc * 4) ||
+		     dev_alloc(r, &kv->n_loads, r->loads_ints * 4) ||
 		     dev_alloc(r, &kv->dst_idx, nc * r->n_slots * 4) ||
 		     dev_alloc(r, &kv->word_base, nc * 8) ||
 		     (r->o.cache_slots && dev_alloc(r, &kv->age, nc * r->n_slots * 4));
@@ -225,6 +226,10 @@ static int alloc_layer_kv(struct runner *r, uint32_t l)
 		return -ENOMEM;
 	if (kv->age && (rc = k->memset(r->kb, kv->age, 0, nc * r->n_slots * 4, KB_STREAM_COMPUTE)))
 		return rc;
+	if (kv->n_loads) { /* one allocation: n_loads, the blocks, the slots */
+		kv->load_block = kv->n_loads + r->loads_blk;
+		kv->load_slot = kv->n_loads + r->loads_slot;
+	}
 	if (!kv->resident) {
 		kv->hits = r->stats_dev + l * r->stats_per;
 		kv->src_idx = kv->hits + nc;
@@ -401,7 +406,7 @@ static int careful_open(struct runner *r)
 	if (r->o.host->may_spill && !r->o.host->ops->forecast)
 		return runner_fail(r, -EINVAL, "host store %s may spill but takes no Forecasts",
 				   r->o.host->ops->name), -EINVAL;
-	r->h_loads_bytes = (size_t)r->L * r->n_caches * (1 + 2 * r->n_slots) * sizeof(int32_t);
+	r->h_loads_bytes = (size_t)r->L * r->loads_ints * sizeof(int32_t);
 	r->h_loads_bytes = (r->h_loads_bytes + 4095) & ~(size_t)4095;
 	if (posix_memalign((void **)&r->h_loads, 4096, r->h_loads_bytes)) {
 		r->h_loads = NULL;
@@ -546,9 +551,8 @@ void runner_close(struct runner *r)
 	}
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
-		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
-			       kv->load_slot, kv->load_block, kv->n_loads, kv->dst_idx,
-			       kv->word_base, kv->age };
+		void *kp[] = {kv->store, kv->cache,   kv->map,	   kv->ck,	  kv->ring,
+			      kv->sel,	 kv->n_loads, kv->dst_idx, kv->word_base, kv->age};
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
 		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };

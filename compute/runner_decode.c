@@ -236,7 +236,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 {
 	struct runner_lkv *kv = &r->kv[l];
 	size_t nk = (size_t)s->nc * s->k;
-	const int32_t *nl = layer_loads(r, l), *blk = nl + s->nc, *slot = blk + nk;
+	const int32_t *nl = layer_loads(r, l), *blk = nl + r->loads_blk, *slot = nl + r->loads_slot;
 	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
 	int64_t *wb = r->h_dma_wb;
 	int rc;
@@ -258,7 +258,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
 static int32_t *layer_loads(struct runner *r, uint32_t l)
 {
-	return r->h_loads + (size_t)l * r->n_caches * (1 + 2 * r->n_slots);
+	return r->h_loads + (size_t)l * r->loads_ints;
 }
 
 /* gather_dma: are layer l's loads this step within dma_max_bytes (0: no limit)? */
@@ -274,20 +274,18 @@ static bool dma_fits(struct runner *r, const struct step *s, uint32_t l)
 	return n * r->unit_bytes <= r->o.dma_max_bytes;
 }
 
-/* Careful mode: layer l's load list (count, blocks, slots) to the host behind its diff. */
+/* Careful mode: layer l's load list (counts, blocks, slots) to the host behind its diff, in
+ * one copy that ends with this step's slots (the parts' layout: runner.loads_blk). */
 static int loads_to_host(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	const struct kb_ops *k = r->kb->ops;
 	struct runner_lkv *kv = &r->kv[l];
-	size_t nk = (size_t)s->nc * s->k;
-	int32_t *h = layer_loads(r, l);
+	size_t n = r->loads_slot + (size_t)s->nc * s->k;
 	int rc;
 
 	if (!r->careful || kv->resident)
 		return 0;
-	if ((rc = k->memcpy(r->kb, h, kv->n_loads, s->nc * 4, KB_D2H, st)) ||
-	    (rc = k->memcpy(r->kb, h + s->nc, kv->load_block, nk * 4, KB_D2H, st)) ||
-	    (rc = k->memcpy(r->kb, h + s->nc + nk, kv->load_slot, nk * 4, KB_D2H, st)))
+	if ((rc = k->memcpy(r->kb, layer_loads(r, l), kv->n_loads, n * 4, KB_D2H, st)))
 		return rc;
 	return k->event_record(r->kb, kv->resolved, st);
 }
@@ -295,9 +293,8 @@ static int loads_to_host(struct runner *r, struct step *s, uint32_t l, enum kb_s
 /* Careful mode: the units of layer l's load list (not the tail, which is never loaded). */
 static uint32_t list_loads(struct runner *r, struct step *s, uint32_t l)
 {
-	size_t nk = (size_t)s->nc * s->k;
 	const int32_t *nl = layer_loads(r, l);
-	const int32_t *blk = nl + s->nc, *slot = blk + nk;
+	const int32_t *blk = nl + r->loads_blk, *slot = nl + r->loads_slot;
 	uint32_t n = 0;
 
 	for (uint32_t i = 0; i < s->nc; i++) {

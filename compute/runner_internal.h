@@ -74,7 +74,11 @@ struct runner {
 	 * back to the host, which restores the units that are not RAM-resident through the store
 	 * and fetches the layer again (runner_decode.c). */
 	bool careful;
-	int32_t *h_loads;    /* pinned [L][n_caches * (1 + 2 * n_slots)]: n_loads, blocks, slots */
+	/* A layer's load list (cache_diff's outputs) in one device allocation, n_loads then the
+	 * blocks then the slots, each part at a 256-byte boundary: loads_ints int32s, the blocks
+	 * at loads_blk, the slots at loads_slot. Careful mode brings it to the host in one copy. */
+	size_t loads_blk, loads_slot, loads_ints;
+	int32_t *h_loads;    /* pinned [L][loads_ints]: the layers' load lists, laid out as above */
 	int32_t *h_dma_idx;  /* gather_dma: [2][n_caches * n_slots] the copies' dst, then src */
 	int64_t *h_dma_wb;   /* gather_dma: [n_caches] residency-word bases of one layer */
 	int32_t dma_misses;  /* gather_dma: this step's loads found not resident on the host */
