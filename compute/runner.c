@@ -551,8 +551,8 @@ void runner_close(struct runner *r)
 	}
 	for (uint32_t l = 0; r->kv && l < r->L; l++) {
 		struct runner_lkv *kv = &r->kv[l];
-		void *kp[] = {kv->store, kv->cache,   kv->map,	   kv->ck,	  kv->ring,
-			      kv->sel,	 kv->n_loads, kv->dst_idx, kv->word_base, kv->age};
+		void *kp[] = { kv->store, kv->cache, kv->map, kv->ck, kv->ring, kv->sel,
+			       kv->n_loads, kv->dst_idx, kv->word_base, kv->age };
 		for (size_t i = 0; i < sizeof(kp) / sizeof(kp[0]); i++)
 			free_dev(r, kp[i]);
 		struct kb_event *ev[] = { kv->ready, kv->done, kv->want, kv->resolved };
