@@ -93,8 +93,10 @@ enum runner_phase {
 	RUNNER_PHASE_QKVF,     /* norm, fused QKVF GEMM, RoPE, compressed-key append */
 	RUNNER_PHASE_SELECT,   /* selection, PREP of the next layer, waits for the fetch */
 	RUNNER_PHASE_RECALL,   /* Forecast recall sampling (copies of the queries) */
+	RUNNER_PHASE_UNITS,    /* the attention's unit table (offloaded: through the slot map,
+				  with the tail block's slot) */
 	RUNNER_PHASE_STORE_KV, /* this token's K/V to the store or tail slot, write-backs */
-	RUNNER_PHASE_ATTEND,   /* unit lists and sparse attention */
+	RUNNER_PHASE_ATTEND,   /* sparse attention */
 	RUNNER_PHASE_FFN,      /* output projection, norm, FFN */
 	RUNNER_PHASE_HEAD,     /* final norm, LM head, statistics read-back */
 	RUNNER_PHASE_N

@@ -458,6 +458,26 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 	return 0;
 }
 
+/*
+ * The attention's unit table: a resident layer's from its selection; an offloaded layer's
+ * through its cache's slot map, and with it (one read of the map) the slot its tail block is
+ * written to.
+ */
+static int layer_units(struct runner *r, struct step *s, uint32_t l)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	uint32_t blk = r->c.sparse.block;
+
+	if (kv->resident)
+		return k->sel_units(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len,
+				    layer_sel(r, s, l), NULL, r->n_tok, s->nc, r->n_kv,
+				    r->max_blocks, s->k, blk);
+	return k->sel_units2(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len, layer_sel(r, s, l),
+			     s->k, r->tail_idx, r->tail_len, r->tail_sel, 1, kv->map, r->n_tok,
+			     s->nc, r->n_kv, r->n_slots, blk);
+}
+
 /* This token's K/V into the layer's store or tail slot; write back blocks that fill. */
 static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 {
@@ -471,11 +491,7 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 	if (kv->resident)
 		return k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->store, r->store_idx, kk, vv,
 				   r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk);
-	/* The tail block's slot, and with it (one read of the slot map) the attention's table. */
-	if ((rc = k->sel_units2(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len,
-				layer_sel(r, s, l), s->k, r->tail_idx, r->tail_len, r->tail_sel, 1,
-				kv->map, r->n_tok, s->nc, r->n_kv, r->n_slots, blk)) ||
-	    (rc = k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->cache, r->tail_idx, kk, vv,
+	if ((rc = k->kv_store(r->kb, KB_STREAM_COMPUTE, kv->cache, r->tail_idx, kk, vv,
 			      r->qkvf_cols, r->pos, s->B, r->n_kv, r->hd, blk)))
 		return rc;
 	if (!s->any_full_block)
@@ -492,17 +508,12 @@ static int layer_store_kv(struct runner *r, struct step *s, uint32_t l)
 	return 0;
 }
 
-/* An offloaded layer's unit table was made with its tail's slot (layer_store_kv). */
+/* Sparse attention over the unit table of layer_units. */
 static int layer_attend(struct runner *r, struct step *s, uint32_t l)
 {
 	const struct kb_ops *k = r->kb->ops;
 	struct runner_lkv *kv = &r->kv[l];
-	int rc;
 
-	if (kv->resident && (rc = k->sel_units(r->kb, KB_STREAM_COMPUTE, r->unit_idx, r->unit_len,
-					       layer_sel(r, s, l), NULL, r->n_tok, s->nc, r->n_kv,
-					       r->max_blocks, s->k, r->c.sparse.block)))
-		return rc;
 	return k->attn_decode(r->kb, KB_STREAM_COMPUTE, r->attn, r->q_cols, r->qkvf, r->qkvf_cols,
 			      kv->resident ? kv->store : kv->cache, r->unit_idx, r->unit_len, s->k,
 			      s->B, r->n_q, r->n_kv, r->hd, r->c.sparse.block, r->attn_scale,
@@ -539,6 +550,8 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_SELECT), fail);
 	RUN_TRY(r, runner_recall_layer(r, l, B, s->sparse), fail);
 	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_RECALL), fail);
+	RUN_TRY(r, layer_units(r, s, l), fail);
+	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_UNITS), fail);
 	RUN_TRY(r, layer_store_kv(r, s, l), fail);
 	RUN_TRY(r, runner_phase_end(r, l, RUNNER_PHASE_STORE_KV), fail);
 	RUN_TRY(r, layer_attend(r, s, l), fail);

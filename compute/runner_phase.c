@@ -14,10 +14,11 @@
 #include "runner_internal.h"
 
 static const char *const phase_names[RUNNER_PHASE_N] = {
-    [RUNNER_PHASE_EMBED] = "embed",	  [RUNNER_PHASE_QKVF] = "qkvf",
-    [RUNNER_PHASE_SELECT] = "select",	  [RUNNER_PHASE_RECALL] = "recall",
-    [RUNNER_PHASE_STORE_KV] = "store_kv", [RUNNER_PHASE_ATTEND] = "attend",
-    [RUNNER_PHASE_FFN] = "ffn",		  [RUNNER_PHASE_HEAD] = "head",
+    [RUNNER_PHASE_EMBED] = "embed",   [RUNNER_PHASE_QKVF] = "qkvf",
+    [RUNNER_PHASE_SELECT] = "select", [RUNNER_PHASE_RECALL] = "recall",
+    [RUNNER_PHASE_UNITS] = "units",   [RUNNER_PHASE_STORE_KV] = "store_kv",
+    [RUNNER_PHASE_ATTEND] = "attend", [RUNNER_PHASE_FFN] = "ffn",
+    [RUNNER_PHASE_HEAD] = "head",
 };
 
 #define LAYER_PHASES (RUNNER_PHASE_FFN - RUNNER_PHASE_QKVF + 1)

@@ -11,8 +11,8 @@
 #include "bench_report.h"
 
 /* compute's phase names, in its order (runner_phase_name), then the sum and the host's rest. */
-static const char *const phase_keys[] = {"embed",  "qkvf", "select", "recall", "store_kv",
-					 "attend", "ffn",  "head",   "span",   "host"};
+static const char *const phase_keys[] = {"embed", "qkvf", "select", "recall", "units", "store_kv",
+					 "attend", "ffn", "head", "span", "host"};
 #define N_PHASE_KEYS (sizeof(phase_keys) / sizeof(phase_keys[0]))
 
 /* The row's decode_phase_ms object, or NULL. */

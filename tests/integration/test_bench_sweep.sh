@@ -130,7 +130,8 @@ python3 - "$work/ph" <<'PY' || fail "phase-times records or report"
 import json, os, sys
 d = sys.argv[1]
 rec = json.load(open(os.path.join(d, "tiny_c1100_b1.json")))
-keys = ["embed", "qkvf", "select", "recall", "store_kv", "attend", "ffn", "head", "span", "host"]
+keys = ["embed", "qkvf", "select", "recall", "units", "store_kv", "attend", "ffn", "head", "span",
+        "host"]
 for m in ("sparda", "sparda-nooffload"):
     ph = rec["modes"][m]["result"]["decode_phase_ms"]
     assert sorted(ph) == sorted(keys) and ph["ffn"] > 0 and ph["span"] > 0, ph
@@ -536,9 +537,10 @@ assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
 assert ("| synth | 4096 | 1 | 300.0 | 100.0 | 10.0 / 9.5 | 60.0 | 16.0 | 3.00x | 5.00x | 1.000 | "
         "5.000 | 5.00x |") in md
 assert "| synthbig | 4096 | 1 | 80.0 | gpu-oom | - | host-oom | - | - | - | 4.000 | - | - |" in md
-# the one record with decode phases (the hand-made sparda): its row, and only it
-assert ("| synth | 4096 | 1 | sparda | 0.010 | 0.500 | 0.250 | 0.000 | 0.100 | 0.600 | 1.200 | "
-        "0.140 | 2.800 | 0.200 | 3.000 |") in md
+# the one record with decode phases (the hand-made sparda): its row, and only it; made before
+# the units phase, so that column is empty
+assert ("| synth | 4096 | 1 | sparda | 0.010 | 0.500 | 0.250 | 0.000 | - | 0.100 | 0.600 | "
+        "1.200 | 0.140 | 2.800 | 0.200 | 3.000 |") in md
 s = json.load(open(os.path.join(out, "report", "summary.json")))
 assert [(p["model"], p["mode"], p["ffn"]) for p in s["phases"]] == [("synth", "sparda", 1.2)], s["phases"]
 PY
