@@ -445,12 +445,7 @@ static int layer_select(struct runner *r, struct step *s, uint32_t l)
 		if ((rc = k->event_record(r->kb, kv->done, KB_STREAM_COMPUTE)))
 			return rc;
 	} else if (kv->prepped) {
-		/* careful mode: the fetch was left to the host's Forecast of the load list */
-		if (kv->pending &&
-		    ((rc = fetch_careful(r, s, l, KB_STREAM_COPY)) ||
-		     (rc = k->event_record(r->kb, kv->done, KB_STREAM_COPY))))
-			return rc;
-		kv->pending = false;
+		/* wait for its fetch: PREP's gather, or in careful mode fetch_pending's */
 		if ((rc = k->event_record(r->kb, kv->want, KB_STREAM_COMPUTE)) ||
 		    (rc = k->stream_wait(r->kb, KB_STREAM_COMPUTE, kv->done)))
 			return rc;
@@ -520,6 +515,26 @@ static int layer_attend(struct runner *r, struct step *s, uint32_t l)
 			      r->attn_work);
 }
 
+/*
+ * Careful mode, before layer l's work is queued: the fetch its PREP (queued in layer l-1) left
+ * to the host. The host waits for the load list (on the GPU, early in layer l-1), and the copy
+ * stream gets the fetch while layer l-1's attention and FFN run. Queued later, in layer l's
+ * selection, it would sit behind PREP(l+1) on the copy stream, which waits for layer l's QKVF:
+ * the fetch would start only as layer l wants it.
+ */
+static int fetch_pending(struct runner *r, struct step *s, uint32_t l)
+{
+	struct runner_lkv *kv = &r->kv[l];
+	int rc;
+
+	if (!kv->pending)
+		return 0;
+	kv->pending = false;
+	if ((rc = fetch_careful(r, s, l, KB_STREAM_COPY)))
+		return rc;
+	return r->kb->ops->event_record(r->kb, kv->done, KB_STREAM_COPY);
+}
+
 static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 {
 	const struct kb_ops *k = r->kb->ops;
@@ -531,6 +546,7 @@ static int decode_layer(struct runner *r, struct step *s, uint32_t l)
 		RUN_TRY(r, k->stream_wait(r->kb, KB_STREAM_COMPUTE, r->f_read), fail);
 		r->f_pending = false;
 	}
+	RUN_TRY(r, fetch_pending(r, s, l), fail);
 
 	RUN_TRY(r, k->add_rmsnorm(r->kb, KB_STREAM_COMPUTE, r->resid, l ? r->tmp : NULL, H,
 				  c->residual_scale, w->attn_norm, r->xn, B, H, c->rms_eps), fail);
