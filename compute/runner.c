@@ -541,6 +541,7 @@ void runner_close(struct runner *r)
 		return;
 	const struct kb_ops *k = r->kb->ops;
 	runner_close_host_seqs(r);
+	k->sync(r->kb, KB_STREAM_DMA);
 	k->sync(r->kb, KB_STREAM_COPY);
 	k->sync(r->kb, KB_STREAM_COMPUTE);
 	for (uint32_t l = 0; r->lw && l < r->L; l++) {

@@ -520,19 +520,22 @@ static int layer_attend(struct runner *r, struct step *s, uint32_t l)
  * to the host. The host waits for the load list (on the GPU, early in layer l-1), and the copy
  * stream gets the fetch while layer l-1's attention and FFN run. Queued later, in layer l's
  * selection, it would sit behind PREP(l+1) on the copy stream, which waits for layer l's QKVF:
- * the fetch would start only as layer l wants it.
+ * the fetch would start only as layer l wants it. The copy engines' copies (gather_dma) go on
+ * a stream of their own, so PREP(l+1)'s kernels need not wait for them; the host's wait for
+ * the load list has already ordered them after PREP(l)'s diff.
  */
 static int fetch_pending(struct runner *r, struct step *s, uint32_t l)
 {
 	struct runner_lkv *kv = &r->kv[l];
+	enum kb_stream st = r->o.gather_dma ? KB_STREAM_DMA : KB_STREAM_COPY;
 	int rc;
 
 	if (!kv->pending)
 		return 0;
 	kv->pending = false;
-	if ((rc = fetch_careful(r, s, l, KB_STREAM_COPY)))
+	if ((rc = fetch_careful(r, s, l, st)))
 		return rc;
-	return r->kb->ops->event_record(r->kb, kv->done, KB_STREAM_COPY);
+	return r->kb->ops->event_record(r->kb, kv->done, st);
 }
 
 static int decode_layer(struct runner *r, struct step *s, uint32_t l)
@@ -715,6 +718,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	RUN_TRY(r, runner_phase_end(r, 0, RUNNER_PHASE_HEAD), fail);
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
+	RUN_TRY(r, k->sync(r->kb, KB_STREAM_DMA), fail);
 	if (offload) {
 		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)))
 			return rc;

@@ -9,7 +9,7 @@
  *  - Pointers are "device" pointers of the backend (host memory for CPU; GPU memory or mapped
  *    pinned host memory for CUDA). bf16 values are stored as uint16_t; accumulation is fp32.
  *  - Matrices are row-major. `ld*` arguments are row strides in elements.
- *  - Ops are enqueued on a stream (KB_STREAM_COMPUTE or KB_STREAM_COPY) and return 0 or -errno
+ *  - Ops are enqueued on a stream (enum kb_stream) and return 0 or -errno
  *    (-EINVAL for bad arguments, -ENOMEM, -EIO for a device failure). The CPU backend runs
  *    ops synchronously; events are then no-ops.
  *  - Outputs never alias inputs unless an op says "in place".
@@ -29,7 +29,14 @@
 #include <stdint.h>
 
 enum kb_kind { KB_KIND_CPU = 0, KB_KIND_CUDA = 1 };
-enum kb_stream { KB_STREAM_COMPUTE = 0, KB_STREAM_COPY = 1, KB_STREAM_COUNT = 2 };
+/* COPY: the prefetch's kernels and copies beside the compute. DMA: host-queued copy-engine
+ * copies (copy_units_dma) that should not wait behind the copy stream's kernels. */
+enum kb_stream {
+	KB_STREAM_COMPUTE = 0,
+	KB_STREAM_COPY = 1,
+	KB_STREAM_DMA = 2,
+	KB_STREAM_COUNT = 3
+};
 enum kb_copy_dir { KB_H2D = 0, KB_D2H = 1, KB_D2D = 2, KB_H2H = 3 };
 
 /* Rotary embedding parameters, resolved on the host into per-pair inverse frequencies. */

@@ -121,12 +121,15 @@ static void kc_destroy(struct kb *kb)
 	free(c->dma_sizes);
 	if (c->blas)
 		cublasDestroy(c->blas);
-	if (c->green)
-		kc_green_free(c->green); /* owns the streams */
-	else
+	if (c->green) {
+		kc_green_free(c->green); /* owns the compute and copy streams */
+		if (c->st[KB_STREAM_DMA])
+			cudaStreamDestroy(c->st[KB_STREAM_DMA]);
+	} else {
 		for (int s = 0; s < KB_STREAM_COUNT; s++)
 			if (c->st[s])
 				cudaStreamDestroy(c->st[s]);
+	}
 	free(c);
 }
 
@@ -632,11 +635,13 @@ static int kc_setup(struct kc_backend *c)
 		unsigned a, b;
 		kc_green_sms(c->green, &a, &b);
 		log_info("kcuda", "SM partition", "copy_sms=%u compute_sms=%u", a, b);
+		KC_CHECK(
+		    cudaStreamCreateWithPriority(&c->st[KB_STREAM_DMA], cudaStreamNonBlocking, hi));
 		return kc_setup_rest(c);
 	}
 	for (int s = 0; s < KB_STREAM_COUNT; s++)
 		KC_CHECK(cudaStreamCreateWithPriority(&c->st[s], cudaStreamNonBlocking,
-						      s == KB_STREAM_COPY ? hi : lo));
+						      s == KB_STREAM_COMPUTE ? lo : hi));
 	return kc_setup_rest(c);
 }
 
