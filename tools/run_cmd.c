@@ -16,6 +16,7 @@
 
 #include "err.h"
 #include "memsvc_proc.h"
+#include "ops_cmd.h"
 #include "sparda.h"
 
 /* Path of a binary installed next to this one. */
@@ -78,8 +79,6 @@ static int run_compute(const char *bin, const char *rundir, int argc, char **arg
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-#define MEMSVC_ARG "--memsvc-arg"
-
 /*
  * Split argv: --memsvc-arg=ARG and --memsvc-arg ARG into margs (NULL-terminated), the rest
  * (argv[0] first) into cargs. Returns the count of cargs, or -EINVAL for a --memsvc-arg
@@ -87,16 +86,14 @@ static int run_compute(const char *bin, const char *rundir, int argc, char **arg
  */
 static int split_args(int argc, char **argv, char **cargs, const char **margs)
 {
-	int nc = 0, nm = 0;
+	int nc = 0, nm = 0, m;
 
 	cargs[nc++] = argv[0];
 	for (int i = 1; i < argc; i++) {
-		if (!strncmp(argv[i], MEMSVC_ARG "=", sizeof(MEMSVC_ARG)))
-			margs[nm++] = argv[i] + sizeof(MEMSVC_ARG);
-		else if (!strcmp(argv[i], MEMSVC_ARG) && i + 1 < argc)
-			margs[nm++] = argv[++i];
-		else if (!strcmp(argv[i], MEMSVC_ARG))
-			return -EINVAL;
+		if ((m = ops_flag(argc, argv, &i, "--memsvc-arg", &margs[nm])) < 0)
+			return m;
+		if (m)
+			nm++;
 		else
 			cargs[nc++] = argv[i];
 	}
