@@ -296,20 +296,25 @@ bool report_inproc(const struct report_row *w)
 	return !strcmp(w->store, "inproc");
 }
 
-const struct report_row *report_find(const struct report *r, const char *store, const char *model,
-				     int context, int batch, const char *mode)
+/* The row of a configuration's mode (only a successful one with ok_only), or NULL. */
+static const struct report_row *find_row(const struct report *r, bool inproc, const char *model,
+					 int context, int batch, const char *mode, bool ok_only)
 {
-	bool inproc = store && !strcmp(store, "inproc");
-
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
 
-		if (w->ok && w->context == context && w->batch == batch &&
+		if ((w->ok || !ok_only) && w->context == context && w->batch == batch &&
 		    report_inproc(w) == inproc && !strcmp(w->model, model) &&
 		    !strcmp(w->mode, mode))
 			return w;
 	}
 	return NULL;
+}
+
+const struct report_row *report_find(const struct report *r, const char *store, const char *model,
+				     int context, int batch, const char *mode)
+{
+	return find_row(r, store && !strcmp(store, "inproc"), model, context, batch, mode, true);
 }
 
 int report_feasible(const struct report *r, const char *model, int context, const char *mode)
@@ -805,20 +810,6 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 	}
 }
 
-/* Any row of a configuration's mode, failed or not (the memsvc and peers' rows), or NULL. */
-static const struct report_row *find_any(const struct report *r, const struct report_row *at,
-					 const char *mode)
-{
-	for (size_t i = 0; i < r->n; i++) {
-		const struct report_row *w = &r->rows[i];
-
-		if (!report_inproc(w) && w->context == at->context && w->batch == at->batch &&
-		    !strcmp(w->model, at->model) && !strcmp(w->mode, mode))
-			return w;
-	}
-	return NULL;
-}
-
 /* A peer's tok/s, or why it has none: the status of its failed run ("gpu-oom"), "-" if none. */
 static const char *peer_cell(char *buf, size_t len, const struct report_row *p)
 {
@@ -845,11 +836,15 @@ static void md_peers(FILE *f, const struct report *r, json_object *arr)
 	bool head = false;
 
 	for (size_t i = 0; i < r->n; i++) {
-		const struct report_row *w = &r->rows[i], *a = FIND("sparda");
-		const struct report_row *hdr = find_any(r, w, "hf-dynamic"),
-					*hor = find_any(r, w, "hf-offloaded");
-		const struct report_row *hd = hdr && hdr->ok ? hdr : NULL,
-					*ho = hor && hor->ok ? hor : NULL;
+		const struct report_row *w = &r->rows[i], *a = FIND("sparda"),
+					*hd = FIND("hf-dynamic"), *ho = FIND("hf-offloaded");
+		/* where a peer did not run, its failed row says why */
+		const struct report_row *hdr = hd ? hd
+						  : find_row(r, false, w->model, w->context,
+							     w->batch, "hf-dynamic", false),
+					*hor = ho ? ho
+						  : find_row(r, false, w->model, w->context,
+							     w->batch, "hf-offloaded", false);
 		struct ratio qd = ratio_of(a, a ? a->tok_s : 0, hd, hd ? hd->tok_s : 0);
 		struct ratio qo = ratio_of(a, a ? a->tok_s : 0, ho, ho ? ho->tok_s : 0);
 		struct ratio pd = ratio_of(hd, hd ? hd->prefill_s : 0, a, a ? a->prefill_s : 0);
