@@ -232,6 +232,11 @@ static void forecast_describe(struct job *j, const char *model_dir)
 		 fi->recall);
 }
 
+const char *job_gather_name(const struct job_config *cfg, enum runner_mode m)
+{
+	return runner_mode_offloads(m) ? gather_names[job_mode_gather(cfg, m)] : NULL;
+}
+
 int job_open(struct job *j, char *model_dir, size_t len)
 {
 	const struct job_config *cfg = j->cfg;
@@ -240,6 +245,13 @@ int job_open(struct job *j, char *model_dir, size_t len)
 
 	if (log_level_parse(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
+	if (cfg->dma_max_bytes && cfg->gather != JOB_GATHER_DMA &&
+	    cfg->gather != JOB_GATHER_DMA_PREFETCH) {
+		snprintf(j->err, sizeof(j->err),
+			 "key dma-max-bytes: only with gather=dma or gather=dma-prefetch (it caps "
+			 "what the copy engines fetch)");
+		return -EINVAL;
+	}
 	if ((rc = job_parse_modes(j, j->err, sizeof(j->err))) ||
 	    (rc = ensure_model(cfg, model_dir, len, j->err, sizeof(j->err))))
 		return rc;

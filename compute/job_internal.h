@@ -69,7 +69,8 @@ int job_twin_state(const struct job *j, const struct job_result *r);
 /* The run's name: the mode, "+inproc" for an inproc-modes run. */
 const char *job_result_name(const struct job_result *r, char *buf, size_t len);
 /* How mode m fetches its offloaded units under --gather (dma-prefetch: dma for sparda's
- * prefetch, bulk elsewhere), and that gather's name ("-" for a mode that does not offload). */
+ * prefetch, bulk elsewhere), and that gather's --gather name (NULL for a mode that does not
+ * offload). */
 enum job_gather job_mode_gather(const struct job_config *cfg, enum runner_mode m);
 const char *job_gather_name(const struct job_config *cfg, enum runner_mode m);
 /* {mode: figures + "status": "ok"} for finished modes, {mode: {status: "failed", error, errno}}

@@ -55,14 +55,6 @@ int job_parse_modes(struct job *j, char *err, size_t err_len)
 {
 	char buf[sizeof(j->cfg->modes)], *save = NULL;
 
-	if (j->cfg->dma_max_bytes && j->cfg->gather != JOB_GATHER_DMA &&
-	    j->cfg->gather != JOB_GATHER_DMA_PREFETCH) {
-		snprintf(err, err_len,
-			 "key dma-max-bytes: only with gather=dma or gather=dma-prefetch (it caps "
-			 "what the copy engines fetch)");
-		return -EINVAL;
-	}
-
 	if (strcmp(j->cfg->modes, "all") == 0) {
 		for (int m = 0; m < RUNNER_MODE_COUNT; m++)
 			j->modes[j->n_modes++] = (enum runner_mode)m;
@@ -307,14 +299,6 @@ enum job_gather job_mode_gather(const struct job_config *cfg, enum runner_mode m
 	if (cfg->gather != JOB_GATHER_DMA_PREFETCH)
 		return (enum job_gather)cfg->gather;
 	return m == RUNNER_MODE_SPARDA ? JOB_GATHER_DMA : JOB_GATHER_BULK;
-}
-
-const char *job_gather_name(const struct job_config *cfg, enum runner_mode m)
-{
-	static const char *const names[] = {"kernel", "dma", "bulk"};
-	enum job_gather g = job_mode_gather(cfg, m);
-
-	return runner_mode_offloads(m) && g < JOB_GATHER_DMA_PREFETCH ? names[g] : "-";
 }
 
 static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)

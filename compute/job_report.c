@@ -378,10 +378,8 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "bytes_d2h", json_object_new_int64((int64_t)r->st.bytes_d2h));
 	json_object_object_add(o, "late_units", json_object_new_int64((int64_t)t.late_units));
 	json_object_object_add(o, "late_ms", json_object_new_double(t.late_ms));
-	json_object_object_add(o, "gather",
-			       runner_mode_offloads(r->ran)
-				   ? json_object_new_string(job_gather_name(j->cfg, r->ran))
-				   : NULL);
+	const char *gather = job_gather_name(j->cfg, r->ran);
+	json_object_object_add(o, "gather", gather ? json_object_new_string(gather) : NULL);
 	json_object_object_add(o, "units_written_side",
 			       json_object_new_int64((int64_t)r->st.units_written_side));
 	json_object_object_add(o, "units_fetched_dma",
