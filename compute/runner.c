@@ -178,9 +178,10 @@ static void derive_shapes(struct runner *r)
 		uint32_t want = r->o.cache_slots < r->max_blocks ? r->o.cache_slots : r->max_blocks;
 		r->n_slots = want > r->n_slots ? want : r->n_slots;
 	}
+	size_t part = ((size_t)r->n_caches * r->n_slots + 63) & ~(size_t)63; /* blocks, slots */
 	r->loads_blk = ((size_t)r->n_caches + 63) & ~(size_t)63;
-	r->loads_slot = r->loads_blk + (((size_t)r->n_caches * r->n_slots + 63) & ~(size_t)63);
-	r->loads_ints = r->loads_slot + (((size_t)r->n_caches * r->n_slots + 63) & ~(size_t)63);
+	r->loads_slot = r->loads_blk + part;
+	r->loads_ints = r->loads_slot + part;
 	r->sel_cap = r->max_blocks > r->n_slots ? r->max_blocks : r->n_slots;
 	r->ck_cap = kb_ck_entries(sp, r->o.max_tokens) + 1;
 	r->unit_elems = (size_t)2 * sp->block * r->hd;
