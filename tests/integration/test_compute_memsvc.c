@@ -699,17 +699,17 @@ int main(void)
 		return 77;
 	}
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_modes_through_memsvc),
-	    cmocka_unit_test(test_inproc_modes_same_process),
-	    cmocka_unit_test(test_gather_dma_prefetch),
-	    cmocka_unit_test(test_kv_larger_than_ram),
-	    cmocka_unit_test(test_arena_exact_budget),
-	    cmocka_unit_test(test_no_memsvc_fallback),
-	    cmocka_unit_test(test_memsvc_killed_mid_run),
-	    cmocka_unit_test(test_killed_keeps_finished),
-	    cmocka_unit_test(test_ragged_prompt_file),
-	    cmocka_unit_test(test_compute_metrics),
-	    cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_modes_through_memsvc),
+		cmocka_unit_test(test_inproc_modes_same_process),
+		cmocka_unit_test(test_gather_dma_prefetch),
+		cmocka_unit_test(test_kv_larger_than_ram),
+		cmocka_unit_test(test_arena_exact_budget),
+		cmocka_unit_test(test_no_memsvc_fallback),
+		cmocka_unit_test(test_memsvc_killed_mid_run),
+		cmocka_unit_test(test_killed_keeps_finished),
+		cmocka_unit_test(test_ragged_prompt_file),
+		cmocka_unit_test(test_compute_metrics),
+		cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
