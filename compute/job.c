@@ -55,6 +55,7 @@ static const struct config_key job_keys[] = {
 	K("gather-ctas", UINT, gather_ctas, "0", 0, 1024, "CTAs of the gather and the write-back (CUDA; 0 = 8 for the bulk copy on sm_90, else 16)"),
 	{ .name = "gather", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, gather),
 	  .def = "bulk", .enum_names = gather_names, .help = "how offloaded layers fetch their units: bulk (the device-made index lists, moved by the bulk-copy engine from one thread per CTA in 8 KiB chunks, no host round trip; CUDA sm_90, elsewhere the kernel), kernel (a gather kernel's threads read the arena), dma (the load list comes back to the host, which resolves it and queues one batch of copy-engine copies per layer) or dma-prefetch (sparda's prefetch as dma, the fetches on the critical path of sparse-offload and sparda-noprefetch as bulk)" },
+	K("dma-streams", UINT, dma_streams, "1", 1, KB_DMA_STREAMS_MAX, "with --gather=dma or dma-prefetch: the streams one layer's copy-engine copies are split over, by bytes (CUDA; the driver may give each its own copy engine; 1 = one batch on one stream)"),
 	K("dma-max-bytes", SIZE, dma_max_bytes, "0", 0, 0, "with --gather=dma or dma-prefetch: a layer whose fetch in a decode step exceeds this many bytes is resolved on the device and moved by the bulk copy instead, so the copy engines take only what they can move before the layer needs it (0 = no limit; units_fetched_dma in the JSON counts what they moved)"),
 	{ .name = "prefill-kv-stream", .type = CONFIG_TYPE_ENUM, .offset = offsetof(struct job_config, prefill_kv_stream),
 	  .def = "side", .enum_names = kv_stream_names, .help = "prefill of offloaded layers: pack the prompt's KV into the host arena on the copy stream, overlapping the next layer, each layer's units committed when the next one starts (side, DESIGN 3.4), or on the compute stream, which waits for it (compute)" },
@@ -245,11 +246,12 @@ int job_open(struct job *j, char *model_dir, size_t len)
 
 	if (log_level_parse(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
-	if (cfg->dma_max_bytes && cfg->gather != JOB_GATHER_DMA &&
+	if ((cfg->dma_max_bytes || cfg->dma_streams > 1) && cfg->gather != JOB_GATHER_DMA &&
 	    cfg->gather != JOB_GATHER_DMA_PREFETCH) {
 		snprintf(j->err, sizeof(j->err),
-			 "key dma-max-bytes: only with gather=dma or gather=dma-prefetch (it caps "
-			 "what the copy engines fetch)");
+			 "key %s: only with gather=dma or gather=dma-prefetch (it shapes what the "
+			 "copy engines fetch)",
+			 cfg->dma_max_bytes ? "dma-max-bytes" : "dma-streams");
 		return -EINVAL;
 	}
 	if ((rc = job_parse_modes(j, j->err, sizeof(j->err))) ||

@@ -312,6 +312,7 @@ static int run_one(struct job *j, struct job_result *res, enum runner_mode mode)
 				 .cache_slots = (uint32_t)cfg->cache_slots,
 				 .gather_dma = gather == JOB_GATHER_DMA,
 				 .dma_max_bytes = cfg->dma_max_bytes,
+				 .dma_streams = (uint32_t)cfg->dma_streams,
 				 /* with dma, the layers over dma_max_bytes */
 				 .gather_bulk = gather != JOB_GATHER_KERNEL,
 				 .prefill_kv_side = cfg->prefill_kv_stream == 1,

@@ -380,6 +380,10 @@ static json_object *mode_json(const struct job *j, const struct job_result *r)
 	json_object_object_add(o, "late_ms", json_object_new_double(t.late_ms));
 	const char *gather = job_gather_name(j->cfg, r->ran);
 	json_object_object_add(o, "gather", gather ? json_object_new_string(gather) : NULL);
+	json_object_object_add(o, "dma_streams",
+			       gather && job_mode_gather(j->cfg, r->ran) == JOB_GATHER_DMA
+				   ? json_object_new_int64((int64_t)j->cfg->dma_streams)
+				   : NULL);
 	json_object_object_add(o, "units_written_side",
 			       json_object_new_int64((int64_t)r->st.units_written_side));
 	json_object_object_add(o, "units_fetched_dma",

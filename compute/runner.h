@@ -53,6 +53,9 @@ struct runner_opts {
 	 * gathered on the device instead (the bulk copy with gather_bulk, else the gather
 	 * kernel), so the copy engines take only what they can move in time; 0 = no limit. */
 	uint64_t dma_max_bytes;
+	/* gather_dma: each layer's copies split, by bytes, over this many streams (kb
+	 * copy_units_dma's n_streams; 0 = 1) */
+	uint32_t dma_streams;
 	/* The gather kernel's lists moved by kb copy_units_bulk (the bulk-copy engine) */
 	bool gather_bulk;
 	uint32_t prefill_chunk; /* rows per FFN/projection chunk in prefill, 0 = 4096 */

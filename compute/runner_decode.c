@@ -252,7 +252,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	if (r->skip_gather || !kv->dma_loads) /* measurement only: everything but the copies */
 		return 0;
 	return r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src,
-					  (uint32_t)nk, r->unit_bytes);
+					  (uint32_t)nk, r->unit_bytes, r->o.dma_streams);
 }
 
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */

@@ -37,6 +37,9 @@ enum kb_stream {
 	KB_STREAM_DMA = 2,
 	KB_STREAM_COUNT = 3
 };
+/* The most streams copy_units_dma spreads one call's copies over. */
+#define KB_DMA_STREAMS_MAX 4
+
 enum kb_copy_dir { KB_H2D = 0, KB_D2H = 1, KB_D2D = 2, KB_H2H = 3 };
 
 /* Rotary embedding parameters, resolved on the host into per-pair inverse frequencies. */
@@ -246,12 +249,16 @@ struct kb_ops {
 	/*
 	 * copy_units with the index lists in host memory (read before the call returns), on the
 	 * copy engines instead of SMs: CUDA enqueues the units (entries with an index < 0 skipped)
-	 * as one cudaMemcpyBatchAsync on stream s, so the gather issues no loads from the SMs
-	 * that run the layer's kernels. Same alignment rules as copy_units.
+	 * as cudaMemcpyBatchAsync copies, so the gather issues no loads from the SMs that run the
+	 * layer's kernels. Consecutive entries whose sources and destinations both follow on
+	 * become one copy. n_streams (0 = 1, at most KB_DMA_STREAMS_MAX) splits the copies, by
+	 * bytes, into that many batches on as many streams (stream s and the backend's own), which
+	 * the driver may give to different copy engines; on stream s everything queued after the
+	 * call waits for all of them. Same alignment rules as copy_units.
 	 */
 	int (*copy_units_dma)(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 			      const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
-			      size_t unit_bytes);
+			      size_t unit_bytes, uint32_t n_streams);
 	/*
 	 * copy_units through the bulk-copy engine: CUDA on sm_90 and later runs n_ctas CTAs (0 =
 	 * 8) of one issuing thread each, which move every unit in 8 KiB chunks (cp.async.bulk,

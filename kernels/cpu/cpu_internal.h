@@ -109,7 +109,7 @@ int cpu_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 		   uint32_t n_ctas);
 int cpu_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 		       const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
-		       size_t unit_bytes);
+		       size_t unit_bytes, uint32_t n_streams);
 int cpu_kv_pack(struct kb *kb, enum kb_stream s, uint16_t *units, const int32_t *unit_idx,
 		const uint16_t *k, const uint16_t *v, uint32_t ld, uint32_t t0, uint32_t t,
 		uint32_t n_kv, uint32_t d, uint32_t block);

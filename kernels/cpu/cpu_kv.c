@@ -27,11 +27,13 @@ int cpu_copy_units(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 	return 0;
 }
 
-/* Host index lists are what the CPU reads anyway: the same copies. */
+/* Host index lists are what the CPU reads anyway: the same copies, in order on one stream. */
 int cpu_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 		       const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
-		       size_t unit_bytes)
+		       size_t unit_bytes, uint32_t n_streams)
 {
+	if (n_streams > KB_DMA_STREAMS_MAX)
+		return -EINVAL;
 	return cpu_copy_units(kb, s, dst, src, h_dst_idx, h_src_idx, n, unit_bytes, 0);
 }
 

@@ -119,6 +119,14 @@ static void kc_destroy(struct kb *kb)
 	}
 	free(c->dma_ptrs);
 	free(c->dma_sizes);
+	for (int j = 0; j < KB_DMA_STREAMS_MAX; j++) {
+		if (j < KB_DMA_STREAMS_MAX - 1 && c->dma_st[j]) {
+			cudaStreamSynchronize(c->dma_st[j]);
+			cudaStreamDestroy(c->dma_st[j]);
+		}
+		if (c->dma_ev[j])
+			cudaEventDestroy(c->dma_ev[j]);
+	}
 	if (c->blas)
 		cublasDestroy(c->blas);
 	if (c->green) {
@@ -405,18 +413,20 @@ static int kc_op_copy_units_bulk(struct kb *kb, enum kb_stream s, void *dst, con
 	return kc_copy_units_bulk(KC_ST(kb, s), dst, src, dst_idx, src_idx, n, unit_bytes, n_ctas);
 }
 
-/* The gather on the copy engines: one batch of unit copies, source accessed in stream order. */
+/* The gather on the copy engines: runs of units merged into single copies, split by bytes into
+ * n_streams batches (source accessed in stream order), the first on stream s and the rest on
+ * the backend's DMA streams, which wait for what s queued before and which s then waits for. */
 static int kc_op_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, const void *src,
 				const int32_t *h_dst_idx, const int32_t *h_src_idx, uint32_t n,
-				size_t unit_bytes)
+				size_t unit_bytes, uint32_t n_streams)
 {
 	struct kc_backend *c = kc_of(kb);
 	struct cudaMemcpyAttributes attr = {};
-	size_t m = 0, first = 0;
+	size_t m = 0, first = 0, total = 0;
 
 	KC_NEED_STREAM(s);
 	if (!dst || !src || !h_dst_idx || !h_src_idx || !unit_bytes || unit_bytes % 16 ||
-	    (uintptr_t)dst % 16 || (uintptr_t)src % 16)
+	    (uintptr_t)dst % 16 || (uintptr_t)src % 16 || n_streams > KB_DMA_STREAMS_MAX)
 		return -EINVAL;
 	if (n > c->dma_cap) {
 		void **p = (void **)realloc(c->dma_ptrs, 2 * (size_t)n * sizeof(*p));
@@ -428,19 +438,50 @@ static int kc_op_copy_units_dma(struct kb *kb, enum kb_stream s, void *dst, cons
 		c->dma_sizes = z;
 		c->dma_cap = n;
 	}
+	void **dsts = c->dma_ptrs, **srcs = c->dma_ptrs + c->dma_cap;
 	for (uint32_t i = 0; i < n; i++) {
 		if (h_dst_idx[i] < 0 || h_src_idx[i] < 0)
 			continue;
-		c->dma_ptrs[m] = (char *)dst + (size_t)h_dst_idx[i] * unit_bytes;
-		c->dma_ptrs[c->dma_cap + m] = (char *)src + (size_t)h_src_idx[i] * unit_bytes;
+		char *d = (char *)dst + (size_t)h_dst_idx[i] * unit_bytes;
+		char *f = (char *)src + (size_t)h_src_idx[i] * unit_bytes;
+		total += unit_bytes;
+		if (m && d == (char *)dsts[m - 1] + c->dma_sizes[m - 1] &&
+		    f == (char *)srcs[m - 1] + c->dma_sizes[m - 1]) {
+			c->dma_sizes[m - 1] += unit_bytes;
+			continue;
+		}
+		dsts[m] = d;
+		srcs[m] = f;
 		c->dma_sizes[m++] = unit_bytes;
 	}
 	if (!m)
 		return 0;
 	attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
 	attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-	KC_CHECK(cudaMemcpyBatchAsync(c->dma_ptrs, (const void *const *)(c->dma_ptrs + c->dma_cap),
-				      c->dma_sizes, m, &attr, &first, 1, KC_ST(kb, s)));
+	cudaStream_t home = KC_ST(kb, s);
+	uint32_t ns = n_streams ? n_streams : 1;
+	if (ns > m)
+		ns = (uint32_t)m;
+	if (ns > 1)
+		KC_CHECK(cudaEventRecord(c->dma_ev[0], home));
+	size_t at = 0, moved = 0;
+	for (uint32_t j = 0; j < ns && at < m; j++) {
+		/* batch j ends where the bytes so far reach (j + 1) / ns of the total */
+		size_t end = at, want = j + 1 == ns ? total : total / ns * (j + 1);
+		do
+			moved += c->dma_sizes[end++];
+		while (end < m && moved < want);
+		cudaStream_t t = j ? c->dma_st[j - 1] : home;
+		if (j)
+			KC_CHECK(cudaStreamWaitEvent(t, c->dma_ev[0], 0));
+		KC_CHECK(cudaMemcpyBatchAsync(dsts + at, (const void *const *)(srcs + at),
+					      c->dma_sizes + at, end - at, &attr, &first, 1, t));
+		if (j) {
+			KC_CHECK(cudaEventRecord(c->dma_ev[j], t));
+			KC_CHECK(cudaStreamWaitEvent(home, c->dma_ev[j], 0));
+		}
+		at = end;
+	}
 	return 0;
 }
 
@@ -648,6 +689,14 @@ static int kc_setup(struct kc_backend *c)
 /* cuBLAS and the kernels' one-time settings, once the streams exist. */
 static int kc_setup_rest(struct kc_backend *c)
 {
+	int lo = 0, hi = 0;
+	KC_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+	for (int j = 0; j < KB_DMA_STREAMS_MAX; j++) {
+		if (j < KB_DMA_STREAMS_MAX - 1)
+			KC_CHECK(
+			    cudaStreamCreateWithPriority(&c->dma_st[j], cudaStreamNonBlocking, hi));
+		KC_CHECK(cudaEventCreateWithFlags(&c->dma_ev[j], cudaEventDisableTiming));
+	}
 	cublasStatus_t bs = cublasCreate(&c->blas);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		c->blas = NULL;

@@ -27,6 +27,8 @@ struct kc_backend {
 	size_t counters_n[KB_STREAM_COUNT];
 	void **dma_ptrs; /* copy_units_dma: [2 * dma_cap] dsts then srcs, and dma_sizes */
 	size_t *dma_sizes, dma_cap;
+	cudaStream_t dma_st[KB_DMA_STREAMS_MAX - 1]; /* copy_units_dma's further streams */
+	cudaEvent_t dma_ev[KB_DMA_STREAMS_MAX]; /* [0]: the call's copies may start; [j]: done */
 	bool
 	    attn_mma; /* decode attention on tensor cores (default; SPARDA_KCUDA_ATTN=simt: fp32) */
 	uint64_t mem_limit; /* kb_opts.mem_limit (0: none) */

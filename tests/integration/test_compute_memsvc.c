@@ -281,14 +281,16 @@ static void test_inproc_modes_same_process(void **state)
  * back to the host, which resolves them), sparse-offload's and sparda-noprefetch's fetches on
  * the critical path through the bulk copy, in one process. Each equals its twin, the JSON names
  * each mode's gather, and sparda fetches the same units as with --gather=bulk, all of them by
- * the copy engines; with --dma-max-bytes=1 none of them (every layer's fetch is larger), which
- * the other gathers refuse.
+ * the copy engines (split over two streams: --dma-streams=2, which the JSON records); with
+ * --dma-max-bytes=1 none of them (every layer's fetch is larger). The other gathers refuse both
+ * flags.
  */
 static void test_gather_dma_prefetch(void **state)
 {
 	struct memsvc_proc *d = harness_start(NULL);
 	char rd[PATH_MAX + 32], js[PATH_MAX];
 	const char *gathers[] = {"--gather=dma-prefetch", "--gather=bulk", "--gather=dma-prefetch"};
+	const char *extra[] = {"--dma-streams=2", NULL, "--dma-max-bytes=1"};
 	const char *offl[] = {"sparse-offload", "sparda", "sparda-noprefetch"};
 	double fetched[3] = {0};
 	struct proc p;
@@ -303,7 +305,7 @@ static void test_gather_dma_prefetch(void **state)
 				      "--prompt-tokens=1100",
 				      "--new-tokens=12",
 				      gathers[g],
-				      g == 2 ? "--dma-max-bytes=1" : NULL,
+				      extra[g],
 				      NULL};
 		const char *want[] = {"bulk", g == 1 ? "bulk" : "dma", "bulk"};
 		json_object *root, *gs;
@@ -323,11 +325,28 @@ static void test_gather_dma_prefetch(void **state)
 		assert_true(num_of(mode_obj(root, "sparda"), "units_fetched_dma") ==
 			    (g == 0 ? fetched[g] : 0));
 		assert_true(num_of(mode_obj(root, "sparse-offload"), "units_fetched_dma") == 0);
+		json_object *ns;
+		assert_true(
+		    json_object_object_get_ex(mode_obj(root, "sparda"), "dma_streams", &ns));
+		if (g == 1)
+			assert_null(ns);
+		else
+			assert_int_equal(json_object_get_int(ns), g == 0 ? 2 : 1);
+		assert_true(json_object_object_get_ex(mode_obj(root, "sparse-offload"),
+						      "dma_streams", &ns));
+		assert_null(ns); /* its fetch is the bulk copy's */
 		json_object_put(root);
 	}
 	assert_true(fetched[0] > 0 && fetched[0] == fetched[1] && fetched[2] == fetched[1]);
 	const char *bad[] = {rd, "--modes=sparda", "--gather=bulk", "--dma-max-bytes=1M", NULL};
 	expect_exit(&p, bad, 30000, 1, "key dma-max-bytes: only with gather=dma");
+	unlink(p.log);
+	bad[3] = "--dma-streams=2";
+	expect_exit(&p, bad, 30000, 1, "key dma-streams: only with gather=dma");
+	unlink(p.log);
+	bad[3] = "--dma-streams=5";
+	bad[2] = "--gather=dma";
+	expect_exit(&p, bad, 30000, 2, "key dma-streams: value '5' out of range"); /* usage */
 	unlink(p.log);
 	int st = 0;
 	assert_int_equal(memsvc_proc_stop(d, SIGTERM, 10000, &st), 0);

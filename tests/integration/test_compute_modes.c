@@ -71,6 +71,7 @@ static int teardown(void **state)
 static bool g_gather_dma;  /* fetch with copy_units_dma (host-resolved load lists) */
 static bool g_gather_bulk; /* fetch with copy_units_bulk (the bulk-copy engine) */
 static uint64_t g_dma_max_bytes; /* dma_max_bytes: larger layer fetches go the device's way */
+static uint32_t g_dma_streams;	 /* dma_streams: a layer's copy-engine copies split over them */
 static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy stream */
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 static uint32_t g_cache_slots; /* cache_slots: 0 = top-k, more = the retaining cache */
@@ -132,6 +133,7 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .gather_dma = g_gather_dma,
 				 .gather_bulk = g_gather_bulk,
 				 .dma_max_bytes = g_dma_max_bytes,
+				 .dma_streams = g_dma_streams,
 				 .prefill_kv_side = g_kv_side,
 				 .phase_times = g_phase_times,
 				 .cache_slots = g_cache_slots,
@@ -337,6 +339,7 @@ static int gather_kernel(void **state)
 	(void)state;
 	g_gather_dma = g_gather_bulk = false;
 	g_dma_max_bytes = 0;
+	g_dma_streams = 0;
 	return 0;
 }
 
@@ -413,6 +416,20 @@ static void test_gather_dma_capped(void **state)
 		mixed |= dma[i] > 0 && dma[i] < loads;
 	}
 	assert_true(dma[0] < loads && dma[3] == loads && mixed);
+}
+
+/* dma_streams: each layer's copy-engine copies split over 2, 3 and 4 streams (on CUDA the
+ * backend's own DMA streams beside the caller's; the CPU copies in order): the same tokens and
+ * units, all of them by the copy engines. */
+static void test_gather_dma_streams(void **state)
+{
+	(void)state;
+	for (g_dma_streams = 2; g_dma_streams <= KB_DMA_STREAMS_MAX; g_dma_streams++) {
+		char how[32];
+		snprintf(how, sizeof(how), "dma, %u streams", g_dma_streams);
+		check_gather(&g_gather_dma, how, NULL);
+	}
+	g_dma_streams = 0;
 }
 
 /* --gather=bulk: the gather kernel's lists moved by copy_units_bulk (on CUDA the bulk-copy
@@ -909,6 +926,7 @@ int main(void)
 	    cmocka_unit_test(test_steps_grow_across_runs),
 	    cmocka_unit_test_teardown(test_gather_dma, gather_kernel),
 	    cmocka_unit_test_teardown(test_gather_dma_capped, gather_kernel),
+	    cmocka_unit_test_teardown(test_gather_dma_streams, gather_kernel),
 	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
 	    cmocka_unit_test(test_cache_slots),

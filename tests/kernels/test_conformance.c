@@ -734,12 +734,14 @@ static void t_cache_diff(uint32_t n, uint32_t n_slots, uint32_t k, uint32_t n_bl
  * memory) or copy_units_bulk. */
 enum cu_how { CU_KERNEL, CU_DMA, CU_BULK };
 
+/* n_ctas: copy_units_dma's streams. runs (n <= n_dst): destinations 0..n-1 in order and sources
+ * mostly following on, so copy_units_dma merges runs of units into single copies. */
 static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst, uint32_t n_ctas,
-			 bool h2d, enum cu_how how)
+			 bool h2d, enum cu_how how, bool runs)
 {
 	static const char *const names[] = {"copy_units", "copy_units_dma", "copy_units_bulk"};
-	case_begin(names[how], "n=%u unit=%zu src_units=%u dst_units=%u ctas=%u h2d=%d", n, unit,
-		   n_src, n_dst, n_ctas, h2d);
+	case_begin(names[how], "n=%u unit=%zu src_units=%u dst_units=%u %s=%u h2d=%d runs=%d", n,
+		   unit, n_src, n_dst, how == CU_DMA ? "streams" : "ctas", n_ctas, h2d, runs);
 	size_t srcb = unit * n_src, dstb = unit * n_dst;
 	uint8_t *src = h_alloc(srcb);
 	int32_t *di = h_alloc(n * 4), *si = h_alloc(n * 4);
@@ -747,6 +749,12 @@ static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst
 	for (size_t i = 0; i < srcb; i++)
 		src[i] = (uint8_t)rng();
 	for (uint32_t i = 0; i < n; i++) { /* distinct destinations, a few skipped entries */
+		if (runs) {
+			bool on = i && irand(0, 3) && si[i - 1] + 1 < (int32_t)n_src;
+			di[i] = irand(0, 15) ? (int32_t)i : -1;
+			si[i] = on ? si[i - 1] + 1 : irand(0, (int)n_src - 1);
+			continue;
+		}
 		int32_t d = irand(0, (int)n_dst - 1);
 		while (perm[d])
 			d = (d + 1) % (int32_t)n_dst;
@@ -780,10 +788,11 @@ static void t_copy_units(uint32_t n, size_t unit, uint32_t n_src, uint32_t n_dst
 	int se = gpu->ops->sync(gpu, KB_STREAM_COMPUTE);
 	if (se)
 		die("sync compute stream", se);
-	int rg = how == CU_DMA
-		     ? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit)
-		     : (how == CU_BULK ? gpu->ops->copy_units_bulk : gpu->ops->copy_units)(
-			   gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit, n_ctas);
+	int rg =
+	    how == CU_DMA
+		? gpu->ops->copy_units_dma(gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit, n_ctas)
+		: (how == CU_BULK ? gpu->ops->copy_units_bulk : gpu->ops->copy_units)(
+		      gpu, KB_STREAM_COPY, gd, gs, gdi, gsi, n, unit, n_ctas);
 	if (rc_pair(rc, rg)) {
 		se = gpu->ops->sync(gpu, KB_STREAM_COPY);
 		if (se)
@@ -1191,14 +1200,21 @@ int main(void)
 	t_cache_diff(2, 6000, 96, 20000, true); /* past 48 KiB of shared memory: the opt-in */
 	for (int h2d = 1; h2d >= 0; h2d--) {
 		for (int how = CU_KERNEL; how <= CU_BULK; how++) {
-			t_copy_units(50, 32768, 80, 60, 16, h2d, how);
-			t_copy_units(200, 4096 + 16, 300, 256, 32, h2d, how);
-			t_copy_units(3, 256, 5, 4, 0, h2d, how);
+			bool dma = how == CU_DMA; /* its last argument: streams, not CTAs */
+			t_copy_units(50, 32768, 80, 60, dma ? 1 : 16, h2d, how, false);
+			t_copy_units(200, 4096 + 16, 300, 256, dma ? 2 : 32, h2d, how, false);
+			t_copy_units(3, 256, 5, 4, 0, h2d, how, false);
 		}
 		/* the bulk copy's chunks: a unit of two chunks and a rest, more units than stages
 		 * per CTA, one CTA for everything */
-		t_copy_units(40, 2 * 8192 + 48, 64, 48, 8, h2d, CU_BULK);
-		t_copy_units(100, 32768, 120, 110, 1, h2d, CU_BULK);
+		t_copy_units(40, 2 * 8192 + 48, 64, 48, 8, h2d, CU_BULK, false);
+		t_copy_units(100, 32768, 120, 110, 1, h2d, CU_BULK, false);
+		/* the copy engines: merged runs of units, on one stream and split over 2, 3 and 4;
+		 * more streams than units; many small units */
+		for (uint32_t ns = 1; ns <= KB_DMA_STREAMS_MAX; ns++)
+			t_copy_units(120, 32768, 200, 128, ns, h2d, CU_DMA, true);
+		t_copy_units(2, 4096, 8, 4, 4, h2d, CU_DMA, true);
+		t_copy_units(300, 256, 300, 300, 3, h2d, CU_DMA, true);
 	}
 	t_kv_pack(0, 130, 2, 128, 64);
 	t_kv_pack(70, 1, 2, 128, 64);

@@ -332,12 +332,15 @@ static void bench_gather(bool quick)
 		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB ctas=%u", n, ctas);
 		add_row("copy_units_bulk gather", p, us, (double)n * unit, 0, "h2d");
 	}
-	{ /* the same copies on the copy engines (host index lists, one batch) */
+	/* the same copies on the copy engines (host index lists), in batches on 1, 2 or 4 streams
+	 */
+	for (uint32_t ns : {1u, 2u, 4u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
-			KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd, di.data(), si.data(),
-						   n, unit));
+			KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd, di.data(),
+						   si.data(), n, unit, ns));
 		});
-		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB copy engines", n);
+		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB copy engines, %u stream%s", n, ns,
+			 ns > 1 ? "s" : "");
 		add_row("copy_units_dma gather", p, us, (double)n * unit, 0, "h2d");
 	}
 	for (uint32_t ctas : {16u, 32u}) {
@@ -757,7 +760,8 @@ static void bench_decode_variants(const struct kb_opts *o)
  * (m=8, n=32768, k=4096) and the down GEMM (m=8, n=4096, k=16384) timed alone, then while the
  * copy stream gathers 32 KiB units from registered host memory without pause, with the gather
  * kernel (16 CTAs), the bulk-copy engine (16, 4, 2 and 1 CTAs: the slowdown against the rate
- * where the copy holds one or two SMs) and the copy engines. Each row: the GEMM pair's time, its
+ * where the copy holds one or two SMs) and the copy engines (one batch, or split over 2 and 4
+ * streams). Each row: the GEMM pair's time, its
  * slowdown against alone, and the gather's rate meanwhile.
  */
 static void bench_interference(void)
@@ -793,7 +797,7 @@ static void bench_interference(void)
 	enum gather { NONE, KERNEL, BULK, DMA };
 	const struct {
 		enum gather kind;
-		uint32_t ctas;
+		uint32_t ctas; /* the copy engines: the streams */
 		const char *how;
 	} rows[] = {{NONE, 0, "alone"},
 		    {KERNEL, 16, "with the gather kernel, 16 CTAs"},
@@ -801,7 +805,9 @@ static void bench_interference(void)
 		    {BULK, 4, "with the bulk-copy engine, 4 CTAs"},
 		    {BULK, 2, "with the bulk-copy engine, 2 CTAs"},
 		    {BULK, 1, "with the bulk-copy engine, 1 CTA"},
-		    {DMA, 0, "with the copy engines"}};
+		    {DMA, 1, "with the copy engines"},
+		    {DMA, 2, "with the copy engines, 2 streams"},
+		    {DMA, 4, "with the copy engines, 4 streams"}};
 	struct kb_event *a, *b, *c0, *c1;
 	KB(kb->ops->event_new(kb, &a));
 	KB(kb->ops->event_new(kb, &b));
@@ -823,7 +829,8 @@ static void bench_interference(void)
 								    did, sid, n, unit, g.ctas));
 				else
 					KB(kb->ops->copy_units_dma(kb, KB_STREAM_COPY, cache, hd,
-								   di.data(), si.data(), n, unit));
+								   di.data(), si.data(), n, unit,
+								   g.ctas));
 			}
 			KB(kb->ops->event_record(kb, c1, KB_STREAM_COPY));
 		}
