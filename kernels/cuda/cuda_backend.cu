@@ -663,7 +663,20 @@ static int kc_setup(struct kc_backend *c)
 	KC_CHECK(cudaSetDevice(c->device));
 	KC_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
 	/* The copy stream's gather is small and on the critical path of the next layer: its CTAs
-	 * are scheduled ahead of the compute stream's (greatest priority = numerically lowest). */
+	 * are scheduled ahead of the compute stream's (greatest priority = numerically lowest).
+	 * SPARDA_KCUDA_COPY_PRIO=low turns that round, for when the copy stream holds only the next
+	 * layer's selection and diff (--gather=dma-prefetch: the copy engines move the units), so
+	 * the layer's own kernels go first and the prefetch fills the SMs they leave. */
+	const char *cp = getenv("SPARDA_KCUDA_COPY_PRIO");
+	if (cp && !strcmp(cp, "low")) {
+		int t = lo;
+		lo = hi;
+		hi = t;
+		log_info("kcuda", "stream priorities", "copy=low compute=high");
+	} else if (cp && strcmp(cp, "high")) {
+		log_error("kcuda", "SPARDA_KCUDA_COPY_PRIO must be low or high", "value=%s", cp);
+		return -EINVAL;
+	}
 	/* SPARDA_KCUDA_GATHER_SMS=N: the copy stream gets its own group of >= N SMs and the
 	 * compute stream the rest (green contexts), so gather and compute CTAs never share an SM. */
 	const char *gs = getenv("SPARDA_KCUDA_GATHER_SMS");
