@@ -297,6 +297,16 @@ static void resources_json(json_object *o, const struct job_result *r, const str
 	json_object_object_add(o, "decode_fetch_exposed_ms", json_object_new_double(exposed));
 	json_object_object_add(o, "decode_store_ms",
 			       json_object_new_double(r->st.decode_store_s * 1e3));
+	json_object *calls = json_object_new_object();
+	for (int c = 0; c < RUNNER_STORE_N; c++) {
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "calls",
+				       json_object_new_int64((int64_t)r->st.store_calls[c]));
+		json_object_object_add(e, "ms",
+				       json_object_new_double(r->st.store_call_s[c] * 1e3));
+		json_object_object_add(calls, runner_store_call_name((enum runner_store_call)c), e);
+	}
+	json_object_object_add(o, "decode_store_calls", calls);
 }
 
 /* "forecast": {path, trained, fit, recall_heldout}, or null when the model has none. */

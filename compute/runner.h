@@ -108,6 +108,19 @@ enum runner_phase {
 /* "embed", "qkvf", ...: the phase's name in tables and JSON. */
 const char *runner_phase_name(enum runner_phase p);
 
+/* The host store's calls in decode, whose host time makes up decode_store_s. */
+enum runner_store_call {
+	RUNNER_STORE_ALLOC,    /* arena slots for the blocks a step starts */
+	RUNNER_STORE_COMMIT,   /* the blocks a step filled, once written back */
+	RUNNER_STORE_EPOCH,    /* the step's reads done, published every step */
+	RUNNER_STORE_HEALTH,   /* the liveness round trip, every 16 steps */
+	RUNNER_STORE_FORECAST, /* careful mode: the units a layer will read */
+	RUNNER_STORE_N
+};
+
+/* "alloc", "commit", ...: the call's name in JSON. */
+const char *runner_store_call_name(enum runner_store_call c);
+
 struct runner_layer_stats {
 	uint64_t selected;  /* selected (sequence, head, block) units, summed over steps */
 	uint64_t hits;      /* of those, already in the GPU cache */
@@ -151,6 +164,8 @@ struct runner_stats {
 	uint64_t phase_steps;    /* decode steps in phase_ms */
 	double decode_store_s;   /* decode: host time in the host store's calls (block
 				    allocations and commits, epochs, health checks, Forecasts) */
+	double store_call_s[RUNNER_STORE_N]; /* decode_store_s by call */
+	uint64_t store_calls[RUNNER_STORE_N];
 	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
 };
 

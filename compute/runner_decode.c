@@ -13,12 +13,15 @@
 #include "runner_internal.h"
 #include "timeutil.h"
 
-/* rc = a host store's call, its host time counted in the decode's store time. */
-#define STORE_TIMED(r, rc, call)                                                               \
-	do {                                                                                   \
-		uint64_t t0_ = time_now_ns();                                                  \
-		(rc) = (call);                                                                 \
-		(r)->st.decode_store_s += (double)(time_now_ns() - t0_) * 1e-9;                \
+/* rc = a host store's call of kind `what`, its host time counted in the decode's store time. */
+#define STORE_TIMED(r, rc, what, call)                                                             \
+	do {                                                                                       \
+		uint64_t t0_ = time_now_ns();                                                      \
+		(rc) = (call);                                                                     \
+		double s_ = (double)(time_now_ns() - t0_) * 1e-9;                                  \
+		(r)->st.decode_store_s += s_;                                                      \
+		(r)->st.store_call_s[what] += s_;                                                  \
+		(r)->st.store_calls[what]++;                                                       \
 	} while (0)
 
 struct step {
@@ -131,7 +134,7 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	uint32_t n = list_block_units(r, s, start, blocks);
 	if (!n)
 		return 0;
-	STORE_TIMED(r, rc, h->ops->alloc_units(h, r->h_units, n, r->h_i32));
+	STORE_TIMED(r, rc, RUNNER_STORE_ALLOC, h->ops->alloc_units(h, r->h_units, n, r->h_i32));
 	if (rc)
 		return runner_fail(r, rc, "host store: allocating %u new blocks failed", n), rc;
 	for (uint32_t k = 0; k < n; k++) {
@@ -332,7 +335,7 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 	if ((rc = k->event_sync(r->kb, kv->resolved)))
 		return rc;
 	if (h->may_spill && (n = list_loads(r, s, l)))
-		STORE_TIMED(r, rc,
+		STORE_TIMED(r, rc, RUNNER_STORE_FORECAST,
 			    h->ops->forecast(h, r->h_units_c, n, h->step_base + r->step + 1));
 	if (rc)
 		return runner_fail(r, rc, "host store: Forecast of %u units of layer %u failed (%s)",
@@ -672,7 +675,8 @@ static int commit_full_blocks(struct runner *r, struct step *s)
 	uint32_t n = list_block_units(r, s, s->full, blocks);
 	if (!n)
 		return 0;
-	STORE_TIMED(r, rc, r->o.host->ops->commit_units(r->o.host, r->h_units, n));
+	STORE_TIMED(r, rc, RUNNER_STORE_COMMIT,
+		    r->o.host->ops->commit_units(r->o.host, r->h_units, n));
 	if (rc)
 		return runner_fail(r, rc, "host store: committing %u filled blocks failed", n), rc;
 	return 0;
@@ -689,7 +693,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 
 	/* A liveness round trip every 16 steps; block allocations and commits also notice. */
 	if (offload && r->step % 16 == 0) {
-		STORE_TIMED(r, rc, r->o.host->ops->health(r->o.host));
+		STORE_TIMED(r, rc, RUNNER_STORE_HEALTH, r->o.host->ops->health(r->o.host));
 		if (rc)
 			return runner_fail(r, rc, "host store (%s) is not available",
 					   r->o.host->ops->name), rc;
@@ -722,7 +726,7 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	if (offload) {
 		if ((rc = collect_stats(r, &s)) || (rc = commit_full_blocks(r, &s)))
 			return rc;
-		STORE_TIMED(r, rc,
+		STORE_TIMED(r, rc, RUNNER_STORE_EPOCH,
 			    r->o.host->ops->epoch(r->o.host, r->o.host->step_base + r->step + 1));
 		if (rc)
 			return rc;

@@ -23,6 +23,17 @@ static const char *const phase_names[RUNNER_PHASE_N] = {
 
 #define LAYER_PHASES (RUNNER_PHASE_FFN - RUNNER_PHASE_QKVF + 1)
 
+static const char *const store_call_names[RUNNER_STORE_N] = {
+    [RUNNER_STORE_ALLOC] = "alloc",	  [RUNNER_STORE_COMMIT] = "commit",
+    [RUNNER_STORE_EPOCH] = "epoch",	  [RUNNER_STORE_HEALTH] = "health",
+    [RUNNER_STORE_FORECAST] = "forecast",
+};
+
+const char *runner_store_call_name(enum runner_store_call c)
+{
+	return (unsigned)c < RUNNER_STORE_N ? store_call_names[c] : "?";
+}
+
 const char *runner_phase_name(enum runner_phase p)
 {
 	return (unsigned)p < RUNNER_PHASE_N ? phase_names[p] : "?";

@@ -11,7 +11,8 @@
 # gatherab: sparda, sparse-offload and sparda-nooffload at CTX (128K) with --gather= each of
 #   GATHERS (kernel dma bulk: the gather kernel, the copy engines, the bulk-copy engine; also
 #   dma-prefetch: sparda's prefetch by the copy engines, sparse-offload's fetch by the bulk copy),
-#   BATCHES (1 4), LAYERS (8). RUN_ARGS (e.g. --phase-times, or --memsvc-arg=--ram-budget=100G
+#   BATCHES (1 4), LAYERS (8), AB_MODES (those three; e.g. without sparda-nooffload where its
+#   prefill would not fit the call). RUN_ARGS (e.g. --phase-times, or --memsvc-arg=--ram-budget=100G
 #   where the arena needs more than memsvc's default budget) go to every run of it, cacheab,
 #   seedab, kvstream and phases. kbench's `--only interference` times the FFN GEMMs alone and
 #   beside each gather.
@@ -82,8 +83,8 @@ step() { # name timeout cmd...
 	tar -czf "$OUT/results.tar.gz" -C "$work" results # keep what is done if the call is cut
 	return $rc
 }
-# ab NAME FLAG VALUE...: the MiniCPM shape with LAYERS (8) layers (made once), then
-# sparse-offload, sparda and sparda-nooffload at CTX (131072) for BATCHES (1 4) with --FLAG=VALUE,
+# ab NAME FLAG VALUE...: the MiniCPM shape with LAYERS (8) layers (made once), then AB_MODES
+# (sparse-offload,sparda,sparda-nooffload) at CTX (131072) for BATCHES (1 4) with --FLAG=VALUE,
 # one run per value, each within STEP_S seconds (400; a 32-layer B=16 run of the three modes
 # takes about 380).
 ab() {
@@ -95,7 +96,7 @@ ab() {
 		for v in "$@"; do
 			step "${name}_${v}_b${bs}" "${STEP_S:-400}" $run --backend=cuda --model="$m" \
 				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
-				--modes=sparse-offload,sparda,sparda-nooffload --"$flag=$v" \
+				--modes="${AB_MODES:-sparse-offload,sparda,sparda-nooffload}" --"$flag=$v" \
 				${RUN_ARGS:-} --json="$res/${name}_${v}_b${bs}.json"
 		done
 	done

@@ -139,6 +139,23 @@ static double num_of(json_object *o, const char *key)
 	return json_object_get_double(v);
 }
 
+/* decode_store_calls.<name>.calls of a mode's JSON, after checking that the calls' ms add up to
+ * decode_store_ms. */
+static double store_calls(json_object *o, const char *name)
+{
+	json_object *all, *e;
+	double ms = 0.0;
+	assert_true(json_object_object_get_ex(o, "decode_store_calls", &all));
+	json_object_object_foreach(all, key, v)
+	{
+		(void)key;
+		ms += num_of(v, "ms");
+	}
+	assert_true(fabs(ms - num_of(o, "decode_store_ms")) <= 1e-6 + 1e-6 * ms);
+	assert_true(json_object_object_get_ex(all, name, &e));
+	return num_of(e, "calls");
+}
+
 /* Recall is a number in [0, 1] (with one per layer) in the Forecast modes, null elsewhere; the
  * resource figures exist and are consistent with the bytes and the decode time. */
 static void check_recall_and_resources(json_object *root)
@@ -178,6 +195,9 @@ static void check_recall_and_resources(json_object *root)
 		assert_true(fabs(comp + exposed - ds * 1e3) < 1e-3 || comp == 0);
 		/* fetch time exists exactly where KV is fetched from the host store */
 		assert_true((fetch > 0) == (i == 2 || i == 3 || i == 4));
+		/* the host store's calls: an epoch each decode step of an offloading mode */
+		assert_true((store_calls(o, "epoch") > 0) == (i == 2 || i == 3 || i == 4));
+		assert_true(store_calls(o, "forecast") == 0); /* no NVMe tier */
 	}
 }
 
@@ -393,6 +413,7 @@ static void test_kv_larger_than_ram(void **state)
 			assert_true(json_object_object_get_ex(o, "equals_twin", &eq));
 			assert_true(json_object_get_boolean(eq));
 			assert_true(num_of(o, "units_forecast") > 0);
+			assert_true(store_calls(o, "forecast") > 0);
 			assert_true((num_of(o, "units_written_side") > 0) == (s >= 1));
 			/* --seed-cache is on by default: the first step's caches filled in prefill */
 			assert_true(num_of(o, "units_seeded") > 0);

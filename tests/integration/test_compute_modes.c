@@ -477,6 +477,19 @@ static void test_phase_times(void **state)
 	assert_true(timed.st.decode_store_s > 0.0 && plain.st.decode_store_s > 0.0);
 	assert_true(timed.st.decode_store_s < timed.st.decode_s);
 	assert_true(nooff.st.decode_store_s == 0.0);
+	/* split by call: an epoch every step, a health check every 16, nothing without a store */
+	double split = 0.0;
+	for (int c = 0; c < RUNNER_STORE_N; c++) {
+		assert_string_not_equal(runner_store_call_name((enum runner_store_call)c), "?");
+		assert_true(timed.st.store_call_s[c] >= 0.0);
+		split += timed.st.store_call_s[c];
+		assert_int_equal(nooff.st.store_calls[c], 0);
+	}
+	assert_true(fabs(split - timed.st.decode_store_s) <= 1e-9 + 1e-9 * timed.st.decode_store_s);
+	assert_int_equal(timed.st.store_calls[RUNNER_STORE_EPOCH], timed.st.decode_steps);
+	assert_int_equal(timed.st.store_calls[RUNNER_STORE_HEALTH],
+			 (timed.st.decode_steps + 15) / 16);
+	assert_int_equal(timed.st.store_calls[RUNNER_STORE_FORECAST], 0); /* no NVMe tier */
 	if (sum > timed.st.decode_s * 1e3 * 1.001 + 0.01)
 		fail_msg("phases sum to %.3f ms, more than the decode's %.3f ms", sum,
 			 timed.st.decode_s * 1e3);
