@@ -302,6 +302,7 @@ static int alloc_host(struct runner *r)
 		big = r->o.max_tokens;
 	r->h_i32 = calloc(big + 16, sizeof(int32_t));
 	r->h_arena_tail = calloc((size_t)r->L * r->n_caches, sizeof(int32_t));
+	r->tail_ahead = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->h_blocks = calloc(r->o.max_batch, sizeof(uint32_t));
 	r->h_flag = calloc(r->o.max_batch, sizeof(bool));
 	r->h_units = calloc((size_t)r->o.max_batch * r->L * r->n_kv, sizeof(*r->h_units));
@@ -326,8 +327,9 @@ static int alloc_host(struct runner *r)
 	r->full = calloc(r->o.max_batch, sizeof(bool));
 	r->h_logits = calloc((size_t)r->o.max_batch * r->vocab, sizeof(float));
 	r->st.layer = calloc(r->L, sizeof(struct runner_layer_stats));
-	if (!r->h_i32 || !r->h_step || !r->h_arena_tail || !r->h_stats || !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base || !r->len ||
-	    !r->h_logits || !r->st.layer || !r->full)
+	if (!r->h_i32 || !r->h_step || !r->h_arena_tail || !r->tail_ahead || !r->h_stats ||
+	    !r->h_units || !r->h_blocks || !r->h_flag || !r->seq_handle || !r->seq_word_base ||
+	    !r->len || !r->h_logits || !r->st.layer || !r->full)
 		return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
 	return 0;
 }
@@ -596,6 +598,7 @@ void runner_close(struct runner *r)
 	free(r->kv);
 	free(r->h_i32);
 	free(r->h_arena_tail);
+	free(r->tail_ahead);
 	free(r->h_stats);
 	free(r->h_step);
 	free(r->h_units);

@@ -116,8 +116,16 @@ static uint32_t list_block_units(struct runner *r, struct step *s, const bool *w
 	return n;
 }
 
-/* New blocks start: every offloaded (layer, head) gets an arena slot, in one request. */
-static int alloc_new_blocks(struct runner *r, struct step *s)
+/*
+ * New blocks: every offloaded (layer, head) gets an arena slot, in one request. The slot of a
+ * block must be allocated before the step that starts it resolves its selection (the tail
+ * block's word must read allocated). `ahead` (while the GPU finishes a step): the blocks the
+ * next step starts, those of the sequences whose block this step fills, so that step does not
+ * wait for the request; their tail slots are free to overwrite, as the write-back destinations
+ * of this step were uploaded at its start. Otherwise (a step's start): the blocks it starts
+ * that were not allocated ahead (the first step's).
+ */
+static int alloc_new_blocks(struct runner *r, struct step *s, bool ahead)
 {
 	const struct kb_sparse *sp = &r->c.sparse;
 	struct kvhost *h = r->o.host;
@@ -125,11 +133,13 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	bool *start = r->h_flag;
 	int rc;
 
-	if (!s->any_new_block)
+	if (!(ahead ? s->any_full_block : s->any_new_block))
 		return 0;
 	for (uint32_t i = 0; i < s->B; i++) {
-		start[i] = r->len[i] % sp->block == 0;
-		blocks[i] = r->len[i] / sp->block;
+		uint32_t pos = r->len[i] + ahead;
+		blocks[i] = pos / sp->block;
+		start[i] = pos % sp->block == 0 && blocks[i] < r->max_blocks &&
+			   (ahead || r->tail_ahead[i] != blocks[i]);
 	}
 	uint32_t n = list_block_units(r, s, start, blocks);
 	if (!n)
@@ -137,6 +147,9 @@ static int alloc_new_blocks(struct runner *r, struct step *s)
 	STORE_TIMED(r, rc, RUNNER_STORE_ALLOC, h->ops->alloc_units(h, r->h_units, n, r->h_i32));
 	if (rc)
 		return runner_fail(r, rc, "host store: allocating %u new blocks failed", n), rc;
+	for (uint32_t i = 0; ahead && i < s->B; i++)
+		if (start[i])
+			r->tail_ahead[i] = blocks[i];
 	for (uint32_t k = 0; k < n; k++) {
 		const struct kvhost_unit *u = &r->h_units[k];
 		uint32_t i = 0;
@@ -662,6 +675,20 @@ static int collect_stats(struct runner *r, struct step *s)
 	return 0;
 }
 
+/* A liveness round trip every 16 steps; block allocations and commits also notice. */
+static int check_health(struct runner *r)
+{
+	int rc;
+
+	if (r->step % 16)
+		return 0;
+	STORE_TIMED(r, rc, RUNNER_STORE_HEALTH, r->o.host->ops->health(r->o.host));
+	if (rc)
+		return runner_fail(r, rc, "host store (%s) is not available", r->o.host->ops->name),
+		       rc;
+	return 0;
+}
+
 /* Commit the blocks that filled this step, now that their write-back copies completed. */
 static int commit_full_blocks(struct runner *r, struct step *s)
 {
@@ -691,15 +718,8 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 	bool offload = runner_mode_offloads(r->o.mode);
 	int rc;
 
-	/* A liveness round trip every 16 steps; block allocations and commits also notice. */
-	if (offload && r->step % 16 == 0) {
-		STORE_TIMED(r, rc, RUNNER_STORE_HEALTH, r->o.host->ops->health(r->o.host));
-		if (rc)
-			return runner_fail(r, rc, "host store (%s) is not available",
-					   r->o.host->ops->name), rc;
-	}
 	if ((rc = upload_step(r, &s, ids)) ||
-	    (offload && ((rc = alloc_new_blocks(r, &s)) || (rc = upload_write_back(r, &s)))))
+	    (offload && ((rc = alloc_new_blocks(r, &s, false)) || (rc = upload_write_back(r, &s)))))
 		return rc;
 	RUN_TRY(r, runner_phase_step_start(r), fail);
 	RUN_TRY(r, k->memset(r->kb, r->misses, 0, 4, KB_STREAM_COMPUTE), fail);
@@ -720,6 +740,10 @@ int runner_decode_step(struct runner *r, uint32_t batch, const int32_t *ids, int
 		fail);
 	RUN_TRY(r, enqueue_stats(r), fail);
 	RUN_TRY(r, runner_phase_end(r, 0, RUNNER_PHASE_HEAD), fail);
+	/* The step is queued: the host store's calls that nothing in it waits for run while the
+	 * GPU finishes it, instead of before its first kernel. */
+	if (offload && ((rc = check_health(r)) || (rc = alloc_new_blocks(r, &s, true))))
+		return rc;
 	RUN_TRY(r, runner_sample(r, r->logits, batch, smp, next), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_COPY), fail);
 	RUN_TRY(r, k->sync(r->kb, KB_STREAM_DMA), fail);

@@ -200,6 +200,8 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		goto out;
 	r->step = 0;
 	r->batch = b;
+	for (uint32_t i = 0; i < b; i++)
+		r->tail_ahead[i] = UINT32_MAX;
 	r->rng = samp && samp->seed ? samp->seed : 1; /* every generation samples the same way */
 	t0 = time_now_ns();
 	for (uint32_t i = 0; i < b; i++) {

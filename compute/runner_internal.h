@@ -133,6 +133,8 @@ struct runner {
 	uint32_t stats_first; /* first offloaded layer (L: none) */
 	bool stats_registered;
 	int32_t *h_arena_tail; /* [L * n_caches] arena slot of each cache's tail block */
+	uint32_t *tail_ahead;  /* [max_batch] the block whose slots were allocated a step ahead
+				  (UINT32_MAX: none) */
 	uint32_t *seq_handle;/* host-store sequence per batch row */
 	int64_t *seq_word_base;
 	uint32_t *len;       /* tokens so far per sequence */

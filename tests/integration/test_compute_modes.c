@@ -76,6 +76,17 @@ static bool g_kv_side;	  /* prefill_kv_side: the prompt's KV packed on the copy 
 static bool g_phase_times; /* phase_times: events at the decode step's phase boundaries */
 static uint32_t g_cache_slots; /* cache_slots: 0 = top-k, more = the retaining cache */
 static bool g_seed_cache;      /* seed_cache: the first decode step's cache filled in prefill */
+/* on_step: the host store's block allocations after each decode step (g_allocs[step]) */
+static uint64_t g_allocs[NEW];
+static bool g_count_allocs;
+
+static void count_allocs(void *ctx, enum runner_mode mode, const struct runner_stats *st)
+{
+	(void)ctx;
+	(void)mode;
+	if (st->decode_steps && st->decode_steps <= NEW)
+		g_allocs[st->decode_steps - 1] = st->store_calls[RUNNER_STORE_ALLOC];
+}
 
 static void make_prompt(int32_t *p, uint32_t n, uint32_t seed)
 {
@@ -137,7 +148,8 @@ static void run_mode(enum runner_mode mode, struct kvhost *host, bool keep, stru
 				 .prefill_kv_side = g_kv_side,
 				 .phase_times = g_phase_times,
 				 .cache_slots = g_cache_slots,
-				 .seed_cache = g_seed_cache};
+				 .seed_cache = g_seed_cache,
+				 .on_step = g_count_allocs ? count_allocs : NULL};
 	struct runner *r = NULL;
 	char err[512] = "";
 
@@ -496,6 +508,48 @@ static void test_phase_times(void **state)
 	struct run *all[] = {&plain, &timed, &nooff};
 	for (int i = 0; i < 3; i++)
 		free(all[i]->logits);
+	kvhost_close(h);
+}
+
+/*
+ * The arena slots of a block the next step starts are allocated while the GPU finishes the step
+ * that fills the previous one, so the next step does not wait for the request; a block the first
+ * decode step starts (a prompt of whole blocks) is allocated at that step's start. With prompts
+ * of 700 and 630 tokens (blocks of 64), the decode steps fill blocks at its steps 3 (token 703)
+ * and 9 (token 639): one allocation in each of those steps. With 640 and 630, one at step 0 and
+ * one at step 9. The tokens equal the twin's either way.
+ */
+static void test_alloc_ahead(void **state)
+{
+	struct kvhost *h = inproc();
+	struct run ahead, ref;
+	static const uint32_t lens[2] = {700, 640};
+	static const uint32_t first[2] = {3, 0}; /* the step of the first allocation */
+
+	(void)state;
+	assert_int_equal(g_model->cfg.sparse.block, 64);
+	for (int c = 0; c < 2; c++) {
+		g_len0 = lens[c];
+		memset(g_allocs, 0, sizeof(g_allocs));
+		g_count_allocs = true;
+		run_mode(RUNNER_MODE_SPARDA, h, false, &ahead, NULL);
+		g_count_allocs = false;
+		run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+		assert_same_tokens(&ahead, &ref,
+				   "sparda (slots allocated ahead) vs sparda-nooffload");
+		for (uint32_t t = 0; t < ahead.st.decode_steps; t++) {
+			uint64_t want = t < first[c] ? 0 : t < 9 ? 1 : 2;
+			if (g_allocs[t] != want)
+				fail_msg(
+				    "prompt %u: %llu allocations after decode step %u, want %llu",
+				    lens[c], (unsigned long long)g_allocs[t], t,
+				    (unsigned long long)want);
+		}
+		assert_int_equal(ahead.st.store_calls[RUNNER_STORE_ALLOC], 2);
+		free(ahead.logits);
+		free(ref.logits);
+	}
+	g_len0 = 700;
 	kvhost_close(h);
 }
 
@@ -942,6 +996,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_gather_dma_streams, gather_kernel),
 	    cmocka_unit_test_teardown(test_gather_bulk, gather_kernel),
 	    cmocka_unit_test(test_phase_times),
+	    cmocka_unit_test(test_alloc_ahead),
 	    cmocka_unit_test(test_cache_slots),
 	    cmocka_unit_test(test_seed_cache),
 	    cmocka_unit_test(test_seeded_sampling),
