@@ -122,8 +122,9 @@ static uint32_t list_block_units(struct runner *r, struct step *s, const bool *w
  * block's word must read allocated). `ahead` (while the GPU finishes a step): the blocks the
  * next step starts, those of the sequences whose block this step fills, so that step does not
  * wait for the request; their tail slots are free to overwrite, as the write-back destinations
- * of this step were uploaded at its start. Otherwise (a step's start): the blocks it starts
- * that were not allocated ahead (the first step's).
+ * of this step were uploaded at its start. Not with an NVMe tier: there an allocation may wait
+ * for slots whose lease this step's epoch releases, which is published after the step. Otherwise
+ * (a step's start): the blocks it starts that were not allocated ahead.
  */
 static int alloc_new_blocks(struct runner *r, struct step *s, bool ahead)
 {
@@ -133,7 +134,7 @@ static int alloc_new_blocks(struct runner *r, struct step *s, bool ahead)
 	bool *start = r->h_flag;
 	int rc;
 
-	if (!(ahead ? s->any_full_block : s->any_new_block))
+	if (!(ahead ? s->any_full_block && !h->may_spill : s->any_new_block))
 		return 0;
 	for (uint32_t i = 0; i < s->B; i++) {
 		uint32_t pos = r->len[i] + ahead;

@@ -511,48 +511,6 @@ static void test_phase_times(void **state)
 	kvhost_close(h);
 }
 
-/*
- * The arena slots of a block the next step starts are allocated while the GPU finishes the step
- * that fills the previous one, so the next step does not wait for the request; a block the first
- * decode step starts (a prompt of whole blocks) is allocated at that step's start. With prompts
- * of 700 and 630 tokens (blocks of 64), the decode steps fill blocks at its steps 3 (token 703)
- * and 9 (token 639): one allocation in each of those steps. With 640 and 630, one at step 0 and
- * one at step 9. The tokens equal the twin's either way.
- */
-static void test_alloc_ahead(void **state)
-{
-	struct kvhost *h = inproc();
-	struct run ahead, ref;
-	static const uint32_t lens[2] = {700, 640};
-	static const uint32_t first[2] = {3, 0}; /* the step of the first allocation */
-
-	(void)state;
-	assert_int_equal(g_model->cfg.sparse.block, 64);
-	for (int c = 0; c < 2; c++) {
-		g_len0 = lens[c];
-		memset(g_allocs, 0, sizeof(g_allocs));
-		g_count_allocs = true;
-		run_mode(RUNNER_MODE_SPARDA, h, false, &ahead, NULL);
-		g_count_allocs = false;
-		run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
-		assert_same_tokens(&ahead, &ref,
-				   "sparda (slots allocated ahead) vs sparda-nooffload");
-		for (uint32_t t = 0; t < ahead.st.decode_steps; t++) {
-			uint64_t want = t < first[c] ? 0 : t < 9 ? 1 : 2;
-			if (g_allocs[t] != want)
-				fail_msg(
-				    "prompt %u: %llu allocations after decode step %u, want %llu",
-				    lens[c], (unsigned long long)g_allocs[t], t,
-				    (unsigned long long)want);
-		}
-		assert_int_equal(ahead.st.store_calls[RUNNER_STORE_ALLOC], 2);
-		free(ahead.logits);
-		free(ref.logits);
-	}
-	g_len0 = 700;
-	kvhost_close(h);
-}
-
 /* ---- steps sent to the store over several runs ---------------------------------------- */
 
 /* A store that spills (so the runner sends ring Forecasts) and records every step it sees. */
@@ -611,6 +569,58 @@ static void test_steps_grow_across_runs(void **state)
 	free(b.logits);
 	free(c.logits);
 	free(ref.logits);
+	h->ops = g_inner_ops;
+	kvhost_close(h);
+}
+
+/*
+ * The arena slots of a block the next step starts are allocated while the GPU finishes the step
+ * that fills the previous one, so the next step does not wait for the request; a block the first
+ * decode step starts (a prompt of whole blocks) is allocated at that step's start. With prompts
+ * of 700 and 630 tokens (blocks of 64), the decode fills blocks at its steps 3 (token 703) and 9
+ * (token 639): one allocation in each of those steps. With 640 and 630, one at step 0 and one at
+ * step 9. A store that may spill (careful mode) allocates at the start of the steps that start
+ * the blocks, 4 and 10. The tokens equal the twin's each way.
+ */
+static void test_alloc_ahead(void **state)
+{
+	static const struct {
+		uint32_t len0;
+		bool spill;
+		uint32_t first, second; /* the steps of the two allocations */
+	} cases[] = {{700, false, 3, 9}, {640, false, 0, 9}, {700, true, 4, 10}};
+	struct kvhost *h = inproc();
+	struct run run, ref;
+
+	(void)state;
+	assert_int_equal(g_model->cfg.sparse.block, 64);
+	g_inner_ops = h->ops;
+	g_rec_ops = *h->ops;
+	g_rec_ops.epoch = rec_epoch;
+	g_rec_ops.forecast = rec_forecast;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		g_len0 = cases[c].len0;
+		h->may_spill = cases[c].spill;
+		h->ops = cases[c].spill ? &g_rec_ops : g_inner_ops;
+		memset(g_allocs, 0, sizeof(g_allocs));
+		g_count_allocs = true;
+		run_mode(RUNNER_MODE_SPARDA, h, false, &run, NULL);
+		g_count_allocs = false;
+		run_mode(RUNNER_MODE_SPARDA_NOOFFLOAD, h, false, &ref, NULL);
+		assert_same_tokens(&run, &ref, "sparda (block slots allocated ahead) vs nooffload");
+		for (uint32_t t = 0; t < run.st.decode_steps; t++) {
+			uint64_t want = t < cases[c].first ? 0 : t < cases[c].second ? 1 : 2;
+			if (g_allocs[t] != want)
+				fail_msg(
+				    "case %zu: %llu allocations after decode step %u, want %llu", c,
+				    (unsigned long long)g_allocs[t], t, (unsigned long long)want);
+		}
+		assert_int_equal(run.st.store_calls[RUNNER_STORE_ALLOC], 2);
+		free(run.logits);
+		free(ref.logits);
+	}
+	g_len0 = 700;
+	h->may_spill = false;
 	h->ops = g_inner_ops;
 	kvhost_close(h);
 }
