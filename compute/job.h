@@ -47,7 +47,7 @@ struct job_config {
 	bool seed_cache;
 	int gather;                   /* enum job_gather */
 	uint64_t dma_max_bytes;       /* dma, dma-prefetch: larger layer fetches go the device's way */
-	uint64_t dma_streams; /* dma, dma-prefetch: streams a layer's copies are split over */
+	uint64_t dma_streams;         /* dma, dma-prefetch: streams a layer's copies are split over */
 	int prefill_kv_stream;        /* 0 compute, 1 side (runner_opts.prefill_kv_side) */
 	uint64_t threads;
 	uint64_t gpu_mem_limit;       /* kb_opts.mem_limit: 0 = the whole device */
