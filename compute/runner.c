@@ -405,6 +405,8 @@ static int careful_open(struct runner *r)
 		r->h_dma_wb = calloc(r->n_caches, sizeof(int64_t));
 		if (!r->h_dma_idx || !r->h_dma_wb)
 			return runner_fail(r, -ENOMEM, "host allocation failed"), -ENOMEM;
+		if ((rc = r->kb->ops->event_new(r->kb, &r->split_done)))
+			return runner_fail(r, rc, "creating an event failed"), rc;
 	}
 	if (r->o.host->may_spill && !r->o.host->ops->forecast)
 		return runner_fail(r, -EINVAL, "host store %s may spill but takes no Forecasts",
@@ -566,8 +568,8 @@ void runner_close(struct runner *r)
 	}
 	if (r->f_read)
 		k->event_free(r->kb, r->f_read);
-	struct kb_event *kv_ev[] = { r->kv_qkvf, r->kv_packed[0], r->kv_packed[1] };
-	for (size_t i = 0; i < 3; i++)
+	struct kb_event *kv_ev[] = {r->kv_qkvf, r->kv_packed[0], r->kv_packed[1], r->split_done};
+	for (size_t i = 0; i < 4; i++)
 		if (kv_ev[i])
 			k->event_free(r->kb, kv_ev[i]);
 	free_dev(r, r->p_uidx_side);

@@ -49,9 +49,11 @@ struct runner_opts {
 	 * instead of the gather kernel: each layer's load list comes back to the host (as in
 	 * careful mode), which resolves it against the residency words. */
 	bool gather_dma;
-	/* gather_dma: a layer whose loads in a step exceed this many bytes is resolved and
-	 * gathered on the device instead (the bulk copy with gather_bulk, else the gather
-	 * kernel), so the copy engines take only what they can move in time; 0 = no limit. */
+	/* gather_dma: the copy engines take at most this many bytes of a layer's loads in a step
+	 * (whole units, from the start of the list); the rest are resolved and gathered on the
+	 * device beside them (the bulk copy with gather_bulk, else the gather kernel), so the copy
+	 * engines take only what they can move in time. 0 = no limit; under one unit: all of them
+	 * the device's way. */
 	uint64_t dma_max_bytes;
 	/* gather_dma: each layer's copies split, by bytes, over this many streams (kb
 	 * copy_units_dma's n_streams; 0 = 1) */

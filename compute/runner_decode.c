@@ -245,14 +245,21 @@ static uint32_t count_nonneg(const int32_t *v, uint32_t n);
 
 /*
  * gather_dma: layer l's load list (on the host) resolved through the residency words into
- * copy lists, queued as one batch of copy-engine copies on stream st. A load whose unit is not
- * resident counts as a miss (an error at the end of the step, never stale data), unless the
- * unit is ALLOCATED (a block this client is still writing).
+ * copy lists, queued as copy-engine copies on stream st. A load whose unit is not resident
+ * counts as a miss (an error at the end of the step, never stale data), unless the unit is
+ * ALLOCATED (a block this client is still writing).
+ *
+ * With dma_max_bytes, the copy engines take the first units of the list up to it. The rest, if
+ * any (a split fetch), go the device's way beside them: the device resolves the whole list
+ * again on the copy stream (counting the misses there), and the bulk copy (or the gather
+ * kernel) moves the entries from the first the copy engines left; stream st waits for both.
  */
 static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stream st)
 {
 	struct runner_lkv *kv = &r->kv[l];
-	size_t nk = (size_t)s->nc * s->k;
+	size_t nk = (size_t)s->nc * s->k, cut = nk;
+	uint64_t take = r->o.dma_max_bytes ? r->o.dma_max_bytes / r->unit_bytes : UINT64_MAX;
+	int32_t misses = 0;
 	const int32_t *nl = layer_loads(r, l), *blk = nl + r->loads_blk, *slot = nl + r->loads_slot;
 	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
 	int64_t *wb = r->h_dma_wb;
@@ -262,33 +269,44 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	for (uint32_t i = 0; i < s->nc; i++) /* the same bases as kv->word_base on the device */
 		wb[i] = r->seq_word_base[i / r->n_kv] +
 			((int64_t)l * r->n_kv + i % r->n_kv) * r->max_blocks;
-	if ((rc = kb_resolve_loads_host(dst, src, &r->dma_misses, slot, blk, nl, r->o.host->words,
-					wb, s->nc, r->n_slots, s->k)))
+	if ((rc = kb_resolve_loads_host(dst, src, &misses, slot, blk, nl, r->o.host->words, wb,
+					s->nc, r->n_slots, s->k)))
 		return rc;
-	kv->dma_loads = count_nonneg(src, (uint32_t)nk);
-	if (r->skip_gather || !kv->dma_loads) /* measurement only: everything but the copies */
+	kv->dma_loads = 0;
+	for (size_t o = 0; o < nk; o++) {
+		if (src[o] < 0 || dst[o] < 0)
+			continue;
+		if (kv->dma_loads == take) { /* the first entry left to the device */
+			cut = o;
+			break;
+		}
+		kv->dma_loads++;
+	}
+	kv->dma_split = cut < nk;
+	if (!kv->dma_split) /* else the device's resolve counts them */
+		r->dma_misses += misses;
+	if (r->skip_gather) /* measurement only: everything but the copies */
 		return 0;
-	return r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src,
-					  (uint32_t)nk, r->unit_bytes, r->o.dma_streams);
+	if (kv->dma_loads &&
+	    (rc = r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src,
+					     (uint32_t)cut, r->unit_bytes, r->o.dma_streams)))
+		return rc;
+	if (!kv->dma_split)
+		return 0;
+	const struct kb_ops *k = r->kb->ops;
+	if ((rc = resolve(r, s, l, KB_STREAM_COPY)) ||
+	    (rc = (r->o.gather_bulk ? k->copy_units_bulk : k->copy_units)(
+		 r->kb, KB_STREAM_COPY, kv->cache, r->arena_dev, kv->dst_idx + cut,
+		 kv->src_idx + cut, (uint32_t)(nk - cut), r->unit_bytes, r->o.gather_ctas)) ||
+	    (rc = k->event_record(r->kb, r->split_done, KB_STREAM_COPY)))
+		return rc;
+	return k->stream_wait(r->kb, st, r->split_done);
 }
 
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
 static int32_t *layer_loads(struct runner *r, uint32_t l)
 {
 	return r->h_loads + (size_t)l * r->loads_ints;
-}
-
-/* gather_dma: are layer l's loads this step within dma_max_bytes (0: no limit)? */
-static bool dma_fits(struct runner *r, const struct step *s, uint32_t l)
-{
-	const int32_t *nl = layer_loads(r, l);
-	uint64_t n = 0;
-
-	if (!r->o.dma_max_bytes)
-		return true;
-	for (uint32_t i = 0; i < s->nc; i++)
-		n += nl[i] > 0 ? (uint32_t)nl[i] : 0;
-	return n * r->unit_bytes <= r->o.dma_max_bytes;
 }
 
 /* Careful mode: layer l's load list (counts, blocks, slots) to the host behind its diff, in
@@ -359,7 +377,8 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 		r->st.units_forecast += n;
 	if ((rc = k->event_record(r->kb, kv->ready, st)))
 		return rc;
-	if (r->o.gather_dma && dma_fits(r, s, l))
+	/* a cap under one unit leaves every fetch to the device */
+	if (r->o.gather_dma && (!r->o.dma_max_bytes || r->o.dma_max_bytes >= r->unit_bytes))
 		return gather_dma(r, s, l, st);
 	if ((rc = resolve(r, s, l, st)))
 		return rc;
@@ -655,9 +674,11 @@ static int collect_stats(struct runner *r, struct step *s)
 		ls->fetch_ms += fetch > 0.0f ? fetch : 0.0f;
 		for (uint32_t i = 0; i < s->nc; i++)
 			ls->hits += (uint64_t)h[i];
-		uint32_t fetched = kv->dma ? kv->dma_loads : count_nonneg(h + r->n_caches, n);
+		/* a split fetch's device resolve left the whole list in stats_dev */
+		uint32_t fetched =
+		    kv->dma && !kv->dma_split ? kv->dma_loads : count_nonneg(h + r->n_caches, n);
 		ls->loads += fetched;
-		r->st.units_dma += kv->dma ? fetched : 0;
+		r->st.units_dma += kv->dma ? kv->dma_loads : 0;
 		r->st.bytes_h2d += (uint64_t)fetched * r->unit_bytes;
 		if (r->o.mode == RUNNER_MODE_SPARDA) {
 			float ms = 0.0f;

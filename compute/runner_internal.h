@@ -40,6 +40,7 @@ struct runner_lkv { /* one layer's KV state on the device */
 	bool loaded;        /* a gather was issued this step */
 	uint32_t dma_loads; /* gather_dma: units this step's copies fetched */
 	bool dma;	    /* this step's fetch went through the copy engines (dma_loads) */
+	bool dma_split;	    /* ... and the device's resolve and gather (loads over dma_max_bytes) */
 	bool prepped;       /* its PREP ran on the copy stream this step: wait `done` */
 	bool pending;       /* careful mode: resolve and gather wait for the host's Forecast */
 };
@@ -82,6 +83,8 @@ struct runner {
 	int32_t *h_dma_idx;  /* gather_dma: [2][n_caches * n_slots] the copies' dst, then src */
 	int64_t *h_dma_wb;   /* gather_dma: [n_caches] residency-word bases of one layer */
 	int32_t dma_misses;  /* gather_dma: this step's loads found not resident on the host */
+	struct kb_event
+	    *split_done; /* gather_dma: a split fetch's device part (copy stream) done */
 	size_t h_loads_bytes;
 	bool loads_registered;
 	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */

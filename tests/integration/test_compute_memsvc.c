@@ -302,8 +302,8 @@ static void test_inproc_modes_same_process(void **state)
  * the critical path through the bulk copy, in one process. Each equals its twin, the JSON names
  * each mode's gather, and sparda fetches the same units as with --gather=bulk, all of them by
  * the copy engines (split over two streams: --dma-streams=2, which the JSON records); with
- * --dma-max-bytes=1 none of them (every layer's fetch is larger). The other gathers refuse both
- * flags.
+ * --dma-max-bytes=1 none of them (a cap under one unit leaves every fetch to the device). The
+ * other gathers refuse both flags.
  */
 static void test_gather_dma_prefetch(void **state)
 {

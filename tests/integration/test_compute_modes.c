@@ -405,21 +405,23 @@ static void test_gather_dma(void **state)
 }
 
 /*
- * dma_max_bytes: the layers whose fetch in a step is over the cap go the device's way (resolve
- * and bulk copy), the rest through the copy engines; the tokens and the units fetched do not
- * change. A larger cap leaves more to the copy engines: none under the smallest, all under the
- * largest, and a mix of both ways in between.
+ * dma_max_bytes: of each layer's fetch in a step, the copy engines take the first units up to
+ * the cap and the device's resolve and bulk copy the rest, beside them; the tokens and the
+ * units fetched do not change. A cap under one unit leaves everything to the device; one unit
+ * gives the copy engines at most one unit of each layer's fetch; a larger cap leaves them more,
+ * all of it under the largest, and a mix in between.
  */
 static void test_gather_dma_capped(void **state)
 {
-	uint64_t dma[4], loads = 0;
+	uint64_t dma[5], loads = 0,
+			 unit = (uint64_t)g_model->cfg.sparse.block * g_model->cfg.head_dim * 4;
 	bool mixed = false;
 
 	(void)state;
 	g_gather_bulk = true;
-	for (int i = 0; i < 4; i++) {
-		g_dma_max_bytes = (uint64_t)g_model->cfg.sparse.block * g_model->cfg.head_dim * 4
-				  << (2 * i); /* 1, 4, 16, 64 units */
+	for (int i = 0; i < 5; i++) {
+		/* half a unit, then 1, 4, 16, 64 units */
+		g_dma_max_bytes = i ? unit << (2 * (i - 1)) : unit / 2;
 		dma[i] = check_gather(&g_gather_dma, "dma, capped", &loads);
 		print_message("cap %llu bytes: %llu of %llu units by the copy engines\n",
 			      (unsigned long long)g_dma_max_bytes, (unsigned long long)dma[i],
@@ -427,7 +429,9 @@ static void test_gather_dma_capped(void **state)
 		assert_true(!i || dma[i] >= dma[i - 1]);
 		mixed |= dma[i] > 0 && dma[i] < loads;
 	}
-	assert_true(dma[0] < loads && dma[3] == loads && mixed);
+	assert_int_equal(dma[0], 0);
+	assert_true(dma[1] > 0 && dma[1] <= (uint64_t)(NEW - 1) * g_model->cfg.n_layers);
+	assert_true(dma[1] < loads && dma[4] == loads && mixed);
 }
 
 /* dma_streams: each layer's copy-engine copies split over 2, 3 and 4 streams (on CUDA the
