@@ -243,6 +243,13 @@ static int gather(struct runner *r, struct step *s, uint32_t l, enum kb_stream s
 static int32_t *layer_loads(struct runner *r, uint32_t l);
 static uint32_t count_nonneg(const int32_t *v, uint32_t n);
 
+/* gather_dma: the units of a layer's fetch the copy engines take (UINT64_MAX: all; 0: a cap
+ * under one unit, every fetch the device's way). */
+static uint64_t dma_take(const struct runner *r)
+{
+	return r->o.dma_max_bytes ? r->o.dma_max_bytes / r->unit_bytes : UINT64_MAX;
+}
+
 /*
  * gather_dma: layer l's load list (on the host) resolved through the residency words into
  * copy lists, queued as copy-engine copies on stream st. A load whose unit is not resident
@@ -258,7 +265,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 {
 	struct runner_lkv *kv = &r->kv[l];
 	size_t nk = (size_t)s->nc * s->k, cut = nk;
-	uint64_t take = r->o.dma_max_bytes ? r->o.dma_max_bytes / r->unit_bytes : UINT64_MAX;
+	uint64_t take = dma_take(r);
 	int32_t misses = 0;
 	const int32_t *nl = layer_loads(r, l), *blk = nl + r->loads_blk, *slot = nl + r->loads_slot;
 	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
@@ -377,8 +384,7 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 		r->st.units_forecast += n;
 	if ((rc = k->event_record(r->kb, kv->ready, st)))
 		return rc;
-	/* a cap under one unit leaves every fetch to the device */
-	if (r->o.gather_dma && (!r->o.dma_max_bytes || r->o.dma_max_bytes >= r->unit_bytes))
+	if (r->o.gather_dma && dma_take(r))
 		return gather_dma(r, s, l, st);
 	if ((rc = resolve(r, s, l, st)))
 		return rc;

@@ -83,8 +83,7 @@ struct runner {
 	int32_t *h_dma_idx;  /* gather_dma: [2][n_caches * n_slots] the copies' dst, then src */
 	int64_t *h_dma_wb;   /* gather_dma: [n_caches] residency-word bases of one layer */
 	int32_t dma_misses;  /* gather_dma: this step's loads found not resident on the host */
-	struct kb_event
-	    *split_done; /* gather_dma: a split fetch's device part (copy stream) done */
+	struct kb_event *split_done; /* gather_dma: a split fetch's device part is done */
 	size_t h_loads_bytes;
 	bool loads_registered;
 	struct kvhost_unit *h_units_c; /* [n_caches * n_slots] units of one layer's Forecast */

@@ -541,6 +541,15 @@ static int rec_forecast(struct kvhost *h, const struct kvhost_unit *u, uint32_t 
 	return 0;
 }
 
+/* The recording ops over store h's own (g_inner_ops), for h->ops while a test wants them. */
+static void rec_ops_init(struct kvhost *h)
+{
+	g_inner_ops = h->ops;
+	g_rec_ops = *h->ops;
+	g_rec_ops.epoch = rec_epoch;
+	g_rec_ops.forecast = rec_forecast;
+}
+
 /*
  * Runs that share one store (the modes of a job, a service's requests) send steps that only
  * grow: every Forecast's step is above the epoch published so far, so its leases hold, and
@@ -551,10 +560,7 @@ static void test_steps_grow_across_runs(void **state)
 	struct kvhost *h = inproc();
 	struct run a, b, c, ref;
 
-	g_inner_ops = h->ops;
-	g_rec_ops = *h->ops;
-	g_rec_ops.epoch = rec_epoch;
-	g_rec_ops.forecast = rec_forecast;
+	rec_ops_init(h);
 	h->ops = &g_rec_ops;
 	h->may_spill = true;
 	g_epoch = g_epochs = g_forecasts = g_bad_epochs = g_unprotected = 0;
@@ -598,10 +604,7 @@ static void test_alloc_ahead(void **state)
 
 	(void)state;
 	assert_int_equal(g_model->cfg.sparse.block, 64);
-	g_inner_ops = h->ops;
-	g_rec_ops = *h->ops;
-	g_rec_ops.epoch = rec_epoch;
-	g_rec_ops.forecast = rec_forecast;
+	rec_ops_init(h);
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		g_len0 = cases[c].len0;
 		h->may_spill = cases[c].spill;
