@@ -540,18 +540,11 @@ static void preset_tiny(struct model_config *c)
 	c->head_dim = 32;
 	c->ffn = 512;
 	c->max_pos = 32768;
-	/* The paper's block geometry (block 64 = pool stride 4 x ck stride 16, the shape the CUDA
+	/* preset_base's block geometry (block 64 = pool stride 4 x ck stride 16, the shape the CUDA
 	 * kernels are built for) with a small budget: 1 sink + 2 local + own + 4 scored = 8 blocks,
 	 * so a 3072-token prompt (48 blocks) attends to a sixth of its KV. */
-	c->sparse = (struct kb_sparse){.block = 64,
-				       .ck_kernel = 32,
-				       .ck_stride = 16,
-				       .pool_kernel = 5,
-				       .pool_stride = 4,
-				       .pool_pad = 1,
-				       .sink = 1,
-				       .local = 2,
-				       .topk = 8};
+	c->sparse.local = 2;
+	c->sparse.topk = 8;
 	c->dense_len = 1024;
 }
 

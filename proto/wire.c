@@ -46,6 +46,23 @@ static int fail(char *err, size_t err_len, int ret, const char *fmt, ...)
 	return ret;
 }
 
+/* The checks before a message is unpacked: out cleared, err emptied, the size under the cap. */
+static int unpack_begin(const void *buf, size_t len, void *out, size_t out_size, const char *what,
+			char *err, size_t err_len)
+{
+	if (!out)
+		return -EINVAL;
+	memset(out, 0, out_size);
+	if (err && err_len)
+		err[0] = '\0';
+	if (len > WIRE_MAX_MSG_BYTES)
+		return fail(err, err_len, -EMSGSIZE, "%s: %zu bytes over the cap %u", what, len,
+			    WIRE_MAX_MSG_BYTES);
+	if (!buf && len)
+		return -EINVAL;
+	return 0;
+}
+
 /* ---- field rules ------------------------------------------------------------------------ */
 
 /* Length of a valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
@@ -533,18 +550,10 @@ int wire_request_unpack(const void *buf, size_t len, struct wire_request *out, c
 			size_t err_len)
 {
 	Sparda__Request *m;
-	int ret;
+	int ret = unpack_begin(buf, len, out, sizeof(*out), "request", err, err_len);
 
-	if (!out)
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	if (err && err_len)
-		err[0] = '\0';
-	if (len > WIRE_MAX_MSG_BYTES)
-		return fail(err, err_len, -EMSGSIZE, "request: %zu bytes over the cap %u", len,
-			    WIRE_MAX_MSG_BYTES);
-	if (!buf && len)
-		return -EINVAL;
+	if (ret)
+		return ret;
 	m = sparda__request__unpack(NULL, len, buf);
 	if (!m)
 		return fail(err, err_len, -EBADMSG, "request: not a valid protobuf message");
@@ -798,18 +807,10 @@ int wire_reply_unpack(const void *buf, size_t len, struct wire_reply *out, char 
 		      size_t err_len)
 {
 	Sparda__Reply *m;
-	int ret;
+	int ret = unpack_begin(buf, len, out, sizeof(*out), "reply", err, err_len);
 
-	if (!out)
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	if (err && err_len)
-		err[0] = '\0';
-	if (len > WIRE_MAX_MSG_BYTES)
-		return fail(err, err_len, -EMSGSIZE, "reply: %zu bytes over the cap %u", len,
-			    WIRE_MAX_MSG_BYTES);
-	if (!buf && len)
-		return -EINVAL;
+	if (ret)
+		return ret;
 	m = sparda__reply__unpack(NULL, len, buf);
 	if (!m)
 		return fail(err, err_len, -EBADMSG, "reply: not a valid protobuf message");
