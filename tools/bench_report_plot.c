@@ -6,7 +6,8 @@
  * into compute, exposed fetch and the rest, a stacked bar per mode and batch;
  * step_<model>.png: step time of sparda and sparda-nooffload against batch;
  * prefill_<model>.png: prefill speedup of sparda over sparse against context, a line per batch.
- * The in-process arena's rows are left out (the report's table compares them).
+ * The in-process arena's rows are left out (the report's table compares them). A plot without
+ * data (no `sparse` rows for the prefill speedup, no `sparda` ones for the step) is not drawn.
  */
 #include <errno.h>
 #include <limits.h>
@@ -121,10 +122,39 @@ static void plot_header(FILE *gp, const char *dir, const char *png, const char *
 		dir, png, title, ylabel);
 }
 
+/* A plot's series, gathered before its header: gnuplot creates the PNG at `set output`, so a
+ * plot without a series must not be started at all (it would leave an empty file). */
+struct body {
+	char *buf;
+	size_t len;
+};
+
+static FILE *body_open(struct body *b)
+{
+	b->buf = NULL;
+	b->len = 0;
+	return open_memstream(&b->buf, &b->len);
+}
+
+/* The plot, when it has a series: header, settings, then the series; the body is closed. */
+static void plot_emit(FILE *gp, const char *dir, const char *png, const char *title,
+		      const char *ylabel, const char *settings, FILE *body, struct body *b,
+		      int count)
+{
+	fclose(body);
+	if (count && b->buf) {
+		plot_header(gp, dir, png, title, ylabel);
+		fprintf(gp, "%s%s\n", settings, b->buf);
+	}
+	free(b->buf);
+}
+
 /* Decode tok/s against batch, one line per mode, for each (model, context). */
 static void plot_decode(FILE *gp, const struct report *r)
 {
 	char stem[128], png[256], title[256];
+	struct body b;
+	FILE *body;
 
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
@@ -136,13 +166,15 @@ static void plot_decode(FILE *gp, const struct report *r)
 		snprintf(png, sizeof(png), "decode_%s_c%d.png", stem, w->context);
 		snprintf(title, sizeof(title), "%s, context %d: decode throughput", w->model,
 			 w->context);
-		plot_header(gp, r->dir, png, title, "decode tokens/s");
-		fprintf(gp, "set logscale x 2\n");
+		if (!(body = body_open(&b)))
+			return;
 		for (size_t j = 0; j < r->n; j++)
 			if (r->rows[j].context == w->context && !report_inproc(&r->rows[j]) &&
 			    !strcmp(r->rows[j].model, w->model) && first_of_mode(r, j))
-				plot_series(gp, r, w, r->rows[j].mode, false, &count);
-		fprintf(gp, count ? "\nunset logscale x\n" : "set output\nunset logscale x\n");
+				plot_series(body, r, w, r->rows[j].mode, false, &count);
+		plot_emit(gp, r->dir, png, title, "decode tokens/s", "set logscale x 2\n", body,
+			  &b, count);
+		fprintf(gp, "unset logscale x\n");
 	}
 }
 
@@ -150,6 +182,8 @@ static void plot_decode(FILE *gp, const struct report *r)
 static void plot_step(FILE *gp, const struct report *r)
 {
 	char stem[128], png[256], title[256];
+	struct body b;
+	FILE *body;
 
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
@@ -161,14 +195,15 @@ static void plot_step(FILE *gp, const struct report *r)
 		snprintf(png, sizeof(png), "step_%s.png", stem);
 		snprintf(title, sizeof(title), "%s: decode step, sparda vs sparda-nooffload",
 			 w->model);
-		plot_header(gp, r->dir, png, title, "decode step ms");
+		if (!(body = body_open(&b)))
+			return;
 		for (size_t j = i; j < r->n; j++) {
 			if (strcmp(r->rows[j].model, w->model) || !first_of(r, j, true))
 				continue;
-			plot_series(gp, r, &r->rows[j], "sparda", true, &count);
-			plot_series(gp, r, &r->rows[j], "sparda-nooffload", true, &count);
+			plot_series(body, r, &r->rows[j], "sparda", true, &count);
+			plot_series(body, r, &r->rows[j], "sparda-nooffload", true, &count);
 		}
-		fprintf(gp, count ? "\n" : "set output\n");
+		plot_emit(gp, r->dir, png, title, "decode step ms", "", body, &b, count);
 	}
 }
 
@@ -265,6 +300,8 @@ static bool first_batch(const struct report *r, size_t i)
 static void plot_prefill(FILE *gp, const struct report *r)
 {
 	char stem[128], png[256], title[256], path[PATH_MAX];
+	struct body b;
+	FILE *body;
 
 	for (size_t i = 0; i < r->n; i++) {
 		const struct report_row *w = &r->rows[i];
@@ -276,8 +313,8 @@ static void plot_prefill(FILE *gp, const struct report *r)
 		snprintf(png, sizeof(png), "prefill_%s.png", stem);
 		snprintf(title, sizeof(title), "%s: prefill speedup, sparse time / sparda time",
 			 w->model);
-		plot_header(gp, r->dir, png, title, "speedup (x)");
-		fprintf(gp, "set xlabel 'context (tokens)'\n");
+		if (!(body = body_open(&b)))
+			return;
 		for (size_t j = i; j < r->n; j++) {
 			if (strcmp(r->rows[j].model, w->model) || !first_batch(r, j))
 				continue;
@@ -285,10 +322,11 @@ static void plot_prefill(FILE *gp, const struct report *r)
 				 r->rows[j].batch);
 			if (!prefill_data(r, w->model, r->rows[j].batch, path))
 				continue;
-			fprintf(gp, "%s'%s' using 1:2 with linespoints title 'batch %d'",
+			fprintf(body, "%s'%s' using 1:2 with linespoints title 'batch %d'",
 				count++ ? ", " : "plot ", path, r->rows[j].batch);
 		}
-		fprintf(gp, count ? "\n" : "set output\n");
+		plot_emit(gp, r->dir, png, title, "speedup (x)", "set xlabel 'context (tokens)'\n",
+			  body, &b, count);
 	}
 }
 

@@ -552,6 +552,10 @@ if command -v gnuplot >/dev/null; then
 		[ -s "$f" ] || fail "$f missing or empty"
 		[ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = "211PNG" ] || fail "$f is not a PNG"
 	done
+	# synthbig has no sparse row: no prefill plot, rather than an empty file
+	[ ! -e "$out/report/prefill_synthbig.png" ] || fail "prefill_synthbig.png drawn without data"
+	empty=$(find "$out/report" -name '*.png' -size 0)
+	[ -z "$empty" ] || fail "empty plots: $empty"
 else
 	echo "gnuplot absent: plots not checked"
 fi
