@@ -172,8 +172,8 @@ static void plot_decode(FILE *gp, const struct report *r)
 			if (r->rows[j].context == w->context && !report_inproc(&r->rows[j]) &&
 			    !strcmp(r->rows[j].model, w->model) && first_of_mode(r, j))
 				plot_series(body, r, w, r->rows[j].mode, false, &count);
-		plot_emit(gp, r->dir, png, title, "decode tokens/s", "set logscale x 2\n", body,
-			  &b, count);
+		plot_emit(gp, r->dir, png, title, "decode tokens/s", "set logscale x 2\n", body, &b,
+			  count);
 		fprintf(gp, "unset logscale x\n");
 	}
 }
