@@ -764,7 +764,7 @@ static const char *limit_cell(const char *memory, const char *limited, int feasi
 /* Throughput of each mode at its own largest feasible batch: sparda over sparse. */
 static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 {
-	char b[4][32];
+	char b[5][32];
 
 	fprintf(f, "\n## Throughput at the largest feasible batch (sparda vs sparse)\n\n");
 	fprintf(f,
@@ -789,11 +789,12 @@ static void md_max_batch(FILE *f, const struct report *r, json_object *arr)
 		ls = limited_by(r, w->model, w->context, "sparse", fs);
 		ma = memory_of(la);
 		ms = memory_of(ls);
-		fprintf(f, "| %s | %d | %d | %s | %d | %s | %s | %s | %s |\n", w->model, w->context,
-			fa, cell(b[0], 32, "%.1f", a ? a->tok_s : 0, a), fs,
-			cell(b[1], 32, "%.1f", s ? s->tok_s : 0, s),
-			cell(b[2], 32, "%.2fx", q.v, q.have), limit_cell(ma, la, fa),
-			limit_cell(ms, ls, fs));
+		fprintf(
+		    f, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", w->model, w->context,
+		    cell(b[3], 32, "%.0f", fa, fa > 0), cell(b[0], 32, "%.1f", a ? a->tok_s : 0, a),
+		    cell(b[4], 32, "%.0f", fs, fs > 0), cell(b[1], 32, "%.1f", s ? s->tok_s : 0, s),
+		    cell(b[2], 32, "%.2fx", q.v, q.have), limit_cell(ma, la, fa),
+		    limit_cell(ms, ls, fs));
 		o = json_object_new_object();
 		json_object_object_add(o, "model", json_object_new_string(w->model));
 		json_object_object_add(o, "context", json_object_new_int(w->context));

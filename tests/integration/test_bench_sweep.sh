@@ -533,6 +533,8 @@ c = mb_row("| tiny | 1100 | ")
 assert (c[2], c[4], c[7], c[8]) == ("1", "4", "host memory", "not reached (largest batch tried)"), c
 c = mb_row("| synth | 4096 | ")
 assert c[7:] == ["not reached (largest batch tried)"] * 2, c
+c = mb_row("| synthbig | 4096 | ")  # no sparse row: its batch is "-", not 0
+assert (c[2], c[4], c[5], c[8]) == ("1", "-", "-", "-"), c
 assert "| synth | 4096 | 1 | 1.50x | 2.50x | 1.50x |" in md
 assert ("| synth | 4096 | 1 | 300.0 | 100.0 | 10.0 / 9.5 | 60.0 | 16.0 | 3.00x | 5.00x | 1.000 | "
         "5.000 | 5.00x |") in md
