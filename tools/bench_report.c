@@ -80,11 +80,11 @@ static double gib(double bytes)
 /* The GB/s compute reported, else bytes over the decode time. */
 static double gbps(json_object *res, const char *key, const char *bytes_key, double decode_s)
 {
-	double v = num(res, key, -1);
+	double v = num(res, key, -1), bytes = num(res, bytes_key, -1);
 
 	if (v >= 0)
 		return v;
-	return decode_s > 0 ? num(res, bytes_key, 0) / decode_s / 1e9 : -1;
+	return decode_s > 0 && bytes >= 0 ? bytes / decode_s / 1e9 : -1;
 }
 
 /* The figures of a successful mode; entry holds the per-process figures of its run. */

@@ -343,9 +343,12 @@ json.dump(dict(base, store="memsvc", modes={
     "sparda": res(300.0, 3.0, 1.0, decode_phase_ms=phases, **split), "sparse-offload": res(200.0, 5.0, 2.0),
     "sparse": res(400.0, 2.5, 2.5), "sparda-nooffload": res(450.0, 2.0, 1.0, **split)}),
     open(os.path.join(out, "synth_c4096_b1.json"), "w"))
+def peer(r):  # hf-peers.py records no PCIe bytes
+    del r["result"]["bytes_h2d"]
+    return r
 json.dump(dict(base, store="hf", modes={
-    "hf-dynamic": res(100.0, 10.0, 5.0, decode_step_ms_median=9.5),
-    "hf-offloaded": res(60.0, 16.0, 5.5)}),
+    "hf-dynamic": peer(res(100.0, 10.0, 5.0, decode_step_ms_median=9.5)),
+    "hf-offloaded": peer(res(60.0, 16.0, 5.5))}),
     open(os.path.join(out, "synth_c4096_b1_hf.json"), "w"))
 # peers that did not fit where sparda ran: their row names why
 big = dict(base, model="synthbig")
@@ -494,6 +497,10 @@ rows = {(x["model"], x["context"], x["batch"], x["mode"], x["store"]): x for x i
 w = rows[("synth", 4096, 1, "sparda", "memsvc")]
 assert (w["recall"], w["h2d_gb_per_s"], w["gpu_gib"], w["host_gib"]) == (0.9, 40.0, 2.0, 1.0), w
 assert w["result"]["decode_fetch_exposed_ms"] == 8.5  # the summary keeps compute's totals
+# a peer's PCIe rate is not measured: no figure, not 0 (its H2D cell is "-")
+w = rows[("synth", 4096, 1, "hf-offloaded", "hf")]
+assert (w["h2d_gb_per_s"], w["d2h_gb_per_s"]) == (None, None), w
+assert rows[("synth", 4096, 1, "sparse", "memsvc")]["h2d_gb_per_s"] == 0, "sparse moved 0 bytes"
 w = rows[("tiny", 1100, 2, "sparse", "memsvc")]
 assert w["run"] == 1 and w["host_gib"] > 0 and w["memsvc_gib"] > 0, w
 assert rows[("tiny", 1100, 1, "sparse-offload", "memsvc")]["equals_twin"] is True
