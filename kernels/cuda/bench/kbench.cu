@@ -347,8 +347,8 @@ static void bench_gather(bool quick)
 		snprintf(p, sizeof(p), "h2d n=%u unit=32KiB copy engines, %u stream%s", n, ns,
 			 ns > 1 ? "s" : "");
 		add_row("copy_units_dma gather", p, us, (double)n * unit, 0, "h2d");
-		add_row("copy_units_dma enqueue", p, host_ns / 1e3 / (double)calls, (double)n * unit,
-			0, "h2d");
+		add_row("copy_units_dma enqueue", p, host_ns / 1e3 / (double)calls,
+			(double)n * unit, 0, "h2d");
 	}
 	for (uint32_t ctas : {16u, 32u}) {
 		double us = time_us(KB_STREAM_COPY, 10, [&] {
