@@ -219,7 +219,13 @@ peers)
 			--contexts "$(echo ${CTXS:-32768 65536 98304 131072} | tr ' ' ',')" \
 			--batches "$(echo ${BATCHES:-1 4 8} | tr ' ' ',')" --new-tokens "${NEW:-18}" \
 			--timeout-s "${TIMEOUT_S:-300}" --budget-s "${BUDGET_S:-480}"
-		log "peers_${m%%:*}_rc=$? (3: configurations left, call again)"
+		prc=$?
+		case $prc in
+		0) what="the grid is done" ;;
+		3) what="configurations left: call again" ;;
+		*) what="failed: see results/peers_${m%%:*}.log" ;;
+		esac
+		log "peers_${m%%:*}_rc=$prc ($what)"
 	done
 	"$b/bin/sparda" bench report --out "$sw" >>"$res/peers.log" 2>&1
 	tar -czf "$OUT/sweep.tar.gz" -C "$work" --exclude=sweep/models sweep ;;
