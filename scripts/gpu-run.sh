@@ -83,6 +83,30 @@ step() { # name timeout cmd...
 	tar -czf "$OUT/results.tar.gz" -C "$work" results # keep what is done if the call is cut
 	return $rc
 }
+# ab_ratios JSON: an ab run's decode ratio, overlap bound and step ratio, from its modes' JSON
+ab_ratios() {
+	python3 - "$1" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit("ratios: no JSON (%s)" % e)
+def fig(mode, key):
+    r = d.get(mode) or {}
+    return r.get(key) if r.get("status", "ok") == "ok" else None
+modes = ("sparse-offload", "sparda", "sparda-nooffload")
+so, sp, no = (fig(m, "decode_tokens_per_s") for m in modes)
+tso, tsp, tno = (fig(m, "decode_step_ms") for m in modes)
+out = []
+if so and sp:
+    out.append("decode sparda / sparse-offload %.3fx" % (sp / so))
+if tso and tno:
+    out.append("overlap bound %.3fx" % (tso / tno))
+if tsp and tno:
+    out.append("step sparda / sparda-nooffload %.3fx" % (tsp / tno))
+print("ratios: " + (", ".join(out) or "none (a mode of the pair missing)"))
+PY
+}
 # ab NAME FLAG VALUE...: the MiniCPM shape with LAYERS (8) layers (made once), then AB_MODES
 # (sparse-offload,sparda,sparda-nooffload) at CTX (131072) for BATCHES (1 4) with --FLAG=VALUE,
 # one run per value, each within STEP_S seconds (400; a 32-layer B=16 run of the three modes
@@ -98,6 +122,7 @@ ab() {
 				--prompt-tokens="${CTX:-131072}" --new-tokens="${NEW:-18}" --batch="$bs" \
 				--modes="${AB_MODES:-sparse-offload,sparda,sparda-nooffload}" --"$flag=$v" \
 				${RUN_ARGS:-} --json="$res/${name}_${v}_b${bs}.json"
+			ab_ratios "$res/${name}_${v}_b${bs}.json" 2>&1 | tee -a "$sum"
 		done
 	done
 }
