@@ -132,13 +132,16 @@ static double step_ms(const struct job_result *r)
 
 /* Device time of every phase per step, their sum (the step's span on the compute stream), the
  * rest of the step's wall time (the host's work between the steps, and sampling), and of that
- * the time in the host store's calls. */
+ * the time in the host store's calls; then careful mode's host time in its fetches: the wait
+ * for the load lists (f.wait) and their resolve and queueing (f.queue), host time that may run
+ * beside the device's work, so it is not contained in `host`. */
 static void print_phases(const struct job *j, FILE *o)
 {
 	fprintf(o, "\ndecode step phases on the compute stream, ms per step:\n%-21s", "mode");
 	for (int p = 0; p < RUNNER_PHASE_N; p++)
 		fprintf(o, " %8s", runner_phase_name((enum runner_phase)p));
-	fprintf(o, " %8s %8s %8s %8s\n", "span", "step", "host", "store");
+	fprintf(o, " %8s %8s %8s %8s %8s %8s\n", "span", "step", "host", "store", "f.wait",
+		"f.queue");
 	for (uint32_t i = 0; i < j->n_modes; i++) {
 		const struct job_result *r = &j->res[i];
 		double n = (double)r->st.phase_steps, span = 0.0;
@@ -151,8 +154,10 @@ static void print_phases(const struct job *j, FILE *o)
 			fprintf(o, " %8.3f", r->st.phase_ms[p] / n);
 			span += r->st.phase_ms[p] / n;
 		}
-		fprintf(o, " %8.3f %8.3f %8.3f %8.3f\n", span, step_ms(r), step_ms(r) - span,
-			r->st.decode_store_s * 1e3 / (double)r->st.decode_steps);
+		double per = 1e3 / (double)r->st.decode_steps;
+		fprintf(o, " %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f\n", span, step_ms(r),
+			step_ms(r) - span, r->st.decode_store_s * per, r->st.fetch_wait_s * per,
+			(r->st.fetch_resolve_s + r->st.fetch_enqueue_s) * per);
 	}
 }
 
@@ -307,6 +312,15 @@ static void resources_json(json_object *o, const struct job_result *r, const str
 		json_object_object_add(calls, runner_store_call_name((enum runner_store_call)c), e);
 	}
 	json_object_object_add(o, "decode_store_calls", calls);
+	json_object *fh = json_object_new_object();
+	json_object_object_add(fh, "layers",
+			       json_object_new_int64((int64_t)r->st.fetch_host_layers));
+	json_object_object_add(fh, "wait_ms", json_object_new_double(r->st.fetch_wait_s * 1e3));
+	json_object_object_add(fh, "resolve_ms",
+			       json_object_new_double(r->st.fetch_resolve_s * 1e3));
+	json_object_object_add(fh, "enqueue_ms",
+			       json_object_new_double(r->st.fetch_enqueue_s * 1e3));
+	json_object_object_add(o, "decode_fetch_host", fh);
 }
 
 /* "forecast": {path, trained, fit, recall_heldout}, or null when the model has none. */

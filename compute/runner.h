@@ -168,6 +168,11 @@ struct runner_stats {
 				    allocations and commits, epochs, health checks, Forecasts) */
 	double store_call_s[RUNNER_STORE_N]; /* decode_store_s by call */
 	uint64_t store_calls[RUNNER_STORE_N];
+	/* Careful mode's fetches on the host (decode): the layers fetched, the host's wait for
+	 * their load lists, and with gather_dma its resolve of them into copy lists and its time
+	 * queueing the copies (copy_units_dma, and a split's device part). */
+	uint64_t fetch_host_layers;
+	double fetch_wait_s, fetch_resolve_s, fetch_enqueue_s;
 	struct runner_layer_stats *layer; /* n_layers entries, owned by the runner */
 };
 

@@ -250,6 +250,30 @@ static uint64_t dma_take(const struct runner *r)
 	return r->o.dma_max_bytes ? r->o.dma_max_bytes / r->unit_bytes : UINT64_MAX;
 }
 
+/* gather_dma's copies: the copy engines' first `cut` entries, and a split's device part. */
+static int queue_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stream st, size_t cut)
+{
+	const struct kb_ops *k = r->kb->ops;
+	struct runner_lkv *kv = &r->kv[l];
+	size_t nk = (size_t)s->nc * s->k;
+	int32_t *dst = r->h_dma_idx, *src = dst + (size_t)r->n_caches * r->n_slots;
+	int rc;
+
+	if (kv->dma_loads &&
+	    (rc = k->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src, (uint32_t)cut,
+				    r->unit_bytes, r->o.dma_streams)))
+		return rc;
+	if (!kv->dma_split)
+		return 0;
+	if ((rc = resolve(r, s, l, KB_STREAM_COPY)) ||
+	    (rc = (r->o.gather_bulk ? k->copy_units_bulk : k->copy_units)(
+		 r->kb, KB_STREAM_COPY, kv->cache, r->arena_dev, kv->dst_idx + cut,
+		 kv->src_idx + cut, (uint32_t)(nk - cut), r->unit_bytes, r->o.gather_ctas)) ||
+	    (rc = k->event_record(r->kb, r->split_done, KB_STREAM_COPY)))
+		return rc;
+	return k->stream_wait(r->kb, st, r->split_done);
+}
+
 /*
  * gather_dma: layer l's load list (on the host) resolved through the residency words into
  * copy lists, queued as copy-engine copies on stream st. A load whose unit is not resident
@@ -276,8 +300,11 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	for (uint32_t i = 0; i < s->nc; i++) /* the same bases as kv->word_base on the device */
 		wb[i] = r->seq_word_base[i / r->n_kv] +
 			((int64_t)l * r->n_kv + i % r->n_kv) * r->max_blocks;
-	if ((rc = kb_resolve_loads_host(dst, src, &misses, slot, blk, nl, r->o.host->words, wb,
-					s->nc, r->n_slots, s->k)))
+	uint64_t t0 = time_now_ns();
+	rc = kb_resolve_loads_host(dst, src, &misses, slot, blk, nl, r->o.host->words, wb, s->nc,
+				   r->n_slots, s->k);
+	r->st.fetch_resolve_s += (double)(time_now_ns() - t0) * 1e-9;
+	if (rc)
 		return rc;
 	kv->dma_loads = 0;
 	for (size_t o = 0; o < nk; o++) {
@@ -294,20 +321,10 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 		r->dma_misses += misses;
 	if (r->skip_gather) /* measurement only: everything but the copies */
 		return 0;
-	if (kv->dma_loads &&
-	    (rc = r->kb->ops->copy_units_dma(r->kb, st, kv->cache, r->arena_dev, dst, src,
-					     (uint32_t)cut, r->unit_bytes, r->o.dma_streams)))
-		return rc;
-	if (!kv->dma_split)
-		return 0;
-	const struct kb_ops *k = r->kb->ops;
-	if ((rc = resolve(r, s, l, KB_STREAM_COPY)) ||
-	    (rc = (r->o.gather_bulk ? k->copy_units_bulk : k->copy_units)(
-		 r->kb, KB_STREAM_COPY, kv->cache, r->arena_dev, kv->dst_idx + cut,
-		 kv->src_idx + cut, (uint32_t)(nk - cut), r->unit_bytes, r->o.gather_ctas)) ||
-	    (rc = k->event_record(r->kb, r->split_done, KB_STREAM_COPY)))
-		return rc;
-	return k->stream_wait(r->kb, st, r->split_done);
+	t0 = time_now_ns();
+	rc = queue_dma(r, s, l, st, cut);
+	r->st.fetch_enqueue_s += (double)(time_now_ns() - t0) * 1e-9;
+	return rc;
 }
 
 /* Careful mode: layer l's part of the pinned load lists (count, blocks, slots per cache). */
@@ -371,7 +388,11 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 	uint32_t n = 0;
 	int rc;
 
-	if ((rc = k->event_sync(r->kb, kv->resolved)))
+	uint64_t t0 = time_now_ns();
+	rc = k->event_sync(r->kb, kv->resolved);
+	r->st.fetch_wait_s += (double)(time_now_ns() - t0) * 1e-9;
+	r->st.fetch_host_layers++;
+	if (rc)
 		return rc;
 	if (h->may_spill && (n = list_loads(r, s, l)))
 		STORE_TIMED(r, rc, RUNNER_STORE_FORECAST,

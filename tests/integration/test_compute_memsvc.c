@@ -139,6 +139,14 @@ static double num_of(json_object *o, const char *key)
 	return json_object_get_double(v);
 }
 
+/* decode_fetch_host.<name> of a mode's JSON. */
+static double fetch_host(json_object *o, const char *name)
+{
+	json_object *fh;
+	assert_true(json_object_object_get_ex(o, "decode_fetch_host", &fh));
+	return num_of(fh, name);
+}
+
 /* decode_store_calls.<name>.calls of a mode's JSON, after checking that the calls' ms add up to
  * decode_store_ms. */
 static double store_calls(json_object *o, const char *name)
@@ -303,7 +311,8 @@ static void test_inproc_modes_same_process(void **state)
  * each mode's gather, and sparda fetches the same units as with --gather=bulk, all of them by
  * the copy engines (split over two streams: --dma-streams=2, which the JSON records); with
  * --dma-max-bytes=1 none of them (a cap under one unit leaves every fetch to the device). The
- * other gathers refuse both flags.
+ * JSON's decode_fetch_host says what the host did for those fetches. The other gathers refuse
+ * both flags.
  */
 static void test_gather_dma_prefetch(void **state)
 {
@@ -355,6 +364,14 @@ static void test_gather_dma_prefetch(void **state)
 		assert_true(json_object_object_get_ex(mode_obj(root, "sparse-offload"),
 						      "dma_streams", &ns));
 		assert_null(ns); /* its fetch is the bulk copy's */
+		/* the host's part of careful mode's fetches: with the copy engines it resolves and
+		 * queues them; under a cap of one byte it only waits for the load lists; the bulk
+		 * copy's fetch (sparse-offload, and --gather=bulk) has no host part */
+		json_object *sp = mode_obj(root, "sparda");
+		assert_true((fetch_host(sp, "layers") > 0) == (g != 1));
+		assert_true((fetch_host(sp, "enqueue_ms") > 0) == (g == 0));
+		assert_true((fetch_host(sp, "resolve_ms") > 0) == (g == 0));
+		assert_true(fetch_host(mode_obj(root, "sparse-offload"), "layers") == 0);
 		json_object_put(root);
 	}
 	assert_true(fetched[0] > 0 && fetched[0] == fetched[1] && fetched[2] == fetched[1]);
