@@ -61,6 +61,13 @@ static int uring_prep(struct aio_backend *b, enum aio_op_kind op, uint32_t file,
 		if (rc < 0)
 			return rc;
 		sqe = io_uring_get_sqe(&u->ring);
+		/* SQPOLL: the thread advances the ring's head after a batch, and a batch's writes
+		 * may complete before that (their completions reaped, their entries not yet given
+		 * back): wait for the space */
+		if (!sqe && u->sqpoll && (rc = io_uring_sqring_wait(&u->ring)) < 0)
+			return rc;
+		if (!sqe)
+			sqe = io_uring_get_sqe(&u->ring);
 		if (!sqe)
 			return -EBUSY;
 	}
