@@ -18,6 +18,12 @@ static inline uint64_t time_now_ms(void)
 	return time_now_ns() / 1000000ull;
 }
 
+/* Seconds since t0_ns (a time_now_ns reading). */
+static inline double time_since_s(uint64_t t0_ns)
+{
+	return (double)(time_now_ns() - t0_ns) * 1e-9;
+}
+
 /* Sleep for ns nanoseconds (restarts on EINTR). */
 void time_sleep_ns(uint64_t ns);
 

@@ -18,7 +18,7 @@
 	do {                                                                                       \
 		uint64_t t0_ = time_now_ns();                                                      \
 		(rc) = (call);                                                                     \
-		double s_ = (double)(time_now_ns() - t0_) * 1e-9;                                  \
+		double s_ = time_since_s(t0_);                                                     \
 		(r)->st.decode_store_s += s_;                                                      \
 		(r)->st.store_call_s[what] += s_;                                                  \
 		(r)->st.store_calls[what]++;                                                       \
@@ -303,7 +303,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 	uint64_t t0 = time_now_ns();
 	rc = kb_resolve_loads_host(dst, src, &misses, slot, blk, nl, r->o.host->words, wb, s->nc,
 				   r->n_slots, s->k);
-	r->st.fetch_resolve_s += (double)(time_now_ns() - t0) * 1e-9;
+	r->st.fetch_resolve_s += time_since_s(t0);
 	if (rc)
 		return rc;
 	kv->dma_loads = 0;
@@ -323,7 +323,7 @@ static int gather_dma(struct runner *r, struct step *s, uint32_t l, enum kb_stre
 		return 0;
 	t0 = time_now_ns();
 	rc = queue_dma(r, s, l, st, cut);
-	r->st.fetch_enqueue_s += (double)(time_now_ns() - t0) * 1e-9;
+	r->st.fetch_enqueue_s += time_since_s(t0);
 	return rc;
 }
 
@@ -390,7 +390,7 @@ static int fetch_careful(struct runner *r, struct step *s, uint32_t l, enum kb_s
 
 	uint64_t t0 = time_now_ns();
 	rc = k->event_sync(r->kb, kv->resolved);
-	r->st.fetch_wait_s += (double)(time_now_ns() - t0) * 1e-9;
+	r->st.fetch_wait_s += time_since_s(t0);
 	r->st.fetch_host_layers++;
 	if (rc)
 		return rc;

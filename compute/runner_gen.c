@@ -213,7 +213,7 @@ int runner_generate(struct runner *r, const int32_t *const *prompts, const uint3
 		r->len[i] = lens[i];
 		r->st.prefill_tokens += lens[i];
 	}
-	r->st.prefill_s = (double)(time_now_ns() - t0) * 1e-9;
+	r->st.prefill_s = time_since_s(t0);
 	sample_mem(r);
 	d2h0 = r->st.bytes_d2h;
 	if (r->o.on_step)
